@@ -1,0 +1,118 @@
+//! Write nanogrid nanoservices in a few lines of Rust.
+//!
+//! A nanoservice is a WebAssembly component of the `nanogrid:service/nanoservice` world
+//! (see `wit/service.wit`), built for `wasm32-wasip2`. This crate wraps the generated
+//! bindings in a small API:
+//!
+//! - [`Service`]: implement `handle` and pass the type to [`export!`].
+//! - [`Request`] / [`Response`]: HTTP-shaped values with text and JSON helpers.
+//! - [`kv`]: state in the service's own namespace; [`invoke`]: call other services;
+//!   [`log`], [`config`], [`context`]: the rest of the platform.
+//! - [`Error`]: what platform calls return; `?` turns it into an error response with the
+//!   matching status (`not-found` → 404, `invalid` → 400, `unavailable` → 503, …).
+//!
+//! # Example
+//!
+//! A complete service that counts visits per path (this is `samples/counter` in short):
+//!
+//! ```no_run
+//! use nanogrid_sdk::{kv, Error, Request, Response, Service};
+//!
+//! struct Visits;
+//!
+//! impl Service for Visits {
+//!     fn handle(req: Request) -> Result<Response, Error> {
+//!         let key = format!("visits:{}", req.route());
+//!         let n = kv::get_json::<u64>(&key)?.unwrap_or(0) + 1;
+//!         kv::set_json(&key, &n)?;
+//!         nanogrid_sdk::log::info(&format!("{key} is now {n}"));
+//!         Response::json(200, &serde_json::json!({ "key": key, "visits": n }))
+//!     }
+//! }
+//!
+//! nanogrid_sdk::export!(Visits);
+//! # fn main() {}
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and deploy the `.wasm` file
+//! with `nanogrid deploy target/wasm32-wasip2/release/visits.wasm --name visits`.
+
+// Lets the generated code and the `export!` macro name this crate the same way from inside
+// and from a guest crate.
+extern crate self as nanogrid_sdk;
+
+mod error;
+mod message;
+
+pub mod config;
+pub mod context;
+pub mod invoke;
+pub mod kv;
+pub mod log;
+
+pub use error::Error;
+pub use message::{Request, Response};
+
+/// Raw bindings generated from `wit/service.wit`. Prefer the wrappers in this crate.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "nanoservice",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_nanoservice",
+        default_bindings_module: "nanogrid_sdk::bindings",
+        runtime_path: "nanogrid_sdk::__private::wit_bindgen::rt",
+        generate_all,
+    });
+}
+
+/// A nanoservice: one function from request to response.
+///
+/// Each request runs in a fresh instance, so statics do not carry state from one request
+/// to the next; keep state in [`kv`].
+pub trait Service {
+    /// Handle one request. An `Err` becomes a JSON error response
+    /// `{"error":{"code":…,"message":…}}` with the status that matches the error.
+    fn handle(req: Request) -> Result<Response, Error>;
+}
+
+/// Export a [`Service`] implementation as this component's handler.
+///
+/// ```ignore
+/// nanogrid_sdk::export!(MyService);
+/// ```
+#[macro_export]
+macro_rules! export {
+    ($service:ty) => {
+        const _: () = {
+            struct NanogridHandler;
+            impl $crate::bindings::exports::nanogrid::service::handler::Guest for NanogridHandler {
+                fn handle(req: $crate::Request) -> $crate::Response {
+                    $crate::__private::dispatch::<$service>(req)
+                }
+            }
+            $crate::bindings::__export_nanoservice!(NanogridHandler with_types_in $crate::bindings);
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+
+    use crate::{Error, Request, Response, Service};
+
+    pub fn dispatch<S: Service>(req: Request) -> Response {
+        match S::handle(req) {
+            Ok(resp) => resp,
+            Err(err) => Response::from_error(&err),
+        }
+    }
+
+    // Keeps the helper reachable for the macro without making it public API.
+    #[allow(dead_code)]
+    fn _assert_error_is_std(e: Error) -> Box<dyn std::error::Error> {
+        Box::new(e)
+    }
+}
