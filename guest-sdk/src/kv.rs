@@ -72,9 +72,7 @@ pub fn increment(key: &str, delta: i64) -> Result<i64, Error> {
                 .ok_or_else(|| Error::invalid(format!("key {key:?} does not hold an integer")))?,
             None => 0,
         };
-        let next = value
-            .checked_add(delta)
-            .ok_or_else(|| Error::invalid(format!("counter {key:?} would overflow")))?;
+        let next = value.checked_add(delta).ok_or_else(|| Error::invalid(format!("counter {key:?} would overflow")))?;
         if compare_and_swap(key, current.as_deref(), next.to_string().as_bytes())? {
             return Ok(next);
         }

@@ -92,7 +92,7 @@ macro_rules! export {
                     $crate::__private::dispatch::<$service>(req)
                 }
             }
-            $crate::bindings::__export_nanoservice!(NanogridHandler with_types_in $crate::bindings);
+    $crate::bindings::__export_nanoservice!(NanogridHandler with_types_in $crate::bindings);
         };
     };
 }

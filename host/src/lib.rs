@@ -1,1 +1,42 @@
+//! nanogrid: one node of a WebAssembly nanoservice platform.
+//!
+//! A request flows `ingress` → `services` (admission gate) → `runtime` (fresh instance from
+//! a pre-linked component) → guest; guest imports reach `grid` (kv) and back into
+//! `services` (invoke). `admin` changes the service table; `node` wires it all together;
+//! `cli` is the `nanogrid` binary's front end.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`runtime`] | wasmtime engine, compile cache, host imports, limits |
+//! | [`services`] | deployed services, admission gates, dispatch, deploy/scale/delete |
+//! | [`grid`] | storage traits, RocksDB and in-memory stores, kv namespaces |
+//! | [`ingress`] | `/{service}/...` HTTP front door |
+//! | [`admin`] | `/v1` JSON API, bearer-token auth, `/metrics` |
+//! | [`node`] | start-up and shutdown of one node |
+//! | [`cli`] | `nanogrid` subcommands |
+//!
+//! Start a node in-process (as the tests and `nanogrid up` do):
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let config = nanogrid::node::NodeConfig { data_dir: "/tmp/ng".into(), ..Default::default() };
+//! let handle = nanogrid::node::start(config, ingress, admin).await?;
+//! println!("ingress on {}", handle.node.ingress_addr());
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+pub mod admin;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod grid;
+pub mod http;
+pub mod ingress;
+pub mod metrics;
+pub mod node;
+pub mod runtime;
+pub mod server;
+pub mod services;

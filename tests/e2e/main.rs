@@ -1,1 +1,10 @@
+//! End-to-end tests: real `nanogrid` processes on 127.0.0.1, real RocksDB in temp dirs,
+//! real guest components built from `samples/` and `tests/guests/` (once per test run).
 
+mod support;
+
+mod admin_errors;
+mod concurrency;
+mod deploy;
+mod guests;
+mod restart;

@@ -32,10 +32,7 @@ impl Service for Gateway {
         let mut results = invoke::call_all(&calls).into_iter();
         let stats = body_json("wordcount", results.next().expect("two results"))?;
         let docs = body_json("counter", results.next().expect("two results"))?;
-        Response::json(
-            200,
-            &json!({ "request_id": context::request_id(), "stats": stats, "documents": docs["value"] }),
-        )
+        Response::json(200, &json!({ "request_id": context::request_id(), "stats": stats, "documents": docs["value"] }))
     }
 }
 

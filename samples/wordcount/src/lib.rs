@@ -24,9 +24,8 @@ struct WordCount;
 
 impl Service for WordCount {
     fn handle(req: Request) -> Result<Response, Error> {
-        let input: Input = req
-            .json()
-            .map_err(|e| Error::invalid(format!("send {{\"text\": \"...\"}}: {}", e.message())))?;
+        let input: Input =
+            req.json().map_err(|e| Error::invalid(format!("send {{\"text\": \"...\"}}: {}", e.message())))?;
         let top_n = req.query_param("top").and_then(|s| s.parse().ok()).unwrap_or(5);
         let mut counts: HashMap<String, usize> = HashMap::new();
         let mut words = 0;

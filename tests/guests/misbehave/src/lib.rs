@@ -5,9 +5,10 @@
 //! - `/loop`: spins forever
 //! - `/alloc/{mib}`: allocates and touches that much memory
 //! - `/kv-trap`: writes a key, then traps
+//! - `/recurse`: calls itself through `invoke` until the platform refuses
 //! - anything else: 200 "ok"
 
-use nanogrid_sdk::{Error, Request, Response, Service, kv};
+use nanogrid_sdk::{Error, Request, Response, Service, context, invoke, kv};
 
 struct Misbehave;
 
@@ -38,6 +39,10 @@ impl Service for Misbehave {
             (Some("kv-trap"), _) => {
                 kv::set("before-trap", b"written")?;
                 panic!("trapped after a kv write");
+            }
+            (Some("recurse"), _) => {
+                // The callee's answer (or the platform's refusal) is passed back up as is.
+                invoke::get(&context::service_name(), "/recurse")
             }
             _ => Ok(Response::text(200, "ok")),
         }

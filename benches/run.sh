@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Benchmark: the `hello` sample through nanogrid's ingress against a native hyper server
+# answering the same greeting, with the same load generator (wrk) in the same run, on
+# 127.0.0.1; plus per-request instantiation time inside the node. Rewrites
+# docs/BENCHMARKS.md. Run it with `./dev bench` (which installs wrk).
+#
+# Settings (environment): DURATION (s per run, default 10), CONNS (default 32),
+# ROUNDS (alternating native/nanogrid rounds, default 2), INSTANCES (default 64).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-2}
+INSTANCES=${INSTANCES:-64}
+target=${CARGO_TARGET_DIR:-target}
+
+cargo build --release -q -p nanogrid --bin nanogrid --example native_hello --example instantiate
+cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml
+hello_wasm=samples/target/wasm32-wasip2/release/hello.wasm
+
+tmp=$(mktemp -d)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+wait_line() { # file prefix -> the rest of the first line starting with prefix
+    for _ in $(seq 1 300); do
+        local l; l=$(grep -m1 "^$2" "$1" 2>/dev/null || true)
+        if [ -n "$l" ]; then echo "${l#"$2"}"; return 0; fi
+        sleep 0.1
+    done
+    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
+}
+
+"$target/release/examples/native_hello" >"$tmp/native.out" &
+native=$(wait_line "$tmp/native.out" "listening on ")
+"$target/release/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    --data-dir "$tmp/node" --admin-token bench >"$tmp/node.out" 2>"$tmp/node.log" &
+ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
+admin=$(wait_line "$tmp/node.out" "admin listening on ")
+"$target/release/nanogrid" deploy "$hello_wasm" --name hello --instances "$INSTANCES" \
+    --admin "$admin" --token bench >/dev/null
+curl -sf "$ingress/hello/world" >/dev/null
+
+# wrk output -> "rps p50_us p99_us"
+parse() {
+    awk '
+    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1e6; return v }
+    /Requests\/sec:/ { rps=$2 }
+    $1=="50%" { p50=us($2) }
+    $1=="99%" { p99=us($2) }
+    END { printf "%.0f %.0f %.0f\n", rps, p50, p99 }' "$1"
+}
+
+run() { # name url round
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2" >"$tmp/$1.$3.wrk"
+    parse "$tmp/$1.$3.wrk"
+}
+
+wrk -t1 -c"$CONNS" -d2s "$native/hello/world" >/dev/null
+wrk -t1 -c"$CONNS" -d2s "$ingress/hello/world" >/dev/null
+rows=""
+sum_ratio=0
+for r in $(seq 1 "$ROUNDS"); do
+    read -r n_rps n_p50 n_p99 < <(run native "$native/hello/world" "$r")
+    read -r g_rps g_p50 g_p99 < <(run nanogrid "$ingress/hello/world" "$r")
+    ratio=$(awk -v a="$g_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
+    rows+="| $r | native hyper | $n_rps | $n_p50 | $n_p99 | |"$'\n'
+    rows+="| $r | nanogrid \`hello\` | $g_rps | $g_p50 | $g_p99 | **$ratio** |"$'\n'
+    sum_ratio=$(awk -v s="$sum_ratio" -v x="$ratio" 'BEGIN { print s+x }')
+    echo "round $r: native $n_rps req/s (p50 ${n_p50}us p99 ${n_p99}us), nanogrid $g_rps req/s (p50 ${g_p50}us p99 ${g_p99}us), ratio $ratio" >&2
+done
+mean_ratio=$(awk -v s="$sum_ratio" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
+inst=$("$target/release/examples/instantiate" "$hello_wasm" 20000)
+echo "$inst" >&2
+inst_us=$(echo "$inst" | sed -n 's/.*instantiate_us=\([0-9.]*\).*/\1/p')
+req_us=$(echo "$inst" | sed -n 's/.*request_us=\([0-9.]*\).*/\1/p')
+
+mkdir -p docs
+cat >docs/BENCHMARKS.md <<MD
+# Benchmarks
+
+Every figure here comes from \`./dev bench\` (\`benches/run.sh\`); rerun it to refresh this
+file. Machines are shared and noisy, so compare the ratios of runs made side by side in
+one invocation rather than absolute numbers across runs.
+
+## Hello world through ingress vs native hyper
+
+\`wrk -t1 -c$CONNS -d${DURATION}s --latency\` against \`GET /hello/world\` on 127.0.0.1:
+nanogrid serving the \`hello\` sample (instances = $INSTANCES, release build) and a native
+hyper server (\`host/examples/native_hello.rs\`, same accept loop) returning the same
+greeting. Rounds alternate between the two.
+
+| round | server | requests/s | p50 (µs) | p99 (µs) | nanogrid / native |
+| --- | --- | ---: | ---: | ---: | ---: |
+$rows
+Mean throughput ratio nanogrid / native: **$mean_ratio** (target for the foundation: ≥ 0.3).
+
+## Per-request cost inside the node
+
+\`host/examples/instantiate.rs\`, 20 000 sequential runs each, no HTTP:
+
+| what | µs per request |
+| --- | ---: |
+| instantiate \`hello\` from its \`InstancePre\` (pooling allocator, memory kept resident) | $inst_us |
+| whole request: admission, instantiate, call \`handle\`, response | $req_us |
+
+Measured on: $(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d).
+MD
+echo "wrote docs/BENCHMARKS.md (mean ratio $mean_ratio)" >&2

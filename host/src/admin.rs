@@ -1,0 +1,284 @@
+//! The admin API, `/v1/...` JSON over HTTP with a bearer token (DESIGN.md section 5).
+//!
+//! `GET /v1/health` and `GET /metrics` are open (load balancers and scrapers); everything
+//! else needs `Authorization: Bearer <token>`. Errors are
+//! `{"error":{"code","message","request_id"}}` with the matching status.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::http::{self as h, Body, BodyError};
+use crate::metrics;
+use crate::node::Node;
+use crate::services::spec::{self, ScaleRequest, ServiceRequest};
+use crate::services::{AdminError, Service};
+
+/// Compare without an early exit, so response time does not reveal a matching prefix.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(node: &Node, req: &http::Request<Incoming>) -> bool {
+    let Some(value) = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(token) = value.strip_prefix("Bearer ") else { return false };
+    constant_time_eq(token.trim().as_bytes(), node.admin_token().as_bytes())
+}
+
+pub async fn handle(node: Arc<Node>, req: http::Request<Incoming>) -> http::Response<Body> {
+    let request_id = h::incoming_request_id(req.headers()).unwrap_or_else(|| node.registry.new_request_id());
+    let path = req.uri().path().to_string();
+    let span = h::request_span("admin", &request_id, req.method(), &path);
+    async move {
+        let resp = route(&node, req, &request_id, &path).await;
+        tracing::info!(status = resp.status().as_u16(), "admin request");
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+fn err(status: StatusCode, code: &str, message: impl AsRef<str>, rid: &str) -> http::Response<Body> {
+    h::error(status, code, message.as_ref(), rid)
+}
+
+fn admin_error(e: AdminError, rid: &str) -> http::Response<Body> {
+    use crate::runtime::InspectError as I;
+    match &e {
+        AdminError::BadRequest(m) => err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
+        AdminError::NotFound(m) => err(StatusCode::NOT_FOUND, "not-found", m, rid),
+        AdminError::Inspect(i) => {
+            let (status, code) = match i {
+                I::NotWasm(_) => (StatusCode::BAD_REQUEST, "not-wasm"),
+                I::CoreModule => (StatusCode::BAD_REQUEST, "core-module"),
+                I::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid-component"),
+                I::NoHandler(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no-handler"),
+                I::UnsatisfiedImports(_) | I::LinkFailed(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "unsatisfied-imports")
+                }
+            };
+            err(status, code, i.to_string(), rid)
+        }
+        AdminError::Internal(m) => {
+            tracing::error!(error = %m, "admin operation failed");
+            err(StatusCode::INTERNAL_SERVER_ERROR, "internal", m, rid)
+        }
+    }
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: http::Request<Incoming>,
+    rid: &str,
+) -> Result<T, http::Response<Body>> {
+    let bytes = match h::read_body(req.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(l)) => {
+            return Err(h::close_connection(err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                format!("JSON bodies are limited to {l} bytes"),
+                rid,
+            )));
+        }
+        Err(BodyError::Read(e)) => {
+            return Err(err(StatusCode::BAD_REQUEST, "bad-request", format!("could not read the body: {e}"), rid));
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, "bad-json", format!("the body is not the expected JSON: {e}"), rid))
+}
+
+async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: &str) -> http::Response<Body> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["v1", "health"]) => {
+            return h::json(
+                StatusCode::OK,
+                &json!({ "status": "ok", "node": node.config.node_id, "mode": "single" }),
+                rid,
+            );
+        }
+        (&Method::GET, ["metrics"]) => {
+            let mut resp = http::Response::new(http_body_util::Full::new(metrics::render(node).into()));
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+            return resp;
+        }
+        _ => {}
+    }
+    if !authorized(node, &req) {
+        return err(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token; pass --token or set NANOGRID_TOKEN",
+            rid,
+        );
+    }
+    let registry = &node.registry;
+    match (&method, segments.as_slice()) {
+        (&Method::PUT | &Method::POST, ["v1", "components"]) => {
+            let bytes = match h::read_body(req.into_body(), node.config.max_upload_bytes).await {
+                Ok(b) => b,
+                Err(BodyError::TooLarge(l)) => {
+                    let msg = format!("component uploads are limited to {l} bytes");
+                    return h::close_connection(err(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, rid));
+                }
+                Err(BodyError::Read(e)) => {
+                    return err(StatusCode::BAD_REQUEST, "bad-request", format!("could not read the body: {e}"), rid);
+                }
+            };
+            match registry.put_component(bytes).await {
+                Ok(up) => h::json(if up.created { StatusCode::CREATED } else { StatusCode::OK }, &up, rid),
+                Err(e) => admin_error(e, rid),
+            }
+        }
+        (&Method::GET, ["v1", "services"]) => {
+            let list: Vec<_> = registry.list().iter().map(|s| summary(node, s)).collect();
+            h::json(StatusCode::OK, &json!({ "services": list }), rid)
+        }
+        (&Method::GET, ["v1", "services", name]) => match registry.get(name) {
+            Some(s) => h::json(StatusCode::OK, &detail(node, &s), rid),
+            None => err(StatusCode::NOT_FOUND, "not-found", format!("no service named {name:?} is deployed"), rid),
+        },
+        (&Method::PUT, ["v1", "services", name]) => {
+            let name = name.to_string();
+            let body: ServiceRequest = match json_body(req, rid).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            match registry.put_service(&name, body).await {
+                Ok((_, created)) => {
+                    let svc = registry.get(&name).expect("just installed");
+                    h::json(if created { StatusCode::CREATED } else { StatusCode::OK }, &detail(node, &svc), rid)
+                }
+                Err(e) => admin_error(e, rid),
+            }
+        }
+        (&Method::POST, ["v1", "services", name, "scale"]) => {
+            let name = name.to_string();
+            let body: ScaleRequest = match json_body(req, rid).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let instances = match spec::parse_instances(&body.instances) {
+                Ok(n) => n,
+                Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
+            };
+            let max_queue = match body.max_queue.as_ref().map(spec::parse_queue).transpose() {
+                Ok(q) => q,
+                Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
+            };
+            match registry.scale(&name, instances, max_queue).await {
+                Ok(_) => h::json(StatusCode::OK, &detail(node, &registry.get(&name).expect("scaled")), rid),
+                Err(e) => admin_error(e, rid),
+            }
+        }
+        (&Method::DELETE, ["v1", "services", name]) => match registry.delete(name).await {
+            Ok(spec) => h::json(StatusCode::OK, &json!({ "deleted": spec.name, "spec": spec }), rid),
+            Err(e) => admin_error(e, rid),
+        },
+        (&Method::GET, ["v1", "cluster"]) => {
+            let services: Vec<String> = registry.list().iter().map(|s| s.name.to_string()).collect();
+            let body = json!({
+                "leader": node.config.node_id,
+                "term": 0,
+                "mode": "single",
+                "nodes": [{
+                    "id": node.config.node_id,
+                    "mode": "single",
+                    "addr": node.ingress_addr().to_string(),
+                    "admin_addr": node.admin_addr().to_string(),
+                    "services": services,
+                }],
+            });
+            h::json(StatusCode::OK, &body, rid)
+        }
+        (
+            _,
+            ["v1", "components"]
+            | ["v1", "services"]
+            | ["v1", "services", _]
+            | ["v1", "services", _, "scale"]
+            | ["v1", "cluster"],
+        ) => err(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{method} is not supported on {path}"),
+            rid,
+        ),
+        _ => err(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            format!("no admin route {method} {path}; see the API list in README.md"),
+            rid,
+        ),
+    }
+}
+
+fn counters(s: &Service) -> serde_json::Value {
+    use crate::services::Stats as S;
+    json!({
+        "ok": S::get(&s.stats.ok),
+        "guest_error": S::get(&s.stats.guest_error),
+        "trapped": S::get(&s.stats.trapped),
+        "timed_out": S::get(&s.stats.timed_out),
+        "rejected": S::get(&s.stats.rejected),
+    })
+}
+
+fn summary(node: &Node, s: &Service) -> serde_json::Value {
+    let d = s.current();
+    let g = s.gate();
+    json!({
+        "name": &*s.name,
+        "component": d.spec.component,
+        "instances": d.spec.instances,
+        "running": g.running,
+        "queued": g.queued,
+        "ready": d.spec.instances > 0,
+        "node": node.config.node_id,
+    })
+}
+
+fn detail(node: &Node, s: &Service) -> serde_json::Value {
+    let d = s.current();
+    let g = s.gate();
+    json!({
+        "name": &*s.name,
+        "spec": d.spec,
+        "status": {
+            "ready": d.spec.instances > 0,
+            "nodes": [{
+                "node": node.config.node_id,
+                "mode": "single",
+                "instances": g.limit,
+                "max_queue": g.max_queue,
+                "running": g.running,
+                "queued": g.queued,
+                "peak_running": g.peak_running,
+            }],
+            "requests": counters(s),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

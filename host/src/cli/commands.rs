@@ -1,0 +1,250 @@
+//! The subcommands: `serve` runs a node; the rest talk to one over HTTP.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::Method;
+use serde_json::{Value, json};
+
+use super::{ClientArgs, DeployArgs, InvokeArgs, NodeArgs, ServeArgs};
+use crate::client::{AdminClient, Client, Reply};
+use crate::config::FileConfig;
+use crate::node::{self, NodeConfig, NodeHandle};
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Flags over file over defaults.
+pub fn node_config(args: &NodeArgs, file: FileConfig) -> (NodeConfig, std::net::SocketAddr, std::net::SocketAddr) {
+    let d = NodeConfig::default();
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
+    let admin = args.admin_listen.or(file.admin_listen).unwrap_or_else(|| "127.0.0.1:8081".parse().expect("valid"));
+    let cfg = NodeConfig {
+        node_id: args.node_id.clone().or(file.node_id).unwrap_or(d.node_id),
+        data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
+        compile_cache: args.compile_cache.clone().or(file.compile_cache),
+        admin_token: args.admin_token.clone().or(file.admin_token),
+        pool_instances: args.pool_instances.or(file.pool_instances).unwrap_or(d.pool_instances),
+        max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
+        max_upload_bytes: file.max_upload_bytes.unwrap_or(d.max_upload_bytes),
+        server: d.server,
+    };
+    (cfg, listen, admin)
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "binding the {what} listener to {addr} (is the port in use? pick another with --{what}-listen or port 0)"
+        )
+    })
+}
+
+/// Bind, start, and print where the node listens.
+pub async fn start_node(
+    cfg: NodeConfig,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> anyhow::Result<NodeHandle> {
+    let ingress_l = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("binding ingress to {listen} (is the port in use? pick another with --listen, or port 0)")
+    })?;
+    let admin_l = bind(admin, "admin").await?;
+    let explicit_token = cfg.admin_token.is_some();
+    let handle = node::start(cfg, ingress_l, admin_l).await?;
+    let n = &handle.node;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "nanogrid node {} (mode single)", n.config.node_id);
+    let _ = writeln!(out, "ingress listening on http://{}", n.ingress_addr());
+    let _ = writeln!(out, "admin listening on http://{}", n.admin_addr());
+    if !explicit_token {
+        let _ = writeln!(out, "admin token in {}", node::token_path(&n.config.data_dir).display());
+    }
+    let _ = out.flush();
+    Ok(handle)
+}
+
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let (cfg, listen, admin) = node_config(&args.node, file);
+    let handle = start_node(cfg, listen, admin).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining requests in flight");
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn admin_client(args: &ClientArgs) -> AdminClient {
+    let token = args.token.clone().or_else(|| {
+        let dir = args.data_dir.clone().unwrap_or_else(|| ".nanogrid".into());
+        std::fs::read_to_string(node::token_path(&dir)).ok().map(|t| t.trim().to_string())
+    });
+    AdminClient::new(&args.admin, token)
+}
+
+/// Turn an error reply into a readable error.
+fn check(reply: Reply) -> anyhow::Result<Value> {
+    if reply.status.is_success() {
+        return reply.json();
+    }
+    match reply.json().ok().and_then(|v| v.get("error").cloned()) {
+        Some(e) => bail!(
+            "{} ({}, HTTP {})",
+            e["message"].as_str().unwrap_or("?"),
+            e["code"].as_str().unwrap_or("?"),
+            reply.status.as_u16()
+        ),
+        None => bail!("HTTP {}: {}", reply.status, reply.text()),
+    }
+}
+
+pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let client = admin_client(&args.client);
+    let up = check(client.upload(bytes).await?).with_context(|| format!("uploading {}", args.file.display()))?;
+    let digest = up["digest"].as_str().context("upload reply has no digest")?.to_string();
+    let mut config = serde_json::Map::new();
+    for kv in &args.config {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--config {kv:?} is not KEY=VALUE"))?;
+        config.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let mut spec = json!({ "component": digest, "instances": args.instances, "config": config });
+    if args.memory_mib.is_some() || args.timeout_ms.is_some() {
+        let mut limits = serde_json::Map::new();
+        if let Some(m) = args.memory_mib {
+            limits.insert("memory_mib".into(), m.into());
+        }
+        if let Some(t) = args.timeout_ms {
+            limits.insert("timeout_ms".into(), t.into());
+        }
+        spec["limits"] = Value::Object(limits);
+    }
+    let svc = check(client.call_json(Method::PUT, &format!("/v1/services/{}", args.name), &spec).await?)
+        .with_context(|| format!("deploying service {}", args.name))?;
+    println!(
+        "deployed {} ({}) with {} instance(s), generation {}",
+        args.name, digest, svc["spec"]["instances"], svc["spec"]["generation"]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn scale(client: &ClientArgs, name: &str, instances: i64) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    let svc = check(
+        c.call_json(Method::POST, &format!("/v1/services/{name}/scale"), &json!({ "instances": instances })).await?,
+    )?;
+    println!("{name}: {} instance(s)", svc["spec"]["instances"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ls(client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    let list = check(c.get("/v1/services").await?)?;
+    let services = list["services"].as_array().cloned().unwrap_or_default();
+    if services.is_empty() {
+        println!("no services deployed; try `nanogrid deploy FILE.wasm --name NAME`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<20} {:>9} {:>7} {:>6}  COMPONENT", "NAME", "INSTANCES", "RUNNING", "QUEUED");
+    for s in services {
+        let digest = s["component"].as_str().unwrap_or("");
+        println!(
+            "{:<20} {:>9} {:>7} {:>6}  {}",
+            s["name"].as_str().unwrap_or("?"),
+            s["instances"],
+            s["running"],
+            s["queued"],
+            &digest[..digest.len().min(19)]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rm(client: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    check(c.call(Method::DELETE, &format!("/v1/services/{name}"), None, Bytes::new()).await?)?;
+    println!("removed {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    let cluster = check(c.get("/v1/cluster").await?)?;
+    println!("leader: {}   term: {}", cluster["leader"].as_str().unwrap_or("none"), cluster["term"]);
+    println!("{:<10} {:<9} {:<22} SERVICES", "NODE", "MODE", "ADDRESS");
+    for n in cluster["nodes"].as_array().cloned().unwrap_or_default() {
+        let services: Vec<String> = n["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect();
+        println!(
+            "{:<10} {:<9} {:<22} {}",
+            n["id"].as_str().unwrap_or("?"),
+            n["mode"].as_str().unwrap_or("?"),
+            n["addr"].as_str().unwrap_or("?"),
+            services.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let body = match &args.data {
+        Some(d) if d.starts_with('@') => {
+            Bytes::from(std::fs::read(&d[1..]).with_context(|| format!("reading {}", &d[1..]))?)
+        }
+        Some(d) => Bytes::from(d.clone()),
+        None => Bytes::new(),
+    };
+    let method = match &args.method {
+        Some(m) => {
+            Method::from_bytes(m.to_uppercase().as_bytes()).with_context(|| format!("{m:?} is not an HTTP method"))?
+        }
+        None if args.data.is_some() => Method::POST,
+        None => Method::GET,
+    };
+    let mut path = args.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (k, v) = h.split_once(':').with_context(|| format!("header {h:?} is not \"Name: value\""))?;
+        headers.push((k.trim(), v.trim().to_string()));
+    }
+    let url = format!("{}/{}{}", args.ingress.trim_end_matches('/'), args.name, path);
+    let reply = Client::new().send(method, &url, &headers, body).await?;
+    let mut out = std::io::stdout().lock();
+    if args.include {
+        writeln!(out, "HTTP {}", reply.status)?;
+        for (k, v) in &reply.headers {
+            writeln!(out, "{k}: {}", v.to_str().unwrap_or("?"))?;
+        }
+        writeln!(out)?;
+    }
+    out.write_all(&reply.body)?;
+    if !reply.body.ends_with(b"\n") && !reply.body.is_empty() {
+        writeln!(out)?;
+    }
+    Ok(if reply.status.is_success() { ExitCode::SUCCESS } else { ExitCode::from(22) })
+}

@@ -1,0 +1,202 @@
+//! The `nanogrid` command line: wiring only. `serve` and `up` run a node; the other
+//! subcommands are clients of a node's admin API or ingress.
+
+mod commands;
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "nanogrid",
+    version,
+    about = "Run WebAssembly nanoservices: a node that hosts them, and the commands to manage them.",
+    long_about = "nanogrid runs sandboxed WebAssembly components (nanoservices) behind HTTP.\n\n\
+        First look:   nanogrid up                    (a single node with the samples deployed)\n\
+        Run a node:   nanogrid serve\n\
+        Deploy:       nanogrid deploy app.wasm --name app --instances 4\n\
+        Call it:      nanogrid invoke app /some/path -d 'body'\n\n\
+        Client commands find the node through --admin / NANOGRID_ADMIN (default http://127.0.0.1:8081)\n\
+        and authenticate with --token / NANOGRID_TOKEN, or the token file in ./.nanogrid."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a node: ingress on --listen, admin API on --admin-listen.
+    Serve(ServeArgs),
+    /// Build the samples, start a single node with them deployed, and print URLs to try.
+    Up(UpArgs),
+    /// Upload a .wasm component and deploy it as a service (create or replace).
+    Deploy(DeployArgs),
+    /// Change how many instances of a service may run at once (0 stops it).
+    Scale {
+        /// Service name.
+        name: String,
+        /// Concurrent instances on the node; 0 means stopped.
+        #[arg(allow_negative_numbers = true)]
+        instances: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List deployed services.
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a service (its kv data is kept).
+    Rm {
+        /// Service name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a request to a service through ingress and print the response body.
+    Invoke(InvokeArgs),
+    /// Show the node (or cluster) and its services.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+pub struct NodeArgs {
+    /// Ingress address (port 0 picks a free port) [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Admin API address [default: 127.0.0.1:8081]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Where the node keeps its database, token and compile cache [default: ./.nanogrid]
+    #[arg(long, value_name = "DIR", env = "NANOGRID_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Admin bearer token (default: the token file in the data dir, created on first start)
+    #[arg(long, env = "NANOGRID_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Compiled-component cache directory [default: DATA_DIR/compiled]
+    #[arg(long, value_name = "DIR")]
+    pub compile_cache: Option<PathBuf>,
+    /// Instance slots the node reserves memory for [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub pool_instances: Option<u32>,
+    /// This node's id [default: n1]
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// TOML file with the same settings (flags win)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The samples workspace to build and deploy [default: ./samples]
+    #[arg(long, value_name = "DIR")]
+    pub samples: Option<PathBuf>,
+    /// Use already-built samples instead of running cargo
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// Admin API of the node
+    #[arg(long = "admin", env = "NANOGRID_ADMIN", default_value = "http://127.0.0.1:8081", value_name = "URL")]
+    pub admin: String,
+    /// Admin bearer token (default: DATA_DIR/admin-token if readable)
+    #[arg(long, env = "NANOGRID_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data dir whose token file to read when no token is given [default: ./.nanogrid]
+    #[arg(long, env = "NANOGRID_DATA_DIR", value_name = "DIR", hide = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The component: a .wasm file built for wasm32-wasip2
+    pub file: PathBuf,
+    /// Service name (lowercase letters, digits, '-'); the ingress path is /NAME/...
+    #[arg(long)]
+    pub name: String,
+    /// Concurrent instances on the node
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub instances: i64,
+    /// Configuration the service reads with config::get, as KEY=VALUE (repeatable)
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Largest memory of one instance, in MiB [default: 64]
+    #[arg(long)]
+    pub memory_mib: Option<u32>,
+    /// Deadline of one request, in milliseconds [default: 5000]
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct InvokeArgs {
+    /// Service name
+    pub name: String,
+    /// Path inside the service, e.g. /items?limit=3 [default: /]
+    pub path: Option<String>,
+    /// Request body; @FILE reads a file (makes the default method POST)
+    #[arg(short = 'd', long = "data")]
+    pub data: Option<String>,
+    /// HTTP method [default: GET, or POST with --data]
+    #[arg(short = 'X', long = "method")]
+    pub method: Option<String>,
+    /// Extra header, "Name: value" (repeatable)
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// Print the status line and headers too
+    #[arg(short = 'i', long)]
+    pub include: bool,
+    /// Ingress of the node
+    #[arg(long = "ingress", env = "NANOGRID_INGRESS", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub ingress: String,
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => commands::serve(args).await,
+            Command::Up(args) => up::up(args).await,
+            Command::Deploy(args) => commands::deploy(args).await,
+            Command::Scale { name, instances, client } => commands::scale(&client, &name, instances).await,
+            Command::Ls { client } => commands::ls(&client).await,
+            Command::Rm { name, client } => commands::rm(&client, &name).await,
+            Command::Invoke(args) => commands::invoke(args).await,
+            Command::Status { client } => commands::status(&client).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

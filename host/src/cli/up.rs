@@ -1,0 +1,85 @@
+//! `nanogrid up`: build the samples, start a single node, deploy them, print what to try.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use super::UpArgs;
+use super::commands::{init_logging, node_config, start_node, wait_for_signal};
+use crate::config::FileConfig;
+use crate::services::spec::ServiceRequest;
+
+/// The samples `up` deploys, with their instance counts.
+pub const SAMPLES: [(&str, u32); 4] = [("hello", 8), ("counter", 4), ("wordcount", 4), ("gateway", 4)];
+
+fn samples_dir(arg: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = arg {
+        return p;
+    }
+    let local = PathBuf::from("samples");
+    if local.join("Cargo.toml").exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples")
+}
+
+/// Build every sample for wasm32-wasip2 and return the directory holding the .wasm files.
+pub fn build_samples(dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.exists() {
+        bail!("no samples workspace at {}; pass --samples DIR", dir.display());
+    }
+    println!("building samples in {} (cargo build --release --target wasm32-wasip2)...", dir.display());
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(&manifest)
+        .status()
+        .context("running cargo to build the samples (is Rust installed?)")?;
+    if !status.success() {
+        bail!("building the samples failed; if the target is missing run `rustup target add wasm32-wasip2`");
+    }
+    Ok(dir.join("target/wasm32-wasip2/release"))
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let dir = samples_dir(args.samples.clone());
+    let wasm_dir = if args.no_build {
+        dir.join("target/wasm32-wasip2/release")
+    } else {
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || build_samples(&d)).await??
+    };
+    let (cfg, listen, admin) = node_config(&args.node, FileConfig::default());
+    let handle = start_node(cfg, listen, admin).await?;
+    let registry = handle.node.registry.clone();
+    for (name, instances) in SAMPLES {
+        let path = wasm_dir.join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&path).with_context(|| format!("reading sample {}", path.display()))?;
+        let up = registry.put_component(bytes.into()).await.with_context(|| format!("uploading sample {name}"))?;
+        let req: ServiceRequest = serde_json::from_value(json!({ "component": up.digest, "instances": instances }))?;
+        registry.put_service(name, req).await.with_context(|| format!("deploying sample {name}"))?;
+    }
+    let ing = format!("http://{}", handle.node.ingress_addr());
+    let adm = format!("http://{}", handle.node.admin_addr());
+    println!();
+    println!("nanogrid is up: one node, samples deployed ({})", SAMPLES.map(|s| s.0).join(", "));
+    println!();
+    println!("Try:");
+    println!("  curl '{ing}/hello/world?name=Ada'");
+    println!("  curl -X POST {ing}/counter/visits");
+    println!("  curl -d '{{\"text\":\"the cat and the hat\"}}' {ing}/wordcount/");
+    println!("  curl -d 'the cat and the hat' {ing}/gateway/");
+    println!("  curl {adm}/metrics");
+    println!(
+        "  nanogrid ls --admin {adm}        (token: {})",
+        crate::node::token_path(&handle.node.config.data_dir).display()
+    );
+    println!();
+    println!("Press Ctrl-C to stop.");
+    wait_for_signal().await;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,53 @@
+//! `nanogrid serve` settings: command-line flags over an optional TOML file over defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// The TOML file given with `--config`. Every field is optional; flags win.
+///
+/// ```toml
+/// listen = "127.0.0.1:8080"
+/// admin_listen = "127.0.0.1:8081"
+/// data_dir = "/var/lib/nanogrid"
+/// node_id = "n1"
+/// admin_token = "..."
+/// pool_instances = 1000
+/// max_body_bytes = 8388608
+/// max_upload_bytes = 67108864
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub node_id: Option<String>,
+    pub admin_token: Option<String>,
+    pub compile_cache: Option<PathBuf>,
+    pub pool_instances: Option<u32>,
+    pub max_body_bytes: Option<usize>,
+    pub max_upload_bytes: Option<usize>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<FileConfig>("lisen = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.to_string().contains("lisen"));
+        let ok: FileConfig = toml::from_str("listen = \"127.0.0.1:9\"\npool_instances = 10").unwrap();
+        assert_eq!(ok.pool_instances, Some(10));
+    }
+}

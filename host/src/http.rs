@@ -1,0 +1,95 @@
+//! HTTP plumbing shared by ingress and the admin API: bodies with size limits, JSON and
+//! JSON-error responses, request ids.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+pub type Body = Full<Bytes>;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A `{"error":{"code","message","request_id"}}` response.
+pub fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "request_id": request_id }
+    });
+    json(status, &body, request_id)
+}
+
+pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T, request_id: &str) -> Response<Body> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    bytes.push(b'\n');
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set_request_id(h, request_id);
+    resp
+}
+
+pub fn set_request_id(h: &mut http::HeaderMap, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID_HEADER, v);
+    }
+}
+
+/// The caller's `x-request-id` if it is short and plain, so ids can be correlated across
+/// systems; otherwise `None` and the node makes one.
+pub fn incoming_request_id(h: &http::HeaderMap) -> Option<String> {
+    let v = h.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let ok = !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| v.to_string())
+}
+
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge(usize),
+    Read(String),
+}
+
+/// Most bytes read and thrown away after a body passed its limit, so the client finishes
+/// sending and can read the 413 instead of a connection reset.
+const DRAIN_MAX: usize = 32 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Read a whole body, refusing more than `limit` bytes.
+pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                drain(body).await;
+                return Err(BodyError::TooLarge(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+async fn drain(mut body: Incoming) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Mark a response as the last on its connection (after a refused body).
+pub fn close_connection(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// A request id is attached to the tracing span of each request.
+pub fn request_span(kind: &'static str, request_id: &str, method: &http::Method, path: &str) -> tracing::Span {
+    tracing::info_span!("request", kind, request_id = %request_id, method = %method, path = %path)
+}

@@ -1,0 +1,156 @@
+//! Ingress: `ANY /{service}/{rest}` → the service's handler with path `/{rest}`.
+//!
+//! Every request gets an id (the caller's `x-request-id` when it is sane), echoed in the
+//! response and in every error body. Platform errors are JSON
+//! `{"error":{"code","message","request_id"}}`; overload answers carry `Retry-After`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use crate::http::{self as h, Body, BodyError};
+use crate::runtime::Request as GuestRequest;
+use crate::services::{DispatchError, Registry};
+
+#[derive(Debug, Clone, Copy)]
+pub struct IngressConfig {
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig { max_body: 8 << 20 }
+    }
+}
+
+/// Split `/svc/a/b?q` into `("svc", "/a/b?q")`.
+pub fn split_target(target: &str) -> Option<(&str, String)> {
+    let t = target.strip_prefix('/')?;
+    let end = t.find(['/', '?']).unwrap_or(t.len());
+    let (service, rest) = t.split_at(end);
+    if service.is_empty() {
+        return None;
+    }
+    let rest = if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") };
+    Some((service, rest))
+}
+
+pub async fn handle(registry: Arc<Registry>, cfg: IngressConfig, req: http::Request<Incoming>) -> http::Response<Body> {
+    let request_id = h::incoming_request_id(req.headers()).unwrap_or_else(|| registry.new_request_id());
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let span = h::request_span("ingress", &request_id, req.method(), &target);
+    async move {
+        let resp = route(&registry, cfg, req, &request_id, &target).await;
+        tracing::info!(status = resp.status().as_u16(), "served");
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+async fn route(
+    registry: &Arc<Registry>,
+    cfg: IngressConfig,
+    req: http::Request<Incoming>,
+    request_id: &str,
+    target: &str,
+) -> http::Response<Body> {
+    let Some((service, path)) = split_target(target) else {
+        return h::error(StatusCode::NOT_FOUND, "not-found", "name a service in the path: /{service}/...", request_id);
+    };
+    let service = service.to_string();
+    if registry.get(&service).is_none() {
+        let msg = format!("no service named {service:?} is deployed (see GET /v1/services on the admin API)");
+        return h::error(StatusCode::NOT_FOUND, "not-found", &msg, request_id);
+    }
+    let (parts, body) = req.into_parts();
+    let body = match h::read_body(body, cfg.max_body).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(limit)) => {
+            let msg = format!("request body is larger than the {limit}-byte limit");
+            return h::close_connection(h::error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, request_id));
+        }
+        Err(BodyError::Read(e)) => {
+            return h::error(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                &format!("could not read the body: {e}"),
+                request_id,
+            );
+        }
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    let guest_req = GuestRequest { method: parts.method.as_str().to_string(), path, headers, body: body.to_vec() };
+    match registry.dispatch(&service, guest_req, request_id.into(), 0).await {
+        Ok(resp) => to_http(resp, request_id),
+        Err(e) => dispatch_error(&e, request_id),
+    }
+}
+
+fn to_http(resp: crate::runtime::Response, request_id: &str) -> http::Response<Body> {
+    let Ok(status) = StatusCode::from_u16(resp.status) else {
+        let msg = format!("the service answered with status {}, which is not a valid HTTP status", resp.status);
+        return h::error(StatusCode::INTERNAL_SERVER_ERROR, "bad-response", &msg, request_id);
+    };
+    let mut out = http::Response::new(Full::new(Bytes::from(resp.body)));
+    *out.status_mut() = status;
+    let headers = out.headers_mut();
+    for (k, v) in resp.headers {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) else {
+            tracing::debug!(header = %k, "dropping an invalid response header from the guest");
+            continue;
+        };
+        // Framing is the server's business, not the guest's.
+        if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection") {
+            continue;
+        }
+        headers.append(name, value);
+    }
+    h::set_request_id(headers, request_id);
+    out
+}
+
+pub fn dispatch_error(e: &DispatchError, request_id: &str) -> http::Response<Body> {
+    let (status, code, retry) = match e {
+        DispatchError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", None),
+        DispatchError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "stopped", Some("5")),
+        DispatchError::QueueFull(_) | DispatchError::WaitTimeout(..) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some("1"))
+        }
+        DispatchError::Trap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "trap", None),
+        DispatchError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
+        DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+    };
+    if status.is_server_error() {
+        tracing::warn!(code, error = %e, "request failed");
+    }
+    let mut resp = h::error(status, code, &e.to_string(), request_id);
+    if let Some(r) = retry {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static(r));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_target;
+
+    #[test]
+    fn targets() {
+        assert_eq!(split_target("/hello/world?x=1"), Some(("hello", "/world?x=1".to_string())));
+        assert_eq!(split_target("/hello"), Some(("hello", "/".to_string())));
+        assert_eq!(split_target("/hello?x"), Some(("hello", "/?x".to_string())));
+        assert_eq!(split_target("/hello/"), Some(("hello", "/".to_string())));
+        assert_eq!(split_target("/"), None);
+        assert_eq!(split_target("//x"), None);
+    }
+}

@@ -1,0 +1,72 @@
+//! `GET /metrics` in Prometheus text format.
+
+use std::fmt::Write;
+
+use crate::node::Node;
+use crate::services::Stats as S;
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub fn render(node: &Node) -> String {
+    let mut out = String::new();
+    let services = node.registry.list();
+    let _ = writeln!(out, "# HELP nanogrid_node_info The node's id and mode.\n# TYPE nanogrid_node_info gauge");
+    let _ = writeln!(
+        out,
+        "nanogrid_node_info{{node=\"{}\",mode=\"single\",version=\"{}\"}} 1",
+        escape(&node.config.node_id),
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_uptime_seconds Seconds since the node started.\n# TYPE nanogrid_uptime_seconds gauge"
+    );
+    let _ = writeln!(out, "nanogrid_uptime_seconds {:.3}", node.started.elapsed().as_secs_f64());
+
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_requests_total Calls into a service (ingress and invoke) by outcome.\n# TYPE nanogrid_requests_total counter"
+    );
+    for s in &services {
+        let n = escape(&s.name);
+        for (outcome, c) in [
+            ("ok", &s.stats.ok),
+            ("guest_error", &s.stats.guest_error),
+            ("trapped", &s.stats.trapped),
+            ("timed_out", &s.stats.timed_out),
+            ("rejected", &s.stats.rejected),
+        ] {
+            let _ = writeln!(out, "nanogrid_requests_total{{service=\"{n}\",outcome=\"{outcome}\"}} {}", S::get(c));
+        }
+    }
+    let gauges: [(&str, &str, fn(&crate::services::GateSnapshot) -> u32); 5] = [
+        ("nanogrid_instances", "Configured concurrent executions (instances).", |g| g.limit),
+        ("nanogrid_instances_running", "Executions running now.", |g| g.running),
+        ("nanogrid_instances_peak_running", "Most executions ever running at once since start.", |g| g.peak_running),
+        ("nanogrid_queue_depth", "Requests waiting for an instance.", |g| g.queued),
+        ("nanogrid_queue_limit", "Most requests that may wait.", |g| g.max_queue),
+    ];
+    for (metric, help, f) in gauges {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for s in &services {
+            let _ = writeln!(out, "{metric}{{service=\"{}\"}} {}", escape(&s.name), f(&s.gate()));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_request_duration_seconds Time in the guest, admission excluded.\n# TYPE nanogrid_request_duration_seconds summary"
+    );
+    for s in &services {
+        let n = escape(&s.name);
+        let _ = writeln!(
+            out,
+            "nanogrid_request_duration_seconds_sum{{service=\"{n}\"}} {:.6}",
+            S::get(&s.stats.duration_us_sum) as f64 / 1e6
+        );
+        let _ =
+            writeln!(out, "nanogrid_request_duration_seconds_count{{service=\"{n}\"}} {}", S::get(&s.stats.completed));
+    }
+    out
+}

@@ -1,0 +1,138 @@
+//! The platform's host imports: kv, invoke, log, config, context.
+//!
+//! Guest mistakes and platform refusals are the inner WIT `error`; the outer
+//! `wasmtime::Result` is reserved for traps, which this module never raises.
+
+use super::bindings::nanogrid::service::{config, context, invoke, kv, log, types};
+use super::bindings::{GuestError, Request, Response};
+use super::state::StoreState;
+use crate::grid::KvError;
+
+type Outer<T> = wasmtime::Result<T>;
+
+impl types::Host for StoreState {}
+
+fn internal(e: KvError) -> GuestError {
+    GuestError::Internal(e.to_string())
+}
+
+impl StoreState {
+    fn check_key(&self, key: &str) -> Result<(), GuestError> {
+        let max = self.call.limits.max_key_bytes;
+        if key.len() > max {
+            return Err(GuestError::Invalid(format!("kv key is {} bytes; the limit is {max}", key.len())));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), GuestError> {
+        let max = self.call.limits.max_value_bytes;
+        if value.len() > max {
+            return Err(GuestError::Invalid(format!("kv value is {} bytes; the limit is {max}", value.len())));
+        }
+        Ok(())
+    }
+}
+
+impl kv::Host for StoreState {
+    async fn get(&mut self, key: String, _read: kv::Consistency) -> Outer<Result<Option<Vec<u8>>, GuestError>> {
+        if let Err(e) = self.check_key(&key) {
+            return Ok(Err(e));
+        }
+        Ok(self.call.grid.kv_get(&self.call.service, &key).await.map_err(internal))
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, _write: kv::Consistency) -> Outer<Result<(), GuestError>> {
+        if let Err(e) = self.check_key(&key).and_then(|_| self.check_value(&value)) {
+            return Ok(Err(e));
+        }
+        Ok(self.call.grid.kv_set(&self.call.service, &key, value).await.map_err(internal))
+    }
+
+    async fn delete(&mut self, key: String, _write: kv::Consistency) -> Outer<Result<(), GuestError>> {
+        if let Err(e) = self.check_key(&key) {
+            return Ok(Err(e));
+        }
+        Ok(self.call.grid.kv_delete(&self.call.service, &key).await.map_err(internal))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Outer<Result<bool, GuestError>> {
+        if let Err(e) = self.check_key(&key).and_then(|_| self.check_value(&new)) {
+            return Ok(Err(e));
+        }
+        Ok(self.call.grid.kv_compare_and_swap(&self.call.service, &key, expected, new).await.map_err(internal))
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Outer<Result<Vec<String>, GuestError>> {
+        if let Err(e) = self.check_key(&prefix) {
+            return Ok(Err(e));
+        }
+        let limit = limit.min(self.call.limits.max_list_keys) as usize;
+        Ok(self.call.grid.kv_list_keys(&self.call.service, &prefix, after.as_deref(), limit).await.map_err(internal))
+    }
+}
+
+impl invoke::Host for StoreState {
+    async fn call(&mut self, service: String, req: Request) -> Outer<Result<Response, GuestError>> {
+        let call = self.call.clone();
+        Ok(call.invoker.invoke(&call, service, req).await)
+    }
+
+    async fn call_all(&mut self, calls: Vec<(String, Request)>) -> Outer<Vec<Result<Response, GuestError>>> {
+        let max = self.call.limits.max_fanout;
+        if calls.len() > max {
+            let err = GuestError::Denied(format!("call-all with {} calls; the limit is {max}", calls.len()));
+            return Ok(calls.iter().map(|_| Err(err.clone())).collect());
+        }
+        let call = self.call.clone();
+        let futures = calls.into_iter().map(|(service, req)| call.invoker.invoke(&call, service, req));
+        Ok(futures::future::join_all(futures).await)
+    }
+}
+
+impl log::Host for StoreState {
+    fn log(&mut self, level: log::Level, message: String) -> Outer<()> {
+        let service = &*self.call.service;
+        let request_id = &*self.call.request_id;
+        // Guest text is data: cap it so one call cannot flood the log.
+        let message: String = message.chars().take(4096).collect();
+        match level {
+            log::Level::Trace => tracing::trace!(target: "guest", service, request_id, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "guest", service, request_id, "{message}"),
+            log::Level::Info => tracing::info!(target: "guest", service, request_id, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "guest", service, request_id, "{message}"),
+            log::Level::Error => tracing::error!(target: "guest", service, request_id, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl config::Host for StoreState {
+    fn get(&mut self, key: String) -> Outer<Option<String>> {
+        Ok(self.call.config.get(&key).cloned())
+    }
+
+    fn get_all(&mut self) -> Outer<Vec<(String, String)>> {
+        Ok(self.call.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+impl context::Host for StoreState {
+    fn request_id(&mut self) -> Outer<String> {
+        Ok(self.call.request_id.to_string())
+    }
+
+    fn service_name(&mut self) -> Outer<String> {
+        Ok(self.call.service.to_string())
+    }
+}

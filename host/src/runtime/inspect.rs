@@ -1,0 +1,109 @@
+//! Upload validation: tell the user exactly why bytes cannot be deployed.
+
+use serde::Serialize;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::state::StoreState;
+
+/// The export a nanoservice must have.
+pub const HANDLER_EXPORT: &str = "nanogrid:service/handler@0.1.0";
+
+/// What an accepted component is.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentInfo {
+    pub world: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("the upload is not WebAssembly ({0}); upload the .wasm file your build produced")]
+    NotWasm(String),
+    #[error(
+        "this is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target \
+         (`cargo build --release --target wasm32-wasip2`)"
+    )]
+    CoreModule,
+    #[error("the component is not valid: {0}")]
+    Invalid(String),
+    #[error("the component exports no supported handler: it exports [{}]; a nanoservice exports `{HANDLER_EXPORT}` (the `nanoservice` world)", .0.join(", "))]
+    NoHandler(Vec<String>),
+    #[error("the component imports what this platform cannot provide: [{}]; nanoservices may import `nanogrid:service/*@0.1.x` and WASI 0.2 interfaces", .0.join(", "))]
+    UnsatisfiedImports(Vec<String>),
+    #[error("the component cannot be linked: {0}")]
+    LinkFailed(String),
+}
+
+/// Cheap checks before compiling: the magic number and the layer (module vs component).
+pub fn check_header(bytes: &[u8]) -> Result<(), InspectError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        let what = if bytes.is_empty() {
+            "the body is empty".to_string()
+        } else {
+            "it does not start with the \\0asm magic number".to_string()
+        };
+        return Err(InspectError::NotWasm(what));
+    }
+    // Bytes 4..8: version (2 bytes) and layer (2 bytes); layer 0 is a core module.
+    if bytes[6..8] == [0, 0] {
+        return Err(InspectError::CoreModule);
+    }
+    Ok(())
+}
+
+/// Interfaces the node can link, by `namespace:package/interface` without version.
+fn is_supported_import(name: &str) -> bool {
+    let (iface, version) = name.split_once('@').unwrap_or((name, ""));
+    if let Some(rest) = iface.strip_prefix("nanogrid:service/") {
+        return version.starts_with("0.1.") && matches!(rest, "types" | "kv" | "invoke" | "log" | "config" | "context");
+    }
+    if iface.starts_with("wasi:") {
+        let known = ["wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/"];
+        return version.starts_with("0.2.") && known.iter().any(|k| iface.starts_with(k));
+    }
+    false
+}
+
+pub fn describe(
+    engine: &Engine,
+    linker: &Linker<StoreState>,
+    component: &Component,
+) -> Result<ComponentInfo, InspectError> {
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let missing: Vec<String> = imports.iter().filter(|i| !is_supported_import(i)).cloned().collect();
+    if !missing.is_empty() {
+        return Err(InspectError::UnsatisfiedImports(missing));
+    }
+    if !exports.iter().any(|e| e == HANDLER_EXPORT) {
+        return Err(InspectError::NoHandler(exports));
+    }
+    // Names match; this also checks the types behind them.
+    linker.instantiate_pre(component).map_err(|e| InspectError::LinkFailed(format!("{:#}", anyhow::Error::from(e))))?;
+    Ok(ComponentInfo { world: "nanogrid:service/nanoservice".into(), imports, exports })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers() {
+        assert!(matches!(check_header(b"hello world"), Err(InspectError::NotWasm(_))));
+        assert!(matches!(check_header(b""), Err(InspectError::NotWasm(_))));
+        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(InspectError::CoreModule)));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn import_names() {
+        assert!(is_supported_import("nanogrid:service/kv@0.1.0"));
+        assert!(is_supported_import("wasi:cli/environment@0.2.6"));
+        assert!(!is_supported_import("wasi:http/outgoing-handler@0.2.6"));
+        assert!(!is_supported_import("acme:text/tokenize@1.0.0"));
+        assert!(!is_supported_import("nanogrid:service/kv@0.2.0"));
+    }
+}

@@ -1,0 +1,282 @@
+//! The runtime: one wasmtime [`Engine`] per node, a compiled-component cache on disk, a
+//! pre-instantiated [`Prepared`] per deployed service, and a fresh instance per request.
+//!
+//! - `bindings`: the `bindgen!` of the WIT contract.
+//! - `imports`: host implementations of kv, invoke, log, config, context.
+//! - `inspect`: upload validation (is it wasm, a component, a nanoservice, linkable?).
+//! - `state`: the per-Store data and the [`Invoker`] seam to the service registry.
+//!
+//! The runtime knows nothing of HTTP servers or cluster membership: requests arrive as
+//! WIT values and `invoke` goes out through the [`Invoker`] trait.
+
+pub mod bindings;
+mod imports;
+mod inspect;
+mod output;
+mod state;
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::WasiCtxBuilder;
+
+pub use bindings::{GuestError, Request, Response};
+pub use inspect::{ComponentInfo, InspectError};
+pub use state::{CallContext, ImportLimits, Invoker};
+
+use bindings::{Nanoservice, NanoservicePre};
+use output::OutputTail;
+use state::StoreState;
+
+/// How often the epoch ticks. Deadlines are checked (and long-running guests yield to other
+/// tasks) at this granularity.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached (`<dir>/<engine hash>/<digest>.cwasm`).
+    pub compile_cache: PathBuf,
+    /// Instances the pooling allocator reserves room for, node-wide. A request chain holds
+    /// one per service it passes through.
+    pub pool_instances: u32,
+    /// Largest linear memory any instance may grow to; per-service limits sit below it.
+    pub pool_max_memory: usize,
+}
+
+/// Per-request execution limits, from the service spec.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecLimits {
+    pub max_memory: usize,
+    pub timeout: Duration,
+}
+
+/// Why a call into a guest did not produce a response.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    #[error("guest ran past its {0:?} deadline")]
+    Timeout(Duration),
+    #[error("the node has no free instance slot: {0}")]
+    PoolExhausted(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A deployed component, linked and ready to instantiate.
+pub struct Prepared {
+    pre: NanoservicePre<StoreState>,
+    pub digest: String,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache_dir: PathBuf,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = cfg.pool_instances.max(1);
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(4))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(2))
+            .total_stacks(n)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(32)
+            .max_memory_size(cfg.pool_max_memory)
+            // Rust guests start with about 1.1 MiB of memory; keeping that resident between
+            // instances halves instantiation time.
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(2 << 20)
+            // Guests do not get to use more than the pool slot; smaller reservations let
+            // many instances coexist in the address space.
+            .memory_reservation(cfg.pool_max_memory as u64)
+            .memory_guard_size(32 << 20);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        Nanoservice::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
+
+        let mut h = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let cache_dir = cfg.compile_cache.join(format!("{:016x}", h.finish()));
+        std::fs::create_dir_all(&cache_dir)
+            .with_context(|| format!("creating the compile cache {}", cache_dir.display()))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        }
+        Ok(Runtime { engine, linker, cache_dir, ticker_stop })
+    }
+
+    /// Validate bytes as a deployable nanoservice and compile them (through the cache).
+    /// Blocking: call from a blocking thread.
+    pub fn inspect(&self, digest: &str, bytes: &[u8]) -> Result<(Component, ComponentInfo), InspectError> {
+        inspect::check_header(bytes)?;
+        let component = self.load(digest, bytes).map_err(|e| InspectError::Invalid(format!("{e:#}")))?;
+        let info = inspect::describe(&self.engine, &self.linker, &component)?;
+        Ok((component, info))
+    }
+
+    /// Compile a component, or load it from the on-disk cache. Blocking.
+    pub fn load(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+        let path = self.cache_path(digest);
+        if path.exists() {
+            // SAFETY: the cache directory belongs to this node and holds only files this
+            // function wrote with `Component::serialize`, keyed by an engine-compatibility
+            // hash; wasmtime also checks the header before using the file.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(%digest, error = %e, "ignoring unusable compile cache entry"),
+            }
+        }
+        let started = Instant::now();
+        let component = Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?;
+        tracing::info!(%digest, ms = started.elapsed().as_millis() as u64, "compiled component");
+        if let Err(e) = self.write_cache(&path, &component) {
+            tracing::warn!(%digest, error = %e, "could not write compile cache entry");
+        }
+        Ok(component)
+    }
+
+    fn cache_path(&self, digest: &str) -> PathBuf {
+        let name = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.cache_dir.join(format!("{name}.cwasm"))
+    }
+
+    fn write_cache(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+        let bytes = component.serialize().map_err(anyhow::Error::from)?;
+        // Write then rename, so a crash never leaves a torn entry under the final name.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// Link a compiled component once; requests then only instantiate.
+    pub fn prepare(&self, digest: &str, component: &Component) -> anyhow::Result<Prepared> {
+        let pre = self.linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
+        let pre = NanoservicePre::new(pre).map_err(anyhow::Error::from)?;
+        Ok(Prepared { pre, digest: digest.to_string() })
+    }
+
+    fn new_store(&self, call: CallContext, limits: ExecLimits, tail: &OutputTail) -> Store<StoreState> {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(tail.clone())
+            .stderr(tail.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = StoreState {
+            wasi,
+            table: Default::default(),
+            limits: StoreLimitsBuilder::new().memory_size(limits.max_memory).instances(64).build(),
+            call,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let deadline = Instant::now() + limits.timeout;
+        store.set_epoch_deadline(1);
+        // Each tick past the first yields to other tasks, so a busy guest cannot starve the
+        // async workers; past the deadline the guest is interrupted.
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+        });
+        store
+    }
+
+    /// Create a Store and an instance and drop them: what each request pays before the
+    /// guest runs. For the instantiation benchmark.
+    pub async fn instantiate_only(
+        &self,
+        prepared: &Prepared,
+        call: CallContext,
+        limits: ExecLimits,
+    ) -> Result<(), CallError> {
+        let tail = OutputTail::new(256);
+        let mut store = self.new_store(call, limits, &tail);
+        prepared.pre.instantiate_async(&mut store).await.map_err(|e| classify(e, limits.timeout, &tail))?;
+        Ok(())
+    }
+
+    /// Run one request in a fresh instance.
+    pub async fn handle(
+        &self,
+        prepared: &Prepared,
+        call: CallContext,
+        req: Request,
+        limits: ExecLimits,
+    ) -> Result<Response, CallError> {
+        let tail = OutputTail::new(2048);
+        let mut store = self.new_store(call, limits, &tail);
+        let run = async {
+            let instance = prepared.pre.instantiate_async(&mut store).await?;
+            instance.nanogrid_service_handler().call_handle(&mut store, &req).await
+        };
+        // The epoch deadline stops guest code; this outer timeout also bounds time spent
+        // waiting in host calls (an `invoke` of a slow service, say).
+        let result = match tokio::time::timeout(limits.timeout + EPOCH_TICK * 4, run).await {
+            Ok(r) => r,
+            Err(_) => return Err(CallError::Timeout(limits.timeout)),
+        };
+        result.map_err(|e| classify(e, limits.timeout, &tail))
+    }
+}
+
+fn classify(err: wasmtime::Error, timeout: Duration, tail: &OutputTail) -> CallError {
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        if *trap == Trap::Interrupt {
+            return CallError::Timeout(timeout);
+        }
+        let mut msg = trap.to_string();
+        let out = tail.text();
+        if !out.is_empty() {
+            // The guest's own last words (a Rust panic message, say) explain the trap.
+            let last = out.lines().rev().take(3).collect::<Vec<_>>();
+            msg.push_str(" (guest output: ");
+            msg.push_str(&last.into_iter().rev().collect::<Vec<_>>().join(" | "));
+            msg.push(')');
+        }
+        return CallError::Trap(msg);
+    }
+    if let Some(e) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return CallError::PoolExhausted(e.to_string());
+    }
+    CallError::Internal(format!("{:#}", anyhow::Error::from(err)))
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,71 @@
+//! What each Store carries: WASI state, limits, and the context of the call it serves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{GuestError, Request, Response};
+use crate::grid::Grid;
+
+/// Routes `invoke` calls to services. Implemented by the service registry, which owns the
+/// runtime; the runtime only knows this trait.
+pub trait Invoker: Send + Sync + 'static {
+    fn invoke(
+        &self,
+        caller: &CallContext,
+        service: String,
+        req: Request,
+    ) -> BoxFuture<'static, Result<Response, GuestError>>;
+}
+
+/// Per-service limits enforced inside host imports.
+#[derive(Debug, Clone)]
+pub struct ImportLimits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_fanout: usize,
+    pub max_call_depth: u32,
+    pub max_list_keys: u32,
+}
+
+impl Default for ImportLimits {
+    fn default() -> Self {
+        ImportLimits {
+            max_key_bytes: 1024,
+            max_value_bytes: 1 << 20,
+            max_fanout: 64,
+            max_call_depth: 8,
+            max_list_keys: 1000,
+        }
+    }
+}
+
+/// Who is calling and on whose behalf: the service, the request's correlation id, and how
+/// deep in an `invoke` chain this call is.
+#[derive(Clone)]
+pub struct CallContext {
+    pub service: Arc<str>,
+    pub request_id: Arc<str>,
+    pub depth: u32,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub limits: Arc<ImportLimits>,
+    pub grid: Arc<Grid>,
+    pub invoker: Arc<dyn Invoker>,
+}
+
+pub struct StoreState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) call: CallContext,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

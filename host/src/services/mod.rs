@@ -1,0 +1,470 @@
+//! The Service Manager of a node: the table of deployed services, their admission gates,
+//! and the path of every call (from ingress or from `invoke`) into the runtime.
+//!
+//! Admin changes (deploy, scale, delete) are serialised by one lock, persisted to the grid
+//! before they take effect, and swap the service's [`Deployed`] atomically: a request in
+//! flight keeps the version it started with.
+
+mod gate;
+pub mod spec;
+mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use gate::{GateError, GateSnapshot};
+pub use spec::{Limits, ServiceSpec};
+pub use stats::{Outcome, Stats};
+
+use crate::grid::{BatchOp, Durability, Grid, Table};
+use crate::runtime::{
+    CallContext, CallError, ComponentInfo, ExecLimits, GuestError, ImportLimits, InspectError, Invoker, Prepared,
+    Request, Response, Runtime,
+};
+use gate::Gate;
+
+/// A version of a service that can take requests.
+pub struct Deployed {
+    pub spec: ServiceSpec,
+    prepared: Arc<Prepared>,
+    config: Arc<BTreeMap<String, String>>,
+}
+
+/// A service by name, across its versions.
+pub struct Service {
+    pub name: Arc<str>,
+    gate: Arc<Gate>,
+    pub stats: Stats,
+    current: RwLock<Arc<Deployed>>,
+}
+
+impl Service {
+    pub fn current(&self) -> Arc<Deployed> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn gate(&self) -> GateSnapshot {
+        self.gate.snapshot()
+    }
+}
+
+/// Why a dispatch produced no guest response.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no service named {0:?} is deployed")]
+    NotFound(String),
+    #[error("service {0:?} is stopped (instances = 0); scale it up to serve requests")]
+    Stopped(String),
+    #[error("service {0:?} is at capacity and its queue is full; retry later or scale it up")]
+    QueueFull(String),
+    #[error("service {0:?} had no free instance within {1:?}; retry later or scale it up")]
+    WaitTimeout(String, Duration),
+    #[error("service {service:?} trapped: {message}")]
+    Trap { service: String, message: String },
+    #[error("service {service:?} did not answer within {timeout:?}")]
+    Timeout { service: String, timeout: Duration },
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Why an admin change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The result of storing a component.
+#[derive(Debug, Clone, Serialize)]
+pub struct Uploaded {
+    pub digest: String,
+    pub size: usize,
+    pub created: bool,
+    #[serde(flatten)]
+    pub info: ComponentInfo,
+}
+
+pub struct RegistryConfig {
+    pub import_limits: ImportLimits,
+}
+
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    grid: Arc<Grid>,
+    services: RwLock<HashMap<String, Arc<Service>>>,
+    admin: tokio::sync::Mutex<()>,
+    import_limits: Arc<ImportLimits>,
+    request_seq: std::sync::atomic::AtomicU64,
+    seed: u64,
+    // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
+    // itself lets it hand out owned handles without a reference cycle.
+    me: std::sync::Weak<Registry>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn internal<E: std::fmt::Display>(e: E) -> AdminError {
+    AdminError::Internal(e.to_string())
+}
+
+impl Registry {
+    pub fn new(runtime: Arc<Runtime>, grid: Arc<Grid>, cfg: RegistryConfig) -> Arc<Self> {
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        Arc::new_cyclic(|me| Registry {
+            me: me.clone(),
+            runtime,
+            grid,
+            services: RwLock::new(HashMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+            import_limits: Arc::new(cfg.import_limits),
+            request_seq: Default::default(),
+            seed,
+        })
+    }
+
+    pub fn grid(&self) -> &Arc<Grid> {
+        &self.grid
+    }
+
+    /// A new request id: 16 hex digits, unique per node run.
+    pub fn new_request_id(&self) -> String {
+        let n = self.request_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // splitmix64 over seed+counter: unique and unguessable enough for correlation.
+        let mut z = self.seed.wrapping_add(n.wrapping_mul(0x9e3779b97f4a7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        format!("{:016x}", z ^ (z >> 31))
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Service>> {
+        self.services.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Service>> {
+        let mut v: Vec<_> = self.services.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Load every stored service (after a restart). A service whose component cannot be
+    /// loaded is logged and skipped; its spec stays stored.
+    pub async fn restore(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let rows = self.grid.blocking(|s| s.scan(Table::Services, b"", None, usize::MAX)).await?;
+        let mut n = 0;
+        for (_, value) in rows {
+            let spec: ServiceSpec = match serde_json::from_slice(&value) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping an unreadable stored service spec");
+                    continue;
+                }
+            };
+            match self.prepare(&spec.component).await {
+                Ok(prepared) => {
+                    self.install(spec, prepared);
+                    n += 1;
+                }
+                Err(e) => tracing::error!(service = %spec.name, error = %e, "could not restore service"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Validate, compile and store a component. Storing the same bytes twice is a no-op.
+    pub async fn put_component(self: &Arc<Self>, bytes: bytes::Bytes) -> Result<Uploaded, AdminError> {
+        let digest = digest_of(&bytes);
+        let runtime = self.runtime.clone();
+        let (d, b) = (digest.clone(), bytes.clone());
+        // Compilation is CPU-heavy: keep it off the async workers.
+        let info = tokio::task::spawn_blocking(move || runtime.inspect(&d, &b).map(|(_, info)| info))
+            .await
+            .map_err(internal)??;
+        let key = digest.clone().into_bytes();
+        let size = bytes.len();
+        let created = self
+            .grid
+            .blocking(move |s| {
+                if s.get(Table::Components, &key)?.is_some() {
+                    return Ok(false);
+                }
+                s.write(vec![BatchOp::Put(Table::Components, key, bytes.to_vec())], Durability::Synced)?;
+                Ok(true)
+            })
+            .await
+            .map_err(internal)?;
+        Ok(Uploaded { digest, size, created, info })
+    }
+
+    pub async fn component_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, AdminError> {
+        let key = digest.as_bytes().to_vec();
+        self.grid.blocking(move |s| s.get(Table::Components, &key)).await.map_err(internal)
+    }
+
+    async fn prepare(&self, digest: &str) -> Result<Arc<Prepared>, AdminError> {
+        let bytes = self.component_bytes(digest).await?.ok_or_else(|| {
+            AdminError::BadRequest(format!(
+                "component {digest} is not stored on this node; upload it first with PUT /v1/components"
+            ))
+        })?;
+        let runtime = self.runtime.clone();
+        let digest = digest.to_string();
+        tokio::task::spawn_blocking(move || {
+            let component = runtime.load(&digest, &bytes).map_err(|e| AdminError::Internal(format!("{e:#}")))?;
+            runtime.prepare(&digest, &component).map_err(|e| AdminError::Internal(format!("{e:#}")))
+        })
+        .await
+        .map_err(internal)?
+        .map(Arc::new)
+    }
+
+    fn install(&self, spec: ServiceSpec, prepared: Arc<Prepared>) -> Arc<Service> {
+        let deployed = Arc::new(Deployed { config: Arc::new(spec.config.clone()), spec, prepared });
+        let mut map = self.services.write().unwrap_or_else(|e| e.into_inner());
+        let name = deployed.spec.name.clone();
+        if let Some(svc) = map.get(&name) {
+            // Same gate across versions: the instance limit holds through a redeploy.
+            svc.gate.resize(deployed.spec.instances, deployed.spec.effective_queue());
+            *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
+            return svc.clone();
+        }
+        let svc = Arc::new(Service {
+            name: name.as_str().into(),
+            gate: Gate::new(deployed.spec.instances, deployed.spec.effective_queue()),
+            stats: Stats::default(),
+            current: RwLock::new(deployed),
+        });
+        map.insert(name, svc.clone());
+        svc
+    }
+
+    async fn persist(&self, spec: &ServiceSpec) -> Result<(), AdminError> {
+        let key = spec.name.clone().into_bytes();
+        let value = serde_json::to_vec(spec).map_err(internal)?;
+        self.grid
+            .blocking(move |s| s.write(vec![BatchOp::Put(Table::Services, key, value)], Durability::Synced))
+            .await
+            .map_err(internal)
+    }
+
+    /// Create or replace a service. Returns the stored spec and whether it was new.
+    pub async fn put_service(
+        self: &Arc<Self>,
+        name: &str,
+        req: spec::ServiceRequest,
+    ) -> Result<(ServiceSpec, bool), AdminError> {
+        spec::validate_name(name).map_err(AdminError::BadRequest)?;
+        spec::validate_digest(&req.component).map_err(AdminError::BadRequest)?;
+        let instances = match &req.instances {
+            Some(v) => spec::parse_instances(v).map_err(AdminError::BadRequest)?,
+            None => 1,
+        };
+        let max_queue = match &req.max_queue {
+            Some(v) => Some(spec::parse_queue(v).map_err(AdminError::BadRequest)?),
+            None => None,
+        };
+        let limits = req.limits.unwrap_or_default();
+        spec::validate_limits(&limits).map_err(AdminError::BadRequest)?;
+        let _admin = self.admin.lock().await;
+        let prepared = self.prepare(&req.component).await?;
+        let previous = self.get(name).map(|s| s.current().spec.generation);
+        let spec = ServiceSpec {
+            name: name.to_string(),
+            component: req.component,
+            instances,
+            max_queue,
+            queue_timeout_ms: req.queue_timeout_ms.unwrap_or(spec::DEFAULT_QUEUE_TIMEOUT_MS),
+            limits,
+            config: req.config,
+            generation: previous.map_or(1, |g| g + 1),
+            updated_at_ms: now_ms(),
+        };
+        self.persist(&spec).await?;
+        self.install(spec.clone(), prepared);
+        tracing::info!(service = name, digest = %spec.component, instances, "service deployed");
+        Ok((spec, previous.is_none()))
+    }
+
+    pub async fn scale(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {
+        let _admin = self.admin.lock().await;
+        let svc =
+            self.get(name).ok_or_else(|| AdminError::NotFound(format!("no service named {name:?} is deployed")))?;
+        let old = svc.current();
+        let mut spec = old.spec.clone();
+        spec.instances = instances;
+        if max_queue.is_some() {
+            spec.max_queue = max_queue;
+        }
+        spec.generation += 1;
+        spec.updated_at_ms = now_ms();
+        self.persist(&spec).await?;
+        svc.gate.resize(spec.instances, spec.effective_queue());
+        let deployed =
+            Arc::new(Deployed { spec: spec.clone(), prepared: old.prepared.clone(), config: old.config.clone() });
+        *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
+        tracing::info!(service = name, instances, "service scaled");
+        Ok(spec)
+    }
+
+    /// Remove a service. Requests in flight finish; queued ones are turned away. Its kv
+    /// data is kept, so redeploying under the same name finds it again.
+    pub async fn delete(&self, name: &str) -> Result<ServiceSpec, AdminError> {
+        let _admin = self.admin.lock().await;
+        let svc =
+            self.get(name).ok_or_else(|| AdminError::NotFound(format!("no service named {name:?} is deployed")))?;
+        let key = name.as_bytes().to_vec();
+        self.grid
+            .blocking(move |s| s.write(vec![BatchOp::Delete(Table::Services, key)], Durability::Synced))
+            .await
+            .map_err(internal)?;
+        self.services.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        svc.gate.resize(0, 0);
+        tracing::info!(service = name, "service deleted");
+        Ok(svc.current().spec.clone())
+    }
+
+    fn call_context(
+        self: &Arc<Self>,
+        svc: &Service,
+        deployed: &Deployed,
+        request_id: Arc<str>,
+        depth: u32,
+    ) -> (CallContext, ExecLimits) {
+        let limits = ExecLimits {
+            max_memory: deployed.spec.limits.memory_mib as usize * (1 << 20),
+            timeout: Duration::from_millis(deployed.spec.limits.timeout_ms),
+        };
+        let invoker: Arc<dyn Invoker> = self.clone();
+        let call = CallContext {
+            service: svc.name.clone(),
+            request_id,
+            depth,
+            config: deployed.config.clone(),
+            limits: self.import_limits.clone(),
+            grid: self.grid.clone(),
+            invoker,
+        };
+        (call, limits)
+    }
+
+    /// Instantiate a service without calling it (no admission): the per-request setup cost,
+    /// for the instantiation benchmark.
+    pub async fn instantiate_only(self: &Arc<Self>, name: &str) -> Result<(), DispatchError> {
+        let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
+        let deployed = svc.current();
+        let (call, limits) = self.call_context(&svc, &deployed, "bench".into(), 0);
+        self.runtime
+            .instantiate_only(&deployed.prepared, call, limits)
+            .await
+            .map_err(|e| DispatchError::Internal(e.to_string()))
+    }
+
+    /// Run a request on a service: admission, a fresh instance, the guest's response.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        name: &str,
+        req: Request,
+        request_id: Arc<str>,
+        depth: u32,
+    ) -> Result<Response, DispatchError> {
+        let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
+        let wait = Duration::from_millis(svc.current().spec.queue_timeout_ms);
+        let permit = match svc.gate.acquire(wait).await {
+            Ok(p) => p,
+            Err(e) => {
+                svc.stats.record(Outcome::Rejected, 0);
+                return Err(match e {
+                    GateError::Stopped => DispatchError::Stopped(name.to_string()),
+                    GateError::QueueFull => DispatchError::QueueFull(name.to_string()),
+                    GateError::WaitTimeout => DispatchError::WaitTimeout(name.to_string(), wait),
+                });
+            }
+        };
+        // Read the version after admission so a request admitted after a redeploy runs it.
+        let deployed = svc.current();
+        let (call, limits) = self.call_context(&svc, &deployed, request_id, depth);
+        let started = Instant::now();
+        let result = self.runtime.handle(&deployed.prepared, call, req, limits).await;
+        drop(permit);
+        let micros = started.elapsed().as_micros() as u64;
+        match result {
+            Ok(resp) => {
+                let outcome = if resp.status >= 500 { Outcome::GuestError } else { Outcome::Ok };
+                svc.stats.record(outcome, micros);
+                Ok(resp)
+            }
+            Err(CallError::Trap(message)) => {
+                svc.stats.record(Outcome::Trapped, micros);
+                Err(DispatchError::Trap { service: name.to_string(), message })
+            }
+            Err(CallError::Timeout(timeout)) => {
+                svc.stats.record(Outcome::TimedOut, micros);
+                Err(DispatchError::Timeout { service: name.to_string(), timeout })
+            }
+            Err(e @ CallError::PoolExhausted(_)) => {
+                svc.stats.record(Outcome::Rejected, micros);
+                Err(DispatchError::Internal(e.to_string()))
+            }
+            Err(CallError::Internal(m)) => {
+                svc.stats.record(Outcome::Trapped, micros);
+                Err(DispatchError::Internal(m))
+            }
+        }
+    }
+}
+
+impl Invoker for Registry {
+    fn invoke(
+        &self,
+        caller: &CallContext,
+        service: String,
+        req: Request,
+    ) -> BoxFuture<'static, Result<Response, GuestError>> {
+        let Some(this) = self.me.upgrade() else {
+            return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
+        };
+        let depth = caller.depth + 1;
+        let max = caller.limits.max_call_depth;
+        let request_id = caller.request_id.clone();
+        let from = caller.service.clone();
+        async move {
+            if depth > max {
+                return Err(GuestError::Denied(format!(
+                    "call depth limit {max} reached calling {service:?} from {from:?}; is there a cycle of invoke calls?"
+                )));
+            }
+            this.dispatch(&service, req, request_id, depth).await.map_err(|e| to_guest_error(&e))
+        }
+        .boxed()
+    }
+}
+
+/// The WIT error a calling guest sees for a failed dispatch.
+pub fn to_guest_error(e: &DispatchError) -> GuestError {
+    match e {
+        DispatchError::NotFound(_) => GuestError::NotFound(e.to_string()),
+        DispatchError::Stopped(_) | DispatchError::QueueFull(_) | DispatchError::WaitTimeout(..) => {
+            GuestError::Unavailable(e.to_string())
+        }
+        DispatchError::Timeout { .. } => GuestError::Timeout,
+        DispatchError::Trap { .. } | DispatchError::Internal(_) => GuestError::Internal(e.to_string()),
+    }
+}

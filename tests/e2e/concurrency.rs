@@ -1,0 +1,69 @@
+//! `instances` bounds concurrent executions; the queue is bounded; nothing is lost.
+
+use http::Method;
+use serde_json::json;
+
+use crate::support::TestNode;
+
+#[tokio::test]
+async fn two_hundred_requests_against_two_instances() {
+    let node = TestNode::start().await;
+    node.deploy("slow", "misbehave", json!({ "instances": 2, "max_queue": 200, "queue_timeout_ms": 60000 })).await;
+    let reqs: Vec<_> = (0..200).map(|_| node.get("/slow/sleep/20")).collect();
+    let replies = futures::future::join_all(reqs).await;
+    for r in &replies {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(node.metric("nanogrid_instances_peak_running", "service=\"slow\"").await, 2.0);
+    assert_eq!(node.metric("nanogrid_requests_total", "service=\"slow\",outcome=\"ok\"").await, 200.0);
+    assert_eq!(node.metric("nanogrid_requests_total", "service=\"slow\",outcome=\"rejected\"").await, 0.0);
+    let v = node.service("slow").await;
+    assert_eq!(v["status"]["nodes"][0]["peak_running"], 2);
+    assert_eq!(v["status"]["nodes"][0]["running"], 0);
+    assert_eq!(v["status"]["nodes"][0]["queued"], 0);
+}
+
+#[tokio::test]
+async fn beyond_the_queue_requests_get_503_with_retry_after() {
+    let node = TestNode::start().await;
+    // Default queue: 4 x instances = 8.
+    node.deploy("slow", "misbehave", json!({ "instances": 2 })).await;
+    let reqs: Vec<_> = (0..200).map(|_| node.get("/slow/sleep/100")).collect();
+    let replies = futures::future::join_all(reqs).await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let busy: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(ok + busy.len(), 200, "every request got an answer");
+    assert!(ok >= 2 && !busy.is_empty(), "ok {ok}, busy {}", busy.len());
+    for r in &busy {
+        assert_eq!(r.error_code().as_deref(), Some("overloaded"));
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    assert!(node.metric("nanogrid_instances_peak_running", "service=\"slow\"").await <= 2.0);
+    let counted = node.metric("nanogrid_requests_total", "service=\"slow\",outcome=\"ok\"").await
+        + node.metric("nanogrid_requests_total", "service=\"slow\",outcome=\"rejected\"").await;
+    assert_eq!(counted, 200.0);
+}
+
+#[tokio::test]
+async fn scaling_under_load_drops_nothing() {
+    let node = TestNode::start().await;
+    node.deploy("slow", "misbehave", json!({ "instances": 1, "max_queue": 1000, "queue_timeout_ms": 60000 })).await;
+    let load = async {
+        let reqs: Vec<_> = (0..150).map(|_| node.get("/slow/sleep/15")).collect();
+        futures::future::join_all(reqs).await
+    };
+    let scaling = async {
+        let admin = node.admin();
+        for n in [8, 2, 4] {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let r = admin.call_json(Method::POST, "/v1/services/slow/scale", &json!({ "instances": n })).await.unwrap();
+            assert_eq!(r.status, 200);
+        }
+    };
+    let (replies, ()) = tokio::join!(load, scaling);
+    for r in &replies {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(node.metric("nanogrid_requests_total", "service=\"slow\",outcome=\"ok\"").await, 150.0);
+    assert!(node.metric("nanogrid_instances_peak_running", "service=\"slow\"").await <= 8.0);
+}

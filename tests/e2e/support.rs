@@ -1,0 +1,255 @@
+//! `TestNode`: a `nanogrid serve` process on free loopback ports with its own data dir,
+//! killed on drop; and the guest components, built once per test run.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use nanogrid::client::{AdminClient, Client, Reply};
+use serde_json::{Value, json};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+/// Build the samples workspace (samples and test guests) once; return the .wasm dir.
+pub fn wasm_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let manifest = repo_root().join("samples/Cargo.toml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--workspace", "--manifest-path"])
+            .arg(&manifest)
+            // The host build's target dir must not leak into the guest build.
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("running cargo to build the guest components");
+        assert!(
+            out.status.success(),
+            "building guests failed (is the wasm32-wasip2 target installed?):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        repo_root().join("samples/target/wasm32-wasip2/release")
+    })
+}
+
+pub fn wasm(name: &str) -> Vec<u8> {
+    let p = wasm_dir().join(format!("{name}.wasm"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+/// One compile cache for the whole run, so each node does not recompile the same guests.
+fn shared_compile_cache() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
+}
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+pub struct TestNode {
+    child: Option<Child>,
+    pub data: tempfile::TempDir,
+    pub ingress: String,
+    pub admin_url: String,
+    /// Use the shared compile cache (false: the node's own, inside its data dir).
+    shared_cache: bool,
+    http: Client,
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        Self::start_with(true).await
+    }
+
+    pub async fn start_with(shared_cache: bool) -> TestNode {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut node = TestNode {
+            child: None,
+            data,
+            ingress: String::new(),
+            admin_url: String::new(),
+            shared_cache,
+            http: Client::new(),
+        };
+        node.spawn();
+        node
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data.path().join("node.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanogrid"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--pool-instances",
+            "200",
+            "--data-dir",
+        ])
+        .arg(self.data.path().join("node"))
+        .env("NANOGRID_TOKEN", TOKEN)
+        .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
+        .stdout(Stdio::piped())
+        .stderr(log);
+        if self.shared_cache {
+            cmd.arg("--compile-cache").arg(shared_compile_cache());
+        }
+        let mut child = cmd.spawn().expect("starting nanogrid serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ingress = None;
+            let mut admin = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("ingress listening on ") {
+                    ingress = Some(a.to_string());
+                }
+                if let Some(a) = line.strip_prefix("admin listening on ") {
+                    admin = Some(a.to_string());
+                }
+                if let (Some(i), Some(a)) = (&ingress, &admin) {
+                    let _ = tx.send((i.clone(), a.clone()));
+                    ingress = None;
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((i, a)) => {
+                self.ingress = i;
+                self.admin_url = a;
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("node did not start within 60s; log:\n{}", self.log());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or drain.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let status = c.wait().expect("waiting for the node");
+            assert!(status.success(), "node exited with {status}; log:\n{}", self.log());
+        }
+    }
+
+    /// Start again on the same data dir (new ports).
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(&self.admin_url, Some(TOKEN.to_string()))
+    }
+
+    /// Upload a built guest and deploy it; panics with the reply if either step fails.
+    pub async fn deploy(&self, name: &str, guest: &str, spec: Value) -> Value {
+        let admin = self.admin();
+        let up = admin.upload(wasm(guest)).await.expect("upload");
+        assert!(up.status.is_success(), "upload of {guest} failed: {} {}", up.status, up.text());
+        let digest = up.json().unwrap()["digest"].as_str().unwrap().to_string();
+        let mut body = json!({ "component": digest });
+        for (k, v) in spec.as_object().cloned().unwrap_or_default() {
+            body[k] = v;
+        }
+        let r = admin.call_json(Method::PUT, &format!("/v1/services/{name}"), &body).await.expect("put service");
+        assert!(r.status.is_success(), "deploy of {name} failed: {} {}", r.status, r.text());
+        r.json().unwrap()
+    }
+
+    pub async fn request(&self, method: Method, path: &str, body: &str) -> Reply {
+        self.http
+            .send(method, &format!("{}{path}", self.ingress), &[], Bytes::from(body.to_string()))
+            .await
+            .expect("ingress request")
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, "").await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.request(Method::POST, path, body).await
+    }
+
+    pub async fn service(&self, name: &str) -> Value {
+        let r = self.admin().get(&format!("/v1/services/{name}")).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json().unwrap()
+    }
+
+    /// One sample of a Prometheus metric with exactly these labels.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = self.admin().get("/metrics").await.unwrap().text();
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("metric {prefix} not found in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Run the nanogrid CLI against this node.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_nanogrid"))
+            .args(args)
+            .env("NANOGRID_ADMIN", &self.admin_url)
+            .env("NANOGRID_INGRESS", &self.ingress)
+            .env("NANOGRID_TOKEN", TOKEN)
+            .output()
+            .expect("running the nanogrid CLI")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- node log tail ({}) ---", self.log_path().display());
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        self.kill();
+    }
+}
+
+/// Assert a platform error: status, `error.code`, and that a request id is present.
+pub fn assert_error(r: &Reply, status: u16, code: &str) -> Value {
+    assert_eq!(r.status.as_u16(), status, "body: {}", r.text());
+    let v = r.json().unwrap();
+    assert_eq!(v["error"]["code"], code, "body: {v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {v}");
+    assert!(v["error"]["request_id"].as_str().is_some_and(|m| !m.is_empty()), "body: {v}");
+    v
+}
