@@ -79,8 +79,19 @@ pub trait Service {
 
 /// Export a [`Service`] implementation as this component's handler.
 ///
-/// ```ignore
+/// ```no_run
+/// use nanogrid_sdk::{Error, Request, Response, Service};
+///
+/// struct MyService;
+///
+/// impl Service for MyService {
+///     fn handle(_req: Request) -> Result<Response, Error> {
+///         Ok(Response::text(200, "hi"))
+///     }
+/// }
+///
 /// nanogrid_sdk::export!(MyService);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export {
@@ -101,18 +112,12 @@ macro_rules! export {
 pub mod __private {
     pub use wit_bindgen;
 
-    use crate::{Error, Request, Response, Service};
+    use crate::{Request, Response, Service};
 
     pub fn dispatch<S: Service>(req: Request) -> Response {
         match S::handle(req) {
             Ok(resp) => resp,
             Err(err) => Response::from_error(&err),
         }
-    }
-
-    // Keeps the helper reachable for the macro without making it public API.
-    #[allow(dead_code)]
-    fn _assert_error_is_std(e: Error) -> Box<dyn std::error::Error> {
-        Box::new(e)
     }
 }

@@ -118,3 +118,42 @@ impl Response {
         (200..300).contains(&self.status)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_helpers() {
+        let req =
+            Request::get("/items/7?limit=3&flag&x=y").with_header("Content-Type", "text/plain").with_body("héllo");
+        assert_eq!(req.route(), "/items/7");
+        assert_eq!(req.query(), Some("limit=3&flag&x=y"));
+        assert_eq!(req.query_param("limit"), Some("3"));
+        assert_eq!(req.query_param("flag"), Some(""));
+        assert_eq!(req.query_param("nope"), None);
+        assert_eq!(req.header("content-type"), Some("text/plain"));
+        assert_eq!(req.text().unwrap(), "héllo");
+        assert!(req.json::<serde_json::Value>().is_err());
+    }
+
+    #[test]
+    fn error_responses_have_the_platform_shape() {
+        let resp = Response::from_error(&Error::not_found("no such item"));
+        assert_eq!(resp.status, 404);
+        let v: serde_json::Value = resp.json_body().unwrap();
+        assert_eq!(v["error"]["code"], "not-found");
+        assert_eq!(v["error"]["message"], "no such item");
+        assert_eq!(Response::from_error(&Error::Timeout).status, 504);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let req = Request::post_json("/", &serde_json::json!({ "a": 1 })).unwrap();
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.json::<serde_json::Value>().unwrap()["a"], 1);
+        let resp = Response::json(201, &[1, 2]).unwrap();
+        assert!(resp.is_success());
+        assert_eq!(resp.header("CONTENT-TYPE"), Some("application/json"));
+    }
+}

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::node::Node;
-use crate::services::Stats as S;
+use crate::services::{GateSnapshot, Stats as S};
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -41,7 +41,8 @@ pub fn render(node: &Node) -> String {
             let _ = writeln!(out, "nanogrid_requests_total{{service=\"{n}\",outcome=\"{outcome}\"}} {}", S::get(c));
         }
     }
-    let gauges: [(&str, &str, fn(&crate::services::GateSnapshot) -> u32); 5] = [
+    type Gauge = (&'static str, &'static str, fn(&GateSnapshot) -> u32);
+    let gauges: [Gauge; 5] = [
         ("nanogrid_instances", "Configured concurrent executions (instances).", |g| g.limit),
         ("nanogrid_instances_running", "Executions running now.", |g| g.running),
         ("nanogrid_instances_peak_running", "Most executions ever running at once since start.", |g| g.peak_running),

@@ -5,9 +5,12 @@ use std::sync::Mutex;
 
 use super::{BatchOp, Durability, Storage, StorageResult, Table};
 
+/// Rows keyed by (table tag, key).
+type Rows = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
+
 #[derive(Default)]
 pub struct MemoryStorage {
-    tables: Mutex<BTreeMap<(u8, Vec<u8>), Vec<u8>>>,
+    tables: Mutex<Rows>,
 }
 
 fn tag(t: Table) -> u8 {

@@ -16,4 +16,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use nanogrid::service::types::{Error as GuestError, Request, Response};
+pub use self::nanogrid::service::types::{Error as GuestError, Request, Response};
