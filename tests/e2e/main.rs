@@ -8,3 +8,4 @@ mod concurrency;
 mod deploy;
 mod guests;
 mod restart;
+mod up;

@@ -61,6 +61,8 @@ pub struct TestNode {
     pub admin_url: String,
     /// Use the shared compile cache (false: the node's own, inside its data dir).
     shared_cache: bool,
+    /// Extra `serve` arguments.
+    extra: Vec<String>,
     http: Client,
 }
 
@@ -70,6 +72,10 @@ impl TestNode {
     }
 
     pub async fn start_with(shared_cache: bool) -> TestNode {
+        Self::start_with_args(shared_cache, &[]).await
+    }
+
+    pub async fn start_with_args(shared_cache: bool, extra: &[&str]) -> TestNode {
         let data = tempfile::tempdir().expect("temp dir");
         let mut node = TestNode {
             child: None,
@@ -77,6 +83,7 @@ impl TestNode {
             ingress: String::new(),
             admin_url: String::new(),
             shared_cache,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             http: Client::new(),
         };
         node.spawn();
@@ -112,6 +119,7 @@ impl TestNode {
         if self.shared_cache {
             cmd.arg("--compile-cache").arg(shared_compile_cache());
         }
+        cmd.args(&self.extra);
         let mut child = cmd.spawn().expect("starting nanogrid serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
