@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nanogrid::grid::{Grid, RocksStorage};
-use nanogrid::runtime::{ImportLimits, Request, Runtime, RuntimeConfig};
-use nanogrid::services::{Registry, RegistryConfig, spec::ServiceRequest};
+use nanogrid::runtime::{Request, Runtime, RuntimeConfig};
+use nanogrid::services::{Registry, spec::ServiceRequest};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,12 +22,9 @@ async fn main() -> anyhow::Result<()> {
         compile_cache: dir.path().join("cache"),
         pool_instances: 100,
         pool_max_memory: 1 << 30,
+        fuel: false,
     })?;
-    let registry = Registry::new(
-        Arc::new(runtime),
-        Arc::new(Grid::new(Arc::new(storage))),
-        RegistryConfig { import_limits: ImportLimits::default() },
-    );
+    let registry = Registry::new(Arc::new(runtime), Arc::new(Grid::new(Arc::new(storage))));
     let up = registry.put_component(wasm.into()).await?;
     let req: ServiceRequest = serde_json::from_value(serde_json::json!({ "component": up.digest, "instances": 4 }))?;
     registry.put_service("hello", req).await?;

@@ -55,6 +55,7 @@ fn admin_error(e: AdminError, rid: &str) -> http::Response<Body> {
     match &e {
         AdminError::BadRequest(m) => err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
         AdminError::NotFound(m) => err(StatusCode::NOT_FOUND, "not-found", m, rid),
+        AdminError::Ungranted(m) => err(StatusCode::UNPROCESSABLE_ENTITY, "ungranted-import", m, rid),
         AdminError::Inspect(i) => {
             let (status, code) = match i {
                 I::NotWasm(_) => (StatusCode::BAD_REQUEST, "not-wasm"),

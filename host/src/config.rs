@@ -17,6 +17,11 @@ use serde::Deserialize;
 /// pool_instances = 1000
 /// max_body_bytes = 8388608
 /// max_upload_bytes = 67108864
+/// fuel = false                  # meter fuel so services can set limits.fuel
+/// max_connections = 10000       # per listener
+/// header_read_timeout_ms = 10000
+/// max_headers = 100
+/// drain_timeout_ms = 30000      # how long shutdown waits for requests in flight
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +35,11 @@ pub struct FileConfig {
     pub pool_instances: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub max_upload_bytes: Option<usize>,
+    pub fuel: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub max_headers: Option<usize>,
+    pub drain_timeout_ms: Option<u64>,
 }
 
 impl FileConfig {

@@ -64,12 +64,14 @@ async fn route(
         return h::error(StatusCode::NOT_FOUND, "not-found", "name a service in the path: /{service}/...", request_id);
     };
     let service = service.to_string();
-    if registry.get(&service).is_none() {
+    let Some(svc) = registry.get(&service) else {
         let msg = format!("no service named {service:?} is deployed (see GET /v1/services on the admin API)");
         return h::error(StatusCode::NOT_FOUND, "not-found", &msg, request_id);
-    }
+    };
+    let limit = cfg.max_body.min(svc.current().spec.limits.max_request_bytes);
+    drop(svc);
     let (parts, body) = req.into_parts();
-    let body = match h::read_body(body, cfg.max_body).await {
+    let body = match h::read_body(body, limit).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(limit)) => {
             let msg = format!("request body is larger than the {limit}-byte limit");
@@ -128,6 +130,8 @@ pub fn dispatch_error(e: &DispatchError, request_id: &str) -> http::Response<Bod
         }
         DispatchError::Trap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "trap", None),
         DispatchError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
+        DispatchError::OutOfFuel { .. } => (StatusCode::GATEWAY_TIMEOUT, "fuel-exhausted", None),
+        DispatchError::ResponseTooLarge { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "response-too-large", None),
         DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
     };
     if status.is_server_error() {

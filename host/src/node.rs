@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::grid::{Grid, RocksStorage};
 use crate::ingress::{self, IngressConfig};
-use crate::runtime::{ImportLimits, Runtime, RuntimeConfig};
+use crate::runtime::{Runtime, RuntimeConfig};
 use crate::server::{self, ServerLimits};
-use crate::services::{Registry, RegistryConfig};
+use crate::services::Registry;
 
 /// Everything a node needs to know to start. Defaults match `nanogrid serve` with no flags.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub pool_instances: u32,
     pub max_body_bytes: usize,
     pub max_upload_bytes: usize,
+    /// Meter fuel so services can set `limits.fuel`.
+    pub fuel: bool,
     pub server: ServerLimits,
 }
 
@@ -45,6 +47,7 @@ impl Default for NodeConfig {
             pool_instances: 1000,
             max_body_bytes: 8 << 20,
             max_upload_bytes: 64 << 20,
+            fuel: false,
             server: ServerLimits::default(),
         }
     }
@@ -124,6 +127,15 @@ pub async fn start(
     ingress_listener: TcpListener,
     admin_listener: TcpListener,
 ) -> anyhow::Result<NodeHandle> {
+    let admin_addr = admin_listener.local_addr()?;
+    let explicit_token = config.admin_token.as_deref().is_some_and(|t| !t.trim().is_empty());
+    if !admin_addr.ip().is_loopback() && !explicit_token {
+        anyhow::bail!(
+            "refusing to serve the admin API on {admin_addr} without an explicit token: anyone who can reach it \
+             could deploy code; pass --admin-token (or NANOGRID_TOKEN, or admin_token in the config file), \
+             or keep --admin-listen on 127.0.0.1"
+        );
+    }
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let token = match &config.admin_token {
@@ -146,9 +158,10 @@ pub async fn start(
         compile_cache: config.compile_cache.clone().unwrap_or_else(|| config.data_dir.join("compiled")),
         pool_instances: config.pool_instances,
         pool_max_memory: 1 << 30,
+        fuel: config.fuel,
     };
     let runtime = Arc::new(tokio::task::spawn_blocking(move || Runtime::new(&runtime_cfg)).await??);
-    let registry = Registry::new(runtime, grid, RegistryConfig { import_limits: ImportLimits::default() });
+    let registry = Registry::new(runtime, grid);
     let restored = registry.restore().await?;
     if restored > 0 {
         tracing::info!(services = restored, "restored services");

@@ -22,6 +22,10 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Most request headers (then 431).
+    pub max_headers: usize,
+    /// Largest request head (request line + headers), in bytes (then 431).
+    pub max_head_bytes: usize,
 }
 
 impl Default for ServerLimits {
@@ -30,6 +34,8 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(30),
+            max_headers: 100,
+            max_head_bytes: 64 << 10,
         }
     }
 }
@@ -74,6 +80,9 @@ pub async fn serve<H, F>(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .keep_alive(true)
+            .max_headers(limits.max_headers)
+            .max_header_size(limits.max_head_bytes)
+            .max_buf_size(limits.max_head_bytes.max(8192))
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -5,7 +5,11 @@ mod support;
 
 mod admin_errors;
 mod concurrency;
+mod crash;
 mod deploy;
+mod fuzz;
 mod guests;
+mod limits;
 mod restart;
+mod security;
 mod up;

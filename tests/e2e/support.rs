@@ -101,23 +101,17 @@ impl TestNode {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanogrid"));
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--pool-instances",
-            "200",
-            "--data-dir",
-        ])
-        .arg(self.data.path().join("node"))
-        .env("NANOGRID_TOKEN", TOKEN)
-        .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
-        .stdout(Stdio::piped())
-        .stderr(log);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--pool-instances", "200", "--data-dir"])
+            .arg(self.data.path().join("node"))
+            .env("NANOGRID_TOKEN", TOKEN)
+            .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
+            .stdout(Stdio::piped())
+            .stderr(log);
         if self.shared_cache {
             cmd.arg("--compile-cache").arg(shared_compile_cache());
+        }
+        if !self.extra.iter().any(|a| a == "--admin-listen") {
+            cmd.args(["--admin-listen", "127.0.0.1:0"]);
         }
         cmd.args(&self.extra);
         let mut child = cmd.spawn().expect("starting nanogrid serve");
@@ -167,6 +161,17 @@ impl TestNode {
             let status = c.wait().expect("waiting for the node");
             assert!(status.success(), "node exited with {status}; log:\n{}", self.log());
         }
+    }
+
+    /// Send SIGTERM without waiting (see `wait_exit`).
+    pub fn stop_signal_only(&self) {
+        if let Some(c) = &self.child {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.take().expect("node running").wait().expect("waiting for the node")
     }
 
     /// Start again on the same data dir (new ports).

@@ -12,6 +12,8 @@ use super::{ClientArgs, DeployArgs, InvokeArgs, NodeArgs, ServeArgs};
 use crate::client::{AdminClient, Client, Reply};
 use crate::config::FileConfig;
 use crate::node::{self, NodeConfig, NodeHandle};
+use crate::server::ServerLimits;
+use std::time::Duration;
 
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -32,7 +34,16 @@ pub fn node_config(args: &NodeArgs, file: FileConfig) -> (NodeConfig, std::net::
         pool_instances: args.pool_instances.or(file.pool_instances).unwrap_or(d.pool_instances),
         max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
         max_upload_bytes: file.max_upload_bytes.unwrap_or(d.max_upload_bytes),
-        server: d.server,
+        fuel: args.fuel || file.fuel.unwrap_or(false),
+        server: ServerLimits {
+            max_connections: file.max_connections.unwrap_or(d.server.max_connections),
+            header_read_timeout: file
+                .header_read_timeout_ms
+                .map_or(d.server.header_read_timeout, Duration::from_millis),
+            max_headers: file.max_headers.unwrap_or(d.server.max_headers),
+            drain_timeout: file.drain_timeout_ms.map_or(d.server.drain_timeout, Duration::from_millis),
+            ..d.server
+        },
     };
     (cfg, listen, admin)
 }

@@ -89,6 +89,9 @@ pub struct NodeArgs {
     /// This node's id [default: n1]
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
+    /// Meter fuel, so services may set a per-request fuel budget (limits.fuel); costs speed
+    #[arg(long)]
+    pub fuel: bool,
 }
 
 #[derive(Args)]

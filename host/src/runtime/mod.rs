@@ -31,7 +31,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 pub use bindings::{GuestError, Request, Response};
 pub use inspect::{ComponentInfo, InspectError};
-pub use state::{CallContext, ImportLimits, Invoker};
+pub use state::{CallContext, Capabilities, ImportLimits, Invoker};
 
 use bindings::{Nanoservice, NanoservicePre};
 use output::OutputTail;
@@ -50,6 +50,8 @@ pub struct RuntimeConfig {
     pub pool_instances: u32,
     /// Largest linear memory any instance may grow to; per-service limits sit below it.
     pub pool_max_memory: usize,
+    /// Meter fuel, so services may set a per-request fuel budget. Costs some speed.
+    pub fuel: bool,
 }
 
 /// Per-request execution limits, from the service spec.
@@ -57,6 +59,8 @@ pub struct RuntimeConfig {
 pub struct ExecLimits {
     pub max_memory: usize,
     pub timeout: Duration,
+    /// Fuel budget; only honoured when the runtime meters fuel.
+    pub fuel: Option<u64>,
 }
 
 /// Why a call into a guest did not produce a response.
@@ -66,6 +70,8 @@ pub enum CallError {
     Trap(String),
     #[error("guest ran past its {0:?} deadline")]
     Timeout(Duration),
+    #[error("guest used up its fuel budget of {0}")]
+    OutOfFuel(u64),
     #[error("the node has no free instance slot: {0}")]
     PoolExhausted(String),
     #[error("{0}")]
@@ -76,6 +82,8 @@ pub enum CallError {
 pub struct Prepared {
     pre: NanoservicePre<StoreState>,
     pub digest: String,
+    /// The component's imports, for checking them against a service's grants.
+    pub imports: Vec<String>,
 }
 
 pub struct Runtime {
@@ -83,6 +91,7 @@ pub struct Runtime {
     linker: Linker<StoreState>,
     cache_dir: PathBuf,
     ticker_stop: Arc<AtomicBool>,
+    fuel: bool,
 }
 
 impl Runtime {
@@ -105,6 +114,7 @@ impl Runtime {
         let mut config = Config::new();
         config
             .epoch_interruption(true)
+            .consume_fuel(cfg.fuel)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .max_wasm_stack(1 << 20)
             .async_stack_size(2 << 20)
@@ -135,7 +145,12 @@ impl Runtime {
                 }
             })?;
         }
-        Ok(Runtime { engine, linker, cache_dir, ticker_stop })
+        Ok(Runtime { engine, linker, cache_dir, ticker_stop, fuel: cfg.fuel })
+    }
+
+    /// Whether per-request fuel budgets are enforced.
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
     }
 
     /// Validate bytes as a deployable nanoservice and compile them (through the cache).
@@ -186,17 +201,41 @@ impl Runtime {
     pub fn prepare(&self, digest: &str, component: &Component) -> anyhow::Result<Prepared> {
         let pre = self.linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
         let pre = NanoservicePre::new(pre).map_err(anyhow::Error::from)?;
-        Ok(Prepared { pre, digest: digest.to_string() })
+        let imports = component.component_type().imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        Ok(Prepared { pre, digest: digest.to_string(), imports })
     }
 
-    fn new_store(&self, call: CallContext, limits: ExecLimits, tail: &OutputTail) -> Store<StoreState> {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(tail.clone())
-            .stderr(tail.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+    fn new_store(
+        &self,
+        call: CallContext,
+        limits: ExecLimits,
+        tail: &OutputTail,
+    ) -> Result<Store<StoreState>, CallError> {
+        let caps = call.caps.clone();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(tail.clone()).stderr(tail.clone()).envs(&caps.env).allow_udp(false);
+        if caps.sockets.is_empty() {
+            wasi.allow_tcp(false).allow_ip_name_lookup(false);
+        } else {
+            let allowed = caps.sockets.clone();
+            wasi.allow_tcp(true).socket_addr_check(move |addr, use_| {
+                use wasmtime_wasi::sockets::SocketAddrUse;
+                // A grant allows connecting to the listed addresses. The implicit bind that
+                // precedes a connect (wildcard address, port 0) is allowed for that; any
+                // other bind, and listening, never are.
+                let ok = match use_ {
+                    SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                    SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                    _ => false,
+                };
+                Box::pin(async move { ok })
+            });
+        }
+        for (host, guest) in &caps.files {
+            wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)
+                .map_err(|e| CallError::Internal(format!("granted directory {}: {e}", host.display())))?;
+        }
+        let wasi = wasi.build();
         let state = StoreState {
             wasi,
             table: Default::default(),
@@ -212,7 +251,10 @@ impl Runtime {
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
         });
-        store
+        if self.fuel {
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| CallError::Internal(e.to_string()))?;
+        }
+        Ok(store)
     }
 
     /// Create a Store and an instance and drop them: what each request pays before the
@@ -224,8 +266,8 @@ impl Runtime {
         limits: ExecLimits,
     ) -> Result<(), CallError> {
         let tail = OutputTail::new(256);
-        let mut store = self.new_store(call, limits, &tail);
-        prepared.pre.instantiate_async(&mut store).await.map_err(|e| classify(e, limits.timeout, &tail))?;
+        let mut store = self.new_store(call, limits, &tail)?;
+        prepared.pre.instantiate_async(&mut store).await.map_err(|e| classify(e, limits, &tail))?;
         Ok(())
     }
 
@@ -238,7 +280,7 @@ impl Runtime {
         limits: ExecLimits,
     ) -> Result<Response, CallError> {
         let tail = OutputTail::new(2048);
-        let mut store = self.new_store(call, limits, &tail);
+        let mut store = self.new_store(call, limits, &tail)?;
         let run = async {
             let instance = prepared.pre.instantiate_async(&mut store).await?;
             instance.nanogrid_service_handler().call_handle(&mut store, &req).await
@@ -249,14 +291,17 @@ impl Runtime {
             Ok(r) => r,
             Err(_) => return Err(CallError::Timeout(limits.timeout)),
         };
-        result.map_err(|e| classify(e, limits.timeout, &tail))
+        result.map_err(|e| classify(e, limits, &tail))
     }
 }
 
-fn classify(err: wasmtime::Error, timeout: Duration, tail: &OutputTail) -> CallError {
+fn classify(err: wasmtime::Error, limits: ExecLimits, tail: &OutputTail) -> CallError {
     if let Some(trap) = err.downcast_ref::<Trap>() {
         if *trap == Trap::Interrupt {
-            return CallError::Timeout(timeout);
+            return CallError::Timeout(limits.timeout);
+        }
+        if *trap == Trap::OutOfFuel {
+            return CallError::OutOfFuel(limits.fuel.unwrap_or(u64::MAX));
         }
         let mut msg = trap.to_string();
         let out = tail.text();

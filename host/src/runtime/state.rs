@@ -44,6 +44,16 @@ impl Default for ImportLimits {
     }
 }
 
+/// What a service was granted beyond computing: the WASI context is built from this.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    pub env: Vec<(String, String)>,
+    /// Addresses TCP connections may go to; empty means no network at all.
+    pub sockets: Vec<std::net::SocketAddr>,
+    /// Read-only preopens: (host dir, guest path).
+    pub files: Vec<(std::path::PathBuf, String)>,
+}
+
 /// Who is calling and on whose behalf: the service, the request's correlation id, and how
 /// deep in an `invoke` chain this call is.
 #[derive(Clone)]
@@ -53,6 +63,7 @@ pub struct CallContext {
     pub depth: u32,
     pub config: Arc<BTreeMap<String, String>>,
     pub limits: Arc<ImportLimits>,
+    pub caps: Arc<Capabilities>,
     pub grid: Arc<Grid>,
     pub invoker: Arc<dyn Invoker>,
 }

@@ -24,8 +24,8 @@ pub use stats::{Outcome, Stats};
 
 use crate::grid::{BatchOp, Durability, Grid, Table};
 use crate::runtime::{
-    CallContext, CallError, ComponentInfo, ExecLimits, GuestError, ImportLimits, InspectError, Invoker, Prepared,
-    Request, Response, Runtime,
+    CallContext, CallError, Capabilities, ComponentInfo, ExecLimits, GuestError, ImportLimits, InspectError, Invoker,
+    Prepared, Request, Response, Runtime,
 };
 use gate::Gate;
 
@@ -34,6 +34,35 @@ pub struct Deployed {
     pub spec: ServiceSpec,
     prepared: Arc<Prepared>,
     config: Arc<BTreeMap<String, String>>,
+    import_limits: Arc<ImportLimits>,
+    caps: Arc<Capabilities>,
+}
+
+impl Deployed {
+    fn new(spec: ServiceSpec, prepared: Arc<Prepared>) -> Self {
+        let l = &spec.limits;
+        let import_limits = ImportLimits {
+            max_key_bytes: l.max_kv_key_bytes,
+            max_value_bytes: l.max_kv_value_bytes,
+            max_fanout: l.max_fanout,
+            max_call_depth: l.max_call_depth,
+            max_list_keys: 1000,
+        };
+        let g = &spec.grants;
+        let caps = Capabilities {
+            env: g.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            // Validated when the spec was accepted.
+            sockets: g.sockets.iter().filter_map(|a| a.parse().ok()).collect(),
+            files: g.files.iter().map(|(guest, host)| (host.into(), guest.clone())).collect(),
+        };
+        Deployed {
+            config: Arc::new(spec.config.clone()),
+            import_limits: Arc::new(import_limits),
+            caps: Arc::new(caps),
+            spec,
+            prepared,
+        }
+    }
 }
 
 /// A service by name, across its versions.
@@ -69,6 +98,10 @@ pub enum DispatchError {
     Trap { service: String, message: String },
     #[error("service {service:?} did not answer within {timeout:?}")]
     Timeout { service: String, timeout: Duration },
+    #[error("service {service:?} used up its fuel budget of {fuel}")]
+    OutOfFuel { service: String, fuel: u64 },
+    #[error("service {service:?} returned a {size}-byte body; its limit is {limit} (limits.max_response_bytes)")]
+    ResponseTooLarge { service: String, size: usize, limit: usize },
     #[error("{0}")]
     Internal(String),
 }
@@ -83,6 +116,8 @@ pub enum AdminError {
     #[error(transparent)]
     Inspect(#[from] InspectError),
     #[error("{0}")]
+    Ungranted(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -96,16 +131,11 @@ pub struct Uploaded {
     pub info: ComponentInfo,
 }
 
-pub struct RegistryConfig {
-    pub import_limits: ImportLimits,
-}
-
 pub struct Registry {
     runtime: Arc<Runtime>,
     grid: Arc<Grid>,
     services: RwLock<HashMap<String, Arc<Service>>>,
     admin: tokio::sync::Mutex<()>,
-    import_limits: Arc<ImportLimits>,
     request_seq: std::sync::atomic::AtomicU64,
     seed: u64,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
@@ -126,7 +156,7 @@ fn internal<E: std::fmt::Display>(e: E) -> AdminError {
 }
 
 impl Registry {
-    pub fn new(runtime: Arc<Runtime>, grid: Arc<Grid>, cfg: RegistryConfig) -> Arc<Self> {
+    pub fn new(runtime: Arc<Runtime>, grid: Arc<Grid>) -> Arc<Self> {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
         Arc::new_cyclic(|me| Registry {
@@ -135,7 +165,6 @@ impl Registry {
             grid,
             services: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
-            import_limits: Arc::new(cfg.import_limits),
             request_seq: Default::default(),
             seed,
         })
@@ -237,7 +266,7 @@ impl Registry {
     }
 
     fn install(&self, spec: ServiceSpec, prepared: Arc<Prepared>) -> Arc<Service> {
-        let deployed = Arc::new(Deployed { config: Arc::new(spec.config.clone()), spec, prepared });
+        let deployed = Arc::new(Deployed::new(spec, prepared));
         let mut map = self.services.write().unwrap_or_else(|e| e.into_inner());
         let name = deployed.spec.name.clone();
         if let Some(svc) = map.get(&name) {
@@ -283,8 +312,17 @@ impl Registry {
         };
         let limits = req.limits.unwrap_or_default();
         spec::validate_limits(&limits).map_err(AdminError::BadRequest)?;
+        if limits.fuel.is_some() && !self.runtime.meters_fuel() {
+            return Err(AdminError::BadRequest(
+                "limits.fuel needs fuel metering, which this node has off; start it with --fuel or drop limits.fuel"
+                    .into(),
+            ));
+        }
+        let grants = req.grants.unwrap_or_default();
+        grants.validate().map_err(AdminError::BadRequest)?;
         let _admin = self.admin.lock().await;
         let prepared = self.prepare(&req.component).await?;
+        check_grants(&prepared.imports, &grants)?;
         let previous = self.get(name).map(|s| s.current().spec.generation);
         let spec = ServiceSpec {
             name: name.to_string(),
@@ -293,6 +331,7 @@ impl Registry {
             max_queue,
             queue_timeout_ms: req.queue_timeout_ms.unwrap_or(spec::DEFAULT_QUEUE_TIMEOUT_MS),
             limits,
+            grants,
             config: req.config,
             generation: previous.map_or(1, |g| g + 1),
             updated_at_ms: now_ms(),
@@ -317,8 +356,7 @@ impl Registry {
         spec.updated_at_ms = now_ms();
         self.persist(&spec).await?;
         svc.gate.resize(spec.instances, spec.effective_queue());
-        let deployed =
-            Arc::new(Deployed { spec: spec.clone(), prepared: old.prepared.clone(), config: old.config.clone() });
+        let deployed = Arc::new(Deployed::new(spec.clone(), old.prepared.clone()));
         *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
         tracing::info!(service = name, instances, "service scaled");
         Ok(spec)
@@ -351,6 +389,7 @@ impl Registry {
         let limits = ExecLimits {
             max_memory: deployed.spec.limits.memory_mib as usize * (1 << 20),
             timeout: Duration::from_millis(deployed.spec.limits.timeout_ms),
+            fuel: deployed.spec.limits.fuel,
         };
         let invoker: Arc<dyn Invoker> = self.clone();
         let call = CallContext {
@@ -358,7 +397,8 @@ impl Registry {
             request_id,
             depth,
             config: deployed.config.clone(),
-            limits: self.import_limits.clone(),
+            limits: deployed.import_limits.clone(),
+            caps: deployed.caps.clone(),
             grid: self.grid.clone(),
             invoker,
         };
@@ -405,7 +445,16 @@ impl Registry {
         let result = self.runtime.handle(&deployed.prepared, call, req, limits).await;
         drop(permit);
         let micros = started.elapsed().as_micros() as u64;
+        let max_response = deployed.spec.limits.max_response_bytes;
         match result {
+            Ok(resp) if resp.body.len() > max_response => {
+                svc.stats.record(Outcome::GuestError, micros);
+                Err(DispatchError::ResponseTooLarge {
+                    service: name.to_string(),
+                    size: resp.body.len(),
+                    limit: max_response,
+                })
+            }
             Ok(resp) => {
                 let outcome = if resp.status >= 500 { Outcome::GuestError } else { Outcome::Ok };
                 svc.stats.record(outcome, micros);
@@ -418,6 +467,10 @@ impl Registry {
             Err(CallError::Timeout(timeout)) => {
                 svc.stats.record(Outcome::TimedOut, micros);
                 Err(DispatchError::Timeout { service: name.to_string(), timeout })
+            }
+            Err(CallError::OutOfFuel(fuel)) => {
+                svc.stats.record(Outcome::TimedOut, micros);
+                Err(DispatchError::OutOfFuel { service: name.to_string(), fuel })
             }
             Err(e @ CallError::PoolExhausted(_)) => {
                 svc.stats.record(Outcome::Rejected, micros);
@@ -457,6 +510,24 @@ impl Invoker for Registry {
     }
 }
 
+/// Refuse a component that imports an interface its spec does not grant.
+fn check_grants(imports: &[String], grants: &spec::Grants) -> Result<(), AdminError> {
+    let missing: Vec<String> = imports
+        .iter()
+        .filter_map(|i| {
+            let grant = spec::Grants::needed_for(i)?;
+            (!grants.has(grant)).then(|| format!("{i} (needs grants.{grant})"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(AdminError::Ungranted(format!(
+        "the component imports interfaces this service is not granted: {}; add the grant to the spec's \"grants\" to allow them",
+        missing.join(", ")
+    )))
+}
+
 /// The WIT error a calling guest sees for a failed dispatch.
 pub fn to_guest_error(e: &DispatchError) -> GuestError {
     match e {
@@ -464,7 +535,8 @@ pub fn to_guest_error(e: &DispatchError) -> GuestError {
         DispatchError::Stopped(_) | DispatchError::QueueFull(_) | DispatchError::WaitTimeout(..) => {
             GuestError::Unavailable(e.to_string())
         }
-        DispatchError::Timeout { .. } => GuestError::Timeout,
+        DispatchError::Timeout { .. } | DispatchError::OutOfFuel { .. } => GuestError::Timeout,
+        DispatchError::ResponseTooLarge { .. } => GuestError::Internal(e.to_string()),
         DispatchError::Trap { .. } | DispatchError::Internal(_) => GuestError::Internal(e.to_string()),
     }
 }

@@ -7,30 +7,116 @@ use serde::{Deserialize, Serialize};
 /// Most instances one service may ask for on one node.
 pub const MAX_INSTANCES: u32 = 1000;
 
-/// Per-service execution limits.
+/// Per-service limits. Every field has a default, and `GET /v1/services/{name}` shows
+/// them all, so what a service may do is never implicit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest linear memory of one instance, in MiB.
-    #[serde(default = "Limits::default_memory_mib")]
+    /// Largest linear memory of one instance, in MiB. Growth past it fails inside the guest.
     pub memory_mib: u32,
-    /// Wall-clock deadline of one request, in milliseconds.
-    #[serde(default = "Limits::default_timeout_ms")]
+    /// Wall-clock deadline of one request, in milliseconds (then 504).
     pub timeout_ms: u64,
-}
-
-impl Limits {
-    fn default_memory_mib() -> u32 {
-        64
-    }
-    fn default_timeout_ms() -> u64 {
-        5000
-    }
+    /// Optional fuel budget per request (wasm instructions, roughly); needs a node started
+    /// with `--fuel`.
+    pub fuel: Option<u64>,
+    /// Largest request body, in bytes (then 413).
+    pub max_request_bytes: usize,
+    /// Largest response body the guest may return, in bytes (then 500 response-too-large).
+    pub max_response_bytes: usize,
+    /// Largest kv key, in bytes.
+    pub max_kv_key_bytes: usize,
+    /// Largest kv value, in bytes.
+    pub max_kv_value_bytes: usize,
+    /// Most calls in one `invoke.call-all`.
+    pub max_fanout: usize,
+    /// Deepest chain of `invoke` calls starting at this service's requests.
+    pub max_call_depth: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mib: Self::default_memory_mib(), timeout_ms: Self::default_timeout_ms() }
+        Limits {
+            memory_mib: 64,
+            timeout_ms: 5000,
+            fuel: None,
+            max_request_bytes: 8 << 20,
+            max_response_bytes: 8 << 20,
+            max_kv_key_bytes: 1024,
+            max_kv_value_bytes: 1 << 20,
+            max_fanout: 64,
+            max_call_depth: 8,
+        }
+    }
+}
+
+/// Capabilities beyond computing and the platform imports. Everything is denied unless
+/// listed here; a component that imports an interface it has no grant for is refused at
+/// deploy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grants {
+    /// Environment variables the guest sees (it sees none otherwise).
+    pub env: BTreeMap<String, String>,
+    /// `ip:port` addresses the guest may open TCP connections to; allows `wasi:sockets`.
+    pub sockets: Vec<String>,
+    /// Read-only directories: guest path → host directory; allows `wasi:filesystem`.
+    pub files: BTreeMap<String, String>,
+    /// `host:port` the guest may call over HTTP; allows `wasi:http/outgoing-handler`
+    /// (needs wasi:http support, which this node does not have yet).
+    pub outbound_http: Vec<String>,
+}
+
+impl Grants {
+    /// The grant that allows importing `name`, if it needs one.
+    pub fn needed_for(import: &str) -> Option<&'static str> {
+        if import.starts_with("wasi:sockets/") {
+            Some("sockets")
+        } else if import.starts_with("wasi:filesystem/") {
+            Some("files")
+        } else if import.starts_with("wasi:http/") {
+            Some("outbound_http")
+        } else {
+            None
+        }
+    }
+
+    pub fn has(&self, grant: &str) -> bool {
+        match grant {
+            "sockets" => !self.sockets.is_empty(),
+            "files" => !self.files.is_empty(),
+            "outbound_http" => !self.outbound_http.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Check every entry; name the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("grants.env key {k:?} is not a valid variable name"));
+            }
+        }
+        for a in &self.sockets {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!("grants.sockets entry {a:?} is not an ip:port address (e.g. \"127.0.0.1:5432\")"));
+            }
+        }
+        for (guest, host) in &self.files {
+            if !guest.starts_with('/') {
+                return Err(format!("grants.files guest path {guest:?} must be absolute"));
+            }
+            let p = std::path::Path::new(host);
+            if !p.is_absolute() || !p.is_dir() {
+                return Err(format!("grants.files host path {host:?} must be an existing absolute directory"));
+            }
+        }
+        for h in &self.outbound_http {
+            let ok = h.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(format!("grants.outbound_http entry {h:?} is not host:port"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -48,6 +134,8 @@ pub struct ServiceSpec {
     /// How long a request may wait for a slot before it gets 503.
     pub queue_timeout_ms: u64,
     pub limits: Limits,
+    #[serde(default)]
+    pub grants: Grants,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     /// Bumped on every change.
@@ -76,6 +164,8 @@ pub struct ServiceRequest {
     pub queue_timeout_ms: Option<u64>,
     #[serde(default)]
     pub limits: Option<Limits>,
+    #[serde(default)]
+    pub grants: Option<Grants>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
 }
@@ -125,12 +215,24 @@ pub fn parse_queue(v: &serde_json::Value) -> Result<u32, String> {
 }
 
 pub fn validate_limits(l: &Limits) -> Result<(), String> {
-    if !(1..=4096).contains(&l.memory_mib) {
-        return Err(format!("limits.memory_mib must be between 1 and 4096, got {}", l.memory_mib));
+    let check = |name: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("limits.{name} must be between {lo} and {hi}, got {v}"))
+        }
+    };
+    check("memory_mib", u64::from(l.memory_mib), 1, 4096)?;
+    check("timeout_ms", l.timeout_ms, 1, 3_600_000)?;
+    if let Some(f) = l.fuel {
+        check("fuel", f, 1, u64::MAX >> 1)?;
     }
-    if !(1..=3_600_000).contains(&l.timeout_ms) {
-        return Err(format!("limits.timeout_ms must be between 1 and 3600000, got {}", l.timeout_ms));
-    }
+    check("max_request_bytes", l.max_request_bytes as u64, 0, 1 << 30)?;
+    check("max_response_bytes", l.max_response_bytes as u64, 0, 1 << 30)?;
+    check("max_kv_key_bytes", l.max_kv_key_bytes as u64, 1, 64 << 10)?;
+    check("max_kv_value_bytes", l.max_kv_value_bytes as u64, 0, 64 << 20)?;
+    check("max_fanout", l.max_fanout as u64, 1, 1024)?;
+    check("max_call_depth", u64::from(l.max_call_depth), 1, 64)?;
     Ok(())
 }
 
@@ -165,6 +267,27 @@ mod tests {
         assert!(parse_instances(&json!(1_000_000)).is_err());
         assert!(parse_instances(&json!("2")).is_err());
         assert!(parse_instances(&json!(1.5)).is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_bounds() {
+        let l: Limits = serde_json::from_value(json!({ "memory_mib": 16 })).unwrap();
+        assert_eq!(l.timeout_ms, 5000);
+        assert!(validate_limits(&l).is_ok());
+        let bad = Limits { max_fanout: 0, ..Limits::default() };
+        assert!(validate_limits(&bad).unwrap_err().contains("max_fanout"));
+        assert!(serde_json::from_value::<Limits>(json!({ "memory": 1 })).is_err());
+    }
+
+    #[test]
+    fn grants() {
+        assert_eq!(Grants::needed_for("wasi:sockets/tcp@0.2.6"), Some("sockets"));
+        assert_eq!(Grants::needed_for("wasi:cli/environment@0.2.6"), None);
+        let g = Grants { sockets: vec!["localhost:80".into()], ..Default::default() };
+        assert!(g.validate().unwrap_err().contains("localhost:80"));
+        let g = Grants { files: [("/d".to_string(), "relative".to_string())].into(), ..Default::default() };
+        assert!(g.validate().is_err());
+        assert!(Grants { sockets: vec!["127.0.0.1:80".into()], ..Default::default() }.validate().is_ok());
     }
 
     #[test]

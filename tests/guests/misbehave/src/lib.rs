@@ -6,6 +6,11 @@
 //! - `/alloc/{mib}`: allocates and touches that much memory
 //! - `/kv-trap`: writes a key, then traps
 //! - `/recurse`: calls itself through `invoke` until the platform refuses
+//! - `/stack/{depth}`: recurses natively until the stack runs out
+//! - `/huge/{mib}`: answers with a body that large
+//! - `/kv-key/{bytes}`, `/kv-value/{bytes}`: writes a key or value of that size
+//! - `/fanout/{n}`: `call-all` with n calls to itself
+//! - `/kv-probe`: tries keys that look like escapes from its namespace
 //! - anything else: 200 "ok"
 
 use nanogrid_sdk::{Error, Request, Response, Service, context, invoke, kv};
@@ -40,6 +45,36 @@ impl Service for Misbehave {
                 kv::set("before-trap", b"written")?;
                 panic!("trapped after a kv write");
             }
+            (Some("stack"), Some(depth)) => {
+                let depth: u64 = depth.parse().map_err(|_| Error::invalid("stack/{depth}"))?;
+                Ok(Response::text(200, format!("depth {}", deep(depth))))
+            }
+            (Some("huge"), Some(mib)) => {
+                let mib: usize = mib.parse().map_err(|_| Error::invalid("huge/{mib}"))?;
+                Ok(Response::new(200, vec![b'x'; mib << 20]))
+            }
+            (Some("kv-key"), Some(n)) => {
+                let n: usize = n.parse().map_err(|_| Error::invalid("kv-key/{bytes}"))?;
+                kv::set(&"k".repeat(n), b"v")?;
+                Ok(Response::text(200, "stored"))
+            }
+            (Some("kv-value"), Some(n)) => {
+                let n: usize = n.parse().map_err(|_| Error::invalid("kv-value/{bytes}"))?;
+                kv::set("big", &vec![7u8; n])?;
+                Ok(Response::text(200, "stored"))
+            }
+            (Some("fanout"), Some(n)) => {
+                let n: usize = n.parse().map_err(|_| Error::invalid("fanout/{n}"))?;
+                let me = context::service_name();
+                let calls: Vec<(String, Request)> = (0..n).map(|_| (me.clone(), Request::get("/"))).collect();
+                let mut ok = 0;
+                for r in invoke::call_all(&calls) {
+                    r?;
+                    ok += 1;
+                }
+                Ok(Response::text(200, format!("{ok} calls answered")))
+            }
+            (Some("kv-probe"), _) => kv_probe(),
             (Some("recurse"), _) => {
                 // The callee's answer (or the platform's refusal) is passed back up as is.
                 invoke::get(&context::service_name(), "/recurse")
@@ -50,3 +85,26 @@ impl Service for Misbehave {
 }
 
 nanogrid_sdk::export!(Misbehave);
+
+#[inline(never)]
+fn deep(n: u64) -> u64 {
+    // A frame with some weight, so the stack runs out at a modest depth.
+    let pad = std::hint::black_box([n; 32]);
+    if n == 0 { 0 } else { deep(n - 1) + pad[(n % 32) as usize] % 2 }
+}
+
+/// Keys a hostile guest might use to reach another service's data. Each is read before
+/// being written (it must be absent: this namespace is fresh), then written and listed.
+fn kv_probe() -> Result<Response, Error> {
+    let keys =
+        ["../counter/visits", "counter\0visits", "\0counter\0visits", "visits", "/", "..", "ключ", &"x".repeat(1024)];
+    let mut seen_before = Vec::new();
+    for k in keys {
+        if let Some(v) = kv::get(k)? {
+            seen_before.push((k.to_string(), String::from_utf8_lossy(&v).into_owned()));
+        }
+        kv::set(k, b"probe")?;
+    }
+    let listed = kv::list_keys("", None, 100)?;
+    Response::json(200, &serde_json::json!({ "seen_before": seen_before, "listed": listed.len() }))
+}

@@ -1,0 +1,203 @@
+//! One test per limit: the refusal's status and code, then a normal request right after.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::json;
+
+use crate::support::{TestNode, assert_error};
+
+#[tokio::test]
+async fn request_and_response_size_limits() {
+    let node = TestNode::start().await;
+    let v = node
+        .deploy("m", "misbehave", json!({ "limits": { "max_request_bytes": 1024, "max_response_bytes": 2 << 20 } }))
+        .await;
+    // Every limit is explicit in the spec.
+    let limits = &v["spec"]["limits"];
+    for field in [
+        "memory_mib",
+        "timeout_ms",
+        "max_request_bytes",
+        "max_response_bytes",
+        "max_kv_key_bytes",
+        "max_kv_value_bytes",
+        "max_fanout",
+        "max_call_depth",
+    ] {
+        assert!(limits[field].is_number(), "{field} missing in {limits}");
+    }
+    assert_eq!(limits["max_kv_key_bytes"], 1024);
+    assert!(limits["fuel"].is_null());
+
+    assert_error(&node.post("/m/ok", &"x".repeat(2048)).await, 413, "payload-too-large");
+    assert_eq!(node.post("/m/ok", &"x".repeat(1000)).await.status, 200);
+    let v = assert_error(&node.get("/m/huge/3").await, 500, "response-too-large");
+    assert!(v["error"]["message"].as_str().unwrap().contains("max_response_bytes"));
+    let r = node.get("/m/huge/1").await;
+    assert_eq!((r.status.as_u16(), r.body.len()), (200, 1 << 20));
+}
+
+#[tokio::test]
+async fn kv_key_and_value_limits() {
+    let node = TestNode::start().await;
+    node.deploy("m", "misbehave", json!({ "limits": { "max_kv_key_bytes": 64, "max_kv_value_bytes": 1000 } })).await;
+    let r = node.get("/m/kv-key/65").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some("invalid"));
+    assert!(r.text().contains("kv key is 65 bytes"), "{}", r.text());
+    assert_eq!(node.get("/m/kv-key/64").await.status, 200);
+    let r = node.get("/m/kv-value/1001").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("kv value is 1001 bytes"), "{}", r.text());
+    assert_eq!(node.get("/m/kv-value/1000").await.status, 200);
+}
+
+#[tokio::test]
+async fn fanout_and_call_depth_limits() {
+    let node = TestNode::start().await;
+    node.deploy("m", "misbehave", json!({ "instances": 16, "limits": { "max_fanout": 4, "max_call_depth": 3 } })).await;
+    let r = node.get("/m/fanout/5").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some("denied"));
+    assert!(r.text().contains("call-all with 5 calls"), "{}", r.text());
+    assert_eq!(node.get("/m/fanout/4").await.text(), "4 calls answered");
+    let r = node.get("/m/recurse").await;
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("call depth limit 3"), "{}", r.text());
+    assert_eq!(node.get("/m/ok").await.status, 200);
+}
+
+#[tokio::test]
+async fn deep_recursion_traps_alone() {
+    let node = TestNode::start().await;
+    node.deploy("m", "misbehave", json!({})).await;
+    assert_error(&node.get("/m/stack/100000000").await, 500, "trap");
+    assert_eq!(node.get("/m/stack/100").await.status, 200);
+}
+
+#[tokio::test]
+async fn fuel_budget() {
+    let node = TestNode::start_with_args(true, &["--fuel"]).await;
+    node.deploy("m", "misbehave", json!({ "limits": { "fuel": 5_000_000 } })).await;
+    let started = Instant::now();
+    let v = assert_error(&node.get("/m/loop").await, 504, "fuel-exhausted");
+    assert!(v["error"]["message"].as_str().unwrap().contains("5000000"));
+    assert!(started.elapsed() < Duration::from_secs(4), "fuel ran out before the 5 s deadline");
+    assert_eq!(node.get("/m/ok").await.status, 200);
+
+    // Without --fuel, a fuel limit is refused rather than silently ignored.
+    let plain = TestNode::start().await;
+    let up = plain.admin().upload(crate::support::wasm("misbehave")).await.unwrap().json().unwrap();
+    let body = json!({ "component": up["digest"], "limits": { "fuel": 1000 } });
+    let v =
+        assert_error(&plain.admin().call_json(Method::PUT, "/v1/services/m", &body).await.unwrap(), 400, "bad-request");
+    assert!(v["error"]["message"].as_str().unwrap().contains("--fuel"));
+}
+
+#[tokio::test]
+async fn header_count_and_size_limits() {
+    let node = TestNode::start().await;
+    node.deploy("hello", "hello", json!({})).await;
+    let client = nanogrid::client::Client::new();
+    let url = format!("{}/hello/", node.ingress);
+    let many: Vec<(&str, String)> = (0..150).map(|i| ("x-many", format!("v{i}"))).collect();
+    let r = client.send(Method::GET, &url, &many, Bytes::new()).await;
+    assert!(r.is_err() || r.as_ref().unwrap().status == 431, "150 headers: {:?}", r.map(|r| r.status));
+    let big = vec![("x-big", "y".repeat(100 << 10))];
+    let r = client.send(Method::GET, &url, &big, Bytes::new()).await;
+    assert!(r.is_err() || r.as_ref().unwrap().status == 431, "100 KiB header: {:?}", r.map(|r| r.status));
+    assert_eq!(node.get("/hello/").await.status, 200);
+}
+
+fn addr_of(url: &str) -> String {
+    url.trim_start_matches("http://").to_string()
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("n.toml");
+    std::fs::write(&cfg, "header_read_timeout_ms = 300\n").unwrap();
+    let node = TestNode::start_with_args(true, &["--config", cfg.to_str().unwrap()]).await;
+    node.deploy("hello", "hello", json!({})).await;
+    let addr = addr_of(&node.ingress);
+    let started = Instant::now();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /hello/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let mut buf = Vec::new();
+        // The server must end the connection; read until it does.
+        s.read_to_end(&mut buf).is_ok()
+    })
+    .await
+    .unwrap();
+    assert!(closed, "the server closed the half-sent request");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+    assert_eq!(node.get("/hello/").await.status, 200);
+}
+
+#[tokio::test]
+async fn connection_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("n.toml");
+    std::fs::write(&cfg, "max_connections = 2\n").unwrap();
+    let node = TestNode::start_with_args(true, &["--config", cfg.to_str().unwrap()]).await;
+    node.deploy("hello", "hello", json!({})).await;
+    let addr = addr_of(&node.ingress);
+    let ask = |addr: String| {
+        tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+            s.write_all(b"GET /hello/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut buf = [0u8; 12];
+            let answered = s.read_exact(&mut buf).is_ok();
+            (s, answered)
+        })
+    };
+    // Two keep-alive connections hold both slots.
+    let (a, ok_a) = ask(addr.clone()).await.unwrap();
+    let (_b, ok_b) = ask(addr.clone()).await.unwrap();
+    assert!(ok_a && ok_b);
+    let (mut c, ok_c) = ask(addr.clone()).await.unwrap();
+    assert!(!ok_c, "a third connection waits while two are open");
+    drop(a);
+    let answered = tokio::task::spawn_blocking(move || {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).map(|_| buf)
+    })
+    .await
+    .unwrap();
+    assert_eq!(&answered.expect("the waiting connection is served once a slot frees"), b"HTTP/1.1 200");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight() {
+    let mut node = TestNode::start().await;
+    node.deploy("m", "misbehave", json!({})).await;
+    let slow = node.get("/m/sleep/1500");
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        node.stop_signal_only();
+    };
+    let (r, ()) = tokio::join!(slow, stop);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(node.wait_exit().success(), "clean exit after draining");
+}
+
+#[tokio::test]
+async fn upload_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("n.toml");
+    std::fs::write(&cfg, "max_upload_bytes = 100000\n").unwrap();
+    let node = TestNode::start_with_args(true, &["--config", cfg.to_str().unwrap()]).await;
+    let wasm = crate::support::wasm("hello");
+    assert!(wasm.len() > 100_000);
+    assert_error(&node.admin().upload(wasm).await.unwrap(), 413, "payload-too-large");
+    assert_eq!(node.admin().get("/v1/health").await.unwrap().status, 200);
+}

@@ -1,0 +1,134 @@
+//! Capabilities are denied unless granted; kv namespaces cannot be escaped; the admin
+//! listener is not exposed without an explicit token.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use http::Method;
+use serde_json::json;
+
+use crate::support::{TestNode, assert_error, wasm};
+
+/// A loopback TCP server answering "pong" to each connection; returns its address and a
+/// counter of accepted connections.
+fn pong_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4];
+            let _ = s.read_exact(&mut buf);
+            let _ = s.write_all(b"pong");
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn capabilities_are_denied_unless_granted() {
+    let node = TestNode::start().await;
+    let admin = node.admin();
+    let up = admin.upload(wasm("reach")).await.unwrap();
+    assert_eq!(up.status, 201, "{}", up.text());
+    let digest = up.json().unwrap()["digest"].clone();
+
+    let r = admin.call_json(Method::PUT, "/v1/services/reach", &json!({ "component": digest })).await.unwrap();
+    let v = assert_error(&r, 422, "ungranted-import");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("wasi:sockets/") && msg.contains("grants.sockets"), "{msg}");
+    assert!(msg.contains("wasi:filesystem/") && msg.contains("grants.files"), "{msg}");
+
+    for (grants, field) in [
+        (json!({ "sockets": ["localhost:80"] }), "localhost:80"),
+        (json!({ "files": { "/d": "/definitely/not/here" } }), "/definitely/not/here"),
+        (json!({ "files": { "relative": "/tmp" } }), "relative"),
+        (json!({ "sokets": [] }), "sokets"),
+    ] {
+        let r = admin
+            .call_json(Method::PUT, "/v1/services/reach", &json!({ "component": digest, "grants": grants }))
+            .await
+            .unwrap();
+        assert!(r.status == 400, "{grants}: {}", r.text());
+        assert!(r.text().contains(field), "{grants}: {}", r.text());
+    }
+
+    let (allowed, allowed_count) = pong_server();
+    let (other, other_count) = pong_server();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("a.txt"), "granted file").unwrap();
+    let grants = json!({
+        "sockets": [allowed],
+        "files": { "/data": files.path().to_str().unwrap() },
+        "env": { "GREETING": "hi" },
+    });
+    let r = admin
+        .call_json(Method::PUT, "/v1/services/reach", &json!({ "component": digest, "grants": grants }))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json().unwrap()["spec"]["grants"]["env"]["GREETING"], "hi");
+
+    let r = node.get(&format!("/reach/connect/{allowed}")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "pong".to_string()));
+    let r = node.get(&format!("/reach/connect/{other}")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(other_count.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection reached the other server");
+    assert_eq!(allowed_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    assert_eq!(node.get("/reach/read/data/a.txt").await.text(), "granted file");
+    for outside in ["/reach/read/etc/passwd", "/reach/read/data/../../etc/passwd", "/reach/read/data/../a.txt"] {
+        assert_eq!(node.get(outside).await.status, 403, "{outside}");
+    }
+    assert_eq!(node.get("/reach/env/GREETING").await.text(), "hi");
+    assert_eq!(node.get("/reach/env/PATH").await.status, 403, "the host's environment is not visible");
+    assert_eq!(node.get("/reach/env/NANOGRID_TOKEN").await.status, 403);
+
+    // The same guest on a service without grants for them cannot even be deployed, and a
+    // plain service sees no environment at all.
+    node.deploy("m", "misbehave", json!({})).await;
+    assert_eq!(node.get("/m/ok").await.status, 200);
+}
+
+#[tokio::test]
+async fn kv_namespaces_cannot_be_escaped() {
+    let node = TestNode::start().await;
+    node.deploy("counter", "counter", json!({})).await;
+    node.deploy("m", "misbehave", json!({})).await;
+    assert_eq!(node.post("/counter/visits", "").await.json().unwrap()["value"], 1);
+
+    let v = node.get("/m/kv-probe").await.json().unwrap();
+    assert_eq!(v["seen_before"], json!([]), "no hostile key reached another namespace: {v}");
+    assert_eq!(v["listed"], 8);
+    // The probe's writes landed in its own namespace only.
+    assert_eq!(node.get("/counter/visits").await.json().unwrap()["value"], 1);
+    assert_eq!(node.get("/counter/").await.json().unwrap()["counters"], json!(["visits"]));
+    let again = node.get("/m/kv-probe").await.json().unwrap();
+    assert_eq!(again["seen_before"].as_array().unwrap().len(), 8, "its own keys read back: {again}");
+}
+
+#[tokio::test]
+async fn admin_on_a_public_address_needs_an_explicit_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nanogrid"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("NANOGRID_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--admin-token") && err.contains("0.0.0.0"), "{err}");
+    assert!(!dir.path().join("admin-token").exists(), "refused before creating anything");
+
+    // With a token it starts.
+    let node = TestNode::start_with_args(true, &["--admin-listen", "0.0.0.0:0"]).await;
+    assert!(node.admin_url.contains("0.0.0.0"));
+    let port = node.admin_url.rsplit(':').next().unwrap();
+    let local =
+        nanogrid::client::AdminClient::new(&format!("http://127.0.0.1:{port}"), Some(crate::support::TOKEN.into()));
+    assert_eq!(local.get("/v1/services").await.unwrap().status, 200);
+}
