@@ -65,3 +65,17 @@ async fn oversized_bodies_get_413() {
     assert_error(&node.request(Method::POST, "/hello/", &big).await, 413, "payload-too-large");
     assert_eq!(node.get("/hello/").await.status, 200);
 }
+
+#[tokio::test]
+async fn trap_after_a_kv_write_keeps_the_completed_write() {
+    let node = TestNode::start().await;
+    node.deploy("m", "misbehave", json!({})).await;
+    assert_eq!(node.get("/m/kv-get/before-trap").await.status, 404);
+    let v = assert_error(&node.get("/m/kv-trap").await, 500, "trap");
+    assert!(v["error"]["message"].as_str().unwrap().contains("trapped after a kv write"));
+    // kv writes are not transactional with the request: a write that returned is durable,
+    // whole, and visible; the trap only ends the request.
+    let r = node.get("/m/kv-get/before-trap").await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "written".to_string()));
+    assert_eq!(node.get("/m/ok").await.status, 200);
+}

@@ -11,6 +11,7 @@
 //! - `/kv-key/{bytes}`, `/kv-value/{bytes}`: writes a key or value of that size
 //! - `/fanout/{n}`: `call-all` with n calls to itself
 //! - `/kv-probe`: tries keys that look like escapes from its namespace
+//! - `/kv-get/{key}`: reads a key (404 when absent)
 //! - anything else: 200 "ok"
 
 use nanogrid_sdk::{Error, Request, Response, Service, context, invoke, kv};
@@ -75,6 +76,10 @@ impl Service for Misbehave {
                 Ok(Response::text(200, format!("{ok} calls answered")))
             }
             (Some("kv-probe"), _) => kv_probe(),
+            (Some("kv-get"), Some(key)) => match kv::get(key)? {
+                Some(v) => Ok(Response::new(200, v)),
+                None => Err(Error::not_found(format!("no key {key}"))),
+            },
             (Some("recurse"), _) => {
                 // The callee's answer (or the platform's refusal) is passed back up as is.
                 invoke::get(&context::service_name(), "/recurse")
