@@ -4,7 +4,6 @@
 //! `cargo run --release --example native_hello -- [ADDR]` prints `listening on http://ADDR`.
 
 use bytes::Bytes;
-use http_body_util::Full;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let handler = |req: http::Request<hyper::body::Incoming>| async move {
         let body = format!("hello, world! you asked for {} {}\n", req.method(), req.uri().path());
-        let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+        let mut resp = http::Response::new(nanogrid::http::full(Bytes::from(body)));
         resp.headers_mut()
             .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
         resp

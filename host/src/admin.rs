@@ -109,7 +109,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             );
         }
         (&Method::GET, ["metrics"]) => {
-            let mut resp = http::Response::new(http_body_util::Full::new(metrics::render(node).into()));
+            let mut resp = http::Response::new(h::full(metrics::render(node)));
             resp.headers_mut()
                 .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
             return resp;

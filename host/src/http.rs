@@ -3,10 +3,20 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-pub type Body = Full<Bytes>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response body: buffered (platform answers, nanoservice responses) or streamed
+/// (wasi:http components).
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A buffered body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -21,7 +31,7 @@ pub fn error(status: StatusCode, code: &str, message: &str, request_id: &str) ->
 pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T, request_id: &str) -> Response<Body> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
     bytes.push(b'\n');
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
-use http_body_util::Full;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
@@ -68,8 +67,14 @@ async fn route(
         let msg = format!("no service named {service:?} is deployed (see GET /v1/services on the admin API)");
         return h::error(StatusCode::NOT_FOUND, "not-found", &msg, request_id);
     };
-    let limit = cfg.max_body.min(svc.current().spec.limits.max_request_bytes);
+    let service_limit = svc.current().spec.limits.max_request_bytes;
     drop(svc);
+    if registry.is_http(&service) {
+        // Streamed bodies cost no memory here, so only the service's own limit applies.
+        return route_http(registry, req, &service, path, service_limit, request_id).await;
+    }
+    // Buffered bodies are also capped node-wide.
+    let limit = cfg.max_body.min(service_limit);
     let (parts, body) = req.into_parts();
     let body = match h::read_body(body, limit).await {
         Ok(b) => b,
@@ -98,12 +103,42 @@ async fn route(
     }
 }
 
+/// A wasi:http service: the body streams in and out, nothing is buffered here.
+async fn route_http(
+    registry: &Arc<Registry>,
+    mut req: http::Request<Incoming>,
+    service: &str,
+    path: String,
+    limit: usize,
+    request_id: &str,
+) -> http::Response<Body> {
+    let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        let msg = format!("request body is larger than the {limit}-byte limit");
+        return h::close_connection(h::error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, request_id));
+    }
+    // The component sees the path inside the service, as nanoservices do.
+    match path.parse::<http::Uri>() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => return h::error(StatusCode::BAD_REQUEST, "bad-request", &format!("bad path: {e}"), request_id),
+    }
+    match registry.dispatch_http(service, req, request_id.into()).await {
+        Ok(resp) => {
+            let mut resp =
+                resp.map(|b| http_body_util::BodyExt::map_err(b, |e| Box::new(e) as h::BoxError).boxed_unsync());
+            h::set_request_id(resp.headers_mut(), request_id);
+            resp
+        }
+        Err(e) => dispatch_error(&e, request_id),
+    }
+}
+
 fn to_http(resp: crate::runtime::Response, request_id: &str) -> http::Response<Body> {
     let Ok(status) = StatusCode::from_u16(resp.status) else {
         let msg = format!("the service answered with status {}, which is not a valid HTTP status", resp.status);
         return h::error(StatusCode::INTERNAL_SERVER_ERROR, "bad-response", &msg, request_id);
     };
-    let mut out = http::Response::new(Full::new(Bytes::from(resp.body)));
+    let mut out = http::Response::new(h::full(resp.body));
     *out.status_mut() = status;
     let headers = out.headers_mut();
     for (k, v) in resp.headers {
@@ -130,6 +165,7 @@ pub fn dispatch_error(e: &DispatchError, request_id: &str) -> http::Response<Bod
         }
         DispatchError::Trap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "trap", None),
         DispatchError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
+        DispatchError::Guest { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "guest-error", None),
         DispatchError::OutOfFuel { .. } => (StatusCode::GATEWAY_TIMEOUT, "fuel-exhausted", None),
         DispatchError::ResponseTooLarge { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "response-too-large", None),
         DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),

@@ -35,11 +35,11 @@ async fn uploads_that_cannot_be_deployed() {
 
     let bad_import = r#"(component
         (import "acme:text/tokenize@1.0.0" (instance))
-        (import "wasi:http/outgoing-handler@0.2.6" (instance)))"#;
+        (import "wasi:keyvalue/store@0.2.0" (instance)))"#;
     let r = admin.upload(wat::parse_str(bad_import).unwrap()).await.unwrap();
     let v = assert_error(&r, 422, "unsatisfied-imports");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("acme:text/tokenize@1.0.0") && msg.contains("wasi:http/outgoing-handler@0.2.6"), "{msg}");
+    assert!(msg.contains("acme:text/tokenize@1.0.0") && msg.contains("wasi:keyvalue/store@0.2.0"), "{msg}");
 
     // Same bytes twice: stored once.
     let hello = crate::support::wasm("hello");

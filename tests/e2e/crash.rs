@@ -88,8 +88,20 @@ async fn sigkill_during_deploys_and_writes_loses_nothing_acknowledged() {
                 }
             })
         };
-        // Vary where in the work the kill lands.
-        tokio::time::sleep(Duration::from_millis(150 + (round * 73) % 450)).await;
+        // Vary where in the work the kill lands. Even rounds first wait until this round
+        // has deployed something and written something, so every round exercises both;
+        // odd rounds kill blind, which can land inside an upload.
+        if round % 2 == 0 {
+            let before = deployed.lock().unwrap().len();
+            let start = *acked.lock().unwrap();
+            for _ in 0..200 {
+                if deployed.lock().unwrap().len() > before && *acked.lock().unwrap() > start {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50 + (round * 73) % 400)).await;
         node.kill();
         let _ = tokio::join!(writer, deployer);
         acked_count = *acked.lock().unwrap();

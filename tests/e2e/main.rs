@@ -9,6 +9,7 @@ mod crash;
 mod deploy;
 mod fuzz;
 mod guests;
+mod http;
 mod limits;
 mod restart;
 mod security;

@@ -42,7 +42,7 @@ pub fn wasm_dir() -> &'static Path {
 }
 
 pub fn wasm(name: &str) -> Vec<u8> {
-    let p = wasm_dir().join(format!("{name}.wasm"));
+    let p = wasm_dir().join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
@@ -146,6 +146,21 @@ impl TestNode {
         self.child = Some(child);
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node running").id()
+    }
+
+    /// Peak resident memory of the node process so far, in bytes (VmHWM).
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kib * 1024
+    }
+
     /// SIGKILL: no chance to flush or drain.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -203,6 +218,10 @@ impl TestNode {
             .send(method, &format!("{}{path}", self.ingress), &[], Bytes::from(body.to_string()))
             .await
             .expect("ingress request")
+    }
+
+    pub async fn request_bytes(&self, method: Method, path: &str, body: Bytes) -> Reply {
+        self.http.send(method, &format!("{}{path}", self.ingress), &[], body).await.expect("ingress request")
     }
 
     pub async fn get(&self, path: &str) -> Reply {

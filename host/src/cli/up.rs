@@ -12,7 +12,8 @@ use crate::config::FileConfig;
 use crate::services::spec::ServiceRequest;
 
 /// The samples `up` deploys, with their instance counts.
-pub const SAMPLES: [(&str, u32); 4] = [("hello", 8), ("counter", 4), ("wordcount", 4), ("gateway", 4)];
+pub const SAMPLES: [(&str, u32); 6] =
+    [("hello", 8), ("counter", 4), ("wordcount", 4), ("gateway", 4), ("http-hello", 8), ("http-stream", 2)];
 
 fn samples_dir(arg: Option<PathBuf>) -> PathBuf {
     if let Some(p) = arg {
@@ -56,7 +57,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let handle = start_node(cfg, listen, admin).await?;
     let registry = handle.node.registry.clone();
     for (name, instances) in SAMPLES {
-        let path = wasm_dir.join(format!("{name}.wasm"));
+        // Cargo names the artifact after the crate, with '-' turned into '_'.
+        let path = wasm_dir.join(format!("{}.wasm", name.replace('-', "_")));
         let bytes = std::fs::read(&path).with_context(|| format!("reading sample {}", path.display()))?;
         let up = registry.put_component(bytes.into()).await.with_context(|| format!("uploading sample {name}"))?;
         let req: ServiceRequest = serde_json::from_value(json!({ "component": up.digest, "instances": instances }))?;
@@ -72,6 +74,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  curl -X POST {ing}/counter/visits");
     println!("  curl -d '{{\"text\":\"the cat and the hat\"}}' {ing}/wordcount/");
     println!("  curl -d 'the cat and the hat' {ing}/gateway/");
+    println!("  curl {ing}/http-hello/anything             (a standard wasi:http component)");
+    println!("  curl {ing}/http-stream/16 | wc -c          (16 MiB, streamed)");
     println!("  curl {adm}/metrics");
     println!(
         "  nanogrid ls --admin {adm}        (token: {})",

@@ -8,6 +8,8 @@ use super::state::StoreState;
 
 /// The export a nanoservice must have.
 pub const HANDLER_EXPORT: &str = "nanogrid:service/handler@0.1.0";
+/// The export of a standard `wasi:http/proxy` component (any 0.2.x).
+pub const HTTP_EXPORT_PREFIX: &str = "wasi:http/incoming-handler@0.2.";
 
 /// What an accepted component is.
 #[derive(Debug, Clone, Serialize)]
@@ -28,7 +30,7 @@ pub enum InspectError {
     CoreModule,
     #[error("the component is not valid: {0}")]
     Invalid(String),
-    #[error("the component exports no supported handler: it exports [{}]; a nanoservice exports `{HANDLER_EXPORT}` (the `nanoservice` world)", .0.join(", "))]
+    #[error("the component exports no supported handler: it exports [{}]; export `{HANDLER_EXPORT}` (the `nanoservice` world) or `wasi:http/incoming-handler@0.2.x` (the `wasi:http/proxy` world)", .0.join(", "))]
     NoHandler(Vec<String>),
     #[error("the component imports what this platform cannot provide: [{}]; nanoservices may import `nanogrid:service/*@0.1.x` and WASI 0.2 interfaces", .0.join(", "))]
     UnsatisfiedImports(Vec<String>),
@@ -59,6 +61,9 @@ fn is_supported_import(name: &str) -> bool {
     if let Some(rest) = iface.strip_prefix("nanogrid:service/") {
         return version.starts_with("0.1.") && matches!(rest, "types" | "kv" | "invoke" | "log" | "config" | "context");
     }
+    if iface == "wasi:http/types" || iface == "wasi:http/outgoing-handler" {
+        return version.starts_with("0.2.");
+    }
     if iface.starts_with("wasi:") {
         let known = ["wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/"];
         return version.starts_with("0.2.") && known.iter().any(|k| iface.starts_with(k));
@@ -78,12 +83,16 @@ pub fn describe(
     if !missing.is_empty() {
         return Err(InspectError::UnsatisfiedImports(missing));
     }
-    if !exports.iter().any(|e| e == HANDLER_EXPORT) {
+    let world = if exports.iter().any(|e| e == HANDLER_EXPORT) {
+        "nanogrid:service/nanoservice"
+    } else if exports.iter().any(|e| e.starts_with(HTTP_EXPORT_PREFIX)) {
+        "wasi:http/proxy"
+    } else {
         return Err(InspectError::NoHandler(exports));
-    }
+    };
     // Names match; this also checks the types behind them.
     linker.instantiate_pre(component).map_err(|e| InspectError::LinkFailed(format!("{:#}", anyhow::Error::from(e))))?;
-    Ok(ComponentInfo { world: "nanogrid:service/nanoservice".into(), imports, exports })
+    Ok(ComponentInfo { world: world.into(), imports, exports })
 }
 
 #[cfg(test)]
@@ -102,7 +111,9 @@ mod tests {
     fn import_names() {
         assert!(is_supported_import("nanogrid:service/kv@0.1.0"));
         assert!(is_supported_import("wasi:cli/environment@0.2.6"));
-        assert!(!is_supported_import("wasi:http/outgoing-handler@0.2.6"));
+        assert!(is_supported_import("wasi:http/outgoing-handler@0.2.6"));
+        assert!(!is_supported_import("wasi:http/outgoing-handler@0.3.0"));
+        assert!(!is_supported_import("wasi:keyvalue/store@0.2.0"));
         assert!(!is_supported_import("acme:text/tokenize@1.0.0"));
         assert!(!is_supported_import("nanogrid:service/kv@0.2.0"));
     }

@@ -10,6 +10,7 @@
 //! WIT values and `invoke` goes out through the [`Invoker`] trait.
 
 pub mod bindings;
+mod http;
 mod imports;
 mod inspect;
 mod output;
@@ -30,8 +31,10 @@ use wasmtime::{
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use bindings::{GuestError, Request, Response};
+pub use http::{Completion, OutboundPolicy};
 pub use inspect::{ComponentInfo, InspectError};
 pub use state::{CallContext, Capabilities, ImportLimits, Invoker};
+pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use bindings::{Nanoservice, NanoservicePre};
 use output::OutputTail;
@@ -64,7 +67,7 @@ pub struct ExecLimits {
 }
 
 /// Why a call into a guest did not produce a response.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     #[error("guest trapped: {0}")]
     Trap(String),
@@ -72,6 +75,8 @@ pub enum CallError {
     Timeout(Duration),
     #[error("guest used up its fuel budget of {0}")]
     OutOfFuel(u64),
+    #[error("{0}")]
+    Guest(String),
     #[error("the node has no free instance slot: {0}")]
     PoolExhausted(String),
     #[error("{0}")]
@@ -79,8 +84,16 @@ pub enum CallError {
 }
 
 /// A deployed component, linked and ready to instantiate.
+/// Which world a component implements.
+pub enum PreparedKind {
+    /// `nanogrid:service/nanoservice`: a typed handler.
+    Nanoservice(NanoservicePre<StoreState>),
+    /// `wasi:http/proxy`: a standard HTTP handler with streaming bodies.
+    Http(wasmtime_wasi_http::p2::bindings::ProxyPre<StoreState>),
+}
+
 pub struct Prepared {
-    pre: NanoservicePre<StoreState>,
+    pub kind: PreparedKind,
     pub digest: String,
     /// The component's imports, for checking them against a service's grants.
     pub imports: Vec<String>,
@@ -127,6 +140,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         Nanoservice::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
 
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -200,9 +214,15 @@ impl Runtime {
     /// Link a compiled component once; requests then only instantiate.
     pub fn prepare(&self, digest: &str, component: &Component) -> anyhow::Result<Prepared> {
         let pre = self.linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
-        let pre = NanoservicePre::new(pre).map_err(anyhow::Error::from)?;
-        let imports = component.component_type().imports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        Ok(Prepared { pre, digest: digest.to_string(), imports })
+        let ty = component.component_type();
+        let imports = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let nanoservice = ty.exports(&self.engine).any(|(n, _)| n == inspect::HANDLER_EXPORT);
+        let kind = if nanoservice {
+            PreparedKind::Nanoservice(NanoservicePre::new(pre).map_err(anyhow::Error::from)?)
+        } else {
+            PreparedKind::Http(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from)?)
+        };
+        Ok(Prepared { kind, digest: digest.to_string(), imports })
     }
 
     fn new_store(
@@ -238,6 +258,8 @@ impl Runtime {
         let wasi = wasi.build();
         let state = StoreState {
             wasi,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            outbound: OutboundPolicy { allowed: caps.outbound_http.clone() },
             table: Default::default(),
             limits: StoreLimitsBuilder::new().memory_size(limits.max_memory).instances(64).build(),
             call,
@@ -267,22 +289,30 @@ impl Runtime {
     ) -> Result<(), CallError> {
         let tail = OutputTail::new(256);
         let mut store = self.new_store(call, limits, &tail)?;
-        prepared.pre.instantiate_async(&mut store).await.map_err(|e| classify(e, limits, &tail))?;
-        Ok(())
+        let result = match &prepared.kind {
+            PreparedKind::Nanoservice(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            PreparedKind::Http(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        };
+        result.map_err(|e| classify(e, limits, &tail))
     }
 
-    /// Run one request in a fresh instance.
+    /// Run one request in a fresh instance. A wasi:http component gets it as an HTTP
+    /// request and its streamed answer is collected, so `invoke` works on both kinds.
     pub async fn handle(
-        &self,
-        prepared: &Prepared,
+        self: &Arc<Self>,
+        prepared: &Arc<Prepared>,
         call: CallContext,
         req: Request,
         limits: ExecLimits,
     ) -> Result<Response, CallError> {
+        let pre = match &prepared.kind {
+            PreparedKind::Nanoservice(pre) => pre,
+            PreparedKind::Http(_) => return self.handle_http_collected(prepared, call, req, limits).await,
+        };
         let tail = OutputTail::new(2048);
         let mut store = self.new_store(call, limits, &tail)?;
         let run = async {
-            let instance = prepared.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             instance.nanogrid_service_handler().call_handle(&mut store, &req).await
         };
         // The epoch deadline stops guest code; this outer timeout also bounds time spent

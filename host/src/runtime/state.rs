@@ -52,6 +52,8 @@ pub struct Capabilities {
     pub sockets: Vec<std::net::SocketAddr>,
     /// Read-only preopens: (host dir, guest path).
     pub files: Vec<(std::path::PathBuf, String)>,
+    /// `host:port`s outgoing wasi:http requests may go to.
+    pub outbound_http: Arc<Vec<String>>,
 }
 
 /// Who is calling and on whose behalf: the service, the request's correlation id, and how
@@ -70,6 +72,8 @@ pub struct CallContext {
 
 pub struct StoreState {
     pub(crate) wasi: WasiCtx,
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) outbound: super::http::OutboundPolicy,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     pub(crate) call: CallContext,

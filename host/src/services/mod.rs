@@ -24,8 +24,8 @@ pub use stats::{Outcome, Stats};
 
 use crate::grid::{BatchOp, Durability, Grid, Table};
 use crate::runtime::{
-    CallContext, CallError, Capabilities, ComponentInfo, ExecLimits, GuestError, ImportLimits, InspectError, Invoker,
-    Prepared, Request, Response, Runtime,
+    CallContext, CallError, Capabilities, Completion, ComponentInfo, ExecLimits, GuestError, HyperOutgoingBody,
+    ImportLimits, InspectError, Invoker, Prepared, PreparedKind, Request, Response, Runtime,
 };
 use gate::Gate;
 
@@ -54,6 +54,7 @@ impl Deployed {
             // Validated when the spec was accepted.
             sockets: g.sockets.iter().filter_map(|a| a.parse().ok()).collect(),
             files: g.files.iter().map(|(guest, host)| (host.into(), guest.clone())).collect(),
+            outbound_http: Arc::new(g.outbound_http.clone()),
         };
         Deployed {
             config: Arc::new(spec.config.clone()),
@@ -98,6 +99,8 @@ pub enum DispatchError {
     Trap { service: String, message: String },
     #[error("service {service:?} did not answer within {timeout:?}")]
     Timeout { service: String, timeout: Duration },
+    #[error("service {service:?} failed: {message}")]
+    Guest { service: String, message: String },
     #[error("service {service:?} used up its fuel budget of {fuel}")]
     OutOfFuel { service: String, fuel: u64 },
     #[error("service {service:?} returned a {size}-byte body; its limit is {limit} (limits.max_response_bytes)")]
@@ -417,6 +420,19 @@ impl Registry {
             .map_err(|e| DispatchError::Internal(e.to_string()))
     }
 
+    async fn admit(&self, svc: &Service) -> Result<gate::Permit, DispatchError> {
+        let name = &*svc.name;
+        let wait = Duration::from_millis(svc.current().spec.queue_timeout_ms);
+        svc.gate.acquire(wait).await.map_err(|e| {
+            svc.stats.record(Outcome::Rejected, 0);
+            match e {
+                GateError::Stopped => DispatchError::Stopped(name.to_string()),
+                GateError::QueueFull => DispatchError::QueueFull(name.to_string()),
+                GateError::WaitTimeout => DispatchError::WaitTimeout(name.to_string(), wait),
+            }
+        })
+    }
+
     /// Run a request on a service: admission, a fresh instance, the guest's response.
     pub async fn dispatch(
         self: &Arc<Self>,
@@ -426,18 +442,7 @@ impl Registry {
         depth: u32,
     ) -> Result<Response, DispatchError> {
         let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
-        let wait = Duration::from_millis(svc.current().spec.queue_timeout_ms);
-        let permit = match svc.gate.acquire(wait).await {
-            Ok(p) => p,
-            Err(e) => {
-                svc.stats.record(Outcome::Rejected, 0);
-                return Err(match e {
-                    GateError::Stopped => DispatchError::Stopped(name.to_string()),
-                    GateError::QueueFull => DispatchError::QueueFull(name.to_string()),
-                    GateError::WaitTimeout => DispatchError::WaitTimeout(name.to_string(), wait),
-                });
-            }
-        };
+        let permit = self.admit(&svc).await?;
         // Read the version after admission so a request admitted after a redeploy runs it.
         let deployed = svc.current();
         let (call, limits) = self.call_context(&svc, &deployed, request_id, depth);
@@ -456,31 +461,70 @@ impl Registry {
                 })
             }
             Ok(resp) => {
-                let outcome = if resp.status >= 500 { Outcome::GuestError } else { Outcome::Ok };
-                svc.stats.record(outcome, micros);
+                svc.stats.record(if resp.status >= 500 { Outcome::GuestError } else { Outcome::Ok }, micros);
                 Ok(resp)
             }
-            Err(CallError::Trap(message)) => {
-                svc.stats.record(Outcome::Trapped, micros);
-                Err(DispatchError::Trap { service: name.to_string(), message })
-            }
-            Err(CallError::Timeout(timeout)) => {
-                svc.stats.record(Outcome::TimedOut, micros);
-                Err(DispatchError::Timeout { service: name.to_string(), timeout })
-            }
-            Err(CallError::OutOfFuel(fuel)) => {
-                svc.stats.record(Outcome::TimedOut, micros);
-                Err(DispatchError::OutOfFuel { service: name.to_string(), fuel })
-            }
-            Err(e @ CallError::PoolExhausted(_)) => {
-                svc.stats.record(Outcome::Rejected, micros);
-                Err(DispatchError::Internal(e.to_string()))
-            }
-            Err(CallError::Internal(m)) => {
-                svc.stats.record(Outcome::Trapped, micros);
-                Err(DispatchError::Internal(m))
+            Err(e) => {
+                svc.stats.record(outcome_of(&e), micros);
+                Err(dispatch_error(name, e))
             }
         }
+    }
+
+    /// Whether a service is a standard wasi:http component (served with streaming bodies).
+    pub fn is_http(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|s| matches!(s.current().prepared.kind, PreparedKind::Http(_)))
+    }
+
+    /// Run an HTTP request on a wasi:http service, streaming both bodies. The admission
+    /// permit is held until the guest finishes, after the response head has gone out.
+    pub async fn dispatch_http(
+        self: &Arc<Self>,
+        name: &str,
+        req: http::Request<hyper::body::Incoming>,
+        request_id: Arc<str>,
+    ) -> Result<http::Response<HyperOutgoingBody>, DispatchError> {
+        let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
+        let permit = self.admit(&svc).await?;
+        let deployed = svc.current();
+        let (call, limits) = self.call_context(&svc, &deployed, request_id, 0);
+        let max_request = deployed.spec.limits.max_request_bytes;
+        // A body larger than the limit fails inside the guest as a stream error.
+        let req = req.map(move |b| {
+            http_body_util::BodyExt::map_err(http_body_util::Limited::new(b, max_request), |e| {
+                wasmtime_wasi_http::Error::InternalError(Some(format!("request body: {e}")))
+            })
+        });
+        let started = Instant::now();
+        let stats_svc = svc.clone();
+        let done: Completion = Box::new(move |result| {
+            drop(permit);
+            let micros = started.elapsed().as_micros() as u64;
+            stats_svc.stats.record(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok), micros);
+        });
+        let resp = self.runtime.handle_http(deployed.prepared.clone(), call, req, limits, done).await;
+        resp.map_err(|e| dispatch_error(name, e))
+    }
+}
+
+fn outcome_of(e: &CallError) -> Outcome {
+    match e {
+        CallError::Trap(_) | CallError::Internal(_) => Outcome::Trapped,
+        CallError::Timeout(_) | CallError::OutOfFuel(_) => Outcome::TimedOut,
+        CallError::Guest(_) => Outcome::GuestError,
+        CallError::PoolExhausted(_) => Outcome::Rejected,
+    }
+}
+
+fn dispatch_error(name: &str, e: CallError) -> DispatchError {
+    let service = name.to_string();
+    match e {
+        CallError::Trap(message) => DispatchError::Trap { service, message },
+        CallError::Timeout(timeout) => DispatchError::Timeout { service, timeout },
+        CallError::OutOfFuel(fuel) => DispatchError::OutOfFuel { service, fuel },
+        CallError::Guest(message) => DispatchError::Guest { service, message },
+        e @ CallError::PoolExhausted(_) => DispatchError::Internal(e.to_string()),
+        CallError::Internal(m) => DispatchError::Internal(m),
     }
 }
 
@@ -536,7 +580,7 @@ pub fn to_guest_error(e: &DispatchError) -> GuestError {
             GuestError::Unavailable(e.to_string())
         }
         DispatchError::Timeout { .. } | DispatchError::OutOfFuel { .. } => GuestError::Timeout,
-        DispatchError::ResponseTooLarge { .. } => GuestError::Internal(e.to_string()),
+        DispatchError::ResponseTooLarge { .. } | DispatchError::Guest { .. } => GuestError::Internal(e.to_string()),
         DispatchError::Trap { .. } | DispatchError::Internal(_) => GuestError::Internal(e.to_string()),
     }
 }

@@ -61,8 +61,9 @@ pub struct Grants {
     pub sockets: Vec<String>,
     /// Read-only directories: guest path → host directory; allows `wasi:filesystem`.
     pub files: BTreeMap<String, String>,
-    /// `host:port` the guest may call over HTTP; allows `wasi:http/outgoing-handler`
-    /// (needs wasi:http support, which this node does not have yet).
+    /// `host:port`s the guest may call over plain HTTP; allows importing
+    /// `wasi:http/outgoing-handler`. Requests elsewhere fail inside the guest with
+    /// `HTTP-request-denied`.
     pub outbound_http: Vec<String>,
 }
 
@@ -73,7 +74,7 @@ impl Grants {
             Some("sockets")
         } else if import.starts_with("wasi:filesystem/") {
             Some("files")
-        } else if import.starts_with("wasi:http/") {
+        } else if import.starts_with("wasi:http/outgoing-handler") {
             Some("outbound_http")
         } else {
             None

@@ -1,0 +1,219 @@
+//! Standard `wasi:http/proxy` components, served through wasmtime-wasi-http.
+//!
+//! A request's body streams into the guest and the guest's response body streams out: the
+//! guest runs in a task that outlives the response head, holding its admission permit
+//! until it finishes. Outbound `wasi:http/outgoing-handler` requests go only to the
+//! `host:port`s the service was granted; this node speaks plain HTTP to them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::state::StoreState;
+use super::{CallContext, Prepared, PreparedKind};
+use super::{CallError, ExecLimits, OutputTail, Runtime, classify};
+
+/// Where a service's outgoing HTTP may go.
+#[derive(Clone, Default)]
+pub struct OutboundPolicy {
+    /// `host:port` entries from the service's `outbound_http` grant.
+    pub allowed: Arc<Vec<String>>,
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+impl OutboundPolicy {
+    fn permits(&self, uri: &http::Uri) -> Option<String> {
+        let host = uri.host()?;
+        let port = uri.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
+        let target = format!("{host}:{port}");
+        self.allowed.iter().any(|a| a.eq_ignore_ascii_case(&target)).then_some(target)
+    }
+}
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send> {
+        let target = self.permits(request.uri());
+        Box::new(async move {
+            let Some(target) = target else {
+                tracing::info!(uri = %request.uri(), "outbound request denied: not in the outbound_http grant");
+                return Err(HttpError::HttpRequestDenied);
+            };
+            if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+                return Err(HttpError::InternalError(Some("https is not supported by this node yet; use http".into())));
+            }
+            let stream = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&target))
+                .await
+                .map_err(|_| HttpError::ConnectionTimeout)?
+                .map_err(HttpError::Connect)?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let io = tokio::spawn(conn);
+            // HTTP/1.1 on the wire wants the origin form.
+            let origin = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+            *request.uri_mut() = origin.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+            let resp = sender.send_request(request).await?;
+            let io: IoFuture = Box::new(async move {
+                match io.await {
+                    Ok(r) => r.map_err(HttpError::from),
+                    Err(e) => Err(HttpError::InternalError(Some(e.to_string()))),
+                }
+            });
+            Ok((resp.map(|b| b.map_err(HttpError::from).boxed_unsync()), io))
+        })
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
+
+/// A response body that ends in an error, not a clean end, when the guest failed while
+/// writing it. wasmtime-wasi-http ends the body cleanly when the guest's store goes away
+/// without `finish`, which would make a truncated body look complete to the client.
+struct GuardedBody {
+    inner: HyperOutgoingBody,
+    outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, HttpError>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) => {}
+            other => return other,
+        }
+        let Some(outcome) = self.outcome.as_mut() else { return Poll::Ready(None) };
+        match std::pin::Pin::new(outcome).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(ok) => {
+                self.outcome = None;
+                if ok == Ok(true) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(HttpError::InternalError(Some(
+                        "the component failed while sending the body".into(),
+                    )))))
+                }
+            }
+        }
+    }
+}
+
+/// What happened to a wasi:http request, reported when the guest's task ends.
+pub type Completion = Box<dyn FnOnce(Result<(), CallError>) + Send>;
+
+impl Runtime {
+    /// Serve one HTTP request with a `wasi:http` component. The response head is returned as
+    /// soon as the guest sets it; the body streams while the guest keeps running. `done` is
+    /// called (and `hold` dropped) when the guest finishes.
+    pub async fn handle_http<B>(
+        self: &Arc<Self>,
+        prepared: Arc<Prepared>,
+        call: CallContext,
+        req: http::Request<B>,
+        limits: ExecLimits,
+        done: Completion,
+    ) -> Result<http::Response<HyperOutgoingBody>, CallError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<HttpError>,
+    {
+        let PreparedKind::Http(pre) = &prepared.kind else {
+            return Err(CallError::Internal("not a wasi:http component".into()));
+        };
+        let pre = pre.clone();
+        let tail = OutputTail::new(2048);
+        let mut store: Store<StoreState> = self.new_store(call, limits, &tail)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let data = store.data_mut();
+        let incoming =
+            data.http().new_incoming_request(Scheme::Http, req).map_err(|e| CallError::Internal(e.to_string()))?;
+        let out = data.http().new_response_outparam(tx).map_err(|e| CallError::Internal(e.to_string()))?;
+        let task_tail = tail.clone();
+        let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel::<bool>();
+        let task = tokio::spawn(async move {
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+            };
+            let result = match tokio::time::timeout(limits.timeout + super::EPOCH_TICK * 4, run).await {
+                Ok(r) => r.map_err(|e| classify(e, limits, &task_tail)),
+                Err(_) => Err(CallError::Timeout(limits.timeout)),
+            };
+            // The permit and stats live in `done`: release them only when the guest is done.
+            let report = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = outcome_tx.send(report.is_ok());
+            done(report);
+            result
+        });
+        match rx.await {
+            Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody { inner: body, outcome: Some(outcome_rx) }.boxed_unsync())),
+            Ok(Err(code)) => Err(CallError::Guest(format!("the component answered with an error: {code:?}"))),
+            // The guest never set a response: its task says why.
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(CallError::Guest("the component returned without setting a response".into())),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(CallError::Internal(format!("the request task failed: {e}"))),
+            },
+        }
+    }
+}
+
+impl Runtime {
+    /// A WIT request into a wasi:http component, its streamed response collected (at most
+    /// `max_body` bytes). This is how `invoke` reaches wasi:http services.
+    pub(super) async fn handle_http_collected(
+        self: &Arc<Self>,
+        prepared: &Arc<Prepared>,
+        call: CallContext,
+        req: super::Request,
+        limits: ExecLimits,
+    ) -> Result<super::Response, CallError> {
+        let mut builder = http::Request::builder().method(req.method.as_str()).uri(req.path.as_str());
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        let body = http_body_util::Full::new(Bytes::from(req.body));
+        let request = builder
+            .body(body)
+            .map_err(|e| CallError::Guest(format!("invalid request for a wasi:http service: {e}")))?;
+        let resp = self.handle_http(prepared.clone(), call, request, limits, Box::new(|_| ())).await?;
+        let (parts, body) = resp.into_parts();
+        let max = limits.max_memory;
+        let bytes = http_body_util::Limited::new(body, max)
+            .collect()
+            .await
+            .map_err(|e| CallError::Guest(format!("reading the component's response body: {e}")))?
+            .to_bytes();
+        let headers = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+            .collect();
+        Ok(super::Response { status: parts.status.as_u16(), headers, body: bytes.to_vec() })
+    }
+}

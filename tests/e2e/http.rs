@@ -1,0 +1,137 @@
+//! Standard wasi:http components, unmodified: detection at upload, streaming bodies in
+//! bounded memory, the same admission and limits as nanoservices, kv from a wasi:http
+//! component, outbound requests only to granted hosts.
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use http::Method;
+use nanogrid::client::Client;
+use serde_json::json;
+
+use crate::support::{TestNode, assert_error, wasm};
+
+#[tokio::test]
+async fn http_hello_runs_unmodified() {
+    let node = TestNode::start().await;
+    let up = node.admin().upload(wasm("http-hello")).await.unwrap().json().unwrap();
+    assert_eq!(up["world"], "wasi:http/proxy");
+    node.deploy("web", "http-hello", json!({ "instances": 4 })).await;
+    let r = node.get("/web/some/path?x=1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello from wasi:http! you asked for GET /some/path?x=1\n");
+    assert_eq!(r.header("x-sample"), Some("http-hello"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert!(r.header("x-request-id").is_some());
+    assert!(node.post("/web/", "body").await.text().contains("POST /"));
+
+    // Same admission as nanoservices.
+    node.admin().call_json(Method::POST, "/v1/services/web/scale", &json!({ "instances": 0 })).await.unwrap();
+    assert_error(&node.get("/web/").await, 503, "stopped");
+    node.admin().call_json(Method::POST, "/v1/services/web/scale", &json!({ "instances": 2 })).await.unwrap();
+    assert_eq!(node.get("/web/").await.status, 200);
+    let v = node.service("web").await;
+    assert_eq!(v["status"]["requests"]["ok"], 3);
+    assert_eq!(v["status"]["requests"]["rejected"], 1);
+}
+
+#[tokio::test]
+async fn wasi_http_components_can_use_kv() {
+    let node = TestNode::start().await;
+    node.deploy("hkv", "http-kv", json!({})).await;
+    for n in 1..=3 {
+        assert_eq!(node.get("/hkv/").await.text(), format!("visit {n}"));
+    }
+}
+
+#[tokio::test]
+async fn bodies_stream_in_bounded_memory() {
+    let node = TestNode::start().await;
+    let limits = json!({ "max_request_bytes": 256 << 20, "timeout_ms": 60000 });
+    node.deploy("stream", "http-stream", json!({ "instances": 2, "limits": limits })).await;
+    node.get("/stream/1").await;
+    let before = node.peak_rss();
+
+    let r = node.get("/stream/64").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 64 << 20);
+    assert_eq!(&r.body[..4], b"abcd");
+
+    let upload: Vec<u8> = (0..100u32 << 20).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = upload.iter().map(|b| u64::from(*b)).sum();
+    let r = node.request_bytes(Method::POST, "/stream/", Bytes::from(upload)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().unwrap(), json!({ "bytes": 100u64 << 20, "sum": sum }));
+
+    let grown = node.peak_rss().saturating_sub(before);
+    assert!(
+        grown < 40 << 20,
+        "a 64 MiB download and a 100 MiB upload raised the node's peak memory by {} MiB",
+        grown >> 20
+    );
+}
+
+#[tokio::test]
+async fn trap_mid_stream_is_a_broken_response_not_a_short_one() {
+    let node = TestNode::start().await;
+    node.deploy("stream", "http-stream", json!({})).await;
+    // The head is out before the trap; the body then ends with an error, so the client
+    // can tell the response is incomplete.
+    let r =
+        Client::new().send(Method::GET, &format!("{}/stream/8?trap_after=1", node.ingress), &[], Bytes::new()).await;
+    assert!(r.is_err(), "a truncated body must not look complete: {:?}", r.map(|r| r.body.len()));
+    assert_eq!(node.get("/stream/1").await.body.len(), 1 << 20, "the node serves on");
+    let v = node.service("stream").await;
+    assert_eq!(v["status"]["requests"]["trapped"], 1, "{v}");
+    assert_eq!(v["status"]["nodes"][0]["running"], 0);
+}
+
+#[tokio::test]
+async fn declared_oversized_bodies_get_413() {
+    let node = TestNode::start().await;
+    node.deploy("stream", "http-stream", json!({ "limits": { "max_request_bytes": 1024 } })).await;
+    assert_error(&node.post("/stream/", &"x".repeat(4096)).await, 413, "payload-too-large");
+    assert_eq!(node.post("/stream/", "small").await.json().unwrap()["bytes"], 5);
+}
+
+/// A plain HTTP server on loopback answering "pong"; returns its address and a counter of
+/// connections it accepted.
+fn pong_http() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong");
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn outbound_requests_only_to_granted_hosts() {
+    let node = TestNode::start().await;
+    let admin = node.admin();
+    let digest = admin.upload(wasm("http-fetch")).await.unwrap().json().unwrap()["digest"].clone();
+    let r = admin.call_json(Method::PUT, "/v1/services/fetch", &json!({ "component": digest })).await.unwrap();
+    let v = assert_error(&r, 422, "ungranted-import");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("wasi:http/outgoing-handler") && msg.contains("grants.outbound_http"), "{msg}");
+
+    let (granted, granted_hits) = pong_http();
+    let (other, other_hits) = pong_http();
+    let body = json!({ "component": digest, "grants": { "outbound_http": [granted] } });
+    assert_eq!(admin.call_json(Method::PUT, "/v1/services/fetch", &body).await.unwrap().status, 201);
+
+    let r = node.get(&format!("/fetch/fetch/{granted}/x")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "pong".to_string()));
+    let r = node.get(&format!("/fetch/fetch/{other}/x")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("HttpRequestDenied"), "the guest sees a clear error: {}", r.text());
+    assert_eq!(other_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(granted_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
