@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Benchmark: the `hello` sample through nanogrid's ingress against a native hyper server
-# answering the same greeting, with the same load generator (wrk) in the same run, on
-# 127.0.0.1; plus per-request instantiation time inside the node. Rewrites
-# docs/BENCHMARKS.md. Run it with `./dev bench` (which installs wrk).
+# Benchmarks, all on 127.0.0.1 with the same load generator (wrk) in one run:
+#  1. the `hello` nanoservice through nanogrid's ingress vs a native hyper server answering
+#     the same greeting;
+#  2. the standard wasi:http `http-hello` component under nanogrid vs under `wasmtime serve`
+#     of the same wasmtime version (installed by this script into ~/.cache/nanogrid);
+#  3. per-request instantiation time inside the node.
+# Rewrites docs/BENCHMARKS.md. Run it with `./dev bench` (which installs wrk).
 #
 # Settings (environment): DURATION (s per run, default 10), CONNS (default 32),
 # ROUNDS (alternating native/nanogrid rounds, default 2), INSTANCES (default 64).
@@ -17,6 +20,15 @@ target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p nanogrid --bin nanogrid --example native_hello --example instantiate
 cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml
 hello_wasm=samples/target/wasm32-wasip2/release/hello.wasm
+http_hello_wasm=samples/target/wasm32-wasip2/release/http_hello.wasm
+
+WASMTIME_VERSION=48.0.8
+wt_root="$HOME/.cache/nanogrid/wasmtime-cli-$WASMTIME_VERSION"
+if [ ! -x "$wt_root/bin/wasmtime" ]; then
+    echo "installing wasmtime-cli $WASMTIME_VERSION into $wt_root (one time, ~15 min)" >&2
+    cargo install -q wasmtime-cli --version "$WASMTIME_VERSION" --locked --root "$wt_root"
+fi
+wasmtime="$wt_root/bin/wasmtime"
 
 tmp=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
@@ -39,7 +51,14 @@ ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
 admin=$(wait_line "$tmp/node.out" "admin listening on ")
 "$target/release/nanogrid" deploy "$hello_wasm" --name hello --instances "$INSTANCES" \
     --admin "$admin" --token bench >/dev/null
+"$target/release/nanogrid" deploy "$http_hello_wasm" --name web --instances "$INSTANCES" \
+    --admin "$admin" --token bench >/dev/null
 curl -sf "$ingress/hello/world" >/dev/null
+curl -sf "$ingress/web/world" >/dev/null
+wt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$wasmtime" serve -Scli --addr "127.0.0.1:$wt_port" "$http_hello_wasm" >"$tmp/wt.out" 2>&1 &
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wt_port/world" >/dev/null && break; sleep 0.1; done
+wt="http://127.0.0.1:$wt_port"
 
 # wrk output -> "rps p50_us p99_us"
 parse() {
@@ -56,11 +75,24 @@ run() { # name url round
     parse "$tmp/$1.$3.wrk"
 }
 
-wrk -t1 -c"$CONNS" -d2s "$native/hello/world" >/dev/null
-wrk -t1 -c"$CONNS" -d2s "$ingress/hello/world" >/dev/null
+for u in "$native/hello/world" "$ingress/hello/world" "$ingress/web/world" "$wt/world"; do
+    wrk -t1 -c"$CONNS" -d2s "$u" >/dev/null
+done
 rows=""
+http_rows=""
 sum_ratio=0
+sum_http=0
+sum_p99=0
 for r in $(seq 1 "$ROUNDS"); do
+    read -r w_rps w_p50 w_p99 < <(run wasmtime "$wt/world" "$r")
+    read -r h_rps h_p50 h_p99 < <(run nanohttp "$ingress/web/world" "$r")
+    tr=$(awk -v a="$h_rps" -v b="$w_rps" 'BEGIN { printf "%.2f", a/b }')
+    pr=$(awk -v a="$h_p99" -v b="$w_p99" 'BEGIN { printf "%.2f", a/b }')
+    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION | $w_rps | $w_p50 | $w_p99 | | |"$'\n'
+    http_rows+="| $r | nanogrid | $h_rps | $h_p50 | $h_p99 | **$tr** | **$pr** |"$'\n'
+    sum_http=$(awk -v s="$sum_http" -v x="$tr" 'BEGIN { print s+x }')
+    sum_p99=$(awk -v s="$sum_p99" -v x="$pr" 'BEGIN { print s+x }')
+    echo "round $r: wasmtime serve $w_rps req/s (p99 ${w_p99}us), nanogrid wasi:http $h_rps req/s (p99 ${h_p99}us): throughput x$tr, p99 x$pr" >&2
     read -r n_rps n_p50 n_p99 < <(run native "$native/hello/world" "$r")
     read -r g_rps g_p50 g_p99 < <(run nanogrid "$ingress/hello/world" "$r")
     ratio=$(awk -v a="$g_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
@@ -70,6 +102,8 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "round $r: native $n_rps req/s (p50 ${n_p50}us p99 ${n_p99}us), nanogrid $g_rps req/s (p50 ${g_p50}us p99 ${g_p99}us), ratio $ratio" >&2
 done
 mean_ratio=$(awk -v s="$sum_ratio" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
+mean_http=$(awk -v s="$sum_http" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
+mean_p99=$(awk -v s="$sum_p99" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 inst=$("$target/release/examples/instantiate" "$hello_wasm" 20000)
 echo "$inst" >&2
 inst_us=$(echo "$inst" | sed -n 's/.*instantiate_us=\([0-9.]*\).*/\1/p')
@@ -94,6 +128,18 @@ greeting. Rounds alternate between the two.
 | --- | --- | ---: | ---: | ---: | ---: |
 $rows
 Mean throughput ratio nanogrid / native: **$mean_ratio** (target for the foundation: ≥ 0.3).
+
+## A standard wasi:http component: nanogrid vs \`wasmtime serve\`
+
+The same \`samples/http-hello\` component (built with the \`wasi\` crate, no nanogrid SDK)
+under \`wasmtime serve -Scli\` $WASMTIME_VERSION (\`cargo install wasmtime-cli --version
+$WASMTIME_VERSION --locked\`) and under nanogrid (instances = $INSTANCES), \`GET /world\` with
+\`wrk -t1 -c$CONNS -d${DURATION}s --latency\`. Rounds alternate between the two.
+
+| round | server | requests/s | p50 (µs) | p99 (µs) | throughput nanogrid / wasmtime | p99 nanogrid / wasmtime |
+| --- | --- | ---: | ---: | ---: | ---: | ---: |
+$http_rows
+Mean: throughput **$mean_http** × \`wasmtime serve\` (target ≥ 1.0), p99 **$mean_p99** × (target ≤ 1.1).
 
 ## Per-request cost inside the node
 
