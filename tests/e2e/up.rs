@@ -42,7 +42,11 @@ async fn up_starts_a_node_with_every_sample_deployed() {
     });
     let (ingress, printed) = rx.recv_timeout(Duration::from_secs(120)).expect("`nanogrid up` became ready");
     assert!(printed.contains("curl") && printed.contains("/hello/"), "{printed}");
-    assert!(data.path().join("admin-token").exists(), "a token was created");
+    let token = data.path().join("admin-token");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token).expect("a token was created").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner may read the token");
+    assert_eq!(std::fs::read_to_string(&token).unwrap().trim().len(), 64, "256 random bits, hex");
 
     let c = Client::new();
     let r = c.send(Method::GET, &format!("{ingress}/hello/world?name=Ada"), &[], Bytes::new()).await.unwrap();

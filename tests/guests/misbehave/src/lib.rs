@@ -9,7 +9,7 @@
 //! - `/stack/{depth}`: recurses natively until the stack runs out
 //! - `/huge/{mib}`: answers with a body that large
 //! - `/kv-key/{bytes}`, `/kv-value/{bytes}`: writes a key or value of that size
-//! - `/fanout/{n}`: `call-all` with n calls to itself
+//! - `/fanout/{n}`: `call-all` with n calls to itself (`?sleep={ms}`: each call sleeps)
 //! - `/kv-probe`: tries keys that look like escapes from its namespace
 //! - `/kv-get/{key}`: reads a key (404 when absent)
 //! - anything else: 200 "ok"
@@ -67,7 +67,11 @@ impl Service for Misbehave {
             (Some("fanout"), Some(n)) => {
                 let n: usize = n.parse().map_err(|_| Error::invalid("fanout/{n}"))?;
                 let me = context::service_name();
-                let calls: Vec<(String, Request)> = (0..n).map(|_| (me.clone(), Request::get("/"))).collect();
+                let target = match req.query_param("sleep") {
+                    Some(ms) => format!("/sleep/{ms}"),
+                    None => "/".to_string(),
+                };
+                let calls: Vec<(String, Request)> = (0..n).map(|_| (me.clone(), Request::get(&target))).collect();
                 let mut ok = 0;
                 for r in invoke::call_all(&calls) {
                     r?;
