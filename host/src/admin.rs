@@ -117,12 +117,9 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
         _ => {}
     }
     if !authorized(node, &req) {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token; pass --token or set NANOGRID_TOKEN",
-            rid,
-        );
+        h::drain(req.into_body()).await;
+        let msg = "missing or wrong bearer token; pass --token or set NANOGRID_TOKEN";
+        return h::close_connection(err(StatusCode::UNAUTHORIZED, "unauthorized", msg, rid));
     }
     let registry = &node.registry;
     match (&method, segments.as_slice()) {
@@ -210,18 +207,24 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             | ["v1", "services", _]
             | ["v1", "services", _, "scale"]
             | ["v1", "cluster"],
-        ) => err(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            format!("{method} is not supported on {path}"),
-            rid,
-        ),
-        _ => err(
-            StatusCode::NOT_FOUND,
-            "no-route",
-            format!("no admin route {method} {path}; see the API list in README.md"),
-            rid,
-        ),
+        ) => {
+            h::drain(req.into_body()).await;
+            err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{method} is not supported on {path}"),
+                rid,
+            )
+        }
+        _ => {
+            h::drain(req.into_body()).await;
+            err(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                format!("no admin route {method} {path}; see the API list in README.md"),
+                rid,
+            )
+        }
     }
 }
 

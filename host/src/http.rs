@@ -80,7 +80,9 @@ pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyEr
     Ok(buf.freeze())
 }
 
-async fn drain(mut body: Incoming) {
+/// Read and discard what is left of a body (bounded in bytes and time), so a refusal sent
+/// before reading it reaches the client instead of a connection reset.
+pub async fn drain(mut body: Incoming) {
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         let mut seen = 0usize;
         while let Some(Ok(frame)) = body.frame().await {

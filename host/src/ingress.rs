@@ -60,10 +60,12 @@ async fn route(
     target: &str,
 ) -> http::Response<Body> {
     let Some((service, path)) = split_target(target) else {
+        h::drain(req.into_body()).await;
         return h::error(StatusCode::NOT_FOUND, "not-found", "name a service in the path: /{service}/...", request_id);
     };
     let service = service.to_string();
     let Some(svc) = registry.get(&service) else {
+        h::drain(req.into_body()).await;
         let msg = format!("no service named {service:?} is deployed (see GET /v1/services on the admin API)");
         return h::error(StatusCode::NOT_FOUND, "not-found", &msg, request_id);
     };
@@ -114,6 +116,7 @@ async fn route_http(
 ) -> http::Response<Body> {
     let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        h::drain(req.into_body()).await;
         let msg = format!("request body is larger than the {limit}-byte limit");
         return h::close_connection(h::error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, request_id));
     }
