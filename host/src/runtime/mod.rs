@@ -5,11 +5,14 @@
 //! - `imports`: host implementations of kv, invoke, log, config, context.
 //! - `inspect`: upload validation (is it wasm, a component, a nanoservice, linkable?).
 //! - `state`: the per-Store data and the [`Invoker`] seam to the service registry.
+//! - `http`: standard `wasi:http/proxy` components, streaming, outbound policy.
+//! - `codec`: WIT values to bytes and back, for typed calls that cross nodes.
 //!
 //! The runtime knows nothing of HTTP servers or cluster membership: requests arrive as
 //! WIT values and `invoke` goes out through the [`Invoker`] trait.
 
 pub mod bindings;
+pub mod codec;
 mod http;
 mod imports;
 mod inspect;
