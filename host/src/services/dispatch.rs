@@ -1,0 +1,201 @@
+//! The request path: admission through the service's gate, a fresh instance, stats, and
+//! `invoke` from guests (an in-process dispatch).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::gate::{self, GateError};
+use super::{Deployed, DispatchError, Outcome, Registry, Service};
+use crate::runtime::{
+    CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, PreparedKind, Request,
+    Response,
+};
+
+impl Registry {
+    fn call_context(
+        self: &Arc<Self>,
+        svc: &Service,
+        deployed: &Deployed,
+        request_id: Arc<str>,
+        depth: u32,
+    ) -> (CallContext, ExecLimits) {
+        let limits = ExecLimits {
+            max_memory: deployed.spec.limits.memory_mib as usize * (1 << 20),
+            timeout: Duration::from_millis(deployed.spec.limits.timeout_ms),
+            fuel: deployed.spec.limits.fuel,
+        };
+        let invoker: Arc<dyn Invoker> = self.clone();
+        let call = CallContext {
+            service: svc.name.clone(),
+            request_id,
+            depth,
+            config: deployed.config.clone(),
+            limits: deployed.import_limits.clone(),
+            caps: deployed.caps.clone(),
+            grid: self.grid.clone(),
+            invoker,
+        };
+        (call, limits)
+    }
+
+    /// Instantiate a service without calling it (no admission): the per-request setup cost,
+    /// for the instantiation benchmark.
+    pub async fn instantiate_only(self: &Arc<Self>, name: &str) -> Result<(), DispatchError> {
+        let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
+        let deployed = svc.current();
+        let (call, limits) = self.call_context(&svc, &deployed, "bench".into(), 0);
+        self.runtime
+            .instantiate_only(&deployed.prepared, call, limits)
+            .await
+            .map_err(|e| DispatchError::Internal(e.to_string()))
+    }
+
+    async fn admit(&self, svc: &Service) -> Result<gate::Permit, DispatchError> {
+        let name = &*svc.name;
+        let wait = Duration::from_millis(svc.current().spec.queue_timeout_ms);
+        svc.gate.acquire(wait).await.map_err(|e| {
+            svc.stats.record(Outcome::Rejected, 0);
+            match e {
+                GateError::Stopped => DispatchError::Stopped(name.to_string()),
+                GateError::QueueFull => DispatchError::QueueFull(name.to_string()),
+                GateError::WaitTimeout => DispatchError::WaitTimeout(name.to_string(), wait),
+            }
+        })
+    }
+
+    /// Run a request on a service: admission, a fresh instance, the guest's response.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        name: &str,
+        req: Request,
+        request_id: Arc<str>,
+        depth: u32,
+    ) -> Result<Response, DispatchError> {
+        let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
+        let permit = self.admit(&svc).await?;
+        // Read the version after admission so a request admitted after a redeploy runs it.
+        let deployed = svc.current();
+        let (call, limits) = self.call_context(&svc, &deployed, request_id, depth);
+        let started = Instant::now();
+        let result = self.runtime.handle(&deployed.prepared, call, req, limits).await;
+        drop(permit);
+        let micros = started.elapsed().as_micros() as u64;
+        let max_response = deployed.spec.limits.max_response_bytes;
+        match result {
+            Ok(resp) if resp.body.len() > max_response => {
+                svc.stats.record(Outcome::GuestError, micros);
+                Err(DispatchError::ResponseTooLarge {
+                    service: name.to_string(),
+                    size: resp.body.len(),
+                    limit: max_response,
+                })
+            }
+            Ok(resp) => {
+                svc.stats.record(if resp.status >= 500 { Outcome::GuestError } else { Outcome::Ok }, micros);
+                Ok(resp)
+            }
+            Err(e) => {
+                svc.stats.record(outcome_of(&e), micros);
+                Err(dispatch_error(name, e))
+            }
+        }
+    }
+
+    /// Whether a service is a standard wasi:http component (served with streaming bodies).
+    pub fn is_http(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|s| matches!(s.current().prepared.kind, PreparedKind::Http(_)))
+    }
+
+    /// Run an HTTP request on a wasi:http service, streaming both bodies. The admission
+    /// permit is held until the guest finishes, after the response head has gone out.
+    pub async fn dispatch_http(
+        self: &Arc<Self>,
+        name: &str,
+        req: http::Request<hyper::body::Incoming>,
+        request_id: Arc<str>,
+    ) -> Result<http::Response<HyperOutgoingBody>, DispatchError> {
+        let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
+        let permit = self.admit(&svc).await?;
+        let deployed = svc.current();
+        let (call, limits) = self.call_context(&svc, &deployed, request_id, 0);
+        let max_request = deployed.spec.limits.max_request_bytes;
+        // A body larger than the limit fails inside the guest as a stream error.
+        let req = req.map(move |b| {
+            http_body_util::BodyExt::map_err(http_body_util::Limited::new(b, max_request), |e| {
+                wasmtime_wasi_http::Error::InternalError(Some(format!("request body: {e}")))
+            })
+        });
+        let started = Instant::now();
+        let stats_svc = svc.clone();
+        let done: Completion = Box::new(move |result| {
+            drop(permit);
+            let micros = started.elapsed().as_micros() as u64;
+            stats_svc.stats.record(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok), micros);
+        });
+        let resp = self.runtime.handle_http(deployed.prepared.clone(), call, req, limits, done).await;
+        resp.map_err(|e| dispatch_error(name, e))
+    }
+}
+
+fn outcome_of(e: &CallError) -> Outcome {
+    match e {
+        CallError::Trap(_) | CallError::Internal(_) => Outcome::Trapped,
+        CallError::Timeout(_) | CallError::OutOfFuel(_) => Outcome::TimedOut,
+        CallError::Guest(_) => Outcome::GuestError,
+        CallError::PoolExhausted(_) => Outcome::Rejected,
+    }
+}
+
+fn dispatch_error(name: &str, e: CallError) -> DispatchError {
+    let service = name.to_string();
+    match e {
+        CallError::Trap(message) => DispatchError::Trap { service, message },
+        CallError::Timeout(timeout) => DispatchError::Timeout { service, timeout },
+        CallError::OutOfFuel(fuel) => DispatchError::OutOfFuel { service, fuel },
+        CallError::Guest(message) => DispatchError::Guest { service, message },
+        e @ CallError::PoolExhausted(_) => DispatchError::Internal(e.to_string()),
+        CallError::Internal(m) => DispatchError::Internal(m),
+    }
+}
+
+impl Invoker for Registry {
+    fn invoke(
+        &self,
+        caller: &CallContext,
+        service: String,
+        req: Request,
+    ) -> BoxFuture<'static, Result<Response, GuestError>> {
+        let Some(this) = self.me.upgrade() else {
+            return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
+        };
+        let depth = caller.depth + 1;
+        let max = caller.limits.max_call_depth;
+        let request_id = caller.request_id.clone();
+        let from = caller.service.clone();
+        async move {
+            if depth > max {
+                return Err(GuestError::Denied(format!(
+                    "call depth limit {max} reached calling {service:?} from {from:?}; is there a cycle of invoke calls?"
+                )));
+            }
+            this.dispatch(&service, req, request_id, depth).await.map_err(|e| to_guest_error(&e))
+        }
+        .boxed()
+    }
+}
+
+/// The WIT error a calling guest sees for a failed dispatch.
+pub fn to_guest_error(e: &DispatchError) -> GuestError {
+    match e {
+        DispatchError::NotFound(_) => GuestError::NotFound(e.to_string()),
+        DispatchError::Stopped(_) | DispatchError::QueueFull(_) | DispatchError::WaitTimeout(..) => {
+            GuestError::Unavailable(e.to_string())
+        }
+        DispatchError::Timeout { .. } | DispatchError::OutOfFuel { .. } => GuestError::Timeout,
+        DispatchError::ResponseTooLarge { .. } | DispatchError::Guest { .. } => GuestError::Internal(e.to_string()),
+        DispatchError::Trap { .. } | DispatchError::Internal(_) => GuestError::Internal(e.to_string()),
+    }
+}
