@@ -36,10 +36,12 @@ fn authorized(node: &Node, req: &http::Request<Incoming>) -> bool {
 pub async fn handle(node: Arc<Node>, req: http::Request<Incoming>) -> http::Response<Body> {
     let request_id = h::incoming_request_id(req.headers()).unwrap_or_else(|| node.registry.new_request_id());
     let path = req.uri().path().to_string();
-    let span = h::request_span("admin", &request_id, req.method(), &path);
+    let method = req.method().clone();
+    let span = h::request_span("admin", &request_id, &method, &path);
     async move {
         let resp = route(&node, req, &request_id, &path).await;
-        tracing::info!(status = resp.status().as_u16(), "admin request");
+        // Admin calls are few and change what runs: always log them.
+        tracing::info!(request_id, %method, path, status = resp.status().as_u16(), "admin request");
         resp
     }
     .instrument(span)

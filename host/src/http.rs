@@ -101,7 +101,8 @@ pub fn close_connection(mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
-/// A request id is attached to the tracing span of each request.
+/// The tracing span of one request. Debug level: per-request lines are an access log you
+/// turn on (`RUST_LOG=nanogrid=debug`); warnings name the request id themselves.
 pub fn request_span(kind: &'static str, request_id: &str, method: &http::Method, path: &str) -> tracing::Span {
-    tracing::info_span!("request", kind, request_id = %request_id, method = %method, path = %path)
+    tracing::debug_span!("request", kind, request_id = %request_id, method = %method, path = %path)
 }

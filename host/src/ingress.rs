@@ -45,7 +45,7 @@ pub async fn handle(registry: Arc<Registry>, cfg: IngressConfig, req: http::Requ
     let span = h::request_span("ingress", &request_id, req.method(), &target);
     async move {
         let resp = route(&registry, cfg, req, &request_id, &target).await;
-        tracing::info!(status = resp.status().as_u16(), "served");
+        tracing::debug!(status = resp.status().as_u16(), "served");
         resp
     }
     .instrument(span)
@@ -174,7 +174,7 @@ pub fn dispatch_error(e: &DispatchError, request_id: &str) -> http::Response<Bod
         DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
     };
     if status.is_server_error() {
-        tracing::warn!(code, error = %e, "request failed");
+        tracing::warn!(request_id, code, error = %e, "request failed");
     }
     let mut resp = h::error(status, code, &e.to_string(), request_id);
     if let Some(r) = retry {
