@@ -179,9 +179,9 @@ pub async fn ls(client: &ClientArgs) -> anyhow::Result<ExitCode> {
         println!(
             "{:<20} {:>9} {:>7} {:>6}  {}",
             s["name"].as_str().unwrap_or("?"),
-            s["instances"],
-            s["running"],
-            s["queued"],
+            s["instances"].as_u64().unwrap_or(0),
+            s["running"].as_u64().unwrap_or(0),
+            s["queued"].as_u64().unwrap_or(0),
             &digest[..digest.len().min(19)]
         );
     }
