@@ -84,7 +84,7 @@ async fn trap_after_a_kv_write_keeps_the_completed_write() {
 async fn call_all_runs_calls_concurrently() {
     let node = TestNode::start().await;
     node.deploy("m", "misbehave", json!({ "instances": 8 })).await;
-    let r = node.get("/m/fanout/6?sleep=400").await;
+    let r = node.get("/m/fanout/6?sleep=1000").await;
     assert_eq!(r.text(), "6 calls answered");
     // The caller plus six callees, all running at once: the calls overlapped.
     assert_eq!(node.metric("nanogrid_instances_peak_running", "service=\"m\"").await, 7.0);

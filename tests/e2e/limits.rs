@@ -149,10 +149,10 @@ async fn connection_limit() {
     let node = TestNode::start_with_args(true, &["--config", cfg.to_str().unwrap()]).await;
     node.deploy("hello", "hello", json!({})).await;
     let addr = addr_of(&node.ingress);
-    let ask = |addr: String| {
+    let ask = |addr: String, wait: Duration| {
         tokio::task::spawn_blocking(move || {
             let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+            s.set_read_timeout(Some(wait)).unwrap();
             s.write_all(b"GET /hello/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
             let mut buf = [0u8; 12];
             let answered = s.read_exact(&mut buf).is_ok();
@@ -160,10 +160,10 @@ async fn connection_limit() {
         })
     };
     // Two keep-alive connections hold both slots.
-    let (a, ok_a) = ask(addr.clone()).await.unwrap();
-    let (_b, ok_b) = ask(addr.clone()).await.unwrap();
+    let (a, ok_a) = ask(addr.clone(), Duration::from_secs(5)).await.unwrap();
+    let (_b, ok_b) = ask(addr.clone(), Duration::from_secs(5)).await.unwrap();
     assert!(ok_a && ok_b);
-    let (mut c, ok_c) = ask(addr.clone()).await.unwrap();
+    let (mut c, ok_c) = ask(addr.clone(), Duration::from_millis(700)).await.unwrap();
     assert!(!ok_c, "a third connection waits while two are open");
     drop(a);
     let answered = tokio::task::spawn_blocking(move || {
