@@ -70,10 +70,9 @@ async fn route(
         return h::error(StatusCode::NOT_FOUND, "not-found", &msg, request_id);
     };
     let service_limit = svc.current().spec.limits.max_request_bytes;
-    drop(svc);
-    if registry.is_http(&service) {
+    if svc.is_http() {
         // Streamed bodies cost no memory here, so only the service's own limit applies.
-        return route_http(registry, req, &service, path, service_limit, request_id).await;
+        return route_http(registry, req, svc, path, service_limit, request_id).await;
     }
     // Buffered bodies are also capped node-wide.
     let limit = cfg.max_body.min(service_limit);
@@ -99,7 +98,7 @@ async fn route(
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
     let guest_req = GuestRequest { method: parts.method.as_str().to_string(), path, headers, body: body.to_vec() };
-    match registry.dispatch(&service, guest_req, request_id.into(), 0).await {
+    match registry.dispatch_to(svc, guest_req, request_id.into(), 0).await {
         Ok(resp) => to_http(resp, request_id),
         Err(e) => dispatch_error(&e, request_id),
     }
@@ -109,7 +108,7 @@ async fn route(
 async fn route_http(
     registry: &Arc<Registry>,
     mut req: http::Request<Incoming>,
-    service: &str,
+    svc: Arc<crate::services::Service>,
     path: String,
     limit: usize,
     request_id: &str,
@@ -125,7 +124,7 @@ async fn route_http(
         Ok(uri) => *req.uri_mut() = uri,
         Err(e) => return h::error(StatusCode::BAD_REQUEST, "bad-request", &format!("bad path: {e}"), request_id),
     }
-    match registry.dispatch_http(service, req, request_id.into()).await {
+    match registry.dispatch_http(svc, req, request_id.into()).await {
         Ok(resp) => {
             let mut resp =
                 resp.map(|b| http_body_util::BodyExt::map_err(b, |e| Box::new(e) as h::BoxError).boxed_unsync());

@@ -10,8 +10,7 @@ use futures::future::BoxFuture;
 use super::gate::{self, GateError};
 use super::{Deployed, DispatchError, Outcome, Registry, Service};
 use crate::runtime::{
-    CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, PreparedKind, Request,
-    Response,
+    CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response,
 };
 
 impl Registry {
@@ -75,6 +74,18 @@ impl Registry {
         depth: u32,
     ) -> Result<Response, DispatchError> {
         let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
+        self.dispatch_to(svc, req, request_id, depth).await
+    }
+
+    /// [`Registry::dispatch`] for a service already looked up (ingress has it in hand).
+    pub async fn dispatch_to(
+        self: &Arc<Self>,
+        svc: Arc<Service>,
+        req: Request,
+        request_id: Arc<str>,
+        depth: u32,
+    ) -> Result<Response, DispatchError> {
+        let name = &*svc.name;
         let permit = self.admit(&svc).await?;
         // Read the version after admission so a request admitted after a redeploy runs it.
         let deployed = svc.current();
@@ -104,20 +115,15 @@ impl Registry {
         }
     }
 
-    /// Whether a service is a standard wasi:http component (served with streaming bodies).
-    pub fn is_http(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|s| matches!(s.current().prepared.kind, PreparedKind::Http(_)))
-    }
-
     /// Run an HTTP request on a wasi:http service, streaming both bodies. The admission
     /// permit is held until the guest finishes, after the response head has gone out.
     pub async fn dispatch_http(
         self: &Arc<Self>,
-        name: &str,
+        svc: Arc<Service>,
         req: http::Request<hyper::body::Incoming>,
         request_id: Arc<str>,
     ) -> Result<http::Response<HyperOutgoingBody>, DispatchError> {
-        let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
+        let name = &*svc.name;
         let permit = self.admit(&svc).await?;
         let deployed = svc.current();
         let (call, limits) = self.call_context(&svc, &deployed, request_id, 0);

@@ -22,7 +22,7 @@ pub use spec::{Limits, ServiceSpec};
 pub use stats::{Outcome, Stats};
 
 use crate::grid::{BatchOp, Durability, Grid, Table};
-use crate::runtime::{Capabilities, ComponentInfo, ImportLimits, InspectError, Prepared, Runtime};
+use crate::runtime::{Capabilities, ComponentInfo, ImportLimits, InspectError, Prepared, PreparedKind, Runtime};
 use gate::Gate;
 
 /// A version of a service that can take requests.
@@ -71,6 +71,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// Whether this is a standard wasi:http component (served with streaming bodies).
+    pub fn is_http(&self) -> bool {
+        matches!(self.current().prepared.kind, PreparedKind::Http(_))
+    }
+
     pub fn current(&self) -> Arc<Deployed> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
