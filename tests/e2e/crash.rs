@@ -9,31 +9,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use nanogrid::client::{AdminClient, Client};
+use nanogrid::runtime::codec::put_uleb;
 use serde_json::json;
 
 use crate::support::{TOKEN, TestNode, wasm};
 
 /// The same component with a custom section appended: new bytes, new digest, same code.
 fn variant(base: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
     let name = b"nanogrid-test";
     let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
+    put_uleb(name.len() as u64, &mut payload);
     payload.extend_from_slice(name);
     payload.extend_from_slice(tag.as_bytes());
     let mut out = base.to_vec();
     out.push(0);
-    leb(payload.len(), &mut out);
+    put_uleb(payload.len() as u64, &mut out);
     out.extend_from_slice(&payload);
     out
 }

@@ -2,14 +2,12 @@
 //! bounded memory, the same admission and limits as nanoservices, kv from a wasi:http
 //! component, outbound requests only to granted hosts.
 
-use std::io::{Read, Write};
-
 use bytes::Bytes;
 use http::Method;
 use nanogrid::client::Client;
 use serde_json::json;
 
-use crate::support::{TestNode, assert_error, wasm};
+use crate::support::{TestNode, assert_error, counting_server, wasm};
 
 #[tokio::test]
 async fn http_hello_runs_unmodified() {
@@ -94,24 +92,6 @@ async fn declared_oversized_bodies_get_413() {
     assert_eq!(node.post("/stream/", "small").await.json().unwrap()["bytes"], 5);
 }
 
-/// A plain HTTP server on loopback answering "pong"; returns its address and a counter of
-/// connections it accepted.
-fn pong_http() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let c = count.clone();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().map_while(Result::ok) {
-            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong");
-        }
-    });
-    (addr, count)
-}
-
 #[tokio::test]
 async fn outbound_requests_only_to_granted_hosts() {
     let node = TestNode::start().await;
@@ -122,8 +102,9 @@ async fn outbound_requests_only_to_granted_hosts() {
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("wasi:http/outgoing-handler") && msg.contains("grants.outbound_http"), "{msg}");
 
-    let (granted, granted_hits) = pong_http();
-    let (other, other_hits) = pong_http();
+    let (granted, granted_hits) =
+        counting_server(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong");
+    let (other, other_hits) = counting_server(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong");
     let body = json!({ "component": digest, "grants": { "outbound_http": [granted] } });
     assert_eq!(admin.call_json(Method::PUT, "/v1/services/fetch", &body).await.unwrap().status, 201);
 

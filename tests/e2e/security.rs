@@ -1,31 +1,12 @@
 //! Capabilities are denied unless granted; kv namespaces cannot be escaped; the admin
 //! listener is not exposed without an explicit token.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use http::Method;
 use serde_json::json;
 
-use crate::support::{TestNode, assert_error, wasm};
-
-/// A loopback TCP server answering "pong" to each connection; returns its address and a
-/// counter of accepted connections.
-fn pong_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().map_while(Result::ok) {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut buf = [0u8; 4];
-            let _ = s.read_exact(&mut buf);
-            let _ = s.write_all(b"pong");
-        }
-    });
-    (addr, accepted)
-}
+use crate::support::{TestNode, assert_error, counting_server, wasm};
 
 #[tokio::test]
 async fn capabilities_are_denied_unless_granted() {
@@ -55,8 +36,8 @@ async fn capabilities_are_denied_unless_granted() {
         assert!(r.text().contains(field), "{grants}: {}", r.text());
     }
 
-    let (allowed, allowed_count) = pong_server();
-    let (other, other_count) = pong_server();
+    let (allowed, allowed_count) = counting_server(b"pong");
+    let (other, other_count) = counting_server(b"pong");
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("a.txt"), "granted file").unwrap();
     let grants = json!({

@@ -54,6 +54,25 @@ fn shared_compile_cache() -> &'static Path {
 
 pub const TOKEN: &str = "test-token-0123456789";
 
+/// A loopback TCP server that reads what a client sends and answers every connection with
+/// `reply`; returns its `ip:port` and a count of the connections it accepted.
+pub fn counting_server(reply: &'static [u8]) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(reply);
+        }
+    });
+    (addr, accepted)
+}
+
 pub struct TestNode {
     child: Option<Child>,
     pub data: tempfile::TempDir,

@@ -115,7 +115,8 @@ fn mismatch(ty: &WitType, v: &Val) -> CodecError {
     CodecError::Mismatch { expected: ty.name(), found: kind(v) }
 }
 
-fn put_uleb(mut n: u64, out: &mut Vec<u8>) {
+/// Append `n` as unsigned LEB128 (the integer encoding of this codec and of wasm itself).
+pub fn put_uleb(mut n: u64, out: &mut Vec<u8>) {
     loop {
         let b = (n & 0x7f) as u8;
         n >>= 7;
