@@ -45,7 +45,7 @@ async fn wasi_http_components_can_use_kv() {
 #[tokio::test]
 async fn bodies_stream_in_bounded_memory() {
     let node = TestNode::start().await;
-    let limits = json!({ "max_request_bytes": 256 << 20, "timeout_ms": 60000 });
+    let limits = json!({ "max_request_bytes": 256 << 20, "max_response_bytes": 256 << 20, "timeout_ms": 60000 });
     node.deploy("stream", "http-stream", json!({ "instances": 2, "limits": limits })).await;
     node.get("/stream/1").await;
     let before = node.peak_rss();
@@ -115,4 +115,13 @@ async fn outbound_requests_only_to_granted_hosts() {
     assert!(r.text().contains("HttpRequestDenied"), "the guest sees a clear error: {}", r.text());
     assert_eq!(other_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(granted_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn streamed_responses_obey_the_response_limit() {
+    let node = TestNode::start().await;
+    node.deploy("stream", "http-stream", json!({ "limits": { "max_response_bytes": 1 << 20 } })).await;
+    let r = Client::new().send(Method::GET, &format!("{}/stream/4", node.ingress), &[], Bytes::new()).await;
+    assert!(r.is_err(), "a 4 MiB body past a 1 MiB limit must not arrive complete: {:?}", r.map(|r| r.body.len()));
+    assert_eq!(node.get("/stream/1").await.body.len(), 1 << 20, "at the limit is fine");
 }

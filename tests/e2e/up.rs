@@ -58,8 +58,8 @@ async fn up_starts_a_node_with_every_sample_deployed() {
     assert_eq!(r.json().unwrap()["value"], 1);
     let r = c.send(Method::GET, &format!("{ingress}/http-hello/x"), &[], Bytes::new()).await.unwrap();
     assert_eq!(r.text(), "hello from wasi:http! you asked for GET /x\n");
-    let r = c.send(Method::GET, &format!("{ingress}/http-stream/2"), &[], Bytes::new()).await.unwrap();
-    assert_eq!(r.body.len(), 2 << 20);
+    let r = c.send(Method::GET, &format!("{ingress}/http-stream/16"), &[], Bytes::new()).await.unwrap();
+    assert_eq!(r.body.len(), 16 << 20, "the printed hint works");
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success(), "up exits cleanly on SIGTERM");

@@ -61,7 +61,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let path = wasm_dir.join(format!("{}.wasm", name.replace('-', "_")));
         let bytes = std::fs::read(&path).with_context(|| format!("reading sample {}", path.display()))?;
         let up = registry.put_component(bytes.into()).await.with_context(|| format!("uploading sample {name}"))?;
-        let req: ServiceRequest = serde_json::from_value(json!({ "component": up.digest, "instances": instances }))?;
+        let mut spec = json!({ "component": up.digest, "instances": instances });
+        if name == "http-stream" {
+            // The streaming sample exists to move large bodies: give it room.
+            spec["limits"] =
+                json!({ "max_request_bytes": 1u64 << 30, "max_response_bytes": 1u64 << 30, "timeout_ms": 60000 });
+        }
+        let req: ServiceRequest = serde_json::from_value(spec)?;
         registry.put_service(name, req).await.with_context(|| format!("deploying sample {name}"))?;
     }
     let ing = format!("http://{}", handle.node.ingress_addr());

@@ -141,8 +141,21 @@ impl Registry {
             let micros = started.elapsed().as_micros() as u64;
             stats_svc.stats.record(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok), micros);
         });
+        let max_response = deployed.spec.limits.max_response_bytes;
         let resp = self.runtime.handle_http(deployed.prepared.clone(), call, req, limits, done).await;
-        resp.map_err(|e| dispatch_error(name, e))
+        let resp = resp.map_err(|e| dispatch_error(name, e))?;
+        // A streamed body past the limit ends in an error, so the client sees a broken
+        // response rather than a complete-looking short one.
+        Ok(resp.map(move |b| {
+            http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                http_body_util::Limited::new(b, max_response),
+                |e| {
+                    wasmtime_wasi_http::Error::InternalError(Some(format!(
+                        "response body: {e} (limits.max_response_bytes)"
+                    )))
+                },
+            ))
+        }))
     }
 }
 
