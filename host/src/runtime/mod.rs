@@ -130,7 +130,8 @@ impl Runtime {
         // PAGEMAP_SCAN (6.7+) wasmtime resets only the pages a guest dirtied, so a large
         // resident window is cheap and spares page faults: 13 µs per hello request here,
         // against 35 µs with the memset-or-madvise reset (see docs/BENCHMARKS.md).
-        if pagemap_scan_supported() {
+        // Probe the ioctl itself: a recent kernel can still block it (seccomp, containers).
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
             pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(16 << 20);
         } else {
             pool.linear_memory_keep_resident(1 << 20);
@@ -365,12 +366,4 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// Whether the running kernel has the PAGEMAP_SCAN ioctl (Linux 6.7 or later).
-fn pagemap_scan_supported() -> bool {
-    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else { return false };
-    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 7)
 }
