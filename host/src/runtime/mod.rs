@@ -34,7 +34,8 @@ use wasmtime::{
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use bindings::{GuestError, Request, Response};
-pub use http::{Completion, OutboundPolicy};
+pub use http::Completion;
+use http::OutboundPolicy;
 pub use inspect::{ComponentInfo, InspectError};
 pub use state::{CallContext, Capabilities, ImportLimits, Invoker};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;

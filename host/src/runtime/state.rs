@@ -22,7 +22,8 @@ pub trait Invoker: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Response, GuestError>>;
 }
 
-/// Per-service limits enforced inside host imports.
+/// Per-service limits enforced inside host imports (built from the spec's `Limits`,
+/// which own the defaults).
 #[derive(Debug, Clone)]
 pub struct ImportLimits {
     pub max_key_bytes: usize,
@@ -30,18 +31,6 @@ pub struct ImportLimits {
     pub max_fanout: usize,
     pub max_call_depth: u32,
     pub max_list_keys: u32,
-}
-
-impl Default for ImportLimits {
-    fn default() -> Self {
-        ImportLimits {
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            max_fanout: 64,
-            max_call_depth: 8,
-            max_list_keys: 1000,
-        }
-    }
 }
 
 /// What a service was granted beyond computing: the WASI context is built from this.
