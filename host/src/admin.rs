@@ -15,7 +15,7 @@ use crate::http::{self as h, Body, BodyError};
 use crate::metrics;
 use crate::node::Node;
 use crate::services::spec::{self, ScaleRequest, ServiceRequest};
-use crate::services::{AdminError, Service};
+use crate::services::{AdminError, Deployed, Service, Serving};
 
 /// Compare without an early exit, so response time does not reveal a matching prefix.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -67,9 +67,22 @@ fn admin_error(e: AdminError, rid: &str) -> http::Response<Body> {
                 I::UnsatisfiedImports(_) | I::LinkFailed(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, "unsatisfied-imports")
                 }
+                I::Typed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported-interface"),
             };
             err(status, code, i.to_string(), rid)
         }
+        AdminError::Resolve(r) => {
+            use crate::services::ResolveError as R;
+            let code = match r {
+                R::Ambiguous { .. } => "ambiguous-binding",
+                R::NotExported { .. } | R::UnknownBinding { .. } => "bad-binding",
+                R::Mismatch { .. } => "interface-mismatch",
+                R::Cycle(_) => "import-cycle",
+                R::ProviderNeedsGrants { .. } => "provider-has-grants",
+            };
+            err(StatusCode::UNPROCESSABLE_ENTITY, code, r.to_string(), rid)
+        }
+        AdminError::Conflict(m) => err(StatusCode::CONFLICT, "in-use", m, rid),
         AdminError::Internal(m) => {
             tracing::error!(error = %m, "admin operation failed");
             err(StatusCode::INTERNAL_SERVER_ERROR, "internal", m, rid)
@@ -241,6 +254,11 @@ fn counters(s: &Service) -> serde_json::Value {
     })
 }
 
+/// Whether requests to the service can run now.
+fn ready(d: &Deployed) -> bool {
+    d.spec.instances > 0 && !matches!(d.serving, Serving::Unresolved(_))
+}
+
 fn summary(node: &Node, s: &Service) -> serde_json::Value {
     let d = s.current();
     let g = s.gate();
@@ -250,7 +268,7 @@ fn summary(node: &Node, s: &Service) -> serde_json::Value {
         "instances": d.spec.instances,
         "running": g.running,
         "queued": g.queued,
-        "ready": d.spec.instances > 0,
+        "ready": ready(&d),
         "node": node.config.node_id,
     })
 }
@@ -261,8 +279,14 @@ fn detail(node: &Node, s: &Service) -> serde_json::Value {
     json!({
         "name": &*s.name,
         "spec": d.spec,
+        "component": &d.unit.info,
+        "graph": d.serving.graph().map(|g| &**g),
+        "unresolved": match &d.serving {
+            Serving::Unresolved(u) => json!({ "interface": u.interface, "reason": u.reason }),
+            _ => serde_json::Value::Null,
+        },
         "status": {
-            "ready": d.spec.instances > 0,
+            "ready": ready(&d),
             "nodes": [{
                 "node": node.config.node_id,
                 "mode": "single",

@@ -170,6 +170,8 @@ pub fn dispatch_error(e: &DispatchError, request_id: &str) -> http::Response<Bod
         DispatchError::Guest { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "guest-error", None),
         DispatchError::OutOfFuel { .. } => (StatusCode::GATEWAY_TIMEOUT, "fuel-exhausted", None),
         DispatchError::ResponseTooLarge { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "response-too-large", None),
+        DispatchError::Unresolved { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unresolved-import", Some("5")),
+        DispatchError::NoHandler { .. } => (StatusCode::NOT_FOUND, "no-handler", None),
         DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
     };
     if status.is_server_error() {

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin_errors;
+mod compose;
 mod concurrency;
 mod crash;
 mod deploy;

@@ -232,6 +232,18 @@ impl TestNode {
         r.json().unwrap()
     }
 
+    /// Upload a built guest and try to deploy it; returns the admin API's reply.
+    pub async fn try_deploy(&self, name: &str, guest: &str, spec: Value) -> Reply {
+        let admin = self.admin();
+        let up = admin.upload(wasm(guest)).await.expect("upload");
+        assert!(up.status.is_success(), "upload of {guest} failed: {} {}", up.status, up.text());
+        let mut body = json!({ "component": up.json().unwrap()["digest"] });
+        for (k, v) in spec.as_object().cloned().unwrap_or_default() {
+            body[k] = v;
+        }
+        admin.call_json(Method::PUT, &format!("/v1/services/{name}"), &body).await.expect("put service")
+    }
+
     pub async fn request(&self, method: Method, path: &str, body: &str) -> Reply {
         self.http
             .send(method, &format!("{}{path}", self.ingress), &[], Bytes::from(body.to_string()))

@@ -106,6 +106,62 @@ impl WitType {
     }
 }
 
+/// WIT syntax, as a user would write the type (`list<record { word: string }>`).
+impl std::fmt::Display for WitType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let join = |f: &mut std::fmt::Formatter<'_>, items: &[String]| f.write_str(&items.join(", "));
+        match self {
+            WitType::Bool => f.write_str("bool"),
+            WitType::S8 => f.write_str("s8"),
+            WitType::U8 => f.write_str("u8"),
+            WitType::S16 => f.write_str("s16"),
+            WitType::U16 => f.write_str("u16"),
+            WitType::S32 => f.write_str("s32"),
+            WitType::U32 => f.write_str("u32"),
+            WitType::S64 => f.write_str("s64"),
+            WitType::U64 => f.write_str("u64"),
+            WitType::F32 => f.write_str("f32"),
+            WitType::F64 => f.write_str("f64"),
+            WitType::Char => f.write_str("char"),
+            WitType::String => f.write_str("string"),
+            WitType::List(t) => write!(f, "list<{t}>"),
+            WitType::FixedList(t, n) => write!(f, "list<{t}, {n}>"),
+            WitType::Map(k, v) => write!(f, "map<{k}, {v}>"),
+            WitType::Record(fields) => {
+                f.write_str("record { ")?;
+                join(f, &fields.iter().map(|(n, t)| format!("{n}: {t}")).collect::<Vec<_>>())?;
+                f.write_str(" }")
+            }
+            WitType::Tuple(ts) => {
+                f.write_str("tuple<")?;
+                join(f, &ts.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+                f.write_str(">")
+            }
+            WitType::Variant(cases) => {
+                f.write_str("variant { ")?;
+                let cases: Vec<String> = cases
+                    .iter()
+                    .map(|(n, t)| match t {
+                        Some(t) => format!("{n}({t})"),
+                        None => n.clone(),
+                    })
+                    .collect();
+                join(f, &cases)?;
+                f.write_str(" }")
+            }
+            WitType::Enum(names) => write!(f, "enum {{ {} }}", names.join(", ")),
+            WitType::Flags(names) => write!(f, "flags {{ {} }}", names.join(", ")),
+            WitType::Option(t) => write!(f, "option<{t}>"),
+            WitType::Result { ok, err } => match (ok, err) {
+                (None, None) => f.write_str("result"),
+                (Some(o), None) => write!(f, "result<{o}>"),
+                (None, Some(e)) => write!(f, "result<_, {e}>"),
+                (Some(o), Some(e)) => write!(f, "result<{o}, {e}>"),
+            },
+        }
+    }
+}
+
 fn kind(v: &Val) -> String {
     let s = format!("{v:?}");
     s.split(['(', ' ']).next().unwrap_or("?").to_string()

@@ -5,6 +5,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use super::state::StoreState;
+use super::typed::{self, Interface};
 
 /// The export a nanoservice must have.
 pub const HANDLER_EXPORT: &str = "nanogrid:service/handler@0.1.0";
@@ -17,7 +18,16 @@ pub struct ComponentInfo {
     pub world: String,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
+    /// Interfaces other services must provide (bound at deploy).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub typed_imports: Vec<Interface>,
+    /// Interfaces this component provides to other services.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub typed_exports: Vec<Interface>,
 }
+
+/// The world of a component that only provides typed interfaces (no HTTP handler).
+pub const PROVIDER_WORLD: &str = "provider";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -30,12 +40,14 @@ pub enum InspectError {
     CoreModule,
     #[error("the component is not valid: {0}")]
     Invalid(String),
-    #[error("the component exports no supported handler: it exports [{}]; export `{HANDLER_EXPORT}` (the `nanoservice` world) or `wasi:http/incoming-handler@0.2.x` (the `wasi:http/proxy` world)", .0.join(", "))]
+    #[error("the component exports no supported handler: it exports [{}]; export `{HANDLER_EXPORT}` (the `nanoservice` world), `wasi:http/incoming-handler@0.2.x` (the `wasi:http/proxy` world) or an interface of your own for other services to import", .0.join(", "))]
     NoHandler(Vec<String>),
-    #[error("the component imports what this platform cannot provide: [{}]; nanoservices may import `nanogrid:service/*@0.1.x` and WASI 0.2 interfaces", .0.join(", "))]
+    #[error("the component imports what neither this platform nor another service can provide: [{}]; nanoservices may import `nanogrid:service/*@0.1.x`, WASI 0.2 interfaces, and `namespace:package/interface` interfaces that other services export", .0.join(", "))]
     UnsatisfiedImports(Vec<String>),
     #[error("the component cannot be linked: {0}")]
     LinkFailed(String),
+    #[error(transparent)]
+    Typed(#[from] typed::TypedError),
 }
 
 /// Cheap checks before compiling: the magic number and the layer (module vs component).
@@ -71,6 +83,10 @@ fn is_supported_import(name: &str) -> bool {
     false
 }
 
+fn is_platform_export(name: &str) -> bool {
+    name == HANDLER_EXPORT || name.starts_with(HTTP_EXPORT_PREFIX)
+}
+
 pub fn describe(
     engine: &Engine,
     linker: &Linker<StoreState>,
@@ -79,7 +95,12 @@ pub fn describe(
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    let missing: Vec<String> = imports.iter().filter(|i| !is_supported_import(i)).cloned().collect();
+    let (typed_imports, typed_exports) = typed::interfaces(engine, component, is_supported_import, is_platform_export)?;
+    let missing: Vec<String> = imports
+        .iter()
+        .filter(|i| !is_supported_import(i) && !typed_imports.iter().any(|t| &t.name == *i))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         return Err(InspectError::UnsatisfiedImports(missing));
     }
@@ -87,12 +108,28 @@ pub fn describe(
         "nanogrid:service/nanoservice"
     } else if exports.iter().any(|e| e.starts_with(HTTP_EXPORT_PREFIX)) {
         "wasi:http/proxy"
+    } else if !typed_exports.is_empty() {
+        PROVIDER_WORLD
     } else {
         return Err(InspectError::NoHandler(exports));
     };
-    // Names match; this also checks the types behind them.
+    // Names match; this also checks the types behind them. Typed imports are linked to
+    // providers at deploy; here they get placeholders (any type fits).
+    let mut linker = linker.clone();
+    stub_typed_imports(&mut linker, &typed_imports).map_err(|e| InspectError::LinkFailed(format!("{e:#}")))?;
     linker.instantiate_pre(component).map_err(|e| InspectError::LinkFailed(format!("{:#}", anyhow::Error::from(e))))?;
-    Ok(ComponentInfo { world: world.into(), imports, exports })
+    Ok(ComponentInfo { world: world.into(), imports, exports, typed_imports, typed_exports })
+}
+
+/// Define every function of `imports` as a trap, for link checks.
+fn stub_typed_imports(linker: &mut Linker<StoreState>, imports: &[Interface]) -> anyhow::Result<()> {
+    for iface in imports {
+        let mut inst = linker.instance(&iface.name)?;
+        for f in &iface.funcs {
+            inst.func_new(&f.name, |_, _, _, _| Err(wasmtime::format_err!("typed import not linked")))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

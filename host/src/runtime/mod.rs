@@ -12,12 +12,14 @@
 //! WIT values and `invoke` goes out through the [`Invoker`] trait.
 
 pub mod bindings;
+mod chain;
 pub mod codec;
 mod http;
 mod imports;
 mod inspect;
 mod output;
 mod state;
+pub mod typed;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -34,9 +36,10 @@ use wasmtime::{
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use bindings::{GuestError, Request, Response};
+pub use chain::{Chain, Edge, Identity, Part as ChainPart};
 pub use http::Completion;
 use http::OutboundPolicy;
-pub use inspect::{ComponentInfo, InspectError};
+pub use inspect::{ComponentInfo, InspectError, PROVIDER_WORLD};
 pub use state::{CallContext, Capabilities, ImportLimits, Invoker};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -115,14 +118,15 @@ impl Runtime {
     pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         let n = cfg.pool_instances.max(1);
+        // A fused chain is one component with a memory and a few core instances per part.
         pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(4))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(2))
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(4))
+            .total_tables(n.saturating_mul(8))
             .total_stacks(n)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_core_instances_per_component(32)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
+            .max_core_instances_per_component(128)
             .max_memory_size(cfg.pool_max_memory)
             // Rust guests start with about 1.1 MiB of memory; keeping that resident between
             // instances halves instantiation time.
@@ -191,6 +195,16 @@ impl Runtime {
 
     /// Compile a component, or load it from the on-disk cache. Blocking.
     pub fn load(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+        self.load_with(digest, || Ok(bytes.to_vec()))
+    }
+
+    /// [`Runtime::load`] for bytes that cost something to produce (a composition): they
+    /// are only made when the cache has no entry for `key`. Blocking.
+    pub fn load_with(
+        &self,
+        digest: &str,
+        bytes: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<Component> {
         let path = self.cache_path(digest);
         if path.exists() {
             // SAFETY: the cache directory belongs to this node and holds only files this
@@ -202,7 +216,7 @@ impl Runtime {
             }
         }
         let started = Instant::now();
-        let component = Component::new(&self.engine, bytes).map_err(anyhow::Error::from)?;
+        let component = Component::new(&self.engine, bytes()?).map_err(anyhow::Error::from)?;
         tracing::info!(%digest, ms = started.elapsed().as_millis() as u64, "compiled component");
         if let Err(e) = self.write_cache(&path, &component) {
             tracing::warn!(%digest, error = %e, "could not write compile cache entry");
@@ -226,7 +240,16 @@ impl Runtime {
 
     /// Link a compiled component once; requests then only instantiate.
     pub fn prepare(&self, digest: &str, component: &Component) -> anyhow::Result<Prepared> {
-        let pre = self.linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
+        self.prepare_with(&self.linker, digest, component)
+    }
+
+    fn prepare_with(
+        &self,
+        linker: &Linker<StoreState>,
+        digest: &str,
+        component: &Component,
+    ) -> anyhow::Result<Prepared> {
+        let pre = linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
         let ty = component.component_type();
         let imports = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
         let nanoservice = ty.exports(&self.engine).any(|(n, _)| n == inspect::HANDLER_EXPORT);
@@ -276,6 +299,7 @@ impl Runtime {
             table: Default::default(),
             limits: StoreLimitsBuilder::new().memory_size(limits.max_memory).instances(64).build(),
             call,
+            linked: Vec::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

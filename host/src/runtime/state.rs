@@ -59,6 +59,18 @@ pub struct CallContext {
     pub invoker: Arc<dyn Invoker>,
 }
 
+impl CallContext {
+    /// This call as seen by a provider it calls into: same request, the provider's identity.
+    pub fn acting_as(&self, who: &super::Identity) -> CallContext {
+        CallContext {
+            service: who.service.clone(),
+            config: who.config.clone(),
+            limits: who.limits.clone(),
+            ..self.clone()
+        }
+    }
+}
+
 pub struct StoreState {
     pub(crate) wasi: WasiCtx,
     pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
@@ -66,6 +78,8 @@ pub struct StoreState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     pub(crate) call: CallContext,
+    /// Provider instances of a linked chain, by part index (created on first call).
+    pub(crate) linked: Vec<Option<wasmtime::component::Instance>>,
 }
 
 impl WasiView for StoreState {

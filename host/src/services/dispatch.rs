@@ -47,7 +47,7 @@ impl Registry {
         let deployed = svc.current();
         let (call, limits) = self.call_context(&svc, &deployed, "bench".into(), 0);
         self.runtime
-            .instantiate_only(&deployed.prepared, call, limits)
+            .instantiate_only(deployed.prepared()?, call, limits)
             .await
             .map_err(|e| DispatchError::Internal(e.to_string()))
     }
@@ -91,7 +91,8 @@ impl Registry {
         let deployed = svc.current();
         let (call, limits) = self.call_context(&svc, &deployed, request_id, depth);
         let started = Instant::now();
-        let result = self.runtime.handle(&deployed.prepared, call, req, limits).await;
+        let prepared = deployed.prepared()?;
+        let result = self.runtime.handle(prepared, call, req, limits).await;
         drop(permit);
         let micros = started.elapsed().as_micros() as u64;
         let max_response = deployed.spec.limits.max_response_bytes;
@@ -126,6 +127,7 @@ impl Registry {
         let name = &*svc.name;
         let permit = self.admit(&svc).await?;
         let deployed = svc.current();
+        let prepared = deployed.prepared()?.clone();
         let (call, limits) = self.call_context(&svc, &deployed, request_id, 0);
         let max_request = deployed.spec.limits.max_request_bytes;
         // A body larger than the limit fails inside the guest as a stream error.
@@ -142,7 +144,7 @@ impl Registry {
             stats_svc.stats.record(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok), micros);
         });
         let max_response = deployed.spec.limits.max_response_bytes;
-        let resp = self.runtime.handle_http(deployed.prepared.clone(), call, req, limits, done).await;
+        let resp = self.runtime.handle_http(prepared, call, req, limits, done).await;
         let resp = resp.map_err(|e| dispatch_error(name, e))?;
         // A streamed body past the limit ends in an error, so the client sees a broken
         // response rather than a complete-looking short one.
@@ -209,10 +211,11 @@ impl Invoker for Registry {
 /// The WIT error a calling guest sees for a failed dispatch.
 pub fn to_guest_error(e: &DispatchError) -> GuestError {
     match e {
-        DispatchError::NotFound(_) => GuestError::NotFound(e.to_string()),
-        DispatchError::Stopped(_) | DispatchError::QueueFull(_) | DispatchError::WaitTimeout(..) => {
-            GuestError::Unavailable(e.to_string())
-        }
+        DispatchError::NotFound(_) | DispatchError::NoHandler { .. } => GuestError::NotFound(e.to_string()),
+        DispatchError::Unresolved { .. }
+        | DispatchError::Stopped(_)
+        | DispatchError::QueueFull(_)
+        | DispatchError::WaitTimeout(..) => GuestError::Unavailable(e.to_string()),
         DispatchError::Timeout { .. } | DispatchError::OutOfFuel { .. } => GuestError::Timeout,
         DispatchError::ResponseTooLarge { .. } | DispatchError::Guest { .. } => GuestError::Internal(e.to_string()),
         DispatchError::Trap { .. } | DispatchError::Internal(_) => GuestError::Internal(e.to_string()),

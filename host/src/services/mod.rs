@@ -5,8 +5,10 @@
 //! before they take effect, and swap the service's [`Deployed`] atomically: a request in
 //! flight keeps the version it started with.
 
+mod chains;
 mod dispatch;
 mod gate;
+pub mod resolve;
 pub mod spec;
 mod stats;
 
@@ -17,33 +19,40 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use chains::{Graph, Serving};
 pub use gate::{GateError, GateSnapshot};
+pub use resolve::{ResolveError, Unit};
 pub use spec::{Limits, ServiceSpec};
 pub use stats::{Outcome, Stats};
 
 use crate::grid::{BatchOp, Durability, Grid, Table};
-use crate::runtime::{Capabilities, ComponentInfo, ImportLimits, InspectError, Prepared, PreparedKind, Runtime};
+use crate::runtime::{Capabilities, ComponentInfo, ImportLimits, InspectError, Prepared, Runtime};
 use gate::Gate;
 
-/// A version of a service that can take requests.
+/// A version of a service: its spec, its own component, and how it serves requests.
 pub struct Deployed {
     pub spec: ServiceSpec,
-    prepared: Arc<Prepared>,
+    pub unit: Arc<Unit>,
+    pub serving: Serving,
     config: Arc<BTreeMap<String, String>>,
     import_limits: Arc<ImportLimits>,
     caps: Arc<Capabilities>,
 }
 
+/// The limits host imports enforce for a service.
+fn import_limits(l: &Limits) -> ImportLimits {
+    ImportLimits {
+        max_key_bytes: l.max_kv_key_bytes,
+        max_value_bytes: l.max_kv_value_bytes,
+        max_fanout: l.max_fanout,
+        max_call_depth: l.max_call_depth,
+        max_list_keys: 1000,
+    }
+}
+
 impl Deployed {
-    fn new(spec: ServiceSpec, prepared: Arc<Prepared>) -> Self {
-        let l = &spec.limits;
-        let import_limits = ImportLimits {
-            max_key_bytes: l.max_kv_key_bytes,
-            max_value_bytes: l.max_kv_value_bytes,
-            max_fanout: l.max_fanout,
-            max_call_depth: l.max_call_depth,
-            max_list_keys: 1000,
-        };
+    fn new(spec: ServiceSpec, unit: Arc<Unit>, serving: Serving) -> Self {
+        let import_limits = import_limits(&spec.limits);
         let g = &spec.grants;
         let caps = Capabilities {
             env: g.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -57,7 +66,24 @@ impl Deployed {
             import_limits: Arc::new(import_limits),
             caps: Arc::new(caps),
             spec,
-            prepared,
+            unit,
+            serving,
+        }
+    }
+
+    /// What requests run, or why none can.
+    pub fn prepared(&self) -> Result<&Arc<Prepared>, DispatchError> {
+        match &self.serving {
+            Serving::Ready { prepared, .. } => Ok(prepared),
+            Serving::Unresolved(u) => Err(DispatchError::Unresolved {
+                service: self.spec.name.clone(),
+                interface: u.interface.clone(),
+                reason: u.reason.clone(),
+            }),
+            Serving::Provider { .. } => Err(DispatchError::NoHandler {
+                service: self.spec.name.clone(),
+                exports: self.unit.info.typed_exports.iter().map(|e| e.name.clone()).collect::<Vec<_>>().join(", "),
+            }),
         }
     }
 }
@@ -73,7 +99,7 @@ pub struct Service {
 impl Service {
     /// Whether this is a standard wasi:http component (served with streaming bodies).
     pub fn is_http(&self) -> bool {
-        matches!(self.current().prepared.kind, PreparedKind::Http(_))
+        self.current().unit.info.world == "wasi:http/proxy"
     }
 
     pub fn current(&self) -> Arc<Deployed> {
@@ -106,6 +132,12 @@ pub enum DispatchError {
     OutOfFuel { service: String, fuel: u64 },
     #[error("service {service:?} returned a {size}-byte body; its limit is {limit} (limits.max_response_bytes)")]
     ResponseTooLarge { service: String, size: usize, limit: usize },
+    #[error(
+        "service {service:?} is not ready: nothing provides its import {interface} ({reason}); deploy a service that exports it"
+    )]
+    Unresolved { service: String, interface: String, reason: String },
+    #[error("service {service:?} has no handler to call: it provides [{exports}] to services that import them")]
+    NoHandler { service: String, exports: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -121,6 +153,10 @@ pub enum AdminError {
     Inspect(#[from] InspectError),
     #[error("{0}")]
     Ungranted(String),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -198,11 +234,11 @@ impl Registry {
         v
     }
 
-    /// Load every stored service (after a restart). A service whose component cannot be
-    /// loaded is logged and skipped; its spec stays stored.
+    /// Load every stored service (after a restart), then resolve their chains. A service
+    /// whose component cannot be loaded is logged and skipped; its spec stays stored.
     pub async fn restore(self: &Arc<Self>) -> anyhow::Result<usize> {
         let rows = self.grid.blocking(|s| s.scan(Table::Services, b"", None, usize::MAX)).await?;
-        let mut n = 0;
+        let mut changes = HashMap::new();
         for (_, value) in rows {
             let spec: ServiceSpec = match serde_json::from_slice(&value) {
                 Ok(s) => s,
@@ -211,14 +247,17 @@ impl Registry {
                     continue;
                 }
             };
-            match self.prepare(&spec.component).await {
-                Ok(prepared) => {
-                    self.install(spec, prepared);
-                    n += 1;
+            match self.load_unit(&spec.component).await {
+                Ok(unit) => {
+                    changes.insert(spec.name.clone(), Some((spec, unit)));
                 }
                 Err(e) => tracing::error!(service = %spec.name, error = %e, "could not restore service"),
             }
         }
+        let _admin = self.admin.lock().await;
+        let versions = self.rebuild(changes, true).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let n = versions.len();
+        self.install_all(versions);
         Ok(n)
     }
 
@@ -252,7 +291,8 @@ impl Registry {
         self.grid.blocking(move |s| s.get(Table::Components, &key)).await.map_err(internal)
     }
 
-    async fn prepare(&self, digest: &str) -> Result<Arc<Prepared>, AdminError> {
+    /// A stored component, compiled (through the cache) and described.
+    async fn load_unit(&self, digest: &str) -> Result<Arc<Unit>, AdminError> {
         let bytes = self.component_bytes(digest).await?.ok_or_else(|| {
             AdminError::BadRequest(format!(
                 "component {digest} is not stored on this node; upload it first with PUT /v1/components"
@@ -261,32 +301,33 @@ impl Registry {
         let runtime = self.runtime.clone();
         let digest = digest.to_string();
         tokio::task::spawn_blocking(move || {
-            let component = runtime.load(&digest, &bytes).map_err(|e| AdminError::Internal(format!("{e:#}")))?;
-            runtime.prepare(&digest, &component).map_err(|e| AdminError::Internal(format!("{e:#}")))
+            let (component, info) = runtime.inspect(&digest, &bytes)?;
+            Ok(Arc::new(Unit { digest, component, info }))
         })
         .await
         .map_err(internal)?
-        .map(Arc::new)
     }
 
-    fn install(&self, spec: ServiceSpec, prepared: Arc<Prepared>) -> Arc<Service> {
-        let deployed = Arc::new(Deployed::new(spec, prepared));
+    /// Swap in new versions. Each service switches atomically: a request sees either its
+    /// old chain or its new one.
+    fn install_all(&self, versions: Vec<Arc<Deployed>>) {
         let mut map = self.services.write().unwrap_or_else(|e| e.into_inner());
-        let name = deployed.spec.name.clone();
-        if let Some(svc) = map.get(&name) {
-            // Same gate across versions: the instance limit holds through a redeploy.
-            svc.gate.resize(deployed.spec.instances, deployed.spec.effective_queue());
-            *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
-            return svc.clone();
+        for deployed in versions {
+            let name = deployed.spec.name.clone();
+            if let Some(svc) = map.get(&name) {
+                // Same gate across versions: the instance limit holds through a redeploy.
+                svc.gate.resize(deployed.spec.instances, deployed.spec.effective_queue());
+                *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
+                continue;
+            }
+            let svc = Arc::new(Service {
+                name: name.as_str().into(),
+                gate: Gate::new(deployed.spec.instances, deployed.spec.effective_queue()),
+                stats: Stats::default(),
+                current: RwLock::new(deployed),
+            });
+            map.insert(name, svc);
         }
-        let svc = Arc::new(Service {
-            name: name.as_str().into(),
-            gate: Gate::new(deployed.spec.instances, deployed.spec.effective_queue()),
-            stats: Stats::default(),
-            current: RwLock::new(deployed),
-        });
-        map.insert(name, svc.clone());
-        svc
     }
 
     async fn persist(&self, spec: &ServiceSpec) -> Result<(), AdminError> {
@@ -324,9 +365,10 @@ impl Registry {
         }
         let grants = req.grants.unwrap_or_default();
         grants.validate().map_err(AdminError::BadRequest)?;
+        spec::validate_bindings(&req.bindings).map_err(AdminError::BadRequest)?;
         let _admin = self.admin.lock().await;
-        let prepared = self.prepare(&req.component).await?;
-        check_grants(&prepared.imports, &grants)?;
+        let unit = self.load_unit(&req.component).await?;
+        check_grants(&unit.info.imports, &grants)?;
         let previous = self.get(name).map(|s| s.current().spec.generation);
         let spec = ServiceSpec {
             name: name.to_string(),
@@ -337,11 +379,16 @@ impl Registry {
             limits,
             grants,
             config: req.config,
+            bindings: req.bindings,
+            fuse: req.fuse.unwrap_or(true),
             generation: previous.map_or(1, |g| g + 1),
             updated_at_ms: now_ms(),
         };
+        // Resolve and build this service and every chain it is part of before anything
+        // changes; a refusal leaves all as it was.
+        let versions = self.rebuild(HashMap::from([(name.to_string(), Some((spec.clone(), unit)))]), false).await?;
         self.persist(&spec).await?;
-        self.install(spec.clone(), prepared);
+        self.install_all(versions);
         tracing::info!(service = name, digest = %spec.component, instances, "service deployed");
         Ok((spec, previous.is_none()))
     }
@@ -360,7 +407,7 @@ impl Registry {
         spec.updated_at_ms = now_ms();
         self.persist(&spec).await?;
         svc.gate.resize(spec.instances, spec.effective_queue());
-        let deployed = Arc::new(Deployed::new(spec.clone(), old.prepared.clone()));
+        let deployed = Arc::new(Deployed::new(spec.clone(), old.unit.clone(), old.serving.clone()));
         *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
         tracing::info!(service = name, instances, "service scaled");
         Ok(spec)
@@ -372,6 +419,18 @@ impl Registry {
         let _admin = self.admin.lock().await;
         let svc =
             self.get(name).ok_or_else(|| AdminError::NotFound(format!("no service named {name:?} is deployed")))?;
+        let users: Vec<String> = self
+            .list()
+            .iter()
+            .filter(|s| &*s.name != name && s.current().serving.graph().is_some_and(|g| g.uses(name)))
+            .map(|s| s.name.to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(AdminError::Conflict(format!(
+                "service {name:?} provides typed imports to [{}]; delete those first or bind them to another provider",
+                users.join(", ")
+            )));
+        }
         let key = name.as_bytes().to_vec();
         self.grid
             .blocking(move |s| s.write(vec![BatchOp::Delete(Table::Services, key)], Durability::Synced))

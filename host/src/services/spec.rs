@@ -139,13 +139,31 @@ pub struct ServiceSpec {
     pub grants: Grants,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Typed imports bound to the service that provides them: interface name (with or
+    /// without version) to service name. Unbound imports bind to the only provider.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bindings: BTreeMap<String, String>,
+    /// Serve the chain of typed imports as one fused component (true) or as separate
+    /// instances linked through the host (false).
+    #[serde(default = "yes")]
+    pub fuse: bool,
     /// Bumped on every change.
     pub generation: u64,
     /// Unix time of the last change, in milliseconds.
     pub updated_at_ms: u64,
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl ServiceSpec {
+    /// The service bound to a typed import, if the spec names one.
+    pub fn binding_for(&self, import: &str) -> Option<&str> {
+        let key = crate::runtime::typed::key_of(import);
+        self.bindings.get(import).or_else(|| self.bindings.get(key)).map(String::as_str)
+    }
+
     /// The queue bound in force: the explicit one, or 4 x instances.
     pub fn effective_queue(&self) -> u32 {
         self.max_queue.unwrap_or_else(|| self.instances.saturating_mul(4))
@@ -169,6 +187,23 @@ pub struct ServiceRequest {
     pub grants: Option<Grants>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub bindings: BTreeMap<String, String>,
+    #[serde(default)]
+    pub fuse: Option<bool>,
+}
+
+/// Check the shape of `bindings` (whether they match the component is checked later).
+pub fn validate_bindings(bindings: &BTreeMap<String, String>) -> Result<(), String> {
+    for (iface, service) in bindings {
+        if !crate::runtime::typed::is_interface_name(iface) {
+            return Err(format!(
+                "bindings key {iface:?} is not an interface name; write it as namespace:package/interface, e.g. \"acme:text/tokenize\""
+            ));
+        }
+        validate_name(service).map_err(|e| format!("bindings[{iface:?}]: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The body of `POST /v1/services/{name}/scale`.

@@ -1,0 +1,193 @@
+//! Serving a chain of services as one request: a consumer whose typed imports are
+//! provided by other services' components.
+//!
+//! Two ways, same results:
+//! - **fused**: `wac-graph` composes the parts into one component (providers instantiated
+//!   once and wired to their consumers' imports), compiled once and cached under a key
+//!   made of the parts' digests and the wiring. A request is one instantiation.
+//! - **linked**: each part is its own instance in the request's Store. A consumer's import
+//!   functions are host functions that instantiate the provider on first use and call its
+//!   export with the same values. While a provider runs, the Store's call context carries
+//!   the provider's identity (service name, config, kv namespace, limits).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wac_graph::{CompositionGraph, EncodeOptions, types::Package};
+use wasmtime::component::{Component, InstancePre, Linker};
+
+use super::state::{ImportLimits, StoreState};
+use super::{Prepared, Runtime};
+
+/// Who a provider is while it runs.
+#[derive(Clone)]
+pub struct Identity {
+    pub service: Arc<str>,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub limits: Arc<ImportLimits>,
+}
+
+/// One consumer import wired to one provider export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// The import's name in the consumer.
+    pub import: String,
+    /// Index of the provider in [`Chain::parts`].
+    pub provider: usize,
+    /// The export's name in the provider.
+    pub export: String,
+}
+
+/// A component of a chain.
+pub struct Part {
+    pub service: Arc<str>,
+    pub digest: String,
+    pub component: Component,
+    pub identity: Identity,
+    pub edges: Vec<Edge>,
+}
+
+/// Every service a request passes through, providers before their consumers; the last
+/// part is the one requests enter.
+pub struct Chain {
+    pub parts: Vec<Part>,
+}
+
+impl Chain {
+    /// A digest of the parts and their wiring: equal keys mean equal compositions.
+    pub fn key(&self) -> String {
+        let mut h = Sha256::new();
+        for p in &self.parts {
+            h.update(p.digest.as_bytes());
+            h.update([0]);
+            for e in &p.edges {
+                h.update(format!("{}\0{}\0{}\0", e.import, e.provider, e.export).as_bytes());
+            }
+            h.update([1]);
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    }
+}
+
+/// Compose the parts into one component with wac-graph. `bytes[i]` is part i's component.
+pub fn compose(chain: &Chain, bytes: &[Vec<u8>]) -> anyhow::Result<Vec<u8>> {
+    let mut graph = CompositionGraph::new();
+    let mut instances = Vec::with_capacity(chain.parts.len());
+    for (i, part) in chain.parts.iter().enumerate() {
+        // Package names only label parts inside the composition.
+        let pkg = Package::from_bytes(&format!("nanogrid:part{i}"), None, bytes[i].clone(), graph.types_mut())
+            .with_context(|| format!("reading the component of {}", part.service))?;
+        let pkg = graph.register_package(pkg)?;
+        let instance = graph.instantiate(pkg);
+        for e in &part.edges {
+            let export = graph.alias_instance_export(instances[e.provider], &e.export)?;
+            graph
+                .set_instantiation_argument(instance, &e.import, export)
+                .with_context(|| format!("wiring {} of {}", e.import, part.service))?;
+        }
+        instances.push(instance);
+    }
+    let root = chain.parts.last().context("an empty chain")?;
+    let root_instance = *instances.last().context("an empty chain")?;
+    let engine = root.component.engine();
+    let names: Vec<String> = root.component.component_type().exports(engine).map(|(n, _)| n.to_string()).collect();
+    for name in names {
+        let export = graph.alias_instance_export(root_instance, &name)?;
+        graph.export(export, &name)?;
+    }
+    Ok(graph.encode(EncodeOptions::default())?)
+}
+
+impl Runtime {
+    /// Fuse a chain into one component (through the compile cache, so a known chain is
+    /// neither composed nor compiled again). Blocking.
+    pub fn prepare_fused(
+        &self,
+        chain: &Chain,
+        bytes: impl FnOnce() -> anyhow::Result<Vec<Vec<u8>>>,
+    ) -> anyhow::Result<Prepared> {
+        let key = chain.key();
+        let component = self.load_with(&key, || compose(chain, &bytes()?))?;
+        let root = chain.parts.last().context("an empty chain")?;
+        let imports = root.component.component_type().imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let mut prepared = self.prepare_with(&self.linker, &key, &component)?;
+        // Grants are checked against the entry service's own imports (providers hold none).
+        prepared.imports = imports;
+        Ok(prepared)
+    }
+
+    /// Link a chain host-mediated: one instance per part, in the request's Store. Blocking.
+    pub fn prepare_linked(&self, chain: &Chain) -> anyhow::Result<Prepared> {
+        let mut pres: Vec<Arc<InstancePre<StoreState>>> = Vec::with_capacity(chain.parts.len());
+        let last = chain.parts.len().checked_sub(1).context("an empty chain")?;
+        for (i, part) in chain.parts.iter().enumerate() {
+            let mut linker = self.linker.clone();
+            for e in &part.edges {
+                let provider = &chain.parts[e.provider];
+                link_edge(&mut linker, e, provider, pres[e.provider].clone())
+                    .with_context(|| format!("linking {} of {} to {}", e.import, part.service, provider.service))?;
+            }
+            if i == last {
+                return self.prepare_with(&linker, &chain.key(), &part.component);
+            }
+            pres.push(Arc::new(linker.instantiate_pre(&part.component).map_err(anyhow::Error::from)?));
+        }
+        unreachable!("the loop returns at the last part")
+    }
+}
+
+/// Define every function of `edge.export` as a host function calling `provider`.
+fn link_edge(
+    linker: &mut Linker<StoreState>,
+    edge: &Edge,
+    provider: &Part,
+    pre: Arc<InstancePre<StoreState>>,
+) -> anyhow::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    let component = &provider.component;
+    let Some((ComponentItem::ComponentInstance(inst_ty), iface)) = component.get_export(None, &edge.export) else {
+        anyhow::bail!("{} does not export the interface {}", provider.service, edge.export);
+    };
+    let funcs: Vec<String> = inst_ty
+        .exports(component.engine())
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+        .map(|(n, _)| n.to_string())
+        .collect();
+    // The Store slot holding the provider's instance: one per part, shared by its consumers.
+    let slot = edge.provider;
+    let mut instance = linker.instance(&edge.import)?;
+    for name in funcs {
+        let (_, index) = component
+            .get_export(Some(&iface), &name)
+            .with_context(|| format!("{} has no function {name}", edge.export))?;
+        let (pre, identity) = (pre.clone(), Arc::new(provider.identity.clone()));
+        instance.func_new_async(&name, move |mut store, _ty, params, results| {
+            let (pre, identity) = (pre.clone(), identity.clone());
+            Box::new(async move {
+                let instance = match store.data().linked.get(slot).copied().flatten() {
+                    Some(i) => i,
+                    None => {
+                        let i = pre.instantiate_async(&mut store).await?;
+                        let linked = &mut store.data_mut().linked;
+                        if linked.len() <= slot {
+                            linked.resize(slot + 1, None);
+                        }
+                        linked[slot] = Some(i);
+                        i
+                    }
+                };
+                let func = instance
+                    .get_func(&mut store, index)
+                    .ok_or_else(|| wasmtime::format_err!("provider {} lost its export", identity.service))?;
+                let callee = store.data().call.acting_as(&identity);
+                let caller = std::mem::replace(&mut store.data_mut().call, callee);
+                let result = func.call_async(&mut store, params, results).await;
+                store.data_mut().call = caller;
+                result
+            })
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Typed composition: services that import interfaces other services export, fused into
+//! one component or linked through the host, deployed in any order, re-fused atomically
+//! when a provider changes, and every refusal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::support::{TestNode, assert_error};
+
+const TEXTS: [&str; 6] = [
+    "The cat and the hat",
+    "",
+    "Hat? HAT! hat... the END, the end.",
+    "  leading and trailing spaces   ",
+    "Ünïcödé wörds: straße STRASSE — 東京 東京 ok",
+    "a-b c_d e'f -- ?? 42 42 42",
+];
+
+async fn stats(node: &TestNode, service: &str, text: &str) -> Value {
+    let r = node.post(&format!("/{service}/"), text).await;
+    assert_eq!(r.status, 200, "{service} on {text:?}: {}", r.text());
+    r.json().unwrap()
+}
+
+async fn deploy_pipeline_out_of_order(node: &TestNode) {
+    // The entry point first: accepted, not ready, and it says what it waits for.
+    let v = node.deploy("text-stats", "text-stats", json!({ "instances": 4 })).await;
+    assert_eq!(v["status"]["ready"], false, "{v}");
+    assert_eq!(v["unresolved"]["interface"], "acme:text/tokenize@0.1.0", "{v}");
+    let r = node.post("/text-stats/", "x").await;
+    let e = assert_error(&r, 503, "unresolved-import");
+    assert!(e["error"]["message"].as_str().unwrap().contains("acme:text/tokenize@0.1.0"), "{e}");
+    assert!(r.header("retry-after").is_some());
+
+    // The middle stage: the chain still lacks its last provider, said from the root.
+    let v = node.deploy("text-tokenize", "text-tokenize", json!({})).await;
+    assert_eq!(v["unresolved"]["interface"], "acme:text/normalize@0.1.0", "{v}");
+    let s = node.service("text-stats").await;
+    assert_eq!(s["unresolved"]["interface"], "acme:text/normalize@0.1.0", "{s}");
+    assert!(s["unresolved"]["reason"].as_str().unwrap().contains("text-tokenize"), "{s}");
+    assert_error(&node.post("/text-stats/", "x").await, 503, "unresolved-import");
+
+    // The last provider arrives: the whole chain becomes ready without touching text-stats.
+    node.deploy("text-normalize", "text-normalize", json!({})).await;
+    let s = node.service("text-stats").await;
+    assert_eq!(s["status"]["ready"], true, "{s}");
+    assert_eq!(s["unresolved"], Value::Null);
+}
+
+#[tokio::test]
+async fn pipeline_in_any_order_fused_and_linked_agree() {
+    let mut node = TestNode::start().await;
+    deploy_pipeline_out_of_order(&node).await;
+    node.deploy("stats-linked", "text-stats", json!({ "fuse": false, "instances": 2 })).await;
+
+    let v = stats(&node, "text-stats", TEXTS[0]).await;
+    assert_eq!(
+        v,
+        json!({
+            "words": 5, "unique": 4, "chars": 19, "longest": "the", "longest_at": 0,
+            "top": [{"word": "the", "count": 2}, {"word": "and", "count": 1},
+                    {"word": "cat", "count": 1}, {"word": "hat", "count": 1}],
+        })
+    );
+    // Normalizing happened two services away: punctuation gone, case folded.
+    let v = stats(&node, "text-stats", TEXTS[2]).await;
+    assert_eq!(v["top"][0], json!({"word": "hat", "count": 3}), "{v}");
+    for text in TEXTS {
+        let fused = stats(&node, "text-stats", text).await;
+        let linked = stats(&node, "stats-linked", text).await;
+        assert_eq!(fused, linked, "fused and linked differ on {text:?}");
+    }
+
+    // The graphs: one fused component of three parts; the linked one says why.
+    let g = &node.service("text-stats").await["graph"];
+    assert_eq!(g["mode"], "fused", "{g}");
+    let names: Vec<&str> = g["services"].as_array().unwrap().iter().map(|s| s["service"].as_str().unwrap()).collect();
+    assert_eq!(names, ["text-normalize", "text-tokenize", "text-stats"]);
+    assert_eq!(
+        g["edges"],
+        json!([
+            {"from": "text-tokenize", "import": "acme:text/normalize@0.1.0", "to": "text-normalize"},
+            {"from": "text-stats", "import": "acme:text/tokenize@0.1.0", "to": "text-tokenize"},
+        ])
+    );
+    assert!(g["digest"].as_str().unwrap().starts_with("sha256:"));
+    let g = &node.service("stats-linked").await["graph"];
+    assert_eq!(g["mode"], "linked", "{g}");
+    assert!(g["reason"].as_str().unwrap().contains("fuse"), "{g}");
+
+    // A provider has no handler of its own.
+    let e = assert_error(&node.post("/text-normalize/", "x").await, 404, "no-handler");
+    assert!(e["error"]["message"].as_str().unwrap().contains("acme:text/normalize@0.1.0"), "{e}");
+
+    // The five-stage chain, bound explicitly (every stage exports the same interface).
+    deploy_chain(&node, "", true).await;
+    deploy_chain(&node, "l", false).await;
+    let fused = node.post("/chain-1/", "in").await.json().unwrap();
+    let expected =
+        json!({"input": "in", "stage-1": "ok", "stage-2": "ok", "stage-3": "ok", "stage-4": "ok", "stage-5": "ok"});
+    assert_eq!(fused, expected);
+    assert_eq!(node.post("/lchain-1/", "in").await.json().unwrap(), expected);
+    assert_eq!(node.service("chain-1").await["graph"]["services"].as_array().unwrap().len(), 5);
+
+    // After a restart every chain is rebuilt from the stored specs.
+    node.stop();
+    node.restart();
+    for text in TEXTS {
+        assert_eq!(stats(&node, "text-stats", text).await, stats(&node, "stats-linked", text).await);
+    }
+    assert_eq!(node.post("/chain-1/", "in").await.json().unwrap(), expected);
+    assert_eq!(node.service("text-stats").await["graph"]["mode"], "fused");
+}
+
+/// Deploy chain-5 .. chain-1 as `{prefix}chain-N`, each bound to the next.
+async fn deploy_chain(node: &TestNode, prefix: &str, fuse: bool) {
+    for i in (1..=5).rev() {
+        let mut spec = json!({ "fuse": fuse, "instances": 2 });
+        if i < 5 {
+            spec["bindings"] = json!({ "bench:chain/stage": format!("{prefix}chain-{}", i + 1) });
+        }
+        node.deploy(&format!("{prefix}chain-{i}"), &format!("chain-{i}"), spec).await;
+    }
+}
+
+#[tokio::test]
+async fn refusals_name_the_problem_and_change_nothing() {
+    let node = TestNode::start().await;
+    node.deploy("text-normalize", "text-normalize", json!({})).await;
+    node.deploy("text-tokenize", "text-tokenize", json!({})).await;
+    node.deploy("tokenize-alt", "tokenize-alt", json!({})).await;
+    node.deploy("tokenize-v2", "tokenize-v2", json!({})).await;
+    node.deploy("hello", "hello", json!({})).await;
+
+    // Two providers, no binding.
+    let r = node.try_deploy("text-stats", "text-stats", json!({})).await;
+    let e = assert_error(&r, 422, "ambiguous-binding");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("text-tokenize") && m.contains("tokenize-alt") && m.contains("bindings"), "{m}");
+    // Auto-binding matches the interface regardless of version; a wrong version is then a
+    // mismatch, below.
+    assert!(m.contains("tokenize-v2"), "{m}");
+
+    // A binding to a service that does not export the interface.
+    let r = node.try_deploy("text-stats", "text-stats", json!({ "bindings": { "acme:text/tokenize": "hello" } })).await;
+    let m = assert_error(&r, 422, "bad-binding")["error"]["message"].as_str().unwrap().to_string();
+    assert!(m.contains("\"hello\"") && m.contains("acme:text/tokenize"), "{m}");
+
+    // A binding for an interface the component does not import.
+    let r = node.try_deploy("text-stats", "text-stats", json!({ "bindings": { "acme:text/nothing": "hello" } })).await;
+    assert_error(&r, 422, "bad-binding");
+    let r = node.try_deploy("text-stats", "text-stats", json!({ "bindings": { "not an interface": "hello" } })).await;
+    assert_error(&r, 400, "bad-request");
+
+    // Version and type mismatch: both signatures are shown.
+    let r = node
+        .try_deploy("text-stats", "text-stats", json!({ "bindings": { "acme:text/tokenize": "tokenize-v2" } }))
+        .await;
+    let m = assert_error(&r, 422, "interface-mismatch")["error"]["message"].as_str().unwrap().to_string();
+    assert!(m.contains("acme:text/tokenize@0.1.0") && m.contains("acme:text/tokenize@0.2.0"), "{m}");
+    assert!(m.contains("tokenize: func(text: string) -> list<record { word: string, offset: u32 }>"), "{m}");
+    assert!(m.contains("tokenize: func(text: string) -> list<string>"), "{m}");
+
+    // None of that deployed anything.
+    assert_error(&node.admin().get("/v1/services/text-stats").await.unwrap(), 404, "not-found");
+
+    let v =
+        node.deploy("text-stats", "text-stats", json!({ "bindings": { "acme:text/tokenize": "text-tokenize" } })).await;
+    assert_eq!(v["status"]["ready"], true, "{v}");
+    let good = stats(&node, "text-stats", TEXTS[0]).await;
+
+    // A provider redeploy that would break its consumer is refused; the chain keeps serving.
+    let r = node.try_deploy("text-tokenize", "tokenize-v2", json!({})).await;
+    assert_error(&r, 422, "interface-mismatch");
+    // Taking a provider away from a consumer is refused, by delete or by redeploy.
+    let r = node.admin().call_json(http::Method::DELETE, "/v1/services/text-normalize", &json!({})).await.unwrap();
+    let m = assert_error(&r, 409, "in-use")["error"]["message"].as_str().unwrap().to_string();
+    assert!(m.contains("text-stats"), "{m}");
+    let r = node.try_deploy("text-normalize", "hello", json!({})).await;
+    assert_error(&r, 409, "in-use");
+    assert_eq!(stats(&node, "text-stats", TEXTS[0]).await, good);
+
+    // Cycles: a stage bound to itself, and two stages bound to each other.
+    let r = node.try_deploy("chain-2", "chain-2", json!({ "bindings": { "bench:chain/stage": "chain-2" } })).await;
+    let m = assert_error(&r, 422, "import-cycle")["error"]["message"].as_str().unwrap().to_string();
+    assert!(m.contains("chain-2 -> chain-2"), "{m}");
+    let v = node.deploy("chain-2", "chain-2", json!({ "bindings": { "bench:chain/stage": "chain-3" } })).await;
+    assert_eq!(v["status"]["ready"], false, "bound to a service not deployed yet: {v}");
+    let r = node.try_deploy("chain-3", "chain-3", json!({ "bindings": { "bench:chain/stage": "chain-2" } })).await;
+    let m = assert_error(&r, 422, "import-cycle")["error"]["message"].as_str().unwrap().to_string();
+    assert!(m.contains("chain-2 -> chain-3 -> chain-2") || m.contains("chain-3 -> chain-2 -> chain-3"), "{m}");
+}
+
+#[tokio::test]
+async fn redeploying_a_provider_under_load_switches_whole_chains() {
+    let node = Arc::new(TestNode::start().await);
+    node.deploy("text-normalize", "text-normalize", json!({})).await;
+    node.deploy("text-tokenize", "text-tokenize", json!({})).await;
+    let bind = json!({ "acme:text/tokenize": "text-tokenize" });
+    node.deploy("text-stats", "text-stats", json!({ "instances": 4, "bindings": bind })).await;
+    node.deploy("stats-linked", "text-stats", json!({ "instances": 4, "bindings": bind, "fuse": false })).await;
+    let text = "Hat? hat the cat";
+    let old = stats(&node, "text-stats", text).await;
+    assert_eq!(old["top"][0], json!({"word": "hat", "count": 2}), "{old}");
+
+    let failures = Arc::new(AtomicUsize::new(0));
+    let seen_old = Arc::new(AtomicUsize::new(0));
+    let seen_new = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let (node, failures, seen_old, seen_new, stop, old) =
+            (node.clone(), failures.clone(), seen_old.clone(), seen_new.clone(), stop.clone(), old.clone());
+        let service = if i % 2 == 0 { "text-stats" } else { "stats-linked" };
+        tasks.push(tokio::spawn(async move {
+            // Bounded: at most 2000 requests per task.
+            for _ in 0..2000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = node.post(&format!("/{service}/"), text).await;
+                let v = r.json().unwrap_or(Value::Null);
+                if r.status != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("{service}: {} {}", r.status, r.text());
+                } else if v == old {
+                    seen_old.fetch_add(1, Ordering::Relaxed);
+                } else if v["top"][0] == json!({"word": "CAT", "count": 1}) && v["words"] == 4 {
+                    // tokenize-alt: whitespace split, upper case, punctuation kept.
+                    seen_new.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("{service}: a response from neither chain: {v}");
+                }
+            }
+        }));
+    }
+    for round in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let guest = if round % 2 == 0 { "tokenize-alt" } else { "text-tokenize" };
+        node.deploy("text-tokenize", guest, json!({})).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (o, n) = (seen_old.load(Ordering::Relaxed), seen_new.load(Ordering::Relaxed));
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed during the switches (old {o}, new {n})");
+    assert!(o > 0 && n > 0, "both chains should have answered: old {o}, new {n}");
+    // The last redeploy put the original back.
+    assert_eq!(stats(&node, "text-stats", text).await, old);
+    assert_eq!(stats(&node, "stats-linked", text).await, old);
+}
