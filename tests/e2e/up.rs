@@ -60,6 +60,11 @@ async fn up_starts_a_node_with_every_sample_deployed() {
     assert_eq!(r.text(), "hello from wasi:http! you asked for GET /x\n");
     let r = c.send(Method::GET, &format!("{ingress}/http-stream/16"), &[], Bytes::new()).await.unwrap();
     assert_eq!(r.body.len(), 16 << 20, "the printed hint works");
+    let r =
+        c.send(Method::POST, &format!("{ingress}/text-stats/"), &[], Bytes::from("The cat, the HAT")).await.unwrap();
+    assert_eq!(r.json().unwrap()["top"][0], json!({"word": "the", "count": 2}));
+    let r = c.send(Method::POST, &format!("{ingress}/chain-1/"), &[], Bytes::from("in")).await.unwrap();
+    assert_eq!(r.json().unwrap()["stage-5"], "ok");
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success(), "up exits cleanly on SIGTERM");
@@ -73,6 +78,23 @@ async fn cli_deploys_every_sample() {
         let out = node.cli(&["deploy", file.to_str().unwrap(), "--name", name, "--instances", "3"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    // Typed imports from the CLI: --bind and --no-fuse; the provider comes last.
+    let file = |n: &str| wasm_dir().join(format!("{n}.wasm")).to_str().unwrap().to_string();
+    let out =
+        node.cli(&["deploy", &file("text_stats"), "--name", "stats", "--no-fuse", "--bind", "acme:text/tokenize=tok"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("not ready yet"), "{text}");
+    let out = node.cli(&["deploy", &file("text_tokenize"), "--name", "tok"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = node.cli(&["deploy", &file("text_normalize"), "--name", "norm"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = node.cli(&["invoke", "stats", "/", "-d", "b a b"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["top"][0], json!({"word": "b", "count": 2}));
+    assert_eq!(node.service("stats").await["graph"]["mode"], "linked");
+    let out = node.cli(&["deploy", &file("text_stats"), "--name", "stats", "--bind", "nonsense"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("INTERFACE=SERVICE"));
+
     let out = node.cli(&["invoke", "gateway", "/", "-d", "to be or not to be"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

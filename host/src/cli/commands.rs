@@ -136,7 +136,15 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         let (k, v) = kv.split_once('=').with_context(|| format!("--config {kv:?} is not KEY=VALUE"))?;
         config.insert(k.to_string(), Value::String(v.to_string()));
     }
-    let mut spec = json!({ "component": digest, "instances": args.instances, "config": config });
+    let mut bindings = serde_json::Map::new();
+    for b in &args.bind {
+        let (k, v) = b.split_once('=').with_context(|| format!("--bind {b:?} is not INTERFACE=SERVICE"))?;
+        bindings.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let mut spec = json!({
+        "component": digest, "instances": args.instances, "config": config,
+        "bindings": bindings, "fuse": !args.no_fuse,
+    });
     if args.memory_mib.is_some() || args.timeout_ms.is_some() {
         let mut limits = serde_json::Map::new();
         if let Some(m) = args.memory_mib {
@@ -153,6 +161,14 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         "deployed {} ({}) with {} instance(s), generation {}",
         args.name, digest, svc["spec"]["instances"], svc["spec"]["generation"]
     );
+    if let Some(u) = svc["unresolved"].as_object() {
+        println!("not ready yet: {} is unresolved ({})", u["interface"], u["reason"].as_str().unwrap_or(""));
+    }
+    if let Some(g) = svc["graph"].as_object() {
+        let parts: Vec<&str> =
+            g["services"].as_array().into_iter().flatten().filter_map(|p| p["service"].as_str()).collect();
+        println!("chain ({}): {}", g["mode"].as_str().unwrap_or("?"), parts.join(" <- "));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -147,6 +147,14 @@ pub struct DeployArgs {
     /// Deadline of one request, in milliseconds [default: 5000]
     #[arg(long)]
     pub timeout_ms: Option<u64>,
+    /// Bind a typed import to the service providing it, as INTERFACE=SERVICE
+    /// (e.g. acme:text/tokenize=tokenizer; repeatable). Unbound imports bind to the only
+    /// service exporting the interface.
+    #[arg(long = "bind", value_name = "INTERFACE=SERVICE")]
+    pub bind: Vec<String>,
+    /// Link the chain of typed imports as separate instances instead of fusing it
+    #[arg(long)]
+    pub no_fuse: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -11,9 +11,24 @@ use super::commands::{init_logging, node_config, start_node, wait_for_signal};
 use crate::config::FileConfig;
 use crate::services::spec::ServiceRequest;
 
-/// The samples `up` deploys, with their instance counts.
-pub const SAMPLES: [(&str, u32); 6] =
-    [("hello", 8), ("counter", 4), ("wordcount", 4), ("gateway", 4), ("http-hello", 8), ("http-stream", 2)];
+/// The samples `up` deploys, with their instance counts. The text pipeline goes entry
+/// point first, to show that order does not matter; the chain is bound stage by stage.
+pub const SAMPLES: [(&str, u32); 14] = [
+    ("hello", 8),
+    ("counter", 4),
+    ("wordcount", 4),
+    ("gateway", 4),
+    ("http-hello", 8),
+    ("http-stream", 2),
+    ("text-stats", 4),
+    ("text-tokenize", 1),
+    ("text-normalize", 1),
+    ("chain-5", 4),
+    ("chain-4", 1),
+    ("chain-3", 1),
+    ("chain-2", 1),
+    ("chain-1", 4),
+];
 
 fn samples_dir(arg: Option<PathBuf>) -> PathBuf {
     if let Some(p) = arg {
@@ -67,6 +82,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             spec["limits"] =
                 json!({ "max_request_bytes": 1u64 << 30, "max_response_bytes": 1u64 << 30, "timeout_ms": 60000 });
         }
+        if let Some(n) = name.strip_prefix("chain-").and_then(|n| n.parse::<u32>().ok()).filter(|n| *n < 5) {
+            // Every stage exports bench:chain/stage, so each binds to the next explicitly.
+            spec["bindings"] = json!({ "bench:chain/stage": format!("chain-{}", n + 1) });
+        }
         let req: ServiceRequest = serde_json::from_value(spec)?;
         registry.put_service(name, req).await.with_context(|| format!("deploying sample {name}"))?;
     }
@@ -82,6 +101,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  curl -d 'the cat and the hat' {ing}/gateway/");
     println!("  curl {ing}/http-hello/anything             (a standard wasi:http component)");
     println!("  curl {ing}/http-stream/16 | wc -c          (16 MiB, streamed)");
+    println!("  curl -d 'The cat and the hat' {ing}/text-stats/   (3 services fused into one component)");
+    println!("  curl -d 'in' {ing}/chain-1/                 (5 typed stages, fused)");
     println!("  curl {adm}/metrics");
     println!(
         "  nanogrid ls --admin {adm}        (token: {})",
