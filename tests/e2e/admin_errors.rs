@@ -39,7 +39,8 @@ async fn uploads_that_cannot_be_deployed() {
     let r = admin.upload(wat::parse_str(bad_import).unwrap()).await.unwrap();
     let v = assert_error(&r, 422, "unsatisfied-imports");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("acme:text/tokenize@1.0.0") && msg.contains("wasi:keyvalue/store@0.2.0"), "{msg}");
+    // acme:text/tokenize could come from another service; wasi:* only from the platform.
+    assert!(msg.contains("[wasi:keyvalue/store@0.2.0]") && !msg.contains("acme:text"), "{msg}");
 
     // Same bytes twice: stored once.
     let hello = crate::support::wasm("hello");

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Composition benchmark: what a chain of five services costs, served four ways, against
+# one service doing one stage's work. Everything through nanogrid's ingress on 127.0.0.1:
+#   single  chain-5 alone (its handler does one stage's work)
+#   fused   chain-1 -> ... -> chain-5 through typed imports, fused into one component
+#   linked  the same five components, "fuse": false (one instance each, host-mediated)
+#   invoke  five chain-invoke services calling each other with invoke.call
+#   http    five HTTP hops through ingress (http-fetch forwarding, then chain-5)
+# Each is measured at 1 connection (latency) and at CONNS connections (throughput), in
+# alternating rounds. Rewrites the composition section of docs/BENCHMARKS.md.
+# Settings (environment): DURATION (s per run, default 5), CONNS (default 32),
+# ROUNDS (default 2), INSTANCES (default 64).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-2}
+INSTANCES=${INSTANCES:-64}
+target=${CARGO_TARGET_DIR:-target}
+
+cargo build --release -q -p nanogrid --bin nanogrid
+cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml
+wasm=samples/target/wasm32-wasip2/release
+
+tmp=$(mktemp -d)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+wait_line() { # file prefix -> the rest of the first line starting with prefix
+    for _ in $(seq 1 300); do
+        local l; l=$(grep -m1 "^$2" "$1" 2>/dev/null || true)
+        if [ -n "$l" ]; then echo "${l#"$2"}"; return 0; fi
+        sleep 0.1
+    done
+    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
+}
+
+"$target/release/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    --data-dir "$tmp/node" --admin-token bench >"$tmp/node.out" 2>"$tmp/node.log" &
+ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
+admin=$(wait_line "$tmp/node.out" "admin listening on ")
+hostport=${ingress#http://}
+
+upload() { curl -sf -H 'Authorization: Bearer bench' --data-binary "@$wasm/$1.wasm" "$admin/v1/components" |
+    python3 -c 'import sys, json; print(json.load(sys.stdin)["digest"])'; }
+deploy() { # name component-file extra-json-fields
+    local digest; digest=$(upload "$2")
+    curl -sf -X PUT -H 'Authorization: Bearer bench' "$admin/v1/services/$1" \
+        -d "{\"component\": \"$digest\", \"instances\": $INSTANCES $3}" >/dev/null ||
+        { echo "deploying $1 failed" >&2; exit 1; }
+}
+for i in 5 4 3 2 1; do
+    bind=""; [ "$i" -lt 5 ] && bind=", \"bindings\": {\"bench:chain/stage\": \"chain-$((i + 1))\"}"
+    deploy "chain-$i" "chain_$i" "$bind"
+    lbind=""; [ "$i" -lt 5 ] && lbind=", \"bindings\": {\"bench:chain/stage\": \"lchain-$((i + 1))\"}"
+    deploy "lchain-$i" "chain_$i" "$lbind, \"fuse\": false"
+    next=""; [ "$i" -lt 5 ] && next=", \"next\": \"inv-$((i + 1))\""
+    deploy "inv-$i" chain_invoke ", \"config\": {\"stage\": \"$i\"$next}"
+    deploy "hop-$i" http_fetch ", \"grants\": {\"outbound_http\": [\"$hostport\"]}"
+done
+hops="/hop-1/fetch/$hostport/hop-2/fetch/$hostport/hop-3/fetch/$hostport/hop-4/fetch/$hostport/chain-5/"
+declare -A url=(
+    [single]="$ingress/chain-5/"
+    [fused]="$ingress/chain-1/"
+    [linked]="$ingress/lchain-1/"
+    [invoke]="$ingress/inv-1/"
+    [http]="$ingress$hops"
+)
+order=(single fused linked invoke http)
+for k in "${order[@]}"; do
+    out=$(curl -sf "${url[$k]}") || { echo "$k: ${url[$k]} failed" >&2; exit 1; }
+    echo "$k: $out" >&2
+done
+
+parse() {
+    awk '
+    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1e6; return v }
+    /Requests\/sec:/ { rps=$2 }
+    $1=="50%" { p50=us($2) }
+    $1=="99%" { p99=us($2) }
+    END { printf "%.0f %.0f %.0f\n", rps, p50, p99 }' "$1"
+}
+for k in "${order[@]}"; do wrk -t1 -c"$CONNS" -d2s "${url[$k]}" >/dev/null; done
+
+declare -A sum
+for r in $(seq 1 "$ROUNDS"); do
+    for c in 1 "$CONNS"; do
+        for k in "${order[@]}"; do
+            wrk -t1 -c"$c" -d"${DURATION}s" --latency "${url[$k]}" >"$tmp/$k.$c.$r.wrk"
+            read -r rps p50 p99 < <(parse "$tmp/$k.$c.$r.wrk")
+            echo "round $r c$c $k: $rps req/s p50 ${p50}us p99 ${p99}us" >&2
+            for m in rps p50 p99; do
+                sum[$k.$c.$m]=$(awk -v s="${sum[$k.$c.$m]:-0}" -v x="${!m}" 'BEGIN { print s + x }')
+            done
+        done
+    done
+done
+mean() { awk -v s="${sum[$1]}" -v n="$ROUNDS" 'BEGIN { printf "%.0f", s / n }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+label() { case $1 in
+    single) echo "single service (\`chain-5\` alone)" ;;
+    fused) echo "chain of 5, fused (one component)" ;;
+    linked) echo "chain of 5, linked (\`fuse: false\`, one Store)" ;;
+    invoke) echo "5 services via \`invoke.call\`" ;;
+    http) echo "5 HTTP hops through ingress" ;;
+    esac; }
+rows=""
+for k in "${order[@]}"; do
+    p50=$(mean "$k.1.p50"); p99=$(mean "$k.1.p99"); rps=$(mean "$k.$CONNS.rps"); tp99=$(mean "$k.$CONNS.p99")
+    rows+="| $(label "$k") | $p50 | $p99 | $rps | $tp99 | $(ratio "$p50" "$(mean single.1.p50)") |"$'\n'
+done
+fused_vs_single=$(ratio "$(mean fused.1.p50)" "$(mean single.1.p50)")
+linked_vs_fused=$(ratio "$(mean linked.1.p50)" "$(mean fused.1.p50)")
+fused_tp=$(ratio "$(mean fused.$CONNS.rps)" "$(mean single.$CONNS.rps)")
+
+section="$tmp/section.md"
+cat >"$section" <<MD
+<!-- chain:begin -->
+## Composition: a chain of five services
+
+\`benches/chain.sh\` (\`./dev bench chain\`): \`chain-1\` … \`chain-5\` are pass-through stages
+that each add a field and call the next through the typed import \`bench:chain/stage\`.
+All traffic goes through ingress on 127.0.0.1 (\`GET\`, release build, instances = $INSTANCES).
+Latency is \`wrk -t1 -c1\`, throughput \`wrk -t1 -c$CONNS\`, ${DURATION}s each, means of
+$ROUNDS alternating rounds.
+
+| served as | p50 (µs), 1 conn | p99 (µs), 1 conn | requests/s, $CONNS conns | p99 (µs), $CONNS conns | p50 / single |
+| --- | ---: | ---: | ---: | ---: | ---: |
+$rows
+- Fused chain p50 / single service p50: **$fused_vs_single** (target ≤ 1.15); throughput
+  fused / single: **$fused_tp**.
+- Linked (unfused) p50 / fused p50: **$linked_vs_fused** (target ≤ 1.5).
+- \`invoke.call\` and HTTP hops are reported as they are: each stage there is a whole
+  service call (admission, a fresh Store and instance, request/response copies; for HTTP
+  also a loopback connection and HTTP parsing).
+
+Measured on: $(nproc) cores, $(uname -m), kernel $(uname -r), $(date -u +%Y-%m-%d).
+<!-- chain:end -->
+MD
+python3 - "$section" <<'PY'
+import re, sys
+section = open(sys.argv[1]).read()
+path = "docs/BENCHMARKS.md"
+try:
+    doc = open(path).read()
+except FileNotFoundError:
+    doc = "# Benchmarks\n"
+pattern = re.compile(r"<!-- chain:begin -->.*?<!-- chain:end -->\n?", re.S)
+doc = pattern.sub(lambda _: section, doc) if pattern.search(doc) else doc.rstrip("\n") + "\n\n" + section
+open(path, "w").write(doc)
+PY
+echo "updated docs/BENCHMARKS.md: fused/single p50 $fused_vs_single, linked/fused p50 $linked_vs_fused" >&2
