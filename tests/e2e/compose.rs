@@ -104,7 +104,12 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     assert_eq!(node.post("/lchain-1/", "in").await.json().unwrap(), expected);
     assert_eq!(node.service("chain-1").await["graph"]["services"].as_array().unwrap().len(), 5);
 
-    // After a restart every chain is rebuilt from the stored specs.
+    // After a restart every chain is rebuilt from the stored specs, and the fused
+    // component comes from the compile cache (keyed by its parts), not the compiler.
+    let chain_digest = node.service("text-stats").await["graph"]["digest"].as_str().unwrap().to_string();
+    let compiles =
+        |log: String| log.lines().filter(|l| l.contains("compiled component") && l.contains(&chain_digest)).count();
+    let before = compiles(node.log());
     node.stop();
     node.restart();
     for text in TEXTS {
@@ -112,6 +117,8 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     }
     assert_eq!(node.post("/chain-1/", "in").await.json().unwrap(), expected);
     assert_eq!(node.service("text-stats").await["graph"]["mode"], "fused");
+    assert_eq!(node.service("text-stats").await["graph"]["digest"], chain_digest.as_str());
+    assert_eq!(compiles(node.log()), before, "the restart recompiled the fused chain:\n{}", node.log());
 }
 
 /// Deploy chain-5 .. chain-1 as `{prefix}chain-N`, each bound to the next.
