@@ -22,18 +22,7 @@ cargo build --release -q -p nanogrid --bin nanogrid
 cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml
 wasm=samples/target/wasm32-wasip2/release
 
-tmp=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-wait_line() { # file prefix -> the rest of the first line starting with prefix
-    for _ in $(seq 1 300); do
-        local l; l=$(grep -m1 "^$2" "$1" 2>/dev/null || true)
-        if [ -n "$l" ]; then echo "${l#"$2"}"; return 0; fi
-        sleep 0.1
-    done
-    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
+. benches/lib.sh
 
 "$target/release/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data-dir "$tmp/node" --admin-token bench >"$tmp/node.out" 2>"$tmp/node.log" &
@@ -72,14 +61,6 @@ for k in "${order[@]}"; do
     echo "$k: $out" >&2
 done
 
-parse() {
-    awk '
-    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1e6; return v }
-    /Requests\/sec:/ { rps=$2 }
-    $1=="50%" { p50=us($2) }
-    $1=="99%" { p99=us($2) }
-    END { printf "%.0f %.0f %.0f\n", rps, p50, p99 }' "$1"
-}
 for k in "${order[@]}"; do wrk -t1 -c"$CONNS" -d2s "${url[$k]}" >/dev/null; done
 
 declare -A sum

@@ -30,18 +30,7 @@ if [ ! -x "$wt_root/bin/wasmtime" ]; then
 fi
 wasmtime="$wt_root/bin/wasmtime"
 
-tmp=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-wait_line() { # file prefix -> the rest of the first line starting with prefix
-    for _ in $(seq 1 300); do
-        local l; l=$(grep -m1 "^$2" "$1" 2>/dev/null || true)
-        if [ -n "$l" ]; then echo "${l#"$2"}"; return 0; fi
-        sleep 0.1
-    done
-    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
+. benches/lib.sh
 
 "$target/release/examples/native_hello" >"$tmp/native.out" &
 native=$(wait_line "$tmp/native.out" "listening on ")
@@ -59,16 +48,6 @@ wt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0))
 "$wasmtime" serve -Scli --addr "127.0.0.1:$wt_port" "$http_hello_wasm" >"$tmp/wt.out" 2>&1 &
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wt_port/world" >/dev/null && break; sleep 0.1; done
 wt="http://127.0.0.1:$wt_port"
-
-# wrk output -> "rps p50_us p99_us"
-parse() {
-    awk '
-    function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1e6; return v }
-    /Requests\/sec:/ { rps=$2 }
-    $1=="50%" { p50=us($2) }
-    $1=="99%" { p99=us($2) }
-    END { printf "%.0f %.0f %.0f\n", rps, p50, p99 }' "$1"
-}
 
 run() { # name url round
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2" >"$tmp/$1.$3.wrk"
