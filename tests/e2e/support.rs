@@ -219,15 +219,7 @@ impl TestNode {
 
     /// Upload a built guest and deploy it; panics with the reply if either step fails.
     pub async fn deploy(&self, name: &str, guest: &str, spec: Value) -> Value {
-        let admin = self.admin();
-        let up = admin.upload(wasm(guest)).await.expect("upload");
-        assert!(up.status.is_success(), "upload of {guest} failed: {} {}", up.status, up.text());
-        let digest = up.json().unwrap()["digest"].as_str().unwrap().to_string();
-        let mut body = json!({ "component": digest });
-        for (k, v) in spec.as_object().cloned().unwrap_or_default() {
-            body[k] = v;
-        }
-        let r = admin.call_json(Method::PUT, &format!("/v1/services/{name}"), &body).await.expect("put service");
+        let r = self.try_deploy(name, guest, spec).await;
         assert!(r.status.is_success(), "deploy of {name} failed: {} {}", r.status, r.text());
         r.json().unwrap()
     }
