@@ -110,31 +110,27 @@ impl Runtime {
     ) -> anyhow::Result<Prepared> {
         let key = chain.key();
         let component = self.load_with(&key, || compose(chain, &bytes()?))?;
-        let root = chain.parts.last().context("an empty chain")?;
-        let imports = root.component.component_type().imports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let mut prepared = self.prepare_with(&self.linker, &key, &component)?;
-        // Grants are checked against the entry service's own imports (providers hold none).
-        prepared.imports = imports;
-        Ok(prepared)
+        self.prepare_with(&self.linker, &key, &component)
     }
 
     /// Link a chain host-mediated: one instance per part, in the request's Store. Blocking.
     pub fn prepare_linked(&self, chain: &Chain) -> anyhow::Result<Prepared> {
         let mut pres: Vec<Arc<InstancePre<StoreState>>> = Vec::with_capacity(chain.parts.len());
-        let last = chain.parts.len().checked_sub(1).context("an empty chain")?;
-        for (i, part) in chain.parts.iter().enumerate() {
+        let (root, providers) = chain.parts.split_last().context("an empty chain")?;
+        let linker_for = |part: &Part, pres: &[Arc<InstancePre<StoreState>>]| -> anyhow::Result<Linker<StoreState>> {
             let mut linker = self.linker.clone();
             for e in &part.edges {
                 let provider = &chain.parts[e.provider];
                 link_edge(&mut linker, e, provider, pres[e.provider].clone())
                     .with_context(|| format!("linking {} of {} to {}", e.import, part.service, provider.service))?;
             }
-            if i == last {
-                return self.prepare_with(&linker, &chain.key(), &part.component);
-            }
-            pres.push(Arc::new(linker.instantiate_pre(&part.component).map_err(anyhow::Error::from)?));
+            Ok(linker)
+        };
+        for part in providers {
+            let pre = linker_for(part, &pres)?.instantiate_pre(&part.component).map_err(anyhow::Error::from)?;
+            pres.push(Arc::new(pre));
         }
-        unreachable!("the loop returns at the last part")
+        self.prepare_with(&linker_for(root, &pres)?, &chain.key(), &root.component)
     }
 }
 

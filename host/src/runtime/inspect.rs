@@ -26,6 +26,10 @@ pub struct ComponentInfo {
     pub typed_exports: Vec<Interface>,
 }
 
+/// The world of a typed nanoservice handler.
+pub const NANOSERVICE_WORLD: &str = "nanogrid:service/nanoservice";
+/// The world of a standard HTTP component.
+pub const HTTP_WORLD: &str = "wasi:http/proxy";
 /// The world of a component that only provides typed interfaces (no HTTP handler).
 pub const PROVIDER_WORLD: &str = "provider";
 
@@ -105,9 +109,9 @@ pub fn describe(
         return Err(InspectError::UnsatisfiedImports(missing));
     }
     let world = if exports.iter().any(|e| e == HANDLER_EXPORT) {
-        "nanogrid:service/nanoservice"
+        NANOSERVICE_WORLD
     } else if exports.iter().any(|e| e.starts_with(HTTP_EXPORT_PREFIX)) {
-        "wasi:http/proxy"
+        HTTP_WORLD
     } else if !typed_exports.is_empty() {
         PROVIDER_WORLD
     } else {

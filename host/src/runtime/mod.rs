@@ -39,7 +39,7 @@ pub use bindings::{GuestError, Request, Response};
 pub use chain::{Chain, Edge, Identity, Part as ChainPart};
 pub use http::Completion;
 use http::OutboundPolicy;
-pub use inspect::{ComponentInfo, InspectError, PROVIDER_WORLD};
+pub use inspect::{ComponentInfo, HTTP_WORLD, InspectError, PROVIDER_WORLD};
 pub use state::{CallContext, Capabilities, ImportLimits, Invoker};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -102,8 +102,6 @@ pub enum PreparedKind {
 pub struct Prepared {
     pub kind: PreparedKind,
     pub digest: String,
-    /// The component's imports, for checking them against a service's grants.
-    pub imports: Vec<String>,
 }
 
 pub struct Runtime {
@@ -251,14 +249,13 @@ impl Runtime {
     ) -> anyhow::Result<Prepared> {
         let pre = linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
         let ty = component.component_type();
-        let imports = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
         let nanoservice = ty.exports(&self.engine).any(|(n, _)| n == inspect::HANDLER_EXPORT);
         let kind = if nanoservice {
             PreparedKind::Nanoservice(NanoservicePre::new(pre).map_err(anyhow::Error::from)?)
         } else {
             PreparedKind::Http(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from)?)
         };
-        Ok(Prepared { kind, digest: digest.to_string(), imports })
+        Ok(Prepared { kind, digest: digest.to_string() })
     }
 
     fn new_store(

@@ -56,10 +56,6 @@ impl Interface {
         key_of(&self.name)
     }
 
-    pub fn version(&self) -> Option<&str> {
-        self.name.split_once('@').map(|(_, v)| v)
-    }
-
     pub fn func(&self, name: &str) -> Option<&FuncSig> {
         self.funcs.iter().find(|f| f.name == name)
     }

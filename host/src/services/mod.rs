@@ -99,7 +99,7 @@ pub struct Service {
 impl Service {
     /// Whether this is a standard wasi:http component (served with streaming bodies).
     pub fn is_http(&self) -> bool {
-        self.current().unit.info.world == "wasi:http/proxy"
+        self.current().unit.info.world == crate::runtime::HTTP_WORLD
     }
 
     pub fn current(&self) -> Arc<Deployed> {
