@@ -57,6 +57,11 @@ fn admin_error(e: AdminError, rid: &str) -> http::Response<Body> {
     match &e {
         AdminError::BadRequest(m) => err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
         AdminError::NotFound(m) => err(StatusCode::NOT_FOUND, "not-found", m, rid),
+        AdminError::Unavailable(m) => {
+            let mut r = err(StatusCode::SERVICE_UNAVAILABLE, "no-quorum", m, rid);
+            r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+            r
+        }
         AdminError::Ungranted(m) => err(StatusCode::UNPROCESSABLE_ENTITY, "ungranted-import", m, rid),
         AdminError::Inspect(i) => {
             let (status, code) = match i {
@@ -119,7 +124,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
         (&Method::GET, ["v1", "health"]) => {
             return h::json(
                 StatusCode::OK,
-                &json!({ "status": "ok", "node": node.config.node_id, "mode": "single" }),
+                &json!({ "status": "ok", "node": node.config.node_id, "mode": node.mode() }),
                 rid,
             );
         }
@@ -168,7 +173,11 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
-            match registry.put_service(&name, body).await {
+            let put = match &node.cluster {
+                Some(c) => c.put_service(&name, body).await,
+                None => registry.put_service(&name, body).await,
+            };
+            match put {
                 Ok((_, created)) => {
                     let svc = registry.get(&name).expect("just installed");
                     h::json(if created { StatusCode::CREATED } else { StatusCode::OK }, &detail(node, &svc), rid)
@@ -190,30 +199,66 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 Ok(q) => q,
                 Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
             };
-            match registry.scale(&name, instances, max_queue).await {
+            let scaled = match &node.cluster {
+                Some(c) => c.scale(&name, instances, max_queue).await,
+                None => registry.scale(&name, instances, max_queue).await,
+            };
+            match scaled {
                 Ok(_) => h::json(StatusCode::OK, &detail(node, &registry.get(&name).expect("scaled")), rid),
                 Err(e) => admin_error(e, rid),
             }
         }
-        (&Method::DELETE, ["v1", "services", name]) => match registry.delete(name).await {
+        (&Method::DELETE, ["v1", "services", name]) => match match &node.cluster {
+            Some(c) => c.delete(name).await,
+            None => registry.delete(name).await,
+        } {
             Ok(spec) => h::json(StatusCode::OK, &json!({ "deleted": spec.name, "spec": spec }), rid),
             Err(e) => admin_error(e, rid),
         },
         (&Method::GET, ["v1", "cluster"]) => {
-            let services: Vec<String> = registry.list().iter().map(|s| s.name.to_string()).collect();
-            let body = json!({
-                "leader": node.config.node_id,
-                "term": 0,
-                "mode": "single",
-                "nodes": [{
-                    "id": node.config.node_id,
-                    "mode": "single",
-                    "addr": node.ingress_addr().to_string(),
-                    "admin_addr": node.admin_addr().to_string(),
-                    "services": services,
-                }],
-            });
+            let body = match &node.cluster {
+                Some(c) => c.status(),
+                None => {
+                    let services: Vec<String> = registry.list().iter().map(|s| s.name.to_string()).collect();
+                    json!({
+                        "node": node.config.node_id,
+                        "leader": node.config.node_id,
+                        "term": 0,
+                        "mode": "single",
+                        "nodes": [{
+                            "id": node.config.node_id,
+                            "mode": "single",
+                            "live": true,
+                            "role": "single",
+                            "addr": node.ingress_addr().to_string(),
+                            "admin_addr": node.admin_addr().to_string(),
+                            "services": services,
+                        }],
+                    })
+                }
+            };
             h::json(StatusCode::OK, &body, rid)
+        }
+        (&Method::DELETE, ["v1", "cluster", "nodes", id]) => match &node.cluster {
+            Some(c) => match c.remove_node(id).await {
+                Ok(()) => h::json(StatusCode::OK, &json!({ "removed": id }), rid),
+                Err(e) => admin_error(e, rid),
+            },
+            None => err(StatusCode::CONFLICT, "not-clustered", "this node runs in single mode; there is no node to remove", rid),
+        },
+        (&Method::POST, ["v1", "debug", "isolate"]) => {
+            let Some(c) = node.cluster.as_ref().filter(|c| c.config.fault_injection) else {
+                h::drain(req.into_body()).await;
+                return err(StatusCode::NOT_FOUND, "no-route", "fault injection is off; start the node with --fault-injection", rid);
+            };
+            let body: serde_json::Value = match json_body(req, rid).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let on = body.get("isolated").and_then(|v| v.as_bool()).unwrap_or(true);
+            c.faults.set_isolated(on);
+            tracing::warn!(isolated = on, "fault injection: network isolation changed");
+            h::json(StatusCode::OK, &json!({ "isolated": on }), rid)
         }
         (
             _,
@@ -287,15 +332,27 @@ fn detail(node: &Node, s: &Service) -> serde_json::Value {
         },
         "status": {
             "ready": ready(&d),
-            "nodes": [{
+            "local": {
                 "node": node.config.node_id,
-                "mode": "single",
+                "mode": node.mode(),
                 "instances": g.limit,
                 "max_queue": g.max_queue,
                 "running": g.running,
                 "queued": g.queued,
                 "peak_running": g.peak_running,
-            }],
+            },
+            "nodes": match &node.cluster {
+                Some(c) => json!(c.placement_of(&s.name)),
+                None => json!([{
+                    "node": node.config.node_id,
+                    "mode": "single",
+                    "instances": g.limit,
+                    "max_queue": g.max_queue,
+                    "running": g.running,
+                    "queued": g.queued,
+                    "peak_running": g.peak_running,
+                }]),
+            },
             "requests": counters(s),
         },
     })

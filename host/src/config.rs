@@ -22,6 +22,12 @@ use serde::Deserialize;
 /// header_read_timeout_ms = 10000
 /// max_headers = 100
 /// drain_timeout_ms = 30000      # how long shutdown waits for requests in flight
+/// # cluster (peer_listen turns it on)
+/// peer_listen = "127.0.0.1:7001"
+/// gossip_listen = "127.0.0.1:7002"
+/// seeds = ["127.0.0.1:7102", "127.0.0.1:7202"]
+/// voters = 3
+/// gossip_interval_ms = 200
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +46,11 @@ pub struct FileConfig {
     pub header_read_timeout_ms: Option<u64>,
     pub max_headers: Option<usize>,
     pub drain_timeout_ms: Option<u64>,
+    pub peer_listen: Option<SocketAddr>,
+    pub gossip_listen: Option<SocketAddr>,
+    pub seeds: Option<Vec<String>>,
+    pub voters: Option<usize>,
+    pub gossip_interval_ms: Option<u64>,
 }
 
 impl FileConfig {

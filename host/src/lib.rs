@@ -10,6 +10,7 @@
 //! | [`runtime`] | wasmtime engine, compile cache, host imports, limits |
 //! | [`services`] | deployed services, admission gates, dispatch, deploy/scale/delete |
 //! | [`grid`] | storage traits, RocksDB and in-memory stores, kv namespaces |
+//! | [`control`] | gossip membership, Raft control plane, node modes, Service/Cluster Manager |
 //! | [`ingress`] | `/{service}/...` HTTP front door |
 //! | [`admin`] | `/v1` JSON API, bearer-token auth, `/metrics` |
 //! | [`node`] | start-up and shutdown of one node |
@@ -32,6 +33,7 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod grid;
 pub mod http;
 pub mod ingress;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::control::{Cluster, ClusterConfig, Mode, PeerInfo};
 use crate::grid::{Grid, RocksStorage};
 use crate::ingress::{self, IngressConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -35,6 +36,8 @@ pub struct NodeConfig {
     /// Meter fuel so services can set `limits.fuel`.
     pub fuel: bool,
     pub server: ServerLimits,
+    /// Join a cluster (`--peer-listen`, `--gossip-listen`, `--seeds`); `None` is single mode.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for NodeConfig {
@@ -49,6 +52,7 @@ impl Default for NodeConfig {
             max_upload_bytes: 64 << 20,
             fuel: false,
             server: ServerLimits::default(),
+            cluster: None,
         }
     }
 }
@@ -56,6 +60,7 @@ impl Default for NodeConfig {
 pub struct Node {
     pub config: NodeConfig,
     pub registry: Arc<Registry>,
+    pub cluster: Option<Arc<Cluster>>,
     pub started: Instant,
     token: String,
     ingress_addr: SocketAddr,
@@ -72,6 +77,9 @@ impl Node {
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }
+    pub fn mode(&self) -> Mode {
+        self.cluster.as_ref().map_or(Mode::Single, |c| c.mode())
+    }
 }
 
 pub struct NodeHandle {
@@ -86,6 +94,9 @@ impl NodeHandle {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(c) = &self.node.cluster {
+            c.shutdown().await;
         }
     }
 }
@@ -136,6 +147,12 @@ pub async fn start(
              or keep --admin-listen on 127.0.0.1"
         );
     }
+    if config.cluster.is_some() && !explicit_token {
+        anyhow::bail!(
+            "a clustered node needs the cluster's admin token: every node of a cluster must accept the same one, \
+             and nodes use it to authenticate each other; pass --admin-token (or NANOGRID_TOKEN, or admin_token in the config file)"
+        );
+    }
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let token = match &config.admin_token {
@@ -161,26 +178,57 @@ pub async fn start(
         fuel: config.fuel,
     };
     let runtime = Arc::new(tokio::task::spawn_blocking(move || Runtime::new(&runtime_cfg)).await??);
-    let registry = Registry::new(runtime, grid);
-    let restored = registry.restore().await?;
-    if restored > 0 {
-        tracing::info!(services = restored, "restored services");
-    }
+    let registry = Registry::new(runtime, grid.clone());
+    let ingress_addr = ingress_listener.local_addr()?;
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let cluster = match &config.cluster {
+        None => {
+            let restored = registry.restore().await?;
+            if restored > 0 {
+                tracing::info!(services = restored, "restored services");
+            }
+            None
+        }
+        Some(cc) => {
+            // Services come from the control plane's committed state, not the local table.
+            let peer_listener = TcpListener::bind(cc.peer_listen)
+                .await
+                .with_context(|| format!("binding the peer listener on {}", cc.peer_listen))?;
+            let me = PeerInfo {
+                id: config.node_id.clone(),
+                peer: peer_listener.local_addr()?.to_string(),
+                addr: ingress_addr.to_string(),
+                admin_addr: admin_addr.to_string(),
+                mode: "joining".into(),
+                ..Default::default()
+            };
+            let cluster = Cluster::start(&config.node_id, cc.clone(), &token, me, grid, registry.clone()).await?;
+            let max_body = config.max_upload_bytes.saturating_mul(2).saturating_add(1 << 20);
+            let c = cluster.clone();
+            let handler = move |req| crate::control::peer::handle(c.clone(), max_body, req);
+            tasks.push(tokio::spawn(server::serve("peer", peer_listener, config.server, rx.clone(), handler)));
+            tasks.push(tokio::spawn(cluster.clone().run(rx.clone())));
+            tracing::info!(node = %config.node_id, peer = %cc.peer_listen, gossip = %cc.gossip_listen, seeds = ?cc.seeds, "joining a cluster");
+            Some(cluster)
+        }
+    };
 
     let node = Arc::new(Node {
-        ingress_addr: ingress_listener.local_addr()?,
+        ingress_addr,
         admin_addr: admin_listener.local_addr()?,
         config,
         registry,
+        cluster,
         started: Instant::now(),
         token,
     });
-    let (tx, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
     {
         let registry = node.registry.clone();
         let cfg = IngressConfig { max_body: node.config.max_body_bytes };
-        let handler = move |req| ingress::handle(registry.clone(), cfg, req);
+        let peers: Option<Arc<dyn ingress::Peers>> = node.cluster.clone().map(|c| c as Arc<dyn ingress::Peers>);
+        let forwarder = ingress::Forwarder::new(peers);
+        let handler = move |req| ingress::handle(registry.clone(), cfg, forwarder.clone(), req);
         tasks.push(tokio::spawn(server::serve("ingress", ingress_listener, node.config.server, rx.clone(), handler)));
     }
     {

@@ -8,9 +8,10 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
 
-use super::{ClientArgs, DeployArgs, InvokeArgs, NodeArgs, ServeArgs};
+use super::{ClientArgs, ClusterArgs, DeployArgs, InvokeArgs, NodeArgs, ServeArgs};
 use crate::client::{AdminClient, Client, Reply};
 use crate::config::FileConfig;
+use crate::control::ClusterConfig;
 use crate::node::{self, NodeConfig, NodeHandle};
 use crate::server::ServerLimits;
 use std::time::Duration;
@@ -44,8 +45,39 @@ pub fn node_config(args: &NodeArgs, file: FileConfig) -> (NodeConfig, std::net::
             drain_timeout: file.drain_timeout_ms.map_or(d.server.drain_timeout, Duration::from_millis),
             ..d.server
         },
+        cluster: None,
     };
     (cfg, listen, admin)
+}
+
+/// Cluster flags over file; `None` (single mode) unless a peer address is given.
+pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<Option<ClusterConfig>> {
+    let Some(peer) = args.peer_listen.or(file.peer_listen) else {
+        if !args.seeds.is_empty() || args.gossip_listen.is_some() {
+            bail!("--seeds and --gossip-listen need --peer-listen: a clustered node must have a peer address");
+        }
+        return Ok(None);
+    };
+    let gossip = match args.gossip_listen.or(file.gossip_listen) {
+        Some(g) => g,
+        None if peer.port() == 0 => std::net::SocketAddr::new(peer.ip(), 0),
+        None => std::net::SocketAddr::new(peer.ip(), peer.port().checked_add(1).context("--peer-listen port too high")?),
+    };
+    let mut c = ClusterConfig::new(peer, gossip);
+    c.seeds = if args.seeds.is_empty() { file.seeds.clone().unwrap_or_default() } else { args.seeds.clone() };
+    c.seeds.retain(|s| !s.trim().is_empty());
+    c.voters = args.voters.or(file.voters).unwrap_or(c.voters);
+    if !(1..=7).contains(&c.voters) {
+        bail!("--voters {} is out of range: use 3 or 5 (1 to 7 allowed)", c.voters);
+    }
+    if let Some(ms) = args.gossip_interval_ms.or(file.gossip_interval_ms) {
+        if !(10..=5000).contains(&ms) {
+            bail!("--gossip-interval-ms {ms} is out of range (10 to 5000)");
+        }
+        c.gossip_interval = Duration::from_millis(ms);
+    }
+    c.fault_injection = args.fault_injection;
+    Ok(Some(c))
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -70,7 +102,18 @@ pub async fn start_node(
     let handle = node::start(cfg, ingress_l, admin_l).await?;
     let n = &handle.node;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "nanogrid node {} (mode single)", n.config.node_id);
+    match &n.cluster {
+        None => {
+            let _ = writeln!(out, "nanogrid node {} (mode single)", n.config.node_id);
+        }
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "nanogrid node {} (clustered: peer {}, gossip {})",
+                n.config.node_id, c.config.peer_listen, c.config.gossip_listen
+            );
+        }
+    }
     let _ = writeln!(out, "ingress listening on http://{}", n.ingress_addr());
     let _ = writeln!(out, "admin listening on http://{}", n.admin_addr());
     if !explicit_token {
@@ -94,7 +137,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let (cfg, listen, admin) = node_config(&args.node, file);
+    let cluster = cluster_config(&args.cluster, &file)?;
+    let (mut cfg, listen, admin) = node_config(&args.node, file);
+    cfg.cluster = cluster;
     let handle = start_node(cfg, listen, admin).await?;
     wait_for_signal().await;
     tracing::info!("shutting down: draining requests in flight");
@@ -215,7 +260,7 @@ pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
     let cluster = check(c.get("/v1/cluster").await?)?;
     println!("leader: {}   term: {}", cluster["leader"].as_str().unwrap_or("none"), cluster["term"]);
-    println!("{:<10} {:<9} {:<22} SERVICES", "NODE", "MODE", "ADDRESS");
+    println!("{:<10} {:<11} {:<8} {:<22} SERVICES", "NODE", "MODE", "ROLE", "ADDRESS");
     for n in cluster["nodes"].as_array().cloned().unwrap_or_default() {
         let services: Vec<String> = n["services"]
             .as_array()
@@ -225,10 +270,11 @@ pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|s| s.as_str().map(str::to_string))
             .collect();
         println!(
-            "{:<10} {:<9} {:<22} {}",
+            "{:<10} {:<11} {:<8} {:<22} {}",
             n["id"].as_str().unwrap_or("?"),
             n["mode"].as_str().unwrap_or("?"),
-            n["addr"].as_str().unwrap_or("?"),
+            n["role"].as_str().unwrap_or("?"),
+            n["addr"].as_str().unwrap_or("-"),
             services.join(", ")
         );
     }

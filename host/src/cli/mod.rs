@@ -98,9 +98,34 @@ pub struct NodeArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// TOML file with the same settings (flags win)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// Cluster settings; giving --peer-listen (or peer_listen in the file) joins a cluster.
+#[derive(Args, Clone, Default)]
+pub struct ClusterArgs {
+    /// Node-to-node RPC address (Raft, forwarded writes, component fetch); turns clustering on
+    #[arg(long, value_name = "ADDR")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Gossip (UDP) address [default: the peer address's host, port + 1]
+    #[arg(long, value_name = "ADDR")]
+    pub gossip_listen: Option<SocketAddr>,
+    /// Gossip addresses of other nodes, comma-separated (HOST:PORT,...)
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// How many members vote in the control plane (3 or 5; the rest are learners) [default: 3]
+    #[arg(long, value_name = "N")]
+    pub voters: Option<usize>,
+    /// Gossip interval in milliseconds [default: 200]
+    #[arg(long, value_name = "MS")]
+    pub gossip_interval_ms: Option<u64>,
+    /// Allow POST /v1/debug/isolate to cut this node off the network (scenario tests)
+    #[arg(long, hide = true)]
+    pub fault_injection: bool,
 }
 
 #[derive(Args)]

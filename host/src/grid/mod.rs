@@ -29,10 +29,12 @@ pub enum Table {
     Kv,
     /// Node metadata (ids, format versions).
     Meta,
+    /// The control plane's Raft log, vote and applied state (`control::store`).
+    Control,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Components, Table::Services, Table::Kv, Table::Meta];
+    pub const ALL: [Table; 5] = [Table::Components, Table::Services, Table::Kv, Table::Meta, Table::Control];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -40,6 +42,7 @@ impl Table {
             Table::Services => "services",
             Table::Kv => "kv",
             Table::Meta => "meta",
+            Table::Control => "control",
         }
     }
 }

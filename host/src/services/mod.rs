@@ -157,6 +157,9 @@ pub enum AdminError {
     Resolve(#[from] ResolveError),
     #[error("{0}")]
     Conflict(String),
+    /// The cluster could not take the change now (no quorum, no leader).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -176,6 +179,9 @@ pub struct Registry {
     grid: Arc<Grid>,
     services: RwLock<HashMap<String, Arc<Service>>>,
     admin: tokio::sync::Mutex<()>,
+    /// In a cluster, this node's instance slots per service (the Service Manager sets
+    /// them from the assignment); `None` on a single node, where slots = `instances`.
+    slots: RwLock<Option<HashMap<String, u32>>>,
     request_seq: std::sync::atomic::AtomicU64,
     seed: u64,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
@@ -205,6 +211,7 @@ impl Registry {
             grid,
             services: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            slots: RwLock::new(None),
             request_seq: Default::default(),
             seed,
         })
@@ -308,6 +315,19 @@ impl Registry {
         .map_err(internal)?
     }
 
+    /// Instance slots this node gives a service.
+    fn slots_for(&self, spec: &ServiceSpec) -> u32 {
+        match &*self.slots.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(map) if spec.instances > 0 => map.get(&spec.name).copied().unwrap_or(0),
+            _ => spec.instances,
+        }
+    }
+
+    /// Whether this node is one of a cluster (slots come from the assignment).
+    pub fn clustered(&self) -> bool {
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     /// Swap in new versions. Each service switches atomically: a request sees either its
     /// old chain or its new one.
     fn install_all(&self, versions: Vec<Arc<Deployed>>) {
@@ -316,13 +336,13 @@ impl Registry {
             let name = deployed.spec.name.clone();
             if let Some(svc) = map.get(&name) {
                 // Same gate across versions: the instance limit holds through a redeploy.
-                svc.gate.resize(deployed.spec.instances, deployed.spec.effective_queue());
+                svc.gate.resize(self.slots_for(&deployed.spec), deployed.spec.effective_queue());
                 *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
                 continue;
             }
             let svc = Arc::new(Service {
                 name: name.as_str().into(),
-                gate: Gate::new(deployed.spec.instances, deployed.spec.effective_queue()),
+                gate: Gate::new(self.slots_for(&deployed.spec), deployed.spec.effective_queue()),
                 stats: Stats::default(),
                 current: RwLock::new(deployed),
             });
@@ -345,6 +365,32 @@ impl Registry {
         name: &str,
         req: spec::ServiceRequest,
     ) -> Result<(ServiceSpec, bool), AdminError> {
+        let _admin = self.admin.lock().await;
+        let (spec, created, versions) = self.plan_service(name, req).await?;
+        self.persist(&spec).await?;
+        self.install_all(versions);
+        tracing::info!(service = name, digest = %spec.component, instances = spec.instances, "service deployed");
+        Ok((spec, created))
+    }
+
+    /// Check a deploy against the services this node knows, changing nothing (a clustered
+    /// node then commits the spec through the control plane).
+    pub async fn validate_service(
+        self: &Arc<Self>,
+        name: &str,
+        req: spec::ServiceRequest,
+    ) -> Result<(ServiceSpec, bool), AdminError> {
+        let _admin = self.admin.lock().await;
+        let (spec, created, _) = self.plan_service(name, req).await?;
+        Ok((spec, created))
+    }
+
+    /// Validate a deploy and build every chain it changes. The caller holds the admin lock.
+    async fn plan_service(
+        self: &Arc<Self>,
+        name: &str,
+        req: spec::ServiceRequest,
+    ) -> Result<(ServiceSpec, bool, Vec<Arc<Deployed>>), AdminError> {
         spec::validate_name(name).map_err(AdminError::BadRequest)?;
         spec::validate_digest(&req.component).map_err(AdminError::BadRequest)?;
         let instances = match &req.instances {
@@ -366,7 +412,9 @@ impl Registry {
         let grants = req.grants.unwrap_or_default();
         grants.validate().map_err(AdminError::BadRequest)?;
         spec::validate_bindings(&req.bindings).map_err(AdminError::BadRequest)?;
-        let _admin = self.admin.lock().await;
+        for n in &req.placement {
+            spec::validate_name(n).map_err(|e| AdminError::BadRequest(format!("placement: node {e}")))?;
+        }
         let unit = self.load_unit(&req.component).await?;
         check_grants(&unit.info.imports, &grants)?;
         let previous = self.get(name).map(|s| s.current().spec.generation);
@@ -381,16 +429,87 @@ impl Registry {
             config: req.config,
             bindings: req.bindings,
             fuse: req.fuse.unwrap_or(true),
+            placement: req.placement,
             generation: previous.map_or(1, |g| g + 1),
             updated_at_ms: now_ms(),
         };
         // Resolve and build this service and every chain it is part of before anything
         // changes; a refusal leaves all as it was.
         let versions = self.rebuild(HashMap::from([(name.to_string(), Some((spec.clone(), unit)))]), false).await?;
-        self.persist(&spec).await?;
-        self.install_all(versions);
-        tracing::info!(service = name, digest = %spec.component, instances, "service deployed");
-        Ok((spec, previous.is_none()))
+        Ok((spec, previous.is_none(), versions))
+    }
+
+    /// The spec a scale would store.
+    pub fn scaled_spec(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {
+        let svc =
+            self.get(name).ok_or_else(|| AdminError::NotFound(format!("no service named {name:?} is deployed")))?;
+        let mut spec = svc.current().spec.clone();
+        spec.instances = instances;
+        if max_queue.is_some() {
+            spec.max_queue = max_queue;
+        }
+        spec.generation += 1;
+        spec.updated_at_ms = now_ms();
+        Ok(spec)
+    }
+
+    /// The spec of a service that may be deleted (no chain needs it).
+    pub fn deletable(&self, name: &str) -> Result<ServiceSpec, AdminError> {
+        let svc =
+            self.get(name).ok_or_else(|| AdminError::NotFound(format!("no service named {name:?} is deployed")))?;
+        let users: Vec<String> = self
+            .list()
+            .iter()
+            .filter(|s| &*s.name != name && s.current().serving.graph().is_some_and(|g| g.uses(name)))
+            .map(|s| s.name.to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(AdminError::Conflict(format!(
+                "service {name:?} provides typed imports to [{}]; delete those first or bind them to another provider",
+                users.join(", ")
+            )));
+        }
+        Ok(svc.current().spec.clone())
+    }
+
+    /// The Service Manager's step in a cluster: make the table match the committed specs
+    /// and this node's slots. A spec whose component cannot be loaded yet is skipped (and
+    /// retried on the next call).
+    pub async fn apply_desired(&self, specs: &BTreeMap<String, ServiceSpec>, slots: HashMap<String, u32>) {
+        let _admin = self.admin.lock().await;
+        *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Some(slots);
+        let mut changes = HashMap::new();
+        for (name, spec) in specs {
+            if self.get(name).is_some_and(|s| &s.current().spec == spec) {
+                continue;
+            }
+            match self.load_unit(&spec.component).await {
+                Ok(unit) => {
+                    changes.insert(name.clone(), Some((spec.clone(), unit)));
+                }
+                Err(e) => tracing::warn!(service = %name, error = %e, "cannot load service yet"),
+            }
+        }
+        let gone: Vec<Arc<Service>> = self.list().into_iter().filter(|s| !specs.contains_key(&*s.name)).collect();
+        for s in &gone {
+            changes.insert(s.name.to_string(), None);
+        }
+        if !changes.is_empty() {
+            match self.rebuild(changes, true).await {
+                Ok(versions) => self.install_all(versions),
+                Err(e) => tracing::error!(error = %e, "could not apply the committed services"),
+            }
+            let mut map = self.services.write().unwrap_or_else(|e| e.into_inner());
+            for s in gone {
+                map.remove(&*s.name);
+                s.gate.resize(0, 0);
+                tracing::info!(service = %s.name, "service removed");
+            }
+        }
+        for s in self.list() {
+            let spec = &s.current().spec;
+            s.gate.resize(self.slots_for(spec), spec.effective_queue());
+        }
     }
 
     pub async fn scale(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {
@@ -406,7 +525,7 @@ impl Registry {
         spec.generation += 1;
         spec.updated_at_ms = now_ms();
         self.persist(&spec).await?;
-        svc.gate.resize(spec.instances, spec.effective_queue());
+        svc.gate.resize(self.slots_for(&spec), spec.effective_queue());
         let deployed = Arc::new(Deployed::new(spec.clone(), old.unit.clone(), old.serving.clone()));
         *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
         tracing::info!(service = name, instances, "service scaled");
@@ -417,20 +536,9 @@ impl Registry {
     /// data is kept, so redeploying under the same name finds it again.
     pub async fn delete(&self, name: &str) -> Result<ServiceSpec, AdminError> {
         let _admin = self.admin.lock().await;
+        self.deletable(name)?;
         let svc =
             self.get(name).ok_or_else(|| AdminError::NotFound(format!("no service named {name:?} is deployed")))?;
-        let users: Vec<String> = self
-            .list()
-            .iter()
-            .filter(|s| &*s.name != name && s.current().serving.graph().is_some_and(|g| g.uses(name)))
-            .map(|s| s.name.to_string())
-            .collect();
-        if !users.is_empty() {
-            return Err(AdminError::Conflict(format!(
-                "service {name:?} provides typed imports to [{}]; delete those first or bind them to another provider",
-                users.join(", ")
-            )));
-        }
         let key = name.as_bytes().to_vec();
         self.grid
             .blocking(move |s| s.write(vec![BatchOp::Delete(Table::Services, key)], Durability::Synced))

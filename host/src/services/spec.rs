@@ -147,6 +147,9 @@ pub struct ServiceSpec {
     /// instances linked through the host (false).
     #[serde(default = "yes")]
     pub fuse: bool,
+    /// In a cluster: the nodes this service may run on (empty: any live node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
     /// Bumped on every change.
     pub generation: u64,
     /// Unix time of the last change, in milliseconds.
@@ -191,6 +194,8 @@ pub struct ServiceRequest {
     pub bindings: BTreeMap<String, String>,
     #[serde(default)]
     pub fuse: Option<bool>,
+    #[serde(default)]
+    pub placement: Vec<String>,
 }
 
 /// Check the shape of `bindings` (whether they match the component is checked later).

@@ -4,6 +4,8 @@
 //! response and in every error body. Platform errors are JSON
 //! `{"error":{"code","message","request_id"}}`; overload answers carry `Retry-After`.
 
+mod forward;
+
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -14,6 +16,7 @@ use tracing::Instrument;
 use crate::http::{self as h, Body, BodyError};
 use crate::runtime::Request as GuestRequest;
 use crate::services::{DispatchError, Registry};
+pub use forward::{FORWARDED, Forwarder, Peers};
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngressConfig {
@@ -39,17 +42,79 @@ pub fn split_target(target: &str) -> Option<(&str, String)> {
     Some((service, rest))
 }
 
-pub async fn handle(registry: Arc<Registry>, cfg: IngressConfig, req: http::Request<Incoming>) -> http::Response<Body> {
+pub async fn handle(
+    registry: Arc<Registry>,
+    cfg: IngressConfig,
+    forwarder: Forwarder,
+    req: http::Request<Incoming>,
+) -> http::Response<Body> {
     let request_id = h::incoming_request_id(req.headers()).unwrap_or_else(|| registry.new_request_id());
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     let span = h::request_span("ingress", &request_id, req.method(), &target);
     async move {
-        let resp = route(&registry, cfg, req, &request_id, &target).await;
+        let resp = match &forwarder.peers {
+            Some(peers) => route_clustered(&registry, cfg, &forwarder, &**peers, req, &request_id, &target).await,
+            None => route(&registry, cfg, req, &request_id, &target).await,
+        };
         tracing::debug!(status = resp.status().as_u16(), "served");
         resp
     }
     .instrument(span)
     .await
+}
+
+/// In a cluster: refuse while dormant, serve locally when this node has instances,
+/// otherwise forward to a node that has.
+async fn route_clustered(
+    registry: &Arc<Registry>,
+    cfg: IngressConfig,
+    forwarder: &Forwarder,
+    peers: &dyn Peers,
+    req: http::Request<Incoming>,
+    request_id: &str,
+    target: &str,
+) -> http::Response<Body> {
+    if peers.dormant() {
+        h::drain(req.into_body()).await;
+        return forward::dormant(request_id);
+    }
+    let Some((service, _)) = split_target(target) else {
+        return route(registry, cfg, req, request_id, target).await;
+    };
+    let svc = registry.get(service);
+    let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
+    let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
+    if local || stopped {
+        return route(registry, cfg, req, request_id, target).await;
+    }
+    if req.headers().contains_key(FORWARDED) {
+        h::drain(req.into_body()).await;
+        return forward::no_instance("the node it was forwarded to has none", request_id);
+    }
+    let holders = peers.holders(service);
+    if holders.is_empty() {
+        if svc.is_none() {
+            return route(registry, cfg, req, request_id, target).await; // not found
+        }
+        h::drain(req.into_body()).await;
+        return forward::no_instance("none is assigned to a live node yet", request_id);
+    }
+    let limit = cfg.max_body.min(svc.map_or(usize::MAX, |s| s.current().spec.limits.max_request_bytes));
+    let (parts, body) = req.into_parts();
+    let body = match h::read_body(body, limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(limit)) => {
+            let msg = format!(
+                "request body is larger than the {limit}-byte limit for requests this node forwards; send it to a node that runs the service (GET /v1/services/{service})"
+            );
+            return h::close_connection(h::error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, request_id));
+        }
+        Err(BodyError::Read(e)) => {
+            let msg = format!("could not read the body: {e}");
+            return h::error(StatusCode::BAD_REQUEST, "bad-request", &msg, request_id);
+        }
+    };
+    forwarder.forward(holders, &parts.method, target, &parts.headers, body, request_id).await
 }
 
 async fn route(

@@ -1,0 +1,192 @@
+//! The control loops of a clustered node.
+//!
+//! - mode: refresh the gossip view, derive the node's mode (dormant unless a majority of
+//!   voters is visible), publish mode and load, and bootstrap a brand-new cluster.
+//! - Service Manager: reconcile local services with the committed state on every change.
+//! - Cluster Manager (leader only): admit new nodes as learners, promote learners up to the
+//!   voter count, drop decommissioned nodes, and keep the instance assignment spread over
+//!   the serving nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use tokio::sync::watch;
+
+use super::gossip::{KEY_LOAD, KEY_MODE, PeerInfo};
+use super::placement::place;
+use super::types::{Command, Member, raft_id};
+use super::{Cluster, Mode};
+
+/// What an uninitialised node publishes as its mode, so others know it wants to join.
+const JOINING: &str = "joining";
+
+impl Cluster {
+    /// Run the control loops until `stop` turns true.
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let loops = [
+            tokio::spawn(self.clone().mode_loop(stop.clone())),
+            tokio::spawn(self.clone().service_loop(stop.clone())),
+            tokio::spawn(self.clone().leader_loop(stop)),
+        ];
+        for l in loops {
+            let _ = l.await;
+        }
+    }
+
+    fn tick(&self) -> Duration {
+        (self.config.gossip_interval / 2).clamp(Duration::from_millis(20), Duration::from_millis(100))
+    }
+
+    async fn mode_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut removed_shutdown = false;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(self.tick()) => {}
+            }
+            let live = self.gossip.live().await;
+            *self.live.write().unwrap_or_else(|e| e.into_inner()) = live.clone();
+            let (voters, learners) = self.members();
+            let removed = self.sm.current().state.removed.contains(&self.name);
+            let member = voters.iter().chain(&learners).any(|m| m.name == self.name);
+            let mode = if voters.is_empty() || !member || removed {
+                Mode::Dormant
+            } else {
+                let visible = voters.iter().filter(|v| v.name == self.name || live.contains_key(&v.name)).count();
+                if visible * 2 <= voters.len() {
+                    Mode::Dormant
+                } else if self.raft.metrics().borrow().current_leader == Some(raft_id(&self.name)) {
+                    Mode::Leader
+                } else {
+                    Mode::Follower
+                }
+            };
+            let old = std::mem::replace(&mut *self.mode.write().unwrap_or_else(|e| e.into_inner()), mode);
+            if old != mode {
+                tracing::info!(from = old.as_str(), to = mode.as_str(), "node mode changed");
+            }
+            let shown = if voters.is_empty() { JOINING } else { mode.as_str() };
+            self.gossip.publish(KEY_MODE, shown).await;
+            let load: u32 = self.registry.list().iter().map(|s| s.gate().running).sum();
+            self.gossip.publish(KEY_LOAD, &load.to_string()).await;
+            if voters.is_empty() {
+                self.maybe_bootstrap(&live).await;
+            }
+            if removed && !removed_shutdown {
+                // A decommissioned node must not disturb the cluster with elections.
+                tracing::warn!("this node was removed from the cluster; stopping its Raft member");
+                let _ = self.raft.shutdown().await;
+                removed_shutdown = true;
+            }
+        }
+    }
+
+    /// A brand-new cluster: once gossip has settled, the node with the smallest name among
+    /// nodes that are all still joining initialises Raft with up to `voters` of them.
+    async fn maybe_bootstrap(&self, live: &BTreeMap<String, PeerInfo>) {
+        let settle = (self.config.gossip_interval * 10).max(Duration::from_secs(2));
+        if self.uptime() < settle {
+            return;
+        }
+        if live.values().any(|p| p.id != self.name && p.mode != JOINING) {
+            return; // a cluster exists; its leader adds this node as a learner
+        }
+        if live.keys().next() != Some(&self.name) {
+            return;
+        }
+        let members: BTreeMap<u64, Member> = live
+            .values()
+            .take(self.config.voters)
+            .map(|p| (raft_id(&p.id), Member { name: p.id.clone(), peer: p.peer.clone() }))
+            .collect();
+        let names: Vec<&str> = members.values().map(|m| m.name.as_str()).collect();
+        match self.raft.initialize(members.clone()).await {
+            Ok(()) => tracing::info!(voters = ?names, "bootstrapped a new cluster"),
+            Err(e) => tracing::debug!(error = %e, "bootstrap skipped"),
+        }
+    }
+
+    async fn service_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut changes = self.sm.subscribe();
+        loop {
+            self.reconcile().await;
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = changes.changed() => {}
+                // Retry what could not be done (a component no peer could send yet).
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    async fn leader_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(self.tick() * 3) => {}
+            }
+            if self.mode() != Mode::Leader {
+                continue;
+            }
+            if let Err(e) = self.manage().await {
+                tracing::debug!(error = %e, "cluster manager step failed; retrying");
+            }
+        }
+    }
+
+    /// One Cluster Manager step; each membership change waits for the previous one.
+    async fn manage(&self) -> anyhow::Result<()> {
+        let live = self.live();
+        let stored = self.sm.current();
+        let removed = &stored.state.removed;
+        let (voters, learners) = self.members();
+        let is_member = |n: &str| voters.iter().chain(&learners).any(|m| m.name == n);
+
+        for name in removed.iter().filter(|n| is_member(n)) {
+            let id = BTreeSet::from([raft_id(name)]);
+            if voters.iter().any(|m| &m.name == name) {
+                self.raft.change_membership(ChangeMembers::RemoveVoters(id.clone()), false).await?;
+            }
+            self.raft.change_membership(ChangeMembers::RemoveNodes(id), false).await?;
+            tracing::info!(node = %name, "removed node from the cluster");
+            return Ok(());
+        }
+        for p in live.values().filter(|p| p.mode == JOINING && !is_member(&p.id) && !removed.contains(&p.id)) {
+            let member = Member { name: p.id.clone(), peer: p.peer.clone() };
+            self.raft.add_learner(raft_id(&p.id), member, false).await?;
+            tracing::info!(node = %p.id, "added node as a learner");
+        }
+        if voters.len() < self.config.voters {
+            let ready: BTreeSet<u64> = learners
+                .iter()
+                .filter(|m| live.get(&m.name).is_some_and(|p| p.mode == Mode::Follower.as_str()))
+                .take(self.config.voters - voters.len())
+                .map(|m| raft_id(&m.name))
+                .collect();
+            if !ready.is_empty() {
+                self.raft.change_membership(ChangeMembers::AddVoterIds(ready), false).await?;
+                tracing::info!("promoted learners to voters");
+            }
+        }
+
+        // Placement over members that gossip shows serving (this node counts as serving).
+        let mut serving: Vec<String> = live
+            .values()
+            .filter(|p| {
+                is_member(&p.id)
+                    && !removed.contains(&p.id)
+                    && (p.id == self.name || p.mode == Mode::Follower.as_str() || p.mode == Mode::Leader.as_str())
+            })
+            .map(|p| p.id.clone())
+            .collect();
+        serving.sort();
+        let next = place(&stored.state.services, &serving, &stored.state.assignment);
+        if next != stored.state.assignment {
+            tracing::info!(nodes = ?serving, "assigning instances");
+            self.raft.client_write(Command::Assign { assignment: next }).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,457 @@
+//! The cluster: membership (chitchat gossip), the control-plane log (openraft over the
+//! node's RocksDB), node modes, the Service Manager (every node) and the Cluster Manager
+//! (leader only). DESIGN.md sections 1 and 6.
+//!
+//! A node started without `--peer-listen` has no [`Cluster`] and runs in `single` mode.
+//! Clustered nodes write every admin change through Raft: any node validates the change
+//! against its copy of the committed state, forwards it to the leader, waits until its own
+//! state machine has applied it, and reconciles its services before answering.
+
+mod gossip;
+mod manager;
+mod network;
+pub mod peer;
+mod placement;
+mod store;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+
+pub use gossip::PeerInfo;
+pub use network::{Faults, PeerClient, PeerError};
+pub use types::{Command, ControlState, Member};
+
+use crate::grid::Grid;
+use crate::services::{AdminError, Registry, ServiceSpec, spec::ServiceRequest};
+use gossip::{Gossip, GossipConfig};
+use store::{LogStore, StateMachine};
+use types::{Control, raft_id};
+
+/// How a node takes part in its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// No cluster configured.
+    Single,
+    /// Clustered but not part of a majority (or not yet a member): serves nothing.
+    Dormant,
+    Follower,
+    Leader,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Single => "single",
+            Mode::Dormant => "dormant",
+            Mode::Follower => "follower",
+            Mode::Leader => "leader",
+        }
+    }
+}
+
+/// `nanogrid serve` cluster settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub peer_listen: SocketAddr,
+    pub gossip_listen: SocketAddr,
+    /// Gossip addresses of other nodes (`host:port`).
+    pub seeds: Vec<String>,
+    /// How many members vote (the rest are learners).
+    pub voters: usize,
+    pub gossip_interval: Duration,
+    /// chitchat's phi accrual threshold: higher detects failures later but more surely.
+    pub phi_threshold: f64,
+    /// Allow `POST /v1/debug/isolate` (scenario tests only).
+    pub fault_injection: bool,
+}
+
+impl ClusterConfig {
+    pub fn new(peer_listen: SocketAddr, gossip_listen: SocketAddr) -> Self {
+        ClusterConfig {
+            peer_listen,
+            gossip_listen,
+            seeds: Vec::new(),
+            voters: 3,
+            gossip_interval: Duration::from_millis(200),
+            phi_threshold: 8.0,
+            fault_injection: false,
+        }
+    }
+}
+
+/// Why a cluster write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "this node is not part of a majority of the cluster (mode {0}); the change was not made: retry on another node or once the cluster has a quorum"
+    )]
+    NoQuorum(&'static str),
+    #[error("the cluster did not commit the change within {0:?} (no leader reachable); it may still apply: check GET /v1/services")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ClusterError> for AdminError {
+    fn from(e: ClusterError) -> Self {
+        AdminError::Unavailable(e.to_string())
+    }
+}
+
+impl crate::ingress::Peers for Cluster {
+    fn dormant(&self) -> bool {
+        self.mode() == Mode::Dormant
+    }
+    fn holders(&self, service: &str) -> Vec<String> {
+        Cluster::holders(self, service)
+    }
+}
+
+/// The answer of the leader to a forwarded write.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WriteReply {
+    pub index: u64,
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub config: ClusterConfig,
+    pub raft: openraft::Raft<Control>,
+    pub peers: PeerClient,
+    pub faults: Arc<Faults>,
+    pub registry: Arc<Registry>,
+    token: String,
+    sm: StateMachine,
+    gossip: Gossip,
+    mode: RwLock<Mode>,
+    live: RwLock<BTreeMap<String, PeerInfo>>,
+    reconcile: tokio::sync::Mutex<()>,
+    started: Instant,
+    rotor: AtomicU64,
+}
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Cluster {
+    /// Open the Raft storage, start gossip and Raft. The caller serves the peer listener
+    /// with [`peer::handle`] and runs [`Cluster::run`].
+    pub async fn start(
+        name: &str,
+        config: ClusterConfig,
+        token: &str,
+        me: PeerInfo,
+        grid: Arc<Grid>,
+        registry: Arc<Registry>,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let faults = Arc::new(Faults::default());
+        let peers = PeerClient::new(token, faults.clone());
+        let log = LogStore::open(grid.clone()).await?;
+        let sm = StateMachine::open(grid).await?;
+        let raft_config = openraft::Config {
+            cluster_name: "nanogrid".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 600,
+            election_timeout_max: 1200,
+            install_snapshot_timeout: 2000,
+            ..Default::default()
+        }
+        .validate()?;
+        let network = network::Network { client: peers.clone() };
+        let raft = openraft::Raft::new(raft_id(name), Arc::new(raft_config), network, log, sm.clone()).await?;
+        let gossip = Gossip::start(
+            GossipConfig {
+                node_id: name.to_string(),
+                listen: config.gossip_listen,
+                seeds: config.seeds.clone(),
+                interval: config.gossip_interval,
+                phi_threshold: config.phi_threshold,
+                cluster_id: "nanogrid".into(),
+            },
+            &me,
+            faults.clone(),
+        )
+        .await?;
+        Ok(Arc::new(Cluster {
+            name: name.to_string(),
+            config,
+            raft,
+            peers,
+            faults,
+            registry,
+            token: token.to_string(),
+            sm,
+            gossip,
+            mode: RwLock::new(Mode::Dormant),
+            live: RwLock::new(BTreeMap::new()),
+            reconcile: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+            rotor: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn peers_token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn mode(&self) -> Mode {
+        *self.mode.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The committed control state this node has applied.
+    pub fn state(&self) -> Arc<ControlState> {
+        Arc::new(self.sm.current().state.clone())
+    }
+
+    /// Live nodes as gossip last showed them (this node included).
+    pub fn live(&self) -> BTreeMap<String, PeerInfo> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Ingress addresses of other live, serving nodes that have instances of `service`,
+    /// rotated so forwarded load spreads.
+    pub fn holders(&self, service: &str) -> Vec<String> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = live
+            .values()
+            .filter(|p| p.id != self.name && p.mode != Mode::Dormant.as_str() && p.services.iter().any(|s| s == service))
+            .map(|p| p.addr.clone())
+            .collect();
+        if !out.is_empty() {
+            let n = self.rotor.fetch_add(1, Ordering::Relaxed) as usize % out.len();
+            out.rotate_left(n);
+        }
+        out
+    }
+
+    /// Commit a command through Raft (forwarding to the leader) and wait until this node
+    /// has applied it and reconciled its services.
+    pub async fn write(&self, cmd: Command) -> Result<(), ClusterError> {
+        let mode = self.mode();
+        if mode == Mode::Dormant {
+            return Err(ClusterError::NoQuorum(mode.as_str()));
+        }
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let index = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClusterError::Timeout(WRITE_TIMEOUT));
+            }
+            match tokio::time::timeout(left, self.raft.client_write(cmd.clone())).await {
+                Err(_) => return Err(ClusterError::Timeout(WRITE_TIMEOUT)),
+                Ok(Ok(r)) => break r.log_id.index,
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    if let Some(leader) = f.leader_node {
+                        let t = left.min(Duration::from_secs(5));
+                        match self.peers.post::<_, WriteReply>(&leader.peer, "/control/write", &cmd, t).await {
+                            Ok(r) => break r.index,
+                            Err(e) => tracing::debug!(leader = %leader, error = %e, "forwarding a write failed"),
+                        }
+                    }
+                }
+                Ok(Err(e)) => return Err(ClusterError::Internal(e.to_string())),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.wait_applied(index, deadline).await?;
+        self.reconcile().await;
+        Ok(())
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ClusterError> {
+        let mut rx = self.sm.subscribe();
+        let wait = rx.wait_for(|s| s.last_applied.is_some_and(|l| l.index >= index));
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ClusterError::Internal(e.to_string())),
+            Err(_) => Err(ClusterError::Timeout(WRITE_TIMEOUT)),
+        }
+    }
+
+    /// Make sure a component is stored here, fetching it from a live peer by digest.
+    pub async fn ensure_component(&self, digest: &str) -> Result<(), AdminError> {
+        if self.registry.component_bytes(digest).await?.is_some() {
+            return Ok(());
+        }
+        for p in self.live().values().filter(|p| p.id != self.name) {
+            let path = format!("/components/{digest}");
+            match self.peers.call(http::Method::GET, &p.peer, &path, bytes::Bytes::new(), Duration::from_secs(30)).await {
+                Ok(bytes) => {
+                    let got = crate::services::digest_of(&bytes);
+                    if got != digest {
+                        tracing::warn!(peer = %p.id, digest, got, "peer sent a component with the wrong digest; ignored");
+                        continue;
+                    }
+                    self.registry.put_component(bytes).await?;
+                    tracing::info!(peer = %p.id, digest, "fetched component from peer");
+                    return Ok(());
+                }
+                Err(e) => tracing::debug!(peer = %p.id, digest, error = %e, "component fetch failed"),
+            }
+        }
+        Err(AdminError::BadRequest(format!(
+            "component {digest} is not stored on this node or on any live peer; upload it first with PUT /v1/components"
+        )))
+    }
+
+    /// Deploy or replace a service cluster-wide.
+    pub async fn put_service(&self, name: &str, req: ServiceRequest) -> Result<(ServiceSpec, bool), AdminError> {
+        crate::services::spec::validate_digest(&req.component).map_err(AdminError::BadRequest)?;
+        self.ensure_component(&req.component).await?;
+        let (spec, created) = self.registry.validate_service(name, req).await?;
+        self.write(Command::PutService { spec: spec.clone() }).await?;
+        Ok((spec, created))
+    }
+
+    pub async fn scale(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {
+        let spec = self.registry.scaled_spec(name, instances, max_queue)?;
+        self.write(Command::PutService { spec: spec.clone() }).await?;
+        Ok(spec)
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<ServiceSpec, AdminError> {
+        let spec = self.registry.deletable(name)?;
+        self.write(Command::DeleteService { name: name.to_string() }).await?;
+        Ok(spec)
+    }
+
+    /// Decommission a node: it leaves the Raft membership and gets no instances again.
+    pub async fn remove_node(&self, node: &str) -> Result<(), AdminError> {
+        if !self.sm.current().membership.membership().nodes().any(|(_, m)| m.name == node) {
+            return Err(AdminError::NotFound(format!("no node named {node:?} is a member of this cluster")));
+        }
+        self.write(Command::RemoveNode { name: node.to_string() }).await?;
+        Ok(())
+    }
+
+    /// Make this node's services match the committed state (the Service Manager's step).
+    pub async fn reconcile(&self) {
+        let _one = self.reconcile.lock().await;
+        let stored = self.sm.current();
+        let state = &stored.state;
+        for spec in state.services.values() {
+            if let Err(e) = self.ensure_component(&spec.component).await {
+                tracing::warn!(service = %spec.name, error = %e, "cannot run service here yet");
+            }
+        }
+        let slots: HashMap<String, u32> =
+            state.services.keys().map(|s| (s.clone(), state.slots(s, &self.name))).collect();
+        self.registry.apply_desired(&state.services, slots).await;
+        let serving: Vec<String> =
+            self.registry.list().iter().filter(|s| s.gate().limit > 0).map(|s| s.name.to_string()).collect();
+        self.gossip.publish(gossip::KEY_SERVICES, &serving.join(",")).await;
+    }
+
+    /// Members of the Raft configuration by name: (voters, learners).
+    pub fn members(&self) -> (Vec<Member>, Vec<Member>) {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: Vec<u64> = m.membership().voter_ids().collect();
+        let (mut v, mut l) = (Vec::new(), Vec::new());
+        for (id, member) in m.membership().nodes() {
+            if voters.contains(id) { v.push(member.clone()) } else { l.push(member.clone()) }
+        }
+        (v, l)
+    }
+
+    /// `GET /v1/cluster`.
+    pub fn status(&self) -> serde_json::Value {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader.and_then(|id| {
+            metrics.membership_config.membership().get_node(&id).map(|m| m.name.clone())
+        });
+        let (voters, learners) = self.members();
+        let live = self.live();
+        let state = self.sm.current();
+        let mut names: Vec<String> = voters.iter().chain(&learners).map(|m| m.name.clone()).collect();
+        names.extend(live.keys().cloned());
+        names.sort();
+        names.dedup();
+        let nodes: Vec<serde_json::Value> = names
+            .iter()
+            .map(|n| {
+                let p = live.get(n);
+                let role = if voters.iter().any(|m| &m.name == n) {
+                    "voter"
+                } else if learners.iter().any(|m| &m.name == n) {
+                    "learner"
+                } else {
+                    "joining"
+                };
+                let mode = if n == &self.name {
+                    self.mode().as_str().to_string()
+                } else {
+                    p.map_or("unreachable".to_string(), |p| p.mode.clone())
+                };
+                let services: Vec<String> = state
+                    .state
+                    .assignment
+                    .iter()
+                    .filter(|(_, m)| m.get(n).is_some_and(|&c| c > 0))
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                serde_json::json!({
+                    "id": n,
+                    "mode": mode,
+                    "live": p.is_some(),
+                    "role": role,
+                    "removed": state.state.removed.contains(n),
+                    "addr": p.map(|p| p.addr.clone()),
+                    "admin_addr": p.map(|p| p.admin_addr.clone()),
+                    "peer_addr": p.map(|p| p.peer.clone()),
+                    "load": p.map(|p| p.load),
+                    "services": services,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "node": self.name,
+            "mode": self.mode(),
+            "leader": leader,
+            "term": metrics.current_term,
+            "last_applied": metrics.last_applied.map(|l| l.index),
+            "voters_target": self.config.voters,
+            "nodes": nodes,
+        })
+    }
+
+    /// Per-node instances of one service (for `GET /v1/services/{name}`).
+    pub fn placement_of(&self, service: &str) -> Vec<serde_json::Value> {
+        let live = self.live();
+        let state = self.sm.current();
+        state
+            .state
+            .assignment
+            .get(service)
+            .map(|row| {
+                row.iter()
+                    .map(|(n, c)| {
+                        let p = live.get(n);
+                        serde_json::json!({
+                            "node": n,
+                            "instances": c,
+                            "live": p.is_some(),
+                            "mode": if n == &self.name { self.mode().as_str().to_string() } else { p.map_or("unreachable".into(), |p| p.mode.clone()) },
+                            "serving": p.is_some_and(|p| p.services.iter().any(|s| s == service)),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub async fn shutdown(&self) {
+        self.gossip.shutdown();
+        let _ = self.raft.shutdown().await;
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}

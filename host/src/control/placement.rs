@@ -1,0 +1,103 @@
+//! The Cluster Manager's placement rule: spread each service's instances evenly over the
+//! live nodes it may run on, moving as few instances as possible.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::types::Assignment;
+use crate::services::ServiceSpec;
+
+/// Where every service's instances should run, given the live nodes (sorted, deduplicated).
+///
+/// Each eligible node gets `instances / k` and the remainder goes one each to the nodes
+/// that already had more than that (so a rebalance moves little), then to nodes picked by
+/// a per-service rotation (so remainders of different services land on different nodes).
+pub fn place(services: &BTreeMap<String, ServiceSpec>, live: &[String], current: &Assignment) -> Assignment {
+    let mut out = Assignment::new();
+    for (name, spec) in services {
+        let eligible: Vec<&String> =
+            live.iter().filter(|n| spec.placement.is_empty() || spec.placement.contains(n)).collect();
+        if eligible.is_empty() || spec.instances == 0 {
+            continue;
+        }
+        let k = eligible.len() as u32;
+        let (base, mut rem) = (spec.instances / k, spec.instances % k);
+        let mut row: BTreeMap<String, u32> = eligible.iter().map(|n| ((*n).clone(), base)).collect();
+        let had = current.get(name);
+        let offset = rotation(name, eligible.len());
+        let mut order: Vec<&String> = eligible.iter().cycle().skip(offset).take(eligible.len()).copied().collect();
+        // Nodes that already carried an extra instance keep it.
+        order.sort_by_key(|n| std::cmp::Reverse(had.and_then(|h| h.get(*n)).is_some_and(|&c| c > base)));
+        for n in order {
+            if rem == 0 {
+                break;
+            }
+            *row.get_mut(n).expect("eligible") += 1;
+            rem -= 1;
+        }
+        row.retain(|_, c| *c > 0);
+        out.insert(name.clone(), row);
+    }
+    out
+}
+
+fn rotation(service: &str, n: usize) -> usize {
+    let d = Sha256::digest(service.as_bytes());
+    (u64::from_be_bytes(d[..8].try_into().expect("8 bytes")) % n as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, instances: u32, placement: &[&str]) -> ServiceSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "component": format!("sha256:{}", "0".repeat(64)), "instances": instances,
+            "queue_timeout_ms": 1000, "limits": crate::services::Limits::default(), "generation": 1,
+            "updated_at_ms": 0, "placement": placement,
+        }))
+        .unwrap()
+    }
+
+    fn nodes(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn spreads_evenly_and_honours_constraints() {
+        let services = BTreeMap::from([
+            ("six".to_string(), spec("six", 6, &[])),
+            ("one".to_string(), spec("one", 1, &[])),
+            ("pinned".to_string(), spec("pinned", 4, &["n2", "n9"])),
+            ("off".to_string(), spec("off", 0, &[])),
+        ]);
+        let live = nodes(&["n1", "n2", "n3"]);
+        let a = place(&services, &live, &Assignment::new());
+        assert_eq!(a["six"], BTreeMap::from([("n1".into(), 2), ("n2".into(), 2), ("n3".into(), 2)]));
+        assert_eq!(a["one"].values().sum::<u32>(), 1);
+        assert_eq!(a["pinned"], BTreeMap::from([("n2".into(), 4)]), "only n2 is both allowed and live");
+        assert!(!a.contains_key("off"));
+    }
+
+    #[test]
+    fn dead_node_share_moves_and_joins_rebalance_with_little_movement() {
+        let services = BTreeMap::from([("s".to_string(), spec("s", 7, &[]))]);
+        let three = place(&services, &nodes(&["n1", "n2", "n3"]), &Assignment::new());
+        assert_eq!(three["s"].values().sum::<u32>(), 7);
+        let two = place(&services, &nodes(&["n1", "n3"]), &three);
+        assert_eq!(two["s"].values().sum::<u32>(), 7);
+        assert!(!two["s"].contains_key("n2"));
+        // Stable: the same input gives the same table.
+        assert_eq!(place(&services, &nodes(&["n1", "n3"]), &two), two);
+        let four = place(&services, &nodes(&["n1", "n2", "n3", "n4"]), &two);
+        assert_eq!(four["s"].values().copied().collect::<Vec<_>>().iter().sum::<u32>(), 7);
+        assert!(four["s"].values().all(|&c| (1..=2).contains(&c)));
+    }
+
+    #[test]
+    fn no_live_eligible_node_means_no_row() {
+        let services = BTreeMap::from([("p".to_string(), spec("p", 2, &["n7"]))]);
+        assert!(place(&services, &nodes(&["n1"]), &Assignment::new()).is_empty());
+    }
+}

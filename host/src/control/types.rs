@@ -1,0 +1,143 @@
+//! What the control plane agrees on: the Raft type configuration, the commands in its log,
+//! and the state they build (service specs, per-node instance assignment, removed nodes).
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::services::ServiceSpec;
+
+/// A cluster member as Raft knows it: its name (`--node-id`) and peer RPC address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub peer: String,
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.peer)
+    }
+}
+
+/// One change to the control state. Every node applies the same sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum Command {
+    PutService { spec: ServiceSpec },
+    DeleteService { name: String },
+    /// The Cluster Manager's placement: service → node → instances (replaces the table).
+    Assign { assignment: Assignment },
+    /// A decommissioned node: never assigned again, never re-added as a member.
+    RemoveNode { name: String },
+}
+
+/// What applying a command returns (nothing a caller needs beyond "committed").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub changed: bool,
+}
+
+pub type Assignment = BTreeMap<String, BTreeMap<String, u32>>;
+
+openraft::declare_raft_types!(
+    /// The control plane's Raft types.
+    pub Control:
+        D = Command,
+        R = Applied,
+        NodeId = u64,
+        Node = Member,
+        Entry = openraft::Entry<Control>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A node's Raft id: derived from its name, so a restarted node is the same member.
+pub fn raft_id(name: &str) -> u64 {
+    let d = Sha256::digest(name.as_bytes());
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// The replicated state every node holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlState {
+    pub services: BTreeMap<String, ServiceSpec>,
+    pub assignment: Assignment,
+    pub removed: Vec<String>,
+}
+
+impl ControlState {
+    pub fn apply(&mut self, cmd: &Command) -> Applied {
+        let changed = match cmd {
+            Command::PutService { spec } => {
+                let old = self.services.insert(spec.name.clone(), spec.clone());
+                old.as_ref() != Some(spec)
+            }
+            Command::DeleteService { name } => {
+                self.assignment.remove(name);
+                self.services.remove(name).is_some()
+            }
+            Command::Assign { assignment } => {
+                // Drop rows of services deleted since the manager computed this table.
+                let next: Assignment =
+                    assignment.iter().filter(|(s, _)| self.services.contains_key(*s)).map(|(s, m)| (s.clone(), m.clone())).collect();
+                let changed = next != self.assignment;
+                self.assignment = next;
+                changed
+            }
+            Command::RemoveNode { name } => {
+                if self.removed.contains(name) {
+                    false
+                } else {
+                    self.removed.push(name.clone());
+                    for nodes in self.assignment.values_mut() {
+                        nodes.remove(name);
+                    }
+                    true
+                }
+            }
+        };
+        Applied { changed }
+    }
+
+    /// Instances of `service` assigned to `node`.
+    pub fn slots(&self, service: &str, node: &str) -> u32 {
+        self.assignment.get(service).and_then(|m| m.get(node)).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_ids_are_stable_and_distinct() {
+        assert_eq!(raft_id("n1"), raft_id("n1"));
+        assert_ne!(raft_id("n1"), raft_id("n2"));
+    }
+
+    #[test]
+    fn delete_and_remove_clean_the_assignment() {
+        let mut s = ControlState::default();
+        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "component": format!("sha256:{}", "0".repeat(64)), "instances": 2,
+            "queue_timeout_ms": 1000, "limits": crate::services::Limits::default(), "generation": 1, "updated_at_ms": 0
+        }))
+        .unwrap();
+        assert!(s.apply(&Command::PutService { spec: spec.clone() }).changed);
+        assert!(!s.apply(&Command::PutService { spec }).changed);
+        let table = Assignment::from([
+            ("a".into(), BTreeMap::from([("n1".into(), 1), ("n2".into(), 1)])),
+            ("gone".into(), BTreeMap::from([("n1".into(), 1)])),
+        ]);
+        assert!(s.apply(&Command::Assign { assignment: table }).changed);
+        assert_eq!(s.assignment.len(), 1, "rows of unknown services are dropped");
+        assert!(s.apply(&Command::RemoveNode { name: "n2".into() }).changed);
+        assert_eq!(s.slots("a", "n2"), 0);
+        assert_eq!(s.slots("a", "n1"), 1);
+        assert!(s.apply(&Command::DeleteService { name: "a".into() }).changed);
+        assert!(s.assignment.is_empty());
+    }
+}

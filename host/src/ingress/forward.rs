@@ -1,0 +1,132 @@
+//! Forwarding a request to another node that has instances of the service (cluster mode).
+//!
+//! Targets come from gossip (nodes that publish the service). A target that cannot be
+//! reached, or answers that it is dormant or has no instance, is skipped for the next one;
+//! a request is never sent twice to nodes that accepted it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::http::{self as h, Body};
+
+/// Marks a request one node forwarded to another; the receiver never forwards it again.
+pub const FORWARDED: &str = "x-nanogrid-forwarded";
+
+/// What ingress needs to know about the cluster.
+pub trait Peers: Send + Sync {
+    /// Not part of a majority: serve nothing.
+    fn dormant(&self) -> bool;
+    /// Ingress addresses of other serving nodes with instances of `service`, in the order
+    /// to try them.
+    fn holders(&self, service: &str) -> Vec<String>;
+}
+
+#[derive(Clone)]
+pub struct Forwarder {
+    pub peers: Option<Arc<dyn Peers>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Forwarder {
+    pub fn new(peers: Option<Arc<dyn Peers>>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
+        Forwarder { peers, client }
+    }
+
+    /// Send the request to the first holder that takes it.
+    pub async fn forward(
+        &self,
+        holders: Vec<String>,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        request_id: &str,
+    ) -> http::Response<Body> {
+        let mut last = String::from("no node has an instance");
+        for addr in holders {
+            let mut req = http::Request::builder().method(method.clone()).uri(format!("http://{addr}{target}"));
+            for (k, v) in headers {
+                if !matches!(k.as_str(), "host" | "connection" | "content-length" | "transfer-encoding") {
+                    req = req.header(k, v);
+                }
+            }
+            let req = req
+                .header(FORWARDED, "1")
+                .header("x-request-id", request_id)
+                .body(Full::new(body.clone()))
+                .expect("a request built from a valid one");
+            let resp = match tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(req)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) if e.is_connect() => {
+                    tracing::debug!(%addr, error = %e, "forward target unreachable; trying the next");
+                    last = format!("{addr} unreachable");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    let msg = format!("forwarding to {addr} failed after sending: {e}");
+                    return h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id);
+                }
+                Err(_) => {
+                    let msg = format!("{addr} did not answer within {FORWARD_TIMEOUT:?}");
+                    return h::error(StatusCode::GATEWAY_TIMEOUT, "timeout", &msg, request_id);
+                }
+            };
+            let (parts, body) = resp.into_parts();
+            let body = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    let msg = format!("reading the answer of {addr} failed: {e}");
+                    return h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id);
+                }
+            };
+            if parts.status == StatusCode::SERVICE_UNAVAILABLE && refused(&body) {
+                last = format!("{addr} has no instance free to take it");
+                continue;
+            }
+            let mut out = http::Response::new(h::full(body));
+            *out.status_mut() = parts.status;
+            for (k, v) in &parts.headers {
+                if !matches!(k.as_str(), "connection" | "content-length" | "transfer-encoding") {
+                    out.headers_mut().append(k, v.clone());
+                }
+            }
+            return out;
+        }
+        no_instance(&last, request_id)
+    }
+}
+
+/// Whether a 503 body says the node did not run the request at all.
+fn refused(body: &[u8]) -> bool {
+    let code = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.get("code")?.as_str().map(str::to_string));
+    matches!(code.as_deref(), Some("dormant" | "no-instance"))
+}
+
+pub fn no_instance(why: &str, request_id: &str) -> http::Response<Body> {
+    let msg = format!("no live node can serve this service right now ({why}); retry shortly");
+    let mut r = h::error(StatusCode::SERVICE_UNAVAILABLE, "no-instance", &msg, request_id);
+    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+pub fn dormant(request_id: &str) -> http::Response<Body> {
+    let msg = "this node is not part of a majority of its cluster (dormant) and serves nothing; use another node";
+    let mut r = h::error(StatusCode::SERVICE_UNAVAILABLE, "dormant", msg, request_id);
+    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("2"));
+    r
+}
