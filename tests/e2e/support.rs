@@ -123,7 +123,7 @@ impl TestNode {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--pool-instances", "200", "--data-dir"])
             .arg(self.data.path().join("node"))
             .env("NANOGRID_TOKEN", TOKEN)
-            .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
+            .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn,openraft=warn")
             .stdout(Stdio::piped())
             .stderr(log);
         if self.shared_cache {

@@ -153,6 +153,18 @@ impl Cluster {
             tracing::info!(node = %name, "removed node from the cluster");
             return Ok(());
         }
+        // A member restarted with another peer address: update it so Raft reaches it.
+        let moved: BTreeMap<u64, Member> = voters
+            .iter()
+            .chain(&learners)
+            .filter_map(|m| live.get(&m.name).filter(|p| p.peer != m.peer).map(|p| (m.name.clone(), p.peer.clone())))
+            .map(|(name, peer)| (raft_id(&name), Member { name, peer }))
+            .collect();
+        if !moved.is_empty() {
+            tracing::info!(nodes = ?moved.values().map(|m| m.to_string()).collect::<Vec<_>>(), "updating member addresses");
+            self.raft.change_membership(ChangeMembers::SetNodes(moved), true).await?;
+            return Ok(());
+        }
         for p in live.values().filter(|p| p.mode == JOINING && !is_member(&p.id) && !removed.contains(&p.id)) {
             let member = Member { name: p.id.clone(), peer: p.peer.clone() };
             self.raft.add_learner(raft_id(&p.id), member, false).await?;

@@ -1,0 +1,178 @@
+//! The scenario driver: a cluster of `nanogrid serve` processes on loopback, each with its
+//! own data dir and fixed peer/gossip ports (so a restarted node is the same member), and
+//! the steps scenarios are written in: start, stop, kill -9, cut off, heal, wait until.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use nanogrid::client::{Client, Reply};
+use serde_json::Value;
+
+use crate::support::TestNode;
+
+pub struct Member {
+    pub name: String,
+    pub peer: u16,
+    pub gossip: u16,
+    pub node: TestNode,
+    pub running: bool,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Member>,
+    seeds: String,
+    http: Client,
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Poll `probe` every 100 ms until it yields a value; panic naming `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Cluster {
+    /// Start `n` nodes named n1..nN that all seed from each other.
+    pub async fn start(n: usize) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_tcp_port(), free_udp_port())).collect();
+        let seeds = ports.iter().map(|(_, g)| format!("127.0.0.1:{g}")).collect::<Vec<_>>().join(",");
+        let mut c = Cluster { nodes: Vec::new(), seeds, http: Client::new() };
+        for (peer, gossip) in ports {
+            c.spawn(peer, gossip).await;
+        }
+        c
+    }
+
+    async fn spawn(&mut self, peer: u16, gossip: u16) -> usize {
+        let name = format!("n{}", self.nodes.len() + 1);
+        let args = [
+            "--node-id".to_string(),
+            name.clone(),
+            "--peer-listen".into(),
+            format!("127.0.0.1:{peer}"),
+            "--gossip-listen".into(),
+            format!("127.0.0.1:{gossip}"),
+            "--seeds".into(),
+            self.seeds.clone(),
+            "--fault-injection".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = TestNode::start_with_args(true, &args).await;
+        self.nodes.push(Member { name, peer, gossip, node, running: true });
+        self.nodes.len() - 1
+    }
+
+    /// Start one more node that seeds from the existing ones.
+    pub async fn add_node(&mut self) -> usize {
+        self.spawn(free_tcp_port(), free_udp_port()).await
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].node.kill();
+        self.nodes[i].running = false;
+    }
+
+    pub fn stop(&mut self, i: usize) {
+        self.nodes[i].node.stop();
+        self.nodes[i].running = false;
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].node.restart();
+        self.nodes[i].running = true;
+    }
+
+    /// Cut node `i` off the network (gossip and peer RPC), or heal it.
+    pub async fn isolate(&self, i: usize, on: bool) {
+        let r = self.nodes[i]
+            .node
+            .admin()
+            .call_json(Method::POST, "/v1/debug/isolate", &serde_json::json!({ "isolated": on }))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    /// `GET /v1/cluster` on node `i` (None if it does not answer).
+    pub async fn status(&self, i: usize) -> Option<Value> {
+        let r = self.nodes[i].node.admin().get("/v1/cluster").await.ok()?;
+        (r.status == 200).then(|| r.json().ok()).flatten()
+    }
+
+    pub async fn mode(&self, i: usize) -> Option<String> {
+        Some(self.status(i).await?["mode"].as_str()?.to_string())
+    }
+
+    /// The leader every node in `among` agrees on, when exactly one of them is leader.
+    pub async fn agreed_leader(&self, among: &[usize]) -> Option<String> {
+        let mut leader = None;
+        let mut leaders = 0;
+        for &i in among {
+            let s = self.status(i).await?;
+            let l = s["leader"].as_str()?.to_string();
+            if leader.get_or_insert_with(|| l.clone()) != &l {
+                return None;
+            }
+            if s["mode"] == "leader" {
+                leaders += 1;
+            }
+            if !matches!(s["mode"].as_str(), Some("leader" | "follower")) {
+                return None;
+            }
+        }
+        (leaders == 1).then_some(leader).flatten()
+    }
+
+    pub fn index_of(&self, name: &str) -> usize {
+        self.nodes.iter().position(|m| m.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// A request through node `i`'s ingress (Err when the node is down).
+    pub async fn call(&self, i: usize, method: Method, path: &str, body: &str) -> anyhow::Result<Reply> {
+        let url = format!("{}{path}", self.nodes[i].node.ingress);
+        self.http.send(method, &url, &[], Bytes::from(body.to_string())).await
+    }
+
+    pub async fn get(&self, i: usize, path: &str) -> anyhow::Result<Reply> {
+        self.call(i, Method::GET, path, "").await
+    }
+
+    /// Instances per node of `service`, as node `i` sees the assignment (empty while the
+    /// node has not applied the deploy yet).
+    pub async fn placement(&self, i: usize, service: &str) -> Vec<(String, u64)> {
+        let r = self.nodes[i].node.admin().get(&format!("/v1/services/{service}")).await.unwrap();
+        if r.status == 404 {
+            return Vec::new();
+        }
+        let v = r.json().unwrap();
+        v["status"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["node"].as_str().unwrap().to_string(), n["instances"].as_u64().unwrap()))
+            .collect()
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].running).collect()
+    }
+}

@@ -1,0 +1,291 @@
+//! Cluster scenarios (issue 6): three or four real node processes on loopback, driven by
+//! [`driver::Cluster`]. Every wait is bounded; the figures a scenario measures (election
+//! time, error window) are asserted against the issue's bounds and printed.
+
+mod driver;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::json;
+
+use crate::support::assert_error;
+use driver::{Cluster, eventually};
+
+const FORM: Duration = Duration::from_secs(30);
+
+async fn formed(c: &Cluster) -> String {
+    let all: Vec<usize> = (0..c.nodes.len()).collect();
+    eventually("the cluster has one agreed leader", FORM, || c.agreed_leader(&all)).await
+}
+
+/// Until node `i` answers `path` with 200; returns the body.
+async fn serves(c: &Cluster, i: usize, path: &str, within: Duration) -> String {
+    let what = format!("{} serves {path}", c.nodes[i].name);
+    eventually(&what, within, || async move {
+        let r = c.get(i, path).await.ok()?;
+        (r.status == 200).then(|| r.text())
+    })
+    .await
+}
+
+async fn placement_is(c: &Cluster, i: usize, service: &str, want: &[(&str, u64)]) {
+    let want: Vec<(String, u64)> = want.iter().map(|(n, k)| (n.to_string(), *k)).collect();
+    let what = format!("{service} is placed as {want:?}");
+    eventually(&what, Duration::from_secs(20), || {
+        let want = want.clone();
+        async move { (c.placement(i, service).await == want).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
+    let c = Cluster::start(3).await;
+    let leader = formed(&c).await;
+    let status = c.status(0).await.unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3, "{status}");
+    assert!(status["nodes"].as_array().unwrap().iter().all(|n| n["role"] == "voter" && n["live"] == true));
+    assert!(status["term"].as_u64().unwrap() >= 1);
+
+    // Deploy through node 1 only; nodes 2 and 3 fetch the component from a peer by digest.
+    c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
+    placement_is(&c, 2, "hello", &[("n1", 1), ("n2", 1), ("n3", 1)]).await;
+    for i in [1, 2] {
+        let body = serves(&c, i, "/hello/x?name=grid", Duration::from_secs(10)).await;
+        assert_eq!(body, "hello, grid! you asked for GET /x?name=grid\n");
+        let local = c.nodes[i].node.service("hello").await["status"]["local"].clone();
+        assert_eq!(local["instances"], 1, "{local}");
+        assert!(c.nodes[i].node.log().contains("fetched component from peer"), "node {i} fetched by digest");
+    }
+
+    // Admin writes through a follower are forwarded to the leader; reads anywhere agree.
+    let follower = (0..3).find(|&i| c.nodes[i].name != leader).unwrap();
+    let r = c.nodes[follower].node.cli(&["scale", "hello", "6"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for i in 0..3 {
+        placement_is(&c, i, "hello", &[("n1", 2), ("n2", 2), ("n3", 2)]).await;
+    }
+
+    // One instance in the cluster: every node still answers, two of them by forwarding.
+    c.nodes[0].node.cli(&["scale", "hello", "1"]);
+    let row = eventually("hello has one instance", Duration::from_secs(20), || async {
+        let p = c.placement(1, "hello").await;
+        (p.len() == 1 && p[0].1 == 1).then_some(p)
+    })
+    .await;
+    let holder = c.index_of(&row[0].0);
+    for i in 0..3 {
+        serves(&c, i, "/hello/", Duration::from_secs(10)).await;
+        let r = c.call(i, Method::POST, "/hello/f", "payload").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().ends_with("you sent: payload\n"), "{}", r.text());
+        assert!(r.header("x-request-id").is_some());
+    }
+    let ok = c.nodes[holder].node.service("hello").await["status"]["requests"]["ok"].as_u64().unwrap();
+    assert!(ok >= 3, "the holder ran the forwarded requests (ok = {ok})");
+
+    // Static placement: only the named node runs it.
+    c.nodes[2].node.deploy("pinned", "hello", json!({ "instances": 2, "placement": ["n2"] })).await;
+    placement_is(&c, 0, "pinned", &[("n2", 2)]).await;
+    serves(&c, 0, "/pinned/", Duration::from_secs(10)).await;
+
+    // `nanogrid status` shows the same as a table.
+    let out = c.nodes[1].node.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(&format!("leader: {leader}")), "{text}");
+    for n in ["n1", "n2", "n3"] {
+        assert!(text.lines().any(|l| l.starts_with(n) && l.contains("voter")), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn killing_the_leader_elects_another_and_services_keep_answering() {
+    let mut c = Cluster::start(3).await;
+    let old = formed(&c).await;
+    let dead = c.index_of(&old);
+    c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
+    placement_is(&c, 0, "hello", &[("n1", 1), ("n2", 1), ("n3", 1)]).await;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != dead).collect();
+    for &i in &survivors {
+        serves(&c, i, "/hello/", Duration::from_secs(10)).await;
+    }
+
+    // Load through both survivors while the leader dies.
+    let failures: Arc<Mutex<Vec<Instant>>> = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let c = Arc::new(tokio::sync::RwLock::new(c));
+    let mut loops = Vec::new();
+    for &i in &survivors {
+        let (c, failures, stop) = (c.clone(), failures.clone(), stop.clone());
+        loops.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ok = matches!(c.read().await.get(i, "/hello/").await, Ok(r) if r.status == 200);
+                if !ok {
+                    failures.lock().unwrap().push(Instant::now());
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    c.write().await.kill(dead);
+    let new = eventually("a new leader is elected", Duration::from_secs(10), || async {
+        c.read().await.agreed_leader(&survivors).await.filter(|l| *l != old)
+    })
+    .await;
+    let election = killed.elapsed();
+    // The dead node's share moves to the survivors.
+    let survivors_only = eventually("the dead node's instances are reassigned", Duration::from_secs(20), || async {
+        let p = c.read().await.placement(survivors[0], "hello").await;
+        (p.iter().all(|(n, _)| *n != old) && p.iter().map(|(_, k)| k).sum::<u64>() == 3).then_some(p)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for l in loops {
+        total += l.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let window = match (failures.first(), failures.last()) {
+        (Some(a), Some(b)) => *b - *a,
+        _ => Duration::ZERO,
+    };
+    eprintln!(
+        "leader {old} killed: {new} elected after {election:?}; {} of {total} requests failed, error window {window:?}; placement {survivors_only:?}",
+        failures.len()
+    );
+    assert!(total > 50, "the load loops ran ({total} requests)");
+    assert!(window <= Duration::from_secs(3), "error window {window:?} is over 3 s");
+
+    // The new leader takes writes.
+    let c = c.read().await;
+    c.nodes[survivors[1]].node.deploy("after", "hello", json!({ "instances": 2 })).await;
+    serves(&c, survivors[0], "/after/", Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_node_cut_off_goes_dormant_and_catches_up_when_healed() {
+    let c = Cluster::start(3).await;
+    let leader = formed(&c).await;
+    c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
+    // Cut off the leader itself: the other two must elect a new one.
+    let cut = c.index_of(&leader);
+    let rest: Vec<usize> = (0..3).filter(|&i| i != cut).collect();
+    serves(&c, cut, "/hello/", Duration::from_secs(10)).await;
+
+    let t = Instant::now();
+    c.isolate(cut, true).await;
+    eventually("the cut-off node turns dormant", Duration::from_secs(15), || async {
+        (c.mode(cut).await.as_deref() == Some("dormant")).then_some(())
+    })
+    .await;
+    eprintln!("cut-off node dormant after {:?}", t.elapsed());
+    let r = c.get(cut, "/hello/").await.unwrap();
+    assert_error(&r, 503, "dormant");
+    assert!(r.header("retry-after").is_some());
+    // Writes on the dormant node are refused, not lost.
+    let up = c.nodes[cut].node.admin().upload(crate::support::wasm("hello")).await.unwrap();
+    let digest = up.json().unwrap()["digest"].clone();
+    let r = c.nodes[cut]
+        .node
+        .admin()
+        .call_json(Method::PUT, "/v1/services/nope", &json!({ "component": digest }))
+        .await
+        .unwrap();
+    assert_error(&r, 503, "no-quorum");
+
+    // The majority keeps working: a new leader, service answers, a deploy commits.
+    eventually("the other two agree on a new leader", Duration::from_secs(15), || async {
+        c.agreed_leader(&rest).await.filter(|l| *l != leader)
+    })
+    .await;
+    for &i in &rest {
+        serves(&c, i, "/hello/", Duration::from_secs(10)).await;
+    }
+    c.nodes[rest[0]].node.deploy("late", "hello", json!({ "instances": 3, "config": { "greeting": "late" } })).await;
+    serves(&c, rest[1], "/late/", Duration::from_secs(10)).await;
+    assert!(c.get(cut, "/late/").await.unwrap().status == 503);
+
+    // Heal: it rejoins without help and serves what was deployed while it was away.
+    c.isolate(cut, false).await;
+    let body = serves(&c, cut, "/late/?name=back", Duration::from_secs(20)).await;
+    assert!(body.starts_with("late, back!"), "{body}");
+    eventually("all three agree on a leader again", FORM, || c.agreed_leader(&[0, 1, 2])).await;
+    eventually("the healed node gets instances again", Duration::from_secs(20), || async {
+        let v = c.nodes[cut].node.service("late").await;
+        (v["status"]["local"]["instances"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restarting_every_node_brings_the_cluster_back_with_its_services() {
+    let mut c = Cluster::start(3).await;
+    formed(&c).await;
+    c.nodes[1].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
+    c.nodes[2].node.deploy("greet", "hello", json!({ "instances": 2, "config": { "greeting": "hi" } })).await;
+    placement_is(&c, 0, "hello", &[("n1", 1), ("n2", 1), ("n3", 1)]).await;
+    for i in 0..3 {
+        c.stop(i);
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    formed(&c).await;
+    for i in 0..3 {
+        serves(&c, i, "/hello/", Duration::from_secs(20)).await;
+        let body = serves(&c, i, "/greet/", Duration::from_secs(20)).await;
+        assert!(body.starts_with("hi, world!"), "{body}");
+    }
+    let list = c.nodes[0].node.admin().get("/v1/services").await.unwrap().json().unwrap();
+    assert_eq!(list["services"].as_array().unwrap().len(), 2, "{list}");
+}
+
+#[tokio::test]
+async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() {
+    let mut c = Cluster::start(3).await;
+    formed(&c).await;
+    c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 8 })).await;
+    eventually("8 instances over 3 nodes", Duration::from_secs(20), || async {
+        let p = c.placement(0, "hello").await;
+        (p.len() == 3 && p.iter().map(|(_, k)| k).sum::<u64>() == 8).then_some(())
+    })
+    .await;
+
+    let n4 = c.add_node().await;
+    placement_is(&c, 0, "hello", &[("n1", 2), ("n2", 2), ("n3", 2), ("n4", 2)]).await;
+    let status = c.status(0).await.unwrap();
+    let row = status["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "n4").cloned().unwrap();
+    assert_eq!(row["role"], "learner", "voters stay at 3: {status}");
+    serves(&c, n4, "/hello/", Duration::from_secs(10)).await;
+
+    // Decommission it: its share moves back, it stops serving, it is never re-added.
+    let r = c.nodes[1].node.admin().call(Method::DELETE, "/v1/cluster/nodes/n4", None, Default::default()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually("n4's share moves to the others", Duration::from_secs(20), || async {
+        let p = c.placement(0, "hello").await;
+        (p.len() == 3 && p.iter().all(|(n, _)| n != "n4") && p.iter().map(|(_, k)| k).sum::<u64>() == 8).then_some(())
+    })
+    .await;
+    eventually("n4 is dormant", Duration::from_secs(15), || async {
+        (c.mode(n4).await.as_deref() == Some("dormant")).then_some(())
+    })
+    .await;
+    assert_error(&c.get(n4, "/hello/").await.unwrap(), 503, "dormant");
+    let r = c.nodes[0].node.admin().call(Method::DELETE, "/v1/cluster/nodes/n9", None, Default::default()).await.unwrap();
+    assert_error(&r, 404, "not-found");
+    // A wrong token is refused by the peer listener too: nodes share one token.
+    let peer = format!("http://127.0.0.1:{}/components/x", c.nodes[0].peer);
+    let r = nanogrid::client::Client::new()
+        .send(Method::GET, &peer, &[("authorization", "Bearer wrong".into())], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+}
