@@ -325,3 +325,30 @@ impl RaftStateMachine<Control> for StateMachine {
         Ok(stored.last_applied.is_some().then(|| Self::snapshot_of(&stored)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+    use crate::grid::RocksStorage;
+
+    /// Each store is a fresh RocksDB in its own temp dir (kept alive as the guard).
+    struct Rocks;
+
+    impl StoreBuilder<Control, LogStore, StateMachine, tempfile::TempDir> for Rocks {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), Err> {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let storage = RocksStorage::open(dir.path()).expect("open RocksDB");
+            let grid = Arc::new(Grid::new(Arc::new(storage)));
+            let log = LogStore::open(grid.clone()).await.expect("log store");
+            let sm = StateMachine::open(grid).await.expect("state machine");
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn passes_openraft_storage_suite_on_rocksdb() {
+        Suite::test_all(Rocks).unwrap();
+    }
+}
