@@ -204,6 +204,10 @@ pub async fn start(
                 ..Default::default()
             };
             let cluster = Cluster::start(&config.node_id, cc.clone(), &token, me, grid, registry.clone()).await?;
+            registry.set_remote(Arc::new(crate::control::RemoteCalls {
+                cluster: Arc::downgrade(&cluster),
+                forwarder: ingress::Forwarder::new(None),
+            }));
             let max_body = config.max_upload_bytes.saturating_mul(2).saturating_add(1 << 20);
             let c = cluster.clone();
             let handler = move |req| crate::control::peer::handle(c.clone(), max_body, req);

@@ -115,6 +115,42 @@ impl crate::ingress::Peers for Cluster {
     }
 }
 
+/// `invoke` of a service with no instance on this node: forwarded like ingress does.
+pub struct RemoteCalls {
+    pub cluster: std::sync::Weak<Cluster>,
+    pub forwarder: crate::ingress::Forwarder,
+}
+
+impl crate::services::Remote for RemoteCalls {
+    fn call<'a>(
+        &'a self,
+        service: &'a str,
+        req: crate::runtime::Request,
+        request_id: Arc<str>,
+        depth: u32,
+    ) -> futures::future::BoxFuture<'a, Result<crate::runtime::Response, crate::services::DispatchError>> {
+        Box::pin(async move {
+            use crate::services::DispatchError;
+            let Some(cluster) = self.cluster.upgrade() else {
+                return Err(DispatchError::Internal("the node is shutting down".into()));
+            };
+            if cluster.mode() == Mode::Dormant {
+                let reason = "this node is dormant".to_string();
+                return Err(DispatchError::NoInstance { service: service.to_string(), reason });
+            }
+            let holders = cluster.holders(service);
+            if holders.is_empty() {
+                if cluster.registry.get(service).is_none() {
+                    return Err(DispatchError::NotFound(service.to_string()));
+                }
+                let reason = "none is assigned to a live node yet".to_string();
+                return Err(DispatchError::NoInstance { service: service.to_string(), reason });
+            }
+            self.forwarder.call(holders, service, req, &request_id, depth).await
+        })
+    }
+}
+
 /// The answer of the leader to a forwarded write.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WriteReply {

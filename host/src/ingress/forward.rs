@@ -19,6 +19,9 @@ use crate::http::{self as h, Body};
 /// Marks a request one node forwarded to another; the receiver never forwards it again.
 pub const FORWARDED: &str = "x-nanogrid-forwarded";
 
+/// The `invoke` depth of a forwarded call (only read together with [`FORWARDED`]).
+pub const DEPTH: &str = "x-nanogrid-depth";
+
 /// What ingress needs to know about the cluster.
 pub trait Peers: Send + Sync {
     /// Not part of a majority: serve nothing.
@@ -106,6 +109,46 @@ impl Forwarder {
             return out;
         }
         no_instance(&last, request_id)
+    }
+}
+
+impl Forwarder {
+    /// A guest's `invoke` of a service that runs on other nodes.
+    pub async fn call(
+        &self,
+        holders: Vec<String>,
+        service: &str,
+        req: crate::runtime::Request,
+        request_id: &str,
+        depth: u32,
+    ) -> Result<crate::runtime::Response, crate::services::DispatchError> {
+        use crate::services::DispatchError;
+        let method = Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| DispatchError::Internal(format!("invalid method {:?}", req.method)))?;
+        let target = format!("/{service}{}", req.path);
+        let mut headers = HeaderMap::new();
+        for (k, v) in &req.headers {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                headers.append(k, v);
+            }
+        }
+        headers.insert(DEPTH, HeaderValue::from(depth));
+        let resp = self.forward(holders, &method, &target, &headers, Bytes::from(req.body), request_id).await;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| DispatchError::Internal(e.to_string()))?.to_bytes();
+        if parts.status == StatusCode::SERVICE_UNAVAILABLE && refused(&body) {
+            return Err(DispatchError::NoInstance {
+                service: service.to_string(),
+                reason: "no node with an instance took the call".into(),
+            });
+        }
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(k, _)| k.as_str() != "x-request-id")
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        Ok(crate::runtime::Response { status: parts.status.as_u16(), headers, body: body.to_vec() })
     }
 }
 

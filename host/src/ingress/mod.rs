@@ -163,7 +163,12 @@ async fn route(
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
     let guest_req = GuestRequest { method: parts.method.as_str().to_string(), path, headers, body: body.to_vec() };
-    match registry.dispatch_to(svc, guest_req, request_id.into(), 0).await {
+    // A call forwarded from another node's `invoke` keeps counting its depth.
+    let depth = match parts.headers.contains_key(FORWARDED) {
+        true => parts.headers.get(forward::DEPTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0),
+        false => 0,
+    };
+    match registry.dispatch_to(svc, guest_req, request_id.into(), depth).await {
         Ok(resp) => to_http(resp, request_id),
         Err(e) => dispatch_error(&e, request_id),
     }
@@ -236,6 +241,7 @@ pub fn dispatch_error(e: &DispatchError, request_id: &str) -> http::Response<Bod
         DispatchError::OutOfFuel { .. } => (StatusCode::GATEWAY_TIMEOUT, "fuel-exhausted", None),
         DispatchError::ResponseTooLarge { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "response-too-large", None),
         DispatchError::Unresolved { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unresolved-import", Some("5")),
+        DispatchError::NoInstance { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no-instance", Some("1")),
         DispatchError::NoHandler { .. } => (StatusCode::NOT_FOUND, "no-handler", None),
         DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
     };

@@ -73,7 +73,16 @@ impl Registry {
         request_id: Arc<str>,
         depth: u32,
     ) -> Result<Response, DispatchError> {
-        let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
+        let svc = self.get(name);
+        if let Some(remote) = self.remote.get() {
+            // In a cluster, a service without instances here runs wherever it has some.
+            let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
+            let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
+            if !local && !stopped {
+                return remote.call(name, req, request_id, depth).await;
+            }
+        }
+        let svc = svc.ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
         self.dispatch_to(svc, req, request_id, depth).await
     }
 
@@ -213,6 +222,7 @@ pub fn to_guest_error(e: &DispatchError) -> GuestError {
     match e {
         DispatchError::NotFound(_) | DispatchError::NoHandler { .. } => GuestError::NotFound(e.to_string()),
         DispatchError::Unresolved { .. }
+        | DispatchError::NoInstance { .. }
         | DispatchError::Stopped(_)
         | DispatchError::QueueFull(_)
         | DispatchError::WaitTimeout(..) => GuestError::Unavailable(e.to_string()),

@@ -138,8 +138,22 @@ pub enum DispatchError {
     Unresolved { service: String, interface: String, reason: String },
     #[error("service {service:?} has no handler to call: it provides [{exports}] to services that import them")]
     NoHandler { service: String, exports: String },
+    #[error("no live node can run service {service:?} right now ({reason}); retry shortly")]
+    NoInstance { service: String, reason: String },
     #[error("{0}")]
     Internal(String),
+}
+
+/// Runs a call on another node (cluster mode): how `invoke` reaches a service that has no
+/// instances here.
+pub trait Remote: Send + Sync {
+    fn call<'a>(
+        &'a self,
+        service: &'a str,
+        req: crate::runtime::Request,
+        request_id: Arc<str>,
+        depth: u32,
+    ) -> futures::future::BoxFuture<'a, Result<crate::runtime::Response, DispatchError>>;
 }
 
 /// Why an admin change was refused.
@@ -182,6 +196,7 @@ pub struct Registry {
     /// In a cluster, this node's instance slots per service (the Service Manager sets
     /// them from the assignment); `None` on a single node, where slots = `instances`.
     slots: RwLock<Option<HashMap<String, u32>>>,
+    remote: std::sync::OnceLock<Arc<dyn Remote>>,
     request_seq: std::sync::atomic::AtomicU64,
     seed: u64,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
@@ -212,6 +227,7 @@ impl Registry {
             services: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
             slots: RwLock::new(None),
+            remote: std::sync::OnceLock::new(),
             request_seq: Default::default(),
             seed,
         })
@@ -321,6 +337,11 @@ impl Registry {
             Some(map) if spec.instances > 0 => map.get(&spec.name).copied().unwrap_or(0),
             _ => spec.instances,
         }
+    }
+
+    /// Route calls to services without local instances through `remote` (set once).
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
     }
 
     /// Whether this node is one of a cluster (slots come from the assignment).

@@ -91,6 +91,34 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     placement_is(&c, 0, "pinned", &[("n2", 2)]).await;
     serves(&c, 0, "/pinned/", Duration::from_secs(10)).await;
 
+    // invoke crosses nodes: gateway on n1 fans out to wordcount on n2 and counter on n3,
+    // called through n3's ingress; the request id travels along every hop.
+    c.nodes[0].node.deploy("wordcount", "wordcount", json!({ "placement": ["n2"] })).await;
+    c.nodes[0].node.deploy("counter", "counter", json!({ "placement": ["n3"] })).await;
+    c.nodes[0].node.deploy("gateway", "gateway", json!({ "placement": ["n1"] })).await;
+    placement_is(&c, 2, "gateway", &[("n1", 1)]).await;
+    placement_is(&c, 2, "counter", &[("n3", 1)]).await;
+    placement_is(&c, 2, "wordcount", &[("n2", 1)]).await;
+    let url = format!("{}/gateway/", c.nodes[2].node.ingress);
+    let v = eventually("gateway answers across nodes", Duration::from_secs(15), || {
+        let url = url.clone();
+        async move {
+            let r = nanogrid::client::Client::new()
+                .send(Method::POST, &url, &[("x-request-id", "req-xnode-1".into())], "one two two".into())
+                .await
+                .ok()?;
+            (r.status == 200).then(|| r.json().unwrap())
+        }
+    })
+    .await;
+    assert_eq!(v["request_id"], "req-xnode-1");
+    assert_eq!(v["stats"]["words"], 3);
+    let docs = v["documents"].as_i64().unwrap();
+    let again = c.call(1, Method::POST, "/gateway/", "x").await.unwrap().json().unwrap();
+    assert_eq!(again["documents"].as_i64().unwrap(), docs + 1);
+    let ran = c.nodes[2].node.service("counter").await["status"]["requests"]["ok"].as_u64().unwrap();
+    assert!(ran >= 2, "counter ran on n3 (ok = {ran})");
+
     // `nanogrid status` shows the same as a table.
     let out = c.nodes[1].node.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
