@@ -244,12 +244,22 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 Ok(()) => h::json(StatusCode::OK, &json!({ "removed": id }), rid),
                 Err(e) => admin_error(e, rid),
             },
-            None => err(StatusCode::CONFLICT, "not-clustered", "this node runs in single mode; there is no node to remove", rid),
+            None => err(
+                StatusCode::CONFLICT,
+                "not-clustered",
+                "this node runs in single mode; there is no node to remove",
+                rid,
+            ),
         },
         (&Method::POST, ["v1", "debug", "isolate"]) => {
             let Some(c) = node.cluster.as_ref().filter(|c| c.config.fault_injection) else {
                 h::drain(req.into_body()).await;
-                return err(StatusCode::NOT_FOUND, "no-route", "fault injection is off; start the node with --fault-injection", rid);
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "no-route",
+                    "fault injection is off; start the node with --fault-injection",
+                    rid,
+                );
             };
             let body: serde_json::Value = match json_body(req, rid).await {
                 Ok(b) => b,

@@ -61,7 +61,9 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
     let gossip = match args.gossip_listen.or(file.gossip_listen) {
         Some(g) => g,
         None if peer.port() == 0 => std::net::SocketAddr::new(peer.ip(), 0),
-        None => std::net::SocketAddr::new(peer.ip(), peer.port().checked_add(1).context("--peer-listen port too high")?),
+        None => {
+            std::net::SocketAddr::new(peer.ip(), peer.port().checked_add(1).context("--peer-listen port too high")?)
+        }
     };
     let mut c = ClusterConfig::new(peer, gossip);
     c.seeds = if args.seeds.is_empty() { file.seeds.clone().unwrap_or_default() } else { args.seeds.clone() };

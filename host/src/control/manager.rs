@@ -144,7 +144,7 @@ impl Cluster {
         let (voters, learners) = self.members();
         let is_member = |n: &str| voters.iter().chain(&learners).any(|m| m.name == n);
 
-        for name in removed.iter().filter(|n| is_member(n)) {
+        if let Some(name) = removed.iter().find(|n| is_member(n)) {
             let id = BTreeSet::from([raft_id(name)]);
             if voters.iter().any(|m| &m.name == name) {
                 self.raft.change_membership(ChangeMembers::RemoveVoters(id.clone()), false).await?;

@@ -94,7 +94,9 @@ pub enum ClusterError {
         "this node is not part of a majority of the cluster (mode {0}); the change was not made: retry on another node or once the cluster has a quorum"
     )]
     NoQuorum(&'static str),
-    #[error("the cluster did not commit the change within {0:?} (no leader reachable); it may still apply: check GET /v1/services")]
+    #[error(
+        "the cluster did not commit the change within {0:?} (no leader reachable); it may still apply: check GET /v1/services"
+    )]
     Timeout(Duration),
     #[error("{0}")]
     Internal(String),
@@ -257,7 +259,9 @@ impl Cluster {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<String> = live
             .values()
-            .filter(|p| p.id != self.name && p.mode != Mode::Dormant.as_str() && p.services.iter().any(|s| s == service))
+            .filter(|p| {
+                p.id != self.name && p.mode != Mode::Dormant.as_str() && p.services.iter().any(|s| s == service)
+            })
             .map(|p| p.addr.clone())
             .collect();
         if !out.is_empty() {
@@ -318,7 +322,8 @@ impl Cluster {
         }
         for p in self.live().values().filter(|p| p.id != self.name) {
             let path = format!("/components/{digest}");
-            match self.peers.call(http::Method::GET, &p.peer, &path, bytes::Bytes::new(), Duration::from_secs(30)).await {
+            match self.peers.call(http::Method::GET, &p.peer, &path, bytes::Bytes::new(), Duration::from_secs(30)).await
+            {
                 Ok(bytes) => {
                     let got = crate::services::digest_of(&bytes);
                     if got != digest {
@@ -342,13 +347,13 @@ impl Cluster {
         crate::services::spec::validate_digest(&req.component).map_err(AdminError::BadRequest)?;
         self.ensure_component(&req.component).await?;
         let (spec, created) = self.registry.validate_service(name, req).await?;
-        self.write(Command::PutService { spec: spec.clone() }).await?;
+        self.write(Command::PutService { spec: Box::new(spec.clone()) }).await?;
         Ok((spec, created))
     }
 
     pub async fn scale(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {
         let spec = self.registry.scaled_spec(name, instances, max_queue)?;
-        self.write(Command::PutService { spec: spec.clone() }).await?;
+        self.write(Command::PutService { spec: Box::new(spec.clone()) }).await?;
         Ok(spec)
     }
 
@@ -399,9 +404,9 @@ impl Cluster {
     /// `GET /v1/cluster`.
     pub fn status(&self) -> serde_json::Value {
         let metrics = self.raft.metrics().borrow().clone();
-        let leader = metrics.current_leader.and_then(|id| {
-            metrics.membership_config.membership().get_node(&id).map(|m| m.name.clone())
-        });
+        let leader = metrics
+            .current_leader
+            .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|m| m.name.clone()));
         let (voters, learners) = self.members();
         let live = self.live();
         let state = self.sm.current();

@@ -71,7 +71,8 @@ impl PeerClient {
             return Err(PeerError::Unreachable(addr.into(), "this node is isolated (fault injection)".into()));
         }
         let url = format!("http://{addr}{path}");
-        let headers = [("authorization", format!("Bearer {}", self.token)), ("content-type", "application/json".into())];
+        let headers =
+            [("authorization", format!("Bearer {}", self.token)), ("content-type", "application/json".into())];
         let reply = match tokio::time::timeout(timeout, self.http.send(method, &url, &headers, body)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Err(PeerError::Unreachable(addr.into(), format!("{e:#}"))),

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -36,9 +36,13 @@ fn any(e: impl std::fmt::Display) -> AnyError {
     AnyError::error(e)
 }
 
-async fn read_json<T: for<'a> Deserialize<'a> + Send + 'static>(grid: &Grid, key: &'static [u8]) -> Result<Option<T>, String> {
+async fn read_json<T: for<'a> Deserialize<'a> + Send + 'static>(
+    grid: &Grid,
+    key: &'static [u8],
+) -> Result<Option<T>, String> {
     let raw = grid.blocking(move |s| s.get(Table::Control, key)).await.map_err(|e| e.to_string())?;
-    raw.map(|b| serde_json::from_slice(&b).map_err(|e| format!("stored {}: {e}", String::from_utf8_lossy(key)))).transpose()
+    raw.map(|b| serde_json::from_slice(&b).map_err(|e| format!("stored {}: {e}", String::from_utf8_lossy(key))))
+        .transpose()
 }
 
 async fn write(grid: &Grid, ops: Vec<BatchOp>) -> Result<(), String> {
@@ -49,12 +53,15 @@ fn put_json<T: Serialize>(key: &[u8], value: &T) -> BatchOp {
     BatchOp::Put(Table::Control, key.to_vec(), serde_json::to_vec(value).expect("control records serialise"))
 }
 
+/// The last entry's id and the purge point.
+type Tail = (Option<LogId<u64>>, Option<LogId<u64>>);
+
 /// The Raft log and vote.
 #[derive(Clone)]
 pub struct LogStore {
     grid: Arc<Grid>,
-    // The last entry's id and the purge point, kept in memory (read once at open).
-    tail: Arc<Mutex<(Option<LogId<u64>>, Option<LogId<u64>>)>>,
+    // Kept in memory (read once at open).
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl LogStore {
@@ -69,7 +76,7 @@ impl LogStore {
         Ok(LogStore { grid, tail: Arc::new(Mutex::new((last.or(purged), purged))) })
     }
 
-    fn tail(&self) -> (Option<LogId<u64>>, Option<LogId<u64>>) {
+    fn tail(&self) -> Tail {
         *self.tail.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

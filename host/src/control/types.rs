@@ -26,12 +26,20 @@ impl std::fmt::Display for Member {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "op")]
 pub enum Command {
-    PutService { spec: ServiceSpec },
-    DeleteService { name: String },
+    PutService {
+        spec: Box<ServiceSpec>,
+    },
+    DeleteService {
+        name: String,
+    },
     /// The Cluster Manager's placement: service → node → instances (replaces the table).
-    Assign { assignment: Assignment },
+    Assign {
+        assignment: Assignment,
+    },
     /// A decommissioned node: never assigned again, never re-added as a member.
-    RemoveNode { name: String },
+    RemoveNode {
+        name: String,
+    },
 }
 
 /// What applying a command returns (nothing a caller needs beyond "committed").
@@ -72,8 +80,8 @@ impl ControlState {
     pub fn apply(&mut self, cmd: &Command) -> Applied {
         let changed = match cmd {
             Command::PutService { spec } => {
-                let old = self.services.insert(spec.name.clone(), spec.clone());
-                old.as_ref() != Some(spec)
+                let old = self.services.insert(spec.name.clone(), (**spec).clone());
+                old.as_ref() != Some(&**spec)
             }
             Command::DeleteService { name } => {
                 self.assignment.remove(name);
@@ -81,8 +89,11 @@ impl ControlState {
             }
             Command::Assign { assignment } => {
                 // Drop rows of services deleted since the manager computed this table.
-                let next: Assignment =
-                    assignment.iter().filter(|(s, _)| self.services.contains_key(*s)).map(|(s, m)| (s.clone(), m.clone())).collect();
+                let next: Assignment = assignment
+                    .iter()
+                    .filter(|(s, _)| self.services.contains_key(*s))
+                    .map(|(s, m)| (s.clone(), m.clone()))
+                    .collect();
                 let changed = next != self.assignment;
                 self.assignment = next;
                 changed
@@ -126,8 +137,8 @@ mod tests {
             "queue_timeout_ms": 1000, "limits": crate::services::Limits::default(), "generation": 1, "updated_at_ms": 0
         }))
         .unwrap();
-        assert!(s.apply(&Command::PutService { spec: spec.clone() }).changed);
-        assert!(!s.apply(&Command::PutService { spec }).changed);
+        assert!(s.apply(&Command::PutService { spec: Box::new(spec.clone()) }).changed);
+        assert!(!s.apply(&Command::PutService { spec: Box::new(spec) }).changed);
         let table = Assignment::from([
             ("a".into(), BTreeMap::from([("n1".into(), 1), ("n2".into(), 1)])),
             ("gone".into(), BTreeMap::from([("n1".into(), 1)])),

@@ -15,9 +15,7 @@ use crate::support::TestNode;
 pub struct Member {
     pub name: String,
     pub peer: u16,
-    pub gossip: u16,
     pub node: TestNode,
-    pub running: bool,
 }
 
 pub struct Cluster {
@@ -77,7 +75,7 @@ impl Cluster {
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let node = TestNode::start_with_args(true, &args).await;
-        self.nodes.push(Member { name, peer, gossip, node, running: true });
+        self.nodes.push(Member { name, peer, node });
         self.nodes.len() - 1
     }
 
@@ -88,17 +86,14 @@ impl Cluster {
 
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].node.kill();
-        self.nodes[i].running = false;
     }
 
     pub fn stop(&mut self, i: usize) {
         self.nodes[i].node.stop();
-        self.nodes[i].running = false;
     }
 
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].node.restart();
-        self.nodes[i].running = true;
     }
 
     /// Cut node `i` off the network (gossip and peer RPC), or heal it.
@@ -170,9 +165,5 @@ impl Cluster {
             .iter()
             .map(|n| (n["node"].as_str().unwrap().to_string(), n["instances"].as_u64().unwrap()))
             .collect()
-    }
-
-    pub fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].running).collect()
     }
 }

@@ -130,7 +130,7 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
 
 #[tokio::test]
 async fn killing_the_leader_elects_another_and_services_keep_answering() {
-    let mut c = Cluster::start(3).await;
+    let c = Cluster::start(3).await;
     let old = formed(&c).await;
     let dead = c.index_of(&old);
     c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
@@ -295,7 +295,8 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
     serves(&c, n4, "/hello/", Duration::from_secs(10)).await;
 
     // Decommission it: its share moves back, it stops serving, it is never re-added.
-    let r = c.nodes[1].node.admin().call(Method::DELETE, "/v1/cluster/nodes/n4", None, Default::default()).await.unwrap();
+    let r =
+        c.nodes[1].node.admin().call(Method::DELETE, "/v1/cluster/nodes/n4", None, Default::default()).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     eventually("n4's share moves to the others", Duration::from_secs(20), || async {
         let p = c.placement(0, "hello").await;
@@ -307,7 +308,8 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
     })
     .await;
     assert_error(&c.get(n4, "/hello/").await.unwrap(), 503, "dormant");
-    let r = c.nodes[0].node.admin().call(Method::DELETE, "/v1/cluster/nodes/n9", None, Default::default()).await.unwrap();
+    let r =
+        c.nodes[0].node.admin().call(Method::DELETE, "/v1/cluster/nodes/n9", None, Default::default()).await.unwrap();
     assert_error(&r, 404, "not-found");
     // A wrong token is refused by the peer listener too: nodes share one token.
     let peer = format!("http://127.0.0.1:{}/components/x", c.nodes[0].peer);
