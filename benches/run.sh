@@ -89,8 +89,9 @@ inst_us=$(echo "$inst" | sed -n 's/.*instantiate_us=\([0-9.]*\).*/\1/p')
 req_us=$(echo "$inst" | sed -n 's/.*request_us=\([0-9.]*\).*/\1/p')
 
 mkdir -p docs
-# Keep the composition section (benches/chain.sh writes it).
+# Keep the sections benches/chain.sh and benches/cluster.sh write.
 chain_section=$(sed -n '/<!-- chain:begin -->/,/<!-- chain:end -->/p' docs/BENCHMARKS.md 2>/dev/null || true)
+cluster_section=$(sed -n '/<!-- cluster:begin -->/,/<!-- cluster:end -->/p' docs/BENCHMARKS.md 2>/dev/null || true)
 cat >docs/BENCHMARKS.md <<MD
 # Benchmarks
 
@@ -140,4 +141,5 @@ reset with 1 MiB resident.
 Measured on: $(nproc) cores, $(uname -m), kernel $(uname -r), $(date -u +%Y-%m-%d).
 MD
 if [ -n "$chain_section" ]; then printf '\n%s\n' "$chain_section" >>docs/BENCHMARKS.md; fi
+if [ -n "$cluster_section" ]; then printf '\n%s\n' "$cluster_section" >>docs/BENCHMARKS.md; fi
 echo "wrote docs/BENCHMARKS.md (mean ratio $mean_ratio)" >&2

@@ -253,22 +253,30 @@ impl Cluster {
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Ingress addresses of other live, serving nodes that have instances of `service`,
-    /// rotated so forwarded load spreads.
+    /// Ingress addresses of other live, serving nodes that have instances of `service`:
+    /// those gossip shows serving it first, then those the committed assignment gives
+    /// instances (gossip may lag a deploy by a few rounds); each group rotated so
+    /// forwarded load spreads.
     pub fn holders(&self, service: &str) -> Vec<String> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<String> = live
-            .values()
-            .filter(|p| {
-                p.id != self.name && p.mode != Mode::Dormant.as_str() && p.services.iter().any(|s| s == service)
-            })
-            .map(|p| p.addr.clone())
-            .collect();
-        if !out.is_empty() {
-            let n = self.rotor.fetch_add(1, Ordering::Relaxed) as usize % out.len();
-            out.rotate_left(n);
+        let state = self.sm.current();
+        let (mut serving, mut assigned) = (Vec::new(), Vec::new());
+        for p in live.values().filter(|p| p.id != self.name && p.mode != Mode::Dormant.as_str()) {
+            if p.services.iter().any(|s| s == service) {
+                serving.push(p.addr.clone());
+            } else if state.state.slots(service, &p.id) > 0 {
+                assigned.push(p.addr.clone());
+            }
         }
-        out
+        let n = self.rotor.fetch_add(1, Ordering::Relaxed) as usize;
+        for group in [&mut serving, &mut assigned] {
+            if !group.is_empty() {
+                let k = n % group.len();
+                group.rotate_left(k);
+            }
+        }
+        serving.extend(assigned);
+        serving
     }
 
     /// Commit a command through Raft (forwarding to the leader) and wait until this node

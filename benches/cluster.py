@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Cluster failure benchmark (issue 6): three release nodes on 127.0.0.1, per round:
+
+  detection  kill -9 a follower; time until the leader's /v1/cluster shows it not live
+  rejoin     restart it on the same ports; time until it is a follower serving again
+  election   kill -9 the leader; time until both survivors agree on a new leader
+  window     during the leader kill, requests loop through both survivors' ingress;
+             the error window is last failure - first failure (0 when none failed)
+  dormant    cut a node off (transport fault injection); time until it reports dormant
+
+Usage: benches/cluster.py NANOGRID_BIN HELLO_WASM OUT_MD [ROUNDS]
+Rewrites the section between <!-- cluster:begin --> and <!-- cluster:end --> in OUT_MD.
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TOKEN = "bench"
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Node:
+    def __init__(self, binary, name, root, seeds, peer, gossip):
+        self.binary, self.name, self.peer, self.gossip, self.seeds = binary, name, peer, gossip, seeds
+        self.dir = os.path.join(root, name)
+        self.proc = None
+        self.ingress = self.admin = None
+
+    def start(self):
+        out = open(self.dir + ".out", "w")
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", "--node-id", self.name, "--listen", "127.0.0.1:0",
+             "--admin-listen", "127.0.0.1:0", "--data-dir", self.dir, "--admin-token", TOKEN,
+             "--peer-listen", f"127.0.0.1:{self.peer}", "--gossip-listen", f"127.0.0.1:{self.gossip}",
+             "--seeds", self.seeds, "--fault-injection"],
+            stdout=out, stderr=open(self.dir + ".log", "a"))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            text = open(self.dir + ".out").read()
+            i = re.search(r"ingress listening on http://(\S+)", text)
+            a = re.search(r"admin listening on http://(\S+)", text)
+            if i and a:
+                self.ingress, self.admin = i.group(1), a.group(1)
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def call(self, method, path, body=None, timeout=2.0):
+        c = http.client.HTTPConnection(self.admin, timeout=timeout)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, data
+
+    def cluster(self):
+        try:
+            status, data = self.call("GET", "/v1/cluster", timeout=1.0)
+            return json.loads(data) if status == 200 else None
+        except OSError:
+            return None
+
+
+def wait(what, pred, within=30.0):
+    start = time.time()
+    while time.time() - start < within:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting until {what}")
+
+
+def agreed_leader(nodes):
+    leaders = set()
+    n_leaders = 0
+    for n in nodes:
+        s = n.cluster()
+        if not s or s["mode"] not in ("leader", "follower") or not s["leader"]:
+            return None
+        leaders.add(s["leader"])
+        n_leaders += s["mode"] == "leader"
+    return leaders.pop() if len(leaders) == 1 and n_leaders == 1 else None
+
+
+def serves(node, path="/hello/"):
+    try:
+        c = http.client.HTTPConnection(node.ingress, timeout=1.0)
+        c.request("GET", path)
+        ok = c.getresponse().status == 200
+        c.close()
+        return ok
+    except OSError:
+        return False
+
+
+class Load:
+    """Request loops through the given nodes' ingress, recording failure times."""
+
+    def __init__(self, nodes):
+        self.nodes, self.stop, self.failures, self.total = nodes, False, [], 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.loop, args=(n,)) for n in nodes]
+        for t in self.threads:
+            t.start()
+
+    def loop(self, node):
+        conn = None
+        while not self.stop:
+            ok = False
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(node.ingress, timeout=2.0)
+                conn.request("GET", "/hello/")
+                r = conn.getresponse()
+                r.read()
+                ok = r.status == 200
+            except OSError:
+                conn = None
+            with self.lock:
+                self.total += 1
+                if not ok:
+                    self.failures.append(time.time())
+            time.sleep(0.005)
+
+    def finish(self):
+        self.stop = True
+        for t in self.threads:
+            t.join()
+        f = self.failures
+        return (f[-1] - f[0] if f else 0.0), len(f), self.total
+
+
+def round_(binary, wasm):
+    root = tempfile.mkdtemp(prefix="ng-cluster-bench-")
+    ports = [(free_port(), free_port(socket.SOCK_DGRAM)) for _ in range(3)]
+    seeds = ",".join(f"127.0.0.1:{g}" for _, g in ports)
+    nodes = [Node(binary, f"n{i + 1}", root, seeds, p, g) for i, (p, g) in enumerate(ports)]
+    try:
+        for n in nodes:
+            n.start()
+        t0 = time.time()
+        leader = wait("the cluster forms", lambda: agreed_leader(nodes), 60)
+        formed = time.time() - t0
+        status, data = nodes[0].call("PUT", "/v1/components", open(wasm, "rb").read())
+        digest = json.loads(data)["digest"]
+        status, data = nodes[0].call("PUT", "/v1/services/hello", {"component": digest, "instances": 3}, 15)
+        assert status in (200, 201), data
+        wait("every node serves", lambda: all(serves(n) for n in nodes))
+
+        # A follower dies: failure detection on the leader.
+        lead = next(n for n in nodes if n.name == leader)
+        follower = next(n for n in nodes if n.name != leader)
+
+        def gone():
+            s = lead.cluster()
+            return s and any(x["id"] == follower.name and not x["live"] for x in s["nodes"])
+
+        t = time.time()
+        follower.kill()
+        wait("the leader sees the follower dead", gone)
+        detection = time.time() - t
+        t = time.time()
+        follower.start()
+        wait("the follower rejoins and serves",
+             lambda: (follower.cluster() or {}).get("mode") == "follower" and serves(follower))
+        rejoin = time.time() - t
+        wait("all agree again", lambda: agreed_leader(nodes))
+
+        # The leader dies under load.
+        leader = agreed_leader(nodes)
+        lead = next(n for n in nodes if n.name == leader)
+        survivors = [n for n in nodes if n is not lead]
+        load = Load(survivors)
+        time.sleep(0.5)
+        t = time.time()
+        lead.kill()
+        wait("a new leader", lambda: (lambda l: l and l != leader)(agreed_leader(survivors)))
+        election = time.time() - t
+        time.sleep(3.0)
+        window, failed, total = load.finish()
+
+        # Cut a survivor off.
+        t = time.time()
+        survivors[0].call("POST", "/v1/debug/isolate", {"isolated": True})
+        wait("the cut-off node is dormant", lambda: (survivors[0].cluster() or {}).get("mode") == "dormant")
+        dormant = time.time() - t
+        return dict(formed=formed, detection=detection, rejoin=rejoin, election=election,
+                    window=window, failed=failed, total=total, dormant=dormant)
+    finally:
+        for n in nodes:
+            if n.proc and n.proc.poll() is None:
+                n.kill()
+        subprocess.run(["rm", "-rf", root])
+
+
+def main():
+    binary, wasm, out = sys.argv[1:4]
+    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    results = []
+    for i in range(rounds):
+        r = round_(binary, wasm)
+        print(f"round {i + 1}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                              for k, v in r.items()), flush=True)
+        results.append(r)
+
+    def col(k):
+        vals = [r[k] for r in results]
+        return statistics.median(vals), min(vals), max(vals)
+
+    def ms(k):
+        med, lo, hi = col(k)
+        return f"{med * 1000:.0f} | {lo * 1000:.0f} – {hi * 1000:.0f}"
+
+    failed = sum(r["failed"] for r in results)
+    total = sum(r["total"] for r in results)
+    lines = [
+        "<!-- cluster:begin -->",
+        "## Cluster: failure detection, election, error window",
+        "",
+        f"`./dev bench cluster` (benches/cluster.py): three release nodes on 127.0.0.1, default",
+        f"settings (gossip every 200 ms, phi threshold 8, Raft heartbeat 100 ms, election timeout",
+        f"600–1200 ms), {rounds} rounds, each on fresh data dirs. Times in milliseconds.",
+        "",
+        "| measure | median | range |",
+        "| --- | ---: | ---: |",
+        f"| cluster formed (start → one agreed leader) | {ms('formed')} |",
+        f"| failure detection (kill -9 follower → leader shows it dead) | {ms('detection')} |",
+        f"| rejoin (restart → follower serving again) | {ms('rejoin')} |",
+        f"| election (kill -9 leader → survivors agree on a new one) | {ms('election')} |",
+        f"| error window under load during the leader kill | {ms('window')} |",
+        f"| dormant after being cut off (fault injection) | {ms('dormant')} |",
+        "",
+        f"Requests through the two survivors during the leader kills: {total}, failed: {failed}.",
+        "Forwarding skips unreachable nodes and the survivors keep their own instances, so a",
+        "leader's death does not interrupt serving; only control-plane writes wait for the election.",
+        "<!-- cluster:end -->",
+    ]
+    text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
+    section = "\n".join(lines)
+    if "<!-- cluster:begin -->" in text:
+        text = re.sub(r"<!-- cluster:begin -->.*?<!-- cluster:end -->", lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    open(out, "w").write(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
