@@ -122,11 +122,11 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
     let method = req.method().clone();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "health"]) => {
-            return h::json(
-                StatusCode::OK,
-                &json!({ "status": "ok", "node": node.config.node_id, "mode": node.mode() }),
-                rid,
-            );
+            // A dormant node serves nothing: load balancers should take it out.
+            let dormant = node.mode() == crate::control::Mode::Dormant;
+            let (status, word) =
+                if dormant { (StatusCode::SERVICE_UNAVAILABLE, "dormant") } else { (StatusCode::OK, "ok") };
+            return h::json(status, &json!({ "status": word, "node": node.config.node_id, "mode": node.mode() }), rid);
         }
         (&Method::GET, ["metrics"]) => {
             let mut resp = http::Response::new(h::full(metrics::render(node)));

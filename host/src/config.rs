@@ -71,4 +71,12 @@ mod tests {
         let ok: FileConfig = toml::from_str("listen = \"127.0.0.1:9\"\npool_instances = 10").unwrap();
         assert_eq!(ok.pool_instances, Some(10));
     }
+
+    #[test]
+    fn the_shipped_cluster_config_parses() {
+        let c: FileConfig = toml::from_str(include_str!("../../deploy/cluster-node.toml")).unwrap();
+        assert_eq!(c.peer_listen, Some("10.0.0.1:7001".parse().unwrap()));
+        assert_eq!(c.seeds.as_ref().map(Vec::len), Some(2));
+        assert_eq!(c.voters, Some(3));
+    }
 }

@@ -15,10 +15,32 @@ pub fn render(node: &Node) -> String {
     let _ = writeln!(out, "# HELP nanogrid_node_info The node's id and mode.\n# TYPE nanogrid_node_info gauge");
     let _ = writeln!(
         out,
-        "nanogrid_node_info{{node=\"{}\",mode=\"single\",version=\"{}\"}} 1",
+        "nanogrid_node_info{{node=\"{}\",mode=\"{}\",version=\"{}\"}} 1",
         escape(&node.config.node_id),
+        node.mode().as_str(),
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(c) = &node.cluster {
+        let s = c.status();
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_cluster_term The Raft term this node is in.\n# TYPE nanogrid_cluster_term gauge"
+        );
+        let _ = writeln!(out, "nanogrid_cluster_term {}", s["term"].as_u64().unwrap_or(0));
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_cluster_nodes Nodes this node knows of, by whether gossip shows them live.\n# TYPE nanogrid_cluster_nodes gauge"
+        );
+        let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
+        let live = nodes.iter().filter(|n| n["live"] == true).count();
+        let _ = writeln!(out, "nanogrid_cluster_nodes{{live=\"true\"}} {live}");
+        let _ = writeln!(out, "nanogrid_cluster_nodes{{live=\"false\"}} {}", nodes.len() - live);
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_cluster_is_leader 1 on the leader.\n# TYPE nanogrid_cluster_is_leader gauge\nnanogrid_cluster_is_leader {}",
+            u8::from(s["mode"] == "leader")
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP nanogrid_uptime_seconds Seconds since the node started.\n# TYPE nanogrid_uptime_seconds gauge"

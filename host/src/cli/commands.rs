@@ -258,6 +258,13 @@ pub async fn rm(client: &ClientArgs, name: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn remove_node(client: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    check(c.call(Method::DELETE, &format!("/v1/cluster/nodes/{id}"), None, Bytes::new()).await?)?;
+    println!("removed node {id} from the cluster");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
     let cluster = check(c.get("/v1/cluster").await?)?;

@@ -57,6 +57,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Decommission a cluster node: it leaves the membership and gets no instances again.
+    RemoveNode {
+        /// The node's --node-id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Send a request to a service through ingress and print the response body.
     Invoke(InvokeArgs),
     /// Show the node (or cluster) and its services.
@@ -224,6 +231,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Scale { name, instances, client } => commands::scale(&client, &name, instances).await,
             Command::Ls { client } => commands::ls(&client).await,
             Command::Rm { name, client } => commands::rm(&client, &name).await,
+            Command::RemoveNode { id, client } => commands::remove_node(&client, &id).await,
             Command::Invoke(args) => commands::invoke(args).await,
             Command::Status { client } => commands::status(&client).await,
         }

@@ -357,13 +357,17 @@ impl Registry {
             let name = deployed.spec.name.clone();
             if let Some(svc) = map.get(&name) {
                 // Same gate across versions: the instance limit holds through a redeploy.
-                svc.gate.resize(self.slots_for(&deployed.spec), deployed.spec.effective_queue());
+                let slots = self.slots_for(&deployed.spec);
+                svc.gate.resize(slots, deployed.spec.queue_for(slots));
                 *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
                 continue;
             }
             let svc = Arc::new(Service {
                 name: name.as_str().into(),
-                gate: Gate::new(self.slots_for(&deployed.spec), deployed.spec.effective_queue()),
+                gate: Gate::new(
+                    self.slots_for(&deployed.spec),
+                    deployed.spec.queue_for(self.slots_for(&deployed.spec)),
+                ),
                 stats: Stats::default(),
                 current: RwLock::new(deployed),
             });
@@ -529,7 +533,8 @@ impl Registry {
         }
         for s in self.list() {
             let spec = &s.current().spec;
-            s.gate.resize(self.slots_for(spec), spec.effective_queue());
+            let slots = self.slots_for(spec);
+            s.gate.resize(slots, spec.queue_for(slots));
         }
     }
 
@@ -546,7 +551,8 @@ impl Registry {
         spec.generation += 1;
         spec.updated_at_ms = now_ms();
         self.persist(&spec).await?;
-        svc.gate.resize(self.slots_for(&spec), spec.effective_queue());
+        let slots = self.slots_for(&spec);
+        svc.gate.resize(slots, spec.queue_for(slots));
         let deployed = Arc::new(Deployed::new(spec.clone(), old.unit.clone(), old.serving.clone()));
         *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
         tracing::info!(service = name, instances, "service scaled");

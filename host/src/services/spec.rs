@@ -169,7 +169,12 @@ impl ServiceSpec {
 
     /// The queue bound in force: the explicit one, or 4 x instances.
     pub fn effective_queue(&self) -> u32 {
-        self.max_queue.unwrap_or_else(|| self.instances.saturating_mul(4))
+        self.queue_for(self.instances)
+    }
+
+    /// The queue of a node that runs `slots` of the instances (default 4 per slot).
+    pub fn queue_for(&self, slots: u32) -> u32 {
+        self.max_queue.unwrap_or_else(|| slots.saturating_mul(4))
     }
 }
 

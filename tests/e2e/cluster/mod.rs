@@ -222,6 +222,13 @@ async fn a_node_cut_off_goes_dormant_and_catches_up_when_healed() {
     let r = c.get(cut, "/hello/").await.unwrap();
     assert_error(&r, 503, "dormant");
     assert!(r.header("retry-after").is_some());
+    // Health checks take it out of a load balancer; metrics say why.
+    let health = c.nodes[cut].node.admin().get("/v1/health").await.unwrap();
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json().unwrap()["mode"], "dormant");
+    let metrics = c.nodes[cut].node.admin().get("/metrics").await.unwrap().text();
+    assert!(metrics.contains("mode=\"dormant\""), "{metrics}");
+    assert!(metrics.contains("nanogrid_cluster_nodes{live=\"false\"} 2"), "{metrics}");
     // Writes on the dormant node are refused, not lost.
     let up = c.nodes[cut].node.admin().upload(crate::support::wasm("hello")).await.unwrap();
     let digest = up.json().unwrap()["digest"].clone();
@@ -299,9 +306,8 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
     serves(&c, n4, "/hello/", Duration::from_secs(10)).await;
 
     // Decommission it: its share moves back, it stops serving, it is never re-added.
-    let r =
-        c.nodes[1].node.admin().call(Method::DELETE, "/v1/cluster/nodes/n4", None, Default::default()).await.unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
+    let out = c.nodes[1].node.cli(&["remove-node", "n4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     eventually("n4's share moves to the others", Duration::from_secs(20), || async {
         let p = c.placement(0, "hello").await;
         (p.len() == 3 && p.iter().all(|(n, _)| n != "n4") && p.iter().map(|(_, k)| k).sum::<u64>() == 8).then_some(())
