@@ -19,6 +19,31 @@ use super::placement::place;
 use super::types::{Command, Member, raft_id};
 use super::{Cluster, Mode};
 
+/// A clustered node's mode: dormant unless it is a member that sees a majority of the
+/// voters (itself included) through gossip; then leader or follower as Raft says. An
+/// election in progress is not dormant: services keep running while a majority is there.
+pub fn decide_mode(
+    me: &str,
+    voters: &[Member],
+    learners: &[Member],
+    live: &BTreeMap<String, PeerInfo>,
+    leading: bool,
+    removed: bool,
+) -> Mode {
+    let member = voters.iter().chain(learners).any(|m| m.name == me);
+    if voters.is_empty() || !member || removed {
+        return Mode::Dormant;
+    }
+    let visible = voters.iter().filter(|v| v.name == me || live.contains_key(&v.name)).count();
+    if visible * 2 <= voters.len() {
+        Mode::Dormant
+    } else if leading {
+        Mode::Leader
+    } else {
+        Mode::Follower
+    }
+}
+
 /// What an uninitialised node publishes as its mode, so others know it wants to join.
 const JOINING: &str = "joining";
 
@@ -50,19 +75,8 @@ impl Cluster {
             *self.live.write().unwrap_or_else(|e| e.into_inner()) = live.clone();
             let (voters, learners) = self.members();
             let removed = self.sm.current().state.removed.contains(&self.name);
-            let member = voters.iter().chain(&learners).any(|m| m.name == self.name);
-            let mode = if voters.is_empty() || !member || removed {
-                Mode::Dormant
-            } else {
-                let visible = voters.iter().filter(|v| v.name == self.name || live.contains_key(&v.name)).count();
-                if visible * 2 <= voters.len() {
-                    Mode::Dormant
-                } else if self.raft.metrics().borrow().current_leader == Some(raft_id(&self.name)) {
-                    Mode::Leader
-                } else {
-                    Mode::Follower
-                }
-            };
+            let leading = self.raft.metrics().borrow().current_leader == Some(raft_id(&self.name));
+            let mode = decide_mode(&self.name, &voters, &learners, &live, leading, removed);
             let old = std::mem::replace(&mut *self.mode.write().unwrap_or_else(|e| e.into_inner()), mode);
             if old != mode {
                 tracing::info!(from = old.as_str(), to = mode.as_str(), "node mode changed");
@@ -200,5 +214,40 @@ impl Cluster {
             self.raft.client_write(Command::Assign { assignment: next }).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(names: &[&str]) -> Vec<Member> {
+        names.iter().map(|n| Member { name: n.to_string(), peer: String::new() }).collect()
+    }
+
+    fn live(names: &[&str]) -> BTreeMap<String, PeerInfo> {
+        names.iter().map(|n| (n.to_string(), PeerInfo { id: n.to_string(), ..Default::default() })).collect()
+    }
+
+    #[test]
+    fn modes_follow_the_visible_majority() {
+        let v = members(&["n1", "n2", "n3"]);
+        let none = members(&[]);
+        // Sees all or two of three: serving.
+        assert_eq!(decide_mode("n1", &v, &none, &live(&["n1", "n2", "n3"]), true, false), Mode::Leader);
+        assert_eq!(decide_mode("n1", &v, &none, &live(&["n1", "n3"]), false, false), Mode::Follower);
+        // Alone of three (even as Raft leader): dormant.
+        assert_eq!(decide_mode("n1", &v, &none, &live(&["n1"]), true, false), Mode::Dormant);
+        // Two voters: one alone is not a majority.
+        let two = members(&["n1", "n2"]);
+        assert_eq!(decide_mode("n1", &two, &none, &live(&["n1"]), false, false), Mode::Dormant);
+        // A learner counts voters, not itself.
+        let l = members(&["n4"]);
+        assert_eq!(decide_mode("n4", &v, &l, &live(&["n4", "n1", "n2"]), false, false), Mode::Follower);
+        assert_eq!(decide_mode("n4", &v, &l, &live(&["n4", "n1"]), false, false), Mode::Dormant);
+        // Not yet a member, no cluster yet, or removed: dormant.
+        assert_eq!(decide_mode("n9", &v, &none, &live(&["n1", "n2", "n3", "n9"]), false, false), Mode::Dormant);
+        assert_eq!(decide_mode("n1", &none, &none, &live(&["n1"]), false, false), Mode::Dormant);
+        assert_eq!(decide_mode("n1", &v, &none, &live(&["n1", "n2", "n3"]), false, true), Mode::Dormant);
     }
 }

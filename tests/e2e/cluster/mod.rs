@@ -271,9 +271,15 @@ async fn restarting_every_node_brings_the_cluster_back_with_its_services() {
     c.nodes[1].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
     c.nodes[2].node.deploy("greet", "hello", json!({ "instances": 2, "config": { "greeting": "hi" } })).await;
     placement_is(&c, 0, "hello", &[("n1", 1), ("n2", 1), ("n3", 1)]).await;
-    for i in 0..3 {
-        c.stop(i);
-    }
+    // With two of three gone, the last one has no majority: it stops serving.
+    c.stop(0);
+    c.stop(1);
+    eventually("the last node turns dormant", Duration::from_secs(15), || async {
+        (c.mode(2).await.as_deref() == Some("dormant")).then_some(())
+    })
+    .await;
+    assert_error(&c.get(2, "/hello/").await.unwrap(), 503, "dormant");
+    c.stop(2);
     for i in 0..3 {
         c.restart(i);
     }
