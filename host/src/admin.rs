@@ -178,9 +178,9 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 None => registry.put_service(&name, body).await,
             };
             match put {
-                Ok((_, created)) => {
-                    let svc = registry.get(&name).expect("just installed");
-                    h::json(if created { StatusCode::CREATED } else { StatusCode::OK }, &detail(node, &svc), rid)
+                Ok((spec, created)) => {
+                    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+                    h::json(status, &detail_or_spec(node, &spec), rid)
                 }
                 Err(e) => admin_error(e, rid),
             }
@@ -204,7 +204,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 None => registry.scale(&name, instances, max_queue).await,
             };
             match scaled {
-                Ok(_) => h::json(StatusCode::OK, &detail(node, &registry.get(&name).expect("scaled")), rid),
+                Ok(spec) => h::json(StatusCode::OK, &detail_or_spec(node, &spec), rid),
                 Err(e) => admin_error(e, rid),
             }
         }
@@ -326,6 +326,15 @@ fn summary(node: &Node, s: &Service) -> serde_json::Value {
         "ready": ready(&d),
         "node": node.config.node_id,
     })
+}
+
+/// The service's detail after a change, or just the stored spec if a later change (on
+/// another node of a cluster) already removed it here.
+fn detail_or_spec(node: &Node, spec: &crate::services::ServiceSpec) -> serde_json::Value {
+    match node.registry.get(&spec.name) {
+        Some(svc) => detail(node, &svc),
+        None => json!({ "name": spec.name, "spec": spec }),
+    }
 }
 
 fn detail(node: &Node, s: &Service) -> serde_json::Value {

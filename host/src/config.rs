@@ -28,6 +28,7 @@ use serde::Deserialize;
 /// seeds = ["127.0.0.1:7102", "127.0.0.1:7202"]
 /// voters = 3
 /// gossip_interval_ms = 200
+/// advertise_host = "10.0.0.1"   # when listeners bind 0.0.0.0
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +52,7 @@ pub struct FileConfig {
     pub seeds: Option<Vec<String>>,
     pub voters: Option<usize>,
     pub gossip_interval_ms: Option<u64>,
+    pub advertise_host: Option<std::net::IpAddr>,
 }
 
 impl FileConfig {

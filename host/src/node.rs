@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::control::{Cluster, ClusterConfig, Mode, PeerInfo};
+use crate::control::{Cluster, ClusterConfig, Mode, PeerInfo, advertised};
 use crate::grid::{Grid, RocksStorage};
 use crate::ingress::{self, IngressConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -195,11 +195,12 @@ pub async fn start(
             let peer_listener = TcpListener::bind(cc.peer_listen)
                 .await
                 .with_context(|| format!("binding the peer listener on {}", cc.peer_listen))?;
+            let host = cc.advertise_host;
             let me = PeerInfo {
                 id: config.node_id.clone(),
-                peer: peer_listener.local_addr()?.to_string(),
-                addr: ingress_addr.to_string(),
-                admin_addr: admin_addr.to_string(),
+                peer: advertised(peer_listener.local_addr()?, host, "peer")?.to_string(),
+                addr: advertised(ingress_addr, host, "ingress")?.to_string(),
+                admin_addr: advertised(admin_addr, host, "admin")?.to_string(),
                 mode: "joining".into(),
                 ..Default::default()
             };

@@ -79,6 +79,7 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
         c.gossip_interval = Duration::from_millis(ms);
     }
     c.fault_injection = args.fault_injection;
+    c.advertise_host = args.advertise_host.or(file.advertise_host);
     Ok(Some(c))
 }
 

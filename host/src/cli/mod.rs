@@ -130,6 +130,9 @@ pub struct ClusterArgs {
     /// Gossip interval in milliseconds [default: 200]
     #[arg(long, value_name = "MS")]
     pub gossip_interval_ms: Option<u64>,
+    /// This node's address for other nodes, when listeners bind 0.0.0.0 or [::]
+    #[arg(long, value_name = "IP")]
+    pub advertise_host: Option<std::net::IpAddr>,
     /// Allow POST /v1/debug/isolate to cut this node off the network (scenario tests)
     #[arg(long, hide = true)]
     pub fault_injection: bool,

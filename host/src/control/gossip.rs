@@ -37,6 +37,8 @@ pub struct PeerInfo {
 pub struct GossipConfig {
     pub node_id: String,
     pub listen: SocketAddr,
+    /// What peers gossip to (`listen`, unless that is a wildcard address).
+    pub advertise: SocketAddr,
     pub seeds: Vec<String>,
     pub interval: Duration,
     pub phi_threshold: f64,
@@ -51,7 +53,7 @@ impl Gossip {
     pub async fn start(cfg: GossipConfig, me: &PeerInfo, faults: Arc<Faults>) -> anyhow::Result<Gossip> {
         let generation = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(cfg.node_id.clone(), generation, cfg.listen),
+            chitchat_id: ChitchatId::new(cfg.node_id.clone(), generation, cfg.advertise),
             cluster_id: cfg.cluster_id,
             gossip_interval: cfg.interval,
             listen_addr: cfg.listen,

@@ -71,6 +71,21 @@ pub struct ClusterConfig {
     pub phi_threshold: f64,
     /// Allow `POST /v1/debug/isolate` (scenario tests only).
     pub fault_injection: bool,
+    /// The address other nodes dial this one at, when a listener binds a wildcard address.
+    pub advertise_host: Option<std::net::IpAddr>,
+}
+
+/// The address other nodes should use for a listener bound to `bound`.
+pub fn advertised(bound: SocketAddr, host: Option<std::net::IpAddr>, what: &str) -> anyhow::Result<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return Ok(bound);
+    }
+    match host {
+        Some(h) => Ok(SocketAddr::new(h, bound.port())),
+        None => anyhow::bail!(
+            "the {what} listener binds {bound}, which other nodes cannot dial; pass --advertise-host with this node's address on the cluster network"
+        ),
+    }
 }
 
 impl ClusterConfig {
@@ -83,6 +98,7 @@ impl ClusterConfig {
             gossip_interval: Duration::from_millis(200),
             phi_threshold: 8.0,
             fault_injection: false,
+            advertise_host: None,
         }
     }
 }
@@ -208,6 +224,7 @@ impl Cluster {
             GossipConfig {
                 node_id: name.to_string(),
                 listen: config.gossip_listen,
+                advertise: advertised(config.gossip_listen, config.advertise_host, "gossip")?,
                 seeds: config.seeds.clone(),
                 interval: config.gossip_interval,
                 phi_threshold: config.phi_threshold,
@@ -241,11 +258,6 @@ impl Cluster {
 
     pub fn mode(&self) -> Mode {
         *self.mode.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The committed control state this node has applied.
-    pub fn state(&self) -> Arc<ControlState> {
-        Arc::new(self.sm.current().state.clone())
     }
 
     /// Live nodes as gossip last showed them (this node included).
@@ -502,5 +514,21 @@ impl Cluster {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised;
+
+    #[test]
+    fn wildcard_listeners_need_an_advertised_host() {
+        let bound = "0.0.0.0:7001".parse().unwrap();
+        let err = advertised(bound, None, "peer").unwrap_err().to_string();
+        assert!(err.contains("--advertise-host") && err.contains("0.0.0.0:7001"), "{err}");
+        let host = Some("10.0.0.5".parse().unwrap());
+        assert_eq!(advertised(bound, host, "peer").unwrap().to_string(), "10.0.0.5:7001");
+        let specific = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(advertised(specific, host, "peer").unwrap(), specific);
     }
 }

@@ -1,8 +1,11 @@
 //! Forwarding a request to another node that has instances of the service (cluster mode).
 //!
-//! Targets come from gossip (nodes that publish the service). A target that cannot be
-//! reached, or answers that it is dormant or has no instance, is skipped for the next one;
-//! a request is never sent twice to nodes that accepted it.
+//! Targets come from the cluster view (nodes gossip shows serving the service, then nodes
+//! the assignment gives instances). A target that cannot be reached, or answers that it
+//! is dormant or has no instance, is skipped for the next one; a request is never sent
+//! twice to nodes that accepted it. Bodies are buffered both ways (up to the node's
+//! `max_body_bytes`), so a streaming wasi:http service streams only when called on a node
+//! that runs it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,9 +113,7 @@ impl Forwarder {
         }
         no_instance(&last, request_id)
     }
-}
 
-impl Forwarder {
     /// A guest's `invoke` of a service that runs on other nodes.
     pub async fn call(
         &self,

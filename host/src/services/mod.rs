@@ -344,11 +344,6 @@ impl Registry {
         let _ = self.remote.set(remote);
     }
 
-    /// Whether this node is one of a cluster (slots come from the assignment).
-    pub fn clustered(&self) -> bool {
-        self.slots.read().unwrap_or_else(|e| e.into_inner()).is_some()
-    }
-
     /// Swap in new versions. Each service switches atomically: a request sees either its
     /// old chain or its new one.
     fn install_all(&self, versions: Vec<Arc<Deployed>>) {
