@@ -22,6 +22,8 @@ pub struct Cluster {
     pub nodes: Vec<Member>,
     seeds: String,
     http: Client,
+    /// Config files of nodes started from one.
+    configs: Vec<tempfile::TempDir>,
 }
 
 fn free_tcp_port() -> u16 {
@@ -53,7 +55,7 @@ impl Cluster {
     pub async fn start(n: usize) -> Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_tcp_port(), free_udp_port())).collect();
         let seeds = ports.iter().map(|(_, g)| format!("127.0.0.1:{g}")).collect::<Vec<_>>().join(",");
-        let mut c = Cluster { nodes: Vec::new(), seeds, http: Client::new() };
+        let mut c = Cluster { nodes: Vec::new(), seeds, http: Client::new(), configs: Vec::new() };
         for (peer, gossip) in ports {
             c.spawn(peer, gossip).await;
         }
@@ -79,9 +81,24 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
-    /// Start one more node that seeds from the existing ones.
-    pub async fn add_node(&mut self) -> usize {
-        self.spawn(free_tcp_port(), free_udp_port()).await
+    /// Start one more node that seeds from the existing ones, its cluster settings in a
+    /// TOML config file (`serve --config`) instead of flags.
+    pub async fn add_node_from_config(&mut self) -> usize {
+        let (peer, gossip) = (free_tcp_port(), free_udp_port());
+        let name = format!("n{}", self.nodes.len() + 1);
+        let seeds: Vec<String> = self.seeds.split(',').map(|s| format!("{s:?}")).collect();
+        let toml = format!(
+            "node_id = \"{name}\"\npeer_listen = \"127.0.0.1:{peer}\"\ngossip_listen = \"127.0.0.1:{gossip}\"\nseeds = [{}]\nvoters = 3\ngossip_interval_ms = 200\n",
+            seeds.join(", ")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, toml).unwrap();
+        let args = ["--config", path.to_str().unwrap(), "--fault-injection"];
+        let node = TestNode::start_with_args(true, &args).await;
+        self.configs.push(dir);
+        self.nodes.push(Member { name, peer, node });
+        self.nodes.len() - 1
     }
 
     pub fn kill(&mut self, i: usize) {

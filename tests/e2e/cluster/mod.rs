@@ -143,6 +143,15 @@ async fn killing_the_leader_elects_another_and_services_keep_answering() {
     for &i in &survivors {
         serves(&c, i, "/hello/", Duration::from_secs(10)).await;
     }
+    // `pair` runs on the leader and one survivor only: the other survivor forwards, and
+    // once the leader is gone its first pick may be unreachable, so it must try the next.
+    let (keeper, forwarder) = (survivors[0], survivors[1]);
+    let pair = [c.nodes[dead].name.as_str(), c.nodes[keeper].name.as_str()];
+    c.nodes[0].node.deploy("pair", "hello", json!({ "instances": 2, "placement": pair })).await;
+    let mut want = vec![(pair[0], 1), (pair[1], 1)];
+    want.sort();
+    placement_is(&c, 0, "pair", &want).await;
+    serves(&c, forwarder, "/pair/", Duration::from_secs(10)).await;
 
     // Load through both survivors while the leader dies.
     let failures: Arc<Mutex<Vec<Instant>>> = Default::default();
@@ -154,11 +163,13 @@ async fn killing_the_leader_elects_another_and_services_keep_answering() {
         loops.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let ok = matches!(c.read().await.get(i, "/hello/").await, Ok(r) if r.status == 200);
-                if !ok {
-                    failures.lock().unwrap().push(Instant::now());
+                for path in ["/hello/", "/pair/"] {
+                    let ok = matches!(c.read().await.get(i, path).await, Ok(r) if r.status == 200);
+                    if !ok {
+                        failures.lock().unwrap().push(Instant::now());
+                    }
+                    n += 1;
                 }
-                n += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             n
@@ -304,7 +315,7 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
     })
     .await;
 
-    let n4 = c.add_node().await;
+    let n4 = c.add_node_from_config().await;
     placement_is(&c, 0, "hello", &[("n1", 2), ("n2", 2), ("n3", 2), ("n4", 2)]).await;
     let status = c.status(0).await.unwrap();
     let row = status["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "n4").cloned().unwrap();
