@@ -40,6 +40,17 @@ pub fn render(node: &Node) -> String {
             "# HELP nanogrid_cluster_is_leader 1 on the leader.\n# TYPE nanogrid_cluster_is_leader gauge\nnanogrid_cluster_is_leader {}",
             u8::from(s["mode"] == "leader")
         );
+        use crate::ingress::{FORWARD_ANSWERED, FORWARD_FAILED, FORWARD_SKIPPED};
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_forwarded_total Requests and invoke calls sent to another node, by outcome (skipped: that node could not take it, the next was tried).\n# TYPE nanogrid_forwarded_total counter"
+        );
+        for (outcome, c) in
+            [("answered", &FORWARD_ANSWERED), ("skipped", &FORWARD_SKIPPED), ("failed", &FORWARD_FAILED)]
+        {
+            let _ = writeln!(out, "nanogrid_forwarded_total{{outcome=\"{outcome}\"}} {}", c.load(Relaxed));
+        }
     }
     let _ = writeln!(
         out,

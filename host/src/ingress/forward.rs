@@ -8,6 +8,7 @@
 //! that runs it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,6 +42,16 @@ pub struct Forwarder {
 }
 
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Forwarding outcomes since start, for `/metrics`: answered by another node, skipped a
+/// node that could not take it, or gave up.
+pub static FORWARD_ANSWERED: AtomicU64 = AtomicU64::new(0);
+pub static FORWARD_SKIPPED: AtomicU64 = AtomicU64::new(0);
+pub static FORWARD_FAILED: AtomicU64 = AtomicU64::new(0);
+
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
 
 impl Forwarder {
     pub fn new(peers: Option<Arc<dyn Peers>>) -> Self {
@@ -77,15 +88,18 @@ impl Forwarder {
             let resp = match tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(req)).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) if e.is_connect() => {
+                    count(&FORWARD_SKIPPED);
                     tracing::debug!(%addr, error = %e, "forward target unreachable; trying the next");
                     last = format!("{addr} unreachable");
                     continue;
                 }
                 Ok(Err(e)) => {
+                    count(&FORWARD_FAILED);
                     let msg = format!("forwarding to {addr} failed after sending: {e}");
                     return h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id);
                 }
                 Err(_) => {
+                    count(&FORWARD_FAILED);
                     let msg = format!("{addr} did not answer within {FORWARD_TIMEOUT:?}");
                     return h::error(StatusCode::GATEWAY_TIMEOUT, "timeout", &msg, request_id);
                 }
@@ -94,14 +108,17 @@ impl Forwarder {
             let body = match body.collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
+                    count(&FORWARD_FAILED);
                     let msg = format!("reading the answer of {addr} failed: {e}");
                     return h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id);
                 }
             };
             if parts.status == StatusCode::SERVICE_UNAVAILABLE && refused(&body) {
+                count(&FORWARD_SKIPPED);
                 last = format!("{addr} has no instance free to take it");
                 continue;
             }
+            count(&FORWARD_ANSWERED);
             let mut out = http::Response::new(h::full(body));
             *out.status_mut() = parts.status;
             for (k, v) in &parts.headers {
@@ -111,6 +128,7 @@ impl Forwarder {
             }
             return out;
         }
+        count(&FORWARD_FAILED);
         no_instance(&last, request_id)
     }
 

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::http::{self as h, Body, BodyError};
 use crate::runtime::Request as GuestRequest;
 use crate::services::{DispatchError, Registry};
-pub use forward::{FORWARDED, Forwarder, Peers};
+pub use forward::{FORWARD_ANSWERED, FORWARD_FAILED, FORWARD_SKIPPED, FORWARDED, Forwarder, Peers};
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngressConfig {

@@ -85,6 +85,9 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     }
     let ok = c.nodes[holder].node.service("hello").await["status"]["requests"]["ok"].as_u64().unwrap();
     assert!(ok >= 3, "the holder ran the forwarded requests (ok = {ok})");
+    let other = (0..3).find(|&i| i != holder).unwrap();
+    let answered = c.nodes[other].node.metric("nanogrid_forwarded_total", "outcome=\"answered\"").await;
+    assert!(answered >= 2.0, "forwards are counted ({answered})");
 
     // Static placement: only the named node runs it.
     c.nodes[2].node.deploy("pinned", "hello", json!({ "instances": 2, "placement": ["n2"] })).await;
@@ -345,4 +348,27 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
         .await
         .unwrap();
     assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn a_cluster_grows_from_one_node_to_three_voters() {
+    // One node with cluster flags bootstraps alone and leads; later nodes join as learners
+    // and are promoted until there are three voters.
+    let mut c = Cluster::start(1).await;
+    formed(&c).await;
+    c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
+    placement_is(&c, 0, "hello", &[("n1", 3)]).await;
+    c.add_node_from_config().await;
+    c.add_node_from_config().await;
+    eventually("three voters", FORM, || async {
+        let s = c.status(0).await?;
+        let voters = s["nodes"].as_array()?.iter().filter(|n| n["role"] == "voter").count();
+        (voters == 3).then_some(())
+    })
+    .await;
+    formed(&c).await;
+    placement_is(&c, 0, "hello", &[("n1", 1), ("n2", 1), ("n3", 1)]).await;
+    for i in 0..3 {
+        serves(&c, i, "/hello/", Duration::from_secs(10)).await;
+    }
 }
