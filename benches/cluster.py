@@ -7,6 +7,8 @@
   window     during the leader kill, requests loop through both survivors' ingress;
              the error window is last failure - first failure (0 when none failed)
   dormant    cut a node off (transport fault injection); time until it reports dormant
+  forward    p50 of sequential requests to a service with its only instance on n1,
+             sent to n1 (local) and to n2 (forwarded one hop)
 
 Usage: benches/cluster.py NANOGRID_BIN HELLO_WASM OUT_MD [ROUNDS]
 Rewrites the section between <!-- cluster:begin --> and <!-- cluster:end --> in OUT_MD.
@@ -119,6 +121,20 @@ def serves(node, path="/hello/"):
         return False
 
 
+def p50_of(node, path, n=400):
+    conn = http.client.HTTPConnection(node.ingress, timeout=2.0)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200, r.status
+        times.append(time.perf_counter() - t)
+    conn.close()
+    return statistics.median(times[n // 10:])
+
+
 class Load:
     """Request loops through the given nodes' ingress, recording failure times."""
 
@@ -172,6 +188,12 @@ def round_(binary, wasm):
         status, data = nodes[0].call("PUT", "/v1/services/hello", {"component": digest, "instances": 3}, 15)
         assert status in (200, 201), data
         wait("every node serves", lambda: all(serves(n) for n in nodes))
+        status, data = nodes[0].call("PUT", "/v1/services/solo",
+                                     {"component": digest, "instances": 1, "placement": ["n1"]}, 15)
+        assert status in (200, 201), data
+        wait("solo serves through n2", lambda: serves(nodes[1], "/solo/") and serves(nodes[0], "/solo/"))
+        local_p50 = p50_of(nodes[0], "/solo/")
+        forwarded_p50 = p50_of(nodes[1], "/solo/")
 
         # A follower dies: failure detection on the leader.
         lead = next(n for n in nodes if n.name == leader)
@@ -211,7 +233,8 @@ def round_(binary, wasm):
         wait("the cut-off node is dormant", lambda: (survivors[0].cluster() or {}).get("mode") == "dormant")
         dormant = time.time() - t
         return dict(formed=formed, detection=detection, rejoin=rejoin, election=election,
-                    window=window, failed=failed, total=total, dormant=dormant)
+                    window=window, failed=failed, total=total, dormant=dormant,
+                    local=local_p50, forwarded=forwarded_p50)
     finally:
         for n in nodes:
             if n.proc and n.proc.poll() is None:
@@ -255,6 +278,15 @@ def main():
         f"| election (kill -9 leader → survivors agree on a new one) | {ms('election')} |",
         f"| error window under load during the leader kill | {ms('window')} |",
         f"| dormant after being cut off (fault injection) | {ms('dormant')} |",
+        "",
+        "Forwarding cost: p50 of 400 sequential keep-alive requests to a service whose only",
+        "instance runs on n1, sent to n1 and to n2 (which forwards over loopback):",
+        "",
+        "| path | p50 (µs, median of rounds) |",
+        "| --- | ---: |",
+        f"| local (n1) | {col('local')[0] * 1e6:.0f} |",
+        f"| forwarded (n2 → n1) | {col('forwarded')[0] * 1e6:.0f} |",
+        f"| ratio forwarded / local | {col('forwarded')[0] / col('local')[0]:.2f} |",
         "",
         f"Requests through the two survivors during the leader kills: {total}, failed: {failed}.",
         "Forwarding skips unreachable nodes and the survivors keep their own instances, so a",

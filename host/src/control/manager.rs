@@ -208,7 +208,22 @@ impl Cluster {
             .map(|p| p.id.clone())
             .collect();
         serving.sort();
-        let next = place(&stored.state.services, &serving, &stored.state.assignment);
+        // Place only what this node has loaded at its committed version (it must know
+        // whether a service keeps kv state); others keep their rows until it has.
+        let loaded: BTreeMap<String, crate::services::ServiceSpec> = stored
+            .state
+            .services
+            .iter()
+            .filter(|(n, spec)| self.registry.get(n).is_some_and(|s| &s.current().spec == *spec))
+            .map(|(n, spec)| (n.clone(), spec.clone()))
+            .collect();
+        let stateful = self.registry.stateful();
+        let mut next = place(&loaded, &serving, &stored.state.assignment, &stateful);
+        for (name, row) in &stored.state.assignment {
+            if !loaded.contains_key(name) {
+                next.insert(name.clone(), row.clone());
+            }
+        }
         if next != stored.state.assignment {
             tracing::info!(nodes = ?serving, "assigning instances");
             self.raft.client_write(Command::Assign { assignment: next }).await?;

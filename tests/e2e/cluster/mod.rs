@@ -126,6 +126,21 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     let ran = c.nodes[2].node.service("counter").await["status"]["requests"]["ok"].as_u64().unwrap();
     assert!(ran >= 2, "counter ran on n3 (ok = {ran})");
 
+    // A service with kv state stays on one node (kv is per node until the grid
+    // replicates), so a counter counts right whichever node is asked.
+    c.nodes[1].node.deploy("tally", "counter", json!({ "instances": 3 })).await;
+    let row = eventually("tally sits on one node", Duration::from_secs(20), || async {
+        let p = c.placement(0, "tally").await;
+        (p.len() == 1 && p[0].1 == 3).then_some(p)
+    })
+    .await;
+    eprintln!("tally placed {row:?}");
+    for n in 1..=6 {
+        let r = c.call(n % 3, Method::POST, "/tally/k", "").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json().unwrap()["value"], n as i64, "call {n} through node {}", n % 3);
+    }
+
     // `nanogrid status` shows the same as a table.
     let out = c.nodes[1].node.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
