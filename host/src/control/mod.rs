@@ -397,7 +397,12 @@ impl Cluster {
         let _one = self.reconcile.lock().await;
         let stored = self.sm.current();
         let state = &stored.state;
-        for spec in state.services.values() {
+        // Components of services already running at that digest are here: skip them.
+        let missing = state
+            .services
+            .values()
+            .filter(|spec| self.registry.get(&spec.name).is_none_or(|s| s.current().unit.digest != spec.component));
+        for spec in missing {
             if let Err(e) = self.ensure_component(&spec.component).await {
                 tracing::warn!(service = %spec.name, error = %e, "cannot run service here yet");
             }

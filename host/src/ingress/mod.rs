@@ -78,14 +78,14 @@ async fn route_clustered(
         h::drain(req.into_body()).await;
         return forward::dormant(request_id);
     }
-    let Some((service, _)) = split_target(target) else {
+    let Some((service, path)) = split_target(target) else {
         return route(registry, cfg, req, request_id, target).await;
     };
     let svc = registry.get(service);
     let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
     let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
     if local || stopped {
-        return route(registry, cfg, req, request_id, target).await;
+        return serve_here(registry, cfg, req, request_id, service, path, svc).await;
     }
     if req.headers().contains_key(FORWARDED) {
         h::drain(req.into_body()).await;
@@ -94,7 +94,7 @@ async fn route_clustered(
     let holders = peers.holders(service);
     if holders.is_empty() {
         if svc.is_none() {
-            return route(registry, cfg, req, request_id, target).await; // not found
+            return serve_here(registry, cfg, req, request_id, service, path, svc).await; // not found
         }
         h::drain(req.into_body()).await;
         return forward::no_instance("none is assigned to a live node yet", request_id);
@@ -128,8 +128,21 @@ async fn route(
         h::drain(req.into_body()).await;
         return h::error(StatusCode::NOT_FOUND, "not-found", "name a service in the path: /{service}/...", request_id);
     };
-    let service = service.to_string();
-    let Some(svc) = registry.get(&service) else {
+    let svc = registry.get(service);
+    serve_here(registry, cfg, req, request_id, service, path, svc).await
+}
+
+/// Run the request on this node (the service looked up by the caller).
+async fn serve_here(
+    registry: &Arc<Registry>,
+    cfg: IngressConfig,
+    req: http::Request<Incoming>,
+    request_id: &str,
+    service: &str,
+    path: String,
+    svc: Option<Arc<crate::services::Service>>,
+) -> http::Response<Body> {
+    let Some(svc) = svc else {
         h::drain(req.into_body()).await;
         let msg = format!("no service named {service:?} is deployed (see GET /v1/services on the admin API)");
         return h::error(StatusCode::NOT_FOUND, "not-found", &msg, request_id);
