@@ -248,8 +248,8 @@ def main():
     results = []
     for i in range(rounds):
         r = round_(binary, wasm)
-        print(f"round {i + 1}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                              for k, v in r.items()), flush=True)
+        print(f"round {i + 1} (s): " + ", ".join(f"{k} {v:.6f}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in r.items()), flush=True)
         results.append(r)
 
     def col(k):
