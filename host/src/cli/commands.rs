@@ -79,6 +79,12 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
         c.gossip_interval = Duration::from_millis(ms);
     }
     c.fault_injection = args.fault_injection;
+    if let Some(n) = args.raft_snapshot_every {
+        if n == 0 {
+            bail!("--raft-snapshot-every must be at least 1");
+        }
+        c.snapshot_every = n;
+    }
     c.advertise_host = args.advertise_host.or(file.advertise_host);
     Ok(Some(c))
 }

@@ -73,6 +73,9 @@ pub struct ClusterConfig {
     pub fault_injection: bool,
     /// The address other nodes dial this one at, when a listener binds a wildcard address.
     pub advertise_host: Option<std::net::IpAddr>,
+    /// Build a control-plane snapshot every this many log entries, and keep this many
+    /// entries behind it (a node further behind catches up from the snapshot).
+    pub snapshot_every: u64,
 }
 
 /// The address other nodes should use for a listener bound to `bound`.
@@ -99,6 +102,7 @@ impl ClusterConfig {
             phi_threshold: 8.0,
             fault_injection: false,
             advertise_host: None,
+            snapshot_every: 5000,
         }
     }
 }
@@ -215,6 +219,8 @@ impl Cluster {
             election_timeout_min: 600,
             election_timeout_max: 1200,
             install_snapshot_timeout: 2000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.snapshot_every,
             ..Default::default()
         }
         .validate()?;

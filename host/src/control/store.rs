@@ -324,7 +324,9 @@ impl RaftStateMachine<Control> for StateMachine {
         let state: ControlState = serde_json::from_slice(snapshot.get_ref())
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
         let next = Stored { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state };
-        self.save(next).await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)).into())
+        self.save(next).await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+        tracing::info!(snapshot = %meta.snapshot_id, "installed a control-plane snapshot from the leader");
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Control>>, Err> {

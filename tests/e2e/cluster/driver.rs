@@ -21,6 +21,8 @@ pub struct Member {
 pub struct Cluster {
     pub nodes: Vec<Member>,
     seeds: String,
+    /// Extra `serve` flags every node gets.
+    extra: Vec<String>,
     http: Client,
     /// Config files of nodes started from one.
     configs: Vec<tempfile::TempDir>,
@@ -53,9 +55,15 @@ where
 impl Cluster {
     /// Start `n` nodes named n1..nN that all seed from each other.
     pub async fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[]).await
+    }
+
+    /// [`Cluster::start`] with extra `serve` flags on every node.
+    pub async fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_tcp_port(), free_udp_port())).collect();
         let seeds = ports.iter().map(|(_, g)| format!("127.0.0.1:{g}")).collect::<Vec<_>>().join(",");
-        let mut c = Cluster { nodes: Vec::new(), seeds, http: Client::new(), configs: Vec::new() };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut c = Cluster { nodes: Vec::new(), seeds, extra, http: Client::new(), configs: Vec::new() };
         for (peer, gossip) in ports {
             c.spawn(peer, gossip).await;
         }
@@ -75,7 +83,7 @@ impl Cluster {
             self.seeds.clone(),
             "--fault-injection".into(),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args.iter().chain(&self.extra).map(String::as_str).collect();
         let node = TestNode::start_with_args(true, &args).await;
         self.nodes.push(Member { name, peer, node });
         self.nodes.len() - 1

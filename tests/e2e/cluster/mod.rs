@@ -387,3 +387,31 @@ async fn a_cluster_grows_from_one_node_to_three_voters() {
         serves(&c, i, "/hello/", Duration::from_secs(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_node_far_behind_catches_up_from_a_snapshot() {
+    // Snapshots every 10 entries, and only 10 kept behind one: a node that misses more
+    // must be sent the leader's snapshot.
+    let mut c = Cluster::start_with(3, &["--raft-snapshot-every", "10"]).await;
+    let leader = formed(&c).await;
+    let away = (0..3).find(|&i| c.nodes[i].name != leader).unwrap();
+    let via = (0..3).find(|&i| i != away).unwrap();
+    c.nodes[via].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
+    c.stop(away);
+    for n in 0..30 {
+        // Ends at 2 + 29 % 4 = 3 instances.
+        let out = c.nodes[via].node.cli(&["scale", "hello", &(2 + n % 4).to_string()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    c.nodes[via].node.deploy("late", "hello", json!({ "instances": 2, "config": { "greeting": "late" } })).await;
+    c.restart(away);
+    let body = serves(&c, away, "/late/", Duration::from_secs(30)).await;
+    assert!(body.starts_with("late, world!"), "{body}");
+    eventually("the returning node has the latest spec", Duration::from_secs(20), || async {
+        let v = c.nodes[away].node.admin().get("/v1/services/hello").await.ok()?.json().ok()?;
+        (v["spec"]["instances"] == 3 && v["spec"]["generation"] == 31).then_some(())
+    })
+    .await;
+    let log = c.nodes[away].node.log();
+    assert!(log.contains("installed a control-plane snapshot"), "caught up from a snapshot");
+}
