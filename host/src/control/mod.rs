@@ -298,7 +298,8 @@ impl Cluster {
     }
 
     /// Commit a command through Raft (forwarding to the leader) and wait until this node
-    /// has applied it and reconciled its services.
+    /// has applied it and reconciled its services. Every command is idempotent (it states
+    /// a result, not a step), so retrying after a lost answer cannot apply a change twice.
     pub async fn write(&self, cmd: Command) -> Result<(), ClusterError> {
         let mode = self.mode();
         if mode == Mode::Dormant {
