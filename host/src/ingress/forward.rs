@@ -3,9 +3,9 @@
 //! Targets come from the cluster view (nodes gossip shows serving the service, then nodes
 //! the assignment gives instances). A target that cannot be reached, or answers that it
 //! is dormant or has no instance, is skipped for the next one; a request is never sent
-//! twice to nodes that accepted it. Bodies are buffered both ways (up to the node's
-//! `max_body_bytes`), so a streaming wasi:http service streams only when called on a node
-//! that runs it.
+//! twice to nodes that accepted it. Request bodies are buffered (up to the node's
+//! `max_body_bytes`) so a request can be retried on the next node; responses stream
+//! through.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,28 +105,27 @@ impl Forwarder {
                 }
             };
             let (parts, body) = resp.into_parts();
-            let body = match body.collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    count(&FORWARD_FAILED);
-                    let msg = format!("reading the answer of {addr} failed: {e}");
-                    return h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id);
+            if parts.status == StatusCode::SERVICE_UNAVAILABLE {
+                // Small platform answers: read it to see whether the node ran the request.
+                let body = match body.collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) => {
+                        count(&FORWARD_FAILED);
+                        let msg = format!("reading the answer of {addr} failed: {e}");
+                        return h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id);
+                    }
+                };
+                if refused(&body) {
+                    count(&FORWARD_SKIPPED);
+                    last = format!("{addr} has no instance free to take it");
+                    continue;
                 }
-            };
-            if parts.status == StatusCode::SERVICE_UNAVAILABLE && refused(&body) {
-                count(&FORWARD_SKIPPED);
-                last = format!("{addr} has no instance free to take it");
-                continue;
+                count(&FORWARD_ANSWERED);
+                return relay(parts, h::full(body));
             }
             count(&FORWARD_ANSWERED);
-            let mut out = http::Response::new(h::full(body));
-            *out.status_mut() = parts.status;
-            for (k, v) in &parts.headers {
-                if !matches!(k.as_str(), "connection" | "content-length" | "transfer-encoding") {
-                    out.headers_mut().append(k, v.clone());
-                }
-            }
-            return out;
+            // Everything else streams through as it arrives.
+            return relay(parts, body.map_err(|e| Box::new(e) as h::BoxError).boxed_unsync());
         }
         count(&FORWARD_FAILED);
         no_instance(&last, request_id)
@@ -169,6 +168,18 @@ impl Forwarder {
             .collect();
         Ok(crate::runtime::Response { status: parts.status.as_u16(), headers, body: body.to_vec() })
     }
+}
+
+/// The answer of another node, as this node's answer.
+fn relay(parts: http::response::Parts, body: Body) -> http::Response<Body> {
+    let mut out = http::Response::new(body);
+    *out.status_mut() = parts.status;
+    for (k, v) in &parts.headers {
+        if !matches!(k.as_str(), "connection" | "content-length" | "transfer-encoding") {
+            out.headers_mut().append(k, v.clone());
+        }
+    }
+    out
 }
 
 /// Whether a 503 body says the node did not run the request at all.

@@ -141,6 +141,21 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
         assert_eq!(r.json().unwrap()["value"], n as i64, "call {n} through node {}", n % 3);
     }
 
+    // A wasi:http download on n1 streams through n3 without being held in n3's memory,
+    // and a body cut short upstream is cut short for the client too.
+    let limits = json!({ "max_response_bytes": 256 << 20, "timeout_ms": 60000 });
+    c.nodes[0].node.deploy("stream", "http-stream", json!({ "placement": ["n1"], "limits": limits })).await;
+    placement_is(&c, 2, "stream", &[("n1", 1)]).await;
+    serves(&c, 2, "/stream/1", Duration::from_secs(10)).await;
+    let before = c.nodes[2].node.peak_rss();
+    let r = c.get(2, "/stream/64").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 64 << 20);
+    assert_eq!(&r.body[..4], b"abcd");
+    let grew = c.nodes[2].node.peak_rss().saturating_sub(before);
+    assert!(grew < 32 << 20, "forwarding node's peak RSS grew {} MiB for a 64 MiB body", grew >> 20);
+    assert!(c.get(2, "/stream/8?trap_after=1").await.is_err(), "a truncated body must not look complete");
+
     // `nanogrid status` shows the same as a table.
     let out = c.nodes[1].node.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
