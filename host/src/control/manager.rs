@@ -116,7 +116,7 @@ impl Cluster {
             .map(|p| (raft_id(&p.id), Member { name: p.id.clone(), peer: p.peer.clone() }))
             .collect();
         let names: Vec<&str> = members.values().map(|m| m.name.as_str()).collect();
-        match self.raft.initialize(members.clone()).await {
+        match self.raft.initialize(members).await {
             Ok(()) => tracing::info!(voters = ?names, "bootstrapped a new cluster"),
             Err(e) => tracing::debug!(error = %e, "bootstrap skipped"),
         }
