@@ -115,7 +115,7 @@ impl Cluster {
             .take(self.config.voters)
             .map(|p| (raft_id(&p.id), Member { name: p.id.clone(), peer: p.peer.clone() }))
             .collect();
-        let names: Vec<&str> = members.values().map(|m| m.name.as_str()).collect();
+        let names: Vec<String> = members.values().map(|m| m.name.clone()).collect();
         match self.raft.initialize(members).await {
             Ok(()) => tracing::info!(voters = ?names, "bootstrapped a new cluster"),
             Err(e) => tracing::debug!(error = %e, "bootstrap skipped"),
