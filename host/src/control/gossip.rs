@@ -97,6 +97,7 @@ impl Gossip {
         let cc = self.handle.chitchat();
         let cc = cc.lock().await;
         let mut out = BTreeMap::new();
+        let mut generation: BTreeMap<String, u64> = BTreeMap::new();
         for id in cc.live_nodes() {
             let Some(state) = cc.node_state(id) else { continue };
             let Some(peer) = state.get(KEY_PEER) else { continue };
@@ -116,6 +117,11 @@ impl Gossip {
                 load: state.get(KEY_LOAD).and_then(|l| l.parse().ok()).unwrap_or(0),
             };
             // Two live incarnations of one name (a quick restart): keep the newer.
+            let newest = generation.entry(info.id.clone()).or_insert(id.generation_id);
+            if *newest > id.generation_id {
+                continue;
+            }
+            *newest = id.generation_id;
             out.insert(info.id.clone(), info);
         }
         out
