@@ -444,13 +444,16 @@ impl Cluster {
         let state = self.sm.current();
         let mut names: Vec<String> = voters.iter().chain(&learners).map(|m| m.name.clone()).collect();
         names.extend(live.keys().cloned());
+        names.extend(state.state.removed.iter().cloned());
         names.sort();
         names.dedup();
         let nodes: Vec<serde_json::Value> = names
             .iter()
             .map(|n| {
                 let p = live.get(n);
-                let role = if voters.iter().any(|m| &m.name == n) {
+                let role = if state.state.removed.contains(n) {
+                    "removed"
+                } else if voters.iter().any(|m| &m.name == n) {
                     "voter"
                 } else if learners.iter().any(|m| &m.name == n) {
                     "learner"

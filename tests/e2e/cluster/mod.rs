@@ -430,3 +430,42 @@ async fn a_node_far_behind_catches_up_from_a_snapshot() {
     let log = c.nodes[away].node.log();
     assert!(log.contains("installed a control-plane snapshot"), "caught up from a snapshot");
 }
+
+#[tokio::test]
+async fn a_dead_voter_is_decommissioned_and_a_learner_takes_its_vote() {
+    let mut c = Cluster::start(3).await;
+    let leader = formed(&c).await;
+    let n4 = c.add_node_from_config().await;
+    let role_of = |s: &serde_json::Value, id: &str| {
+        s["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).map(|n| n["role"].as_str().unwrap().to_string())
+    };
+    eventually("n4 is a learner", FORM, || async {
+        let s = c.status(0).await?;
+        (role_of(&s, "n4").as_deref() == Some("learner")).then_some(())
+    })
+    .await;
+    // A follower dies for good; decommission it through a live node.
+    let dead = (0..3).find(|&i| c.nodes[i].name != leader).unwrap();
+    let dead_name = c.nodes[dead].name.clone();
+    c.kill(dead);
+    let live: Vec<usize> = (0..4).filter(|&i| i != dead).collect();
+    let out = c.nodes[live[0]].node.cli(&["remove-node", &dead_name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = eventually("n4 is promoted to voter in the dead node's place", FORM, || async {
+        let s = c.status(n4).await?;
+        let voters = s["nodes"].as_array()?.iter().filter(|n| n["role"] == "voter").count();
+        (role_of(&s, "n4").as_deref() == Some("voter")
+            && voters == 3
+            && role_of(&s, &dead_name).as_deref() == Some("removed"))
+        .then_some(s)
+    })
+    .await;
+    eprintln!("after decommissioning {dead_name}: {status}");
+    // The three live voters tolerate one more failure: kill the leader too.
+    let leader_idx = c.index_of(&leader);
+    c.kill(leader_idx);
+    let rest: Vec<usize> = live.iter().copied().filter(|&i| i != leader_idx).collect();
+    eventually("the two remaining voters elect a leader", FORM, || c.agreed_leader(&rest)).await;
+    c.nodes[rest[0]].node.deploy("still", "hello", json!({ "instances": 2 })).await;
+    serves(&c, rest[1], "/still/", Duration::from_secs(10)).await;
+}
