@@ -29,6 +29,7 @@ use serde::Deserialize;
 /// voters = 3
 /// gossip_interval_ms = 200
 /// advertise_host = "10.0.0.1"   # when listeners bind 0.0.0.0
+/// phi_threshold = 8.0           # failure detector: higher = later but surer
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +54,7 @@ pub struct FileConfig {
     pub voters: Option<usize>,
     pub gossip_interval_ms: Option<u64>,
     pub advertise_host: Option<std::net::IpAddr>,
+    pub phi_threshold: Option<f64>,
 }
 
 impl FileConfig {

@@ -78,6 +78,12 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
         }
         c.gossip_interval = Duration::from_millis(ms);
     }
+    if let Some(phi) = args.phi_threshold.or(file.phi_threshold) {
+        if !(1.0..=100.0).contains(&phi) {
+            bail!("--phi-threshold {phi} is out of range (1 to 100; chitchat's default is 8)");
+        }
+        c.phi_threshold = phi;
+    }
     c.fault_injection = args.fault_injection;
     if let Some(n) = args.raft_snapshot_every {
         if n == 0 {

@@ -130,6 +130,9 @@ pub struct ClusterArgs {
     /// Gossip interval in milliseconds [default: 200]
     #[arg(long, value_name = "MS")]
     pub gossip_interval_ms: Option<u64>,
+    /// Failure detector's phi threshold: higher detects a dead node later but more surely [default: 8]
+    #[arg(long, value_name = "PHI")]
+    pub phi_threshold: Option<f64>,
     /// This node's address for other nodes, when listeners bind 0.0.0.0 or [::]
     #[arg(long, value_name = "IP")]
     pub advertise_host: Option<std::net::IpAddr>,
