@@ -170,12 +170,13 @@ impl Forwarder {
     }
 }
 
-/// The answer of another node, as this node's answer.
+/// The answer of another node, as this node's answer. The body is relayed byte for byte,
+/// so a `content-length` stays true (and spares the client chunked framing).
 fn relay(parts: http::response::Parts, body: Body) -> http::Response<Body> {
     let mut out = http::Response::new(body);
     *out.status_mut() = parts.status;
     for (k, v) in &parts.headers {
-        if !matches!(k.as_str(), "connection" | "content-length" | "transfer-encoding") {
+        if !matches!(k.as_str(), "connection" | "transfer-encoding") {
             out.headers_mut().append(k, v.clone());
         }
     }
