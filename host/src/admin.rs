@@ -239,6 +239,10 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             };
             h::json(StatusCode::OK, &body, rid)
         }
+        (&Method::GET, ["v1", "graph"]) => {
+            let edges = registry.calls.report();
+            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "edges": edges }), rid)
+        }
         (&Method::DELETE, ["v1", "cluster", "nodes", id]) => match &node.cluster {
             Some(c) => match c.remove_node(id).await {
                 Ok(()) => h::json(StatusCode::OK, &json!({ "removed": id }), rid),
@@ -276,7 +280,8 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             | ["v1", "services"]
             | ["v1", "services", _]
             | ["v1", "services", _, "scale"]
-            | ["v1", "cluster"],
+            | ["v1", "cluster"]
+            | ["v1", "graph"],
         ) => {
             h::drain(req.into_body()).await;
             err(

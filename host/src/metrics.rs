@@ -88,6 +88,29 @@ pub fn render(node: &Node) -> String {
             let _ = writeln!(out, "{metric}{{service=\"{}\"}} {}", escape(&s.name), f(&s.gate()));
         }
     }
+    let edges = node.registry.calls.report();
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_calls_total invoke calls between services, by outcome.\n# TYPE nanogrid_calls_total counter"
+    );
+    for e in &edges {
+        let (f, t) = (escape(&e.from), escape(&e.to));
+        let _ = writeln!(out, "nanogrid_calls_total{{from=\"{f}\",to=\"{t}\",outcome=\"ok\"}} {}", e.calls - e.errors);
+        let _ = writeln!(out, "nanogrid_calls_total{{from=\"{f}\",to=\"{t}\",outcome=\"error\"}} {}", e.errors);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_call_duration_seconds_sum Time invoke calls took, as the caller saw it.\n# TYPE nanogrid_call_duration_seconds_sum counter"
+    );
+    for e in &edges {
+        let _ = writeln!(
+            out,
+            "nanogrid_call_duration_seconds_sum{{from=\"{}\",to=\"{}\"}} {:.6}",
+            escape(&e.from),
+            escape(&e.to),
+            e.total_us as f64 / 1e6
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP nanogrid_request_duration_seconds Time in the guest, admission excluded.\n# TYPE nanogrid_request_duration_seconds summary"

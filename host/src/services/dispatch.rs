@@ -211,7 +211,15 @@ impl Invoker for Registry {
                     "call depth limit {max} reached calling {service:?} from {from:?}; is there a cycle of invoke calls?"
                 )));
             }
-            this.dispatch(&service, req, request_id, depth).await.map_err(|e| to_guest_error(&e))
+            let started = Instant::now();
+            let result = this.dispatch(&service, req, request_id, depth).await;
+            // Calls to names that are not deployed are not edges (a guest could invent
+            // any number of them).
+            if !matches!(result, Err(DispatchError::NotFound(_))) {
+                let ok = matches!(&result, Ok(r) if r.status < 500);
+                this.calls.record(&from, &service, ok, started.elapsed().as_micros() as u64);
+            }
+            result.map_err(|e| to_guest_error(&e))
         }
         .boxed()
     }

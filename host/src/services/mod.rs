@@ -5,6 +5,7 @@
 //! before they take effect, and swap the service's [`Deployed`] atomically: a request in
 //! flight keeps the version it started with.
 
+pub mod calls;
 mod chains;
 mod dispatch;
 mod gate;
@@ -197,6 +198,8 @@ pub struct Registry {
     /// them from the assignment); `None` on a single node, where slots = `instances`.
     slots: RwLock<Option<HashMap<String, u32>>>,
     remote: std::sync::OnceLock<Arc<dyn Remote>>,
+    /// Who called whom through `invoke` (`GET /v1/graph`).
+    pub calls: calls::CallGraph,
     request_seq: std::sync::atomic::AtomicU64,
     seed: u64,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
@@ -228,6 +231,7 @@ impl Registry {
             admin: tokio::sync::Mutex::new(()),
             slots: RwLock::new(None),
             remote: std::sync::OnceLock::new(),
+            calls: Default::default(),
             request_seq: Default::default(),
             seed,
         })

@@ -125,6 +125,10 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     assert!(again["documents"].as_i64().unwrap() > docs, "the count went on from {docs}: {again}");
     let ran = c.nodes[2].node.service("counter").await["status"]["requests"]["ok"].as_u64().unwrap();
     assert!(ran >= 2, "counter ran on n3 (ok = {ran})");
+    // n1, where gateway runs, saw its calls to the other nodes' services as graph edges.
+    let graph = c.nodes[0].node.admin().get("/v1/graph").await.unwrap().json().unwrap();
+    let crossed = graph["edges"].as_array().unwrap().iter().any(|e| e["from"] == "gateway" && e["to"] == "counter");
+    assert!(crossed, "{graph}");
 
     // A service with kv state stays on one node (kv is per node until the grid
     // replicates), so a counter counts right whichever node is asked.

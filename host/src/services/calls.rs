@@ -1,0 +1,102 @@
+//! The call graph this node has seen: which service called which through `invoke`, how
+//! often, how many calls failed, and how long they took (the callee's answer as the
+//! caller saw it, so a forwarded call includes the hop). Every call carries the caller's
+//! request id; this is its aggregate, the input for finding hot chains and slow edges.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+#[derive(Default)]
+struct Edge {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    micros_sum: AtomicU64,
+    micros_max: AtomicU64,
+}
+
+/// One edge as reported by `GET /v1/graph` and `/metrics`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EdgeReport {
+    pub from: String,
+    pub to: String,
+    pub calls: u64,
+    pub errors: u64,
+    pub mean_us: u64,
+    pub max_us: u64,
+    pub total_us: u64,
+}
+
+#[derive(Default)]
+pub struct CallGraph {
+    edges: RwLock<HashMap<(String, String), Edge>>,
+}
+
+impl CallGraph {
+    /// Count one call. Callers only record calls to deployed services, so the number of
+    /// edges is bounded by the number of services squared, whatever names guests invent.
+    pub fn record(&self, from: &str, to: &str, ok: bool, micros: u64) {
+        let key = (from.to_string(), to.to_string());
+        {
+            let edges = self.edges.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = edges.get(&key) {
+                count(e, ok, micros);
+                return;
+            }
+        }
+        let mut edges = self.edges.write().unwrap_or_else(|e| e.into_inner());
+        count(edges.entry(key).or_default(), ok, micros);
+    }
+
+    /// Every edge, busiest first.
+    pub fn report(&self) -> Vec<EdgeReport> {
+        let edges = self.edges.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<EdgeReport> = edges
+            .iter()
+            .map(|((from, to), e)| {
+                let calls = e.calls.load(Ordering::Relaxed);
+                let total = e.micros_sum.load(Ordering::Relaxed);
+                EdgeReport {
+                    from: from.clone(),
+                    to: to.clone(),
+                    calls,
+                    errors: e.errors.load(Ordering::Relaxed),
+                    mean_us: total.checked_div(calls).unwrap_or(0),
+                    max_us: e.micros_max.load(Ordering::Relaxed),
+                    total_us: total,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to))));
+        out
+    }
+}
+
+fn count(e: &Edge, ok: bool, micros: u64) {
+    e.calls.fetch_add(1, Ordering::Relaxed);
+    if !ok {
+        e.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    e.micros_sum.fetch_add(micros, Ordering::Relaxed);
+    e.micros_max.fetch_max(micros, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edges_aggregate_and_sort_by_calls() {
+        let g = CallGraph::default();
+        g.record("a", "b", true, 10);
+        g.record("a", "b", false, 30);
+        g.record("a", "c", true, 5);
+        let r = g.report();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].from.as_str(), r[0].to.as_str()), ("a", "b"));
+        assert_eq!((r[0].calls, r[0].errors, r[0].mean_us, r[0].max_us, r[0].total_us), (2, 1, 20, 30, 40));
+        assert_eq!((r[1].to.as_str(), r[1].calls), ("c", 1));
+    }
+}
