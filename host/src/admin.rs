@@ -240,8 +240,13 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             h::json(StatusCode::OK, &body, rid)
         }
         (&Method::GET, ["v1", "graph"]) => {
-            let edges = registry.calls.report();
-            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "edges": edges }), rid)
+            // `?scope=node` keeps to this node; in a cluster the default adds up every live node.
+            let node_only = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "scope=node"));
+            let (edges, nodes) = match &node.cluster {
+                Some(c) if !node_only => c.graph().await,
+                _ => (registry.calls.report(), vec![node.config.node_id.clone()]),
+            };
+            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "nodes": nodes, "edges": edges }), rid)
         }
         (&Method::DELETE, ["v1", "cluster", "nodes", id]) => match &node.cluster {
             Some(c) => match c.remove_node(id).await {

@@ -497,6 +497,29 @@ impl Cluster {
         })
     }
 
+    /// The call graph of every live node added up, and the nodes that answered.
+    pub async fn graph(&self) -> (Vec<crate::services::calls::EdgeReport>, Vec<String>) {
+        let peers: Vec<PeerInfo> = self.live().into_values().filter(|p| p.id != self.name).collect();
+        let asks = peers.iter().map(|p| async move {
+            let got = self
+                .peers
+                .call(http::Method::GET, &p.peer, "/graph", bytes::Bytes::new(), Duration::from_secs(1))
+                .await;
+            let edges = got.ok().and_then(|b| serde_json::from_slice(&b).ok());
+            (p.id.clone(), edges)
+        });
+        let mut reports = vec![self.registry.calls.report()];
+        let mut nodes = vec![self.name.clone()];
+        for (id, edges) in futures::future::join_all(asks).await {
+            if let Some(e) = edges {
+                reports.push(e);
+                nodes.push(id);
+            }
+        }
+        nodes.sort();
+        (crate::services::calls::merge(reports), nodes)
+    }
+
     /// Per-node instances of one service (for `GET /v1/services/{name}`).
     pub fn placement_of(&self, service: &str) -> Vec<serde_json::Value> {
         let live = self.live();

@@ -6,6 +6,7 @@
 //! | `POST /raft/append`, `/raft/vote`, `/raft/snapshot` | Raft RPCs |
 //! | `POST /control/write` | a command forwarded to the leader → `{"index"}` |
 //! | `GET /components/{digest}` | component bytes, for a node that lacks them |
+//! | `GET /graph` | this node's call graph edges (for a cluster-wide `GET /v1/graph`) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub async fn handle(cluster: Arc<Cluster>, max_body: usize, req: http::Request<I
                 Err(_) => h::error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "not committed within 5 s", &rid),
             }
         }
+        (&Method::GET, "/graph") => reply(&cluster.registry.calls.report(), &rid),
         (&Method::GET, p) if p.starts_with("/components/") => {
             let digest = &p["/components/".len()..];
             match cluster.registry.component_bytes(digest).await {

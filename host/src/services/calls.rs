@@ -18,7 +18,7 @@ struct Edge {
 }
 
 /// One edge as reported by `GET /v1/graph` and `/metrics`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct EdgeReport {
     pub from: String,
     pub to: String,
@@ -74,6 +74,29 @@ impl CallGraph {
     }
 }
 
+/// Add up the reports of several nodes into one graph, busiest edge first.
+pub fn merge(reports: impl IntoIterator<Item = Vec<EdgeReport>>) -> Vec<EdgeReport> {
+    let mut by_edge: HashMap<(String, String), EdgeReport> = HashMap::new();
+    for e in reports.into_iter().flatten() {
+        let m = by_edge.entry((e.from.clone(), e.to.clone())).or_insert_with(|| EdgeReport {
+            calls: 0,
+            errors: 0,
+            mean_us: 0,
+            max_us: 0,
+            total_us: 0,
+            ..e.clone()
+        });
+        m.calls += e.calls;
+        m.errors += e.errors;
+        m.total_us += e.total_us;
+        m.max_us = m.max_us.max(e.max_us);
+        m.mean_us = m.total_us.checked_div(m.calls).unwrap_or(0);
+    }
+    let mut out: Vec<EdgeReport> = by_edge.into_values().collect();
+    out.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to))));
+    out
+}
+
 fn count(e: &Edge, ok: bool, micros: u64) {
     e.calls.fetch_add(1, Ordering::Relaxed);
     if !ok {
@@ -98,5 +121,13 @@ mod tests {
         assert_eq!((r[0].from.as_str(), r[0].to.as_str()), ("a", "b"));
         assert_eq!((r[0].calls, r[0].errors, r[0].mean_us, r[0].max_us, r[0].total_us), (2, 1, 20, 30, 40));
         assert_eq!((r[1].to.as_str(), r[1].calls), ("c", 1));
+
+        let other = CallGraph::default();
+        other.record("a", "c", true, 15);
+        other.record("a", "c", true, 25);
+        other.record("a", "c", true, 35);
+        let m = merge([r, other.report()]);
+        assert_eq!((m[0].to.as_str(), m[0].calls, m[0].mean_us, m[0].max_us), ("c", 4, 20, 35));
+        assert_eq!((m[1].to.as_str(), m[1].calls, m[1].errors), ("b", 2, 1));
     }
 }

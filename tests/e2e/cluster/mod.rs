@@ -125,10 +125,18 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     assert!(again["documents"].as_i64().unwrap() > docs, "the count went on from {docs}: {again}");
     let ran = c.nodes[2].node.service("counter").await["status"]["requests"]["ok"].as_u64().unwrap();
     assert!(ran >= 2, "counter ran on n3 (ok = {ran})");
-    // n1, where gateway runs, saw its calls to the other nodes' services as graph edges.
-    let graph = c.nodes[0].node.admin().get("/v1/graph").await.unwrap().json().unwrap();
-    let crossed = graph["edges"].as_array().unwrap().iter().any(|e| e["from"] == "gateway" && e["to"] == "counter");
-    assert!(crossed, "{graph}");
+    // The call graph: n1, where gateway runs, saw its calls to the other nodes' services;
+    // asked on n2, the graph adds up every live node.
+    let on_n1 = c.nodes[0].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
+    let edge = |g: &serde_json::Value, to: &str| {
+        g["edges"].as_array().unwrap().iter().find(|e| e["from"] == "gateway" && e["to"] == to).cloned()
+    };
+    let local = edge(&on_n1, "counter").unwrap_or_else(|| panic!("{on_n1}"));
+    let all = c.nodes[1].node.admin().get("/v1/graph").await.unwrap().json().unwrap();
+    assert_eq!(all["nodes"], json!(["n1", "n2", "n3"]), "{all}");
+    assert_eq!(edge(&all, "counter").unwrap()["calls"], local["calls"], "only n1 calls counter: {all}");
+    let on_n2 = c.nodes[1].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
+    assert!(edge(&on_n2, "counter").is_none(), "n2 itself made no gateway calls: {on_n2}");
 
     // A service with kv state stays on one node (kv is per node until the grid
     // replicates), so a counter counts right whichever node is asked.
