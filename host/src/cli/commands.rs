@@ -282,7 +282,7 @@ pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
     let cluster = check(c.get("/v1/cluster").await?)?;
     println!("leader: {}   term: {}", cluster["leader"].as_str().unwrap_or("none"), cluster["term"]);
-    println!("{:<10} {:<11} {:<8} {:<22} SERVICES", "NODE", "MODE", "ROLE", "ADDRESS");
+    println!("{:<10} {:<11} {:<8} {:<22} {:>5} SERVICES", "NODE", "MODE", "ROLE", "ADDRESS", "LOAD");
     for n in cluster["nodes"].as_array().cloned().unwrap_or_default() {
         let services: Vec<String> = n["services"]
             .as_array()
@@ -292,11 +292,12 @@ pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|s| s.as_str().map(str::to_string))
             .collect();
         println!(
-            "{:<10} {:<11} {:<8} {:<22} {}",
+            "{:<10} {:<11} {:<8} {:<22} {:>5} {}",
             n["id"].as_str().unwrap_or("?"),
             n["mode"].as_str().unwrap_or("?"),
             n["role"].as_str().unwrap_or("?"),
             n["addr"].as_str().unwrap_or("-"),
+            n["load"].as_u64().map_or("-".to_string(), |l| l.to_string()),
             services.join(", ")
         );
     }

@@ -272,18 +272,18 @@ impl Cluster {
     }
 
     /// Ingress addresses of other live, serving nodes that have instances of `service`:
-    /// those gossip shows serving it first, then those the committed assignment gives
-    /// instances (gossip may lag a deploy by a few rounds); each group rotated so
-    /// forwarded load spreads.
+    /// those gossip shows serving it first (least loaded first), then those the committed
+    /// assignment gives instances (gossip may lag a deploy by a few rounds). Each group
+    /// is rotated before sorting, so equally loaded nodes share forwarded requests.
     pub fn holders(&self, service: &str) -> Vec<String> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let state = self.sm.current();
         let (mut serving, mut assigned) = (Vec::new(), Vec::new());
         for p in live.values().filter(|p| p.id != self.name && p.mode != Mode::Dormant.as_str()) {
             if p.services.iter().any(|s| s == service) {
-                serving.push(p.addr.clone());
+                serving.push(p);
             } else if state.state.slots(service, &p.id) > 0 {
-                assigned.push(p.addr.clone());
+                assigned.push(p);
             }
         }
         let n = self.rotor.fetch_add(1, Ordering::Relaxed) as usize;
@@ -293,8 +293,8 @@ impl Cluster {
                 group.rotate_left(k);
             }
         }
-        serving.extend(assigned);
-        serving
+        serving.sort_by_key(|p| p.load);
+        serving.iter().chain(&assigned).map(|p| p.addr.clone()).collect()
     }
 
     /// Commit a command through Raft (forwarding to the leader) and wait until this node
