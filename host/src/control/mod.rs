@@ -144,6 +144,10 @@ pub struct RemoteCalls {
 }
 
 impl crate::services::Remote for RemoteCalls {
+    fn dormant(&self) -> bool {
+        self.cluster.upgrade().is_none_or(|c| c.mode() == Mode::Dormant)
+    }
+
     fn call<'a>(
         &'a self,
         service: &'a str,
@@ -156,10 +160,6 @@ impl crate::services::Remote for RemoteCalls {
             let Some(cluster) = self.cluster.upgrade() else {
                 return Err(DispatchError::Internal("the node is shutting down".into()));
             };
-            if cluster.mode() == Mode::Dormant {
-                let reason = "this node is dormant".to_string();
-                return Err(DispatchError::NoInstance { service: service.to_string(), reason });
-            }
             let holders = cluster.holders(service);
             if holders.is_empty() {
                 if cluster.registry.get(service).is_none() {

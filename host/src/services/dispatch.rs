@@ -75,6 +75,10 @@ impl Registry {
     ) -> Result<Response, DispatchError> {
         let svc = self.get(name);
         if let Some(remote) = self.remote.get() {
+            if remote.dormant() {
+                let reason = "this node is dormant (cut off from its cluster's majority)".to_string();
+                return Err(DispatchError::NoInstance { service: name.to_string(), reason });
+            }
             // In a cluster, a service without instances here runs wherever it has some.
             let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
             let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);

@@ -148,6 +148,8 @@ pub enum DispatchError {
 /// Runs a call on another node (cluster mode): how `invoke` reaches a service that has no
 /// instances here.
 pub trait Remote: Send + Sync {
+    /// The node is cut off from its cluster's majority: no service may run here.
+    fn dormant(&self) -> bool;
     fn call<'a>(
         &'a self,
         service: &'a str,
