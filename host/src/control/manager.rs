@@ -158,6 +158,24 @@ impl Cluster {
         let (voters, learners) = self.members();
         let is_member = |n: &str| voters.iter().chain(&learners).any(|m| m.name == n);
 
+        // Promote learners while fewer than `voters` voters are kept (not decommissioned).
+        // Promoting before removing keeps the live nodes a majority of every
+        // configuration on the way, and the voter count never dips.
+        let kept = voters.iter().filter(|m| !removed.contains(&m.name)).count();
+        if kept < self.config.voters {
+            let ready: BTreeSet<u64> = learners
+                .iter()
+                .filter(|m| !removed.contains(&m.name))
+                .filter(|m| live.get(&m.name).is_some_and(|p| p.mode == Mode::Follower.as_str()))
+                .take(self.config.voters - kept)
+                .map(|m| raft_id(&m.name))
+                .collect();
+            if !ready.is_empty() {
+                self.raft.change_membership(ChangeMembers::AddVoterIds(ready), false).await?;
+                tracing::info!("promoted learners to voters");
+                return Ok(());
+            }
+        }
         if let Some(name) = removed.iter().find(|n| is_member(n)) {
             let id = BTreeSet::from([raft_id(name)]);
             if voters.iter().any(|m| &m.name == name) {
@@ -183,18 +201,6 @@ impl Cluster {
             let member = Member { name: p.id.clone(), peer: p.peer.clone() };
             self.raft.add_learner(raft_id(&p.id), member, false).await?;
             tracing::info!(node = %p.id, "added node as a learner");
-        }
-        if voters.len() < self.config.voters {
-            let ready: BTreeSet<u64> = learners
-                .iter()
-                .filter(|m| live.get(&m.name).is_some_and(|p| p.mode == Mode::Follower.as_str()))
-                .take(self.config.voters - voters.len())
-                .map(|m| raft_id(&m.name))
-                .collect();
-            if !ready.is_empty() {
-                self.raft.change_membership(ChangeMembers::AddVoterIds(ready), false).await?;
-                tracing::info!("promoted learners to voters");
-            }
         }
 
         // Placement over members that gossip shows serving (this node counts as serving).

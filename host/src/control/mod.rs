@@ -451,12 +451,13 @@ impl Cluster {
             .iter()
             .map(|n| {
                 let p = live.get(n);
-                let role = if state.state.removed.contains(n) {
-                    "removed"
-                } else if voters.iter().any(|m| &m.name == n) {
+                // Membership first: a decommissioned node is "removed" once it has left it.
+                let role = if voters.iter().any(|m| &m.name == n) {
                     "voter"
                 } else if learners.iter().any(|m| &m.name == n) {
                     "learner"
+                } else if state.state.removed.contains(n) {
+                    "removed"
                 } else {
                     "joining"
                 };
@@ -493,6 +494,8 @@ impl Cluster {
             "term": metrics.current_term,
             "last_applied": metrics.last_applied.map(|l| l.index),
             "voters_target": self.config.voters,
+            // A membership change is half done (joint configuration) on this node.
+            "joint": metrics.membership_config.membership().get_joint_config().len() > 1,
             "nodes": nodes,
         })
     }

@@ -447,7 +447,7 @@ async fn a_node_far_behind_catches_up_from_a_snapshot() {
 async fn a_dead_voter_is_decommissioned_and_a_learner_takes_its_vote() {
     let mut c = Cluster::start(3).await;
     let leader = formed(&c).await;
-    let n4 = c.add_node_from_config().await;
+    c.add_node_from_config().await;
     let role_of = |s: &serde_json::Value, id: &str| {
         s["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).map(|n| n["role"].as_str().unwrap().to_string())
     };
@@ -463,13 +463,25 @@ async fn a_dead_voter_is_decommissioned_and_a_learner_takes_its_vote() {
     let live: Vec<usize> = (0..4).filter(|&i| i != dead).collect();
     let out = c.nodes[live[0]].node.cli(&["remove-node", &dead_name]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Done when every live node has applied the same final (not joint) configuration:
+    // n4 a voter, the dead node out of it.
     let status = eventually("n4 is promoted to voter in the dead node's place", FORM, || async {
-        let s = c.status(n4).await?;
-        let voters = s["nodes"].as_array()?.iter().filter(|n| n["role"] == "voter").count();
-        (role_of(&s, "n4").as_deref() == Some("voter")
-            && voters == 3
-            && role_of(&s, &dead_name).as_deref() == Some("removed"))
-        .then_some(s)
+        let mut applied = std::collections::BTreeSet::new();
+        let mut last = None;
+        for &i in &live {
+            let s = c.status(i).await?;
+            let voters = s["nodes"].as_array()?.iter().filter(|n| n["role"] == "voter").count();
+            let done = role_of(&s, "n4").as_deref() == Some("voter")
+                && voters == 3
+                && role_of(&s, &dead_name).as_deref() == Some("removed")
+                && s["joint"] == false;
+            if !done {
+                return None;
+            }
+            applied.insert(s["last_applied"].as_u64()?);
+            last = Some(s);
+        }
+        (applied.len() == 1).then_some(last).flatten()
     })
     .await;
     eprintln!("after decommissioning {dead_name}: {status}");
