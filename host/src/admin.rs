@@ -25,12 +25,18 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether the request carries `Authorization: Bearer <token>` (the admin API and the peer
+/// listener share this check and the token).
+pub fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
+}
+
 fn authorized(node: &Node, req: &http::Request<Incoming>) -> bool {
-    let Some(value) = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Some(token) = value.strip_prefix("Bearer ") else { return false };
-    constant_time_eq(token.trim().as_bytes(), node.admin_token().as_bytes())
+    bearer_matches(req.headers(), node.admin_token())
 }
 
 pub async fn handle(node: Arc<Node>, req: http::Request<Incoming>) -> http::Response<Body> {

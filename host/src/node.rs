@@ -182,6 +182,7 @@ pub async fn start(
     let ingress_addr = ingress_listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut forwarder = ingress::Forwarder::new(None);
     let cluster = match &config.cluster {
         None => {
             let restored = registry.restore().await?;
@@ -205,9 +206,11 @@ pub async fn start(
                 ..Default::default()
             };
             let cluster = Cluster::start(&config.node_id, cc.clone(), &token, me, grid, registry.clone()).await?;
+            // Ingress and `invoke` share one connection pool to the other nodes.
+            forwarder.peers = Some(cluster.clone() as Arc<dyn ingress::Peers>);
             registry.set_remote(Arc::new(crate::control::RemoteCalls {
                 cluster: Arc::downgrade(&cluster),
-                forwarder: ingress::Forwarder::new(None),
+                forwarder: forwarder.without_peers(),
             }));
             let max_body = config.max_upload_bytes.saturating_mul(2).saturating_add(1 << 20);
             let c = cluster.clone();
@@ -231,8 +234,6 @@ pub async fn start(
     {
         let registry = node.registry.clone();
         let cfg = IngressConfig { max_body: node.config.max_body_bytes };
-        let peers: Option<Arc<dyn ingress::Peers>> = node.cluster.clone().map(|c| c as Arc<dyn ingress::Peers>);
-        let forwarder = ingress::Forwarder::new(peers);
         let handler = move |req| ingress::handle(registry.clone(), cfg, forwarder.clone(), req);
         tasks.push(tokio::spawn(server::serve("ingress", ingress_listener, node.config.server, rx.clone(), handler)));
     }

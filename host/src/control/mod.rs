@@ -461,11 +461,7 @@ impl Cluster {
                 } else {
                     "joining"
                 };
-                let mode = if n == &self.name {
-                    self.mode().as_str().to_string()
-                } else {
-                    p.map_or("unreachable".to_string(), |p| p.mode.clone())
-                };
+                let mode = self.mode_of(n, p);
                 let services: Vec<String> = state
                     .state
                     .assignment
@@ -523,6 +519,14 @@ impl Cluster {
         (crate::services::calls::merge(reports), nodes)
     }
 
+    /// A node's mode: this node's own, others' as gossip last showed them.
+    fn mode_of(&self, node: &str, gossip: Option<&PeerInfo>) -> String {
+        if node == self.name {
+            return self.mode().as_str().to_string();
+        }
+        gossip.map_or("unreachable".to_string(), |p| p.mode.clone())
+    }
+
     /// Per-node instances of one service (for `GET /v1/services/{name}`).
     pub fn placement_of(&self, service: &str) -> Vec<serde_json::Value> {
         let live = self.live();
@@ -539,7 +543,7 @@ impl Cluster {
                             "node": n,
                             "instances": c,
                             "live": p.is_some(),
-                            "mode": if n == &self.name { self.mode().as_str().to_string() } else { p.map_or("unreachable".into(), |p| p.mode.clone()) },
+                            "mode": self.mode_of(n, p),
                             "serving": p.is_some_and(|p| p.services.iter().any(|s| s == service)),
                         })
                     })

@@ -27,13 +27,7 @@ pub async fn handle(cluster: Arc<Cluster>, max_body: usize, req: http::Request<I
         h::drain(req.into_body()).await;
         return h::close_connection(h::error(StatusCode::SERVICE_UNAVAILABLE, "isolated", "fault injection", &rid));
     }
-    let token_ok = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| crate::admin::constant_time_eq(t.trim().as_bytes(), cluster.peers_token().as_bytes()));
-    if !token_ok {
+    if !crate::admin::bearer_matches(req.headers(), cluster.peers_token()) {
         h::drain(req.into_body()).await;
         let msg = "peer calls need the cluster's admin token; start every node with the same --admin-token";
         return h::close_connection(h::error(StatusCode::UNAUTHORIZED, "unauthorized", msg, &rid));

@@ -62,6 +62,12 @@ impl Forwarder {
         Forwarder { peers, client }
     }
 
+    /// The same client (and connection pool) without the cluster view, for `invoke` calls
+    /// that already know their targets.
+    pub fn without_peers(&self) -> Self {
+        Forwarder { peers: None, client: self.client.clone() }
+    }
+
     /// Send the request to the first holder that takes it.
     pub async fn forward(
         &self,

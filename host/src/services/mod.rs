@@ -558,16 +558,9 @@ impl Registry {
 
     pub async fn scale(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {
         let _admin = self.admin.lock().await;
-        let svc =
-            self.get(name).ok_or_else(|| AdminError::NotFound(format!("no service named {name:?} is deployed")))?;
+        let spec = self.scaled_spec(name, instances, max_queue)?;
+        let svc = self.get(name).expect("scaled_spec found it, and the admin lock is held");
         let old = svc.current();
-        let mut spec = old.spec.clone();
-        spec.instances = instances;
-        if max_queue.is_some() {
-            spec.max_queue = max_queue;
-        }
-        spec.generation += 1;
-        spec.updated_at_ms = now_ms();
         self.persist(&spec).await?;
         let slots = self.slots_for(&spec);
         svc.gate.resize(slots, spec.queue_for(slots));
