@@ -489,6 +489,10 @@ impl Cluster {
             "leader": leader,
             "term": metrics.current_term,
             "last_applied": metrics.last_applied.map(|l| l.index),
+            // Log entries up to here are only in the snapshot: a node further behind is
+            // sent the snapshot.
+            "snapshot_index": metrics.snapshot.map(|l| l.index),
+            "purged_index": metrics.purged.map(|l| l.index),
             "voters_target": self.config.voters,
             // A membership change is half done (joint configuration) on this node.
             "joint": metrics.membership_config.membership().get_joint_config().len() > 1,

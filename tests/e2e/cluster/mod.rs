@@ -424,19 +424,31 @@ async fn a_node_far_behind_catches_up_from_a_snapshot() {
     let away = (0..3).find(|&i| c.nodes[i].name != leader).unwrap();
     let via = (0..3).find(|&i| i != away).unwrap();
     c.nodes[via].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
+    let index = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or(0);
+    let behind = index(&c.status(away).await.unwrap(), "last_applied");
     c.stop(away);
-    for n in 0..30 {
-        // Ends at 2 + 29 % 4 = 3 instances.
-        let out = c.nodes[via].node.cli(&["scale", "hello", &(2 + n % 4).to_string()]);
+    // Write until the leader has dropped from its log what the stopped node lacks (it
+    // postpones that while a replication to the stopped node is in flight).
+    let lead = (0..3).find(|&i| c.nodes[i].name == leader).unwrap();
+    let mut writes = 0;
+    loop {
+        let out = c.nodes[via].node.cli(&["scale", "hello", &(2 + writes % 4).to_string()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        writes += 1;
+        let purged = index(&c.status(lead).await.unwrap(), "purged_index");
+        if writes >= 30 && purged > behind + 5 {
+            break;
+        }
+        assert!(writes < 300, "the leader never purged its log past {behind} (purged {purged})");
     }
     c.nodes[via].node.deploy("late", "hello", json!({ "instances": 2, "config": { "greeting": "late" } })).await;
+    let want = c.nodes[via].node.admin().get("/v1/services/hello").await.unwrap().json().unwrap()["spec"].clone();
     c.restart(away);
     let body = serves(&c, away, "/late/", Duration::from_secs(30)).await;
     assert!(body.starts_with("late, world!"), "{body}");
     eventually("the returning node has the latest spec", Duration::from_secs(20), || async {
         let v = c.nodes[away].node.admin().get("/v1/services/hello").await.ok()?.json().ok()?;
-        (v["spec"]["instances"] == 3 && v["spec"]["generation"] == 31).then_some(())
+        (v["spec"]["instances"] == want["instances"] && v["spec"]["generation"] == want["generation"]).then_some(())
     })
     .await;
     let log = c.nodes[away].node.log();
