@@ -254,6 +254,18 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             };
             h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "nodes": nodes, "edges": edges }), rid)
         }
+        (&Method::GET, ["v1", "grid"]) => {
+            let body = match &node.cluster {
+                Some(c) => c.grid_report().await,
+                None => {
+                    let replicas = registry.grid().replicas();
+                    let me = node.config.node_id.clone();
+                    let statuses = std::collections::BTreeMap::from([(me.clone(), replicas.status().await)]);
+                    crate::control::grid::report(&replicas.table(), &statuses, &[me])
+                }
+            };
+            h::json(StatusCode::OK, &body, rid)
+        }
         (&Method::DELETE, ["v1", "cluster", "nodes", id]) => match &node.cluster {
             Some(c) => match c.remove_node(id).await {
                 Ok(()) => h::json(StatusCode::OK, &json!({ "removed": id }), rid),
@@ -292,6 +304,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             | ["v1", "services", _]
             | ["v1", "services", _, "scale"]
             | ["v1", "cluster"]
+            | ["v1", "grid"]
             | ["v1", "graph"],
         ) => {
             h::drain(req.into_body()).await;

@@ -30,6 +30,7 @@ use serde::Deserialize;
 /// gossip_interval_ms = 200
 /// advertise_host = "10.0.0.1"   # when listeners bind 0.0.0.0
 /// phi_threshold = 8.0           # failure detector: higher = later but surer
+/// replication = 3               # replicas per kv partition (capped at the node count)
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +56,7 @@ pub struct FileConfig {
     pub gossip_interval_ms: Option<u64>,
     pub advertise_host: Option<std::net::IpAddr>,
     pub phi_threshold: Option<f64>,
+    pub replication: Option<usize>,
 }
 
 impl FileConfig {

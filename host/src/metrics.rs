@@ -52,6 +52,34 @@ pub fn render(node: &Node) -> String {
             let _ = writeln!(out, "nanogrid_forwarded_total{{outcome=\"{outcome}\"}} {}", c.load(Relaxed));
         }
     }
+    {
+        use crate::grid::kv::{FAILED, OPS};
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_kv_ops_total Guest kv operations by where they ran (local: this node's replica or primary; forwarded: another node's primary).\n# TYPE nanogrid_kv_ops_total counter"
+        );
+        for (at, c) in [("local", &OPS[0]), ("forwarded", &OPS[1])] {
+            let _ = writeln!(out, "nanogrid_kv_ops_total{{at=\"{at}\"}} {}", c.load(Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_kv_failed_total Guest kv operations that failed (no primary, too few replicas).\n# TYPE nanogrid_kv_failed_total counter\nnanogrid_kv_failed_total {}",
+            FAILED.load(Relaxed)
+        );
+        let table = node.registry.grid().replicas().table();
+        let me = &node.config.node_id;
+        let primaries = table.parts.iter().filter(|p| p.primary == *me).count();
+        let replicas = table.parts.iter().filter(|p| p.replicas.contains(me)).count();
+        let short = table.parts.iter().filter(|p| p.isr.len() < table.replication).count();
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_grid_partitions Partitions this node is primary or a replica of, and partitions with fewer in-sync replicas than the replication factor.\n# TYPE nanogrid_grid_partitions gauge"
+        );
+        let _ = writeln!(out, "nanogrid_grid_partitions{{role=\"primary\"}} {primaries}");
+        let _ = writeln!(out, "nanogrid_grid_partitions{{role=\"replica\"}} {replicas}");
+        let _ = writeln!(out, "nanogrid_grid_partitions{{role=\"under_replicated\"}} {short}");
+    }
     let _ = writeln!(
         out,
         "# HELP nanogrid_uptime_seconds Seconds since the node started.\n# TYPE nanogrid_uptime_seconds gauge"

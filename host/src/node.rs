@@ -169,7 +169,15 @@ pub async fn start(
                 data_dir.join("db").display()
             )
         })?;
-    let grid = Arc::new(Grid::new(Arc::new(storage)));
+    let storage: Arc<dyn crate::grid::Storage> = Arc::new(storage);
+    let keep = config.cluster.as_ref().map_or(crate::grid::DEFAULT_LOG_KEEP, |c| c.grid_log_keep);
+    {
+        let s = storage.clone();
+        tokio::task::spawn_blocking(move || crate::grid::plog::migrate(s.as_ref(), keep))
+            .await?
+            .map_err(|e| anyhow::anyhow!("moving kv data into partitions: {e}"))?;
+    }
+    let grid = Arc::new(Grid::open(storage, &config.node_id, config.cluster.is_some(), keep));
 
     let runtime_cfg = RuntimeConfig {
         compile_cache: config.compile_cache.clone().unwrap_or_else(|| config.data_dir.join("compiled")),

@@ -91,6 +91,16 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
         }
         c.snapshot_every = n;
     }
+    c.replication = args.replication.or(file.replication).unwrap_or(c.replication);
+    if !(1..=7).contains(&c.replication) {
+        bail!("--replication {} is out of range: use 3 (1 to 7 allowed)", c.replication);
+    }
+    if let Some(n) = args.grid_log_keep {
+        if n == 0 {
+            bail!("--grid-log-keep must be at least 1");
+        }
+        c.grid_log_keep = n;
+    }
     c.advertise_host = args.advertise_host.or(file.advertise_host);
     Ok(Some(c))
 }

@@ -136,9 +136,15 @@ pub struct ClusterArgs {
     /// This node's address for other nodes, when listeners bind 0.0.0.0 or [::]
     #[arg(long, value_name = "IP")]
     pub advertise_host: Option<std::net::IpAddr>,
+    /// Replicas of each kv partition, capped at the node count [default: 3]
+    #[arg(long, value_name = "N")]
+    pub replication: Option<usize>,
     /// Control-plane snapshot interval in log entries (tests use a small one)
     #[arg(long, hide = true, value_name = "N")]
     pub raft_snapshot_every: Option<u64>,
+    /// Partition-log entries kept per partition (tests use a small one)
+    #[arg(long, hide = true, value_name = "N")]
+    pub grid_log_keep: Option<u64>,
     /// Allow POST /v1/debug/isolate to cut this node off the network (scenario tests)
     #[arg(long, hide = true)]
     pub fault_injection: bool,

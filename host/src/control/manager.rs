@@ -53,6 +53,7 @@ impl Cluster {
         let loops = [
             tokio::spawn(self.clone().mode_loop(stop.clone())),
             tokio::spawn(self.clone().service_loop(stop.clone())),
+            tokio::spawn(self.clone().grid_loop(stop.clone())),
             tokio::spawn(self.clone().leader_loop(stop)),
         ];
         for l in loops {
@@ -223,8 +224,7 @@ impl Cluster {
             .filter(|(n, spec)| self.registry.get(n).is_some_and(|s| &s.current().spec == *spec))
             .map(|(n, spec)| (n.clone(), spec.clone()))
             .collect();
-        let stateful = self.registry.stateful();
-        let mut next = place(&loaded, &serving, &stored.state.assignment, &stateful);
+        let mut next = place(&loaded, &serving, &stored.state.assignment);
         for (name, row) in &stored.state.assignment {
             if !loaded.contains_key(name) {
                 next.insert(name.clone(), row.clone());
@@ -234,7 +234,12 @@ impl Cluster {
             tracing::info!(nodes = ?serving, "assigning instances");
             self.raft.client_write(Command::Assign { assignment: next }).await?;
         }
-        Ok(())
+
+        // The grid's partitions live on every member that has not been removed.
+        let mut members: Vec<String> =
+            voters.iter().chain(&learners).map(|m| m.name.clone()).filter(|n| !removed.contains(n)).collect();
+        members.sort();
+        self.manage_grid(&live, &members, removed).await
     }
 }
 

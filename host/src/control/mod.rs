@@ -8,6 +8,7 @@
 //! state machine has applied it, and reconciles its services before answering.
 
 mod gossip;
+pub mod grid;
 mod manager;
 mod network;
 pub mod peer;
@@ -76,6 +77,10 @@ pub struct ClusterConfig {
     /// Build a control-plane snapshot every this many log entries, and keep this many
     /// entries behind it (a node further behind catches up from the snapshot).
     pub snapshot_every: u64,
+    /// Replicas per kv partition (capped at the number of members).
+    pub replication: usize,
+    /// Partition-log entries kept per partition (a replica further behind gets a snapshot).
+    pub grid_log_keep: u64,
 }
 
 /// The address other nodes should use for a listener bound to `bound`.
@@ -103,6 +108,8 @@ impl ClusterConfig {
             fault_injection: false,
             advertise_host: None,
             snapshot_every: 5000,
+            replication: crate::grid::part::DEFAULT_REPLICATION,
+            grid_log_keep: crate::grid::DEFAULT_LOG_KEEP,
         }
     }
 }
@@ -194,6 +201,10 @@ pub struct Cluster {
     reconcile: tokio::sync::Mutex<()>,
     started: Instant,
     rotor: AtomicU64,
+    /// Partitions fenced for a new primary the table does not name yet (leader only).
+    grid_pending: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+    /// The highest fence seen per partition (a promotion must go above it).
+    grid_floor: std::sync::Mutex<BTreeMap<u32, u64>>,
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -240,7 +251,7 @@ impl Cluster {
             faults.clone(),
         )
         .await?;
-        Ok(Arc::new(Cluster {
+        let cluster = Arc::new(Cluster {
             name: name.to_string(),
             config,
             raft,
@@ -255,7 +266,11 @@ impl Cluster {
             reconcile: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             rotor: AtomicU64::new(0),
-        }))
+            grid_pending: Default::default(),
+            grid_floor: Default::default(),
+        });
+        cluster.registry.grid().replicas().attach(Arc::new(grid::GridNet(Arc::downgrade(&cluster))));
+        Ok(cluster)
     }
 
     pub fn peers_token(&self) -> &str {

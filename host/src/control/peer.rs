@@ -7,6 +7,7 @@
 //! | `POST /control/write` | a command forwarded to the leader → `{"index"}` |
 //! | `GET /components/{digest}` | component bytes, for a node that lacks them |
 //! | `GET /graph` | this node's call graph edges (for a cluster-wide `GET /v1/graph`) |
+//! | `POST /grid/...` | the data grid's replication and kv routing (`grid::wire`, postcard) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,16 @@ pub async fn handle(cluster: Arc<Cluster>, max_body: usize, req: http::Request<I
                 }
                 Ok(Err(e)) => h::error(StatusCode::SERVICE_UNAVAILABLE, "raft", &e.to_string(), &rid),
                 Err(_) => h::error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "not committed within 5 s", &rid),
+            }
+        }
+        (&Method::POST, p) if p.starts_with("/grid/") => {
+            let bytes = match h::read_body(req.into_body(), max_body).await {
+                Ok(b) => b,
+                Err(e) => return h::error(StatusCode::BAD_REQUEST, "bad-request", &format!("{e:?}"), &rid),
+            };
+            match crate::grid::wire::dispatch(cluster.registry.grid().replicas(), p, &bytes).await {
+                Ok(out) => http::Response::new(h::full(bytes::Bytes::from(out))),
+                Err(e) => h::error(StatusCode::BAD_REQUEST, "bad-grid-request", &e, &rid),
             }
         }
         (&Method::GET, "/graph") => reply(&cluster.registry.calls.report(), &rid),

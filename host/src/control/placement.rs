@@ -1,7 +1,7 @@
 //! The Cluster Manager's placement rule: spread each service's instances evenly over the
 //! live nodes it may run on, moving as few instances as possible.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
@@ -13,35 +13,14 @@ use crate::services::ServiceSpec;
 /// Each eligible node gets `instances / k` and the remainder goes one each to the nodes
 /// that already had more than that (so a rebalance moves little), then to nodes picked by
 /// a per-service rotation (so remainders of different services land on different nodes).
-/// A `stateful` service (it keeps kv state, which is per node until the grid replicates)
-/// gets all its instances on one node: the one that has most of them now, else the
-/// rotation's pick.
-pub fn place(
-    services: &BTreeMap<String, ServiceSpec>,
-    live: &[String],
-    current: &Assignment,
-    stateful: &BTreeSet<String>,
-) -> Assignment {
+/// Services that keep kv state spread like any other: the grid serves their keys from
+/// every node.
+pub fn place(services: &BTreeMap<String, ServiceSpec>, live: &[String], current: &Assignment) -> Assignment {
     let mut out = Assignment::new();
     for (name, spec) in services {
         let eligible: Vec<&String> =
             live.iter().filter(|n| spec.placement.is_empty() || spec.placement.contains(n)).collect();
         if eligible.is_empty() || spec.instances == 0 {
-            continue;
-        }
-        if stateful.contains(name) {
-            let had = |n: &String| current.get(name).and_then(|h| h.get(n)).copied().unwrap_or(0);
-            let offset = rotation(name, eligible.len());
-            let pick = eligible
-                .iter()
-                .cycle()
-                .skip(offset)
-                .take(eligible.len())
-                .max_by_key(|n| had(n))
-                .copied()
-                .filter(|n| had(n) > 0)
-                .unwrap_or(eligible[offset]);
-            out.insert(name.clone(), BTreeMap::from([(pick.clone(), spec.instances)]));
             continue;
         }
         let k = eligible.len() as u32;
@@ -96,7 +75,7 @@ mod tests {
             ("off".to_string(), spec("off", 0, &[])),
         ]);
         let live = nodes(&["n1", "n2", "n3"]);
-        let a = place(&services, &live, &Assignment::new(), &BTreeSet::new());
+        let a = place(&services, &live, &Assignment::new());
         assert_eq!(a["six"], BTreeMap::from([("n1".into(), 2), ("n2".into(), 2), ("n3".into(), 2)]));
         assert_eq!(a["one"].values().sum::<u32>(), 1);
         assert_eq!(a["pinned"], BTreeMap::from([("n2".into(), 4)]), "only n2 is both allowed and live");
@@ -106,15 +85,14 @@ mod tests {
     #[test]
     fn dead_node_share_moves_and_joins_rebalance_with_little_movement() {
         let services = BTreeMap::from([("s".to_string(), spec("s", 7, &[]))]);
-        let none = BTreeSet::new();
-        let three = place(&services, &nodes(&["n1", "n2", "n3"]), &Assignment::new(), &none);
+        let three = place(&services, &nodes(&["n1", "n2", "n3"]), &Assignment::new());
         assert_eq!(three["s"].values().sum::<u32>(), 7);
-        let two = place(&services, &nodes(&["n1", "n3"]), &three, &none);
+        let two = place(&services, &nodes(&["n1", "n3"]), &three);
         assert_eq!(two["s"].values().sum::<u32>(), 7);
         assert!(!two["s"].contains_key("n2"));
         // Stable: the same input gives the same table.
-        assert_eq!(place(&services, &nodes(&["n1", "n3"]), &two, &none), two);
-        let four = place(&services, &nodes(&["n1", "n2", "n3", "n4"]), &two, &none);
+        assert_eq!(place(&services, &nodes(&["n1", "n3"]), &two), two);
+        let four = place(&services, &nodes(&["n1", "n2", "n3", "n4"]), &two);
         assert_eq!(four["s"].values().copied().collect::<Vec<_>>().iter().sum::<u32>(), 7);
         assert!(four["s"].values().all(|&c| (1..=2).contains(&c)));
     }
@@ -122,24 +100,6 @@ mod tests {
     #[test]
     fn no_live_eligible_node_means_no_row() {
         let services = BTreeMap::from([("p".to_string(), spec("p", 2, &["n7"]))]);
-        assert!(place(&services, &nodes(&["n1"]), &Assignment::new(), &BTreeSet::new()).is_empty());
-    }
-
-    #[test]
-    fn stateful_services_stay_together_on_one_node() {
-        let services = BTreeMap::from([("counter".to_string(), spec("counter", 3, &[]))]);
-        let stateful = BTreeSet::from(["counter".to_string()]);
-        let live = nodes(&["n1", "n2", "n3"]);
-        let a = place(&services, &live, &Assignment::new(), &stateful);
-        assert_eq!(a["counter"].len(), 1);
-        assert_eq!(a["counter"].values().sum::<u32>(), 3);
-        let home = a["counter"].keys().next().unwrap().clone();
-        // A node joining or another leaving does not move it.
-        assert_eq!(place(&services, &nodes(&["n1", "n2", "n3", "n4"]), &a, &stateful), a);
-        // Its node dying does.
-        let rest: Vec<String> = live.iter().filter(|n| **n != home).cloned().collect();
-        let moved = place(&services, &rest, &a, &stateful);
-        assert_eq!(moved["counter"].values().sum::<u32>(), 3);
-        assert!(!moved["counter"].contains_key(&home));
+        assert!(place(&services, &nodes(&["n1"]), &Assignment::new()).is_empty());
     }
 }

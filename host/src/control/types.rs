@@ -7,6 +7,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::grid::part::PartitionTable;
 use crate::services::ServiceSpec;
 
 /// A cluster member as Raft knows it: its name (`--node-id`) and peer RPC address.
@@ -39,6 +40,19 @@ pub enum Command {
     /// A decommissioned node: never assigned again, never re-added as a member.
     RemoveNode {
         name: String,
+    },
+    /// The Cluster Manager's partition table, applied only if the table is still at
+    /// version `expect` (so a table computed from stale state changes nothing).
+    GridTable {
+        expect: u64,
+        table: Box<PartitionTable>,
+    },
+    /// A partition's primary reports `node` caught up: it joins the in-sync set, if
+    /// the partition is still at `epoch`.
+    GridInSync {
+        partition: u32,
+        epoch: u64,
+        node: String,
     },
 }
 
@@ -74,6 +88,9 @@ pub struct ControlState {
     pub services: BTreeMap<String, ServiceSpec>,
     pub assignment: Assignment,
     pub removed: Vec<String>,
+    /// Where each kv partition lives (empty until the leader first places them).
+    #[serde(default)]
+    pub grid: PartitionTable,
 }
 
 impl ControlState {
@@ -98,6 +115,23 @@ impl ControlState {
                 self.assignment = next;
                 changed
             }
+            Command::GridTable { expect, table } => {
+                if self.grid.version != *expect {
+                    false
+                } else {
+                    self.grid = (**table).clone();
+                    self.grid.version = expect + 1;
+                    true
+                }
+            }
+            Command::GridInSync { partition, epoch, node } => match self.grid.parts.get_mut(*partition as usize) {
+                Some(info) if info.epoch == *epoch && info.replicas.contains(node) && !info.isr.contains(node) => {
+                    info.isr.push(node.clone());
+                    self.grid.version += 1;
+                    true
+                }
+                _ => false,
+            },
             Command::RemoveNode { name } => {
                 if self.removed.contains(name) {
                     false
@@ -150,5 +184,22 @@ mod tests {
         assert_eq!(s.slots("a", "n1"), 1);
         assert!(s.apply(&Command::DeleteService { name: "a".into() }).changed);
         assert!(s.assignment.is_empty());
+    }
+
+    #[test]
+    fn grid_changes_apply_only_to_the_table_they_were_made_for() {
+        let mut s = ControlState::default();
+        let names = vec!["n1".to_string(), "n2".to_string()];
+        let mut t = crate::grid::part::initial(&names, 2);
+        t.parts[0].isr = vec![t.parts[0].primary.clone()];
+        assert!(s.apply(&Command::GridTable { expect: 0, table: Box::new(t.clone()) }).changed);
+        assert_eq!(s.grid.version, 1);
+        assert!(!s.apply(&Command::GridTable { expect: 0, table: Box::new(t) }).changed, "stale");
+        let other = s.grid.parts[0].replicas.iter().find(|n| **n != s.grid.parts[0].primary).unwrap().clone();
+        let stale = Command::GridInSync { partition: 0, epoch: 9, node: other.clone() };
+        assert!(!s.apply(&stale).changed);
+        assert!(s.apply(&Command::GridInSync { partition: 0, epoch: 1, node: other }).changed);
+        assert_eq!(s.grid.parts[0].isr.len(), 2);
+        assert_eq!(s.grid.version, 2);
     }
 }

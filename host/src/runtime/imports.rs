@@ -13,7 +13,10 @@ type Outer<T> = wasmtime::Result<T>;
 impl types::Host for StoreState {}
 
 fn internal(e: KvError) -> GuestError {
-    GuestError::Internal(e.to_string())
+    match e {
+        KvError::Unavailable(m) => GuestError::Unavailable(m),
+        e => GuestError::Internal(e.to_string()),
+    }
 }
 
 impl StoreState {
@@ -34,26 +37,35 @@ impl StoreState {
     }
 }
 
+fn level(c: kv::Consistency) -> crate::grid::part::Consistency {
+    use crate::grid::part::Consistency as C;
+    match c {
+        kv::Consistency::One => C::One,
+        kv::Consistency::Quorum => C::Quorum,
+        kv::Consistency::All => C::All,
+    }
+}
+
 impl kv::Host for StoreState {
-    async fn get(&mut self, key: String, _read: kv::Consistency) -> Outer<Result<Option<Vec<u8>>, GuestError>> {
+    async fn get(&mut self, key: String, read: kv::Consistency) -> Outer<Result<Option<Vec<u8>>, GuestError>> {
         if let Err(e) = self.check_key(&key) {
             return Ok(Err(e));
         }
-        Ok(self.call.grid.kv_get(&self.call.service, &key).await.map_err(internal))
+        Ok(self.call.grid.kv_get(&self.call.service, &key, level(read)).await.map_err(internal))
     }
 
-    async fn set(&mut self, key: String, value: Vec<u8>, _write: kv::Consistency) -> Outer<Result<(), GuestError>> {
+    async fn set(&mut self, key: String, value: Vec<u8>, write: kv::Consistency) -> Outer<Result<(), GuestError>> {
         if let Err(e) = self.check_key(&key).and_then(|_| self.check_value(&value)) {
             return Ok(Err(e));
         }
-        Ok(self.call.grid.kv_set(&self.call.service, &key, value).await.map_err(internal))
+        Ok(self.call.grid.kv_set(&self.call.service, &key, value, level(write)).await.map_err(internal))
     }
 
-    async fn delete(&mut self, key: String, _write: kv::Consistency) -> Outer<Result<(), GuestError>> {
+    async fn delete(&mut self, key: String, write: kv::Consistency) -> Outer<Result<(), GuestError>> {
         if let Err(e) = self.check_key(&key) {
             return Ok(Err(e));
         }
-        Ok(self.call.grid.kv_delete(&self.call.service, &key).await.map_err(internal))
+        Ok(self.call.grid.kv_delete(&self.call.service, &key, level(write)).await.map_err(internal))
     }
 
     async fn compare_and_swap(

@@ -345,23 +345,6 @@ impl Registry {
         }
     }
 
-    /// Services that keep kv state, themselves or through a provider in their chain. Until
-    /// the grid replicates, a cluster keeps each on one node so its state stays in one place.
-    pub fn stateful(&self) -> std::collections::BTreeSet<String> {
-        let uses_kv = |d: &Deployed| d.unit.info.imports.iter().any(|i| i.starts_with("nanogrid:service/kv@"));
-        let all = self.list();
-        all.iter()
-            .filter(|s| {
-                let d = s.current();
-                uses_kv(&d)
-                    || d.serving.graph().is_some_and(|g| {
-                        g.services.iter().any(|n| self.get(&n.service).is_some_and(|p| uses_kv(&p.current())))
-                    })
-            })
-            .map(|s| s.name.to_string())
-            .collect()
-    }
-
     /// Route calls to services without local instances through `remote` (set once).
     pub fn set_remote(&self, remote: Arc<dyn Remote>) {
         let _ = self.remote.set(remote);

@@ -1,0 +1,328 @@
+//! The cluster's side of the data grid: how the grid reaches other nodes ([`GridNet`]),
+//! every node taking up the roles the committed partition table gives it, and the
+//! leader's Partition Manager: it places partitions (rendezvous hashing over members),
+//! drops dead replicas from in-sync sets, promotes a new primary when one is lost (after
+//! fencing a majority of the replicas, choosing the most up-to-date), adds replicas on
+//! joining nodes and removes surplus ones once the new ones are in sync.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use super::types::Command;
+use super::{Cluster, PeerError, PeerInfo};
+use crate::grid::part::{self, PartInfo, PartitionTable};
+use crate::grid::replica::{Net, NetError};
+use crate::grid::wire::{self, FenceReply, FenceReq, PartStatus};
+
+/// Replicas being added at once (each catches up from a snapshot plus the log tail).
+const MAX_ADDING: usize = 64;
+/// Primaries moved per step (each fails the writes in flight on its partition).
+const MAX_TRANSFERS: usize = 16;
+const GRID_RPC_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The grid's view of the network: other nodes by name, and the control plane.
+pub struct GridNet(pub Weak<Cluster>);
+
+impl Net for GridNet {
+    fn call<'a>(&'a self, node: &'a str, path: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, NetError>> {
+        Box::pin(async move {
+            match self.0.upgrade() {
+                Some(c) => c.grid_call(node, path, body).await,
+                None => Err(NetError { sent: false, message: "the node is shutting down".into() }),
+            }
+        })
+    }
+
+    fn in_sync(&self, partition: u32, epoch: u64, node: String) {
+        if let Some(c) = self.0.upgrade() {
+            tokio::spawn(async move {
+                if let Err(e) = c.write(Command::GridInSync { partition, epoch, node }).await {
+                    tracing::debug!(partition, error = %e, "could not report a replica in sync");
+                }
+            });
+        }
+    }
+}
+
+impl Cluster {
+    /// A grid RPC to `node` (served in-process when it is this node).
+    pub async fn grid_call(&self, node: &str, path: &str, body: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        if node == self.name {
+            return wire::dispatch(self.registry.grid().replicas(), path, &body)
+                .await
+                .map_err(|message| NetError { sent: true, message });
+        }
+        let Some(addr) = self.peer_addr(node) else {
+            return Err(NetError { sent: false, message: format!("{node} is not a live member") });
+        };
+        match self.peers.call(http::Method::POST, &addr, path, Bytes::from(body), GRID_RPC_TIMEOUT).await {
+            Ok(b) => Ok(b.to_vec()),
+            Err(e) => {
+                // A refused connection (or this node cut off) surely delivered nothing.
+                let sent =
+                    !matches!(&e, PeerError::Unreachable(_, m) if m.contains("(Connect)") || m.contains("isolated"));
+                Err(NetError { sent, message: e.to_string() })
+            }
+        }
+    }
+
+    fn peer_addr(&self, node: &str) -> Option<String> {
+        if let Some(p) = self.live.read().unwrap_or_else(|e| e.into_inner()).get(node) {
+            return Some(p.peer.clone());
+        }
+        let (voters, learners) = self.members();
+        voters.into_iter().chain(learners).find(|m| m.name == node).map(|m| m.peer)
+    }
+
+    /// Every node: take up the roles of each committed partition table.
+    pub(super) async fn grid_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut changes = self.sm.subscribe();
+        let mut applied = None;
+        loop {
+            let table = self.sm.current().state.grid.clone();
+            if applied != Some(table.version) {
+                applied = Some(table.version);
+                self.registry.grid().replicas().apply_table(table).await;
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = changes.changed() => {}
+            }
+        }
+    }
+
+    /// One Partition Manager step (leader only).
+    pub(super) async fn manage_grid(
+        &self,
+        live: &BTreeMap<String, PeerInfo>,
+        members: &[String],
+        removed: &[String],
+    ) -> anyhow::Result<()> {
+        let table = self.sm.current().state.grid.clone();
+        let rf = self.config.replication.clamp(1, members.len().max(1));
+        if table.is_empty() {
+            if members.is_empty() {
+                return Ok(());
+            }
+            tracing::info!(nodes = ?members, replication = rf, "placing the grid's partitions");
+            let first = part::initial(members, rf);
+            self.raft.client_write(Command::GridTable { expect: table.version, table: Box::new(first) }).await?;
+            return Ok(());
+        }
+        let is_live = |n: &str| live.contains_key(n) && !removed.iter().any(|r| r == n);
+        let pending: BTreeSet<u32> = std::mem::take(&mut *self.grid_pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut next = table.clone();
+        next.replication = rf;
+        let mut promotions: Vec<(u32, Option<String>)> = Vec::new();
+        let mut transfers = 0;
+        let mut adding =
+            table.parts.iter().filter(|i| i.replicas.iter().any(|n| !i.isr.contains(n) && is_live(n))).count();
+        for (p, info) in next.parts.iter_mut().enumerate() {
+            let p = p as u32;
+            if !is_live(&info.primary) || pending.contains(&p) {
+                promotions.push((p, None));
+                continue;
+            }
+            let primary = info.primary.clone();
+            info.isr.retain(|n| is_live(n) || *n == primary);
+            let desired: Vec<String> = part::ranked(p, members).into_iter().take(rf).collect();
+            for n in &desired {
+                if !info.replicas.contains(n) && is_live(n) && adding < MAX_ADDING {
+                    info.replicas.push(n.clone());
+                    adding += 1;
+                }
+            }
+            let synced = desired.iter().all(|n| info.isr.contains(n));
+            let surplus: Vec<String> = info.replicas.iter().filter(|n| !desired.contains(n)).cloned().collect();
+            let mut transfer = None;
+            for n in surplus {
+                if n == primary {
+                    if synced {
+                        transfer = desired.first().cloned();
+                    }
+                } else if synced {
+                    info.replicas.retain(|x| *x != n);
+                    info.isr.retain(|x| *x != n);
+                }
+            }
+            // Give a primary back to its best-ranked node once that is in sync again.
+            if let Some(best) = desired.first()
+                && transfer.is_none()
+                && *best != primary
+                && info.isr.contains(best)
+                && is_live(best)
+            {
+                transfer = Some(best.clone());
+            }
+            if let Some(to) = transfer
+                && transfers < MAX_TRANSFERS
+            {
+                transfers += 1;
+                promotions.push((p, Some(to)));
+            }
+        }
+        let promoted = futures::future::join_all(
+            promotions.iter().map(|(p, prefer)| self.promote(*p, &table.parts[*p as usize], prefer.as_deref(), live)),
+        )
+        .await;
+        let mut fenced = BTreeSet::new();
+        for ((p, _), info) in promotions.iter().zip(promoted) {
+            if let Some(info) = info {
+                let keep = &next.parts[*p as usize];
+                // Keep this step's replica changes unless the primary itself moved out.
+                let replicas =
+                    if keep.replicas.contains(&info.primary) { keep.replicas.clone() } else { info.replicas.clone() };
+                next.parts[*p as usize] = PartInfo { replicas, ..info };
+                fenced.insert(*p);
+            }
+        }
+        if next == table {
+            return Ok(());
+        }
+        let changed =
+            match self.raft.client_write(Command::GridTable { expect: table.version, table: Box::new(next) }).await {
+                Ok(r) => r.data.changed,
+                Err(e) => {
+                    tracing::debug!(error = %e, "partition table write failed");
+                    false
+                }
+            };
+        if !changed && !fenced.is_empty() {
+            // Replicas were fenced for primaries the table does not name: redo those.
+            self.grid_pending.lock().unwrap_or_else(|e| e.into_inner()).extend(fenced);
+        } else if !fenced.is_empty() {
+            tracing::info!(partitions = fenced.len(), "moved partition primaries");
+        }
+        Ok(())
+    }
+
+    /// Fence a majority of the partition's replicas at a new epoch and choose the most
+    /// up-to-date of them as primary (`prefer` wins ties). `None` if too few answered.
+    async fn promote(
+        &self,
+        p: u32,
+        info: &PartInfo,
+        prefer: Option<&str>,
+        live: &BTreeMap<String, PeerInfo>,
+    ) -> Option<PartInfo> {
+        let epoch = {
+            let floors = self.grid_floor.lock().unwrap_or_else(|e| e.into_inner());
+            info.epoch.max(floors.get(&p).copied().unwrap_or(0)) + 1
+        };
+        let body = crate::grid::plog::encode(&FenceReq { p, epoch });
+        let asks = info.replicas.iter().filter(|n| live.contains_key(*n)).map(|n| {
+            let body = body.clone();
+            async move {
+                let r = self.grid_call(n, "/grid/fence", body).await.ok()?;
+                postcard::from_bytes::<FenceReply>(&r).ok().map(|f| (n.clone(), f))
+            }
+        });
+        let answers: Vec<(String, FenceReply)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+        let newest = answers.iter().map(|(_, f)| f.fence).max().unwrap_or(0);
+        if newest > epoch {
+            self.grid_floor.lock().unwrap_or_else(|e| e.into_inner()).insert(p, newest);
+        }
+        let fenced: Vec<&(String, FenceReply)> = answers.iter().filter(|(_, f)| f.fence == epoch).collect();
+        if fenced.len() < info.quorum() {
+            tracing::warn!(
+                partition = p,
+                answered = fenced.len(),
+                needed = info.quorum(),
+                "cannot choose a primary: too few replicas reachable"
+            );
+            return None;
+        }
+        let best = fenced.iter().map(|(_, f)| (f.last_epoch, f.last)).max()?;
+        let at_best: Vec<String> =
+            fenced.iter().filter(|(_, f)| (f.last_epoch, f.last) == best).map(|(n, _)| n.clone()).collect();
+        let chosen = prefer
+            .filter(|n| at_best.iter().any(|b| b == n))
+            .map(str::to_string)
+            .or_else(|| at_best.iter().find(|n| info.isr.contains(n)).cloned())
+            .unwrap_or_else(|| at_best[0].clone());
+        tracing::info!(partition = p, epoch, primary = %chosen, previous = %info.primary, "new partition primary");
+        Some(PartInfo { primary: chosen, replicas: info.replicas.clone(), isr: at_best, epoch })
+    }
+
+    /// `GET /v1/grid`: the table, each node's share, and each partition's log position
+    /// and replica lag as its primary reports them.
+    pub async fn grid_report(&self) -> serde_json::Value {
+        let table = self.sm.current().state.grid.clone();
+        let live: Vec<String> = self.live().keys().cloned().collect();
+        let mut statuses = BTreeMap::new();
+        for node in &live {
+            if let Ok(b) = self.grid_call(node, "/grid/status", Vec::new()).await
+                && let Ok(s) = postcard::from_bytes::<Vec<PartStatus>>(&b)
+            {
+                statuses.insert(node.clone(), s);
+            }
+        }
+        report(&table, &statuses, &live)
+    }
+}
+
+/// The body of `GET /v1/grid` from the table and the nodes' own partition status.
+pub fn report(
+    table: &PartitionTable,
+    statuses: &BTreeMap<String, Vec<PartStatus>>,
+    live: &[String],
+) -> serde_json::Value {
+    let mut nodes: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    let mut parts = Vec::with_capacity(table.parts.len());
+    for (p, info) in table.parts.iter().enumerate() {
+        for n in &info.replicas {
+            let e = nodes.entry(n.clone()).or_default();
+            e.1 += 1;
+            if *n == info.primary {
+                e.0 += 1;
+            }
+            if info.isr.contains(n) {
+                e.2 += 1;
+            }
+        }
+        let own = statuses.get(&info.primary).and_then(|s| s.iter().find(|s| s.p == p as u32 && s.role == "primary"));
+        let lag: BTreeMap<String, Option<u64>> = info
+            .replicas
+            .iter()
+            .map(|n| {
+                let m = own.and_then(|s| s.matched.iter().find(|(x, _)| x == n).map(|(_, m)| *m));
+                (n.clone(), own.and_then(|s| m.map(|m| s.last.saturating_sub(m))))
+            })
+            .collect();
+        parts.push(serde_json::json!({
+            "partition": p,
+            "primary": info.primary,
+            "epoch": info.epoch,
+            "replicas": info.replicas,
+            "in_sync": info.isr,
+            "last_lsn": own.map(|s| s.last),
+            "lag": lag,
+        }));
+    }
+    let nodes: serde_json::Map<String, serde_json::Value> = nodes
+        .into_iter()
+        .map(|(n, (primaries, replicas, in_sync))| {
+            let v = serde_json::json!({
+                "primaries": primaries,
+                "replicas": replicas,
+                "in_sync": in_sync,
+                "live": live.contains(&n),
+            });
+            (n, v)
+        })
+        .collect();
+    let degraded = table.parts.iter().filter(|i| i.isr.len() < i.replicas.len().max(table.replication)).count();
+    serde_json::json!({
+        "version": table.version,
+        "partitions": table.parts.len(),
+        "replication": table.replication,
+        "under_replicated": degraded,
+        "nodes": nodes,
+        "table": parts,
+    })
+}

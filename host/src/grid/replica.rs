@@ -1,0 +1,758 @@
+//! This node's replicas of the partitions: the primary's write path and its replicators,
+//! the replica side of replication (append, snapshot, fence), and reads at each level.
+//!
+//! The design is primary-backup with a consensus-kept configuration (PacificA, Kafka's
+//! ISR): the control plane names each partition's primary and epoch; the primary orders
+//! writes in its partition log and streams the log to the other replicas, which accept
+//! entries only in order and only from a primary at least as new as they have promised
+//! (their fence). A new primary is chosen by the leader after fencing a majority of the
+//! replicas, as the one with the most up-to-date log, so every write a majority holds
+//! survives; it starts its epoch with a no-op entry. Writes are acknowledged at `one`
+//! (the primary's log), `quorum` (a majority of replicas) or `all` (every in-sync
+//! replica). A `quorum`/`all` read (and a compare-and-swap that does not swap) returns
+//! only state those replicas hold, after confirming the primary's epoch is still current.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use super::part::{Consistency, PARTITIONS, PartInfo, PartitionTable};
+use super::plog::{self, Entry, Op, PartMeta};
+use super::wire::*;
+use super::{Durability, KvError, Storage, Table};
+
+/// How long a write waits for its acknowledgements, and a request for a primary.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+const BATCH: usize = 256;
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Why a call to another node failed: `sent` is false when the request surely never
+/// reached it (the connection was refused), so retrying cannot apply anything twice.
+#[derive(Debug, Clone)]
+pub struct NetError {
+    pub sent: bool,
+    pub message: String,
+}
+
+/// How the grid reaches other nodes and the control plane (the cluster implements it).
+pub trait Net: Send + Sync + 'static {
+    fn call<'a>(&'a self, node: &'a str, path: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, NetError>>;
+    /// Ask the control plane to count `node` in sync for partition `p` at `epoch`.
+    fn in_sync(&self, p: u32, epoch: u64, node: String);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    None,
+    Backup,
+    Primary(u64),
+}
+
+/// What waiting writers and replicators watch: the primary's log end and each replica's
+/// acknowledged position, for the current epoch.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub epoch: u64,
+    pub primary: bool,
+    pub last: u64,
+    pub matched: BTreeMap<String, u64>,
+    pub replicas: Vec<String>,
+    pub isr: Vec<String>,
+}
+
+impl Progress {
+    fn acked(&self, lsn: u64, c: Consistency) -> bool {
+        let has = |n: &String| self.matched.get(n).is_some_and(|&m| m >= lsn);
+        match c {
+            Consistency::One => true,
+            Consistency::Quorum => self.replicas.iter().filter(|n| has(n)).count() >= self.replicas.len() / 2 + 1,
+            Consistency::All => self.isr.iter().all(has),
+        }
+    }
+}
+
+struct State {
+    loaded: bool,
+    meta: PartMeta,
+    role: Role,
+    info: PartInfo,
+    replicators: HashMap<String, tokio::task::JoinHandle<()>>,
+}
+
+struct Part {
+    id: u32,
+    state: tokio::sync::Mutex<State>,
+    progress: watch::Sender<Progress>,
+}
+
+pub struct Replicas {
+    me: String,
+    clustered: bool,
+    keep: u64,
+    storage: Arc<dyn Storage>,
+    parts: Vec<Part>,
+    table: RwLock<Arc<PartitionTable>>,
+    net: OnceLock<Arc<dyn Net>>,
+}
+
+fn not_primary(p: u32) -> OpFail {
+    OpFail::NotPrimary(format!("this node is not the primary of partition {p}"))
+}
+
+impl Replicas {
+    /// `clustered: false` is single mode: this node is every partition's only replica.
+    pub fn new(storage: Arc<dyn Storage>, me: &str, clustered: bool, keep: u64) -> Self {
+        let parts = (0..PARTITIONS)
+            .map(|id| Part {
+                id,
+                state: tokio::sync::Mutex::new(State {
+                    loaded: false,
+                    meta: PartMeta::default(),
+                    role: Role::None,
+                    info: PartInfo::default(),
+                    replicators: HashMap::new(),
+                }),
+                progress: watch::channel(Progress::default()).0,
+            })
+            .collect();
+        let table = if clustered { PartitionTable::default() } else { PartitionTable::single(me) };
+        Replicas {
+            me: me.into(),
+            clustered,
+            keep: keep.max(1),
+            storage,
+            parts,
+            table: RwLock::new(Arc::new(table)),
+            net: OnceLock::new(),
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    pub fn attach(&self, net: Arc<dyn Net>) {
+        let _ = self.net.set(net);
+    }
+
+    pub fn net(&self) -> Option<&Arc<dyn Net>> {
+        self.net.get()
+    }
+
+    pub fn table(&self) -> Arc<PartitionTable> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Storage) -> super::StorageResult<R> + Send + 'static,
+    ) -> Result<R, KvError> {
+        let s = self.storage.clone();
+        tokio::task::spawn_blocking(move || f(s.as_ref()))
+            .await
+            .map_err(|e| KvError::Join(e.to_string()))?
+            .map_err(KvError::from)
+    }
+
+    /// Lock a partition, loading its durable position the first time.
+    async fn lock(&self, p: u32) -> Result<tokio::sync::MutexGuard<'_, State>, KvError> {
+        let part = &self.parts[p as usize];
+        let mut st = part.state.lock().await;
+        if !st.loaded {
+            st.meta = self.blocking(move |s| plog::load_meta(s, p)).await?;
+            st.loaded = true;
+            if !self.clustered {
+                // Single mode: the only replica, primary at whatever epoch it last knew.
+                let epoch = st.meta.fence.max(st.meta.last_epoch).max(1);
+                st.role = Role::Primary(epoch);
+                st.info = PartInfo {
+                    primary: self.me.clone(),
+                    replicas: vec![self.me.clone()],
+                    isr: vec![self.me.clone()],
+                    epoch,
+                };
+                let last = st.meta.last;
+                part.progress.send_replace(Progress {
+                    epoch,
+                    primary: true,
+                    last,
+                    matched: BTreeMap::from([(self.me.clone(), last)]),
+                    replicas: vec![self.me.clone()],
+                    isr: vec![self.me.clone()],
+                });
+            }
+        }
+        Ok(st)
+    }
+
+    /// The epoch this node is primary at, if it is (and has not promised a newer one).
+    fn primary_epoch(st: &State) -> Option<u64> {
+        match st.role {
+            Role::Primary(e) if st.meta.fence <= e => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Append entries as primary (the caller holds the partition lock).
+    async fn append_local(&self, p: u32, st: &mut State, epoch: u64, ops: Vec<Op>) -> Result<u64, KvError> {
+        let mut meta = st.meta;
+        let entries: Vec<Entry> = ops
+            .into_iter()
+            .map(|op| {
+                meta.last += 1;
+                Entry { lsn: meta.last, epoch, op }
+            })
+            .collect();
+        meta.last_epoch = epoch;
+        let keep = self.keep;
+        let batch = plog::append_ops(p, &entries, &meta, keep);
+        self.blocking(move |s| s.write(batch, Durability::Logged)).await?;
+        st.meta = meta;
+        let me = self.me.clone();
+        self.parts[p as usize].progress.send_modify(|pr| {
+            pr.last = meta.last;
+            pr.matched.insert(me, meta.last);
+        });
+        Ok(meta.last)
+    }
+
+    // ---- operations (primary, or any replica for reads at `one`) ----
+
+    /// Run a kv operation here as the partition's primary.
+    pub async fn execute(self: &Arc<Self>, p: u32, op: KvOp, c: Consistency) -> Result<OpResult, OpFail> {
+        if p >= PARTITIONS {
+            return Err(OpFail::Unavailable(format!("no partition {p}")));
+        }
+        let internal = |e: KvError| OpFail::Unavailable(e.to_string());
+        let mut st = self.lock(p).await.map_err(internal)?;
+        let Some(epoch) = Self::primary_epoch(&st) else {
+            return Err(not_primary(p));
+        };
+        match op {
+            KvOp::Get { key } => {
+                let k = plog::data_key(p, &key);
+                let value = self.blocking(move |s| s.get(Table::Kv, &k)).await.map_err(internal)?;
+                let at = st.meta.last;
+                drop(st);
+                self.confirm(p, epoch, at, c).await?;
+                Ok(OpResult::Value(value))
+            }
+            KvOp::Put { key, value } => {
+                let lsn = self.append_local(p, &mut st, epoch, vec![Op::Put { key, value }]).await.map_err(internal)?;
+                drop(st);
+                self.wait_acked(p, epoch, lsn, c).await?;
+                Ok(OpResult::Done)
+            }
+            KvOp::Delete { key } => {
+                let lsn = self.append_local(p, &mut st, epoch, vec![Op::Delete { key }]).await.map_err(internal)?;
+                drop(st);
+                self.wait_acked(p, epoch, lsn, c).await?;
+                Ok(OpResult::Done)
+            }
+            KvOp::Cas { key, expected, new } => {
+                let k = plog::data_key(p, &key);
+                let current = self.blocking(move |s| s.get(Table::Kv, &k)).await.map_err(internal)?;
+                if current != expected {
+                    let at = st.meta.last;
+                    drop(st);
+                    self.confirm(p, epoch, at, c).await?;
+                    return Ok(OpResult::Swapped(false));
+                }
+                let lsn =
+                    self.append_local(p, &mut st, epoch, vec![Op::Put { key, value: new }]).await.map_err(internal)?;
+                drop(st);
+                self.wait_acked(p, epoch, lsn, c).await?;
+                Ok(OpResult::Swapped(true))
+            }
+        }
+    }
+
+    /// Read a key from this node's copy, whatever its role (reads at `one`).
+    pub async fn read_local(&self, p: u32, key: Vec<u8>) -> Result<Option<Vec<u8>>, KvError> {
+        let k = plog::data_key(p, &key);
+        self.blocking(move |s| s.get(Table::Kv, &k)).await
+    }
+
+    pub fn holds(&self, p: u32) -> bool {
+        self.table().parts.get(p as usize).is_some_and(|i| i.replicas.contains(&self.me))
+    }
+
+    /// Wait until `lsn` (written at `epoch`) is acknowledged at level `c`.
+    async fn wait_acked(&self, p: u32, epoch: u64, lsn: u64, c: Consistency) -> Result<(), OpFail> {
+        if c == Consistency::One {
+            return Ok(());
+        }
+        let mut rx = self.parts[p as usize].progress.subscribe();
+        let wait = rx.wait_for(|pr| pr.epoch != epoch || !pr.primary || pr.acked(lsn, c));
+        let lost = || {
+            OpFail::Unavailable(format!(
+                "partition {p} changed primary before the write reached {} replicas; it may or may not have been applied",
+                c.as_str()
+            ))
+        };
+        match tokio::time::timeout(ACK_TIMEOUT, wait).await {
+            Ok(Ok(pr)) if pr.epoch == epoch && pr.primary => Ok(()),
+            Ok(_) => Err(lost()),
+            Err(_) => Err(OpFail::Unavailable(format!(
+                "partition {p}: the write was not acknowledged by {} replicas within {ACK_TIMEOUT:?}; it may or may not have been applied",
+                c.as_str()
+            ))),
+        }
+    }
+
+    /// Before answering a read at `quorum`/`all`: what was read (state at `at`) is held by
+    /// enough replicas, and enough of them still follow this primary's epoch.
+    async fn confirm(&self, p: u32, epoch: u64, at: u64, c: Consistency) -> Result<(), OpFail> {
+        if c == Consistency::One {
+            return Ok(());
+        }
+        self.wait_acked(p, epoch, at, c).await?;
+        let pr = self.parts[p as usize].progress.borrow().clone();
+        let others: Vec<String> = match c {
+            Consistency::All => pr.isr.iter().filter(|n| **n != self.me).cloned().collect(),
+            _ => pr.replicas.iter().filter(|n| **n != self.me).cloned().collect(),
+        };
+        let need = match c {
+            Consistency::All => others.len(),
+            _ => (pr.replicas.len() / 2 + 1).saturating_sub(1),
+        };
+        if need == 0 {
+            return Ok(());
+        }
+        let Some(net) = self.net.get() else {
+            return Err(OpFail::Unavailable("the grid is not connected to its cluster".into()));
+        };
+        let body = plog::encode(&FenceReq { p, epoch });
+        let asks = others.iter().map(|n| {
+            let body = body.clone();
+            async move {
+                let r = tokio::time::timeout(RPC_TIMEOUT, net.call(n, "/grid/confirm", body)).await;
+                matches!(r, Ok(Ok(b)) if postcard::from_bytes::<bool>(&b) == Ok(true))
+            }
+        });
+        let ok = futures::future::join_all(asks).await.into_iter().filter(|&b| b).count();
+        if ok >= need {
+            Ok(())
+        } else {
+            Err(OpFail::Unavailable(format!(
+                "partition {p}: only {ok} of the {need} other replicas needed confirmed this primary; retry"
+            )))
+        }
+    }
+
+    // ---- the replica side ----
+
+    pub async fn on_append(self: &Arc<Self>, req: AppendReq) -> AppendReply {
+        let p = req.p;
+        if p >= PARTITIONS {
+            return AppendReply::Fenced { fence: u64::MAX };
+        }
+        let Ok(mut st) = self.lock(p).await else {
+            return AppendReply::Mismatch { last: 0, last_epoch: 0 };
+        };
+        if req.epoch < st.meta.fence {
+            return AppendReply::Fenced { fence: st.meta.fence };
+        }
+        if matches!(st.role, Role::Primary(e) if e < req.epoch) {
+            self.demote(p, &mut st, Role::Backup);
+        }
+        if (st.meta.last, st.meta.last_epoch) != req.prev {
+            return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
+        }
+        let consecutive = req.entries.iter().enumerate().all(|(i, e)| e.lsn == req.prev.0 + 1 + i as u64);
+        if !consecutive {
+            return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
+        }
+        let mut meta = st.meta;
+        meta.fence = meta.fence.max(req.epoch);
+        if let Some(e) = req.entries.last() {
+            meta.last = e.lsn;
+            meta.last_epoch = e.epoch;
+        }
+        if meta != st.meta {
+            let batch = plog::append_ops(p, &req.entries, &meta, self.keep);
+            if let Err(e) = self.blocking(move |s| s.write(batch, Durability::Logged)).await {
+                tracing::warn!(partition = p, error = %e, "could not apply replicated entries");
+                return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
+            }
+            st.meta = meta;
+        }
+        AppendReply::Ok { last: st.meta.last }
+    }
+
+    pub async fn on_snapshot(self: &Arc<Self>, req: SnapshotReq) -> AppendReply {
+        let p = req.p;
+        if p >= PARTITIONS {
+            return AppendReply::Fenced { fence: u64::MAX };
+        }
+        let Ok(mut st) = self.lock(p).await else {
+            return AppendReply::Mismatch { last: 0, last_epoch: 0 };
+        };
+        if req.epoch < st.meta.fence {
+            return AppendReply::Fenced { fence: st.meta.fence };
+        }
+        if matches!(st.role, Role::Primary(e) if e < req.epoch) {
+            self.demote(p, &mut st, Role::Backup);
+        }
+        let mut meta = st.meta;
+        meta.fence = meta.fence.max(req.epoch);
+        if req.first {
+            // Until the last chunk lands this copy is empty, also after a crash.
+            meta.last = 0;
+            meta.last_epoch = 0;
+        }
+        if let Some((last, last_epoch)) = req.done {
+            meta.last = last;
+            meta.last_epoch = last_epoch;
+        }
+        let first = req.first;
+        let rows = req.rows;
+        let write = self
+            .blocking(move |s| {
+                let mut ops = if first { plog::clear_ops(s, p)? } else { Vec::new() };
+                ops.extend(rows.into_iter().map(|(k, v)| super::BatchOp::Put(Table::Kv, plog::data_key(p, &k), v)));
+                ops.push(plog::meta_op(p, &meta));
+                s.write(ops, Durability::Logged)
+            })
+            .await;
+        if let Err(e) = write {
+            tracing::warn!(partition = p, error = %e, "could not install a snapshot chunk");
+            return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
+        }
+        st.meta = meta;
+        if req.done.is_some() {
+            tracing::info!(partition = p, lsn = meta.last, "installed a partition snapshot");
+        }
+        AppendReply::Ok { last: meta.last }
+    }
+
+    pub async fn on_fence(self: &Arc<Self>, req: FenceReq) -> FenceReply {
+        let p = req.p.min(PARTITIONS - 1);
+        let Ok(mut st) = self.lock(p).await else {
+            return FenceReply { last: 0, last_epoch: 0, fence: u64::MAX };
+        };
+        if req.epoch > st.meta.fence {
+            let mut meta = st.meta;
+            meta.fence = req.epoch;
+            let op = plog::meta_op(p, &meta);
+            if self.blocking(move |s| s.write(vec![op], Durability::Synced)).await.is_err() {
+                return FenceReply { last: 0, last_epoch: 0, fence: u64::MAX };
+            }
+            st.meta = meta;
+            if matches!(st.role, Role::Primary(e) if e < req.epoch) {
+                self.demote(p, &mut st, Role::Backup);
+            }
+        }
+        FenceReply { last: st.meta.last, last_epoch: st.meta.last_epoch, fence: st.meta.fence }
+    }
+
+    pub async fn on_confirm(&self, p: u32, epoch: u64) -> bool {
+        match self.lock(p.min(PARTITIONS - 1)).await {
+            Ok(st) => st.meta.fence <= epoch,
+            Err(_) => false,
+        }
+    }
+
+    pub async fn on_list(&self, req: ListReq) -> Result<Vec<Vec<u8>>, OpFail> {
+        let ListReq { parts, prefix, after, limit } = req;
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            for p in parts.into_iter().filter(|&p| p < PARTITIONS) {
+                out.extend(plog::list(s, p, &prefix, after.as_deref(), limit as usize)?);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| OpFail::Unavailable(e.to_string()))
+    }
+
+    pub async fn status(&self) -> Vec<PartStatus> {
+        let mut out = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            let Ok(st) = self.lock(part.id).await else { continue };
+            let role = match st.role {
+                Role::None if st.meta.last == 0 => continue,
+                Role::None => "none",
+                Role::Backup => "backup",
+                Role::Primary(_) => "primary",
+            };
+            let pr = part.progress.borrow().clone();
+            let matched = if st.role == Role::Primary(pr.epoch) { pr.matched.into_iter().collect() } else { vec![] };
+            out.push(PartStatus { p: part.id, role: role.into(), epoch: st.meta.fence, last: st.meta.last, matched });
+        }
+        out
+    }
+
+    // ---- roles from the partition table ----
+
+    /// Take up the roles the control plane's table gives this node.
+    pub async fn apply_table(self: &Arc<Self>, table: PartitionTable) {
+        if table.parts.len() != PARTITIONS as usize {
+            if !table.parts.is_empty() {
+                tracing::error!(partitions = table.parts.len(), "partition table has the wrong size; ignored");
+            }
+            return;
+        }
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table.clone());
+        for (p, info) in table.parts.into_iter().enumerate() {
+            let p = p as u32;
+            let Ok(mut st) = self.lock(p).await else { continue };
+            if st.info == info && st.role != Role::None {
+                continue;
+            }
+            st.info = info.clone();
+            if info.primary == self.me {
+                if st.role == Role::Primary(info.epoch) {
+                    self.follow_replicas(p, &mut st);
+                } else if st.meta.fence > info.epoch {
+                    tracing::debug!(
+                        partition = p,
+                        epoch = info.epoch,
+                        fence = st.meta.fence,
+                        "a newer primary is being chosen"
+                    );
+                    self.demote(p, &mut st, Role::Backup);
+                } else {
+                    self.become_primary(p, &mut st, info.epoch).await;
+                }
+            } else if info.replicas.contains(&self.me) {
+                self.demote(p, &mut st, Role::Backup);
+            } else {
+                self.demote(p, &mut st, Role::None);
+            }
+        }
+    }
+
+    async fn become_primary(self: &Arc<Self>, p: u32, st: &mut State, epoch: u64) {
+        let mut meta = st.meta;
+        meta.fence = epoch;
+        st.meta = meta;
+        st.role = Role::Primary(epoch);
+        let last = st.meta.last;
+        self.parts[p as usize].progress.send_replace(Progress {
+            epoch,
+            primary: true,
+            last,
+            matched: BTreeMap::from([(self.me.clone(), last)]),
+            replicas: st.info.replicas.clone(),
+            isr: st.info.isr.clone(),
+        });
+        // A no-op entry of the new epoch: earlier entries commit with it.
+        if let Err(e) = self.append_local(p, st, epoch, vec![Op::Noop]).await {
+            tracing::warn!(partition = p, error = %e, "could not start an epoch");
+            st.role = Role::Backup;
+            return;
+        }
+        tracing::debug!(partition = p, epoch, lsn = st.meta.last, "primary of partition");
+        self.follow_replicas(p, st);
+    }
+
+    /// Start a replicator per other replica (stop those of replicas no longer listed).
+    fn follow_replicas(self: &Arc<Self>, p: u32, st: &mut State) {
+        let Role::Primary(epoch) = st.role else { return };
+        let wanted: Vec<String> = st.info.replicas.iter().filter(|n| **n != self.me).cloned().collect();
+        st.replicators.retain(|n, h| {
+            let keep = wanted.contains(n) && !h.is_finished();
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        for n in wanted {
+            if !st.replicators.contains_key(&n) {
+                let this = self.clone();
+                let target = n.clone();
+                st.replicators.insert(n, tokio::spawn(async move { this.replicate(p, epoch, target).await }));
+            }
+        }
+        let (replicas, isr) = (st.info.replicas.clone(), st.info.isr.clone());
+        self.parts[p as usize].progress.send_modify(|pr| {
+            pr.replicas = replicas;
+            pr.isr = isr;
+        });
+    }
+
+    fn demote(&self, p: u32, st: &mut State, to: Role) {
+        for (_, h) in st.replicators.drain() {
+            h.abort();
+        }
+        st.role = to;
+        let me = self.me.clone();
+        self.parts[p as usize].progress.send_modify(|pr| {
+            pr.primary = false;
+            pr.matched.retain(|n, _| *n == me);
+        });
+    }
+
+    // ---- the primary's replicator, one per other replica ----
+
+    async fn send(&self, node: &str, path: &str, body: Vec<u8>) -> Result<AppendReply, String> {
+        let net = self.net.get().ok_or("not connected")?;
+        match tokio::time::timeout(RPC_TIMEOUT, net.call(node, path, body)).await {
+            Ok(Ok(b)) => postcard::from_bytes(&b).map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.message),
+            Err(_) => Err(format!("no answer within {RPC_TIMEOUT:?}")),
+        }
+    }
+
+    async fn replicate(self: Arc<Self>, p: u32, epoch: u64, target: String) {
+        let part = &self.parts[p as usize];
+        let mut rx = part.progress.subscribe();
+        // What `target` is known to hold: (lsn, epoch of that entry).
+        let mut acked: Option<(u64, u64)> = None;
+        let mut backoff = Duration::from_millis(20);
+        let mut proposed = Instant::now() - Duration::from_secs(10);
+        loop {
+            let pr = rx.borrow_and_update().clone();
+            if pr.epoch != epoch || !pr.primary {
+                return;
+            }
+            let reply = match acked {
+                Some((l, _)) if l >= pr.last => {
+                    // Caught up: say so once, then wait for more.
+                    if !pr.isr.contains(&target) && proposed.elapsed() > Duration::from_secs(1) {
+                        proposed = Instant::now();
+                        if let Some(net) = self.net.get() {
+                            net.in_sync(p, epoch, target.clone());
+                        }
+                    }
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { return },
+                        // Re-check now and then (the in-sync set may still lack it).
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+                None => {
+                    let (last, last_epoch) = {
+                        let st = part.state.lock().await;
+                        (st.meta.last, st.meta.last_epoch)
+                    };
+                    let req = AppendReq { p, epoch, prev: (last, last_epoch), entries: vec![] };
+                    self.send(&target, "/grid/append", plog::encode(&req)).await.map(|r| (r, Some((last, last_epoch))))
+                }
+                Some((l, le)) => {
+                    let entries = match self.blocking(move |s| plog::read_entries(s, p, l + 1, BATCH)).await {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::warn!(partition = p, error = %e, "cannot read the partition log");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    };
+                    if entries.is_empty() {
+                        // The log no longer reaches back that far.
+                        self.send_snapshot(p, epoch, &target).await
+                    } else {
+                        let end = entries.last().map(|e| (e.lsn, e.epoch));
+                        let req = AppendReq { p, epoch, prev: (l, le), entries };
+                        self.send(&target, "/grid/append", plog::encode(&req)).await.map(|r| (r, end))
+                    }
+                }
+            };
+            match reply {
+                Ok((AppendReply::Ok { last }, Some(end))) if last == end.0 => {
+                    acked = Some(end);
+                    backoff = Duration::from_millis(20);
+                    part.progress.send_modify(|pr| {
+                        if pr.epoch == epoch {
+                            pr.matched.insert(target.clone(), last);
+                        }
+                    });
+                }
+                Ok((AppendReply::Ok { .. }, _)) => acked = None,
+                Ok((AppendReply::Mismatch { last, last_epoch }, _)) => {
+                    let mine = self.blocking(move |s| plog::entry_epoch(s, p, last)).await.ok().flatten();
+                    let my_last = part.progress.borrow().last;
+                    if last <= my_last && mine == Some(last_epoch) {
+                        acked = Some((last, last_epoch));
+                    } else {
+                        match self.send_snapshot(p, epoch, &target).await {
+                            Ok((AppendReply::Ok { last }, Some(end))) if last == end.0 => {
+                                acked = Some(end);
+                                part.progress.send_modify(|pr| {
+                                    if pr.epoch == epoch {
+                                        pr.matched.insert(target.clone(), last);
+                                    }
+                                });
+                            }
+                            Ok((AppendReply::Fenced { fence }, _)) => return self.fenced(p, fence).await,
+                            other => {
+                                tracing::debug!(partition = p, target, ?other, "snapshot not taken");
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(Duration::from_secs(1));
+                            }
+                        }
+                    }
+                }
+                Ok((AppendReply::Fenced { fence }, _)) => return self.fenced(p, fence).await,
+                Err(e) => {
+                    tracing::trace!(partition = p, target, error = %e, "replication call failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Send the partition's data as it is now; returns the reply and the position sent.
+    async fn send_snapshot(
+        &self,
+        p: u32,
+        epoch: u64,
+        target: &str,
+    ) -> Result<(AppendReply, Option<(u64, u64)>), String> {
+        let (rows, at) = {
+            let st = self.parts[p as usize].state.lock().await;
+            let rows = self.blocking(move |s| plog::data_rows(s, p)).await.map_err(|e| e.to_string())?;
+            (rows, (st.meta.last, st.meta.last_epoch))
+        };
+        let mut chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new()];
+        let mut size = 0;
+        for row in rows {
+            size += row.0.len() + row.1.len() + 8;
+            if size > CHUNK_BYTES && !chunks.last().is_some_and(|c| c.is_empty()) {
+                chunks.push(Vec::new());
+                size = row.0.len() + row.1.len() + 8;
+            }
+            chunks.last_mut().expect("one chunk").push(row);
+        }
+        let n = chunks.len();
+        let mut reply = AppendReply::Mismatch { last: 0, last_epoch: 0 };
+        for (i, rows) in chunks.into_iter().enumerate() {
+            let req = SnapshotReq { p, epoch, first: i == 0, rows, done: (i + 1 == n).then_some(at) };
+            reply = self.send(target, "/grid/snapshot", plog::encode(&req)).await?;
+            if !matches!(reply, AppendReply::Ok { .. }) {
+                return Ok((reply, None));
+            }
+        }
+        tracing::info!(partition = p, target, lsn = at.0, "sent a partition snapshot");
+        Ok((reply, Some(at)))
+    }
+
+    /// A replica has promised a newer primary: stop acting as this one.
+    async fn fenced(&self, p: u32, fence: u64) {
+        let Ok(mut st) = self.lock(p).await else { return };
+        if fence > st.meta.fence {
+            st.meta.fence = fence;
+        }
+        if matches!(st.role, Role::Primary(e) if e < fence) {
+            tracing::info!(partition = p, fence, "a newer primary exists; this node steps down");
+            // Stop the others, not this task (it returns right after).
+            st.role = Role::Backup;
+            let me = self.me.clone();
+            self.parts[p as usize].progress.send_modify(|pr| {
+                pr.primary = false;
+                pr.matched.retain(|n, _| *n == me);
+            });
+        }
+    }
+}
