@@ -35,6 +35,11 @@ pub fn delete(key: &str) -> Result<(), Error> {
     wit::delete(key, Consistency::Quorum)
 }
 
+/// Delete a key at the given consistency.
+pub fn delete_with(key: &str, write: Consistency) -> Result<(), Error> {
+    wit::delete(key, write)
+}
+
 /// Replace the value only if it is still `expected` (`None`: the key must be absent).
 pub fn compare_and_swap(key: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, Error> {
     wit::compare_and_swap(key, expected, new)

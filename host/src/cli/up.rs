@@ -13,9 +13,10 @@ use crate::services::spec::ServiceRequest;
 
 /// The samples `up` deploys, with their instance counts. The text pipeline goes entry
 /// point first, to show that order does not matter; the chain is bound stage by stage.
-pub const SAMPLES: [(&str, u32); 14] = [
+pub const SAMPLES: [(&str, u32); 15] = [
     ("hello", 8),
     ("counter", 4),
+    ("kvstore", 4),
     ("wordcount", 4),
     ("gateway", 4),
     ("http-hello", 8),
@@ -97,6 +98,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("Try:");
     println!("  curl '{ing}/hello/world?name=Ada'");
     println!("  curl -X POST {ing}/counter/visits");
+    println!("  curl -X PUT -d 'v1' '{ing}/kvstore/k?consistency=all'; curl {ing}/kvstore/k");
     println!("  curl -d '{{\"text\":\"the cat and the hat\"}}' {ing}/wordcount/");
     println!("  curl -d 'the cat and the hat' {ing}/gateway/");
     println!("  curl {ing}/http-hello/anything             (a standard wasi:http component)");

@@ -69,7 +69,7 @@ impl Progress {
         let has = |n: &String| self.matched.get(n).is_some_and(|&m| m >= lsn);
         match c {
             Consistency::One => true,
-            Consistency::Quorum => self.replicas.iter().filter(|n| has(n)).count() >= self.replicas.len() / 2 + 1,
+            Consistency::Quorum => self.replicas.iter().filter(|n| has(n)).count() > self.replicas.len() / 2,
             Consistency::All => self.isr.iter().all(has),
         }
     }
@@ -567,10 +567,10 @@ impl Replicas {
             keep
         });
         for n in wanted {
-            if !st.replicators.contains_key(&n) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = st.replicators.entry(n) {
                 let this = self.clone();
-                let target = n.clone();
-                st.replicators.insert(n, tokio::spawn(async move { this.replicate(p, epoch, target).await }));
+                let target = slot.key().clone();
+                slot.insert(tokio::spawn(async move { this.replicate(p, epoch, target).await }));
             }
         }
         let (replicas, isr) = (st.info.replicas.clone(), st.info.isr.clone());

@@ -1,8 +1,10 @@
-//! Cluster scenarios (issue 6): three or four real node processes on loopback, driven by
+//! Cluster scenarios (issues 6 and 7): three or four real node processes on loopback, driven by
 //! [`driver::Cluster`]. Every wait is bounded; the figures a scenario measures (election
 //! time, error window) are asserted against the issue's bounds and printed.
 
 mod driver;
+mod grid;
+mod linearizable;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -138,19 +140,24 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     let on_n2 = c.nodes[1].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
     assert!(edge(&on_n2, "counter").is_none(), "n2 itself made no gateway calls: {on_n2}");
 
-    // A service with kv state stays on one node (kv is per node until the grid
-    // replicates), so a counter counts right whichever node is asked.
+    // A service with kv state spreads like any other: its keys live in the grid, so a
+    // counter counts right whichever node runs the call, and the grid shows every
+    // partition on three in-sync replicas.
     c.nodes[1].node.deploy("tally", "counter", json!({ "instances": 3 })).await;
-    let row = eventually("tally sits on one node", Duration::from_secs(20), || async {
-        let p = c.placement(0, "tally").await;
-        (p.len() == 1 && p[0].1 == 3).then_some(p)
-    })
-    .await;
-    eprintln!("tally placed {row:?}");
+    placement_is(&c, 0, "tally", &[("n1", 1), ("n2", 1), ("n3", 1)]).await;
     for n in 1..=6 {
         let r = c.call(n % 3, Method::POST, "/tally/k", "").await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json().unwrap()["value"], n as i64, "call {n} through node {}", n % 3);
+    }
+    let grid = eventually("every partition has three in-sync replicas", FORM, || async {
+        let g: serde_json::Value = c.nodes[2].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
+        (g["partitions"] == 256 && g["under_replicated"] == 0).then_some(g)
+    })
+    .await;
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(grid["nodes"][n]["replicas"], 256, "{n}: {}", grid["nodes"][n]);
+        assert!(grid["nodes"][n]["primaries"].as_u64().unwrap() > 40, "{n}: {}", grid["nodes"][n]);
     }
 
     // A wasi:http download on n1 streams through n3 without being held in n3's memory,

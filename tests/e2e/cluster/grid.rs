@@ -1,0 +1,298 @@
+//! Data grid scenarios (issue 7): the `kvstore` sample on three or four real nodes, with
+//! nodes killed, restarted, cut off and added while clients read and write.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use nanogrid::client::Client;
+use serde_json::{Value, json};
+
+use super::driver::{Cluster, eventually};
+use super::linearizable::{Call, Op, Ret, check};
+use super::{FORM, formed, serves};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deploy `kvstore` as `kv` with an instance on every node, and wait until every node
+/// serves it and every partition has its full set of in-sync replicas.
+async fn kv_ready(c: &Cluster) {
+    let n = c.nodes.len();
+    c.nodes[0].node.deploy("kv", "kvstore", json!({ "instances": n })).await;
+    for i in 0..n {
+        serves(c, i, "/kv/", FORM).await;
+    }
+    settled(c, 0).await;
+}
+
+/// Until node `i`'s `GET /v1/grid` shows no partition short of in-sync replicas.
+async fn settled(c: &Cluster, i: usize) -> Value {
+    eventually("every partition is fully in sync", Duration::from_secs(60), || async {
+        let g: Value = c.nodes[i].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
+        (g["partitions"] == 256 && g["under_replicated"] == 0).then_some(g)
+    })
+    .await
+}
+
+/// The node that is primary of `key` (of service `kv`), as node `i` sees the table.
+async fn primary_of(c: &Cluster, i: usize, key: &str) -> String {
+    let p = nanogrid::grid::part::partition_of(format!("kv\0{key}").as_bytes(), 256);
+    let g: Value = c.nodes[i].node.admin().get("/v1/grid").await.unwrap().json().unwrap();
+    g["table"][p as usize]["primary"].as_str().unwrap().to_string()
+}
+
+async fn send(http: &Client, url: &str, method: Method, body: &str) -> Option<(u16, String)> {
+    let call = http.send(method, url, &[], Bytes::from(body.to_string()));
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(r)) => Some((r.status.as_u16(), r.text())),
+        _ => None,
+    }
+}
+
+/// One client: random operations on `keys` through random nodes until `stop`.
+async fn client(
+    id: usize,
+    ingress: Vec<String>,
+    keys: Vec<String>,
+    stop: Arc<AtomicBool>,
+    t0: Instant,
+) -> Vec<(String, Op)> {
+    let http = Client::new();
+    let mut rng = 0x9e3779b97f4a7c15u64 ^ (id as u64 + 1).wrapping_mul(0xbf58476d1ce4e5b9);
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut ops = Vec::new();
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let key = &keys[next() as usize % keys.len()];
+        let base = &ingress[next() as usize % ingress.len()];
+        let url = format!("{base}/kv/{key}");
+        n += 1;
+        let start = t0.elapsed().as_nanos() as u64;
+        let (call, ret) = match next() % 3 {
+            0 => {
+                let v = format!("c{id}-{n}");
+                let r = send(&http, &format!("{url}?consistency=quorum"), Method::PUT, &v).await;
+                (Call::Write(v), if matches!(r, Some((200, _))) { Ret::Written } else { Ret::Unknown })
+            }
+            1 => {
+                let r = send(&http, &format!("{url}?consistency=quorum"), Method::GET, "").await;
+                let ret = match r {
+                    Some((200, body)) => Ret::Read(Some(body)),
+                    Some((404, body)) if body.contains("no key") => Ret::Read(None),
+                    _ => Ret::Unknown,
+                };
+                (Call::Read, ret)
+            }
+            _ => {
+                // Swap from what this client last saw of the key, or from absent.
+                let expected = ops.iter().rev().find_map(|o: &(String, Op)| match (&o.0 == key, &o.1.ret) {
+                    (true, Ret::Read(v)) => Some(v.clone()),
+                    _ => None,
+                });
+                let expected = expected.flatten();
+                let new = format!("c{id}-{n}");
+                let body = json!({ "expected": expected, "new": new }).to_string();
+                let r = send(&http, &format!("{url}?cas"), Method::POST, &body).await;
+                let ret = match r {
+                    Some((200, body)) => {
+                        match serde_json::from_str::<Value>(&body).ok().and_then(|v| v["swapped"].as_bool()) {
+                            Some(b) => Ret::Swapped(b),
+                            None => Ret::Unknown,
+                        }
+                    }
+                    _ => Ret::Unknown,
+                };
+                (Call::Cas { expected, new }, ret)
+            }
+        };
+        let end = t0.elapsed().as_nanos() as u64;
+        ops.push((key.clone(), Op { client: id, call, ret, start, end }));
+        if ops.last().is_some_and(|o| o.1.ret == Ret::Unknown) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    ops
+}
+
+#[tokio::test]
+async fn concurrent_kv_operations_stay_linearizable_through_kills_and_cut_offs() {
+    let mut c = Cluster::start(3).await;
+    formed(&c).await;
+    kv_ready(&c).await;
+    let keys: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
+    let ingress: Vec<String> = c.nodes.iter().map(|m| m.node.ingress.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let clients: Vec<_> =
+        (0..4).map(|id| tokio::spawn(client(id, ingress.clone(), keys.clone(), stop.clone(), t0))).collect();
+
+    // A node dies and comes back; then the primary of k0 is cut off and healed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.kill(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.restart(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cut = c.index_of(&primary_of(&c, 0, "k0").await);
+    eprintln!("cutting off {} (primary of k0)", c.nodes[cut].name);
+    c.isolate(cut, true).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    c.isolate(cut, false).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut history = Vec::new();
+    for t in clients {
+        history.extend(t.await.unwrap());
+    }
+    let ok = history.iter().filter(|(_, o)| o.ret != Ret::Unknown).count();
+    let unknown = history.len() - ok;
+    eprintln!("history: {} operations, {ok} completed, {unknown} of unknown outcome", history.len());
+    assert!(ok >= 60, "too few operations completed ({ok}) for the check to mean much");
+    for key in &keys {
+        let of_key: Vec<Op> = history.iter().filter(|(k, _)| k == key).map(|(_, o)| o.clone()).collect();
+        let writes = of_key.iter().filter(|o| matches!(o.ret, Ret::Written | Ret::Swapped(true))).count();
+        eprintln!("{key}: {} operations, {writes} acknowledged writes", of_key.len());
+        if let Err(e) = check(&of_key) {
+            panic!("{key}: {e}");
+        }
+    }
+    // Afterwards the grid heals: every partition fully in sync again.
+    settled(&c, 0).await;
+}
+
+/// Write `keys` through rotating nodes at alternating `quorum` and `all`.
+async fn write_all(c: &Cluster, nodes: &[usize], keys: std::ops::Range<usize>, tag: &str) {
+    for k in keys {
+        let level = if k % 2 == 0 { "quorum" } else { "all" };
+        let i = nodes[k % nodes.len()];
+        let path = format!("/kv/key{k}?consistency={level}");
+        let r = c.call(i, Method::PUT, &path, &format!("{tag}-{k}")).await.unwrap();
+        assert_eq!(r.status, 200, "PUT key{k} at {level} via {}: {}", c.nodes[i].name, r.text());
+    }
+}
+
+async fn read_all(c: &Cluster, i: usize, want: &[(usize, String)]) {
+    for (k, v) in want {
+        let r = c.get(i, &format!("/kv/key{k}?consistency=quorum")).await.unwrap();
+        assert_eq!(r.status, 200, "key{k} via {}: {}", c.nodes[i].name, r.text());
+        assert_eq!(&r.text(), v, "key{k} via {}", c.nodes[i].name);
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_any_one_node_killed_and_a_full_restart() {
+    // Partition logs keep 8 entries, so a node that misses more catches up from a snapshot.
+    let mut c = Cluster::start_with(3, &["--grid-log-keep", "8"]).await;
+    formed(&c).await;
+    kv_ready(&c).await;
+    write_all(&c, &[0, 1, 2], 0..60, "v0").await;
+    let mut want: Vec<(usize, String)> = (0..60).map(|k| (k, format!("v0-{k}"))).collect();
+    for victim in 0..3 {
+        c.kill(victim);
+        let alive: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+        // Every acknowledged write is there with one node gone; more writes go on.
+        read_all(&c, alive[0], &want).await;
+        let tag = format!("v{}", victim + 1);
+        let range = victim * 20..victim * 20 + 20;
+        write_all(&c, &alive, range.clone(), &tag).await;
+        for k in range {
+            want[k].1 = format!("{tag}-{k}");
+        }
+        // One key written 30 times: more than its partition's log keeps.
+        for n in 0..30 {
+            let r = c.call(alive[n % 2], Method::PUT, "/kv/key1000", &format!("{tag}-hot-{n}")).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        want.retain(|(k, _)| *k != 1000);
+        want.push((1000, format!("{tag}-hot-29")));
+        c.restart(victim);
+        formed(&c).await;
+        settled(&c, alive[0]).await;
+        let log = c.nodes[victim].node.log();
+        assert!(log.contains("installed a partition snapshot"), "{} caught up from a snapshot", c.nodes[victim].name);
+        // Its own replica now has the latest value (a read at `one` is served locally).
+        let r = c.get(victim, "/kv/key1000?consistency=one").await.unwrap();
+        assert_eq!(r.text(), format!("{tag}-hot-29"), "read at one on {}", c.nodes[victim].name);
+    }
+    read_all(&c, 1, &want).await;
+    // The whole cluster stops and starts again.
+    for i in 0..3 {
+        c.stop(i);
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    formed(&c).await;
+    for i in 0..3 {
+        serves(&c, i, "/kv/", FORM).await;
+    }
+    read_all(&c, 2, &want).await;
+    // `one` reads from a node's own replica agree once it is in sync.
+    settled(&c, 0).await;
+    for (k, v) in want.iter().take(10) {
+        let r = c.get(0, &format!("/kv/key{k}?consistency=one")).await.unwrap();
+        assert_eq!(&r.text(), v);
+    }
+}
+
+#[tokio::test]
+async fn a_fourth_node_takes_its_share_of_partitions_under_load_and_nothing_is_lost() {
+    let mut c = Cluster::start(3).await;
+    formed(&c).await;
+    kv_ready(&c).await;
+    let ingress: Vec<String> = c.nodes.iter().map(|m| m.node.ingress.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (ingress, stop, acked) = (ingress.clone(), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let http = Client::new();
+                let mut k = w;
+                let mut failed = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let url = format!("{}/kv/key{k}?consistency=quorum", ingress[k % ingress.len()]);
+                    let v = format!("w{w}-{k}");
+                    match send(&http, &url, Method::PUT, &v).await {
+                        Some((200, _)) => acked.lock().unwrap().push((k, v)),
+                        _ => failed += 1,
+                    }
+                    k += 3;
+                }
+                failed
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n4 = c.add_node_from_config().await;
+    let g = eventually("n4 holds partitions and all are in sync", Duration::from_secs(90), || async {
+        let g: Value = c.nodes[0].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
+        let n4 = &g["nodes"]["n4"];
+        let full = g["table"].as_array()?.iter().all(|p| p["replicas"].as_array().map(Vec::len) == Some(3));
+        (n4["replicas"].as_u64()? > 100 && n4["primaries"].as_u64()? > 20 && g["under_replicated"] == 0 && full)
+            .then_some(g)
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = 0;
+    for w in writers {
+        failed += w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    eprintln!("n4: {}; {} writes acknowledged, {failed} failed during the move", g["nodes"]["n4"], acked.len());
+    assert!(acked.len() >= 50, "the load was too light ({} writes)", acked.len());
+    serves(&c, n4, "/kv/", FORM).await;
+    // Every acknowledged write reads back, through the new node too.
+    for (i, (k, v)) in acked.iter().enumerate() {
+        let r = c.get(i % 4, &format!("/kv/key{k}?consistency=quorum")).await.unwrap();
+        assert_eq!(r.status, 200, "key{k}: {}", r.text());
+        assert_eq!(&r.text(), v, "key{k}");
+    }
+}
