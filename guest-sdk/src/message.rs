@@ -30,6 +30,12 @@ impl Request {
         self
     }
 
+    /// Route the call to the node holding `key`'s data in the callee's kv namespace
+    /// (the `x-nanogrid-key` header): processing runs next to its data.
+    pub fn with_routing_key(self, key: &str) -> Self {
+        self.with_header("x-nanogrid-key", key)
+    }
+
     /// Replace the body (builder style).
     pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();

@@ -71,6 +71,21 @@ impl Cluster {
         }
     }
 
+    /// Ingress address of the other node holding the primary of `key` (in `service`'s
+    /// namespace), if it is serving and runs `service`.
+    pub fn key_holder(&self, service: &str, key: &str) -> Option<String> {
+        let table = self.registry.grid().replicas().table();
+        let p = part::partition_of(&crate::grid::kv_key(service, key), table.count().max(1));
+        let primary = &table.parts.get(p as usize)?.primary;
+        if *primary == self.name {
+            return None;
+        }
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        let peer = live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str())?;
+        let runs = peer.services.iter().any(|s| s == service) || self.sm.current().state.slots(service, primary) > 0;
+        runs.then(|| peer.addr.clone())
+    }
+
     fn peer_addr(&self, node: &str) -> Option<String> {
         if let Some(p) = self.live.read().unwrap_or_else(|e| e.into_inner()).get(node) {
             return Some(p.peer.clone());

@@ -142,6 +142,15 @@ impl crate::ingress::Peers for Cluster {
     fn holders(&self, service: &str) -> Vec<String> {
         Cluster::holders(self, service)
     }
+    fn key_holder(&self, service: &str, key: &str) -> Option<String> {
+        Cluster::key_holder(self, service, key)
+    }
+}
+
+/// The value of a request's routing key header, if it has one.
+fn routing_key(req: &crate::runtime::Request) -> Option<&str> {
+    let name = crate::ingress::ROUTING_KEY;
+    req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// `invoke` of a service with no instance on this node: forwarded like ingress does.
@@ -153,6 +162,11 @@ pub struct RemoteCalls {
 impl crate::services::Remote for RemoteCalls {
     fn dormant(&self) -> bool {
         self.cluster.upgrade().is_none_or(|c| c.mode() == Mode::Dormant)
+    }
+
+    fn elsewhere(&self, service: &str, req: &crate::runtime::Request) -> bool {
+        let Some(cluster) = self.cluster.upgrade() else { return false };
+        routing_key(req).is_some_and(|k| cluster.key_holder(service, k).is_some())
     }
 
     fn call<'a>(
@@ -167,7 +181,11 @@ impl crate::services::Remote for RemoteCalls {
             let Some(cluster) = self.cluster.upgrade() else {
                 return Err(DispatchError::Internal("the node is shutting down".into()));
             };
-            let holders = cluster.holders(service);
+            let mut holders = cluster.holders(service);
+            if let Some(a) = routing_key(&req).and_then(|k| cluster.key_holder(service, k)) {
+                holders.retain(|h| *h != a);
+                holders.insert(0, a);
+            }
             if holders.is_empty() {
                 if cluster.registry.get(service).is_none() {
                     return Err(DispatchError::NotFound(service.to_string()));

@@ -22,6 +22,9 @@ use crate::http::{self as h, Body};
 
 /// Marks a request one node forwarded to another; the receiver never forwards it again.
 pub const FORWARDED: &str = "x-nanogrid-forwarded";
+/// A request's routing key: it is served on the node holding that key's primary (of the
+/// called service's kv namespace), so processing runs next to its data.
+pub const ROUTING_KEY: &str = "x-nanogrid-key";
 
 /// The `invoke` depth of a forwarded call (only read together with [`FORWARDED`]).
 pub const DEPTH: &str = "x-nanogrid-depth";
@@ -33,6 +36,9 @@ pub trait Peers: Send + Sync {
     /// Ingress addresses of other serving nodes with instances of `service`, in the order
     /// to try them.
     fn holders(&self, service: &str) -> Vec<String>;
+    /// The ingress address of the other node that holds `key`'s primary and runs
+    /// `service`; `None` when that is this node or no such node can take it.
+    fn key_holder(&self, service: &str, key: &str) -> Option<String>;
 }
 
 #[derive(Clone)]

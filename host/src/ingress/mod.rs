@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::http::{self as h, Body, BodyError};
 use crate::runtime::Request as GuestRequest;
 use crate::services::{DispatchError, Registry};
-pub use forward::{FORWARD_ANSWERED, FORWARD_FAILED, FORWARD_SKIPPED, FORWARDED, Forwarder, Peers};
+pub use forward::{FORWARD_ANSWERED, FORWARD_FAILED, FORWARD_SKIPPED, FORWARDED, Forwarder, Peers, ROUTING_KEY};
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngressConfig {
@@ -84,14 +84,24 @@ async fn route_clustered(
     let svc = registry.get(service);
     let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
     let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
-    if local || stopped {
+    let forwarded = req.headers().contains_key(FORWARDED);
+    // A routing key sends the request to its data's node (once: never from a forward).
+    let affinity = match req.headers().get(forward::ROUTING_KEY).and_then(|v| v.to_str().ok()) {
+        Some(key) if !forwarded && !stopped => peers.key_holder(service, key),
+        _ => None,
+    };
+    if (local || stopped) && affinity.is_none() {
         return serve_here(registry, cfg, req, request_id, service, path, svc).await;
     }
-    if req.headers().contains_key(FORWARDED) {
+    if forwarded {
         h::drain(req.into_body()).await;
         return forward::no_instance("the node it was forwarded to has none", request_id);
     }
-    let holders = peers.holders(service);
+    let mut holders = peers.holders(service);
+    if let Some(a) = affinity {
+        holders.retain(|h| *h != a);
+        holders.insert(0, a);
+    }
     if holders.is_empty() {
         if svc.is_none() {
             return serve_here(registry, cfg, req, request_id, service, path, svc).await; // not found

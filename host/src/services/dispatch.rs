@@ -82,7 +82,7 @@ impl Registry {
             // In a cluster, a service without instances here runs wherever it has some.
             let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
             let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
-            if !local && !stopped {
+            if !stopped && (!local || remote.elsewhere(name, &req)) {
                 return remote.call(name, req, request_id, depth).await;
             }
         }

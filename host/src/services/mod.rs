@@ -150,6 +150,9 @@ pub enum DispatchError {
 pub trait Remote: Send + Sync {
     /// The node is cut off from its cluster's majority: no service may run here.
     fn dormant(&self) -> bool;
+    /// The request carries a routing key whose data lives on another node that runs
+    /// `service`: call it there even if this node has instances.
+    fn elsewhere(&self, service: &str, req: &crate::runtime::Request) -> bool;
     fn call<'a>(
         &'a self,
         service: &'a str,

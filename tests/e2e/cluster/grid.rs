@@ -296,3 +296,55 @@ async fn a_fourth_node_takes_its_share_of_partitions_under_load_and_nothing_is_l
         assert_eq!(&r.text(), v, "key{k}");
     }
 }
+
+/// `nanogrid_kv_ops_total{at=…}` on node `i`.
+async fn kv_ops(c: &Cluster, i: usize, at: &str) -> u64 {
+    let text = c.nodes[i].node.admin().get("/metrics").await.unwrap().text();
+    let line = format!("nanogrid_kv_ops_total{{at=\"{at}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+async fn forwarded_kv_ops(c: &Cluster) -> u64 {
+    let mut sum = 0;
+    for i in 0..c.nodes.len() {
+        sum += kv_ops(c, i, "forwarded").await;
+    }
+    sum
+}
+
+#[tokio::test]
+async fn a_routing_key_runs_the_request_next_to_its_data() {
+    let c = Cluster::start(3).await;
+    formed(&c).await;
+    kv_ready(&c).await;
+    c.nodes[0].node.deploy("mb", "misbehave", json!({ "instances": 3 })).await;
+    for i in 0..3 {
+        serves(&c, i, "/mb/", FORM).await;
+    }
+    let primary = c.index_of(&primary_of(&c, 0, "affine").await);
+    let entry = (primary + 1) % 3;
+    let url = format!("{}/kv/affine?consistency=quorum", c.nodes[entry].node.ingress);
+    let http = Client::new();
+    let key = [("x-nanogrid-key", "affine".to_string())];
+
+    // Without a key, the entry node runs the service and sends each kv call over.
+    let before = forwarded_kv_ops(&c).await;
+    for n in 0..10 {
+        let r = http.send(Method::PUT, &url, &[], Bytes::from(format!("plain-{n}"))).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(forwarded_kv_ops(&c).await - before, 10, "every kv call crossed to the primary");
+
+    // With the key (header at ingress, or routing key in an `invoke`), the request runs
+    // on the primary's node and its kv calls stay local.
+    let (before, local_before) = (forwarded_kv_ops(&c).await, kv_ops(&c, primary, "local").await);
+    for n in 0..10 {
+        let r = http.send(Method::PUT, &url, &key, Bytes::from(format!("keyed-{n}"))).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = c.get(entry, "/mb/keyed/kv/affine").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "keyed-9");
+    assert_eq!(forwarded_kv_ops(&c).await - before, 0, "no kv call crossed nodes");
+    assert!(kv_ops(&c, primary, "local").await - local_before >= 11);
+}

@@ -12,6 +12,7 @@
 //! - `/fanout/{n}`: `call-all` with n calls to itself (`?sleep={ms}`: each call sleeps)
 //! - `/kv-probe`: tries keys that look like escapes from its namespace
 //! - `/kv-get/{key}`: reads a key (404 when absent)
+//! - `/keyed/{service}/{key}`: `GET /{key}` on the service, with `key` as routing key
 //! - anything else: 200 "ok"
 
 use nanogrid_sdk::{Error, Request, Response, Service, context, invoke, kv};
@@ -84,6 +85,10 @@ impl Service for Misbehave {
                 Some(v) => Ok(Response::new(200, v)),
                 None => Err(Error::not_found(format!("no key {key}"))),
             },
+            (Some("keyed"), Some(service)) => {
+                let key = parts.next().ok_or_else(|| Error::invalid("keyed/{service}/{key}"))?;
+                invoke::call(service, &Request::get(&format!("/{key}")).with_routing_key(key))
+            }
             (Some("recurse"), _) => {
                 // The callee's answer (or the platform's refusal) is passed back up as is.
                 invoke::get(&context::service_name(), "/recurse")
