@@ -112,18 +112,19 @@ impl Grid {
 
     async fn route(&self, op: KvOp, c: Consistency) -> Result<OpResult, KvError> {
         let p = partition_of(op.key(), PARTITIONS);
-        let deadline = Instant::now() + ACK_TIMEOUT;
+        let mut deadline = None;
         let read = matches!(op, KvOp::Get { .. });
+        let me = self.replicas.me();
         loop {
             let table = self.replicas.table();
             let attempt = match table.parts.get(p as usize) {
                 None => Err(OpFail::NotPrimary("the cluster has no partition table yet".into())),
-                Some(_) if read && c == Consistency::One && self.replicas.holds(p) => {
+                Some(info) if read && c == Consistency::One && info.replicas.iter().any(|n| n == me) => {
                     OPS[0].fetch_add(1, Ordering::Relaxed);
                     let v = self.replicas.read_local(p, op.key().to_vec()).await?;
                     return Ok(OpResult::Value(v));
                 }
-                Some(info) if info.primary == self.replicas.me() => {
+                Some(info) if info.primary == me => {
                     OPS[0].fetch_add(1, Ordering::Relaxed);
                     self.replicas.execute(p, op.clone(), c).await
                 }
@@ -150,6 +151,7 @@ impl Grid {
                     if !retry {
                         return Err(KvError::Unavailable(e.to_string()));
                     }
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + ACK_TIMEOUT);
                     if Instant::now() >= deadline {
                         return Err(KvError::Unavailable(format!(
                             "partition {p} has no primary that can serve this {} now ({e}); retry later",

@@ -22,6 +22,10 @@ impl Storage for MemoryStorage {
         Ok(self.tables.lock().unwrap().get(&(tag(table), key.to_vec())).cloned())
     }
 
+    fn get_cached(&self, table: Table, key: &[u8]) -> StorageResult<Option<Option<Vec<u8>>>> {
+        self.get(table, key).map(Some)
+    }
+
     fn write(&self, ops: Vec<BatchOp>, _durability: Durability) -> StorageResult<()> {
         let mut t = self.tables.lock().unwrap();
         for op in ops {

@@ -87,6 +87,11 @@ pub enum BatchOp {
 /// A node-local ordered key-value store. Implementations are thread-safe and blocking.
 pub trait Storage: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
+    /// [`Storage::get`] answered from memory only (memtable, block cache): `None` when it
+    /// would have to read the disk. Never blocks, so async code may call it directly.
+    fn get_cached(&self, _table: Table, _key: &[u8]) -> StorageResult<Option<Option<Vec<u8>>>> {
+        Ok(None)
+    }
     /// Apply every op or none.
     fn write(&self, ops: Vec<BatchOp>, durability: Durability) -> StorageResult<()>;
     /// Up to `limit` entries whose key starts with `prefix` and is strictly greater than

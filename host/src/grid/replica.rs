@@ -87,7 +87,13 @@ struct Part {
     id: u32,
     state: tokio::sync::Mutex<State>,
     progress: watch::Sender<Progress>,
+    /// As primary: the latest entries of this epoch, so replicators rarely read the log
+    /// back from disk.
+    tail: std::sync::Mutex<std::collections::VecDeque<Entry>>,
 }
+
+/// Entries kept in memory per partition for replicators.
+const TAIL: usize = 512;
 
 pub struct Replicas {
     me: String,
@@ -117,6 +123,7 @@ impl Replicas {
                     replicators: HashMap::new(),
                 }),
                 progress: watch::channel(Progress::default()).0,
+                tail: Default::default(),
             })
             .collect();
         let table = if clustered { PartitionTable::default() } else { PartitionTable::single(me) };
@@ -202,7 +209,11 @@ impl Replicas {
     }
 
     /// Append entries as primary (the caller holds the partition lock).
+    /// Append entries as primary (the caller holds the partition lock). The replicators
+    /// start sending them while this node writes them: the primary's own copy is one of
+    /// the acknowledgements, not a step before the others.
     async fn append_local(&self, p: u32, st: &mut State, epoch: u64, ops: Vec<Op>) -> Result<u64, KvError> {
+        let part = &self.parts[p as usize];
         let mut meta = st.meta;
         let entries: Vec<Entry> = ops
             .into_iter()
@@ -212,13 +223,24 @@ impl Replicas {
             })
             .collect();
         meta.last_epoch = epoch;
-        let keep = self.keep;
-        let batch = plog::append_ops(p, &entries, &meta, keep);
-        self.blocking(move |s| s.write(batch, Durability::Logged)).await?;
+        let batch = plog::append_ops(p, &entries, &meta, self.keep);
+        {
+            let mut tail = part.tail.lock().unwrap_or_else(|e| e.into_inner());
+            tail.extend(entries);
+            while tail.len() > TAIL.min(self.keep as usize) {
+                tail.pop_front();
+            }
+        }
+        part.progress.send_modify(|pr| pr.last = meta.last);
+        if let Err(e) = self.blocking(move |s| s.write(batch, Durability::Logged)).await {
+            // Replicas may hold entries this node does not: it must not reuse their lsns.
+            tracing::error!(partition = p, error = %e, "cannot write the partition log; stepping down as primary");
+            self.demote(p, st, Role::Backup);
+            return Err(e);
+        }
         st.meta = meta;
         let me = self.me.clone();
-        self.parts[p as usize].progress.send_modify(|pr| {
-            pr.last = meta.last;
+        part.progress.send_modify(|pr| {
             pr.matched.insert(me, meta.last);
         });
         Ok(meta.last)
@@ -238,8 +260,7 @@ impl Replicas {
         };
         match op {
             KvOp::Get { key } => {
-                let k = plog::data_key(p, &key);
-                let value = self.blocking(move |s| s.get(Table::Kv, &k)).await.map_err(internal)?;
+                let value = self.read_local(p, key).await.map_err(internal)?;
                 let at = st.meta.last;
                 drop(st);
                 self.confirm(p, epoch, at, c).await?;
@@ -258,8 +279,7 @@ impl Replicas {
                 Ok(OpResult::Done)
             }
             KvOp::Cas { key, expected, new } => {
-                let k = plog::data_key(p, &key);
-                let current = self.blocking(move |s| s.get(Table::Kv, &k)).await.map_err(internal)?;
+                let current = self.read_local(p, key.clone()).await.map_err(internal)?;
                 if current != expected {
                     let at = st.meta.last;
                     drop(st);
@@ -278,11 +298,12 @@ impl Replicas {
     /// Read a key from this node's copy, whatever its role (reads at `one`).
     pub async fn read_local(&self, p: u32, key: Vec<u8>) -> Result<Option<Vec<u8>>, KvError> {
         let k = plog::data_key(p, &key);
+        // Cached data is read right here; only a read that needs the disk is sent to the
+        // blocking pool.
+        if let Some(v) = self.storage.get_cached(Table::Kv, &k)? {
+            return Ok(v);
+        }
         self.blocking(move |s| s.get(Table::Kv, &k)).await
-    }
-
-    pub fn holds(&self, p: u32) -> bool {
-        self.table().parts.get(p as usize).is_some_and(|i| i.replicas.contains(&self.me))
     }
 
     /// Wait until `lsn` (written at `epoch`) is acknowledged at level `c`.
@@ -532,6 +553,7 @@ impl Replicas {
     }
 
     async fn become_primary(self: &Arc<Self>, p: u32, st: &mut State, epoch: u64) {
+        self.parts[p as usize].tail.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut meta = st.meta;
         meta.fence = epoch;
         st.meta = meta;
@@ -584,6 +606,7 @@ impl Replicas {
         for (_, h) in st.replicators.drain() {
             h.abort();
         }
+        self.parts[p as usize].tail.lock().unwrap_or_else(|e| e.into_inner()).clear();
         st.role = to;
         let me = self.me.clone();
         self.parts[p as usize].progress.send_modify(|pr| {
@@ -640,7 +663,12 @@ impl Replicas {
                     self.send(&target, "/grid/append", plog::encode(&req)).await.map(|r| (r, Some((last, last_epoch))))
                 }
                 Some((l, le)) => {
-                    let entries = match self.blocking(move |s| plog::read_entries(s, p, l + 1, BATCH)).await {
+                    let cached = self.tail_from(p, l + 1);
+                    let read = match cached {
+                        Some(e) => Ok(e),
+                        None => self.blocking(move |s| plog::read_entries(s, p, l + 1, BATCH)).await,
+                    };
+                    let entries = match read {
                         Ok(e) => e,
                         Err(e) => {
                             tracing::warn!(partition = p, error = %e, "cannot read the partition log");
@@ -701,6 +729,17 @@ impl Replicas {
                 }
             }
         }
+    }
+
+    /// Up to [`BATCH`] entries from `from` out of the in-memory tail, if it reaches back
+    /// that far.
+    fn tail_from(&self, p: u32, from: u64) -> Option<Vec<Entry>> {
+        let tail = self.parts[p as usize].tail.lock().unwrap_or_else(|e| e.into_inner());
+        let first = tail.front()?.lsn;
+        if from < first || from > tail.back()?.lsn {
+            return None;
+        }
+        Some(tail.iter().skip((from - first) as usize).take(BATCH).cloned().collect())
     }
 
     /// Send the partition's data as it is now; returns the reply and the position sent.

@@ -43,6 +43,16 @@ impl Storage for RocksStorage {
         self.db.get_cf(self.cf(table)?, key).map_err(io)
     }
 
+    fn get_cached(&self, table: Table, key: &[u8]) -> StorageResult<Option<Option<Vec<u8>>>> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_read_tier(rocksdb::ReadTier::BlockCache);
+        match self.db.get_cf_opt(self.cf(table)?, key, &opts) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     fn write(&self, ops: Vec<BatchOp>, durability: Durability) -> StorageResult<()> {
         let mut batch = WriteBatch::default();
         for op in ops {
@@ -113,5 +123,7 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(s.get(Table::Services, b"a").unwrap(), Some(b"{}".to_vec()));
         assert_eq!(s.get(Table::Components, b"a").unwrap(), None);
+        // Just written, so in the memtable: answered from memory.
+        assert_eq!(s.get_cached(Table::Services, b"a").unwrap(), Some(Some(b"{}".to_vec())));
     }
 }

@@ -1,0 +1,318 @@
+//! Data grid benchmark (issue 7): three nodes in this process on loopback, each with its
+//! own RocksDB, every partition on all three. Measures, in one run and side by side:
+//!
+//! - the grid's kv API on one node (what a guest's kv call runs, minus the wasm
+//!   boundary): set and get at `one`, `quorum`, `all`, sequential latency and throughput
+//!   with 32 callers;
+//! - the same through a guest: the `kvstore` sample over HTTP, sequential;
+//! - raw RocksDB put/get (a single-process `RocksStorage`, same write options);
+//! - one loopback grid RPC round trip (`/grid/confirm`, the smallest grid call).
+//!
+//! `cargo bench -p nanogrid --bench grid -- <kvstore.wasm> <BENCHMARKS.md>` (run by
+//! `./dev bench grid`); rewrites the grid section of the markdown file.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::Method;
+use nanogrid::client::Client;
+use nanogrid::control::ClusterConfig;
+use nanogrid::grid::part::Consistency;
+use nanogrid::grid::{BatchOp, Durability, Grid, RocksStorage, Storage, Table};
+use nanogrid::node::{self, NodeConfig, NodeHandle};
+
+const TOKEN: &str = "grid-bench-token";
+const KEYS: usize = 10_000;
+const SEQ: usize = 3000;
+const CALLERS: usize = 32;
+const LEVELS: [Consistency; 3] = [Consistency::One, Consistency::Quorum, Consistency::All];
+
+fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[derive(Clone, Copy)]
+struct Stats {
+    p50: f64,
+    p99: f64,
+}
+
+fn stats(mut us: Vec<f64>) -> Stats {
+    us.sort_by(f64::total_cmp);
+    let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)];
+    Stats { p50: at(0.50), p99: at(0.99) }
+}
+
+async fn timed<F, Fut>(n: usize, mut f: F) -> Stats
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut us = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        f(i).await;
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    stats(us)
+}
+
+fn key(i: usize) -> String {
+    format!("key-{}", (i.wrapping_mul(7919)) % KEYS)
+}
+
+async fn start_cluster(dirs: &[tempfile::TempDir]) -> anyhow::Result<Vec<NodeHandle>> {
+    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_tcp(), free_udp())).collect();
+    let seeds: Vec<String> = addrs.iter().map(|(_, g)| g.to_string()).collect();
+    let mut nodes = Vec::new();
+    for (i, (peer, gossip)) in addrs.into_iter().enumerate() {
+        let mut cc = ClusterConfig::new(peer, gossip);
+        cc.seeds = seeds.clone();
+        let cfg = NodeConfig {
+            node_id: format!("n{}", i + 1),
+            data_dir: dirs[i].path().to_path_buf(),
+            admin_token: Some(TOKEN.into()),
+            cluster: Some(cc),
+            ..NodeConfig::default()
+        };
+        let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        nodes.push(node::start(cfg, ingress, admin).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = nodes[0].node.cluster.clone().context("clustered")?;
+        let report = c.grid_report().await;
+        let led = nodes.iter().all(|n| n.node.cluster.as_ref().is_some_and(|c| !c.status()["leader"].is_null()));
+        if led && report["partitions"] == 256 && report["under_replicated"] == 0 && report["replication"] == 3 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the cluster did not settle: {report}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(nodes)
+}
+
+/// Sequential latency and 32-caller throughput of the grid API at one level; the
+/// sequential calls use `keys`.
+async fn grid_api(grid: &Arc<Grid>, keys: &Arc<Vec<String>>, c: Consistency, write: bool) -> (Stats, f64) {
+    let value = vec![7u8; 100];
+    let seq = timed(SEQ, |i| {
+        let (g, v, k) = (grid.clone(), value.clone(), keys[i % keys.len()].clone());
+        async move {
+            if write {
+                g.kv_set("bench", &k, v, c).await.expect("set");
+            } else {
+                g.kv_get("bench", &k, c).await.expect("get").expect("present");
+            }
+        }
+    })
+    .await;
+    let t = Instant::now();
+    let per = SEQ * 2 / CALLERS;
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|w| {
+            let (g, v) = (grid.clone(), value.clone());
+            tokio::spawn(async move {
+                for i in 0..per {
+                    let k = key(w * per + i);
+                    if write {
+                        g.kv_set("bench", &k, v.clone(), c).await.expect("set");
+                    } else {
+                        g.kv_get("bench", &k, c).await.expect("get");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (seq, (per * CALLERS) as f64 / t.elapsed().as_secs_f64())
+}
+
+fn raw_rocksdb(dir: &std::path::Path) -> anyhow::Result<((Stats, f64), (Stats, f64))> {
+    let s = RocksStorage::open(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let value = vec![7u8; 100];
+    let run = |write: bool| -> (Stats, f64) {
+        let mut us = Vec::with_capacity(KEYS);
+        let t = Instant::now();
+        for i in 0..KEYS {
+            let k = format!("bench\0{}", key(i)).into_bytes();
+            let one = Instant::now();
+            if write {
+                s.write(vec![BatchOp::Put(Table::Kv, k, value.clone())], Durability::Logged).unwrap();
+            } else {
+                assert!(s.get(Table::Kv, &k).unwrap().is_some());
+            }
+            us.push(one.elapsed().as_secs_f64() * 1e6);
+        }
+        let rate = KEYS as f64 / t.elapsed().as_secs_f64();
+        (stats(us), rate)
+    };
+    let put = run(true);
+    let get = run(false);
+    Ok((put, get))
+}
+
+async fn guest(ingress: &str, c: Consistency, write: bool) -> Stats {
+    let http = Client::new();
+    timed(SEQ / 3, |i| {
+        let url = format!("{ingress}/kv/{}?consistency={}", key(i), c.as_str());
+        let http = &http;
+        async move {
+            let (m, body) =
+                if write { (Method::PUT, Bytes::from(vec![b'v'; 100])) } else { (Method::GET, Bytes::new()) };
+            let r = http.send(m, &url, &[], body).await.expect("request");
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    })
+    .await
+}
+
+fn section(out: &mut String, rows: &[(String, Stats, Option<f64>)]) {
+    out.push_str("| operation | p50 µs | p99 µs | ops/s (32 callers, any key) |\n| --- | ---: | ---: | ---: |\n");
+    for (name, s, rate) in rows {
+        let rate = rate.map_or("".to_string(), |r| format!("{r:.0}"));
+        out.push_str(&format!("| {name} | {:.1} | {:.1} | {rate} |\n", s.p50, s.p99));
+    }
+}
+
+async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir()).collect::<Result<_, _>>()?;
+    let nodes = start_cluster(&dirs[..3]).await?;
+    let n1 = nodes[0].node.clone();
+    let cluster = n1.cluster.clone().context("clustered")?;
+    let grid = n1.registry.grid().clone();
+
+    // Fill every key once, so reads find them (and RocksDB has them cached).
+    for i in 0..KEYS {
+        grid.kv_set("bench", &format!("key-{i}"), vec![7u8; 100], Consistency::Quorum).await?;
+    }
+
+    let rpc_body = nanogrid::grid::plog::encode(&nanogrid::grid::wire::FenceReq { p: 0, epoch: u64::MAX });
+    for _ in 0..200 {
+        cluster.grid_call("n2", "/grid/confirm", rpc_body.clone()).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    }
+    let rtt = timed(SEQ, |_| {
+        let (c, b) = (cluster.clone(), rpc_body.clone());
+        async move {
+            c.grid_call("n2", "/grid/confirm", b).await.expect("rpc");
+        }
+    })
+    .await;
+
+    // Keys whose primary is n1 (where a routing key sends their requests), and any keys
+    // (two in three are sent on to their primary on another node).
+    let table = grid.replicas().table();
+    let all: Vec<String> = (0..KEYS).map(key).collect();
+    let here: Vec<String> = all
+        .iter()
+        .filter(|k| {
+            let p = nanogrid::grid::part::partition_of(&nanogrid::grid::kv_key("bench", k), 256);
+            table.parts[p as usize].primary == "n1"
+        })
+        .cloned()
+        .collect();
+    let (all, here) = (Arc::new(all), Arc::new(here));
+    let mut api = Vec::new();
+    for write in [true, false] {
+        let op = if write { "set" } else { "get" };
+        for c in LEVELS {
+            let (s, _) = grid_api(&grid, &here, c, write).await;
+            api.push((format!("{op} at {}, on the primary", c.as_str()), s, None));
+            let (s, r) = grid_api(&grid, &all, c, write).await;
+            api.push((format!("{op} at {}, any key", c.as_str()), s, Some(r)));
+        }
+    }
+    let raw_dir = dirs[3].path().join("raw");
+    let ((put, put_rate), (get, get_rate)) = tokio::task::spawn_blocking(move || raw_rocksdb(&raw_dir)).await??;
+    api.push(("raw RocksDB put".into(), put, Some(put_rate)));
+    api.push(("raw RocksDB get".into(), get, Some(get_rate)));
+    api.push(("one loopback grid RPC round trip".into(), rtt, None));
+
+    // Guests: kvstore over HTTP on every node, called through n1.
+    let bytes = std::fs::read(wasm).with_context(|| format!("reading {wasm}"))?;
+    let up = n1.registry.put_component(bytes.into()).await?;
+    let req = serde_json::from_value(serde_json::json!({ "component": up.digest, "instances": 3 }))?;
+    cluster.put_service("kv", req).await?;
+    let ingress = format!("http://{}", n1.ingress_addr());
+    let http = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http.send(Method::GET, &format!("{ingress}/kv/"), &[], Bytes::new()).await.is_ok_and(|r| r.status == 200) {
+        anyhow::ensure!(Instant::now() < deadline, "kvstore did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut guests = Vec::new();
+    for write in [true, false] {
+        for c in LEVELS {
+            let s = guest(&ingress, c, write).await;
+            guests.push((format!("{} at {}", if write { "PUT" } else { "GET" }, c.as_str()), s, None));
+        }
+    }
+
+    let find = |rows: &[(String, Stats, Option<f64>)], name: &str| rows.iter().find(|r| r.0 == name).unwrap().1;
+    let quorum_write = find(&api, "set at quorum, on the primary").p50 / rtt.p50;
+    let one_read = find(&api, "get at one, any key").p50 / get.p50;
+    let mut out = String::new();
+    out.push_str("## Data grid (issue 7)\n\n");
+    out.push_str(&format!(
+        "Three nodes in one process on loopback (`cargo bench -p nanogrid --bench grid`, run by `./dev bench grid`), \
+         every partition on all three, 100-byte values over {KEYS} keys, {SEQ} sequential calls per row; \
+         throughput with {CALLERS} concurrent callers. Measured {}.\n\n",
+        chrono_like_now()
+    ));
+    out.push_str(&format!(
+        "- **quorum write p50 / one loopback RPC round trip: {quorum_write:.2}x** (target ≤ 2; {:.1} vs {:.1} µs; \
+         written on the key's primary: a write that enters elsewhere pays one more round trip)\n",
+        find(&api, "set at quorum, on the primary").p50,
+        rtt.p50
+    ));
+    out.push_str(&format!(
+        "- **`one` read p50 / raw RocksDB get p50: {one_read:.2}x** (target ≤ 3; {:.2} vs {:.2} µs, cached keys, \
+         served by n1's own replica)\n\n",
+        find(&api, "get at one, any key").p50,
+        get.p50
+    ));
+    out.push_str("The grid's kv API on node n1 (what a guest's kv call runs, without the wasm boundary), raw RocksDB in the same process, and the RPC:\n\n");
+    section(&mut out, &api);
+    out.push_str("\nThrough a guest (the `kvstore` sample, one HTTP request per operation into n1, sequential):\n\n");
+    section(&mut out, &guests);
+    println!("{out}");
+    write_section(doc, &out)?;
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+fn chrono_like_now() -> String {
+    let out = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+fn write_section(doc: &str, body: &str) -> anyhow::Result<()> {
+    let (begin, end) = ("<!-- grid:begin -->", "<!-- grid:end -->");
+    let text = std::fs::read_to_string(doc).unwrap_or_default();
+    let block = format!("{begin}\n{body}{end}");
+    let next = match (text.find(begin), text.find(end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &text[..b], &text[e + end.len()..]),
+        _ => format!("{}\n{block}\n", text.trim_end()),
+    };
+    std::fs::write(doc, next)?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wasm = args.first().context("usage: grid <kvstore.wasm> <BENCHMARKS.md>")?;
+    let doc = args.get(1).map_or("docs/BENCHMARKS.md", String::as_str);
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(wasm, doc))
+}
