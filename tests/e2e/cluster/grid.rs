@@ -51,6 +51,29 @@ async fn send(http: &Client, url: &str, method: Method, body: &str) -> Option<(u
     }
 }
 
+/// What a client learnt from one call.
+enum Outcome {
+    Answer(u16, String),
+    /// Surely not run: the node refused the connection, or answered `dormant` or
+    /// `no-instance` (it ran nothing).
+    NotRun,
+    /// Failed or timed out: may or may not have run.
+    Unknown,
+}
+
+async fn outcome(http: &Client, url: &str, method: Method, body: &str) -> Outcome {
+    let call = http.send(method, url, &[], Bytes::from(body.to_string()));
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(r)) => {
+            let text = r.text();
+            let refused = r.status == 503 && (text.contains("\"dormant\"") || text.contains("\"no-instance\""));
+            if refused { Outcome::NotRun } else { Outcome::Answer(r.status.as_u16(), text) }
+        }
+        Ok(Err(e)) if format!("{e:#}").contains("Connect") => Outcome::NotRun,
+        _ => Outcome::Unknown,
+    }
+}
+
 /// One client: random operations on `keys` through random nodes until `stop`.
 async fn client(
     id: usize,
@@ -75,21 +98,12 @@ async fn client(
         let url = format!("{base}/kv/{key}");
         n += 1;
         let start = t0.elapsed().as_nanos() as u64;
-        let (call, ret) = match next() % 3 {
+        let (call, answer) = match next() % 3 {
             0 => {
                 let v = format!("c{id}-{n}");
-                let r = send(&http, &format!("{url}?consistency=quorum"), Method::PUT, &v).await;
-                (Call::Write(v), if matches!(r, Some((200, _))) { Ret::Written } else { Ret::Unknown })
+                (Call::Write(v.clone()), outcome(&http, &format!("{url}?consistency=quorum"), Method::PUT, &v).await)
             }
-            1 => {
-                let r = send(&http, &format!("{url}?consistency=quorum"), Method::GET, "").await;
-                let ret = match r {
-                    Some((200, body)) => Ret::Read(Some(body)),
-                    Some((404, body)) if body.contains("no key") => Ret::Read(None),
-                    _ => Ret::Unknown,
-                };
-                (Call::Read, ret)
-            }
+            1 => (Call::Read, outcome(&http, &format!("{url}?consistency=quorum"), Method::GET, "").await),
             _ => {
                 // Swap from what this client last saw of the key, or from absent.
                 let expected = ops.iter().rev().find_map(|o: &(String, Op)| match (&o.0 == key, &o.1.ret) {
@@ -99,24 +113,33 @@ async fn client(
                 let expected = expected.flatten();
                 let new = format!("c{id}-{n}");
                 let body = json!({ "expected": expected, "new": new }).to_string();
-                let r = send(&http, &format!("{url}?cas"), Method::POST, &body).await;
-                let ret = match r {
-                    Some((200, body)) => {
-                        match serde_json::from_str::<Value>(&body).ok().and_then(|v| v["swapped"].as_bool()) {
-                            Some(b) => Ret::Swapped(b),
-                            None => Ret::Unknown,
-                        }
-                    }
-                    _ => Ret::Unknown,
-                };
-                (Call::Cas { expected, new }, ret)
+                (Call::Cas { expected, new }, outcome(&http, &format!("{url}?cas"), Method::POST, &body).await)
             }
         };
         let end = t0.elapsed().as_nanos() as u64;
+        let ret = match (&call, answer) {
+            (_, Outcome::NotRun) => {
+                // Nothing happened: not part of the history.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            (_, Outcome::Unknown) => Ret::Unknown,
+            (Call::Write(_), Outcome::Answer(200, _)) => Ret::Written,
+            (Call::Read, Outcome::Answer(200, body)) => Ret::Read(Some(body)),
+            (Call::Read, Outcome::Answer(404, body)) if body.contains("no key") => Ret::Read(None),
+            (Call::Cas { .. }, Outcome::Answer(200, body)) => {
+                match serde_json::from_str::<Value>(&body).ok().and_then(|v| v["swapped"].as_bool()) {
+                    Some(b) => Ret::Swapped(b),
+                    None => Ret::Unknown,
+                }
+            }
+            (_, Outcome::Answer(..)) => Ret::Unknown,
+        };
+        let unknown = ret == Ret::Unknown;
         ops.push((key.clone(), Op { client: id, call, ret, start, end }));
-        if ops.last().is_some_and(|o| o.1.ret == Ret::Unknown) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // A bounded history: a short pause between calls, a longer one after a failure.
+        let pause = if unknown { 50 } else { 5 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     ops
 }

@@ -374,6 +374,14 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
     assert_eq!(row["role"], "learner", "voters stay at 3: {status}");
     serves(&c, n4, "/hello/", Duration::from_secs(10)).await;
 
+    // It holds kv partitions too.
+    let grid_share = |g: &serde_json::Value| g["nodes"]["n4"]["replicas"].as_u64().unwrap_or(0);
+    eventually("n4 holds grid partitions", FORM, || async {
+        let g = c.nodes[0].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
+        (grid_share(&g) > 0 && g["under_replicated"] == 0).then_some(())
+    })
+    .await;
+
     // Decommission it: its share moves back, it stops serving, it is never re-added.
     let out = c.nodes[1].node.cli(&["remove-node", "n4"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -387,6 +395,11 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
     })
     .await;
     assert_error(&c.get(n4, "/hello/").await.unwrap(), 503, "dormant");
+    eventually("n4's partitions move back, fully in sync", FORM, || async {
+        let g = c.nodes[0].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
+        (grid_share(&g) == 0 && g["under_replicated"] == 0).then_some(())
+    })
+    .await;
     let r =
         c.nodes[0].node.admin().call(Method::DELETE, "/v1/cluster/nodes/n9", None, Default::default()).await.unwrap();
     assert_error(&r, 404, "not-found");
@@ -407,6 +420,10 @@ async fn a_cluster_grows_from_one_node_to_three_voters() {
     formed(&c).await;
     c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
     placement_is(&c, 0, "hello", &[("n1", 3)]).await;
+    // kv written while n1 is the only replica is still there at three.
+    c.nodes[0].node.deploy("tally", "counter", json!({ "instances": 1 })).await;
+    serves(&c, 0, "/tally/", FORM).await;
+    assert_eq!(c.call(0, Method::POST, "/tally/k?by=5", "").await.unwrap().status, 200);
     c.add_node_from_config().await;
     c.add_node_from_config().await;
     eventually("three voters", FORM, || async {
@@ -420,6 +437,13 @@ async fn a_cluster_grows_from_one_node_to_three_voters() {
     for i in 0..3 {
         serves(&c, i, "/hello/", Duration::from_secs(10)).await;
     }
+    eventually("every partition on three in-sync replicas", FORM, || async {
+        let g = c.nodes[2].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
+        (g["replication"] == 3 && g["under_replicated"] == 0).then_some(())
+    })
+    .await;
+    let r = c.call(2, Method::GET, "/tally/k", "").await.unwrap();
+    assert_eq!(r.json().unwrap()["value"], 5, "{}", r.text());
 }
 
 #[tokio::test]
