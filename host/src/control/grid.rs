@@ -38,6 +38,31 @@ impl Net for GridNet {
         })
     }
 
+    fn relinquish(&self, partition: u32, epoch: u64) {
+        let Some(c) = self.0.upgrade() else { return };
+        tokio::spawn(async move {
+            // Right after a restart the node may still be dormant: retry until the table
+            // has moved on.
+            for _ in 0..120 {
+                let still =
+                    c.sm.current()
+                        .state
+                        .grid
+                        .parts
+                        .get(partition as usize)
+                        .is_some_and(|i| i.epoch == epoch && i.primary == c.name);
+                if !still {
+                    return;
+                }
+                let cmd = Command::GridRelinquish { partition, epoch, node: c.name.clone() };
+                if c.write(cmd).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+
     fn in_sync(&self, partition: u32, epoch: u64, node: String) {
         if let Some(c) = self.0.upgrade() {
             tokio::spawn(async move {

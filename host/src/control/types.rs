@@ -54,6 +54,12 @@ pub enum Command {
         epoch: u64,
         node: String,
     },
+    /// A restarted primary gives up `partition` at `epoch`: the leader promotes a new one.
+    GridRelinquish {
+        partition: u32,
+        epoch: u64,
+        node: String,
+    },
 }
 
 /// What applying a command returns (nothing a caller needs beyond "committed").
@@ -127,6 +133,14 @@ impl ControlState {
             Command::GridInSync { partition, epoch, node } => match self.grid.parts.get_mut(*partition as usize) {
                 Some(info) if info.epoch == *epoch && info.replicas.contains(node) && !info.isr.contains(node) => {
                     info.isr.push(node.clone());
+                    self.grid.version += 1;
+                    true
+                }
+                _ => false,
+            },
+            Command::GridRelinquish { partition, epoch, node } => match self.grid.parts.get_mut(*partition as usize) {
+                Some(info) if info.epoch == *epoch && info.primary == *node => {
+                    info.primary = String::new();
                     self.grid.version += 1;
                     true
                 }

@@ -43,6 +43,9 @@ pub trait Net: Send + Sync + 'static {
     fn call<'a>(&'a self, node: &'a str, path: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, NetError>>;
     /// Ask the control plane to count `node` in sync for partition `p` at `epoch`.
     fn in_sync(&self, p: u32, epoch: u64, node: String);
+    /// Ask the control plane for a new primary of `p` (this node led `epoch` in an earlier
+    /// life and may have lost entries its replicas have).
+    fn relinquish(&self, p: u32, epoch: u64);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +84,8 @@ struct State {
     role: Role,
     info: PartInfo,
     replicators: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// The epoch this process became primary at, if it did.
+    led: Option<u64>,
 }
 
 struct Part {
@@ -121,6 +126,7 @@ impl Replicas {
                     role: Role::None,
                     info: PartInfo::default(),
                     replicators: HashMap::new(),
+                    led: None,
                 }),
                 progress: watch::channel(Progress::default()).0,
                 tail: Default::default(),
@@ -541,6 +547,19 @@ impl Replicas {
                         "a newer primary is being chosen"
                     );
                     self.demote(p, &mut st, Role::Backup);
+                } else if st.meta.last_epoch == info.epoch && st.led != Some(info.epoch) {
+                    // This node led this epoch before it restarted. Replicas may hold an
+                    // entry it sent but never wrote itself, so it must not append at this
+                    // epoch again: a new epoch (and the most up-to-date replica) it is.
+                    tracing::info!(
+                        partition = p,
+                        epoch = info.epoch,
+                        "led this epoch before a restart; asking for a new one"
+                    );
+                    self.demote(p, &mut st, Role::Backup);
+                    if let Some(net) = self.net.get() {
+                        net.relinquish(p, info.epoch);
+                    }
                 } else {
                     self.become_primary(p, &mut st, info.epoch).await;
                 }
@@ -558,6 +577,7 @@ impl Replicas {
         meta.fence = epoch;
         st.meta = meta;
         st.role = Role::Primary(epoch);
+        st.led = Some(epoch);
         let last = st.meta.last;
         self.parts[p as usize].progress.send_replace(Progress {
             epoch,
