@@ -215,5 +215,11 @@ mod tests {
         assert!(s.apply(&Command::GridInSync { partition: 0, epoch: 1, node: other }).changed);
         assert_eq!(s.grid.parts[0].isr.len(), 2);
         assert_eq!(s.grid.version, 2);
+        // Only the named primary, at its epoch, can give a partition up.
+        let primary = s.grid.parts[0].primary.clone();
+        let wrong = Command::GridRelinquish { partition: 0, epoch: 1, node: "n9".into() };
+        assert!(!s.apply(&wrong).changed);
+        assert!(s.apply(&Command::GridRelinquish { partition: 0, epoch: 1, node: primary }).changed);
+        assert_eq!(s.grid.parts[0].primary, "");
     }
 }

@@ -377,20 +377,31 @@ impl Replicas {
 
     // ---- the replica side ----
 
-    pub async fn on_append(self: &Arc<Self>, req: AppendReq) -> AppendReply {
-        let p = req.p;
+    /// Lock partition `p` for a primary of `epoch`, or the reply refusing it: a replica
+    /// takes entries only from a primary at least as new as it promised, and a node that
+    /// was primary of an older epoch steps down.
+    async fn admit(&self, p: u32, epoch: u64) -> Result<tokio::sync::MutexGuard<'_, State>, AppendReply> {
         if p >= PARTITIONS {
-            return AppendReply::Fenced { fence: u64::MAX };
+            return Err(AppendReply::Fenced { fence: u64::MAX });
         }
         let Ok(mut st) = self.lock(p).await else {
-            return AppendReply::Mismatch { last: 0, last_epoch: 0 };
+            return Err(AppendReply::Mismatch { last: 0, last_epoch: 0 });
         };
-        if req.epoch < st.meta.fence {
-            return AppendReply::Fenced { fence: st.meta.fence };
+        if epoch < st.meta.fence {
+            return Err(AppendReply::Fenced { fence: st.meta.fence });
         }
-        if matches!(st.role, Role::Primary(e) if e < req.epoch) {
+        if matches!(st.role, Role::Primary(e) if e < epoch) {
             self.demote(p, &mut st, Role::Backup);
         }
+        Ok(st)
+    }
+
+    pub async fn on_append(self: &Arc<Self>, req: AppendReq) -> AppendReply {
+        let p = req.p;
+        let mut st = match self.admit(p, req.epoch).await {
+            Ok(st) => st,
+            Err(refusal) => return refusal,
+        };
         if (st.meta.last, st.meta.last_epoch) != req.prev {
             return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
         }
@@ -417,18 +428,10 @@ impl Replicas {
 
     pub async fn on_snapshot(self: &Arc<Self>, req: SnapshotReq) -> AppendReply {
         let p = req.p;
-        if p >= PARTITIONS {
-            return AppendReply::Fenced { fence: u64::MAX };
-        }
-        let Ok(mut st) = self.lock(p).await else {
-            return AppendReply::Mismatch { last: 0, last_epoch: 0 };
+        let mut st = match self.admit(p, req.epoch).await {
+            Ok(st) => st,
+            Err(refusal) => return refusal,
         };
-        if req.epoch < st.meta.fence {
-            return AppendReply::Fenced { fence: st.meta.fence };
-        }
-        if matches!(st.role, Role::Primary(e) if e < req.epoch) {
-            self.demote(p, &mut st, Role::Backup);
-        }
         let mut meta = st.meta;
         meta.fence = meta.fence.max(req.epoch);
         if req.first {
