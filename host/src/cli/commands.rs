@@ -291,8 +291,13 @@ pub async fn remove_node(client: &ClientArgs, id: &str) -> anyhow::Result<ExitCo
 pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
     let cluster = check(c.get("/v1/cluster").await?)?;
+    let grid = check(c.get("/v1/grid").await?)?;
     println!("leader: {}   term: {}", cluster["leader"].as_str().unwrap_or("none"), cluster["term"]);
-    println!("{:<10} {:<11} {:<8} {:<22} {:>5} SERVICES", "NODE", "MODE", "ROLE", "ADDRESS", "LOAD");
+    println!(
+        "grid: {} partitions, replication {}, {} under-replicated",
+        grid["partitions"], grid["replication"], grid["under_replicated"]
+    );
+    println!("{:<10} {:<11} {:<8} {:<22} {:>5} {:>9} SERVICES", "NODE", "MODE", "ROLE", "ADDRESS", "LOAD", "PRIM/REPL");
     for n in cluster["nodes"].as_array().cloned().unwrap_or_default() {
         let services: Vec<String> = n["services"]
             .as_array()
@@ -301,13 +306,19 @@ pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .filter_map(|s| s.as_str().map(str::to_string))
             .collect();
+        let share = &grid["nodes"][n["id"].as_str().unwrap_or("?")];
+        let parts = match (share["primaries"].as_u64(), share["replicas"].as_u64()) {
+            (Some(p), Some(r)) => format!("{p}/{r}"),
+            _ => "-".to_string(),
+        };
         println!(
-            "{:<10} {:<11} {:<8} {:<22} {:>5} {}",
+            "{:<10} {:<11} {:<8} {:<22} {:>5} {:>9} {}",
             n["id"].as_str().unwrap_or("?"),
             n["mode"].as_str().unwrap_or("?"),
             n["role"].as_str().unwrap_or("?"),
             n["addr"].as_str().unwrap_or("-"),
             n["load"].as_u64().map_or("-".to_string(), |l| l.to_string()),
+            parts,
             services.join(", ")
         );
     }

@@ -179,8 +179,9 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     let out = c.nodes[1].node.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains(&format!("leader: {leader}")), "{text}");
+    assert!(text.contains("grid: 256 partitions, replication 3, 0 under-replicated"), "{text}");
     for n in ["n1", "n2", "n3"] {
-        assert!(text.lines().any(|l| l.starts_with(n) && l.contains("voter")), "{text}");
+        assert!(text.lines().any(|l| l.starts_with(n) && l.contains("voter") && l.contains("/256")), "{text}");
     }
 }
 
