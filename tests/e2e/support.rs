@@ -157,9 +157,13 @@ impl TestNode {
                 self.ingress = i;
                 self.admin_url = a;
             }
-            Err(_) => {
+            Err(e) => {
                 let _ = child.kill();
-                panic!("node did not start within 60s; log:\n{}", self.log());
+                let why = match e {
+                    std::sync::mpsc::RecvTimeoutError::Timeout => "did not start within 60s",
+                    std::sync::mpsc::RecvTimeoutError::Disconnected => "exited before it listened",
+                };
+                panic!("node {why}; log:\n{}", self.log());
             }
         }
         self.child = Some(child);

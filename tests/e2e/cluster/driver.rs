@@ -28,12 +28,28 @@ pub struct Cluster {
     configs: Vec<tempfile::TempDir>,
 }
 
+/// Fixed ports for peer and gossip listeners come from below the kernel's ephemeral range
+/// (32768 and up on Linux), so an outgoing connection cannot take one between this check
+/// and the node binding it; a counter keeps the tests of this process apart.
+fn fixed_port(bindable: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20000 + (std::process::id() % 50) as u16 * 200;
+    loop {
+        let port = start + NEXT.fetch_add(1, Ordering::Relaxed) % 12000;
+        let port = if port >= 32000 { port - 12000 } else { port };
+        if bindable(port) {
+            return port;
+        }
+    }
+}
+
 fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    fixed_port(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    fixed_port(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// Poll `probe` every 100 ms until it yields a value; panic naming `what` after `within`.
