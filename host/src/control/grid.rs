@@ -28,6 +28,19 @@ const GRID_RPC_TIMEOUT: Duration = Duration::from_secs(8);
 /// The grid's view of the network: other nodes by name, and the control plane.
 pub struct GridNet(pub Weak<Cluster>);
 
+impl GridNet {
+    /// Commit a primary's report in the background (it is repeated if it does not land).
+    fn propose(&self, cmd: Command) {
+        if let Some(c) = self.0.upgrade() {
+            tokio::spawn(async move {
+                if let Err(e) = c.write(cmd).await {
+                    tracing::debug!(error = %e, "could not report a replica's state");
+                }
+            });
+        }
+    }
+}
+
 impl Net for GridNet {
     fn call<'a>(&'a self, node: &'a str, path: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, NetError>> {
         Box::pin(async move {
@@ -64,13 +77,11 @@ impl Net for GridNet {
     }
 
     fn in_sync(&self, partition: u32, epoch: u64, node: String) {
-        if let Some(c) = self.0.upgrade() {
-            tokio::spawn(async move {
-                if let Err(e) = c.write(Command::GridInSync { partition, epoch, node }).await {
-                    tracing::debug!(partition, error = %e, "could not report a replica in sync");
-                }
-            });
-        }
+        self.propose(Command::GridInSync { partition, epoch, node });
+    }
+
+    fn out_of_sync(&self, partition: u32, epoch: u64, node: String) {
+        self.propose(Command::GridOutOfSync { partition, epoch, node });
     }
 }
 

@@ -54,6 +54,13 @@ pub enum Command {
         epoch: u64,
         node: String,
     },
+    /// A partition's primary reports `node` lagging: it leaves the in-sync set, if the
+    /// partition is still at `epoch`.
+    GridOutOfSync {
+        partition: u32,
+        epoch: u64,
+        node: String,
+    },
     /// A restarted primary gives up `partition` at `epoch`: the leader promotes a new one.
     GridRelinquish {
         partition: u32,
@@ -138,6 +145,14 @@ impl ControlState {
                 }
                 _ => false,
             },
+            Command::GridOutOfSync { partition, epoch, node } => match self.grid.parts.get_mut(*partition as usize) {
+                Some(info) if info.epoch == *epoch && info.primary != *node && info.isr.contains(node) => {
+                    info.isr.retain(|n| n != node);
+                    self.grid.version += 1;
+                    true
+                }
+                _ => false,
+            },
             Command::GridRelinquish { partition, epoch, node } => match self.grid.parts.get_mut(*partition as usize) {
                 Some(info) if info.epoch == *epoch && info.primary == *node => {
                     info.primary = String::new();
@@ -215,6 +230,10 @@ mod tests {
         assert!(s.apply(&Command::GridInSync { partition: 0, epoch: 1, node: other }).changed);
         assert_eq!(s.grid.parts[0].isr.len(), 2);
         assert_eq!(s.grid.version, 2);
+        let lagging = s.grid.parts[0].replicas.iter().find(|n| **n != s.grid.parts[0].primary).unwrap().clone();
+        assert!(s.apply(&Command::GridOutOfSync { partition: 0, epoch: 1, node: lagging.clone() }).changed);
+        assert!(!s.grid.parts[0].isr.contains(&lagging));
+        assert!(s.apply(&Command::GridInSync { partition: 0, epoch: 1, node: lagging }).changed);
         // Only the named primary, at its epoch, can give a partition up.
         let primary = s.grid.parts[0].primary.clone();
         let wrong = Command::GridRelinquish { partition: 0, epoch: 1, node: "n9".into() };

@@ -43,10 +43,17 @@ pub trait Net: Send + Sync + 'static {
     fn call<'a>(&'a self, node: &'a str, path: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, NetError>>;
     /// Ask the control plane to count `node` in sync for partition `p` at `epoch`.
     fn in_sync(&self, p: u32, epoch: u64, node: String);
+    /// Ask the control plane to drop `node` from the in-sync set of `p` at `epoch` (it has
+    /// not kept up for [`LAG_LIMIT`]).
+    fn out_of_sync(&self, p: u32, epoch: u64, node: String);
     /// Ask the control plane for a new primary of `p` (this node led `epoch` in an earlier
     /// life and may have lost entries its replicas have).
     fn relinquish(&self, p: u32, epoch: u64);
 }
+
+/// How long an in-sync replica may stay behind the primary before the primary asks for it
+/// to leave the in-sync set (so `all` writes stop waiting for it).
+pub const LAG_LIMIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -656,10 +663,25 @@ impl Replicas {
         let mut acked: Option<(u64, u64)> = None;
         let mut backoff = Duration::from_millis(20);
         let mut proposed = Instant::now() - Duration::from_secs(10);
+        // When `target` last held everything this primary had at the time (Kafka's
+        // "last caught up"): under steady load a healthy replica keeps renewing it.
+        let mut caught_up = Instant::now();
         loop {
             let pr = rx.borrow_and_update().clone();
             if pr.epoch != epoch || !pr.primary {
                 return;
+            }
+            if acked.is_some_and(|(l, _)| l >= pr.last) {
+                caught_up = Instant::now();
+            } else if caught_up.elapsed() > LAG_LIMIT
+                && pr.isr.contains(&target)
+                && proposed.elapsed() > Duration::from_secs(1)
+            {
+                proposed = Instant::now();
+                tracing::info!(partition = p, replica = %target, "replica is lagging; asking to drop it from the in-sync set");
+                if let Some(net) = self.net.get() {
+                    net.out_of_sync(p, epoch, target.clone());
+                }
             }
             let reply = match acked {
                 Some((l, _)) if l >= pr.last => {
@@ -711,6 +733,9 @@ impl Replicas {
             };
             match reply {
                 Ok((AppendReply::Ok { last }, Some(end))) if last == end.0 => {
+                    if last >= pr.last {
+                        caught_up = Instant::now();
+                    }
                     acked = Some(end);
                     backoff = Duration::from_millis(20);
                     part.progress.send_modify(|pr| {
@@ -816,5 +841,159 @@ impl Replicas {
                 pr.matched.retain(|n, _| *n == me);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::grid::MemoryStorage;
+
+    /// Three replica sets in one process, calling each other directly; a "silent" node
+    /// never answers (as if it hung), and control-plane reports are recorded.
+    #[derive(Default)]
+    struct Loopback {
+        nodes: Mutex<HashMap<String, Arc<Replicas>>>,
+        silent: Mutex<HashSet<String>>,
+        reports: Mutex<Vec<String>>,
+    }
+
+    impl Net for Loopback {
+        fn call<'a>(&'a self, node: &'a str, path: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, NetError>> {
+            Box::pin(async move {
+                if self.silent.lock().unwrap().contains(node) {
+                    return futures::future::pending().await;
+                }
+                let r = self.nodes.lock().unwrap().get(node).cloned();
+                let r = r.ok_or(NetError { sent: false, message: format!("no node {node}") })?;
+                dispatch(&r, path, &body).await.map_err(|message| NetError { sent: true, message })
+            })
+        }
+        fn in_sync(&self, p: u32, epoch: u64, node: String) {
+            self.reports.lock().unwrap().push(format!("in-sync {p} {epoch} {node}"));
+        }
+        fn out_of_sync(&self, p: u32, epoch: u64, node: String) {
+            self.reports.lock().unwrap().push(format!("out-of-sync {p} {epoch} {node}"));
+        }
+        fn relinquish(&self, p: u32, epoch: u64) {
+            self.reports.lock().unwrap().push(format!("relinquish {p} {epoch}"));
+        }
+    }
+
+    struct Trio {
+        net: Arc<Loopback>,
+        nodes: Vec<Arc<Replicas>>,
+    }
+
+    const P: u32 = 7;
+
+    fn table(primary: &str, isr: &[&str], epoch: u64) -> PartitionTable {
+        let replicas: Vec<String> = ["n1", "n2", "n3"].iter().map(|s| s.to_string()).collect();
+        let part =
+            PartInfo { primary: primary.into(), replicas, isr: isr.iter().map(|s| s.to_string()).collect(), epoch };
+        PartitionTable { version: epoch, replication: 3, parts: vec![part; PARTITIONS as usize] }
+    }
+
+    impl Trio {
+        async fn start() -> Trio {
+            let net = Arc::new(Loopback::default());
+            let mut nodes = Vec::new();
+            for name in ["n1", "n2", "n3"] {
+                let r = Arc::new(Replicas::new(Arc::new(MemoryStorage::default()), name, true, 100));
+                r.attach(net.clone());
+                net.nodes.lock().unwrap().insert(name.into(), r.clone());
+                nodes.push(r);
+            }
+            let t = Trio { net, nodes };
+            t.apply(table("n1", &["n1", "n2", "n3"], 1)).await;
+            t
+        }
+
+        async fn apply(&self, table: PartitionTable) {
+            for r in &self.nodes {
+                r.apply_table(table.clone()).await;
+            }
+        }
+
+        async fn put(&self, i: usize, value: &str, c: Consistency) -> Result<OpResult, OpFail> {
+            let op = KvOp::Put { key: b"s\0k".to_vec(), value: value.as_bytes().to_vec() };
+            self.nodes[i].execute(P, op, c).await
+        }
+
+        async fn get(&self, i: usize, c: Consistency) -> Result<OpResult, OpFail> {
+            self.nodes[i].execute(P, KvOp::Get { key: b"s\0k".to_vec() }, c).await
+        }
+
+        async fn local(&self, i: usize) -> Option<Vec<u8>> {
+            self.nodes[i].read_local(P, b"s\0k".to_vec()).await.unwrap()
+        }
+
+        /// Until `probe` holds, for at most 5 s.
+        async fn until(&self, what: &str, probe: impl AsyncFn() -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !probe().await {
+                assert!(Instant::now() < deadline, "timed out waiting until {what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        fn reported(&self, what: &str) -> bool {
+            self.net.reports.lock().unwrap().iter().any(|r| r == what)
+        }
+    }
+
+    fn value(v: &str) -> Result<OpResult, OpFail> {
+        Ok(OpResult::Value(Some(v.as_bytes().to_vec())))
+    }
+
+    #[tokio::test]
+    async fn writes_reach_the_replicas_and_a_silent_one_leaves_the_in_sync_set() {
+        let t = Trio::start().await;
+        assert_eq!(t.put(0, "a", Consistency::All).await, Ok(OpResult::Done));
+        assert_eq!(t.local(1).await.as_deref(), Some(&b"a"[..]));
+        assert_eq!(t.local(2).await.as_deref(), Some(&b"a"[..]));
+        assert_eq!(t.put(1, "x", Consistency::Quorum).await, Err(not_primary(P)), "only the primary writes");
+
+        // n3 hangs: quorum writes go on with n1 and n2; after the lag limit the primary
+        // asks for n3 to leave the in-sync set, and then `all` needs n1 and n2 only.
+        t.net.silent.lock().unwrap().insert("n3".into());
+        assert_eq!(t.put(0, "b", Consistency::Quorum).await, Ok(OpResult::Done));
+        assert_eq!(t.get(0, Consistency::Quorum).await, value("b"));
+        tokio::time::sleep(LAG_LIMIT).await;
+        t.put(0, "c", Consistency::One).await.unwrap();
+        t.until("n3 is reported lagging", async || t.reported(&format!("out-of-sync {P} 1 n3"))).await;
+        t.apply(table("n1", &["n1", "n2"], 1)).await;
+        assert_eq!(t.put(0, "d", Consistency::All).await, Ok(OpResult::Done));
+
+        // n3 answers again: it catches up and is reported in sync.
+        t.net.silent.lock().unwrap().clear();
+        t.until("n3 catches up", async || t.local(2).await.as_deref() == Some(&b"d"[..])).await;
+        t.until("n3 is reported in sync", async || t.reported(&format!("in-sync {P} 1 n3"))).await;
+    }
+
+    #[tokio::test]
+    async fn a_fenced_primary_cannot_commit_and_its_unacknowledged_write_is_undone() {
+        let t = Trio::start().await;
+        t.put(0, "a", Consistency::Quorum).await.unwrap();
+        // The leader fences n2 and n3 at epoch 2: n1 can no longer reach a quorum.
+        for i in [1, 2] {
+            let f = t.nodes[i].on_fence(FenceReq { p: P, epoch: 2 }).await;
+            assert_eq!(f.fence, 2);
+        }
+        // It does not know yet: its read cannot be confirmed, its write not acknowledged.
+        assert!(matches!(t.get(0, Consistency::Quorum).await, Err(OpFail::Unavailable(_))), "cannot confirm a read");
+        assert!(matches!(t.put(0, "stale", Consistency::Quorum).await, Err(OpFail::Unavailable(_))));
+        // Now it knows (a replica answered "fenced"): it refuses outright.
+        assert_eq!(t.get(0, Consistency::Quorum).await, Err(not_primary(P)));
+        assert_eq!(t.local(0).await.as_deref(), Some(&b"stale"[..]), "only in n1's own copy");
+        // n2 becomes primary at epoch 2; n1's divergent entry is replaced by n2's state.
+        t.apply(table("n2", &["n2", "n3"], 2)).await;
+        assert_eq!(t.get(1, Consistency::Quorum).await, value("a"));
+        assert_eq!(t.put(1, "b", Consistency::Quorum).await, Ok(OpResult::Done));
+        t.until("n1 holds n2's state", async || t.local(0).await.as_deref() == Some(&b"b"[..])).await;
+        assert_eq!(t.put(0, "x", Consistency::One).await, Err(not_primary(P)));
     }
 }
