@@ -23,6 +23,8 @@ use crate::grid::wire::{self, FenceReply, FenceReq, PartStatus};
 const MAX_ADDING: usize = 64;
 /// Primaries moved per step (each fails the writes in flight on its partition).
 const MAX_TRANSFERS: usize = 16;
+/// Manager steps between checks that named primaries are serving (about 3 s).
+const STUCK_CHECK_EVERY: u64 = 10;
 const GRID_RPC_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The grid's view of the network: other nodes by name, and the control plane.
@@ -166,6 +168,9 @@ impl Cluster {
             return Ok(());
         }
         let is_live = |n: &str| live.contains_key(n) && !removed.iter().any(|r| r == n);
+        if self.grid_ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(STUCK_CHECK_EVERY) {
+            self.find_stuck_primaries(&table, live).await;
+        }
         let pending: BTreeSet<u32> = std::mem::take(&mut *self.grid_pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut next = table.clone();
         next.replication = rf;
@@ -252,6 +257,30 @@ impl Cluster {
         Ok(())
     }
 
+    /// Partitions whose named primary is live but not acting as primary (it was fenced by
+    /// a promotion that did not complete, say under an earlier leader) two checks in a row
+    /// are promoted again.
+    async fn find_stuck_primaries(&self, table: &PartitionTable, live: &BTreeMap<String, PeerInfo>) {
+        let mut stuck = BTreeSet::new();
+        for node in live.keys() {
+            let Ok(b) = self.grid_call(node, "/grid/status", Vec::new()).await else { continue };
+            let Ok(statuses) = postcard::from_bytes::<Vec<PartStatus>>(&b) else { continue };
+            let primary_here: BTreeSet<u32> = statuses.iter().filter(|s| s.role == "primary").map(|s| s.p).collect();
+            for (p, info) in table.parts.iter().enumerate() {
+                if info.primary == *node && !primary_here.contains(&(p as u32)) {
+                    stuck.insert(p as u32);
+                }
+            }
+        }
+        let mut suspects = self.grid_suspects.lock().unwrap_or_else(|e| e.into_inner());
+        let again: BTreeSet<u32> = stuck.intersection(&suspects).copied().collect();
+        if !again.is_empty() {
+            tracing::warn!(partitions = ?again, "primaries named by the table are not serving; choosing again");
+            self.grid_pending.lock().unwrap_or_else(|e| e.into_inner()).extend(&again);
+        }
+        *suspects = stuck;
+    }
+
     /// Fence a majority of the partition's replicas at a new epoch and choose the most
     /// up-to-date of them as primary (`prefer` wins ties). `None` if too few answered.
     async fn promote(
@@ -280,6 +309,10 @@ impl Cluster {
         }
         let fenced: Vec<&(String, FenceReply)> = answers.iter().filter(|(_, f)| f.fence == epoch).collect();
         if fenced.len() < info.quorum() {
+            if !fenced.is_empty() {
+                // Those replicas now refuse the current primary: try again next step.
+                self.grid_pending.lock().unwrap_or_else(|e| e.into_inner()).insert(p);
+            }
             tracing::warn!(
                 partition = p,
                 answered = fenced.len(),

@@ -223,6 +223,9 @@ pub struct Cluster {
     grid_pending: std::sync::Mutex<std::collections::BTreeSet<u32>>,
     /// The highest fence seen per partition (a promotion must go above it).
     grid_floor: std::sync::Mutex<BTreeMap<u32, u64>>,
+    /// Partitions whose primary was not serving at the last check, and steps taken.
+    grid_suspects: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+    grid_ticks: AtomicU64,
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -286,6 +289,8 @@ impl Cluster {
             rotor: AtomicU64::new(0),
             grid_pending: Default::default(),
             grid_floor: Default::default(),
+            grid_suspects: Default::default(),
+            grid_ticks: AtomicU64::new(0),
         });
         cluster.registry.grid().replicas().attach(Arc::new(grid::GridNet(Arc::downgrade(&cluster))));
         Ok(cluster)

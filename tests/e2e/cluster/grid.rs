@@ -371,3 +371,31 @@ async fn a_routing_key_runs_the_request_next_to_its_data() {
     assert_eq!(forwarded_kv_ops(&c).await - before, 0, "no kv call crossed nodes");
     assert!(kv_ops(&c, primary, "local").await - local_before >= 11);
 }
+
+#[tokio::test]
+async fn a_primary_left_fenced_by_an_unfinished_promotion_is_replaced() {
+    let c = Cluster::start(3).await;
+    formed(&c).await;
+    kv_ready(&c).await;
+    let key = "stuck";
+    let p = nanogrid::grid::part::partition_of(format!("kv\0{key}").as_bytes(), 256) as usize;
+    let g: Value = c.nodes[0].node.admin().get("/v1/grid").await.unwrap().json().unwrap();
+    let (primary, epoch) =
+        (g["table"][p]["primary"].as_str().unwrap().to_string(), g["table"][p]["epoch"].as_u64().unwrap());
+    // What a leader that died mid-promotion leaves behind: the named primary has promised
+    // a newer epoch that no table names, so it refuses to act as primary.
+    let fence = nanogrid::grid::plog::encode(&nanogrid::grid::wire::FenceReq { p: p as u32, epoch: epoch + 1 });
+    let url = format!("http://127.0.0.1:{}/grid/fence", c.nodes[c.index_of(&primary)].peer);
+    let auth = [("authorization", format!("Bearer {}", crate::support::TOKEN))];
+    let r = Client::new().send(Method::POST, &url, &auth, Bytes::from(fence)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The leader notices the named primary is not serving and chooses again.
+    eventually("the partition has a serving primary again", Duration::from_secs(30), || async {
+        let r = c.call(0, Method::PUT, &format!("/kv/{key}"), "v").await.ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    let g: Value = c.nodes[0].node.admin().get("/v1/grid").await.unwrap().json().unwrap();
+    assert!(g["table"][p]["epoch"].as_u64().unwrap() > epoch, "{}", g["table"][p]);
+    assert_eq!(c.get(1, &format!("/kv/{key}")).await.unwrap().text(), "v");
+}
