@@ -30,12 +30,16 @@ const SEQ: usize = 3000;
 const CALLERS: usize = 32;
 const LEVELS: [Consistency; 3] = [Consistency::One, Consistency::Quorum, Consistency::All];
 
-fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// `n` (peer, gossip) address pairs. They are chosen before the nodes bind them, so they
+/// come from below the kernel's ephemeral range (where outgoing connections could take
+/// them meanwhile).
+fn fixed_addrs(n: usize) -> Vec<(SocketAddr, SocketAddr)> {
+    let base = 12000 + (std::process::id() % 400) as u16 * 20;
+    let mut free = (base..base + 4000).filter(|&p| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+    });
+    let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    (0..n).map(|_| (at(free.next().expect("free ports")), at(free.next().expect("free ports")))).collect()
 }
 
 #[derive(Clone, Copy)]
@@ -69,7 +73,7 @@ fn key(i: usize) -> String {
 }
 
 async fn start_cluster(dirs: &[tempfile::TempDir]) -> anyhow::Result<Vec<NodeHandle>> {
-    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_tcp(), free_udp())).collect();
+    let addrs = fixed_addrs(3);
     let seeds: Vec<String> = addrs.iter().map(|(_, g)| g.to_string()).collect();
     let mut nodes = Vec::new();
     for (i, (peer, gossip)) in addrs.into_iter().enumerate() {
@@ -98,6 +102,22 @@ async fn start_cluster(dirs: &[tempfile::TempDir]) -> anyhow::Result<Vec<NodeHan
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(nodes)
+}
+
+/// Until no replica lags (writes at `one` return before their replication is done, and
+/// the next row should not pay for it).
+async fn settle(cluster: &nanogrid::control::Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let report = cluster.grid_report().await;
+        let lagging = report["table"].as_array().is_none_or(|parts| {
+            parts.iter().any(|p| p["lag"].as_object().is_none_or(|l| l.values().any(|v| v.as_u64() != Some(0))))
+        });
+        if !lagging {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Sequential latency and 32-caller throughput of the grid API at one level; the
@@ -226,8 +246,10 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
     for write in [true, false] {
         let op = if write { "set" } else { "get" };
         for c in LEVELS {
+            settle(&cluster).await;
             let (s, _) = grid_api(&grid, &here, c, write).await;
             api.push((format!("{op} at {}, on the primary", c.as_str()), s, None));
+            settle(&cluster).await;
             let (s, r) = grid_api(&grid, &all, c, write).await;
             api.push((format!("{op} at {}, any key", c.as_str()), s, Some(r)));
         }
