@@ -63,22 +63,19 @@ impl Grid {
         if table.is_empty() {
             return Err(KvError::Unavailable("the cluster has no partition table yet; retry shortly".into()));
         }
-        let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let me = self.replicas.me();
+        let mut by_node: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for (p, info) in table.parts.iter().enumerate() {
-            let node = if info.replicas.contains(&self.replicas.me().to_string()) {
-                self.replicas.me().to_string()
-            } else {
-                info.primary.clone()
-            };
+            let node = if info.replicas.iter().any(|n| n == me) { me } else { info.primary.as_str() };
             by_node.entry(node).or_default().push(p as u32);
         }
         let mut keys = Vec::new();
         for (node, parts) in by_node {
             let req = ListReq { parts, prefix: prefix.clone(), after: after.clone(), limit: limit as u32 };
-            let got = if node == self.replicas.me() {
+            let got = if node == me {
                 self.replicas.on_list(req).await
             } else {
-                match self.remote(&node, "/grid/list", plog::encode(&req)).await {
+                match self.remote(node, "/grid/list", plog::encode(&req)).await {
                     Ok(bytes) => decode::<Result<Vec<Vec<u8>>, OpFail>>(&bytes)?,
                     Err(e) => Err(OpFail::Unavailable(format!("listing keys on {node}: {}", e.message))),
                 }

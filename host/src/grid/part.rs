@@ -51,10 +51,15 @@ pub struct PartInfo {
     pub epoch: u64,
 }
 
+/// A majority of `n` replicas.
+pub fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
 impl PartInfo {
     /// Acknowledgements a `quorum` write needs: a majority of the replicas.
     pub fn quorum(&self) -> usize {
-        self.replicas.len() / 2 + 1
+        majority(self.replicas.len())
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-use super::part::{Consistency, PARTITIONS, PartInfo, PartitionTable};
+use super::part::{Consistency, PARTITIONS, PartInfo, PartitionTable, majority};
 use super::plog::{self, Entry, Op, PartMeta};
 use super::wire::*;
 use super::{Durability, KvError, Storage, Table};
@@ -79,7 +79,7 @@ impl Progress {
         let has = |n: &String| self.matched.get(n).is_some_and(|&m| m >= lsn);
         match c {
             Consistency::One => true,
-            Consistency::Quorum => self.replicas.iter().filter(|n| has(n)).count() > self.replicas.len() / 2,
+            Consistency::Quorum => self.replicas.iter().filter(|n| has(n)).count() >= majority(self.replicas.len()),
             Consistency::All => self.isr.iter().all(has),
         }
     }
@@ -165,10 +165,6 @@ impl Replicas {
 
     pub fn table(&self) -> Arc<PartitionTable> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.storage
     }
 
     async fn blocking<R: Send + 'static>(
@@ -356,7 +352,7 @@ impl Replicas {
         };
         let need = match c {
             Consistency::All => others.len(),
-            _ => (pr.replicas.len() / 2 + 1).saturating_sub(1),
+            _ => majority(pr.replicas.len()).saturating_sub(1),
         };
         if need == 0 {
             return Ok(());
