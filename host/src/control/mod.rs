@@ -181,11 +181,8 @@ impl crate::services::Remote for RemoteCalls {
             let Some(cluster) = self.cluster.upgrade() else {
                 return Err(DispatchError::Internal("the node is shutting down".into()));
             };
-            let mut holders = cluster.holders(service);
-            if let Some(a) = routing_key(&req).and_then(|k| cluster.key_holder(service, k)) {
-                holders.retain(|h| *h != a);
-                holders.insert(0, a);
-            }
+            let first = routing_key(&req).and_then(|k| cluster.key_holder(service, k));
+            let holders = crate::ingress::Peers::holders_first(&*cluster, service, first);
             if holders.is_empty() {
                 if cluster.registry.get(service).is_none() {
                     return Err(DispatchError::NotFound(service.to_string()));

@@ -114,19 +114,18 @@ impl Grid {
         let me = self.replicas.me();
         loop {
             let table = self.replicas.table();
+            // Where it runs (an index into `OPS`), counted once it has run.
+            let mut at = 0;
             let attempt = match table.parts.get(p as usize) {
                 None => Err(OpFail::NotPrimary("the cluster has no partition table yet".into())),
                 Some(info) if read && c == Consistency::One && info.replicas.iter().any(|n| n == me) => {
-                    OPS[0].fetch_add(1, Ordering::Relaxed);
                     let v = self.replicas.read_local(p, op.key().to_vec()).await?;
+                    OPS[0].fetch_add(1, Ordering::Relaxed);
                     return Ok(OpResult::Value(v));
                 }
-                Some(info) if info.primary == me => {
-                    OPS[0].fetch_add(1, Ordering::Relaxed);
-                    self.replicas.execute(p, op.clone(), c).await
-                }
+                Some(info) if info.primary == me => self.replicas.execute(p, op.clone(), c).await,
                 Some(info) => {
-                    OPS[1].fetch_add(1, Ordering::Relaxed);
+                    at = 1;
                     let req = OpReq { p, op: op.clone(), consistency: c };
                     match self.remote(&info.primary, "/grid/op", plog::encode(&req)).await {
                         Ok(bytes) => decode::<Result<OpResult, OpFail>>(&bytes)?,
@@ -141,7 +140,10 @@ impl Grid {
                 }
             };
             match attempt {
-                Ok(r) => return Ok(r),
+                Ok(r) => {
+                    OPS[at].fetch_add(1, Ordering::Relaxed);
+                    return Ok(r);
+                }
                 Err(e) => {
                     // Retry what surely did nothing yet (or was a read) once the table moves on.
                     let retry = read || matches!(e, OpFail::NotPrimary(_));

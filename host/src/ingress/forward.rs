@@ -39,6 +39,15 @@ pub trait Peers: Send + Sync {
     /// The ingress address of the other node that holds `key`'s primary and runs
     /// `service`; `None` when that is this node or no such node can take it.
     fn key_holder(&self, service: &str, key: &str) -> Option<String>;
+    /// [`Peers::holders`] with a routing key's holder (if any) tried first.
+    fn holders_first(&self, service: &str, first: Option<String>) -> Vec<String> {
+        let mut holders = self.holders(service);
+        if let Some(a) = first {
+            holders.retain(|h| *h != a);
+            holders.insert(0, a);
+        }
+        holders
+    }
 }
 
 #[derive(Clone)]

@@ -97,11 +97,7 @@ async fn route_clustered(
         h::drain(req.into_body()).await;
         return forward::no_instance("the node it was forwarded to has none", request_id);
     }
-    let mut holders = peers.holders(service);
-    if let Some(a) = affinity {
-        holders.retain(|h| *h != a);
-        holders.insert(0, a);
-    }
+    let holders = peers.holders_first(service, affinity);
     if holders.is_empty() {
         if svc.is_none() {
             return serve_here(registry, cfg, req, request_id, service, path, svc).await; // not found
