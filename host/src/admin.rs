@@ -252,7 +252,10 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 Some(c) if !node_only => c.graph().await,
                 _ => (registry.calls.report(), vec![node.config.node_id.clone()]),
             };
-            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "nodes": nodes, "edges": edges }), rid)
+            // On the leader: calls per second per calling node, what co-location acts on.
+            let demand = node.cluster.as_ref().and_then(|c| c.demand());
+            let body = json!({ "node": node.config.node_id, "nodes": nodes, "edges": edges, "demand": demand });
+            h::json(StatusCode::OK, &body, rid)
         }
         (&Method::GET, ["v1", "grid"]) => {
             let body = match &node.cluster {

@@ -31,6 +31,7 @@ use serde::Deserialize;
 /// advertise_host = "10.0.0.1"   # when listeners bind 0.0.0.0
 /// phi_threshold = 8.0           # failure detector: higher = later but surer
 /// replication = 3               # replicas per kv partition (capped at the node count)
+/// colocate_min_rate = 5.0       # calls/s from a node that pull a service's odd instances there; 0 = off
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +58,7 @@ pub struct FileConfig {
     pub advertise_host: Option<std::net::IpAddr>,
     pub phi_threshold: Option<f64>,
     pub replication: Option<usize>,
+    pub colocate_min_rate: Option<f64>,
 }
 
 impl FileConfig {

@@ -101,6 +101,18 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
         }
         c.grid_log_keep = n;
     }
+    if let Some(rate) = args.colocate_min_rate.or(file.colocate_min_rate) {
+        if !(0.0..=1e9).contains(&rate) {
+            bail!("--colocate-min-rate {rate} is out of range: calls per second, 0 (off) or more");
+        }
+        c.colocate_min_rate = rate;
+    }
+    if let Some(ms) = args.traffic_window_ms {
+        if !(100..=3_600_000).contains(&ms) {
+            bail!("--traffic-window-ms {ms} is out of range (100 to 3600000)");
+        }
+        c.traffic_window = Duration::from_millis(ms);
+    }
     c.advertise_host = args.advertise_host.or(file.advertise_host);
     Ok(Some(c))
 }

@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a node: ingress on --listen, admin API on --admin-listen.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Build the samples, start a single node with them deployed, and print URLs to try.
     Up(UpArgs),
     /// Upload a .wasm component and deploy it as a service (create or replace).
@@ -139,6 +139,13 @@ pub struct ClusterArgs {
     /// Replicas of each kv partition, capped at the node count [default: 3]
     #[arg(long, value_name = "N")]
     pub replication: Option<usize>,
+    /// Calls per second from one node to a service that make placement put the service's
+    /// odd instances on that node (0 turns co-location off) [default: 5]
+    #[arg(long, value_name = "RATE")]
+    pub colocate_min_rate: Option<f64>,
+    /// Window over which the leader measures call traffic, in milliseconds (tests use a short one)
+    #[arg(long, hide = true, value_name = "MS")]
+    pub traffic_window_ms: Option<u64>,
     /// Control-plane snapshot interval in log entries (tests use a small one)
     #[arg(long, hide = true, value_name = "N")]
     pub raft_snapshot_every: Option<u64>,
@@ -240,7 +247,7 @@ pub fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => commands::serve(args).await,
+            Command::Serve(args) => commands::serve(*args).await,
             Command::Up(args) => up::up(args).await,
             Command::Deploy(args) => commands::deploy(args).await,
             Command::Scale { name, instances, client } => commands::scale(&client, &name, instances).await,

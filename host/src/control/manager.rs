@@ -5,7 +5,9 @@
 //! - Service Manager: reconcile local services with the committed state on every change.
 //! - Cluster Manager (leader only): admit new nodes as learners, promote learners up to the
 //!   voter count, drop decommissioned nodes, and keep the instance assignment spread over
-//!   the serving nodes.
+//!   the serving nodes, odd instances next to their busiest callers.
+//! - traffic (leader only): sample every node's call graph once per window for the
+//!   Cluster Manager's co-location (see [`super::traffic`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -54,6 +56,7 @@ impl Cluster {
             tokio::spawn(self.clone().mode_loop(stop.clone())),
             tokio::spawn(self.clone().service_loop(stop.clone())),
             tokio::spawn(self.clone().grid_loop(stop.clone())),
+            tokio::spawn(self.clone().traffic_loop(stop.clone())),
             tokio::spawn(self.clone().leader_loop(stop)),
         ];
         for l in loops {
@@ -151,6 +154,29 @@ impl Cluster {
         }
     }
 
+    async fn traffic_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if self.config.colocate_min_rate <= 0.0 {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(self.config.traffic_window) => {}
+            }
+            if self.mode() != Mode::Leader {
+                self.traffic.lock().unwrap_or_else(|e| e.into_inner()).reset();
+                continue;
+            }
+            let reports = self.graph_by_node().await;
+            let mut t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+            let before = t.affinity.clone();
+            t.observe(std::time::Instant::now(), &reports, self.config.colocate_min_rate);
+            if t.affinity != before {
+                tracing::info!(hot = ?t.affinity, "call traffic changed which nodes are hot for which services");
+            }
+        }
+    }
+
     /// One Cluster Manager step; each membership change waits for the previous one.
     async fn manage(&self) -> anyhow::Result<()> {
         let live = self.live();
@@ -224,7 +250,8 @@ impl Cluster {
             .filter(|(n, spec)| self.registry.get(n).is_some_and(|s| &s.current().spec == *spec))
             .map(|(n, spec)| (n.clone(), spec.clone()))
             .collect();
-        let mut next = place(&loaded, &serving, &stored.state.assignment);
+        let affinity = self.traffic.lock().unwrap_or_else(|e| e.into_inner()).affinity.clone();
+        let mut next = place(&loaded, &serving, &stored.state.assignment, &affinity);
         for (name, row) in &stored.state.assignment {
             if !loaded.contains_key(name) {
                 next.insert(name.clone(), row.clone());

@@ -14,6 +14,7 @@ mod network;
 pub mod peer;
 mod placement;
 mod store;
+pub mod traffic;
 pub mod types;
 
 use std::collections::{BTreeMap, HashMap};
@@ -81,6 +82,12 @@ pub struct ClusterConfig {
     pub replication: usize,
     /// Partition-log entries kept per partition (a replica further behind gets a snapshot).
     pub grid_log_keep: u64,
+    /// A node calling a service at least this often (calls per second, all its callers
+    /// together) is hot for it: placement puts the service's odd instances there first.
+    /// 0 turns co-location off.
+    pub colocate_min_rate: f64,
+    /// How often the leader samples call traffic (the rate is measured over this window).
+    pub traffic_window: Duration,
 }
 
 /// The address other nodes should use for a listener bound to `bound`.
@@ -110,6 +117,8 @@ impl ClusterConfig {
             snapshot_every: 5000,
             replication: crate::grid::part::DEFAULT_REPLICATION,
             grid_log_keep: crate::grid::DEFAULT_LOG_KEEP,
+            colocate_min_rate: 5.0,
+            traffic_window: Duration::from_secs(10),
         }
     }
 }
@@ -223,6 +232,8 @@ pub struct Cluster {
     /// Partitions whose primary was not serving at the last check, and steps taken.
     grid_suspects: std::sync::Mutex<std::collections::BTreeSet<u32>>,
     grid_ticks: AtomicU64,
+    /// Calls per second per (calling node, callee), sampled by the leader.
+    traffic: std::sync::Mutex<traffic::Traffic>,
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -288,6 +299,7 @@ impl Cluster {
             grid_floor: Default::default(),
             grid_suspects: Default::default(),
             grid_ticks: AtomicU64::new(0),
+            traffic: Default::default(),
         });
         cluster.registry.grid().replicas().attach(Arc::new(grid::GridNet(Arc::downgrade(&cluster))));
         Ok(cluster)
@@ -537,6 +549,13 @@ impl Cluster {
 
     /// The call graph of every live node added up, and the nodes that answered.
     pub async fn graph(&self) -> (Vec<crate::services::calls::EdgeReport>, Vec<String>) {
+        let reports = self.graph_by_node().await;
+        let nodes = reports.iter().map(|(n, _)| n.clone()).collect();
+        (crate::services::calls::merge(reports.into_iter().map(|(_, e)| e)), nodes)
+    }
+
+    /// Each live node's own call graph (those that answered within a second), by name.
+    pub async fn graph_by_node(&self) -> Vec<(String, Vec<crate::services::calls::EdgeReport>)> {
         let peers: Vec<PeerInfo> = self.live().into_values().filter(|p| p.id != self.name).collect();
         let asks = peers.iter().map(|p| async move {
             let got = self
@@ -546,16 +565,27 @@ impl Cluster {
             let edges = got.ok().and_then(|b| serde_json::from_slice(&b).ok());
             (p.id.clone(), edges)
         });
-        let mut reports = vec![self.registry.calls.report()];
-        let mut nodes = vec![self.name.clone()];
+        let mut reports = vec![(self.name.clone(), self.registry.calls.report())];
         for (id, edges) in futures::future::join_all(asks).await {
             if let Some(e) = edges {
-                reports.push(e);
-                nodes.push(id);
+                reports.push((id, e));
             }
         }
-        nodes.sort();
-        (crate::services::calls::merge(reports), nodes)
+        reports.sort_by(|a, b| a.0.cmp(&b.0));
+        reports
+    }
+
+    /// Where calls come from, as the leader measured them over its last window (`None` on
+    /// other nodes: ask the leader).
+    pub fn demand(&self) -> Option<serde_json::Value> {
+        (self.mode() == Mode::Leader).then(|| {
+            let t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+            serde_json::json!({
+                "window_ms": self.config.traffic_window.as_millis() as u64,
+                "min_rate": self.config.colocate_min_rate,
+                "calls": t.demand,
+            })
+        })
     }
 
     /// A node's mode: this node's own, others' as gossip last showed them.

@@ -1,21 +1,30 @@
 //! The Cluster Manager's placement rule: spread each service's instances evenly over the
-//! live nodes it may run on, moving as few instances as possible.
+//! live nodes it may run on, moving as few instances as possible, and put the instances
+//! that do not divide evenly where the calls to the service come from.
 
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use super::traffic::Affinity;
 use super::types::Assignment;
 use crate::services::ServiceSpec;
 
 /// Where every service's instances should run, given the live nodes (sorted, deduplicated).
 ///
 /// Each eligible node gets `instances / k` and the remainder goes one each to the nodes
-/// that already had more than that (so a rebalance moves little), then to nodes picked by
-/// a per-service rotation (so remainders of different services land on different nodes).
-/// Services that keep kv state spread like any other: the grid serves their keys from
-/// every node.
-pub fn place(services: &BTreeMap<String, ServiceSpec>, live: &[String], current: &Assignment) -> Assignment {
+/// that call the service most (`affinity`, see [`super::traffic`]), then to nodes that
+/// already had more than `instances / k` (so a rebalance moves little), then to nodes
+/// picked by a per-service rotation (so remainders of different services land on
+/// different nodes). A node that holds an extra instance and is hot for the service counts
+/// one level hotter, so an instance moves only to clearly busier callers. Services that
+/// keep kv state spread like any other: the grid serves their keys from every node.
+pub fn place(
+    services: &BTreeMap<String, ServiceSpec>,
+    live: &[String],
+    current: &Assignment,
+    affinity: &Affinity,
+) -> Assignment {
     let mut out = Assignment::new();
     for (name, spec) in services {
         let eligible: Vec<&String> =
@@ -29,8 +38,15 @@ pub fn place(services: &BTreeMap<String, ServiceSpec>, live: &[String], current:
         let had = current.get(name);
         let offset = rotation(name, eligible.len());
         let mut order: Vec<&String> = eligible.iter().cycle().skip(offset).take(eligible.len()).copied().collect();
-        // Nodes that already carried an extra instance keep it.
-        order.sort_by_key(|n| std::cmp::Reverse(had.and_then(|h| h.get(*n)).is_some_and(|&c| c > base)));
+        let hot = affinity.get(name);
+        let key = |n: &String| {
+            let extra = had.and_then(|h| h.get(n)).is_some_and(|&c| c > base);
+            let level = hot.and_then(|h| h.get(n)).copied().unwrap_or(0);
+            let level = if extra && level > 0 { level + 1 } else { level };
+            std::cmp::Reverse((level, extra))
+        };
+        // Hot callers first, then nodes that already carried an extra instance keep it.
+        order.sort_by_key(|n| key(n));
         for n in order {
             if rem == 0 {
                 break;
@@ -75,7 +91,7 @@ mod tests {
             ("off".to_string(), spec("off", 0, &[])),
         ]);
         let live = nodes(&["n1", "n2", "n3"]);
-        let a = place(&services, &live, &Assignment::new());
+        let a = place(&services, &live, &Assignment::new(), &Affinity::new());
         assert_eq!(a["six"], BTreeMap::from([("n1".into(), 2), ("n2".into(), 2), ("n3".into(), 2)]));
         assert_eq!(a["one"].values().sum::<u32>(), 1);
         assert_eq!(a["pinned"], BTreeMap::from([("n2".into(), 4)]), "only n2 is both allowed and live");
@@ -85,14 +101,14 @@ mod tests {
     #[test]
     fn dead_node_share_moves_and_joins_rebalance_with_little_movement() {
         let services = BTreeMap::from([("s".to_string(), spec("s", 7, &[]))]);
-        let three = place(&services, &nodes(&["n1", "n2", "n3"]), &Assignment::new());
+        let three = place(&services, &nodes(&["n1", "n2", "n3"]), &Assignment::new(), &Affinity::new());
         assert_eq!(three["s"].values().sum::<u32>(), 7);
-        let two = place(&services, &nodes(&["n1", "n3"]), &three);
+        let two = place(&services, &nodes(&["n1", "n3"]), &three, &Affinity::new());
         assert_eq!(two["s"].values().sum::<u32>(), 7);
         assert!(!two["s"].contains_key("n2"));
         // Stable: the same input gives the same table.
-        assert_eq!(place(&services, &nodes(&["n1", "n3"]), &two), two);
-        let four = place(&services, &nodes(&["n1", "n2", "n3", "n4"]), &two);
+        assert_eq!(place(&services, &nodes(&["n1", "n3"]), &two, &Affinity::new()), two);
+        let four = place(&services, &nodes(&["n1", "n2", "n3", "n4"]), &two, &Affinity::new());
         assert_eq!(four["s"].values().copied().collect::<Vec<_>>().iter().sum::<u32>(), 7);
         assert!(four["s"].values().all(|&c| (1..=2).contains(&c)));
     }
@@ -100,6 +116,40 @@ mod tests {
     #[test]
     fn no_live_eligible_node_means_no_row() {
         let services = BTreeMap::from([("p".to_string(), spec("p", 2, &["n7"]))]);
-        assert!(place(&services, &nodes(&["n1"]), &Assignment::new()).is_empty());
+        assert!(place(&services, &nodes(&["n1"]), &Assignment::new(), &Affinity::new()).is_empty());
+    }
+
+    fn hot(service: &str, levels: &[(&str, u32)]) -> Affinity {
+        let row = levels.iter().map(|(n, l)| (n.to_string(), *l)).collect();
+        Affinity::from([(service.to_string(), row)])
+    }
+
+    #[test]
+    fn instances_that_do_not_divide_go_to_hot_callers_and_stay_against_similar_demand() {
+        let services = BTreeMap::from([("b".to_string(), spec("b", 1, &[])), ("c".to_string(), spec("c", 4, &[]))]);
+        let live = nodes(&["n1", "n2", "n3"]);
+        let cold = place(&services, &live, &Assignment::new(), &Affinity::new());
+        // Wherever the rotation put b's one instance, demand from another node moves it there.
+        let elsewhere = ["n1", "n2", "n3"].into_iter().find(|n| !cold["b"].contains_key(*n)).unwrap();
+        let moved = place(&services, &live, &cold, &hot("b", &[(elsewhere, 1)]));
+        assert_eq!(moved["b"], BTreeMap::from([(elsewhere.to_string(), 1)]));
+        assert_eq!(moved["c"], cold["c"], "other services do not move");
+        // Similar demand elsewhere (one level) does not take it away; clearly more (two) does.
+        let other = ["n1", "n2", "n3"].into_iter().find(|n| *n != elsewhere).unwrap();
+        let similar = hot("b", &[(elsewhere, 1), (other, 2)]);
+        assert_eq!(place(&services, &live, &moved, &similar), moved);
+        let busier = hot("b", &[(elsewhere, 1), (other, 3)]);
+        assert_eq!(place(&services, &live, &moved, &busier)["b"], BTreeMap::from([(other.to_string(), 1)]));
+        // Once the demand stops, the instance stays where it is.
+        assert_eq!(place(&services, &live, &moved, &Affinity::new()), moved);
+        // Four on three nodes: the remainder goes to the hot node; constraints still hold.
+        let c = place(&services, &live, &cold, &hot("c", &[("n3", 1)]));
+        assert_eq!(c["c"]["n3"], 2);
+        assert_eq!(c["c"].values().sum::<u32>(), 4);
+        let pinned = BTreeMap::from([("p".to_string(), spec("p", 1, &["n1"]))]);
+        assert_eq!(
+            place(&pinned, &live, &Assignment::new(), &hot("p", &[("n2", 5)]))["p"],
+            BTreeMap::from([("n1".to_string(), 1)])
+        );
     }
 }

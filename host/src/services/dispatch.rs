@@ -73,21 +73,34 @@ impl Registry {
         request_id: Arc<str>,
         depth: u32,
     ) -> Result<Response, DispatchError> {
+        self.dispatch_routed(name, req, request_id, depth).await.0
+    }
+
+    /// [`Registry::dispatch`], also telling whether the request ran on another node.
+    async fn dispatch_routed(
+        self: &Arc<Self>,
+        name: &str,
+        req: Request,
+        request_id: Arc<str>,
+        depth: u32,
+    ) -> (Result<Response, DispatchError>, bool) {
         let svc = self.get(name);
         if let Some(remote) = self.remote.get() {
             if remote.dormant() {
                 let reason = "this node is dormant (cut off from its cluster's majority)".to_string();
-                return Err(DispatchError::NoInstance { service: name.to_string(), reason });
+                return (Err(DispatchError::NoInstance { service: name.to_string(), reason }), false);
             }
             // In a cluster, a service without instances here runs wherever it has some.
             let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
             let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
             if !stopped && (!local || remote.elsewhere(name, &req)) {
-                return remote.call(name, req, request_id, depth).await;
+                return (remote.call(name, req, request_id, depth).await, true);
             }
         }
-        let svc = svc.ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
-        self.dispatch_to(svc, req, request_id, depth).await
+        let Some(svc) = svc else {
+            return (Err(DispatchError::NotFound(name.to_string())), false);
+        };
+        (self.dispatch_to(svc, req, request_id, depth).await, false)
     }
 
     /// [`Registry::dispatch`] for a service already looked up (ingress has it in hand).
@@ -216,12 +229,12 @@ impl Invoker for Registry {
                 )));
             }
             let started = Instant::now();
-            let result = this.dispatch(&service, req, request_id, depth).await;
+            let (result, remote) = this.dispatch_routed(&service, req, request_id, depth).await;
             // Calls to names that are not deployed are not edges (a guest could invent
             // any number of them).
             if !matches!(result, Err(DispatchError::NotFound(_))) {
                 let ok = matches!(&result, Ok(r) if r.status < 500);
-                this.calls.record(&from, &service, ok, started.elapsed().as_micros() as u64);
+                this.calls.record(&from, &service, ok, remote, started.elapsed().as_micros() as u64);
             }
             result.map_err(|e| to_guest_error(&e))
         }

@@ -1,7 +1,9 @@
-//! Cluster scenarios (issues 6 and 7): three or four real node processes on loopback, driven by
-//! [`driver::Cluster`]. Every wait is bounded; the figures a scenario measures (election
-//! time, error window) are asserted against the issue's bounds and printed.
+//! Cluster scenarios (issues 6 and 7, and traffic-driven co-location): three or four real
+//! node processes on loopback, driven by [`driver::Cluster`]. Every wait is bounded; the
+//! figures a scenario measures (election time, error window) are asserted against the
+//! issue's bounds and printed.
 
+mod colocate;
 mod driver;
 mod grid;
 mod linearizable;

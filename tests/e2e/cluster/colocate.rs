@@ -1,0 +1,97 @@
+//! Traffic-driven co-location: the leader measures where calls come from and puts a
+//! service's odd instances next to its busiest callers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::driver::{Cluster, eventually};
+use super::{formed, serves};
+
+/// `from → to` as node `i` alone saw it: (calls, calls that ran on another node).
+async fn edge(c: &Cluster, i: usize, from: &str, to: &str) -> (u64, u64) {
+    let g = c.nodes[i].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
+    let edges = g["edges"].as_array().cloned().unwrap_or_default();
+    edges
+        .iter()
+        .find(|e| e["from"] == from && e["to"] == to)
+        .map_or((0, 0), |e| (e["calls"].as_u64().unwrap(), e["remote"].as_u64().unwrap()))
+}
+
+#[tokio::test]
+async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
+    let c = Cluster::start_with(3, &["--colocate-min-rate", "5", "--traffic-window-ms", "500"]).await;
+    let leader = formed(&c).await;
+    c.nodes[0].node.deploy("tail", "chain-invoke", json!({ "instances": 1, "config": { "stage": "2" } })).await;
+    let first = eventually("tail is placed", Duration::from_secs(20), || async {
+        let p = c.placement(0, "tail").await;
+        (p.len() == 1).then(|| p[0].0.clone())
+    })
+    .await;
+    // The caller runs only on a node that does not have the callee.
+    let caller = (0..3).find(|&i| c.nodes[i].name != first).unwrap();
+    let here = c.nodes[caller].name.clone();
+    let spec = json!({ "instances": 2, "placement": [here], "config": { "stage": "1", "next": "tail" } });
+    c.nodes[0].node.deploy("head", "chain-invoke", spec).await;
+    let body = serves(&c, caller, "/head/", Duration::from_secs(20)).await;
+    assert!(body.contains("stage-2"), "{body}");
+    let (_, crossed) = edge(&c, caller, "head", "tail").await;
+    assert!(crossed >= 1, "before co-location head's calls to tail cross to {first}");
+
+    // Steady traffic through the caller's node until the leader moves tail there.
+    let c = Arc::new(c);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (c, stop, sent, failed) = (c.clone(), stop.clone(), sent.clone(), failed.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = matches!(c.get(caller, "/head/").await, Ok(r) if r.status == 200);
+                sent.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let want = vec![(here.clone(), 1)];
+    eventually("tail moves next to head", Duration::from_secs(30), || async {
+        (c.placement(0, "tail").await == want).then_some(())
+    })
+    .await;
+    let moved_after = started.elapsed();
+    // The leader shows the demand it acted on.
+    let li = c.index_of(&leader);
+    let g: Value = c.nodes[li].node.admin().get("/v1/graph").await.unwrap().json().unwrap();
+    let rows = g["demand"]["calls"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter().any(|r| r["service"] == "tail" && r["node"] == here.as_str() && r["level"].as_u64() >= Some(1)),
+        "the leader's demand names {here} as hot for tail: {g}"
+    );
+    // Once the new instance serves, calls stay on the node.
+    eventually("tail serves on the caller's node", Duration::from_secs(20), || async {
+        let v = c.nodes[caller].node.service("tail").await;
+        (v["status"]["local"]["instances"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (calls0, remote0) = edge(&c, caller, "head", "tail").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (calls1, remote1) = edge(&c, caller, "head", "tail").await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "tail moved from {first} to {here} after {moved_after:?} of load; {sent} requests, {failed} failed; \
+         last second: {} calls, {} remote",
+        calls1 - calls0,
+        remote1 - remote0
+    );
+    assert!(calls1 > calls0 + 10, "the load kept running ({calls0} → {calls1} calls)");
+    assert_eq!(remote1, remote0, "no call crosses nodes once tail runs next to head");
+    assert_eq!(failed, 0, "moving the instance failed no request ({sent} sent)");
+}
