@@ -7,6 +7,7 @@
 //! - [`Service`]: implement `handle` and pass the type to [`export!`].
 //! - [`Request`] / [`Response`]: HTTP-shaped values with text and JSON helpers.
 //! - [`kv`]: state in the service's own namespace; [`invoke`]: call other services;
+//!   [`barrier`]: fan out, finish, and be resumed when every answer is in;
 //!   [`log`], [`config`], [`context`]: the rest of the platform.
 //! - [`Error`]: what platform calls return; `?` turns it into an error response with the
 //!   matching status (`not-found` → 404, `invalid` → 400, `unavailable` → 503, …).
@@ -44,6 +45,7 @@ extern crate self as nanogrid_sdk;
 mod error;
 mod message;
 
+pub mod barrier;
 pub mod config;
 pub mod context;
 pub mod invoke;

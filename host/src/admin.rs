@@ -257,6 +257,29 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             let body = json!({ "node": node.config.node_id, "nodes": nodes, "edges": edges, "demand": demand });
             h::json(StatusCode::OK, &body, rid)
         }
+        (&Method::GET, ["v1", "barriers"]) => match registry.pending_barriers(1000).await {
+            Ok(ids) => {
+                h::json(StatusCode::OK, &json!({ "pending": ids, "driven_here": registry.barriers.active() }), rid)
+            }
+            Err(e) => {
+                err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("barriers could not be listed: {e}"), rid)
+            }
+        },
+        (&Method::GET, ["v1", "barriers", id]) => match registry.barrier_report(id).await {
+            Ok(Some(v)) => h::json(StatusCode::OK, &v, rid),
+            Ok(None) => err(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no barrier {id:?} (ended barriers are kept for an hour)"),
+                rid,
+            ),
+            Err(e) => err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("barrier {id:?} could not be read: {e}"),
+                rid,
+            ),
+        },
         (&Method::GET, ["v1", "grid"]) => {
             let body = match &node.cluster {
                 Some(c) => c.grid_report().await,
@@ -308,7 +331,9 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             | ["v1", "services", _, "scale"]
             | ["v1", "cluster"]
             | ["v1", "grid"]
-            | ["v1", "graph"],
+            | ["v1", "graph"]
+            | ["v1", "barriers"]
+            | ["v1", "barriers", _],
         ) => {
             h::drain(req.into_body()).await;
             err(

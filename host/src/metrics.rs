@@ -53,6 +53,27 @@ pub fn render(node: &Node) -> String {
         }
     }
     {
+        use std::sync::atomic::Ordering::Relaxed;
+        let b = &node.registry.barriers;
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_barriers_total Durable barriers on this node: started, resumed (continuation answered), failed (continuation kept failing), taken_over (from a stopped driver).
+# TYPE nanogrid_barriers_total counter"
+        );
+        for (event, c) in
+            [("started", &b.started), ("resumed", &b.resumed), ("failed", &b.failed), ("taken_over", &b.taken_over)]
+        {
+            let _ = writeln!(out, "nanogrid_barriers_total{{event=\"{event}\"}} {}", c.load(Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_barriers_driven Barriers this node is driving now.
+# TYPE nanogrid_barriers_driven gauge
+nanogrid_barriers_driven {}",
+            b.active()
+        );
+    }
+    {
         use crate::grid::kv::{FAILED, OPS};
         use std::sync::atomic::Ordering::Relaxed;
         let _ = writeln!(

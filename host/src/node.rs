@@ -187,6 +187,7 @@ pub async fn start(
     };
     let runtime = Arc::new(tokio::task::spawn_blocking(move || Runtime::new(&runtime_cfg)).await??);
     let registry = Registry::new(runtime, grid.clone());
+    registry.barriers.set_node(&config.node_id);
     let ingress_addr = ingress_listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -230,6 +231,8 @@ pub async fn start(
         }
     };
 
+    // Barriers whose driver stopped (this node's earlier run, or a node that died).
+    tasks.push(tokio::spawn(registry.clone().sweep_barriers(rx.clone())));
     let node = Arc::new(Node {
         ingress_addr,
         admin_addr: admin_listener.local_addr()?,

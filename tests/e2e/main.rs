@@ -4,6 +4,7 @@
 mod support;
 
 mod admin_errors;
+mod barrier;
 mod cluster;
 mod compose;
 mod concurrency;

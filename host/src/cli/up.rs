@@ -13,11 +13,12 @@ use crate::services::spec::ServiceRequest;
 
 /// The samples `up` deploys, with their instance counts. The text pipeline goes entry
 /// point first, to show that order does not matter; the chain is bound stage by stage.
-pub const SAMPLES: [(&str, u32); 15] = [
+pub const SAMPLES: [(&str, u32); 16] = [
     ("hello", 8),
     ("counter", 4),
     ("kvstore", 4),
     ("wordcount", 4),
+    ("jobs", 4),
     ("gateway", 4),
     ("http-hello", 8),
     ("http-stream", 2),
@@ -101,6 +102,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  curl -X PUT -d 'v1' '{ing}/kvstore/k?consistency=all'; curl {ing}/kvstore/k");
     println!("  curl -d '{{\"text\":\"the cat and the hat\"}}' {ing}/wordcount/");
     println!("  curl -d 'the cat and the hat' {ing}/gateway/");
+    println!(
+        "  curl --data-binary $'one line\\ntwo lines' {ing}/jobs/   (fan-out + durable barrier; then GET /jobs/ID)"
+    );
     println!("  curl {ing}/http-hello/anything             (a standard wasi:http component)");
     println!("  curl {ing}/http-stream/16 | wc -c          (16 MiB, streamed)");
     println!("  curl -d 'The cat and the hat' {ing}/text-stats/   (3 services fused into one component)");

@@ -1,9 +1,9 @@
-//! The platform's host imports: kv, invoke, log, config, context.
+//! The platform's host imports: kv, invoke, barrier, log, config, context.
 //!
 //! Guest mistakes and platform refusals are the inner WIT `error`; the outer
 //! `wasmtime::Result` is reserved for traps, which this module never raises.
 
-use super::bindings::nanogrid::service::{config, context, invoke, kv, log, types};
+use super::bindings::nanogrid::service::{barrier, config, context, invoke, kv, log, types};
 use super::bindings::{GuestError, Request, Response};
 use super::state::StoreState;
 use crate::grid::KvError;
@@ -109,6 +109,22 @@ impl invoke::Host for StoreState {
         let call = self.call.clone();
         let futures = calls.into_iter().map(|(service, req)| call.invoker.invoke(&call, service, req));
         Ok(futures::future::join_all(futures).await)
+    }
+}
+
+impl barrier::Host for StoreState {
+    async fn fan_out(&mut self, calls: Vec<(String, Request)>, then: Request) -> Outer<Result<String, GuestError>> {
+        let max = self.call.limits.max_fanout;
+        if calls.len() > max {
+            return Ok(Err(GuestError::Denied(format!("fan-out with {} calls; the limit is {max}", calls.len()))));
+        }
+        let call = self.call.clone();
+        Ok(call.invoker.fan_out(&call, calls, then).await)
+    }
+
+    async fn results(&mut self, id: String) -> Outer<super::state::BarrierResults> {
+        let call = self.call.clone();
+        Ok(call.invoker.barrier_results(&call, id).await)
     }
 }
 

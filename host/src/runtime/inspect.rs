@@ -75,7 +75,8 @@ pub fn check_header(bytes: &[u8]) -> Result<(), InspectError> {
 fn is_supported_import(name: &str) -> bool {
     let (iface, version) = name.split_once('@').unwrap_or((name, ""));
     if let Some(rest) = iface.strip_prefix("nanogrid:service/") {
-        return version.starts_with("0.1.") && matches!(rest, "types" | "kv" | "invoke" | "log" | "config" | "context");
+        return version.starts_with("0.1.")
+            && matches!(rest, "types" | "kv" | "invoke" | "barrier" | "log" | "config" | "context");
     }
     if iface == "wasi:http/types" || iface == "wasi:http/outgoing-handler" {
         return version.starts_with("0.2.");

@@ -40,7 +40,7 @@ pub use chain::{Chain, Edge, Identity, Part as ChainPart};
 pub use http::Completion;
 use http::OutboundPolicy;
 pub use inspect::{ComponentInfo, HTTP_WORLD, InspectError, PROVIDER_WORLD};
-pub use state::{CallContext, Capabilities, ImportLimits, Invoker};
+pub use state::{BarrierResults, CallContext, Capabilities, ImportLimits, Invoker};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use bindings::{Nanoservice, NanoservicePre};

@@ -20,7 +20,21 @@ pub trait Invoker: Send + Sync + 'static {
         service: String,
         req: Request,
     ) -> BoxFuture<'static, Result<Response, GuestError>>;
+
+    /// Start a durable barrier over `calls` that resumes the caller with `then`; its id.
+    fn fan_out(
+        &self,
+        caller: &CallContext,
+        calls: Vec<(String, Request)>,
+        then: Request,
+    ) -> BoxFuture<'static, Result<String, GuestError>>;
+
+    /// The answers collected by one of the caller's barriers.
+    fn barrier_results(&self, caller: &CallContext, id: String) -> BoxFuture<'static, BarrierResults>;
 }
+
+/// What `barrier.results` returns to the guest.
+pub type BarrierResults = Result<Vec<Result<Response, GuestError>>, GuestError>;
 
 /// Per-service limits enforced inside host imports (built from the spec's `Limits`,
 /// which own the defaults).

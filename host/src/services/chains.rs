@@ -110,7 +110,7 @@ impl View for Snapshot {
 /// keeps its own identity only when linked.
 fn stateful_import(imports: &[String]) -> Option<&String> {
     imports.iter().find(|i| {
-        ["nanogrid:service/kv@", "nanogrid:service/config@", "nanogrid:service/invoke@"]
+        ["nanogrid:service/kv@", "nanogrid:service/config@", "nanogrid:service/invoke@", "nanogrid:service/barrier@"]
             .iter()
             .any(|p| i.starts_with(p))
     })

@@ -77,7 +77,7 @@ impl Registry {
     }
 
     /// [`Registry::dispatch`], also telling whether the request ran on another node.
-    async fn dispatch_routed(
+    pub(super) async fn dispatch_routed(
         self: &Arc<Self>,
         name: &str,
         req: Request,
@@ -239,6 +239,27 @@ impl Invoker for Registry {
             result.map_err(|e| to_guest_error(&e))
         }
         .boxed()
+    }
+
+    fn fan_out(
+        &self,
+        caller: &CallContext,
+        calls: Vec<(String, Request)>,
+        then: Request,
+    ) -> BoxFuture<'static, Result<String, GuestError>> {
+        let Some(this) = self.me.upgrade() else {
+            return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
+        };
+        let caller = caller.clone();
+        async move { this.barrier_start(&caller, calls, then).await }.boxed()
+    }
+
+    fn barrier_results(&self, caller: &CallContext, id: String) -> BoxFuture<'static, crate::runtime::BarrierResults> {
+        let Some(this) = self.me.upgrade() else {
+            return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
+        };
+        let caller = caller.clone();
+        async move { this.barrier_results(&caller, &id).await }.boxed()
     }
 }
 

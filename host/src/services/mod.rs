@@ -5,6 +5,7 @@
 //! before they take effect, and swap the service's [`Deployed`] atomically: a request in
 //! flight keeps the version it started with.
 
+pub mod barrier;
 pub mod calls;
 mod chains;
 mod dispatch;
@@ -205,6 +206,8 @@ pub struct Registry {
     remote: std::sync::OnceLock<Arc<dyn Remote>>,
     /// Who called whom through `invoke` (`GET /v1/graph`).
     pub calls: calls::CallGraph,
+    /// Durable barriers this node drives (`barrier.fan-out`).
+    pub barriers: barrier::Barriers,
     request_seq: std::sync::atomic::AtomicU64,
     seed: u64,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
@@ -237,6 +240,7 @@ impl Registry {
             slots: RwLock::new(None),
             remote: std::sync::OnceLock::new(),
             calls: Default::default(),
+            barriers: barrier::Barriers::new(seed),
             request_seq: Default::default(),
             seed,
         })

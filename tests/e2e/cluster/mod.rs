@@ -3,6 +3,7 @@
 //! figures a scenario measures (election time, error window) are asserted against the
 //! issue's bounds and printed.
 
+mod barriers;
 mod colocate;
 mod driver;
 mod grid;

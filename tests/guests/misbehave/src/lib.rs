@@ -13,14 +13,26 @@
 //! - `/kv-probe`: tries keys that look like escapes from its namespace
 //! - `/kv-get/{key}`: reads a key (404 when absent)
 //! - `/keyed/{service}/{key}`: `GET /{key}` on the service, with `key` as routing key
+//! - `/barrier/{n}` (`?sleep={ms}`): a durable barrier over n calls to itself; answers its id.
+//!   The continuation (any path, with the barrier header) stores `"{ok}/{n}:{body}"` under
+//!   `barrier-{id}` and counts its runs under `resumes-{id}`
+//! - `/barrier-peek/{id}`: reads a barrier's results (another service's must be not-found)
 //! - anything else: 200 "ok"
 
-use nanogrid_sdk::{Error, Request, Response, Service, context, invoke, kv};
+use nanogrid_sdk::{Error, Request, Response, Service, barrier, context, invoke, kv};
 
 struct Misbehave;
 
 impl Service for Misbehave {
     fn handle(req: Request) -> Result<Response, Error> {
+        if let Some(id) = barrier::id(&req) {
+            let answers = barrier::results(id)?;
+            let ok = answers.iter().filter(|a| a.as_ref().is_ok_and(|r| r.is_success())).count();
+            let runs = kv::increment(&format!("resumes-{id}"), 1)?;
+            let body = String::from_utf8_lossy(&req.body);
+            kv::set(&format!("barrier-{id}"), format!("{ok}/{}:{body}", answers.len()).as_bytes())?;
+            return Ok(Response::text(200, format!("resumed {runs} time(s)")));
+        }
         let route = req.route().to_string();
         let mut parts = route.trim_matches('/').split('/');
         match (parts.next(), parts.next()) {
@@ -79,6 +91,21 @@ impl Service for Misbehave {
                     ok += 1;
                 }
                 Ok(Response::text(200, format!("{ok} calls answered")))
+            }
+            (Some("barrier"), Some(n)) => {
+                let n: usize = n.parse().map_err(|_| Error::invalid("barrier/{n}"))?;
+                let me = context::service_name();
+                let target = match req.query_param("sleep") {
+                    Some(ms) => format!("/sleep/{ms}"),
+                    None => "/".to_string(),
+                };
+                let calls: Vec<(String, Request)> = (0..n).map(|_| (me.clone(), Request::get(&target))).collect();
+                let id = barrier::fan_out(&calls, &Request::new("POST", "/resumed").with_body("state"))?;
+                Ok(Response::text(202, id))
+            }
+            (Some("barrier-peek"), Some(id)) => {
+                let answers = barrier::results(id)?;
+                Ok(Response::text(200, format!("{} answers", answers.len())))
             }
             (Some("kv-probe"), _) => kv_probe(),
             (Some("kv-get"), Some(key)) => match kv::get(key)? {

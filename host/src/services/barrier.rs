@@ -1,0 +1,686 @@
+//! Durable barriers (DESIGN.md §1, "memoization and barriers"): a service fans out calls,
+//! hands its state to the platform and finishes; when every call has answered, the
+//! platform sends the service its continuation request, which reads the answers.
+//!
+//! A barrier is one record in the grid (namespace [`NAMESPACE`], key `b/{id}`, postcard),
+//! plus the index key `pending/{id}` while it runs and `done/{id}` (when it ended) after.
+//! The node that created it *drives* it: sends the calls, writes each answer into the
+//! record as it arrives, then sends the continuation (retried on failure). Every write is a
+//! compare-and-swap at quorum against the driver's own last write and renews the driver's
+//! lease, so a driver that lost its barrier to another node stops at its next write.
+//! Every node sweeps the pending index and takes over a barrier whose lease ran out, or
+//! whose owner is an earlier run of itself (a restart), sending again only the calls that
+//! had not answered: calls and the continuation run at least once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::dispatch::to_guest_error;
+use super::{DispatchError, Registry, now_ms};
+use crate::grid::KvError;
+use crate::grid::part::Consistency;
+use crate::runtime::{CallContext, GuestError, Request, Response};
+
+/// The grid namespace of barrier records (not a valid service name, so no guest reaches it).
+pub const NAMESPACE: &str = "nanogrid.barriers";
+/// The header that tells a continuation which barrier resumed it.
+pub const HEADER: &str = "x-nanogrid-barrier";
+/// How long a driver's claim lasts without a write; it renews at a third of this.
+const LEASE: Duration = Duration::from_secs(6);
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// A call or continuation that could not run (no instance, overloaded, cut off) is tried
+/// again for this long before its error is taken as the answer.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+const RESUME_ATTEMPTS: u32 = 5;
+/// Ended barriers stay readable (`GET /v1/barriers/{id}`, `barrier.results`) this long.
+const KEEP_ENDED: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct WireRequest {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct WireResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+enum WireError {
+    NotFound(String),
+    Unavailable(String),
+    Timeout,
+    Denied(String),
+    Invalid(String),
+    Internal(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Answer {
+    /// Milliseconds after the barrier was created.
+    after_ms: u64,
+    result: Result<WireResponse, WireError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Call {
+    service: String,
+    request: WireRequest,
+    answer: Option<Answer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+enum State {
+    Waiting,
+    Resuming { attempts: u32 },
+    Done { status: u16, at_ms: u64 },
+    Failed { reason: String, at_ms: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Record {
+    id: String,
+    service: String,
+    request_id: String,
+    depth: u32,
+    created_ms: u64,
+    calls: Vec<Call>,
+    then: WireRequest,
+    /// `node/run`: who drives it, until `lease_until_ms`.
+    owner: String,
+    lease_until_ms: u64,
+    takeovers: u32,
+    state: State,
+    /// The call that answered last: the one the barrier waited for.
+    last: Option<usize>,
+}
+
+impl Record {
+    fn ended(&self) -> Option<u64> {
+        match self.state {
+            State::Done { at_ms, .. } | State::Failed { at_ms, .. } => Some(at_ms),
+            _ => None,
+        }
+    }
+}
+
+/// This node's barrier bookkeeping (inside the [`Registry`]).
+pub struct Barriers {
+    node: OnceLock<String>,
+    run: String,
+    /// Barriers this node drives now.
+    active: Mutex<HashSet<String>>,
+    pub started: AtomicU64,
+    pub resumed: AtomicU64,
+    pub failed: AtomicU64,
+    pub taken_over: AtomicU64,
+}
+
+impl Barriers {
+    pub fn new(run: u64) -> Self {
+        Barriers {
+            node: OnceLock::new(),
+            run: format!("{run:016x}"),
+            active: Mutex::new(HashSet::new()),
+            started: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            taken_over: AtomicU64::new(0),
+        }
+    }
+
+    /// Name this node (before any barrier starts); `local` otherwise.
+    pub fn set_node(&self, name: &str) {
+        let _ = self.node.set(name.to_string());
+    }
+
+    fn me(&self) -> String {
+        format!("{}/{}", self.node.get().map_or("local", String::as_str), self.run)
+    }
+
+    /// How many barriers this node drives now.
+    pub fn active(&self) -> usize {
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Mark `id` as driven here; false if it already is.
+    fn claim(&self, id: &str) -> bool {
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string())
+    }
+
+    fn release(&self, id: &str) {
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+fn to_wire_request(r: Request) -> WireRequest {
+    WireRequest { method: r.method, path: r.path, headers: r.headers, body: r.body }
+}
+
+fn from_wire_request(r: WireRequest) -> Request {
+    Request { method: r.method, path: r.path, headers: r.headers, body: r.body }
+}
+
+fn to_wire_error(e: GuestError) -> WireError {
+    match e {
+        GuestError::NotFound(m) => WireError::NotFound(m),
+        GuestError::Unavailable(m) => WireError::Unavailable(m),
+        GuestError::Timeout => WireError::Timeout,
+        GuestError::Denied(m) => WireError::Denied(m),
+        GuestError::Invalid(m) => WireError::Invalid(m),
+        GuestError::Internal(m) => WireError::Internal(m),
+    }
+}
+
+fn from_wire_error(e: WireError) -> GuestError {
+    match e {
+        WireError::NotFound(m) => GuestError::NotFound(m),
+        WireError::Unavailable(m) => GuestError::Unavailable(m),
+        WireError::Timeout => GuestError::Timeout,
+        WireError::Denied(m) => GuestError::Denied(m),
+        WireError::Invalid(m) => GuestError::Invalid(m),
+        WireError::Internal(m) => GuestError::Internal(m),
+    }
+}
+
+fn encode(r: &Record) -> Vec<u8> {
+    postcard::to_allocvec(r).expect("a barrier record always encodes")
+}
+
+fn decode(b: &[u8]) -> Option<Record> {
+    postcard::from_bytes(b).ok()
+}
+
+fn record_key(id: &str) -> String {
+    format!("b/{id}")
+}
+
+fn kv_error(e: KvError) -> GuestError {
+    match e {
+        KvError::Unavailable(m) => GuestError::Unavailable(format!("the barrier could not be stored: {m}")),
+        e => GuestError::Internal(format!("the barrier could not be stored: {e}")),
+    }
+}
+
+/// Errors after which the call never ran and may run later.
+fn retryable(e: &DispatchError) -> bool {
+    matches!(
+        e,
+        DispatchError::NoInstance { .. }
+            | DispatchError::QueueFull(_)
+            | DispatchError::WaitTimeout(..)
+            | DispatchError::Unresolved { .. }
+    )
+}
+
+/// Why a driver stopped before the barrier ended.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("another node took the barrier over")]
+    Lost,
+    #[error("the grid did not take the barrier's state: {0}")]
+    Grid(String),
+}
+
+impl Registry {
+    /// `barrier.fan-out`: store the barrier, start driving it, return its id.
+    pub(super) async fn barrier_start(
+        self: &Arc<Self>,
+        caller: &CallContext,
+        calls: Vec<(String, Request)>,
+        then: Request,
+    ) -> Result<String, GuestError> {
+        let max_depth = caller.limits.max_call_depth;
+        if caller.depth + 1 > max_depth {
+            return Err(GuestError::Denied(format!(
+                "call depth limit {max_depth} reached fanning out from {:?}",
+                caller.service
+            )));
+        }
+        let max = caller.limits.max_value_bytes;
+        let sizes = calls.iter().map(|(s, r)| (s.as_str(), r.body.len())).chain([("then", then.body.len())]);
+        for (what, size) in sizes {
+            if size > max {
+                return Err(GuestError::Invalid(format!(
+                    "the fan-out request body for {what:?} is {size} bytes; a barrier keeps bodies up to limits.max_value_bytes ({max})"
+                )));
+            }
+        }
+        let id = self.new_request_id();
+        let created_ms = now_ms();
+        let record = Record {
+            id: id.clone(),
+            service: caller.service.to_string(),
+            request_id: caller.request_id.to_string(),
+            depth: caller.depth,
+            created_ms,
+            calls: calls
+                .into_iter()
+                .map(|(service, req)| Call { service, request: to_wire_request(req), answer: None })
+                .collect(),
+            then: to_wire_request(then),
+            owner: self.barriers.me(),
+            lease_until_ms: created_ms + LEASE.as_millis() as u64,
+            takeovers: 0,
+            state: State::Waiting,
+            last: None,
+        };
+        let bytes = encode(&record);
+        // The record first, then the index: a crash between leaves an unreachable record,
+        // never an index entry for a barrier that does not exist.
+        let stored = self.grid.kv_compare_and_swap(NAMESPACE, &record_key(&id), None, bytes.clone()).await;
+        if !stored.map_err(kv_error)? {
+            return Err(GuestError::Internal(format!("barrier id {id} is already taken; retry")));
+        }
+        let pending = format!("pending/{id}");
+        self.grid.kv_set(NAMESPACE, &pending, Vec::new(), Consistency::Quorum).await.map_err(kv_error)?;
+        self.barriers.started.fetch_add(1, Ordering::Relaxed);
+        self.barriers.claim(&id);
+        tracing::info!(barrier = %id, service = %record.service, request_id = %record.request_id, calls = record.calls.len(), "barrier started");
+        tokio::spawn(self.clone().drive(record, bytes));
+        Ok(id)
+    }
+
+    /// `barrier.results`: the answers of one of the caller's barriers.
+    pub(super) async fn barrier_results(&self, caller: &CallContext, id: &str) -> crate::runtime::BarrierResults {
+        let not_found = || GuestError::NotFound(format!("service {:?} has no barrier {id:?}", caller.service));
+        if id.is_empty() || id.len() > 64 {
+            return Err(not_found());
+        }
+        let bytes = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await.map_err(kv_error)?;
+        let record =
+            bytes.as_deref().and_then(decode).filter(|r| *r.service == *caller.service).ok_or_else(not_found)?;
+        Ok(record
+            .calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| match c.answer {
+                Some(a) => a
+                    .result
+                    .map(|r| Response { status: r.status, headers: r.headers, body: r.body })
+                    .map_err(from_wire_error),
+                None => Err(GuestError::Unavailable(format!(
+                    "call {i} of barrier {id} ({}) has not answered yet",
+                    c.service
+                ))),
+            })
+            .collect())
+    }
+
+    async fn drive(self: Arc<Self>, mut record: Record, mut stored: Vec<u8>) {
+        let id = record.id.clone();
+        match self.drive_to_end(&mut record, &mut stored).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(barrier = %id, error = %e, "stopped driving a barrier; a node will take it over"),
+        }
+        self.barriers.release(&id);
+    }
+
+    async fn drive_to_end(self: &Arc<Self>, record: &mut Record, stored: &mut Vec<u8>) -> Result<(), Stop> {
+        let mut renew = tokio::time::interval(LEASE / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        if matches!(record.state, State::Waiting) {
+            let mut pending: FuturesUnordered<_> = record
+                .calls
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.answer.is_none())
+                .map(|(i, c)| {
+                    let (this, call) = (self.clone(), c.clone());
+                    let (from, request_id, depth) =
+                        (record.service.clone(), record.request_id.clone(), record.depth + 1);
+                    async move { (i, this.barrier_call(&from, call, request_id, depth).await) }
+                })
+                .collect();
+            while !pending.is_empty() {
+                tokio::select! {
+                    Some((i, result)) = pending.next() => {
+                        let after_ms = now_ms().saturating_sub(record.created_ms);
+                        record.calls[i].answer = Some(Answer { after_ms, result });
+                        record.last = Some(i);
+                        self.save(record, stored).await?;
+                    }
+                    _ = renew.tick() => self.save(record, stored).await?,
+                }
+            }
+        }
+        if record.ended().is_none() {
+            self.resume(record, stored, &mut renew).await?;
+        }
+        self.save(record, stored).await?;
+        let id = &record.id;
+        let ended = record.ended().unwrap_or_else(now_ms);
+        let done = format!("done/{id}");
+        let _ = self.grid.kv_set(NAMESPACE, &done, ended.to_string().into_bytes(), Consistency::Quorum).await;
+        let _ = self.grid.kv_delete(NAMESPACE, &format!("pending/{id}"), Consistency::Quorum).await;
+        match &record.state {
+            State::Done { status, .. } => {
+                self.barriers.resumed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(barrier = %id, service = %record.service, request_id = %record.request_id, status, "barrier resumed its service");
+            }
+            State::Failed { reason, .. } => {
+                self.barriers.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(barrier = %id, service = %record.service, request_id = %record.request_id, reason = %reason, "barrier could not resume its service");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One fanned-out call, tried again while it could not run at all.
+    async fn barrier_call(
+        self: &Arc<Self>,
+        from: &str,
+        call: Call,
+        request_id: String,
+        depth: u32,
+    ) -> Result<WireResponse, WireError> {
+        let give_up = Instant::now() + RETRY_FOR;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let started = Instant::now();
+            let req = from_wire_request(call.request.clone());
+            let (result, remote) = self.dispatch_routed(&call.service, req, request_id.as_str().into(), depth).await;
+            if !matches!(result, Err(DispatchError::NotFound(_))) {
+                let ok = matches!(&result, Ok(r) if r.status < 500);
+                self.calls.record(from, &call.service, ok, remote, started.elapsed().as_micros() as u64);
+            }
+            match result {
+                Ok(r) => return Ok(WireResponse { status: r.status, headers: r.headers, body: r.body }),
+                Err(e) if retryable(&e) && Instant::now() + backoff < give_up => {
+                    tracing::debug!(service = %call.service, error = %e, "barrier call could not run yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(to_wire_error(to_guest_error(&e))),
+            }
+        }
+    }
+
+    /// Send the continuation until it answers below 500 or the attempts run out.
+    async fn resume(
+        self: &Arc<Self>,
+        record: &mut Record,
+        stored: &mut Vec<u8>,
+        renew: &mut tokio::time::Interval,
+    ) -> Result<(), Stop> {
+        loop {
+            let attempts = match record.state {
+                State::Resuming { attempts } => attempts + 1,
+                _ => 1,
+            };
+            record.state = State::Resuming { attempts };
+            self.save(record, stored).await?;
+            let mut then = from_wire_request(record.then.clone());
+            then.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(HEADER));
+            then.headers.push((HEADER.to_string(), record.id.clone()));
+            let service = record.service.clone();
+            let run = self.dispatch(&service, then, record.request_id.as_str().into(), record.depth);
+            tokio::pin!(run);
+            let result = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    _ = renew.tick() => self.save(record, stored).await?,
+                }
+            };
+            let reason = match result {
+                Ok(r) if r.status < 500 => {
+                    record.state = State::Done { status: r.status, at_ms: now_ms() };
+                    return Ok(());
+                }
+                Ok(r) => format!("the continuation answered {}: {}", r.status, String::from_utf8_lossy(&r.body)),
+                Err(e) => format!("the continuation failed: {e}"),
+            };
+            if attempts >= RESUME_ATTEMPTS {
+                record.state = State::Failed { reason, at_ms: now_ms() };
+                return Ok(());
+            }
+            tracing::warn!(barrier = %record.id, attempts, reason = %reason, "barrier continuation failed; retrying");
+            let wait = tokio::time::sleep(Duration::from_millis(500) * 2u32.pow(attempts - 1));
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    _ = renew.tick() => self.save(record, stored).await?,
+                }
+            }
+        }
+    }
+
+    /// Write the record (renewing this node's lease) if it is still what this node last
+    /// wrote.
+    async fn save(&self, record: &mut Record, stored: &mut Vec<u8>) -> Result<(), Stop> {
+        record.owner = self.barriers.me();
+        record.lease_until_ms = now_ms() + LEASE.as_millis() as u64;
+        let new = encode(record);
+        let key = record_key(&record.id);
+        let mut last_error = String::new();
+        for _ in 0..10 {
+            match self.grid.kv_compare_and_swap(NAMESPACE, &key, Some(stored.clone()), new.clone()).await {
+                Ok(true) => {
+                    *stored = new;
+                    return Ok(());
+                }
+                // An earlier attempt may have landed without its answer reaching us.
+                Ok(false) => {
+                    let now = self.grid.kv_get(NAMESPACE, &key, Consistency::Quorum).await;
+                    return match now {
+                        Ok(Some(b)) if b == new => {
+                            *stored = new;
+                            Ok(())
+                        }
+                        _ => Err(Stop::Lost),
+                    };
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(Stop::Grid(last_error))
+    }
+
+    /// Every node: take over barriers nobody drives, and forget ended ones after a while.
+    pub async fn sweep_barriers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut rounds = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+            if self.remote.get().is_some_and(|r| r.dormant()) {
+                continue;
+            }
+            if let Err(e) = self.take_over_stalled().await {
+                tracing::debug!(error = %e, "barrier sweep did not finish; next round");
+            }
+            rounds += 1;
+            if rounds % 60 == 1
+                && let Err(e) = self.forget_ended().await
+            {
+                tracing::debug!(error = %e, "could not drop ended barriers; later");
+            }
+        }
+    }
+
+    async fn take_over_stalled(self: &Arc<Self>) -> Result<(), KvError> {
+        let me = self.barriers.me();
+        let my_node = me.split('/').next().unwrap_or_default().to_string();
+        let mut after = None;
+        loop {
+            let keys = self.grid.kv_list_keys(NAMESPACE, "pending/", after.as_deref(), 500).await?;
+            let Some(last) = keys.last().cloned() else { return Ok(()) };
+            for key in &keys {
+                let id = &key["pending/".len()..];
+                if self.barriers.active.lock().unwrap_or_else(|e| e.into_inner()).contains(id) {
+                    continue;
+                }
+                let Some(bytes) = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await? else {
+                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    continue;
+                };
+                let Some(mut record) = decode(&bytes) else {
+                    tracing::error!(barrier = %id, "unreadable barrier record; dropping it from the pending index");
+                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    continue;
+                };
+                let restarted = record.owner.split('/').next() == Some(my_node.as_str()) && record.owner != me;
+                if record.lease_until_ms > now_ms() && !restarted {
+                    continue;
+                }
+                if !self.barriers.claim(id) {
+                    continue;
+                }
+                let previous = std::mem::take(&mut record.owner);
+                record.takeovers += 1;
+                let mut stored = bytes;
+                match self.save(&mut record, &mut stored).await {
+                    Ok(()) => {
+                        self.barriers.taken_over.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(barrier = %id, from = %previous, service = %record.service, "took over a barrier");
+                        tokio::spawn(self.clone().drive(record, stored));
+                    }
+                    Err(_) => self.barriers.release(id),
+                }
+            }
+            after = Some(last);
+        }
+    }
+
+    async fn forget_ended(&self) -> Result<(), KvError> {
+        let cutoff = now_ms().saturating_sub(KEEP_ENDED.as_millis() as u64);
+        let mut after = None;
+        loop {
+            let keys = self.grid.kv_list_keys(NAMESPACE, "done/", after.as_deref(), 500).await?;
+            let Some(last) = keys.last().cloned() else { return Ok(()) };
+            for key in &keys {
+                let at = self.grid.kv_get(NAMESPACE, key, Consistency::One).await?;
+                let at: u64 = at.and_then(|b| String::from_utf8(b).ok()?.parse().ok()).unwrap_or(0);
+                if at < cutoff {
+                    self.grid.kv_delete(NAMESPACE, &record_key(&key["done/".len()..]), Consistency::Quorum).await?;
+                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                }
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Barriers still running (`GET /v1/barriers`), up to `limit`.
+    pub async fn pending_barriers(&self, limit: usize) -> Result<Vec<String>, KvError> {
+        let keys = self.grid.kv_list_keys(NAMESPACE, "pending/", None, limit).await?;
+        Ok(keys.into_iter().map(|k| k["pending/".len()..].to_string()).collect())
+    }
+
+    /// One barrier as JSON (`GET /v1/barriers/{id}`), `None` if there is none.
+    pub async fn barrier_report(&self, id: &str) -> Result<Option<serde_json::Value>, KvError> {
+        if id.is_empty() || id.len() > 64 {
+            return Ok(None);
+        }
+        let bytes = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await?;
+        Ok(bytes.as_deref().and_then(decode).map(|r| report(&r)))
+    }
+}
+
+fn report(r: &Record) -> serde_json::Value {
+    use serde_json::json;
+    let calls: Vec<serde_json::Value> = r
+        .calls
+        .iter()
+        .map(|c| {
+            let mut v = json!({ "service": c.service, "method": c.request.method, "path": c.request.path });
+            if let Some(a) = &c.answer {
+                v["after_ms"] = json!(a.after_ms);
+                match &a.result {
+                    Ok(resp) => v["status"] = json!(resp.status),
+                    Err(e) => v["error"] = json!(format!("{e:?}")),
+                }
+            }
+            v
+        })
+        .collect();
+    let (state, extra) = match &r.state {
+        State::Waiting => ("waiting", json!(null)),
+        State::Resuming { attempts } => ("resuming", json!({ "attempts": attempts })),
+        State::Done { status, at_ms } => ("done", json!({ "status": status, "ended_ms": at_ms })),
+        State::Failed { reason, at_ms } => ("failed", json!({ "reason": reason, "ended_ms": at_ms })),
+    };
+    let answered = r.calls.iter().filter(|c| c.answer.is_some()).count();
+    let waited_on = r.last.and_then(|i| {
+        let c = r.calls.get(i)?;
+        Some(json!({ "call": i, "service": c.service, "after_ms": c.answer.as_ref()?.after_ms }))
+    });
+    json!({
+        "id": r.id,
+        "service": r.service,
+        "request_id": r.request_id,
+        "state": state,
+        "end": extra,
+        "created_ms": r.created_ms,
+        "calls": calls,
+        "answered": answered,
+        "waited_on": waited_on,
+        "owner": r.owner,
+        "lease_until_ms": r.lease_until_ms,
+        "takeovers": r.takeovers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_report_what_was_waited_for() {
+        let mut r = Record {
+            id: "abc".into(),
+            service: "jobs".into(),
+            request_id: "r1".into(),
+            depth: 0,
+            created_ms: 1000,
+            calls: vec![
+                Call {
+                    service: "a".into(),
+                    request: WireRequest { method: "GET".into(), path: "/".into(), headers: vec![], body: vec![] },
+                    answer: Some(Answer {
+                        after_ms: 5,
+                        result: Ok(WireResponse { status: 200, headers: vec![], body: b"x".to_vec() }),
+                    }),
+                },
+                Call {
+                    service: "b".into(),
+                    request: WireRequest { method: "POST".into(), path: "/p".into(), headers: vec![], body: vec![1] },
+                    answer: Some(Answer { after_ms: 40, result: Err(WireError::Timeout) }),
+                },
+            ],
+            then: WireRequest { method: "POST".into(), path: "/done".into(), headers: vec![], body: b"ctx".to_vec() },
+            owner: "n1/0".into(),
+            lease_until_ms: 7000,
+            takeovers: 1,
+            state: State::Done { status: 200, at_ms: 1100 },
+            last: Some(1),
+        };
+        assert_eq!(decode(&encode(&r)).as_ref(), Some(&r));
+        let v = report(&r);
+        assert_eq!(v["state"], "done");
+        assert_eq!(v["waited_on"]["service"], "b");
+        assert_eq!(v["waited_on"]["after_ms"], 40);
+        assert_eq!(v["calls"][0]["status"], 200);
+        assert_eq!(v["calls"][1]["error"], "Timeout");
+        assert_eq!(v["answered"], 2);
+        r.state = State::Waiting;
+        assert_eq!(r.ended(), None);
+        assert!(decode(b"\xff\xff not a record").is_none());
+    }
+}

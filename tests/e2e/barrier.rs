@@ -1,0 +1,107 @@
+//! Durable barriers: a service fans out, finishes, and is resumed with every answer; the
+//! barrier outlives the node that drove it.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{TestNode, assert_error};
+
+/// Until `probe` gives a value, at most `within`.
+async fn until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An error the guest passed on (the SDK's error shape, without the platform's request id).
+fn guest_error(r: &nanogrid::client::Reply, status: u16, code: &str) {
+    assert_eq!(r.status.as_u16(), status, "body: {}", r.text());
+    assert_eq!(r.json().unwrap()["error"]["code"], code, "body: {}", r.text());
+}
+
+#[tokio::test]
+async fn a_fan_out_resumes_the_service_with_every_answer() {
+    let node = TestNode::start().await;
+    node.deploy("wordcount", "wordcount", json!({})).await;
+    node.deploy("jobs", "jobs", json!({})).await;
+    node.deploy("misbehave", "misbehave", json!({})).await;
+
+    let r = node.post("/jobs/", "the cat\nthe hat sat\n\n  \nend").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let started = r.json().unwrap();
+    assert_eq!(started["lines"], 3);
+    let id = started["job"].as_str().unwrap().to_string();
+    let done: Value = until("the job is done", Duration::from_secs(20), || async {
+        let r = node.get(&format!("/jobs/{id}")).await;
+        (r.status == 200).then(|| r.json().unwrap())
+    })
+    .await;
+    assert_eq!((done["words"].as_u64(), done["lines"].as_u64(), done["failed"].as_u64()), (Some(6), Some(3), Some(0)));
+    assert_eq!(done["top"][0], json!(["the", 2]), "{done}");
+
+    // The admin API shows what happened, and which call the barrier waited for.
+    let b = node.admin().get(&format!("/v1/barriers/{id}")).await.unwrap().json().unwrap();
+    assert_eq!(b["state"], "done", "{b}");
+    assert_eq!(b["service"], "jobs");
+    assert_eq!(b["end"]["status"], 200);
+    assert_eq!(b["answered"], 3);
+    assert!(b["calls"].as_array().unwrap().iter().all(|c| c["status"] == 200 && c["service"] == "wordcount"), "{b}");
+    let last = b["waited_on"]["call"].as_u64().unwrap() as usize;
+    let slowest = b["calls"].as_array().unwrap().iter().map(|c| c["after_ms"].as_u64().unwrap()).max().unwrap();
+    assert_eq!(b["calls"][last]["after_ms"].as_u64(), Some(slowest), "{b}");
+    let pending = node.admin().get("/v1/barriers").await.unwrap().json().unwrap();
+    assert_eq!(pending["pending"], json!([]), "{pending}");
+    assert_eq!(node.metric("nanogrid_barriers_total", "event=\"started\"").await, 1.0);
+    assert_eq!(node.metric("nanogrid_barriers_total", "event=\"resumed\"").await, 1.0);
+    // The fan-out calls are edges of the call graph like `invoke` calls.
+    let g = node.admin().get("/v1/graph").await.unwrap().json().unwrap();
+    assert!(
+        g["edges"].as_array().unwrap().iter().any(|e| e["from"] == "jobs" && e["to"] == "wordcount" && e["calls"] == 3),
+        "{g}"
+    );
+
+    // Another service cannot read it; unknown ids are named; limits hold.
+    let r = node.get(&format!("/misbehave/barrier-peek/{id}")).await;
+    guest_error(&r, 404, "not-found");
+    assert!(r.text().contains(&id), "{}", r.text());
+    let r = node.admin().get("/v1/barriers/nope").await.unwrap();
+    assert_error(&r, 404, "not-found");
+    let r = node.get("/misbehave/barrier/65").await;
+    guest_error(&r, 403, "denied");
+    assert!(r.text().contains("the limit is 64"), "{}", r.text());
+    let r = node.post("/jobs/", "\n\n").await;
+    guest_error(&r, 400, "invalid");
+}
+
+#[tokio::test]
+async fn a_barrier_outlives_a_kill_and_resumes_after_the_restart() {
+    let mut node = TestNode::start_with(false).await;
+    node.deploy("misbehave", "misbehave", json!({ "instances": 4 })).await;
+    let r = node.get("/misbehave/barrier/3?sleep=1500").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.text();
+    // Killed while all three calls sleep: none has answered.
+    node.kill();
+    node.restart();
+    let stored = until("the restarted node resumes the barrier", Duration::from_secs(30), || async {
+        let r = node.get(&format!("/misbehave/kv-get/barrier-{id}")).await;
+        (r.status == 200).then(|| r.text())
+    })
+    .await;
+    assert_eq!(stored, "3/3:state", "every call was sent again and the continuation got its state");
+    let runs = node.get(&format!("/misbehave/kv-get/resumes-{id}")).await.text();
+    assert_eq!(runs, "1", "the continuation ran once");
+    let b = node.admin().get(&format!("/v1/barriers/{id}")).await.unwrap().json().unwrap();
+    assert_eq!((b["state"].as_str(), b["takeovers"].as_u64()), (Some("done"), Some(1)), "{b}");
+    assert!(node.log().contains("took over a barrier"), "{}", node.log());
+}
