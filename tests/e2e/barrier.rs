@@ -5,23 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{TestNode, assert_error};
-
-/// Until `probe` gives a value, at most `within`.
-async fn until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::support::{TestNode, assert_error, eventually};
 
 /// An error the guest passed on (the SDK's error shape, without the platform's request id).
 fn guest_error(r: &nanogrid::client::Reply, status: u16, code: &str) {
@@ -41,7 +25,7 @@ async fn a_fan_out_resumes_the_service_with_every_answer() {
     let started = r.json().unwrap();
     assert_eq!(started["lines"], 3);
     let id = started["job"].as_str().unwrap().to_string();
-    let done: Value = until("the job is done", Duration::from_secs(20), || async {
+    let done: Value = eventually("the job is done", Duration::from_secs(20), || async {
         let r = node.get(&format!("/jobs/{id}")).await;
         (r.status == 200).then(|| r.json().unwrap())
     })
@@ -93,7 +77,7 @@ async fn a_barrier_outlives_a_kill_and_resumes_after_the_restart() {
     // Killed while all three calls sleep: none has answered.
     node.kill();
     node.restart();
-    let stored = until("the restarted node resumes the barrier", Duration::from_secs(30), || async {
+    let stored = eventually("the restarted node resumes the barrier", Duration::from_secs(30), || async {
         let r = node.get(&format!("/misbehave/kv-get/barrier-{id}")).await;
         (r.status == 200).then(|| r.text())
     })

@@ -312,3 +312,19 @@ pub fn assert_error(r: &Reply, status: u16, code: &str) -> Value {
     assert!(v["error"]["request_id"].as_str().is_some_and(|m| !m.is_empty()), "body: {v}");
     v
 }
+
+/// Poll `probe` every 100 ms until it yields a value; panic naming `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

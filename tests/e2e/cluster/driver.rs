@@ -2,15 +2,13 @@
 //! own data dir and fixed peer/gossip ports (so a restarted node is the same member), and
 //! the steps scenarios are written in: start, stop, kill -9, cut off, heal, wait until.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use http::Method;
 use nanogrid::client::{Client, Reply};
 use serde_json::Value;
 
 use crate::support::TestNode;
+pub use crate::support::eventually;
 
 pub struct Member {
     pub name: String,
@@ -50,22 +48,6 @@ fn free_tcp_port() -> u16 {
 
 fn free_udp_port() -> u16 {
     fixed_port(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
-}
-
-/// Poll `probe` every 100 ms until it yields a value; panic naming `what` after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 impl Cluster {

@@ -78,13 +78,7 @@ impl Service for Misbehave {
                 Ok(Response::text(200, "stored"))
             }
             (Some("fanout"), Some(n)) => {
-                let n: usize = n.parse().map_err(|_| Error::invalid("fanout/{n}"))?;
-                let me = context::service_name();
-                let target = match req.query_param("sleep") {
-                    Some(ms) => format!("/sleep/{ms}"),
-                    None => "/".to_string(),
-                };
-                let calls: Vec<(String, Request)> = (0..n).map(|_| (me.clone(), Request::get(&target))).collect();
+                let calls = calls_to_self(&req, n)?;
                 let mut ok = 0;
                 for r in invoke::call_all(&calls) {
                     r?;
@@ -93,13 +87,7 @@ impl Service for Misbehave {
                 Ok(Response::text(200, format!("{ok} calls answered")))
             }
             (Some("barrier"), Some(n)) => {
-                let n: usize = n.parse().map_err(|_| Error::invalid("barrier/{n}"))?;
-                let me = context::service_name();
-                let target = match req.query_param("sleep") {
-                    Some(ms) => format!("/sleep/{ms}"),
-                    None => "/".to_string(),
-                };
-                let calls: Vec<(String, Request)> = (0..n).map(|_| (me.clone(), Request::get(&target))).collect();
+                let calls = calls_to_self(&req, n)?;
                 let id = barrier::fan_out(&calls, &Request::new("POST", "/resumed").with_body("state"))?;
                 Ok(Response::text(202, id))
             }
@@ -148,4 +136,15 @@ fn kv_probe() -> Result<Response, Error> {
     }
     let listed = kv::list_keys("", None, 100)?;
     Response::json(200, &serde_json::json!({ "seen_before": seen_before, "listed": listed.len() }))
+}
+
+/// `n` (a path segment) calls to this service: `GET /`, or `GET /sleep/{ms}` with `?sleep=`.
+fn calls_to_self(req: &Request, n: &str) -> Result<Vec<(String, Request)>, Error> {
+    let n: usize = n.parse().map_err(|_| Error::invalid(format!("expected a number of calls, got {n:?}")))?;
+    let me = context::service_name();
+    let target = match req.query_param("sleep") {
+        Some(ms) => format!("/sleep/{ms}"),
+        None => "/".to_string(),
+    };
+    Ok((0..n).map(|_| (me.clone(), Request::get(&target))).collect())
 }
