@@ -24,6 +24,10 @@ use nanogrid::grid::part::Consistency;
 use nanogrid::grid::{BatchOp, Durability, Grid, RocksStorage, Storage, Table};
 use nanogrid::node::{self, NodeConfig, NodeHandle};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{Stats, stats, timed, today, write_section};
+
 const TOKEN: &str = "grid-bench-token";
 const KEYS: usize = 10_000;
 const SEQ: usize = 3000;
@@ -40,32 +44,6 @@ fn fixed_addrs(n: usize) -> Vec<(SocketAddr, SocketAddr)> {
     });
     let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     (0..n).map(|_| (at(free.next().expect("free ports")), at(free.next().expect("free ports")))).collect()
-}
-
-#[derive(Clone, Copy)]
-struct Stats {
-    p50: f64,
-    p99: f64,
-}
-
-fn stats(mut us: Vec<f64>) -> Stats {
-    us.sort_by(f64::total_cmp);
-    let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)];
-    Stats { p50: at(0.50), p99: at(0.99) }
-}
-
-async fn timed<F, Fut>(n: usize, mut f: F) -> Stats
-where
-    F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut us = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        f(i).await;
-        us.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    stats(us)
 }
 
 fn key(i: usize) -> String {
@@ -289,7 +267,7 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         "Three nodes in one process on loopback (`cargo bench -p nanogrid --bench grid`, run by `./dev bench grid`), \
          every partition on all three, 100-byte values over {KEYS} keys, {SEQ} sequential calls per row; \
          throughput with {CALLERS} concurrent callers. Measured {}.\n\n",
-        chrono_like_now()
+        today()
     ));
     out.push_str(&format!(
         "- **quorum write p50 / one loopback RPC round trip: {quorum_write:.2}x** (target ≤ 2; {:.1} vs {:.1} µs; \
@@ -308,27 +286,10 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
     out.push_str("\nThrough a guest (the `kvstore` sample, one HTTP request per operation into n1, sequential):\n\n");
     section(&mut out, &guests);
     println!("{out}");
-    write_section(doc, &out)?;
+    write_section(doc, "grid", &out)?;
     for n in nodes {
         n.shutdown().await;
     }
-    Ok(())
-}
-
-fn chrono_like_now() -> String {
-    let out = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
-}
-
-fn write_section(doc: &str, body: &str) -> anyhow::Result<()> {
-    let (begin, end) = ("<!-- grid:begin -->", "<!-- grid:end -->");
-    let text = std::fs::read_to_string(doc).unwrap_or_default();
-    let block = format!("{begin}\n{body}{end}");
-    let next = match (text.find(begin), text.find(end)) {
-        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &text[..b], &text[e + end.len()..]),
-        _ => format!("{}\n{block}\n", text.trim_end()),
-    };
-    std::fs::write(doc, next)?;
     Ok(())
 }
 

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -126,6 +126,8 @@ pub struct Barriers {
     pub resumed: AtomicU64,
     pub failed: AtomicU64,
     pub taken_over: AtomicU64,
+    /// Barriers this node saw end (done or failed), for waiting on one without polling.
+    ended: watch::Sender<u64>,
 }
 
 impl Barriers {
@@ -138,6 +140,7 @@ impl Barriers {
             resumed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             taken_over: AtomicU64::new(0),
+            ended: watch::channel(0).0,
         }
     }
 
@@ -153,6 +156,11 @@ impl Barriers {
     /// How many barriers this node drives now.
     pub fn active(&self) -> usize {
         self.active.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Changes each time a barrier driven here ends (the value counts them).
+    pub fn subscribe_ended(&self) -> watch::Receiver<u64> {
+        self.ended.subscribe()
     }
 
     /// Mark `id` as driven here; false if it already is.
@@ -329,9 +337,10 @@ impl Registry {
     }
 
     async fn drive_to_end(self: &Arc<Self>, record: &mut Record, stored: &mut Vec<u8>) -> Result<(), Stop> {
-        let mut renew = tokio::time::interval(LEASE / 3);
+        // The first renewal is due a third of a lease from now (an interval's immediate
+        // first tick would still wait for the timer wheel, about a millisecond).
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + LEASE / 3, LEASE / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        renew.tick().await;
         if matches!(record.state, State::Waiting) {
             let mut pending: FuturesUnordered<_> = record
                 .calls
@@ -347,10 +356,17 @@ impl Registry {
                 .collect();
             while !pending.is_empty() {
                 tokio::select! {
-                    Some((i, result)) = pending.next() => {
+                    Some(first) = pending.next() => {
+                        // Answers that are already in go into the same write.
+                        let mut ready = vec![first];
+                        while let Some(Some(more)) = pending.next().now_or_never() {
+                            ready.push(more);
+                        }
                         let after_ms = now_ms().saturating_sub(record.created_ms);
-                        record.calls[i].answer = Some(Answer { after_ms, result });
-                        record.last = Some(i);
+                        for (i, result) in ready {
+                            record.calls[i].answer = Some(Answer { after_ms, result });
+                            record.last = Some(i);
+                        }
                         self.save(record, stored).await?;
                     }
                     _ = renew.tick() => self.save(record, stored).await?,
@@ -377,6 +393,7 @@ impl Registry {
             }
             _ => {}
         }
+        self.barriers.ended.send_modify(|n| *n += 1);
         Ok(())
     }
 
