@@ -41,6 +41,9 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 const RESUME_ATTEMPTS: u32 = 5;
 /// Ended barriers stay readable (`GET /v1/barriers/{id}`, `barrier.results`) this long.
 const KEEP_ENDED: Duration = Duration::from_secs(3600);
+/// All answers of one barrier together (each is also capped at the service's
+/// `max_kv_value_bytes`): the record is rewritten as answers arrive.
+const MAX_ANSWERS_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct WireRequest {
@@ -105,9 +108,33 @@ struct Record {
     state: State,
     /// The call that answered last: the one the barrier waited for.
     last: Option<usize>,
+    /// The largest answer body kept (the service's `max_kv_value_bytes`).
+    max_answer: usize,
 }
 
 impl Record {
+    /// An answer as the barrier keeps it: bodies over the limits become a `denied` error.
+    fn keepable(&self, result: Result<WireResponse, WireError>) -> Result<WireResponse, WireError> {
+        let Ok(r) = result else { return result };
+        let kept: usize =
+            self.calls.iter().filter_map(|c| c.answer.as_ref()?.result.as_ref().ok()).map(|r| r.body.len()).sum();
+        if r.body.len() > self.max_answer {
+            Err(WireError::Denied(format!(
+                "the answer ({} {} bytes) is over the {} bytes a barrier keeps per answer (limits.max_kv_value_bytes)",
+                r.status,
+                r.body.len(),
+                self.max_answer
+            )))
+        } else if kept + r.body.len() > MAX_ANSWERS_BYTES {
+            Err(WireError::Denied(format!(
+                "the barrier's answers would be over {MAX_ANSWERS_BYTES} bytes in all; the answer of {} bytes was dropped",
+                r.body.len()
+            )))
+        } else {
+            Ok(r)
+        }
+    }
+
     fn ended(&self) -> Option<u64> {
         match self.state {
             State::Done { at_ms, .. } | State::Failed { at_ms, .. } => Some(at_ms),
@@ -258,13 +285,11 @@ impl Registry {
             )));
         }
         let max = caller.limits.max_value_bytes;
-        let sizes = calls.iter().map(|(s, r)| (s.as_str(), r.body.len())).chain([("then", then.body.len())]);
-        for (what, size) in sizes {
-            if size > max {
-                return Err(GuestError::Invalid(format!(
-                    "the fan-out request body for {what:?} is {size} bytes; a barrier keeps bodies up to limits.max_value_bytes ({max})"
-                )));
-            }
+        let size: usize = calls.iter().map(|(_, r)| r.body.len()).sum::<usize>() + then.body.len();
+        if size > max {
+            return Err(GuestError::Invalid(format!(
+                "the fan-out's request bodies (calls and then) are {size} bytes in all; a barrier keeps up to limits.max_kv_value_bytes ({max}): pass keys to kv data instead"
+            )));
         }
         let id = self.new_request_id();
         let created_ms = now_ms();
@@ -284,6 +309,7 @@ impl Registry {
             takeovers: 0,
             state: State::Waiting,
             last: None,
+            max_answer: max,
         };
         let bytes = encode(&record);
         // The record first, then the index: a crash between leaves an unreachable record,
@@ -364,6 +390,7 @@ impl Registry {
                         }
                         let after_ms = now_ms().saturating_sub(record.created_ms);
                         for (i, result) in ready {
+                            let result = record.keepable(result);
                             record.calls[i].answer = Some(Answer { after_ms, result });
                             record.last = Some(i);
                         }
@@ -687,6 +714,7 @@ mod tests {
             takeovers: 1,
             state: State::Done { status: 200, at_ms: 1100 },
             last: Some(1),
+            max_answer: 4,
         };
         assert_eq!(decode(&encode(&r)).as_ref(), Some(&r));
         let v = report(&r);
@@ -698,6 +726,12 @@ mod tests {
         assert_eq!(v["answered"], 2);
         r.state = State::Waiting;
         assert_eq!(r.ended(), None);
+        // Answers over the per-answer limit are kept as an error naming it.
+        let big = WireResponse { status: 200, headers: vec![], body: vec![0; 5] };
+        let kept = r.keepable(Ok(big));
+        assert!(matches!(&kept, Err(WireError::Denied(m)) if m.contains("over the 4 bytes")), "{kept:?}");
+        let small = WireResponse { status: 201, headers: vec![], body: vec![0; 4] };
+        assert_eq!(r.keepable(Ok(small.clone())), Ok(small));
         assert!(decode(b"\xff\xff not a record").is_none());
     }
 }
