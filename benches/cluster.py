@@ -9,8 +9,11 @@
   dormant    cut a node off (transport fault injection); time until it reports dormant
   forward    p50 of sequential requests to a service with its only instance on n1,
              sent to n1 (local) and to n2 (forwarded one hop)
+  colocate   `head` (pinned to one node) calls `tail` (one instance, elsewhere) through
+             invoke: p50 of /head/ while every call crosses nodes, the time under load
+             until the leader moves `tail` next to `head`, and p50 after
 
-Usage: benches/cluster.py NANOGRID_BIN HELLO_WASM OUT_MD [ROUNDS]
+Usage: benches/cluster.py NANOGRID_BIN HELLO_WASM CHAIN_INVOKE_WASM OUT_MD [ROUNDS]
 Rewrites the section between <!-- cluster:begin --> and <!-- cluster:end --> in OUT_MD.
 """
 
@@ -135,6 +138,20 @@ def p50_of(node, path, n=400):
     return statistics.median(times[n // 10:])
 
 
+def placed(node, service):
+    """Names of the nodes the assignment gives `service` instances (sorted)."""
+    status, data = node.call("GET", f"/v1/services/{service}")
+    if status != 200:
+        return None
+    rows = json.loads(data)["status"]["nodes"]
+    return sorted(r["node"] for r in rows if r["instances"] > 0) or None
+
+
+def local_instances(node, service):
+    status, data = node.call("GET", f"/v1/services/{service}")
+    return json.loads(data)["status"]["local"]["instances"] if status == 200 else 0
+
+
 class Load:
     """Request loops through the given nodes' ingress, recording failure times."""
 
@@ -172,7 +189,7 @@ class Load:
         return (f[-1] - f[0] if f else 0.0), len(f), self.total
 
 
-def round_(binary, wasm):
+def round_(binary, wasm, chain_wasm):
     root = tempfile.mkdtemp(prefix="ng-cluster-bench-")
     ports = [(free_port(), free_port(socket.SOCK_DGRAM)) for _ in range(3)]
     seeds = ",".join(f"127.0.0.1:{g}" for _, g in ports)
@@ -194,6 +211,26 @@ def round_(binary, wasm):
         wait("solo serves through n2", lambda: serves(nodes[1], "/solo/") and serves(nodes[0], "/solo/"))
         local_p50 = p50_of(nodes[0], "/solo/")
         forwarded_p50 = p50_of(nodes[1], "/solo/")
+
+        # Co-location: a chain over invoke whose callee starts on another node.
+        status, data = nodes[0].call("PUT", "/v1/components", open(chain_wasm, "rb").read())
+        chain = json.loads(data)["digest"]
+        tail = {"component": chain, "instances": 1, "config": {"stage": "2"}}
+        status, data = nodes[0].call("PUT", "/v1/services/tail", tail, 15)
+        assert status in (200, 201), data
+        first = wait("tail is placed", lambda: placed(nodes[0], "tail"))[0]
+        caller = next(n for n in nodes if n.name != first)
+        head = {"component": chain, "instances": 2, "placement": [caller.name],
+                "config": {"stage": "1", "next": "tail"}}
+        status, data = nodes[0].call("PUT", "/v1/services/head", head, 15)
+        assert status in (200, 201), data
+        wait("head serves", lambda: serves(caller, "/head/"))
+        crossing_p50 = p50_of(caller, "/head/")
+        t = time.time()
+        wait("tail moves next to head", lambda: p50_of(caller, "/head/", 100) and placed(nodes[0], "tail") == [caller.name], 60)
+        moved = time.time() - t
+        wait("tail serves on the caller's node", lambda: local_instances(caller, "tail") >= 1)
+        colocated_p50 = p50_of(caller, "/head/")
 
         # A follower dies: failure detection on the leader.
         lead = next(n for n in nodes if n.name == leader)
@@ -234,7 +271,8 @@ def round_(binary, wasm):
         dormant = time.time() - t
         return dict(formed=formed, detection=detection, rejoin=rejoin, election=election,
                     window=window, failed=failed, total=total, dormant=dormant,
-                    local=local_p50, forwarded=forwarded_p50)
+                    local=local_p50, forwarded=forwarded_p50,
+                    crossing=crossing_p50, moved=moved, colocated=colocated_p50)
     finally:
         for n in nodes:
             if n.proc and n.proc.poll() is None:
@@ -243,11 +281,11 @@ def round_(binary, wasm):
 
 
 def main():
-    binary, wasm, out = sys.argv[1:4]
-    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    binary, wasm, chain_wasm, out = sys.argv[1:5]
+    rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 5
     results = []
     for i in range(rounds):
-        r = round_(binary, wasm)
+        r = round_(binary, wasm, chain_wasm)
         print(f"round {i + 1} (s): " + ", ".join(f"{k} {v:.6f}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in r.items()), flush=True)
         results.append(r)
@@ -287,6 +325,18 @@ def main():
         f"| local (n1) | {col('local')[0] * 1e6:.0f} |",
         f"| forwarded (n2 → n1) | {col('forwarded')[0] * 1e6:.0f} |",
         f"| ratio forwarded / local | {col('forwarded')[0] / col('local')[0]:.2f} |",
+        "",
+        "Co-location: `head` (2 instances, pinned to one node) calls `tail` (1 instance, placed",
+        "on another node) through `invoke` for every request; p50 of 400 sequential requests to",
+        "`head` before and after the leader moves `tail` next to it (default settings: call",
+        "traffic sampled every 10 s, hot at 5 calls/s):",
+        "",
+        "| measure | median of rounds |",
+        "| --- | ---: |",
+        f"| /head/ p50 while each call crosses nodes (µs) | {col('crossing')[0] * 1e6:.0f} |",
+        f"| /head/ p50 once `tail` runs next to `head` (µs) | {col('colocated')[0] * 1e6:.0f} |",
+        f"| ratio co-located / crossing | {col('colocated')[0] / col('crossing')[0]:.2f} |",
+        f"| time under load until `tail` moved (ms) | {ms('moved')} |",
         "",
         f"Requests through the two survivors during the leader kills: {total}, failed: {failed}.",
         "Forwarding skips unreachable nodes and the survivors keep their own instances, so a",

@@ -17,7 +17,7 @@ use openraft::ChangeMembers;
 use tokio::sync::watch;
 
 use super::gossip::{KEY_LOAD, KEY_MODE, PeerInfo};
-use super::placement::place;
+use super::placement::{hold_until_ready, place};
 use super::types::{Command, Member, raft_id};
 use super::{Cluster, Mode};
 
@@ -252,6 +252,8 @@ impl Cluster {
             .collect();
         let affinity = self.traffic.lock().unwrap_or_else(|e| e.into_inner()).affinity.clone();
         let mut next = place(&loaded, &serving, &stored.state.assignment, &affinity);
+        let runs = |node: &str, service: &str| live.get(node).is_some_and(|p| p.services.iter().any(|s| s == service));
+        hold_until_ready(&stored.state.assignment, &mut next, runs);
         for (name, row) in &stored.state.assignment {
             if !loaded.contains_key(name) {
                 next.insert(name.clone(), row.clone());

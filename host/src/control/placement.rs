@@ -60,6 +60,28 @@ pub fn place(
     out
 }
 
+/// Make before break: while `next` would leave fewer serving instances of a service than
+/// both `next` asks for and `current` has serving, every serving node that `next` gives
+/// fewer keeps its `current` count. A move briefly runs an extra instance instead of
+/// leaving callers with none while the new node fetches, compiles and starts the service;
+/// once it serves, the move completes. `serving(node, service)` is what gossip shows (a
+/// dead node serves nothing, so its share moves at once).
+pub fn hold_until_ready(current: &Assignment, next: &mut Assignment, serving: impl Fn(&str, &str) -> bool) {
+    for (name, row) in next.iter_mut() {
+        let Some(had) = current.get(name) else { continue };
+        let ready = |r: &BTreeMap<String, u32>| r.iter().filter(|(n, _)| serving(n, name)).map(|(_, c)| c).sum::<u32>();
+        let wanted = row.values().sum::<u32>().min(ready(had));
+        if ready(row) >= wanted {
+            continue;
+        }
+        for (n, &old) in had {
+            if serving(n, name) && row.get(n).copied().unwrap_or(0) < old {
+                row.insert(n.clone(), old);
+            }
+        }
+    }
+}
+
 fn rotation(service: &str, n: usize) -> usize {
     let d = Sha256::digest(service.as_bytes());
     (u64::from_be_bytes(d[..8].try_into().expect("8 bytes")) % n as u64) as usize
@@ -151,5 +173,34 @@ mod tests {
             place(&pinned, &live, &Assignment::new(), &hot("p", &[("n2", 5)]))["p"],
             BTreeMap::from([("n1".to_string(), 1)])
         );
+    }
+
+    #[test]
+    fn a_moving_instance_stays_until_its_new_node_serves() {
+        let current = Assignment::from([("b".to_string(), BTreeMap::from([("n1".to_string(), 1)]))]);
+        let moved = Assignment::from([("b".to_string(), BTreeMap::from([("n2".to_string(), 1)]))]);
+        let mut next = moved.clone();
+        hold_until_ready(&current, &mut next, |n, _| n == "n1");
+        let both = BTreeMap::from([("n1".to_string(), 1), ("n2".to_string(), 1)]);
+        assert_eq!(next["b"], both, "n1 keeps it meanwhile");
+        // The next step starts from the held table and still holds until n2 serves.
+        let held = next.clone();
+        let mut again = moved.clone();
+        hold_until_ready(&held, &mut again, |n, _| n == "n1");
+        assert_eq!(again, held);
+        let mut done = moved.clone();
+        hold_until_ready(&held, &mut done, |_, _| true);
+        assert_eq!(done, moved);
+        let mut next = moved.clone();
+        hold_until_ready(&current, &mut next, |_, _| true);
+        assert_eq!(next, moved, "n2 serves: the move completes");
+        let mut next = moved.clone();
+        hold_until_ready(&current, &mut next, |_, _| false);
+        assert_eq!(next, moved, "n1 is not serving (dead): nothing to keep");
+        // Scaling down or a node leaving gains nothing: no hold.
+        let down = Assignment::from([("b".to_string(), BTreeMap::new())]);
+        let mut next = down.clone();
+        hold_until_ready(&current, &mut next, |n, _| n == "n1");
+        assert_eq!(next, down);
     }
 }

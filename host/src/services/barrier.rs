@@ -580,6 +580,13 @@ impl Registry {
                     self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
                     continue;
                 };
+                if let Some(at) = record.ended() {
+                    // Its driver ended it but did not get to tidy the index.
+                    let done = format!("done/{id}");
+                    self.grid.kv_set(NAMESPACE, &done, at.to_string().into_bytes(), Consistency::Quorum).await?;
+                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    continue;
+                }
                 let restarted = record.owner.split('/').next() == Some(my_node.as_str()) && record.owner != me;
                 if record.lease_until_ms > now_ms() && !restarted {
                     continue;
