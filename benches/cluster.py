@@ -336,7 +336,7 @@ def main():
         f"| /head/ p50 while each call crosses nodes (µs) | {col('crossing')[0] * 1e6:.0f} |",
         f"| /head/ p50 once `tail` runs next to `head` (µs) | {col('colocated')[0] * 1e6:.0f} |",
         f"| ratio co-located / crossing | {col('colocated')[0] / col('crossing')[0]:.2f} |",
-        f"| time under load until `tail` moved (ms) | {ms('moved')} |",
+        f"| time under load until `tail` moved (ms; range) | {ms('moved').replace(' | ', ' (') + ')'} |",
         "",
         f"Requests through the two survivors during the leader kills: {total}, failed: {failed}.",
         "Forwarding skips unreachable nodes and the survivors keep their own instances, so a",
