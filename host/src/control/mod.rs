@@ -178,6 +178,14 @@ impl crate::services::Remote for RemoteCalls {
         routing_key(req).is_some_and(|k| cluster.key_holder(service, k).is_some())
     }
 
+    fn runs_elsewhere(&self, service: &str) -> bool {
+        let Some(cluster) = self.cluster.upgrade() else { return false };
+        let live = cluster.live.read().unwrap_or_else(|e| e.into_inner());
+        live.values().any(|p| {
+            p.id != cluster.name && p.mode != Mode::Dormant.as_str() && p.services.iter().any(|s| s == service)
+        })
+    }
+
     fn call<'a>(
         &'a self,
         service: &'a str,

@@ -90,10 +90,16 @@ impl Registry {
                 let reason = "this node is dormant (cut off from its cluster's majority)".to_string();
                 return (Err(DispatchError::NoInstance { service: name.to_string(), reason }), false);
             }
-            // In a cluster, a service without instances here runs wherever it has some.
-            let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
+            // In a cluster, a service without instances here runs wherever it has some, and
+            // a call finding every instance here busy goes to another node that runs it
+            // (a service calling itself with one instance here would otherwise wait for
+            // the instance its caller holds).
+            let gate = svc.as_ref().map(|s| s.gate());
+            let local = gate.as_ref().is_some_and(|g| g.limit > 0);
+            let busy = gate.as_ref().is_some_and(|g| g.limit > 0 && g.running >= g.limit);
             let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
-            if !stopped && (!local || remote.elsewhere(name, &req)) {
+            let spill = busy && remote.runs_elsewhere(name);
+            if !stopped && (!local || spill || remote.elsewhere(name, &req)) {
                 return (remote.call(name, req, request_id, depth).await, true);
             }
         }

@@ -95,3 +95,23 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
     assert_eq!(remote1, remote0, "no call crosses nodes once tail runs next to head");
     assert_eq!(failed, 0, "moving the instance failed no request ({sent} sent)");
 }
+
+/// A service that calls itself with one instance per node: the calls find the instance
+/// here busy (the caller holds it) and run on the other nodes instead of waiting for it.
+#[tokio::test]
+async fn calls_that_find_every_local_instance_busy_run_on_another_node() {
+    let c = Cluster::start(3).await;
+    formed(&c).await;
+    let spec = json!({ "instances": 3, "queue_timeout_ms": 2000 });
+    c.nodes[0].node.deploy("misbehave", "misbehave", spec).await;
+    for i in 0..3 {
+        serves(&c, i, "/misbehave/", Duration::from_secs(20)).await;
+    }
+    let metric = ("nanogrid_forwarded_total", "outcome=\"answered\"");
+    let before = c.nodes[0].node.metric(metric.0, metric.1).await;
+    // Two calls that each sleep 300 ms, made while the request holds n1's only instance.
+    let r = c.get(0, "/misbehave/fanout/2?sleep=300").await.unwrap();
+    assert_eq!((r.status.as_u16(), r.text()), (200, "2 calls answered".to_string()));
+    let after = c.nodes[0].node.metric(metric.0, metric.1).await;
+    assert!(after >= before + 2.0, "both calls went to other nodes ({before} → {after} forwarded)");
+}
