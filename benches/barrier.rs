@@ -137,8 +137,5 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let wasm = args.first().context("usage: barrier <misbehave.wasm> <BENCHMARKS.md>")?;
-    let doc = args.get(1).map_or("docs/BENCHMARKS.md", String::as_str);
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(wasm, doc))
+    common::main_with("barrier", "misbehave", |wasm, doc| async move { run(&wasm, &doc).await })
 }

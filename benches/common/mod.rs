@@ -51,3 +51,18 @@ pub fn write_section(doc: &str, name: &str, body: &str) -> anyhow::Result<()> {
     std::fs::write(doc, next)?;
     Ok(())
 }
+
+/// A bench binary's arguments `<component.wasm> [BENCHMARKS.md]` (cargo's own `--bench`
+/// flag is skipped), and a runtime to run the bench on.
+pub fn main_with<F, Fut>(name: &str, component: &str, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(String, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let Some(wasm) = args.first().cloned() else {
+        anyhow::bail!("usage: {name} <{component}.wasm> <BENCHMARKS.md>");
+    };
+    let doc = args.get(1).cloned().unwrap_or_else(|| "docs/BENCHMARKS.md".into());
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(wasm, doc))
+}
