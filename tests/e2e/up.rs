@@ -65,6 +65,15 @@ async fn up_starts_a_node_with_every_sample_deployed() {
     assert_eq!(r.json().unwrap()["top"][0], json!({"word": "the", "count": 2}));
     let r = c.send(Method::POST, &format!("{ingress}/chain-1/"), &[], Bytes::from("in")).await.unwrap();
     assert_eq!(r.json().unwrap()["stage-5"], "ok");
+    let r = c.send(Method::POST, &format!("{ingress}/jobs/"), &[], Bytes::from("one line\ntwo lines")).await.unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let job = format!("{ingress}/jobs/{}", r.json().unwrap()["job"].as_str().unwrap());
+    let done = crate::support::eventually("the jobs sample's barrier resumes it", Duration::from_secs(20), || async {
+        let r = c.send(Method::GET, &job, &[], Bytes::new()).await.ok()?;
+        (r.status == 200).then(|| r.json().unwrap())
+    })
+    .await;
+    assert_eq!((done["words"].as_u64(), done["lines"].as_u64()), (Some(4), Some(2)), "{done}");
 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success(), "up exits cleanly on SIGTERM");
