@@ -149,6 +149,14 @@ nanogrid_barriers_driven {}",
     }
     let _ = writeln!(
         out,
+        "# HELP nanogrid_calls_remote_total invoke calls that ran on another node (what co-location removes).\n# TYPE nanogrid_calls_remote_total counter"
+    );
+    for e in &edges {
+        let (f, t) = (escape(&e.from), escape(&e.to));
+        let _ = writeln!(out, "nanogrid_calls_remote_total{{from=\"{f}\",to=\"{t}\"}} {}", e.remote);
+    }
+    let _ = writeln!(
+        out,
         "# HELP nanogrid_call_duration_seconds_sum Time invoke calls took, as the caller saw it.\n# TYPE nanogrid_call_duration_seconds_sum counter"
     );
     for e in &edges {

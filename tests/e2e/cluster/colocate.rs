@@ -39,6 +39,8 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
     assert!(body.contains("stage-2"), "{body}");
     let (_, crossed) = edge(&c, caller, "head", "tail").await;
     assert!(crossed >= 1, "before co-location head's calls to tail cross to {first}");
+    let metric = c.nodes[caller].node.metric("nanogrid_calls_remote_total", "from=\"head\",to=\"tail\"").await;
+    assert_eq!(metric, crossed as f64, "/metrics counts the same calls");
 
     // Steady traffic through the caller's node until the leader moves tail there.
     let c = Arc::new(c);
