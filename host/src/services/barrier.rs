@@ -312,14 +312,18 @@ impl Registry {
             max_answer: max,
         };
         let bytes = encode(&record);
-        // The record first, then the index: a crash between leaves an unreachable record,
-        // never an index entry for a barrier that does not exist.
+        // The record first, then the index: a crash between leaves a record nothing drives
+        // (its fan-out never returned an id), never an index entry without a record.
         let stored = self.grid.kv_compare_and_swap(NAMESPACE, &record_key(&id), None, bytes.clone()).await;
         if !stored.map_err(kv_error)? {
             return Err(GuestError::Internal(format!("barrier id {id} is already taken; retry")));
         }
         let pending = format!("pending/{id}");
-        self.grid.kv_set(NAMESPACE, &pending, Vec::new(), Consistency::Quorum).await.map_err(kv_error)?;
+        if let Err(e) = self.grid.kv_set(NAMESPACE, &pending, Vec::new(), Consistency::Quorum).await {
+            // Nothing will drive it: take the record back (best effort) and say so.
+            let _ = self.grid.kv_delete(NAMESPACE, &record_key(&id), Consistency::Quorum).await;
+            return Err(kv_error(e));
+        }
         self.barriers.started.fetch_add(1, Ordering::Relaxed);
         self.barriers.claim(&id);
         tracing::info!(barrier = %id, service = %record.service, request_id = %record.request_id, calls = record.calls.len(), "barrier started");
