@@ -109,6 +109,13 @@ async fn calls_that_find_every_local_instance_busy_run_on_another_node() {
     for i in 0..3 {
         serves(&c, i, "/misbehave/", Duration::from_secs(20)).await;
     }
+    // n1 must see through gossip that the others serve it too.
+    eventually("n1 sees every node serving misbehave", Duration::from_secs(20), || async {
+        let v = c.nodes[0].node.service("misbehave").await;
+        let nodes = v["status"]["nodes"].as_array()?.clone();
+        (nodes.len() == 3 && nodes.iter().all(|n| n["serving"] == true)).then_some(())
+    })
+    .await;
     let metric = ("nanogrid_forwarded_total", "outcome=\"answered\"");
     let before = c.nodes[0].node.metric(metric.0, metric.1).await;
     // Two calls that each sleep 300 ms, made while the request holds n1's only instance.
