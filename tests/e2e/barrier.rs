@@ -45,6 +45,16 @@ async fn a_fan_out_resumes_the_service_with_every_answer() {
     assert_eq!(b["calls"][last]["after_ms"].as_u64(), Some(slowest), "{b}");
     let pending = node.admin().get("/v1/barriers").await.unwrap().json().unwrap();
     assert_eq!(pending["pending"], json!([]), "{pending}");
+    // The CLI shows the same.
+    let out = node.cli(&["barriers", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("done for service jobs"), "{text}");
+    assert_eq!(text.matches("wordcount").count(), 3, "{text}");
+    assert_eq!(text.matches("<- waited for").count(), 1, "{text}");
+    let out = node.cli(&["barriers"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no barriers running"));
+    let out = node.cli(&["barriers", "nope"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no barrier \"nope\""));
     assert_eq!(node.metric("nanogrid_barriers_total", "event=\"started\"").await, 1.0);
     assert_eq!(node.metric("nanogrid_barriers_total", "event=\"resumed\"").await, 1.0);
     // The fan-out calls are edges of the call graph like `invoke` calls.

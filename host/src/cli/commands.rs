@@ -300,6 +300,53 @@ pub async fn remove_node(client: &ClientArgs, id: &str) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn barriers(client: &ClientArgs, id: Option<&str>) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    let Some(id) = id else {
+        let list = check(c.get("/v1/barriers").await?)?;
+        let pending = list["pending"].as_array().cloned().unwrap_or_default();
+        if pending.is_empty() {
+            println!("no barriers running");
+        }
+        for id in pending {
+            println!("{}", id.as_str().unwrap_or("?"));
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let b = check(c.get(&format!("/v1/barriers/{id}")).await?)?;
+    println!(
+        "barrier {id}: {} for service {} (request {}), {} of {} answered, owner {}, takeovers {}",
+        b["state"].as_str().unwrap_or("?"),
+        b["service"].as_str().unwrap_or("?"),
+        b["request_id"].as_str().unwrap_or("?"),
+        b["answered"],
+        b["calls"].as_array().map_or(0, Vec::len),
+        b["owner"].as_str().unwrap_or("?"),
+        b["takeovers"]
+    );
+    if !b["end"].is_null() {
+        println!("end: {}", b["end"]);
+    }
+    println!("{:>4} {:<20} {:<30} {:>8} ANSWER", "CALL", "SERVICE", "PATH", "AFTER_MS");
+    let waited = b["waited_on"]["call"].as_u64();
+    for (i, call) in b["calls"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+        let answer = match (&call["status"], &call["error"]) {
+            (s, _) if s.is_u64() => s.to_string(),
+            (_, e) if e.is_string() => e.as_str().unwrap_or("?").to_string(),
+            _ => "(waiting)".to_string(),
+        };
+        let mark = if waited == Some(i as u64) { "  <- waited for" } else { "" };
+        println!(
+            "{:>4} {:<20} {:<30} {:>8} {answer}{mark}",
+            i,
+            call["service"].as_str().unwrap_or("?"),
+            format!("{} {}", call["method"].as_str().unwrap_or("?"), call["path"].as_str().unwrap_or("?")),
+            call["after_ms"].as_u64().map_or("-".to_string(), |ms| ms.to_string()),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
     let cluster = check(c.get("/v1/cluster").await?)?;

@@ -71,6 +71,14 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List running durable barriers, or show one: its calls, their answers, and which
+    /// call it waited for.
+    Barriers {
+        /// A barrier id (as `barrier.fan-out` returned it).
+        id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -256,6 +264,7 @@ pub fn main() -> std::process::ExitCode {
             Command::RemoveNode { id, client } => commands::remove_node(&client, &id).await,
             Command::Invoke(args) => commands::invoke(args).await,
             Command::Status { client } => commands::status(&client).await,
+            Command::Barriers { id, client } => commands::barriers(&client, id.as_deref()).await,
         }
     });
     match result {
