@@ -180,9 +180,15 @@ impl crate::services::Remote for RemoteCalls {
 
     fn runs_elsewhere(&self, service: &str) -> bool {
         let Some(cluster) = self.cluster.upgrade() else { return false };
+        // Only worth a hop if some node running it is less loaded than this one (gossip
+        // load: executions running there); under even saturation calls stay and queue here.
+        let here: u64 = cluster.registry.list().iter().map(|s| u64::from(s.gate().running)).sum();
         let live = cluster.live.read().unwrap_or_else(|e| e.into_inner());
         live.values().any(|p| {
-            p.id != cluster.name && p.mode != Mode::Dormant.as_str() && p.services.iter().any(|s| s == service)
+            p.id != cluster.name
+                && p.mode != Mode::Dormant.as_str()
+                && p.load < here
+                && p.services.iter().any(|s| s == service)
         })
     }
 

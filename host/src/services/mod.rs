@@ -154,8 +154,8 @@ pub trait Remote: Send + Sync {
     /// The request carries a routing key whose data lives on another node that runs
     /// `service`: call it there even if this node has instances.
     fn elsewhere(&self, service: &str, req: &crate::runtime::Request) -> bool;
-    /// Another live node runs `service` (somewhere to send a call when every instance here
-    /// is busy).
+    /// Another live node that is less loaded than this one runs `service` (somewhere to
+    /// send a call when every instance here is busy).
     fn runs_elsewhere(&self, service: &str) -> bool;
     fn call<'a>(
         &'a self,
