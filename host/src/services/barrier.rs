@@ -439,14 +439,8 @@ impl Registry {
         let give_up = Instant::now() + RETRY_FOR;
         let mut backoff = Duration::from_millis(200);
         loop {
-            let started = Instant::now();
             let req = from_wire_request(call.request.clone());
-            let (result, remote) = self.dispatch_routed(&call.service, req, request_id.as_str().into(), depth).await;
-            if !matches!(result, Err(DispatchError::NotFound(_))) {
-                let ok = matches!(&result, Ok(r) if r.status < 500);
-                self.calls.record(from, &call.service, ok, remote, started.elapsed().as_micros() as u64);
-            }
-            match result {
+            match self.call_from(from, &call.service, req, request_id.as_str().into(), depth).await {
                 Ok(r) => return Ok(WireResponse { status: r.status, headers: r.headers, body: r.body }),
                 Err(e) if retryable(&e) && Instant::now() + backoff < give_up => {
                     tracing::debug!(service = %call.service, error = %e, "barrier call could not run yet; retrying");

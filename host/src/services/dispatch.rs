@@ -76,8 +76,29 @@ impl Registry {
         self.dispatch_routed(name, req, request_id, depth).await.0
     }
 
+    /// A call from service `from` (an `invoke` or a barrier's call): dispatched like any
+    /// request and counted as an edge of the call graph.
+    pub(super) async fn call_from(
+        self: &Arc<Self>,
+        from: &str,
+        service: &str,
+        req: Request,
+        request_id: Arc<str>,
+        depth: u32,
+    ) -> Result<Response, DispatchError> {
+        let started = Instant::now();
+        let (result, remote) = self.dispatch_routed(service, req, request_id, depth).await;
+        // Calls to names that are not deployed are not edges (a guest could invent any
+        // number of them).
+        if !matches!(result, Err(DispatchError::NotFound(_))) {
+            let ok = matches!(&result, Ok(r) if r.status < 500);
+            self.calls.record(from, service, ok, remote, started.elapsed().as_micros() as u64);
+        }
+        result
+    }
+
     /// [`Registry::dispatch`], also telling whether the request ran on another node.
-    pub(super) async fn dispatch_routed(
+    async fn dispatch_routed(
         self: &Arc<Self>,
         name: &str,
         req: Request,
@@ -234,15 +255,7 @@ impl Invoker for Registry {
                     "call depth limit {max} reached calling {service:?} from {from:?}; is there a cycle of invoke calls?"
                 )));
             }
-            let started = Instant::now();
-            let (result, remote) = this.dispatch_routed(&service, req, request_id, depth).await;
-            // Calls to names that are not deployed are not edges (a guest could invent
-            // any number of them).
-            if !matches!(result, Err(DispatchError::NotFound(_))) {
-                let ok = matches!(&result, Ok(r) if r.status < 500);
-                this.calls.record(&from, &service, ok, remote, started.elapsed().as_micros() as u64);
-            }
-            result.map_err(|e| to_guest_error(&e))
+            this.call_from(&from, &service, req, request_id, depth).await.map_err(|e| to_guest_error(&e))
         }
         .boxed()
     }
