@@ -41,9 +41,19 @@ def free_port(kind=socket.SOCK_STREAM):
     return port
 
 
+def cluster_dir(binary, root, names):
+    """A cluster's secrets made as a user makes them: `cluster init`, `cluster add-node`."""
+    d = os.path.join(root, "cluster")
+    subprocess.run([binary, "cluster", "init", d], check=True, stdout=subprocess.DEVNULL)
+    for n in names:
+        subprocess.run([binary, "cluster", "add-node", n, d], check=True, stdout=subprocess.DEVNULL)
+    return d
+
+
 class Node:
-    def __init__(self, binary, name, root, seeds, peer, gossip):
+    def __init__(self, binary, name, root, seeds, peer, gossip, extra=()):
         self.binary, self.name, self.peer, self.gossip, self.seeds = binary, name, peer, gossip, seeds
+        self.extra = list(extra)
         self.dir = os.path.join(root, name)
         self.proc = None
         self.ingress = self.admin = None
@@ -54,7 +64,7 @@ class Node:
             [self.binary, "serve", "--node-id", self.name, "--listen", "127.0.0.1:0",
              "--admin-listen", "127.0.0.1:0", "--data-dir", self.dir, "--admin-token", TOKEN,
              "--peer-listen", f"127.0.0.1:{self.peer}", "--gossip-listen", f"127.0.0.1:{self.gossip}",
-             "--seeds", self.seeds, "--fault-injection"],
+             "--seeds", self.seeds, "--fault-injection"] + self.extra,
             stdout=out, stderr=open(self.dir + ".log", "a"))
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -193,7 +203,9 @@ def round_(binary, wasm, chain_wasm):
     root = tempfile.mkdtemp(prefix="ng-cluster-bench-")
     ports = [(free_port(), free_port(socket.SOCK_DGRAM)) for _ in range(3)]
     seeds = ",".join(f"127.0.0.1:{g}" for _, g in ports)
-    nodes = [Node(binary, f"n{i + 1}", root, seeds, p, g) for i, (p, g) in enumerate(ports)]
+    names = [f"n{i + 1}" for i in range(len(ports))]
+    secrets = ["--cluster-dir", cluster_dir(binary, root, names)]
+    nodes = [Node(binary, n, root, seeds, p, g, secrets) for n, (p, g) in zip(names, ports)]
     try:
         for n in nodes:
             n.start()

@@ -53,10 +53,15 @@ fn key(i: usize) -> String {
 async fn start_cluster(dirs: &[tempfile::TempDir]) -> anyhow::Result<Vec<NodeHandle>> {
     let addrs = fixed_addrs(3);
     let seeds: Vec<String> = addrs.iter().map(|(_, g)| g.to_string()).collect();
+    // The cluster's secrets, as `nanogrid cluster init` and `cluster add-node` make them.
+    let secrets = dirs[0].path().join("cluster");
+    nanogrid::transport::secrets::init(&secrets)?;
     let mut nodes = Vec::new();
     for (i, (peer, gossip)) in addrs.into_iter().enumerate() {
+        nanogrid::transport::secrets::add_node(&secrets, &format!("n{}", i + 1), false)?;
         let mut cc = ClusterConfig::new(peer, gossip);
         cc.seeds = seeds.clone();
+        cc.cluster_dir = secrets.clone();
         let cfg = NodeConfig {
             node_id: format!("n{}", i + 1),
             data_dir: dirs[i].path().to_path_buf(),
@@ -195,14 +200,15 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         grid.kv_set("bench", &format!("key-{i}"), vec![7u8; 100], Consistency::Quorum).await?;
     }
 
-    let rpc_body = nanogrid::grid::plog::encode(&nanogrid::grid::wire::FenceReq { p: 0, epoch: u64::MAX });
+    // One grid RPC that does no work on the far side (an epoch check), over mutual TLS.
+    let confirm = nanogrid::grid::wire::ConfirmReq { p: 0, epoch: u64::MAX };
     for _ in 0..200 {
-        cluster.grid_call("n2", "/grid/confirm", rpc_body.clone()).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        cluster.grid_rpc("n2", confirm.clone()).await?;
     }
     let rtt = timed(SEQ, |_| {
-        let (c, b) = (cluster.clone(), rpc_body.clone());
+        let (c, q) = (cluster.clone(), confirm.clone());
         async move {
-            c.grid_call("n2", "/grid/confirm", b).await.expect("rpc");
+            c.grid_rpc("n2", q).await.expect("rpc");
         }
     })
     .await;

@@ -23,6 +23,7 @@ use serde::Deserialize;
 /// max_headers = 100
 /// drain_timeout_ms = 30000      # how long shutdown waits for requests in flight
 /// # cluster (peer_listen turns it on)
+/// cluster_dir = "/etc/nanogrid/cluster"  # `nanogrid cluster init` + `cluster add-node`
 /// peer_listen = "127.0.0.1:7001"
 /// gossip_listen = "127.0.0.1:7002"
 /// seeds = ["127.0.0.1:7102", "127.0.0.1:7202"]
@@ -32,6 +33,7 @@ use serde::Deserialize;
 /// phi_threshold = 8.0           # failure detector: higher = later but surer
 /// replication = 3               # replicas per kv partition (capped at the node count)
 /// colocate_min_rate = 5.0       # calls/s from a node that pull a service's odd instances there; 0 = off
+/// gossip_window_ms = 10000      # how far a gossip packet's clock may be off (replays older are dropped)
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,8 @@ pub struct FileConfig {
     pub phi_threshold: Option<f64>,
     pub replication: Option<usize>,
     pub colocate_min_rate: Option<f64>,
+    pub cluster_dir: Option<PathBuf>,
+    pub gossip_window_ms: Option<u64>,
 }
 
 impl FileConfig {

@@ -5,7 +5,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -65,7 +64,11 @@ const DRAIN_MAX: usize = 32 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Read a whole body, refusing more than `limit` bytes.
-pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+pub async fn read_body<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
@@ -82,7 +85,10 @@ pub async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyEr
 
 /// Read and discard what is left of a body (bounded in bytes and time), so a refusal sent
 /// before reading it reaches the client instead of a connection reset.
-pub async fn drain(mut body: Incoming) {
+pub async fn drain<B>(mut body: B)
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         let mut seen = 0usize;
         while let Some(Ok(frame)) = body.frame().await {

@@ -11,6 +11,7 @@
 //! | [`services`] | deployed services, admission gates, dispatch, deploy/scale/delete |
 //! | [`grid`] | storage traits, RocksDB and in-memory stores, kv namespaces |
 //! | [`control`] | gossip membership, Raft control plane, node modes, Service/Cluster Manager |
+//! | [`transport`] | cluster secrets, mutual TLS, typed peer calls over HTTP/2 |
 //! | [`ingress`] | `/{service}/...` HTTP front door |
 //! | [`admin`] | `/v1` JSON API, bearer-token auth, `/metrics` |
 //! | [`node`] | start-up and shutdown of one node |
@@ -39,6 +40,8 @@ pub mod http;
 pub mod ingress;
 pub mod metrics;
 pub mod node;
+pub mod ratelog;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod transport;

@@ -9,6 +9,47 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Gossip and peer-listener counters: what was refused, and whether gossip runs.
+fn cluster_security(out: &mut String, c: &crate::control::Cluster) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let g = c.gossip_stats();
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_gossip_rejected_total Gossip datagrams dropped, by reason (forged, truncated, stale, replay, foreign-cluster, ... : only packets sealed with this cluster's key get past forged).\n# TYPE nanogrid_gossip_rejected_total counter"
+    );
+    for (reason, n) in g.rejected() {
+        let _ = writeln!(out, "nanogrid_gossip_rejected_total{{reason=\"{reason}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_gossip_packets_total Sealed gossip datagrams accepted and sent.\n# TYPE nanogrid_gossip_packets_total counter"
+    );
+    let _ = writeln!(out, "nanogrid_gossip_packets_total{{direction=\"in\"}} {}", g.received.load(Relaxed));
+    let _ = writeln!(out, "nanogrid_gossip_packets_total{{direction=\"out\"}} {}", g.sent.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_gossip_restarts_total Times the gossip task stopped (ended or froze) and was started again.\n# TYPE nanogrid_gossip_restarts_total counter\nnanogrid_gossip_restarts_total {}",
+        g.restarts.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_gossip_running 1 while the gossip task runs (the node is dormant otherwise).\n# TYPE nanogrid_gossip_running gauge\nnanogrid_gossip_running {}",
+        u8::from(c.gossip_running())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_peer_refused_total Peer-listener connections and requests refused, by reason (handshake: no or untrusted client certificate, or not TLS; wrong-node: the request claims another node than its certificate).\n# TYPE nanogrid_peer_refused_total counter"
+    );
+    for (reason, n) in c.peer_stats.refused() {
+        let _ = writeln!(out, "nanogrid_peer_refused_total{{reason=\"{reason}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_tls_cert_expiry_seconds When this node's certificate expires (Unix time).\n# TYPE nanogrid_tls_cert_expiry_seconds gauge\nnanogrid_tls_cert_expiry_seconds {}",
+        c.cert_expires
+    );
+}
+
 pub fn render(node: &Node) -> String {
     let mut out = String::new();
     let services = node.registry.list();
@@ -51,6 +92,7 @@ pub fn render(node: &Node) -> String {
         {
             let _ = writeln!(out, "nanogrid_forwarded_total{{outcome=\"{outcome}\"}} {}", c.load(Relaxed));
         }
+        cluster_security(&mut out, c);
     }
     {
         use std::sync::atomic::Ordering::Relaxed;

@@ -133,6 +133,56 @@ fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// The cluster's secrets for this node, with the checks that keep a misconfigured node
+/// from starting half secure.
+fn load_secrets(cc: &ClusterConfig, node_id: &str) -> anyhow::Result<crate::transport::secrets::ClusterSecrets> {
+    if cc.plaintext_peers && !(cc.peer_listen.ip().is_loopback() && cc.gossip_listen.ip().is_loopback()) {
+        anyhow::bail!(
+            "cleartext peer RPC is for benchmarks on one machine only; peer and gossip listeners must be on loopback (drop the flag to use TLS)"
+        );
+    }
+    let secrets = crate::transport::secrets::ClusterSecrets::load(&cc.cluster_dir, node_id)
+        .with_context(|| format!("loading the cluster secrets for node {node_id}"))?;
+    let left = secrets.node_cert_expires - time::OffsetDateTime::now_utc().unix_timestamp();
+    if left < 30 * 86_400 {
+        tracing::warn!(
+            days = left / 86_400,
+            "this node's certificate expires soon; issue a new one with `nanogrid cluster add-node {node_id} DIR --force`"
+        );
+    }
+    Ok(secrets)
+}
+
+/// The peer listener's routes: forwarded requests go to ingress, the rest to the control
+/// plane. Both see only requests the transport authenticated.
+fn peer_handler(
+    cluster: &Arc<Cluster>,
+    config: &NodeConfig,
+) -> impl Fn(
+    crate::transport::Peer,
+    http::Request<hyper::body::Incoming>,
+) -> futures::future::BoxFuture<'static, http::Response<crate::http::Body>>
++ Clone
++ Send
++ Sync
++ 'static {
+    let max_body = config.max_upload_bytes.saturating_mul(2).saturating_add(1 << 20);
+    let ingress_cfg = IngressConfig { max_body: config.max_body_bytes };
+    let cluster = cluster.clone();
+    move |peer, req| {
+        let cluster = cluster.clone();
+        Box::pin(async move {
+            if req.uri().path().starts_with(ingress::FORWARD_PREFIX) {
+                let registry = cluster.registry.clone();
+                let peers = cluster.clone() as Arc<dyn ingress::Peers>;
+                ingress::handle_forwarded(registry, ingress_cfg, peers, &peer.node, req).await
+            } else {
+                crate::control::peer::handle(cluster, max_body, peer, req).await
+            }
+        })
+    }
+}
+
 pub async fn start(
     config: NodeConfig,
     ingress_listener: TcpListener,
@@ -147,16 +197,19 @@ pub async fn start(
              or keep --admin-listen on 127.0.0.1"
         );
     }
-    if config.cluster.is_some() && !explicit_token {
-        anyhow::bail!(
-            "a clustered node needs the cluster's admin token: every node of a cluster must accept the same one, \
-             and nodes use it to authenticate each other; pass --admin-token (or NANOGRID_TOKEN, or admin_token in the config file)"
-        );
-    }
+    let secrets = match &config.cluster {
+        Some(cc) => Some(load_secrets(cc, &config.node_id)?),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let token = match &config.admin_token {
-        Some(t) if !t.trim().is_empty() => t.trim().to_string(),
+    let token = match (&config.admin_token, secrets.as_ref().and_then(|s| s.admin_token.clone())) {
+        (Some(t), _) if !t.trim().is_empty() => t.trim().to_string(),
+        (_, Some(t)) => t,
+        _ if secrets.is_some() => anyhow::bail!(
+            "a clustered node needs the cluster's admin token: every node must accept the same one; \
+             keep the admin-token file `nanogrid cluster init` wrote in the cluster directory, or pass --admin-token"
+        ),
         _ => load_or_create_token(&data_dir)?,
     };
     let db_dir = data_dir.join("db");
@@ -191,7 +244,7 @@ pub async fn start(
     let ingress_addr = ingress_listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let mut forwarder = ingress::Forwarder::new(None);
+    let mut forwarder = ingress::Forwarder::new(None, None);
     let cluster = match &config.cluster {
         None => {
             let restored = registry.restore().await?;
@@ -214,17 +267,28 @@ pub async fn start(
                 mode: "joining".into(),
                 ..Default::default()
             };
-            let cluster = Cluster::start(&config.node_id, cc.clone(), &token, me, grid, registry.clone()).await?;
-            // Ingress and `invoke` share one connection pool to the other nodes.
-            forwarder.peers = Some(cluster.clone() as Arc<dyn ingress::Peers>);
+            let mut cc = cc.clone();
+            cc.max_component_bytes = config.max_upload_bytes;
+            let secrets = secrets.as_ref().context("cluster secrets are loaded for a clustered node")?;
+            let cluster = Cluster::start(&config.node_id, cc.clone(), secrets, me, grid, registry.clone()).await?;
+            // Ingress and `invoke` share the connections to the other nodes.
+            forwarder =
+                ingress::Forwarder::new(Some(cluster.clone() as Arc<dyn ingress::Peers>), Some(cluster.peers.clone()));
             registry.set_remote(Arc::new(crate::control::RemoteCalls {
                 cluster: Arc::downgrade(&cluster),
                 forwarder: forwarder.without_peers(),
             }));
-            let max_body = config.max_upload_bytes.saturating_mul(2).saturating_add(1 << 20);
-            let c = cluster.clone();
-            let handler = move |req| crate::control::peer::handle(c.clone(), max_body, req);
-            tasks.push(tokio::spawn(server::serve("peer", peer_listener, config.server, rx.clone(), handler)));
+            let handler = peer_handler(&cluster, &config);
+            let tls = cluster.tls.as_ref().map(|t| t.server.clone());
+            let stats = cluster.peer_stats.clone();
+            tasks.push(tokio::spawn(crate::transport::server::serve(
+                peer_listener,
+                tls,
+                config.server,
+                stats,
+                rx.clone(),
+                handler,
+            )));
             tasks.push(tokio::spawn(cluster.clone().run(rx.clone())));
             tracing::info!(node = %config.node_id, peer = %cc.peer_listen, gossip = %cc.gossip_listen, seeds = ?cc.seeds, "joining a cluster");
             Some(cluster)

@@ -265,10 +265,10 @@ impl TestNode {
         r.json().unwrap()
     }
 
-    /// One sample of a Prometheus metric with exactly these labels.
+    /// One sample of a Prometheus metric with exactly these labels (`""`: none).
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
         let text = self.admin().get("/metrics").await.unwrap().text();
-        let prefix = format!("{name}{{{labels}}} ");
+        let prefix = if labels.is_empty() { format!("{name} ") } else { format!("{name}{{{labels}}} ") };
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .unwrap_or_else(|| panic!("metric {prefix} not found in:\n{text}"))

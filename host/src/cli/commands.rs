@@ -114,7 +114,42 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
         c.traffic_window = Duration::from_millis(ms);
     }
     c.advertise_host = args.advertise_host.or(file.advertise_host);
+    c.cluster_dir = args.cluster_dir.clone().or_else(|| file.cluster_dir.clone()).context(
+        "a clustered node needs the cluster's secrets: create them once with `nanogrid cluster init DIR`, \
+         issue each node's certificate with `nanogrid cluster add-node ID DIR`, and pass --cluster-dir DIR \
+         (or cluster_dir in the config file)",
+    )?;
+    c.plaintext_peers = args.insecure_plaintext_peers;
+    if let Some(ms) = args.gossip_window_ms.or(file.gossip_window_ms) {
+        if !(500..=600_000).contains(&ms) {
+            bail!("--gossip-window-ms {ms} is out of range (500 to 600000)");
+        }
+        c.gossip_window = Duration::from_millis(ms);
+    }
     Ok(Some(c))
+}
+
+/// `nanogrid cluster init DIR`.
+pub fn cluster_init(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let id = crate::transport::secrets::init(dir)?;
+    println!("created cluster {id} in {}", dir.display());
+    println!("  ca.pem, ca.key     the cluster CA (keep ca.key off the nodes: only add-node needs it)");
+    println!("  gossip.key         seals gossip between nodes");
+    println!("  admin-token        the admin API's token (export NANOGRID_TOKEN=$(cat {}/admin-token))", dir.display());
+    println!(
+        "next: nanogrid cluster add-node ID {} for each node, then serve --node-id ID --cluster-dir {}",
+        dir.display(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nanogrid cluster add-node ID DIR`.
+pub fn cluster_add_node(id: &str, dir: &std::path::Path, force: bool) -> anyhow::Result<ExitCode> {
+    let out = crate::transport::secrets::add_node(dir, id, force)?;
+    println!("issued node {id}'s certificate in {}", out.display());
+    println!("a node needs: cluster-id, ca.pem, gossip.key, admin-token and nodes/{id}/ (not ca.key)");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = "nanogrid runs sandboxed WebAssembly components (nanoservices) behind HTTP.\n\n\
         First look:   nanogrid up                    (a single node with the samples deployed)\n\
         Run a node:   nanogrid serve\n\
+        A cluster:    nanogrid cluster init DIR; nanogrid cluster add-node n1 DIR; nanogrid serve --cluster-dir DIR ...\n\
         Deploy:       nanogrid deploy app.wasm --name app --instances 4\n\
         Call it:      nanogrid invoke app /some/path -d 'body'\n\n\
         Client commands find the node through --admin / NANOGRID_ADMIN (default http://127.0.0.1:8081)\n\
@@ -57,6 +58,9 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Create a cluster's secrets, or issue a node's certificate.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Decommission a cluster node: it leaves the membership and gets no instances again.
     RemoveNode {
         /// The node's --node-id.
@@ -78,6 +82,26 @@ pub enum Command {
         id: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Create a cluster's secrets in DIR: a CA, a gossip key, a cluster id and an admin
+    /// token (once per cluster).
+    Init {
+        /// The cluster directory (created; must not hold a cluster yet).
+        dir: PathBuf,
+    },
+    /// Issue node ID's certificate into DIR/nodes/ID (needs DIR/ca.key).
+    AddNode {
+        /// The node's --node-id (lowercase letters, digits and '-').
+        id: String,
+        /// The cluster directory.
+        dir: PathBuf,
+        /// Replace an existing certificate (renewal, or a key that leaked).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -126,6 +150,17 @@ pub struct ClusterArgs {
     /// Node-to-node RPC address (Raft, forwarded writes, component fetch); turns clustering on
     #[arg(long, value_name = "ADDR")]
     pub peer_listen: Option<SocketAddr>,
+    /// The cluster's secrets (`nanogrid cluster init DIR`, then `cluster add-node ID DIR`)
+    #[arg(long, value_name = "DIR")]
+    pub cluster_dir: Option<PathBuf>,
+    /// How far a gossip packet's clock may be from this node's, in ms, before it is
+    /// dropped as stale [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub gossip_window_ms: Option<u64>,
+    /// Peer RPC in cleartext (benchmarks only; refused unless the peer and gossip
+    /// listeners are on loopback)
+    #[arg(long, hide = true)]
+    pub insecure_plaintext_peers: bool,
     /// Gossip (UDP) address [default: the peer address's host, port + 1]
     #[arg(long, value_name = "ADDR")]
     pub gossip_listen: Option<SocketAddr>,
@@ -262,6 +297,10 @@ pub fn main() -> std::process::ExitCode {
             Command::Ls { client } => commands::ls(&client).await,
             Command::Rm { name, client } => commands::rm(&client, &name).await,
             Command::RemoveNode { id, client } => commands::remove_node(&client, &id).await,
+            Command::Cluster(ClusterCommand::Init { dir }) => commands::cluster_init(&dir),
+            Command::Cluster(ClusterCommand::AddNode { id, dir, force }) => {
+                commands::cluster_add_node(&id, &dir, force)
+            }
             Command::Invoke(args) => commands::invoke(args).await,
             Command::Status { client } => commands::status(&client).await,
             Command::Barriers { id, client } => commands::barriers(&client, id.as_deref()).await,

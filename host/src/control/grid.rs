@@ -9,15 +9,37 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::types::Command;
-use super::{Cluster, PeerError, PeerInfo};
+use super::{Cluster, PeerInfo};
 use crate::grid::part::{self, PartInfo, PartitionTable};
-use crate::grid::replica::{Net, NetError};
-use crate::grid::wire::{self, FenceReply, FenceReq, PartStatus};
+use crate::grid::replica::{Net, NetError, Replicas};
+use crate::grid::wire::{self, FenceReply, FenceReq, GridReply, GridRequest, GridRpc, PartStatus, StatusReq};
+use crate::transport::{Codec, PeerRpc, PeerTarget, RpcError};
+
+impl PeerRpc for GridRequest {
+    const PATH: &'static str = "/grid";
+    const CODEC: Codec = Codec::Postcard;
+    /// Replies carry kv values and key lists; snapshot chunks go the other way.
+    const MAX_REPLY: usize = 64 << 20;
+    type Reply = GridReply;
+}
+
+/// Serve a grid request that arrived on the peer listener.
+pub async fn serve_grid(replicas: &Arc<Replicas>, req: GridRequest) -> GridReply {
+    wire::dispatch(replicas, req).await
+}
+
+impl From<RpcError> for NetError {
+    fn from(e: RpcError) -> Self {
+        match e {
+            RpcError::NotSent { .. } => NetError::NotSent(e.to_string()),
+            other => NetError::Failed(other.to_string()),
+        }
+    }
+}
 
 /// Replicas being added at once (each catches up from a snapshot plus the log tail).
 const MAX_ADDING: usize = 64;
@@ -44,11 +66,11 @@ impl GridNet {
 }
 
 impl Net for GridNet {
-    fn call<'a>(&'a self, node: &'a str, path: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, NetError>> {
+    fn call<'a>(&'a self, node: &'a str, req: GridRequest) -> BoxFuture<'a, Result<GridReply, NetError>> {
         Box::pin(async move {
             match self.0.upgrade() {
-                Some(c) => c.grid_call(node, path, body).await,
-                None => Err(NetError { sent: false, message: "the node is shutting down".into() }),
+                Some(c) => c.grid_call(node, req).await,
+                None => Err(NetError::NotSent("the node is shutting down".into())),
             }
         })
     }
@@ -89,29 +111,30 @@ impl Net for GridNet {
 
 impl Cluster {
     /// A grid RPC to `node` (served in-process when it is this node).
-    pub async fn grid_call(&self, node: &str, path: &str, body: Vec<u8>) -> Result<Vec<u8>, NetError> {
+    pub async fn grid_call(&self, node: &str, req: GridRequest) -> Result<GridReply, NetError> {
         if node == self.name {
-            return wire::dispatch(self.registry.grid().replicas(), path, &body)
-                .await
-                .map_err(|message| NetError { sent: true, message });
+            return Ok(wire::dispatch(self.registry.grid().replicas(), req).await);
         }
         let Some(addr) = self.peer_addr(node) else {
-            return Err(NetError { sent: false, message: format!("{node} is not a live member") });
+            return Err(NetError::NotSent(format!("{node} is not a live member")));
         };
-        match self.peers.call(http::Method::POST, &addr, path, Bytes::from(body), GRID_RPC_TIMEOUT).await {
-            Ok(b) => Ok(b.to_vec()),
-            Err(e) => {
-                // A refused connection (or this node cut off) surely delivered nothing.
-                let sent =
-                    !matches!(&e, PeerError::Unreachable(_, m) if m.contains("(Connect)") || m.contains("isolated"));
-                Err(NetError { sent, message: e.to_string() })
-            }
-        }
+        Ok(self.peers.call(node, &addr, &req, GRID_RPC_TIMEOUT).await?)
     }
 
-    /// Ingress address of the other node holding the primary of `key` (in `service`'s
-    /// namespace), if it is serving and runs `service`.
-    pub fn key_holder(&self, service: &str, key: &str) -> Option<String> {
+    /// A typed grid RPC to `node`.
+    pub async fn grid_rpc<R: GridRpc>(&self, node: &str, req: R) -> Result<R::Reply, NetError> {
+        let reply = self.grid_call(node, req.into()).await?;
+        R::from_reply(reply).ok_or_else(|| NetError::Failed(format!("{node} answered with a reply of another kind")))
+    }
+
+    /// A node's partitions as it reports them.
+    async fn grid_status(&self, node: &str) -> Option<Vec<PartStatus>> {
+        self.grid_rpc(node, StatusReq).await.ok()
+    }
+
+    /// The other node holding the primary of `key` (in `service`'s namespace), if it is
+    /// serving and runs `service`.
+    pub fn key_holder(&self, service: &str, key: &str) -> Option<PeerTarget> {
         let table = self.registry.grid().replicas().table();
         let p = part::partition_of(&crate::grid::kv_key(service, key), table.count().max(1));
         let primary = &table.parts.get(p as usize)?.primary;
@@ -121,7 +144,7 @@ impl Cluster {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let peer = live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str())?;
         let runs = peer.services.iter().any(|s| s == service) || self.sm.current().state.slots(service, primary) > 0;
-        runs.then(|| peer.addr.clone())
+        runs.then(|| PeerTarget { node: peer.id.clone(), addr: peer.peer.clone() })
     }
 
     fn peer_addr(&self, node: &str) -> Option<String> {
@@ -263,8 +286,7 @@ impl Cluster {
     async fn find_stuck_primaries(&self, table: &PartitionTable, live: &BTreeMap<String, PeerInfo>) {
         let mut stuck = BTreeSet::new();
         for node in live.keys() {
-            let Ok(b) = self.grid_call(node, "/grid/status", Vec::new()).await else { continue };
-            let Ok(statuses) = postcard::from_bytes::<Vec<PartStatus>>(&b) else { continue };
+            let Some(statuses) = self.grid_status(node).await else { continue };
             let primary_here: BTreeSet<u32> = statuses.iter().filter(|s| s.role == "primary").map(|s| s.p).collect();
             for (p, info) in table.parts.iter().enumerate() {
                 if info.primary == *node && !primary_here.contains(&(p as u32)) {
@@ -294,14 +316,11 @@ impl Cluster {
             let floors = self.grid_floor.lock().unwrap_or_else(|e| e.into_inner());
             info.epoch.max(floors.get(&p).copied().unwrap_or(0)) + 1
         };
-        let body = crate::grid::plog::encode(&FenceReq { p, epoch });
-        let asks = info.replicas.iter().filter(|n| live.contains_key(*n)).map(|n| {
-            let body = body.clone();
-            async move {
-                let r = self.grid_call(n, "/grid/fence", body).await.ok()?;
-                postcard::from_bytes::<FenceReply>(&r).ok().map(|f| (n.clone(), f))
-            }
-        });
+        let asks = info
+            .replicas
+            .iter()
+            .filter(|n| live.contains_key(*n))
+            .map(|n| async move { self.grid_rpc(n, FenceReq { p, epoch }).await.ok().map(|f| (n.clone(), f)) });
         let answers: Vec<(String, FenceReply)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
         let newest = answers.iter().map(|(_, f)| f.fence).max().unwrap_or(0);
         if newest > epoch {
@@ -340,9 +359,7 @@ impl Cluster {
         let live: Vec<String> = self.live().keys().cloned().collect();
         let mut statuses = BTreeMap::new();
         for node in &live {
-            if let Ok(b) = self.grid_call(node, "/grid/status", Vec::new()).await
-                && let Ok(s) = postcard::from_bytes::<Vec<PartStatus>>(&b)
-            {
+            if let Some(s) = self.grid_status(node).await {
                 statuses.insert(node.clone(), s);
             }
         }

@@ -75,15 +75,30 @@ impl Cluster {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(self.tick()) => {}
             }
-            let live = self.gossip.live().await;
+            // A view from gossip that is not running is frozen: serve nothing on it. (A
+            // view that cannot be read within a second counts as frozen too.)
+            let view = match self.gossip.running() {
+                true => tokio::time::timeout(Duration::from_secs(1), self.gossip.live()).await.ok(),
+                false => None,
+            };
+            let gossiping = view.is_some();
+            let live = view.unwrap_or_default();
             *self.live.write().unwrap_or_else(|e| e.into_inner()) = live.clone();
             let (voters, learners) = self.members();
             let removed = self.sm.current().state.removed.contains(&self.name);
             let leading = self.raft.metrics().borrow().current_leader == Some(raft_id(&self.name));
-            let mode = decide_mode(&self.name, &voters, &learners, &live, leading, removed);
+            let mode = match gossiping {
+                true => decide_mode(&self.name, &voters, &learners, &live, leading, removed),
+                false => Mode::Dormant,
+            };
             let old = std::mem::replace(&mut *self.mode.write().unwrap_or_else(|e| e.into_inner()), mode);
-            if old != mode {
+            if old != mode && gossiping {
                 tracing::info!(from = old.as_str(), to = mode.as_str(), "node mode changed");
+            } else if old != mode {
+                tracing::warn!(from = old.as_str(), "node is dormant: its gossip is not running");
+            }
+            if !gossiping {
+                continue;
             }
             let shown = if voters.is_empty() { JOINING } else { mode.as_str() };
             self.gossip.publish(KEY_MODE, shown).await;
@@ -177,6 +192,18 @@ impl Cluster {
         }
     }
 
+    /// Whether `node` answers at `addr` with its own certificate (a TLS handshake that
+    /// verifies it): only then is the address used for membership.
+    async fn proven(&self, node: &str, addr: &str) -> bool {
+        match self.peers.confirm(node, addr, Duration::from_secs(2)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%node, %addr, error = %e, "gossip names an address for a node that did not prove it there; not using it");
+                false
+            }
+        }
+    }
+
     /// One Cluster Manager step; each membership change waits for the previous one.
     async fn manage(&self) -> anyhow::Result<()> {
         let live = self.live();
@@ -212,19 +239,25 @@ impl Cluster {
             tracing::info!(node = %name, "removed node from the cluster");
             return Ok(());
         }
-        // A member restarted with another peer address: update it so Raft reaches it.
-        let moved: BTreeMap<u64, Member> = voters
-            .iter()
-            .chain(&learners)
-            .filter_map(|m| live.get(&m.name).filter(|p| p.peer != m.peer).map(|p| (m.name.clone(), p.peer.clone())))
-            .map(|(name, peer)| (raft_id(&name), Member { name, peer }))
-            .collect();
+        // A member restarted with another peer address: update it so Raft reaches it, once
+        // a TLS handshake there proved the address is that node's (gossip alone is not
+        // enough: it could carry a wrong address).
+        let mut moved: BTreeMap<u64, Member> = BTreeMap::new();
+        for m in voters.iter().chain(&learners) {
+            let Some(p) = live.get(&m.name).filter(|p| p.peer != m.peer) else { continue };
+            if self.proven(&p.id, &p.peer).await {
+                moved.insert(raft_id(&m.name), Member { name: m.name.clone(), peer: p.peer.clone() });
+            }
+        }
         if !moved.is_empty() {
             tracing::info!(nodes = ?moved.values().map(|m| m.to_string()).collect::<Vec<_>>(), "updating member addresses");
             self.raft.change_membership(ChangeMembers::SetNodes(moved), true).await?;
             return Ok(());
         }
         for p in live.values().filter(|p| p.mode == JOINING && !is_member(&p.id) && !removed.contains(&p.id)) {
+            if !self.proven(&p.id, &p.peer).await {
+                continue;
+            }
             let member = Member { name: p.id.clone(), peer: p.peer.clone() };
             self.raft.add_learner(raft_id(&p.id), member, false).await?;
             tracing::info!(node = %p.id, "added node as a learner");

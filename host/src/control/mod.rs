@@ -10,7 +10,7 @@
 mod gossip;
 pub mod grid;
 mod manager;
-mod network;
+pub mod network;
 pub mod peer;
 mod placement;
 mod store;
@@ -24,11 +24,17 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use gossip::PeerInfo;
-pub use network::{Faults, PeerClient, PeerError};
+pub use network::{GraphReq, WriteReply};
 pub use types::{Command, ControlState, Member};
+
+pub use crate::transport::Faults;
+use crate::transport::secrets::ClusterSecrets;
+use crate::transport::server::PeerStats;
+use crate::transport::tls::PeerTls;
+use crate::transport::{PeerClient, PeerTarget};
 
 use crate::grid::Grid;
 use crate::services::{AdminError, Registry, ServiceSpec, spec::ServiceRequest};
@@ -88,6 +94,16 @@ pub struct ClusterConfig {
     pub colocate_min_rate: f64,
     /// How often the leader samples call traffic (the rate is measured over this window).
     pub traffic_window: Duration,
+    /// The cluster's secrets (`nanogrid cluster init`): CA, gossip key, this node's
+    /// certificate.
+    pub cluster_dir: std::path::PathBuf,
+    /// Peer RPC in cleartext, for benchmarks comparing with TLS; refused unless every
+    /// cluster listener is on loopback.
+    pub plaintext_peers: bool,
+    /// How far a gossip packet's clock may be from this node's before it is dropped.
+    pub gossip_window: Duration,
+    /// The largest component fetched from a peer (the node's upload limit).
+    pub max_component_bytes: usize,
 }
 
 /// The address other nodes should use for a listener bound to `bound`.
@@ -119,6 +135,10 @@ impl ClusterConfig {
             grid_log_keep: crate::grid::DEFAULT_LOG_KEEP,
             colocate_min_rate: 5.0,
             traffic_window: Duration::from_secs(10),
+            cluster_dir: std::path::PathBuf::from("cluster"),
+            plaintext_peers: false,
+            gossip_window: Duration::from_secs(10),
+            max_component_bytes: 64 << 20,
         }
     }
 }
@@ -148,10 +168,10 @@ impl crate::ingress::Peers for Cluster {
     fn dormant(&self) -> bool {
         self.mode() == Mode::Dormant
     }
-    fn holders(&self, service: &str) -> Vec<String> {
+    fn holders(&self, service: &str) -> Vec<PeerTarget> {
         Cluster::holders(self, service)
     }
-    fn key_holder(&self, service: &str, key: &str) -> Option<String> {
+    fn key_holder(&self, service: &str, key: &str) -> Option<PeerTarget> {
         Cluster::key_holder(self, service, key)
     }
 }
@@ -218,12 +238,6 @@ impl crate::services::Remote for RemoteCalls {
     }
 }
 
-/// The answer of the leader to a forwarded write.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WriteReply {
-    pub index: u64,
-}
-
 pub struct Cluster {
     pub name: String,
     pub config: ClusterConfig,
@@ -231,9 +245,14 @@ pub struct Cluster {
     pub peers: PeerClient,
     pub faults: Arc<Faults>,
     pub registry: Arc<Registry>,
-    token: String,
+    /// TLS of the peer listener and of calls to peers (`None` in cleartext benchmark mode).
+    pub tls: Option<PeerTls>,
+    /// What the peer listener refused.
+    pub peer_stats: Arc<PeerStats>,
+    /// When this node's certificate expires (seconds since the epoch).
+    pub cert_expires: i64,
     sm: StateMachine,
-    gossip: Gossip,
+    gossip: Arc<Gossip>,
     mode: RwLock<Mode>,
     live: RwLock<BTreeMap<String, PeerInfo>>,
     reconcile: tokio::sync::Mutex<()>,
@@ -258,13 +277,14 @@ impl Cluster {
     pub async fn start(
         name: &str,
         config: ClusterConfig,
-        token: &str,
+        secrets: &ClusterSecrets,
         me: PeerInfo,
         grid: Arc<Grid>,
         registry: Arc<Registry>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let faults = Arc::new(Faults::default());
-        let peers = PeerClient::new(token, faults.clone());
+        let tls = if config.plaintext_peers { None } else { Some(PeerTls::new(secrets)?) };
+        let peers = PeerClient::new(name, tls.as_ref().map(|t| t.client.clone()), faults.clone());
         let log = LogStore::open(grid.clone()).await?;
         let sm = StateMachine::open(grid).await?;
         let raft_config = openraft::Config {
@@ -288,7 +308,9 @@ impl Cluster {
                 seeds: config.seeds.clone(),
                 interval: config.gossip_interval,
                 phi_threshold: config.phi_threshold,
-                cluster_id: "nanogrid".into(),
+                cluster_id: secrets.cluster_id.clone(),
+                key: secrets.gossip_key.clone(),
+                window: config.gossip_window,
             },
             &me,
             faults.clone(),
@@ -301,7 +323,9 @@ impl Cluster {
             peers,
             faults,
             registry,
-            token: token.to_string(),
+            tls,
+            peer_stats: Arc::new(PeerStats::default()),
+            cert_expires: secrets.node_cert_expires,
             sm,
             gossip,
             mode: RwLock::new(Mode::Dormant),
@@ -319,8 +343,14 @@ impl Cluster {
         Ok(cluster)
     }
 
-    pub fn peers_token(&self) -> &str {
-        &self.token
+    /// Gossip counters (sealed packets dropped by reason, restarts).
+    pub fn gossip_stats(&self) -> &gossip::GossipStats {
+        &self.gossip.stats
+    }
+
+    /// Whether the gossip task runs (a node whose gossip stopped is dormant).
+    pub fn gossip_running(&self) -> bool {
+        self.gossip.running()
     }
 
     pub fn mode(&self) -> Mode {
@@ -332,11 +362,11 @@ impl Cluster {
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Ingress addresses of other live, serving nodes that have instances of `service`:
+    /// Other live, serving nodes that have instances of `service`:
     /// those gossip shows serving it first (least loaded first), then those the committed
     /// assignment gives instances (gossip may lag a deploy by a few rounds). Each group
     /// is rotated before sorting, so equally loaded nodes share forwarded requests.
-    pub fn holders(&self, service: &str) -> Vec<String> {
+    pub fn holders(&self, service: &str) -> Vec<PeerTarget> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let state = self.sm.current();
         let (mut serving, mut assigned) = (Vec::new(), Vec::new());
@@ -355,7 +385,7 @@ impl Cluster {
             }
         }
         serving.sort_by_key(|p| p.load);
-        serving.iter().chain(&assigned).map(|p| p.addr.clone()).collect()
+        serving.iter().chain(&assigned).map(|p| PeerTarget { node: p.id.clone(), addr: p.peer.clone() }).collect()
     }
 
     /// Commit a command through Raft (forwarding to the leader) and wait until this node
@@ -378,7 +408,7 @@ impl Cluster {
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                     if let Some(leader) = f.leader_node {
                         let t = left.min(Duration::from_secs(5));
-                        match self.peers.post::<_, WriteReply>(&leader.peer, "/control/write", &cmd, t).await {
+                        match self.peers.call(&leader.name, &leader.peer, &cmd, t).await {
                             Ok(r) => break r.index,
                             Err(e) => tracing::debug!(leader = %leader, error = %e, "forwarding a write failed"),
                         }
@@ -408,10 +438,10 @@ impl Cluster {
         if self.registry.component_bytes(digest).await?.is_some() {
             return Ok(());
         }
+        let max = self.config.max_component_bytes;
         for p in self.live().values().filter(|p| p.id != self.name) {
             let path = format!("/components/{digest}");
-            match self.peers.call(http::Method::GET, &p.peer, &path, bytes::Bytes::new(), Duration::from_secs(30)).await
-            {
+            match self.peers.fetch(&p.id, &p.peer, &path, max, Duration::from_secs(30)).await {
                 Ok(bytes) => {
                     let got = crate::services::digest_of(&bytes);
                     if got != digest {
@@ -572,11 +602,7 @@ impl Cluster {
     pub async fn graph_by_node(&self) -> Vec<(String, Vec<crate::services::calls::EdgeReport>)> {
         let peers: Vec<PeerInfo> = self.live().into_values().filter(|p| p.id != self.name).collect();
         let asks = peers.iter().map(|p| async move {
-            let got = self
-                .peers
-                .call(http::Method::GET, &p.peer, "/graph", bytes::Bytes::new(), Duration::from_secs(1))
-                .await;
-            let edges = got.ok().and_then(|b| serde_json::from_slice(&b).ok());
+            let edges = self.peers.call(&p.id, &p.peer, &network::GraphReq, Duration::from_secs(1)).await.ok();
             (p.id.clone(), edges)
         });
         let mut reports = vec![(self.name.clone(), self.registry.calls.report())];
@@ -636,7 +662,7 @@ impl Cluster {
     }
 
     pub async fn shutdown(&self) {
-        self.gossip.shutdown();
+        self.gossip.shutdown().await;
         let _ = self.raft.shutdown().await;
     }
 

@@ -1,79 +1,85 @@
-//! The peer listener (`--peer-listen`): what nodes ask each other. JSON over HTTP/1, the
-//! cluster's shared admin token as bearer.
+//! The peer listener's control-plane routes. Every request arrives authenticated
+//! ([`crate::transport::server`]): `peer` is the node its client certificate names.
 //!
 //! | route | |
 //! | --- | --- |
-//! | `POST /raft/append`, `/raft/vote`, `/raft/snapshot` | Raft RPCs |
+//! | `POST /raft/append`, `/raft/vote`, `/raft/snapshot` | Raft RPCs; the vote they carry must be the sender's own |
 //! | `POST /control/write` | a command forwarded to the leader → `{"index"}` |
 //! | `GET /components/{digest}` | component bytes, for a node that lacks them |
-//! | `GET /graph` | this node's call graph edges (for a cluster-wide `GET /v1/graph`) |
-//! | `POST /grid/...` | the data grid's replication and kv routing (`grid::wire`, postcard) |
+//! | `POST /graph` | this node's call graph edges (for a cluster-wide `GET /v1/graph`) |
+//! | `POST /grid` | the data grid's replication and kv routing (`nanogrid_wire::grid`, postcard) |
+//!
+//! A node removed from the cluster still holds a certificate of the CA; it is refused here.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
+use openraft::Vote;
 use openraft::error::{ClientWriteError, RaftError};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
-use super::types::Command;
-use super::{Cluster, WriteReply};
+use super::Cluster;
+use super::network::{GraphReq, WriteReply};
+use super::types::{Command, Control, raft_id};
 use crate::http::{self as h, Body};
+use crate::transport::{Peer, PeerRpc, rpc};
 
-pub async fn handle(cluster: Arc<Cluster>, max_body: usize, req: http::Request<Incoming>) -> http::Response<Body> {
+pub async fn handle(
+    cluster: Arc<Cluster>,
+    max_body: usize,
+    peer: Peer,
+    req: http::Request<Incoming>,
+) -> http::Response<Body> {
     let rid = h::incoming_request_id(req.headers()).unwrap_or_else(|| cluster.registry.new_request_id());
     if cluster.faults.isolated() {
         h::drain(req.into_body()).await;
         return h::close_connection(h::error(StatusCode::SERVICE_UNAVAILABLE, "isolated", "fault injection", &rid));
     }
-    if !crate::admin::bearer_matches(req.headers(), cluster.peers_token()) {
+    if cluster.sm.current().state.removed.contains(&peer.node) {
         h::drain(req.into_body()).await;
-        let msg = "peer calls need the cluster's admin token; start every node with the same --admin-token";
-        return h::close_connection(h::error(StatusCode::UNAUTHORIZED, "unauthorized", msg, &rid));
+        let msg = format!("node {} was removed from this cluster", peer.node);
+        return h::error(StatusCode::FORBIDDEN, "removed", &msg, &rid);
     }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    let c = &cluster;
     match (&method, path.as_str()) {
-        (&Method::POST, "/raft/append") => match body(req, max_body, &rid).await {
-            Ok(rpc) => reply(&cluster.raft.append_entries(rpc).await, &rid),
-            Err(r) => r,
-        },
-        (&Method::POST, "/raft/vote") => match body(req, max_body, &rid).await {
-            Ok(rpc) => reply(&cluster.raft.vote(rpc).await, &rid),
-            Err(r) => r,
-        },
-        (&Method::POST, "/raft/snapshot") => match body(req, max_body, &rid).await {
-            Ok(rpc) => reply(&cluster.raft.install_snapshot(rpc).await, &rid),
-            Err(r) => r,
-        },
-        (&Method::POST, "/control/write") => {
-            let cmd: Command = match body(req, max_body, &rid).await {
-                Ok(c) => c,
-                Err(r) => return r,
-            };
-            let write = tokio::time::timeout(Duration::from_secs(5), cluster.raft.client_write(cmd)).await;
-            match write {
-                Ok(Ok(r)) => h::json(StatusCode::OK, &WriteReply { index: r.log_id.index }, &rid),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                    h::error(StatusCode::MISDIRECTED_REQUEST, "not-leader", "this node is no longer the leader", &rid)
-                }
-                Ok(Err(e)) => h::error(StatusCode::SERVICE_UNAVAILABLE, "raft", &e.to_string(), &rid),
-                Err(_) => h::error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "not committed within 5 s", &rid),
-            }
+        (&Method::POST, p) if p == <AppendEntriesRequest<Control> as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: AppendEntriesRequest<Control>| async move {
+                sender_is(&peer, &r.vote)?;
+                Ok(c.raft.append_entries(r).await)
+            })
+            .await
         }
-        (&Method::POST, p) if p.starts_with("/grid/") => {
-            let bytes = match h::read_body(req.into_body(), max_body).await {
-                Ok(b) => b,
-                Err(e) => return h::error(StatusCode::BAD_REQUEST, "bad-request", &format!("{e:?}"), &rid),
-            };
-            match crate::grid::wire::dispatch(cluster.registry.grid().replicas(), p, &bytes).await {
-                Ok(out) => http::Response::new(h::full(bytes::Bytes::from(out))),
-                Err(e) => h::error(StatusCode::BAD_REQUEST, "bad-grid-request", &e, &rid),
-            }
+        (&Method::POST, p) if p == <VoteRequest<u64> as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: VoteRequest<u64>| async move {
+                sender_is(&peer, &r.vote)?;
+                Ok(c.raft.vote(r).await)
+            })
+            .await
         }
-        (&Method::GET, "/graph") => reply(&cluster.registry.calls.report(), &rid),
+        (&Method::POST, p) if p == <InstallSnapshotRequest<Control> as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: InstallSnapshotRequest<Control>| async move {
+                sender_is(&peer, &r.vote)?;
+                Ok(c.raft.install_snapshot(r).await)
+            })
+            .await
+        }
+        (&Method::POST, p) if p == <Command as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |cmd: Command| async move { forwarded_write(c, cmd).await }).await
+        }
+        (&Method::POST, p) if p == <nanogrid_wire::grid::GridRequest as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: nanogrid_wire::grid::GridRequest| async move {
+                Ok(super::grid::serve_grid(c.registry.grid().replicas(), r).await)
+            })
+            .await
+        }
+        (&Method::POST, p) if p == <GraphReq as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |_: GraphReq| async move { Ok(c.registry.calls.report()) }).await
+        }
         (&Method::GET, p) if p.starts_with("/components/") => {
             let digest = &p["/components/".len()..];
             match cluster.registry.component_bytes(digest).await {
@@ -89,17 +95,57 @@ pub async fn handle(cluster: Arc<Cluster>, max_body: usize, req: http::Request<I
     }
 }
 
-async fn body<T: DeserializeOwned>(
+/// A refusal of a typed request: status, code, message.
+type Refusal = (StatusCode, &'static str, String);
+
+/// Decode a typed request, run `f`, encode its reply with the request's codec.
+async fn serve<R, Fut>(
     req: http::Request<Incoming>,
     max: usize,
     rid: &str,
-) -> Result<T, http::Response<Body>> {
-    let bytes = h::read_body(req.into_body(), max)
-        .await
-        .map_err(|e| h::error(StatusCode::BAD_REQUEST, "bad-request", &format!("{e:?}"), rid))?;
-    serde_json::from_slice(&bytes).map_err(|e| h::error(StatusCode::BAD_REQUEST, "bad-json", &e.to_string(), rid))
+    f: impl FnOnce(R) -> Fut,
+) -> http::Response<Body>
+where
+    R: PeerRpc + serde::de::DeserializeOwned,
+    Fut: Future<Output = Result<R::Reply, Refusal>>,
+{
+    let bytes = match h::read_body(req.into_body(), max).await {
+        Ok(b) => b,
+        Err(e) => return h::error(StatusCode::BAD_REQUEST, "bad-request", &format!("{e:?}"), rid),
+    };
+    let r: R = match rpc::decode(R::CODEC, &bytes) {
+        Ok(r) => r,
+        Err(e) => return h::error(StatusCode::BAD_REQUEST, "unreadable", &format!("unreadable {}: {e}", R::PATH), rid),
+    };
+    match f(r).await {
+        Ok(reply) => match rpc::encode(R::CODEC, &reply) {
+            Ok(b) => http::Response::new(h::full(b)),
+            Err(e) => h::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e, rid),
+        },
+        Err((status, code, msg)) => h::error(status, code, &msg, rid),
+    }
 }
 
-fn reply<T: Serialize>(value: &T, rid: &str) -> http::Response<Body> {
-    h::json(StatusCode::OK, value, rid)
+/// Raft messages carry the vote of the node that sent them: it must be the sender's.
+fn sender_is(peer: &Peer, vote: &Vote<u64>) -> Result<(), Refusal> {
+    let claimed = vote.leader_id().voted_for();
+    if claimed == Some(raft_id(&peer.node)) {
+        return Ok(());
+    }
+    let msg = format!(
+        "a Raft message from {} carries the vote of another node (raft id {claimed:?}); a node may only speak for itself",
+        peer.node
+    );
+    Err((StatusCode::FORBIDDEN, "wrong-node", msg))
+}
+
+async fn forwarded_write(c: &Cluster, cmd: Command) -> Result<WriteReply, Refusal> {
+    match tokio::time::timeout(Duration::from_secs(5), c.raft.client_write(cmd)).await {
+        Ok(Ok(r)) => Ok(WriteReply { index: r.log_id.index }),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Err((StatusCode::MISDIRECTED_REQUEST, "not-leader", "this node is no longer the leader".into()))
+        }
+        Ok(Err(e)) => Err((StatusCode::SERVICE_UNAVAILABLE, "raft", e.to_string())),
+        Err(_) => Err((StatusCode::SERVICE_UNAVAILABLE, "timeout", "not committed within 5 s".into())),
+    }
 }

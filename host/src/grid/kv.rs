@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::part::{Consistency, PARTITIONS, partition_of};
-use super::replica::{ACK_TIMEOUT, NetError};
-use super::wire::{KvOp, ListReq, OpFail, OpReq, OpResult};
-use super::{Grid, KvError, kv_key, plog};
+use super::replica::{ACK_TIMEOUT, NetError, rpc};
+use super::wire::{GridRpc, KvOp, ListReq, OpFail, OpReq, OpResult};
+use super::{Grid, KvError, kv_key};
 
 /// kv operations served, by where they ran: `[local, forwarded]`.
 pub static OPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
@@ -75,9 +75,9 @@ impl Grid {
             let got = if node == me {
                 self.replicas.on_list(req).await
             } else {
-                match self.remote(node, "/grid/list", plog::encode(&req)).await {
-                    Ok(bytes) => decode::<Result<Vec<Vec<u8>>, OpFail>>(&bytes)?,
-                    Err(e) => Err(OpFail::Unavailable(format!("listing keys on {node}: {}", e.message))),
+                match self.remote(node, req).await {
+                    Ok(r) => r,
+                    Err(e) => Err(OpFail::Unavailable(format!("listing keys on {node}: {e}"))),
                 }
             };
             keys.extend(got.map_err(|e| KvError::Unavailable(e.to_string()))?);
@@ -89,13 +89,13 @@ impl Grid {
         Ok(keys.into_iter().map(|k| String::from_utf8_lossy(&k[ns_len..]).into_owned()).collect())
     }
 
-    async fn remote(&self, node: &str, path: &str, body: Vec<u8>) -> Result<Vec<u8>, NetError> {
+    async fn remote<R: GridRpc>(&self, node: &str, req: R) -> Result<R::Reply, NetError> {
         let Some(net) = self.replicas.net() else {
-            return Err(NetError { sent: false, message: "this node is not connected to a cluster".into() });
+            return Err(NetError::NotSent("this node is not connected to a cluster".into()));
         };
-        match tokio::time::timeout(ACK_TIMEOUT + Duration::from_secs(1), net.call(node, path, body)).await {
+        match tokio::time::timeout(ACK_TIMEOUT + Duration::from_secs(1), rpc(net.as_ref(), node, req)).await {
             Ok(r) => r,
-            Err(_) => Err(NetError { sent: true, message: format!("{node} did not answer in time") }),
+            Err(_) => Err(NetError::Failed(format!("{node} did not answer in time"))),
         }
     }
 
@@ -127,14 +127,14 @@ impl Grid {
                 Some(info) => {
                     at = 1;
                     let req = OpReq { p, op: op.clone(), consistency: c };
-                    match self.remote(&info.primary, "/grid/op", plog::encode(&req)).await {
-                        Ok(bytes) => decode::<Result<OpResult, OpFail>>(&bytes)?,
-                        Err(e) if !e.sent => {
-                            Err(OpFail::NotPrimary(format!("primary {} unreachable: {}", info.primary, e.message)))
+                    match self.remote(&info.primary, req).await {
+                        Ok(r) => r,
+                        Err(e) if !e.sent() => {
+                            Err(OpFail::NotPrimary(format!("primary {} unreachable: {e}", info.primary)))
                         }
                         Err(e) => Err(OpFail::Unavailable(format!(
-                            "partition {p}: primary {} failed: {}; a write may or may not have been applied",
-                            info.primary, e.message
+                            "partition {p}: primary {} failed: {e}; a write may or may not have been applied",
+                            info.primary
                         ))),
                     }
                 }
@@ -162,10 +162,6 @@ impl Grid {
             }
         }
     }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, KvError> {
-    postcard::from_bytes(bytes).map_err(|e| KvError::Unavailable(format!("unreadable answer from a peer: {e}")))
 }
 
 #[cfg(test)]

@@ -10,27 +10,7 @@ pub const PARTITIONS: u32 = 256;
 /// Replicas per partition unless the cluster is configured otherwise.
 pub const DEFAULT_REPLICATION: usize = 3;
 
-/// How many replicas must have a write (or confirm a read) before it is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    /// The primary has it in its write-ahead log. A read may come from any replica.
-    One,
-    /// A majority of the partition's replicas.
-    Quorum,
-    /// Every in-sync replica.
-    All,
-}
-
-impl Consistency {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Consistency::One => "one",
-            Consistency::Quorum => "quorum",
-            Consistency::All => "all",
-        }
-    }
-}
+pub use nanogrid_wire::grid::Consistency;
 
 /// The partition of a storage key (`service \0 key`): FNV-1a, stable across builds.
 pub fn partition_of(data_key: &[u8], count: u32) -> u32 {

@@ -14,26 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BatchOp, Storage, StorageError, StorageResult, Table};
 
-/// One change. `key` is the namespaced key (`service \0 key`), without the partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: Vec<u8>,
-    },
-    /// Written by a new primary first, so entries of earlier epochs commit with it.
-    Noop,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub lsn: u64,
-    pub epoch: u64,
-    pub op: Op,
-}
+pub use nanogrid_wire::grid::{Entry, Op, encode};
 
 /// A replica's durable position: its last entry and the highest epoch it has promised
 /// to (it refuses entries from primaries of older epochs).
@@ -66,10 +47,6 @@ fn meta_key(p: u32) -> Vec<u8> {
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> StorageResult<T> {
     postcard::from_bytes(bytes).map_err(|e| StorageError::Io(format!("a grid record is unreadable: {e}")))
-}
-
-pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_allocvec(v).expect("encoding to a Vec cannot fail")
 }
 
 pub fn load_meta(s: &dyn Storage, p: u32) -> StorageResult<PartMeta> {

@@ -30,17 +30,26 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 const BATCH: usize = 256;
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Why a call to another node failed: `sent` is false when the request surely never
-/// reached it (the connection was refused), so retrying cannot apply anything twice.
-#[derive(Debug, Clone)]
-pub struct NetError {
-    pub sent: bool,
-    pub message: String,
+/// Why a call to another node failed. [`NetError::NotSent`]: the request surely never
+/// reached it (no connection), so retrying cannot apply anything twice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    #[error("{0}")]
+    NotSent(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl NetError {
+    pub fn sent(&self) -> bool {
+        matches!(self, NetError::Failed(_))
+    }
 }
 
 /// How the grid reaches other nodes and the control plane (the cluster implements it).
 pub trait Net: Send + Sync + 'static {
-    fn call<'a>(&'a self, node: &'a str, path: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, NetError>>;
+    /// One grid request to `node` (this node included); see [`rpc`] for the typed form.
+    fn call<'a>(&'a self, node: &'a str, req: GridRequest) -> BoxFuture<'a, Result<GridReply, NetError>>;
     /// Ask the control plane to count `node` in sync for partition `p` at `epoch`.
     fn in_sync(&self, p: u32, epoch: u64, node: String);
     /// Ask the control plane to drop `node` from the in-sync set of `p` at `epoch` (it has
@@ -49,6 +58,12 @@ pub trait Net: Send + Sync + 'static {
     /// Ask the control plane for a new primary of `p` (this node led `epoch` in an earlier
     /// life and may have lost entries its replicas have).
     fn relinquish(&self, p: u32, epoch: u64);
+}
+
+/// A typed grid call: the reply of the kind `req` asks for, or an error.
+pub async fn rpc<R: GridRpc>(net: &dyn Net, node: &str, req: R) -> Result<R::Reply, NetError> {
+    let reply = net.call(node, req.into()).await?;
+    R::from_reply(reply).ok_or_else(|| NetError::Failed(format!("{node} answered with a reply of another kind")))
 }
 
 /// How long an in-sync replica may stay behind the primary before the primary asks for it
@@ -360,13 +375,9 @@ impl Replicas {
         let Some(net) = self.net.get() else {
             return Err(OpFail::Unavailable("the grid is not connected to its cluster".into()));
         };
-        let body = plog::encode(&FenceReq { p, epoch });
-        let asks = others.iter().map(|n| {
-            let body = body.clone();
-            async move {
-                let r = tokio::time::timeout(RPC_TIMEOUT, net.call(n, "/grid/confirm", body)).await;
-                matches!(r, Ok(Ok(b)) if postcard::from_bytes::<bool>(&b) == Ok(true))
-            }
+        let asks = others.iter().map(|n| async move {
+            let r = tokio::time::timeout(RPC_TIMEOUT, rpc(net.as_ref(), n, ConfirmReq { p, epoch })).await;
+            matches!(r, Ok(Ok(true)))
         });
         let ok = futures::future::join_all(asks).await.into_iter().filter(|&b| b).count();
         if ok >= need {
@@ -643,11 +654,12 @@ impl Replicas {
 
     // ---- the primary's replicator, one per other replica ----
 
-    async fn send(&self, node: &str, path: &str, body: Vec<u8>) -> Result<AppendReply, String> {
+    /// An append or snapshot chunk to a replica (both answer an [`AppendReply`]).
+    async fn send<R: GridRpc<Reply = AppendReply>>(&self, node: &str, req: R) -> Result<AppendReply, String> {
         let net = self.net.get().ok_or("not connected")?;
-        match tokio::time::timeout(RPC_TIMEOUT, net.call(node, path, body)).await {
-            Ok(Ok(b)) => postcard::from_bytes(&b).map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(e.message),
+        match tokio::time::timeout(RPC_TIMEOUT, rpc(net.as_ref(), node, req)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {RPC_TIMEOUT:?}")),
         }
     }
@@ -701,7 +713,7 @@ impl Replicas {
                         (st.meta.last, st.meta.last_epoch)
                     };
                     let req = AppendReq { p, epoch, prev: (last, last_epoch), entries: vec![] };
-                    self.send(&target, "/grid/append", plog::encode(&req)).await.map(|r| (r, Some((last, last_epoch))))
+                    self.send(&target, req).await.map(|r| (r, Some((last, last_epoch))))
                 }
                 Some((l, le)) => {
                     let cached = self.tail_from(p, l + 1);
@@ -723,7 +735,7 @@ impl Replicas {
                     } else {
                         let end = entries.last().map(|e| (e.lsn, e.epoch));
                         let req = AppendReq { p, epoch, prev: (l, le), entries };
-                        self.send(&target, "/grid/append", plog::encode(&req)).await.map(|r| (r, end))
+                        self.send(&target, req).await.map(|r| (r, end))
                     }
                 }
             };
@@ -812,7 +824,7 @@ impl Replicas {
         let mut reply = AppendReply::Mismatch { last: 0, last_epoch: 0 };
         for (i, rows) in chunks.into_iter().enumerate() {
             let req = SnapshotReq { p, epoch, first: i == 0, rows, done: (i + 1 == n).then_some(at) };
-            reply = self.send(target, "/grid/snapshot", plog::encode(&req)).await?;
+            reply = self.send(target, req).await?;
             if !matches!(reply, AppendReply::Ok { .. }) {
                 return Ok((reply, None));
             }
@@ -858,14 +870,14 @@ mod tests {
     }
 
     impl Net for Loopback {
-        fn call<'a>(&'a self, node: &'a str, path: &'a str, body: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, NetError>> {
+        fn call<'a>(&'a self, node: &'a str, req: GridRequest) -> BoxFuture<'a, Result<GridReply, NetError>> {
             Box::pin(async move {
                 if self.silent.lock().unwrap().contains(node) {
                     return futures::future::pending().await;
                 }
                 let r = self.nodes.lock().unwrap().get(node).cloned();
-                let r = r.ok_or(NetError { sent: false, message: format!("no node {node}") })?;
-                dispatch(&r, path, &body).await.map_err(|message| NetError { sent: true, message })
+                let r = r.ok_or(NetError::NotSent(format!("no node {node}")))?;
+                Ok(dispatch(&r, req).await)
             })
         }
         fn in_sync(&self, p: u32, epoch: u64, node: String) {

@@ -1,49 +1,60 @@
 //! Forwarding a request to another node that has instances of the service (cluster mode).
 //!
 //! Targets come from the cluster view (nodes gossip shows serving the service, then nodes
-//! the assignment gives instances). A target that cannot be reached, or answers that it
-//! is dormant or has no instance, is skipped for the next one; a request is never sent
-//! twice to nodes that accepted it. Request bodies are buffered (up to the node's
-//! `max_body_bytes`) so a request can be retried on the next node; responses stream
-//! through.
+//! the assignment gives instances). A request travels over the peer transport (mutual
+//! TLS, `POST /forward/{service}/...` on the target's peer listener), so only a node of the
+//! cluster can send or receive one, and the target proves its identity before any byte of
+//! the request leaves. A target that cannot be reached, or answers that it did not run the
+//! request (the `x-nanogrid-not-run` header, which only the platform sets), is skipped for
+//! the next one; a request is never sent twice to nodes that accepted it. Request bodies
+//! are buffered (up to the node's `max_body_bytes`) so a request can be retried on the
+//! next node; responses stream through.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::http::{self as h, Body};
+use crate::transport::{PeerClient, PeerTarget, RpcError};
 
-/// Marks a request one node forwarded to another; the receiver never forwards it again.
+/// Marks a request one node forwarded to another (kept for the guest's view of the
+/// request; the receiver knows a forward by the route it arrived on).
 pub const FORWARDED: &str = "x-nanogrid-forwarded";
 /// A request's routing key: it is served on the node holding that key's primary (of the
 /// called service's kv namespace), so processing runs next to its data.
 pub const ROUTING_KEY: &str = "x-nanogrid-key";
-
-/// The `invoke` depth of a forwarded call (only read together with [`FORWARDED`]).
+/// The `invoke` depth of a forwarded call (only read on the peer listener).
 pub const DEPTH: &str = "x-nanogrid-depth";
+/// Set by the receiving node, and only by it, when it did not run a forwarded request
+/// (`dormant`, `no-instance`): the sender may try another node.
+pub const NOT_RUN: &str = "x-nanogrid-not-run";
+/// The client's `Host`, carried across (HTTP/2 between nodes has no `Host` header of its
+/// own; `:authority` names the node).
+pub const FORWARDED_HOST: &str = "x-nanogrid-host";
+/// The peer route forwarded requests arrive on.
+pub const FORWARD_PREFIX: &str = "/forward";
+
+/// Headers a client may not set: the platform's own signals between nodes.
+pub const PLATFORM_HEADERS: [&str; 5] = [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER];
 
 /// What ingress needs to know about the cluster.
 pub trait Peers: Send + Sync {
     /// Not part of a majority: serve nothing.
     fn dormant(&self) -> bool;
-    /// Ingress addresses of other serving nodes with instances of `service`, in the order
-    /// to try them.
-    fn holders(&self, service: &str) -> Vec<String>;
-    /// The ingress address of the other node that holds `key`'s primary and runs
-    /// `service`; `None` when that is this node or no such node can take it.
-    fn key_holder(&self, service: &str, key: &str) -> Option<String>;
+    /// Other serving nodes with instances of `service`, in the order to try them.
+    fn holders(&self, service: &str) -> Vec<PeerTarget>;
+    /// The other node that holds `key`'s primary and runs `service`; `None` when that is
+    /// this node or no such node can take it.
+    fn key_holder(&self, service: &str, key: &str) -> Option<PeerTarget>;
     /// [`Peers::holders`] with a routing key's holder (if any) tried first.
-    fn holders_first(&self, service: &str, first: Option<String>) -> Vec<String> {
+    fn holders_first(&self, service: &str, first: Option<PeerTarget>) -> Vec<PeerTarget> {
         let mut holders = self.holders(service);
         if let Some(a) = first {
-            holders.retain(|h| *h != a);
+            holders.retain(|h| h.node != a.node);
             holders.insert(0, a);
         }
         holders
@@ -53,10 +64,12 @@ pub trait Peers: Send + Sync {
 #[derive(Clone)]
 pub struct Forwarder {
     pub peers: Option<Arc<dyn Peers>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Option<PeerClient>,
 }
 
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+/// The largest answer to an `invoke` call read from another node.
+const MAX_CALL_RESPONSE: usize = 64 << 20;
 
 /// Forwarding outcomes since start, for `/metrics`: answered by another node, skipped a
 /// node that could not take it, or gave up.
@@ -69,93 +82,113 @@ fn count(c: &AtomicU64) {
 }
 
 impl Forwarder {
-    pub fn new(peers: Option<Arc<dyn Peers>>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
+    /// `client: None` in single mode (nothing to forward to).
+    pub fn new(peers: Option<Arc<dyn Peers>>, client: Option<PeerClient>) -> Self {
         Forwarder { peers, client }
     }
 
-    /// The same client (and connection pool) without the cluster view, for `invoke` calls
-    /// that already know their targets.
+    /// The same client without the cluster view, for `invoke` calls that already know
+    /// their targets.
     pub fn without_peers(&self) -> Self {
         Forwarder { peers: None, client: self.client.clone() }
     }
 
-    /// Send the request to the first holder that takes it.
+    /// Send the request to the first holder that takes it. `target` is the ingress path
+    /// (`/{service}/...`).
     pub async fn forward(
         &self,
-        holders: Vec<String>,
+        holders: Vec<PeerTarget>,
         method: &Method,
         target: &str,
         headers: &HeaderMap,
         body: Bytes,
         request_id: &str,
     ) -> http::Response<Body> {
+        match self.send(holders, method, target, headers, body, request_id, None).await {
+            Ok(r) => r,
+            Err(why) => no_instance(&why, request_id),
+        }
+    }
+
+    /// The answer of the first holder that ran the request (or a platform error about
+    /// sending it), or why none took it. `depth` is set for `invoke` calls.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        holders: Vec<PeerTarget>,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        request_id: &str,
+        depth: Option<u32>,
+    ) -> Result<http::Response<Body>, String> {
+        let Some(client) = &self.client else {
+            return Err("this node is not in a cluster".into());
+        };
         let mut last = String::from("no node has an instance");
-        for addr in holders {
-            let mut req = http::Request::builder().method(method.clone()).uri(format!("http://{addr}{target}"));
+        for t in holders {
+            let mut req = http::Request::builder().method(method.clone()).uri(format!("{FORWARD_PREFIX}{target}"));
             for (k, v) in headers {
-                if !matches!(k.as_str(), "host" | "connection" | "content-length" | "transfer-encoding") {
+                let hop = matches!(
+                    k.as_str(),
+                    "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade"
+                );
+                if !hop && !PLATFORM_HEADERS.contains(&k.as_str()) {
                     req = req.header(k, v);
                 }
             }
-            let req = req
-                .header(FORWARDED, "1")
-                .header("x-request-id", request_id)
-                .body(Full::new(body.clone()))
-                .expect("a request built from a valid one");
-            let resp = match tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(req)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) if e.is_connect() => {
-                    count(&FORWARD_SKIPPED);
-                    tracing::debug!(%addr, error = %e, "forward target unreachable; trying the next");
-                    last = format!("{addr} unreachable");
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    count(&FORWARD_FAILED);
-                    let msg = format!("forwarding to {addr} failed after sending: {e}");
-                    return h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id);
-                }
-                Err(_) => {
-                    count(&FORWARD_FAILED);
-                    let msg = format!("{addr} did not answer within {FORWARD_TIMEOUT:?}");
-                    return h::error(StatusCode::GATEWAY_TIMEOUT, "timeout", &msg, request_id);
+            req = req.header(FORWARDED, "1").header("x-request-id", request_id);
+            if let Some(host) = headers.get(http::header::HOST) {
+                req = req.header(FORWARDED_HOST, host);
+            }
+            if let Some(d) = depth {
+                req = req.header(DEPTH, d);
+            }
+            let req = match req.body(Full::new(body.clone())) {
+                Ok(r) => r,
+                Err(e) => {
+                    let msg = format!("the request cannot be forwarded as it is: {e}");
+                    return Ok(h::error(StatusCode::BAD_REQUEST, "bad-request", &msg, request_id));
                 }
             };
-            let (parts, body) = resp.into_parts();
-            if parts.status == StatusCode::SERVICE_UNAVAILABLE {
-                // Small platform answers: read it to see whether the node ran the request.
-                let body = match body.collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(e) => {
-                        count(&FORWARD_FAILED);
-                        let msg = format!("reading the answer of {addr} failed: {e}");
-                        return h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id);
-                    }
-                };
-                if refused(&body) {
+            let started = Instant::now();
+            let resp = match client.send(&t.node, &t.addr, req, FORWARD_TIMEOUT).await {
+                Ok(r) => r,
+                Err(e @ RpcError::NotSent { .. }) => {
                     count(&FORWARD_SKIPPED);
-                    last = format!("{addr} has no instance free to take it");
+                    tracing::debug!(node = %t.node, addr = %t.addr, error = %e, "forward target not reached; trying the next");
+                    last = format!("{} not reached", t.node);
                     continue;
                 }
-                count(&FORWARD_ANSWERED);
-                return relay(parts, h::full(body));
+                Err(e) if started.elapsed() >= FORWARD_TIMEOUT => {
+                    count(&FORWARD_FAILED);
+                    return Ok(h::error(StatusCode::GATEWAY_TIMEOUT, "timeout", &e.to_string(), request_id));
+                }
+                Err(e) => {
+                    count(&FORWARD_FAILED);
+                    let msg = format!("forwarding to {} failed after sending: {e}", t.node);
+                    return Ok(h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id));
+                }
+            };
+            if let Some(why) = resp.headers().get(NOT_RUN) {
+                count(&FORWARD_SKIPPED);
+                last = format!("{} did not take it ({})", t.node, why.to_str().unwrap_or("?"));
+                h::drain(resp.into_body()).await;
+                continue;
             }
             count(&FORWARD_ANSWERED);
-            // Everything else streams through as it arrives.
-            return relay(parts, body.map_err(|e| Box::new(e) as h::BoxError).boxed_unsync());
+            let (parts, body) = resp.into_parts();
+            return Ok(relay(parts, body.map_err(|e| Box::new(e) as h::BoxError).boxed_unsync()));
         }
         count(&FORWARD_FAILED);
-        no_instance(&last, request_id)
+        Err(last)
     }
 
     /// A guest's `invoke` of a service that runs on other nodes.
     pub async fn call(
         &self,
-        holders: Vec<String>,
+        holders: Vec<PeerTarget>,
         service: &str,
         req: crate::runtime::Request,
         request_id: &str,
@@ -165,22 +198,24 @@ impl Forwarder {
         let method = Method::from_bytes(req.method.as_bytes())
             .map_err(|_| DispatchError::Internal(format!("invalid method {:?}", req.method)))?;
         let target = format!("/{service}{}", req.path);
+        if target.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(DispatchError::Internal(format!("{:?} is not a valid request path", req.path)));
+        }
         let mut headers = HeaderMap::new();
         for (k, v) in &req.headers {
             if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 headers.append(k, v);
             }
         }
-        headers.insert(DEPTH, HeaderValue::from(depth));
-        let resp = self.forward(holders, &method, &target, &headers, Bytes::from(req.body), request_id).await;
+        let sent = self.send(holders, &method, &target, &headers, Bytes::from(req.body), request_id, Some(depth)).await;
+        let resp = sent.map_err(|why| DispatchError::NoInstance {
+            service: service.to_string(),
+            reason: format!("no node with an instance took the call ({why})"),
+        })?;
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| DispatchError::Internal(e.to_string()))?.to_bytes();
-        if parts.status == StatusCode::SERVICE_UNAVAILABLE && refused(&body) {
-            return Err(DispatchError::NoInstance {
-                service: service.to_string(),
-                reason: "no node with an instance took the call".into(),
-            });
-        }
+        let body = h::read_body(body, MAX_CALL_RESPONSE)
+            .await
+            .map_err(|e| DispatchError::Internal(format!("reading the answer of another node: {e:?}")))?;
         let headers = parts
             .headers
             .iter()
@@ -204,14 +239,6 @@ fn relay(parts: http::response::Parts, body: Body) -> http::Response<Body> {
     out
 }
 
-/// Whether a 503 body says the node did not run the request at all.
-fn refused(body: &[u8]) -> bool {
-    let code = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error")?.get("code")?.as_str().map(str::to_string));
-    matches!(code.as_deref(), Some("dormant" | "no-instance"))
-}
-
 pub fn no_instance(why: &str, request_id: &str) -> http::Response<Body> {
     let msg = format!("no live node can serve this service right now ({why}); retry shortly");
     let mut r = h::error(StatusCode::SERVICE_UNAVAILABLE, "no-instance", &msg, request_id);
@@ -223,5 +250,11 @@ pub fn dormant(request_id: &str) -> http::Response<Body> {
     let msg = "this node is not part of a majority of its cluster (dormant) and serves nothing; use another node";
     let mut r = h::error(StatusCode::SERVICE_UNAVAILABLE, "dormant", msg, request_id);
     r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("2"));
+    r
+}
+
+/// Mark an answer to a forwarded request as "not run here" (only the platform does).
+pub fn not_run(mut r: http::Response<Body>, why: &'static str) -> http::Response<Body> {
+    r.headers_mut().insert(NOT_RUN, HeaderValue::from_static(why));
     r
 }

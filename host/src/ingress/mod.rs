@@ -16,7 +16,10 @@ use tracing::Instrument;
 use crate::http::{self as h, Body, BodyError};
 use crate::runtime::Request as GuestRequest;
 use crate::services::{DispatchError, Registry};
-pub use forward::{FORWARD_ANSWERED, FORWARD_FAILED, FORWARD_SKIPPED, FORWARDED, Forwarder, Peers, ROUTING_KEY};
+pub use forward::{
+    FORWARD_ANSWERED, FORWARD_FAILED, FORWARD_PREFIX, FORWARD_SKIPPED, FORWARDED, Forwarder, NOT_RUN, Peers,
+    ROUTING_KEY,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngressConfig {
@@ -46,9 +49,13 @@ pub async fn handle(
     registry: Arc<Registry>,
     cfg: IngressConfig,
     forwarder: Forwarder,
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
 ) -> http::Response<Body> {
     let request_id = h::incoming_request_id(req.headers()).unwrap_or_else(|| registry.new_request_id());
+    // Signals between nodes travel only on the peer listener; a client cannot send them.
+    for name in forward::PLATFORM_HEADERS {
+        req.headers_mut().remove(name);
+    }
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     let span = h::request_span("ingress", &request_id, req.method(), &target);
     async move {
@@ -84,23 +91,18 @@ async fn route_clustered(
     let svc = registry.get(service);
     let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
     let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
-    let forwarded = req.headers().contains_key(FORWARDED);
-    // A routing key sends the request to its data's node (once: never from a forward).
+    // A routing key sends the request to its data's node.
     let affinity = match req.headers().get(forward::ROUTING_KEY).and_then(|v| v.to_str().ok()) {
-        Some(key) if !forwarded && !stopped => peers.key_holder(service, key),
+        Some(key) if !stopped => peers.key_holder(service, key),
         _ => None,
     };
     if (local || stopped) && affinity.is_none() {
-        return serve_here(registry, cfg, req, request_id, service, path, svc).await;
-    }
-    if forwarded {
-        h::drain(req.into_body()).await;
-        return forward::no_instance("the node it was forwarded to has none", request_id);
+        return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await;
     }
     let holders = peers.holders_first(service, affinity);
     if holders.is_empty() {
         if svc.is_none() {
-            return serve_here(registry, cfg, req, request_id, service, path, svc).await; // not found
+            return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await; // not found
         }
         h::drain(req.into_body()).await;
         return forward::no_instance("none is assigned to a live node yet", request_id);
@@ -123,6 +125,51 @@ async fn route_clustered(
     forwarder.forward(holders, &parts.method, target, &parts.headers, body, request_id).await
 }
 
+/// A request another node forwarded here (`/forward/{service}/...` on the peer listener,
+/// from an authenticated node): run it here or answer, marked `x-nanogrid-not-run`, that
+/// it was not run, so the sender tries another node. Never forwarded again.
+pub async fn handle_forwarded(
+    registry: Arc<Registry>,
+    cfg: IngressConfig,
+    peers: Arc<dyn Peers>,
+    from: &str,
+    mut req: http::Request<Incoming>,
+) -> http::Response<Body> {
+    let request_id = h::incoming_request_id(req.headers()).unwrap_or_else(|| registry.new_request_id());
+    // The client's Host, as the guest would have seen it on the first node.
+    if let Some(host) = req.headers_mut().remove(forward::FORWARDED_HOST) {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    let full = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target = full.strip_prefix(FORWARD_PREFIX).unwrap_or(full).to_string();
+    let span = h::request_span("forwarded", &request_id, req.method(), &target);
+    async move {
+        tracing::debug!(from, "forwarded request");
+        if peers.dormant() {
+            h::drain(req.into_body()).await;
+            return forward::not_run(forward::dormant(&request_id), "dormant");
+        }
+        let depth = req.headers().get(forward::DEPTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+        let Some((service, path)) = split_target(&target) else {
+            return route(&registry, cfg, req, &request_id, &target).await;
+        };
+        let svc = registry.get(service);
+        let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
+        let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
+        if !local && !stopped {
+            h::drain(req.into_body()).await;
+            let r = forward::no_instance("the node it was forwarded to has none", &request_id);
+            return forward::not_run(r, "no-instance");
+        }
+        let mut resp = serve_here(&registry, cfg, req, &request_id, service, path, svc, depth).await;
+        // Only the platform says "not run": a guest's own header of that name is dropped.
+        resp.headers_mut().remove(NOT_RUN);
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
 async fn route(
     registry: &Arc<Registry>,
     cfg: IngressConfig,
@@ -135,10 +182,12 @@ async fn route(
         return h::error(StatusCode::NOT_FOUND, "not-found", "name a service in the path: /{service}/...", request_id);
     };
     let svc = registry.get(service);
-    serve_here(registry, cfg, req, request_id, service, path, svc).await
+    serve_here(registry, cfg, req, request_id, service, path, svc, 0).await
 }
 
-/// Run the request on this node (the service looked up by the caller).
+/// Run the request on this node (the service looked up by the caller); `depth` is the
+/// `invoke` depth of a call forwarded from another node (0 from a client).
+#[allow(clippy::too_many_arguments)]
 async fn serve_here(
     registry: &Arc<Registry>,
     cfg: IngressConfig,
@@ -147,6 +196,7 @@ async fn serve_here(
     service: &str,
     path: String,
     svc: Option<Arc<crate::services::Service>>,
+    depth: u32,
 ) -> http::Response<Body> {
     let Some(svc) = svc else {
         h::drain(req.into_body()).await;
@@ -182,11 +232,6 @@ async fn serve_here(
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
     let guest_req = GuestRequest { method: parts.method.as_str().to_string(), path, headers, body: body.to_vec() };
-    // A call forwarded from another node's `invoke` keeps counting its depth.
-    let depth = match parts.headers.contains_key(FORWARDED) {
-        true => parts.headers.get(forward::DEPTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0),
-        false => 0,
-    };
     match registry.dispatch_to(svc, guest_req, request_id.into(), depth).await {
         Ok(resp) => to_http(resp, request_id),
         Err(e) => dispatch_error(&e, request_id),

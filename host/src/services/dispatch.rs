@@ -245,7 +245,7 @@ impl Invoker for Registry {
         let Some(this) = self.me.upgrade() else {
             return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
         };
-        let depth = caller.depth + 1;
+        let depth = caller.depth.saturating_add(1);
         let max = caller.limits.max_call_depth;
         let request_id = caller.request_id.clone();
         let from = caller.service.clone();

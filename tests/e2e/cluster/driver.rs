@@ -1,6 +1,8 @@
 //! The scenario driver: a cluster of `nanogrid serve` processes on loopback, each with its
 //! own data dir and fixed peer/gossip ports (so a restarted node is the same member), and
 //! the steps scenarios are written in: start, stop, kill -9, cut off, heal, wait until.
+//! Every cluster has its own secrets, made with `nanogrid cluster init` and `cluster
+//! add-node` as a user would.
 
 use bytes::Bytes;
 use http::Method;
@@ -13,6 +15,7 @@ pub use crate::support::eventually;
 pub struct Member {
     pub name: String,
     pub peer: u16,
+    pub gossip: u16,
     pub node: TestNode,
 }
 
@@ -24,6 +27,28 @@ pub struct Cluster {
     http: Client,
     /// Config files of nodes started from one.
     configs: Vec<tempfile::TempDir>,
+    /// The cluster's secrets (`nanogrid cluster init`).
+    pub secrets: tempfile::TempDir,
+}
+
+/// Run the `nanogrid` binary (a CLI command that needs no node) and check it succeeded.
+pub fn nanogrid(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nanogrid")).args(args).output().expect("running nanogrid");
+    assert!(out.status.success(), "nanogrid {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A new cluster directory with certificates for `nodes`.
+pub fn cluster_secrets(nodes: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cluster");
+    let p = path.to_str().expect("utf-8 path");
+    let out = nanogrid(&["cluster", "init", p]);
+    assert!(out.contains("created cluster ng-"), "{out}");
+    for n in nodes {
+        nanogrid(&["cluster", "add-node", n, p]);
+    }
+    dir
 }
 
 /// Fixed ports for peer and gossip listeners come from below the kernel's ephemeral range
@@ -61,16 +86,46 @@ impl Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_tcp_port(), free_udp_port())).collect();
         let seeds = ports.iter().map(|(_, g)| format!("127.0.0.1:{g}")).collect::<Vec<_>>().join(",");
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut c = Cluster { nodes: Vec::new(), seeds, extra, http: Client::new(), configs: Vec::new() };
+        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let secrets = cluster_secrets(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut c = Cluster { nodes: Vec::new(), seeds, extra, http: Client::new(), configs: Vec::new(), secrets };
         for (peer, gossip) in ports {
             c.spawn(peer, gossip).await;
         }
         c
     }
 
+    /// The cluster directory (`--cluster-dir`).
+    pub fn cluster_dir(&self) -> std::path::PathBuf {
+        self.secrets.path().join("cluster")
+    }
+
+    /// A peer client with node `as_node`'s certificate, to speak to the nodes as that node
+    /// does (mutual TLS against the cluster CA).
+    pub fn peer_client(&self, as_node: &str) -> nanogrid::transport::PeerClient {
+        let secrets = nanogrid::transport::secrets::ClusterSecrets::load(&self.cluster_dir(), as_node).unwrap();
+        let tls = nanogrid::transport::tls::PeerTls::new(&secrets).unwrap();
+        nanogrid::transport::PeerClient::new(as_node, Some(tls.client), Default::default())
+    }
+
+    /// Node `i`'s peer listener address.
+    pub fn peer_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].peer)
+    }
+
+    /// Issue a certificate for a node that is not in the cluster yet.
+    pub fn add_certificate(&self, name: &str) {
+        nanogrid(&["cluster", "add-node", name, self.cluster_dir().to_str().unwrap()]);
+    }
+
     async fn spawn(&mut self, peer: u16, gossip: u16) -> usize {
         let name = format!("n{}", self.nodes.len() + 1);
+        if !self.cluster_dir().join("nodes").join(&name).exists() {
+            self.add_certificate(&name);
+        }
         let args = [
+            "--cluster-dir".to_string(),
+            self.cluster_dir().to_str().unwrap().to_string(),
             "--node-id".to_string(),
             name.clone(),
             "--peer-listen".into(),
@@ -83,7 +138,7 @@ impl Cluster {
         ];
         let args: Vec<&str> = args.iter().chain(&self.extra).map(String::as_str).collect();
         let node = TestNode::start_with_args(true, &args).await;
-        self.nodes.push(Member { name, peer, node });
+        self.nodes.push(Member { name, peer, gossip, node });
         self.nodes.len() - 1
     }
 
@@ -92,9 +147,11 @@ impl Cluster {
     pub async fn add_node_from_config(&mut self) -> usize {
         let (peer, gossip) = (free_tcp_port(), free_udp_port());
         let name = format!("n{}", self.nodes.len() + 1);
+        self.add_certificate(&name);
         let seeds: Vec<String> = self.seeds.split(',').map(|s| format!("{s:?}")).collect();
         let toml = format!(
-            "node_id = \"{name}\"\npeer_listen = \"127.0.0.1:{peer}\"\ngossip_listen = \"127.0.0.1:{gossip}\"\nseeds = [{}]\nvoters = 3\ngossip_interval_ms = 200\n",
+            "node_id = \"{name}\"\ncluster_dir = {:?}\npeer_listen = \"127.0.0.1:{peer}\"\ngossip_listen = \"127.0.0.1:{gossip}\"\nseeds = [{}]\nvoters = 3\ngossip_interval_ms = 200\n",
+            self.cluster_dir(),
             seeds.join(", ")
         );
         let dir = tempfile::tempdir().unwrap();
@@ -103,7 +160,7 @@ impl Cluster {
         let args = ["--config", path.to_str().unwrap(), "--fault-injection"];
         let node = TestNode::start_with_args(true, &args).await;
         self.configs.push(dir);
-        self.nodes.push(Member { name, peer, node });
+        self.nodes.push(Member { name, peer, gossip, node });
         self.nodes.len() - 1
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Method;
 use nanogrid::client::Client;
+use nanogrid::grid::wire::{FenceReq, GridReply, GridRequest};
 use serde_json::{Value, json};
 
 use super::driver::{Cluster, eventually};
@@ -384,11 +385,12 @@ async fn a_primary_left_fenced_by_an_unfinished_promotion_is_replaced() {
         (g["table"][p]["primary"].as_str().unwrap().to_string(), g["table"][p]["epoch"].as_u64().unwrap());
     // What a leader that died mid-promotion leaves behind: the named primary has promised
     // a newer epoch that no table names, so it refuses to act as primary.
-    let fence = nanogrid::grid::plog::encode(&nanogrid::grid::wire::FenceReq { p: p as u32, epoch: epoch + 1 });
-    let url = format!("http://127.0.0.1:{}/grid/fence", c.nodes[c.index_of(&primary)].peer);
-    let auth = [("authorization", format!("Bearer {}", crate::support::TOKEN))];
-    let r = Client::new().send(Method::POST, &url, &auth, Bytes::from(fence)).await.unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
+    // Sent as the leader would, over mutual TLS with a node certificate of the cluster.
+    let leader = c.agreed_leader(&[0, 1, 2]).await.unwrap();
+    let fence = GridRequest::Fence(FenceReq { p: p as u32, epoch: epoch + 1 });
+    let at = c.peer_addr(c.index_of(&primary));
+    let reply = c.peer_client(&leader).call(&primary, &at, &fence, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(reply, GridReply::Fence(f) if f.fence == epoch + 1), "{reply:?}");
     // The leader notices the named primary is not serving and chooses again.
     eventually("the partition has a serving primary again", Duration::from_secs(30), || async {
         let r = c.call(0, Method::PUT, &format!("/kv/{key}"), "v").await.ok()?;
