@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
         pool_instances: 100,
         pool_max_memory: 1 << 30,
         fuel: false,
+        outbound: None,
     })?;
     let registry = Registry::new(Arc::new(runtime), Arc::new(Grid::new(Arc::new(storage))));
     let up = registry.put_component(wasm.into()).await?;

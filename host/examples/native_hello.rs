@@ -18,6 +18,6 @@ async fn main() -> anyhow::Result<()> {
             .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
         resp
     };
-    nanogrid::server::serve("native", listener, Default::default(), rx, handler).await;
+    nanogrid::server::serve("native", listener, Default::default(), None, rx, handler).await;
     Ok(())
 }

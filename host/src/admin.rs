@@ -1,7 +1,8 @@
 //! The admin API, `/v1/...` JSON over HTTP with a bearer token (DESIGN.md section 5).
 //!
 //! `GET /v1/health` and `GET /metrics` are open (load balancers and scrapers); everything
-//! else needs `Authorization: Bearer <token>`. Errors are
+//! else needs `Authorization: Bearer <token>` with a token of the scope the route needs
+//! ([`crate::auth`]: `read`, `deploy` or `admin`). Errors are
 //! `{"error":{"code","message","request_id"}}` with the matching status.
 
 use std::sync::Arc;
@@ -17,26 +18,27 @@ use crate::node::Node;
 use crate::services::spec::{self, ScaleRequest, ServiceRequest};
 use crate::services::{AdminError, Deployed, Service, Serving};
 
-/// Compare without an early exit, so response time does not reveal a matching prefix.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// The refusal of a request whose token may not use the route (401
+/// without a token of the node, 403 `missing-scope` naming the scope the route needs).
+fn authorize(node: &Node, req: &http::Request<Incoming>, segments: &[&str], rid: &str) -> Option<http::Response<Body>> {
+    let need = crate::auth::needed(req.method(), segments);
+    match node.tokens().scope_of(req.headers()) {
+        None => {
+            let msg = "missing or wrong bearer token; pass --token or set NANOGRID_TOKEN";
+            Some(h::close_connection(err(StatusCode::UNAUTHORIZED, "unauthorized", msg, rid)))
+        }
+        Some(have) if have < need => {
+            let msg = format!(
+                "this token has the {} scope; {} {} needs the {} scope (or the admin token)",
+                have.as_str(),
+                req.method(),
+                req.uri().path(),
+                need.as_str()
+            );
+            Some(err(StatusCode::FORBIDDEN, "missing-scope", msg, rid))
+        }
+        Some(_) => None,
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Whether the request carries `Authorization: Bearer <token>` (the admin API and the peer
-/// listener share this check and the token).
-pub fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
-    headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
-}
-
-fn authorized(node: &Node, req: &http::Request<Incoming>) -> bool {
-    bearer_matches(req.headers(), node.admin_token())
 }
 
 pub async fn handle(node: Arc<Node>, req: http::Request<Incoming>) -> http::Response<Body> {
@@ -115,9 +117,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
                 rid,
             )));
         }
-        Err(BodyError::Read(e)) => {
-            return Err(err(StatusCode::BAD_REQUEST, "bad-request", format!("could not read the body: {e}"), rid));
-        }
+        Err(e) => return Err(h::body_error(e, rid)),
     };
     serde_json::from_slice(&bytes)
         .map_err(|e| err(StatusCode::BAD_REQUEST, "bad-json", format!("the body is not the expected JSON: {e}"), rid))
@@ -142,23 +142,21 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
         }
         _ => {}
     }
-    if !authorized(node, &req) {
+    if let Some(refused) = authorize(node, &req, &segments, rid) {
         h::drain(req.into_body()).await;
-        let msg = "missing or wrong bearer token; pass --token or set NANOGRID_TOKEN";
-        return h::close_connection(err(StatusCode::UNAUTHORIZED, "unauthorized", msg, rid));
+        return refused;
     }
     let registry = &node.registry;
     match (&method, segments.as_slice()) {
         (&Method::PUT | &Method::POST, ["v1", "components"]) => {
-            let bytes = match h::read_body(req.into_body(), node.config.max_upload_bytes).await {
+            let bytes = match h::read_body_paced(req.into_body(), node.config.max_upload_bytes, node.config.pace).await
+            {
                 Ok(b) => b,
                 Err(BodyError::TooLarge(l)) => {
                     let msg = format!("component uploads are limited to {l} bytes");
                     return h::close_connection(err(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, rid));
                 }
-                Err(BodyError::Read(e)) => {
-                    return err(StatusCode::BAD_REQUEST, "bad-request", format!("could not read the body: {e}"), rid);
-                }
+                Err(e) => return h::body_error(e, rid),
             };
             match registry.put_component(bytes).await {
                 Ok(up) => h::json(if up.created { StatusCode::CREATED } else { StatusCode::OK }, &up, rid),
@@ -447,7 +445,7 @@ fn detail(node: &Node, s: &Service) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use crate::auth::constant_time_eq;
 
     #[test]
     fn token_compare() {

@@ -13,11 +13,21 @@ use serde::Deserialize;
 /// admin_listen = "127.0.0.1:8081"
 /// data_dir = "/var/lib/nanogrid"
 /// node_id = "n1"
-/// admin_token = "..."
+/// admin_token_file = "/etc/nanogrid/admin-token"   # or admin_token = "..." (the file keeps it out of configs)
+/// deploy_token_file = "/etc/nanogrid/deploy-token" # scope `deploy`: components and services
+/// read_token_file = "/etc/nanogrid/read-token"     # scope `read`: GET only
 /// pool_instances = 1000
 /// max_body_bytes = 8388608
 /// max_upload_bytes = 67108864
 /// fuel = false                  # meter fuel so services can set limits.fuel
+/// tls_cert = "/etc/nanogrid/tls.pem"   # HTTPS on ingress and admin (reloaded on change/SIGHUP)
+/// tls_key = "/etc/nanogrid/tls.key"
+/// extra_ca = ["/etc/nanogrid/internal-ca.pem"]   # guests' outgoing HTTPS also trusts these
+/// resolve = ["api.internal=203.0.113.7"]        # pin names for guests' outgoing HTTP
+/// max_connections_per_ip = 256  # per listener
+/// body_idle_timeout_ms = 10000  # a request body may not pause longer
+/// min_body_rate = 1024          # bytes/s a request body must average ...
+/// body_rate_grace_ms = 10000    # ... once this long has passed
 /// max_connections = 10000       # per listener
 /// header_read_timeout_ms = 10000
 /// max_headers = 100
@@ -43,11 +53,22 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub node_id: Option<String>,
     pub admin_token: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub deploy_token_file: Option<PathBuf>,
+    pub read_token_file: Option<PathBuf>,
     pub compile_cache: Option<PathBuf>,
     pub pool_instances: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub max_upload_bytes: Option<usize>,
     pub fuel: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub extra_ca: Option<Vec<PathBuf>>,
+    pub resolve: Option<Vec<String>>,
+    pub tls_key: Option<PathBuf>,
+    pub max_connections_per_ip: Option<usize>,
+    pub body_idle_timeout_ms: Option<u64>,
+    pub min_body_rate: Option<u64>,
+    pub body_rate_grace_ms: Option<u64>,
     pub max_connections: Option<usize>,
     pub header_read_timeout_ms: Option<u64>,
     pub max_headers: Option<usize>,

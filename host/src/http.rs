@@ -6,6 +6,8 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
+use crate::pace::{Meter, Pace, SlowBody};
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every response body: buffered (platform answers, nanoservice responses) or streamed
@@ -56,6 +58,25 @@ pub fn incoming_request_id(h: &http::HeaderMap) -> Option<String> {
 pub enum BodyError {
     TooLarge(usize),
     Read(String),
+    /// The sender broke the [`Pace`]: it stalled or trickled.
+    Slow(SlowBody),
+}
+
+/// The answer to a body that could not be read: 413 or 408 (closing the connection), or
+/// 400.
+pub fn body_error(e: BodyError, request_id: &str) -> Response<Body> {
+    match e {
+        BodyError::TooLarge(limit) => {
+            let msg = format!("request body is larger than the {limit}-byte limit");
+            close_connection(error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, request_id))
+        }
+        BodyError::Slow(slow) => {
+            close_connection(error(StatusCode::REQUEST_TIMEOUT, "body-too-slow", &slow.to_string(), request_id))
+        }
+        BodyError::Read(e) => {
+            error(StatusCode::BAD_REQUEST, "bad-request", &format!("could not read the body: {e}"), request_id)
+        }
+    }
 }
 
 /// Most bytes read and thrown away after a body passed its limit, so the client finishes
@@ -63,20 +84,36 @@ pub enum BodyError {
 const DRAIN_MAX: usize = 32 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Read a whole body, refusing more than `limit` bytes.
-pub async fn read_body<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
+/// Read a whole body, refusing more than `limit` bytes or a sender slower than the
+/// default [`Pace`].
+pub async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    read_body_paced(body, limit, Pace::default()).await
+}
+
+/// Read a whole body, refusing more than `limit` bytes or a sender that breaks `pace`.
+pub async fn read_body_paced<B>(mut body: B, limit: usize, pace: Pace) -> Result<Bytes, BodyError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+    let mut meter = Meter::new(pace);
+    loop {
+        let frame = match tokio::time::timeout(pace.idle, body.frame()).await {
+            Err(_) => return Err(BodyError::Slow(SlowBody::Idle(pace.idle))),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(|e| BodyError::Read(e.to_string()))?,
+        };
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 drain(body).await;
                 return Err(BodyError::TooLarge(limit));
             }
+            meter.record(data.len()).map_err(BodyError::Slow)?;
             buf.extend_from_slice(&data);
         }
     }

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -38,8 +39,10 @@ pub mod control;
 pub mod grid;
 pub mod http;
 pub mod ingress;
+pub mod listener_tls;
 pub mod metrics;
 pub mod node;
+pub mod pace;
 pub mod ratelog;
 pub mod runtime;
 pub mod server;

@@ -28,14 +28,26 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Compiled-component cache; default `<data_dir>/compiled`.
     pub compile_cache: Option<PathBuf>,
-    /// Admin bearer token; default: read or create `<data_dir>/admin-token`.
+    /// Admin bearer token; default: the cluster's, else read or create
+    /// `<data_dir>/admin-token`.
     pub admin_token: Option<String>,
+    /// Tokens of the `deploy` and `read` scopes (none unless given or in the cluster dir).
+    pub deploy_token: Option<String>,
+    pub read_token: Option<String>,
     pub pool_instances: u32,
     pub max_body_bytes: usize,
     pub max_upload_bytes: usize,
     /// Meter fuel so services can set `limits.fuel`.
     pub fuel: bool,
     pub server: ServerLimits,
+    /// How fast request bodies must arrive (ingress and admin).
+    pub pace: crate::pace::Pace,
+    /// Certificate and key of the ingress and admin listeners (`None`: plain HTTP).
+    pub tls: Option<crate::listener_tls::TlsFiles>,
+    /// CA files guests' outgoing HTTPS trusts besides the Mozilla roots (`--extra-ca`).
+    pub extra_ca: Vec<PathBuf>,
+    /// Names pinned to addresses for guests' outgoing HTTP (`--resolve NAME=IP`).
+    pub resolve: std::collections::HashMap<String, std::net::IpAddr>,
     /// Join a cluster (`--peer-listen`, `--gossip-listen`, `--seeds`); `None` is single mode.
     pub cluster: Option<ClusterConfig>,
 }
@@ -47,11 +59,17 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from(".nanogrid"),
             compile_cache: None,
             admin_token: None,
+            deploy_token: None,
+            read_token: None,
             pool_instances: 1000,
             max_body_bytes: 8 << 20,
             max_upload_bytes: 64 << 20,
             fuel: false,
             server: ServerLimits::default(),
+            pace: crate::pace::Pace::default(),
+            tls: None,
+            extra_ca: Vec::new(),
+            resolve: Default::default(),
             cluster: None,
         }
     }
@@ -62,14 +80,17 @@ pub struct Node {
     pub registry: Arc<Registry>,
     pub cluster: Option<Arc<Cluster>>,
     pub started: Instant,
-    token: String,
+    tokens: crate::auth::Tokens,
     ingress_addr: SocketAddr,
     admin_addr: SocketAddr,
 }
 
 impl Node {
     pub fn admin_token(&self) -> &str {
-        &self.token
+        &self.tokens.admin
+    }
+    pub fn tokens(&self) -> &crate::auth::Tokens {
+        &self.tokens
     }
     pub fn ingress_addr(&self) -> SocketAddr {
         self.ingress_addr
@@ -167,12 +188,17 @@ fn peer_handler(
 + Sync
 + 'static {
     let max_body = config.max_upload_bytes.saturating_mul(2).saturating_add(1 << 20);
-    let ingress_cfg = IngressConfig { max_body: config.max_body_bytes };
+    let ingress_cfg = IngressConfig { max_body: config.max_body_bytes, pace: config.pace };
     let cluster = cluster.clone();
     move |peer, req| {
         let cluster = cluster.clone();
         Box::pin(async move {
-            if req.uri().path().starts_with(ingress::FORWARD_PREFIX) {
+            let req = match crate::control::peer::admit(&cluster, &peer, req).await {
+                Ok(r) => r,
+                Err(refused) => return refused,
+            };
+            let path = req.uri().path();
+            if path == ingress::FORWARD_PREFIX || path.starts_with(&format!("{}/", ingress::FORWARD_PREFIX)) {
                 let registry = cluster.registry.clone();
                 let peers = cluster.clone() as Arc<dyn ingress::Peers>;
                 ingress::handle_forwarded(registry, ingress_cfg, peers, &peer.node, req).await
@@ -189,39 +215,166 @@ pub async fn start(
     admin_listener: TcpListener,
 ) -> anyhow::Result<NodeHandle> {
     let admin_addr = admin_listener.local_addr()?;
-    let explicit_token = config.admin_token.as_deref().is_some_and(|t| !t.trim().is_empty());
-    if !admin_addr.ip().is_loopback() && !explicit_token {
+    let secrets = match &config.cluster {
+        Some(cc) => Some(load_secrets(cc, &config.node_id)?),
+        None => None,
+    };
+    private_dir(&config.data_dir)?;
+    let tokens = crate::auth::Tokens {
+        admin: admin_token(&config, secrets.as_ref(), admin_addr)?,
+        deploy: config.deploy_token.clone().or_else(|| secrets.as_ref().and_then(|s| s.deploy_token.clone())),
+        read: config.read_token.clone().or_else(|| secrets.as_ref().and_then(|s| s.read_token.clone())),
+    };
+    let grid = open_grid(&config).await?;
+    let runtime_cfg = RuntimeConfig {
+        compile_cache: config.compile_cache.clone().unwrap_or_else(|| config.data_dir.join("compiled")),
+        pool_instances: config.pool_instances,
+        pool_max_memory: 1 << 30,
+        fuel: config.fuel,
+        outbound: Some(Arc::new(crate::runtime::outbound::OutboundNet::new(&config.extra_ca, config.resolve.clone())?)),
+    };
+    let runtime = Arc::new(tokio::task::spawn_blocking(move || Runtime::new(&runtime_cfg)).await??);
+    runtime.outbound().set_own(own_addresses(&config, &[ingress_listener.local_addr()?, admin_addr]));
+    let registry = Registry::new(runtime, grid.clone());
+    registry.barriers.set_node(&config.node_id);
+    let ingress_addr = ingress_listener.local_addr()?;
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let tls = listener_tls(&config, (ingress_addr, admin_addr), &rx, &mut tasks)?;
+    let (cluster, forwarder) = match (&config.cluster, &secrets) {
+        (Some(cc), Some(secrets)) => {
+            // Services come from the control plane's committed state, not the local table.
+            let addrs = (ingress_addr, admin_addr);
+            let (cluster, forwarder) =
+                join_cluster(&config, cc, secrets, addrs, grid, &registry, &rx, &mut tasks).await?;
+            (Some(cluster), forwarder)
+        }
+        _ => {
+            let restored = registry.restore().await?;
+            if restored > 0 {
+                tracing::info!(services = restored, "restored services");
+            }
+            (None, ingress::Forwarder::new(None, None))
+        }
+    };
+
+    // Barriers whose driver stopped (this node's earlier run, or a node that died).
+    tasks.push(tokio::spawn(registry.clone().sweep_barriers(rx.clone())));
+    let node = Arc::new(Node { ingress_addr, admin_addr, config, registry, cluster, started: Instant::now(), tokens });
+    {
+        let registry = node.registry.clone();
+        let cfg = IngressConfig { max_body: node.config.max_body_bytes, pace: node.config.pace };
+        let handler = move |req| ingress::handle(registry.clone(), cfg, forwarder.clone(), req);
+        let serve = server::serve("ingress", ingress_listener, node.config.server, tls.clone(), rx.clone(), handler);
+        tasks.push(tokio::spawn(serve));
+    }
+    {
+        let n = node.clone();
+        let handler = move |req| crate::admin::handle(n.clone(), req);
+        tasks.push(tokio::spawn(server::serve("admin", admin_listener, node.config.server, tls, rx, handler)));
+    }
+    Ok(NodeHandle { node, shutdown: tx, tasks })
+}
+
+/// This node's listeners as a guest would reach them: a wildcard bind by its advertised
+/// host (others are loopback or private, refused by range anyway).
+fn own_addresses(config: &NodeConfig, bound: &[SocketAddr]) -> Vec<SocketAddr> {
+    let cluster = config.cluster.as_ref();
+    let advertise = cluster.and_then(|c| c.advertise_host);
+    let mut all: Vec<SocketAddr> = bound.to_vec();
+    all.extend(cluster.map(|c| c.peer_listen));
+    all.into_iter()
+        .filter_map(|a| match (a.ip().is_unspecified(), advertise) {
+            (false, _) => Some(a),
+            (true, Some(h)) => Some(SocketAddr::new(h, a.port())),
+            (true, None) => None,
+        })
+        .collect()
+}
+
+/// The listeners' TLS, with a task that reloads the certificate when it changes; a
+/// warning for a listener off loopback that speaks plain HTTP.
+fn listener_tls(
+    config: &NodeConfig,
+    (ingress, admin): (SocketAddr, SocketAddr),
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let Some(files) = &config.tls else {
+        for (what, addr) in [("ingress", ingress), ("admin", admin)] {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(listener = what, %addr, "this listener speaks plain HTTP off loopback; give --tls-cert and --tls-key, or terminate TLS in front of it");
+            }
+        }
+        return Ok(None);
+    };
+    let certs = crate::listener_tls::CertFiles::load(files.clone())?;
+    let cfg = certs.server_config()?;
+    tasks.push(tokio::spawn(certs.watch(rx.clone())));
+    Ok(Some(cfg))
+}
+
+/// Create the data dir readable by its owner only (it holds every kv value and the admin
+/// token); warn about an existing one that others can read.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if dir.exists() {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "the data dir is readable by other users; chmod 700 it");
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting data dir {} to its owner", dir.display()))
+}
+
+/// Files the node creates from now on (RocksDB's, the compile cache, tokens) are its
+/// user's only: other local users must not read kv values.
+pub fn private_files() {
+    // SAFETY: umask only sets the process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// The admin token: given, else the cluster's, else the data dir's (made on first start).
+/// An admin API off loopback needs one given explicitly.
+fn admin_token(
+    config: &NodeConfig,
+    secrets: Option<&crate::transport::secrets::ClusterSecrets>,
+    admin_addr: SocketAddr,
+) -> anyhow::Result<String> {
+    let given = config.admin_token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let cluster = secrets.and_then(|s| s.admin_token.clone());
+    if !admin_addr.ip().is_loopback() && given.is_none() && cluster.is_none() {
         anyhow::bail!(
             "refusing to serve the admin API on {admin_addr} without an explicit token: anyone who can reach it \
              could deploy code; pass --admin-token (or NANOGRID_TOKEN, or admin_token in the config file), \
              or keep --admin-listen on 127.0.0.1"
         );
     }
-    let secrets = match &config.cluster {
-        Some(cc) => Some(load_secrets(cc, &config.node_id)?),
-        None => None,
-    };
-    let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let token = match (&config.admin_token, secrets.as_ref().and_then(|s| s.admin_token.clone())) {
-        (Some(t), _) if !t.trim().is_empty() => t.trim().to_string(),
-        (_, Some(t)) => t,
-        _ if secrets.is_some() => anyhow::bail!(
+    match (given, cluster) {
+        (Some(t), _) => Ok(t.to_string()),
+        (None, Some(t)) => Ok(t),
+        (None, None) if secrets.is_some() => anyhow::bail!(
             "a clustered node needs the cluster's admin token: every node must accept the same one; \
              keep the admin-token file `nanogrid cluster init` wrote in the cluster directory, or pass --admin-token"
         ),
-        _ => load_or_create_token(&data_dir)?,
-    };
-    let db_dir = data_dir.join("db");
+        (None, None) => load_or_create_token(&config.data_dir),
+    }
+}
+
+/// Open the node's RocksDB (off the async workers), move pre-grid kv rows into
+/// partitions once, and wrap it in the grid.
+async fn open_grid(config: &NodeConfig) -> anyhow::Result<Arc<Grid>> {
+    let db_dir = config.data_dir.join("db");
+    let shown = db_dir.display().to_string();
     let storage = tokio::task::spawn_blocking(move || RocksStorage::open(&db_dir))
         .await?
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| {
-            format!(
-                "opening the database in {} (is another nanogrid using this data dir?)",
-                data_dir.join("db").display()
-            )
-        })?;
+        .with_context(|| format!("opening the database in {shown} (is another nanogrid using this data dir?)"))?;
     let storage: Arc<dyn crate::grid::Storage> = Arc::new(storage);
     let keep = config.cluster.as_ref().map_or(crate::grid::DEFAULT_LOG_KEEP, |c| c.grid_log_keep);
     {
@@ -230,92 +383,49 @@ pub async fn start(
             .await?
             .map_err(|e| anyhow::anyhow!("moving kv data into partitions: {e}"))?;
     }
-    let grid = Arc::new(Grid::open(storage, &config.node_id, config.cluster.is_some(), keep));
+    Ok(Arc::new(Grid::open(storage, &config.node_id, config.cluster.is_some(), keep)))
+}
 
-    let runtime_cfg = RuntimeConfig {
-        compile_cache: config.compile_cache.clone().unwrap_or_else(|| config.data_dir.join("compiled")),
-        pool_instances: config.pool_instances,
-        pool_max_memory: 1 << 30,
-        fuel: config.fuel,
+/// Bind the peer listener, start the cluster and its loops, and serve peers. Returns the
+/// cluster and the forwarder ingress uses (it shares the peer connections).
+#[allow(clippy::too_many_arguments)]
+async fn join_cluster(
+    config: &NodeConfig,
+    cc: &ClusterConfig,
+    secrets: &crate::transport::secrets::ClusterSecrets,
+    (ingress_addr, admin_addr): (SocketAddr, SocketAddr),
+    grid: Arc<Grid>,
+    registry: &Arc<Registry>,
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<(Arc<Cluster>, ingress::Forwarder)> {
+    let peer_listener = TcpListener::bind(cc.peer_listen)
+        .await
+        .with_context(|| format!("binding the peer listener on {}", cc.peer_listen))?;
+    let host = cc.advertise_host;
+    let me = PeerInfo {
+        id: config.node_id.clone(),
+        peer: advertised(peer_listener.local_addr()?, host, "peer")?.to_string(),
+        addr: advertised(ingress_addr, host, "ingress")?.to_string(),
+        admin_addr: advertised(admin_addr, host, "admin")?.to_string(),
+        mode: "joining".into(),
+        ..Default::default()
     };
-    let runtime = Arc::new(tokio::task::spawn_blocking(move || Runtime::new(&runtime_cfg)).await??);
-    let registry = Registry::new(runtime, grid.clone());
-    registry.barriers.set_node(&config.node_id);
-    let ingress_addr = ingress_listener.local_addr()?;
-    let (tx, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut forwarder = ingress::Forwarder::new(None, None);
-    let cluster = match &config.cluster {
-        None => {
-            let restored = registry.restore().await?;
-            if restored > 0 {
-                tracing::info!(services = restored, "restored services");
-            }
-            None
-        }
-        Some(cc) => {
-            // Services come from the control plane's committed state, not the local table.
-            let peer_listener = TcpListener::bind(cc.peer_listen)
-                .await
-                .with_context(|| format!("binding the peer listener on {}", cc.peer_listen))?;
-            let host = cc.advertise_host;
-            let me = PeerInfo {
-                id: config.node_id.clone(),
-                peer: advertised(peer_listener.local_addr()?, host, "peer")?.to_string(),
-                addr: advertised(ingress_addr, host, "ingress")?.to_string(),
-                admin_addr: advertised(admin_addr, host, "admin")?.to_string(),
-                mode: "joining".into(),
-                ..Default::default()
-            };
-            let mut cc = cc.clone();
-            cc.max_component_bytes = config.max_upload_bytes;
-            let secrets = secrets.as_ref().context("cluster secrets are loaded for a clustered node")?;
-            let cluster = Cluster::start(&config.node_id, cc.clone(), secrets, me, grid, registry.clone()).await?;
-            // Ingress and `invoke` share the connections to the other nodes.
-            forwarder =
-                ingress::Forwarder::new(Some(cluster.clone() as Arc<dyn ingress::Peers>), Some(cluster.peers.clone()));
-            registry.set_remote(Arc::new(crate::control::RemoteCalls {
-                cluster: Arc::downgrade(&cluster),
-                forwarder: forwarder.without_peers(),
-            }));
-            let handler = peer_handler(&cluster, &config);
-            let tls = cluster.tls.as_ref().map(|t| t.server.clone());
-            let stats = cluster.peer_stats.clone();
-            tasks.push(tokio::spawn(crate::transport::server::serve(
-                peer_listener,
-                tls,
-                config.server,
-                stats,
-                rx.clone(),
-                handler,
-            )));
-            tasks.push(tokio::spawn(cluster.clone().run(rx.clone())));
-            tracing::info!(node = %config.node_id, peer = %cc.peer_listen, gossip = %cc.gossip_listen, seeds = ?cc.seeds, "joining a cluster");
-            Some(cluster)
-        }
-    };
-
-    // Barriers whose driver stopped (this node's earlier run, or a node that died).
-    tasks.push(tokio::spawn(registry.clone().sweep_barriers(rx.clone())));
-    let node = Arc::new(Node {
-        ingress_addr,
-        admin_addr: admin_listener.local_addr()?,
-        config,
-        registry,
-        cluster,
-        started: Instant::now(),
-        token,
-    });
-    {
-        let registry = node.registry.clone();
-        let cfg = IngressConfig { max_body: node.config.max_body_bytes };
-        let handler = move |req| ingress::handle(registry.clone(), cfg, forwarder.clone(), req);
-        tasks.push(tokio::spawn(server::serve("ingress", ingress_listener, node.config.server, rx.clone(), handler)));
-    }
-    {
-        let n = node.clone();
-        let handler = move |req| crate::admin::handle(n.clone(), req);
-        tasks.push(tokio::spawn(server::serve("admin", admin_listener, node.config.server, rx, handler)));
-    }
-    Ok(NodeHandle { node, shutdown: tx, tasks })
+    let mut cc = cc.clone();
+    cc.max_component_bytes = config.max_upload_bytes;
+    let cluster = Cluster::start(&config.node_id, cc.clone(), secrets, me, grid, registry.clone()).await?;
+    let forwarder =
+        ingress::Forwarder::new(Some(cluster.clone() as Arc<dyn ingress::Peers>), Some(cluster.peers.clone()));
+    registry.set_remote(Arc::new(crate::control::RemoteCalls {
+        cluster: Arc::downgrade(&cluster),
+        forwarder: forwarder.without_peers(),
+    }));
+    let handler = peer_handler(&cluster, config);
+    let tls = cluster.tls.as_ref().map(|t| t.server.clone());
+    let stats = cluster.peer_stats.clone();
+    let serve = crate::transport::server::serve(peer_listener, tls, config.server, stats, rx.clone(), handler);
+    tasks.push(tokio::spawn(serve));
+    tasks.push(tokio::spawn(cluster.clone().run(rx.clone())));
+    tracing::info!(node = %config.node_id, peer = %cc.peer_listen, gossip = %cc.gossip_listen, seeds = ?cc.seeds, "joining a cluster");
+    Ok((cluster, forwarder))
 }

@@ -201,3 +201,78 @@ async fn upload_size_limit() {
     assert_error(&node.admin().upload(wasm).await.unwrap(), 413, "payload-too-large");
     assert_eq!(node.admin().get("/v1/health").await.unwrap().status, 200);
 }
+
+/// `GET path` from source address `from`, over a fresh connection: (status line, body).
+async fn get_from(from: &str, to: &str, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(format!("{from}:0").parse().unwrap())?;
+    let mut s = sock.connect(to.parse().unwrap()).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn trickling_bodies_are_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    let toml =
+        "body_idle_timeout_ms = 2000\nmin_body_rate = 1024\nbody_rate_grace_ms = 2000\nmax_connections_per_ip = 200\n";
+    std::fs::write(&config, toml).unwrap();
+    let node = TestNode::start_with_args(true, &["--config", config.to_str().unwrap()]).await;
+    node.deploy("hello", "hello", json!({ "instances": 4 })).await;
+    let addr = node.ingress.trim_start_matches("http://").to_string();
+    // 300 clients on 127.0.0.1 each send a head promising 100 kB, then a byte every 700 ms.
+    let started = Instant::now();
+    let mut trickling = Vec::new();
+    for _ in 0..300 {
+        let addr = addr.clone();
+        trickling.push(tokio::spawn(async move {
+            let Ok(s) = tokio::net::TcpStream::connect(&addr).await else { return String::from("refused") };
+            let (mut rd, mut wr) = s.into_split();
+            let head = "POST /hello/ HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\nx";
+            let writer = tokio::spawn(async move {
+                if wr.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    if wr.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut got)).await;
+            writer.abort();
+            match read {
+                Ok(_) => String::from_utf8_lossy(&got).into_owned(),
+                Err(_) => String::from("still open after 30 s"),
+            }
+        }));
+    }
+    // Meanwhile another client address is served as usual.
+    for _ in 0..10 {
+        let r = get_from("127.0.0.2", &addr, "/hello/world").await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut cut = 0;
+    for t in trickling {
+        let answer = t.await.unwrap();
+        assert_ne!(answer, "still open after 30 s");
+        if answer.starts_with("HTTP/1.1 408") {
+            assert!(answer.contains("body-too-slow"), "{answer}");
+            cut += 1;
+        }
+    }
+    // The first 200 were taken and cut off for trickling; the other 100 were closed at
+    // once (more than 200 connections from one address).
+    assert_eq!(cut, 200, "connections cut off with 408");
+    println!("300 trickling connections closed within {:?}", started.elapsed());
+    let r = node.get("/hello/world").await;
+    assert_eq!(r.status, 200);
+}

@@ -5,9 +5,11 @@
 //! holder (a compromised or buggy node) could still send. chitchat applies a node delta
 //! whose `max_version` is below one of its key versions and then asserts that cannot
 //! happen, which ends its gossip task; it also inflates every compressed block of a
-//! packet, whatever their total. So a packet passes only if it parses completely, every
-//! node delta keeps its max version at or above its keys' versions, and all its
-//! compressed blocks together inflate to at most [`MAX_INFLATED`] bytes.
+//! packet, whatever their total, and keeps a state for every node a digest names. So a
+//! packet passes only if it parses completely, each node's delta is either keys (in
+//! rising versions) or one max version (chitchat writes nothing else), its compressed
+//! blocks together inflate to at most [`MAX_INFLATED`] bytes, and it names at most
+//! [`MAX_NODES`] nodes.
 //!
 //! ```text
 //! packet  = magic 45139 (u16 LE) · protocol version (0|1) · type · body
@@ -24,6 +26,8 @@ const MAGIC: u16 = 45_139;
 /// are below 64 KiB in all).
 pub const MAX_INFLATED: usize = 1 << 20;
 const BLOCK_MAX: usize = u16::MAX as usize;
+/// Most nodes one packet's digest or delta may name.
+pub const MAX_NODES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
@@ -33,8 +37,10 @@ pub enum Invalid {
     Inflate,
     #[error("compressed blocks inflate to more than {MAX_INFLATED} bytes")]
     TooLarge,
-    #[error("node {node:?}'s delta sets max version {max} below its key version {key}")]
-    MaxBelowKey { node: String, max: u64, key: u64 },
+    #[error("node {0:?}'s delta mixes keys and a max version (chitchat sends one or the other)")]
+    Mixed(String),
+    #[error("the packet names more than {MAX_NODES} nodes")]
+    TooManyNodes,
     #[error("a delta names node {0:?} (one incarnation of it) twice")]
     DuplicateNode(String),
 }
@@ -45,7 +51,7 @@ impl Invalid {
     pub fn reason(&self) -> &'static str {
         match self {
             Invalid::Malformed(_) | Invalid::Inflate => "malformed",
-            Invalid::TooLarge | Invalid::MaxBelowKey { .. } | Invalid::DuplicateNode(_) => "invalid",
+            Invalid::TooLarge | Invalid::Mixed(_) | Invalid::TooManyNodes | Invalid::DuplicateNode(_) => "invalid",
         }
     }
 }
@@ -135,14 +141,23 @@ impl<'a> Reader<'a> {
 
     fn digest(&mut self, version: u8) -> Result<(), Invalid> {
         if version == 0 {
-            for _ in 0..self.u16()? {
+            let n = usize::from(self.u16()?);
+            if n > MAX_NODES {
+                return Err(Invalid::TooManyNodes);
+            }
+            for _ in 0..n {
                 self.node_digest()?;
             }
             return Ok(());
         }
         let data = self.stream()?;
         let mut inner = Reader { buf: &data, inflated: 0 };
+        let mut n = 0;
         while !inner.buf.is_empty() {
+            n += 1;
+            if n > MAX_NODES {
+                return Err(Invalid::TooManyNodes);
+            }
             inner.node_digest()?;
         }
         Ok(())
@@ -177,53 +192,60 @@ impl<'a> Reader<'a> {
         let data = self.stream()?;
         let mut ops = Reader { buf: &data, inflated: 0 };
         let mut seen: Vec<&[u8]> = Vec::new();
-        // The node whose ops these are, its max version so far, and its highest key version.
-        let mut node: Option<(&str, u64, u64)> = None;
+        // The node whose ops these are, and what it has had so far.
+        let mut node: Option<NodeOps> = None;
         while !ops.buf.is_empty() {
             match ops.u8()? {
                 0 => {
-                    close(node)?;
                     let (id, whole) = ops.node_id()?;
                     ops.u64()?; // last gc version
                     ops.u64()?; // from version (excluded)
                     if seen.contains(&whole) {
                         return Err(Invalid::DuplicateNode(id.to_string()));
                     }
+                    if seen.len() == MAX_NODES {
+                        return Err(Invalid::TooManyNodes);
+                    }
                     seen.push(whole);
-                    node = Some((id, 0, 0));
+                    node = Some(NodeOps { id, last_key: 0, max_set: false });
                 }
                 1 => {
-                    let (_, max, top) = node.as_mut().ok_or(Invalid::Malformed("a key before any node"))?;
+                    let n = node.as_mut().ok_or(Invalid::Malformed("a key before any node"))?;
                     ops.str()?;
                     ops.str()?;
                     let version = ops.u64()?;
                     if ops.u8()? > 2 {
                         return Err(Invalid::Malformed("bad deletion status"));
                     }
+                    if n.max_set {
+                        return Err(Invalid::Mixed(n.id.to_string()));
+                    }
                     // chitchat's own parser refuses versions that do not increase.
-                    if version <= *max {
+                    if version <= n.last_key {
                         return Err(Invalid::Malformed("key versions do not increase"));
                     }
-                    *max = version;
-                    *top = version;
+                    n.last_key = version;
                 }
                 2 => {
-                    let (_, max, _) = node.as_mut().ok_or(Invalid::Malformed("a max version before any node"))?;
-                    *max = ops.u64()?;
+                    let n = node.as_mut().ok_or(Invalid::Malformed("a max version before any node"))?;
+                    ops.u64()?;
+                    if n.max_set || n.last_key > 0 {
+                        return Err(Invalid::Mixed(n.id.to_string()));
+                    }
+                    n.max_set = true;
                 }
                 _ => return Err(Invalid::Malformed("bad delta op")),
             }
         }
-        close(node)
+        Ok(())
     }
 }
 
-/// The end of one node's ops: its max version must cover its keys.
-fn close(node: Option<(&str, u64, u64)>) -> Result<(), Invalid> {
-    match node {
-        Some((id, max, top)) if max < top => Err(Invalid::MaxBelowKey { node: id.to_string(), max, key: top }),
-        _ => Ok(()),
-    }
+/// One node's delta so far: the last key version and whether a max version was set.
+struct NodeOps<'a> {
+    id: &'a str,
+    last_key: u64,
+    max_set: bool,
 }
 
 /// Builders of chitchat-format packets, for tests (here, in the node's tests and in the
@@ -315,8 +337,15 @@ mod tests {
         // A key at version 9 and then the node's max version set to 5: chitchat would
         // apply the key and assert that max >= 9.
         let d = ack(&[node("n2"), Op::Kv { key: "peer", value: "x", version: 9 }, Op::SetMax(5)]);
-        assert_eq!(check(&d), Err(Invalid::MaxBelowKey { node: "n2".into(), max: 5, key: 9 }));
+        assert_eq!(check(&d), Err(Invalid::Mixed("n2".into())));
         assert_eq!(check(&d).unwrap_err().reason(), "invalid");
+        // The same after a later key: max 6, keys at 9 and 6 (chitchat would assert 6 >= 9).
+        let later = Op::Kv { key: "b", value: "y", version: 6 };
+        let d = ack(&[node("n2"), Op::Kv { key: "a", value: "x", version: 9 }, Op::SetMax(5), later]);
+        assert_eq!(check(&d), Err(Invalid::Mixed("n2".into())));
+        // A max version alone (what chitchat sends for a node without keys) passes; two do not.
+        assert_eq!(check(&ack(&[node("n2"), Op::SetMax(5)])), Ok(()));
+        assert_eq!(check(&ack(&[node("n2"), Op::SetMax(5), Op::SetMax(7)])), Err(Invalid::Mixed("n2".into())));
     }
 
     #[test]

@@ -23,7 +23,10 @@ pub fn init_logging() {
 }
 
 /// Flags over file over defaults.
-pub fn node_config(args: &NodeArgs, file: FileConfig) -> (NodeConfig, std::net::SocketAddr, std::net::SocketAddr) {
+pub fn node_config(
+    args: &NodeArgs,
+    file: FileConfig,
+) -> anyhow::Result<(NodeConfig, std::net::SocketAddr, std::net::SocketAddr)> {
     let d = NodeConfig::default();
     let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
     let admin = args.admin_listen.or(file.admin_listen).unwrap_or_else(|| "127.0.0.1:8081".parse().expect("valid"));
@@ -31,7 +34,22 @@ pub fn node_config(args: &NodeArgs, file: FileConfig) -> (NodeConfig, std::net::
         node_id: args.node_id.clone().or(file.node_id).unwrap_or(d.node_id),
         data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
         compile_cache: args.compile_cache.clone().or(file.compile_cache),
-        admin_token: args.admin_token.clone().or(file.admin_token),
+        admin_token: match args.admin_token_file.as_ref().or(file.admin_token_file.as_ref()) {
+            Some(path) => Some(read_token(path, "admin")?),
+            None => args.admin_token.clone().or(file.admin_token),
+        },
+        deploy_token: args
+            .deploy_token_file
+            .as_ref()
+            .or(file.deploy_token_file.as_ref())
+            .map(|p| read_token(p, "deploy"))
+            .transpose()?,
+        read_token: args
+            .read_token_file
+            .as_ref()
+            .or(file.read_token_file.as_ref())
+            .map(|p| read_token(p, "read"))
+            .transpose()?,
         pool_instances: args.pool_instances.or(file.pool_instances).unwrap_or(d.pool_instances),
         max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
         max_upload_bytes: file.max_upload_bytes.unwrap_or(d.max_upload_bytes),
@@ -43,11 +61,59 @@ pub fn node_config(args: &NodeArgs, file: FileConfig) -> (NodeConfig, std::net::
                 .map_or(d.server.header_read_timeout, Duration::from_millis),
             max_headers: file.max_headers.unwrap_or(d.server.max_headers),
             drain_timeout: file.drain_timeout_ms.map_or(d.server.drain_timeout, Duration::from_millis),
+            max_connections_per_ip: file.max_connections_per_ip.unwrap_or(d.server.max_connections_per_ip),
             ..d.server
+        },
+        pace: crate::pace::Pace {
+            idle: file.body_idle_timeout_ms.map_or(d.pace.idle, Duration::from_millis),
+            min_rate: file.min_body_rate.unwrap_or(d.pace.min_rate),
+            grace: file.body_rate_grace_ms.map_or(d.pace.grace, Duration::from_millis),
+        },
+        extra_ca: if args.extra_ca.is_empty() {
+            file.extra_ca.clone().unwrap_or_default()
+        } else {
+            args.extra_ca.clone()
+        },
+        resolve: parse_pins(if args.resolve.is_empty() {
+            file.resolve.as_deref().unwrap_or_default()
+        } else {
+            &args.resolve
+        })?,
+        tls: match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(crate::listener_tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                bail!("TLS needs both a certificate and a key: give --tls-cert and --tls-key (or tls_cert and tls_key)")
+            }
         },
         cluster: None,
     };
-    (cfg, listen, admin)
+    Ok((cfg, listen, admin))
+}
+
+/// `NAME=IP` pins for guests' outgoing HTTP.
+fn parse_pins(pins: &[String]) -> anyhow::Result<std::collections::HashMap<String, std::net::IpAddr>> {
+    pins.iter()
+        .map(|p| {
+            let (name, ip) = p.split_once('=').with_context(|| format!("--resolve {p:?}: use NAME=IP"))?;
+            let ip = ip.trim().parse().with_context(|| format!("--resolve {p:?}: {ip:?} is not an IP address"))?;
+            Ok((name.trim().to_ascii_lowercase(), ip))
+        })
+        .collect()
+}
+
+/// A token from a file (first line, trimmed): it stays out of `ps` and shell history.
+fn read_token(path: &std::path::Path, scope: &str) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading the {scope} token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.len() < 16 {
+        bail!(
+            "the {scope} token in {} is shorter than 16 characters; use a long random one (e.g. `openssl rand -hex 32`)",
+            path.display()
+        );
+    }
+    Ok(token)
 }
 
 /// Cluster flags over file; `None` (single mode) unless a peer address is given.
@@ -179,16 +245,20 @@ pub async fn start_node(
             let _ = writeln!(out, "nanogrid node {} (mode single)", n.config.node_id);
         }
         Some(c) => {
+            let tls = if c.tls.is_some() { "mutual TLS" } else { "cleartext (benchmark mode)" };
             let _ = writeln!(
                 out,
-                "nanogrid node {} (clustered: peer {}, gossip {})",
-                n.config.node_id, c.config.peer_listen, c.config.gossip_listen
+                "nanogrid node {} (clustered: cluster {}, peer {} over {tls}, gossip {} sealed)",
+                n.config.node_id, c.cluster_id, c.config.peer_listen, c.config.gossip_listen
             );
         }
     }
-    let _ = writeln!(out, "ingress listening on http://{}", n.ingress_addr());
-    let _ = writeln!(out, "admin listening on http://{}", n.admin_addr());
-    if !explicit_token {
+    let scheme = if n.config.tls.is_some() { "https" } else { "http" };
+    let _ = writeln!(out, "ingress listening on {scheme}://{}", n.ingress_addr());
+    let _ = writeln!(out, "admin listening on {scheme}://{}", n.admin_addr());
+    if let (false, Some(c)) = (explicit_token, &n.cluster) {
+        let _ = writeln!(out, "admin token in {}", c.config.cluster_dir.join("admin-token").display());
+    } else if !explicit_token {
         let _ = writeln!(out, "admin token in {}", node::token_path(&n.config.data_dir).display());
     }
     let _ = out.flush();
@@ -205,12 +275,13 @@ pub async fn wait_for_signal() {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
+    node::private_files();
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
     let cluster = cluster_config(&args.cluster, &file)?;
-    let (mut cfg, listen, admin) = node_config(&args.node, file);
+    let (mut cfg, listen, admin) = node_config(&args.node, file)?;
     cfg.cluster = cluster;
     let handle = start_node(cfg, listen, admin).await?;
     wait_for_signal().await;

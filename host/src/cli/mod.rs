@@ -116,9 +116,19 @@ pub struct NodeArgs {
     /// Where the node keeps its database, token and compile cache [default: ./.nanogrid]
     #[arg(long, value_name = "DIR", env = "NANOGRID_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Admin bearer token (default: the token file in the data dir, created on first start)
+    /// Admin bearer token (prefer --admin-token-file: a flag shows in `ps`) [default: the
+    /// cluster's admin-token, else the token file in the data dir, created on first start]
     #[arg(long, env = "NANOGRID_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File holding the admin token (scope `admin`)
+    #[arg(long, value_name = "FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding a token of the `deploy` scope (components and services, not membership)
+    #[arg(long, value_name = "FILE")]
+    pub deploy_token_file: Option<PathBuf>,
+    /// File holding a token of the `read` scope (GET only)
+    #[arg(long, value_name = "FILE")]
+    pub read_token_file: Option<PathBuf>,
     /// Compiled-component cache directory [default: DATA_DIR/compiled]
     #[arg(long, value_name = "DIR")]
     pub compile_cache: Option<PathBuf>,
@@ -131,6 +141,20 @@ pub struct NodeArgs {
     /// Meter fuel, so services may set a per-request fuel budget (limits.fuel); costs speed
     #[arg(long)]
     pub fuel: bool,
+    /// PEM certificate (chain) for the ingress and admin listeners: HTTPS, HTTP/2 by ALPN;
+    /// read again on SIGHUP or when the file changes
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A CA (PEM) guests' outgoing HTTPS trusts besides the Mozilla roots (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub extra_ca: Vec<PathBuf>,
+    /// Resolve NAME to IP for guests' outgoing HTTP, as curl --resolve does (repeatable);
+    /// the address is checked like a resolved one
+    #[arg(long, value_name = "NAME=IP")]
+    pub resolve: Vec<String>,
 }
 
 #[derive(Args)]

@@ -63,6 +63,7 @@ pub fn build_samples(dir: &Path) -> anyhow::Result<PathBuf> {
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging();
+    crate::node::private_files();
     let dir = samples_dir(args.samples.clone());
     let wasm_dir = if args.no_build {
         dir.join("target/wasm32-wasip2/release")
@@ -70,7 +71,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let d = dir.clone();
         tokio::task::spawn_blocking(move || build_samples(&d)).await??
     };
-    let (cfg, listen, admin) = node_config(&args.node, FileConfig::default());
+    let (cfg, listen, admin) = node_config(&args.node, FileConfig::default())?;
     let handle = start_node(cfg, listen, admin).await?;
     let registry = handle.node.registry.clone();
     for (name, instances) in SAMPLES {

@@ -141,6 +141,9 @@ impl Cluster {
         if *primary == self.name {
             return None;
         }
+        if !self.member_names().contains(primary) || self.sm.current().state.removed.contains(primary) {
+            return None;
+        }
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let peer = live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str())?;
         let runs = peer.services.iter().any(|s| s == service) || self.sm.current().state.slots(service, primary) > 0;

@@ -16,6 +16,7 @@ mod placement;
 mod store;
 pub mod traffic;
 pub mod types;
+mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -251,6 +252,8 @@ pub struct Cluster {
     pub peer_stats: Arc<PeerStats>,
     /// When this node's certificate expires (seconds since the epoch).
     pub cert_expires: i64,
+    /// The cluster's id (inside every sealed gossip packet).
+    pub cluster_id: String,
     sm: StateMachine,
     gossip: Arc<Gossip>,
     mode: RwLock<Mode>,
@@ -326,6 +329,7 @@ impl Cluster {
             tls,
             peer_stats: Arc::new(PeerStats::default()),
             cert_expires: secrets.node_cert_expires,
+            cluster_id: secrets.cluster_id.clone(),
             sm,
             gossip,
             mode: RwLock::new(Mode::Dormant),
@@ -370,7 +374,16 @@ impl Cluster {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let state = self.sm.current();
         let (mut serving, mut assigned) = (Vec::new(), Vec::new());
-        for p in live.values().filter(|p| p.id != self.name && p.mode != Mode::Dormant.as_str()) {
+        // Only members that were not removed: a removed node keeps its certificate and the
+        // gossip key, and may still gossip that it serves.
+        let members = self.member_names();
+        let ok = |p: &PeerInfo| {
+            p.id != self.name
+                && p.mode != Mode::Dormant.as_str()
+                && members.contains(&p.id)
+                && !state.state.removed.contains(&p.id)
+        };
+        for p in live.values().filter(|p| ok(p)) {
             if p.services.iter().any(|s| s == service) {
                 serving.push(p);
             } else if state.state.slots(service, &p.id) > 0 {
@@ -513,6 +526,12 @@ impl Cluster {
         self.gossip.publish(gossip::KEY_SERVICES, &serving.join(",")).await;
     }
 
+    /// Names of every member (voters and learners).
+    pub fn member_names(&self) -> std::collections::BTreeSet<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().nodes().map(|(_, member)| member.name.clone()).collect()
+    }
+
     /// Members of the Raft configuration by name: (voters, learners).
     pub fn members(&self) -> (Vec<Member>, Vec<Member>) {
         let m = self.raft.metrics().borrow().membership_config.clone();
@@ -522,143 +541,6 @@ impl Cluster {
             if voters.contains(id) { v.push(member.clone()) } else { l.push(member.clone()) }
         }
         (v, l)
-    }
-
-    /// `GET /v1/cluster`.
-    pub fn status(&self) -> serde_json::Value {
-        let metrics = self.raft.metrics().borrow().clone();
-        let leader = metrics
-            .current_leader
-            .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|m| m.name.clone()));
-        let (voters, learners) = self.members();
-        let live = self.live();
-        let state = self.sm.current();
-        let mut names: Vec<String> = voters.iter().chain(&learners).map(|m| m.name.clone()).collect();
-        names.extend(live.keys().cloned());
-        names.extend(state.state.removed.iter().cloned());
-        names.sort();
-        names.dedup();
-        let nodes: Vec<serde_json::Value> = names
-            .iter()
-            .map(|n| {
-                let p = live.get(n);
-                // Membership first: a decommissioned node is "removed" once it has left it.
-                let role = if voters.iter().any(|m| &m.name == n) {
-                    "voter"
-                } else if learners.iter().any(|m| &m.name == n) {
-                    "learner"
-                } else if state.state.removed.contains(n) {
-                    "removed"
-                } else {
-                    "joining"
-                };
-                let mode = self.mode_of(n, p);
-                let services: Vec<String> = state
-                    .state
-                    .assignment
-                    .iter()
-                    .filter(|(_, m)| m.get(n).is_some_and(|&c| c > 0))
-                    .map(|(s, _)| s.clone())
-                    .collect();
-                serde_json::json!({
-                    "id": n,
-                    "mode": mode,
-                    "live": p.is_some(),
-                    "role": role,
-                    "removed": state.state.removed.contains(n),
-                    "addr": p.map(|p| p.addr.clone()),
-                    "admin_addr": p.map(|p| p.admin_addr.clone()),
-                    "peer_addr": p.map(|p| p.peer.clone()),
-                    "load": p.map(|p| p.load),
-                    "services": services,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "node": self.name,
-            "mode": self.mode(),
-            "leader": leader,
-            "term": metrics.current_term,
-            "last_applied": metrics.last_applied.map(|l| l.index),
-            // Log entries up to here are only in the snapshot: a node further behind is
-            // sent the snapshot.
-            "snapshot_index": metrics.snapshot.map(|l| l.index),
-            "purged_index": metrics.purged.map(|l| l.index),
-            "voters_target": self.config.voters,
-            // A membership change is half done (joint configuration) on this node.
-            "joint": metrics.membership_config.membership().get_joint_config().len() > 1,
-            "nodes": nodes,
-        })
-    }
-
-    /// The call graph of every live node added up, and the nodes that answered.
-    pub async fn graph(&self) -> (Vec<crate::services::calls::EdgeReport>, Vec<String>) {
-        let reports = self.graph_by_node().await;
-        let nodes = reports.iter().map(|(n, _)| n.clone()).collect();
-        (crate::services::calls::merge(reports.into_iter().map(|(_, e)| e)), nodes)
-    }
-
-    /// Each live node's own call graph (those that answered within a second), by name.
-    pub async fn graph_by_node(&self) -> Vec<(String, Vec<crate::services::calls::EdgeReport>)> {
-        let peers: Vec<PeerInfo> = self.live().into_values().filter(|p| p.id != self.name).collect();
-        let asks = peers.iter().map(|p| async move {
-            let edges = self.peers.call(&p.id, &p.peer, &network::GraphReq, Duration::from_secs(1)).await.ok();
-            (p.id.clone(), edges)
-        });
-        let mut reports = vec![(self.name.clone(), self.registry.calls.report())];
-        for (id, edges) in futures::future::join_all(asks).await {
-            if let Some(e) = edges {
-                reports.push((id, e));
-            }
-        }
-        reports.sort_by(|a, b| a.0.cmp(&b.0));
-        reports
-    }
-
-    /// Where calls come from, as the leader measured them over its last window (`None` on
-    /// other nodes: ask the leader).
-    pub fn demand(&self) -> Option<serde_json::Value> {
-        (self.mode() == Mode::Leader).then(|| {
-            let t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
-            serde_json::json!({
-                "window_ms": self.config.traffic_window.as_millis() as u64,
-                "min_rate": self.config.colocate_min_rate,
-                "calls": t.demand,
-            })
-        })
-    }
-
-    /// A node's mode: this node's own, others' as gossip last showed them.
-    fn mode_of(&self, node: &str, gossip: Option<&PeerInfo>) -> String {
-        if node == self.name {
-            return self.mode().as_str().to_string();
-        }
-        gossip.map_or("unreachable".to_string(), |p| p.mode.clone())
-    }
-
-    /// Per-node instances of one service (for `GET /v1/services/{name}`).
-    pub fn placement_of(&self, service: &str) -> Vec<serde_json::Value> {
-        let live = self.live();
-        let state = self.sm.current();
-        state
-            .state
-            .assignment
-            .get(service)
-            .map(|row| {
-                row.iter()
-                    .map(|(n, c)| {
-                        let p = live.get(n);
-                        serde_json::json!({
-                            "node": n,
-                            "instances": c,
-                            "live": p.is_some(),
-                            "mode": self.mode_of(n, p),
-                            "serving": p.is_some_and(|p| p.services.iter().any(|s| s == service)),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     pub async fn shutdown(&self) {

@@ -27,6 +27,28 @@ use super::types::{Command, Control, raft_id};
 use crate::http::{self as h, Body};
 use crate::transport::{Peer, PeerRpc, rpc};
 
+/// Whether this node takes requests from `peer` now: not while cut off by fault
+/// injection, and never from a node removed from the cluster (it still holds a
+/// certificate of the CA). Every peer route, forwarded requests included, passes here.
+pub async fn admit(
+    cluster: &Cluster,
+    peer: &Peer,
+    req: http::Request<Incoming>,
+) -> Result<http::Request<Incoming>, http::Response<Body>> {
+    let refusal = if cluster.faults.isolated() {
+        Some((StatusCode::SERVICE_UNAVAILABLE, "isolated", "fault injection".to_string()))
+    } else if cluster.sm.current().state.removed.contains(&peer.node) {
+        Some((StatusCode::FORBIDDEN, "removed", format!("node {} was removed from this cluster", peer.node)))
+    } else {
+        None
+    };
+    let Some((status, code, msg)) = refusal else { return Ok(req) };
+    let rid = h::incoming_request_id(req.headers()).unwrap_or_else(|| cluster.registry.new_request_id());
+    h::drain(req.into_body()).await;
+    Err(h::close_connection(h::error(status, code, &msg, &rid)))
+}
+
+/// A control-plane route (the request was admitted by [`admit`]).
 pub async fn handle(
     cluster: Arc<Cluster>,
     max_body: usize,
@@ -34,15 +56,6 @@ pub async fn handle(
     req: http::Request<Incoming>,
 ) -> http::Response<Body> {
     let rid = h::incoming_request_id(req.headers()).unwrap_or_else(|| cluster.registry.new_request_id());
-    if cluster.faults.isolated() {
-        h::drain(req.into_body()).await;
-        return h::close_connection(h::error(StatusCode::SERVICE_UNAVAILABLE, "isolated", "fault injection", &rid));
-    }
-    if cluster.sm.current().state.removed.contains(&peer.node) {
-        h::drain(req.into_body()).await;
-        let msg = format!("node {} was removed from this cluster", peer.node);
-        return h::error(StatusCode::FORBIDDEN, "removed", &msg, &rid);
-    }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let c = &cluster;

@@ -38,8 +38,12 @@ pub const FORWARDED_HOST: &str = "x-nanogrid-host";
 /// The peer route forwarded requests arrive on.
 pub const FORWARD_PREFIX: &str = "/forward";
 
-/// Headers a client may not set: the platform's own signals between nodes.
-pub const PLATFORM_HEADERS: [&str; 5] = [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER];
+/// The forwarder's own headers: dropped from what it copies, then set by it.
+pub const FORWARD_HEADERS: [&str; 5] = [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER];
+/// Headers a client may not send: the forwarder's, and the barrier header that marks a
+/// barrier's continuation (only the barrier's driver sets it).
+pub const PLATFORM_HEADERS: [&str; 6] =
+    [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER, crate::services::barrier::HEADER];
 
 /// What ingress needs to know about the cluster.
 pub trait Peers: Send + Sync {
@@ -134,7 +138,7 @@ impl Forwarder {
                     k.as_str(),
                     "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade"
                 );
-                if !hop && !PLATFORM_HEADERS.contains(&k.as_str()) {
+                if !hop && !FORWARD_HEADERS.contains(&k.as_str()) {
                     req = req.header(k, v);
                 }
             }

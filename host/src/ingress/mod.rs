@@ -25,11 +25,13 @@ pub use forward::{
 pub struct IngressConfig {
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// How fast request bodies must arrive.
+    pub pace: crate::pace::Pace,
 }
 
 impl Default for IngressConfig {
     fn default() -> Self {
-        IngressConfig { max_body: 8 << 20 }
+        IngressConfig { max_body: 8 << 20, pace: crate::pace::Pace::default() }
     }
 }
 
@@ -109,7 +111,7 @@ async fn route_clustered(
     }
     let limit = cfg.max_body.min(svc.map_or(usize::MAX, |s| s.current().spec.limits.max_request_bytes));
     let (parts, body) = req.into_parts();
-    let body = match h::read_body(body, limit).await {
+    let body = match h::read_body_paced(body, limit, cfg.pace).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(limit)) => {
             let msg = format!(
@@ -117,10 +119,7 @@ async fn route_clustered(
             );
             return h::close_connection(h::error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, request_id));
         }
-        Err(BodyError::Read(e)) => {
-            let msg = format!("could not read the body: {e}");
-            return h::error(StatusCode::BAD_REQUEST, "bad-request", &msg, request_id);
-        }
+        Err(e) => return h::body_error(e, request_id),
     };
     forwarder.forward(holders, &parts.method, target, &parts.headers, body, request_id).await
 }
@@ -206,25 +205,14 @@ async fn serve_here(
     let service_limit = svc.current().spec.limits.max_request_bytes;
     if svc.is_http() {
         // Streamed bodies cost no memory here, so only the service's own limit applies.
-        return route_http(registry, req, svc, path, service_limit, request_id).await;
+        return route_http(registry, req, svc, path, (service_limit, cfg.pace), request_id).await;
     }
     // Buffered bodies are also capped node-wide.
     let limit = cfg.max_body.min(service_limit);
     let (parts, body) = req.into_parts();
-    let body = match h::read_body(body, limit).await {
+    let body = match h::read_body_paced(body, limit, cfg.pace).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge(limit)) => {
-            let msg = format!("request body is larger than the {limit}-byte limit");
-            return h::close_connection(h::error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, request_id));
-        }
-        Err(BodyError::Read(e)) => {
-            return h::error(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                &format!("could not read the body: {e}"),
-                request_id,
-            );
-        }
+        Err(e) => return h::body_error(e, request_id),
     };
     let headers = parts
         .headers
@@ -244,7 +232,7 @@ async fn route_http(
     mut req: http::Request<Incoming>,
     svc: Arc<crate::services::Service>,
     path: String,
-    limit: usize,
+    (limit, pace): (usize, crate::pace::Pace),
     request_id: &str,
 ) -> http::Response<Body> {
     let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -258,6 +246,8 @@ async fn route_http(
         Ok(uri) => *req.uri_mut() = uri,
         Err(e) => return h::error(StatusCode::BAD_REQUEST, "bad-request", &format!("bad path: {e}"), request_id),
     }
+    // The body streams into the guest as it arrives, but must keep arriving.
+    let req = req.map(|b| crate::pace::Paced::new(b, pace));
     match registry.dispatch_http(svc, req, request_id.into()).await {
         Ok(resp) => {
             let mut resp =
@@ -308,6 +298,7 @@ pub fn dispatch_error(e: &DispatchError, request_id: &str) -> http::Response<Bod
         DispatchError::NoInstance { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no-instance", Some("1")),
         DispatchError::NoHandler { .. } => (StatusCode::NOT_FOUND, "no-handler", None),
         DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        DispatchError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", None),
     };
     if status.is_server_error() {
         tracing::warn!(request_id, code, error = %e, "request failed");

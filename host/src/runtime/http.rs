@@ -3,7 +3,8 @@
 //! A request's body streams into the guest and the guest's response body streams out: the
 //! guest runs in a task that outlives the response head, holding its admission permit
 //! until it finishes. Outbound `wasi:http/outgoing-handler` requests go only to the
-//! `host:port`s the service was granted; this node speaks plain HTTP to them.
+//! `host:port`s the service was granted, over HTTP or HTTPS, to addresses that pass
+//! [`super::outbound`]'s check.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,20 +23,23 @@ use super::{CallContext, Prepared, PreparedKind};
 use super::{CallError, ExecLimits, OutputTail, Runtime, classify};
 
 /// Where a service's outgoing HTTP may go.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct OutboundPolicy {
     /// `host:port` entries from the service's `outbound_http` grant.
     pub allowed: Arc<Vec<String>>,
+    /// Name resolution, the address check and TLS ([`super::outbound`]).
+    pub net: Arc<super::outbound::OutboundNet>,
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
 impl OutboundPolicy {
-    fn permits(&self, uri: &http::Uri) -> Option<String> {
+    /// The granted `(host, port)` the request is for.
+    fn permits(&self, uri: &http::Uri) -> Option<(String, u16)> {
         let host = uri.host()?;
         let port = uri.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
         let target = format!("{host}:{port}");
-        self.allowed.iter().any(|a| a.eq_ignore_ascii_case(&target)).then_some(target)
+        self.allowed.iter().any(|a| a.eq_ignore_ascii_case(&target)).then(|| (host.to_string(), port))
     }
 }
 
@@ -47,33 +51,68 @@ impl WasiHttpHooks for OutboundPolicy {
         _fut: IoFuture,
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send> {
         let target = self.permits(request.uri());
+        let net = self.net.clone();
         Box::new(async move {
-            let Some(target) = target else {
+            let Some((host, port)) = target else {
                 tracing::info!(uri = %request.uri(), "outbound request denied: not in the outbound_http grant");
                 return Err(HttpError::HttpRequestDenied);
             };
-            if request.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
-                return Err(HttpError::InternalError(Some("https is not supported by this node yet; use http".into())));
-            }
-            let stream = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&target))
-                .await
-                .map_err(|_| HttpError::ConnectionTimeout)?
-                .map_err(HttpError::Connect)?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            let io = tokio::spawn(conn);
+            let addrs = net.resolve(&host, port).await.map_err(|e| {
+                tracing::info!(uri = %request.uri(), reason = %e, "outbound request denied");
+                match e {
+                    super::outbound::Refused::NoAddress { .. } => HttpError::DestinationNotFound,
+                    super::outbound::Refused::Internal { .. } => HttpError::DestinationIpProhibited,
+                }
+            })?;
+            let tcp = connect(&addrs).await?;
             // HTTP/1.1 on the wire wants the origin form.
+            let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
             let origin = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
             *request.uri_mut() = origin.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
-            let resp = sender.send_request(request).await?;
-            let io: IoFuture = Box::new(async move {
-                match io.await {
-                    Ok(r) => r.map_err(HttpError::from),
-                    Err(e) => Err(HttpError::InternalError(Some(e.to_string()))),
-                }
-            });
-            Ok((resp.map(|b| b.map_err(HttpError::from).boxed_unsync()), io))
+            if !https {
+                return exchange(tcp, request).await;
+            }
+            let name = super::outbound::OutboundNet::server_name(&host).ok_or(HttpError::HttpRequestUriInvalid)?;
+            let tls = tokio_rustls::TlsConnector::from(net.tls()).connect(name, tcp).await.map_err(|e| {
+                tracing::info!(%host, error = %e, "outbound TLS handshake failed");
+                HttpError::TlsCertificateError
+            })?;
+            exchange(tls, request).await
         })
     }
+}
+
+/// A connection to the first of `addrs` that answers within 10 s.
+async fn connect(addrs: &[std::net::SocketAddr]) -> Result<tokio::net::TcpStream, HttpError> {
+    let mut last = HttpError::ConnectionRefused;
+    for a in addrs {
+        match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(a)).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => last = HttpError::Connect(e),
+            Err(_) => last = HttpError::ConnectionTimeout,
+        }
+    }
+    Err(last)
+}
+
+/// Send one HTTP/1.1 request over `io`; the connection is driven until the body is read.
+async fn exchange<IO>(
+    io: IO,
+    request: http::Request<WasiBody>,
+) -> Result<(http::Response<WasiBody>, IoFuture), HttpError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    let io = tokio::spawn(conn);
+    let resp = sender.send_request(request).await?;
+    let io: IoFuture = Box::new(async move {
+        match io.await {
+            Ok(r) => r.map_err(HttpError::from),
+            Err(e) => Err(HttpError::InternalError(Some(e.to_string()))),
+        }
+    });
+    Ok((resp.map(|b| b.map_err(HttpError::from).boxed_unsync()), io))
 }
 
 impl WasiHttpView for StoreState {

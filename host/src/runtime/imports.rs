@@ -118,6 +118,11 @@ impl barrier::Host for StoreState {
         if calls.len() > max {
             return Ok(Err(GuestError::Denied(format!("fan-out with {} calls; the limit is {max}", calls.len()))));
         }
+        // A continuation HTTP cannot carry could never be delivered: refuse now. (A call
+        // that cannot be made is answered `invalid` in the barrier's results.)
+        if let Err(e) = check_request(&then) {
+            return Ok(Err(GuestError::Invalid(format!("the continuation request: {e}"))));
+        }
         let call = self.call.clone();
         Ok(call.invoker.fan_out(&call, calls, then).await)
     }
@@ -162,5 +167,55 @@ impl context::Host for StoreState {
 
     fn service_name(&mut self) -> Outer<String> {
         Ok(self.call.service.to_string())
+    }
+}
+
+/// Whether HTTP can carry a request a guest built for `invoke`, `call-all` or a barrier:
+/// a method token, a path starting with '/' (no spaces or control characters: they must be
+/// percent-encoded), and header names and values HTTP allows. The error names the part.
+pub fn check_request(req: &Request) -> Result<(), String> {
+    if http::Method::from_bytes(req.method.as_bytes()).is_err() {
+        return Err(format!("method {:?} is not an HTTP method", req.method));
+    }
+    if !req.path.starts_with('/') || req.path.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err(format!(
+            "path {:?} is not an HTTP path: it must start with '/' and percent-encode spaces and control characters",
+            req.path
+        ));
+    }
+    for (k, v) in &req.headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(format!("header name {k:?} is not valid in HTTP"));
+        }
+        if http::HeaderValue::from_str(v).is_err() {
+            return Err(format!("the value of header {k:?} is not valid in HTTP (no control characters)"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Request { method: method.into(), path: path.into(), headers, body: vec![] }
+    }
+
+    #[test]
+    fn requests_http_cannot_carry_are_named() {
+        assert_eq!(check_request(&req("GET", "/a/b?c=d%20e", &[("x-a", "1")])), Ok(()));
+        for (r, part) in [
+            (req("GET", "/a b", &[]), "path"),
+            (req("GET", "a", &[]), "path"),
+            (req("GET", "", &[]), "path"),
+            (req("G T", "/", &[]), "method"),
+            (req("GET", "/", &[("bad name", "v")]), "header name"),
+            (req("GET", "/", &[("x", "line\nbreak")]), "value of header"),
+        ] {
+            let e = check_request(&r).unwrap_err();
+            assert!(e.contains(part), "{e}");
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod codec;
 mod http;
 mod imports;
 mod inspect;
+pub mod outbound;
 mod output;
 mod state;
 pub mod typed;
@@ -39,6 +40,7 @@ pub use bindings::{GuestError, Request, Response};
 pub use chain::{Chain, Edge, Identity, Part as ChainPart};
 pub use http::Completion;
 use http::OutboundPolicy;
+pub use imports::check_request;
 pub use inspect::{ComponentInfo, HTTP_WORLD, InspectError, PROVIDER_WORLD};
 pub use state::{BarrierResults, CallContext, Capabilities, ImportLimits, Invoker};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -62,6 +64,8 @@ pub struct RuntimeConfig {
     pub pool_max_memory: usize,
     /// Meter fuel, so services may set a per-request fuel budget. Costs some speed.
     pub fuel: bool,
+    /// Guests' outgoing HTTP: name pins, extra CAs (`None`: the defaults).
+    pub outbound: Option<Arc<outbound::OutboundNet>>,
 }
 
 /// Per-request execution limits, from the service spec.
@@ -110,6 +114,7 @@ pub struct Runtime {
     cache_dir: PathBuf,
     ticker_stop: Arc<AtomicBool>,
     fuel: bool,
+    outbound: Arc<outbound::OutboundNet>,
 }
 
 impl Runtime {
@@ -174,7 +179,16 @@ impl Runtime {
                 }
             })?;
         }
-        Ok(Runtime { engine, linker, cache_dir, ticker_stop, fuel: cfg.fuel })
+        let outbound = match &cfg.outbound {
+            Some(o) => o.clone(),
+            None => Arc::new(outbound::OutboundNet::new(&[] as &[&str], Default::default())?),
+        };
+        Ok(Runtime { engine, linker, cache_dir, ticker_stop, fuel: cfg.fuel, outbound })
+    }
+
+    /// Guests' outgoing HTTP settings (the node records its listeners there).
+    pub fn outbound(&self) -> &Arc<outbound::OutboundNet> {
+        &self.outbound
     }
 
     /// Whether per-request fuel budgets are enforced.
@@ -292,7 +306,7 @@ impl Runtime {
         let state = StoreState {
             wasi,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            outbound: OutboundPolicy { allowed: caps.outbound_http.clone() },
+            outbound: OutboundPolicy { allowed: caps.outbound_http.clone(), net: self.outbound.clone() },
             table: Default::default(),
             limits: StoreLimitsBuilder::new().memory_size(limits.max_memory).instances(64).build(),
             call,

@@ -86,6 +86,7 @@ impl Registry {
         request_id: Arc<str>,
         depth: u32,
     ) -> Result<Response, DispatchError> {
+        crate::runtime::check_request(&req).map_err(DispatchError::BadRequest)?;
         let started = Instant::now();
         let (result, remote) = self.dispatch_routed(service, req, request_id, depth).await;
         // Calls to names that are not deployed are not edges (a guest could invent any
@@ -171,12 +172,16 @@ impl Registry {
 
     /// Run an HTTP request on a wasi:http service, streaming both bodies. The admission
     /// permit is held until the guest finishes, after the response head has gone out.
-    pub async fn dispatch_http(
+    pub async fn dispatch_http<B>(
         self: &Arc<Self>,
         svc: Arc<Service>,
-        req: http::Request<hyper::body::Incoming>,
+        req: http::Request<B>,
         request_id: Arc<str>,
-    ) -> Result<http::Response<HyperOutgoingBody>, DispatchError> {
+    ) -> Result<http::Response<HyperOutgoingBody>, DispatchError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let name = &*svc.name;
         let permit = self.admit(&svc).await?;
         let deployed = svc.current();
@@ -294,5 +299,6 @@ pub fn to_guest_error(e: &DispatchError) -> GuestError {
         DispatchError::Timeout { .. } | DispatchError::OutOfFuel { .. } => GuestError::Timeout,
         DispatchError::ResponseTooLarge { .. } | DispatchError::Guest { .. } => GuestError::Internal(e.to_string()),
         DispatchError::Trap { .. } | DispatchError::Internal(_) => GuestError::Internal(e.to_string()),
+        DispatchError::BadRequest(m) => GuestError::Invalid(m.clone()),
     }
 }

@@ -142,6 +142,10 @@ pub enum DispatchError {
     NoHandler { service: String, exports: String },
     #[error("no live node can run service {service:?} right now ({reason}); retry shortly")]
     NoInstance { service: String, reason: String },
+    /// A request a guest built (for `invoke`, `call-all` or a barrier) that HTTP cannot
+    /// carry: it is the calling guest's mistake.
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     Internal(String),
 }

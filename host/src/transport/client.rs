@@ -35,8 +35,6 @@ type Ended = tokio::sync::watch::Receiver<Option<End>>;
 #[derive(Debug, Clone)]
 struct End {
     reason: String,
-    /// The peer refused this node's certificate (a TLS error ended the connection).
-    tls: bool,
 }
 
 impl Drop for Conn {
@@ -47,7 +45,6 @@ impl Drop for Conn {
 
 /// The connection to one node at one address.
 struct Slot {
-    addr: String,
     conn: tokio::sync::Mutex<Option<Conn>>,
 }
 
@@ -55,7 +52,9 @@ struct Inner {
     me: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     faults: Arc<Faults>,
-    pool: Mutex<HashMap<String, Arc<Slot>>>,
+    /// By (node, address): callers may dial a node at an address it does not prove
+    /// (stale gossip, say) without disturbing the connection that works.
+    pool: Mutex<HashMap<(String, String), Arc<Slot>>>,
 }
 
 /// Calls to other nodes. Cheap to clone; the connections are shared.
@@ -131,6 +130,9 @@ impl PeerClient {
                 let reason = format!("the answer is longer than {max} bytes");
                 return Err(RpcError::Decode { node: node.into(), reason });
             }
+            Ok(Err(crate::http::BodyError::Slow(e))) => {
+                return Err(RpcError::Failed { node: node.into(), reason: format!("reading the answer: {e}") });
+            }
             Ok(Err(crate::http::BodyError::Read(e))) => {
                 return Err(RpcError::Failed { node: node.into(), reason: format!("reading the answer: {e}") });
             }
@@ -158,7 +160,7 @@ impl PeerClient {
             format!("{scheme}://{node}{target}").parse().map_err(|e| not_sent(format!("bad target: {e}")))?;
         let me = HeaderValue::from_str(&self.inner.me).map_err(|e| not_sent(e.to_string()))?;
         req.headers_mut().insert(NODE_HEADER, me);
-        let (mut send, ended, fresh) = self.sender(node, addr, deadline).await?;
+        let (mut send, ended) = self.sender(node, addr, deadline).await?;
         match tokio::time::timeout_at(deadline, send.ready()).await {
             Err(_) => return Err(not_sent("the connection had no room for another request in time".into())),
             Ok(Err(e)) => return Err(not_sent(format!("the connection closed: {e}"))),
@@ -179,18 +181,9 @@ impl PeerClient {
                     Some(end) => format!("{}: {}", chain(e.error()), end.reason),
                     None => chain(e.error()),
                 };
-                if refused_by_tls(e.error()) || end.as_ref().is_some_and(|e| e.tls) {
-                    Err(not_sent(format!("the peer refused this node's certificate: {why}")))
-                } else if unsent && fresh {
-                    // TLS 1.3 settles the client's certificate after the client is done.
-                    Err(not_sent(format!(
-                        "{why} (the peer closed the connection right after the TLS handshake: if its log says it refused this node's certificate, both nodes must use the same cluster CA)"
-                    )))
-                } else if unsent {
-                    Err(not_sent(why))
-                } else {
-                    Err(RpcError::Failed { node: node.into(), reason: why })
-                }
+                // Only a request hyper hands back is surely unsent; whatever ended the
+                // connection after that (a TLS error included), the peer may have it.
+                if unsent { Err(not_sent(why)) } else { Err(RpcError::Failed { node: node.into(), reason: why }) }
             }
         }
     }
@@ -201,48 +194,37 @@ impl PeerClient {
         self.sender(node, addr, Instant::now() + timeout).await.map(|_| ())
     }
 
-    /// The address of `node` that an open connection was authenticated at, if any.
-    pub fn confirmed_addr(&self, node: &str) -> Option<String> {
-        let slot = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner()).get(node).cloned()?;
-        let conn = slot.conn.try_lock().ok()?;
-        conn.as_ref().filter(|c| !c.send.is_closed()).map(|_| slot.addr.clone())
-    }
-
     async fn sender(
         &self,
         node: &str,
         addr: &str,
         deadline: Instant,
-    ) -> Result<(SendRequest<Full<Bytes>>, Ended, bool), RpcError> {
+    ) -> Result<(SendRequest<Full<Bytes>>, Ended), RpcError> {
         let not_sent = |reason: String| RpcError::NotSent { node: node.into(), reason };
         if self.inner.faults.isolated() {
             return Err(not_sent("this node is isolated (fault injection)".into()));
         }
         let slot = {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
-            match pool.get(node) {
-                Some(s) if s.addr == addr => s.clone(),
-                _ => {
-                    // A new address for the node: the old connection is dropped with its slot.
-                    let s = Arc::new(Slot { addr: addr.to_string(), conn: tokio::sync::Mutex::new(None) });
-                    pool.insert(node.to_string(), s.clone());
-                    s
-                }
-            }
+            let key = (node.to_string(), addr.to_string());
+            pool.entry(key).or_insert_with(|| Arc::new(Slot { conn: tokio::sync::Mutex::new(None) })).clone()
         };
         let mut conn = tokio::time::timeout_at(deadline, slot.conn.lock())
             .await
             .map_err(|_| not_sent("waiting for the connection timed out".into()))?;
         if let Some(c) = conn.as_ref().filter(|c| !c.send.is_closed()) {
-            return Ok((c.send.clone(), c.ended.clone(), false));
+            return Ok((c.send.clone(), c.ended.clone()));
         }
         *conn = None;
         let made = tokio::time::timeout_at(deadline.min(Instant::now() + CONNECT_TIMEOUT), self.connect(node, addr))
             .await
             .map_err(|_| not_sent(format!("connecting to {addr} timed out")))?
             .map_err(not_sent)?;
-        let got = (made.send.clone(), made.ended.clone(), true);
+        let got = (made.send.clone(), made.ended.clone());
         *conn = Some(made);
+        // The node proved itself at this address: connections to its other addresses are
+        // stale (it moved), and go with their slots.
+        self.inner.pool.lock().unwrap_or_else(|e| e.into_inner()).retain(|(n, a), _| n != node || a == addr);
         Ok(got)
     }
 
@@ -349,10 +331,10 @@ async fn drive<C: std::future::Future<Output = hyper::Result<()>>>(
     ended: tokio::sync::watch::Sender<Option<End>>,
 ) {
     let end = match conn.await {
-        Ok(()) => End { reason: "the connection closed".into(), tls: false },
+        Ok(()) => End { reason: "the connection closed".into() },
         Err(e) => {
             tracing::debug!(error = %chain(&e), "peer connection ended");
-            End { reason: chain(&e), tls: refused_by_tls(&e) }
+            End { reason: chain(&e) }
         }
     };
     let _ = ended.send(Some(end));
@@ -373,19 +355,4 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Whether an I/O error is a TLS one (from rustls, through tokio-rustls).
 fn is_tls(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
-}
-
-/// Whether a request failed on a TLS error: nothing was processed.
-fn refused_by_tls(e: &hyper::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        if err.downcast_ref::<std::io::Error>().is_some_and(is_tls) {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }

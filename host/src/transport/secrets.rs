@@ -6,7 +6,8 @@
 //! | `ca.pem` | the cluster CA's certificate: peers must chain to it | every node |
 //! | `ca.key` | the CA's private key: issues node certificates | only `cluster add-node` (keep it off the nodes) |
 //! | `gossip.key` | 32 random bytes (hex): seals gossip | every node |
-//! | `admin-token` | the admin API's bearer token | every node, and its operators |
+//! | `admin-token` | the admin API's bearer token (scope `admin`) | every node, and its operators |
+//! | `deploy-token`, `read-token` | tokens of the `deploy` and `read` scopes | every node; CI pipelines, dashboards |
 //! | `nodes/ID/node.pem`, `node.key` | node ID's certificate (its only DNS name is ID) and key | node ID |
 //!
 //! `nanogrid cluster init DIR` writes the first five once; `nanogrid cluster add-node ID
@@ -29,6 +30,8 @@ pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";
 pub const GOSSIP_KEY: &str = "gossip.key";
 pub const ADMIN_TOKEN: &str = "admin-token";
+pub const DEPLOY_TOKEN: &str = "deploy-token";
+pub const READ_TOKEN: &str = "read-token";
 pub const NODE_CERT: &str = "node.pem";
 pub const NODE_KEY: &str = "node.key";
 
@@ -46,8 +49,10 @@ pub struct ClusterSecrets {
     pub node_id: String,
     pub node_cert: CertificateDer<'static>,
     pub node_key: PrivateKeyDer<'static>,
-    /// The admin token, when the directory has one.
+    /// The admin API's tokens, when the directory has them.
     pub admin_token: Option<String>,
+    pub deploy_token: Option<String>,
+    pub read_token: Option<String>,
     /// When the node certificate expires (seconds since the epoch).
     pub node_cert_expires: i64,
 }
@@ -126,7 +131,9 @@ pub fn init(dir: &Path) -> anyhow::Result<String> {
     write_secret(&dir.join(CA_KEY), &key.serialize_pem())?;
     let gossip = GossipKey::generate()?;
     write_secret(&dir.join(GOSSIP_KEY), &format!("{}\n", gossip.to_hex()))?;
-    write_secret(&dir.join(ADMIN_TOKEN), &format!("{}\n", random_hex(32)?))?;
+    for token in [ADMIN_TOKEN, DEPLOY_TOKEN, READ_TOKEN] {
+        write_secret(&dir.join(token), &format!("{}\n", random_hex(32)?))?;
+    }
     Ok(cluster_id)
 }
 
@@ -220,10 +227,14 @@ impl ClusterSecrets {
         let node_key = PrivateKeyDer::from_pem_slice(read(&node_dir, NODE_KEY)?.as_bytes())
             .with_context(|| format!("{} is not a PEM private key", node_dir.join(NODE_KEY).display()))?;
         warn_if_readable(&node_dir.join(NODE_KEY));
-        let admin_token = std::fs::read_to_string(dir.join(ADMIN_TOKEN)).ok().map(|t| t.trim().to_string());
-        if admin_token.is_some() {
-            warn_if_readable(&dir.join(ADMIN_TOKEN));
-        }
+        let token = |name: &str| {
+            let t = std::fs::read_to_string(dir.join(name)).ok().map(|t| t.trim().to_string());
+            if t.is_some() {
+                warn_if_readable(&dir.join(name));
+            }
+            t.filter(|t| !t.is_empty())
+        };
+        let (admin_token, deploy_token, read_token) = (token(ADMIN_TOKEN), token(DEPLOY_TOKEN), token(READ_TOKEN));
         let named = super::tls::identity_of(&node_cert);
         if named.as_deref() != Some(node_id) {
             bail!(
@@ -249,7 +260,9 @@ impl ClusterSecrets {
             node_id: node_id.to_string(),
             node_cert,
             node_key,
-            admin_token: admin_token.filter(|t| !t.is_empty()),
+            admin_token,
+            deploy_token,
+            read_token,
             node_cert_expires,
         })
     }
@@ -267,7 +280,7 @@ mod tests {
         assert!(id.starts_with("ng-"));
         let err = init(&dir).unwrap_err().to_string();
         assert!(err.contains("already holds a cluster"), "{err}");
-        for f in [CA_KEY, GOSSIP_KEY, ADMIN_TOKEN] {
+        for f in [CA_KEY, GOSSIP_KEY, ADMIN_TOKEN, DEPLOY_TOKEN, READ_TOKEN] {
             let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f}");
         }

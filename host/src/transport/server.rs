@@ -29,12 +29,12 @@ pub struct Peer {
 }
 
 /// Why the peer listener refused a connection or request (metric labels).
-pub const REFUSALS: [&str; 4] = ["handshake", "no-identity", "no-sender", "wrong-node"];
+pub const REFUSALS: [&str; 5] = ["handshake", "busy", "no-identity", "no-sender", "wrong-node"];
 
 /// Counts of what the peer listener refused, by [`REFUSALS`] reason.
 #[derive(Default)]
 pub struct PeerStats {
-    refused: [AtomicU64; 4],
+    refused: [AtomicU64; 5],
     pub accepted: AtomicU64,
 }
 
@@ -51,6 +51,13 @@ impl PeerStats {
     }
 }
 
+/// TLS handshakes in progress at once, and from one address: anyone who can connect can
+/// start one, so they get a small budget of their own (an established peer connection is
+/// long-lived and needs none), and a short deadline.
+const MAX_HANDSHAKES: usize = 256;
+const MAX_HANDSHAKES_PER_IP: usize = 16;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serve the peer listener until `shutdown` turns true. `tls: None` is cleartext.
 pub async fn serve<H, F>(
     listener: TcpListener,
@@ -65,8 +72,13 @@ pub async fn serve<H, F>(
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let budget = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = Arc::new(crate::server::PerIp::default());
     let log = Arc::new(RateLimited::new(Duration::from_secs(10)));
+    // Every connection's task, so none outlives the listener.
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
+        while tasks.try_join_next().is_some() {}
         let permit = tokio::select! {
             p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.changed() => break,
@@ -82,46 +94,80 @@ pub async fn serve<H, F>(
             },
             _ = shutdown.changed() => break,
         };
+        let slot = budget.clone().try_acquire_owned().ok().zip(handshakes.take(from.ip(), MAX_HANDSHAKES_PER_IP));
+        let Some(slot) = slot else {
+            refuse(&stats, &log, "busy", &from, "too many TLS handshakes under way");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let (tls, stats, log, handler) = (tls.clone(), stats.clone(), log.clone(), handler.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let conn = Connection { tls: tls.clone(), stats: stats.clone(), log: log.clone(), limits, from };
+        let (handler, watcher) = (handler.clone(), graceful.watcher());
+        tasks.spawn(async move {
             let _permit = permit;
-            let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            h2.timer(TokioTimer::new())
-                .max_concurrent_streams(1024)
-                .initial_stream_window_size(4 << 20)
-                .initial_connection_window_size(16 << 20)
-                .max_frame_size(1 << 20)
-                .max_header_list_size(limits.max_head_bytes as u32)
-                .keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(10));
-            let Some(tls) = tls else {
-                let svc = service_fn(move |req| authorize(None, stats.clone(), handler.clone(), req));
-                let _ = watcher.watch(h2.serve_connection(TokioIo::new(tcp), svc)).await;
-                return;
-            };
-            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(tcp);
-            let stream = match tokio::time::timeout(limits.header_read_timeout, accept).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return refuse(&stats, &log, "handshake", &from, &e.to_string()),
-                Err(_) => return refuse(&stats, &log, "handshake", &from, "no handshake in time"),
-            };
-            let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::identity_of);
-            let Some(node) = identity else {
-                return refuse(&stats, &log, "no-identity", &from, "the client certificate names no node");
-            };
-            stats.accepted.fetch_add(1, Ordering::Relaxed);
-            let svc = service_fn(move |req| authorize(Some(node.clone()), stats.clone(), handler.clone(), req));
-            if let Err(e) = watcher.watch(h2.serve_connection(TokioIo::new(stream), svc)).await {
-                tracing::debug!(listener = "peer", %from, error = %e, "peer connection ended with an error");
-            }
+            conn.serve(tcp, slot, watcher, handler).await;
         });
     }
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!(listener = "peer", "drained"),
         _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!(listener = "peer", "drain timed out; closing connections"),
+    }
+    tasks.abort_all();
+}
+
+/// One accepted connection.
+struct Connection {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stats: Arc<PeerStats>,
+    log: Arc<RateLimited>,
+    limits: ServerLimits,
+    from: std::net::SocketAddr,
+}
+
+impl Connection {
+    async fn serve<H, F>(
+        self,
+        tcp: tokio::net::TcpStream,
+        slot: (tokio::sync::OwnedSemaphorePermit, crate::server::IpSlot),
+        watcher: hyper_util::server::graceful::Watcher,
+        handler: H,
+    ) where
+        H: Fn(Peer, http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = http::Response<Body>> + Send + 'static,
+    {
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(1024)
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .max_frame_size(1 << 20)
+            .max_header_list_size(self.limits.max_head_bytes as u32)
+            .keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let stats = self.stats.clone();
+        let Some(tls) = self.tls else {
+            drop(slot);
+            let svc = service_fn(move |req| authorize(None, stats.clone(), handler.clone(), req));
+            let _ = watcher.watch(h2.serve_connection(TokioIo::new(tcp), svc)).await;
+            return;
+        };
+        let (from, log) = (self.from, &self.log);
+        let accept = tokio_rustls::TlsAcceptor::from(tls).accept(tcp);
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return refuse(&stats, log, "handshake", &from, &e.to_string()),
+            Err(_) => return refuse(&stats, log, "handshake", &from, "no handshake in time"),
+        };
+        drop(slot);
+        let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::identity_of);
+        let Some(node) = identity else {
+            return refuse(&stats, log, "no-identity", &from, "the client certificate names no node");
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let svc = service_fn(move |req| authorize(Some(node.clone()), stats.clone(), handler.clone(), req));
+        if let Err(e) = watcher.watch(h2.serve_connection(TokioIo::new(stream), svc)).await {
+            tracing::debug!(listener = "peer", %from, error = %e, "peer connection ended with an error");
+        }
     }
 }
 

@@ -51,8 +51,8 @@ fn forger_listener() -> Listener {
     Listener { addr, hits }
 }
 
-/// What the cluster looks like from each node: roles, gossip addresses, the partition
-/// table's version, and where each node would forward to.
+/// What the cluster looks like from each node: roles, gossip addresses, the leader, and
+/// where each node would forward to.
 async fn view(c: &Cluster) -> Vec<Value> {
     let mut out = Vec::new();
     for i in 0..c.nodes.len() {
@@ -63,8 +63,7 @@ async fn view(c: &Cluster) -> Vec<Value> {
             .iter()
             .map(|n| json!([n["id"], n["role"], n["live"], n["peer_addr"], n["addr"]]))
             .collect();
-        let g: Value = c.nodes[i].node.admin().get("/v1/grid").await.unwrap().json().unwrap();
-        out.push(json!({ "nodes": nodes, "leader": s["leader"], "table": g["version"] }));
+        out.push(json!({ "nodes": nodes, "leader": s["leader"] }));
     }
     out
 }
@@ -93,6 +92,18 @@ async fn crafted_gossip_changes_nothing_and_reaches_no_one() {
     for i in 0..3 {
         serves(&c, i, "/hello/", Duration::from_secs(20)).await;
     }
+    // The grid settles after the cluster forms: wait for one fully replicated table that
+    // every node has applied, so what is compared below is at rest.
+    eventually("every node has the same, fully replicated partition table", Duration::from_secs(30), || async {
+        let mut versions = Vec::new();
+        for i in 0..3 {
+            let g: Value = c.nodes[i].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
+            (g["partitions"] == 256 && g["under_replicated"] == 0).then_some(())?;
+            versions.push(g["version"].clone());
+        }
+        (versions.iter().all(|v| *v == versions[0] && v.as_u64() > Some(0))).then_some(())
+    })
+    .await;
     let before = view(&c).await;
     let forger = forger_listener();
     let dir = c.cluster_dir();
@@ -170,7 +181,17 @@ async fn crafted_gossip_changes_nothing_and_reaches_no_one() {
         })
         .await;
     }
-    assert_eq!(view(&c).await, before, "membership, addresses, leader and partition table are unchanged");
+    assert_eq!(view(&c).await, before, "membership, addresses and leader are unchanged");
+    // No partition was given to a node the forger announced.
+    for i in 0..3 {
+        let g: Value = c.nodes[i].node.admin().get("/v1/grid").await.unwrap().json().unwrap();
+        for part in g["table"].as_array().unwrap() {
+            let named = part["replicas"].as_array().unwrap().iter().chain([&part["primary"]]);
+            for n in named {
+                assert!(["n1", "n2", "n3"].contains(&n.as_str().unwrap()), "{part}");
+            }
+        }
+    }
     for i in 0..3 {
         let n = &c.nodes[i].node;
         assert_eq!(n.metric("nanogrid_gossip_restarts_total", "").await, 0.0, "gossip never stopped");
@@ -317,4 +338,19 @@ async fn a_gossip_task_that_stops_is_restarted_and_its_node_is_dormant_meanwhile
             assert_eq!(got, 0.0, "{}: cluster gossip dropped as {reason}", m.name);
         }
     }
+}
+
+#[tokio::test]
+async fn a_guests_own_503_is_passed_through_and_runs_once() {
+    let c = Cluster::start(3).await;
+    formed(&c).await;
+    // Two instances, on n2 and n3: a forwarder that took the guest's 503 for the platform's
+    // "not run here" would try the other one too.
+    c.nodes[0].node.deploy("m", "misbehave", json!({ "instances": 2, "placement": ["n2", "n3"] })).await;
+    serves(&c, 0, "/m/", Duration::from_secs(20)).await;
+    let r = c.get(0, "/m/fake-no-instance").await.unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json().unwrap()["error"]["message"], "not me", "the guest's own answer came through");
+    let runs = c.get(0, "/m/kv-get/fake-runs").await.unwrap();
+    assert_eq!((runs.status.as_u16(), runs.text()), (200, "1".to_string()), "the guest ran exactly once");
 }

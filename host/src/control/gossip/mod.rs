@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
-use nanogrid_wire::seal::GossipKey;
+use nanogrid_wire::seal::{GossipKey, Opener};
 use serde::Serialize;
 use tokio::sync::RwLock;
 
@@ -82,10 +82,11 @@ pub struct Gossip {
 impl Gossip {
     pub async fn start(cfg: GossipConfig, me: &PeerInfo, faults: Arc<Faults>) -> anyhow::Result<Arc<Gossip>> {
         let stats = Arc::new(GossipStats::default());
+        let opener = Opener::new(cfg.key.clone(), &cfg.cluster_id, cfg.window.as_millis() as u64);
         let transport = sealed::SealedUdp {
             key: cfg.key.clone(),
             cluster_id: cfg.cluster_id.clone(),
-            window: cfg.window,
+            opener: Arc::new(Mutex::new(opener)),
             faults,
             stats: stats.clone(),
             log: Arc::new(RateLimited::new(Duration::from_secs(10))),
@@ -169,11 +170,16 @@ impl Gossip {
         out
     }
 
+    /// Stop gossip and wait (a little) for the task to end, so its port is free.
     pub async fn shutdown(&self) {
         if let Some(t) = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.abort();
         }
-        let _ = self.current.read().await.initiate_shutdown();
+        let handle = self.current.read().await.clone();
+        if handle.initiate_shutdown().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), handle.termination_watcher()).await;
+        }
+        handle.abort();
     }
 }
 
@@ -208,6 +214,11 @@ async fn supervise(gossip: std::sync::Weak<Gossip>) {
             match spawn(&g.cfg, &g.transport, &initial).await {
                 Ok(h) => {
                     *g.current.write().await = Arc::new(h);
+                    // What was published while the new task started went to the old one.
+                    let latest = g.published.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for (k, v) in latest {
+                        g.publish(&k, &v).await;
+                    }
                     g.stats.running.store(true, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!("gossip restarted");
                     break;
@@ -275,4 +286,81 @@ async fn spawn(
     };
     let initial = keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     chitchat::spawn_chitchat(config, initial, transport).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_udp() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    async fn node(name: &str, key: [u8; 32], at: SocketAddr, seed: SocketAddr) -> Arc<Gossip> {
+        let cfg = GossipConfig {
+            node_id: name.into(),
+            listen: at,
+            advertise: at,
+            seeds: vec![seed.to_string()],
+            interval: Duration::from_millis(50),
+            phi_threshold: 8.0,
+            cluster_id: "ng-test".into(),
+            key: GossipKey::from_bytes(key),
+            window: Duration::from_secs(10),
+        };
+        let me =
+            PeerInfo { id: name.into(), peer: format!("{name}-peer"), mode: "joining".into(), ..Default::default() };
+        Gossip::start(cfg, &me, Arc::new(Faults::default())).await.unwrap()
+    }
+
+    async fn sees(g: &Gossip, names: &[&str]) -> bool {
+        let live = g.live().await;
+        names.iter().all(|n| live.contains_key(*n))
+    }
+
+    /// Real chitchat traffic through the sealed transport: nodes with the key find each
+    /// other (every packet passes the check), a node with another key never shows up, and
+    /// a restarted gossip task (a second incarnation of a name) is taken in too.
+    #[tokio::test]
+    async fn sealed_gossip_converges_and_keeps_strangers_out() {
+        let (a_at, b_at, c_at) = (free_udp(), free_udp(), free_udp());
+        let a = node("a", [3; 32], a_at, b_at).await;
+        let b = node("b", [3; 32], b_at, a_at).await;
+        let c = node("c", [4; 32], c_at, a_at).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !(sees(&a, &["a", "b"]).await && sees(&b, &["a", "b"]).await) {
+            assert!(tokio::time::Instant::now() < deadline, "a and b did not find each other");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // c keeps gossiping at a; a drops every packet as forged and never lists c.
+        let forged = |g: &Gossip| g.stats.rejected().into_iter().find(|(r, _)| *r == "forged").unwrap().1;
+        while forged(&a) < 5 {
+            assert!(tokio::time::Instant::now() < deadline, "c's packets did not arrive");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!a.live().await.contains_key("c"));
+        assert_eq!(c.live().await.keys().collect::<Vec<_>>(), ["c"]);
+        // b's gossip restarts (as its supervisor would): a takes in the new incarnation.
+        b.current.read().await.abort();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while b.stats.restarts.load(std::sync::atomic::Ordering::Relaxed) == 0 || !sees(&b, &["a", "b"]).await {
+            assert!(tokio::time::Instant::now() < deadline, "b's gossip did not restart and rejoin");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b.publish(KEY_MODE, "follower").await;
+        while a.live().await.get("b").map(|p| p.mode.as_str()) != Some("follower") {
+            assert!(tokio::time::Instant::now() < deadline, "a did not see b's new incarnation");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for g in [&a, &b] {
+            for (reason, n) in g.stats.rejected() {
+                if reason != "forged" {
+                    assert_eq!(n, 0, "cluster gossip dropped as {reason}");
+                }
+            }
+        }
+        for g in [a, b, c] {
+            g.shutdown().await;
+        }
+    }
 }

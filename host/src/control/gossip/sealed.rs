@@ -63,8 +63,9 @@ pub fn now_ms() -> u64 {
 pub struct SealedUdp {
     pub key: GossipKey,
     pub cluster_id: String,
-    /// How far a packet's clock may be from this node's.
-    pub window: Duration,
+    /// Opens received packets; kept across restarts of the gossip task, so the nonces
+    /// seen before a restart are still refused after it.
+    pub opener: Arc<std::sync::Mutex<Opener>>,
     pub faults: Arc<Faults>,
     pub stats: Arc<GossipStats>,
     pub log: Arc<RateLimited>,
@@ -77,12 +78,7 @@ impl Transport for SealedUdp {
             UdpSocket::bind(listen).await.with_context(|| format!("binding the gossip socket on {listen}/UDP"))?,
         );
         let (tx, rx) = mpsc::channel(256);
-        let receiver = Receiver {
-            outer: outer.clone(),
-            opener: Opener::new(self.key.clone(), &self.cluster_id, self.window.as_millis() as u64),
-            codec: Codec::open().await?,
-            cfg: self.clone(),
-        };
+        let receiver = Receiver { outer: outer.clone(), codec: Codec::open().await?, cfg: self.clone() };
         let task = tokio::spawn(receiver.run(tx));
         Ok(Box::new(SealedSocket { outer, rx, task, codec: Codec::open().await?, cfg: self.clone(), stalled: false }))
     }
@@ -120,7 +116,14 @@ impl Socket for SealedSocket {
         if self.cfg.faults.isolated() {
             return Ok(SendOutcome { num_bytes_sent: 0 });
         }
-        let plain = self.codec.encode(envelope).await?;
+        let plain = match self.codec.encode(envelope).await {
+            Ok(p) => p,
+            Err(e) => {
+                // A late answer would be taken for the next message's: start afresh.
+                self.codec = Codec::open().await?;
+                return Err(e);
+            }
+        };
         let packet = seal(&self.cfg.key, &self.cfg.cluster_id, now_ms(), &plain)?;
         match self.outer.send_to(&packet, to).await {
             Ok(n) => {
@@ -145,7 +148,6 @@ impl Socket for SealedSocket {
 /// Reads the gossip socket: open, check, decode, pass on.
 struct Receiver {
     outer: Arc<UdpSocket>,
-    opener: Opener,
     codec: Codec,
     cfg: SealedUdp,
 }
@@ -185,7 +187,8 @@ impl Receiver {
     }
 
     async fn accept(&mut self, packet: &[u8], from: SocketAddr) -> Option<ChitchatEnvelope> {
-        let plain = match self.opener.open(packet, now_ms()) {
+        let opened = self.cfg.opener.lock().unwrap_or_else(|e| e.into_inner()).open(packet, now_ms());
+        let plain = match opened {
             Ok(p) => p,
             Err(r) => {
                 self.drop_packet(r.reason(), from, packet.len(), &r.to_string(), matches!(r, Reject::Stale { .. }));
@@ -200,6 +203,11 @@ impl Receiver {
             Ok(envelope) => Some(envelope),
             Err(e) => {
                 self.drop_packet("malformed", from, packet.len(), &format!("{e:#}"), true);
+                // A late answer would pair the next packet with this one's: start afresh.
+                match Codec::open().await {
+                    Ok(c) => self.codec = c,
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot reopen the gossip codec"),
+                }
                 None
             }
         }

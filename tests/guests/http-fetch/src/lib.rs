@@ -1,7 +1,8 @@
 //! Test fixture: a `wasi:http` component that makes outgoing requests.
 //!
-//! `GET /fetch/{host:port}/{path}` fetches `http://{host:port}/{path}` through
-//! `wasi:http/outgoing-handler` and answers 200 with its body, or 403 with the error.
+//! `GET /fetch/{host:port}/{path}` fetches `http://{host:port}/{path}` (`/fetchs/...`:
+//! `https://`) through `wasi:http/outgoing-handler` and answers 200 with its body, or 403
+//! with the error.
 
 use std::io::{Read, Write};
 
@@ -12,10 +13,10 @@ use wasi::http::types::{
 
 struct HttpFetch;
 
-fn fetch(target: &str) -> Result<String, String> {
+fn fetch(target: &str, scheme: Scheme) -> Result<String, String> {
     let (authority, path) = target.split_once('/').unwrap_or((target, ""));
     let req = OutgoingRequest::new(Fields::new());
-    req.set_scheme(Some(&Scheme::Http)).map_err(|()| "bad scheme")?;
+    req.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
     req.set_authority(Some(authority)).map_err(|()| format!("bad authority {authority}"))?;
     req.set_path_with_query(Some(&format!("/{path}"))).map_err(|()| "bad path")?;
     let future = outgoing_handler::handle(req, None).map_err(|e: ErrorCode| format!("refused: {e:?}"))?;
@@ -34,10 +35,15 @@ fn fetch(target: &str) -> Result<String, String> {
 impl wasi::exports::http::incoming_handler::Guest for HttpFetch {
     fn handle(req: IncomingRequest, out: ResponseOutparam) {
         let path = req.path_with_query().unwrap_or_default();
-        let (status, text) = match path.strip_prefix("/fetch/").map(fetch) {
+        let fetched = match (path.strip_prefix("/fetch/"), path.strip_prefix("/fetchs/")) {
+            (Some(t), _) => Some(fetch(t, Scheme::Http)),
+            (_, Some(t)) => Some(fetch(t, Scheme::Https)),
+            _ => None,
+        };
+        let (status, text) = match fetched {
             Some(Ok(body)) => (200, body),
             Some(Err(e)) => (403, e),
-            None => (404, "use /fetch/{host:port}/{path}".to_string()),
+            None => (404, "use /fetch/{host:port}/{path} or /fetchs/{host:port}/{path}".to_string()),
         };
         let resp = OutgoingResponse::new(Fields::new());
         resp.set_status_code(status).expect("status");

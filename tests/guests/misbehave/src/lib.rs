@@ -9,14 +9,20 @@
 //! - `/stack/{depth}`: recurses natively until the stack runs out
 //! - `/huge/{mib}`: answers with a body that large
 //! - `/kv-key/{bytes}`, `/kv-value/{bytes}`: writes a key or value of that size
-//! - `/fanout/{n}`: `call-all` with n calls to itself (`?sleep={ms}`: each call sleeps)
+//! - `/fanout/{n}`: `call-all` with n calls to itself (`?sleep={ms}`: each call sleeps;
+//!   `?path=P`: each call is `GET P`, with `+` for a space)
+//! - `/call-path?path=P`: `invoke` of itself with `GET P` (`+` for a space); answers 200
+//!   with the callee's status, or the platform's error as `error {code}: {message}`
 //! - `/kv-probe`: tries keys that look like escapes from its namespace
-//! - `/kv-get/{key}`: reads a key (404 when absent)
+//! - `/kv-get/{key}`: reads a key at `quorum` (404 when absent)
 //! - `/keyed/{service}/{key}`: `GET /{key}` on the service, with `key` as routing key
-//! - `/barrier/{n}` (`?sleep={ms}`): a durable barrier over n calls to itself; answers its id.
+//! - `/barrier/{n}` (`?sleep={ms}`, `?path=P`): a durable barrier over n calls to itself;
+//!   answers its id.
 //!   The continuation (any path, with the barrier header) stores `"{ok}/{n}:{body}"` under
 //!   `barrier-{id}` and counts its runs under `resumes-{id}`
 //! - `/barrier-peek/{id}`: reads a barrier's results (another service's must be not-found)
+//! - `/fake-no-instance`: counts its runs under `fake-runs`, then answers 503 with the body
+//!   the platform uses for "no instance here" (a guest must not make a node re-run it)
 //! - anything else: 200 "ok"
 
 use nanogrid_sdk::{Error, Request, Response, Service, barrier, context, invoke, kv};
@@ -91,9 +97,21 @@ impl Service for Misbehave {
                 let id = barrier::fan_out(&calls, &Request::new("POST", "/resumed").with_body("state"))?;
                 Ok(Response::text(202, id))
             }
+            (Some("call-path"), _) => {
+                let path = req.query_param("path").unwrap_or("/").replace('+', " ");
+                match invoke::call(&context::service_name(), &Request::get(&path)) {
+                    Ok(r) => Ok(Response::text(200, format!("status {}", r.status))),
+                    Err(e) => Ok(Response::text(200, format!("error {}: {}", e.code(), e.message()))),
+                }
+            }
             (Some("barrier-peek"), Some(id)) => {
                 let answers = barrier::results(id)?;
                 Ok(Response::text(200, format!("{} answers", answers.len())))
+            }
+            (Some("fake-no-instance"), _) => {
+                kv::increment("fake-runs", 1)?;
+                let body = r#"{"error":{"code":"no-instance","message":"not me","request_id":"x"}}"#;
+                Ok(Response::new(503, body.as_bytes().to_vec()))
             }
             (Some("kv-probe"), _) => kv_probe(),
             (Some("kv-get"), Some(key)) => match kv::get(key)? {
@@ -142,9 +160,10 @@ fn kv_probe() -> Result<Response, Error> {
 fn calls_to_self(req: &Request, n: &str) -> Result<Vec<(String, Request)>, Error> {
     let n: usize = n.parse().map_err(|_| Error::invalid(format!("expected a number of calls, got {n:?}")))?;
     let me = context::service_name();
-    let target = match req.query_param("sleep") {
-        Some(ms) => format!("/sleep/{ms}"),
-        None => "/".to_string(),
+    let target = match (req.query_param("sleep"), req.query_param("path")) {
+        (Some(ms), _) => format!("/sleep/{ms}"),
+        (None, Some(path)) => path.replace('+', " "),
+        (None, None) => "/".to_string(),
     };
     Ok((0..n).map(|_| (me.clone(), Request::get(&target))).collect())
 }

@@ -1,0 +1,193 @@
+//! Where a guest's outgoing HTTP may go, and how it gets there.
+//!
+//! A request leaves only for a `host:port` in the service's `outbound_http` grant. The
+//! name is then resolved here (or pinned with `--resolve NAME=IP`, as curl does), and the
+//! addresses are checked before connecting: loopback, link-local (cloud metadata
+//! services live there), private and shared ranges, and this node's own listeners are
+//! refused unless the grant names the address itself (`"10.0.0.7:8080"`). The connection
+//! goes to an address that passed, so a name cannot resolve one way for the check and
+//! another for the connection. `https` is TLS with the Mozilla roots (`webpki-roots`)
+//! plus any `--extra-ca`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// Node-wide settings of outgoing HTTP.
+#[derive(Debug)]
+pub struct OutboundNet {
+    tls: Arc<rustls::ClientConfig>,
+    /// Names pinned to addresses (`--resolve`), checked like resolved ones.
+    pins: HashMap<String, IpAddr>,
+    /// This node's listeners (set once they are bound).
+    own: RwLock<Vec<SocketAddr>>,
+}
+
+/// Why a target was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("{target} resolves to no address")]
+    NoAddress { target: String },
+    #[error(
+        "{target} resolves only to addresses guests may not reach by name ({addrs}: loopback, link-local, private or this node's own); grant the address itself to allow it"
+    )]
+    Internal { target: String, addrs: String },
+}
+
+impl OutboundNet {
+    /// `extra_ca`: PEM files of CAs to trust besides the Mozilla roots.
+    pub fn new(extra_ca: &[impl AsRef<Path>], pins: HashMap<String, IpAddr>) -> anyhow::Result<OutboundNet> {
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        for path in extra_ca {
+            let path = path.as_ref();
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading --extra-ca {}", path.display()))?
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("--extra-ca {} is not a PEM certificate file", path.display()))?;
+            anyhow::ensure!(!certs.is_empty(), "--extra-ca {} holds no certificate", path.display());
+            for c in certs {
+                roots.add(c).with_context(|| format!("a certificate in {} is not a usable CA", path.display()))?;
+            }
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(OutboundNet { tls: Arc::new(tls), pins, own: RwLock::new(Vec::new()) })
+    }
+
+    /// Record this node's listener addresses (guests may not reach them by name). A
+    /// listener bound to a wildcard address should be given as the addresses others reach
+    /// it at (its advertised address); on loopback or a private network it is refused by
+    /// range anyway.
+    pub fn set_own(&self, addrs: Vec<SocketAddr>) {
+        *self.own.write().unwrap_or_else(|e| e.into_inner()) = addrs;
+    }
+
+    pub fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
+
+    fn is_own(&self, a: SocketAddr) -> bool {
+        let own = self.own.read().unwrap_or_else(|e| e.into_inner());
+        own.contains(&a)
+    }
+
+    /// The addresses of `host:port` this node may connect to for a guest.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refused> {
+        let target = format!("{host}:{port}");
+        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+        // An address in the grant is the operator's explicit choice: no range check.
+        if let Some(ip) = literal {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let found: Vec<SocketAddr> = match self.pins.get(&host.to_ascii_lowercase()) {
+            Some(ip) => vec![SocketAddr::new(*ip, port)],
+            None => tokio::net::lookup_host(target.as_str()).await.map(Iterator::collect).unwrap_or_default(),
+        };
+        if found.is_empty() {
+            return Err(Refused::NoAddress { target });
+        }
+        let ok: Vec<SocketAddr> = found.iter().copied().filter(|a| !internal(a.ip()) && !self.is_own(*a)).collect();
+        if ok.is_empty() {
+            let addrs = found.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ");
+            return Err(Refused::Internal { target, addrs });
+        }
+        Ok(ok)
+    }
+
+    /// The TLS server name for `host`.
+    pub fn server_name(host: &str) -> Option<ServerName<'static>> {
+        ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string()).ok()
+    }
+}
+
+/// Addresses that are not on the public internet: guests reach them only when a grant
+/// names them.
+pub fn internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => internal_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => internal_v4(v4),
+            None => internal_v6(v6),
+        },
+    }
+}
+
+fn internal_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // shared address space (carrier-grade NAT)
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking
+        || o[0] >= 240 // reserved
+}
+
+fn internal_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // unique local
+        || (s[0] & 0xffc0) == 0xfe80 // link-local
+        || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64, which reaches IPv4 ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_ranges_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "2606:4700::1111", "100.128.0.1"] {
+            assert!(!internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_inward_are_refused_and_granted_addresses_are_not() {
+        let pins = HashMap::from([
+            ("metadata.test".to_string(), "169.254.169.254".parse().unwrap()),
+            ("public.test".to_string(), "93.184.216.34".parse().unwrap()),
+        ]);
+        let net = OutboundNet::new(&[] as &[&str], pins).unwrap();
+        net.set_own(vec!["93.184.216.34:8081".parse().unwrap()]);
+        let e = net.resolve("metadata.test", 80).await.unwrap_err();
+        assert!(matches!(&e, Refused::Internal { addrs, .. } if addrs == "169.254.169.254"), "{e}");
+        assert!(matches!(net.resolve("localhost", 8081).await, Err(Refused::Internal { .. })), "loopback");
+        assert_eq!(net.resolve("public.test", 443).await.unwrap(), vec!["93.184.216.34:443".parse().unwrap()]);
+        assert!(matches!(net.resolve("public.test", 8081).await, Err(Refused::Internal { .. })), "own listener");
+        // The address itself in the grant is the operator's choice.
+        assert_eq!(net.resolve("127.0.0.1", 8081).await.unwrap(), vec!["127.0.0.1:8081".parse().unwrap()]);
+        assert_eq!(net.resolve("[::1]", 80).await.unwrap(), vec!["[::1]:80".parse().unwrap()]);
+    }
+}
