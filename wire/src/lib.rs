@@ -5,6 +5,8 @@
 //! | [`seal`] | gossip packets sealed with XChaCha20-Poly1305 under the cluster's gossip key, with the cluster id and a timestamp inside; [`seal::Opener`] drops forged, truncated, replayed, stale and foreign packets |
 //! | [`chitchat`] | a check of chitchat's plaintext packets before chitchat sees them (bounded decompression; no delta that would trip chitchat's own assertions) |
 //! | [`grid`] | the data grid's RPC messages (postcard): partition-log entries, requests and their replies, tied by [`grid::GridRpc`] |
+//! | [`spec`] | service specs and every check of a `PUT /v1/services/{name}` body that needs only the body |
+//! | [`upload`] | the first checks of an uploaded component (header, layer, structure) |
 //!
 //! ```
 //! use nanogrid_wire::seal::{GossipKey, Opener, seal};
@@ -19,3 +21,5 @@
 pub mod chitchat;
 pub mod grid;
 pub mod seal;
+pub mod spec;
+pub mod upload;

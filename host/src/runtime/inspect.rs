@@ -54,21 +54,15 @@ pub enum InspectError {
     Typed(#[from] typed::TypedError),
 }
 
-/// Cheap checks before compiling: the magic number and the layer (module vs component).
+/// Checks before compiling: the magic number, the layer (module vs component) and the
+/// structure (`nanogrid_wire::upload`, fuzzed there).
 pub fn check_header(bytes: &[u8]) -> Result<(), InspectError> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        let what = if bytes.is_empty() {
-            "the body is empty".to_string()
-        } else {
-            "it does not start with the \\0asm magic number".to_string()
-        };
-        return Err(InspectError::NotWasm(what));
-    }
-    // Bytes 4..8: version (2 bytes) and layer (2 bytes); layer 0 is a core module.
-    if bytes[6..8] == [0, 0] {
-        return Err(InspectError::CoreModule);
-    }
-    Ok(())
+    use nanogrid_wire::upload::{UploadError, check};
+    check(bytes).map_err(|e| match e {
+        UploadError::NotWasm(what) => InspectError::NotWasm(what.to_string()),
+        UploadError::CoreModule => InspectError::CoreModule,
+        UploadError::Invalid(m) => InspectError::Invalid(m),
+    })
 }
 
 /// Interfaces the node can link, by `namespace:package/interface` without version.

@@ -62,15 +62,7 @@ impl Interface {
 }
 
 /// `acme:text/tokenize@0.1.0` -> `acme:text/tokenize`.
-pub fn key_of(name: &str) -> &str {
-    name.split_once('@').map_or(name, |(k, _)| k)
-}
-
-/// Whether `name` has the `namespace:package/interface` shape a service can export.
-pub fn is_interface_name(name: &str) -> bool {
-    let key = key_of(name);
-    matches!(key.split_once(':'), Some((ns, rest)) if !ns.is_empty() && rest.contains('/'))
-}
+pub use nanogrid_wire::spec::{is_interface_name, key_of};
 
 /// Namespaces the platform owns: services cannot provide interfaces in them.
 pub fn is_reserved(name: &str) -> bool {

@@ -431,29 +431,13 @@ impl Registry {
         name: &str,
         req: spec::ServiceRequest,
     ) -> Result<(ServiceSpec, bool, Vec<Arc<Deployed>>), AdminError> {
-        spec::validate_name(name).map_err(AdminError::BadRequest)?;
-        spec::validate_digest(&req.component).map_err(AdminError::BadRequest)?;
-        let instances = match &req.instances {
-            Some(v) => spec::parse_instances(v).map_err(AdminError::BadRequest)?,
-            None => 1,
-        };
-        let max_queue = match &req.max_queue {
-            Some(v) => Some(spec::parse_queue(v).map_err(AdminError::BadRequest)?),
-            None => None,
-        };
-        let limits = req.limits.unwrap_or_default();
-        spec::validate_limits(&limits).map_err(AdminError::BadRequest)?;
+        let spec::Checked { instances, max_queue, limits, grants } =
+            spec::check_request(name, &req).map_err(AdminError::BadRequest)?;
         if limits.fuel.is_some() && !self.runtime.meters_fuel() {
             return Err(AdminError::BadRequest(
                 "limits.fuel needs fuel metering, which this node has off; start it with --fuel or drop limits.fuel"
                     .into(),
             ));
-        }
-        let grants = req.grants.unwrap_or_default();
-        grants.validate().map_err(AdminError::BadRequest)?;
-        spec::validate_bindings(&req.bindings).map_err(AdminError::BadRequest)?;
-        for n in &req.placement {
-            spec::validate_name(n).map_err(|e| AdminError::BadRequest(format!("placement: node {e}")))?;
         }
         let unit = self.load_unit(&req.component).await?;
         check_grants(&unit.info.imports, &grants)?;

@@ -1,0 +1,387 @@
+//! Service specs: what the admin API accepts and what is stored, and every check of a
+//! request that needs nothing but the request ([`check_request`]), so the admin API's
+//! JSON handling can be fuzzed apart from the node.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An interface name without its version (`acme:text/tokenize@1.0.0` → `acme:text/tokenize`).
+pub fn key_of(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(k, _)| k)
+}
+
+/// Whether `name` has the `namespace:package/interface` shape a service can export.
+pub fn is_interface_name(name: &str) -> bool {
+    let key = key_of(name);
+    matches!(key.split_once(':'), Some((ns, rest)) if !ns.is_empty() && rest.contains('/'))
+}
+
+/// Most instances one service may ask for on one node.
+pub const MAX_INSTANCES: u32 = 1000;
+
+/// Per-service limits. Every field has a default, and `GET /v1/services/{name}` shows
+/// them all, so what a service may do is never implicit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest linear memory of one instance, in MiB. Growth past it fails inside the guest.
+    pub memory_mib: u32,
+    /// Wall-clock deadline of one request, in milliseconds (then 504).
+    pub timeout_ms: u64,
+    /// Optional fuel budget per request (wasm instructions, roughly); needs a node started
+    /// with `--fuel`.
+    pub fuel: Option<u64>,
+    /// Largest request body, in bytes (then 413).
+    pub max_request_bytes: usize,
+    /// Largest response body the guest may return, in bytes (then 500 response-too-large).
+    pub max_response_bytes: usize,
+    /// Largest kv key, in bytes.
+    pub max_kv_key_bytes: usize,
+    /// Largest kv value, in bytes.
+    pub max_kv_value_bytes: usize,
+    /// Most calls in one `invoke.call-all`.
+    pub max_fanout: usize,
+    /// Deepest chain of `invoke` calls starting at this service's requests.
+    pub max_call_depth: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 64,
+            timeout_ms: 5000,
+            fuel: None,
+            max_request_bytes: 8 << 20,
+            max_response_bytes: 8 << 20,
+            max_kv_key_bytes: 1024,
+            max_kv_value_bytes: 1 << 20,
+            max_fanout: 64,
+            max_call_depth: 8,
+        }
+    }
+}
+
+/// Capabilities beyond computing and the platform imports. Everything is denied unless
+/// listed here; a component that imports an interface it has no grant for is refused at
+/// deploy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grants {
+    /// Environment variables the guest sees (it sees none otherwise).
+    pub env: BTreeMap<String, String>,
+    /// `ip:port` addresses the guest may open TCP connections to; allows `wasi:sockets`.
+    pub sockets: Vec<String>,
+    /// Read-only directories: guest path → host directory; allows `wasi:filesystem`.
+    pub files: BTreeMap<String, String>,
+    /// `host:port`s the guest may call over HTTP or HTTPS; allows importing
+    /// `wasi:http/outgoing-handler`. Requests elsewhere fail inside the guest with
+    /// `HTTP-request-denied`.
+    pub outbound_http: Vec<String>,
+}
+
+impl Grants {
+    /// The grant that allows importing `name`, if it needs one.
+    pub fn needed_for(import: &str) -> Option<&'static str> {
+        if import.starts_with("wasi:sockets/") {
+            Some("sockets")
+        } else if import.starts_with("wasi:filesystem/") {
+            Some("files")
+        } else if import.starts_with("wasi:http/outgoing-handler") {
+            Some("outbound_http")
+        } else {
+            None
+        }
+    }
+
+    pub fn has(&self, grant: &str) -> bool {
+        match grant {
+            "sockets" => !self.sockets.is_empty(),
+            "files" => !self.files.is_empty(),
+            "outbound_http" => !self.outbound_http.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Check every entry; name the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("grants.env key {k:?} is not a valid variable name"));
+            }
+        }
+        for a in &self.sockets {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!("grants.sockets entry {a:?} is not an ip:port address (e.g. \"127.0.0.1:5432\")"));
+            }
+        }
+        for (guest, host) in &self.files {
+            if !guest.starts_with('/') {
+                return Err(format!("grants.files guest path {guest:?} must be absolute"));
+            }
+            let p = std::path::Path::new(host);
+            if !p.is_absolute() || !p.is_dir() {
+                return Err(format!("grants.files host path {host:?} must be an existing absolute directory"));
+            }
+        }
+        for h in &self.outbound_http {
+            let ok = h.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(format!("grants.outbound_http entry {h:?} is not host:port"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stored, complete spec of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Digest of the component (`sha256:<hex>`).
+    pub component: String,
+    /// Concurrent executions on the node; 0 means stopped.
+    pub instances: u32,
+    /// Requests that may wait for a slot; `None` means 4 x instances.
+    #[serde(default)]
+    pub max_queue: Option<u32>,
+    /// How long a request may wait for a slot before it gets 503.
+    pub queue_timeout_ms: u64,
+    pub limits: Limits,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Typed imports bound to the service that provides them: interface name (with or
+    /// without version) to service name. Unbound imports bind to the only provider.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bindings: BTreeMap<String, String>,
+    /// Serve the chain of typed imports as one fused component (true) or as separate
+    /// instances linked through the host (false).
+    #[serde(default = "yes")]
+    pub fuse: bool,
+    /// In a cluster: the nodes this service may run on (empty: any live node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
+    /// Bumped on every change.
+    pub generation: u64,
+    /// Unix time of the last change, in milliseconds.
+    pub updated_at_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ServiceSpec {
+    /// The service bound to a typed import, if the spec names one.
+    pub fn binding_for(&self, import: &str) -> Option<&str> {
+        let key = key_of(import);
+        self.bindings.get(import).or_else(|| self.bindings.get(key)).map(String::as_str)
+    }
+
+    /// The queue bound in force: the explicit one, or 4 x instances.
+    pub fn effective_queue(&self) -> u32 {
+        self.queue_for(self.instances)
+    }
+
+    /// The queue of a node that runs `slots` of the instances (default 4 per slot).
+    pub fn queue_for(&self, slots: u32) -> u32 {
+        self.max_queue.unwrap_or_else(|| slots.saturating_mul(4))
+    }
+}
+
+/// The body of `PUT /v1/services/{name}`. Unknown fields are refused so typos are caught.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRequest {
+    pub component: String,
+    #[serde(default)]
+    pub instances: Option<serde_json::Value>,
+    #[serde(default)]
+    pub max_queue: Option<serde_json::Value>,
+    #[serde(default)]
+    pub queue_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    #[serde(default)]
+    pub grants: Option<Grants>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub bindings: BTreeMap<String, String>,
+    #[serde(default)]
+    pub fuse: Option<bool>,
+    #[serde(default)]
+    pub placement: Vec<String>,
+}
+
+/// Check the shape of `bindings` (whether they match the component is checked later).
+pub fn validate_bindings(bindings: &BTreeMap<String, String>) -> Result<(), String> {
+    for (iface, service) in bindings {
+        if !is_interface_name(iface) {
+            return Err(format!(
+                "bindings key {iface:?} is not an interface name; write it as namespace:package/interface, e.g. \"acme:text/tokenize\""
+            ));
+        }
+        validate_name(service).map_err(|e| format!("bindings[{iface:?}]: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The body of `POST /v1/services/{name}/scale`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub instances: serde_json::Value,
+    /// A new explicit queue bound; omitted keeps the current setting.
+    #[serde(default)]
+    pub max_queue: Option<serde_json::Value>,
+}
+
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 10_000;
+
+/// Service names are DNS labels: they appear in URLs and key namespaces.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "service name {name:?} is not valid: use 1-63 lowercase letters, digits and '-', not starting or ending with '-'"
+        ))
+    }
+}
+
+/// Parse an instance count from JSON, naming the problem if it is not 0..=MAX_INSTANCES.
+pub fn parse_instances(v: &serde_json::Value) -> Result<u32, String> {
+    match v.as_i64() {
+        Some(n) if (0..=MAX_INSTANCES as i64).contains(&n) => Ok(n as u32),
+        Some(n) => Err(format!("instances must be between 0 and {MAX_INSTANCES}, got {n}")),
+        None => Err(format!("instances must be a whole number between 0 and {MAX_INSTANCES}, got {v}")),
+    }
+}
+
+pub fn parse_queue(v: &serde_json::Value) -> Result<u32, String> {
+    match v.as_i64() {
+        Some(n) if (0..=100_000).contains(&n) => Ok(n as u32),
+        _ => Err(format!("max_queue must be a whole number between 0 and 100000, got {v}")),
+    }
+}
+
+pub fn validate_limits(l: &Limits) -> Result<(), String> {
+    let check = |name: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("limits.{name} must be between {lo} and {hi}, got {v}"))
+        }
+    };
+    check("memory_mib", u64::from(l.memory_mib), 1, 4096)?;
+    check("timeout_ms", l.timeout_ms, 1, 3_600_000)?;
+    if let Some(f) = l.fuel {
+        check("fuel", f, 1, u64::MAX >> 1)?;
+    }
+    check("max_request_bytes", l.max_request_bytes as u64, 0, 1 << 30)?;
+    check("max_response_bytes", l.max_response_bytes as u64, 0, 1 << 30)?;
+    check("max_kv_key_bytes", l.max_kv_key_bytes as u64, 1, 64 << 10)?;
+    check("max_kv_value_bytes", l.max_kv_value_bytes as u64, 0, 64 << 20)?;
+    check("max_fanout", l.max_fanout as u64, 1, 1024)?;
+    check("max_call_depth", u64::from(l.max_call_depth), 1, 64)?;
+    Ok(())
+}
+
+pub fn validate_digest(d: &str) -> Result<(), String> {
+    let hex = d.strip_prefix("sha256:").unwrap_or("");
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(format!("component {d:?} is not a digest; use the \"sha256:…\" value PUT /v1/components returned"))
+    }
+}
+
+/// What a `PUT /v1/services/{name}` request asks for, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub instances: u32,
+    pub max_queue: Option<u32>,
+    pub limits: Limits,
+    pub grants: Grants,
+}
+
+/// Every check of a service request that needs only the request: the name, the digest,
+/// counts, limits, grants, bindings and placement. The error names what is wrong.
+pub fn check_request(name: &str, req: &ServiceRequest) -> Result<Checked, String> {
+    validate_name(name)?;
+    validate_digest(&req.component)?;
+    let instances = match &req.instances {
+        Some(v) => parse_instances(v)?,
+        None => 1,
+    };
+    let max_queue = req.max_queue.as_ref().map(parse_queue).transpose()?;
+    let limits = req.limits.unwrap_or_default();
+    validate_limits(&limits)?;
+    let grants = req.grants.clone().unwrap_or_default();
+    grants.validate()?;
+    validate_bindings(&req.bindings)?;
+    for n in &req.placement {
+        validate_name(n).map_err(|e| format!("placement: node {e}"))?;
+    }
+    Ok(Checked { instances, max_queue, limits, grants })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("hello").is_ok());
+        assert!(validate_name("chain-1").is_ok());
+        for bad in ["", "Hello", "a/b", "-a", "a-", "a b", "../x", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn instances() {
+        assert_eq!(parse_instances(&json!(0)), Ok(0));
+        assert_eq!(parse_instances(&json!(8)), Ok(8));
+        assert!(parse_instances(&json!(-1)).unwrap_err().contains("got -1"));
+        assert!(parse_instances(&json!(1_000_000)).is_err());
+        assert!(parse_instances(&json!("2")).is_err());
+        assert!(parse_instances(&json!(1.5)).is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_bounds() {
+        let l: Limits = serde_json::from_value(json!({ "memory_mib": 16 })).unwrap();
+        assert_eq!(l.timeout_ms, 5000);
+        assert!(validate_limits(&l).is_ok());
+        let bad = Limits { max_fanout: 0, ..Limits::default() };
+        assert!(validate_limits(&bad).unwrap_err().contains("max_fanout"));
+        assert!(serde_json::from_value::<Limits>(json!({ "memory": 1 })).is_err());
+    }
+
+    #[test]
+    fn grants() {
+        assert_eq!(Grants::needed_for("wasi:sockets/tcp@0.2.6"), Some("sockets"));
+        assert_eq!(Grants::needed_for("wasi:cli/environment@0.2.6"), None);
+        let g = Grants { sockets: vec!["localhost:80".into()], ..Default::default() };
+        assert!(g.validate().unwrap_err().contains("localhost:80"));
+        let g = Grants { files: [("/d".to_string(), "relative".to_string())].into(), ..Default::default() };
+        assert!(g.validate().is_err());
+        assert!(Grants { sockets: vec!["127.0.0.1:80".into()], ..Default::default() }.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = serde_json::from_str::<ServiceRequest>(r#"{"component":"x","instnces":2}"#).unwrap_err();
+        assert!(err.to_string().contains("instnces"), "{err}");
+    }
+}

@@ -1,0 +1,49 @@
+//! The first checks of an uploaded component, before the node compiles it: the magic
+//! number, the layer (a core module is not a component), and structural validation with
+//! every WebAssembly feature on (what the engine supports is its own, later, check). They
+//! answer garbage quickly and with a reason, and are fuzzed apart from the node.
+
+/// Why an upload is not a component.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    #[error("the upload is not WebAssembly ({0}); upload the .wasm file your build produced")]
+    NotWasm(&'static str),
+    #[error(
+        "this is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (`cargo build --release --target wasm32-wasip2`)"
+    )]
+    CoreModule,
+    #[error("the component is not valid: {0}")]
+    Invalid(String),
+}
+
+/// Check an upload's header and structure.
+pub fn check(bytes: &[u8]) -> Result<(), UploadError> {
+    if bytes.is_empty() {
+        return Err(UploadError::NotWasm("the body is empty"));
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(UploadError::NotWasm("it does not start with the \\0asm magic number"));
+    }
+    // Bytes 4..8: version (2 bytes) and layer (2 bytes); layer 0 is a core module.
+    if bytes[6..8] == [0, 0] {
+        return Err(UploadError::CoreModule);
+    }
+    let mut v = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+    v.validate_all(bytes).map_err(|e| UploadError::Invalid(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_named() {
+        assert_eq!(check(b""), Err(UploadError::NotWasm("the body is empty")));
+        assert!(matches!(check(b"hello world"), Err(UploadError::NotWasm(_))));
+        assert_eq!(check(b"\0asm\x01\0\0\0"), Err(UploadError::CoreModule));
+        // The component header alone is an empty, valid component.
+        assert_eq!(check(b"\0asm\x0d\0\x01\0"), Ok(()));
+        assert!(matches!(check(b"\0asm\x0d\0\x01\0\x01\x02"), Err(UploadError::Invalid(_))));
+    }
+}
