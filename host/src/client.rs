@@ -1,4 +1,6 @@
-//! A small HTTP client for the admin API and ingress, used by the CLI and the tests.
+//! A small HTTP client for the admin API and ingress, used by the CLI and the tests. It
+//! speaks HTTP and HTTPS (HTTP/2 when the server offers it), trusting the Mozilla roots
+//! and the CA in the file `NANOGRID_CA` names, for a node with its own certificate.
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -36,9 +38,11 @@ impl Reply {
     }
 }
 
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 #[derive(Clone)]
 pub struct Client {
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<Connector, Full<Bytes>>,
 }
 
 impl Default for Client {
@@ -48,9 +52,44 @@ impl Default for Client {
 }
 
 impl Client {
+    /// A client trusting the Mozilla roots and, if `NANOGRID_CA` names a readable PEM
+    /// file, the CAs in it (an unreadable one is reported on stderr and skipped).
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let extra = match std::env::var_os("NANOGRID_CA") {
+            Some(path) => match std::fs::read(&path) {
+                Ok(pem) => pem,
+                Err(e) => {
+                    eprintln!("warning: NANOGRID_CA {}: {e}; not trusting it", std::path::Path::new(&path).display());
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        Self::with_ca_pem(&extra)
+    }
+
+    /// A client that also trusts the CA certificates in `pem` (PEM; may be empty).
+    pub fn with_ca_pem(pem: &[u8]) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem).flatten() {
+            let _ = roots.add(cert);
+        }
+        let tls =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
         Client { http: HyperClient::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector) }
     }
 
@@ -84,7 +123,12 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(base: &str, token: Option<String>) -> Self {
-        AdminClient { base: base.trim_end_matches('/').to_string(), token, client: Client::new() }
+        Self::with_client(base, token, Client::new())
+    }
+
+    /// An admin client over a given HTTP client (one that trusts a node's own CA, say).
+    pub fn with_client(base: &str, token: Option<String>, client: Client) -> Self {
+        AdminClient { base: base.trim_end_matches('/').to_string(), token, client }
     }
 
     pub async fn call(

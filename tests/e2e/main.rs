@@ -19,4 +19,5 @@ mod restart;
 mod scopes;
 mod security;
 mod signals;
+mod tls;
 mod up;

@@ -113,3 +113,29 @@ async fn admin_on_a_public_address_needs_an_explicit_token() {
         nanogrid::client::AdminClient::new(&format!("http://127.0.0.1:{port}"), Some(crate::support::TOKEN.into()));
     assert_eq!(local.get("/v1/services").await.unwrap().status, 200);
 }
+
+#[tokio::test]
+async fn the_data_dir_and_its_files_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let node = TestNode::start_with(false).await;
+    node.deploy("counter", "counter", json!({})).await;
+    assert_eq!(node.post("/counter/visits", "").await.status, 200);
+    let dir = node.data.path().join("node");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the data dir");
+    let mut files = 0;
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                assert_eq!(mode(&p) & 0o077, 0, "{} is open to others", p.display());
+                stack.push(p);
+            } else {
+                assert_eq!(mode(&p) & 0o077, 0, "{} is open to others", p.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 5, "the database, the token and the compile cache were looked at ({files} files)");
+}

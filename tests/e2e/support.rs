@@ -83,6 +83,8 @@ pub struct TestNode {
     /// Extra `serve` arguments.
     extra: Vec<String>,
     http: Client,
+    /// The CA of the node's own TLS certificate, if it has one.
+    ca: Option<Vec<u8>>,
 }
 
 impl TestNode {
@@ -104,6 +106,7 @@ impl TestNode {
             shared_cache,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             http: Client::new(),
+            ca: None,
         };
         node.spawn();
         node
@@ -218,7 +221,17 @@ impl TestNode {
     }
 
     pub fn admin(&self) -> AdminClient {
-        AdminClient::new(&self.admin_url, Some(TOKEN.to_string()))
+        match &self.ca {
+            Some(ca) => AdminClient::with_client(&self.admin_url, Some(TOKEN.to_string()), Client::with_ca_pem(ca)),
+            None => AdminClient::new(&self.admin_url, Some(TOKEN.to_string())),
+        }
+    }
+
+    /// Trust `ca_pem` when talking to this node (it serves HTTPS with a certificate of
+    /// that CA).
+    pub fn trust(&mut self, ca_pem: &[u8]) {
+        self.ca = Some(ca_pem.to_vec());
+        self.http = Client::with_ca_pem(ca_pem);
     }
 
     /// Upload a built guest and deploy it; panics with the reply if either step fails.

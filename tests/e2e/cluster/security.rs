@@ -273,7 +273,8 @@ async fn every_peer_route_refuses_strangers() {
     for (m, path) in &routes {
         let mut s = std::net::TcpStream::connect(&at).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "{m} {path} HTTP/1.1\r\nhost: n2\r\nx-nanogrid-node: n1\r\ncontent-length: 0\r\n\r\n").unwrap();
+        // The listener may close before the request is all written (it is not TLS).
+        let _ = write!(s, "{m} {path} HTTP/1.1\r\nhost: n2\r\nx-nanogrid-node: n1\r\ncontent-length: 0\r\n\r\n");
         let mut got = Vec::new();
         let _ = s.read_to_end(&mut got);
         assert!(
