@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::auth::Scope;
 use crate::http::{self as h, Body, BodyError};
 use crate::metrics;
 use crate::node::Node;
@@ -107,7 +108,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     req: http::Request<Incoming>,
     rid: &str,
 ) -> Result<T, http::Response<Body>> {
-    let bytes = match h::read_body(req.into_body(), 1 << 20).await {
+    let bytes = match h::read_body_paced(req.into_body(), 1 << 20, crate::pace::Pace::default()).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(l)) => {
             return Err(h::close_connection(err(
@@ -146,6 +147,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
         h::drain(req.into_body()).await;
         return refused;
     }
+    let scope = node.tokens().scope_of(req.headers()).unwrap_or(Scope::Read);
     let registry = &node.registry;
     match (&method, segments.as_slice()) {
         (&Method::PUT | &Method::POST, ["v1", "components"]) => {
@@ -168,7 +170,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             h::json(StatusCode::OK, &json!({ "services": list }), rid)
         }
         (&Method::GET, ["v1", "services", name]) => match registry.get(name) {
-            Some(s) => h::json(StatusCode::OK, &detail(node, &s), rid),
+            Some(s) => h::json(StatusCode::OK, &detail(node, &s, scope), rid),
             None => err(StatusCode::NOT_FOUND, "not-found", format!("no service named {name:?} is deployed"), rid),
         },
         (&Method::PUT, ["v1", "services", name]) => {
@@ -177,17 +179,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
-            let put = match &node.cluster {
-                Some(c) => c.put_service(&name, body).await,
-                None => registry.put_service(&name, body).await,
-            };
-            match put {
-                Ok((spec, created)) => {
-                    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-                    h::json(status, &detail_or_spec(node, &spec), rid)
-                }
-                Err(e) => admin_error(e, rid),
-            }
+            put_service(node, &name, body, scope, rid).await
         }
         (&Method::POST, ["v1", "services", name, "scale"]) => {
             let name = name.to_string();
@@ -398,17 +390,47 @@ fn summary(node: &Node, s: &Service) -> serde_json::Value {
 /// another node of a cluster) already removed it here.
 fn detail_or_spec(node: &Node, spec: &crate::services::ServiceSpec) -> serde_json::Value {
     match node.registry.get(&spec.name) {
-        Some(svc) => detail(node, &svc),
+        Some(svc) => detail(node, &svc, Scope::Deploy),
         None => json!({ "name": spec.name, "spec": spec }),
     }
 }
 
-fn detail(node: &Node, s: &Service) -> serde_json::Value {
+/// Deploy or replace a service. Grants that reach the host itself (files, sockets, an
+/// internal address) need the admin scope: a deploy token must not open those doors.
+async fn put_service(node: &Node, name: &str, body: ServiceRequest, scope: Scope, rid: &str) -> http::Response<Body> {
+    if scope < Scope::Admin
+        && let Some(what) = body.grants.as_ref().and_then(crate::auth::grant_needing_admin)
+    {
+        let msg = format!("{what} needs the admin scope; a deploy token may grant env and outbound_http by name");
+        return err(StatusCode::FORBIDDEN, "missing-scope", msg, rid);
+    }
+    let put = match &node.cluster {
+        Some(c) => c.put_service(name, body).await,
+        None => node.registry.put_service(name, body).await,
+    };
+    match put {
+        Ok((spec, created)) => {
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            h::json(status, &detail_or_spec(node, &spec), rid)
+        }
+        Err(e) => admin_error(e, rid),
+    }
+}
+
+/// A service as `GET /v1/services/{name}` shows it. Below the deploy scope, environment
+/// and config values are hidden (they often hold secrets).
+fn detail(node: &Node, s: &Service, scope: Scope) -> serde_json::Value {
     let d = s.current();
     let g = s.gate();
+    let mut spec = d.spec.clone();
+    if scope < Scope::Deploy {
+        for v in spec.grants.env.values_mut().chain(spec.config.values_mut()) {
+            *v = "(hidden: needs the deploy scope)".to_string();
+        }
+    }
     json!({
         "name": &*s.name,
-        "spec": d.spec,
+        "spec": spec,
         "component": &d.unit.info,
         "graph": d.serving.graph().map(|g| &**g),
         "unresolved": match &d.serving {

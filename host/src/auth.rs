@@ -76,6 +76,24 @@ impl Tokens {
     }
 }
 
+/// The grant in `grants` that only an admin may give, if any: files and sockets reach the
+/// host itself, and an `outbound_http` address on loopback, link-local or a private range
+/// (a literal address skips the range check guests are otherwise held to).
+pub fn grant_needing_admin(grants: &crate::services::spec::Grants) -> Option<String> {
+    if !grants.files.is_empty() {
+        return Some("grants.files".into());
+    }
+    if !grants.sockets.is_empty() {
+        return Some("grants.sockets".into());
+    }
+    grants.outbound_http.iter().find_map(|entry| {
+        let host = entry.rsplit_once(':').map_or(entry.as_str(), |(h, _)| h);
+        let ip: std::net::IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        crate::runtime::outbound::internal(ip)
+            .then(|| format!("grants.outbound_http entry {entry:?} (an internal address)"))
+    })
+}
+
 /// The scope an admin route needs (`segments`: the path split at '/').
 pub fn needed(method: &Method, segments: &[&str]) -> Scope {
     match (method, segments) {

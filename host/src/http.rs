@@ -84,14 +84,14 @@ pub fn body_error(e: BodyError, request_id: &str) -> Response<Body> {
 const DRAIN_MAX: usize = 32 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Read a whole body, refusing more than `limit` bytes or a sender slower than the
-/// default [`Pace`].
+/// Read a whole body, refusing more than `limit` bytes (no pace: for bodies from other
+/// nodes; a client's goes through [`read_body_paced`]).
 pub async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    read_body_paced(body, limit, Pace::default()).await
+    read_body_paced(body, limit, Pace::OFF).await
 }
 
 /// Read a whole body, refusing more than `limit` bytes or a sender that breaks `pace`.
@@ -102,18 +102,21 @@ where
 {
     let mut buf = bytes::BytesMut::new();
     let mut meter = Meter::new(pace);
+    let mut waited = std::time::Duration::ZERO;
     loop {
+        let asked = tokio::time::Instant::now();
         let frame = match tokio::time::timeout(pace.idle, body.frame()).await {
             Err(_) => return Err(BodyError::Slow(SlowBody::Idle(pace.idle))),
             Ok(None) => break,
             Ok(Some(frame)) => frame.map_err(|e| BodyError::Read(e.to_string()))?,
         };
+        waited += asked.elapsed();
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 drain(body).await;
                 return Err(BodyError::TooLarge(limit));
             }
-            meter.record(data.len()).map_err(BodyError::Slow)?;
+            meter.record(data.len(), waited).map_err(BodyError::Slow)?;
             buf.extend_from_slice(&data);
         }
     }

@@ -86,22 +86,30 @@ impl CertFiles {
         let stamp = |f: &TlsFiles| (modified(&f.cert), modified(&f.key));
         let mut seen = stamp(&self.files);
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        // After a failed load, try again every tick: a renewal written in two steps may
+        // load on the second try without the files' times changing again.
+        let mut failed = false;
         loop {
             let why = tokio::select! {
                 _ = stop.changed() => return,
                 _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => "SIGHUP",
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {
-                    let now = stamp(&self.files);
-                    if now == seen { continue }
-                    seen = now;
+                    if stamp(&self.files) == seen && !failed { continue }
                     "the files changed"
                 }
             };
+            let now = stamp(&self.files);
             match self.reload() {
-                Ok(()) => tracing::info!(cert = %self.files.cert.display(), why, "reloaded the TLS certificate"),
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), why, "the new TLS certificate does not load; keeping the old one")
+                Ok(()) => {
+                    tracing::info!(cert = %self.files.cert.display(), why, "reloaded the TLS certificate");
+                    (seen, failed) = (now, false);
                 }
+                // Logged once per failed renewal (and on every SIGHUP), not every tick.
+                Err(e) if !failed || why == "SIGHUP" => {
+                    tracing::error!(error = %format!("{e:#}"), why, "the new TLS certificate does not load; keeping the old one");
+                    (seen, failed) = (now, true);
+                }
+                Err(_) => seen = now,
             }
         }
     }

@@ -188,7 +188,7 @@ fn peer_handler(
 + Sync
 + 'static {
     let max_body = config.max_upload_bytes.saturating_mul(2).saturating_add(1 << 20);
-    let ingress_cfg = IngressConfig { max_body: config.max_body_bytes, pace: config.pace };
+    let ingress_cfg = IngressConfig { max_body: config.max_body_bytes, pace: config.pace, tls: false };
     let cluster = cluster.clone();
     move |peer, req| {
         let cluster = cluster.clone();
@@ -263,7 +263,7 @@ pub async fn start(
     let node = Arc::new(Node { ingress_addr, admin_addr, config, registry, cluster, started: Instant::now(), tokens });
     {
         let registry = node.registry.clone();
-        let cfg = IngressConfig { max_body: node.config.max_body_bytes, pace: node.config.pace };
+        let cfg = IngressConfig { max_body: node.config.max_body_bytes, pace: node.config.pace, tls: tls.is_some() };
         let handler = move |req| ingress::handle(registry.clone(), cfg, forwarder.clone(), req);
         let serve = server::serve("ingress", ingress_listener, node.config.server, tls.clone(), rx.clone(), handler);
         tasks.push(tokio::spawn(serve));
@@ -276,20 +276,52 @@ pub async fn start(
     Ok(NodeHandle { node, shutdown: tx, tasks })
 }
 
-/// This node's listeners as a guest would reach them: a wildcard bind by its advertised
-/// host (others are loopback or private, refused by range anyway).
+/// This node's listeners as a guest would reach them: a wildcard bind at every address of
+/// the machine's interfaces (and the advertised host).
 fn own_addresses(config: &NodeConfig, bound: &[SocketAddr]) -> Vec<SocketAddr> {
     let cluster = config.cluster.as_ref();
-    let advertise = cluster.and_then(|c| c.advertise_host);
+    let mut hosts = local_ips();
+    hosts.extend(cluster.and_then(|c| c.advertise_host));
     let mut all: Vec<SocketAddr> = bound.to_vec();
     all.extend(cluster.map(|c| c.peer_listen));
     all.into_iter()
-        .filter_map(|a| match (a.ip().is_unspecified(), advertise) {
-            (false, _) => Some(a),
-            (true, Some(h)) => Some(SocketAddr::new(h, a.port())),
-            (true, None) => None,
+        .flat_map(|a| match a.ip().is_unspecified() {
+            false => vec![a],
+            true => hosts.iter().map(|h| SocketAddr::new(*h, a.port())).collect(),
         })
         .collect()
+}
+
+/// The addresses of this machine's network interfaces.
+fn local_ips() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we only read, then free once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            let addr = (*cur).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let a = &*(addr as *const libc::sockaddr_in);
+                        out.push(std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let a = &*(addr as *const libc::sockaddr_in6);
+                        out.push(std::net::IpAddr::V6(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
 }
 
 /// The listeners' TLS, with a task that reloads the certificate when it changes; a

@@ -23,6 +23,23 @@ pub struct Pace {
     pub grace: Duration,
 }
 
+impl Pace {
+    /// No pace: for bodies from other nodes (a remote guest may pause as long as it likes).
+    pub const OFF: Pace = Pace { idle: Duration::from_secs(365 * 86_400), min_rate: 0, grace: Duration::ZERO };
+
+    /// Check settings from the command line or config file.
+    pub fn validate(&self) -> Result<(), String> {
+        let day = Duration::from_secs(86_400);
+        if self.idle.is_zero() || self.idle > day {
+            return Err(format!("body_idle_timeout_ms must be between 1 and 86400000, got {}", self.idle.as_millis()));
+        }
+        if self.grace > day {
+            return Err(format!("body_rate_grace_ms must be at most 86400000, got {}", self.grace.as_millis()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Pace {
     fn default() -> Self {
         Pace { idle: Duration::from_secs(10), min_rate: 1024, grace: Duration::from_secs(10) }
@@ -38,29 +55,30 @@ pub enum SlowBody {
     TooSlow { rate: u64, min: u64 },
 }
 
-/// Tracks one body's progress against a [`Pace`].
+/// Tracks one body's progress against a [`Pace`]. Time counts only while the reader
+/// waits for the sender: a reader that stops reading (a guest busy elsewhere, a full
+/// buffer downstream) does not make its sender slow.
 #[derive(Debug)]
 pub struct Meter {
     pace: Pace,
-    started: Instant,
     received: u64,
 }
 
 impl Meter {
     pub fn new(pace: Pace) -> Self {
-        Meter { pace, started: Instant::now(), received: 0 }
+        Meter { pace, received: 0 }
     }
 
-    /// Count `n` bytes; an error once the average rate is below the minimum.
-    pub fn record(&mut self, n: usize) -> Result<(), SlowBody> {
+    /// Count `n` more bytes after `waited` in all spent waiting for them; an error once
+    /// the rate over the waiting time is below the minimum.
+    pub fn record(&mut self, n: usize, waited: Duration) -> Result<(), SlowBody> {
         self.received += n as u64;
-        let elapsed = self.started.elapsed();
-        if elapsed <= self.pace.grace || self.pace.min_rate == 0 {
+        if waited <= self.pace.grace || self.pace.min_rate == 0 {
             return Ok(());
         }
-        let owed = self.pace.min_rate as f64 * (elapsed - self.pace.grace).as_secs_f64();
+        let owed = self.pace.min_rate as f64 * (waited - self.pace.grace).as_secs_f64();
         if (self.received as f64) < owed {
-            let rate = (self.received as f64 / elapsed.as_secs_f64()) as u64;
+            let rate = (self.received as f64 / waited.as_secs_f64()) as u64;
             return Err(SlowBody::TooSlow { rate, min: self.pace.min_rate });
         }
         Ok(())
@@ -71,6 +89,9 @@ impl Meter {
 pub struct Paced<B> {
     inner: B,
     meter: Meter,
+    /// Time spent waiting on the sender so far, and since when it is waited on now.
+    waited: Duration,
+    waiting_since: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     done: bool,
 }
@@ -78,7 +99,7 @@ pub struct Paced<B> {
 impl<B> Paced<B> {
     pub fn new(inner: B, pace: Pace) -> Self {
         let timer = Box::pin(tokio::time::sleep(pace.idle));
-        Paced { inner, meter: Meter::new(pace), timer, done: false }
+        Paced { inner, meter: Meter::new(pace), waited: Duration::ZERO, waiting_since: None, timer, done: false }
     }
 }
 
@@ -102,12 +123,17 @@ where
         if self.done {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_ready()
+            && let Some(since) = self.waiting_since.take()
+        {
+            self.waited += since.elapsed();
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 let n = frame.data_ref().map_or(0, Bytes::len);
-                let idle = self.meter.pace.idle;
-                self.timer.as_mut().reset(Instant::now() + idle);
-                match self.meter.record(n) {
+                let waited = self.waited;
+                match self.meter.record(n, waited) {
                     Ok(()) => Poll::Ready(Some(Ok(frame))),
                     Err(slow) => {
                         self.done = true;
@@ -120,13 +146,22 @@ where
                 self.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.done = true;
-                    Poll::Ready(Some(Err(PacedError::Slow(SlowBody::Idle(self.meter.pace.idle)))))
+            Poll::Pending => {
+                // The idle clock runs only while the reader waits.
+                if self.waiting_since.is_none() {
+                    let now = Instant::now();
+                    self.waiting_since = Some(now);
+                    let idle = self.meter.pace.idle;
+                    self.timer.as_mut().reset(now + idle);
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        self.done = true;
+                        Poll::Ready(Some(Err(PacedError::Slow(SlowBody::Idle(self.meter.pace.idle)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -148,14 +183,25 @@ mod tests {
     fn the_meter_allows_a_grace_period_then_a_minimum_rate() {
         let pace = Pace { idle: Duration::from_secs(1), min_rate: 100, grace: Duration::ZERO };
         let mut m = Meter::new(pace);
-        m.started -= Duration::from_secs(2);
-        assert_eq!(m.record(250), Ok(()), "250 bytes in 2 s beats 100 bytes/s");
-        m.started -= Duration::from_secs(2);
-        assert!(matches!(m.record(1), Err(SlowBody::TooSlow { min: 100, .. })), "251 bytes in 4 s does not");
+        assert_eq!(m.record(250, Duration::from_secs(2)), Ok(()), "250 bytes in 2 s beats 100 bytes/s");
+        let slow = m.record(1, Duration::from_secs(4));
+        assert!(matches!(slow, Err(SlowBody::TooSlow { min: 100, .. })), "251 bytes in 4 s does not");
         let lenient = Pace { grace: Duration::from_secs(3600), ..pace };
-        let mut m = Meter::new(lenient);
-        m.started -= Duration::from_secs(10);
-        assert_eq!(m.record(0), Ok(()), "within the grace period anything goes");
+        assert_eq!(Meter::new(lenient).record(0, Duration::from_secs(10)), Ok(()), "within the grace period");
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_pauses_does_not_make_its_sender_slow() {
+        let frames = futures::stream::iter(
+            ["a", "b"].map(|s| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(s.as_bytes())))),
+        );
+        let pace = Pace { idle: Duration::from_millis(50), min_rate: 1_000_000, grace: Duration::ZERO };
+        let mut paced = Paced::new(http_body_util::StreamBody::new(frames), pace);
+        assert!(paced.frame().await.unwrap().is_ok());
+        // The reader is busy for longer than the idle limit; the next part is there at once.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(paced.frame().await.unwrap().is_ok());
+        assert!(paced.frame().await.is_none());
     }
 
     #[tokio::test]

@@ -26,7 +26,9 @@ use crate::ratelog::RateLimited;
 pub struct ServerLimits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
-    /// Most connections from one client address (then new ones are closed at once).
+    /// Most connections from one client address, an IPv6 /64 counting as one (then new
+    /// ones are closed at once; 0: no limit). Behind a proxy, raise it to what the proxy
+    /// opens.
     pub max_connections_per_ip: usize,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
@@ -61,15 +63,28 @@ pub struct IpSlot {
     all: Arc<PerIp>,
 }
 
+/// The key an address is counted under: itself for IPv4, its /64 for IPv6 (one host
+/// usually holds a whole /64, so counting single addresses would not limit it).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 impl PerIp {
     /// A slot for `ip`, unless it already has `max`.
     pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let ip = client_key(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(ip).or_default();
-        if *n >= max {
+        let n = counts.get(&ip).copied().unwrap_or(0);
+        if n >= max {
             return None;
         }
-        *n += 1;
+        counts.insert(ip, n + 1);
         Some(IpSlot { ip, all: self.clone() })
     }
 }
@@ -124,45 +139,58 @@ pub async fn serve<H, F>(
             },
             _ = shutdown.changed() => break,
         };
-        let Some(slot) = per_ip.take(peer.ip(), limits.max_connections_per_ip) else {
-            if let Some(dropped) = log.allow("per-ip") {
-                tracing::warn!(listener = name, %peer, limit = limits.max_connections_per_ip, dropped, "too many connections from one address; closing new ones");
-            }
-            continue;
+        // 0: no limit per address.
+        let slot = match limits.max_connections_per_ip {
+            0 => None,
+            max => match per_ip.take(peer.ip(), max) {
+                Some(s) => Some(s),
+                None => {
+                    if let Some(dropped) = log.allow("per-ip") {
+                        tracing::warn!(listener = name, %peer, limit = max, dropped, "too many connections from one address; closing new ones");
+                    }
+                    continue;
+                }
+            },
         };
         let _ = stream.set_nodelay(true);
-        let (handler, watcher, tls) = (handler.clone(), graceful.watcher(), tls.clone());
+        let (handler, watcher, tls, stop) = (handler.clone(), graceful.watcher(), tls.clone(), shutdown.clone());
         tasks.spawn(async move {
             let _held = (permit, slot);
             let Some(tls) = tls else {
-                return serve_conn(name, peer, stream, limits, false, watcher, handler).await;
+                return serve_http1(name, peer, stream, limits, watcher, handler).await;
             };
             let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
             match tokio::time::timeout(limits.header_read_timeout, accept).await {
-                Ok(Ok(s)) => {
-                    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve_conn(name, peer, s, limits, h2, watcher, handler).await;
+                Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                    serve_http2(name, peer, s, limits, stop, handler).await;
                 }
+                Ok(Ok(s)) => serve_http1(name, peer, s, limits, watcher, handler).await,
                 Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(listener = name, %peer, "no TLS handshake in time"),
             }
         });
     }
     drop(listener);
+    // Requests in flight finish (HTTP/1 connections through `graceful`, HTTP/2 ones on
+    // their own once told), then whatever is left is cut.
+    let drained = async {
+        graceful.shutdown().await;
+        while tasks.join_next().await.is_some() {}
+    };
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!(listener = name, "drained"),
+        _ = drained => tracing::info!(listener = name, "drained"),
         _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!(listener = name, "drain timed out; closing connections"),
     }
     tasks.abort_all();
 }
 
-/// One connection, HTTP/2 if ALPN chose it, else HTTP/1.1.
-async fn serve_conn<S, H, F>(
+/// One HTTP/1.1 connection (keep-alive; the next request's head must come within the
+/// header read timeout).
+async fn serve_http1<S, H, F>(
     name: &'static str,
     peer: SocketAddr,
     stream: S,
     limits: ServerLimits,
-    h2: bool,
     watcher: hyper_util::server::graceful::Watcher,
     handler: H,
 ) where
@@ -174,25 +202,76 @@ async fn serve_conn<S, H, F>(
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler(req).await) }
     });
-    let io = TokioIo::new(stream);
-    let ended = if h2 {
-        let conn = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
-            .max_header_list_size(limits.max_head_bytes as u32)
-            .keep_alive_interval(Duration::from_secs(30))
-            .serve_connection(io, svc);
-        watcher.watch(conn).await
-    } else {
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .keep_alive(true)
-            .max_headers(limits.max_headers)
-            .max_header_size(limits.max_head_bytes)
-            .max_buf_size(limits.max_head_bytes.max(8192))
-            .serve_connection(io, svc);
-        watcher.watch(conn).await
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_head_bytes)
+        .max_buf_size(limits.max_head_bytes.max(8192))
+        .serve_connection(TokioIo::new(stream), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// How long an HTTP/2 connection may stay without a request before it is closed (HTTP/1
+/// keep-alive connections are held to the header read timeout instead).
+const H2_IDLE: Duration = Duration::from_secs(60);
+
+/// One HTTP/2 connection (TLS, by ALPN): closed gracefully when the server stops or when
+/// no request has run on it for [`H2_IDLE`], so idle connections cannot pile up.
+async fn serve_http2<S, H, F>(
+    name: &'static str,
+    peer: SocketAddr,
+    stream: S,
+    limits: ServerLimits,
+    mut stop: watch::Receiver<bool>,
+    handler: H,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = http::Response<Body>> + Send + 'static,
+{
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let last = Arc::new(Mutex::new(tokio::time::Instant::now()));
+    let (a, l) = (active.clone(), last.clone());
+    let svc = service_fn(move |req| {
+        let (handler, a, l) = (handler.clone(), a.clone(), l.clone());
+        async move {
+            a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let resp = handler(req).await;
+            a.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            *l.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    // At most 256 requests at once on one connection, as a browser opens (HTTP/1 clients
+    // get one per connection; the per-address cap bounds connections).
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(limits.max_head_bytes as u32)
+        .keep_alive_interval(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(H2_IDLE / 4);
+    let mut closing = false;
+    let ended = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tick.tick(), if !closing => {
+                let idle = last.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                if active.load(std::sync::atomic::Ordering::Relaxed) == 0 && idle >= H2_IDLE {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
     };
     if let Err(e) = ended {
         tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");

@@ -51,6 +51,43 @@ fn rank(scope: &str) -> u8 {
     }
 }
 
+/// A deploy token may not open doors to the host, and a read token does not see secrets.
+#[tokio::test]
+async fn grants_that_reach_the_host_need_the_admin_scope_and_reads_hide_secrets() {
+    let files = tempfile::tempdir().unwrap();
+    let (read, deploy) = (files.path().join("read"), files.path().join("deploy"));
+    std::fs::write(&read, READ).unwrap();
+    std::fs::write(&deploy, DEPLOY).unwrap();
+    let args = ["--read-token-file", read.to_str().unwrap(), "--deploy-token-file", deploy.to_str().unwrap()];
+    let node = TestNode::start_with_args(true, &args).await;
+    let digest = node.admin().upload(crate::support::wasm("hello")).await.unwrap().json().unwrap()["digest"].clone();
+    let as_deploy = AdminClient::new(&node.admin_url, Some(DEPLOY.to_string()));
+    let dir = files.path().to_str().unwrap();
+    for (grants, named) in [
+        (serde_json::json!({ "files": { "/d": dir } }), "grants.files"),
+        (serde_json::json!({ "sockets": ["127.0.0.1:22"] }), "grants.sockets"),
+        (serde_json::json!({ "outbound_http": ["169.254.169.254:80"] }), "169.254.169.254:80"),
+    ] {
+        let spec = serde_json::json!({ "component": digest, "grants": grants });
+        let r = as_deploy.call_json(Method::PUT, "/v1/services/s", &spec).await.unwrap();
+        assert_eq!((r.status.as_u16(), r.error_code().as_deref()), (403, Some("missing-scope")), "{grants}");
+        assert!(r.text().contains(named), "{}", r.text());
+    }
+    // By name (checked when the guest connects) and env are the deployer's to give.
+    let spec = serde_json::json!({
+        "component": digest,
+        "grants": { "outbound_http": ["api.example.com:443"], "env": { "API_KEY": "s3cret" } },
+        "config": { "db_password": "hunter2" },
+    });
+    let r = as_deploy.call_json(Method::PUT, "/v1/services/s", &spec).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(r.text().contains("s3cret"), "the deployer sees what it set");
+    let as_read = AdminClient::new(&node.admin_url, Some(READ.to_string()));
+    let shown = as_read.get("/v1/services/s").await.unwrap().text();
+    assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("needs the deploy scope"), "{shown}");
+}
+
 #[tokio::test]
 async fn every_admin_route_needs_its_scope() {
     let files = tempfile::tempdir().unwrap();

@@ -71,6 +71,11 @@ async fn listeners_speak_https_and_pick_up_a_renewed_certificate() {
     node.deploy("hello", "hello", json!({})).await;
     let hello = format!("{}/hello/x", node.ingress);
     assert!(trusted_by(&first_ca, &hello).await);
+    // A wasi:http component over HTTP/2 (the authority is in the URI, not a Host header),
+    // seeing the https scheme.
+    node.deploy("web", "http-hello", json!({})).await;
+    let r = node.get("/web/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let addr = node.ingress.trim_start_matches("https://").to_string();
     assert_eq!(negotiated(&addr, &first_ca, &[b"h2", b"http/1.1"]).await.as_deref(), Some(&b"h2"[..]));
     assert_eq!(negotiated(&addr, &first_ca, &[b"http/1.1"]).await.as_deref(), Some(&b"http/1.1"[..]));

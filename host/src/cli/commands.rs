@@ -88,6 +88,7 @@ pub fn node_config(
         },
         cluster: None,
     };
+    cfg.pace.validate().map_err(anyhow::Error::msg)?;
     Ok((cfg, listen, admin))
 }
 

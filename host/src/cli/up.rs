@@ -63,7 +63,6 @@ pub fn build_samples(dir: &Path) -> anyhow::Result<PathBuf> {
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    crate::node::private_files();
     let dir = samples_dir(args.samples.clone());
     let wasm_dir = if args.no_build {
         dir.join("target/wasm32-wasip2/release")
@@ -71,6 +70,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let d = dir.clone();
         tokio::task::spawn_blocking(move || build_samples(&d)).await??
     };
+    // After the build: the samples' target dir stays the user's as usual.
+    crate::node::private_files();
     let (cfg, listen, admin) = node_config(&args.node, FileConfig::default())?;
     let handle = start_node(cfg, listen, admin).await?;
     let registry = handle.node.registry.clone();

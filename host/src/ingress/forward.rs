@@ -98,17 +98,20 @@ impl Forwarder {
     }
 
     /// Send the request to the first holder that takes it. `target` is the ingress path
-    /// (`/{service}/...`).
+    /// (`/{service}/...`); `uri` the client's request URI (its authority, over HTTP/2).
+    #[allow(clippy::too_many_arguments)]
     pub async fn forward(
         &self,
         holders: Vec<PeerTarget>,
         method: &Method,
         target: &str,
+        uri: &http::Uri,
         headers: &HeaderMap,
         body: Bytes,
         request_id: &str,
     ) -> http::Response<Body> {
-        match self.send(holders, method, target, headers, body, request_id, None).await {
+        let authority = uri.authority().map(|a| a.as_str());
+        match self.send(holders, method, target, authority, headers, body, request_id, None).await {
             Ok(r) => r,
             Err(why) => no_instance(&why, request_id),
         }
@@ -122,6 +125,7 @@ impl Forwarder {
         holders: Vec<PeerTarget>,
         method: &Method,
         target: &str,
+        uri_authority: Option<&str>,
         headers: &HeaderMap,
         body: Bytes,
         request_id: &str,
@@ -131,6 +135,8 @@ impl Forwarder {
             return Err("this node is not in a cluster".into());
         };
         let mut last = String::from("no node has an instance");
+        // An HTTP/2 client names the host in the URI's authority, not in a header.
+        let authority = uri_authority.and_then(|a| HeaderValue::from_str(a).ok());
         for t in holders {
             let mut req = http::Request::builder().method(method.clone()).uri(format!("{FORWARD_PREFIX}{target}"));
             for (k, v) in headers {
@@ -143,7 +149,7 @@ impl Forwarder {
                 }
             }
             req = req.header(FORWARDED, "1").header("x-request-id", request_id);
-            if let Some(host) = headers.get(http::header::HOST) {
+            if let Some(host) = headers.get(http::header::HOST).cloned().or_else(|| authority.clone()) {
                 req = req.header(FORWARDED_HOST, host);
             }
             if let Some(d) = depth {
@@ -211,7 +217,8 @@ impl Forwarder {
                 headers.append(k, v);
             }
         }
-        let sent = self.send(holders, &method, &target, &headers, Bytes::from(req.body), request_id, Some(depth)).await;
+        let sent =
+            self.send(holders, &method, &target, None, &headers, Bytes::from(req.body), request_id, Some(depth)).await;
         let resp = sent.map_err(|why| DispatchError::NoInstance {
             service: service.to_string(),
             reason: format!("no node with an instance took the call ({why})"),

@@ -27,11 +27,13 @@ pub struct IngressConfig {
     pub max_body: usize,
     /// How fast request bodies must arrive.
     pub pace: crate::pace::Pace,
+    /// The listener speaks TLS (wasi:http guests see the `https` scheme).
+    pub tls: bool,
 }
 
 impl Default for IngressConfig {
     fn default() -> Self {
-        IngressConfig { max_body: 8 << 20, pace: crate::pace::Pace::default() }
+        IngressConfig { max_body: 8 << 20, pace: crate::pace::Pace::default(), tls: false }
     }
 }
 
@@ -121,7 +123,7 @@ async fn route_clustered(
         }
         Err(e) => return h::body_error(e, request_id),
     };
-    forwarder.forward(holders, &parts.method, target, &parts.headers, body, request_id).await
+    forwarder.forward(holders, &parts.method, target, &parts.uri, &parts.headers, body, request_id).await
 }
 
 /// A request another node forwarded here (`/forward/{service}/...` on the peer listener,
@@ -190,7 +192,7 @@ async fn route(
 async fn serve_here(
     registry: &Arc<Registry>,
     cfg: IngressConfig,
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
     request_id: &str,
     service: &str,
     path: String,
@@ -205,6 +207,9 @@ async fn serve_here(
     let service_limit = svc.current().spec.limits.max_request_bytes;
     if svc.is_http() {
         // Streamed bodies cost no memory here, so only the service's own limit applies.
+        if cfg.tls {
+            req.extensions_mut().insert(crate::runtime::OverTls);
+        }
         return route_http(registry, req, svc, path, (service_limit, cfg.pace), request_id).await;
     }
     // Buffered bodies are also capped node-wide.
@@ -240,6 +245,13 @@ async fn route_http(
         h::drain(req.into_body()).await;
         let msg = format!("request body is larger than the {limit}-byte limit");
         return h::close_connection(h::error(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, request_id));
+    }
+    // HTTP/2 carries the authority in the URI, not in a Host header; wasi:http wants one
+    // or the other, and the URI is about to lose it.
+    if !req.headers().contains_key(http::header::HOST)
+        && let Some(host) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(http::header::HOST, host);
     }
     // The component sees the path inside the service, as nanoservices do.
     match path.parse::<http::Uri>() {

@@ -22,6 +22,10 @@ use super::state::StoreState;
 use super::{CallContext, Prepared, PreparedKind};
 use super::{CallError, ExecLimits, OutputTail, Runtime, classify};
 
+/// Marks a request that reached the node over TLS: the guest sees the `https` scheme.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// Where a service's outgoing HTTP may go.
 #[derive(Clone)]
 pub struct OutboundPolicy {
@@ -186,8 +190,8 @@ impl Runtime {
         let mut store: Store<StoreState> = self.new_store(call, limits, &tail)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let data = store.data_mut();
-        let incoming =
-            data.http().new_incoming_request(Scheme::Http, req).map_err(|e| CallError::Internal(e.to_string()))?;
+        let scheme = if req.extensions().get::<OverTls>().is_some() { Scheme::Https } else { Scheme::Http };
+        let incoming = data.http().new_incoming_request(scheme, req).map_err(|e| CallError::Internal(e.to_string()))?;
         let out = data.http().new_response_outparam(tx).map_err(|e| CallError::Internal(e.to_string()))?;
         let task_tail = tail.clone();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel::<bool>();
@@ -235,6 +239,10 @@ impl Runtime {
         let mut builder = http::Request::builder().method(req.method.as_str()).uri(req.path.as_str());
         for (k, v) in &req.headers {
             builder = builder.header(k, v);
+        }
+        // wasi:http needs an authority; an invoke names a service, not a host.
+        if !req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            builder = builder.header(http::header::HOST, &*call.service);
         }
         let body = http_body_util::Full::new(Bytes::from(req.body));
         let request = builder

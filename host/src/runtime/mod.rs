@@ -38,8 +38,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 pub use bindings::{GuestError, Request, Response};
 pub use chain::{Chain, Edge, Identity, Part as ChainPart};
-pub use http::Completion;
 use http::OutboundPolicy;
+pub use http::{Completion, OverTls};
 pub use imports::check_request;
 pub use inspect::{ComponentInfo, HTTP_WORLD, InspectError, PROVIDER_WORLD};
 pub use state::{BarrierResults, CallContext, Capabilities, ImportLimits, Invoker};

@@ -75,8 +75,9 @@ impl OutboundNet {
     }
 
     fn is_own(&self, a: SocketAddr) -> bool {
+        let a = SocketAddr::new(canonical(a.ip()), a.port());
         let own = self.own.read().unwrap_or_else(|e| e.into_inner());
-        own.contains(&a)
+        own.iter().any(|o| SocketAddr::new(canonical(o.ip()), o.port()) == a)
     }
 
     /// The addresses of `host:port` this node may connect to for a guest.
@@ -108,12 +109,34 @@ impl OutboundNet {
     }
 }
 
+/// An IPv6 address that carries an IPv4 one (mapped, compatible, translated) as that
+/// IPv4 address; anything else as it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The IPv4 address inside `::ffff:a.b.c.d`, `::a.b.c.d`, `::ffff:0:a.b.c.d` or NAT64's
+/// `64:ff9b::a.b.c.d`.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s[..6] {
+        [0, 0, 0, 0, 0, 0xffff] | [0, 0, 0, 0, 0, 0] | [0, 0, 0, 0, 0xffff, 0] | [0x64, 0xff9b, 0, 0, 0, 0] => {
+            Some(tail)
+        }
+        _ => None,
+    }
+}
+
 /// Addresses that are not on the public internet: guests reach them only when a grant
 /// names them.
 pub fn internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => internal_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => internal_v4(v4),
             None => internal_v6(v6),
         },
@@ -137,12 +160,18 @@ fn internal_v4(ip: Ipv4Addr) -> bool {
 
 fn internal_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
+    // 6to4 carries an IPv4 address in its prefix: internal if that one is.
+    let six_to_four = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (s[0] & 0xfe00) == 0xfc00 // unique local
         || (s[0] & 0xffc0) == 0xfe80 // link-local
-        || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64, which reaches IPv4 ranges
+        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo: tunnels to addresses it hides
+        || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+        || (s[0] == 0x2002 && internal_v4(six_to_four))
 }
 
 #[cfg(test)]
@@ -165,10 +194,24 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
+            "::7f00:1",
+            "::ffff:0:a00:1",
+            "2002:a00:1::1",
+            "2001:0:4136:e378::1",
+            "fec0::1",
+            "64:ff9b:1::1",
         ] {
             assert!(internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "2606:4700::1111", "100.128.0.1"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!internal(ip.parse().unwrap()), "{ip}");
         }
     }
@@ -186,6 +229,10 @@ mod tests {
         assert!(matches!(net.resolve("localhost", 8081).await, Err(Refused::Internal { .. })), "loopback");
         assert_eq!(net.resolve("public.test", 443).await.unwrap(), vec!["93.184.216.34:443".parse().unwrap()]);
         assert!(matches!(net.resolve("public.test", 8081).await, Err(Refused::Internal { .. })), "own listener");
+        let mapped = HashMap::from([("mapped.test".to_string(), "::ffff:93.184.216.34".parse().unwrap())]);
+        let net2 = OutboundNet::new(&[] as &[&str], mapped).unwrap();
+        net2.set_own(vec!["93.184.216.34:8081".parse().unwrap()]);
+        assert!(matches!(net2.resolve("mapped.test", 8081).await, Err(Refused::Internal { .. })), "own, IPv6-mapped");
         // The address itself in the grant is the operator's choice.
         assert_eq!(net.resolve("127.0.0.1", 8081).await.unwrap(), vec!["127.0.0.1:8081".parse().unwrap()]);
         assert_eq!(net.resolve("[::1]", 80).await.unwrap(), vec!["[::1]:80".parse().unwrap()]);

@@ -87,6 +87,9 @@ impl Registry {
         depth: u32,
     ) -> Result<Response, DispatchError> {
         crate::runtime::check_request(&req).map_err(DispatchError::BadRequest)?;
+        // Only a barrier's driver marks a continuation; a guest's call cannot.
+        let mut req = req;
+        req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(super::barrier::HEADER));
         let started = Instant::now();
         let (result, remote) = self.dispatch_routed(service, req, request_id, depth).await;
         // Calls to names that are not deployed are not edges (a guest could invent any
