@@ -1,10 +1,12 @@
 //! Deploying the samples through the admin API and the CLI, invoking, scaling, deleting.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::Method;
 use serde_json::json;
 
-use crate::support::{TestNode, assert_error, wasm_dir};
+use crate::support::{TestNode, assert_error, eventually, wasm_dir};
 
 #[tokio::test]
 async fn samples_answer_through_ingress() {
@@ -139,13 +141,22 @@ async fn scale_one_eight_zero_two() {
             assert_error(&r, 503, "stopped");
             assert!(r.header("retry-after").is_some());
         } else {
-            // n requests at once all run together: the new limit is in force.
-            let reqs: Vec<_> = (0..n).map(|_| node.get("/m/sleep/400")).collect();
-            for r in futures::future::join_all(reqs).await {
+            // 2n requests at once: n run and n wait, so the new limit (not an earlier,
+            // higher one) is in force; then all are answered.
+            let reqs = futures::future::join_all((0..2 * n).map(|_| node.get("/m/sleep/1500")));
+            let watch = async {
+                let (want_running, want_queued) = (format!("{n}"), format!("{n}"));
+                eventually("n run and n wait", Duration::from_secs(10), || async {
+                    let running = node.metric("nanogrid_instances_running", "service=\"m\"").await;
+                    let queued = node.metric("nanogrid_queue_depth", "service=\"m\"").await;
+                    (running.to_string() == want_running && queued.to_string() == want_queued).then_some(())
+                })
+                .await
+            };
+            let (answers, ()) = tokio::join!(reqs, watch);
+            for r in answers {
                 assert_eq!(r.status, 200, "{}", r.text());
             }
-            let peak = node.metric("nanogrid_instances_peak_running", "service=\"m\"").await;
-            assert!(peak >= f64::from(n), "peak {peak} after {n} concurrent requests at {n} instances");
         }
     }
     assert_eq!(node.service("m").await["spec"]["generation"], 4);
