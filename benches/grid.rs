@@ -151,7 +151,7 @@ fn raw_rocksdb(dir: &std::path::Path) -> anyhow::Result<((Stats, f64), (Stats, f
             let k = format!("bench\0{}", key(i)).into_bytes();
             let one = Instant::now();
             if write {
-                s.write(vec![BatchOp::Put(Table::Kv, k, value.clone())], Durability::Logged).unwrap();
+                s.write(vec![BatchOp::Put(Table::Kv, k, value.clone())], Durability::Acked).unwrap();
             } else {
                 assert!(s.get(Table::Kv, &k).unwrap().is_some());
             }

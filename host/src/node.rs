@@ -39,6 +39,10 @@ pub struct NodeConfig {
     pub max_upload_bytes: usize,
     /// Meter fuel so services can set `limits.fuel`.
     pub fuel: bool,
+    /// When kv writes reach the disk (`--sync`).
+    pub sync: crate::grid::SyncMode,
+    /// Move a damaged store aside and rebuild from peers (`--rebuild-store`).
+    pub rebuild_store: bool,
     pub server: ServerLimits,
     /// How fast request bodies must arrive (ingress and admin).
     pub pace: crate::pace::Pace,
@@ -65,6 +69,8 @@ impl Default for NodeConfig {
             max_body_bytes: 8 << 20,
             max_upload_bytes: 64 << 20,
             fuel: false,
+            sync: crate::grid::SyncMode::default(),
+            rebuild_store: false,
             server: ServerLimits::default(),
             pace: crate::pace::Pace::default(),
             tls: None,
@@ -399,14 +405,32 @@ fn admin_token(
 }
 
 /// Open the node's RocksDB (off the async workers), move pre-grid kv rows into
-/// partitions once, and wrap it in the grid.
+/// partitions once, and wrap it in the grid. A damaged store stops the start with what to
+/// do, or (`--rebuild-store`, cluster mode) is moved aside for an empty one that the
+/// peers fill again.
 async fn open_grid(config: &NodeConfig) -> anyhow::Result<Arc<Grid>> {
     let db_dir = config.data_dir.join("db");
-    let shown = db_dir.display().to_string();
-    let storage = tokio::task::spawn_blocking(move || RocksStorage::open(&db_dir))
-        .await?
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("opening the database in {shown} (is another nanogrid using this data dir?)"))?;
+    let (storage, rebuilt) = match open_store(&db_dir, config.sync).await? {
+        Ok(storage) => (storage, false),
+        Err(damage) if config.rebuild_store && config.cluster.is_some() => {
+            let aside = config.data_dir.join(format!("db.damaged-{}", unix_now()));
+            tracing::error!(%damage, aside = %aside.display(), "the store is damaged; moving it aside and rebuilding from the peers");
+            std::fs::rename(&db_dir, &aside)
+                .with_context(|| format!("moving the damaged store {} to {}", db_dir.display(), aside.display()))?;
+            let storage = open_store(&db_dir, config.sync).await?.map_err(|d| anyhow::anyhow!("{d}"))?;
+            (storage, true)
+        }
+        Err(damage) => {
+            let fix = if config.cluster.is_some() {
+                "restart with --rebuild-store to move it aside and rebuild this node from its peers \
+                 (nothing a majority acknowledged is lost)"
+            } else {
+                "a single node has no peers to rebuild from: restore the data dir from a backup, or move \
+                 the db directory aside to start empty"
+            };
+            anyhow::bail!("{damage}. Nothing was served from it. To recover: {fix}");
+        }
+    };
     let storage: Arc<dyn crate::grid::Storage> = Arc::new(storage);
     let keep = config.cluster.as_ref().map_or(crate::grid::DEFAULT_LOG_KEEP, |c| c.grid_log_keep);
     {
@@ -415,7 +439,43 @@ async fn open_grid(config: &NodeConfig) -> anyhow::Result<Arc<Grid>> {
             .await?
             .map_err(|e| anyhow::anyhow!("moving kv data into partitions: {e}"))?;
     }
-    Ok(Arc::new(Grid::open(storage, &config.node_id, config.cluster.is_some(), keep)))
+    // Until the control plane has made this node a learner again, a rebuilt store stays
+    // marked (also across restarts): no Raft votes, no partition it was not chosen for.
+    let s = storage.clone();
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        use crate::grid::{BatchOp, Durability, Table};
+        if rebuilt {
+            s.write(vec![BatchOp::Put(Table::Meta, REBUILT_KEY.to_vec(), b"1".to_vec())], Durability::Synced)?;
+        }
+        s.get(Table::Meta, REBUILT_KEY).map(|v| v.is_some())
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let grid = Grid::open(storage, &config.node_id, config.cluster.is_some(), keep);
+    grid.replicas().set_rebuilt(rebuilt);
+    Ok(Arc::new(grid))
+}
+
+/// The `Table::Meta` key present while this node's store is a rebuilt one that the
+/// control plane has not yet taken back as a learner.
+pub const REBUILT_KEY: &[u8] = b"rebuilt";
+
+/// Open the RocksDB in `dir` off the async workers: `Ok(Err(..))` when it is damaged.
+async fn open_store(
+    dir: &Path,
+    sync: crate::grid::SyncMode,
+) -> anyhow::Result<Result<RocksStorage, crate::grid::StoreDamaged>> {
+    let (path, shown) = (dir.to_path_buf(), dir.display().to_string());
+    match tokio::task::spawn_blocking(move || RocksStorage::open_with(&path, sync)).await? {
+        Ok(s) => Ok(Ok(s)),
+        Err(crate::grid::StorageError::Damaged(d)) => Ok(Err(d)),
+        Err(e) => Err(anyhow::anyhow!("{e}"))
+            .with_context(|| format!("opening the database in {shown} (is another nanogrid using this data dir?)")),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Bind the peer listener, start the cluster and its loops, and serve peers. Returns the

@@ -220,6 +220,42 @@ impl TestNode {
         self.spawn();
     }
 
+    /// Start again with `more` flags added for this start only.
+    pub fn restart_with(&mut self, more: &[&str]) {
+        let kept = self.extra.len();
+        self.extra.extend(more.iter().map(|s| s.to_string()));
+        self.spawn();
+        self.extra.truncate(kept);
+    }
+
+    /// Start again where the start is expected to fail: wait (at most 60 s) for the
+    /// process to exit and return its status and what it wrote to the log this time.
+    pub fn start_expecting_exit(&mut self, more: &[&str]) -> (std::process::ExitStatus, String) {
+        let before = self.log().len();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanogrid"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data.path().join("node"))
+            .env("NANOGRID_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .args(&self.extra)
+            .args(more);
+        let mut child = cmd.spawn().expect("starting nanogrid serve");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for the node") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the node kept running; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status, self.log()[before..].to_string())
+    }
+
     pub fn admin(&self) -> AdminClient {
         match &self.ca {
             Some(ca) => AdminClient::with_client(&self.admin_url, Some(TOKEN.to_string()), Client::with_ca_pem(ca)),
@@ -306,6 +342,15 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = self.log();
+            // A panic inside the node may be far above the tail: show it first.
+            let lines: Vec<&str> = log.lines().collect();
+            for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.contains("panicked at")) {
+                eprintln!("--- node panic ({}) ---", self.log_path().display());
+                for l in &lines[i..(i + 6).min(lines.len())] {
+                    eprintln!("{l}");
+                }
+                let _ = l;
+            }
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!("--- node log tail ({}) ---", self.log_path().display());
             for l in tail.into_iter().rev() {

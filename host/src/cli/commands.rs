@@ -54,6 +54,8 @@ pub fn node_config(
         max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
         max_upload_bytes: file.max_upload_bytes.unwrap_or(d.max_upload_bytes),
         fuel: args.fuel || file.fuel.unwrap_or(false),
+        sync: args.sync.or(file.sync).unwrap_or_default(),
+        rebuild_store: args.rebuild_store,
         server: ServerLimits {
             max_connections: file.max_connections.unwrap_or(d.server.max_connections),
             header_read_timeout: file

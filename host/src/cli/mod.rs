@@ -155,6 +155,16 @@ pub struct NodeArgs {
     /// the address is checked like a resolved one
     #[arg(long, value_name = "NAME=IP")]
     pub resolve: Vec<String>,
+    /// When kv writes reach the disk: `always` (fsync each), `batch` (group commit: writers
+    /// share fsyncs, nothing acknowledged before it is on disk) or `never` (acknowledged in
+    /// the log, synced every second: survives a crash of the process, not of the machine)
+    /// [default: batch]
+    #[arg(long, value_name = "MODE")]
+    pub sync: Option<crate::grid::SyncMode>,
+    /// If the node's store is damaged, move it aside (DATA_DIR/db.damaged-TIME) and rebuild
+    /// this node's state from its peers (cluster mode only)
+    #[arg(long)]
+    pub rebuild_store: bool,
 }
 
 #[derive(Args)]

@@ -48,6 +48,9 @@ pub fn decide_mode(
 
 /// What an uninitialised node publishes as its mode, so others know it wants to join.
 const JOINING: &str = "joining";
+/// What a node whose store was rebuilt publishes until the leader has made it a learner
+/// (it lost its Raft vote, so it must not count as a voter).
+pub const REBUILDING: &str = "rebuilding";
 
 impl Cluster {
     /// Run the control loops until `stop` turns true.
@@ -100,7 +103,18 @@ impl Cluster {
             if !gossiping {
                 continue;
             }
-            let shown = if voters.is_empty() { JOINING } else { mode.as_str() };
+            let rebuilt = self.registry.grid().replicas().is_rebuilt();
+            // A rebuilt node neither campaigns nor votes (see `peer.rs`): its own vote
+            // would count too.
+            self.raft.runtime_config().elect(!rebuilt);
+            if rebuilt && learners.iter().any(|m| m.name == self.name) {
+                self.rebuilt_done().await;
+            }
+            let shown = match (rebuilt, voters.is_empty()) {
+                (true, _) => REBUILDING,
+                (false, true) => JOINING,
+                (false, false) => mode.as_str(),
+            };
             self.gossip.publish(KEY_MODE, shown).await;
             let load: u32 = self.registry.list().iter().map(|s| s.gate().running).sum();
             self.gossip.publish(KEY_LOAD, &load.to_string()).await;
@@ -113,6 +127,25 @@ impl Cluster {
                 let _ = self.raft.shutdown().await;
                 removed_shutdown = true;
             }
+        }
+    }
+
+    /// The leader made this rebuilt node a learner: from here on it is a learner like any
+    /// other (caught up, it is promoted again), so the mark goes.
+    async fn rebuilt_done(&self) {
+        let grid = self.registry.grid();
+        let clear = grid
+            .blocking(|s| {
+                use crate::grid::{BatchOp, Durability, Table};
+                s.write(vec![BatchOp::Delete(Table::Meta, crate::node::REBUILT_KEY.to_vec())], Durability::Synced)
+            })
+            .await;
+        match clear {
+            Ok(()) => {
+                grid.replicas().set_rebuilt(false);
+                tracing::info!("rebuilt store: this node is a learner now and votes again once promoted");
+            }
+            Err(e) => tracing::error!(error = %e, "could not clear the rebuilt mark"),
         }
     }
 
@@ -212,6 +245,18 @@ impl Cluster {
         let (voters, learners) = self.members();
         let is_member = |n: &str| voters.iter().chain(&learners).any(|m| m.name == n);
 
+        // A voter whose store was rebuilt lost its vote: it becomes a learner (and is
+        // promoted again below once it has caught up and stopped rebuilding).
+        let rebuilding: BTreeSet<u64> = voters
+            .iter()
+            .filter(|m| m.name != self.name && live.get(&m.name).is_some_and(|p| p.mode == REBUILDING))
+            .map(|m| raft_id(&m.name))
+            .collect();
+        if !rebuilding.is_empty() {
+            self.raft.change_membership(ChangeMembers::RemoveVoters(rebuilding), true).await?;
+            tracing::info!("made voters with rebuilt stores learners");
+            return Ok(());
+        }
         // Promote learners while fewer than `voters` voters are kept (not decommissioned).
         // Promoting before removing keeps the live nodes a majority of every
         // configuration on the way, and the voter count never dips.

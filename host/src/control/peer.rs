@@ -70,6 +70,11 @@ pub async fn handle(
         (&Method::POST, p) if p == <VoteRequest<u64> as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |r: VoteRequest<u64>| async move {
                 sender_is(&peer, &r.vote)?;
+                if c.registry.grid().replicas().is_rebuilt() {
+                    // It may have voted in this term before its store was lost.
+                    let msg = "this node's store was rebuilt: it votes again once it is a learner".to_string();
+                    return Err((StatusCode::SERVICE_UNAVAILABLE, "rebuilding", msg));
+                }
                 Ok(c.raft.vote(r).await)
             })
             .await

@@ -19,12 +19,13 @@ pub mod part;
 pub mod plog;
 pub mod replica;
 mod rocks;
+mod sync;
 pub mod wire;
 
 use std::sync::Arc;
 
 pub use memory::MemoryStorage;
-pub use rocks::RocksStorage;
+pub use rocks::{RocksStorage, StoreDamaged};
 
 /// Where a record lives. Each table is a separate keyspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,16 +66,78 @@ pub enum StorageError {
     Io(String),
     #[error("storage is closed")]
     Closed,
+    #[error("{0}")]
+    Damaged(StoreDamaged),
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
-/// Whether a write must reach the disk before it returns. Admin writes (deploys) are
-/// synced; kv writes are in the write-ahead log, which survives a crash of the process.
+/// Whether a write must reach the disk before it returns. Admin writes (deploys, Raft,
+/// fences) are always synced; kv data (`Acked`) is as durable as the node's [`SyncMode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
+    /// fsync before returning, whatever the sync mode.
     Synced,
-    Logged,
+    /// A write a client's acknowledgement depends on: synced unless the mode is `never`.
+    Acked,
+}
+
+/// How `Acked` writes reach the disk (`--sync`, `sync` in the config file).
+///
+/// - `always`: each write asks RocksDB for an fsync (RocksDB still merges writers that
+///   arrive while one is syncing into the same write group).
+/// - `batch` (default): writes go to the write-ahead log unsynced, then wait for a group
+///   commit: one writer syncs the log for every write that finished before it started,
+///   the others wait for that sync. Same promise as `always`: nothing is acknowledged
+///   before it is on the disk.
+/// - `never`: acknowledged once in the write-ahead log (it survives a crash of the
+///   process, not of the machine); a background sync runs every second. A quorum
+///   write then survives power loss only on replicas that synced meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Always,
+    #[default]
+    Batch,
+    Never,
+}
+
+impl SyncMode {
+    pub const ALL: [SyncMode; 3] = [SyncMode::Always, SyncMode::Batch, SyncMode::Never];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Always => "always",
+            SyncMode::Batch => "batch",
+            SyncMode::Never => "never",
+        }
+    }
+}
+
+impl std::fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SyncMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SyncMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown sync mode {s:?}: use always, batch or never"))
+    }
+}
+
+/// What a store's write path did, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Writes that waited for an fsync (`Synced`, and `Acked` unless the mode is `never`).
+    pub synced_writes: u64,
+    /// fsyncs of the write-ahead log the group commit ran (`batch`), or synced writes
+    /// (`always`, where RocksDB's own write groups may merge some).
+    pub syncs: u64,
 }
 
 /// One change in an atomic batch.
@@ -94,6 +157,10 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// Apply every op or none.
     fn write(&self, ops: Vec<BatchOp>, durability: Durability) -> StorageResult<()>;
+    /// What the write path did so far.
+    fn sync_stats(&self) -> SyncStats {
+        SyncStats::default()
+    }
     /// Up to `limit` entries whose key starts with `prefix` and is strictly greater than
     /// `after` (when given), in byte order.
     fn scan(

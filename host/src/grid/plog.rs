@@ -174,7 +174,7 @@ mod tests {
             let e = Entry { lsn, epoch: 1, op: Op::Put { key: b"s\0k".to_vec(), value: vec![lsn as u8] } };
             meta.last = lsn;
             meta.last_epoch = 1;
-            s.write(append_ops(3, &[e], &meta, 4), Durability::Logged).unwrap();
+            s.write(append_ops(3, &[e], &meta, 4), Durability::Acked).unwrap();
         }
         assert_eq!(load_meta(&s, 3).unwrap().last, 10);
         assert!(read_entries(&s, 3, 2, 10).unwrap().is_empty(), "trimmed");
@@ -183,14 +183,14 @@ mod tests {
         assert_eq!(entry_epoch(&s, 3, 9).unwrap(), Some(1));
         assert_eq!(data_rows(&s, 3).unwrap(), vec![(b"s\0k".to_vec(), vec![10])]);
         assert!(data_rows(&s, 4).unwrap().is_empty());
-        s.write(clear_ops(&s, 3).unwrap(), Durability::Logged).unwrap();
+        s.write(clear_ops(&s, 3).unwrap(), Durability::Acked).unwrap();
         assert!(data_rows(&s, 3).unwrap().is_empty());
     }
 
     #[test]
     fn old_unpartitioned_rows_move_once() {
         let s = MemoryStorage::default();
-        s.write(vec![BatchOp::Put(Table::Kv, b"svc\0a".to_vec(), b"1".to_vec())], Durability::Logged).unwrap();
+        s.write(vec![BatchOp::Put(Table::Kv, b"svc\0a".to_vec(), b"1".to_vec())], Durability::Acked).unwrap();
         assert_eq!(migrate(&s, 100).unwrap(), 1);
         assert_eq!(migrate(&s, 100).unwrap(), 0);
         let p = super::super::part::partition_of(b"svc\0a", super::super::part::PARTITIONS);

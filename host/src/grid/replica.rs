@@ -27,6 +27,9 @@ use super::{Durability, KvError, Storage, Table};
 /// How long a write waits for its acknowledgements, and a request for a primary.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a caught-up replicator with nothing to send checks its replica still holds
+/// what it acknowledged (an empty append).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 const BATCH: usize = 256;
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -130,6 +133,9 @@ pub struct Replicas {
     parts: Vec<Part>,
     table: RwLock<Arc<PartitionTable>>,
     net: OnceLock<Arc<dyn Net>>,
+    /// This node's store was rebuilt empty (`--rebuild-store`): it becomes primary only
+    /// of partitions a promotion fenced it for, never of one the table named before.
+    rebuilt: std::sync::atomic::AtomicBool,
 }
 
 fn not_primary(p: u32) -> OpFail {
@@ -163,6 +169,7 @@ impl Replicas {
             parts,
             table: RwLock::new(Arc::new(table)),
             net: OnceLock::new(),
+            rebuilt: Default::default(),
         }
     }
 
@@ -176,6 +183,14 @@ impl Replicas {
 
     pub fn net(&self) -> Option<&Arc<dyn Net>> {
         self.net.get()
+    }
+
+    pub fn set_rebuilt(&self, rebuilt: bool) {
+        self.rebuilt.store(rebuilt, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_rebuilt(&self) -> bool {
+        self.rebuilt.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn table(&self) -> Arc<PartitionTable> {
@@ -256,7 +271,7 @@ impl Replicas {
             }
         }
         part.progress.send_modify(|pr| pr.last = meta.last);
-        if let Err(e) = self.blocking(move |s| s.write(batch, Durability::Logged)).await {
+        if let Err(e) = self.blocking(move |s| s.write(batch, Durability::Acked)).await {
             // Replicas may hold entries this node does not: it must not reuse their lsns.
             tracing::error!(partition = p, error = %e, "cannot write the partition log; stepping down as primary");
             self.demote(p, st, Role::Backup);
@@ -431,7 +446,7 @@ impl Replicas {
         }
         if meta != st.meta {
             let batch = plog::append_ops(p, &req.entries, &meta, self.keep);
-            if let Err(e) = self.blocking(move |s| s.write(batch, Durability::Logged)).await {
+            if let Err(e) = self.blocking(move |s| s.write(batch, Durability::Acked)).await {
                 tracing::warn!(partition = p, error = %e, "could not apply replicated entries");
                 return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
             }
@@ -464,7 +479,7 @@ impl Replicas {
                 let mut ops = if first { plog::clear_ops(s, p)? } else { Vec::new() };
                 ops.extend(rows.into_iter().map(|(k, v)| super::BatchOp::Put(Table::Kv, plog::data_key(p, &k), v)));
                 ops.push(plog::meta_op(p, &meta));
-                s.write(ops, Durability::Logged)
+                s.write(ops, Durability::Acked)
             })
             .await;
         if let Err(e) = write {
@@ -564,6 +579,14 @@ impl Replicas {
                         "a newer primary is being chosen"
                     );
                     self.demote(p, &mut st, Role::Backup);
+                } else if self.is_rebuilt() && st.meta.fence < info.epoch {
+                    // The table named this node before its store was lost: the data of
+                    // this epoch is on the other replicas, one of which must lead.
+                    tracing::info!(partition = p, epoch = info.epoch, "store rebuilt; asking for a new primary");
+                    self.demote(p, &mut st, Role::Backup);
+                    if let Some(net) = self.net.get() {
+                        net.relinquish(p, info.epoch);
+                    }
                 } else if st.meta.last_epoch == info.epoch && st.led != Some(info.epoch) {
                     // This node led this epoch before it restarted. Replicas may hold an
                     // entry it sent but never wrote itself, so it must not append at this
@@ -700,12 +723,20 @@ impl Replicas {
                             net.in_sync(p, epoch, target.clone());
                         }
                     }
+                    let (l, le) = acked.unwrap_or_default();
                     tokio::select! {
-                        r = rx.changed() => if r.is_err() { return },
+                        r = rx.changed() => {
+                            if r.is_err() { return }
+                            continue;
+                        }
                         // Re-check now and then (the in-sync set may still lack it).
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(PROBE_EVERY) => {}
                     }
-                    continue;
+                    // Idle: ask whether it still holds what it acknowledged. A replica
+                    // whose store was rebuilt (or that lost unsynced writes with the
+                    // machine) answers a mismatch and is caught up again.
+                    let req = AppendReq { p, epoch, prev: (l, le), entries: vec![] };
+                    self.send(&target, req).await.map(|r| (r, Some((l, le))))
                 }
                 None => {
                     let (last, last_epoch) = {
@@ -754,6 +785,12 @@ impl Replicas {
                 }
                 Ok((AppendReply::Ok { .. }, _)) => acked = None,
                 Ok((AppendReply::Mismatch { last, last_epoch }, _)) => {
+                    // What it holds now, not what it once acknowledged, counts.
+                    part.progress.send_modify(|pr| {
+                        if pr.epoch == epoch && pr.matched.get(&target).is_some_and(|&m| m > last) {
+                            pr.matched.insert(target.clone(), last);
+                        }
+                    });
                     let mine = self.blocking(move |s| plog::entry_epoch(s, p, last)).await.ok().flatten();
                     let my_last = part.progress.borrow().last;
                     if last <= my_last && mine == Some(last_epoch) {

@@ -9,6 +9,7 @@ mod driver;
 mod grid;
 mod linearizable;
 mod security;
+mod store;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
