@@ -21,7 +21,7 @@ use http::Method;
 use nanogrid::client::Client;
 use nanogrid::control::ClusterConfig;
 use nanogrid::grid::part::Consistency;
-use nanogrid::grid::{BatchOp, Durability, Grid, RocksStorage, Storage, Table};
+use nanogrid::grid::{BatchOp, Durability, Grid, RocksStorage, Storage, SyncMode, Table};
 use nanogrid::node::{self, NodeConfig, NodeHandle};
 
 #[path = "common/mod.rs"]
@@ -50,7 +50,7 @@ fn key(i: usize) -> String {
     format!("key-{}", (i.wrapping_mul(7919)) % KEYS)
 }
 
-async fn start_cluster(dirs: &[tempfile::TempDir]) -> anyhow::Result<Vec<NodeHandle>> {
+async fn start_cluster(dirs: &[tempfile::TempDir], sync: SyncMode) -> anyhow::Result<Vec<NodeHandle>> {
     let addrs = fixed_addrs(3);
     let seeds: Vec<String> = addrs.iter().map(|(_, g)| g.to_string()).collect();
     // The cluster's secrets, as `nanogrid cluster init` and `cluster add-node` make them.
@@ -66,6 +66,7 @@ async fn start_cluster(dirs: &[tempfile::TempDir]) -> anyhow::Result<Vec<NodeHan
             node_id: format!("n{}", i + 1),
             data_dir: dirs[i].path().to_path_buf(),
             admin_token: Some(TOKEN.into()),
+            sync,
             cluster: Some(cc),
             ..NodeConfig::default()
         };
@@ -180,6 +181,48 @@ async fn guest(ingress: &str, c: Consistency, write: bool) -> Stats {
     .await
 }
 
+/// Keys whose primary is n1.
+fn keys_on_n1(grid: &Grid) -> Vec<String> {
+    let table = grid.replicas().table();
+    (0..KEYS)
+        .map(key)
+        .filter(|k| {
+            let p = nanogrid::grid::part::partition_of(&nanogrid::grid::kv_key("bench", k), 256);
+            table.parts[p as usize].primary == "n1"
+        })
+        .collect()
+}
+
+/// Writes at each level on a fresh cluster whose nodes run `--sync mode`: sequential
+/// latency on the primary, 32-caller throughput on any key, and how many writes n1's
+/// store acknowledged per fsync during the throughput runs.
+async fn sync_rows(mode: SyncMode) -> anyhow::Result<Vec<(String, Stats, Option<f64>, f64)>> {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir()).collect::<Result<_, _>>()?;
+    let nodes = start_cluster(&dirs, mode).await?;
+    let n1 = nodes[0].node.clone();
+    let cluster = n1.cluster.clone().context("clustered")?;
+    let grid = n1.registry.grid().clone();
+    let here = Arc::new(keys_on_n1(&grid));
+    let all = Arc::new((0..KEYS).map(key).collect::<Vec<_>>());
+    let mut rows = Vec::new();
+    for c in LEVELS {
+        settle(&cluster).await;
+        let (seq, _) = grid_api(&grid, &here, c, true).await;
+        settle(&cluster).await;
+        let before = grid.storage().sync_stats();
+        let (_, rate) = grid_api(&grid, &all, c, true).await;
+        let after = grid.storage().sync_stats();
+        let syncs = after.syncs - before.syncs;
+        let per_sync =
+            if syncs == 0 { 0.0 } else { (after.synced_writes - before.synced_writes) as f64 / syncs as f64 };
+        rows.push((format!("`--sync {mode}`, set at {}", c.as_str()), seq, Some(rate), per_sync));
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(rows)
+}
+
 fn section(out: &mut String, rows: &[(String, Stats, Option<f64>)]) {
     out.push_str("| operation | p50 µs | p99 µs | ops/s (32 callers, any key) |\n| --- | ---: | ---: | ---: |\n");
     for (name, s, rate) in rows {
@@ -190,7 +233,7 @@ fn section(out: &mut String, rows: &[(String, Stats, Option<f64>)]) {
 
 async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir()).collect::<Result<_, _>>()?;
-    let nodes = start_cluster(&dirs[..3]).await?;
+    let nodes = start_cluster(&dirs[..3], SyncMode::Batch).await?;
     let n1 = nodes[0].node.clone();
     let cluster = n1.cluster.clone().context("clustered")?;
     let grid = n1.registry.grid().clone();
@@ -215,16 +258,8 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
 
     // Keys whose primary is n1 (where a routing key sends their requests), and any keys
     // (two in three are sent on to their primary on another node).
-    let table = grid.replicas().table();
     let all: Vec<String> = (0..KEYS).map(key).collect();
-    let here: Vec<String> = all
-        .iter()
-        .filter(|k| {
-            let p = nanogrid::grid::part::partition_of(&nanogrid::grid::kv_key("bench", k), 256);
-            table.parts[p as usize].primary == "n1"
-        })
-        .cloned()
-        .collect();
+    let here = keys_on_n1(&grid);
     let (all, here) = (Arc::new(all), Arc::new(here));
     let mut api = Vec::new();
     for write in [true, false] {
@@ -264,38 +299,86 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         }
     }
 
-    let find = |rows: &[(String, Stats, Option<f64>)], name: &str| rows.iter().find(|r| r.0 == name).unwrap().1;
-    let quorum_write = find(&api, "set at quorum, on the primary").p50 / rtt.p50;
-    let one_read = find(&api, "get at one, any key").p50 / get.p50;
-    let mut out = String::new();
-    out.push_str("## Data grid (issue 7)\n\n");
-    out.push_str(&format!(
-        "Three nodes in one process on loopback (`cargo bench -p nanogrid --bench grid`, run by `./dev bench grid`), \
-         every partition on all three, 100-byte values over {KEYS} keys, {SEQ} sequential calls per row; \
-         throughput with {CALLERS} concurrent callers. Measured {}.\n\n",
-        today()
-    ));
-    out.push_str(&format!(
-        "- **quorum write p50 / one loopback RPC round trip: {quorum_write:.2}x** (target ≤ 2; {:.1} vs {:.1} µs; \
-         written on the key's primary: a write that enters elsewhere pays one more round trip)\n",
-        find(&api, "set at quorum, on the primary").p50,
-        rtt.p50
-    ));
-    out.push_str(&format!(
-        "- **`one` read p50 / raw RocksDB get p50: {one_read:.2}x** (target ≤ 3; {:.2} vs {:.2} µs, cached keys, \
-         served by n1's own replica)\n\n",
-        find(&api, "get at one, any key").p50,
-        get.p50
-    ));
-    out.push_str("The grid's kv API on node n1 (what a guest's kv call runs, without the wasm boundary), raw RocksDB in the same process, and the RPC:\n\n");
-    section(&mut out, &api);
-    out.push_str("\nThrough a guest (the `kvstore` sample, one HTTP request per operation into n1, sequential):\n\n");
-    section(&mut out, &guests);
-    println!("{out}");
-    write_section(doc, "grid", &out)?;
     for n in nodes {
         n.shutdown().await;
     }
+
+    // What each sync mode costs, each on its own fresh cluster.
+    let mut sync = Vec::new();
+    for mode in SyncMode::ALL {
+        sync.extend(sync_rows(mode).await?);
+    }
+    let sync_p50 = |name: &str| sync.iter().find(|r| r.0 == name).map_or(f64::NAN, |r| r.1.p50);
+    let sync_rate = |name: &str| sync.iter().find(|r| r.0 == name).and_then(|r| r.2).unwrap_or(f64::NAN);
+    let (batch, never) = ("`--sync batch`, set at quorum", "`--sync never`, set at quorum");
+    let verdict = |met: bool| if met { "met" } else { "not met" };
+
+    let find = |rows: &[(String, Stats, Option<f64>)], name: &str| rows.iter().find(|r| r.0 == name).unwrap().1;
+    let quorum = find(&api, "set at quorum, on the primary").p50;
+    let quorum_write = quorum / rtt.p50;
+    let quorum_never = sync_p50(never) / rtt.p50;
+    let one_read = find(&api, "get at one, any key").p50 / get.p50;
+    let throughput = sync_rate(batch) / sync_rate(never);
+    let mut out = String::new();
+    out.push_str("## Data grid (issues 7 and 15)\n\n");
+    out.push_str(&format!(
+        "Three nodes in one process on loopback (`cargo bench -p nanogrid --bench grid`, run by `./dev bench grid`), \
+         every partition on all three, 100-byte values over {KEYS} keys, {SEQ} sequential calls per row; \
+         throughput with {CALLERS} concurrent callers; nodes at the default `--sync batch` unless a row says \
+         otherwise. Measured {}.\n\n",
+        today()
+    ));
+    out.push_str(&format!(
+        "- **quorum write p50 / one loopback RPC round trip: {quorum_write:.2}x** with `--sync batch` (target ≤ 2, \
+         set before writes were synced: {}; {quorum:.1} vs {:.1} µs, the difference is the fsync on each \
+         acknowledging replica) and **{quorum_never:.2}x** with `--sync never` (like for like with that target: \
+         {}); written on the key's primary: a write that enters elsewhere pays one more round trip\n",
+        verdict(quorum_write <= 2.0),
+        rtt.p50,
+        verdict(quorum_never <= 2.0),
+    ));
+    out.push_str(&format!(
+        "- **`one` read p50 / raw RocksDB get p50: {one_read:.2}x** (target ≤ 3: {}; {:.2} vs {:.2} µs, cached \
+         keys, served by n1's own replica)\n",
+        verdict(one_read <= 3.0),
+        find(&api, "get at one, any key").p50,
+        get.p50
+    ));
+    out.push_str(&format!(
+        "- **32-caller quorum write throughput, `batch` / `never`: {throughput:.2}x** (target ≥ 0.5, the promise \
+         at most halves throughput: {}; {:.0} vs {:.0} writes/s); sequential p50 {:.0} vs {:.0} µs\n\n",
+        verdict(throughput >= 0.5),
+        sync_rate(batch),
+        sync_rate(never),
+        sync_p50(batch),
+        sync_p50(never),
+    ));
+    out.push_str(
+        "The grid's kv API on node n1 (what a guest's kv call runs, without the wasm boundary), raw RocksDB in \
+         the same process (its put synced like a `batch` write), and the RPC:\n\n",
+    );
+    section(&mut out, &api);
+    out.push_str("\nThrough a guest (the `kvstore` sample, one HTTP request per operation into n1, sequential):\n\n");
+    section(&mut out, &guests);
+    out.push_str(
+        "\nWhat durability costs: writes at each level with each `--sync` mode, each mode on a fresh three-node \
+         cluster. *Writes per fsync* is n1's store during the 32-caller run: the group commit shares one fsync \
+         among the writes that finished while the previous one ran (`always` asks RocksDB for a synced write \
+         each time and counts one fsync per write, though RocksDB merges concurrent ones). `batch` and `always` \
+         acknowledge nothing before it is on disk on every counted replica; `never` acknowledges from the page \
+         cache and syncs every second (survives a crash of the process, not of the machine).\n\n",
+    );
+    out.push_str(
+        "| operation | p50 µs | p99 µs | ops/s (32 callers, any key) | writes per fsync |\n\
+         | --- | ---: | ---: | ---: | ---: |\n",
+    );
+    for (name, s, rate, per) in &sync {
+        let rate = rate.map_or("".to_string(), |r| format!("{r:.0}"));
+        let per = if *per == 0.0 { "no fsync".to_string() } else { format!("{per:.1}") };
+        out.push_str(&format!("| {name} | {:.1} | {:.1} | {rate} | {per} |\n", s.p50, s.p99));
+    }
+    println!("{out}");
+    write_section(doc, "grid", &out)?;
     Ok(())
 }
 

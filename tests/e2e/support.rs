@@ -82,6 +82,8 @@ pub struct TestNode {
     shared_cache: bool,
     /// Extra `serve` arguments.
     extra: Vec<String>,
+    /// Extra environment of the node process; `{data}` in a value is the node's temp dir.
+    pub env: Vec<(String, String)>,
     http: Client,
     /// The CA of the node's own TLS certificate, if it has one.
     ca: Option<Vec<u8>>,
@@ -107,6 +109,7 @@ impl TestNode {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             http: Client::new(),
             ca: None,
+            env: Vec::new(),
         };
         node.spawn();
         node
@@ -129,6 +132,9 @@ impl TestNode {
             .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn,openraft=warn")
             .stdout(Stdio::piped())
             .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v.replace("{data}", &self.data.path().display().to_string()));
+        }
         if self.shared_cache {
             cmd.arg("--compile-cache").arg(shared_compile_cache());
         }

@@ -8,6 +8,7 @@ mod colocate;
 mod driver;
 mod grid;
 mod linearizable;
+mod powerloss;
 mod security;
 mod store;
 
