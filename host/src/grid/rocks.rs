@@ -44,7 +44,8 @@ impl Inner {
     fn sync_and_mark(&self) -> Result<(), String> {
         let seq = self.db.latest_sequence_number();
         self.db.flush_wal(true).map_err(|e| e.into_string())?;
-        sync::write_mark(&self.dir, seq).map_err(|e| format!("writing {}: {e}", sync::MARK_FILE))
+        let mark = sync::Mark { seq, manifest: sync::current_manifest(&self.dir) };
+        sync::write_mark(&self.dir, &mark).map_err(|e| format!("writing {}: {e}", sync::MARK_FILE))
     }
 }
 
@@ -99,13 +100,17 @@ impl RocksStorage {
                 detail: format!("{detail}; {}", recovery_files(dir)),
             })
         };
+        // Checked before RocksDB opens the store: opening starts a new MANIFEST.
+        let mark = sync::read_mark(dir).map_err(&damaged)?;
+        if let Some(cut) = mark.as_ref().and_then(|m| sync::manifest_cut(dir, m)) {
+            return Err(damaged(cut));
+        }
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| match e.kind() {
             rocksdb::ErrorKind::Corruption => damaged(e.into_string()),
             _ => io(e),
         })?;
-        let mark = sync::read_mark(dir).map_err(&damaged)?;
         let last = db.latest_sequence_number();
-        if let Some(mark) = mark.filter(|&m| m > last) {
+        if let Some(mark) = mark.map(|m| m.seq).filter(|&m| m > last) {
             return Err(damaged(format!(
                 "it ends at record {last} but had record {mark} on disk ({}): records were lost \
                  (a truncated or older MANIFEST, a deleted or truncated log file)",
@@ -306,6 +311,17 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_cut_short_is_refused_also_when_the_log_could_replay_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(&RocksStorage::open(dir.path()).unwrap(), 0, 300);
+        let manifest = files(dir.path(), "MANIFEST-", "").pop().expect("a MANIFEST");
+        let len = std::fs::metadata(&manifest).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&manifest).unwrap().set_len(len / 2).unwrap();
+        let d = damage_of(dir.path());
+        assert!(d.detail.contains("cut short"), "{d}");
+    }
+
+    #[test]
     fn a_deleted_log_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fill(&RocksStorage::open(dir.path()).unwrap(), 0, 300);
@@ -339,7 +355,7 @@ mod tests {
             }
             let s = RocksStorage::open_with(dir.path(), mode).unwrap();
             assert_eq!(s.scan(Table::Kv, b"svc\0", None, 1000).unwrap().len(), 400, "{mode}");
-            assert!(sync::read_mark(dir.path()).unwrap().unwrap() >= 400, "closing moved the mark ({mode})");
+            assert!(sync::read_mark(dir.path()).unwrap().unwrap().seq >= 400, "closing moved the mark ({mode})");
         }
     }
 }

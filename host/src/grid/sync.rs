@@ -87,29 +87,62 @@ impl GroupCommit {
     }
 }
 
-/// Read the high-water mark of the database in `dir` (`None`: no mark yet).
-pub fn read_mark(dir: &Path) -> Result<Option<u64>, String> {
-    let path = dir.join(MARK_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{} holds {:?}, not a sequence number", path.display(), text.trim())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("reading {}: {e}", path.display())),
-    }
+/// What the high-water mark records: the last sequence number known on disk, and the
+/// MANIFEST that was current then with its size (RocksDB syncs every MANIFEST write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub seq: u64,
+    pub manifest: Option<(String, u64)>,
 }
 
-/// Record `seq` as the high-water mark (temporary file, fsync, rename, fsync the dir).
-pub fn write_mark(dir: &Path, seq: u64) -> std::io::Result<()> {
+/// The current MANIFEST of the database in `dir` (named by `CURRENT`) and its size.
+pub fn current_manifest(dir: &Path) -> Option<(String, u64)> {
+    let name = std::fs::read_to_string(dir.join("CURRENT")).ok()?.trim().to_string();
+    let len = std::fs::metadata(dir.join(&name)).ok()?.len();
+    Some((name, len))
+}
+
+/// Read the high-water mark of the database in `dir` (`None`: no mark yet).
+pub fn read_mark(dir: &Path) -> Result<Option<Mark>, String> {
+    let path = dir.join(MARK_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    let bad = || format!("{} holds {:?}, not a sequence number and MANIFEST", path.display(), text.trim());
+    let mut lines = text.lines();
+    let seq = lines.next().and_then(|l| l.trim().parse().ok()).ok_or_else(bad)?;
+    let manifest = match lines.next().map(str::split_whitespace).map(|mut w| (w.next(), w.next())) {
+        None => None,
+        Some((Some(name), Some(len))) => Some((name.to_string(), len.parse().map_err(|_| bad())?)),
+        Some(_) => return Err(bad()),
+    };
+    Ok(Some(Mark { seq, manifest }))
+}
+
+/// Record the mark (temporary file, fsync, rename, fsync the dir).
+pub fn write_mark(dir: &Path, mark: &Mark) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = dir.join(format!("{MARK_FILE}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(format!("{seq}\n").as_bytes())?;
+    let mut text = format!("{}\n", mark.seq);
+    if let Some((name, len)) = &mark.manifest {
+        text.push_str(&format!("{name} {len}\n"));
+    }
+    f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(MARK_FILE))?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// What a mark says is missing from the database in `dir` before RocksDB opens it (which
+/// starts a new MANIFEST): the MANIFEST it recorded is still current but shorter.
+pub fn manifest_cut(dir: &Path, mark: &Mark) -> Option<String> {
+    let (name, len) = mark.manifest.as_ref()?;
+    let (current, now) = current_manifest(dir)?;
+    (current == *name && now < *len)
+        .then(|| format!("{name} is {now} bytes but had {len} bytes on disk: it was cut short"))
 }
 
 /// The background syncer: a thread that, every [`SYNC_EVERY`], runs `tick` (sync the log,
@@ -200,8 +233,12 @@ mod tests {
     fn the_mark_round_trips_and_a_bad_one_is_named() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_mark(dir.path()), Ok(None));
-        write_mark(dir.path(), 42).unwrap();
-        assert_eq!(read_mark(dir.path()), Ok(Some(42)));
+        let mark = Mark { seq: 42, manifest: Some(("MANIFEST-000005".into(), 468)) };
+        write_mark(dir.path(), &mark).unwrap();
+        assert_eq!(read_mark(dir.path()), Ok(Some(mark)));
+        // The first format (a sequence number alone) still reads.
+        std::fs::write(dir.path().join(MARK_FILE), "7\n").unwrap();
+        assert_eq!(read_mark(dir.path()), Ok(Some(Mark { seq: 7, manifest: None })));
         std::fs::write(dir.path().join(MARK_FILE), "x").unwrap();
         assert!(read_mark(dir.path()).unwrap_err().contains("not a sequence number"));
     }

@@ -7,6 +7,7 @@ mod barriers;
 mod colocate;
 mod driver;
 mod grid;
+#[path = "../../../chaos/src/linearizable.rs"]
 mod linearizable;
 mod powerloss;
 mod security;

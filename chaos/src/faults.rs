@@ -1,0 +1,170 @@
+//! The faults of the campaign and the seeded schedule: one fault at a time (so at most a
+//! minority of any partition's three replicas is hurt, the failure model the grid
+//! promises to survive), held for a few seconds, then healed, then a pause.
+
+use std::time::{Duration, Instant};
+
+use crate::net::Net;
+use crate::nodes::Nodes;
+use crate::rng::Rng;
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// kill -9, restarted when healed.
+    Kill(usize),
+    /// SIGSTOP for longer than an election timeout, then SIGCONT.
+    Pause(usize),
+    /// The nodes listed are cut from the rest, both ways (a minority of two).
+    Partition(Vec<usize>),
+    /// One node cut from the leader only.
+    LeaderCut { node: usize, leader: usize },
+    /// `from` can no longer reach `to`; the other way works.
+    OneWay { from: usize, to: usize },
+    /// Two pairs cut from each other; `bridge` sees both.
+    Bridge { bridge: usize, left: [usize; 2], right: [usize; 2] },
+    /// A share of what the node receives from its peers is dropped.
+    Loss { node: usize, percent: u64 },
+    /// The node's outgoing link is slow (a rate limit whose queue delays packets).
+    Slow(usize),
+    /// The node is stopped, a file of its store damaged, and it restarts: refused, then
+    /// rebuilt from its peers with `--rebuild-store`.
+    Corrupt { node: usize, flip: bool },
+}
+
+impl Fault {
+    pub fn describe(&self) -> String {
+        let n = |i: &usize| format!("n{}", i + 1);
+        match self {
+            Fault::Kill(i) => format!("kill -9 {}", n(i)),
+            Fault::Pause(i) => format!("pause {}", n(i)),
+            Fault::Partition(m) => {
+                format!("partition {{{}}} from the rest", m.iter().map(n).collect::<Vec<_>>().join(","))
+            }
+            Fault::LeaderCut { node, leader } => format!("cut {} from the leader {}", n(node), n(leader)),
+            Fault::OneWay { from, to } => format!("{} cannot reach {}", n(from), n(to)),
+            Fault::Bridge { bridge, left, right } => format!(
+                "bridge {}: {{{},{}}} cut from {{{},{}}}",
+                n(bridge),
+                n(&left[0]),
+                n(&left[1]),
+                n(&right[0]),
+                n(&right[1])
+            ),
+            Fault::Loss { node, percent } => format!("{percent}% loss into {}", n(node)),
+            Fault::Slow(i) => format!("slow link out of {}", n(i)),
+            Fault::Corrupt { node, flip } => {
+                format!("{} store damaged ({})", n(node), if *flip { "log byte flipped" } else { "MANIFEST cut" })
+            }
+        }
+    }
+}
+
+/// Choose the next fault. `leader`: the current leader's index, if known.
+pub fn choose(rng: &mut Rng, n: usize, leader: Option<usize>) -> Fault {
+    let node = rng.range(0, n as u64) as usize;
+    let mut order: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut order);
+    match rng.range(0, 9) {
+        0 => Fault::Kill(node),
+        1 => Fault::Pause(node),
+        2 => Fault::Partition(order[..2].to_vec()),
+        3 => match leader {
+            Some(leader) if leader != node => Fault::LeaderCut { node, leader },
+            _ => Fault::Kill(node),
+        },
+        4 => Fault::OneWay { from: order[0], to: order[1] },
+        5 => Fault::Bridge { bridge: order[0], left: [order[1], order[2]], right: [order[3], order[4]] },
+        6 => Fault::Loss { node, percent: rng.range(10, 40) },
+        7 => Fault::Slow(node),
+        _ => Fault::Corrupt { node, flip: rng.range(0, 2) == 0 },
+    }
+}
+
+/// Put a fault in place. `Err` is the campaign's own failure (a command that did not
+/// run), not a finding.
+pub async fn apply(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<Vec<String>> {
+    let mut findings = Vec::new();
+    match f {
+        Fault::Kill(i) => nodes.kill(*i),
+        Fault::Pause(i) => nodes.pause(*i),
+        Fault::Partition(minority) => {
+            for &a in minority {
+                for b in (0..net.n).filter(|b| !minority.contains(b)) {
+                    net.block(a, b)?;
+                    net.block(b, a)?;
+                }
+            }
+        }
+        Fault::LeaderCut { node, leader } => {
+            net.block(*node, *leader)?;
+            net.block(*leader, *node)?;
+        }
+        Fault::OneWay { from, to } => net.block(*from, *to)?,
+        Fault::Bridge { left, right, .. } => {
+            for a in left {
+                for b in right {
+                    net.block(*a, *b)?;
+                    net.block(*b, *a)?;
+                }
+            }
+        }
+        Fault::Loss { node, percent } => net.lossy(*node, *percent)?,
+        Fault::Slow(i) => net.slow(*i, 512)?,
+        Fault::Corrupt { node, flip } => {
+            nodes.stop(*node);
+            let what = nodes.corrupt(*node, *flip)?;
+            // A damaged store must be refused, never served from.
+            match nodes.start(*node, false).await {
+                Err(e) if e.to_string().contains("is damaged") => {}
+                Err(e) => findings.push(format!("n{} did not start after {what}, but not as damaged: {e}", node + 1)),
+                Ok(()) => {
+                    findings.push(format!("n{} started on a damaged store ({what})", node + 1));
+                    nodes.stop(*node);
+                }
+            }
+        }
+    }
+    Ok(findings)
+}
+
+/// Undo a fault: restart what was stopped, resume what was paused, drop every rule.
+pub async fn heal(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<()> {
+    net.heal()?;
+    match f {
+        Fault::Kill(i) => nodes.start(*i, false).await?,
+        Fault::Pause(i) => nodes.resume(*i),
+        Fault::Corrupt { node, .. } => nodes.start(*node, true).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Faults until `stop`: each held 3-8 s, then healed, then 2-4 s of calm. Returns what
+/// was done and any findings.
+pub async fn schedule(
+    rng: &mut Rng,
+    nodes: &mut Nodes,
+    net: &Net,
+    stop: Instant,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let (mut done, mut findings) = (Vec::new(), Vec::new());
+    while Instant::now() + Duration::from_secs(6) < stop {
+        let mut leader = None;
+        for i in (0..nodes.n()).filter(|&i| nodes.running(i) && !nodes.paused[i]) {
+            if let Some(name) = nodes.leader(i).await {
+                leader = name.trim_start_matches('n').parse::<usize>().ok().map(|k| k - 1);
+                break;
+            }
+        }
+        let fault = choose(rng, nodes.n(), leader);
+        let at = stop.saturating_duration_since(Instant::now());
+        done.push(format!("{} ({} s before the end)", fault.describe(), at.as_secs()));
+        eprintln!("  [{:>3} s left] {}", at.as_secs(), fault.describe());
+        findings.extend(apply(&fault, nodes, net).await?);
+        tokio::time::sleep(Duration::from_millis(rng.range(3000, 8000))).await;
+        heal(&fault, nodes, net).await?;
+        eprintln!("  [{:>3} s left] healed", stop.saturating_duration_since(Instant::now()).as_secs());
+        tokio::time::sleep(Duration::from_millis(rng.range(2000, 4000))).await;
+    }
+    Ok((done, findings))
+}

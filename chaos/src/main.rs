@@ -1,0 +1,385 @@
+//! `nanogrid-chaos` (run by `./dev chaos`): the seeded fault campaign of issue 15.
+//!
+//! Each run starts five `nanogrid serve` processes, each in its own network namespace
+//! (`net.rs`), deploys the samples, runs the workloads of `workload.rs` through every
+//! node's ingress while `faults.rs` injects one fault after another, then heals
+//! everything, waits for the cluster to converge, reads everything back and checks it
+//! (`check.rs`). One line per run; `--record FILE` rewrites the campaign section of that
+//! file (docs/RELIABILITY.md). A run with a violation keeps its histories, node logs and
+//! data dirs, and prints the command that repeats its seed.
+
+mod check;
+mod faults;
+mod linearizable;
+mod net;
+mod nodes;
+mod rng;
+mod workload;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use futures::StreamExt;
+use http::Method;
+
+use nodes::Nodes;
+use rng::Rng;
+use workload::{Histories, Target};
+
+#[derive(Parser)]
+#[command(about = "Seeded fault campaign against five nanogrid nodes in network namespaces")]
+struct Args {
+    /// Runs to make; run k uses seed + k
+    #[arg(long, default_value_t = 1)]
+    runs: u64,
+    /// First seed [default: from the clock]
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seconds of faults and load per run
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// The nanogrid binary the nodes run
+    #[arg(long, default_value = "target/release/nanogrid")]
+    bin: PathBuf,
+    /// Where the built samples are (kvstore, hello, wordcount, jobs)
+    #[arg(long, default_value = "samples/target/wasm32-wasip2/release")]
+    samples: PathBuf,
+    /// Where runs keep their files (a passing run's are removed)
+    #[arg(long, default_value = "target/chaos")]
+    work: PathBuf,
+    /// Rewrite the campaign section of this markdown file with the results
+    #[arg(long)]
+    record: Option<PathBuf>,
+}
+
+/// What one run found.
+struct Report {
+    seed: u64,
+    seconds: u64,
+    ops: u64,
+    unknown: u64,
+    faults: Vec<String>,
+    violations: Vec<String>,
+    lost: u64,
+    undecided: usize,
+    availability: (f64, f64),
+    jobs: usize,
+}
+
+impl Report {
+    fn line(&self) -> String {
+        format!(
+            "seed {} · {} s · {} ops ({} unknown) · {} faults · {} jobs · violations {} · lost acknowledged writes {} · \
+             undecided registers {} · availability {:.1} % (worst second {:.0} %)",
+            self.seed,
+            self.seconds,
+            self.ops,
+            self.unknown,
+            self.faults.len(),
+            self.jobs,
+            self.violations.len(),
+            self.lost,
+            self.undecided,
+            self.availability.0 * 100.0,
+            self.availability.1 * 100.0
+        )
+    }
+}
+
+async fn setup(nodes: &mut Nodes, samples: &Path) -> anyhow::Result<()> {
+    for i in 0..nodes.n() {
+        nodes.start(i, false).await?;
+    }
+    nodes.wait_converged(Duration::from_secs(120)).await?;
+    for (name, file) in [("kv", "kvstore"), ("hello", "hello"), ("wordcount", "wordcount"), ("jobs", "jobs")] {
+        nodes.deploy(name, &samples.join(format!("{file}.wasm")), 10).await?;
+    }
+    nodes.wait_serving("/hello/", Duration::from_secs(120)).await?;
+    nodes.wait_serving("/kv/", Duration::from_secs(60)).await?;
+    let http = nanogrid::client::Client::new();
+    let url = format!("{}/kv/counter?consistency=all", nodes.ingress(0));
+    let r = http.send(Method::PUT, &url, &[], "0".into()).await?;
+    anyhow::ensure!(r.status == 200, "could not set the counter up: {} {}", r.status, r.text());
+    Ok(())
+}
+
+fn spawn_workloads(t: &Target, h: &Arc<Histories>, rng: &mut Rng, stop: Instant) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for c in 0..6 {
+        tasks.push(tokio::spawn(workload::register_client(t.clone(), h.clone(), c, rng.fork(), stop)));
+    }
+    for _ in 0..2 {
+        tasks.push(tokio::spawn(workload::counter_client(t.clone(), h.clone(), rng.fork(), stop)));
+    }
+    for c in 0..2 {
+        tasks.push(tokio::spawn(workload::set_client(t.clone(), h.clone(), c, rng.fork(), stop)));
+    }
+    tasks.push(tokio::spawn(workload::barrier_client(t.clone(), h.clone(), rng.fork(), stop)));
+    tasks.push(tokio::spawn(workload::availability_client(t.clone(), h.clone(), rng.fork(), stop)));
+    tasks
+}
+
+/// One request with a 5 s bound.
+async fn get(t: &Target, url: &str) -> Option<nanogrid::client::Reply> {
+    let sent = t.http.send(Method::GET, url, &[], bytes::Bytes::new());
+    tokio::time::timeout(Duration::from_secs(5), sent).await.ok()?.ok()
+}
+
+/// A quorum read after healing, retried while the answer is neither a value nor "absent".
+async fn read_back(t: &Target, rng: &mut Rng, path: &str) -> Option<Option<String>> {
+    for _ in 0..20 {
+        let url = format!("{}{path}", rng.pick(&t.ingress));
+        if let Some(r) = get(t, &url).await {
+            match r.status.as_u16() {
+                200 => return Some(Some(r.text())),
+                404 if r.error_code().as_deref() == Some("not-found") => return Some(None),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+async fn final_checks(t: &Target, h: &Histories, rng: &mut Rng, r: &mut Report) {
+    let registers = h.registers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // The search is CPU-bound: off the async workers, so signals still stop the run.
+    let checked = tokio::task::spawn_blocking(move || check::registers(&registers, linearizable::DEFAULT_BUDGET));
+    let (v, undecided) = checked.await.unwrap_or_else(|e| (vec![format!("the register check failed: {e}")], 0));
+    r.violations.extend(v);
+    r.undecided = undecided;
+
+    let (acked, unknown) = {
+        let c = h.counter.lock().unwrap_or_else(|e| e.into_inner());
+        (c.acked, c.unknown)
+    };
+    let last = read_back(t, rng, "/kv/counter?consistency=quorum").await.flatten().and_then(|v| v.parse().ok());
+    if let Some((msg, lost)) = check::counter(acked, unknown, last) {
+        r.violations.push(msg);
+        r.lost += lost;
+    }
+
+    let acked: Vec<String> = h.set.lock().unwrap_or_else(|e| e.into_inner()).acked.clone();
+    let reads = futures::stream::iter(acked.iter().map(|k| {
+        let (t, mut rng) = (t.clone(), rng.fork());
+        async move { (k.clone(), read_back(&t, &mut rng, &format!("/kv/{k}?consistency=quorum")).await) }
+    }))
+    .buffer_unordered(16)
+    .collect::<Vec<_>>()
+    .await;
+    let mut found = BTreeSet::new();
+    for (k, read) in reads {
+        match read {
+            Some(Some(_)) => {
+                found.insert(k);
+            }
+            Some(None) => {}
+            None => r.violations.push(format!("set: {k} could not be read after healing")),
+        }
+    }
+    let missing = check::set(&acked, &found);
+    if !missing.is_empty() {
+        r.lost += missing.len() as u64;
+        r.violations.push(format!(
+            "set: {} of {} acknowledged adds lost: {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        ));
+    }
+
+    let jobs = std::mem::take(&mut *h.jobs.lock().unwrap_or_else(|e| e.into_inner()));
+    r.jobs = jobs.len();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for job in &jobs {
+        let mut result = None;
+        while Instant::now() < deadline {
+            let url = format!("{}/jobs/{}", rng.pick(&t.ingress), job.id);
+            match get(t, &url).await {
+                Some(reply) if reply.status == 200 => {
+                    result = reply.json().ok();
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        r.violations.extend(check::job(job, result.as_ref()));
+    }
+    r.availability = check::availability(&h.availability.lock().unwrap_or_else(|e| e.into_inner()));
+    r.ops = h.ops.load(std::sync::atomic::Ordering::Relaxed);
+    r.unknown = h.unknown.load(std::sync::atomic::Ordering::Relaxed);
+}
+
+/// One run, start to end. `Err` is a failure of the campaign itself (it could not set up).
+async fn run(args: &Args, seed: u64, dir: &Path) -> anyhow::Result<Report> {
+    let mut rng = Rng::new(seed);
+    let pid = std::process::id();
+    let net = net::Net::create(&format!("ngc{}", pid % 1000), 100 + (pid % 100) as u8, 5)?;
+    let mut nodes = Nodes::new(&args.bin, dir, &net)?;
+    setup(&mut nodes, &args.samples).await.context("setting the cluster up")?;
+    let target = Target {
+        ingress: Arc::new((0..nodes.n()).map(|i| nodes.ingress(i)).collect()),
+        http: nanogrid::client::Client::new(),
+    };
+    let h = Arc::new(Histories::new());
+    let stop = Instant::now() + Duration::from_secs(args.seconds);
+    let tasks = spawn_workloads(&target, &h, &mut rng, stop);
+    let (faults, mut violations) = faults::schedule(&mut rng, &mut nodes, &net, stop).await?;
+    for t in tasks {
+        t.await?;
+    }
+    // Heal everything and let the cluster settle.
+    net.heal()?;
+    for i in 0..nodes.n() {
+        nodes.resume(i);
+        if !nodes.running(i) {
+            nodes.start(i, true).await?;
+        }
+    }
+    if let Err(e) = nodes.wait_converged(Duration::from_secs(120)).await {
+        violations.push(format!("after healing: {e}"));
+    }
+    let mut report = Report {
+        seed,
+        seconds: args.seconds,
+        ops: 0,
+        unknown: 0,
+        faults,
+        violations,
+        lost: 0,
+        undecided: 0,
+        availability: (0.0, 0.0),
+        jobs: 0,
+    };
+    final_checks(&target, &h, &mut rng, &mut report).await;
+    if !report.violations.is_empty() {
+        let registers = h.registers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let text: Vec<String> =
+            registers.iter().flat_map(|(k, ops)| ops.iter().map(move |o| format!("{k} {o:?}"))).collect();
+        std::fs::write(dir.join("history.txt"), text.join("\n"))?;
+        std::fs::write(dir.join("faults.txt"), report.faults.join("\n"))?;
+        std::fs::write(dir.join("violations.txt"), report.violations.join("\n"))?;
+    }
+    Ok(report)
+}
+
+fn record(path: &Path, args: &Args, reports: &[Report]) -> anyhow::Result<()> {
+    let first = reports.first().map_or(0, |r| r.seed);
+    let mut out = format!(
+        "## Fault campaign\n\n`./dev chaos --runs {} --seed {first} --seconds {}` on {} (five nodes, each in its own \
+         network namespace; one fault at a time). Repeat one run with `./dev chaos --seed SEED --seconds {}`.\n\n",
+        reports.len(),
+        args.seconds,
+        nanogrid_date(),
+        args.seconds
+    );
+    let sum = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    out.push_str("| runs | operations | unknown outcomes | faults | barrier jobs | violations | lost acknowledged writes | undecided registers | availability (mean, worst second) |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    let mean = reports.iter().map(|r| r.availability.0).sum::<f64>() / reports.len().max(1) as f64;
+    let worst = reports.iter().map(|r| r.availability.1).fold(1.0, f64::min);
+    out.push_str(&format!(
+        "| {} | {} | {} | {} | {} | **{}** | **{}** | {} | {:.1} %, {:.0} % |\n\n",
+        reports.len(),
+        sum(&|r| r.ops),
+        sum(&|r| r.unknown),
+        sum(&|r| r.faults.len() as u64),
+        sum(&|r| r.jobs as u64),
+        sum(&|r| r.violations.len() as u64),
+        sum(&|r| r.lost),
+        sum(&|r| r.undecided as u64),
+        mean * 100.0,
+        worst * 100.0
+    ));
+    out.push_str("<details><summary>Every run</summary>\n\n");
+    for r in reports {
+        out.push_str(&format!("- {}\n", r.line()));
+        for v in &r.violations {
+            out.push_str(&format!("  - violation: {v}\n"));
+        }
+    }
+    out.push_str("\n</details>\n");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (begin, end) = ("<!-- chaos:begin -->", "<!-- chaos:end -->");
+    let block = format!("{begin}\n{out}{end}");
+    let next = match (text.find(begin), text.find(end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &text[..b], &text[e + end.len()..]),
+        _ => format!("{}\n\n{block}\n", text.trim_end()),
+    };
+    std::fs::write(path, next)?;
+    Ok(())
+}
+
+fn nanogrid_date() -> String {
+    let out = std::process::Command::new("date").arg("+%Y-%m-%d").output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+async fn campaign(args: Args) -> anyhow::Result<bool> {
+    let first = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
+    });
+    anyhow::ensure!(args.bin.exists(), "no nanogrid binary at {} (build it, or pass --bin)", args.bin.display());
+    let mut reports = Vec::new();
+    let mut failed = false;
+    for k in 0..args.runs {
+        let seed = first + k;
+        let dir = std::fs::canonicalize(&args.work).unwrap_or(args.work.clone()).join(format!("seed-{seed}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let dir = std::fs::canonicalize(&dir)?;
+        // Bounded: a run that does not finish is a failure of the campaign, its files kept.
+        let bound = Duration::from_secs(args.seconds + 600);
+        let report = match tokio::time::timeout(bound, run(&args, seed, &dir)).await {
+            Ok(r) => r.with_context(|| format!("run with seed {seed} (files in {})", dir.display()))?,
+            Err(_) => {
+                anyhow::bail!("run with seed {seed} did not finish within {bound:?} (files in {})", dir.display())
+            }
+        };
+        println!("{}", report.line());
+        for f in &report.faults {
+            println!("  fault: {f}");
+        }
+        if report.violations.is_empty() {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            failed = true;
+            for v in &report.violations {
+                println!("  violation: {v}");
+            }
+            println!(
+                "  kept {} (histories, node logs, data); repeat: ./dev chaos --seed {seed} --seconds {}",
+                dir.display(),
+                args.seconds
+            );
+        }
+        reports.push(report);
+    }
+    if let Some(path) = &args.record {
+        record(path, &args, &reports)?;
+    }
+    Ok(!failed)
+}
+
+/// The campaign, stopped early by SIGINT or SIGTERM: dropping it kills the nodes and
+/// deletes the namespaces (their `Drop`s).
+async fn interruptible(args: Args) -> anyhow::Result<bool> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = campaign(args) => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let ok = tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(interruptible(args))?;
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}

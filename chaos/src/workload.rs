@@ -1,0 +1,232 @@
+//! The clients of a run. They go through every node's ingress (chosen at random per
+//! request, as clients behind a load balancer would) and record what they did with its
+//! outcome; nothing here decides whether the outcome is right (`check.rs` does).
+//!
+//! - registers: a few keys, each read, written and compare-and-swapped at `quorum` or
+//!   `all` by several clients, every operation with its call and return time;
+//! - counter: one key incremented by compare-and-swap;
+//! - set: unique keys added at `quorum` (a grow-only set);
+//! - barriers: jobs fanned out through the `jobs` sample's durable barrier;
+//! - plain requests to `hello`, counted per second (availability).
+//!
+//! An outcome the client cannot know (a timeout, a reset, a 5xx) is `Unknown`: the
+//! operation may or may not have happened. Each run reports how many there were.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use nanogrid::client::{Client, Reply};
+use serde_json::{Value, json};
+
+use crate::linearizable::{Call, Op, Ret};
+use crate::rng::Rng;
+
+/// Register keys in use at once; every few seconds the clients move to fresh keys (as
+/// Jepsen's independent keys do), so each key's history stays short enough to check.
+const REGISTER_SLOTS: u64 = 4;
+const REGISTER_EPOCH_SECS: u64 = 5;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct Counter {
+    pub acked: u64,
+    pub unknown: u64,
+}
+
+#[derive(Default)]
+pub struct Set {
+    pub acked: Vec<String>,
+    pub unknown: u64,
+}
+
+pub struct Job {
+    pub id: String,
+    pub words: u64,
+    pub lines: u64,
+}
+
+/// Everything the clients saw.
+pub struct Histories {
+    pub t0: Instant,
+    pub registers: Mutex<BTreeMap<String, Vec<Op>>>,
+    pub counter: Mutex<Counter>,
+    pub set: Mutex<Set>,
+    pub jobs: Mutex<Vec<Job>>,
+    /// Per second since `t0`: (answered 200, sent).
+    pub availability: Mutex<BTreeMap<u64, (u64, u64)>>,
+    pub ops: AtomicU64,
+    pub unknown: AtomicU64,
+}
+
+impl Histories {
+    pub fn new() -> Self {
+        Histories {
+            t0: Instant::now(),
+            registers: Default::default(),
+            counter: Default::default(),
+            set: Default::default(),
+            jobs: Default::default(),
+            availability: Default::default(),
+            ops: AtomicU64::new(0),
+            unknown: AtomicU64::new(0),
+        }
+    }
+
+    fn micros(&self) -> u64 {
+        self.t0.elapsed().as_micros() as u64
+    }
+}
+
+/// What the clients need: every node's ingress URL and one HTTP client.
+#[derive(Clone)]
+pub struct Target {
+    pub ingress: Arc<Vec<String>>,
+    pub http: Client,
+}
+
+impl Target {
+    /// One request to a random node; `None` when there was no answer in time.
+    async fn send(&self, rng: &mut Rng, method: Method, path: &str, body: &str) -> Option<Reply> {
+        let url = format!("{}{path}", rng.pick(&self.ingress));
+        let sent = self.http.send(method, &url, &[], Bytes::from(body.to_string()));
+        tokio::time::timeout(TIMEOUT, sent).await.ok()?.ok()
+    }
+}
+
+fn level(rng: &mut Rng) -> &'static str {
+    if rng.range(0, 2) == 0 { "quorum" } else { "all" }
+}
+
+/// One register client until `stop`.
+pub async fn register_client(t: Target, h: Arc<Histories>, client: usize, mut rng: Rng, stop: Instant) {
+    let mut seen: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut n = 0;
+    while Instant::now() < stop {
+        let epoch = h.t0.elapsed().as_secs() / REGISTER_EPOCH_SECS;
+        let key = format!("r{}-{epoch}", rng.range(0, REGISTER_SLOTS));
+        n += 1;
+        let value = format!("c{client}-{n}");
+        let start = h.micros();
+        let (call, ret) = match rng.range(0, 10) {
+            0..4 => {
+                let path = format!("/kv/{key}?consistency={}", level(&mut rng));
+                let r = t.send(&mut rng, Method::GET, &path, "").await;
+                let ret = match r {
+                    Some(r) if r.status == 200 => Ret::Read(Some(r.text())),
+                    Some(r) if r.status == 404 && r.error_code().as_deref() == Some("not-found") => Ret::Read(None),
+                    _ => Ret::Unknown,
+                };
+                if let Ret::Read(v) = &ret {
+                    seen.insert(key.clone(), v.clone());
+                }
+                (Call::Read, ret)
+            }
+            4..7 => {
+                let path = format!("/kv/{key}?consistency={}", level(&mut rng));
+                let r = t.send(&mut rng, Method::PUT, &path, &value).await;
+                (
+                    Call::Write(value.clone()),
+                    if r.is_some_and(|r| r.status == 200) { Ret::Written } else { Ret::Unknown },
+                )
+            }
+            _ => {
+                let expected = seen.get(&key).cloned().flatten();
+                let body = json!({ "expected": expected, "new": value }).to_string();
+                let r = t.send(&mut rng, Method::POST, &format!("/kv/{key}?cas"), &body).await;
+                let swapped =
+                    r.filter(|r| r.status == 200).and_then(|r| r.json().ok()).and_then(|v| v["swapped"].as_bool());
+                (Call::Cas { expected, new: value.clone() }, swapped.map_or(Ret::Unknown, Ret::Swapped))
+            }
+        };
+        let end = h.micros();
+        h.ops.fetch_add(1, Ordering::Relaxed);
+        if ret == Ret::Unknown {
+            h.unknown.fetch_add(1, Ordering::Relaxed);
+        }
+        let op = Op { client, call, ret, start, end };
+        h.registers.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().push(op);
+    }
+}
+
+/// Increment `counter` by compare-and-swap until `stop`.
+pub async fn counter_client(t: Target, h: Arc<Histories>, mut rng: Rng, stop: Instant) {
+    while Instant::now() < stop {
+        let Some(r) = t.send(&mut rng, Method::GET, "/kv/counter?consistency=quorum", "").await else { continue };
+        let Some(v) = (r.status == 200).then(|| r.text().parse::<u64>().ok()).flatten() else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let body = json!({ "expected": v.to_string(), "new": (v + 1).to_string() }).to_string();
+        let r = t.send(&mut rng, Method::POST, "/kv/counter?cas", &body).await;
+        h.ops.fetch_add(1, Ordering::Relaxed);
+        let swapped = r.filter(|r| r.status == 200).and_then(|r| r.json().ok()).and_then(|v| v["swapped"].as_bool());
+        let mut c = h.counter.lock().unwrap_or_else(|e| e.into_inner());
+        match swapped {
+            Some(true) => c.acked += 1,
+            Some(false) => {}
+            None => {
+                c.unknown += 1;
+                h.unknown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Add unique elements to the set until `stop`.
+pub async fn set_client(t: Target, h: Arc<Histories>, client: usize, mut rng: Rng, stop: Instant) {
+    let mut n = 0;
+    while Instant::now() < stop {
+        n += 1;
+        let key = format!("set-{client}-{n}");
+        let r = t.send(&mut rng, Method::PUT, &format!("/kv/{key}?consistency=quorum"), "1").await;
+        h.ops.fetch_add(1, Ordering::Relaxed);
+        let mut s = h.set.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_some_and(|r| r.status == 200) {
+            s.acked.push(key);
+        } else {
+            s.unknown += 1;
+            h.unknown.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Start a job every second or two until `stop`; each has a known word count.
+pub async fn barrier_client(t: Target, h: Arc<Histories>, mut rng: Rng, stop: Instant) {
+    while Instant::now() < stop {
+        let lines = rng.range(2, 6);
+        let text: Vec<String> = (0..lines).map(|l| vec!["word"; l as usize + 1].join(" ")).collect();
+        let words = (1..=lines).sum();
+        let r = t.send(&mut rng, Method::POST, "/jobs/", &text.join("\n")).await;
+        h.ops.fetch_add(1, Ordering::Relaxed);
+        match r
+            .filter(|r| r.status == 202)
+            .and_then(|r| r.json().ok())
+            .and_then(|v: Value| v["job"].as_str().map(String::from))
+        {
+            Some(id) => h.jobs.lock().unwrap_or_else(|e| e.into_inner()).push(Job { id, words, lines }),
+            None => {
+                h.unknown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.range(500, 1500))).await;
+    }
+}
+
+/// Plain requests, counted per second.
+pub async fn availability_client(t: Target, h: Arc<Histories>, mut rng: Rng, stop: Instant) {
+    while Instant::now() < stop {
+        let second = h.t0.elapsed().as_secs();
+        let ok = t.send(&mut rng, Method::GET, "/hello/", "").await.is_some_and(|r| r.status == 200);
+        {
+            let mut a = h.availability.lock().unwrap_or_else(|e| e.into_inner());
+            let e = a.entry(second).or_default();
+            e.0 += u64::from(ok);
+            e.1 += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
