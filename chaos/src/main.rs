@@ -261,6 +261,10 @@ async fn run(args: &Args, seed: u64, dir: &Path) -> anyhow::Result<Report> {
         let text: Vec<String> =
             registers.iter().flat_map(|(k, ops)| ops.iter().map(move |o| format!("{k} {o:?}"))).collect();
         std::fs::write(dir.join("history.txt"), text.join("\n"))?;
+        let set = h.set.lock().unwrap_or_else(|e| e.into_inner());
+        let text: Vec<String> = set.log.iter().map(|(k, n, a, b, s)| format!("{k} {n} [{a}, {b}] {s}")).collect();
+        std::fs::write(dir.join("set.txt"), text.join("\n"))?;
+        std::fs::write(dir.join("t0.txt"), format!("{:?}\n", std::time::SystemTime::now() - h.t0.elapsed()))?;
         std::fs::write(dir.join("faults.txt"), report.faults.join("\n"))?;
         std::fs::write(dir.join("violations.txt"), report.violations.join("\n"))?;
     }
@@ -270,11 +274,13 @@ async fn run(args: &Args, seed: u64, dir: &Path) -> anyhow::Result<Report> {
 fn record(path: &Path, args: &Args, reports: &[Report]) -> anyhow::Result<()> {
     let first = reports.first().map_or(0, |r| r.seed);
     let mut out = format!(
-        "## Fault campaign\n\n`./dev chaos --runs {} --seed {first} --seconds {}` on {} (five nodes, each in its own \
-         network namespace; one fault at a time). Repeat one run with `./dev chaos --seed SEED --seconds {}`.\n\n",
-        reports.len(),
+        "## Fault campaign\n\n`./dev chaos --runs {} --seed {first} --seconds {}` on {}: {} runs done (five nodes, \
+         each in its own network namespace; one fault at a time). Repeat one run with `./dev chaos --seed SEED \
+         --seconds {}`.\n\n",
+        args.runs,
         args.seconds,
         nanogrid_date(),
+        reports.len(),
         args.seconds
     );
     let sum = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
@@ -357,9 +363,10 @@ async fn campaign(args: Args) -> anyhow::Result<bool> {
             );
         }
         reports.push(report);
-    }
-    if let Some(path) = &args.record {
-        record(path, &args, &reports)?;
+        // After every run, so a campaign stopped early still leaves its record.
+        if let Some(path) = &args.record {
+            record(path, &args, &reports)?;
+        }
     }
     Ok(!failed)
 }

@@ -95,7 +95,12 @@ impl Nodes {
             .args(["--listen", &format!("{ip}:8080"), "--admin-listen", &format!("{ip}:8081")])
             .args(["--peer-listen", &format!("{ip}:7001"), "--gossip-listen", &format!("{ip}:7002")])
             .args(["--seeds", &seeds.join(","), "--voters", "5", "--pool-instances", "200"])
-            .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn,openraft=warn")
+            // The grid at debug: every append, fence and acknowledgement, to explain a
+            // failing seed.
+            .env(
+                "RUST_LOG",
+                "info,wasmtime=warn,cranelift=warn,openraft=warn,nanogrid::grid=debug,nanogrid::control::grid=debug",
+            )
             .stdout(Stdio::null())
             .stderr(log);
         if rebuild {

@@ -41,6 +41,8 @@ pub struct Counter {
 pub struct Set {
     pub acked: Vec<String>,
     pub unknown: u64,
+    /// Every add: key, node, call and return time (µs), status (0: no answer).
+    pub log: Vec<(String, String, u64, u64, u16)>,
 }
 
 pub struct Job {
@@ -182,9 +184,15 @@ pub async fn set_client(t: Target, h: Arc<Histories>, client: usize, mut rng: Rn
     while Instant::now() < stop {
         n += 1;
         let key = format!("set-{client}-{n}");
-        let r = t.send(&mut rng, Method::PUT, &format!("/kv/{key}?consistency=quorum"), "1").await;
+        let node = rng.pick(&t.ingress).clone();
+        let start = h.micros();
+        let url = format!("{node}/kv/{key}?consistency=quorum");
+        let sent = t.http.send(Method::PUT, &url, &[], Bytes::from_static(b"1"));
+        let r = tokio::time::timeout(TIMEOUT, sent).await.ok().and_then(|r| r.ok());
         h.ops.fetch_add(1, Ordering::Relaxed);
         let mut s = h.set.lock().unwrap_or_else(|e| e.into_inner());
+        let status = r.as_ref().map_or(0, |r| r.status.as_u16());
+        s.log.push((key.clone(), node, start, h.micros(), status));
         if r.is_some_and(|r| r.status == 200) {
             s.acked.push(key);
         } else {

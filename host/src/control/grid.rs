@@ -329,6 +329,7 @@ impl Cluster {
         if newest > epoch {
             self.grid_floor.lock().unwrap_or_else(|e| e.into_inner()).insert(p, newest);
         }
+        tracing::debug!(partition = p, epoch, answers = ?answers, "fence answers");
         let fenced: Vec<&(String, FenceReply)> = answers.iter().filter(|(_, f)| f.fence == epoch).collect();
         if fenced.len() < info.quorum() {
             if !fenced.is_empty() {

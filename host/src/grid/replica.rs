@@ -98,7 +98,13 @@ impl Progress {
         match c {
             Consistency::One => true,
             Consistency::Quorum => self.replicas.iter().filter(|n| has(n)).count() >= majority(self.replicas.len()),
-            Consistency::All => self.isr.iter().all(has),
+            // Every in-sync replica, and never fewer than a quorum: with the in-sync set
+            // shrunk to the primary alone, `all` would otherwise be one copy, lost with
+            // the primary (what Kafka's min.insync.replicas guards against).
+            Consistency::All => {
+                self.isr.iter().all(has)
+                    && self.replicas.iter().filter(|n| has(n)).count() >= majority(self.replicas.len())
+            }
         }
     }
 }
@@ -359,7 +365,10 @@ impl Replicas {
             ))
         };
         match tokio::time::timeout(ACK_TIMEOUT, wait).await {
-            Ok(Ok(pr)) if pr.epoch == epoch && pr.primary => Ok(()),
+            Ok(Ok(pr)) if pr.epoch == epoch && pr.primary => {
+                tracing::debug!(partition = p, epoch, lsn, level = c.as_str(), matched = ?pr.matched, "write acknowledged");
+                Ok(())
+            }
             Ok(_) => Err(lost()),
             Err(_) => Err(OpFail::Unavailable(format!(
                 "partition {p}: the write was not acknowledged by {} replicas within {ACK_TIMEOUT:?}; it may or may not have been applied",
@@ -376,15 +385,15 @@ impl Replicas {
         }
         self.wait_acked(p, epoch, at, c).await?;
         let pr = self.parts[p as usize].progress.borrow().clone();
-        let others: Vec<String> = match c {
-            Consistency::All => pr.isr.iter().filter(|n| **n != self.me).cloned().collect(),
-            _ => pr.replicas.iter().filter(|n| **n != self.me).cloned().collect(),
+        // A majority of the replicas must still follow this epoch (else a newer primary
+        // may have written since), and for `all` every in-sync one too.
+        let others: Vec<String> = pr.replicas.iter().filter(|n| **n != self.me).cloned().collect();
+        let need = majority(pr.replicas.len()).saturating_sub(1);
+        let must: Vec<&String> = match c {
+            Consistency::All => pr.isr.iter().filter(|n| **n != self.me).collect(),
+            _ => Vec::new(),
         };
-        let need = match c {
-            Consistency::All => others.len(),
-            _ => majority(pr.replicas.len()).saturating_sub(1),
-        };
-        if need == 0 {
+        if need == 0 && must.is_empty() {
             return Ok(());
         }
         let Some(net) = self.net.get() else {
@@ -392,10 +401,12 @@ impl Replicas {
         };
         let asks = others.iter().map(|n| async move {
             let r = tokio::time::timeout(RPC_TIMEOUT, rpc(net.as_ref(), n, ConfirmReq { p, epoch })).await;
-            matches!(r, Ok(Ok(true)))
+            (n, matches!(r, Ok(Ok(true))))
         });
-        let ok = futures::future::join_all(asks).await.into_iter().filter(|&b| b).count();
-        if ok >= need {
+        let answers = futures::future::join_all(asks).await;
+        let ok = answers.iter().filter(|(_, b)| *b).count();
+        let isr_ok = must.iter().all(|m| answers.iter().any(|(n, b)| n == m && *b));
+        if ok >= need && isr_ok {
             Ok(())
         } else {
             Err(OpFail::Unavailable(format!(
@@ -451,6 +462,7 @@ impl Replicas {
                 return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
             }
             st.meta = meta;
+            tracing::debug!(partition = p, epoch = req.epoch, prev = ?req.prev, last = meta.last, "appended");
         }
         AppendReply::Ok { last: st.meta.last }
     }
@@ -510,6 +522,14 @@ impl Replicas {
                 self.demote(p, &mut st, Role::Backup);
             }
         }
+        tracing::debug!(
+            partition = p,
+            epoch = req.epoch,
+            last = st.meta.last,
+            last_epoch = st.meta.last_epoch,
+            fence = st.meta.fence,
+            "fence"
+        );
         FenceReply { last: st.meta.last, last_epoch: st.meta.last_epoch, fence: st.meta.fence }
     }
 
@@ -1040,5 +1060,23 @@ mod tests {
         assert_eq!(t.put(1, "b", Consistency::Quorum).await, Ok(OpResult::Done));
         t.until("n1 holds n2's state", async || t.local(0).await.as_deref() == Some(&b"b"[..])).await;
         assert_eq!(t.put(0, "x", Consistency::One).await, Err(not_primary(P)));
+    }
+
+    #[test]
+    fn all_is_never_weaker_than_quorum_when_the_in_sync_set_shrinks() {
+        let pr = |matched: &[(&str, u64)], isr: &[&str]| Progress {
+            epoch: 1,
+            primary: true,
+            last: 5,
+            matched: matched.iter().map(|(n, m)| (n.to_string(), *m)).collect(),
+            replicas: vec!["a".into(), "b".into(), "c".into()],
+            isr: isr.iter().map(|s| s.to_string()).collect(),
+        };
+        // The in-sync set is the primary alone: its own copy is not `all`.
+        assert!(!pr(&[("a", 5)], &["a"]).acked(5, Consistency::All));
+        assert!(pr(&[("a", 5), ("b", 5)], &["a"]).acked(5, Consistency::All));
+        // Every in-sync replica is still needed.
+        assert!(!pr(&[("a", 5), ("b", 5)], &["a", "b", "c"]).acked(5, Consistency::All));
+        assert!(pr(&[("a", 5), ("b", 5)], &["a", "b", "c"]).acked(5, Consistency::Quorum));
     }
 }
