@@ -27,8 +27,8 @@ use crate::rng::Rng;
 
 /// Register keys in use at once; every few seconds the clients move to fresh keys (as
 /// Jepsen's independent keys do), so each key's history stays short enough to check.
-const REGISTER_SLOTS: u64 = 4;
-const REGISTER_EPOCH_SECS: u64 = 5;
+const REGISTER_SLOTS: u64 = 16;
+const REGISTER_EPOCH_SECS: u64 = 2;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]

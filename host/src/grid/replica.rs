@@ -126,6 +126,9 @@ struct Part {
     /// As primary: the latest entries of this epoch, so replicators rarely read the log
     /// back from disk.
     tail: std::sync::Mutex<std::collections::VecDeque<Entry>>,
+    /// Set by a primary's log write that failed after its caller was gone (see
+    /// `append_local`); the next write steps down instead.
+    write_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Entries kept in memory per partition for replicators.
@@ -164,6 +167,7 @@ impl Replicas {
                 }),
                 progress: watch::channel(Progress::default()).0,
                 tail: Default::default(),
+                write_failed: Default::default(),
             })
             .collect();
         let table = if clustered { PartitionTable::default() } else { PartitionTable::single(me) };
@@ -253,12 +257,18 @@ impl Replicas {
         }
     }
 
-    /// Append entries as primary (the caller holds the partition lock).
     /// Append entries as primary (the caller holds the partition lock). The replicators
     /// start sending them while this node writes them: the primary's own copy is one of
     /// the acknowledgements, not a step before the others.
     async fn append_local(&self, p: u32, st: &mut State, epoch: u64, ops: Vec<Op>) -> Result<u64, KvError> {
         let part = &self.parts[p as usize];
+        if part.write_failed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            tracing::error!(partition = p, "an earlier write of the partition log failed; stepping down as primary");
+            self.demote(p, st, Role::Backup);
+            // Report what is on disk, not the entries that never got there.
+            st.meta = self.blocking(move |s| plog::load_meta(s, p)).await?;
+            return Err(KvError::Unavailable(format!("partition {p}: its primary could not write its log")));
+        }
         let mut meta = st.meta;
         let entries: Vec<Entry> = ops
             .into_iter()
@@ -277,13 +287,29 @@ impl Replicas {
             }
         }
         part.progress.send_modify(|pr| pr.last = meta.last);
-        if let Err(e) = self.blocking(move |s| s.write(batch, Durability::Acked)).await {
+        // These lsns are taken before the write is awaited: the replicators already send
+        // them, and a caller that goes away (a client timing out drops this future) must
+        // not let the next write reuse them for other entries. Found by the fault
+        // campaign (seed 2001): a reused lsn was "acknowledged" at once by replicas that
+        // held the first entry of that number.
+        let durable = st.meta;
+        st.meta = meta;
+        let failed = part.write_failed.clone();
+        let write = self.blocking(move |s| {
+            let r = s.write(batch, Durability::Acked);
+            if r.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            r
+        });
+        if let Err(e) = write.await {
+            part.write_failed.store(false, std::sync::atomic::Ordering::SeqCst);
             // Replicas may hold entries this node does not: it must not reuse their lsns.
             tracing::error!(partition = p, error = %e, "cannot write the partition log; stepping down as primary");
             self.demote(p, st, Role::Backup);
+            st.meta = durable;
             return Err(e);
         }
-        st.meta = meta;
         let me = self.me.clone();
         part.progress.send_modify(|pr| {
             pr.matched.insert(me, meta.last);
@@ -962,12 +988,54 @@ mod tests {
         PartitionTable { version: epoch, replication: 3, parts: vec![part; PARTITIONS as usize] }
     }
 
+    /// A store whose writes wait while `held` (to cancel a write in the middle).
+    #[derive(Default)]
+    struct Holding {
+        inner: MemoryStorage,
+        held: std::sync::Mutex<bool>,
+        released: std::sync::Condvar,
+        waiting: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::grid::Storage for Holding {
+        fn get(&self, t: Table, k: &[u8]) -> crate::grid::StorageResult<Option<Vec<u8>>> {
+            self.inner.get(t, k)
+        }
+        fn write(&self, ops: Vec<crate::grid::BatchOp>, d: Durability) -> crate::grid::StorageResult<()> {
+            let mut held = self.held.lock().unwrap();
+            if *held {
+                self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                while *held {
+                    held = self.released.wait(held).unwrap();
+                }
+            }
+            drop(held);
+            self.inner.write(ops, d)
+        }
+        fn scan(
+            &self,
+            t: Table,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> crate::grid::StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+            self.inner.scan(t, prefix, after, limit)
+        }
+    }
+
     impl Trio {
         async fn start() -> Trio {
+            Self::start_with(Arc::new(MemoryStorage::default())).await
+        }
+
+        /// The trio with `first` as n1's store.
+        async fn start_with(first: Arc<dyn crate::grid::Storage>) -> Trio {
             let net = Arc::new(Loopback::default());
             let mut nodes = Vec::new();
+            let mut first = Some(first);
             for name in ["n1", "n2", "n3"] {
-                let r = Arc::new(Replicas::new(Arc::new(MemoryStorage::default()), name, true, 100));
+                let storage = first.take().unwrap_or_else(|| Arc::new(MemoryStorage::default()));
+                let r = Arc::new(Replicas::new(storage, name, true, 100));
                 r.attach(net.clone());
                 net.nodes.lock().unwrap().insert(name.into(), r.clone());
                 nodes.push(r);
@@ -1078,5 +1146,31 @@ mod tests {
         // Every in-sync replica is still needed.
         assert!(!pr(&[("a", 5), ("b", 5)], &["a", "b", "c"]).acked(5, Consistency::All));
         assert!(pr(&[("a", 5), ("b", 5)], &["a", "b", "c"]).acked(5, Consistency::Quorum));
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_caller_went_away_keeps_its_lsn() {
+        let store = Arc::new(Holding::default());
+        let t = Trio::start_with(store.clone()).await;
+        assert_eq!(t.put(0, "a", Consistency::Quorum).await, Ok(OpResult::Done));
+        // "b" is sent to the replicas while n1's own write of it waits; then its caller
+        // goes away (a client timing out drops the request).
+        *store.held.lock().unwrap() = true;
+        let nodes = t.nodes.clone();
+        let b = tokio::spawn(async move {
+            let op = KvOp::Put { key: b"s\0k".to_vec(), value: b"b".to_vec() };
+            nodes[0].execute(P, op, Consistency::Quorum).await
+        });
+        t.until("n1's write of b waits", async || store.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0).await;
+        b.abort();
+        let _ = b.await;
+        *store.held.lock().unwrap() = false;
+        store.released.notify_all();
+        // The next write takes the next lsn: acknowledged by replicas that hold it, not
+        // by replicas holding "b" under the same number.
+        assert_eq!(t.put(0, "c", Consistency::All).await, Ok(OpResult::Done));
+        for i in 0..3 {
+            t.until("every replica holds c", async || t.local(i).await.as_deref() == Some(b"c".as_slice())).await;
+        }
     }
 }
