@@ -111,7 +111,7 @@ pub async fn apply(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<Ve
         Fault::Loss { node, percent } => net.lossy(*node, *percent)?,
         Fault::Slow(i) => net.slow(*i, 512)?,
         Fault::Corrupt { node, flip } => {
-            nodes.stop(*node);
+            nodes.stop(*node).await;
             let what = nodes.corrupt(*node, *flip)?;
             // A damaged store must be refused, never served from.
             match nodes.start(*node, false).await {
@@ -119,7 +119,7 @@ pub async fn apply(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<Ve
                 Err(e) => findings.push(format!("n{} did not start after {what}, but not as damaged: {e}", node + 1)),
                 Ok(()) => {
                     findings.push(format!("n{} started on a damaged store ({what})", node + 1));
-                    nodes.stop(*node);
+                    nodes.stop(*node).await;
                 }
             }
         }

@@ -126,17 +126,10 @@ fn spawn_workloads(t: &Target, h: &Arc<Histories>, rng: &mut Rng, stop: Instant)
     tasks
 }
 
-/// One request with a 5 s bound.
-async fn get(t: &Target, url: &str) -> Option<nanogrid::client::Reply> {
-    let sent = t.http.send(Method::GET, url, &[], bytes::Bytes::new());
-    tokio::time::timeout(Duration::from_secs(5), sent).await.ok()?.ok()
-}
-
 /// A quorum read after healing, retried while the answer is neither a value nor "absent".
 async fn read_back(t: &Target, rng: &mut Rng, path: &str) -> Option<Option<String>> {
     for _ in 0..20 {
-        let url = format!("{}{path}", rng.pick(&t.ingress));
-        if let Some(r) = get(t, &url).await {
+        if let Some(r) = t.send(rng, Method::GET, path, "").await {
             match r.status.as_u16() {
                 200 => return Some(Some(r.text())),
                 404 if r.error_code().as_deref() == Some("not-found") => return Some(None),
@@ -211,8 +204,7 @@ async fn final_checks(t: &Target, h: &Histories, rng: &mut Rng, r: &mut Report) 
     for job in &jobs {
         let mut result = None;
         while Instant::now() < deadline {
-            let url = format!("{}/jobs/{}", rng.pick(&t.ingress), job.id);
-            match get(t, &url).await {
+            match t.send(rng, Method::GET, &format!("/jobs/{}", job.id), "").await {
                 Some(reply) if reply.status == 200 => {
                     result = reply.json().ok();
                     break;

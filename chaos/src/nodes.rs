@@ -153,17 +153,16 @@ impl Nodes {
         }
     }
 
-    /// SIGTERM and wait (kill -9 after 30 s).
-    pub fn stop(&mut self, i: usize) {
+    /// SIGTERM and wait for the exit (kill -9 after 30 s), off the async workers.
+    pub async fn stop(&mut self, i: usize) {
         self.resume(i);
         self.signal(i, libc::SIGTERM);
         if let Some(mut c) = self.procs[i].take() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while c.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let pid = c.id() as i32;
+            let exited = tokio::task::spawn_blocking(move || c.wait());
+            if tokio::time::timeout(Duration::from_secs(30), exited).await.is_err() {
+                // The waiting task returns once the process is gone.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
     }

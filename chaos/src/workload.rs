@@ -92,8 +92,14 @@ pub struct Target {
 
 impl Target {
     /// One request to a random node; `None` when there was no answer in time.
-    async fn send(&self, rng: &mut Rng, method: Method, path: &str, body: &str) -> Option<Reply> {
-        let url = format!("{}{path}", rng.pick(&self.ingress));
+    pub async fn send(&self, rng: &mut Rng, method: Method, path: &str, body: &str) -> Option<Reply> {
+        let node = rng.pick(&self.ingress).clone();
+        self.send_to(&node, method, path, body).await
+    }
+
+    /// One request to the node whose ingress is `node`.
+    pub async fn send_to(&self, node: &str, method: Method, path: &str, body: &str) -> Option<Reply> {
+        let url = format!("{node}{path}");
         let sent = self.http.send(method, &url, &[], Bytes::from(body.to_string()));
         tokio::time::timeout(TIMEOUT, sent).await.ok()?.ok()
     }
@@ -186,9 +192,7 @@ pub async fn set_client(t: Target, h: Arc<Histories>, client: usize, mut rng: Rn
         let key = format!("set-{client}-{n}");
         let node = rng.pick(&t.ingress).clone();
         let start = h.micros();
-        let url = format!("{node}/kv/{key}?consistency=quorum");
-        let sent = t.http.send(Method::PUT, &url, &[], Bytes::from_static(b"1"));
-        let r = tokio::time::timeout(TIMEOUT, sent).await.ok().and_then(|r| r.ok());
+        let r = t.send_to(&node, Method::PUT, &format!("/kv/{key}?consistency=quorum"), "1").await;
         h.ops.fetch_add(1, Ordering::Relaxed);
         let mut s = h.set.lock().unwrap_or_else(|e| e.into_inner());
         let status = r.as_ref().map_or(0, |r| r.status.as_u16());

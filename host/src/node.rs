@@ -446,6 +446,7 @@ async fn open_grid(config: &NodeConfig) -> anyhow::Result<Arc<Grid>> {
         use crate::grid::{BatchOp, Durability, Table};
         if rebuilt {
             s.write(vec![BatchOp::Put(Table::Meta, REBUILT_KEY.to_vec(), b"1".to_vec())], Durability::Synced)?;
+            return Ok(true);
         }
         s.get(Table::Meta, REBUILT_KEY).map(|v| v.is_some())
     })

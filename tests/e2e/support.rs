@@ -248,16 +248,14 @@ impl TestNode {
             .args(&self.extra)
             .args(more);
         let mut child = cmd.spawn().expect("starting nanogrid serve");
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("waiting for the node") {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the node kept running; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait().expect("waiting for the node"));
+        });
+        let Ok(status) = rx.recv_timeout(Duration::from_secs(60)) else {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the node kept running; log:\n{}", self.log());
         };
         (status, self.log()[before..].to_string())
     }

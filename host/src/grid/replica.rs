@@ -1163,7 +1163,7 @@ mod tests {
         });
         t.until("n1's write of b waits", async || store.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0).await;
         b.abort();
-        let _ = b.await;
+        assert!(b.await.unwrap_err().is_cancelled(), "the write of b was still waiting when its caller went away");
         *store.held.lock().unwrap() = false;
         store.released.notify_all();
         // The next write takes the next lsn: acknowledged by replicas that hold it, not

@@ -162,23 +162,20 @@ impl Storage for RocksStorage {
             }
         }
         let inner = &self.inner;
-        let group = match (durability, inner.mode) {
-            (Durability::Acked, SyncMode::Never) => false,
-            (Durability::Acked, SyncMode::Batch) => true,
+        match (durability, inner.mode) {
+            (Durability::Acked, SyncMode::Never) => inner.db.write_opt(batch, &WriteOptions::default()).map_err(io),
+            (Durability::Acked, SyncMode::Batch) => {
+                inner.db.write_opt(batch, &WriteOptions::default()).map_err(io)?;
+                inner.group.wait_synced(|| inner.db.flush_wal(true)).map_err(io)
+            }
             (Durability::Synced, _) | (Durability::Acked, SyncMode::Always) => {
                 let mut wo = WriteOptions::default();
                 wo.set_sync(true);
                 inner.db.write_opt(batch, &wo).map_err(io)?;
-                inner.group.synced_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                inner.group.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(());
+                inner.group.count_own_sync();
+                Ok(())
             }
-        };
-        inner.db.write_opt(batch, &WriteOptions::default()).map_err(io)?;
-        if group {
-            inner.group.wait_synced(|| inner.db.flush_wal(true)).map_err(io)?;
         }
-        Ok(())
     }
 
     fn sync_stats(&self) -> SyncStats {

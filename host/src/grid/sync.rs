@@ -43,8 +43,8 @@ struct Tickets {
 pub struct GroupCommit {
     tickets: Mutex<Tickets>,
     done: Condvar,
-    pub synced_writes: AtomicU64,
-    pub syncs: AtomicU64,
+    synced_writes: AtomicU64,
+    syncs: AtomicU64,
 }
 
 impl GroupCommit {
@@ -77,6 +77,12 @@ impl GroupCommit {
             self.done.notify_all();
             result?;
         }
+    }
+
+    /// Count a write that synced itself (`Synced`, or `--sync always`).
+    pub fn count_own_sync(&self) {
+        self.synced_writes.fetch_add(1, Ordering::Relaxed);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> SyncStats {
