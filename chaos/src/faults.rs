@@ -2,6 +2,7 @@
 //! minority of any partition's three replicas is hurt, the failure model the grid
 //! promises to survive), held for a few seconds, then healed, then a pause.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::net::Net;
@@ -32,6 +33,21 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The fault's kind, for the campaign's count of faults by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Kill(_) => "kill",
+            Fault::Pause(_) => "pause",
+            Fault::Partition(_) => "minority partition",
+            Fault::LeaderCut { .. } => "cut from the leader",
+            Fault::OneWay { .. } => "one-way cut",
+            Fault::Bridge { .. } => "bridge",
+            Fault::Loss { .. } => "packet loss",
+            Fault::Slow(_) => "slow link",
+            Fault::Corrupt { .. } => "damaged store",
+        }
+    }
+
     pub fn describe(&self) -> String {
         let n = |i: &usize| format!("n{}", i + 1);
         match self {
@@ -139,15 +155,20 @@ pub async fn heal(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Faults until `stop`: each held 3-8 s, then healed, then 2-4 s of calm. Returns what
-/// was done and any findings.
-pub async fn schedule(
-    rng: &mut Rng,
-    nodes: &mut Nodes,
-    net: &Net,
-    stop: Instant,
-) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let (mut done, mut findings) = (Vec::new(), Vec::new());
+/// What a schedule did and found.
+#[derive(Default)]
+pub struct Done {
+    /// Each fault described, with when it came.
+    pub faults: Vec<String>,
+    /// How many of each kind.
+    pub kinds: BTreeMap<String, u64>,
+    /// Violations seen while faults were in place (a damaged store served from).
+    pub findings: Vec<String>,
+}
+
+/// Faults until `stop`: each held 3-8 s, then healed, then 2-4 s of calm.
+pub async fn schedule(rng: &mut Rng, nodes: &mut Nodes, net: &Net, stop: Instant) -> anyhow::Result<Done> {
+    let mut done = Done::default();
     while Instant::now() + Duration::from_secs(6) < stop {
         let mut leader = None;
         for i in (0..nodes.n()).filter(|&i| nodes.running(i) && !nodes.paused[i]) {
@@ -158,13 +179,14 @@ pub async fn schedule(
         }
         let fault = choose(rng, nodes.n(), leader);
         let at = stop.saturating_duration_since(Instant::now());
-        done.push(format!("{} ({} s before the end)", fault.describe(), at.as_secs()));
+        done.faults.push(format!("{} ({} s before the end)", fault.describe(), at.as_secs()));
+        *done.kinds.entry(fault.kind().to_string()).or_default() += 1;
         eprintln!("  [{:>3} s left] {}", at.as_secs(), fault.describe());
-        findings.extend(apply(&fault, nodes, net).await?);
+        done.findings.extend(apply(&fault, nodes, net).await?);
         tokio::time::sleep(Duration::from_millis(rng.range(3000, 8000))).await;
         heal(&fault, nodes, net).await?;
         eprintln!("  [{:>3} s left] healed", stop.saturating_duration_since(Instant::now()).as_secs());
         tokio::time::sleep(Duration::from_millis(rng.range(2000, 4000))).await;
     }
-    Ok((done, findings))
+    Ok(done)
 }

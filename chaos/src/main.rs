@@ -4,12 +4,14 @@
 //! (`net.rs`), deploys the samples, runs the workloads of `workload.rs` through every
 //! node's ingress while `faults.rs` injects one fault after another, then heals
 //! everything, waits for the cluster to converge, reads everything back and checks it
-//! (`check.rs`). One line per run; `--record FILE` rewrites the campaign section of that
-//! file (docs/RELIABILITY.md). A run with a violation keeps its histories, node logs and
+//! (`check.rs`). One line per run; `--record FILE` adds each run to the ledger
+//! (`ledger.rs`, docs/chaos-runs.jsonl) and rebuilds the campaign section of that file
+//! (docs/RELIABILITY.md) from every recorded run. A run with a violation keeps its histories, node logs and
 //! data dirs, and prints the command that repeats its seed.
 
 mod check;
 mod faults;
+mod ledger;
 mod linearizable;
 mod net;
 mod nodes;
@@ -51,9 +53,13 @@ struct Args {
     /// Where runs keep their files (a passing run's are removed)
     #[arg(long, default_value = "target/chaos")]
     work: PathBuf,
-    /// Rewrite the campaign section of this markdown file with the results
+    /// Add each run to the ledger and rebuild the campaign section of this markdown
+    /// file from it
     #[arg(long)]
     record: Option<PathBuf>,
+    /// The ledger of recorded runs (JSON lines), used with --record
+    #[arg(long, default_value = "docs/chaos-runs.jsonl")]
+    ledger: PathBuf,
 }
 
 /// States the linearizability search may visit per key before calling it undecided.
@@ -66,6 +72,7 @@ struct Report {
     ops: u64,
     unknown: u64,
     faults: Vec<String>,
+    fault_kinds: std::collections::BTreeMap<String, u64>,
     violations: Vec<String>,
     lost: u64,
     undecided: usize,
@@ -74,22 +81,25 @@ struct Report {
 }
 
 impl Report {
-    fn line(&self) -> String {
-        format!(
-            "seed {} · {} s · {} ops ({} unknown) · {} faults · {} jobs · violations {} · lost acknowledged writes {} · \
-             undecided registers {} · availability {:.1} % (worst second {:.0} %)",
-            self.seed,
-            self.seconds,
-            self.ops,
-            self.unknown,
-            self.faults.len(),
-            self.jobs,
-            self.violations.len(),
-            self.lost,
-            self.undecided,
-            self.availability.0 * 100.0,
-            self.availability.1 * 100.0
-        )
+    /// The run as the ledger keeps it; `commit` and `build` name what the nodes ran.
+    fn entry(&self, commit: &str, build: &str) -> ledger::Entry {
+        ledger::Entry {
+            seed: self.seed,
+            seconds: self.seconds,
+            ops: self.ops,
+            unknown: self.unknown,
+            faults: self.faults.len() as u64,
+            fault_kinds: self.fault_kinds.clone(),
+            jobs: self.jobs as u64,
+            violations: self.violations.clone(),
+            lost: self.lost,
+            undecided: self.undecided as u64,
+            availability_mean: self.availability.0,
+            availability_worst: self.availability.1,
+            commit: commit.to_string(),
+            date: nanogrid_date(),
+            build: build.to_string(),
+        }
     }
 }
 
@@ -233,7 +243,8 @@ async fn run(args: &Args, seed: u64, dir: &Path) -> anyhow::Result<Report> {
     let h = Arc::new(Histories::new());
     let stop = Instant::now() + Duration::from_secs(args.seconds);
     let tasks = spawn_workloads(&target, &h, &mut rng, stop);
-    let (faults, mut violations) = faults::schedule(&mut rng, &mut nodes, &net, stop).await?;
+    let done = faults::schedule(&mut rng, &mut nodes, &net, stop).await?;
+    let mut violations = done.findings;
     for t in tasks {
         t.await?;
     }
@@ -253,7 +264,8 @@ async fn run(args: &Args, seed: u64, dir: &Path) -> anyhow::Result<Report> {
         seconds: args.seconds,
         ops: 0,
         unknown: 0,
-        faults,
+        faults: done.faults,
+        fault_kinds: done.kinds,
         violations,
         lost: 0,
         undecided: 0,
@@ -276,52 +288,21 @@ async fn run(args: &Args, seed: u64, dir: &Path) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn record(path: &Path, args: &Args, reports: &[Report]) -> anyhow::Result<()> {
-    let first = reports.first().map_or(0, |r| r.seed);
-    let mut out = format!(
-        "## Fault campaign\n\n`./dev chaos --runs {} --seed {first} --seconds {}` on {}: {} runs done (five nodes, \
-         each in its own network namespace; one fault at a time). Repeat one run with `./dev chaos --seed SEED \
-         --seconds {}`.\n\n",
-        args.runs,
-        args.seconds,
-        nanogrid_date(),
-        reports.len(),
-        args.seconds
-    );
-    let sum = |f: &dyn Fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
-    out.push_str("| runs | operations | unknown outcomes | faults | barrier jobs | violations | lost acknowledged writes | undecided registers | availability (mean, worst second) |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
-    let mean = reports.iter().map(|r| r.availability.0).sum::<f64>() / reports.len().max(1) as f64;
-    let worst = reports.iter().map(|r| r.availability.1).fold(1.0, f64::min);
-    out.push_str(&format!(
-        "| {} | {} | {} | {} | {} | **{}** | **{}** | {} | {:.1} %, {:.0} % |\n\n",
-        reports.len(),
-        sum(&|r| r.ops),
-        sum(&|r| r.unknown),
-        sum(&|r| r.faults.len() as u64),
-        sum(&|r| r.jobs as u64),
-        sum(&|r| r.violations.len() as u64),
-        sum(&|r| r.lost),
-        sum(&|r| r.undecided as u64),
-        mean * 100.0,
-        worst * 100.0
-    ));
-    out.push_str("<details><summary>Every run</summary>\n\n");
-    for r in reports {
-        out.push_str(&format!("- {}\n", r.line()));
-        for v in &r.violations {
-            out.push_str(&format!("  - violation: {v}\n"));
-        }
+/// Adds a run to the ledger and rebuilds the campaign section of `path` from it.
+fn record(path: &Path, ledger_path: &Path, entry: &ledger::Entry) -> anyhow::Result<()> {
+    ledger::append(ledger_path, entry)?;
+    let runs = ledger::read(ledger_path)?;
+    ledger::write_section(path, &ledger::section(&runs, &ledger_path.display().to_string()))
+}
+
+/// The commit the nodes' binary comes from, as `git describe` names it (`-dirty` when
+/// the work tree had changes).
+fn commit() -> String {
+    let out = std::process::Command::new("git").args(["describe", "--always", "--dirty"]).output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => "unknown".to_string(),
     }
-    out.push_str("\n</details>\n");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let (begin, end) = ("<!-- chaos:begin -->", "<!-- chaos:end -->");
-    let block = format!("{begin}\n{out}{end}");
-    let next = match (text.find(begin), text.find(end)) {
-        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &text[..b], &text[e + end.len()..]),
-        _ => format!("{}\n\n{block}\n", text.trim_end()),
-    };
-    std::fs::write(path, next)?;
-    Ok(())
 }
 
 fn nanogrid_date() -> String {
@@ -334,7 +315,11 @@ async fn campaign(args: Args) -> anyhow::Result<bool> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
     });
     anyhow::ensure!(args.bin.exists(), "no nanogrid binary at {} (build it, or pass --bin)", args.bin.display());
-    let mut reports = Vec::new();
+    let (commit, build) = (commit(), if args.bin.to_string_lossy().contains("/debug/") { "debug" } else { "release" });
+    // Read once before the first run, so a damaged ledger stops the campaign at once.
+    if args.record.is_some() {
+        ledger::read(&args.ledger)?;
+    }
     let mut failed = false;
     for k in 0..args.runs {
         let seed = first + k;
@@ -350,7 +335,8 @@ async fn campaign(args: Args) -> anyhow::Result<bool> {
                 anyhow::bail!("run with seed {seed} did not finish within {bound:?} (files in {})", dir.display())
             }
         };
-        println!("{}", report.line());
+        let entry = report.entry(&commit, build);
+        println!("{}", entry.line());
         for f in &report.faults {
             println!("  fault: {f}");
         }
@@ -367,10 +353,9 @@ async fn campaign(args: Args) -> anyhow::Result<bool> {
                 args.seconds
             );
         }
-        reports.push(report);
         // After every run, so a campaign stopped early still leaves its record.
         if let Some(path) = &args.record {
-            record(path, &args, &reports)?;
+            record(path, &args.ledger, &entry)?;
         }
     }
     Ok(!failed)
