@@ -21,6 +21,7 @@ use serde::Deserialize;
 /// max_upload_bytes = 67108864
 /// fuel = false                  # meter fuel so services can set limits.fuel
 /// sync = "batch"                # kv writes on disk before acknowledged: always | batch | never
+/// min_free_mib = 64             # kv writes are refused while the data dir's disk has less free
 /// tls_cert = "/etc/nanogrid/tls.pem"   # HTTPS on ingress and admin (reloaded on change/SIGHUP)
 /// tls_key = "/etc/nanogrid/tls.key"
 /// extra_ca = ["/etc/nanogrid/internal-ca.pem"]   # guests' outgoing HTTPS also trusts these
@@ -63,6 +64,7 @@ pub struct FileConfig {
     pub max_upload_bytes: Option<usize>,
     pub fuel: Option<bool>,
     pub sync: Option<crate::grid::SyncMode>,
+    pub min_free_mib: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub extra_ca: Option<Vec<PathBuf>>,
     pub resolve: Option<Vec<String>>,

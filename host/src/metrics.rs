@@ -50,6 +50,18 @@ fn cluster_security(out: &mut String, c: &crate::control::Cluster) {
     );
 }
 
+/// Room on the data dir's disk, and whether kv writes are refused for want of it.
+fn disk(out: &mut String, node: &Node) {
+    let storage = node.registry.grid().storage();
+    let Some(free) = storage.disk_free() else { return };
+    let full = matches!(storage.check_room(), Err(crate::grid::StorageError::Full(_)));
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_disk_free_bytes Free bytes on the data dir's disk.\n# TYPE nanogrid_disk_free_bytes gauge\nnanogrid_disk_free_bytes {free}\n# HELP nanogrid_disk_full 1 while kv writes are refused because the data dir's disk has less than --min-free-mib free.\n# TYPE nanogrid_disk_full gauge\nnanogrid_disk_full {}",
+        u8::from(full)
+    );
+}
+
 pub fn render(node: &Node) -> String {
     let mut out = String::new();
     let services = node.registry.list();
@@ -61,6 +73,7 @@ pub fn render(node: &Node) -> String {
         node.mode().as_str(),
         env!("CARGO_PKG_VERSION")
     );
+    disk(&mut out, node);
     if let Some(c) = &node.cluster {
         let s = c.status();
         let _ = writeln!(

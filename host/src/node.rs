@@ -41,6 +41,8 @@ pub struct NodeConfig {
     pub fuel: bool,
     /// When kv writes reach the disk (`--sync`).
     pub sync: crate::grid::SyncMode,
+    /// Bytes kept free on the data dir's disk: kv writes are refused below it (`--min-free-mib`).
+    pub min_free: u64,
     /// Move a damaged store aside and rebuild from peers (`--rebuild-store`).
     pub rebuild_store: bool,
     pub server: ServerLimits,
@@ -70,6 +72,7 @@ impl Default for NodeConfig {
             max_upload_bytes: 64 << 20,
             fuel: false,
             sync: crate::grid::SyncMode::default(),
+            min_free: crate::grid::disk::DEFAULT_MIN_FREE,
             rebuild_store: false,
             server: ServerLimits::default(),
             pace: crate::pace::Pace::default(),
@@ -410,14 +413,14 @@ fn admin_token(
 /// peers fill again.
 async fn open_grid(config: &NodeConfig) -> anyhow::Result<Arc<Grid>> {
     let db_dir = config.data_dir.join("db");
-    let (storage, rebuilt) = match open_store(&db_dir, config.sync).await? {
+    let (storage, rebuilt) = match open_store(&db_dir, config).await? {
         Ok(storage) => (storage, false),
         Err(damage) if config.rebuild_store && config.cluster.is_some() => {
             let aside = config.data_dir.join(format!("db.damaged-{}", unix_now()));
             tracing::error!(%damage, aside = %aside.display(), "the store is damaged; moving it aside and rebuilding from the peers");
             std::fs::rename(&db_dir, &aside)
                 .with_context(|| format!("moving the damaged store {} to {}", db_dir.display(), aside.display()))?;
-            let storage = open_store(&db_dir, config.sync).await?.map_err(|d| anyhow::anyhow!("{d}"))?;
+            let storage = open_store(&db_dir, config).await?.map_err(|d| anyhow::anyhow!("{d}"))?;
             (storage, true)
         }
         Err(damage) => {
@@ -464,10 +467,11 @@ pub const REBUILT_KEY: &[u8] = b"rebuilt";
 /// Open the RocksDB in `dir` off the async workers: `Ok(Err(..))` when it is damaged.
 async fn open_store(
     dir: &Path,
-    sync: crate::grid::SyncMode,
+    config: &NodeConfig,
 ) -> anyhow::Result<Result<RocksStorage, crate::grid::StoreDamaged>> {
     let (path, shown) = (dir.to_path_buf(), dir.display().to_string());
-    match tokio::task::spawn_blocking(move || RocksStorage::open_with(&path, sync)).await? {
+    let (sync, min_free) = (config.sync, config.min_free);
+    match tokio::task::spawn_blocking(move || RocksStorage::open_keeping(&path, sync, min_free)).await? {
         Ok(s) => Ok(Ok(s)),
         Err(crate::grid::StorageError::Damaged(d)) => Ok(Err(d)),
         Err(e) => Err(anyhow::anyhow!("{e}"))

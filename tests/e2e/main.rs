@@ -10,6 +10,7 @@ mod compose;
 mod concurrency;
 mod crash;
 mod deploy;
+mod disk;
 mod fuzz;
 mod guests;
 mod http;

@@ -99,8 +99,16 @@ impl TestNode {
     }
 
     pub async fn start_with_args(shared_cache: bool, extra: &[&str]) -> TestNode {
+        let mut node = Self::unstarted(shared_cache, extra);
+        node.spawn();
+        node
+    }
+
+    /// A node not started yet (start it with `restart`): its data dir,
+    /// `data.path()/node`, can be prepared first.
+    pub fn unstarted(shared_cache: bool, extra: &[&str]) -> TestNode {
         let data = tempfile::tempdir().expect("temp dir");
-        let mut node = TestNode {
+        TestNode {
             child: None,
             data,
             ingress: String::new(),
@@ -110,9 +118,7 @@ impl TestNode {
             http: Client::new(),
             ca: None,
             env: Vec::new(),
-        };
-        node.spawn();
-        node
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {

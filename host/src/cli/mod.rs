@@ -161,6 +161,10 @@ pub struct NodeArgs {
     /// [default: batch]
     #[arg(long, value_name = "MODE")]
     pub sync: Option<crate::grid::SyncMode>,
+    /// Keep this many MiB free on the data dir's disk: below it kv writes are refused with
+    /// an error naming the directory (Raft and compactions use the room) [default: 64]
+    #[arg(long, value_name = "MIB")]
+    pub min_free_mib: Option<u64>,
     /// If the node's store is damaged, move it aside (DATA_DIR/db.damaged-TIME) and rebuild
     /// this node's state from its peers (cluster mode only)
     #[arg(long)]

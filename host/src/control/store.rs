@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::{Applied, Control, ControlState, Member};
-use crate::grid::{BatchOp, Durability, Grid, Table};
+use crate::grid::{BatchOp, Durability, Grid, KvError, Table};
 
 type Err = StorageError<u64>;
 
@@ -45,8 +45,29 @@ async fn read_json<T: for<'a> Deserialize<'a> + Send + 'static>(
         .transpose()
 }
 
+/// A synced write of Raft state. A full disk is waited out rather than reported: openraft
+/// treats a storage error as fatal and would stop this node's control plane for good,
+/// while the disk may have room again in a moment. Nothing else is written meanwhile (the
+/// caller awaits this), and kv writes, refused first (`grid/disk.rs`), leave the room
+/// these small records need in all but a disk filled by someone else.
 async fn write(grid: &Grid, ops: Vec<BatchOp>) -> Result<(), String> {
-    grid.blocking(move |s| s.write(ops, Durability::Synced)).await.map_err(|e| e.to_string())
+    let mut backoff = std::time::Duration::from_millis(50);
+    let mut warned: Option<std::time::Instant> = None;
+    loop {
+        let attempt = ops.clone();
+        match grid.blocking(move |s| s.write(attempt, Durability::Synced)).await {
+            Ok(()) => return Ok(()),
+            Err(KvError::Storage(crate::grid::StorageError::Full(full))) => {
+                if warned.is_none_or(|at| at.elapsed() > std::time::Duration::from_secs(10)) {
+                    tracing::warn!(%full, "a Raft write waits for room on the disk");
+                    warned = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 fn put_json<T: Serialize>(key: &[u8], value: &T) -> BatchOp {

@@ -13,6 +13,7 @@
 //! In `single` mode the node is every partition's only replica: the same path, with every
 //! consistency level meaning "in this node's write-ahead log".
 
+pub mod disk;
 pub mod kv;
 mod memory;
 pub mod part;
@@ -24,6 +25,7 @@ pub mod wire;
 
 use std::sync::Arc;
 
+pub use disk::DiskFull;
 pub use memory::MemoryStorage;
 pub use rocks::{RocksStorage, StoreDamaged};
 
@@ -68,6 +70,9 @@ pub enum StorageError {
     Closed,
     #[error("{0}")]
     Damaged(StoreDamaged),
+    /// The data dir's disk is (nearly) full: the write was refused, nothing was lost.
+    #[error("{0}")]
+    Full(DiskFull),
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
@@ -160,6 +165,15 @@ pub trait Storage: Send + Sync + 'static {
     /// What the write path did so far.
     fn sync_stats(&self) -> SyncStats {
         SyncStats::default()
+    }
+    /// `Err(Full)` when the disk has too little room for kv writes (see `disk.rs`): a
+    /// primary asks before it takes log positions for a write.
+    fn check_room(&self) -> StorageResult<()> {
+        Ok(())
+    }
+    /// Free bytes on the store's disk, if it has one.
+    fn disk_free(&self) -> Option<u64> {
+        None
     }
     /// Up to `limit` entries whose key starts with `prefix` and is strictly greater than
     /// `after` (when given), in byte order.

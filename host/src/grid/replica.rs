@@ -263,12 +263,16 @@ impl Replicas {
     async fn append_local(&self, p: u32, st: &mut State, epoch: u64, ops: Vec<Op>) -> Result<u64, KvError> {
         let part = &self.parts[p as usize];
         if part.write_failed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            tracing::error!(partition = p, "an earlier write of the partition log failed; stepping down as primary");
-            self.demote(p, st, Role::Backup);
             // Report what is on disk, not the entries that never got there.
-            st.meta = self.blocking(move |s| plog::load_meta(s, p)).await?;
-            return Err(KvError::Unavailable(format!("partition {p}: its primary could not write its log")));
+            let on_disk = self.blocking(move |s| plog::load_meta(s, p)).await?;
+            self.write_failed(p, st, on_disk);
+            if self.clustered {
+                return Err(KvError::Unavailable(format!("partition {p}: its primary could not write its log")));
+            }
         }
+        // A full disk refuses the write before it takes log positions: nothing was sent
+        // to a replica, so the primary keeps its role.
+        self.storage.check_room()?;
         let mut meta = st.meta;
         let entries: Vec<Entry> = ops
             .into_iter()
@@ -304,10 +308,8 @@ impl Replicas {
         });
         if let Err(e) = write.await {
             part.write_failed.store(false, std::sync::atomic::Ordering::SeqCst);
-            // Replicas may hold entries this node does not: it must not reuse their lsns.
-            tracing::error!(partition = p, error = %e, "cannot write the partition log; stepping down as primary");
-            self.demote(p, st, Role::Backup);
-            st.meta = durable;
+            tracing::error!(partition = p, error = %e, "cannot write the partition log");
+            self.write_failed(p, st, durable);
             return Err(e);
         }
         let me = self.me.clone();
@@ -706,6 +708,20 @@ impl Replicas {
             pr.replicas = replicas;
             pr.isr = isr;
         });
+    }
+
+    /// The primary's log write failed: its log ends at `on_disk`. In a cluster it steps
+    /// down (replicas may hold entries it does not, and it must not reuse their lsns);
+    /// alone it is the only copy, so it stays primary and takes the positions back.
+    fn write_failed(&self, p: u32, st: &mut State, on_disk: PartMeta) {
+        if self.clustered {
+            tracing::error!(partition = p, "stepping down as primary after a failed log write");
+            self.demote(p, st, Role::Backup);
+        } else {
+            self.parts[p as usize].tail.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            self.parts[p as usize].progress.send_modify(|pr| pr.last = on_disk.last);
+        }
+        st.meta = on_disk;
     }
 
     fn demote(&self, p: u32, st: &mut State, to: Role) {

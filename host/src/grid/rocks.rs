@@ -1,10 +1,12 @@
 //! [`Storage`] over RocksDB: one database per node, one column family per [`Table`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
+use super::disk::{self, DiskSpace};
 use super::sync::{self, GroupCommit, Syncer};
 use super::{BatchOp, Durability, Storage, StorageError, StorageResult, SyncMode, SyncStats, Table};
 
@@ -15,10 +17,17 @@ pub struct RocksStorage {
 }
 
 struct Inner {
-    db: DB,
+    /// `None` only while the store is being opened again (see [`Inner::recover`]) or if
+    /// that failed.
+    db: RwLock<Option<DB>>,
+    /// A write failed for want of space: RocksDB's log writer keeps such an error (every
+    /// later write fails with "Writer has previous error"), and the C API has no
+    /// `Resume`, so the store is closed and opened again once the disk has room.
+    stuck: AtomicBool,
     dir: PathBuf,
     mode: SyncMode,
     group: GroupCommit,
+    disk: DiskSpace,
 }
 
 /// Why a store was refused: it is damaged, and serving from it could lose acknowledged
@@ -39,14 +48,116 @@ fn io(e: rocksdb::Error) -> StorageError {
     StorageError::Io(e.into_string())
 }
 
+/// Room a stuck store needs before it is opened again (when `--min-free-mib` is lower).
+const REOPEN_ROOM: u64 = 8 << 20;
+
+fn cf(db: &DB, t: Table) -> StorageResult<&rocksdb::ColumnFamily> {
+    db.cf_handle(t.name()).ok_or(StorageError::Closed)
+}
+
 impl Inner {
+    fn with_db<R>(&self, f: impl FnOnce(&DB) -> StorageResult<R>) -> StorageResult<R> {
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        db.as_ref().map_or(Err(StorageError::Closed), f)
+    }
+
+    /// A failed write's error: the disk running out of space is [`StorageError::Full`],
+    /// and leaves the store stuck until [`Inner::recover`].
+    fn write_error(&self, e: rocksdb::Error) -> StorageError {
+        let text = e.into_string();
+        if disk::is_no_space(&text) || text.contains("has previous error") {
+            if !self.stuck.swap(true, Ordering::SeqCst) {
+                tracing::warn!(dir = %self.dir.display(), error = %text, "the store's disk is full; writes are refused until there is room");
+            }
+            self.disk.forget();
+            StorageError::Full(self.disk.full(self.disk.free()))
+        } else {
+            StorageError::Io(text)
+        }
+    }
+
+    /// A stuck store: `Err(Full)` while the disk has no room; once it has, close the
+    /// database and open it again (with every check of the first open: nothing synced
+    /// may be missing).
+    fn recover(&self) -> StorageResult<()> {
+        let free = self.disk.free();
+        if free < self.disk.min_free().max(REOPEN_ROOM) {
+            return Err(StorageError::Full(self.disk.full(free)));
+        }
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if !self.stuck.load(Ordering::SeqCst) {
+            return Ok(()); // another writer recovered it meanwhile
+        }
+        db.take(); // closed: RocksDB holds a lock on the directory while open
+        let reopened = open_checked(&self.dir)?;
+        *db = Some(reopened);
+        self.stuck.store(false, Ordering::SeqCst);
+        tracing::info!(dir = %self.dir.display(), free, "the store's disk has room again; the store is open and takes writes");
+        Ok(())
+    }
+
     /// Sync the write-ahead log and move the high-water mark up to what it covers.
     fn sync_and_mark(&self) -> Result<(), String> {
-        let seq = self.db.latest_sequence_number();
-        self.db.flush_wal(true).map_err(|e| e.into_string())?;
+        if self.stuck.load(Ordering::SeqCst) {
+            match self.recover() {
+                Err(StorageError::Full(_)) => return Ok(()), // nothing new to sync
+                r => r.map_err(|e| e.to_string())?,
+            }
+        }
+        let seq = self.with_db(|db| {
+            let seq = db.latest_sequence_number();
+            db.flush_wal(true).map_err(io)?;
+            Ok(seq)
+        });
+        let seq = seq.map_err(|e| e.to_string())?;
         let mark = sync::Mark { seq, manifest: sync::current_manifest(&self.dir) };
         sync::write_mark(&self.dir, &mark).map_err(|e| format!("writing {}: {e}", sync::MARK_FILE))
     }
+}
+
+/// Open the database in `dir` with the checks that refuse a damaged one. Blocking.
+fn open_checked(dir: &Path) -> StorageResult<DB> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Small defaults: a node may share its machine with many others.
+    opts.set_max_background_jobs(2);
+    opts.set_keep_log_file_num(4);
+    // Refuse damage rather than recover to an earlier point: only a torn record at
+    // the very end of the log (a write that was never acknowledged) is tolerated.
+    opts.set_paranoid_checks(true);
+    opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+    opts.set_track_and_verify_wals_in_manifest(true);
+    let cfs = Table::ALL.iter().map(|t| {
+        let mut o = Options::default();
+        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        ColumnFamilyDescriptor::new(t.name(), o)
+    });
+    let damaged = |detail: String| {
+        StorageError::Damaged(StoreDamaged {
+            dir: dir.to_path_buf(),
+            detail: format!("{detail}; {}", recovery_files(dir)),
+        })
+    };
+    // Checked before RocksDB opens the store: opening starts a new MANIFEST.
+    let mark = sync::read_mark(dir).map_err(&damaged)?;
+    if let Some(cut) = mark.as_ref().and_then(|m| sync::manifest_cut(dir, m)) {
+        return Err(damaged(cut));
+    }
+    let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| match e.kind() {
+        rocksdb::ErrorKind::Corruption => damaged(e.into_string()),
+        _ => io(e),
+    })?;
+    let last = db.latest_sequence_number();
+    if let Some(mark) = mark.map(|m| m.seq).filter(|&m| m > last) {
+        return Err(damaged(format!(
+            "it ends at record {last} but had record {mark} on disk ({}): records were lost \
+             (a truncated or older MANIFEST, a deleted or truncated log file)",
+            sync::MARK_FILE
+        )));
+    }
+    Ok(db)
 }
 
 /// The files recovery reads (`CURRENT`, `MANIFEST-*`, `*.log`) with their sizes: where to
@@ -77,55 +188,26 @@ impl RocksStorage {
     /// high-water mark) is refused with [`StorageError::Damaged`] instead of being opened
     /// at whatever point RocksDB could recover to.
     pub fn open_with(dir: &Path, mode: SyncMode) -> StorageResult<Self> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // Small defaults: a node may share its machine with many others.
-        opts.set_max_background_jobs(2);
-        opts.set_keep_log_file_num(4);
-        // Refuse damage rather than recover to an earlier point: only a torn record at
-        // the very end of the log (a write that was never acknowledged) is tolerated.
-        opts.set_paranoid_checks(true);
-        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
-        opts.set_track_and_verify_wals_in_manifest(true);
-        let cfs = Table::ALL.iter().map(|t| {
-            let mut o = Options::default();
-            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(t.name(), o)
+        Self::open_keeping(dir, mode, disk::DEFAULT_MIN_FREE)
+    }
+
+    /// [`RocksStorage::open_with`], keeping `min_free` bytes free on the store's disk:
+    /// kv (`Acked`) writes are refused with [`StorageError::Full`] below that.
+    pub fn open_keeping(dir: &Path, mode: SyncMode, min_free: u64) -> StorageResult<Self> {
+        let db = open_checked(dir)?;
+        let disk = DiskSpace::new(dir, min_free);
+        let inner = Arc::new(Inner {
+            db: RwLock::new(Some(db)),
+            stuck: AtomicBool::new(false),
+            dir: dir.to_path_buf(),
+            mode,
+            group: GroupCommit::default(),
+            disk,
         });
-        let damaged = |detail: String| {
-            StorageError::Damaged(StoreDamaged {
-                dir: dir.to_path_buf(),
-                detail: format!("{detail}; {}", recovery_files(dir)),
-            })
-        };
-        // Checked before RocksDB opens the store: opening starts a new MANIFEST.
-        let mark = sync::read_mark(dir).map_err(&damaged)?;
-        if let Some(cut) = mark.as_ref().and_then(|m| sync::manifest_cut(dir, m)) {
-            return Err(damaged(cut));
-        }
-        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| match e.kind() {
-            rocksdb::ErrorKind::Corruption => damaged(e.into_string()),
-            _ => io(e),
-        })?;
-        let last = db.latest_sequence_number();
-        if let Some(mark) = mark.map(|m| m.seq).filter(|&m| m > last) {
-            return Err(damaged(format!(
-                "it ends at record {last} but had record {mark} on disk ({}): records were lost \
-                 (a truncated or older MANIFEST, a deleted or truncated log file)",
-                sync::MARK_FILE
-            )));
-        }
-        let inner = Arc::new(Inner { db, dir: dir.to_path_buf(), mode, group: GroupCommit::default() });
         let ticker = inner.clone();
         let syncer = Syncer::spawn(dir.to_path_buf(), move || ticker.sync_and_mark())
             .map_err(|e| StorageError::Io(format!("starting the store's sync thread: {e}")))?;
         Ok(RocksStorage { inner, syncer: Some(syncer) })
-    }
-
-    fn cf(&self, t: Table) -> StorageResult<&rocksdb::ColumnFamily> {
-        self.inner.db.cf_handle(t.name()).ok_or(StorageError::Closed)
     }
 }
 
@@ -140,13 +222,16 @@ impl Drop for RocksStorage {
 
 impl Storage for RocksStorage {
     fn get(&self, table: Table, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        self.inner.db.get_cf(self.cf(table)?, key).map_err(io)
+        self.inner.with_db(|db| db.get_cf(cf(db, table)?, key).map_err(io))
     }
 
     fn get_cached(&self, table: Table, key: &[u8]) -> StorageResult<Option<Option<Vec<u8>>>> {
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_read_tier(rocksdb::ReadTier::BlockCache);
-        match self.inner.db.get_cf_opt(self.cf(table)?, key, &opts) {
+        // Called from async code: never wait for a store being opened again.
+        let Ok(db) = self.inner.db.try_read() else { return Ok(None) };
+        let Some(db) = db.as_ref() else { return Ok(None) };
+        match db.get_cf_opt(cf(db, table)?, key, &opts) {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
             Err(e) => Err(io(e)),
@@ -154,32 +239,56 @@ impl Storage for RocksStorage {
     }
 
     fn write(&self, ops: Vec<BatchOp>, durability: Durability) -> StorageResult<()> {
-        let mut batch = WriteBatch::default();
-        for op in ops {
-            match op {
-                BatchOp::Put(t, k, v) => batch.put_cf(self.cf(t)?, k, v),
-                BatchOp::Delete(t, k) => batch.delete_cf(self.cf(t)?, k),
-            }
-        }
         let inner = &self.inner;
-        match (durability, inner.mode) {
-            (Durability::Acked, SyncMode::Never) => inner.db.write_opt(batch, &WriteOptions::default()).map_err(io),
-            (Durability::Acked, SyncMode::Batch) => {
-                inner.db.write_opt(batch, &WriteOptions::default()).map_err(io)?;
-                inner.group.wait_synced(|| inner.db.flush_wal(true)).map_err(io)
-            }
-            (Durability::Synced, _) | (Durability::Acked, SyncMode::Always) => {
-                let mut wo = WriteOptions::default();
-                wo.set_sync(true);
-                inner.db.write_opt(batch, &wo).map_err(io)?;
-                inner.group.count_own_sync();
-                Ok(())
-            }
+        if durability == Durability::Acked {
+            inner.disk.check().map_err(StorageError::Full)?;
         }
+        if inner.stuck.load(Ordering::SeqCst) {
+            inner.recover()?;
+        }
+        let err = |e| inner.write_error(e);
+        inner.with_db(|db| {
+            let mut batch = WriteBatch::default();
+            for op in ops {
+                match op {
+                    BatchOp::Put(t, k, v) => batch.put_cf(cf(db, t)?, k, v),
+                    BatchOp::Delete(t, k) => batch.delete_cf(cf(db, t)?, k),
+                }
+            }
+            match (durability, inner.mode) {
+                (Durability::Acked, SyncMode::Never) => db.write_opt(batch, &WriteOptions::default()).map_err(err),
+                (Durability::Acked, SyncMode::Batch) => {
+                    db.write_opt(batch, &WriteOptions::default()).map_err(err)?;
+                    inner.group.wait_synced(|| db.flush_wal(true)).map_err(err)
+                }
+                (Durability::Synced, _) | (Durability::Acked, SyncMode::Always) => {
+                    let mut wo = WriteOptions::default();
+                    wo.set_sync(true);
+                    db.write_opt(batch, &wo).map_err(err)?;
+                    inner.group.count_own_sync();
+                    Ok(())
+                }
+            }
+        })
     }
 
     fn sync_stats(&self) -> SyncStats {
         self.inner.group.stats()
+    }
+
+    /// Never blocks (async code asks): a stuck store with room again counts as having
+    /// room, the write that follows opens it again.
+    fn check_room(&self) -> StorageResult<()> {
+        self.inner.disk.check().map_err(StorageError::Full)?;
+        let free = self.inner.disk.free();
+        if self.inner.stuck.load(Ordering::SeqCst) && free < REOPEN_ROOM {
+            return Err(StorageError::Full(self.inner.disk.full(free)));
+        }
+        Ok(())
+    }
+
+    fn disk_free(&self) -> Option<u64> {
+        Some(self.inner.disk.free())
     }
 
     fn scan(
@@ -193,22 +302,24 @@ impl Storage for RocksStorage {
             Some(a) if a >= prefix => a,
             _ => prefix,
         };
-        let iter = self.inner.db.iterator_cf(self.cf(table)?, IteratorMode::From(start, Direction::Forward));
-        let mut out = Vec::new();
-        for item in iter {
-            let (k, v) = item.map_err(io)?;
-            if !k.starts_with(prefix) {
-                break;
+        self.inner.with_db(|db| {
+            let iter = db.iterator_cf(cf(db, table)?, IteratorMode::From(start, Direction::Forward));
+            let mut out = Vec::new();
+            for item in iter {
+                let (k, v) = item.map_err(io)?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                if after.is_some_and(|a| &*k <= a) {
+                    continue;
+                }
+                out.push((k.into_vec(), v.into_vec()));
+                if out.len() >= limit {
+                    break;
+                }
             }
-            if after.is_some_and(|a| &*k <= a) {
-                continue;
-            }
-            out.push((k.into_vec(), v.into_vec()));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
@@ -295,10 +406,10 @@ mod tests {
             let s = RocksStorage::open(dir.path()).unwrap();
             fill(&s, 0, 300);
             // Into table files, so the MANIFEST is what records where the rows are.
-            let db = &s.inner.db;
-            db.flush_cf(db.cf_handle("kv").unwrap()).unwrap();
+            let flush = |s: &RocksStorage| s.inner.with_db(|db| Ok(db.flush_cf(cf(db, Table::Kv)?).unwrap())).unwrap();
+            flush(&s);
             fill(&s, 300, 300);
-            db.flush_cf(db.cf_handle("kv").unwrap()).unwrap();
+            flush(&s);
         }
         let manifest = files(dir.path(), "MANIFEST-", "").pop().expect("a MANIFEST");
         let len = std::fs::metadata(&manifest).unwrap().len();

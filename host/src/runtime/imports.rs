@@ -15,6 +15,9 @@ impl types::Host for StoreState {}
 fn internal(e: KvError) -> GuestError {
     match e {
         KvError::Unavailable(m) => GuestError::Unavailable(m),
+        // The node's disk is full: the write was refused, and a retry once there is room
+        // (or through another node) succeeds.
+        KvError::Storage(crate::grid::StorageError::Full(full)) => GuestError::Unavailable(full.to_string()),
         e => GuestError::Internal(e.to_string()),
     }
 }

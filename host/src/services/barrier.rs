@@ -245,6 +245,9 @@ fn record_key(id: &str) -> String {
 fn kv_error(e: KvError) -> GuestError {
     match e {
         KvError::Unavailable(m) => GuestError::Unavailable(format!("the barrier could not be stored: {m}")),
+        KvError::Storage(crate::grid::StorageError::Full(full)) => {
+            GuestError::Unavailable(format!("the barrier could not be stored: {full}"))
+        }
         e => GuestError::Internal(format!("the barrier could not be stored: {e}")),
     }
 }
