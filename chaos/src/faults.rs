@@ -30,7 +30,15 @@ pub enum Fault {
     /// The node is stopped, a file of its store damaged, and it restarts: refused, then
     /// rebuilt from its peers with `--rebuild-store`.
     Corrupt { node: usize, flip: bool },
+    /// The node's disk fills up: to below the room it keeps free, or to the last byte
+    /// (then RocksDB itself runs out of space). It must refuse writes and say so, stay
+    /// up, and take writes again once the room is back.
+    DiskFull { node: usize, last_byte: bool },
 }
+
+/// Bytes left free by a disk-full fault that stops short of the last byte: below the
+/// node's default minimum free (64 MiB).
+const NEARLY_FULL: u64 = 16 << 20;
 
 impl Fault {
     /// The fault's kind, for the campaign's count of faults by kind.
@@ -45,6 +53,7 @@ impl Fault {
             Fault::Loss { .. } => "packet loss",
             Fault::Slow(_) => "slow link",
             Fault::Corrupt { .. } => "damaged store",
+            Fault::DiskFull { .. } => "full disk",
         }
     }
 
@@ -71,6 +80,9 @@ impl Fault {
             Fault::Corrupt { node, flip } => {
                 format!("{} store damaged ({})", n(node), if *flip { "log byte flipped" } else { "MANIFEST cut" })
             }
+            Fault::DiskFull { node, last_byte } => {
+                format!("{} disk full ({})", n(node), if *last_byte { "to the last byte" } else { "16 MiB left" })
+            }
         }
     }
 }
@@ -80,7 +92,7 @@ pub fn choose(rng: &mut Rng, n: usize, leader: Option<usize>) -> Fault {
     let node = rng.range(0, n as u64) as usize;
     let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
-    match rng.range(0, 9) {
+    match rng.range(0, 10) {
         0 => Fault::Kill(node),
         1 => Fault::Pause(node),
         2 => Fault::Partition(order[..2].to_vec()),
@@ -92,7 +104,8 @@ pub fn choose(rng: &mut Rng, n: usize, leader: Option<usize>) -> Fault {
         5 => Fault::Bridge { bridge: order[0], left: [order[1], order[2]], right: [order[3], order[4]] },
         6 => Fault::Loss { node, percent: rng.range(10, 40) },
         7 => Fault::Slow(node),
-        _ => Fault::Corrupt { node, flip: rng.range(0, 2) == 0 },
+        8 => Fault::Corrupt { node, flip: rng.range(0, 2) == 0 },
+        _ => Fault::DiskFull { node, last_byte: rng.range(0, 2) == 0 },
     }
 }
 
@@ -139,20 +152,52 @@ pub async fn apply(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<Ve
                 }
             }
         }
+        Fault::DiskFull { node, last_byte } => {
+            let free = nodes.disks.fill(*node, if *last_byte { 0 } else { NEARLY_FULL })?;
+            if !disk_full_is(nodes, *node, 1.0, Duration::from_secs(10)).await {
+                findings.push(format!("n{} did not report its full disk ({free} bytes free)", node + 1));
+            }
+        }
     }
     Ok(findings)
 }
 
-/// Undo a fault: restart what was stopped, resume what was paused, drop every rule.
-pub async fn heal(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<()> {
+/// Wait until node `i`'s `nanogrid_disk_full` reads `want`; false after `within`.
+async fn disk_full_is(nodes: &Nodes, i: usize, want: f64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if nodes.metric(i, "nanogrid_disk_full").await == Some(want) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Undo a fault: restart what was stopped, resume what was paused, drop every rule, give
+/// the disk its room back. Returns findings (a node that did not come back from a full
+/// disk).
+pub async fn heal(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<Vec<String>> {
     net.heal()?;
+    let mut findings = Vec::new();
     match f {
         Fault::Kill(i) => nodes.start(*i, false).await?,
         Fault::Pause(i) => nodes.resume(*i),
         Fault::Corrupt { node, .. } => nodes.start(*node, true).await?,
+        Fault::DiskFull { node, .. } => {
+            nodes.disks.unfill(*node)?;
+            if !nodes.alive(*node) {
+                findings.push(format!("n{} exited while its disk was full: {}", node + 1, nodes.log_tail(*node, 5)));
+                nodes.start(*node, false).await?;
+            } else if !disk_full_is(nodes, *node, 0.0, Duration::from_secs(30)).await {
+                findings.push(format!("n{} still reports a full disk 30 s after its room came back", node + 1));
+            }
+        }
         _ => {}
     }
-    Ok(())
+    Ok(findings)
 }
 
 /// What a schedule did and found.
@@ -184,7 +229,7 @@ pub async fn schedule(rng: &mut Rng, nodes: &mut Nodes, net: &Net, stop: Instant
         eprintln!("  [{:>3} s left] {}", at.as_secs(), fault.describe());
         done.findings.extend(apply(&fault, nodes, net).await?);
         tokio::time::sleep(Duration::from_millis(rng.range(3000, 8000))).await;
-        heal(&fault, nodes, net).await?;
+        done.findings.extend(heal(&fault, nodes, net).await?);
         eprintln!("  [{:>3} s left] healed", stop.saturating_duration_since(Instant::now()).as_secs());
         tokio::time::sleep(Duration::from_millis(rng.range(2000, 4000))).await;
     }

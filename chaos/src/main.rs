@@ -10,6 +10,7 @@
 //! data dirs, and prints the command that repeats its seed.
 
 mod check;
+mod disk;
 mod faults;
 mod ledger;
 mod linearizable;
@@ -273,6 +274,7 @@ async fn run(args: &Args, seed: u64, dir: &Path) -> anyhow::Result<Report> {
         jobs: 0,
     };
     final_checks(&target, &h, &mut rng, &mut report).await;
+    nodes.disks.keep = !report.violations.is_empty();
     if !report.violations.is_empty() {
         let registers = h.registers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let text: Vec<String> =

@@ -13,6 +13,7 @@ use http::Method;
 use nanogrid::client::{AdminClient, Client};
 use serde_json::{Value, json};
 
+use crate::disk::Disks;
 use crate::net::Net;
 
 pub struct Nodes {
@@ -24,6 +25,9 @@ pub struct Nodes {
     ips: Vec<String>,
     ns: Vec<String>,
     http: Client,
+    /// The nodes' data dirs, each on its own tmpfs (after `procs`: dropped once the
+    /// processes are gone).
+    pub disks: Disks,
 }
 
 fn cli(bin: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -43,7 +47,9 @@ impl Nodes {
             cli(bin, &["cluster", "add-node", &format!("n{}", i + 1), c])?;
         }
         let token = std::fs::read_to_string(cluster.join("admin-token"))?.trim().to_string();
+        let disks = Disks::mount((0..net.n).map(|i| dir.join(format!("n{}", i + 1))).collect())?;
         Ok(Nodes {
+            disks,
             bin: bin.into(),
             dir: dir.into(),
             token,
@@ -76,6 +82,16 @@ impl Nodes {
     }
 
     pub fn running(&self, i: usize) -> bool {
+        self.procs[i].is_some()
+    }
+
+    /// Whether node `i`'s process is still there; one that exited is forgotten (so it
+    /// can be started again).
+    pub fn alive(&mut self, i: usize) -> bool {
+        let exited = self.procs[i].as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            self.procs[i] = None;
+        }
         self.procs[i].is_some()
     }
 
@@ -203,6 +219,13 @@ impl Nodes {
                 Ok(format!("cut {} to {} bytes", path.display(), len / 2))
             }
         }
+    }
+
+    /// A metric of node `i` without labels (`None` when it does not answer within 3 s).
+    pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let r = tokio::time::timeout(Duration::from_secs(3), self.admin(i).get("/metrics")).await.ok()?.ok()?;
+        let prefix = format!("{name} ");
+        r.text().lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
     }
 
     /// The leader as node `i` sees it (`None` too when it does not answer within 3 s).
