@@ -15,7 +15,8 @@ use anyhow::{Context, bail};
 
 pub struct Net {
     pub prefix: String,
-    /// The /24 the nodes live in: `10.77.{subnet}.{i+1}`; the driver is `.254`.
+    /// The /24 the nodes live in: `10.{octet}.{subnet}.{i+1}`; the driver is `.254`.
+    pub octet: u8,
     pub subnet: u8,
     pub n: usize,
 }
@@ -36,12 +37,19 @@ fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<()> {
 }
 
 impl Net {
-    /// Create the bridge and `n` namespaces. Root only.
+    /// Create the bridge and `n` namespaces in `10.77.{subnet}.0/24`. Root only.
     pub fn create(prefix: &str, subnet: u8, n: usize) -> anyhow::Result<Net> {
+        Self::create_in(prefix, 77, subnet, n)
+    }
+
+    /// [`Net::create`] in `10.{octet}.{subnet}.0/24` (the end-to-end tests use their own
+    /// octet, so they can run while a campaign does).
+    pub fn create_in(prefix: &str, octet: u8, subnet: u8, n: usize) -> anyhow::Result<Net> {
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            bail!("the chaos campaign builds network namespaces and needs root");
+            bail!("network namespaces need root");
         }
-        let net = Net { prefix: prefix.into(), subnet, n };
+        let net = Net { prefix: prefix.into(), octet, subnet, n };
         net.destroy(); // leftovers of a run that was killed
         remove_orphans(prefix);
         let br = net.bridge();
@@ -71,11 +79,11 @@ impl Net {
     }
 
     pub fn ip(&self, i: usize) -> String {
-        format!("10.77.{}.{}", self.subnet, i + 1)
+        format!("10.{}.{}.{}", self.octet, self.subnet, i + 1)
     }
 
     pub fn driver_ip(&self) -> String {
-        format!("10.77.{}.254", self.subnet)
+        format!("10.{}.{}.254", self.octet, self.subnet)
     }
 
     /// Drop everything node `to` receives from node `from` (one direction).
@@ -86,7 +94,7 @@ impl Net {
 
     /// Drop `percent` of what node `i` receives from the other nodes.
     pub fn lossy(&self, i: usize, percent: u64) -> anyhow::Result<()> {
-        let peers = format!("10.77.{}.1-10.77.{}.{}", self.subnet, self.subnet, self.n);
+        let peers = format!("{}-{}", self.ip(0), self.ip(self.n - 1));
         let rule = ["ip", "saddr", &peers, "numgen", "random", "mod", "100", "<", &percent.to_string(), "drop"];
         let mut args = vec!["nft", "add", "rule", "inet", "chaos", "input"];
         args.extend_from_slice(&rule);

@@ -294,7 +294,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 rid,
             ),
         },
-        (&Method::POST, ["v1", "debug", what @ ("isolate" | "gossip")]) => {
+        (&Method::POST, ["v1", "debug", "gossip"]) => {
             let Some(c) = node.cluster.as_ref().filter(|c| c.config.fault_injection) else {
                 h::drain(req.into_body()).await;
                 return err(
@@ -308,12 +308,6 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 Ok(b) => b,
                 Err(resp) => return resp,
             };
-            if *what == "isolate" {
-                let on = body.get("isolated").and_then(|v| v.as_bool()).unwrap_or(true);
-                c.faults.set_isolated(on);
-                tracing::warn!(isolated = on, "fault injection: network isolation changed");
-                return h::json(StatusCode::OK, &json!({ "isolated": on }), rid);
-            }
             // `{"fail": true}`: the gossip socket reports a fatal error at its next packet;
             // `{"stall": true}`: its next send hangs for good.
             match body.get("fault").and_then(|v| v.as_str()) {

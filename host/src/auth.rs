@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(needed(&Method::POST, &["v1", "services", "x", "scale"]), Scope::Deploy);
         assert_eq!(needed(&Method::PUT, &["v1", "components"]), Scope::Deploy);
         assert_eq!(needed(&Method::DELETE, &["v1", "cluster", "nodes", "n1"]), Scope::Admin);
-        assert_eq!(needed(&Method::POST, &["v1", "debug", "isolate"]), Scope::Admin);
+        assert_eq!(needed(&Method::POST, &["v1", "debug", "gossip"]), Scope::Admin);
         assert!(Scope::Read < Scope::Deploy && Scope::Deploy < Scope::Admin);
     }
 }

@@ -37,7 +37,6 @@ fn routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
         (Method::POST, "/v1/services/x/scale", Some("deploy")),
         (Method::DELETE, "/v1/services/x", Some("deploy")),
         (Method::DELETE, "/v1/cluster/nodes/n9", Some("admin")),
-        (Method::POST, "/v1/debug/isolate", Some("admin")),
         (Method::POST, "/v1/debug/gossip", Some("admin")),
     ]
 }

@@ -87,6 +87,9 @@ pub struct TestNode {
     http: Client,
     /// The CA of the node's own TLS certificate, if it has one.
     ca: Option<Vec<u8>>,
+    /// Run inside this network namespace, listening on this address instead of loopback
+    /// (set before the first start).
+    pub netns: Option<(String, String)>,
 }
 
 impl TestNode {
@@ -118,6 +121,7 @@ impl TestNode {
             http: Client::new(),
             ca: None,
             env: Vec::new(),
+            netns: None,
         }
     }
 
@@ -131,8 +135,18 @@ impl TestNode {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanogrid"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--pool-instances", "200", "--data-dir"])
+        let bin = env!("CARGO_BIN_EXE_nanogrid");
+        // `ip netns exec` execs the node: the child is the node process itself.
+        let mut cmd = match &self.netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let ip = self.netns.as_ref().map_or("127.0.0.1", |(_, ip)| ip.as_str());
+        cmd.args(["serve", "--listen", &format!("{ip}:0"), "--pool-instances", "200", "--data-dir"])
             .arg(self.data.path().join("node"))
             .env("NANOGRID_TOKEN", TOKEN)
             .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn,openraft=warn")
@@ -145,7 +159,7 @@ impl TestNode {
             cmd.arg("--compile-cache").arg(shared_compile_cache());
         }
         if !self.extra.iter().any(|a| a == "--admin-listen") {
-            cmd.args(["--admin-listen", "127.0.0.1:0"]);
+            cmd.args(["--admin-listen", &format!("{ip}:0")]);
         }
         cmd.args(&self.extra);
         let mut child = cmd.spawn().expect("starting nanogrid serve");

@@ -233,7 +233,7 @@ pub struct ClusterArgs {
     /// Partition-log entries kept per partition (tests use a small one)
     #[arg(long, hide = true, value_name = "N")]
     pub grid_log_keep: Option<u64>,
-    /// Allow POST /v1/debug/isolate to cut this node off the network (scenario tests)
+    /// Allow POST /v1/debug/gossip to make the gossip task fail or hang (a scenario test)
     #[arg(long, hide = true)]
     pub fault_injection: bool,
 }

@@ -78,7 +78,7 @@ pub struct ClusterConfig {
     pub gossip_interval: Duration,
     /// chitchat's phi accrual threshold: higher detects failures later but more surely.
     pub phi_threshold: f64,
-    /// Allow `POST /v1/debug/isolate` (scenario tests only).
+    /// Allow `POST /v1/debug/gossip` (a scenario test only).
     pub fault_injection: bool,
     /// The address other nodes dial this one at, when a listener binds a wildcard address.
     pub advertise_host: Option<std::net::IpAddr>,
@@ -287,7 +287,7 @@ impl Cluster {
     ) -> anyhow::Result<Arc<Cluster>> {
         let faults = Arc::new(Faults::default());
         let tls = if config.plaintext_peers { None } else { Some(PeerTls::new(secrets)?) };
-        let peers = PeerClient::new(name, tls.as_ref().map(|t| t.client.clone()), faults.clone());
+        let peers = PeerClient::new(name, tls.as_ref().map(|t| t.client.clone()));
         let log = LogStore::open(grid.clone()).await?;
         let sm = StateMachine::open(grid).await?;
         let raft_config = openraft::Config {

@@ -27,17 +27,15 @@ use super::types::{Command, Control, raft_id};
 use crate::http::{self as h, Body};
 use crate::transport::{Peer, PeerRpc, rpc};
 
-/// Whether this node takes requests from `peer` now: not while cut off by fault
-/// injection, and never from a node removed from the cluster (it still holds a
-/// certificate of the CA). Every peer route, forwarded requests included, passes here.
+/// Whether this node takes requests from `peer` now: never from a node removed from the
+/// cluster (it still holds a certificate of the CA). Every peer route, forwarded requests
+/// included, passes here.
 pub async fn admit(
     cluster: &Cluster,
     peer: &Peer,
     req: http::Request<Incoming>,
 ) -> Result<http::Request<Incoming>, http::Response<Body>> {
-    let refusal = if cluster.faults.isolated() {
-        Some((StatusCode::SERVICE_UNAVAILABLE, "isolated", "fault injection".to_string()))
-    } else if cluster.sm.current().state.removed.contains(&peer.node) {
+    let refusal = if cluster.sm.current().state.removed.contains(&peer.node) {
         Some((StatusCode::FORBIDDEN, "removed", format!("node {} was removed from this cluster", peer.node)))
     } else {
         None

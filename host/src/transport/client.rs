@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::time::Instant;
 
 use super::rpc::{self, PeerRpc, RpcError};
-use super::{Faults, NODE_HEADER, tls};
+use super::{NODE_HEADER, tls};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -51,7 +51,6 @@ struct Slot {
 struct Inner {
     me: String,
     tls: Option<Arc<rustls::ClientConfig>>,
-    faults: Arc<Faults>,
     /// By (node, address): callers may dial a node at an address it does not prove
     /// (stale gossip, say) without disturbing the connection that works.
     pool: Mutex<HashMap<(String, String), Arc<Slot>>>,
@@ -65,8 +64,8 @@ pub struct PeerClient {
 
 impl PeerClient {
     /// `tls: None` is the cleartext benchmark mode (the node refuses it off loopback).
-    pub fn new(me: &str, tls: Option<Arc<rustls::ClientConfig>>, faults: Arc<Faults>) -> Self {
-        PeerClient { inner: Arc::new(Inner { me: me.to_string(), tls, faults, pool: Mutex::new(HashMap::new()) }) }
+    pub fn new(me: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        PeerClient { inner: Arc::new(Inner { me: me.to_string(), tls, pool: Mutex::new(HashMap::new()) }) }
     }
 
     pub fn me(&self) -> &str {
@@ -201,9 +200,6 @@ impl PeerClient {
         deadline: Instant,
     ) -> Result<(SendRequest<Full<Bytes>>, Ended), RpcError> {
         let not_sent = |reason: String| RpcError::NotSent { node: node.into(), reason };
-        if self.inner.faults.isolated() {
-            return Err(not_sent("this node is isolated (fault injection)".into()));
-        }
         let slot = {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
             let key = (node.to_string(), addr.to_string());

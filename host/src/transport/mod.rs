@@ -31,24 +31,19 @@ pub struct PeerTarget {
     pub addr: String,
 }
 
-/// Fault injection for the scenario tests (only reachable through the admin API of a node
-/// started with `--fault-injection`): `isolated` drops all gossip and peer RPC, as if the
-/// network were unplugged; `gossip_fail` makes the gossip socket report a fatal error and
-/// `gossip_stall` makes its sends hang, so the gossip task dies or freezes.
+/// Faults of the gossip task itself, for the test that checks it is restarted (only
+/// reachable through the admin API of a node started with `--fault-injection`):
+/// `gossip_fail` makes the gossip socket report a fatal error and `gossip_stall` makes its
+/// sends hang, so the task dies or freezes. Network faults (cut-offs, partitions) are
+/// real dropped packets in network namespaces (the scenario driver, `./dev chaos`), not
+/// switches in the node.
 #[derive(Debug, Default)]
 pub struct Faults {
-    isolated: AtomicBool,
     gossip_fail: AtomicBool,
     gossip_stall: AtomicBool,
 }
 
 impl Faults {
-    pub fn isolated(&self) -> bool {
-        self.isolated.load(Ordering::Relaxed)
-    }
-    pub fn set_isolated(&self, on: bool) {
-        self.isolated.store(on, Ordering::Relaxed);
-    }
     /// Take a pending gossip failure (it fires once).
     pub fn take_gossip_fail(&self) -> bool {
         self.gossip_fail.swap(false, Ordering::Relaxed)

@@ -1,6 +1,10 @@
 //! The scenario driver: a cluster of `nanogrid serve` processes on loopback, each with its
 //! own data dir and fixed peer/gossip ports (so a restarted node is the same member), and
 //! the steps scenarios are written in: start, stop, kill -9, cut off, heal, wait until.
+//! Scenarios that cut nodes off start their cluster in network namespaces
+//! ([`Cluster::start_in_namespaces`], root only): a cut is then packets dropped by the
+//! kernel (the fault campaign's `net.rs`), which the whole node sees, ingress
+//! forwarding included.
 //! Every cluster has its own secrets, made with `nanogrid cluster init` and `cluster
 //! add-node` as a user would.
 
@@ -11,6 +15,10 @@ use serde_json::Value;
 
 use crate::support::TestNode;
 pub use crate::support::eventually;
+
+#[path = "../../../chaos/src/net.rs"]
+#[allow(dead_code)]
+mod net;
 
 pub struct Member {
     pub name: String,
@@ -29,6 +37,9 @@ pub struct Cluster {
     configs: Vec<tempfile::TempDir>,
     /// The cluster's secrets (`nanogrid cluster init`).
     pub secrets: tempfile::TempDir,
+    /// The namespaces the nodes run in, if they do (declared last: removed after the
+    /// nodes are gone).
+    net: Option<net::Net>,
 }
 
 /// Run the `nanogrid` binary (a CLI command that needs no node) and check it succeeded.
@@ -88,10 +99,56 @@ impl Cluster {
         let extra = extra.iter().map(|s| s.to_string()).collect();
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         let secrets = cluster_secrets(&names.iter().map(String::as_str).collect::<Vec<_>>());
-        let mut c = Cluster { nodes: Vec::new(), seeds, extra, http: Client::new(), configs: Vec::new(), secrets };
+        let mut c =
+            Cluster { nodes: Vec::new(), seeds, extra, http: Client::new(), configs: Vec::new(), secrets, net: None };
         for (peer, gossip) in ports {
             c.spawn(peer, gossip).await;
         }
+        c
+    }
+
+    /// `n` nodes, each in its own network namespace on a bridge (root only), so that
+    /// [`Cluster::isolate`] cuts a node off with real dropped packets.
+    pub async fn start_in_namespaces(n: usize) -> Cluster {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        static K: AtomicU8 = AtomicU8::new(0);
+        let (pid, k) = (std::process::id(), K.fetch_add(1, Ordering::Relaxed));
+        let subnet = ((pid % 100) * 2 + u32::from(k)) % 250;
+        let net = net::Net::create_in(&format!("nge{}{k}", pid % 1000), 78, subnet as u8, n)
+            .expect("network namespaces for the cluster (run the suite as root)");
+        let seeds = (0..n).map(|i| format!("{}:7002", net.ip(i))).collect::<Vec<_>>().join(",");
+        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let secrets = cluster_secrets(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            seeds,
+            extra: Vec::new(),
+            http: Client::new(),
+            configs: Vec::new(),
+            secrets,
+            net: None,
+        };
+        for (i, name) in names.into_iter().enumerate() {
+            let ip = net.ip(i);
+            let args = [
+                "--cluster-dir".to_string(),
+                c.cluster_dir().to_str().unwrap().to_string(),
+                "--node-id".to_string(),
+                name.clone(),
+                "--peer-listen".into(),
+                format!("{ip}:7001"),
+                "--gossip-listen".into(),
+                format!("{ip}:7002"),
+                "--seeds".into(),
+                c.seeds.clone(),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut node = TestNode::unstarted(true, &args);
+            node.netns = Some((net.ns(i), ip));
+            node.restart();
+            c.nodes.push(Member { name, peer: 7001, gossip: 7002, node });
+        }
+        c.net = Some(net);
         c
     }
 
@@ -105,7 +162,7 @@ impl Cluster {
     pub fn peer_client(&self, as_node: &str) -> nanogrid::transport::PeerClient {
         let secrets = nanogrid::transport::secrets::ClusterSecrets::load(&self.cluster_dir(), as_node).unwrap();
         let tls = nanogrid::transport::tls::PeerTls::new(&secrets).unwrap();
-        nanogrid::transport::PeerClient::new(as_node, Some(tls.client), Default::default())
+        nanogrid::transport::PeerClient::new(as_node, Some(tls.client))
     }
 
     /// Node `i`'s peer listener address.
@@ -134,7 +191,6 @@ impl Cluster {
             format!("127.0.0.1:{gossip}"),
             "--seeds".into(),
             self.seeds.clone(),
-            "--fault-injection".into(),
         ];
         let args: Vec<&str> = args.iter().chain(&self.extra).map(String::as_str).collect();
         let node = TestNode::start_with_args(true, &args).await;
@@ -157,7 +213,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
         std::fs::write(&path, toml).unwrap();
-        let args = ["--config", path.to_str().unwrap(), "--fault-injection"];
+        let args = ["--config", path.to_str().unwrap()];
         let node = TestNode::start_with_args(true, &args).await;
         self.configs.push(dir);
         self.nodes.push(Member { name, peer, gossip, node });
@@ -176,15 +232,17 @@ impl Cluster {
         self.nodes[i].node.restart();
     }
 
-    /// Cut node `i` off the network (gossip and peer RPC), or heal it.
-    pub async fn isolate(&self, i: usize, on: bool) {
-        let r = self.nodes[i]
-            .node
-            .admin()
-            .call_json(Method::POST, "/v1/debug/isolate", &serde_json::json!({ "isolated": on }))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.text());
+    /// Cut node `i` off from the other nodes (every packet between them dropped, both
+    /// ways; the test's own requests still reach it), or heal every cut.
+    pub fn isolate(&self, i: usize, on: bool) {
+        let net = self.net.as_ref().expect("cutting nodes off needs Cluster::start_in_namespaces");
+        if !on {
+            return net.heal().unwrap();
+        }
+        for j in (0..self.nodes.len()).filter(|&j| j != i) {
+            net.block(i, j).unwrap();
+            net.block(j, i).unwrap();
+        }
     }
 
     /// `GET /v1/cluster` on node `i` (None if it does not answer).

@@ -147,7 +147,7 @@ async fn client(
 
 #[tokio::test]
 async fn concurrent_kv_operations_stay_linearizable_through_kills_and_cut_offs() {
-    let mut c = Cluster::start(3).await;
+    let mut c = Cluster::start_in_namespaces(3).await;
     formed(&c).await;
     kv_ready(&c).await;
     let keys: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
@@ -165,9 +165,9 @@ async fn concurrent_kv_operations_stay_linearizable_through_kills_and_cut_offs()
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cut = c.index_of(&primary_of(&c, 0, "k0").await);
     eprintln!("cutting off {} (primary of k0)", c.nodes[cut].name);
-    c.isolate(cut, true).await;
+    c.isolate(cut, true);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    c.isolate(cut, false).await;
+    c.isolate(cut, false);
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
 

@@ -275,7 +275,7 @@ async fn killing_the_leader_elects_another_and_services_keep_answering() {
 
 #[tokio::test]
 async fn a_node_cut_off_goes_dormant_and_catches_up_when_healed() {
-    let c = Cluster::start(3).await;
+    let c = Cluster::start_in_namespaces(3).await;
     let leader = formed(&c).await;
     c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
     // Cut off the leader itself: the other two must elect a new one.
@@ -284,7 +284,7 @@ async fn a_node_cut_off_goes_dormant_and_catches_up_when_healed() {
     serves(&c, cut, "/hello/", Duration::from_secs(10)).await;
 
     let t = Instant::now();
-    c.isolate(cut, true).await;
+    c.isolate(cut, true);
     eventually("the cut-off node turns dormant", Duration::from_secs(15), || async {
         (c.mode(cut).await.as_deref() == Some("dormant")).then_some(())
     })
@@ -324,7 +324,7 @@ async fn a_node_cut_off_goes_dormant_and_catches_up_when_healed() {
     assert!(c.get(cut, "/late/").await.unwrap().status == 503);
 
     // Heal: it rejoins without help and serves what was deployed while it was away.
-    c.isolate(cut, false).await;
+    c.isolate(cut, false);
     let body = serves(&c, cut, "/late/?name=back", Duration::from_secs(20)).await;
     assert!(body.starts_with("late, back!"), "{body}");
     eventually("all three agree on a leader again", FORM, || c.agreed_leader(&[0, 1, 2])).await;

@@ -113,9 +113,6 @@ impl Socket for SealedSocket {
             // Fault injection: the gossip task hangs here for good, as if wedged.
             std::future::pending::<()>().await;
         }
-        if self.cfg.faults.isolated() {
-            return Ok(SendOutcome { num_bytes_sent: 0 });
-        }
         let plain = match self.codec.encode(envelope).await {
             Ok(p) => p,
             Err(e) => {
@@ -174,9 +171,6 @@ impl Receiver {
             if self.cfg.faults.take_gossip_fail() {
                 let _ = tx.send(Err(anyhow::anyhow!("gossip failure injected (fault injection)"))).await;
                 return;
-            }
-            if self.cfg.faults.isolated() {
-                continue;
             }
             let Some(envelope) = self.accept(&buf[..n], from).await else { continue };
             self.cfg.stats.received.fetch_add(1, Ordering::Relaxed);
