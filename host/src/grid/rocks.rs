@@ -406,7 +406,7 @@ mod tests {
             let s = RocksStorage::open(dir.path()).unwrap();
             fill(&s, 0, 300);
             // Into table files, so the MANIFEST is what records where the rows are.
-            let flush = |s: &RocksStorage| s.inner.with_db(|db| Ok(db.flush_cf(cf(db, Table::Kv)?).unwrap())).unwrap();
+            let flush = |s: &RocksStorage| s.inner.with_db(|db| db.flush_cf(cf(db, Table::Kv)?).map_err(io)).unwrap();
             flush(&s);
             fill(&s, 300, 300);
             flush(&s);
