@@ -45,6 +45,9 @@ struct Args {
     /// Seconds of faults and load per run
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Minutes of faults and load per run (instead of --seconds)
+    #[arg(long, conflicts_with = "seconds")]
+    minutes: Option<u64>,
     /// The nanogrid binary the nodes run
     #[arg(long, default_value = "target/release/nanogrid")]
     bin: PathBuf,
@@ -375,7 +378,10 @@ async fn interruptible(args: Args) -> anyhow::Result<bool> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(m) = args.minutes {
+        args.seconds = m * 60;
+    }
     let ok = tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(interruptible(args))?;
     if !ok {
         std::process::exit(1);
