@@ -14,16 +14,19 @@ pub const DISK_MIB: u64 = 512;
 
 pub struct Disks {
     dirs: Vec<PathBuf>,
-    /// Copy each data dir out (to `<dir>.kept`) before unmounting.
+    /// Copy each data dir out (to `<dir>.kept`) before unmounting: true until the run
+    /// has passed its checks, so a run that fails or errors keeps its data.
     pub keep: bool,
 }
 
 impl Disks {
     /// Mount a tmpfs of [`DISK_MIB`] on each of `dirs` (created if missing).
     pub fn mount(dirs: Vec<PathBuf>) -> anyhow::Result<Disks> {
-        let mut disks = Disks { dirs: Vec::new(), keep: false };
+        let mut disks = Disks { dirs: Vec::new(), keep: true };
         for d in dirs {
             std::fs::create_dir_all(&d)?;
+            // A campaign killed with -9 leaves its mounts: never stack a new one on them.
+            let _ = Command::new("umount").arg("-l").arg(&d).output();
             let out = Command::new("mount")
                 .args(["-t", "tmpfs", "-o", &format!("size={DISK_MIB}m,mode=0700"), "tmpfs"])
                 .arg(&d)

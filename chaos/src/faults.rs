@@ -164,9 +164,14 @@ pub async fn apply(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<Ve
 
 /// Wait until node `i`'s `nanogrid_disk_full` reads `want`; false after `within`.
 async fn disk_full_is(nodes: &Nodes, i: usize, want: f64, within: Duration) -> bool {
+    metric_is(nodes, i, "nanogrid_disk_full", want, within).await
+}
+
+/// Wait until node `i`'s metric `name` reads `want`; false after `within`.
+async fn metric_is(nodes: &Nodes, i: usize, name: &str, want: f64, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     loop {
-        if nodes.metric(i, "nanogrid_disk_full").await == Some(want) {
+        if nodes.metric(i, name).await == Some(want) {
             return true;
         }
         if Instant::now() > deadline {
@@ -193,6 +198,9 @@ pub async fn heal(f: &Fault, nodes: &mut Nodes, net: &Net) -> anyhow::Result<Vec
                 nodes.start(*node, false).await?;
             } else if !disk_full_is(nodes, *node, 0.0, Duration::from_secs(30)).await {
                 findings.push(format!("n{} still reports a full disk 30 s after its room came back", node + 1));
+            } else if !metric_is(nodes, *node, "nanogrid_store_stuck", 0.0, Duration::from_secs(30)).await {
+                findings
+                    .push(format!("n{}'s store was not opened again within 30 s of its room coming back", node + 1));
             }
         }
         _ => {}

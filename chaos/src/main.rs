@@ -278,6 +278,7 @@ async fn run(args: &Args, seed: u64, dir: &Path) -> anyhow::Result<Report> {
     };
     final_checks(&target, &h, &mut rng, &mut report).await;
     nodes.disks.keep = !report.violations.is_empty();
+    drop(nodes); // the processes, then the data dirs (copied out first if kept)
     if !report.violations.is_empty() {
         let registers = h.registers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let text: Vec<String> =

@@ -55,10 +55,12 @@ fn disk(out: &mut String, node: &Node) {
     let storage = node.registry.grid().storage();
     let Some(free) = storage.disk_free() else { return };
     let full = matches!(storage.check_room(), Err(crate::grid::StorageError::Full(_)));
+    let stuck = storage.stuck();
     let _ = writeln!(
         out,
-        "# HELP nanogrid_disk_free_bytes Free bytes on the data dir's disk.\n# TYPE nanogrid_disk_free_bytes gauge\nnanogrid_disk_free_bytes {free}\n# HELP nanogrid_disk_full 1 while kv writes are refused because the data dir's disk has less than --min-free-mib free.\n# TYPE nanogrid_disk_full gauge\nnanogrid_disk_full {}",
-        u8::from(full)
+        "# HELP nanogrid_disk_free_bytes Free bytes on the data dir's disk.\n# TYPE nanogrid_disk_free_bytes gauge\nnanogrid_disk_free_bytes {free}\n# HELP nanogrid_disk_full 1 while kv writes are refused because the data dir's disk has less than --min-free-mib free.\n# TYPE nanogrid_disk_full gauge\nnanogrid_disk_full {}\n# HELP nanogrid_store_stuck 1 while a write has failed for want of space and the store waits for room to be opened again.\n# TYPE nanogrid_store_stuck gauge\nnanogrid_store_stuck {}",
+        u8::from(full),
+        u8::from(stuck)
     );
 }
 

@@ -545,7 +545,11 @@ impl Cluster {
 
     pub async fn shutdown(&self) {
         self.gossip.shutdown().await;
-        let _ = self.raft.shutdown().await;
+        // Bounded: a Raft write waiting for room on a full disk (`store.rs`) would hold
+        // the Raft core, and with it the shutdown, for as long as the disk stays full.
+        if tokio::time::timeout(Duration::from_secs(10), self.raft.shutdown()).await.is_err() {
+            tracing::warn!("Raft did not stop within 10 s (a write waiting for disk room?); leaving it");
+        }
     }
 
     pub fn uptime(&self) -> Duration {

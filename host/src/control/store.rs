@@ -45,11 +45,13 @@ async fn read_json<T: for<'a> Deserialize<'a> + Send + 'static>(
         .transpose()
 }
 
-/// A synced write of Raft state. A full disk is waited out rather than reported: openraft
-/// treats a storage error as fatal and would stop this node's control plane for good,
-/// while the disk may have room again in a moment. Nothing else is written meanwhile (the
-/// caller awaits this), and kv writes, refused first (`grid/disk.rs`), leave the room
-/// these small records need in all but a disk filled by someone else.
+/// A synced write of Raft state. A full disk (and the store closed while it waits for
+/// room to be opened again) is waited out rather than reported: openraft treats a storage
+/// error as fatal and would stop this node's control plane for good, while the disk may
+/// have room again in a moment. Nothing else is written meanwhile (the caller awaits
+/// this), and kv writes, refused first (`grid/disk.rs`), leave the room these small
+/// records need in all but a disk filled by someone else. The node's shutdown does not
+/// wait for this (`Cluster::shutdown` bounds it).
 async fn write(grid: &Grid, ops: Vec<BatchOp>) -> Result<(), String> {
     let mut backoff = std::time::Duration::from_millis(50);
     let mut warned: Option<std::time::Instant> = None;
@@ -57,7 +59,10 @@ async fn write(grid: &Grid, ops: Vec<BatchOp>) -> Result<(), String> {
         let attempt = ops.clone();
         match grid.blocking(move |s| s.write(attempt, Durability::Synced)).await {
             Ok(()) => return Ok(()),
-            Err(KvError::Storage(crate::grid::StorageError::Full(full))) => {
+            Err(KvError::Storage(e @ (crate::grid::StorageError::Full(_) | crate::grid::StorageError::Closed)))
+                if !matches!(e, crate::grid::StorageError::Closed) || grid.storage().stuck() =>
+            {
+                let full = e;
                 if warned.is_none_or(|at| at.elapsed() > std::time::Duration::from_secs(10)) {
                     tracing::warn!(%full, "a Raft write waits for room on the disk");
                     warned = Some(std::time::Instant::now());

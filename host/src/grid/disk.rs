@@ -7,8 +7,8 @@
 //!
 //! A disk that fills up completely anyway (another program, a burst larger than the
 //! margin) makes RocksDB fail with "No space left on device"; [`is_no_space`] turns that
-//! into the same error. RocksDB then holds writes back and resumes by itself once its
-//! file manager sees room again (it polls the free space); the node does not restart.
+//! into the same error. RocksDB's log writer keeps such an error, so `rocks.rs` closes
+//! the store and opens it again once the disk has room; the node does not restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -25,18 +25,18 @@ const MEASURED_FOR: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskFull {
     pub dir: PathBuf,
-    /// Bytes free when it was measured (0 when RocksDB ran out of space itself).
+    /// Bytes free when it was measured.
     pub free: u64,
     pub min_free: u64,
 }
 
 impl std::fmt::Display for DiskFull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lower = if self.min_free > 0 { " (or lower --min-free-mib)" } else { "" };
         write!(
             f,
             "the disk of data dir {} is full ({} MiB free, the node keeps {} MiB free): writes are refused \
-             until there is room; free space on that disk (or lower --min-free-mib) and writes resume by \
-             themselves",
+             until there is room; free space on that disk{lower} and writes resume by themselves",
             self.dir.display(),
             self.free >> 20,
             self.min_free >> 20

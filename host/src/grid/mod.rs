@@ -73,6 +73,9 @@ pub enum StorageError {
     /// The data dir's disk is (nearly) full: the write was refused, nothing was lost.
     #[error("{0}")]
     Full(DiskFull),
+    /// The write reached the store but not the disk: it may or may not be kept.
+    #[error("{0}")]
+    Unsynced(String),
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
@@ -174,6 +177,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Free bytes on the store's disk, if it has one.
     fn disk_free(&self) -> Option<u64> {
         None
+    }
+    /// A write failed for want of space and the store waits for room to be opened again.
+    fn stuck(&self) -> bool {
+        false
     }
     /// Up to `limit` entries whose key starts with `prefix` and is strictly greater than
     /// `after` (when given), in byte order.

@@ -309,7 +309,13 @@ impl Replicas {
         if let Err(e) = write.await {
             part.write_failed.store(false, std::sync::atomic::Ordering::SeqCst);
             tracing::error!(partition = p, error = %e, "cannot write the partition log");
-            self.write_failed(p, st, durable);
+            // The batch may be in the store although its sync failed: take the position
+            // from the store, never one below what it holds (positions must not be reused).
+            let on_disk = match self.blocking(move |s| plog::load_meta(s, p)).await {
+                Ok(m) if m.last >= durable.last => m,
+                _ => meta,
+            };
+            self.write_failed(p, st, on_disk);
             return Err(e);
         }
         let me = self.me.clone();

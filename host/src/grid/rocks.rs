@@ -89,14 +89,24 @@ impl Inner {
             return Ok(()); // another writer recovered it meanwhile
         }
         db.take(); // closed: RocksDB holds a lock on the directory while open
-        let reopened = open_checked(&self.dir)?;
+        let reopened = open_checked(&self.dir).map_err(|e| match e {
+            // Opening writes too (a new MANIFEST and log): still no room, try again later.
+            StorageError::Io(text) if disk::is_no_space(&text) => StorageError::Full(self.disk.full(self.disk.free())),
+            StorageError::Damaged(d) => {
+                tracing::error!(damage = %d, "the store could not be opened again after its disk was full; it stays closed (restart the node: it will refuse the store and say what to do)");
+                StorageError::Damaged(d)
+            }
+            e => e,
+        })?;
         *db = Some(reopened);
         self.stuck.store(false, Ordering::SeqCst);
         tracing::info!(dir = %self.dir.display(), free, "the store's disk has room again; the store is open and takes writes");
         Ok(())
     }
 
-    /// Sync the write-ahead log and move the high-water mark up to what it covers.
+    /// Sync the write-ahead log and move the high-water mark up to what it covers. A full
+    /// disk is not an error here (the writes that meet it report it): the mark stays where
+    /// it was, a lower bound, until there is room.
     fn sync_and_mark(&self) -> Result<(), String> {
         if self.stuck.load(Ordering::SeqCst) {
             match self.recover() {
@@ -106,12 +116,18 @@ impl Inner {
         }
         let seq = self.with_db(|db| {
             let seq = db.latest_sequence_number();
-            db.flush_wal(true).map_err(io)?;
+            db.flush_wal(true).map_err(|e| self.write_error(e))?;
             Ok(seq)
         });
-        let seq = seq.map_err(|e| e.to_string())?;
+        let seq = match seq {
+            Err(StorageError::Full(_)) => return Ok(()),
+            r => r.map_err(|e| e.to_string())?,
+        };
         let mark = sync::Mark { seq, manifest: sync::current_manifest(&self.dir) };
-        sync::write_mark(&self.dir, &mark).map_err(|e| format!("writing {}: {e}", sync::MARK_FILE))
+        match sync::write_mark(&self.dir, &mark) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Ok(()),
+            r => r.map_err(|e| format!("writing {}: {e}", sync::MARK_FILE)),
+        }
     }
 }
 
@@ -259,7 +275,14 @@ impl Storage for RocksStorage {
                 (Durability::Acked, SyncMode::Never) => db.write_opt(batch, &WriteOptions::default()).map_err(err),
                 (Durability::Acked, SyncMode::Batch) => {
                     db.write_opt(batch, &WriteOptions::default()).map_err(err)?;
-                    inner.group.wait_synced(|| db.flush_wal(true)).map_err(err)
+                    // The write is in the log and readable: a failed sync (another
+                    // writer's failure, a full disk) leaves its fate unknown, not refused.
+                    inner.group.wait_synced(|| db.flush_wal(true)).map_err(|e| match err(e) {
+                        StorageError::Full(full) => StorageError::Unsynced(format!(
+                            "the write is in the store's log but its sync failed, so it may or may not be kept: {full}"
+                        )),
+                        e => e,
+                    })
                 }
                 (Durability::Synced, _) | (Durability::Acked, SyncMode::Always) => {
                     let mut wo = WriteOptions::default();
@@ -285,6 +308,10 @@ impl Storage for RocksStorage {
             return Err(StorageError::Full(self.inner.disk.full(free)));
         }
         Ok(())
+    }
+
+    fn stuck(&self) -> bool {
+        self.inner.stuck.load(Ordering::SeqCst)
     }
 
     fn disk_free(&self) -> Option<u64> {

@@ -15,9 +15,12 @@ impl types::Host for StoreState {}
 fn internal(e: KvError) -> GuestError {
     match e {
         KvError::Unavailable(m) => GuestError::Unavailable(m),
-        // The node's disk is full: the write was refused, and a retry once there is room
-        // (or through another node) succeeds.
+        // The disk of the node holding the key's primary is full: the write was refused;
+        // a retry succeeds once that disk has room.
         KvError::Storage(crate::grid::StorageError::Full(full)) => GuestError::Unavailable(full.to_string()),
+        // In the store, not synced: unknown outcome, which is what `unavailable` means
+        // for a write.
+        KvError::Storage(crate::grid::StorageError::Unsynced(m)) => GuestError::Unavailable(m),
         e => GuestError::Internal(e.to_string()),
     }
 }
