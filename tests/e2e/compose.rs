@@ -51,7 +51,9 @@ async fn deploy_pipeline_out_of_order(node: &TestNode) {
 
 #[tokio::test]
 async fn pipeline_in_any_order_fused_and_linked_agree() {
-    let mut node = TestNode::start().await;
+    // Its own compile cache: the recompile check below reads this node's log, and a
+    // shared cache filled by another test would leave nothing to compile here.
+    let mut node = TestNode::start_with(false).await;
     deploy_pipeline_out_of_order(&node).await;
     node.deploy("stats-linked", "text-stats", json!({ "fuse": false, "instances": 2 })).await;
 
@@ -110,6 +112,7 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     let compiles =
         |log: String| log.lines().filter(|l| l.contains("compiled component") && l.contains(&chain_digest)).count();
     let before = compiles(node.log());
+    assert_eq!(before, 1, "the fused chain was compiled once before the restart:\n{}", node.log());
     node.stop();
     node.restart();
     for text in TEXTS {

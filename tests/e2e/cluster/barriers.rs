@@ -34,6 +34,8 @@ async fn another_node_finishes_a_barrier_whose_node_died() {
     assert!(b["takeovers"].as_u64() >= Some(1), "{b}");
     let owner = b["owner"].as_str().unwrap();
     assert!(owner.starts_with("n2/") || owner.starts_with("n3/"), "a survivor drove it to the end: {b}");
-    let runs = c.get(1, &format!("/misbehave/kv-get/resumes-{id}")).await.unwrap().text();
-    assert_eq!(runs, "1", "the continuation ran once");
+    // The promise is at least once: a continuation cut short by the kill may run again.
+    let runs: u32 = c.get(1, &format!("/misbehave/kv-get/resumes-{id}")).await.unwrap().text().parse().unwrap();
+    assert!(runs >= 1, "the continuation ran ({runs} times)");
+    eprintln!("the continuation ran {runs} time(s)");
 }
