@@ -48,7 +48,7 @@ async fn bodies_stream_in_bounded_memory() {
     let limits = json!({ "max_request_bytes": 256 << 20, "max_response_bytes": 256 << 20, "timeout_ms": 60000 });
     node.deploy("stream", "http-stream", json!({ "instances": 2, "limits": limits })).await;
     node.get("/stream/1").await;
-    let before = node.peak_rss();
+    let before = node.reset_peak_rss();
 
     let r = node.get("/stream/64").await;
     assert_eq!(r.status, 200);

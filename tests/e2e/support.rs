@@ -204,12 +204,24 @@ impl TestNode {
 
     /// Peak resident memory of the node process so far, in bytes (VmHWM).
     pub fn peak_rss(&self) -> u64 {
+        self.proc_status_bytes("VmHWM:")
+    }
+
+    /// Reset the peak (VmHWM) to the current resident memory and return that: a peak
+    /// measured afterwards is the growth of what follows, not of compilation or deploys
+    /// before it (which may already have raised the peak above anything a transfer adds).
+    pub fn reset_peak_rss(&self) -> u64 {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").expect("resetting the node's peak RSS");
+        self.proc_status_bytes("VmRSS:")
+    }
+
+    fn proc_status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         let kib: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM");
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
         kib * 1024
     }
 

@@ -173,7 +173,7 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     c.nodes[0].node.deploy("stream", "http-stream", json!({ "placement": ["n1"], "limits": limits })).await;
     placement_is(&c, 2, "stream", &[("n1", 1)]).await;
     serves(&c, 2, "/stream/1", Duration::from_secs(10)).await;
-    let before = c.nodes[2].node.peak_rss();
+    let before = c.nodes[2].node.reset_peak_rss();
     let r = c.get(2, "/stream/64").await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 64 << 20);
