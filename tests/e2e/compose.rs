@@ -247,12 +247,23 @@ async fn redeploying_a_provider_under_load_switches_whole_chains() {
             }
         }));
     }
+    // Each redeploy waits until the chain it put in place has answered (so every switch
+    // happens under load and is seen), instead of a fixed pause.
     for round in 0..6 {
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let seen = if round % 2 == 0 { &seen_old } else { &seen_new };
+        let from = seen.load(Ordering::Relaxed);
+        crate::support::eventually("the current chain answers", std::time::Duration::from_secs(10), || async {
+            (seen.load(Ordering::Relaxed) > from).then_some(())
+        })
+        .await;
         let guest = if round % 2 == 0 { "tokenize-alt" } else { "text-tokenize" };
         node.deploy("text-tokenize", guest, json!({})).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let from = seen_old.load(Ordering::Relaxed);
+    crate::support::eventually("the original chain answers again", std::time::Duration::from_secs(10), || async {
+        (seen_old.load(Ordering::Relaxed) > from).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();

@@ -55,7 +55,11 @@ async fn scaling_under_load_drops_nothing() {
     let scaling = async {
         let admin = node.admin();
         for n in [8, 2, 4] {
-            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            // Each scale lands under load: requests waiting in the queue.
+            crate::support::eventually("requests are queued", std::time::Duration::from_secs(10), || async {
+                (node.metric("nanogrid_queue_depth", "service=\"slow\"").await > 0.0).then_some(())
+            })
+            .await;
             let r = admin.call_json(Method::POST, "/v1/services/slow/scale", &json!({ "instances": n })).await.unwrap();
             assert_eq!(r.status, 200);
         }

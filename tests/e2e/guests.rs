@@ -27,7 +27,11 @@ async fn runaway_loop_gets_504_and_the_node_serves_on() {
     node.deploy("m", "misbehave", json!({ "instances": 1, "limits": { "timeout_ms": 300 } })).await;
     let started = std::time::Instant::now();
     let (looping, ok) = tokio::join!(node.get("/m/loop"), async {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Deploy and call while the guest spins (its instance busy), not after a guess.
+        crate::support::eventually("the loop runs", std::time::Duration::from_secs(5), || async {
+            (node.metric("nanogrid_instances_running", "service=\"m\"").await >= 1.0).then_some(())
+        })
+        .await;
         node.deploy("other", "hello", json!({})).await;
         node.get("/other/").await
     });

@@ -183,7 +183,11 @@ async fn shutdown_finishes_requests_in_flight() {
     node.deploy("m", "misbehave", json!({})).await;
     let slow = node.get("/m/sleep/1500");
     let stop = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // SIGTERM once the request runs (its instance busy), not after a guess.
+        crate::support::eventually("the slow request runs", Duration::from_secs(10), || async {
+            (node.metric("nanogrid_instances_running", "service=\"m\"").await >= 1.0).then_some(())
+        })
+        .await;
         node.stop_signal_only();
     };
     let (r, ()) = tokio::join!(slow, stop);
