@@ -407,6 +407,20 @@ pub fn assert_error(r: &Reply, status: u16, code: &str) -> Value {
     v
 }
 
+/// Send `request` as raw bytes to `addr` over a fresh TCP connection (which must be
+/// accepted) and return what comes back before the server closes or 5 s pass. For
+/// checks that a listener does not answer HTTP: a refused connection cannot pass them.
+pub fn raw_exchange(addr: &str, request: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    // The server may close before reading all of it (a header too large).
+    let _ = s.write_all(request);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
 /// Poll `probe` every 100 ms until it yields a value; panic naming `what` after `within`.
 pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut probe: F) -> T
 where

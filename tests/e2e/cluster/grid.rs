@@ -315,7 +315,10 @@ async fn a_fourth_node_takes_its_share_of_partitions_under_load_and_nothing_is_l
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually("the writers are under way", Duration::from_secs(20), || async {
+        (acked.lock().unwrap().len() >= 20).then_some(())
+    })
+    .await;
     let n4 = c.add_node_from_config().await;
     let g = eventually("n4 holds partitions and all are in sync", Duration::from_secs(90), || async {
         let g: Value = c.nodes[0].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
