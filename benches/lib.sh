@@ -23,3 +23,26 @@ parse() {
     END { printf "%.0f %.0f %.0f\n", rps, p50, p99 }' "$1"
 }
 
+
+# verdict VALUE OP TARGET -> "met" or "not met" (OP: le or ge)
+verdict() {
+    awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == "le") ? (v <= t) : (v >= t); print (ok ? "met" : "not met") }'
+}
+
+# write_section NAME FILE: replace the section between <!-- NAME:begin --> and
+# <!-- NAME:end --> in docs/BENCHMARKS.md with FILE (which carries the markers), or add
+# it at the end; every other section stays as it is.
+write_section() {
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+name, section = sys.argv[1], open(sys.argv[2]).read()
+path = "docs/BENCHMARKS.md"
+try:
+    doc = open(path).read()
+except FileNotFoundError:
+    doc = "# Benchmarks\n"
+pattern = re.compile(r"<!-- %s:begin -->.*?<!-- %s:end -->\n?" % (name, name), re.S)
+doc = pattern.sub(lambda _: section, doc) if pattern.search(doc) else doc.rstrip("\n") + "\n\n" + section
+open(path, "w").write(doc)
+PY
+}
