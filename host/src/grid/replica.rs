@@ -666,6 +666,15 @@ impl Replicas {
     }
 
     async fn become_primary(self: &Arc<Self>, p: u32, st: &mut State, epoch: u64) {
+        // Replicators of an earlier epoch may still be running (a primary that learnt it
+        // was fenced only flags itself a backup; a replicator blocked in a call notices
+        // when the call ends). Kept, one would stand in for its replica's replicator of
+        // this epoch and then end, leaving the replica without one for good: found by the
+        // fault campaign (seed 6004), a replica never caught up after its primary was
+        // fenced and chosen again.
+        for (_, h) in st.replicators.drain() {
+            h.abort();
+        }
         self.parts[p as usize].tail.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut meta = st.meta;
         meta.fence = epoch;
@@ -946,7 +955,8 @@ impl Replicas {
         }
         if matches!(st.role, Role::Primary(e) if e < fence) {
             tracing::info!(partition = p, fence, "a newer primary exists; this node steps down");
-            // Stop the others, not this task (it returns right after).
+            // This task returns right after; the other replicators see `primary` turn
+            // false at their next step (a new term as primary aborts any still running).
             st.role = Role::Backup;
             let me = self.me.clone();
             self.parts[p as usize].progress.send_modify(|pr| {
@@ -1168,6 +1178,29 @@ mod tests {
         // Every in-sync replica is still needed.
         assert!(!pr(&[("a", 5), ("b", 5)], &["a", "b", "c"]).acked(5, Consistency::All));
         assert!(pr(&[("a", 5), ("b", 5)], &["a", "b", "c"]).acked(5, Consistency::Quorum));
+    }
+
+    #[tokio::test]
+    async fn a_primary_fenced_and_chosen_again_replicates_to_every_replica() {
+        let t = Trio::start().await;
+        t.put(0, "a", Consistency::All).await.unwrap();
+        // n3 hangs: n1's replicator to n3 sits in a call that does not answer.
+        t.net.silent.lock().unwrap().insert("n3".into());
+        t.put(0, "b", Consistency::Quorum).await.unwrap();
+        // The leader fences n2 and n3 at epoch 2; n1 learns it from n2 and steps down.
+        for i in [1, 2] {
+            t.nodes[i].on_fence(FenceReq { p: P, epoch: 2 }).await;
+        }
+        assert!(t.put(0, "stale", Consistency::Quorum).await.is_err());
+        t.until("n1 knows it was fenced", async || t.put(0, "x", Consistency::One).await == Err(not_primary(P))).await;
+        // n1, the most up to date, is chosen again at epoch 2 while its old replicator to
+        // n3 is still in its call.
+        t.apply(table("n1", &["n1", "n2"], 2)).await;
+        assert_eq!(t.put(0, "c", Consistency::Quorum).await, Ok(OpResult::Done));
+        // n3 answers again: a replicator of epoch 2 must catch it up.
+        t.net.silent.lock().unwrap().clear();
+        t.until("n3 catches up", async || t.local(2).await.as_deref() == Some(&b"c"[..])).await;
+        t.until("n3 is reported in sync", async || t.reported(&format!("in-sync {P} 2 n3"))).await;
     }
 
     #[tokio::test]
