@@ -117,6 +117,10 @@ struct State {
     replicators: HashMap<String, tokio::task::JoinHandle<()>>,
     /// The epoch this process became primary at, if it did.
     led: Option<u64>,
+    /// The primary's log write under way. Kept here, not only in its caller's future:
+    /// a write whose caller went away still runs, and the next one waits for it, so the
+    /// partition's writes reach the store in log order.
+    inflight: Option<tokio::task::JoinHandle<super::StorageResult<()>>>,
 }
 
 struct Part {
@@ -164,6 +168,7 @@ impl Replicas {
                     info: PartInfo::default(),
                     replicators: HashMap::new(),
                     led: None,
+                    inflight: None,
                 }),
                 progress: watch::channel(Progress::default()).0,
                 tail: Default::default(),
@@ -262,6 +267,14 @@ impl Replicas {
     /// the acknowledgements, not a step before the others.
     async fn append_local(&self, p: u32, st: &mut State, epoch: u64, ops: Vec<Op>) -> Result<u64, KvError> {
         let part = &self.parts[p as usize];
+        // Found flaky in `a_write_whose_caller_went_away_keeps_its_lsn`: an earlier write
+        // whose caller went away landed after the next one and put the older value back
+        // in the primary's own copy. Awaited through `&mut`, so a caller that goes away
+        // here leaves it for the next.
+        if let Some(prev) = st.inflight.as_mut() {
+            let _ = prev.await;
+            st.inflight = None;
+        }
         if part.write_failed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             // Report what is on disk, not the entries that never got there.
             let on_disk = self.blocking(move |s| plog::load_meta(s, p)).await?;
@@ -298,15 +311,18 @@ impl Replicas {
         // held the first entry of that number.
         let durable = st.meta;
         st.meta = meta;
-        let failed = part.write_failed.clone();
-        let write = self.blocking(move |s| {
-            let r = s.write(batch, Durability::Acked);
+        let (failed, storage) = (part.write_failed.clone(), self.storage.clone());
+        let handle = st.inflight.insert(tokio::task::spawn_blocking(move || {
+            let r = storage.write(batch, Durability::Acked);
             if r.is_err() {
                 failed.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             r
-        });
-        if let Err(e) = write.await {
+        }));
+        let written = handle.await;
+        st.inflight = None;
+        let written = written.map_err(|e| KvError::Join(e.to_string())).and_then(|r| r.map_err(KvError::from));
+        if let Err(e) = written {
             part.write_failed.store(false, std::sync::atomic::Ordering::SeqCst);
             tracing::error!(partition = p, error = %e, "cannot write the partition log");
             // The batch may be in the store although its sync failed: take the position
