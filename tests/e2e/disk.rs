@@ -89,12 +89,17 @@ async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_los
     // Below the minimum free: writes are refused, naming the data dir and the fix.
     let filler = dir.join("filler");
     fill(&filler, 8 << 20);
+    // The node measures free space at most every 100 ms: once it reports the disk full,
+    // writes are refused.
+    eventually("the node reports its disk full", Duration::from_secs(5), || async {
+        (node.metric("nanogrid_disk_full", "").await == 1.0).then_some(())
+    })
+    .await;
     let r = put(&node, "refused", "x").await;
     assert_eq!(r.status, 503, "{}", r.text());
     let text = r.text();
     assert!(text.contains(&format!("the disk of data dir {}", dir.join("db").display())), "{text}");
     assert!(text.contains("free space on that disk"), "{text}");
-    assert_eq!(node.metric("nanogrid_disk_full", "").await, 1.0);
     read_back(&node, &acked).await;
 
     // Completely full: still refused the same way (by the margin check: the next test
