@@ -70,13 +70,20 @@ async fn read_back(node: &TestNode, acked: &[(String, String)]) {
     }
 }
 
-#[tokio::test]
-async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_losing_anything() {
-    let mut node = TestNode::unstarted(true, &["--min-free-mib", "16"]);
+/// A node keeping `min_free_mib` free, its data dir (returned) on a 256 MiB tmpfs, with
+/// `kvstore` deployed as `kv`.
+async fn node_on_tmpfs(min_free_mib: &str) -> (TestNode, PathBuf, Tmpfs) {
+    let mut node = TestNode::unstarted(true, &["--min-free-mib", min_free_mib]);
     let dir = node.data.path().join("node");
-    let _mount = Tmpfs::mount(&dir, 256);
+    let mount = Tmpfs::mount(&dir, 256);
     node.restart();
     node.deploy("kv", "kvstore", json!({})).await;
+    (node, dir, mount)
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_losing_anything() {
+    let (mut node, dir, _mount) = node_on_tmpfs("16").await;
     let mut acked = Vec::new();
     for k in 0..100 {
         let (key, value) = (format!("before{k}"), format!("value-{k}"));
@@ -132,11 +139,7 @@ async fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_los
 /// RocksDB must resume once there is room, with every acknowledged write kept.
 #[tokio::test]
 async fn a_disk_filled_under_rocksdb_while_clients_write_loses_nothing_acknowledged() {
-    let mut node = TestNode::unstarted(true, &["--min-free-mib", "0"]);
-    let dir = node.data.path().join("node");
-    let _mount = Tmpfs::mount(&dir, 256);
-    node.restart();
-    node.deploy("kv", "kvstore", json!({})).await;
+    let (node, dir, _mount) = node_on_tmpfs("0").await;
     let node = std::sync::Arc::new(node);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..4)

@@ -1207,7 +1207,8 @@ mod tests {
         for i in [1, 2] {
             t.nodes[i].on_fence(FenceReq { p: P, epoch: 2 }).await;
         }
-        assert!(t.put(0, "stale", Consistency::Quorum).await.is_err());
+        // n2 has promised epoch 2 and n3 does not answer: no quorum for n1's write.
+        assert!(matches!(t.put(0, "stale", Consistency::Quorum).await, Err(OpFail::Unavailable(_))));
         t.until("n1 knows it was fenced", async || t.put(0, "x", Consistency::One).await == Err(not_primary(P))).await;
         // n1, the most up to date, is chosen again at epoch 2 while its old replicator to
         // n3 is still in its call.

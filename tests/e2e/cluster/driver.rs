@@ -130,18 +130,7 @@ impl Cluster {
         };
         for (i, name) in names.into_iter().enumerate() {
             let ip = net.ip(i);
-            let args = [
-                "--cluster-dir".to_string(),
-                c.cluster_dir().to_str().unwrap().to_string(),
-                "--node-id".to_string(),
-                name.clone(),
-                "--peer-listen".into(),
-                format!("{ip}:7001"),
-                "--gossip-listen".into(),
-                format!("{ip}:7002"),
-                "--seeds".into(),
-                c.seeds.clone(),
-            ];
+            let args = c.member_args(&name, &format!("{ip}:7001"), &format!("{ip}:7002"));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut node = TestNode::unstarted(true, &args);
             node.netns = Some((net.ns(i), ip));
@@ -175,23 +164,32 @@ impl Cluster {
         nanogrid(&["cluster", "add-node", name, self.cluster_dir().to_str().unwrap()]);
     }
 
+    /// The `serve` flags that make a process member `name` of this cluster.
+    fn member_args(&self, name: &str, peer: &str, gossip: &str) -> Vec<String> {
+        let dir = self.cluster_dir().to_str().unwrap().to_string();
+        [
+            "--cluster-dir",
+            &dir,
+            "--node-id",
+            name,
+            "--peer-listen",
+            peer,
+            "--gossip-listen",
+            gossip,
+            "--seeds",
+            &self.seeds,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
     async fn spawn(&mut self, peer: u16, gossip: u16) -> usize {
         let name = format!("n{}", self.nodes.len() + 1);
         if !self.cluster_dir().join("nodes").join(&name).exists() {
             self.add_certificate(&name);
         }
-        let args = [
-            "--cluster-dir".to_string(),
-            self.cluster_dir().to_str().unwrap().to_string(),
-            "--node-id".to_string(),
-            name.clone(),
-            "--peer-listen".into(),
-            format!("127.0.0.1:{peer}"),
-            "--gossip-listen".into(),
-            format!("127.0.0.1:{gossip}"),
-            "--seeds".into(),
-            self.seeds.clone(),
-        ];
+        let args = self.member_args(&name, &format!("127.0.0.1:{peer}"), &format!("127.0.0.1:{gossip}"));
         let args: Vec<&str> = args.iter().chain(&self.extra).map(String::as_str).collect();
         let node = TestNode::start_with_args(true, &args).await;
         self.nodes.push(Member { name, peer, gossip, node });
