@@ -151,7 +151,10 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     // counter counts right whichever node runs the call, and the grid shows every
     // partition on three in-sync replicas.
     c.nodes[1].node.deploy("tally", "counter", json!({ "instances": 3 })).await;
-    placement_is(&c, 0, "tally", &[("n1", 1), ("n2", 1), ("n3", 1)]).await;
+    // Every node the calls go through must know the placement (not only n1).
+    for i in 0..3 {
+        placement_is(&c, i, "tally", &[("n1", 1), ("n2", 1), ("n3", 1)]).await;
+    }
     for n in 1..=6 {
         let r = c.call(n % 3, Method::POST, "/tally/k", "").await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
