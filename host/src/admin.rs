@@ -97,6 +97,7 @@ fn admin_error(e: AdminError, rid: &str) -> http::Response<Body> {
             err(StatusCode::UNPROCESSABLE_ENTITY, code, r.to_string(), rid)
         }
         AdminError::Conflict(m) => err(StatusCode::CONFLICT, "in-use", m, rid),
+        AdminError::Autoscaled(m) => err(StatusCode::CONFLICT, "autoscaled", m, rid),
         AdminError::Internal(m) => {
             tracing::error!(error = %m, "admin operation failed");
             err(StatusCode::INTERNAL_SERVER_ERROR, "internal", m, rid)
@@ -247,6 +248,31 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             let body = json!({ "node": node.config.node_id, "nodes": nodes, "edges": edges, "demand": demand });
             h::json(StatusCode::OK, &body, rid)
         }
+        (&Method::GET, ["v1", "events"]) => {
+            let q = |name: &str| {
+                req.uri().query().and_then(|q| {
+                    q.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse::<u64>().ok())
+                })
+            };
+            let (after, limit) = (q("after").unwrap_or(0), q("limit").unwrap_or(100).clamp(1, 1000) as usize);
+            let events = node.cluster.as_ref().map(|c| c.events(after, limit)).unwrap_or_default();
+            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "events": events }), rid)
+        }
+        (&Method::GET, ["v1", "autoscale"]) => match node.cluster.as_ref().map(|c| c.autoscale_view()) {
+            Some(Some(v)) => h::json(StatusCode::OK, &v, rid),
+            Some(None) => err(
+                StatusCode::CONFLICT,
+                "not-leader",
+                "the autoscaler runs on the leader; ask the node GET /v1/cluster names as leader",
+                rid,
+            ),
+            None => err(
+                StatusCode::CONFLICT,
+                "not-clustered",
+                "autoscaling runs in a cluster (start with --peer-listen)",
+                rid,
+            ),
+        },
         (&Method::GET, ["v1", "barriers"]) => match registry.pending_barriers(1000).await {
             Ok(ids) => {
                 h::json(StatusCode::OK, &json!({ "pending": ids, "driven_here": registry.barriers.active() }), rid)
@@ -328,7 +354,9 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             | ["v1", "grid"]
             | ["v1", "graph"]
             | ["v1", "barriers"]
-            | ["v1", "barriers", _],
+            | ["v1", "barriers", _]
+            | ["v1", "events"]
+            | ["v1", "autoscale"],
         ) => {
             h::drain(req.into_body()).await;
             err(
@@ -363,7 +391,7 @@ fn counters(s: &Service) -> serde_json::Value {
 
 /// Whether requests to the service can run now.
 fn ready(d: &Deployed) -> bool {
-    d.spec.instances > 0 && !matches!(d.serving, Serving::Unresolved(_))
+    !d.spec.stopped() && !matches!(d.serving, Serving::Unresolved(_))
 }
 
 fn summary(node: &Node, s: &Service) -> serde_json::Value {

@@ -46,6 +46,12 @@ use serde::Deserialize;
 /// replication = 3               # replicas per kv partition (capped at the node count)
 /// colocate_min_rate = 5.0       # calls/s from a node that pull a service's odd instances there; 0 = off
 /// gossip_window_ms = 10000      # how far a gossip packet's clock may be off (replays older are dropped)
+/// autoscale_window_ms = 1000    # how often the leader measures load and decides counts
+/// node_instances = 16           # instances one node is meant to run (default 8 per core)
+/// node_scaler = "/usr/lib/nanogrid/scalers/kubernetes"  # or an https:// webhook
+/// min_nodes = 3                 # bounds of the node count the leader asks for
+/// max_nodes = 16
+/// node_idle_s = 300             # surplus nodes this long: drain and remove one
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +94,12 @@ pub struct FileConfig {
     pub colocate_min_rate: Option<f64>,
     pub cluster_dir: Option<PathBuf>,
     pub gossip_window_ms: Option<u64>,
+    pub autoscale_window_ms: Option<u64>,
+    pub node_instances: Option<u32>,
+    pub node_scaler: Option<String>,
+    pub min_nodes: Option<usize>,
+    pub max_nodes: Option<usize>,
+    pub node_idle_s: Option<u64>,
 }
 
 impl FileConfig {

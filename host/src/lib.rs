@@ -10,6 +10,7 @@
 //! | [`runtime`] | wasmtime engine, compile cache, host imports, limits |
 //! | [`services`] | deployed services, admission gates, dispatch, deploy/scale/delete |
 //! | [`grid`] | storage traits, RocksDB and in-memory stores, kv namespaces |
+//! | [`autoscale`] | the instance autoscaler's rule (leader or single node) |
 //! | [`control`] | gossip membership, Raft control plane, node modes, Service/Cluster Manager |
 //! | [`transport`] | cluster secrets, mutual TLS, typed peer calls over HTTP/2 |
 //! | [`ingress`] | `/{service}/...` HTTP front door |
@@ -32,6 +33,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod autoscale;
 pub mod cli;
 pub mod client;
 pub mod config;

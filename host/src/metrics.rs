@@ -108,6 +108,7 @@ pub fn render(node: &Node) -> String {
             let _ = writeln!(out, "nanogrid_forwarded_total{{outcome=\"{outcome}\"}} {}", c.load(Relaxed));
         }
         cluster_security(&mut out, c);
+        c.scaling_metrics(&mut out);
     }
     {
         use std::sync::atomic::Ordering::Relaxed;

@@ -263,6 +263,8 @@ pub async fn start(
             if restored > 0 {
                 tracing::info!(services = restored, "restored services");
             }
+            let window = std::time::Duration::from_secs(1);
+            tasks.push(tokio::spawn(crate::autoscale::run_single(registry.clone(), window, rx.clone())));
             (None, ingress::Forwarder::new(None, None))
         }
     };

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin_errors;
+mod autoscale;
 mod barrier;
 mod cluster;
 mod compose;

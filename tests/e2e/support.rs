@@ -47,7 +47,7 @@ pub fn wasm(name: &str) -> Vec<u8> {
 }
 
 /// One compile cache for the whole run, so each node does not recompile the same guests.
-fn shared_compile_cache() -> &'static Path {
+pub fn shared_compile_cache() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
 }

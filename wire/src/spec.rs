@@ -163,6 +163,10 @@ pub struct ServiceSpec {
     /// In a cluster: the nodes this service may run on (empty: any live node).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<String>,
+    /// Instance count set by the leader from measured load, within bounds; `instances`
+    /// is then the count the autoscaler last chose (`None`: `instances` is fixed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
     /// Bumped on every change.
     pub generation: u64,
     /// Unix time of the last change, in milliseconds.
@@ -173,6 +177,67 @@ fn yes() -> bool {
     true
 }
 
+/// The bounds and goal of an autoscaled service (`"autoscale": {...}` in its spec).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    /// Fewest instances; 0 lets an idle service scale to zero (its next request waits
+    /// for an instance).
+    #[serde(default)]
+    pub min: u32,
+    /// Most instances across the cluster.
+    pub max: u32,
+    /// Wanted share of the instances busy (0.05-1.0): the count is chosen so that busy
+    /// (running + queued) / instances comes near it.
+    #[serde(default = "default_target_busy")]
+    pub target_busy: f64,
+    /// Seconds the load must stay low before the count goes down (and idle before it
+    /// goes to zero).
+    #[serde(default = "default_cooldown")]
+    pub cooldown_s: u32,
+}
+
+fn default_target_busy() -> f64 {
+    0.6
+}
+
+fn default_cooldown() -> u32 {
+    30
+}
+
+impl Autoscale {
+    /// Check the bounds; name the bad one and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max == 0 || self.max > MAX_INSTANCES {
+            return Err(format!("autoscale.max must be between 1 and {MAX_INSTANCES}, got {}", self.max));
+        }
+        if self.min > self.max {
+            return Err(format!(
+                "autoscale.min ({}) is above autoscale.max ({}); make min at most max",
+                self.min, self.max
+            ));
+        }
+        if !(0.05..=1.0).contains(&self.target_busy) {
+            return Err(format!("autoscale.target_busy must be between 0.05 and 1.0, got {}", self.target_busy));
+        }
+        if self.cooldown_s > 86_400 {
+            return Err(format!("autoscale.cooldown_s must be at most 86400, got {}", self.cooldown_s));
+        }
+        Ok(())
+    }
+
+    /// The count a new deploy starts at: `min`, but at least one, so a service serves
+    /// at once.
+    pub fn initial(&self) -> u32 {
+        self.min.max(1).min(self.max)
+    }
+
+    /// `n` within the bounds.
+    pub fn clamp(&self, n: u32) -> u32 {
+        n.clamp(self.min, self.max)
+    }
+}
+
 impl ServiceSpec {
     /// The service bound to a typed import, if the spec names one.
     pub fn binding_for(&self, import: &str) -> Option<&str> {
@@ -180,14 +245,25 @@ impl ServiceSpec {
         self.bindings.get(import).or_else(|| self.bindings.get(key)).map(String::as_str)
     }
 
+    /// Stopped by its owner: no instances and not autoscaled (an autoscaled service at
+    /// zero is idle, and its next request wakes it).
+    pub fn stopped(&self) -> bool {
+        self.instances == 0 && self.autoscale.is_none()
+    }
+
     /// The queue bound in force: the explicit one, or 4 x instances.
     pub fn effective_queue(&self) -> u32 {
         self.queue_for(self.instances)
     }
 
-    /// The queue of a node that runs `slots` of the instances (default 4 per slot).
+    /// The queue of a node that runs `slots` of the instances (default 4 per slot; for an
+    /// autoscaled service 4 per instance it may grow to, so a burst waits while the
+    /// count goes up instead of being turned away).
     pub fn queue_for(&self, slots: u32) -> u32 {
-        self.max_queue.unwrap_or_else(|| slots.saturating_mul(4))
+        self.max_queue.unwrap_or_else(|| match &self.autoscale {
+            Some(a) if slots > 0 => slots.max(a.max).saturating_mul(4),
+            _ => slots.saturating_mul(4),
+        })
     }
 }
 
@@ -214,6 +290,9 @@ pub struct ServiceRequest {
     pub fuse: Option<bool>,
     #[serde(default)]
     pub placement: Vec<String>,
+    /// Let the leader choose the instance count from load (exclusive with `instances`).
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
 }
 
 /// Check the shape of `bindings` (whether they match the component is checked later).
@@ -318,9 +397,19 @@ pub struct Checked {
 pub fn check_request(name: &str, req: &ServiceRequest) -> Result<Checked, String> {
     validate_name(name)?;
     validate_digest(&req.component)?;
-    let instances = match &req.instances {
-        Some(v) => parse_instances(v)?,
-        None => 1,
+    let instances = match (&req.instances, &req.autoscale) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "instances and autoscale are exclusive: give a fixed \"instances\" count or \"autoscale\" bounds, not both"
+                    .into(),
+            );
+        }
+        (Some(v), None) => parse_instances(v)?,
+        (None, Some(a)) => {
+            a.validate()?;
+            a.initial()
+        }
+        (None, None) => 1,
     };
     let max_queue = req.max_queue.as_ref().map(parse_queue).transpose()?;
     let limits = req.limits.unwrap_or_default();
@@ -377,6 +466,28 @@ mod tests {
         let g = Grants { files: [("/d".to_string(), "relative".to_string())].into(), ..Default::default() };
         assert!(g.validate().is_err());
         assert!(Grants { sockets: vec!["127.0.0.1:80".into()], ..Default::default() }.validate().is_ok());
+    }
+
+    #[test]
+    fn autoscale_is_checked_and_exclusive() {
+        let req = |v: serde_json::Value| serde_json::from_value::<ServiceRequest>(v).unwrap();
+        let d = format!("sha256:{}", "0".repeat(64));
+        let ok = check_request("a", &req(json!({"component": d, "autoscale": {"min": 0, "max": 8}}))).unwrap();
+        assert_eq!(ok.instances, 1, "an autoscaled service starts at max(min, 1)");
+        let both = check_request("a", &req(json!({"component": d, "instances": 2, "autoscale": {"max": 8}})));
+        assert!(both.unwrap_err().contains("exclusive"));
+        let inverted = check_request("a", &req(json!({"component": d, "autoscale": {"min": 9, "max": 8}})));
+        assert!(inverted.unwrap_err().contains("autoscale.min (9) is above autoscale.max (8)"));
+        let busy = check_request("a", &req(json!({"component": d, "autoscale": {"max": 8, "target_busy": 2.0}})));
+        assert!(busy.unwrap_err().contains("autoscale.target_busy"));
+        let zero = check_request("a", &req(json!({"component": d, "autoscale": {"max": 0}})));
+        assert!(zero.unwrap_err().contains("autoscale.max must be between 1"));
+        assert!(
+            serde_json::from_value::<ServiceRequest>(json!({"component": d, "autoscale": {"max": 2, "mx": 1}}))
+                .is_err()
+        );
+        let a = Autoscale { min: 2, max: 5, target_busy: 0.5, cooldown_s: 1 };
+        assert_eq!((a.clamp(0), a.clamp(3), a.clamp(9), a.initial()), (2, 3, 5, 2));
     }
 
     #[test]

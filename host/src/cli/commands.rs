@@ -120,6 +120,47 @@ fn read_token(path: &std::path::Path, scope: &str) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// The autoscaling flags over the file's keys, checked.
+fn scaling_config(
+    args: &ClusterArgs,
+    file: &FileConfig,
+    voters: usize,
+) -> anyhow::Result<crate::control::scaling::ScalingConfig> {
+    let mut s = crate::control::scaling::ScalingConfig { min_nodes: voters, ..Default::default() };
+    if let Some(ms) = args.autoscale_window_ms.or(file.autoscale_window_ms) {
+        if !(100..=600_000).contains(&ms) {
+            bail!("--autoscale-window-ms {ms} is out of range (100 to 600000)");
+        }
+        s.window = Duration::from_millis(ms);
+    }
+    if let Some(n) = args.node_instances.or(file.node_instances) {
+        if !(1..=100_000).contains(&n) {
+            bail!("--node-instances {n} is out of range (1 to 100000)");
+        }
+        s.node_instances = n;
+    }
+    s.min_nodes = args.min_nodes.or(file.min_nodes).unwrap_or(voters);
+    s.max_nodes = args.max_nodes.or(file.max_nodes).unwrap_or(s.max_nodes.max(s.min_nodes));
+    if s.min_nodes < 1 || s.max_nodes < s.min_nodes || s.max_nodes > 1000 {
+        bail!(
+            "--min-nodes {} and --max-nodes {} are not a range: need 1 <= min <= max <= 1000",
+            s.min_nodes,
+            s.max_nodes
+        );
+    }
+    if let Some(secs) = args.node_idle_s.or(file.node_idle_s) {
+        if !(1..=86_400).contains(&secs) {
+            bail!("--node-idle-s {secs} is out of range (1 to 86400)");
+        }
+        s.node_idle = Duration::from_secs(secs);
+    }
+    s.node_scaler = args.node_scaler.clone().or_else(|| file.node_scaler.clone());
+    if let Some(scaler) = &s.node_scaler {
+        crate::control::scaling::check_scaler(scaler).map_err(anyhow::Error::msg)?;
+    }
+    Ok(s)
+}
+
 /// Cluster flags over file; `None` (single mode) unless a peer address is given.
 pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<Option<ClusterConfig>> {
     let Some(peer) = args.peer_listen.or(file.peer_listen) else {
@@ -183,6 +224,7 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
         }
         c.traffic_window = Duration::from_millis(ms);
     }
+    c.scaling = scaling_config(args, file, c.voters)?;
     c.advertise_host = args.advertise_host.or(file.advertise_host);
     c.cluster_dir = args.cluster_dir.clone().or_else(|| file.cluster_dir.clone()).context(
         "a clustered node needs the cluster's secrets: create them once with `nanogrid cluster init DIR`, \
@@ -334,9 +376,21 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         bindings.insert(k.to_string(), Value::String(v.to_string()));
     }
     let mut spec = json!({
-        "component": digest, "instances": args.instances, "config": config,
-        "bindings": bindings, "fuse": !args.no_fuse,
+        "component": digest, "config": config, "bindings": bindings, "fuse": !args.no_fuse,
     });
+    match &args.autoscale {
+        Some(range) => {
+            let (min, max) = range
+                .split_once("..")
+                .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)))
+                .with_context(|| format!("--autoscale {range:?} is not MIN..MAX (e.g. 0..16)"))?;
+            spec["autoscale"] = json!({ "min": min, "max": max });
+            if let Some(t) = args.target_busy {
+                spec["autoscale"]["target_busy"] = json!(t);
+            }
+        }
+        None => spec["instances"] = json!(args.instances),
+    }
     if args.memory_mib.is_some() || args.timeout_ms.is_some() {
         let mut limits = serde_json::Map::new();
         if let Some(m) = args.memory_mib {
@@ -408,6 +462,49 @@ pub async fn remove_node(client: &ClientArgs, id: &str) -> anyhow::Result<ExitCo
     check(c.call(Method::DELETE, &format!("/v1/cluster/nodes/{id}"), None, Bytes::new()).await?)?;
     println!("removed node {id} from the cluster");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `nanogrid events [-f]`: one line per decision, oldest first.
+pub async fn events(client: &ClientArgs, follow: bool) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    let mut after = 0u64;
+    loop {
+        let list = check(c.get(&format!("/v1/events?after={after}&limit=1000")).await?)?;
+        let events = list["events"].as_array().cloned().unwrap_or_default();
+        if events.is_empty() && after == 0 && !follow {
+            println!("no events yet");
+        }
+        for e in &events {
+            after = after.max(e["seq"].as_u64().unwrap_or(0));
+            println!("{}", event_line(e));
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let _ = std::io::stdout().flush();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+fn event_line(e: &Value) -> String {
+    // The time of day in UTC is enough to read a list of recent events by.
+    let day = e["at_ms"].as_u64().unwrap_or(0) / 1000 % 86_400;
+    let at = format!("{:02}:{:02}:{:02}Z", day / 3600, day / 60 % 60, day % 60);
+    let mut line = format!("{:>5} {at} {:<11}", e["seq"], e["kind"].as_str().unwrap_or("?"));
+    for key in ["service", "node"] {
+        if let Some(v) = e[key].as_str() {
+            line.push_str(&format!(" {key}={v}"));
+        }
+    }
+    if let (Some(a), Some(b)) = (e["from"].as_u64(), e["to"].as_u64()) {
+        line.push_str(&format!(" {a}->{b}"));
+    }
+    line.push_str(&format!(": {}", e["reason"].as_str().unwrap_or("")));
+    if let Some(inputs) = e["inputs"].as_object().filter(|m| !m.is_empty()) {
+        let shown: Vec<String> = inputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        line.push_str(&format!(" [{}]", shown.join(" ")));
+    }
+    line
 }
 
 pub async fn barriers(client: &ClientArgs, id: Option<&str>) -> anyhow::Result<ExitCode> {

@@ -75,6 +75,14 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show the cluster's scaling and placement decisions, with their reasons and inputs.
+    Events {
+        /// Keep printing new events as they come
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List running durable barriers, or show one: its calls, their answers, and which
     /// call it waited for.
     Barriers {
@@ -224,6 +232,26 @@ pub struct ClusterArgs {
     /// odd instances on that node (0 turns co-location off) [default: 5]
     #[arg(long, value_name = "RATE")]
     pub colocate_min_rate: Option<f64>,
+    /// How often the leader measures load and decides instance and node counts, in milliseconds [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub autoscale_window_ms: Option<u64>,
+    /// Instances one node is meant to run, all services together; the leader wants
+    /// ceil(wanted instances / this) nodes [default: 8 per core]
+    #[arg(long, value_name = "N")]
+    pub node_instances: Option<u32>,
+    /// What adds or removes nodes when the leader wants another count: an executable (run
+    /// as `SCALER want-nodes N`, JSON on stdin) or an https:// webhook (JSON POST); see deploy/scalers/
+    #[arg(long, value_name = "PATH|URL")]
+    pub node_scaler: Option<String>,
+    /// Fewest nodes the leader asks for (never fewer than the voters) [default: the voter count]
+    #[arg(long, value_name = "N")]
+    pub min_nodes: Option<usize>,
+    /// Most nodes the leader asks for [default: 16]
+    #[arg(long, value_name = "N")]
+    pub max_nodes: Option<usize>,
+    /// Seconds the nodes must have been more than needed before the leader drains and removes one [default: 300]
+    #[arg(long, value_name = "S")]
+    pub node_idle_s: Option<u64>,
     /// Window over which the leader measures call traffic, in milliseconds (tests use a short one)
     #[arg(long, hide = true, value_name = "MS")]
     pub traffic_window_ms: Option<u64>,
@@ -273,6 +301,13 @@ pub struct DeployArgs {
     /// Concurrent instances on the node
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub instances: i64,
+    /// Let the cluster's leader choose the instance count from load, between MIN and MAX
+    /// (e.g. 0..16; 0 lets an idle service scale to zero); replaces --instances
+    #[arg(long, value_name = "MIN..MAX")]
+    pub autoscale: Option<String>,
+    /// With --autoscale: the share of instances meant to be busy [default: 0.6]
+    #[arg(long, value_name = "RATIO", requires = "autoscale")]
+    pub target_busy: Option<f64>,
     /// Configuration the service reads with config::get, as KEY=VALUE (repeatable)
     #[arg(long = "config", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
@@ -341,6 +376,7 @@ pub fn main() -> std::process::ExitCode {
             }
             Command::Invoke(args) => commands::invoke(args).await,
             Command::Status { client } => commands::status(&client).await,
+            Command::Events { follow, client } => commands::events(&client, follow).await,
             Command::Barriers { id, client } => commands::barriers(&client, id.as_deref()).await,
         }
     });

@@ -60,6 +60,7 @@ impl Cluster {
             tokio::spawn(self.clone().service_loop(stop.clone())),
             tokio::spawn(self.clone().grid_loop(stop.clone())),
             tokio::spawn(self.clone().traffic_loop(stop.clone())),
+            tokio::spawn(self.clone().autoscale_loop(stop.clone())),
             tokio::spawn(self.clone().leader_loop(stop)),
         ];
         for l in loops {
@@ -314,6 +315,7 @@ impl Cluster {
             .filter(|p| {
                 is_member(&p.id)
                     && !removed.contains(&p.id)
+                    && !stored.state.draining.contains(&p.id)
                     && (p.id == self.name || p.mode == Mode::Follower.as_str() || p.mode == Mode::Leader.as_str())
             })
             .map(|p| p.id.clone())
@@ -339,12 +341,18 @@ impl Cluster {
         }
         if next != stored.state.assignment {
             tracing::info!(nodes = ?serving, "assigning instances");
-            self.raft.client_write(Command::Assign { assignment: next }).await?;
+            let events = super::placement::moves(&stored.state.assignment, &next, &serving);
+            self.raft.client_write(Command::Assign { assignment: next, events }).await?;
         }
 
-        // The grid's partitions live on every member that has not been removed.
-        let mut members: Vec<String> =
-            voters.iter().chain(&learners).map(|m| m.name.clone()).filter(|n| !removed.contains(n)).collect();
+        // The grid's partitions live on every member that has not been removed or is
+        // being drained (a drained node keeps serving its replicas until others hold them).
+        let mut members: Vec<String> = voters
+            .iter()
+            .chain(&learners)
+            .map(|m| m.name.clone())
+            .filter(|n| !removed.contains(n) && !stored.state.draining.contains(n))
+            .collect();
         members.sort();
         self.manage_grid(&live, &members, removed).await
     }

@@ -7,12 +7,15 @@
 //! against its copy of the committed state, forwards it to the leader, waits until its own
 //! state machine has applied it, and reconciles its services before answering.
 
+pub mod events;
 mod gossip;
 pub mod grid;
 mod manager;
 pub mod network;
+mod nodescaler;
 pub mod peer;
 mod placement;
+pub mod scaling;
 mod store;
 pub mod traffic;
 pub mod types;
@@ -105,6 +108,8 @@ pub struct ClusterConfig {
     pub gossip_window: Duration,
     /// The largest component fetched from a peer (the node's upload limit).
     pub max_component_bytes: usize,
+    /// Autoscaling of instances and nodes.
+    pub scaling: scaling::ScalingConfig,
 }
 
 /// The address other nodes should use for a listener bound to `bound`.
@@ -140,6 +145,7 @@ impl ClusterConfig {
             plaintext_peers: false,
             gossip_window: Duration::from_secs(10),
             max_component_bytes: 64 << 20,
+            scaling: scaling::ScalingConfig::default(),
         }
     }
 }
@@ -175,6 +181,13 @@ impl crate::ingress::Peers for Cluster {
     fn key_holder(&self, service: &str, key: &str) -> Option<PeerTarget> {
         Cluster::key_holder(self, service, key)
     }
+    fn wake<'a>(
+        &'a self,
+        service: &'a str,
+        wait: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::services::DispatchError>> {
+        Box::pin(Cluster::wake(self, service, wait))
+    }
 }
 
 /// The value of a request's routing key header, if it has one.
@@ -197,6 +210,23 @@ impl crate::services::Remote for RemoteCalls {
     fn elsewhere(&self, service: &str, req: &crate::runtime::Request) -> bool {
         let Some(cluster) = self.cluster.upgrade() else { return false };
         routing_key(req).is_some_and(|k| cluster.key_holder(service, k).is_some())
+    }
+
+    fn has_holders(&self, service: &str) -> bool {
+        self.cluster.upgrade().is_some_and(|c| !c.holders(service).is_empty())
+    }
+
+    fn wake<'a>(
+        &'a self,
+        service: &'a str,
+        wait: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::services::DispatchError>> {
+        Box::pin(async move {
+            let Some(cluster) = self.cluster.upgrade() else {
+                return Err(crate::services::DispatchError::Internal("the node is shutting down".into()));
+            };
+            cluster.wake(service, wait).await
+        })
     }
 
     fn runs_elsewhere(&self, service: &str) -> bool {
@@ -270,6 +300,8 @@ pub struct Cluster {
     grid_ticks: AtomicU64,
     /// Calls per second per (calling node, callee), sampled by the leader.
     traffic: std::sync::Mutex<traffic::Traffic>,
+    /// The leader's autoscaler and node plan.
+    scaling: scaling::Scaling,
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -342,6 +374,7 @@ impl Cluster {
             grid_suspects: Default::default(),
             grid_ticks: AtomicU64::new(0),
             traffic: Default::default(),
+            scaling: Default::default(),
         });
         cluster.registry.grid().replicas().attach(Arc::new(grid::GridNet(Arc::downgrade(&cluster))));
         Ok(cluster)

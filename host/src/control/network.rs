@@ -7,6 +7,7 @@
 //! | `InstallSnapshotRequest` | `/raft/snapshot` | `Result<InstallSnapshotResponse, RaftError>` |
 //! | [`Command`] | `/control/write` | [`WriteReply`] (on the leader only) |
 //! | [`GraphReq`] | `/graph` | this node's call-graph edges |
+//! | [`UsageReq`] | `/usage` | this node's per-service usage totals (for the autoscaler) |
 
 use std::time::Duration;
 
@@ -55,6 +56,15 @@ pub struct GraphReq;
 impl PeerRpc for GraphReq {
     const PATH: &'static str = "/graph";
     type Reply = Vec<crate::services::calls::EdgeReport>;
+}
+
+/// "Send me your services' usage totals."
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UsageReq;
+
+impl PeerRpc for UsageReq {
+    const PATH: &'static str = "/usage";
+    type Reply = crate::autoscale::Report;
 }
 
 /// Raft's view of the network: one [`Conn`] per target node.

@@ -7,6 +7,7 @@
 //! | `POST /control/write` | a command forwarded to the leader → `{"index"}` |
 //! | `GET /components/{digest}` | component bytes, for a node that lacks them |
 //! | `POST /graph` | this node's call graph edges (for a cluster-wide `GET /v1/graph`) |
+//! | `POST /usage` | this node's per-service usage totals (for the leader's autoscaler) |
 //! | `POST /grid` | the data grid's replication and kv routing (`nanogrid_wire::grid`, postcard) |
 //!
 //! A node removed from the cluster still holds a certificate of the CA; it is refused here.
@@ -22,7 +23,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::Cluster;
-use super::network::{GraphReq, WriteReply};
+use super::network::{GraphReq, UsageReq, WriteReply};
 use super::types::{Command, Control, raft_id};
 use crate::http::{self as h, Body};
 use crate::transport::{Peer, PeerRpc, rpc};
@@ -95,6 +96,9 @@ pub async fn handle(
         }
         (&Method::POST, p) if p == <GraphReq as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |_: GraphReq| async move { Ok(c.registry.calls.report()) }).await
+        }
+        (&Method::POST, p) if p == <UsageReq as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |_: UsageReq| async move { Ok(c.registry.usage()) }).await
         }
         (&Method::GET, p) if p.starts_with("/components/") => {
             let digest = &p["/components/".len()..];

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use super::events::{Event, EventKind};
 use super::traffic::Affinity;
 use super::types::Assignment;
 use crate::services::ServiceSpec;
@@ -80,6 +81,37 @@ pub fn hold_until_ready(current: &Assignment, next: &mut Assignment, serving: im
             }
         }
     }
+}
+
+/// What a new assignment moves, one event per service whose row changed, with the rows
+/// before and after and the likeliest cause.
+pub fn moves(current: &Assignment, next: &Assignment, serving: &[String]) -> Vec<Event> {
+    let empty = BTreeMap::new();
+    let show = |r: &BTreeMap<String, u32>| match r.is_empty() {
+        true => "none".to_string(),
+        false => r.iter().map(|(n, c)| format!("{n}={c}")).collect::<Vec<_>>().join(","),
+    };
+    let names: std::collections::BTreeSet<&String> = current.keys().chain(next.keys()).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let (had, row) = (current.get(name).unwrap_or(&empty), next.get(name).unwrap_or(&empty));
+        if had == row {
+            continue;
+        }
+        let (from, to) = (had.values().sum::<u32>(), row.values().sum::<u32>());
+        let why = if from != to {
+            "its instance count changed"
+        } else if had.keys().any(|n| !serving.contains(n)) {
+            "a node it ran on stopped serving"
+        } else if row.keys().any(|n| !had.contains_key(n)) && row.len() > had.len() {
+            "spreading over more serving nodes"
+        } else {
+            "moving its odd instances toward the nodes that call it most"
+        };
+        let reason = format!("{why}: {} -> {}", show(had), show(row));
+        out.push(Event::new(EventKind::Placement, reason).service(name).counts(from, to));
+    }
+    out
 }
 
 fn rotation(service: &str, n: usize) -> usize {

@@ -7,6 +7,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::events::{Event, EventKind, Events};
 use crate::grid::part::PartitionTable;
 use crate::services::ServiceSpec;
 
@@ -36,6 +37,31 @@ pub enum Command {
     /// The Cluster Manager's placement: service → node → instances (replaces the table).
     Assign {
         assignment: Assignment,
+        /// What moved and why (none for a table that only drops rows).
+        #[serde(default)]
+        events: Vec<Event>,
+    },
+    /// The autoscaler's count for an autoscaled service (only its `instances` changes).
+    Scale {
+        service: String,
+        instances: u32,
+        event: Event,
+    },
+    /// A request reached an autoscaled service with no instances: one instance on
+    /// `node` (if the service still has none).
+    Wake {
+        service: String,
+        node: String,
+        at_ms: u64,
+    },
+    /// Move everything off `node` before it leaves (the node scaler's scale-in).
+    Drain {
+        node: String,
+        event: Event,
+    },
+    /// A decision that changes no state but is worth showing (the node scaler's).
+    Note {
+        event: Event,
     },
     /// A decommissioned node: never assigned again, never re-added as a member.
     RemoveNode {
@@ -104,6 +130,12 @@ pub struct ControlState {
     /// Where each kv partition lives (empty until the leader first places them).
     #[serde(default)]
     pub grid: PartitionTable,
+    /// Nodes being emptied before they are removed: no instances, no partitions.
+    #[serde(default)]
+    pub draining: Vec<String>,
+    /// The recent scaling and placement decisions.
+    #[serde(default)]
+    pub events: Events,
 }
 
 impl ControlState {
@@ -117,7 +149,7 @@ impl ControlState {
                 self.assignment.remove(name);
                 self.services.remove(name).is_some()
             }
-            Command::Assign { assignment } => {
+            Command::Assign { assignment, events } => {
                 // Drop rows of services deleted since the manager computed this table.
                 let next: Assignment = assignment
                     .iter()
@@ -125,8 +157,51 @@ impl ControlState {
                     .map(|(s, m)| (s.clone(), m.clone()))
                     .collect();
                 let changed = next != self.assignment;
+                if changed {
+                    for e in events {
+                        self.events.push(e.clone());
+                    }
+                }
                 self.assignment = next;
                 changed
+            }
+            Command::Scale { service, instances, event } => match self.services.get_mut(service) {
+                Some(spec) if spec.autoscale.is_some_and(|a| a.clamp(*instances) == *instances) => {
+                    let changed = spec.instances != *instances;
+                    if changed {
+                        spec.instances = *instances;
+                        self.events.push(event.clone());
+                    }
+                    changed
+                }
+                _ => false,
+            },
+            Command::Wake { service, node, at_ms } => match self.services.get_mut(service) {
+                Some(spec) if spec.instances == 0 && spec.autoscale.is_some_and(|a| a.max > 0) => {
+                    spec.instances = 1;
+                    self.assignment.insert(service.clone(), BTreeMap::from([(node.clone(), 1)]));
+                    let mut e = Event::new(EventKind::Wake, "a request arrived while it had no instances")
+                        .service(service)
+                        .node(node)
+                        .counts(0, 1);
+                    e.at_ms = *at_ms;
+                    self.events.push(e);
+                    true
+                }
+                _ => false,
+            },
+            Command::Drain { node, event } => {
+                if self.removed.contains(node) || self.draining.contains(node) {
+                    false
+                } else {
+                    self.draining.push(node.clone());
+                    self.events.push(event.clone());
+                    true
+                }
+            }
+            Command::Note { event } => {
+                self.events.push(event.clone());
+                true
             }
             Command::GridTable { expect, table } => {
                 if self.grid.version != *expect {
@@ -166,9 +241,11 @@ impl ControlState {
                     false
                 } else {
                     self.removed.push(name.clone());
+                    self.draining.retain(|n| n != name);
                     for nodes in self.assignment.values_mut() {
                         nodes.remove(name);
                     }
+                    self.events.push(Event::new(EventKind::RemoveNode, "decommissioned").node(name));
                     true
                 }
             }
@@ -206,13 +283,42 @@ mod tests {
             ("a".into(), BTreeMap::from([("n1".into(), 1), ("n2".into(), 1)])),
             ("gone".into(), BTreeMap::from([("n1".into(), 1)])),
         ]);
-        assert!(s.apply(&Command::Assign { assignment: table }).changed);
+        assert!(s.apply(&Command::Assign { assignment: table, events: vec![] }).changed);
         assert_eq!(s.assignment.len(), 1, "rows of unknown services are dropped");
         assert!(s.apply(&Command::RemoveNode { name: "n2".into() }).changed);
         assert_eq!(s.slots("a", "n2"), 0);
         assert_eq!(s.slots("a", "n1"), 1);
         assert!(s.apply(&Command::DeleteService { name: "a".into() }).changed);
         assert!(s.assignment.is_empty());
+    }
+
+    #[test]
+    fn autoscale_counts_and_wakes_apply_only_to_autoscaled_services() {
+        let mut s = ControlState::default();
+        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "component": format!("sha256:{}", "0".repeat(64)), "instances": 1,
+            "queue_timeout_ms": 1000, "limits": crate::services::Limits::default(), "generation": 1,
+            "updated_at_ms": 0, "autoscale": {"min": 0, "max": 4},
+        }))
+        .unwrap();
+        let fixed = ServiceSpec { name: "f".into(), autoscale: None, ..spec.clone() };
+        s.apply(&Command::PutService { spec: Box::new(spec) });
+        s.apply(&Command::PutService { spec: Box::new(fixed) });
+        let scale = |svc: &str, n| Command::Scale {
+            service: svc.into(),
+            instances: n,
+            event: Event::new(EventKind::Scale, "test").service(svc),
+        };
+        assert!(!s.apply(&scale("f", 3)).changed, "a fixed service is not autoscaled");
+        assert!(!s.apply(&scale("a", 5)).changed, "above max");
+        assert!(s.apply(&scale("a", 0)).changed);
+        assert_eq!(s.services["a"].instances, 0);
+        let wake = Command::Wake { service: "a".into(), node: "n2".into(), at_ms: 1 };
+        assert!(s.apply(&wake).changed);
+        assert_eq!((s.services["a"].instances, s.slots("a", "n2")), (1, 1));
+        assert!(!s.apply(&wake).changed, "a second wake finds an instance");
+        let kinds: Vec<EventKind> = s.events.list.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![EventKind::Scale, EventKind::Wake]);
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub trait Peers: Send + Sync {
     /// The other node that holds `key`'s primary and runs `service`; `None` when that is
     /// this node or no such node can take it.
     fn key_holder(&self, service: &str, key: &str) -> Option<PeerTarget>;
+    /// Give an autoscaled service that no node runs an instance (it was scaled to zero)
+    /// and wait, at most `wait`, until a node serves it.
+    fn wake<'a>(
+        &'a self,
+        service: &'a str,
+        wait: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::services::DispatchError>>;
     /// [`Peers::holders`] with a routing key's holder (if any) tried first.
     fn holders_first(&self, service: &str, first: Option<PeerTarget>) -> Vec<PeerTarget> {
         let mut holders = self.holders(service);
@@ -110,11 +117,26 @@ impl Forwarder {
         body: Bytes,
         request_id: &str,
     ) -> http::Response<Body> {
-        let authority = uri.authority().map(|a| a.as_str());
-        match self.send(holders, method, target, authority, headers, body, request_id, None).await {
+        match self.try_forward(holders, method, target, uri, headers, body, request_id).await {
             Ok(r) => r,
             Err(why) => no_instance(&why, request_id),
         }
+    }
+
+    /// [`Forwarder::forward`], or why no holder took the request (it was run nowhere).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn try_forward(
+        &self,
+        holders: Vec<PeerTarget>,
+        method: &Method,
+        target: &str,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+        request_id: &str,
+    ) -> Result<http::Response<Body>, String> {
+        let authority = uri.authority().map(|a| a.as_str());
+        self.send(holders, method, target, authority, headers, body, request_id, None).await
     }
 
     /// The answer of the first holder that ran the request (or a platform error about

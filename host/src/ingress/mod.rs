@@ -7,6 +7,7 @@
 mod forward;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -92,9 +93,9 @@ async fn route_clustered(
     let Some((service, path)) = split_target(target) else {
         return route(registry, cfg, req, request_id, target).await;
     };
-    let svc = registry.get(service);
-    let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
-    let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
+    let mut svc = registry.get(service);
+    let mut local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
+    let stopped = svc.as_ref().is_some_and(|s| s.current().spec.stopped());
     // A routing key sends the request to its data's node.
     let affinity = match req.headers().get(forward::ROUTING_KEY).and_then(|v| v.to_str().ok()) {
         Some(key) if !stopped => peers.key_holder(service, key),
@@ -103,13 +104,33 @@ async fn route_clustered(
     if (local || stopped) && affinity.is_none() {
         return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await;
     }
-    let holders = peers.holders_first(service, affinity);
-    if holders.is_empty() {
-        if svc.is_none() {
+    let mut holders = peers.holders_first(service, affinity.clone());
+    // Scaled to zero: whatever gossip still says, no node runs it.
+    let idle = svc.as_ref().is_some_and(|s| {
+        let spec = &s.current().spec;
+        spec.autoscale.is_some() && spec.instances == 0
+    });
+    if holders.is_empty() || idle {
+        let Some(s) = &svc else {
             return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await; // not found
+        };
+        // An autoscaled service with no instance anywhere (scaled to zero): the request
+        // waits while one is made, instead of failing.
+        let spec = s.current().spec.clone();
+        if spec.autoscale.is_none() {
+            h::drain(req.into_body()).await;
+            return forward::no_instance("none is assigned to a live node yet", request_id);
         }
-        h::drain(req.into_body()).await;
-        return forward::no_instance("none is assigned to a live node yet", request_id);
+        if let Err(e) = peers.wake(service, Duration::from_millis(spec.queue_timeout_ms)).await {
+            h::drain(req.into_body()).await;
+            return forward::no_instance(&e.to_string(), request_id);
+        }
+        svc = registry.get(service);
+        local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
+        if local {
+            return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await;
+        }
+        holders = peers.holders_first(service, affinity);
     }
     let limit = cfg.max_body.min(svc.map_or(usize::MAX, |s| s.current().spec.limits.max_request_bytes));
     let (parts, body) = req.into_parts();
@@ -123,7 +144,34 @@ async fn route_clustered(
         }
         Err(e) => return h::body_error(e, request_id),
     };
-    forwarder.forward(holders, &parts.method, target, &parts.uri, &parts.headers, body, request_id).await
+    // No holder took it (it ran nowhere): instances were moving, or the service was just
+    // scaled to zero. Route it again, with a fresh view, a few times before giving up.
+    let mut pause = Duration::from_millis(50);
+    for attempt in 0.. {
+        let (m, u, hd) = (&parts.method, &parts.uri, &parts.headers);
+        let why = match forwarder.try_forward(holders, m, target, u, hd, body.clone(), request_id).await {
+            Ok(resp) => return resp,
+            Err(why) => why,
+        };
+        let spec = registry.get(service).map(|s| s.current().spec.clone());
+        if attempt == 3 || spec.as_ref().is_none_or(|s| s.stopped()) {
+            return forward::no_instance(&why, request_id);
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+        if let Some(s) = spec.filter(|s| s.instances == 0)
+            && let Err(e) = peers.wake(service, Duration::from_millis(s.queue_timeout_ms)).await
+        {
+            return forward::no_instance(&e.to_string(), request_id);
+        }
+        // Woken here (or given instances here meanwhile): run it here. A wasi:http
+        // service streams its body, so only a nanoservice's buffered one can be.
+        if let Some(svc) = registry.get(service).filter(|s| s.gate().limit > 0 && !s.is_http()) {
+            return dispatch_buffered(registry, svc, &parts, &body, path, request_id, 0).await;
+        }
+        holders = peers.holders_first(service, None);
+    }
+    unreachable!("the loop returns by its fourth attempt")
 }
 
 /// A request another node forwarded here (`/forward/{service}/...` on the peer listener,
@@ -156,7 +204,7 @@ pub async fn handle_forwarded(
         };
         let svc = registry.get(service);
         let local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
-        let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
+        let stopped = svc.as_ref().is_some_and(|s| s.current().spec.stopped());
         if !local && !stopped {
             h::drain(req.into_body()).await;
             let r = forward::no_instance("the node it was forwarded to has none", &request_id);
@@ -219,6 +267,19 @@ async fn serve_here(
         Ok(b) => b,
         Err(e) => return h::body_error(e, request_id),
     };
+    dispatch_buffered(registry, svc, &parts, &body, path, request_id, depth).await
+}
+
+/// Run a nanoservice request whose body was read already.
+async fn dispatch_buffered(
+    registry: &Arc<Registry>,
+    svc: Arc<crate::services::Service>,
+    parts: &http::request::Parts,
+    body: &bytes::Bytes,
+    path: String,
+    request_id: &str,
+    depth: u32,
+) -> http::Response<Body> {
     let headers = parts
         .headers
         .iter()

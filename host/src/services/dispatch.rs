@@ -109,7 +109,7 @@ impl Registry {
         request_id: Arc<str>,
         depth: u32,
     ) -> (Result<Response, DispatchError>, bool) {
-        let svc = self.get(name);
+        let mut svc = self.get(name);
         if let Some(remote) = self.remote.get() {
             if remote.dormant() {
                 let reason = "this node is dormant (cut off from its cluster's majority)".to_string();
@@ -119,10 +119,20 @@ impl Registry {
             // a call finding every instance here busy goes to another node that runs it
             // (a service calling itself with one instance here would otherwise wait for
             // the instance its caller holds).
+            // Scaled to zero: make an instance (here, as a rule) before routing.
+            if let Some(s) = svc.as_ref().filter(|s| s.gate().limit == 0 && s.current().spec.autoscale.is_some())
+                && (s.current().spec.instances == 0 || !remote.has_holders(name))
+            {
+                let wait = Duration::from_millis(s.current().spec.queue_timeout_ms);
+                if let Err(e) = remote.wake(name, wait).await {
+                    return (Err(e), false);
+                }
+                svc = self.get(name);
+            }
             let gate = svc.as_ref().map(|s| s.gate());
             let local = gate.as_ref().is_some_and(|g| g.limit > 0);
             let busy = gate.as_ref().is_some_and(|g| g.limit > 0 && g.running >= g.limit);
-            let stopped = svc.as_ref().is_some_and(|s| s.current().spec.instances == 0);
+            let stopped = svc.as_ref().is_some_and(|s| s.current().spec.stopped());
             let spill = busy && remote.runs_elsewhere(name);
             if !stopped && (!local || spill || remote.elsewhere(name, &req)) {
                 return (remote.call(name, req, request_id, depth).await, true);
@@ -143,7 +153,19 @@ impl Registry {
         depth: u32,
     ) -> Result<Response, DispatchError> {
         let name = &*svc.name;
-        let permit = self.admit(&svc).await?;
+        // A single node's autoscaled service at zero: its first request wakes it.
+        if self.remote.get().is_none() && svc.gate().limit == 0 && svc.current().spec.autoscale.is_some() {
+            self.autoscale_to(name, 1).await.map_err(|e| DispatchError::Internal(e.to_string()))?;
+        }
+        let permit = match self.admit(&svc).await {
+            // This node's instances went elsewhere (a scale-down or a move) while the
+            // request waited: it was not run, so it runs where they went.
+            Err(DispatchError::Stopped(_)) if !svc.current().spec.stopped() && self.remote.get().is_some() => {
+                // Routed again: to a node that has instances, or woken if none has.
+                return Box::pin(self.dispatch_routed(name, req, request_id, depth)).await.0;
+            }
+            other => other?,
+        };
         // Read the version after admission so a request admitted after a redeploy runs it.
         let deployed = svc.current();
         let (call, limits) = self.call_context(&svc, &deployed, request_id, depth);

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -28,12 +28,43 @@ pub struct GateSnapshot {
     pub peak_running: u32,
 }
 
+/// What a gate has done since it was made, as running totals: the leader's autoscaler
+/// takes the difference of two samples to get averages over its window.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Instance-seconds spent running requests (the integral of `running` over time).
+    pub busy_s: f64,
+    /// Request-seconds spent waiting in the queue (the integral of its length).
+    pub queued_s: f64,
+    /// Requests admitted, and the seconds they waited for a slot in all.
+    pub admitted: u64,
+    pub waited_s: f64,
+    /// Requests turned away: queue full, waited too long, or no instance here.
+    pub refused: u64,
+    /// The limit now.
+    pub limit: u32,
+}
+
 struct State {
     limit: u32,
     max_queue: u32,
     running: u32,
     peak_running: u32,
     waiters: VecDeque<oneshot::Sender<()>>,
+    usage: Usage,
+    /// When `usage`'s integrals were last brought up to date.
+    since: Instant,
+}
+
+impl State {
+    /// Add the time since the last change to the integrals (before any change).
+    fn advance(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.since).as_secs_f64();
+        self.since = now;
+        self.usage.busy_s += dt * f64::from(self.running);
+        self.usage.queued_s += dt * self.waiters.len() as f64;
+    }
 }
 
 pub struct Gate {
@@ -48,7 +79,15 @@ pub struct Permit {
 impl Gate {
     pub fn new(limit: u32, max_queue: u32) -> Arc<Self> {
         Arc::new(Gate {
-            state: Mutex::new(State { limit, max_queue, running: 0, peak_running: 0, waiters: VecDeque::new() }),
+            state: Mutex::new(State {
+                limit,
+                max_queue,
+                running: 0,
+                peak_running: 0,
+                waiters: VecDeque::new(),
+                usage: Usage::default(),
+                since: Instant::now(),
+            }),
         })
     }
 
@@ -59,23 +98,28 @@ impl Gate {
     pub async fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Permit, GateError> {
         let mut rx = {
             let mut st = self.lock();
+            st.advance();
             if st.limit == 0 {
+                st.usage.refused += 1;
                 return Err(GateError::Stopped);
             }
             st.waiters.retain(|w| !w.is_closed());
             if st.running < st.limit && st.waiters.is_empty() {
                 st.running += 1;
                 st.peak_running = st.peak_running.max(st.running);
+                st.usage.admitted += 1;
                 return Ok(Permit { gate: self.clone() });
             }
             if st.waiters.len() >= st.max_queue as usize {
+                st.usage.refused += 1;
                 return Err(GateError::QueueFull);
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(tx);
             rx
         };
-        match tokio::time::timeout(wait, &mut rx).await {
+        let started = Instant::now();
+        let out = match tokio::time::timeout(wait, &mut rx).await {
             Ok(Ok(())) => Ok(Permit { gate: self.clone() }),
             // The sender was dropped: the service was stopped while we waited.
             Ok(Err(_)) => Err(GateError::Stopped),
@@ -85,13 +129,36 @@ impl Gate {
                 // A slot may have been handed over just as the wait ran out: keep it.
                 if rx.try_recv().is_ok() { Ok(Permit { gate: self.clone() }) } else { Err(GateError::WaitTimeout) }
             }
+        };
+        let mut st = self.lock();
+        match &out {
+            Ok(_) => {
+                st.usage.admitted += 1;
+                st.usage.waited_s += started.elapsed().as_secs_f64();
+            }
+            Err(_) => st.usage.refused += 1,
         }
+        out
+    }
+
+    /// The running totals (see [`Usage`]), brought up to now.
+    pub fn usage(&self) -> Usage {
+        let mut st = self.lock();
+        st.advance();
+        Usage { limit: st.limit, ..st.usage }
+    }
+
+    /// Count a request that found no instance here and none elsewhere (a service scaled
+    /// to zero counts its wake-ups this way too): demand the autoscaler should see.
+    pub fn count_refused(&self) {
+        self.lock().usage.refused += 1;
     }
 
     /// Change the concurrency limit and queue bound. Queued requests are admitted up to
     /// the new limit; with limit 0 they are turned away.
     pub fn resize(&self, limit: u32, max_queue: u32) {
         let mut st = self.lock();
+        st.advance();
         st.limit = limit;
         st.max_queue = max_queue;
         if limit == 0 {
@@ -113,6 +180,7 @@ impl Gate {
 
     fn release(&self) {
         let mut st = self.lock();
+        st.advance();
         st.running -= 1;
         admit(&mut st);
     }
@@ -153,6 +221,25 @@ mod tests {
         drop(a);
         waiter.await.unwrap().unwrap();
         assert_eq!(g.snapshot().peak_running, 2);
+    }
+
+    #[tokio::test]
+    async fn usage_integrates_running_and_queued_time() {
+        let g = Gate::new(1, 4);
+        let a = g.acquire(LONG).await.unwrap();
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move { g2.acquire(LONG).await.map(drop) });
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(50));
+        drop(a);
+        waiter.await.unwrap().unwrap();
+        let u = g.usage();
+        assert_eq!((u.admitted, u.refused, u.limit), (2, 0, 1));
+        assert!(u.busy_s >= 0.05, "one instance busy for the 50 ms: {u:?}");
+        assert!(u.queued_s >= 0.05 && u.queued_s < u.busy_s + 0.01, "one waiter queued for them: {u:?}");
+        g.resize(0, 0);
+        assert!(g.acquire(LONG).await.is_err());
+        assert_eq!(g.usage().refused, 1);
     }
 
     #[tokio::test]

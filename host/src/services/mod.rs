@@ -9,7 +9,7 @@ pub mod barrier;
 pub mod calls;
 mod chains;
 mod dispatch;
-mod gate;
+pub mod gate;
 pub mod resolve;
 pub mod spec;
 mod stats;
@@ -111,6 +111,11 @@ impl Service {
     pub fn gate(&self) -> GateSnapshot {
         self.gate.snapshot()
     }
+
+    /// The gate's running totals, for the autoscaler.
+    pub fn usage(&self) -> gate::Usage {
+        self.gate.usage()
+    }
 }
 
 /// Why a dispatch produced no guest response.
@@ -161,6 +166,15 @@ pub trait Remote: Send + Sync {
     /// Another live node that is less loaded than this one runs `service` (somewhere to
     /// send a call when every instance here is busy).
     fn runs_elsewhere(&self, service: &str) -> bool;
+    /// Some other live node serves `service`.
+    fn has_holders(&self, service: &str) -> bool;
+    /// Give an autoscaled service scaled to zero an instance and wait, at most `wait`,
+    /// until a node serves it.
+    fn wake<'a>(
+        &'a self,
+        service: &'a str,
+        wait: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<(), DispatchError>>;
     fn call<'a>(
         &'a self,
         service: &'a str,
@@ -175,6 +189,9 @@ pub trait Remote: Send + Sync {
 pub enum AdminError {
     #[error("{0}")]
     BadRequest(String),
+    /// A manual count for a service whose count the autoscaler sets.
+    #[error("{0}")]
+    Autoscaled(String),
     #[error("{0}")]
     NotFound(String),
     #[error(transparent)]
@@ -222,7 +239,7 @@ pub struct Registry {
     me: std::sync::Weak<Registry>,
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -269,6 +286,11 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<Arc<Service>> {
         self.services.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Every service's usage totals on this node (what `/usage` answers the leader).
+    pub fn usage(&self) -> BTreeMap<String, gate::Usage> {
+        self.list().iter().map(|s| (s.name.to_string(), s.usage())).collect()
     }
 
     pub fn list(&self) -> Vec<Arc<Service>> {
@@ -441,7 +463,13 @@ impl Registry {
         }
         let unit = self.load_unit(&req.component).await?;
         check_grants(&unit.info.imports, &grants)?;
-        let previous = self.get(name).map(|s| s.current().spec.generation);
+        let old = self.get(name).map(|s| s.current().spec.clone());
+        let previous = old.as_ref().map(|s| s.generation);
+        // A redeploy of an autoscaled service keeps the count the autoscaler chose.
+        let instances = match (&req.autoscale, &old) {
+            (Some(a), Some(o)) if o.autoscale.is_some() => a.clamp(o.instances),
+            _ => instances,
+        };
         let spec = ServiceSpec {
             name: name.to_string(),
             component: req.component,
@@ -454,6 +482,7 @@ impl Registry {
             bindings: req.bindings,
             fuse: req.fuse.unwrap_or(true),
             placement: req.placement,
+            autoscale: req.autoscale,
             generation: previous.map_or(1, |g| g + 1),
             updated_at_ms: now_ms(),
         };
@@ -468,6 +497,12 @@ impl Registry {
         let svc =
             self.get(name).ok_or_else(|| AdminError::NotFound(format!("no service named {name:?} is deployed")))?;
         let mut spec = svc.current().spec.clone();
+        if let Some(a) = &spec.autoscale {
+            return Err(AdminError::Autoscaled(format!(
+                "service {name:?} is autoscaled ({}..={} instances); change its bounds with PUT /v1/services/{name} (\"autoscale\"), or PUT it with a fixed \"instances\" count instead",
+                a.min, a.max
+            )));
+        }
         spec.instances = instances;
         if max_queue.is_some() {
             spec.max_queue = max_queue;
@@ -504,8 +539,18 @@ impl Registry {
         *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Some(slots);
         let mut changes = HashMap::new();
         for (name, spec) in specs {
-            if self.get(name).is_some_and(|s| &s.current().spec == spec) {
-                continue;
+            if let Some(s) = self.get(name) {
+                let cur = s.current();
+                if &cur.spec == spec {
+                    continue;
+                }
+                // Only the count changed (the autoscaler, a wake-up): the same chain
+                // serves, so swap the spec without building anything.
+                if (ServiceSpec { instances: spec.instances, ..cur.spec.clone() }) == *spec {
+                    let next = Arc::new(Deployed::new(spec.clone(), cur.unit.clone(), cur.serving.clone()));
+                    *s.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+                    continue;
+                }
             }
             match self.load_unit(&spec.component).await {
                 Ok(unit) => {
@@ -548,6 +593,28 @@ impl Registry {
         let deployed = Arc::new(Deployed::new(spec.clone(), old.unit.clone(), old.serving.clone()));
         *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
         tracing::info!(service = name, instances, "service scaled");
+        Ok(spec)
+    }
+
+    /// Set an autoscaled service's count on a single node (the autoscaler's decision, or a
+    /// wake-up of a service at zero): persisted, then the gate resized; the chain stays.
+    pub async fn autoscale_to(&self, name: &str, instances: u32) -> Result<ServiceSpec, AdminError> {
+        let _admin = self.admin.lock().await;
+        let svc =
+            self.get(name).ok_or_else(|| AdminError::NotFound(format!("no service named {name:?} is deployed")))?;
+        let old = svc.current();
+        let Some(a) = old.spec.autoscale else {
+            return Err(AdminError::Conflict(format!("service {name:?} is not autoscaled")));
+        };
+        if old.spec.instances == a.clamp(instances) {
+            return Ok(old.spec.clone());
+        }
+        let spec = ServiceSpec { instances: a.clamp(instances), ..old.spec.clone() };
+        self.persist(&spec).await?;
+        let slots = self.slots_for(&spec);
+        svc.gate.resize(slots, spec.queue_for(slots));
+        *svc.current.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Deployed::new(spec.clone(), old.unit.clone(), old.serving.clone()));
         Ok(spec)
     }
 

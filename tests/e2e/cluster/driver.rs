@@ -30,8 +30,9 @@ pub struct Member {
 pub struct Cluster {
     pub nodes: Vec<Member>,
     seeds: String,
-    /// Extra `serve` flags every node gets.
+    /// Extra `serve` flags and environment every node gets.
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     http: Client,
     /// Config files of nodes started from one.
     configs: Vec<tempfile::TempDir>,
@@ -94,17 +95,36 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra `serve` flags on every node.
     pub async fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        Self::start_with_env(n, extra, &[]).await
+    }
+
+    /// [`Cluster::start_with`] with environment variables for every node.
+    pub async fn start_with_env(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_tcp_port(), free_udp_port())).collect();
         let seeds = ports.iter().map(|(_, g)| format!("127.0.0.1:{g}")).collect::<Vec<_>>().join(",");
         let extra = extra.iter().map(|s| s.to_string()).collect();
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         let secrets = cluster_secrets(&names.iter().map(String::as_str).collect::<Vec<_>>());
-        let mut c =
-            Cluster { nodes: Vec::new(), seeds, extra, http: Client::new(), configs: Vec::new(), secrets, net: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            seeds,
+            extra,
+            env,
+            http: Client::new(),
+            configs: Vec::new(),
+            secrets,
+            net: None,
+        };
         for (peer, gossip) in ports {
             c.spawn(peer, gossip).await;
         }
         c
+    }
+
+    /// The gossip addresses every node seeds from (`--seeds`).
+    pub fn seeds(&self) -> &str {
+        &self.seeds
     }
 
     /// `n` nodes, each in its own network namespace on a bridge (root only), so that
@@ -123,6 +143,7 @@ impl Cluster {
             nodes: Vec::new(),
             seeds,
             extra: Vec::new(),
+            env: Vec::new(),
             http: Client::new(),
             configs: Vec::new(),
             secrets,
@@ -191,7 +212,9 @@ impl Cluster {
         }
         let args = self.member_args(&name, &format!("127.0.0.1:{peer}"), &format!("127.0.0.1:{gossip}"));
         let args: Vec<&str> = args.iter().chain(&self.extra).map(String::as_str).collect();
-        let node = TestNode::start_with_args(true, &args).await;
+        let mut node = TestNode::unstarted(true, &args);
+        node.env = self.env.clone();
+        node.restart();
         self.nodes.push(Member { name, peer, gossip, node });
         self.nodes.len() - 1
     }

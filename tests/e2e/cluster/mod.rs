@@ -3,6 +3,7 @@
 //! figures a scenario measures (election time, error window) are asserted against the
 //! issue's bounds and printed.
 
+mod autoscale;
 mod barriers;
 mod colocate;
 mod driver;

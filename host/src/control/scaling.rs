@@ -1,0 +1,287 @@
+//! Scaling in both dimensions, on the leader: instance counts of autoscaled services from
+//! measured load (the rule is in [`super::autoscale`]), and the node count through the
+//! configured node scaler (see [`super::nodescaler`]). Every decision is committed through
+//! Raft with an [`Event`] that says why, so `GET /v1/events` shows it on every node.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::events::{Event, EventKind};
+use super::nodescaler::{NodePlan, NodeScaler};
+use super::types::Command;
+use super::{Cluster, Mode, network};
+use crate::autoscale::{Autoscaler, Load, Report};
+use crate::services::DispatchError;
+
+/// How the leader scales.
+#[derive(Debug, Clone)]
+pub struct ScalingConfig {
+    /// How often the leader samples load and decides (`--autoscale-window-ms`).
+    pub window: Duration,
+    /// Instances one node is meant to run, all services together (`--node-instances`;
+    /// default 8 per core): the wanted node count is the wanted instances over this.
+    pub node_instances: u32,
+    /// What to run when the wanted node count changes (`--node-scaler`): an executable
+    /// or an `https://` webhook. `None`: the leader only reports the count it wants.
+    pub node_scaler: Option<String>,
+    /// Bounds of the node count the leader asks for (`--min-nodes`, `--max-nodes`).
+    pub min_nodes: usize,
+    pub max_nodes: usize,
+    /// How long the nodes must have been more than needed before the leader asks for
+    /// fewer (`--node-idle-s`).
+    pub node_idle: Duration,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        ScalingConfig {
+            window: Duration::from_secs(1),
+            node_instances: 8 * cores,
+            node_scaler: None,
+            min_nodes: 1,
+            max_nodes: 16,
+            node_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Whether `--node-scaler` names something usable (checked at start-up).
+pub fn check_scaler(s: &str) -> Result<(), String> {
+    NodeScaler::parse(s).map(|_| ())
+}
+
+/// The leader's scaling state (kept on every node; used while it leads).
+#[derive(Default)]
+pub struct Scaling {
+    pub(super) auto: Mutex<Autoscaler>,
+    pub(super) nodes: Mutex<NodePlan>,
+    /// Serialises wake-ups on this node, so a burst of requests to an idle service
+    /// commits one.
+    wake: tokio::sync::Mutex<()>,
+}
+
+impl Cluster {
+    /// Every `window` on the leader: sample usage, decide instance counts, then nodes.
+    pub(super) async fn autoscale_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let scaler = self.config.scaling.node_scaler.as_deref().map(NodeScaler::parse);
+        let scaler = match scaler.transpose() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "the node scaler cannot be used; the node count will not change");
+                None
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(self.config.scaling.window) => {}
+            }
+            if self.mode() != Mode::Leader {
+                self.scaling.auto.lock().unwrap_or_else(|e| e.into_inner()).reset();
+                *self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()) = NodePlan::default();
+                continue;
+            }
+            let reports = self.usage_by_node().await;
+            let now = Instant::now();
+            let (loads, first) = {
+                let mut auto = self.scaling.auto.lock().unwrap_or_else(|e| e.into_inner());
+                let first = !auto.sampled();
+                (auto.observe(now, reports), first)
+            };
+            if first {
+                continue;
+            }
+            self.scale_services(now, &loads).await;
+            if let Err(e) = self.manage_nodes(now, scaler.as_ref()).await {
+                tracing::warn!(error = %e, "node scaling step failed; retrying next window");
+            }
+        }
+    }
+
+    /// Each live node's usage totals (those that answered within a second), this node's
+    /// own included.
+    async fn usage_by_node(&self) -> BTreeMap<String, Report> {
+        let peers: Vec<_> = self.live().into_values().filter(|p| p.id != self.name).collect();
+        let asks = peers.iter().map(|p| async move {
+            let usage = self.peers.call(&p.id, &p.peer, &network::UsageReq, Duration::from_secs(1)).await.ok();
+            (p.id.clone(), usage)
+        });
+        let mut out = BTreeMap::from([(self.name.clone(), self.registry.usage())]);
+        for (id, usage) in futures::future::join_all(asks).await {
+            if let Some(u) = usage {
+                out.insert(id, u);
+            }
+        }
+        out
+    }
+
+    /// Decide each autoscaled service's count and commit the changes.
+    async fn scale_services(&self, now: Instant, loads: &BTreeMap<String, Load>) {
+        let state = self.sm.current().state.clone();
+        let mut writes = Vec::new();
+        {
+            let mut auto = self.scaling.auto.lock().unwrap_or_else(|e| e.into_inner());
+            auto.retain(|s| state.services.contains_key(s));
+            for (name, spec) in &state.services {
+                let Some(a) = &spec.autoscale else { continue };
+                let load = loads.get(name).copied().unwrap_or_default();
+                let Some(d) = auto.step(now, name, a, spec.instances, &load) else { continue };
+                let event = Event::new(EventKind::Scale, d.reason)
+                    .service(name)
+                    .counts(spec.instances, d.to)
+                    .input("busy", load.busy)
+                    .input("queued", load.queued)
+                    .input("wait_ms", load.wait_ms)
+                    .input("admitted_per_s", load.admitted_per_s)
+                    .input("refused_per_s", load.refused_per_s)
+                    .input("target_busy", a.target_busy);
+                writes.push(Command::Scale { service: name.clone(), instances: d.to, event });
+            }
+        }
+        for w in writes {
+            if let Command::Scale { service, instances, .. } = &w {
+                tracing::info!(%service, instances, "autoscaling");
+            }
+            if let Err(e) = self.raft.client_write(w).await {
+                tracing::warn!(error = %e, "could not commit an autoscaling decision; it is made again next window");
+                return;
+            }
+        }
+    }
+
+    /// A request reached `service` while no node has an instance of it: if it is
+    /// autoscaled and scaled to zero, give it one (on this node if it may run here) and
+    /// wait until a node serves it, at most `wait`.
+    pub async fn wake(&self, service: &str, wait: Duration) -> Result<(), DispatchError> {
+        let no = |reason: String| DispatchError::NoInstance { service: service.to_string(), reason };
+        let deadline = Instant::now() + wait;
+        {
+            let _one = self.scaling.wake.lock().await;
+            let state = self.sm.current();
+            let Some(spec) = state.state.services.get(service) else {
+                return Err(DispatchError::NotFound(service.to_string()));
+            };
+            if spec.autoscale.is_none() {
+                return Err(no("none is assigned to a live node yet".into()));
+            }
+            if spec.instances == 0 {
+                let live = self.live();
+                let node = match spec.placement.is_empty() || spec.placement.contains(&self.name) {
+                    true => Some(self.name.clone()),
+                    false => spec.placement.iter().find(|n| live.contains_key(*n)).cloned(),
+                };
+                let Some(node) = node else {
+                    return Err(no(format!("none of its placement nodes {:?} is live", spec.placement)));
+                };
+                tracing::info!(%service, %node, "waking a service scaled to zero");
+                let at_ms = crate::services::now_ms();
+                self.write(Command::Wake { service: service.to_string(), node, at_ms })
+                    .await
+                    .map_err(|e| no(format!("could not give it an instance: {e}")))?;
+            }
+        }
+        // Serving here (the usual case), or somewhere gossip shows.
+        let mut tick = Duration::from_millis(1);
+        loop {
+            let here = self.registry.get(service).is_some_and(|s| s.gate().limit > 0);
+            if here || !self.holders(service).is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(no("it was scaled to zero and no node took the new instance in time".into()));
+            }
+            tokio::time::sleep(tick).await;
+            tick = (tick * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Prometheus gauges: wanted and serving instances per autoscaled service, wanted and
+    /// live nodes.
+    pub fn scaling_metrics(&self, out: &mut String) {
+        let state = self.sm.current();
+        let live = self.live();
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_instances_wanted Instances a service should have (the autoscaler's count, or the fixed one).\n# TYPE nanogrid_instances_wanted gauge"
+        );
+        for (name, spec) in &state.state.services {
+            let _ = writeln!(out, "nanogrid_instances_wanted{{service=\"{name}\"}} {}", spec.instances);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_instances_serving Instances assigned to live nodes that serve the service.\n# TYPE nanogrid_instances_serving gauge"
+        );
+        for name in state.state.services.keys() {
+            let serving: u32 = state
+                .state
+                .assignment
+                .get(name)
+                .map(|row| {
+                    row.iter()
+                        .filter(|(n, _)| {
+                            live.get(*n).is_some_and(|p| p.services.iter().any(|s| s == name))
+                                || (**n == self.name && self.registry.get(name).is_some_and(|s| s.gate().limit > 0))
+                        })
+                        .map(|(_, c)| c)
+                        .sum()
+                })
+                .unwrap_or(0);
+            let _ = writeln!(out, "nanogrid_instances_serving{{service=\"{name}\"}} {serving}");
+        }
+        let plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_nodes_wanted Nodes the leader wants (0 on other nodes).\n# TYPE nanogrid_nodes_wanted gauge\nnanogrid_nodes_wanted {}",
+            plan.wanted
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_nodes_serving Members gossip shows live and not removed.\n# TYPE nanogrid_nodes_serving gauge\nnanogrid_nodes_serving {}",
+            self.member_names().iter().filter(|n| live.contains_key(*n)).count()
+        );
+    }
+
+    /// The cluster's recent decisions after `seq` (every node holds the same list).
+    pub fn events(&self, after: u64, limit: usize) -> Vec<Event> {
+        self.sm.current().state.events.after(after, limit)
+    }
+
+    /// What the leader measured in its last window, per autoscaled service (for
+    /// `GET /v1/autoscale`); `None` on other nodes.
+    pub fn autoscale_view(&self) -> Option<serde_json::Value> {
+        if self.mode() != Mode::Leader {
+            return None;
+        }
+        let state = self.sm.current();
+        let auto = self.scaling.auto.lock().unwrap_or_else(|e| e.into_inner());
+        let services: Vec<serde_json::Value> = state
+            .state
+            .services
+            .iter()
+            .filter_map(|(name, spec)| {
+                let a = spec.autoscale.as_ref()?;
+                let l = auto.loads.get(name).copied().unwrap_or_default();
+                Some(serde_json::json!({
+                    "service": name, "instances": spec.instances, "min": a.min, "max": a.max,
+                    "target_busy": a.target_busy, "cooldown_s": a.cooldown_s,
+                    "busy": l.busy, "queued": l.queued, "wait_ms": l.wait_ms,
+                    "admitted_per_s": l.admitted_per_s, "refused_per_s": l.refused_per_s,
+                    "wanted": crate::autoscale::wanted(&l, a.target_busy),
+                }))
+            })
+            .collect();
+        let plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        Some(serde_json::json!({
+            "window_ms": self.config.scaling.window.as_millis() as u64,
+            "services": services,
+            "nodes": { "wanted": plan.wanted, "node_instances": self.config.scaling.node_instances,
+                       "draining": state.state.draining },
+        }))
+    }
+}
