@@ -96,6 +96,7 @@ def run_steps(nodes, name, phase, steps=(1, 16, 1)):
     clients = Clients(nodes, f"/{name}/")
     integral, last = 0.0, None
     marks = []
+    counts = []  # (time, committed count)
     start = time.perf_counter()
     for s in steps:
         clients.set(s)
@@ -107,10 +108,26 @@ def run_steps(nodes, name, phase, steps=(1, 16, 1)):
             if last is not None:
                 integral += last[1] * (now - last[0])
             last = (now, c)
+            counts.append((now, c))
             time.sleep(0.1)
     clients.finish()
     total = time.perf_counter() - start
-    return clients.samples, marks, integral, total
+    return clients.samples, marks, integral, total, counts
+
+
+def settled(counts, marks, phase):
+    """Per step: (seconds until the count took its last value in the phase, that value)."""
+    out = []
+    for t0, _ in marks:
+        seen = [(t, c) for (t, c) in counts if t0 <= t < t0 + phase]
+        final = seen[-1][1] if seen else 0
+        # The first sample of the final run of equal counts.
+        at = t0
+        for i, (t, c) in enumerate(seen):
+            if c != final:
+                at = seen[i + 1][0] if i + 1 < len(seen) else t
+        out.append((max(0.0, at - t0), final))
+    return out
 
 
 def steady_p99(samples, marks, phase):
@@ -170,6 +187,7 @@ def main():
         failed = {m: sum(1 for (_, _, ok) in r[0] if not ok) for m, r in results.items()}
         reqs = {m: len(r[0]) for m, r in results.items()}
         inst_s = {m: r[2] for m, r in results.items()}
+        counts = settled(results["autoscaled"][4], results["autoscaled"][1], phase)
 
         # Cold start: wait for zero, then one request.
         deploy(nodes[0], "hello-cold", digest, {"autoscale": {"min": 0, "max": 4, "cooldown_s": 1}})
@@ -198,18 +216,19 @@ def main():
                 n.kill()
             except Exception:
                 pass
-    write(out, phase, adapt, inst_s, failed, reqs, fixed_steady, cold, warm)
+    write(out, phase, adapt, inst_s, failed, reqs, fixed_steady, cold, warm, counts)
 
 
 def placed_none(node, service):
     status, data = node.call("GET", f"/v1/services/{service}")
-    rows = json.loads(data)["status"]["nodes"] if status == 200 else [1]
-    return not any(r["instances"] > 0 for r in rows)
+    if status != 200:
+        return False
+    return not any(r["instances"] > 0 for r in json.loads(data)["status"]["nodes"])
 
 
-def write(out, phase, adapt, inst_s, failed, reqs, steady, cold, warm):
+def write(out, phase, adapt, inst_s, failed, reqs, steady, cold, warm, counts):
     ratio = inst_s["autoscaled"] / inst_s["fixed"]
-    worst = max(adapt["autoscaled"])
+    worst = max(adapt["autoscaled"][1:])
     cold_p50 = statistics.median(cold) * 1000
     verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
     lines = [
@@ -225,15 +244,18 @@ def write(out, phase, adapt, inst_s, failed, reqs, steady, cold, warm):
         "| measure | autoscaled | fixed at 16 | target | verdict |",
         "| --- | ---: | ---: | --- | --- |",
     ]
-    for i, s in enumerate(["1 (start)", "16 (step up)", "1 (step down)"]):
+    for i, s in [(1, "16 (step up)"), (2, "1 (step down)")]:
         lines.append(
             f"| adapted after step to {s} (s) | {adapt['autoscaled'][i]:.1f} | {adapt['fixed'][i]:.1f} | "
-            + ("≤ 3 s | " + verdict(adapt["autoscaled"][i] <= 3.0) + " |" if i else "- | - |")
+            + "≤ 3 s | " + verdict(adapt["autoscaled"][i] <= 3.0) + " |"
         )
     lines += [
         f"| instance-seconds over the run | {inst_s['autoscaled']:.0f} | {inst_s['fixed']:.0f} | ≤ 50 % of fixed | {verdict(ratio <= 0.5)} ({ratio:.0%}) |",
         f"| requests (failed) | {reqs['autoscaled']} ({failed['autoscaled']}) | {reqs['fixed']} ({failed['fixed']}) | none failed | {verdict(failed['autoscaled'] == 0)} |",
         f"| steady p99 of fixed at 1 / 16 clients (ms) | | {steady[0] * 1000:.2f} / {steady[1] * 1000:.2f} | | |",
+        "| instances at the end of each phase (settled after, s) | "
+        + " / ".join(f"{c} ({t:.1f})" for t, c in counts)
+        + " | 16 / 16 / 16 | | |",
         "",
         f"Cold start after scale to zero (min 0, cool-down 1 s): the first request to a service",
         f"no node runs, {len(cold)} wake-ups, on a kept-alive connection to n1 (the wake commits",
@@ -245,7 +267,11 @@ def write(out, phase, adapt, inst_s, failed, reqs, steady, cold, warm):
         f"| first request, max | {max(cold) * 1000:.2f} | | |",
         f"| next request (warm), p50 | {statistics.median(warm) * 1000:.2f} | | |",
         "",
-        f"Worst adaptation time {worst:.1f} s.",
+        f"Worst adaptation time {worst:.1f} s. The first phase (1 client) is the baseline, not a",
+        "step. `hello` answers in well under a millisecond, so 16 clients keep only about two",
+        "instances busy: the autoscaler settles there, and the p99 stays within bounds, but",
+        "with two instances on three nodes one node forwards all its requests, which costs",
+        f"throughput ({reqs['autoscaled']} requests against {reqs['fixed']} in the same time).",
         "<!-- autoscale:end -->",
     ]
     text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"

@@ -8,9 +8,9 @@
 //! previous sample, summed over the nodes that answered both times:
 //!
 //! - `busy`: instances running on average over the window; `queued`: requests waiting on
-//!   average; `refused`: requests per second turned away (queue full, waited too long, or
-//!   no instance anywhere), counted as demand through Little's law (refused per second ×
-//!   seconds a request runs on average).
+//!   average; `refused`: requests per second turned away (queue full, or waited too
+//!   long), counted as demand through Little's law (refused per second × seconds a request
+//!   runs on average).
 //! - demand `D = busy + queued + refused_load`; the wanted count is `ceil(D / target_busy)`
 //!   (0 when nothing ran, waited or was refused).
 //!
@@ -21,7 +21,9 @@
 //!   once that much history exists since the last change made by anyone else (a deploy, a
 //!   wake-up), and by at most half per window. Zero is reached only after a whole
 //!   cool-down without a single request.
-//! - always within `[min, max]`.
+//! - always within `[min, max]`;
+//! - never down in a window where a node holding instances of the service did not report
+//!   (its load is unknown, not zero).
 //!
 //! Under steady load the wanted count is steady, so the count settles and does not flap:
 //! going up needs more than 10 % over the target, going down needs a whole cool-down
@@ -170,6 +172,8 @@ pub fn decide(
 #[derive(Default)]
 pub struct Autoscaler {
     last: Option<(Instant, BTreeMap<String, Report>)>,
+    /// The nodes in both of the last two samples (whose load the window holds).
+    pub measured: std::collections::BTreeSet<String>,
     services: BTreeMap<String, Memory>,
     /// The load of the last window, for `GET /v1/autoscale` and the gauges.
     pub loads: BTreeMap<String, Load>,
@@ -195,14 +199,27 @@ impl Autoscaler {
             Some((t, before)) => window_load(before, &reports, at.duration_since(*t).as_secs_f64()),
             None => BTreeMap::new(),
         };
+        self.measured = match &self.last {
+            Some((_, before)) => reports.keys().filter(|n| before.contains_key(*n)).cloned().collect(),
+            None => Default::default(),
+        };
         self.last = Some((at, reports));
         self.loads = loads.clone();
         loads
     }
 
     /// Decide for one service whose committed count is `current`; remembers what was
-    /// wanted. A returned decision is what the caller commits.
-    pub fn step(&mut self, at: Instant, service: &str, a: &Autoscale, current: u32, load: &Load) -> Option<Decision> {
+    /// wanted. A returned decision is what the caller commits. `partial`: a node holding
+    /// instances of it did not report, so the load may be understated: no step down.
+    pub fn step(
+        &mut self,
+        at: Instant,
+        service: &str,
+        a: &Autoscale,
+        current: u32,
+        load: &Load,
+        partial: bool,
+    ) -> Option<Decision> {
         let m = self.services.entry(service.to_string()).or_insert(Memory {
             history: VecDeque::new(),
             count: current,
@@ -218,7 +235,11 @@ impl Autoscaler {
         while m.history.front().is_some_and(|(t, _)| at.duration_since(*t) > keep) {
             m.history.pop_front();
         }
-        let d = decide(a, current, load, m.history.make_contiguous(), at.duration_since(m.since));
+        let d = decide(a, current, load, m.history.make_contiguous(), at.duration_since(m.since))
+            .filter(|d| !(partial && d.to < current));
+        if partial {
+            return d;
+        }
         m.history.push_back((at, wanted(load, a.target_busy)));
         if let Some(d) = &d {
             // Our own change: the history stays (it is what the next step down is
@@ -263,7 +284,7 @@ pub async fn run_single(
             let spec = svc.current().spec.clone();
             let Some(a) = &spec.autoscale else { continue };
             let load = loads.get(&spec.name).copied().unwrap_or_default();
-            let Some(d) = auto.step(now, &spec.name, a, spec.instances, &load) else { continue };
+            let Some(d) = auto.step(now, &spec.name, a, spec.instances, &load, false) else { continue };
             tracing::info!(service = %spec.name, from = spec.instances, to = d.to, reason = %d.reason, "autoscaling");
             if let Err(e) = registry.autoscale_to(&spec.name, d.to).await {
                 tracing::warn!(service = %spec.name, error = %e, "could not apply an autoscaling decision");
@@ -327,7 +348,9 @@ mod tests {
         let mut changes = 0;
         for i in 0..200u64 {
             let busy = (count as f64).min(3.0) + if i % 2 == 0 { 0.2 } else { -0.2 };
-            if let Some(d) = s.step(t0 + Duration::from_secs(i), "s", &a(1, 20), count, &load(busy.max(0.0), 0.0)) {
+            if let Some(d) =
+                s.step(t0 + Duration::from_secs(i), "s", &a(1, 20), count, &load(busy.max(0.0), 0.0), false)
+            {
                 count = d.to;
                 changes += 1;
             }
@@ -342,15 +365,15 @@ mod tests {
         let t0 = Instant::now();
         let at = |i: u64| t0 + Duration::from_secs(i);
         let spec = a(0, 20);
-        assert_eq!(s.step(at(0), "s", &spec, 8, &load(4.0, 0.0)), None, "steady at the target");
+        assert_eq!(s.step(at(0), "s", &spec, 8, &load(4.0, 0.0), false), None, "steady at the target");
         // Load drops to 1 busy: nothing for the 10 s cool-down, then halving steps.
         for i in 1..10 {
-            assert_eq!(s.step(at(i), "s", &spec, 8, &load(1.0, 0.0)), None, "second {i}");
+            assert_eq!(s.step(at(i), "s", &spec, 8, &load(1.0, 0.0), false), None, "second {i}");
         }
         let mut count = 8;
         let mut seen = vec![];
         for i in 10..40 {
-            if let Some(d) = s.step(at(i), "s", &spec, count, &load(1.0, 0.0)) {
+            if let Some(d) = s.step(at(i), "s", &spec, count, &load(1.0, 0.0), false) {
                 count = d.to;
                 seen.push(count);
             }
@@ -359,11 +382,11 @@ mod tests {
         assert_eq!(count, 2, "1 busy at target 0.5: {seen:?}");
         // Idle: zero only after a whole cool-down without requests.
         for i in 40..49 {
-            assert_eq!(s.step(at(i), "s", &spec, 2, &Load::default()), None, "second {i}");
+            assert_eq!(s.step(at(i), "s", &spec, 2, &Load::default(), false), None, "second {i}");
         }
         let mut got = None;
         for i in 49..60 {
-            if let Some(d) = s.step(at(i), "s", &spec, count, &Load::default()) {
+            if let Some(d) = s.step(at(i), "s", &spec, count, &Load::default(), false) {
                 count = d.to;
                 got.get_or_insert(i);
             }
@@ -378,13 +401,15 @@ mod tests {
         let t0 = Instant::now();
         let spec = a(0, 4);
         for i in 0..20 {
-            s.step(t0 + Duration::from_secs(i), "s", &spec, 0, &Load::default());
+            s.step(t0 + Duration::from_secs(i), "s", &spec, 0, &Load::default(), false);
         }
         // A wake-up set it to 1; the window that saw it had no finished request yet.
         for i in 20..29 {
-            assert_eq!(s.step(t0 + Duration::from_secs(i), "s", &spec, 1, &Load::default()), None, "second {i}");
+            assert_eq!(s.step(t0 + Duration::from_secs(i), "s", &spec, 1, &Load::default(), false), None, "second {i}");
         }
-        let d = s.step(t0 + Duration::from_secs(31), "s", &spec, 1, &Load::default());
+        // A window missing a node's report never steps down.
+        assert_eq!(s.step(t0 + Duration::from_secs(31), "s", &spec, 1, &Load::default(), true), None);
+        let d = s.step(t0 + Duration::from_secs(31), "s", &spec, 1, &Load::default(), false);
         assert_eq!(d.map(|d| d.to), Some(0), "a whole cool-down after the wake-up");
     }
 

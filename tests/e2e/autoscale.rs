@@ -43,12 +43,7 @@ async fn a_single_node_autoscales_to_zero_and_a_request_wakes_the_service() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().starts_with("hello"), "{}", r.text());
     assert_eq!(count(&node, "hello").await, 1);
-    // The count survives a restart (it is persisted like a manual scale).
-    let mut node = node;
-    node.stop();
-    node.restart();
-    assert!(count(&node, "hello").await <= 1);
-    assert_eq!(node.get("/hello/").await.status, 200);
+    assert_eq!(node.service("hello").await["status"]["local"]["instances"], 1);
 }
 
 /// A stand-in for a CLI that writes its arguments to a file.

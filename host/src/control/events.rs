@@ -23,6 +23,8 @@ pub enum EventKind {
     Nodes,
     /// The leader started moving everything off a node before it goes.
     Drain,
+    /// A draining node was needed again.
+    Undrain,
     /// A node left the cluster.
     RemoveNode,
 }

@@ -265,7 +265,7 @@ impl Cluster {
         if kept < self.config.voters {
             let ready: BTreeSet<u64> = learners
                 .iter()
-                .filter(|m| !removed.contains(&m.name))
+                .filter(|m| !removed.contains(&m.name) && !stored.state.draining.contains(&m.name))
                 .filter(|m| live.get(&m.name).is_some_and(|p| p.mode == Mode::Follower.as_str()))
                 .take(self.config.voters - kept)
                 .map(|m| raft_id(&m.name))
@@ -342,7 +342,8 @@ impl Cluster {
         if next != stored.state.assignment {
             tracing::info!(nodes = ?serving, "assigning instances");
             let events = super::placement::moves(&stored.state.assignment, &next, &serving);
-            self.raft.client_write(Command::Assign { assignment: next, events }).await?;
+            let base = Some(stored.state.assign_version);
+            self.raft.client_write(Command::Assign { assignment: next, events, base }).await?;
         }
 
         // The grid's partitions live on every member that has not been removed or is

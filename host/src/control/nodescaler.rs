@@ -3,19 +3,21 @@
 //!
 //! The wanted count is `ceil(instances wanted by all services / --node-instances)`, at
 //! least the voter count and `--min-nodes`, at most `--max-nodes`. When it is above the
-//! live members, the leader runs the node scaler with the count (again after a minute if
-//! the nodes have not come). When the live members have been more than wanted for
-//! `--node-idle-s`, the leader *drains* one node (a learner first, the last by name, so a
-//! Kubernetes StatefulSet's highest ordinal goes, never itself): placement stops giving it
-//! instances and the grid moves its partition replicas to the others; once it holds
-//! neither, it is removed from the cluster and the scaler is run with the smaller count
-//! and the node's name, to stop it.
+//! serving members, the leader runs the node scaler with the count (again after a minute
+//! if the nodes have not come). When the serving members have been more than wanted for
+//! `--node-idle-s` and every member is up, the leader *drains* the last node by name (so a
+//! Kubernetes StatefulSet's highest ordinal goes; never itself): placement stops giving it
+//! instances and the grid moves its partition replicas to the others. Load coming back
+//! undrains it. Once it holds no instance and no replica and runs no request, it is
+//! removed from the cluster and kept in the `stopping` list until the scaler, run with
+//! the smaller count and the node's name, succeeds (asked again every minute).
 //!
 //! A scaler is an executable, run as `scaler want-nodes N` with a JSON request on stdin,
 //! or an `https://` URL (plain `http://` only to a loopback address) that gets the JSON as
 //! a POST. The JSON: `{"want": N, "have": [names], "remove": [names], "reason": "..."}`.
 //! deploy/scalers/ has ones for Kubernetes, Docker Compose and local processes.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -47,9 +49,12 @@ const ASK_AGAIN: Duration = Duration::from_secs(60);
 impl NodeScaler {
     /// `--node-scaler`: a URL or the path of an executable.
     pub fn parse(s: &str) -> Result<NodeScaler, String> {
-        if let Some(rest) = s.strip_prefix("http://") {
-            let host = rest.split(['/', ':']).next().unwrap_or("");
-            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if s.starts_with("http://") {
+            let uri = s.parse::<http::Uri>().map_err(|e| format!("--node-scaler {s:?} is not a URL: {e}"))?;
+            let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+            let userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
+            let loopback =
+                !userinfo && (host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
             return match loopback {
                 true => Ok(NodeScaler::Webhook(s.to_string())),
                 false => Err(format!("--node-scaler {s:?}: a webhook must be https:// (http:// only to loopback)")),
@@ -124,10 +129,24 @@ pub struct NodePlan {
     pub wanted: usize,
     /// The last count asked of the scaler, and when.
     asked: Option<(usize, Instant)>,
+    /// When the scaler was last asked to stop removed nodes.
+    stop_asked: Option<Instant>,
     /// Since when the live members have been more than wanted.
     surplus_since: Option<Instant>,
     /// The scaler run in progress.
     running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl NodePlan {
+    /// Whether to ask for `wanted` nodes now: a new count, or the same a minute later.
+    fn ask_due(&self, wanted: usize, now: Instant) -> bool {
+        self.asked.is_none_or(|(n, at)| n != wanted || now.duration_since(at) >= ASK_AGAIN)
+    }
+
+    /// Whether to ask the scaler to stop the removed nodes now (again after a minute).
+    fn stop_due(&self, now: Instant) -> bool {
+        self.stop_asked.is_none_or(|at| now.duration_since(at) >= ASK_AGAIN)
+    }
 }
 
 impl Drop for NodePlan {
@@ -146,113 +165,122 @@ pub fn nodes_for(instances: u64, per_node: u32, min: usize, max: usize) -> usize
 
 impl Cluster {
     /// One node-dimension step (see the module docs).
-    pub(super) async fn manage_nodes(&self, now: Instant, scaler: Option<&NodeScaler>) -> anyhow::Result<()> {
+    pub(super) async fn manage_nodes(
+        self: &Arc<Self>,
+        now: Instant,
+        scaler: Option<&NodeScaler>,
+    ) -> anyhow::Result<()> {
         let cfg = &self.config.scaling;
         let state = self.sm.current().state.clone();
         let live = self.live();
         let (voters, learners) = self.members();
-        let members: Vec<String> = voters
-            .iter()
-            .chain(&learners)
-            .map(|m| m.name.clone())
-            .filter(|n| !state.removed.contains(n) && live.contains_key(n))
-            .collect();
-        let active: Vec<&String> = members.iter().filter(|n| !state.draining.contains(n)).collect();
+        // Every member not removed, live or not (a restarting pod still counts).
+        let members: Vec<String> =
+            voters.iter().chain(&learners).map(|m| m.name.clone()).filter(|n| !state.removed.contains(n)).collect();
+        let active: Vec<String> =
+            members.iter().filter(|n| live.contains_key(*n) && !state.draining.contains(n)).cloned().collect();
         let instances: u64 = state.services.values().map(|s| u64::from(s.instances)).sum();
         let wanted = nodes_for(instances, cfg.node_instances, cfg.min_nodes.max(self.config.voters), cfg.max_nodes);
         let reason = format!(
-            "{instances} instances wanted at {} per node need {} nodes; {} live",
+            "{instances} instances wanted at {} per node need {} nodes; {} serving",
             cfg.node_instances,
             instances.div_ceil(u64::from(cfg.node_instances.max(1))),
             active.len()
         );
-        let mut plan = std::mem::take(&mut *self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()));
-        plan.wanted = wanted;
-        let busy = plan.running.as_ref().is_some_and(|h| !h.is_finished());
-        let result = self.node_step(now, scaler, &mut plan, busy, &state, &members, &active, &reason, instances).await;
-        *self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()) = plan;
-        result
+        let step = NodeStep { now, scaler, state: &state, members: &members, active: &active, reason, instances };
+        {
+            let mut plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            plan.wanted = wanted;
+        }
+        self.node_step(step, wanted, &live).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn node_step(
-        &self,
-        now: Instant,
-        scaler: Option<&NodeScaler>,
-        plan: &mut NodePlan,
-        busy: bool,
-        state: &super::ControlState,
-        members: &[String],
-        active: &[&String],
-        reason: &str,
-        instances: u64,
+        self: &Arc<Self>,
+        s: NodeStep<'_>,
+        wanted: usize,
+        live: &std::collections::BTreeMap<String, super::gossip::PeerInfo>,
     ) -> anyhow::Result<()> {
-        let wanted = plan.wanted;
-        // A drained node leaves once it holds no instance and no partition replica.
-        if let Some(node) = state.draining.iter().find(|n| !state.removed.contains(n)) {
-            let holds_instances = state.assignment.values().any(|row| row.get(node).is_some_and(|c| *c > 0));
-            let holds_data = state.grid.parts.iter().any(|p| p.primary == *node || p.replicas.contains(node));
-            if holds_instances || holds_data {
+        let busy = {
+            let plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            plan.running.as_ref().is_some_and(|h| !h.is_finished())
+        };
+        // Removed nodes the scaler has not confirmed stopping: ask (again) until it does.
+        if !s.state.stopping.is_empty() {
+            let again = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).stop_due(s.now);
+            if again && !busy {
+                let req = ScaleRequest {
+                    want: s.members.len(),
+                    have: s.members.to_vec(),
+                    remove: s.state.stopping.clone(),
+                    reason: format!("{} drained and removed: {}", s.state.stopping.join(", "), s.reason),
+                };
+                self.ask(s.scaler, req, s.now, s.instances).await;
+            }
+            return Ok(());
+        }
+        let draining = s.state.draining.iter().find(|n| !s.state.removed.contains(n));
+        if wanted > s.active.len() {
+            self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
+            if let Some(node) = draining {
+                // Load came back during a drain: keep the node.
+                let event = Event::new(EventKind::Undrain, format!("needed again: {}", s.reason)).node(node);
+                self.raft.client_write(Command::Undrain { node: node.clone(), event }).await?;
                 return Ok(());
             }
-            self.raft.client_write(Command::RemoveNode { name: node.clone() }).await?;
-            let have: Vec<String> = members.iter().filter(|n| *n != node).cloned().collect();
-            let req = ScaleRequest {
-                want: have.len(),
-                have,
-                remove: vec![node.clone()],
-                reason: format!("{node} was drained and removed: {reason}"),
-            };
-            self.ask(scaler, plan, req, now, instances).await;
-            return Ok(());
-        }
-        if wanted > active.len() {
-            plan.surplus_since = None;
-            let again = plan.asked.is_none_or(|(n, at)| n != wanted || now.duration_since(at) >= ASK_AGAIN);
+            let again = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).ask_due(wanted, s.now);
             if again && !busy {
-                let have = members.to_vec();
-                let req = ScaleRequest { want: wanted, have, remove: vec![], reason: reason.to_string() };
-                self.ask(scaler, plan, req, now, instances).await;
+                let req =
+                    ScaleRequest { want: wanted, have: s.members.to_vec(), remove: vec![], reason: s.reason.clone() };
+                self.ask(s.scaler, req, s.now, s.instances).await;
             }
             return Ok(());
         }
-        if wanted >= active.len() {
-            plan.surplus_since = None;
+        // A drained node leaves once it holds no instance, no partition replica and runs
+        // no request.
+        if let Some(node) = draining {
+            let holds_instances = s.state.assignment.values().any(|row| row.get(node).is_some_and(|c| *c > 0));
+            let holds_data = s.state.grid.parts.iter().any(|p| p.primary == *node || p.replicas.contains(node));
+            let running = live.get(node).is_some_and(|p| p.load > 0);
+            if !(holds_instances || holds_data || running) {
+                tracing::info!(%node, "drained; removing it from the cluster");
+                self.raft.client_write(Command::RemoveNode { name: node.clone(), stop: true }).await?;
+            }
             return Ok(());
         }
-        let since = *plan.surplus_since.get_or_insert(now);
-        if now.duration_since(since) < self.config.scaling.node_idle || busy {
+        if wanted >= s.active.len() {
+            self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
             return Ok(());
         }
-        let (_, learners) = self.members();
-        let mut candidates: Vec<&String> = active.iter().copied().filter(|n| **n != self.name).collect();
-        // Learners first, then the last by (length, name): n10 after n9.
-        candidates.sort_by_key(|n| (learners.iter().any(|m| &m.name == *n), n.len(), (*n).clone()));
-        let Some(victim) = candidates.last() else { return Ok(()) };
-        let event = Event::new(
-            EventKind::Drain,
-            format!("more nodes than needed for {}s: {reason}", self.config.scaling.node_idle.as_secs()),
-        )
-        .node(victim)
-        .counts(active.len() as u32, wanted as u32)
-        .input("instances", instances as f64)
-        .input("node_instances", f64::from(self.config.scaling.node_instances));
+        let since = *self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since.get_or_insert(s.now);
+        // Only with every member up: a drain waits for the partitions' other replicas.
+        let all_up = s.members.iter().all(|n| live.contains_key(n));
+        if s.now.duration_since(since) < self.config.scaling.node_idle || busy || !all_up {
+            return Ok(());
+        }
+        // The last by (length, name), so n10 goes before n9 and a StatefulSet's highest
+        // ordinal is the one drained; never this node (it leads the drain).
+        let mut names: Vec<&String> = s.active.iter().collect();
+        names.sort_by_key(|n| (n.len(), (*n).clone()));
+        let Some(victim) = names.last().filter(|v| ***v != self.name) else {
+            tracing::info!("the node to drain next is the leader itself; waiting for another leader");
+            return Ok(());
+        };
+        let idle = self.config.scaling.node_idle.as_secs();
+        let event = Event::new(EventKind::Drain, format!("more nodes than needed for {idle}s: {}", s.reason))
+            .node(victim)
+            .counts(s.active.len() as u32, wanted as u32)
+            .input("instances", s.instances as f64)
+            .input("node_instances", f64::from(self.config.scaling.node_instances));
         tracing::info!(node = %victim, "draining a node the cluster no longer needs");
         self.raft.client_write(Command::Drain { node: (*victim).clone(), event }).await?;
-        plan.surplus_since = None;
+        self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
         Ok(())
     }
 
-    /// Record the request as an event and run the scaler (if any) in the background.
-    async fn ask(
-        &self,
-        scaler: Option<&NodeScaler>,
-        plan: &mut NodePlan,
-        req: ScaleRequest,
-        now: Instant,
-        instances: u64,
-    ) {
-        plan.asked = Some((req.want, now));
+    /// Record the request as an event and run the scaler (if any) in the background; when
+    /// it succeeds for removed nodes, they are marked stopped.
+    async fn ask(self: &Arc<Self>, scaler: Option<&NodeScaler>, req: ScaleRequest, now: Instant, instances: u64) {
         let from = req.have.len() as u32;
         let event = Event::new(EventKind::Nodes, req.reason.clone())
             .counts(from, req.want as u32)
@@ -266,14 +294,39 @@ impl Cluster {
         if let Err(e) = self.raft.client_write(Command::Note { event }).await {
             tracing::warn!(error = %e, "could not record the node count decision");
         }
+        let mut plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        match req.remove.is_empty() {
+            true => plan.asked = Some((req.want, now)),
+            false => plan.stop_asked = Some(now),
+        }
         let Some(scaler) = scaler.cloned() else { return };
+        let raft = self.raft.clone();
         plan.running = Some(tokio::spawn(async move {
             match scaler.run(&req).await {
-                Ok(out) => tracing::info!(want = req.want, output = %out, "node scaler done"),
+                Ok(out) => {
+                    tracing::info!(want = req.want, output = %out, "node scaler done");
+                    for node in req.remove {
+                        if let Err(e) = raft.client_write(Command::Stopped { node }).await {
+                            tracing::warn!(error = %e, "could not record a stopped node; the scaler is asked again");
+                        }
+                    }
+                }
                 Err(e) => tracing::error!(want = req.want, error = %e, "node scaler failed; asking again in a minute"),
             }
         }));
     }
+}
+
+/// What one node-dimension step works from.
+struct NodeStep<'a> {
+    now: Instant,
+    scaler: Option<&'a NodeScaler>,
+    state: &'a super::ControlState,
+    /// Members not removed (live or not), and those of them serving and not draining.
+    members: &'a [String],
+    active: &'a [String],
+    reason: String,
+    instances: u64,
 }
 
 #[cfg(test)]
@@ -296,6 +349,8 @@ mod tests {
         );
         assert!(NodeScaler::parse("http://127.0.0.1:9/s").is_ok());
         assert!(NodeScaler::parse("http://example.com/s").unwrap_err().contains("https://"));
+        assert!(NodeScaler::parse("http://localhost@evil.example/s").is_err(), "userinfo is not the host");
+        assert!(NodeScaler::parse("http://[::1]:9/s").is_ok());
         assert!(NodeScaler::parse("/no/such/scaler").unwrap_err().contains("/no/such/scaler"));
         assert!(NodeScaler::parse("/").unwrap_err().contains("not a file"));
     }

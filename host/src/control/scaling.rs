@@ -131,17 +131,25 @@ impl Cluster {
             for (name, spec) in &state.services {
                 let Some(a) = &spec.autoscale else { continue };
                 let load = loads.get(name).copied().unwrap_or_default();
-                let Some(d) = auto.step(now, name, a, spec.instances, &load) else { continue };
+                let partial =
+                    state.assignment.get(name).is_some_and(|row| row.keys().any(|n| !auto.measured.contains(n)));
+                let Some(d) = auto.step(now, name, a, spec.instances, &load, partial) else { continue };
                 let event = Event::new(EventKind::Scale, d.reason)
                     .service(name)
                     .counts(spec.instances, d.to)
                     .input("busy", load.busy)
+                    .input("busy_ratio", load.busy / f64::from(spec.instances.max(1)))
                     .input("queued", load.queued)
                     .input("wait_ms", load.wait_ms)
                     .input("admitted_per_s", load.admitted_per_s)
                     .input("refused_per_s", load.refused_per_s)
                     .input("target_busy", a.target_busy);
-                writes.push(Command::Scale { service: name.clone(), instances: d.to, event });
+                writes.push(Command::Scale {
+                    service: name.clone(),
+                    instances: d.to,
+                    from: Some(spec.instances),
+                    event,
+                });
             }
         }
         for w in writes {
@@ -160,45 +168,71 @@ impl Cluster {
     /// wait until a node serves it, at most `wait`.
     pub async fn wake(&self, service: &str, wait: Duration) -> Result<(), DispatchError> {
         let no = |reason: String| DispatchError::NoInstance { service: service.to_string(), reason };
-        let deadline = Instant::now() + wait;
-        {
-            let _one = self.scaling.wake.lock().await;
-            let state = self.sm.current();
-            let Some(spec) = state.state.services.get(service) else {
-                return Err(DispatchError::NotFound(service.to_string()));
-            };
-            if spec.autoscale.is_none() {
-                return Err(no("none is assigned to a live node yet".into()));
-            }
-            if spec.instances == 0 {
-                let live = self.live();
-                let node = match spec.placement.is_empty() || spec.placement.contains(&self.name) {
-                    true => Some(self.name.clone()),
-                    false => spec.placement.iter().find(|n| live.contains_key(*n)).cloned(),
-                };
-                let Some(node) = node else {
-                    return Err(no(format!("none of its placement nodes {:?} is live", spec.placement)));
-                };
-                tracing::info!(%service, %node, "waking a service scaled to zero");
-                let at_ms = crate::services::now_ms();
-                self.write(Command::Wake { service: service.to_string(), node, at_ms })
-                    .await
-                    .map_err(|e| no(format!("could not give it an instance: {e}")))?;
-            }
-        }
-        // Serving here (the usual case), or somewhere gossip shows.
+        let deadline = tokio::time::Instant::now() + wait;
+        let woke = tokio::time::timeout_at(deadline, self.commit_wake(service))
+            .await
+            .map_err(|_| no("it was scaled to zero and waking it took longer than its queue timeout".into()))?;
+        woke?;
+        // The node that got the instance serves it: this one (the usual case) or one that
+        // gossip shows serving (a node only assigned it may not have started it yet).
         let mut tick = Duration::from_millis(1);
         loop {
-            let here = self.registry.get(service).is_some_and(|s| s.gate().limit > 0);
-            if here || !self.holders(service).is_empty() {
+            let mine = self.sm.current().state.slots(service, &self.name) > 0;
+            let ready = match mine {
+                true => self.registry.get(service).is_some_and(|s| s.gate().limit > 0),
+                false => self.live().values().any(|p| {
+                    p.id != self.name && p.mode != Mode::Dormant.as_str() && p.services.iter().any(|s| s == service)
+                }),
+            };
+            if ready {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(no("it was scaled to zero and no node took the new instance in time".into()));
             }
             tokio::time::sleep(tick).await;
             tick = (tick * 2).min(Duration::from_millis(50));
         }
+    }
+
+    /// Commit a `Wake` for `service` if it has no instances: on this node if it may run it
+    /// here, else on a serving node its placement allows.
+    async fn commit_wake(&self, service: &str) -> Result<(), DispatchError> {
+        let no = |reason: String| DispatchError::NoInstance { service: service.to_string(), reason };
+        let _one = self.scaling.wake.lock().await;
+        let state = self.sm.current();
+        let Some(spec) = state.state.services.get(service) else {
+            return Err(DispatchError::NotFound(service.to_string()));
+        };
+        if spec.autoscale.is_none() {
+            return Err(no("none is assigned to a live node yet".into()));
+        }
+        if spec.instances > 0 {
+            return Ok(());
+        }
+        let live = self.live();
+        let members = self.member_names();
+        let may_run = |n: &String| {
+            (spec.placement.is_empty() || spec.placement.contains(n))
+                && !state.state.draining.contains(n)
+                && members.contains(n)
+                && (*n == self.name
+                    || live
+                        .get(n)
+                        .is_some_and(|p| p.mode == Mode::Follower.as_str() || p.mode == Mode::Leader.as_str()))
+        };
+        let node = match may_run(&self.name) {
+            true => Some(self.name.clone()),
+            false => live.keys().find(|n| may_run(n)).cloned(),
+        };
+        let Some(node) = node else {
+            return Err(no("no serving node may run it (placement, or every such node is draining)".into()));
+        };
+        tracing::info!(%service, %node, "waking a service scaled to zero");
+        let at_ms = crate::services::now_ms();
+        self.write(Command::Wake { service: service.to_string(), node, at_ms })
+            .await
+            .map_err(|e| no(format!("could not give it an instance: {e}")))
     }
 
     /// Prometheus gauges: wanted and serving instances per autoscaled service, wanted and

@@ -40,11 +40,18 @@ pub enum Command {
         /// What moved and why (none for a table that only drops rows).
         #[serde(default)]
         events: Vec<Event>,
+        /// The `assign_version` the table was computed from: a table computed before a
+        /// wake-up or a removal changes nothing.
+        #[serde(default)]
+        base: Option<u64>,
     },
-    /// The autoscaler's count for an autoscaled service (only its `instances` changes).
+    /// The autoscaler's count for an autoscaled service (only its `instances` changes),
+    /// if it still has the count `from` the decision was made on.
     Scale {
         service: String,
         instances: u32,
+        #[serde(default)]
+        from: Option<u32>,
         event: Event,
     },
     /// A request reached an autoscaled service with no instances: one instance on
@@ -63,9 +70,21 @@ pub enum Command {
     Note {
         event: Event,
     },
-    /// A decommissioned node: never assigned again, never re-added as a member.
+    /// A decommissioned node: never assigned again, never re-added as a member. `stop`:
+    /// removed by the node scaler, which is asked to stop it until it reports it did.
     RemoveNode {
         name: String,
+        #[serde(default)]
+        stop: bool,
+    },
+    /// The node scaler stopped a removed node.
+    Stopped {
+        node: String,
+    },
+    /// A draining node is needed again (load came back): it serves as before.
+    Undrain {
+        node: String,
+        event: Event,
     },
     /// The Cluster Manager's partition table, applied only if the table is still at
     /// version `expect` (so a table computed from stale state changes nothing).
@@ -133,6 +152,12 @@ pub struct ControlState {
     /// Nodes being emptied before they are removed: no instances, no partitions.
     #[serde(default)]
     pub draining: Vec<String>,
+    /// Bumped on every change of `assignment`.
+    #[serde(default)]
+    pub assign_version: u64,
+    /// Nodes removed by the node scaler that it has not reported stopped yet.
+    #[serde(default)]
+    pub stopping: Vec<String>,
     /// The recent scaling and placement decisions.
     #[serde(default)]
     pub events: Events,
@@ -142,14 +167,25 @@ impl ControlState {
     pub fn apply(&mut self, cmd: &Command) -> Applied {
         let changed = match cmd {
             Command::PutService { spec } => {
-                let old = self.services.insert(spec.name.clone(), (**spec).clone());
-                old.as_ref() != Some(&**spec)
+                let mut spec = (**spec).clone();
+                // A redeploy of an autoscaled service keeps the count the autoscaler set
+                // (the node that took the deploy may not have applied the latest one).
+                if let (Some(a), Some(old)) = (spec.autoscale, self.services.get(&spec.name))
+                    && old.autoscale.is_some()
+                {
+                    spec.instances = a.clamp(old.instances);
+                }
+                let old = self.services.insert(spec.name.clone(), spec.clone());
+                old.as_ref() != Some(&spec)
             }
             Command::DeleteService { name } => {
-                self.assignment.remove(name);
+                if self.assignment.remove(name).is_some() {
+                    self.assign_version += 1;
+                }
                 self.services.remove(name).is_some()
             }
-            Command::Assign { assignment, events } => {
+            Command::Assign { base: Some(b), .. } if *b != self.assign_version => false,
+            Command::Assign { assignment, events, .. } => {
                 // Drop rows of services deleted since the manager computed this table.
                 let next: Assignment = assignment
                     .iter()
@@ -158,6 +194,7 @@ impl ControlState {
                     .collect();
                 let changed = next != self.assignment;
                 if changed {
+                    self.assign_version += 1;
                     for e in events {
                         self.events.push(e.clone());
                     }
@@ -165,8 +202,11 @@ impl ControlState {
                 self.assignment = next;
                 changed
             }
-            Command::Scale { service, instances, event } => match self.services.get_mut(service) {
-                Some(spec) if spec.autoscale.is_some_and(|a| a.clamp(*instances) == *instances) => {
+            Command::Scale { service, instances, from, event } => match self.services.get_mut(service) {
+                Some(spec)
+                    if spec.autoscale.is_some_and(|a| a.clamp(*instances) == *instances)
+                        && from.is_none_or(|f| f == spec.instances) =>
+                {
                     let changed = spec.instances != *instances;
                     if changed {
                         spec.instances = *instances;
@@ -180,6 +220,7 @@ impl ControlState {
                 Some(spec) if spec.instances == 0 && spec.autoscale.is_some_and(|a| a.max > 0) => {
                     spec.instances = 1;
                     self.assignment.insert(service.clone(), BTreeMap::from([(node.clone(), 1)]));
+                    self.assign_version += 1;
                     let mut e = Event::new(EventKind::Wake, "a request arrived while it had no instances")
                         .service(service)
                         .node(node)
@@ -236,15 +277,33 @@ impl ControlState {
                 }
                 _ => false,
             },
-            Command::RemoveNode { name } => {
+            Command::Stopped { node } => {
+                let before = self.stopping.len();
+                self.stopping.retain(|n| n != node);
+                self.stopping.len() != before
+            }
+            Command::Undrain { node, event } => {
+                let before = self.draining.len();
+                self.draining.retain(|n| n != node);
+                let changed = self.draining.len() != before;
+                if changed {
+                    self.events.push(event.clone());
+                }
+                changed
+            }
+            Command::RemoveNode { name, stop } => {
                 if self.removed.contains(name) {
                     false
                 } else {
                     self.removed.push(name.clone());
                     self.draining.retain(|n| n != name);
+                    if *stop {
+                        self.stopping.push(name.clone());
+                    }
                     for nodes in self.assignment.values_mut() {
                         nodes.remove(name);
                     }
+                    self.assign_version += 1;
                     self.events.push(Event::new(EventKind::RemoveNode, "decommissioned").node(name));
                     true
                 }
@@ -283,9 +342,10 @@ mod tests {
             ("a".into(), BTreeMap::from([("n1".into(), 1), ("n2".into(), 1)])),
             ("gone".into(), BTreeMap::from([("n1".into(), 1)])),
         ]);
-        assert!(s.apply(&Command::Assign { assignment: table, events: vec![] }).changed);
+        assert!(!s.apply(&Command::Assign { assignment: table.clone(), events: vec![], base: Some(9) }).changed);
+        assert!(s.apply(&Command::Assign { assignment: table, events: vec![], base: Some(0) }).changed);
         assert_eq!(s.assignment.len(), 1, "rows of unknown services are dropped");
-        assert!(s.apply(&Command::RemoveNode { name: "n2".into() }).changed);
+        assert!(s.apply(&Command::RemoveNode { name: "n2".into(), stop: false }).changed);
         assert_eq!(s.slots("a", "n2"), 0);
         assert_eq!(s.slots("a", "n1"), 1);
         assert!(s.apply(&Command::DeleteService { name: "a".into() }).changed);
@@ -304,11 +364,13 @@ mod tests {
         let fixed = ServiceSpec { name: "f".into(), autoscale: None, ..spec.clone() };
         s.apply(&Command::PutService { spec: Box::new(spec) });
         s.apply(&Command::PutService { spec: Box::new(fixed) });
-        let scale = |svc: &str, n| Command::Scale {
+        let scale_from = |svc: &str, n, from| Command::Scale {
             service: svc.into(),
             instances: n,
+            from,
             event: Event::new(EventKind::Scale, "test").service(svc),
         };
+        let scale = |svc: &str, n| scale_from(svc, n, None);
         assert!(!s.apply(&scale("f", 3)).changed, "a fixed service is not autoscaled");
         assert!(!s.apply(&scale("a", 5)).changed, "above max");
         assert!(s.apply(&scale("a", 0)).changed);
@@ -317,8 +379,16 @@ mod tests {
         assert!(s.apply(&wake).changed);
         assert_eq!((s.services["a"].instances, s.slots("a", "n2")), (1, 1));
         assert!(!s.apply(&wake).changed, "a second wake finds an instance");
+        let stale = scale_from("a", 0, Some(0));
+        assert!(!s.apply(&stale).changed, "a decision made before the wake changes nothing");
+        // A redeploy keeps the autoscaler's count.
+        let mut again = s.services["a"].clone();
+        again.instances = 1;
+        s.apply(&scale_from("a", 3, Some(1)));
+        s.apply(&Command::PutService { spec: Box::new(again) });
+        assert_eq!(s.services["a"].instances, 3);
         let kinds: Vec<EventKind> = s.events.list.iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, vec![EventKind::Scale, EventKind::Wake]);
+        assert_eq!(kinds, vec![EventKind::Scale, EventKind::Wake, EventKind::Scale]);
     }
 
     #[test]

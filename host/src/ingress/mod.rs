@@ -144,8 +144,24 @@ async fn route_clustered(
         }
         Err(e) => return h::body_error(e, request_id),
     };
-    // No holder took it (it ran nowhere): instances were moving, or the service was just
-    // scaled to zero. Route it again, with a fresh view, a few times before giving up.
+    forward_with_retries(registry, forwarder, peers, (service, path, target), holders, parts, body, request_id).await
+}
+
+/// Forward a buffered request to the first holder that takes it. When none took it (it ran
+/// nowhere: instances were moving, or the service was just scaled to zero), route it again
+/// with a fresh view a few times, waking the service or running it here when that is
+/// where its instance is now.
+#[allow(clippy::too_many_arguments)]
+async fn forward_with_retries(
+    registry: &Arc<Registry>,
+    forwarder: &Forwarder,
+    peers: &dyn Peers,
+    (service, path, target): (&str, String, &str),
+    mut holders: Vec<crate::transport::PeerTarget>,
+    parts: http::request::Parts,
+    body: bytes::Bytes,
+    request_id: &str,
+) -> http::Response<Body> {
     let mut pause = Duration::from_millis(50);
     for attempt in 0.. {
         let (m, u, hd) = (&parts.method, &parts.uri, &parts.headers);

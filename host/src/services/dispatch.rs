@@ -65,6 +65,14 @@ impl Registry {
         })
     }
 
+    /// A single node's autoscaled service at zero: its first request gives it an instance.
+    async fn wake_single(&self, svc: &Service) -> Result<(), DispatchError> {
+        if self.remote.get().is_none() && svc.gate().limit == 0 && svc.current().spec.autoscale.is_some() {
+            self.autoscale_to(&svc.name, 1).await.map_err(|e| DispatchError::Internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Run a request on a service: admission, a fresh instance, the guest's response.
     pub async fn dispatch(
         self: &Arc<Self>,
@@ -153,10 +161,7 @@ impl Registry {
         depth: u32,
     ) -> Result<Response, DispatchError> {
         let name = &*svc.name;
-        // A single node's autoscaled service at zero: its first request wakes it.
-        if self.remote.get().is_none() && svc.gate().limit == 0 && svc.current().spec.autoscale.is_some() {
-            self.autoscale_to(name, 1).await.map_err(|e| DispatchError::Internal(e.to_string()))?;
-        }
+        self.wake_single(&svc).await?;
         let permit = match self.admit(&svc).await {
             // This node's instances went elsewhere (a scale-down or a move) while the
             // request waited: it was not run, so it runs where they went.
@@ -208,6 +213,7 @@ impl Registry {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let name = &*svc.name;
+        self.wake_single(&svc).await?;
         let permit = self.admit(&svc).await?;
         let deployed = svc.current();
         let prepared = deployed.prepared()?.clone();

@@ -39,7 +39,7 @@ pub struct Usage {
     /// Requests admitted, and the seconds they waited for a slot in all.
     pub admitted: u64,
     pub waited_s: f64,
-    /// Requests turned away: queue full, waited too long, or no instance here.
+    /// Requests turned away: queue full or waited too long.
     pub refused: u64,
     /// The limit now.
     pub limit: u32,
@@ -100,7 +100,6 @@ impl Gate {
             let mut st = self.lock();
             st.advance();
             if st.limit == 0 {
-                st.usage.refused += 1;
                 return Err(GateError::Stopped);
             }
             st.waiters.retain(|w| !w.is_closed());
@@ -136,7 +135,10 @@ impl Gate {
                 st.usage.admitted += 1;
                 st.usage.waited_s += started.elapsed().as_secs_f64();
             }
-            Err(_) => st.usage.refused += 1,
+            // A request turned away because the instances left (resized to 0) is routed
+            // elsewhere, not lost demand.
+            Err(GateError::WaitTimeout) => st.usage.refused += 1,
+            Err(_) => {}
         }
         out
     }
@@ -146,12 +148,6 @@ impl Gate {
         let mut st = self.lock();
         st.advance();
         Usage { limit: st.limit, ..st.usage }
-    }
-
-    /// Count a request that found no instance here and none elsewhere (a service scaled
-    /// to zero counts its wake-ups this way too): demand the autoscaler should see.
-    pub fn count_refused(&self) {
-        self.lock().usage.refused += 1;
     }
 
     /// Change the concurrency limit and queue bound. Queued requests are admitted up to
@@ -239,6 +235,10 @@ mod tests {
         assert!(u.queued_s >= 0.05 && u.queued_s < u.busy_s + 0.01, "one waiter queued for them: {u:?}");
         g.resize(0, 0);
         assert!(g.acquire(LONG).await.is_err());
+        assert_eq!(g.usage().refused, 0, "a stopped gate is not demand turned away");
+        g.resize(1, 0);
+        let _held = g.acquire(LONG).await.unwrap();
+        assert_eq!(g.acquire(LONG).await.err(), Some(GateError::QueueFull));
         assert_eq!(g.usage().refused, 1);
     }
 

@@ -176,14 +176,21 @@ async fn an_idle_service_scales_to_zero_and_its_next_request_wakes_it() {
         c.placement(0, "hello").await.is_empty().then_some(())
     })
     .await;
+    eventually("n3 has no instance of its own", Duration::from_secs(10), || async {
+        (c.nodes[2].node.service("hello").await["status"]["local"]["instances"] == 0).then_some(())
+    })
+    .await;
     // A fixed service at zero is stopped; an autoscaled one at zero wakes.
     let woke = Instant::now();
     let r = c.get(2, "/hello/again").await.unwrap();
     let cold = woke.elapsed();
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().starts_with("hello"), "{}", r.text());
-    assert_eq!(instances(&c, 0, "hello").await, Some(1));
-    let wake = events(&c, 0).await.into_iter().find(|e| e["kind"] == "wake").expect("a wake event");
+    assert_eq!(instances(&c, 2, "hello").await, Some(1), "the node that woke it applied the wake");
+    let wake = eventually("node 1 lists the wake", Duration::from_secs(10), || async {
+        events(&c, 0).await.into_iter().find(|e| e["kind"] == "wake")
+    })
+    .await;
     assert_eq!((wake["service"].as_str(), wake["node"].as_str()), (Some("hello"), Some("n3")), "{wake}");
     // The other nodes reach it too (by forwarding to n3).
     for i in 0..2 {
@@ -293,11 +300,34 @@ async fn the_leader_asks_the_local_scaler_for_a_fourth_node_and_drains_it_when_l
     let (ok, failed, first) = load.stop().await;
     assert_eq!(failed, 0, "no request failed while the node came ({ok} answered; first: {first:?})");
 
-    // Load gone: instances fall, the leader drains n4, removes it, and the scaler stops it.
+    // Load gone: instances fall, the leader drains n4, removes it, and the scaler stops it,
+    // while quorum writes go on through every node; each acknowledged one must be kept.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let writing = writing.clone();
+        let ingress: Vec<String> = c.nodes.iter().map(|m| m.node.ingress.clone()).collect();
+        tokio::spawn(async move {
+            let http = nanogrid::client::Client::new();
+            let (mut acked, mut k) = (Vec::new(), 0usize);
+            while writing.load(Ordering::Relaxed) {
+                let url = format!("{}/kv/during-{k}?consistency=quorum", ingress[k % ingress.len()]);
+                if let Ok(r) = http.send(http::Method::PUT, &url, &[], format!("w{k}").into()).await
+                    && r.status == 200
+                {
+                    acked.push(k);
+                }
+                k += 1;
+            }
+            acked
+        })
+    };
     eventually("n4 was stopped by the scaler", Duration::from_secs(90), || async { (!alive(n4)).then_some(()) }).await;
+    writing.store(false, Ordering::Relaxed);
+    let acked = writer.await.unwrap();
+    assert!(acked.len() > 10, "writes went on during the drain ({} acknowledged)", acked.len());
     let status = c.status(0).await.unwrap();
-    let members: Vec<&str> = status["nodes"].as_array().unwrap().iter().filter_map(|n| n["id"].as_str()).collect();
-    assert!(!members.contains(&"n4") || status.to_string().contains("removed"), "{status}");
+    let row = status["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "n4").cloned();
+    assert!(row.as_ref().is_none_or(|r| r["removed"] == true), "n4 is gone or marked removed: {status}");
     let grid = c.nodes[0].node.admin().get("/v1/grid").await.unwrap().text();
     assert!(!grid.contains("\"n4\""), "no partition names n4 after it left: {grid}");
     for k in 0..40 {
@@ -308,6 +338,11 @@ async fn the_leader_asks_the_local_scaler_for_a_fourth_node_and_drains_it_when_l
             "acknowledged write key-{k} survived the node leaving"
         );
     }
+    for &k in &acked {
+        let r = c.call(k % 3, http::Method::GET, &format!("/kv/during-{k}?consistency=quorum"), "").await.unwrap();
+        let got = (r.status.as_u16(), r.text());
+        assert_eq!(got, (200, format!("w{k}")), "write during-{k} was acknowledged during the drain");
+    }
     let ev = events(&c, 1).await;
     let kinds: Vec<&str> = ev.iter().filter_map(|e| e["kind"].as_str()).collect();
     for kind in ["nodes", "drain", "remove-node"] {
@@ -315,5 +350,8 @@ async fn the_leader_asks_the_local_scaler_for_a_fourth_node_and_drains_it_when_l
     }
     let ask = ev.iter().find(|e| e["kind"] == "nodes" && e["to"] == 4).expect("the leader asked for 4 nodes");
     assert!(ask["reason"].as_str().unwrap().contains("per node"), "{ask}");
-    println!("node scaler: {ok} requests during the step; n4 got {placed:?}; events {kinds:?}");
+    println!(
+        "node scaler: {ok} requests during the step; n4 got {placed:?}; {} quorum writes acknowledged during the drain, all read back; events {kinds:?}",
+        acked.len()
+    );
 }
