@@ -193,7 +193,13 @@ impl Cluster {
             self.raft.client_write(Command::GridTable { expect: table.version, table: Box::new(first) }).await?;
             return Ok(());
         }
-        let is_live = |n: &str| live.contains_key(n) && !removed.iter().any(|r| r == n);
+        // A removed node may still answer (it keeps gossiping and serving its replicas
+        // until it is stopped), but it is never a partition's primary or replica again:
+        // choosing it would put a partition back on it at every step.
+        let live: BTreeMap<String, PeerInfo> =
+            live.iter().filter(|(n, _)| !removed.contains(n)).map(|(n, p)| (n.clone(), p.clone())).collect();
+        let live = &live;
+        let is_live = |n: &str| live.contains_key(n);
         if self.grid_ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(STUCK_CHECK_EVERY) {
             self.find_stuck_primaries(&table, live).await;
         }
