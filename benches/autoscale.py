@@ -17,7 +17,6 @@ Rewrites the section between <!-- autoscale:begin --> and <!-- autoscale:end -->
 import http.client
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Node, agreed_leader, cluster_dir, free_port, serves, wait  # noqa: E402
+from cluster import Node, agreed_leader, cluster_dir, free_port, rewrite_section, serves, wait  # noqa: E402
 
 
 def upload(node, wasm):
@@ -296,14 +295,7 @@ def write(out, phase, adapt, inst_s, failed, reqs, steady, cold, warm, counts):
         ),
         "<!-- autoscale:end -->",
     ]
-    text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
-    section = "\n".join(lines)
-    if "<!-- autoscale:begin -->" in text:
-        text = re.sub(r"<!-- autoscale:begin -->.*?<!-- autoscale:end -->", lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(out, "w").write(text)
-    print(section)
+    rewrite_section(out, "autoscale", lines)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,19 @@ class Node:
             return None
 
 
+def rewrite_section(out, tag, lines):
+    """Replace the part of OUT between <!-- TAG:begin --> and <!-- TAG:end --> (which `lines`
+    include) with `lines`, or append them when the file has no such part; print them."""
+    text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
+    section = "\n".join(lines)
+    if f"<!-- {tag}:begin -->" in text:
+        text = re.sub(rf"<!-- {tag}:begin -->.*?<!-- {tag}:end -->", lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    open(out, "w").write(text)
+    print(section)
+
+
 def wait(what, pred, within=30.0):
     start = time.time()
     while time.time() - start < within:
@@ -355,14 +368,7 @@ def main():
         "leader's death does not interrupt serving; only control-plane writes wait for the election.",
         "<!-- cluster:end -->",
     ]
-    text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
-    section = "\n".join(lines)
-    if "<!-- cluster:begin -->" in text:
-        text = re.sub(r"<!-- cluster:begin -->.*?<!-- cluster:end -->", lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(out, "w").write(text)
-    print(section)
+    rewrite_section(out, "cluster", lines)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Rewrites the section between <!-- tls:begin --> and <!-- tls:end --> in OUT_MD.
 import http.client
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cluster import Node, agreed_leader, cluster_dir, free_port, p50_of, serves, wait  # noqa: E402
+from cluster import Node, agreed_leader, cluster_dir, free_port, p50_of, rewrite_section, serves, wait  # noqa: E402
 
 N = 1000
 
@@ -158,14 +157,7 @@ def main():
         f"{name} " + "/".join(f"{m['forwarded'] * 1e6:.0f}" for m in results[name]) + " (forwarded), "
         + "/".join(f"{m['quorum'] * 1e6:.0f}" for m in results[name]) + " (quorum)" for name in ("tls", "plain")) + ".",
         "<!-- tls:end -->"]
-    text = open(out).read() if os.path.exists(out) else "# Benchmarks\n"
-    section = "\n".join(lines)
-    if "<!-- tls:begin -->" in text:
-        text = re.sub(r"<!-- tls:begin -->.*?<!-- tls:end -->", lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(out, "w").write(text)
-    print(section)
+    rewrite_section(out, "tls", lines)
     if not all(verdicts):
         print("note: a target was not met (reported in the file)", file=sys.stderr)
 

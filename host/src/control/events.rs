@@ -55,10 +55,17 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event proposed now (by this node's clock).
     pub fn new(kind: EventKind, reason: impl Into<String>) -> Event {
+        Event::at(kind, reason, crate::services::now_ms())
+    }
+
+    /// An event at a time the command carries (for events made while applying one, so
+    /// every node records the same).
+    pub fn at(kind: EventKind, reason: impl Into<String>, at_ms: u64) -> Event {
         Event {
             seq: 0,
-            at_ms: crate::services::now_ms(),
+            at_ms,
             kind,
             service: None,
             node: None,

@@ -532,7 +532,8 @@ impl Cluster {
         if !self.sm.current().membership.membership().nodes().any(|(_, m)| m.name == node) {
             return Err(AdminError::NotFound(format!("no node named {node:?} is a member of this cluster")));
         }
-        self.write(Command::RemoveNode { name: node.to_string(), stop: false }).await?;
+        self.write(Command::RemoveNode { name: node.to_string(), stop: false, at_ms: crate::services::now_ms() })
+            .await?;
         Ok(())
     }
 

@@ -105,10 +105,18 @@ async fn run_exec(path: &std::path::Path, want: usize, body: &[u8]) -> Result<St
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(body).await;
-    }
-    let out = tokio::time::timeout(SCALER_TIMEOUT, child.wait_with_output())
+    let stdin = child.stdin.take();
+    let run = async move {
+        if let Some(mut stdin) = stdin {
+            // A scaler that exits without reading the request closes the pipe: its exit
+            // status, not this write, says how it went.
+            if let Err(e) = stdin.write_all(body).await {
+                tracing::debug!(error = %e, "the node scaler did not read its request");
+            }
+        }
+        child.wait_with_output().await
+    };
+    let out = tokio::time::timeout(SCALER_TIMEOUT, run)
         .await
         .map_err(|_| format!("{} ran longer than {}s and was killed", path.display(), SCALER_TIMEOUT.as_secs()))?
         .map_err(|e| e.to_string())?;
@@ -244,7 +252,13 @@ impl Cluster {
             let running = live.get(node).is_some_and(|p| p.load > 0);
             if !(holds_instances || holds_data || running) {
                 tracing::info!(%node, "drained; removing it from the cluster");
-                self.raft.client_write(Command::RemoveNode { name: node.clone(), stop: true }).await?;
+                self.raft
+                    .client_write(Command::RemoveNode {
+                        name: node.clone(),
+                        stop: true,
+                        at_ms: crate::services::now_ms(),
+                    })
+                    .await?;
             }
             return Ok(());
         }

@@ -107,17 +107,8 @@ impl Cluster {
     /// Each live node's usage totals (those that answered within a second), this node's
     /// own included.
     async fn usage_by_node(&self) -> BTreeMap<String, Report> {
-        let peers: Vec<_> = self.live().into_values().filter(|p| p.id != self.name).collect();
-        let asks = peers.iter().map(|p| async move {
-            let usage = self.peers.call(&p.id, &p.peer, &network::UsageReq, Duration::from_secs(1)).await.ok();
-            (p.id.clone(), usage)
-        });
-        let mut out = BTreeMap::from([(self.name.clone(), self.registry.usage())]);
-        for (id, usage) in futures::future::join_all(asks).await {
-            if let Some(u) = usage {
-                out.insert(id, u);
-            }
-        }
+        let mut out = self.ask_live(&network::UsageReq).await;
+        out.insert(self.name.clone(), self.registry.usage());
         out
     }
 

@@ -76,6 +76,9 @@ pub enum Command {
         name: String,
         #[serde(default)]
         stop: bool,
+        /// When it was proposed (for its event).
+        #[serde(default)]
+        at_ms: u64,
     },
     /// The node scaler stopped a removed node.
     Stopped {
@@ -221,12 +224,9 @@ impl ControlState {
                     spec.instances = 1;
                     self.assignment.insert(service.clone(), BTreeMap::from([(node.clone(), 1)]));
                     self.assign_version += 1;
-                    let mut e = Event::new(EventKind::Wake, "a request arrived while it had no instances")
-                        .service(service)
-                        .node(node)
-                        .counts(0, 1);
-                    e.at_ms = *at_ms;
-                    self.events.push(e);
+                    let reason = "a request arrived while it had no instances";
+                    self.events
+                        .push(Event::at(EventKind::Wake, reason, *at_ms).service(service).node(node).counts(0, 1));
                     true
                 }
                 _ => false,
@@ -291,7 +291,7 @@ impl ControlState {
                 }
                 changed
             }
-            Command::RemoveNode { name, stop } => {
+            Command::RemoveNode { name, stop, at_ms } => {
                 if self.removed.contains(name) {
                     false
                 } else {
@@ -304,7 +304,7 @@ impl ControlState {
                         nodes.remove(name);
                     }
                     self.assign_version += 1;
-                    self.events.push(Event::new(EventKind::RemoveNode, "decommissioned").node(name));
+                    self.events.push(Event::at(EventKind::RemoveNode, "decommissioned", *at_ms).node(name));
                     true
                 }
             }
@@ -345,7 +345,7 @@ mod tests {
         assert!(!s.apply(&Command::Assign { assignment: table.clone(), events: vec![], base: Some(9) }).changed);
         assert!(s.apply(&Command::Assign { assignment: table, events: vec![], base: Some(0) }).changed);
         assert_eq!(s.assignment.len(), 1, "rows of unknown services are dropped");
-        assert!(s.apply(&Command::RemoveNode { name: "n2".into(), stop: false }).changed);
+        assert!(s.apply(&Command::RemoveNode { name: "n2".into(), stop: false, at_ms: 0 }).changed);
         assert_eq!(s.slots("a", "n2"), 0);
         assert_eq!(s.slots("a", "n1"), 1);
         assert!(s.apply(&Command::DeleteService { name: "a".into() }).changed);

@@ -1,6 +1,7 @@
 //! Read-only views of the cluster for the admin API: `GET /v1/cluster`, a service's
 //! placement, the cluster-wide call graph and the leader's measured demand.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Cluster, Mode, PeerInfo, network};
@@ -89,19 +90,18 @@ impl Cluster {
 
     /// Each live node's own call graph (those that answered within a second), by name.
     pub async fn graph_by_node(&self) -> Vec<(String, Vec<crate::services::calls::EdgeReport>)> {
+        let mut reports = self.ask_live(&network::GraphReq).await;
+        reports.insert(self.name.clone(), self.registry.calls.report());
+        reports.into_iter().collect()
+    }
+
+    /// Ask every other live node `req`: the answers that came within a second, by node.
+    pub(super) async fn ask_live<Q: crate::transport::PeerRpc>(&self, req: &Q) -> BTreeMap<String, Q::Reply> {
         let peers: Vec<PeerInfo> = self.live().into_values().filter(|p| p.id != self.name).collect();
         let asks = peers.iter().map(|p| async move {
-            let edges = self.peers.call(&p.id, &p.peer, &network::GraphReq, Duration::from_secs(1)).await.ok();
-            (p.id.clone(), edges)
+            (p.id.clone(), self.peers.call(&p.id, &p.peer, req, Duration::from_secs(1)).await.ok())
         });
-        let mut reports = vec![(self.name.clone(), self.registry.calls.report())];
-        for (id, edges) in futures::future::join_all(asks).await {
-            if let Some(e) = edges {
-                reports.push((id, e));
-            }
-        }
-        reports.sort_by(|a, b| a.0.cmp(&b.0));
-        reports
+        futures::future::join_all(asks).await.into_iter().filter_map(|(id, r)| Some((id, r?))).collect()
     }
 
     /// Where calls come from, as the leader measured them over its last window (`None` on

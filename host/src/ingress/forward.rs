@@ -104,28 +104,11 @@ impl Forwarder {
         Forwarder { peers: None, client: self.client.clone() }
     }
 
-    /// Send the request to the first holder that takes it. `target` is the ingress path
-    /// (`/{service}/...`); `uri` the client's request URI (its authority, over HTTP/2).
+    /// Send the request to the first holder that takes it, or say why none did (then it
+    /// ran nowhere). `target` is the ingress path (`/{service}/...`); `uri` the client's
+    /// request URI (its authority, over HTTP/2).
     #[allow(clippy::too_many_arguments)]
     pub async fn forward(
-        &self,
-        holders: Vec<PeerTarget>,
-        method: &Method,
-        target: &str,
-        uri: &http::Uri,
-        headers: &HeaderMap,
-        body: Bytes,
-        request_id: &str,
-    ) -> http::Response<Body> {
-        match self.try_forward(holders, method, target, uri, headers, body, request_id).await {
-            Ok(r) => r,
-            Err(why) => no_instance(&why, request_id),
-        }
-    }
-
-    /// [`Forwarder::forward`], or why no holder took the request (it was run nowhere).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn try_forward(
         &self,
         holders: Vec<PeerTarget>,
         method: &Method,

@@ -95,7 +95,8 @@ async fn route_clustered(
     };
     let mut svc = registry.get(service);
     let mut local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
-    let stopped = svc.as_ref().is_some_and(|s| s.current().spec.stopped());
+    let version = svc.as_ref().map(|s| s.current());
+    let stopped = version.as_ref().is_some_and(|d| d.spec.stopped());
     // A routing key sends the request to its data's node.
     let affinity = match req.headers().get(forward::ROUTING_KEY).and_then(|v| v.to_str().ok()) {
         Some(key) if !stopped => peers.key_holder(service, key),
@@ -106,17 +107,13 @@ async fn route_clustered(
     }
     let mut holders = peers.holders_first(service, affinity.clone());
     // Scaled to zero: whatever gossip still says, no node runs it.
-    let idle = svc.as_ref().is_some_and(|s| {
-        let spec = &s.current().spec;
-        spec.autoscale.is_some() && spec.instances == 0
-    });
+    let idle = version.as_ref().is_some_and(|d| d.spec.autoscale.is_some() && d.spec.instances == 0);
     if holders.is_empty() || idle {
-        let Some(s) = &svc else {
+        let Some(spec) = version.as_ref().map(|d| &d.spec) else {
             return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await; // not found
         };
         // An autoscaled service with no instance anywhere (scaled to zero): the request
         // waits while one is made, instead of failing.
-        let spec = s.current().spec.clone();
         if spec.autoscale.is_none() {
             h::drain(req.into_body()).await;
             return forward::no_instance("none is assigned to a live node yet", request_id);
@@ -165,7 +162,7 @@ async fn forward_with_retries(
     let mut pause = Duration::from_millis(50);
     for attempt in 0.. {
         let (m, u, hd) = (&parts.method, &parts.uri, &parts.headers);
-        let why = match forwarder.try_forward(holders, m, target, u, hd, body.clone(), request_id).await {
+        let why = match forwarder.forward(holders, m, target, u, hd, body.clone(), request_id).await {
             Ok(resp) => return resp,
             Err(why) => why,
         };

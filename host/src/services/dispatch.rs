@@ -67,7 +67,7 @@ impl Registry {
 
     /// A single node's autoscaled service at zero: its first request gives it an instance.
     async fn wake_single(&self, svc: &Service) -> Result<(), DispatchError> {
-        if self.remote.get().is_none() && svc.gate().limit == 0 && svc.current().spec.autoscale.is_some() {
+        if self.remote.get().is_none() && svc.current().spec.autoscale.is_some() && svc.gate().limit == 0 {
             self.autoscale_to(&svc.name, 1).await.map_err(|e| DispatchError::Internal(e.to_string()))?;
         }
         Ok(())
@@ -123,24 +123,26 @@ impl Registry {
                 let reason = "this node is dormant (cut off from its cluster's majority)".to_string();
                 return (Err(DispatchError::NoInstance { service: name.to_string(), reason }), false);
             }
-            // In a cluster, a service without instances here runs wherever it has some, and
-            // a call finding every instance here busy goes to another node that runs it
-            // (a service calling itself with one instance here would otherwise wait for
-            // the instance its caller holds).
             // Scaled to zero: make an instance (here, as a rule) before routing.
-            if let Some(s) = svc.as_ref().filter(|s| s.gate().limit == 0 && s.current().spec.autoscale.is_some())
-                && (s.current().spec.instances == 0 || !remote.has_holders(name))
+            let version = svc.as_ref().map(|s| s.current());
+            if let (Some(s), Some(spec)) = (&svc, version.as_ref().map(|d| &d.spec))
+                && spec.autoscale.is_some()
+                && s.gate().limit == 0
+                && (spec.instances == 0 || !remote.has_holders(name))
             {
-                let wait = Duration::from_millis(s.current().spec.queue_timeout_ms);
-                if let Err(e) = remote.wake(name, wait).await {
+                if let Err(e) = remote.wake(name, Duration::from_millis(spec.queue_timeout_ms)).await {
                     return (Err(e), false);
                 }
                 svc = self.get(name);
             }
+            // In a cluster, a service without instances here runs wherever it has some, and
+            // a call finding every instance here busy goes to another node that runs it
+            // (a service calling itself with one instance here would otherwise wait for
+            // the instance its caller holds).
             let gate = svc.as_ref().map(|s| s.gate());
             let local = gate.as_ref().is_some_and(|g| g.limit > 0);
             let busy = gate.as_ref().is_some_and(|g| g.limit > 0 && g.running >= g.limit);
-            let stopped = svc.as_ref().is_some_and(|s| s.current().spec.stopped());
+            let stopped = version.as_ref().is_some_and(|d| d.spec.stopped());
             let spill = busy && remote.runs_elsewhere(name);
             if !stopped && (!local || spill || remote.elsewhere(name, &req)) {
                 return (remote.call(name, req, request_id, depth).await, true);

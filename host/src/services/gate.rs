@@ -225,8 +225,11 @@ mod tests {
         let a = g.acquire(LONG).await.unwrap();
         let g2 = g.clone();
         let waiter = tokio::spawn(async move { g2.acquire(LONG).await.map(drop) });
-        tokio::task::yield_now().await;
-        std::thread::sleep(Duration::from_millis(50));
+        while g.snapshot().queued == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The time the integrals measure: one running, one queued.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         drop(a);
         waiter.await.unwrap().unwrap();
         let u = g.usage();
@@ -234,7 +237,7 @@ mod tests {
         assert!(u.busy_s >= 0.05, "one instance busy for the 50 ms: {u:?}");
         assert!(u.queued_s >= 0.05 && u.queued_s < u.busy_s + 0.01, "one waiter queued for them: {u:?}");
         g.resize(0, 0);
-        assert!(g.acquire(LONG).await.is_err());
+        assert_eq!(g.acquire(LONG).await.err(), Some(GateError::Stopped));
         assert_eq!(g.usage().refused, 0, "a stopped gate is not demand turned away");
         g.resize(1, 0);
         let _held = g.acquire(LONG).await.unwrap();

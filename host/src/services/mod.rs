@@ -112,6 +112,13 @@ impl Service {
         self.gate.snapshot()
     }
 
+    /// Install `spec`, which differs from the current one only in its count: the same
+    /// unit and chain serve (nothing is loaded or built).
+    fn recount(&self, spec: ServiceSpec) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(Deployed::new(spec, current.unit.clone(), current.serving.clone()));
+    }
+
     /// The gate's running totals, for the autoscaler.
     pub fn usage(&self) -> gate::Usage {
         self.gate.usage()
@@ -547,8 +554,7 @@ impl Registry {
                 // Only the count changed (the autoscaler, a wake-up): the same chain
                 // serves, so swap the spec without building anything.
                 if (ServiceSpec { instances: spec.instances, ..cur.spec.clone() }) == *spec {
-                    let next = Arc::new(Deployed::new(spec.clone(), cur.unit.clone(), cur.serving.clone()));
-                    *s.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+                    s.recount(spec.clone());
                     continue;
                 }
             }
@@ -586,14 +592,19 @@ impl Registry {
         let _admin = self.admin.lock().await;
         let spec = self.scaled_spec(name, instances, max_queue)?;
         let svc = self.get(name).expect("scaled_spec found it, and the admin lock is held");
-        let old = svc.current();
-        self.persist(&spec).await?;
-        let slots = self.slots_for(&spec);
-        svc.gate.resize(slots, spec.queue_for(slots));
-        let deployed = Arc::new(Deployed::new(spec.clone(), old.unit.clone(), old.serving.clone()));
-        *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
+        self.set_count(&svc, &spec).await?;
         tracing::info!(service = name, instances, "service scaled");
         Ok(spec)
+    }
+
+    /// Persist and apply `spec`, which differs from the service's current one only in its
+    /// count (single mode; the caller holds the admin lock).
+    async fn set_count(&self, svc: &Service, spec: &ServiceSpec) -> Result<(), AdminError> {
+        self.persist(spec).await?;
+        let slots = self.slots_for(spec);
+        svc.gate.resize(slots, spec.queue_for(slots));
+        svc.recount(spec.clone());
+        Ok(())
     }
 
     /// Set an autoscaled service's count on a single node (the autoscaler's decision, or a
@@ -610,11 +621,7 @@ impl Registry {
             return Ok(old.spec.clone());
         }
         let spec = ServiceSpec { instances: a.clamp(instances), ..old.spec.clone() };
-        self.persist(&spec).await?;
-        let slots = self.slots_for(&spec);
-        svc.gate.resize(slots, spec.queue_for(slots));
-        *svc.current.write().unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(Deployed::new(spec.clone(), old.unit.clone(), old.serving.clone()));
+        self.set_count(&svc, &spec).await?;
         Ok(spec)
     }
 
