@@ -136,6 +136,21 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 if dormant { (StatusCode::SERVICE_UNAVAILABLE, "dormant") } else { (StatusCode::OK, "ok") };
             return h::json(status, &json!({ "status": word, "node": node.config.node_id, "mode": node.mode() }), rid);
         }
+        // Liveness: the process answers, whatever its mode (a dormant node is alive and
+        // must not be restarted for waiting on its peers).
+        (&Method::GET, ["v1", "health", "live"]) => {
+            return h::json(
+                StatusCode::OK,
+                &json!({ "status": "alive", "node": node.config.node_id, "mode": node.mode() }),
+                rid,
+            );
+        }
+        // The web console's page and assets are open: it asks for the token itself and
+        // sends it only in the Authorization header of its API calls.
+        (&Method::GET | &Method::HEAD, ["ui", ..]) => {
+            h::drain(req.into_body()).await;
+            return crate::console::serve(path, rid);
+        }
         (&Method::GET, ["metrics"]) => {
             let mut resp = http::Response::new(h::full(metrics::render(node)));
             resp.headers_mut()
@@ -165,6 +180,9 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 Ok(up) => h::json(if up.created { StatusCode::CREATED } else { StatusCode::OK }, &up, rid),
                 Err(e) => admin_error(e, rid),
             }
+        }
+        (&Method::GET, ["v1", "whoami"]) => {
+            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "scope": scope.as_str() }), rid)
         }
         (&Method::GET, ["v1", "services"]) => {
             let list: Vec<_> = registry.list().iter().map(|s| summary(node, s)).collect();
@@ -356,7 +374,8 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             | ["v1", "barriers"]
             | ["v1", "barriers", _]
             | ["v1", "events"]
-            | ["v1", "autoscale"],
+            | ["v1", "autoscale"]
+            | ["v1", "whoami"],
         ) => {
             h::drain(req.into_body()).await;
             err(
@@ -405,6 +424,13 @@ fn summary(node: &Node, s: &Service) -> serde_json::Value {
         "queued": g.queued,
         "ready": ready(&d),
         "node": node.config.node_id,
+        "autoscale": d.spec.autoscale,
+        // Counted on this node since it started (a reader takes differences for rates).
+        "requests": counters(s),
+        "latency_us": {
+            "bounds": crate::services::stats::LATENCY_BOUNDS_US,
+            "counts": s.stats.latency_counts(),
+        },
     })
 }
 

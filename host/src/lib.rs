@@ -37,6 +37,7 @@ pub mod autoscale;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod grid;
 pub mod http;

@@ -240,5 +240,30 @@ nanogrid_barriers_driven {}",
         let _ =
             writeln!(out, "nanogrid_request_duration_seconds_count{{service=\"{n}\"}} {}", S::get(&s.stats.completed));
     }
+    latency_histograms(&mut out, &services);
     out
+}
+
+/// `nanogrid_request_latency_seconds`: the same durations as a histogram, so p99 can be
+/// read (the summary above has only sum and count).
+fn latency_histograms(out: &mut String, services: &[std::sync::Arc<crate::services::Service>]) {
+    use crate::services::stats::LATENCY_BOUNDS_US;
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_request_latency_seconds Time in the guest, admission excluded.\n# TYPE nanogrid_request_latency_seconds histogram"
+    );
+    for s in services {
+        let n = escape(&s.name);
+        let counts = s.stats.latency_counts();
+        let mut cumulative = 0;
+        for (i, c) in counts.iter().enumerate() {
+            cumulative += c;
+            let le = LATENCY_BOUNDS_US.get(i).map_or("+Inf".to_string(), |b| format!("{}", *b as f64 / 1e6));
+            let _ =
+                writeln!(out, "nanogrid_request_latency_seconds_bucket{{service=\"{n}\",le=\"{le}\"}} {cumulative}");
+        }
+        let sum = S::get(&s.stats.duration_us_sum) as f64 / 1e6;
+        let _ = writeln!(out, "nanogrid_request_latency_seconds_sum{{service=\"{n}\"}} {sum:.6}");
+        let _ = writeln!(out, "nanogrid_request_latency_seconds_count{{service=\"{n}\"}} {cumulative}");
+    }
 }

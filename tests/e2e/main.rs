@@ -23,3 +23,4 @@ mod security;
 mod signals;
 mod tls;
 mod up;
+mod webdriver;

@@ -554,6 +554,24 @@ pub async fn barriers(client: &ClientArgs, id: Option<&str>) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// `nanogrid health [--live]`: one line, exit 0 when the node serves (or answers).
+pub async fn health(client: &ClientArgs, live: bool) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    let path = if live { "/v1/health/live" } else { "/v1/health" };
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), c.get(path))
+        .await
+        .map_err(|_| anyhow::anyhow!("{} did not answer {path} within 5 s", client.admin))??;
+    let body = r.json().unwrap_or_default();
+    println!(
+        "{} {} (node {}, mode {})",
+        r.status.as_u16(),
+        body["status"].as_str().unwrap_or("?"),
+        body["node"].as_str().unwrap_or("?"),
+        body["mode"].as_str().unwrap_or("?")
+    );
+    Ok(if r.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
     let cluster = check(c.get("/v1/cluster").await?)?;

@@ -75,6 +75,15 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Probe a node's admin listener: exit 0 when it serves (`--live`: when it answers at
+    /// all). For container health checks, where no curl is at hand.
+    Health {
+        /// Only check that the process answers (a dormant node is alive but not ready).
+        #[arg(long)]
+        live: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show the cluster's scaling and placement decisions, with their reasons and inputs.
     Events {
         /// Keep printing new events as they come
@@ -376,6 +385,7 @@ pub fn main() -> std::process::ExitCode {
             }
             Command::Invoke(args) => commands::invoke(args).await,
             Command::Status { client } => commands::status(&client).await,
+            Command::Health { live, client } => commands::health(&client, live).await,
             Command::Events { follow, client } => commands::events(&client, follow).await,
             Command::Barriers { id, client } => commands::barriers(&client, id.as_deref()).await,
         }

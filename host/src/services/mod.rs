@@ -12,7 +12,7 @@ mod dispatch;
 pub mod gate;
 pub mod resolve;
 pub mod spec;
-mod stats;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};

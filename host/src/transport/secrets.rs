@@ -189,6 +189,31 @@ fn read(dir: &Path, name: &str) -> anyhow::Result<String> {
     })
 }
 
+fn read_path(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Where node `node_id`'s certificate and key are: `nodes/ID/node.{pem,key}` as `cluster
+/// add-node` writes them, or flat as `ID.node.pem` and `ID.node.key` beside the cluster
+/// files (a Kubernetes Secret or a Compose secret mounts as one flat folder).
+fn node_files(dir: &Path, node_id: &str) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let nested = dir.join("nodes").join(node_id);
+    if nested.join(NODE_CERT).exists() {
+        return Ok((nested.join(NODE_CERT), nested.join(NODE_KEY)));
+    }
+    let flat = (dir.join(format!("{node_id}.{NODE_CERT}")), dir.join(format!("{node_id}.{NODE_KEY}")));
+    if flat.0.exists() {
+        return Ok(flat);
+    }
+    bail!(
+        "there is no certificate for node {node_id} in {} (nor {}): run `nanogrid cluster add-node {node_id} {}` where the CA key is, and copy {} to this machine",
+        nested.display(),
+        flat.0.display(),
+        dir.display(),
+        nested.display()
+    )
+}
+
 /// Secret files other local users can read are worth a warning (not a refusal: some
 /// deployments mount them through a volume whose modes they do not choose).
 fn warn_if_readable(path: &Path) {
@@ -213,20 +238,12 @@ impl ClusterSecrets {
         warn_if_readable(&dir.join(GOSSIP_KEY));
         let ca = CertificateDer::from_pem_slice(read(dir, CA_CERT)?.as_bytes())
             .with_context(|| format!("{} is not a PEM certificate", dir.join(CA_CERT).display()))?;
-        let node_dir = dir.join("nodes").join(node_id);
-        if !node_dir.join(NODE_CERT).exists() {
-            bail!(
-                "there is no certificate for node {node_id} in {}: run `nanogrid cluster add-node {node_id} {}` where the CA key is, and copy {} to this machine",
-                node_dir.display(),
-                dir.display(),
-                node_dir.display()
-            );
-        }
-        let node_cert = CertificateDer::from_pem_slice(read(&node_dir, NODE_CERT)?.as_bytes())
-            .with_context(|| format!("{} is not a PEM certificate", node_dir.join(NODE_CERT).display()))?;
-        let node_key = PrivateKeyDer::from_pem_slice(read(&node_dir, NODE_KEY)?.as_bytes())
-            .with_context(|| format!("{} is not a PEM private key", node_dir.join(NODE_KEY).display()))?;
-        warn_if_readable(&node_dir.join(NODE_KEY));
+        let (cert_path, key_path) = node_files(dir, node_id)?;
+        let node_cert = CertificateDer::from_pem_slice(read_path(&cert_path)?.as_bytes())
+            .with_context(|| format!("{} is not a PEM certificate", cert_path.display()))?;
+        let node_key = PrivateKeyDer::from_pem_slice(read_path(&key_path)?.as_bytes())
+            .with_context(|| format!("{} is not a PEM private key", key_path.display()))?;
+        warn_if_readable(&key_path);
         let token = |name: &str| {
             let t = std::fs::read_to_string(dir.join(name)).ok().map(|t| t.trim().to_string());
             if t.is_some() {
@@ -239,17 +256,13 @@ impl ClusterSecrets {
         if named.as_deref() != Some(node_id) {
             bail!(
                 "{} names node {:?}, not {node_id:?}: start this node with --node-id {}, or issue its own certificate with `nanogrid cluster add-node {node_id} DIR`",
-                node_dir.join(NODE_CERT).display(),
+                cert_path.display(),
                 named.as_deref().unwrap_or("(none)"),
                 named.as_deref().unwrap_or("(none)"),
             );
         }
         super::tls::check_chain(&ca, &node_cert, node_id).with_context(|| {
-            format!(
-                "{} was not issued by this cluster's CA ({})",
-                node_dir.join(NODE_CERT).display(),
-                dir.join(CA_CERT).display()
-            )
+            format!("{} was not issued by this cluster's CA ({})", cert_path.display(), dir.join(CA_CERT).display())
         })?;
         let node_cert_expires = super::tls::expiry_of(&node_cert).unwrap_or(0);
         Ok(ClusterSecrets {
@@ -300,6 +313,28 @@ mod tests {
         std::fs::copy(dir.join("nodes/n2/node.pem"), dir.join("nodes/n1/node.pem")).unwrap();
         let err = format!("{:#}", ClusterSecrets::load(&dir, "n1").unwrap_err());
         assert!(err.contains("names node \"n2\""), "{err}");
+    }
+
+    #[test]
+    fn a_flat_folder_as_a_kubernetes_secret_mounts_it_loads_too() {
+        let d = tempfile::tempdir().unwrap();
+        let (made, flat) = (d.path().join("made"), d.path().join("flat"));
+        init(&made).unwrap();
+        add_node(&made, "nanogrid-0", false).unwrap();
+        std::fs::create_dir(&flat).unwrap();
+        for f in [CLUSTER_ID, CA_CERT, GOSSIP_KEY, ADMIN_TOKEN] {
+            std::fs::copy(made.join(f), flat.join(f)).unwrap();
+        }
+        let err = format!("{:#}", ClusterSecrets::load(&flat, "nanogrid-0").unwrap_err());
+        assert!(err.contains("nanogrid-0.node.pem") && err.contains("cluster add-node nanogrid-0"), "{err}");
+        for f in [NODE_CERT, NODE_KEY] {
+            std::fs::copy(made.join("nodes/nanogrid-0").join(f), flat.join(format!("nanogrid-0.{f}"))).unwrap();
+        }
+        let s = ClusterSecrets::load(&flat, "nanogrid-0").unwrap();
+        assert_eq!(s.node_id, "nanogrid-0");
+        // Another node's flat files are not this node's.
+        let err = format!("{:#}", ClusterSecrets::load(&flat, "nanogrid-1").unwrap_err());
+        assert!(err.contains("no certificate for node nanogrid-1"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod autoscale;
 mod barriers;
 mod colocate;
+mod console;
 mod driver;
 mod grid;
 #[path = "../../../chaos/src/linearizable.rs"]
