@@ -11,6 +11,7 @@ mod compose;
 mod concurrency;
 mod crash;
 mod deploy;
+mod deploy_files;
 mod disk;
 mod fuzz;
 mod guests;

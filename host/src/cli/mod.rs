@@ -109,6 +109,30 @@ pub enum ClusterCommand {
     Init {
         /// The cluster directory (created; must not hold a cluster yet).
         dir: PathBuf,
+        /// Also issue these nodes' certificates (comma-separated ids).
+        #[arg(long, value_name = "IDS", value_delimiter = ',')]
+        nodes: Vec<String>,
+        /// A directory that already holds a cluster is kept (only missing node
+        /// certificates are issued): for a container that runs this at every start.
+        #[arg(long)]
+        exists_ok: bool,
+    },
+    /// Print one of the cluster's tokens (for `export NANOGRID_TOKEN=...`).
+    Token {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// Which token: admin, deploy or read.
+        #[arg(long, default_value = "admin")]
+        scope: String,
+    },
+    /// Print a Kubernetes Secret holding what every node needs from DIR (never ca.key):
+    /// the cluster files and each node's certificate and key as `ID.node.pem`/`ID.node.key`.
+    K8sSecret {
+        /// The cluster directory.
+        dir: PathBuf,
+        /// The Secret's name.
+        #[arg(long, default_value = "nanogrid-cluster")]
+        name: String,
     },
     /// Issue node ID's certificate into DIR/nodes/ID (needs DIR/ca.key).
     AddNode {
@@ -379,7 +403,11 @@ pub fn main() -> std::process::ExitCode {
             Command::Ls { client } => commands::ls(&client).await,
             Command::Rm { name, client } => commands::rm(&client, &name).await,
             Command::RemoveNode { id, client } => commands::remove_node(&client, &id).await,
-            Command::Cluster(ClusterCommand::Init { dir }) => commands::cluster_init(&dir),
+            Command::Cluster(ClusterCommand::Init { dir, nodes, exists_ok }) => {
+                commands::cluster_init(&dir, &nodes, exists_ok)
+            }
+            Command::Cluster(ClusterCommand::Token { dir, scope }) => commands::cluster_token(&dir, &scope),
+            Command::Cluster(ClusterCommand::K8sSecret { dir, name }) => commands::cluster_k8s_secret(&dir, &name),
             Command::Cluster(ClusterCommand::AddNode { id, dir, force }) => {
                 commands::cluster_add_node(&id, &dir, force)
             }

@@ -10,6 +10,7 @@
 pub mod events;
 mod gossip;
 pub mod grid;
+mod k8s_scaler;
 mod manager;
 pub mod network;
 mod nodescaler;

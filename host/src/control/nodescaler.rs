@@ -31,6 +31,8 @@ use super::types::Command;
 pub enum NodeScaler {
     Exec(std::path::PathBuf),
     Webhook(String),
+    /// Built in: patch a StatefulSet's replicas through the API server.
+    Kubernetes(super::k8s_scaler::KubeTarget),
 }
 
 /// What a scaler is told.
@@ -47,8 +49,11 @@ const SCALER_TIMEOUT: Duration = Duration::from_secs(120);
 const ASK_AGAIN: Duration = Duration::from_secs(60);
 
 impl NodeScaler {
-    /// `--node-scaler`: a URL or the path of an executable.
+    /// `--node-scaler`: a URL, `kubernetes:statefulset/NAME` or the path of an executable.
     pub fn parse(s: &str) -> Result<NodeScaler, String> {
+        if let Some(k) = super::k8s_scaler::KubeTarget::parse(s) {
+            return k.map(NodeScaler::Kubernetes);
+        }
         if s.starts_with("http://") {
             let uri = s.parse::<http::Uri>().map_err(|e| format!("--node-scaler {s:?} is not a URL: {e}"))?;
             let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
@@ -76,6 +81,9 @@ impl NodeScaler {
         let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
         match self {
             NodeScaler::Exec(path) => run_exec(path, req.want, &body).await,
+            NodeScaler::Kubernetes(target) => {
+                super::k8s_scaler::KubeApi::in_cluster()?.scale(target, req.want, SCALER_TIMEOUT).await
+            }
             NodeScaler::Webhook(url) => {
                 let client = crate::client::Client::new();
                 let headers = [("content-type", "application/json".to_string())];
