@@ -1,7 +1,7 @@
 //! The web console in a real browser (headless Chromium over WebDriver) against a real
 //! three-node cluster: sign in, see the nodes, deploy through the form, scale with the
-//! confirmation dialog, watch the call graph draw an edge once traffic flows, and look at
-//! it with a read-only token and on a phone-sized screen. Screenshots are kept under
+//! confirmation dialog, watch the call graph draw an edge once traffic flows, delete, and
+//! look at it with a read-only token (signed in by keyboard) and on a phone-sized screen. Screenshots are kept under
 //! `$CARGO_TARGET_TMPDIR/console/`.
 
 use std::sync::Arc;
@@ -141,6 +141,20 @@ async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_cal
     assert_eq!(grid, parts, "one row per partition");
     b.screenshot("grid").await;
 
+    // Delete through the dialog.
+    b.click(&b.find("nav a[data-view='services']").await).await;
+    b.click(&b.find("#services-table tr[data-service='head'] button.delete").await).await;
+    b.wait_text("#confirm-text", WAIT, |t| t.starts_with("Delete head?")).await;
+    b.click(&b.find("#confirm-ok").await).await;
+    eventually("head is deleted", WAIT, || async {
+        (c.nodes[2].node.admin().get("/v1/services/head").await.ok()?.status == 404).then_some(())
+    })
+    .await;
+    eventually("the console drops head's row", WAIT, || async {
+        (!rows(&b, "#services-table", "data-service").await.contains(&"head".to_string())).then_some(())
+    })
+    .await;
+
     // Every form control has a label a screen reader reads.
     let unlabelled = b
         .eval(
@@ -153,8 +167,9 @@ async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_cal
 
     // A read token sees everything and no control that would be refused.
     b.click(&b.find("#logout").await).await;
+    // Signing in by keyboard alone: type the token, press Enter.
     let read = std::fs::read_to_string(c.cluster_dir().join("read-token")).unwrap();
-    sign_in(&b, read.trim()).await;
+    b.type_into(&b.find("#token").await, &format!("{}\u{E007}", read.trim())).await;
     b.wait_text("#who-text", WAIT, |t| t.contains("read token")).await;
     b.click(&b.find("nav a[data-view='services']").await).await;
     b.wait_text("#services-table tr[data-service='hello'] th", WAIT, |t| t == "hello").await;
