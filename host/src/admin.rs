@@ -291,6 +291,37 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 rid,
             ),
         },
+        (&Method::GET, ["v1", "traces"]) => {
+            let q = query_of(req.uri().query());
+            let num = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
+            let query = crate::trace::store::TraceQuery {
+                service: q.get("service").filter(|s| !s.is_empty()).cloned(),
+                min_ms: num("min_ms").unwrap_or(0),
+                limit: num("limit").unwrap_or(50).clamp(1, 1000) as usize,
+                ids: None,
+            };
+            let traces = match &node.cluster {
+                Some(c) => c.traces(&query).await,
+                None => registry.local_traces(&query),
+            };
+            h::json(StatusCode::OK, &json!({ "traces": traces }), rid)
+        }
+        (&Method::GET, ["v1", "traces", id]) => {
+            if crate::trace::TraceId::parse(id).is_none() {
+                let msg =
+                    format!("{id:?} is not a trace id: give 32 lower-case hex digits (the x-trace-id response header)");
+                return err(StatusCode::BAD_REQUEST, "bad-request", msg, rid);
+            }
+            let spans = match &node.cluster {
+                Some(c) => c.trace(id).await,
+                None => registry.local_trace(id),
+            };
+            if spans.is_empty() {
+                let msg = format!("no node has spans of trace {id} (each keeps its most recent --trace-ring spans)");
+                return err(StatusCode::NOT_FOUND, "not-found", msg, rid);
+            }
+            h::json(StatusCode::OK, &json!({ "trace_id": id, "spans": spans }), rid)
+        }
         (&Method::GET, ["v1", "barriers"]) => match registry.pending_barriers(1000).await {
             Ok(ids) => {
                 h::json(StatusCode::OK, &json!({ "pending": ids, "driven_here": registry.barriers.active() }), rid)
@@ -375,6 +406,8 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             | ["v1", "barriers", _]
             | ["v1", "events"]
             | ["v1", "autoscale"]
+            | ["v1", "traces"]
+            | ["v1", "traces", _]
             | ["v1", "whoami"],
         ) => {
             h::drain(req.into_body()).await;
@@ -395,6 +428,41 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             )
         }
     }
+}
+
+/// A query string's `key=value` pairs, percent-decoded.
+fn query_of(query: Option<&str>) -> std::collections::HashMap<String, String> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn counters(s: &Service) -> serde_json::Value {
@@ -516,6 +584,18 @@ fn detail(node: &Node, s: &Service, scope: Scope) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use crate::auth::constant_time_eq;
+
+    #[test]
+    fn query_strings_decode() {
+        let q = super::query_of(Some("service=word%20count&min_ms=5&flag&bad=%zz&plus=a+b&tail=%4"));
+        assert_eq!(q["service"], "word count");
+        assert_eq!(q["min_ms"], "5");
+        assert_eq!(q["flag"], "");
+        assert_eq!(q["bad"], "%zz");
+        assert_eq!(q["plus"], "a b");
+        assert_eq!(q["tail"], "%4");
+        assert!(super::query_of(None).is_empty());
+    }
 
     #[test]
     fn token_compare() {

@@ -21,6 +21,9 @@ use serde::Deserialize;
 /// max_upload_bytes = 67108864
 /// fuel = false                  # meter fuel so services can set limits.fuel
 /// sync = "batch"                # kv writes on disk before acknowledged: always | batch | never
+/// trace_sample = 1.0            # share of new traces recorded (0 to 1)
+/// trace_ring = 20000            # spans kept for GET /v1/traces
+/// otlp_endpoint = "http://127.0.0.1:4318"   # export spans over OTLP/HTTP
 /// min_free_mib = 64             # kv writes are refused while the data dir's disk has less free
 /// tls_cert = "/etc/nanogrid/tls.pem"   # HTTPS on ingress and admin (reloaded on change/SIGHUP)
 /// tls_key = "/etc/nanogrid/tls.key"
@@ -71,6 +74,9 @@ pub struct FileConfig {
     pub fuel: Option<bool>,
     pub sync: Option<crate::grid::SyncMode>,
     pub min_free_mib: Option<u64>,
+    pub trace_sample: Option<f64>,
+    pub trace_ring: Option<usize>,
+    pub otlp_endpoint: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub extra_ca: Option<Vec<PathBuf>>,
     pub resolve: Option<Vec<String>>,

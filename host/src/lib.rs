@@ -50,4 +50,5 @@ pub mod ratelog;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod trace;
 pub mod transport;

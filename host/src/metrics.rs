@@ -241,7 +241,32 @@ nanogrid_barriers_driven {}",
             writeln!(out, "nanogrid_request_duration_seconds_count{{service=\"{n}\"}} {}", S::get(&s.stats.completed));
     }
     latency_histograms(&mut out, &services);
+    tracing_metrics(&mut out, node);
     out
+}
+
+/// Spans kept for `GET /v1/traces`, and what OTLP export sent and dropped.
+fn tracing_metrics(out: &mut String, node: &Node) {
+    let Some(t) = node.registry.tracer() else { return };
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_trace_spans_kept Spans in this node's ring for GET /v1/traces.\n# TYPE nanogrid_trace_spans_kept gauge\nnanogrid_trace_spans_kept {}",
+        t.ring.len()
+    );
+    if let Some(e) = t.exporter() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_otlp_spans_total Spans given to OTLP export, by outcome.\n# TYPE nanogrid_otlp_spans_total counter\nnanogrid_otlp_spans_total{{outcome=\"exported\"}} {}\nnanogrid_otlp_spans_total{{outcome=\"dropped\"}} {}",
+            e.stats.exported.load(Relaxed),
+            e.stats.dropped.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nanogrid_otlp_failed_batches_total Export requests the collector did not accept.\n# TYPE nanogrid_otlp_failed_batches_total counter\nnanogrid_otlp_failed_batches_total {}",
+            e.stats.failed_batches.load(Relaxed)
+        );
+    }
 }
 
 /// `nanogrid_request_latency_seconds`: the same durations as a histogram, so p99 can be

@@ -54,8 +54,24 @@ pub struct NodeConfig {
     pub extra_ca: Vec<PathBuf>,
     /// Names pinned to addresses for guests' outgoing HTTP (`--resolve NAME=IP`).
     pub resolve: std::collections::HashMap<String, std::net::IpAddr>,
+    /// How requests are traced (`--trace-sample`, `--trace-ring`, `--otlp-endpoint`).
+    pub tracing: TracingConfig,
     /// Join a cluster (`--peer-listen`, `--gossip-listen`, `--seeds`); `None` is single mode.
     pub cluster: Option<ClusterConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TracingConfig {
+    pub sample: f64,
+    pub ring_spans: usize,
+    /// The collector's `/v1/traces` URL (checked by `trace::otlp::traces_url`).
+    pub otlp: Option<String>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig { sample: 1.0, ring_spans: 20_000, otlp: None }
+    }
 }
 
 impl Default for NodeConfig {
@@ -79,6 +95,7 @@ impl Default for NodeConfig {
             tls: None,
             extra_ca: Vec::new(),
             resolve: Default::default(),
+            tracing: TracingConfig::default(),
             cluster: None,
         }
     }
@@ -246,6 +263,9 @@ pub async fn start(
     runtime.outbound().set_own(own_addresses(&config, &[ingress_listener.local_addr()?, admin_addr]));
     let registry = Registry::new(runtime, grid.clone());
     registry.barriers.set_node(&config.node_id);
+    let t = &config.tracing;
+    let exporter = t.otlp.clone().map(|url| crate::trace::otlp::Exporter::start(url, &config.node_id));
+    registry.set_tracer(Arc::new(crate::trace::Tracer::new(&config.node_id, t.sample, t.ring_spans, exporter)));
     let ingress_addr = ingress_listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -30,6 +30,7 @@ pub fn node_config(
     let d = NodeConfig::default();
     let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
     let admin = args.admin_listen.or(file.admin_listen).unwrap_or_else(|| "127.0.0.1:8081".parse().expect("valid"));
+    let tracing = tracing_config(args, &file)?;
     let cfg = NodeConfig {
         node_id: args.node_id.clone().or(file.node_id).unwrap_or(d.node_id),
         data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
@@ -57,6 +58,7 @@ pub fn node_config(
         sync: args.sync.or(file.sync).unwrap_or_default(),
         min_free: args.min_free_mib.or(file.min_free_mib).map_or(d.min_free, |m| m << 20),
         rebuild_store: args.rebuild_store,
+        tracing,
         server: ServerLimits {
             max_connections: file.max_connections.unwrap_or(d.server.max_connections),
             header_read_timeout: file
@@ -419,7 +421,7 @@ pub fn admin_client(args: &ClientArgs) -> AdminClient {
 }
 
 /// Turn an error reply into a readable error.
-fn check(reply: Reply) -> anyhow::Result<Value> {
+pub(super) fn check(reply: Reply) -> anyhow::Result<Value> {
     if reply.status.is_success() {
         return reply.json();
     }
@@ -626,6 +628,20 @@ pub async fn barriers(client: &ClientArgs, id: Option<&str>) -> anyhow::Result<E
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn tracing_config(args: &NodeArgs, file: &crate::config::FileConfig) -> anyhow::Result<crate::node::TracingConfig> {
+    let d = crate::node::TracingConfig::default();
+    let sample = args.trace_sample.or(file.trace_sample).unwrap_or(d.sample);
+    if !(0.0..=1.0).contains(&sample) {
+        bail!("--trace-sample {sample} is not a share: give a number from 0 (no new traces) to 1 (all)");
+    }
+    let otlp = args.otlp_endpoint.as_ref().or(file.otlp_endpoint.as_ref());
+    Ok(crate::node::TracingConfig {
+        sample,
+        ring_spans: args.trace_ring.or(file.trace_ring).unwrap_or(d.ring_spans).clamp(1, 1_000_000),
+        otlp: otlp.map(|u| crate::trace::otlp::traces_url(u)).transpose().map_err(anyhow::Error::msg)?,
+    })
 }
 
 /// `nanogrid health [--live]`: one line, exit 0 when the node serves (or answers).

@@ -2,6 +2,7 @@
 //! subcommands are clients of a node's admin API or ingress.
 
 mod commands;
+mod trace;
 mod up;
 
 use std::net::SocketAddr;
@@ -89,6 +90,24 @@ pub enum Command {
         /// Keep printing new events as they come
         #[arg(short = 'f', long)]
         follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Draw one trace as a waterfall: its spans from every node, nested by parent.
+    Trace {
+        /// The trace id (the `x-trace-id` response header, or `nanogrid traces`).
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List recent traces (newest first).
+    Traces {
+        /// Only traces that reached this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only traces that took at least this long.
+        #[arg(long, default_value_t = 0)]
+        min_ms: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -210,6 +229,16 @@ pub struct NodeArgs {
     /// this node's state from its peers (cluster mode only)
     #[arg(long)]
     pub rebuild_store: bool,
+    /// Share of new traces recorded, 0 to 1 (a request arriving with a `traceparent`
+    /// follows its sampled flag) [default: 1]
+    #[arg(long, value_name = "RATIO")]
+    pub trace_sample: Option<f64>,
+    /// Spans this node keeps for `GET /v1/traces` (the oldest go first) [default: 20000]
+    #[arg(long, value_name = "N")]
+    pub trace_ring: Option<usize>,
+    /// Export spans over OTLP/HTTP (protobuf) to this collector, e.g. http://127.0.0.1:4318
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Args)]
@@ -415,6 +444,8 @@ pub fn main() -> std::process::ExitCode {
             Command::Status { client } => commands::status(&client).await,
             Command::Health { live, client } => commands::health(&client, live).await,
             Command::Events { follow, client } => commands::events(&client, follow).await,
+            Command::Trace { id, client } => trace::trace(&client, &id).await,
+            Command::Traces { service, min_ms, client } => trace::traces(&client, service.as_deref(), min_ms).await,
             Command::Barriers { id, client } => commands::barriers(&client, id.as_deref()).await,
         }
     });

@@ -8,6 +8,8 @@
 //! | [`Command`] | `/control/write` | [`WriteReply`] (on the leader only) |
 //! | [`GraphReq`] | `/graph` | this node's call-graph edges |
 //! | [`UsageReq`] | `/usage` | this node's per-service usage totals (for the autoscaler) |
+//! | [`TraceSpansReq`] | `/trace` | this node's spans of one trace |
+//! | [`TraceListReq`] | `/traces` | this node's summaries of recent traces |
 
 use std::time::Duration;
 
@@ -65,6 +67,26 @@ pub struct UsageReq;
 impl PeerRpc for UsageReq {
     const PATH: &'static str = "/usage";
     type Reply = crate::autoscale::Report;
+}
+
+/// "Send me your spans of this trace."
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TraceSpansReq {
+    pub trace_id: String,
+}
+
+impl PeerRpc for TraceSpansReq {
+    const PATH: &'static str = "/trace";
+    type Reply = Vec<crate::trace::SpanRecord>;
+}
+
+/// "Send me your summaries of recent traces matching this."
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TraceListReq(pub crate::trace::store::TraceQuery);
+
+impl PeerRpc for TraceListReq {
+    const PATH: &'static str = "/traces";
+    type Reply = Vec<crate::trace::store::TraceSummary>;
 }
 
 /// Raft's view of the network: one [`Conn`] per target node.

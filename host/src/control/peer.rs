@@ -8,6 +8,7 @@
 //! | `GET /components/{digest}` | component bytes, for a node that lacks them |
 //! | `POST /graph` | this node's call graph edges (for a cluster-wide `GET /v1/graph`) |
 //! | `POST /usage` | this node's per-service usage totals (for the leader's autoscaler) |
+//! | `POST /trace`, `POST /traces` | this node's spans of a trace; its recent traces (for `GET /v1/traces`) |
 //! | `POST /grid` | the data grid's replication and kv routing (`nanogrid_wire::grid`, postcard) |
 //!
 //! A node removed from the cluster still holds a certificate of the CA; it is refused here.
@@ -23,7 +24,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::Cluster;
-use super::network::{GraphReq, UsageReq, WriteReply};
+use super::network::{GraphReq, TraceListReq, TraceSpansReq, UsageReq, WriteReply};
 use super::types::{Command, Control, raft_id};
 use crate::http::{self as h, Body};
 use crate::transport::{Peer, PeerRpc, rpc};
@@ -99,6 +100,12 @@ pub async fn handle(
         }
         (&Method::POST, p) if p == <UsageReq as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |_: UsageReq| async move { Ok(c.registry.usage()) }).await
+        }
+        (&Method::POST, p) if p == <TraceSpansReq as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: TraceSpansReq| async move { Ok(c.registry.local_trace(&r.trace_id)) }).await
+        }
+        (&Method::POST, p) if p == <TraceListReq as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: TraceListReq| async move { Ok(c.registry.local_traces(&r.0)) }).await
         }
         (&Method::GET, p) if p.starts_with("/components/") => {
             let digest = &p["/components/".len()..];

@@ -104,6 +104,34 @@ impl Cluster {
         futures::future::join_all(asks).await.into_iter().filter_map(|(id, r)| Some((id, r?))).collect()
     }
 
+    /// Every live node's spans of one trace, in start order (a span seen twice once).
+    pub async fn trace(&self, trace_id: &str) -> Vec<crate::trace::SpanRecord> {
+        let req = super::network::TraceSpansReq { trace_id: trace_id.to_string() };
+        let mut spans = self.registry.local_trace(trace_id);
+        spans.extend(self.ask_live(&req).await.into_values().flatten());
+        spans.sort_by_key(|s| (s.start_unix_us, s.span_id));
+        spans.dedup_by_key(|s| s.span_id);
+        spans
+    }
+
+    /// Recent traces as every live node saw them, added up. Two rounds: which traces
+    /// reached the service anywhere, then every node's part of those (a node that ran
+    /// only another service of the trace would not match the first question).
+    pub async fn traces(&self, q: &crate::trace::store::TraceQuery) -> Vec<crate::trace::store::TraceSummary> {
+        use crate::trace::store::{TraceQuery, merge_summaries};
+        let ask = |q: TraceQuery| async move {
+            let mut lists: Vec<_> =
+                self.ask_live(&super::network::TraceListReq(q.clone())).await.into_values().collect();
+            lists.push(self.registry.local_traces(&q));
+            lists
+        };
+        let first = TraceQuery { service: q.service.clone(), min_ms: 0, limit: 1000, ids: None };
+        let candidates = merge_summaries(ask(first.clone()).await, &first);
+        let ids = candidates.into_iter().map(|t| t.trace_id).collect::<std::collections::BTreeSet<_>>();
+        let second = TraceQuery { service: None, min_ms: 0, limit: ids.len().max(1), ids: Some(ids) };
+        merge_summaries(ask(second).await, q)
+    }
+
     /// Where calls come from, as the leader measured them over its last window (`None` on
     /// other nodes: ask the leader).
     pub fn demand(&self) -> Option<serde_json::Value> {

@@ -17,6 +17,11 @@ use tracing::Instrument;
 use crate::http::{self as h, Body, BodyError};
 use crate::runtime::Request as GuestRequest;
 use crate::services::{DispatchError, Registry};
+use crate::trace::context::TRACEPARENT;
+use crate::trace::{self, Open, SpanKind};
+
+/// The response header that tells a client its request's trace id (`nanogrid trace ID`).
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
 pub use forward::{
     FORWARD_ANSWERED, FORWARD_FAILED, FORWARD_PREFIX, FORWARD_SKIPPED, FORWARDED, Forwarder, NOT_RUN, Peers,
     ROUTING_KEY,
@@ -63,16 +68,60 @@ pub async fn handle(
     }
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     let span = h::request_span("ingress", &request_id, req.method(), &target);
+    let traced = start_trace(&registry, req.headers_mut());
+    let method = req.method().clone();
     async move {
-        let resp = match &forwarder.peers {
+        let mut resp = match &forwarder.peers {
             Some(peers) => route_clustered(&registry, cfg, &forwarder, &**peers, req, &request_id, &target).await,
             None => route(&registry, cfg, req, &request_id, &target).await,
         };
         tracing::debug!(status = resp.status().as_u16(), "served");
+        if let Some(open) = traced {
+            finish_trace(&registry, &open, &method, &target, &mut resp);
+        }
         resp
     }
     .instrument(span)
     .await
+}
+
+/// The ingress span: under the client's `traceparent` when it sent a valid one (its trace
+/// is kept), else the first of a new trace. The request goes on carrying it.
+fn start_trace(registry: &Registry, headers: &mut http::HeaderMap) -> Option<Open> {
+    let tracer = registry.tracer()?;
+    let parent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(trace::SpanContext::parse);
+    let open = match parent {
+        Some(p) => Open::child_of(&p),
+        None => Open::root(tracer.continue_or_start(None)),
+    };
+    headers.insert(TRACEPARENT, HeaderValue::from_str(&open.ctx.header()).ok()?);
+    Some(open)
+}
+
+/// Tell the client its trace id (`x-trace-id`) and keep the ingress span.
+fn finish_trace(
+    registry: &Registry,
+    open: &Open,
+    method: &http::Method,
+    target: &str,
+    resp: &mut http::Response<Body>,
+) {
+    if let Ok(v) = HeaderValue::from_str(&open.ctx.trace_id.to_string()) {
+        resp.headers_mut().insert(TRACE_ID_HEADER, v);
+    }
+    let Some(tracer) = registry.tracer().filter(|_| open.ctx.sampled) else { return };
+    let service = split_target(target).map(|(s, _)| s.to_string());
+    let name = format!("ingress {}", service.as_deref().unwrap_or("-"));
+    let mut span = open.close(&tracer.node, name, SpanKind::Server, service.as_deref());
+    // The path without its query (which may hold secrets).
+    let path = target.split('?').next().unwrap_or("/");
+    span.attrs.insert("http.method".into(), method.as_str().into());
+    span.attrs.insert("http.path".into(), path.into());
+    span.attrs.insert("http.status".into(), u64::from(resp.status().as_u16()).into());
+    if resp.status().is_server_error() {
+        span.error = format!("http-{}", resp.status().as_u16());
+    }
+    tracer.record(span);
 }
 
 /// In a cluster: refuse while dormant, serve locally when this node has instances,
@@ -144,12 +193,46 @@ async fn route_clustered(
     forward_with_retries(registry, forwarder, peers, (service, path, target), holders, parts, body, request_id).await
 }
 
+/// [`forward_attempts`] as a client span of the trace ("forward SERVICE"): the node that
+/// runs it continues the trace under this span.
+#[allow(clippy::too_many_arguments)]
+async fn forward_with_retries(
+    registry: &Arc<Registry>,
+    forwarder: &Forwarder,
+    peers: &dyn Peers,
+    target: (&str, String, &str),
+    holders: Vec<crate::transport::PeerTarget>,
+    mut parts: http::request::Parts,
+    body: bytes::Bytes,
+    request_id: &str,
+) -> http::Response<Body> {
+    let parent = parts.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(trace::SpanContext::parse);
+    let hop = registry.tracer().and(parent).map(|p| Open::child_of(&p));
+    if let Some(v) = hop.as_ref().and_then(|o| HeaderValue::from_str(&o.ctx.header()).ok()) {
+        parts.headers.insert(TRACEPARENT, v);
+    }
+    let service = target.0;
+    let resp = forward_attempts(registry, forwarder, peers, target, holders, parts, body, request_id).await;
+    if let Some(tracer) = registry.tracer()
+        && let Some(open) = hop.filter(|o| o.ctx.sampled)
+    {
+        let mut span = open.close(&tracer.node, format!("forward {service}"), SpanKind::Client, Some(service));
+        span.attrs.insert("forwarded".into(), true.into());
+        span.attrs.insert("http.status".into(), u64::from(resp.status().as_u16()).into());
+        if resp.status().is_server_error() {
+            span.error = format!("http-{}", resp.status().as_u16());
+        }
+        tracer.record(span);
+    }
+    resp
+}
+
 /// Forward a buffered request to the first holder that takes it. When none took it (it ran
 /// nowhere: instances were moving, or the service was just scaled to zero), route it again
 /// with a fresh view a few times, waking the service or running it here when that is
 /// where its instance is now.
 #[allow(clippy::too_many_arguments)]
-async fn forward_with_retries(
+async fn forward_attempts(
     registry: &Arc<Registry>,
     forwarder: &Forwarder,
     peers: &dyn Peers,
@@ -369,23 +452,20 @@ fn to_http(resp: crate::runtime::Response, request_id: &str) -> http::Response<B
 }
 
 pub fn dispatch_error(e: &DispatchError, request_id: &str) -> http::Response<Body> {
-    let (status, code, retry) = match e {
-        DispatchError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", None),
-        DispatchError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, "stopped", Some("5")),
-        DispatchError::QueueFull(_) | DispatchError::WaitTimeout(..) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some("1"))
+    let (status, retry) = match e {
+        DispatchError::NotFound(_) | DispatchError::NoHandler { .. } => (StatusCode::NOT_FOUND, None),
+        DispatchError::Stopped(_) | DispatchError::Unresolved { .. } => (StatusCode::SERVICE_UNAVAILABLE, Some("5")),
+        DispatchError::QueueFull(_) | DispatchError::WaitTimeout(..) | DispatchError::NoInstance { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, Some("1"))
         }
-        DispatchError::Trap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "trap", None),
-        DispatchError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
-        DispatchError::Guest { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "guest-error", None),
-        DispatchError::OutOfFuel { .. } => (StatusCode::GATEWAY_TIMEOUT, "fuel-exhausted", None),
-        DispatchError::ResponseTooLarge { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "response-too-large", None),
-        DispatchError::Unresolved { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unresolved-import", Some("5")),
-        DispatchError::NoInstance { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no-instance", Some("1")),
-        DispatchError::NoHandler { .. } => (StatusCode::NOT_FOUND, "no-handler", None),
-        DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
-        DispatchError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", None),
+        DispatchError::Timeout { .. } | DispatchError::OutOfFuel { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
+        DispatchError::Trap { .. }
+        | DispatchError::Guest { .. }
+        | DispatchError::ResponseTooLarge { .. }
+        | DispatchError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        DispatchError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
     };
+    let code = e.code();
     if status.is_server_error() {
         tracing::warn!(request_id, code, error = %e, "request failed");
     }

@@ -159,9 +159,12 @@ fn link_edge(
             .get_export(Some(&iface), &name)
             .with_context(|| format!("{} has no function {name}", edge.export))?;
         let (pre, identity) = (pre.clone(), Arc::new(provider.identity.clone()));
+        let part_name: Arc<str> = format!("part {}.{name}", provider.service).into();
         instance.func_new_async(&name, move |mut store, _ty, params, results| {
-            let (pre, identity) = (pre.clone(), identity.clone());
+            let (pre, identity, part_name) = (pre.clone(), identity.clone(), part_name.clone());
             Box::new(async move {
+                let run = store.data().call.trace.run.clone();
+                let started = (std::time::Instant::now(), crate::trace::now_unix_us());
                 let instance = match store.data().linked.get(slot).copied().flatten() {
                     Some(i) => i,
                     None => {
@@ -181,6 +184,9 @@ fn link_edge(
                 let caller = std::mem::replace(&mut store.data_mut().call, callee);
                 let result = func.call_async(&mut store, params, results).await;
                 store.data_mut().call = caller;
+                if let Some(run) = run {
+                    run.part(&part_name, &identity.service, started.1, started.0.elapsed().as_micros() as u64);
+                }
                 result
             })
         })?;

@@ -33,6 +33,8 @@ pub struct OutboundPolicy {
     pub allowed: Arc<Vec<String>>,
     /// Name resolution, the address check and TLS ([`super::outbound`]).
     pub net: Arc<super::outbound::OutboundNet>,
+    /// The calling run's trace: outgoing requests carry it (`traceparent`) and are counted.
+    pub trace: crate::trace::CallTrace,
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
@@ -56,33 +58,53 @@ impl WasiHttpHooks for OutboundPolicy {
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send> {
         let target = self.permits(request.uri());
         let net = self.net.clone();
+        let trace = self.trace.clone();
+        if let Some(v) = trace.ctx.and_then(|c| http::HeaderValue::from_str(&c.header()).ok()) {
+            request.headers_mut().insert(crate::trace::context::TRACEPARENT, v);
+        }
         Box::new(async move {
-            let Some((host, port)) = target else {
-                tracing::info!(uri = %request.uri(), "outbound request denied: not in the outbound_http grant");
-                return Err(HttpError::HttpRequestDenied);
-            };
-            let addrs = net.resolve(&host, port).await.map_err(|e| {
-                tracing::info!(uri = %request.uri(), reason = %e, "outbound request denied");
-                match e {
-                    super::outbound::Refused::NoAddress { .. } => HttpError::DestinationNotFound,
-                    super::outbound::Refused::Internal { .. } => HttpError::DestinationIpProhibited,
-                }
-            })?;
-            let tcp = connect(&addrs).await?;
-            // HTTP/1.1 on the wire wants the origin form.
-            let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
-            let origin = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-            *request.uri_mut() = origin.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
-            if !https {
-                return exchange(tcp, request).await;
+            let started = std::time::Instant::now();
+            let out = send_checked(request, target, net).await;
+            if let Some(run) = &trace.run {
+                run.outbound(started.elapsed().as_micros() as u64);
             }
-            let name = super::outbound::OutboundNet::server_name(&host).ok_or(HttpError::HttpRequestUriInvalid)?;
-            let tls = tokio_rustls::TlsConnector::from(net.tls()).connect(name, tcp).await.map_err(|e| {
-                tracing::info!(%host, error = %e, "outbound TLS handshake failed");
-                HttpError::TlsCertificateError
-            })?;
-            exchange(tls, request).await
+            out
         })
+    }
+}
+
+/// Send a request the grant allows (`target`) to an address that passes the check.
+async fn send_checked(
+    mut request: http::Request<WasiBody>,
+    target: Option<(String, u16)>,
+    net: Arc<super::outbound::OutboundNet>,
+) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
+    {
+        let Some((host, port)) = target else {
+            tracing::info!(uri = %request.uri(), "outbound request denied: not in the outbound_http grant");
+            return Err(HttpError::HttpRequestDenied);
+        };
+        let addrs = net.resolve(&host, port).await.map_err(|e| {
+            tracing::info!(uri = %request.uri(), reason = %e, "outbound request denied");
+            match e {
+                super::outbound::Refused::NoAddress { .. } => HttpError::DestinationNotFound,
+                super::outbound::Refused::Internal { .. } => HttpError::DestinationIpProhibited,
+            }
+        })?;
+        let tcp = connect(&addrs).await?;
+        // HTTP/1.1 on the wire wants the origin form.
+        let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+        let origin = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+        *request.uri_mut() = origin.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        if !https {
+            return exchange(tcp, request).await;
+        }
+        let name = super::outbound::OutboundNet::server_name(&host).ok_or(HttpError::HttpRequestUriInvalid)?;
+        let tls = tokio_rustls::TlsConnector::from(net.tls()).connect(name, tcp).await.map_err(|e| {
+            tracing::info!(%host, error = %e, "outbound TLS handshake failed");
+            HttpError::TlsCertificateError
+        })?;
+        exchange(tls, request).await
     }
 }
 
@@ -196,8 +218,13 @@ impl Runtime {
         let task_tail = tail.clone();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel::<bool>();
         let task = tokio::spawn(async move {
+            let traced = store.data().call.trace.run.clone();
             let run = async {
+                let t = std::time::Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
+                if let Some(r) = &traced {
+                    r.instantiated(t.elapsed().as_micros() as u64);
+                }
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
             };
             let result = match tokio::time::timeout(limits.timeout + super::EPOCH_TICK * 4, run).await {

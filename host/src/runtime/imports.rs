@@ -52,26 +52,53 @@ fn level(c: kv::Consistency) -> crate::grid::part::Consistency {
     }
 }
 
+/// Time a kv call into the run's trace (by consistency), when it is traced.
+async fn timed<T>(
+    run: Option<&std::sync::Arc<crate::trace::RunTrace>>,
+    what: &'static str,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(run) = run else { return f.await };
+    let started = std::time::Instant::now();
+    let out = f.await;
+    run.kv(what, started.elapsed().as_micros() as u64);
+    out
+}
+
+fn level_name(c: kv::Consistency) -> &'static str {
+    match c {
+        kv::Consistency::One => "one",
+        kv::Consistency::Quorum => "quorum",
+        kv::Consistency::All => "all",
+    }
+}
+
 impl kv::Host for StoreState {
     async fn get(&mut self, key: String, read: kv::Consistency) -> Outer<Result<Option<Vec<u8>>, GuestError>> {
         if let Err(e) = self.check_key(&key) {
             return Ok(Err(e));
         }
-        Ok(self.call.grid.kv_get(&self.call.service, &key, level(read)).await.map_err(internal))
+        let call = &self.call;
+        let f = call.grid.kv_get(&call.service, &key, level(read));
+        Ok(timed(call.trace.run.as_ref(), level_name(read), f).await.map_err(internal))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, write: kv::Consistency) -> Outer<Result<(), GuestError>> {
         if let Err(e) = self.check_key(&key).and_then(|_| self.check_value(&value)) {
             return Ok(Err(e));
         }
-        Ok(self.call.grid.kv_set(&self.call.service, &key, value, level(write)).await.map_err(internal))
+        let call = &self.call;
+        let f = call.grid.kv_set(&call.service, &key, value, level(write));
+        Ok(timed(call.trace.run.as_ref(), level_name(write), f).await.map_err(internal))
     }
 
     async fn delete(&mut self, key: String, write: kv::Consistency) -> Outer<Result<(), GuestError>> {
         if let Err(e) = self.check_key(&key) {
             return Ok(Err(e));
         }
-        Ok(self.call.grid.kv_delete(&self.call.service, &key, level(write)).await.map_err(internal))
+        let call = &self.call;
+        let f = call.grid.kv_delete(&call.service, &key, level(write));
+        Ok(timed(call.trace.run.as_ref(), level_name(write), f).await.map_err(internal))
     }
 
     async fn compare_and_swap(
@@ -83,7 +110,9 @@ impl kv::Host for StoreState {
         if let Err(e) = self.check_key(&key).and_then(|_| self.check_value(&new)) {
             return Ok(Err(e));
         }
-        Ok(self.call.grid.kv_compare_and_swap(&self.call.service, &key, expected, new).await.map_err(internal))
+        let call = &self.call;
+        let f = call.grid.kv_compare_and_swap(&call.service, &key, expected, new);
+        Ok(timed(call.trace.run.as_ref(), "cas", f).await.map_err(internal))
     }
 
     async fn list_keys(
@@ -96,7 +125,9 @@ impl kv::Host for StoreState {
             return Ok(Err(e));
         }
         let limit = limit.min(self.call.limits.max_list_keys) as usize;
-        Ok(self.call.grid.kv_list_keys(&self.call.service, &prefix, after.as_deref(), limit).await.map_err(internal))
+        let call = &self.call;
+        let f = call.grid.kv_list_keys(&call.service, &prefix, after.as_deref(), limit);
+        Ok(timed(call.trace.run.as_ref(), "list", f).await.map_err(internal))
     }
 }
 
@@ -173,6 +204,10 @@ impl context::Host for StoreState {
 
     fn service_name(&mut self) -> Outer<String> {
         Ok(self.call.service.to_string())
+    }
+
+    fn trace_id(&mut self) -> Outer<String> {
+        Ok(self.call.trace.trace_id().map(|t| t.to_string()).unwrap_or_default())
     }
 }
 

@@ -306,7 +306,11 @@ impl Runtime {
         let state = StoreState {
             wasi,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            outbound: OutboundPolicy { allowed: caps.outbound_http.clone(), net: self.outbound.clone() },
+            outbound: OutboundPolicy {
+                allowed: caps.outbound_http.clone(),
+                net: self.outbound.clone(),
+                trace: call.trace.clone(),
+            },
             table: Default::default(),
             limits: StoreLimitsBuilder::new().memory_size(limits.max_memory).instances(64).build(),
             call,
@@ -359,8 +363,13 @@ impl Runtime {
         };
         let tail = OutputTail::new(2048);
         let mut store = self.new_store(call, limits, &tail)?;
+        let traced = store.data().call.trace.run.clone();
         let run = async {
+            let t = Instant::now();
             let instance = pre.instantiate_async(&mut store).await?;
+            if let Some(r) = &traced {
+                r.instantiated(t.elapsed().as_micros() as u64);
+            }
             instance.nanogrid_service_handler().call_handle(&mut store, &req).await
         };
         // The epoch deadline stops guest code; this outer timeout also bounds time spent

@@ -71,6 +71,8 @@ pub struct CallContext {
     pub caps: Arc<Capabilities>,
     pub grid: Arc<Grid>,
     pub invoker: Arc<dyn Invoker>,
+    /// The run's span (its calls are its children) and counters, when traced.
+    pub trace: crate::trace::CallTrace,
 }
 
 impl CallContext {

@@ -294,6 +294,14 @@ impl Registry {
                 "the fan-out's request bodies (calls and then) are {size} bytes in all; a barrier keeps up to limits.max_kv_value_bytes ({max}): pass keys to kv data instead"
             )));
         }
+        // The calls and the continuation run later, maybe on another node: they carry the
+        // fan-out's trace context with them.
+        let mut calls = calls;
+        let mut then = then;
+        for (_, req) in calls.iter_mut() {
+            super::dispatch::platform_parent(&mut req.headers, caller);
+        }
+        super::dispatch::platform_parent(&mut then.headers, caller);
         let id = self.new_request_id();
         let created_ms = now_ms();
         let record = Record {
@@ -443,7 +451,7 @@ impl Registry {
         let mut backoff = Duration::from_millis(200);
         loop {
             let req = from_wire_request(call.request.clone());
-            match self.call_from(from, &call.service, req, request_id.as_str().into(), depth).await {
+            match self.call_from((from, "barrier-call"), &call.service, req, request_id.as_str().into(), depth).await {
                 Ok(r) => return Ok(WireResponse { status: r.status, headers: r.headers, body: r.body }),
                 Err(e) if retryable(&e) && Instant::now() + backoff < give_up => {
                     tracing::debug!(service = %call.service, error = %e, "barrier call could not run yet; retrying");

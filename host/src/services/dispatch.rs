@@ -12,6 +12,7 @@ use super::{Deployed, DispatchError, Outcome, Registry, Service};
 use crate::runtime::{
     CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response,
 };
+use crate::trace::{self, CallTrace, Open, SpanKind};
 
 impl Registry {
     fn call_context(
@@ -20,6 +21,7 @@ impl Registry {
         deployed: &Deployed,
         request_id: Arc<str>,
         depth: u32,
+        trace: crate::trace::CallTrace,
     ) -> (CallContext, ExecLimits) {
         let limits = ExecLimits {
             max_memory: deployed.spec.limits.memory_mib as usize * (1 << 20),
@@ -36,6 +38,7 @@ impl Registry {
             caps: deployed.caps.clone(),
             grid: self.grid.clone(),
             invoker,
+            trace,
         };
         (call, limits)
     }
@@ -45,7 +48,7 @@ impl Registry {
     pub async fn instantiate_only(self: &Arc<Self>, name: &str) -> Result<(), DispatchError> {
         let svc = self.get(name).ok_or_else(|| DispatchError::NotFound(name.to_string()))?;
         let deployed = svc.current();
-        let (call, limits) = self.call_context(&svc, &deployed, "bench".into(), 0);
+        let (call, limits) = self.call_context(&svc, &deployed, "bench".into(), 0, Default::default());
         self.runtime
             .instantiate_only(deployed.prepared()?, call, limits)
             .await
@@ -84,11 +87,12 @@ impl Registry {
         self.dispatch_routed(name, req, request_id, depth).await.0
     }
 
-    /// A call from service `from` (an `invoke` or a barrier's call): dispatched like any
-    /// request and counted as an edge of the call graph.
+    /// A call from service `from` (an `invoke` or a barrier's call, `kind` says which):
+    /// dispatched like any request, counted as an edge of the call graph, and traced as a
+    /// client span under the `traceparent` the request carries.
     pub(super) async fn call_from(
         self: &Arc<Self>,
-        from: &str,
+        (from, kind): (&str, &'static str),
         service: &str,
         req: Request,
         request_id: Arc<str>,
@@ -98,6 +102,7 @@ impl Registry {
         // Only a barrier's driver marks a continuation; a guest's call cannot.
         let mut req = req;
         req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(super::barrier::HEADER));
+        let span = self.client_span(&mut req.headers);
         let started = Instant::now();
         let (result, remote) = self.dispatch_routed(service, req, request_id, depth).await;
         // Calls to names that are not deployed are not edges (a guest could invent any
@@ -106,14 +111,129 @@ impl Registry {
             let ok = matches!(&result, Ok(r) if r.status < 500);
             self.calls.record(from, service, ok, remote, started.elapsed().as_micros() as u64);
         }
+        if let Some(open) = span {
+            let mut attrs = vec![("callee", service.into()), ("remote", remote.into())];
+            attrs.push(result_attr(&result));
+            self.record_span(&open, format!("{kind} {service}"), SpanKind::Client, from, attrs, error_code(&result));
+        }
         result
+    }
+
+    /// A client span under the request's `traceparent`, which now names it; `None` when
+    /// tracing is off or the request carries no context.
+    fn client_span(&self, headers: &mut Vec<(String, String)>) -> Option<Open> {
+        self.tracer()?;
+        let parent = trace::parent_in(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let open = Open::child_of(&parent);
+        trace::set_parent(headers, &open.ctx);
+        Some(open)
+    }
+
+    /// Keep a finished span (when its trace is sampled).
+    fn record_span(
+        &self,
+        open: &Open,
+        name: String,
+        kind: SpanKind,
+        service: &str,
+        attrs: Vec<(&'static str, trace::Attr)>,
+        error: &'static str,
+    ) {
+        let Some(tracer) = self.tracer().filter(|_| open.ctx.sampled) else { return };
+        let mut span = open.close(&tracer.node, name, kind, Some(service));
+        span.attrs.extend(attrs.into_iter().map(|(k, v)| (k.to_string(), v)));
+        span.error = error.to_string();
+        tracer.record(span);
+    }
+
+    /// The run span of a request about to run here (under the `traceparent` it carries,
+    /// or the first of a new trace), which the guest's request now carries as its parent.
+    fn start_run(&self, headers: &mut Vec<(String, String)>) -> CallTrace {
+        let parent = trace::parent_in(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let run = self.open_run(parent);
+        if let Some(ctx) = &run.ctx {
+            trace::set_parent(headers, ctx);
+        }
+        run
+    }
+
+    /// [`Registry::start_run`] for a wasi:http request's headers.
+    fn start_http_run(&self, headers: &mut http::HeaderMap) -> CallTrace {
+        let parent =
+            headers.get(trace::context::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(trace::SpanContext::parse);
+        let run = self.open_run(parent);
+        if let Some(v) = run.ctx.and_then(|c| http::HeaderValue::from_str(&c.header()).ok()) {
+            headers.insert(trace::context::TRACEPARENT, v);
+        }
+        run
+    }
+
+    fn open_run(&self, parent: Option<trace::SpanContext>) -> CallTrace {
+        let Some(tracer) = self.tracer() else { return CallTrace::default() };
+        let open = match parent {
+            Some(p) => Open::child_of(&p),
+            None => Open::root(tracer.continue_or_start(None)),
+        };
+        let run = open.ctx.sampled.then(|| Arc::new(trace::RunTrace { span: open.clone(), stats: Default::default() }));
+        CallTrace { ctx: Some(open.ctx), run }
+    }
+
+    /// Record a finished run: where its time went, what it called, how it ended.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_run(
+        &self,
+        name: &str,
+        trace: &CallTrace,
+        queue_wait: Duration,
+        ran: Duration,
+        depth: u32,
+        (result, error): ((&'static str, trace::Attr), &'static str),
+    ) {
+        let (Some(run), Some(tracer)) = (&trace.run, self.tracer()) else { return };
+        let stats = run.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let ran_us = ran.as_micros() as u64;
+        let mut span = run.span.close(&tracer.node, format!("run {name}"), SpanKind::Internal, Some(name));
+        let a = &mut span.attrs;
+        a.insert("queue_wait_us".into(), (queue_wait.as_micros() as u64).into());
+        a.insert("instantiate_us".into(), stats.instantiate_us.into());
+        a.insert("guest_us".into(), ran_us.saturating_sub(stats.instantiate_us).into());
+        a.insert("depth".into(), u64::from(depth).into());
+        a.insert(result.0.into(), result.1);
+        for (what, (n, us)) in &stats.kv {
+            a.insert(format!("kv.{what}.count"), (*n).into());
+            a.insert(format!("kv.{what}.us"), (*us).into());
+        }
+        if stats.outbound.0 > 0 {
+            a.insert("outbound.count".into(), stats.outbound.0.into());
+            a.insert("outbound.us".into(), stats.outbound.1.into());
+        }
+        let parts: Vec<_> = stats
+            .parts
+            .iter()
+            .map(|(n, svc, start, us)| {
+                let mut p = trace::Open::child_of(&run.span.ctx).close(
+                    &tracer.node,
+                    n.to_string(),
+                    SpanKind::Internal,
+                    Some(svc),
+                );
+                (p.start_unix_us, p.duration_us) = (*start, *us);
+                p
+            })
+            .collect();
+        drop(stats);
+        span.error = error.to_string();
+        tracer.record(span);
+        for p in parts {
+            tracer.record(p);
+        }
     }
 
     /// [`Registry::dispatch`], also telling whether the request ran on another node.
     async fn dispatch_routed(
         self: &Arc<Self>,
         name: &str,
-        req: Request,
+        mut req: Request,
         request_id: Arc<str>,
         depth: u32,
     ) -> (Result<Response, DispatchError>, bool) {
@@ -145,7 +265,20 @@ impl Registry {
             let stopped = version.as_ref().is_some_and(|d| d.spec.stopped());
             let spill = busy && remote.runs_elsewhere(name);
             if !stopped && (!local || spill || remote.elsewhere(name, &req)) {
-                return (remote.call(name, req, request_id, depth).await, true);
+                let hop = self.client_span(&mut req.headers);
+                let result = remote.call(name, req, request_id, depth).await;
+                if let Some(open) = hop {
+                    let attrs = vec![("forwarded", true.into()), result_attr(&result)];
+                    self.record_span(
+                        &open,
+                        format!("forward {name}"),
+                        SpanKind::Client,
+                        name,
+                        attrs,
+                        error_code(&result),
+                    );
+                }
+                return (result, true);
             }
         }
         let Some(svc) = svc else {
@@ -158,12 +291,13 @@ impl Registry {
     pub async fn dispatch_to(
         self: &Arc<Self>,
         svc: Arc<Service>,
-        req: Request,
+        mut req: Request,
         request_id: Arc<str>,
         depth: u32,
     ) -> Result<Response, DispatchError> {
         let name = &*svc.name;
         self.wake_single(&svc).await?;
+        let queued = Instant::now();
         let permit = match self.admit(&svc).await {
             // This node's instances went elsewhere (a scale-down or a move) while the
             // request waited: it was not run, so it runs where they went.
@@ -173,16 +307,19 @@ impl Registry {
             }
             other => other?,
         };
+        let queue_wait = queued.elapsed();
+        let trace = self.start_run(&mut req.headers);
         // Read the version after admission so a request admitted after a redeploy runs it.
         let deployed = svc.current();
-        let (call, limits) = self.call_context(&svc, &deployed, request_id, depth);
+        let (call, limits) = self.call_context(&svc, &deployed, request_id, depth, trace.clone());
         let started = Instant::now();
         let prepared = deployed.prepared()?;
         let result = self.runtime.handle(prepared, call, req, limits).await;
         drop(permit);
-        let micros = started.elapsed().as_micros() as u64;
+        let ran = started.elapsed();
+        let micros = ran.as_micros() as u64;
         let max_response = deployed.spec.limits.max_response_bytes;
-        match result {
+        let out = match result {
             Ok(resp) if resp.body.len() > max_response => {
                 svc.stats.record(Outcome::GuestError, micros);
                 Err(DispatchError::ResponseTooLarge {
@@ -199,7 +336,9 @@ impl Registry {
                 svc.stats.record(outcome_of(&e), micros);
                 Err(dispatch_error(name, e))
             }
-        }
+        };
+        self.finish_run(name, &trace, queue_wait, ran, depth, (result_attr(&out), error_code(&out)));
+        out
     }
 
     /// Run an HTTP request on a wasi:http service, streaming both bodies. The admission
@@ -216,10 +355,14 @@ impl Registry {
     {
         let name = &*svc.name;
         self.wake_single(&svc).await?;
+        let queued = Instant::now();
         let permit = self.admit(&svc).await?;
+        let queue_wait = queued.elapsed();
+        let mut req = req;
+        let trace = self.start_http_run(req.headers_mut());
         let deployed = svc.current();
         let prepared = deployed.prepared()?.clone();
-        let (call, limits) = self.call_context(&svc, &deployed, request_id, 0);
+        let (call, limits) = self.call_context(&svc, &deployed, request_id, 0, trace.clone());
         let max_request = deployed.spec.limits.max_request_bytes;
         // A body larger than the limit fails inside the guest as a stream error.
         let req = req.map(move |b| {
@@ -229,10 +372,19 @@ impl Registry {
         });
         let started = Instant::now();
         let stats_svc = svc.clone();
+        let this = self.clone();
         let done: Completion = Box::new(move |result| {
             drop(permit);
-            let micros = started.elapsed().as_micros() as u64;
-            stats_svc.stats.record(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok), micros);
+            let ran = started.elapsed();
+            stats_svc.stats.record(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok), ran.as_micros() as u64);
+            let end = match &result {
+                Ok(()) => (("result", "ok".into()), ""),
+                Err(e) => {
+                    let code = dispatch_error(&stats_svc.name, e.clone()).code();
+                    (("error", code.into()), code)
+                }
+            };
+            this.finish_run(&stats_svc.name, &trace, queue_wait, ran, 0, end);
         });
         let max_response = deployed.spec.limits.max_response_bytes;
         let resp = self.runtime.handle_http(prepared, call, req, limits, done).await;
@@ -287,13 +439,15 @@ impl Invoker for Registry {
         let max = caller.limits.max_call_depth;
         let request_id = caller.request_id.clone();
         let from = caller.service.clone();
+        let mut req = req;
+        platform_parent(&mut req.headers, caller);
         async move {
             if depth > max {
                 return Err(GuestError::Denied(format!(
                     "call depth limit {max} reached calling {service:?} from {from:?}; is there a cycle of invoke calls?"
                 )));
             }
-            this.call_from(&from, &service, req, request_id, depth).await.map_err(|e| to_guest_error(&e))
+            this.call_from((&from, "invoke"), &service, req, request_id, depth).await.map_err(|e| to_guest_error(&e))
         }
         .boxed()
     }
@@ -333,5 +487,33 @@ pub fn to_guest_error(e: &DispatchError) -> GuestError {
         DispatchError::ResponseTooLarge { .. } | DispatchError::Guest { .. } => GuestError::Internal(e.to_string()),
         DispatchError::Trap { .. } | DispatchError::Internal(_) => GuestError::Internal(e.to_string()),
         DispatchError::BadRequest(m) => GuestError::Invalid(m.clone()),
+    }
+}
+
+/// A result as a span attribute: the guest's status, or the error code.
+fn result_attr<E: std::borrow::Borrow<DispatchError>>(r: &Result<Response, E>) -> (&'static str, trace::Attr) {
+    match r {
+        Ok(resp) => ("status", u64::from(resp.status).into()),
+        Err(e) => ("error", e.borrow().code().into()),
+    }
+}
+
+/// The span's error: the dispatch error's code, or a 5xx the guest answered.
+fn error_code(r: &Result<Response, DispatchError>) -> &'static str {
+    match r {
+        Ok(resp) if resp.status >= 500 => "status-5xx",
+        Ok(_) => "",
+        Err(e) => e.code(),
+    }
+}
+
+/// The platform, not the guest, says where a call sits in its trace: a guest's own
+/// `traceparent`/`tracestate` on a call are replaced by the calling run's context.
+pub(super) fn platform_parent(headers: &mut Vec<(String, String)>, caller: &CallContext) {
+    headers.retain(|(k, _)| {
+        !k.eq_ignore_ascii_case(trace::context::TRACEPARENT) && !k.eq_ignore_ascii_case(trace::context::TRACESTATE)
+    });
+    if let Some(ctx) = &caller.trace.ctx {
+        trace::set_parent(headers, ctx);
     }
 }

@@ -162,6 +162,27 @@ pub enum DispatchError {
     Internal(String),
 }
 
+impl DispatchError {
+    /// The error's code, as ingress answers it and spans record it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DispatchError::NotFound(_) => "not-found",
+            DispatchError::Stopped(_) => "stopped",
+            DispatchError::QueueFull(_) | DispatchError::WaitTimeout(..) => "overloaded",
+            DispatchError::Trap { .. } => "trap",
+            DispatchError::Timeout { .. } => "timeout",
+            DispatchError::Guest { .. } => "guest-error",
+            DispatchError::OutOfFuel { .. } => "fuel-exhausted",
+            DispatchError::ResponseTooLarge { .. } => "response-too-large",
+            DispatchError::Unresolved { .. } => "unresolved-import",
+            DispatchError::NoInstance { .. } => "no-instance",
+            DispatchError::NoHandler { .. } => "no-handler",
+            DispatchError::Internal(_) => "internal",
+            DispatchError::BadRequest(_) => "bad-request",
+        }
+    }
+}
+
 /// Runs a call on another node (cluster mode): how `invoke` reaches a service that has no
 /// instances here.
 pub trait Remote: Send + Sync {
@@ -241,6 +262,7 @@ pub struct Registry {
     pub barriers: barrier::Barriers,
     request_seq: std::sync::atomic::AtomicU64,
     seed: u64,
+    tracer: std::sync::OnceLock<Arc<crate::trace::Tracer>>,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
     // itself lets it hand out owned handles without a reference cycle.
     me: std::sync::Weak<Registry>,
@@ -274,11 +296,34 @@ impl Registry {
             barriers: barrier::Barriers::new(seed),
             request_seq: Default::default(),
             seed,
+            tracer: std::sync::OnceLock::new(),
         })
     }
 
     pub fn grid(&self) -> &Arc<Grid> {
         &self.grid
+    }
+
+    /// How this node traces requests (set once by the node; `None`: not traced).
+    pub fn tracer(&self) -> Option<&Arc<crate::trace::Tracer>> {
+        self.tracer.get()
+    }
+
+    pub fn set_tracer(&self, tracer: Arc<crate::trace::Tracer>) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    /// This node's spans of a trace (none for an id that is not one).
+    pub fn local_trace(&self, trace_id: &str) -> Vec<crate::trace::SpanRecord> {
+        match (self.tracer(), crate::trace::TraceId::parse(trace_id)) {
+            (Some(t), Some(id)) => t.ring.trace(id),
+            _ => Vec::new(),
+        }
+    }
+
+    /// This node's summaries of its recent traces.
+    pub fn local_traces(&self, q: &crate::trace::store::TraceQuery) -> Vec<crate::trace::store::TraceSummary> {
+        self.tracer().map(|t| t.ring.summaries(q)).unwrap_or_default()
     }
 
     /// A new request id: 16 hex digits, unique per node run.

@@ -3,7 +3,7 @@
 //! `POST /` with text in the body: counts its words with `wordcount` and bumps the
 //! `gateway-docs` counter with `counter`, both calls running concurrently through
 //! `invoke::call_all`, and returns both results:
-//! `{"request_id": …, "stats": {…wordcount…}, "documents": N}`.
+//! `{"request_id": …, "trace_id": …, "stats": {…wordcount…}, "documents": N}`.
 
 use nanogrid_sdk::{Error, Request, Response, Service, context, invoke};
 use serde_json::{Value, json};
@@ -32,7 +32,15 @@ impl Service for Gateway {
         let mut results = invoke::call_all(&calls).into_iter();
         let stats = body_json("wordcount", results.next().expect("two results"))?;
         let docs = body_json("counter", results.next().expect("two results"))?;
-        Response::json(200, &json!({ "request_id": context::request_id(), "stats": stats, "documents": docs["value"] }))
+        Response::json(
+            200,
+            &json!({
+                "request_id": context::request_id(),
+                "trace_id": context::trace_id(),
+                "stats": stats,
+                "documents": docs["value"],
+            }),
+        )
     }
 }
 

@@ -14,6 +14,7 @@ mod linearizable;
 mod powerloss;
 mod security;
 mod store;
+mod traces;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

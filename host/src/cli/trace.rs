@@ -1,0 +1,119 @@
+//! `nanogrid trace ID` (a waterfall of one trace's spans from every node) and `nanogrid
+//! traces` (recent traces).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use super::ClientArgs;
+use super::commands::{admin_client, check};
+
+const BAR: usize = 40;
+
+pub async fn trace(client: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    let t = check(c.get(&format!("/v1/traces/{id}")).await?)?;
+    let spans = t["spans"].as_array().cloned().unwrap_or_default();
+    print!("{}", waterfall(id, &spans));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn traces(client: &ClientArgs, service: Option<&str>, min_ms: u64) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    let mut path = format!("/v1/traces?min_ms={min_ms}&limit=30");
+    if let Some(s) = service {
+        path.push_str(&format!("&service={s}"));
+    }
+    let list = check(c.get(&path).await?)?;
+    let traces = list["traces"].as_array().cloned().unwrap_or_default();
+    if traces.is_empty() {
+        println!("no traces (each node keeps its most recent spans; try without filters)");
+    }
+    println!("{:<32} {:>9} {:>5} {:<24} SERVICES", "TRACE", "MS", "SPANS", "ROOT");
+    for t in traces {
+        let services: Vec<&str> =
+            t["services"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        println!(
+            "{:<32} {:>9.2} {:>5} {:<24} {}{}",
+            t["trace_id"].as_str().unwrap_or("?"),
+            t["duration_us"].as_u64().unwrap_or(0) as f64 / 1000.0,
+            t["spans"],
+            t["root"].as_str().unwrap_or("?"),
+            services.join(","),
+            if t["errors"].as_u64().unwrap_or(0) > 0 { "  (errors)" } else { "" },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The spans as a tree by their parent links, each with a bar on a common time axis.
+pub fn waterfall(id: &str, spans: &[Value]) -> String {
+    let start = |s: &Value| s["start_unix_us"].as_u64().unwrap_or(0);
+    let dur = |s: &Value| s["duration_us"].as_u64().unwrap_or(0);
+    let t0 = spans.iter().map(start).min().unwrap_or(0);
+    let t1 = spans.iter().map(|s| start(s) + dur(s)).max().unwrap_or(t0).max(t0 + 1);
+    let ids: BTreeSet<&str> = spans.iter().filter_map(|s| s["span_id"].as_str()).collect();
+    let mut children: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    let mut roots = Vec::new();
+    for s in spans {
+        match s["parent_id"].as_str().filter(|p| ids.contains(p)) {
+            Some(p) => children.entry(p).or_default().push(s),
+            None => roots.push(s),
+        }
+    }
+    let nodes: BTreeSet<&str> = spans.iter().filter_map(|s| s["node"].as_str()).collect();
+    let mut out = format!(
+        "trace {id} · {:.2} ms · {} spans · nodes {}\n",
+        (t1 - t0) as f64 / 1000.0,
+        spans.len(),
+        nodes.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    out.push_str(&format!("{:<40} {:<10} {:>9} {:>9}  {}\n", "SPAN", "NODE", "START_MS", "MS", "TIME"));
+    let mut stack: Vec<(&Value, usize)> = roots.into_iter().rev().map(|s| (s, 0)).collect();
+    while let Some((s, depth)) = stack.pop() {
+        let scale = |t: u64| ((t - t0) as f64 / (t1 - t0) as f64 * BAR as f64).round() as usize;
+        let (a, b) = (scale(start(s)), scale(start(s) + dur(s)).max(scale(start(s)) + 1).min(BAR));
+        let bar = format!("{}{}", " ".repeat(a.min(BAR)), "█".repeat(b.saturating_sub(a)));
+        let mut name = format!("{}{}", "  ".repeat(depth), s["name"].as_str().unwrap_or("?"));
+        if let Some(e) = s["error"].as_str() {
+            name.push_str(&format!(" !{e}"));
+        }
+        out.push_str(&format!(
+            "{:<40} {:<10} {:>9.2} {:>9.2}  {bar}\n",
+            name,
+            s["node"].as_str().unwrap_or("?"),
+            (start(s) - t0) as f64 / 1000.0,
+            dur(s) as f64 / 1000.0,
+        ));
+        if let Some(kids) = s["span_id"].as_str().and_then(|id| children.get(id)) {
+            let mut kids = kids.clone();
+            kids.sort_by_key(|k| std::cmp::Reverse(start(k)));
+            stack.extend(kids.into_iter().map(|k| (k, depth + 1)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_waterfall_nests_children_under_parents_on_one_time_axis() {
+        let spans = vec![
+            json!({"span_id": "b", "parent_id": "a", "name": "run hello", "node": "n2", "start_unix_us": 1_500, "duration_us": 500}),
+            json!({"span_id": "a", "parent_id": "client", "name": "ingress hello", "node": "n1", "start_unix_us": 1_000, "duration_us": 2_000}),
+            json!({"span_id": "c", "parent_id": "b", "name": "run x", "node": "n2", "start_unix_us": 1_600, "duration_us": 100, "error": "trap"}),
+        ];
+        let text = super::waterfall("t", &spans);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("2.00 ms · 3 spans · nodes n1, n2"), "{text}");
+        assert!(lines[2].starts_with("ingress hello"), "{text}");
+        assert!(lines[3].starts_with("  run hello"), "{text}");
+        assert!(lines[4].starts_with("    run x !trap"), "{text}");
+        // The root's bar spans the whole axis; the child starts a quarter in.
+        assert!(lines[2].ends_with(&"█".repeat(40)), "{text}");
+        assert!(lines[3].ends_with(&format!("{}{}", " ".repeat(10), "█".repeat(10))), "{text}");
+    }
+}

@@ -1,0 +1,329 @@
+//! Distributed tracing: every request carries a W3C `traceparent` from hop to hop (ingress,
+//! the service's run, `invoke` and `call-all`, barrier calls and continuations, forwarding
+//! between nodes), and each node records the spans it ran ([`SpanRecord`]) into a bounded
+//! ring ([`store::SpanRing`]) and, with `--otlp-endpoint`, exports them over OTLP/HTTP
+//! ([`otlp`]).
+//!
+//! The context travels in the request's own `traceparent` header, which the platform
+//! rewrites at each hop (a guest cannot choose its parent), so forwarding and stored
+//! barrier requests carry it with nothing else to change. A run's counters (kv calls by
+//! consistency, outbound HTTP, instantiation) are gathered by a [`RunTrace`] the imports
+//! reach through the call's context.
+
+pub mod context;
+pub mod otlp;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use context::{SpanContext, SpanId, TraceId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanKind {
+    /// A request received (ingress).
+    Server,
+    /// A call made: `invoke`, a barrier's call, a forwarding hop.
+    Client,
+    /// Work inside a node: a service's run.
+    Internal,
+}
+
+/// An attribute value, as users and OTLP see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Attr {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+impl From<u64> for Attr {
+    fn from(v: u64) -> Attr {
+        Attr::Int(v.min(i64::MAX as u64) as i64)
+    }
+}
+
+impl From<&str> for Attr {
+    fn from(v: &str) -> Attr {
+        Attr::Str(v.to_string())
+    }
+}
+
+impl From<String> for Attr {
+    fn from(v: String) -> Attr {
+        Attr::Str(v)
+    }
+}
+
+impl From<bool> for Attr {
+    fn from(v: bool) -> Attr {
+        Attr::Bool(v)
+    }
+}
+
+/// One finished span, as a node keeps it and `GET /v1/traces/{id}` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SpanRecord {
+    #[serde(with = "hex_trace")]
+    pub trace_id: TraceId,
+    #[serde(with = "hex_span")]
+    pub span_id: SpanId,
+    #[serde(with = "hex_parent", default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<SpanId>,
+    pub name: String,
+    pub kind: SpanKind,
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub start_unix_us: u64,
+    pub duration_us: u64,
+    /// Empty when it went well; else the error code (`trap`, `timeout`, `http-503`, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, Attr>,
+}
+
+pub fn now_unix_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A span being timed: its context, parent and start.
+#[derive(Clone, Debug)]
+pub struct Open {
+    pub ctx: SpanContext,
+    pub parent: Option<SpanId>,
+    pub started: Instant,
+    pub start_unix_us: u64,
+}
+
+impl Open {
+    /// A new span under `parent`'s (a child of the span that carried the request here).
+    pub fn child_of(parent: &SpanContext) -> Open {
+        Open {
+            ctx: parent.child(),
+            parent: Some(parent.span_id),
+            started: Instant::now(),
+            start_unix_us: now_unix_us(),
+        }
+    }
+
+    /// The first span of a trace.
+    pub fn root(ctx: SpanContext) -> Open {
+        Open { ctx, parent: None, started: Instant::now(), start_unix_us: now_unix_us() }
+    }
+
+    pub fn close(&self, node: &str, name: String, kind: SpanKind, service: Option<&str>) -> SpanRecord {
+        SpanRecord {
+            trace_id: self.ctx.trace_id,
+            span_id: self.ctx.span_id,
+            parent_id: self.parent,
+            name,
+            kind,
+            node: node.to_string(),
+            service: service.map(str::to_string),
+            start_unix_us: self.start_unix_us,
+            duration_us: self.started.elapsed().as_micros() as u64,
+            error: String::new(),
+            attrs: BTreeMap::new(),
+        }
+    }
+}
+
+/// What one run of a service did, gathered while it runs (the imports add to it).
+#[derive(Default, Debug)]
+pub struct RunStats {
+    /// kv calls by consistency (`one`, `quorum`, `all`, `cas`, `list`): count and time.
+    pub kv: BTreeMap<&'static str, (u64, u64)>,
+    pub outbound: (u64, u64),
+    pub instantiate_us: u64,
+    /// Calls into a linked chain's providers (typed composition): name, provider service,
+    /// start, duration; recorded as child spans of the run.
+    pub parts: Vec<(Arc<str>, Arc<str>, u64, u64)>,
+}
+
+/// A sampled run: its span context (what its calls are children of) and its counters.
+#[derive(Debug)]
+pub struct RunTrace {
+    pub span: Open,
+    pub stats: Mutex<RunStats>,
+}
+
+impl RunTrace {
+    pub fn kv(&self, what: &'static str, micros: u64) {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let e = s.kv.entry(what).or_default();
+        e.0 += 1;
+        e.1 += micros;
+    }
+
+    pub fn outbound(&self, micros: u64) {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.outbound.0 += 1;
+        s.outbound.1 += micros;
+    }
+
+    pub fn part(&self, name: &Arc<str>, service: &Arc<str>, start_unix_us: u64, micros: u64) {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        // A guest calling a provider in a loop must not grow the span without bound.
+        if s.parts.len() < 256 {
+            s.parts.push((name.clone(), service.clone(), start_unix_us, micros));
+        }
+    }
+
+    pub fn instantiated(&self, micros: u64) {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).instantiate_us += micros;
+    }
+}
+
+/// What a call carries for tracing: the span its own calls become children of (also when
+/// not sampled, so the trace id travels on), and the run being recorded, if sampled.
+#[derive(Clone, Default, Debug)]
+pub struct CallTrace {
+    pub ctx: Option<SpanContext>,
+    pub run: Option<Arc<RunTrace>>,
+}
+
+impl CallTrace {
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.ctx.map(|c| c.trace_id)
+    }
+}
+
+/// How this node traces: who it is, how much it samples, where spans go.
+pub struct Tracer {
+    pub node: Arc<str>,
+    /// The share of new traces recorded (a request that arrives with a `traceparent`
+    /// follows its sampled flag).
+    sample: f64,
+    pub ring: store::SpanRing,
+    export: Option<otlp::Exporter>,
+}
+
+impl Tracer {
+    pub fn new(node: &str, sample: f64, ring_spans: usize, export: Option<otlp::Exporter>) -> Tracer {
+        Tracer { node: node.into(), sample: sample.clamp(0.0, 1.0), ring: store::SpanRing::new(ring_spans), export }
+    }
+
+    /// The context a request continues: the caller's, or a new trace (sampled at the
+    /// configured rate).
+    pub fn continue_or_start(&self, parent: Option<SpanContext>) -> SpanContext {
+        match parent {
+            Some(p) => p,
+            None => {
+                let sampled = self.sample >= 1.0 || (self.sample > 0.0 && rand_unit() < self.sample);
+                SpanContext { trace_id: TraceId::random(), span_id: SpanId::random(), sampled }
+            }
+        }
+    }
+
+    /// Keep a finished span (in the ring, and for export).
+    pub fn record(&self, span: SpanRecord) {
+        if let Some(e) = &self.export {
+            e.send(&span);
+        }
+        self.ring.push(span);
+    }
+
+    pub fn exporter(&self) -> Option<&otlp::Exporter> {
+        self.export.as_ref()
+    }
+}
+
+fn rand_unit() -> f64 {
+    (SpanId::random().0 >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The `traceparent` among a request's headers, if a valid one is there.
+pub fn parent_in<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<SpanContext> {
+    headers
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(context::TRACEPARENT))
+        .and_then(|(_, v)| SpanContext::parse(v))
+}
+
+/// Set (or replace) `traceparent` in a guest request's headers.
+pub fn set_parent(headers: &mut Vec<(String, String)>, ctx: &SpanContext) {
+    headers.retain(|(k, _)| !k.eq_ignore_ascii_case(context::TRACEPARENT));
+    headers.push((context::TRACEPARENT.to_string(), ctx.header()));
+}
+
+macro_rules! hex_serde {
+    ($name:ident, $ty:ty, $parse:path) => {
+        mod $name {
+            use serde::{Deserialize, Deserializer, Serializer};
+            pub fn serialize<S: Serializer>(v: &$ty, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(v)
+            }
+            pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                let s = String::deserialize(d)?;
+                $parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a trace or span id")))
+            }
+        }
+    };
+}
+hex_serde!(hex_trace, super::TraceId, super::TraceId::parse);
+hex_serde!(hex_span, super::SpanId, super::SpanId::parse);
+
+mod hex_parent {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<super::SpanId>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(id) => s.collect_str(id),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::SpanId>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| super::SpanId::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a span id"))))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_record_round_trips_through_json_with_hex_ids() {
+        let ctx = SpanContext { trace_id: TraceId(0xabc), span_id: SpanId(0x12), sampled: true };
+        let mut s = Open::child_of(&ctx).close("n1", "run hello".into(), SpanKind::Internal, Some("hello"));
+        s.attrs.insert("kv.quorum.count".into(), Attr::from(3u64));
+        s.attrs.insert("result".into(), Attr::from("ok"));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["trace_id"], "00000000000000000000000000000abc");
+        assert_eq!(json["parent_id"], "0000000000000012");
+        assert_eq!(json["attrs"]["kv.quorum.count"], 3);
+        let back: SpanRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back.parent_id, Some(SpanId(0x12)));
+        assert_eq!(back.attrs["kv.quorum.count"], Attr::Int(3));
+    }
+
+    #[test]
+    fn new_traces_are_sampled_at_the_configured_rate_and_parents_decide_for_theirs() {
+        let t = Tracer::new("n1", 0.25, 16, None);
+        let n = 20_000;
+        let sampled = (0..n).filter(|_| t.continue_or_start(None).sampled).count();
+        let share = sampled as f64 / n as f64;
+        assert!((0.22..0.28).contains(&share), "{share}");
+        let parent = SpanContext { trace_id: TraceId(7), span_id: SpanId(9), sampled: false };
+        assert_eq!(t.continue_or_start(Some(parent)), parent);
+        assert!(!Tracer::new("n1", 0.0, 16, None).continue_or_start(None).sampled);
+        assert!(Tracer::new("n1", 1.0, 16, None).continue_or_start(None).sampled);
+    }
+
+    #[test]
+    fn the_platform_sets_the_parent_a_guest_request_carries() {
+        let mut headers = vec![("TraceParent".to_string(), "00-guest-chosen".to_string()), ("a".into(), "b".into())];
+        let ctx = SpanContext { trace_id: TraceId(1), span_id: SpanId(2), sampled: true };
+        set_parent(&mut headers, &ctx);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(parent_in(headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))), Some(ctx));
+    }
+}
