@@ -137,6 +137,19 @@ impl Browser {
         self.call(Method::POST, &format!("/element/{}/click", e.0), json!({})).await;
     }
 
+    /// Click the first element matching `css` once it is there, again if the page
+    /// replaced it between finding and clicking (a list that re-renders).
+    pub async fn click_when_there(&self, css: &str) {
+        eventually(&format!("{css} can be clicked"), Duration::from_secs(15), || async {
+            let e = self.try_find(css).await?;
+            let url = format!("{}/element/{}/click", self.session, e.0);
+            let headers = [("content-type", "application/json".to_string())];
+            let r = self.http.send(Method::POST, &url, &headers, Bytes::from("{}")).await.ok()?;
+            r.status.is_success().then_some(())
+        })
+        .await
+    }
+
     pub async fn clear(&self, e: &Element) {
         self.call(Method::POST, &format!("/element/{}/clear", e.0), json!({})).await;
     }

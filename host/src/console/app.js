@@ -4,7 +4,7 @@
 
 const TOKEN_KEY = "nanogrid.token";
 const POLL_MS = 2000;
-const VIEWS = ["cluster", "services", "graph", "grid", "barriers", "events"];
+const VIEWS = ["cluster", "services", "graph", "grid", "traces", "barriers", "events"];
 const $ = (sel) => document.querySelector(sel);
 
 let scope = null;          // "read" | "deploy" | "admin" once signed in
@@ -39,6 +39,8 @@ function el(tag, attrs = {}, ...children) {
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "class") e.className = v;
+    // Through the CSSOM: the page's policy forbids style attributes.
+    else if (k === "style") for (const [p, x] of Object.entries(v)) e.style.setProperty(p, x);
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? "" : v);
   }
@@ -335,7 +337,51 @@ async function showEvents() {
     el("td", {}, e.reason))));
 }
 
-const SHOW = { cluster: showCluster, services: showServices, graph: showGraph, grid: showGrid, barriers: showBarriers, events: showEvents };
+let traceShown = null;     // the trace whose waterfall is open
+
+async function showTraces() {
+  const params = new URLSearchParams({ limit: "50" });
+  const svc = $("#traces-service").value.trim();
+  if (svc) params.set("service", svc);
+  params.set("min_ms", String(Number($("#traces-min").value) || 0));
+  const list = (await api("/v1/traces?" + params)).traces;
+  fillBody($("#traces-table"), list.map((t) => el("tr", { "data-trace": t.trace_id, class: t.errors ? "warn" : "" },
+    el("td", {}, el("button", { type: "button", class: "link mono", onclick: () => openTrace(t.trace_id) }, t.trace_id.slice(0, 16) + "…")),
+    el("td", {}, t.root), el("td", {}, (t.duration_us / 1000).toFixed(2)), el("td", {}, t.spans),
+    el("td", {}, t.services.join(", ")), el("td", {}, t.nodes.join(", ")))));
+}
+
+/// One trace as a waterfall: spans nested by parent, bars on a common time axis.
+async function openTrace(id) {
+  traceShown = id;
+  const t = await api("/v1/traces/" + encodeURIComponent(id));
+  const spans = t.spans;
+  const t0 = Math.min(...spans.map((s) => s.start_unix_us));
+  const t1 = Math.max(...spans.map((s) => s.start_unix_us + s.duration_us), t0 + 1);
+  const ids = new Set(spans.map((s) => s.span_id));
+  const kids = {};
+  const roots = [];
+  for (const s of spans) {
+    if (s.parent_id && ids.has(s.parent_id)) (kids[s.parent_id] = kids[s.parent_id] || []).push(s); else roots.push(s);
+  }
+  const items = [];
+  const walk = (s, depth) => {
+    const left = ((s.start_unix_us - t0) / (t1 - t0)) * 100, width = Math.max((s.duration_us / (t1 - t0)) * 100, 0.5);
+    const label = `${s.name} on ${s.node}: ${(s.duration_us / 1000).toFixed(2)} ms` + (s.error ? ` (error ${s.error})` : "");
+    const attrs = Object.entries(s.attrs || {}).map(([k, v]) => `${k}=${v}`).join("  ");
+    items.push(el("li", { class: "span" + (s.error ? " bad" : ""), "data-span": s.span_id, style: { "--depth": String(depth) } },
+      el("span", { class: "span-name", title: attrs }, label),
+      el("span", { class: "bar-track", "aria-hidden": "true" }, el("span", { class: "bar", style: { "--left": `${left}%`, "--width": `${width}%` } }))));
+    for (const k of (kids[s.span_id] || []).sort((a, b) => a.start_unix_us - b.start_unix_us)) walk(k, depth + 1);
+  };
+  for (const r of roots.sort((a, b) => a.start_unix_us - b.start_unix_us)) walk(r, 0);
+  $("#trace-title").textContent = `Trace ${id} · ${((t1 - t0) / 1000).toFixed(2)} ms · ${spans.length} spans`;
+  $("#waterfall").replaceChildren(...items);
+  $("#trace-detail").hidden = false;
+  $("#trace-detail").focus();
+}
+
+const SHOW = { cluster: showCluster, services: showServices, graph: showGraph, grid: showGrid, traces: showTraces, barriers: showBarriers, events: showEvents };
 
 function current() {
   const v = location.hash.slice(1);
@@ -360,7 +406,8 @@ function show() {
   say("");
   clearInterval(timer);
   refresh();
-  timer = setInterval(refresh, POLL_MS);
+  // The trace list stays put while it is read (Filter refreshes it); other views poll.
+  if (v !== "traces") timer = setInterval(refresh, POLL_MS);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -372,6 +419,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#logout").addEventListener("click", () => signOut("Signed out."));
   $("#deploy-form").addEventListener("submit", deploy);
+  $("#traces-filter").addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
   window.addEventListener("hashchange", show);
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) signIn(saved).catch(() => signOut("Sign in again."));

@@ -130,6 +130,21 @@ async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_cal
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
 
+    // Traces: the list shows head's requests; one opens as a waterfall across nodes.
+    b.click(&b.find("nav a[data-view='traces']").await).await;
+    b.type_into(&b.find("#traces-service").await, "tail").await;
+    b.click(&b.find("#traces-filter button").await).await;
+    b.wait_text("#traces-table tbody tr[data-trace] td:nth-child(5)", WAIT, |t| t.contains("tail")).await;
+    b.click_when_there("#traces-table tbody tr[data-trace] button").await;
+    let title = b.wait_text("#trace-title", WAIT, |t| t.starts_with("Trace ")).await;
+    let spans = b.wait_text("#waterfall", WAIT, |t| t.contains("run head") && t.contains("run tail")).await;
+    assert!(spans.contains("invoke tail"), "{spans}");
+    let bars = b.eval("return document.querySelectorAll('#waterfall .bar').length", json!([])).await;
+    assert!(bars.as_u64().unwrap() >= 4, "one bar per span: {title}");
+    let width = b.eval("return getComputedStyle(document.querySelector('#waterfall .bar')).width", json!([])).await;
+    assert_ne!(width, "0px", "bars are drawn (the policy allows CSSOM styles)");
+    b.screenshot("trace").await;
+
     // The data grid: every node's partitions.
     b.click(&b.find("nav a[data-view='grid']").await).await;
     let grid = eventually("the grid view lists partitions", WAIT, || async {
