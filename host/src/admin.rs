@@ -330,6 +330,14 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("barriers could not be listed: {e}"), rid)
             }
         },
+        (&Method::GET, ["v1", "barriers", "stats"]) => {
+            let edges = match &node.cluster {
+                Some(c) => c.graph().await.0,
+                None => registry.calls.report(),
+            };
+            let stats = crate::services::calls::barrier_stats(&edges);
+            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "callees": stats }), rid)
+        }
         (&Method::GET, ["v1", "barriers", id]) => match registry.barrier_report(id).await {
             Ok(Some(v)) => h::json(StatusCode::OK, &v, rid),
             Ok(None) => err(

@@ -241,8 +241,54 @@ nanogrid_barriers_driven {}",
             writeln!(out, "nanogrid_request_duration_seconds_count{{service=\"{n}\"}} {}", S::get(&s.stats.completed));
     }
     latency_histograms(&mut out, &services);
+    barrier_waits(&mut out, &node.registry.calls.report());
     tracing_metrics(&mut out, node);
     out
+}
+
+/// Which callee each barrier waited for (it answered last), the wait it caused, and every
+/// edge's call durations as a histogram (its tail latency).
+fn barrier_waits(out: &mut String, edges: &[crate::services::calls::EdgeReport]) {
+    use crate::services::stats::LATENCY_BOUNDS_US;
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_barrier_waited_on_total Barriers of `from` whose last answer came from `to`.\n# TYPE nanogrid_barrier_waited_on_total counter"
+    );
+    for e in edges.iter().filter(|e| e.barrier_last > 0) {
+        let (f, t) = (escape(&e.from), escape(&e.to));
+        let _ = writeln!(out, "nanogrid_barrier_waited_on_total{{from=\"{f}\",to=\"{t}\"}} {}", e.barrier_last);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_barrier_wait_caused_seconds_total Barrier wait (fan-out to last answer) of `from` ended by `to`.\n# TYPE nanogrid_barrier_wait_caused_seconds_total counter"
+    );
+    for e in edges.iter().filter(|e| e.barrier_last > 0) {
+        let (f, t) = (escape(&e.from), escape(&e.to));
+        let secs = e.barrier_wait_ms as f64 / 1e3;
+        let _ = writeln!(out, "nanogrid_barrier_wait_caused_seconds_total{{from=\"{f}\",to=\"{t}\"}} {secs:.3}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_call_latency_seconds invoke and barrier calls' durations, as the caller saw them.\n# TYPE nanogrid_call_latency_seconds histogram"
+    );
+    for e in edges.iter().filter(|e| e.calls > 0) {
+        let (f, t) = (escape(&e.from), escape(&e.to));
+        let mut cumulative = 0;
+        for (i, c) in e.latency.iter().enumerate() {
+            cumulative += c;
+            let le = LATENCY_BOUNDS_US.get(i).map_or("+Inf".to_string(), |b| format!("{}", *b as f64 / 1e6));
+            let _ = writeln!(
+                out,
+                "nanogrid_call_latency_seconds_bucket{{from=\"{f}\",to=\"{t}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "nanogrid_call_latency_seconds_sum{{from=\"{f}\",to=\"{t}\"}} {:.6}",
+            e.total_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "nanogrid_call_latency_seconds_count{{from=\"{f}\",to=\"{t}\"}} {cumulative}");
+    }
 }
 
 /// Spans kept for `GET /v1/traces`, and what OTLP export sent and dropped.

@@ -106,7 +106,7 @@ pub fn moves(current: &Assignment, next: &Assignment, serving: &[String]) -> Vec
         } else if row.keys().any(|n| !had.contains_key(n)) && row.len() > had.len() {
             "spreading over more serving nodes"
         } else {
-            "moving its odd instances toward the nodes that call it most"
+            "moving its odd instances toward the nodes that call it most (or whose barriers wait on it)"
         };
         let reason = format!("{why}: {} -> {}", show(had), show(row));
         out.push(Event::new(EventKind::Placement, reason).service(name).counts(from, to));

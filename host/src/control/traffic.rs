@@ -33,9 +33,18 @@ pub struct Demand {
     pub calls_per_s: f64,
     /// Calls from that node that ran elsewhere, per second.
     pub remote_per_s: f64,
+    /// Of the barrier wait on that node this window, the share this callee caused (it
+    /// answered last); 0 without barriers.
+    pub wait_share: f64,
     /// 0 below the threshold; placement prefers higher levels.
     pub level: u32,
 }
+
+/// A callee that caused at least this share of a node's barrier wait over a window, in
+/// at least [`WAIT_MIN_BARRIERS`] barriers, is hot on that node whatever its call rate:
+/// bringing it next to its callers shortens every barrier it ends.
+pub const WAIT_SHARE: f64 = 0.5;
+pub const WAIT_MIN_BARRIERS: u64 = 2;
 
 /// The leader's view of call traffic, refreshed once per window.
 #[derive(Default)]
@@ -50,6 +59,9 @@ struct Sample {
     nodes: BTreeSet<String>,
     calls: Counts,
     remote: Counts,
+    /// Barrier waits per (node, callee that answered last): count and milliseconds.
+    lasts: Counts,
+    waits: Counts,
 }
 
 impl Traffic {
@@ -57,9 +69,9 @@ impl Traffic {
     /// previous one. Only nodes that answered both times have demand this window (a node
     /// seen for the first time has counters from before the window).
     pub fn observe(&mut self, at: Instant, reports: &[(String, Vec<EdgeReport>)], min_rate: f64) {
-        let (calls, remote) = counts(reports);
+        let [calls, remote, lasts, waits] = counts(reports);
         let nodes: BTreeSet<String> = reports.iter().map(|(n, _)| n.clone()).collect();
-        let now = Sample { at, nodes, calls, remote };
+        let now = Sample { at, nodes, calls, remote, lasts, waits };
         if let Some(before) = &self.last {
             let secs = at.duration_since(before.at).as_secs_f64();
             if secs > 0.0 {
@@ -77,16 +89,19 @@ impl Traffic {
     }
 }
 
-/// Sum each node's outgoing calls per callee (all callers on that node together).
-fn counts(reports: &[(String, Vec<EdgeReport>)]) -> (Counts, Counts) {
-    let (mut calls, mut remote) = (Counts::new(), Counts::new());
+/// Sum each node's outgoing calls per callee (all callers on that node together): calls,
+/// remote calls, barriers it ended, barrier wait it caused.
+fn counts(reports: &[(String, Vec<EdgeReport>)]) -> [Counts; 4] {
+    let mut out: [Counts; 4] = Default::default();
     for (node, edges) in reports {
         for e in edges.iter().filter(|e| e.from != e.to) {
-            *calls.entry((node.clone(), e.to.clone())).or_default() += e.calls;
-            *remote.entry((node.clone(), e.to.clone())).or_default() += e.remote;
+            let key = (node.clone(), e.to.clone());
+            for (c, v) in out.iter_mut().zip([e.calls, e.remote, e.barrier_last, e.barrier_wait_ms]) {
+                *c.entry(key.clone()).or_default() += v;
+            }
         }
     }
-    (calls, remote)
+    out
 }
 
 /// Calls per second over the window; a counter that went down (its node restarted)
@@ -96,6 +111,11 @@ fn demand(before: &Sample, now: &Sample, secs: f64, min_rate: f64) -> Vec<Demand
         let (b, a) = (old.get(key).copied().unwrap_or(0), new.get(key).copied().unwrap_or(0));
         if a >= b { a - b } else { a }
     };
+    // The barrier wait each node had this window, all callees together.
+    let mut node_wait: BTreeMap<&str, u64> = BTreeMap::new();
+    for key in now.waits.keys() {
+        *node_wait.entry(key.0.as_str()).or_default() += growth(&before.waits, &now.waits, key);
+    }
     let mut out: Vec<Demand> = now
         .calls
         .keys()
@@ -103,12 +123,20 @@ fn demand(before: &Sample, now: &Sample, secs: f64, min_rate: f64) -> Vec<Demand
         .filter_map(|key| {
             let rate = growth(&before.calls, &now.calls, key) as f64 / secs;
             let remote_rate = growth(&before.remote, &now.remote, key) as f64 / secs;
+            let waited = growth(&before.waits, &now.waits, key);
+            let total = node_wait.get(key.0.as_str()).copied().unwrap_or(0);
+            let share = if total > 0 { waited as f64 / total as f64 } else { 0.0 };
+            let mut level = level(rate, min_rate);
+            if min_rate > 0.0 && share >= WAIT_SHARE && growth(&before.lasts, &now.lasts, key) >= WAIT_MIN_BARRIERS {
+                level = level.max(1);
+            }
             (rate > 0.0).then(|| Demand {
                 service: key.1.clone(),
                 node: key.0.clone(),
                 calls_per_s: (rate * 10.0).round() / 10.0,
                 remote_per_s: (remote_rate * 10.0).round() / 10.0,
-                level: level(rate, min_rate),
+                wait_share: (share * 1000.0).round() / 1000.0,
+                level,
             })
         })
         .collect();
@@ -140,7 +168,7 @@ mod tests {
     use std::time::Duration;
 
     fn edge(from: &str, to: &str, calls: u64, remote: u64) -> EdgeReport {
-        EdgeReport { from: from.into(), to: to.into(), calls, errors: 0, remote, mean_us: 0, max_us: 0, total_us: 0 }
+        EdgeReport { from: from.into(), to: to.into(), calls, remote, ..Default::default() }
     }
 
     #[test]
@@ -186,6 +214,39 @@ mod tests {
         // No growth: no demand. A node that does not answer has none either.
         t.observe(t0 + Duration::from_secs(4), &second[..1], 5.0);
         assert!(t.demand.is_empty(), "{:?}", t.demand);
+        assert!(t.affinity.is_empty());
+    }
+
+    #[test]
+    fn a_callee_that_ends_most_barriers_is_hot_below_the_call_rate() {
+        let waits = |slow_last: u64, slow_ms: u64, fast_last: u64, fast_ms: u64, calls: u64| {
+            let e = |to: &str, last, ms| EdgeReport {
+                from: "jobs".into(),
+                to: to.into(),
+                calls,
+                remote: calls,
+                barrier_last: last,
+                barrier_wait_ms: ms,
+                ..Default::default()
+            };
+            vec![("n1".to_string(), vec![e("slow", slow_last, slow_ms), e("fast", fast_last, fast_ms)])]
+        };
+        let t0 = Instant::now();
+        let mut t = Traffic::default();
+        t.observe(t0, &waits(0, 0, 0, 0, 0), 1000.0);
+        // 10 calls a second each (far below 1000), but slow ended 3 of 4 barriers and
+        // caused 90 % of the wait.
+        t.observe(t0 + Duration::from_secs(1), &waits(3, 900, 1, 100, 10), 1000.0);
+        let slow = t.demand.iter().find(|d| d.service == "slow").unwrap();
+        let fast = t.demand.iter().find(|d| d.service == "fast").unwrap();
+        assert_eq!((slow.wait_share, slow.level), (0.9, 1));
+        assert_eq!((fast.wait_share, fast.level), (0.1, 0));
+        assert_eq!(t.affinity["slow"]["n1"], 1);
+        // One barrier is not a pattern.
+        t.observe(t0 + Duration::from_secs(2), &waits(4, 1800, 1, 100, 20), 1000.0);
+        assert_eq!(t.demand.iter().find(|d| d.service == "slow").unwrap().level, 0);
+        // Co-location off (threshold 0): never hot.
+        t.observe(t0 + Duration::from_secs(3), &waits(9, 9000, 1, 100, 30), 0.0);
         assert!(t.affinity.is_empty());
     }
 }

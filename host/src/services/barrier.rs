@@ -414,6 +414,11 @@ impl Registry {
                     _ = renew.tick() => self.save(record, stored).await?,
                 }
             }
+            // Who the barrier waited for: the callee that answered last, and how long.
+            if let Some(c) = record.last.and_then(|i| record.calls.get(i)) {
+                let waited = c.answer.as_ref().map_or(0, |a| a.after_ms);
+                self.calls.record_wait(&record.service, &c.service, waited);
+            }
         }
         if record.ended().is_none() {
             self.resume(record, stored, &mut renew).await?;
@@ -509,6 +514,11 @@ impl Registry {
                     _ = &mut wait => break,
                     _ = renew.tick() => self.save(record, stored).await?,
                 }
+            }
+            // Who the barrier waited for: the callee that answered last, and how long.
+            if let Some(c) = record.last.and_then(|i| record.calls.get(i)) {
+                let waited = c.answer.as_ref().map_or(0, |a| a.after_ms);
+                self.calls.record_wait(&record.service, &c.service, waited);
             }
         }
     }

@@ -4,6 +4,7 @@
 //! issue's bounds and printed.
 
 mod autoscale;
+mod barrier_wait;
 mod barriers;
 mod colocate;
 mod console;

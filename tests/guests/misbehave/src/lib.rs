@@ -16,8 +16,8 @@
 //! - `/kv-probe`: tries keys that look like escapes from its namespace
 //! - `/kv-get/{key}`: reads a key at `quorum` (404 when absent)
 //! - `/keyed/{service}/{key}`: `GET /{key}` on the service, with `key` as routing key
-//! - `/barrier/{n}` (`?sleep={ms}`, `?path=P`): a durable barrier over n calls to itself;
-//!   answers its id.
+//! - `/barrier/{n}` (`?sleep={ms}`, `?path=P`, `?also=S`): a durable barrier over n calls to
+//!   itself (and one to service S); answers its id.
 //!   The continuation (any path, with the barrier header) stores `"{ok}/{n}:{body}"` under
 //!   `barrier-{id}` and counts its runs under `resumes-{id}`
 //! - `/barrier-peek/{id}`: reads a barrier's results (another service's must be not-found)
@@ -165,5 +165,9 @@ fn calls_to_self(req: &Request, n: &str) -> Result<Vec<(String, Request)>, Error
         (None, Some(path)) => path.replace('+', " "),
         (None, None) => "/".to_string(),
     };
-    Ok((0..n).map(|_| (me.clone(), Request::get(&target))).collect())
+    let mut calls: Vec<(String, Request)> = (0..n).map(|_| (me.clone(), Request::get(&target))).collect();
+    if let Some(other) = req.query_param("also") {
+        calls.push((other.to_string(), Request::get(&target)));
+    }
+    Ok(calls)
 }
