@@ -318,6 +318,10 @@ async function showGrid() {
 async function showBarriers() {
   const b = await api("/v1/barriers");
   $("#barriers-summary").textContent = `${b.pending.length} pending; ${b.driven_here} driven by this node.`;
+  const stats = (await api("/v1/barriers/stats")).callees;
+  fillBody($("#barrier-stats"), stats.map((r) => el("tr", { class: r.wait_share >= 0.5 ? "warn" : "" },
+    el("td", {}, r.caller), el("td", {}, r.callee), el("td", {}, `${Math.round(r.wait_share * 100)} %`),
+    el("td", {}, r.waited_on), el("td", {}, r.p99_ms === null ? "–" : `≤ ${r.p99_ms} ms`), el("td", {}, `${r.remote} / ${r.calls}`))));
   $("#barriers-list").replaceChildren(...b.pending.map((id) => el("li", {}, el("button", { type: "button", class: "link",
     onclick: async () => {
       const pre = $("#barrier-detail");

@@ -156,6 +156,11 @@ async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_cal
     assert_eq!(grid, parts, "one row per partition");
     b.screenshot("grid").await;
 
+    // Barriers: none running, and who barriers wait for (nobody yet).
+    b.click(&b.find("nav a[data-view='barriers']").await).await;
+    b.wait_text("#barriers-summary", WAIT, |t| t.starts_with("0 pending")).await;
+    b.wait_text("#barrier-stats tbody", WAIT, |t| t.contains("nothing yet")).await;
+
     // Delete through the dialog.
     b.click(&b.find("nav a[data-view='services']").await).await;
     b.click(&b.find("#services-table tr[data-service='head'] button.delete").await).await;
