@@ -88,12 +88,7 @@ pub async fn handle(
 /// The ingress span: under the client's `traceparent` when it sent a valid one (its trace
 /// is kept), else the first of a new trace. The request goes on carrying it.
 fn start_trace(registry: &Registry, headers: &mut http::HeaderMap) -> Option<Open> {
-    let tracer = registry.tracer()?;
-    let parent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(trace::SpanContext::parse);
-    let open = match parent {
-        Some(p) => Open::child_of(&p),
-        None => Open::root(tracer.continue_or_start(None)),
-    };
+    let open = registry.tracer()?.open(trace::parent_in_map(headers));
     headers.insert(TRACEPARENT, HeaderValue::from_str(&open.ctx.header()).ok()?);
     Some(open)
 }
@@ -206,8 +201,7 @@ async fn forward_with_retries(
     body: bytes::Bytes,
     request_id: &str,
 ) -> http::Response<Body> {
-    let parent = parts.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(trace::SpanContext::parse);
-    let hop = registry.tracer().and(parent).map(|p| Open::child_of(&p));
+    let hop = registry.tracer().and(trace::parent_in_map(&parts.headers)).map(|p| Open::child_of(&p));
     if let Some(v) = hop.as_ref().and_then(|o| HeaderValue::from_str(&o.ctx.header()).ok()) {
         parts.headers.insert(TRACEPARENT, v);
     }

@@ -159,9 +159,7 @@ impl Registry {
 
     /// [`Registry::start_run`] for a wasi:http request's headers.
     fn start_http_run(&self, headers: &mut http::HeaderMap) -> CallTrace {
-        let parent =
-            headers.get(trace::context::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(trace::SpanContext::parse);
-        let run = self.open_run(parent);
+        let run = self.open_run(trace::parent_in_map(headers));
         if let Some(v) = run.ctx.and_then(|c| http::HeaderValue::from_str(&c.header()).ok()) {
             headers.insert(trace::context::TRACEPARENT, v);
         }
@@ -170,10 +168,7 @@ impl Registry {
 
     fn open_run(&self, parent: Option<trace::SpanContext>) -> CallTrace {
         let Some(tracer) = self.tracer() else { return CallTrace::default() };
-        let open = match parent {
-            Some(p) => Open::child_of(&p),
-            None => Open::root(tracer.continue_or_start(None)),
-        };
+        let open = tracer.open(parent);
         let run = open.ctx.sampled.then(|| Arc::new(trace::RunTrace { span: open.clone(), stats: Default::default() }));
         CallTrace { ctx: Some(open.ctx), run }
     }

@@ -223,6 +223,15 @@ impl Tracer {
         }
     }
 
+    /// A span under `parent` (the hop that carried the request here), or the first span
+    /// of a new trace.
+    pub fn open(&self, parent: Option<SpanContext>) -> Open {
+        match parent {
+            Some(p) => Open::child_of(&p),
+            None => Open::root(self.continue_or_start(None)),
+        }
+    }
+
     /// Keep a finished span (in the ring, and for export).
     pub fn record(&self, span: SpanRecord) {
         if let Some(e) = &self.export {
@@ -246,6 +255,11 @@ pub fn parent_in<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> O
         .into_iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(context::TRACEPARENT))
         .and_then(|(_, v)| SpanContext::parse(v))
+}
+
+/// The `traceparent` of an HTTP request, if a valid one is there.
+pub fn parent_in_map(headers: &http::HeaderMap) -> Option<SpanContext> {
+    headers.get(context::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(SpanContext::parse)
 }
 
 /// Set (or replace) `traceparent` in a guest request's headers.
