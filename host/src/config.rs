@@ -48,6 +48,10 @@ use serde::Deserialize;
 /// phi_threshold = 8.0           # failure detector: higher = later but surer
 /// replication = 3               # replicas per kv partition (capped at the node count)
 /// colocate_min_rate = 5.0       # calls/s from a node that pull a service's odd instances there; 0 = off
+/// reprovision = "auto"          # traffic-driven moves as A/B experiments: auto, propose (wait for approval) or off
+/// experiment_window_ms = 30000  # how long a trial runs before the leader judges it
+/// experiment_min_samples = 100  # calls per arm a verdict needs
+/// experiment_min_gain = 0.05    # the least p50 gain worth a move
 /// gossip_window_ms = 10000      # how far a gossip packet's clock may be off (replays older are dropped)
 /// autoscale_window_ms = 1000    # how often the leader measures load and decides counts
 /// node_instances = 16           # instances one node is meant to run (default 8 per core)
@@ -98,6 +102,10 @@ pub struct FileConfig {
     pub phi_threshold: Option<f64>,
     pub replication: Option<usize>,
     pub colocate_min_rate: Option<f64>,
+    pub reprovision: Option<String>,
+    pub experiment_window_ms: Option<u64>,
+    pub experiment_min_samples: Option<usize>,
+    pub experiment_min_gain: Option<f64>,
     pub cluster_dir: Option<PathBuf>,
     pub gossip_window_ms: Option<u64>,
     pub autoscale_window_ms: Option<u64>,

@@ -64,6 +64,20 @@ fn disk(out: &mut String, node: &Node) {
     );
 }
 
+/// Re-provisioning experiments the control state holds, by stage (the same on every node).
+fn experiments(out: &mut String, c: &crate::control::Cluster) {
+    use crate::control::experiment::{Stage, leader::stage_name};
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_experiments Re-provisioning experiments held (the last 64 ended and the running ones), by stage.\n# TYPE nanogrid_experiments gauge"
+    );
+    let list = c.experiments();
+    for stage in [Stage::Trial, Stage::Pending, Stage::Kept, Stage::RolledBack, Stage::Aborted] {
+        let n = list.iter().filter(|e| e.stage == stage).count();
+        let _ = writeln!(out, "nanogrid_experiments{{stage=\"{}\"}} {n}", stage_name(stage));
+    }
+}
+
 pub fn render(node: &Node) -> String {
     let mut out = String::new();
     let services = node.registry.list();
@@ -109,6 +123,7 @@ pub fn render(node: &Node) -> String {
         }
         cluster_security(&mut out, c);
         c.scaling_metrics(&mut out);
+        experiments(&mut out, c);
     }
     {
         use std::sync::atomic::Ordering::Relaxed;

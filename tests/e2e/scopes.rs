@@ -31,6 +31,8 @@ fn routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
         (Method::GET, "/v1/grid", Some("read")),
         (Method::GET, "/v1/barriers", Some("read")),
         (Method::GET, "/v1/barriers/b1", Some("read")),
+        (Method::GET, "/v1/experiments", Some("read")),
+        (Method::GET, "/v1/experiments/1", Some("read")),
         (Method::PUT, "/v1/components", Some("deploy")),
         (Method::POST, "/v1/components", Some("deploy")),
         (Method::PUT, "/v1/services/x", Some("deploy")),
@@ -38,6 +40,8 @@ fn routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
         (Method::DELETE, "/v1/services/x", Some("deploy")),
         (Method::DELETE, "/v1/cluster/nodes/n9", Some("admin")),
         (Method::POST, "/v1/debug/gossip", Some("admin")),
+        (Method::POST, "/v1/experiments/1/approve", Some("admin")),
+        (Method::POST, "/v1/experiments/1/reject", Some("admin")),
     ]
 }
 

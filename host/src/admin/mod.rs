@@ -5,6 +5,8 @@
 //! ([`crate::auth`]: `read`, `deploy` or `admin`). Errors are
 //! `{"error":{"code","message","request_id"}}` with the matching status.
 
+mod experiments;
+
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
@@ -164,6 +166,9 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
         return refused;
     }
     let scope = node.tokens().scope_of(req.headers()).unwrap_or(Scope::Read);
+    if segments.starts_with(&["v1", "experiments"]) {
+        return experiments::route(node, req, &segments, rid).await;
+    }
     let registry = &node.registry;
     match (&method, segments.as_slice()) {
         (&Method::PUT | &Method::POST, ["v1", "components"]) => {

@@ -122,6 +122,36 @@ fn read_token(path: &std::path::Path, scope: &str) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// `--reprovision` and the `--experiment-*` settings (flags over the config file).
+fn experiment_config(
+    args: &ClusterArgs,
+    file: &FileConfig,
+) -> anyhow::Result<crate::control::experiment::ExperimentConfig> {
+    let mut e = crate::control::experiment::ExperimentConfig::default();
+    if let Some(mode) = args.reprovision.as_ref().or(file.reprovision.as_ref()) {
+        e.mode = mode.parse().map_err(anyhow::Error::msg)?;
+    }
+    if let Some(ms) = args.experiment_window_ms.or(file.experiment_window_ms) {
+        if !(500..=86_400_000).contains(&ms) {
+            bail!("--experiment-window-ms {ms} is out of range (500 to 86400000)");
+        }
+        e.window = Duration::from_millis(ms);
+    }
+    if let Some(n) = args.experiment_min_samples.or(file.experiment_min_samples) {
+        if !(10..=20_000).contains(&n) {
+            bail!("--experiment-min-samples {n} is out of range (10 to 20000 calls per arm)");
+        }
+        e.min_samples = n;
+    }
+    if let Some(g) = args.experiment_min_gain.or(file.experiment_min_gain) {
+        if !(0.0..1.0).contains(&g) {
+            bail!("--experiment-min-gain {g} is out of range: a fraction from 0 to below 1 (0.05 = 5 %)");
+        }
+        e.min_gain = g;
+    }
+    Ok(e)
+}
+
 /// The autoscaling flags over the file's keys, checked.
 fn scaling_config(
     args: &ClusterArgs,
@@ -227,6 +257,7 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
         c.traffic_window = Duration::from_millis(ms);
     }
     c.scaling = scaling_config(args, file, c.voters)?;
+    c.experiments = experiment_config(args, file)?;
     c.advertise_host = args.advertise_host.or(file.advertise_host);
     c.cluster_dir = args.cluster_dir.clone().or_else(|| file.cluster_dir.clone()).context(
         "a clustered node needs the cluster's secrets: create them once with `nanogrid cluster init DIR`, \

@@ -2,6 +2,7 @@
 //! subcommands are clients of a node's admin API or ingress.
 
 mod commands;
+mod experiments;
 mod trace;
 mod up;
 
@@ -108,6 +109,25 @@ pub enum Command {
         /// Only traces that took at least this long.
         #[arg(long, default_value_t = 0)]
         min_ms: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the leader's re-provisioning experiments: hypothesis, both arms' calls and
+    /// latency, and the verdict.
+    Experiments {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Apply a pending experiment's change to all traffic (`--reprovision propose`).
+    Approve {
+        /// The experiment's id (`nanogrid experiments`).
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Roll a pending experiment's change back.
+    Reject {
+        id: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -294,6 +314,20 @@ pub struct ClusterArgs {
     /// odd instances on that node (0 turns co-location off) [default: 5]
     #[arg(long, value_name = "RATE")]
     pub colocate_min_rate: Option<f64>,
+    /// What the leader does with the moves call traffic suggests: `auto` tries each as an
+    /// A/B experiment and keeps the ones that make calls faster, `propose` also waits for
+    /// `nanogrid approve ID`, `off` makes none [default: auto]
+    #[arg(long, value_name = "MODE")]
+    pub reprovision: Option<String>,
+    /// How long an experiment's trial runs before the leader judges it, in milliseconds [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub experiment_window_ms: Option<u64>,
+    /// Calls per arm an experiment needs for a verdict [default: 100]
+    #[arg(long, value_name = "N")]
+    pub experiment_min_samples: Option<usize>,
+    /// The least p50 gain worth a move, as a fraction (0.05 = 5 %) [default: 0.05]
+    #[arg(long, value_name = "FRACTION")]
+    pub experiment_min_gain: Option<f64>,
     /// How often the leader measures load and decides instance and node counts, in milliseconds [default: 1000]
     #[arg(long, value_name = "MS")]
     pub autoscale_window_ms: Option<u64>,
@@ -447,6 +481,9 @@ pub fn main() -> std::process::ExitCode {
             Command::Trace { id, client } => trace::trace(&client, &id).await,
             Command::Traces { service, min_ms, client } => trace::traces(&client, service.as_deref(), min_ms).await,
             Command::Barriers { id, client } => commands::barriers(&client, id.as_deref()).await,
+            Command::Experiments { client } => experiments::list(&client).await,
+            Command::Approve { id, client } => experiments::decide(&client, id, true).await,
+            Command::Reject { id, client } => experiments::decide(&client, id, false).await,
         }
     });
     match result {

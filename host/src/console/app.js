@@ -4,7 +4,7 @@
 
 const TOKEN_KEY = "nanogrid.token";
 const POLL_MS = 2000;
-const VIEWS = ["cluster", "services", "graph", "grid", "traces", "barriers", "events"];
+const VIEWS = ["cluster", "services", "graph", "grid", "traces", "barriers", "experiments", "events"];
 const $ = (sel) => document.querySelector(sel);
 
 let scope = null;          // "read" | "deploy" | "admin" once signed in
@@ -332,6 +332,32 @@ async function showBarriers() {
     } }, id))));
 }
 
+async function showExperiments() {
+  const x = await api("/v1/experiments");
+  $("#experiments-summary").textContent = `Mode ${x.mode}; a trial runs ${x.window_ms / 1000} s and needs ${x.min_samples} calls per arm. Rule: ${x.rule}.`;
+  const arm = (e, name) => {
+    const f = e.figures && e.figures[name];
+    if (f) return `${f.samples} calls, ${f.p50_ms} / ${f.p99_ms} ms`;
+    return e.so_far ? `${e.so_far[name]} calls so far` : "–";
+  };
+  const gain = (e) => {
+    const g = e.figures && e.figures.p50_gain;
+    return g ? `${(g.estimate * 100).toFixed(1)} % (${(g.lo * 100).toFixed(1)} … ${(g.hi * 100).toFixed(1)} %)` : "–";
+  };
+  const decide = (e, approve) => el("button", { type: "button", class: approve ? "" : "danger", onclick: async () => {
+    const verb = approve ? "Apply" : "Roll back";
+    if (!(await ask(`${verb} experiment ${e.id}'s move of ${e.service} to ${e.node}?`))) return;
+    try { await api(`/v1/experiments/${e.id}/${approve ? "approve" : "reject"}`, { method: "POST" }); say(`Experiment ${e.id} ${approve ? "approved" : "rejected"}.`); }
+    catch (err) { say(`Could not decide experiment ${e.id}: ${err.message}`); }
+    refresh();
+  } }, approve ? "Approve" : "Reject");
+  fillBody($("#experiments-table"), x.experiments.map((e) => el("tr", { "data-experiment": e.id, class: e.stage === "pending" ? "warn" : "" },
+    el("th", { scope: "row" }, e.id), el("td", { class: "stage" }, e.stage), el("td", {}, `${e.service} @ ${e.node}`),
+    el("td", {}, arm(e, "old")), el("td", {}, arm(e, "new")), el("td", {}, gain(e)),
+    el("td", {}, e.hypothesis, e.verdict ? el("br") : null, e.verdict || null),
+    el("td", { class: "admin-only" }, e.stage === "pending" ? [decide(e, true), " ", decide(e, false)] : "–"))));
+}
+
 async function showEvents() {
   const ev = (await api("/v1/events?limit=200")).events.slice().reverse();
   fillBody($("#events-table"), ev.map((e) => el("tr", {},
@@ -385,7 +411,7 @@ async function openTrace(id) {
   $("#trace-detail").focus();
 }
 
-const SHOW = { cluster: showCluster, services: showServices, graph: showGraph, grid: showGrid, traces: showTraces, barriers: showBarriers, events: showEvents };
+const SHOW = { cluster: showCluster, services: showServices, graph: showGraph, grid: showGrid, traces: showTraces, barriers: showBarriers, experiments: showExperiments, events: showEvents };
 
 function current() {
   const v = location.hash.slice(1);

@@ -27,6 +27,8 @@ pub enum EventKind {
     Undrain,
     /// A node left the cluster.
     RemoveNode,
+    /// A re-provisioning experiment started or ended.
+    Experiment,
 }
 
 /// One decision.

@@ -8,6 +8,8 @@
 //!   the serving nodes, odd instances next to their busiest callers.
 //! - traffic (leader only): sample every node's call graph once per window for the
 //!   Cluster Manager's co-location (see [`super::traffic`]).
+//! - experiments (leader only): judge each re-provisioning trial once its window has
+//!   passed (see [`super::experiment`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -61,6 +63,7 @@ impl Cluster {
             tokio::spawn(self.clone().grid_loop(stop.clone())),
             tokio::spawn(self.clone().traffic_loop(stop.clone())),
             tokio::spawn(self.clone().autoscale_loop(stop.clone())),
+            tokio::spawn(self.clone().experiment_loop(stop.clone())),
             tokio::spawn(self.clone().leader_loop(stop)),
         ];
         for l in loops {
@@ -330,8 +333,14 @@ impl Cluster {
             .filter(|(n, spec)| self.registry.get(n).is_some_and(|s| &s.current().spec == *spec))
             .map(|(n, spec)| (n.clone(), spec.clone()))
             .collect();
-        let affinity = self.traffic.lock().unwrap_or_else(|e| e.into_inner()).affinity.clone();
-        let mut next = place(&loaded, &serving, &stored.state.assignment, &affinity);
+        // Traffic-driven moves go through experiments: what placement starts from and the
+        // hot pairs it may act on; a step that starts an experiment places nothing.
+        let Some((start, affinity)) = self.reprovision(&loaded, &serving, &stored.state).await? else {
+            return Ok(());
+        };
+        let mut next = place(&loaded, &serving, &start, &affinity);
+        let experiments = &stored.state.experiments;
+        super::experiment::add_trials(&mut next, experiments, &serving);
         let runs = |node: &str, service: &str| live.get(node).is_some_and(|p| p.services.iter().any(|s| s == service));
         hold_until_ready(&stored.state.assignment, &mut next, runs);
         for (name, row) in &stored.state.assignment {
@@ -341,7 +350,12 @@ impl Cluster {
         }
         if next != stored.state.assignment {
             tracing::info!(nodes = ?serving, "assigning instances");
-            let events = super::placement::moves(&stored.state.assignment, &next, &serving);
+            let mut events = super::placement::moves(&stored.state.assignment, &next, &serving);
+            for ev in &mut events {
+                if let Some(e) = ev.service.as_deref().and_then(|s| experiments.active_for(s)) {
+                    ev.reason = format!("experiment {}: an instance on {} beside the old arrangement", e.id, e.node);
+                }
+            }
             let base = Some(stored.state.assign_version);
             self.raft.client_write(Command::Assign { assignment: next, events, base }).await?;
         }

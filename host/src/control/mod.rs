@@ -8,6 +8,7 @@
 //! state machine has applied it, and reconciles its services before answering.
 
 pub mod events;
+pub mod experiment;
 mod gossip;
 pub mod grid;
 mod k8s_scaler;
@@ -111,6 +112,8 @@ pub struct ClusterConfig {
     pub max_component_bytes: usize,
     /// Autoscaling of instances and nodes.
     pub scaling: scaling::ScalingConfig,
+    /// Traffic-driven re-provisioning and its experiments.
+    pub experiments: experiment::ExperimentConfig,
 }
 
 /// The address other nodes should use for a listener bound to `bound`.
@@ -147,6 +150,7 @@ impl ClusterConfig {
             gossip_window: Duration::from_secs(10),
             max_component_bytes: 64 << 20,
             scaling: scaling::ScalingConfig::default(),
+            experiments: experiment::ExperimentConfig::default(),
         }
     }
 }
@@ -215,6 +219,10 @@ impl crate::services::Remote for RemoteCalls {
 
     fn has_holders(&self, service: &str) -> bool {
         self.cluster.upgrade().is_some_and(|c| !c.holders(service).is_empty())
+    }
+
+    fn trial(&self, service: &str) -> Option<u64> {
+        self.cluster.upgrade()?.trial_here(service)
     }
 
     fn wake<'a>(

@@ -10,6 +10,7 @@
 //! | [`UsageReq`] | `/usage` | this node's per-service usage totals (for the autoscaler) |
 //! | [`TraceSpansReq`] | `/trace` | this node's spans of one trace |
 //! | [`TraceListReq`] | `/traces` | this node's summaries of recent traces |
+//! | [`TrialReq`] | `/trial` | this node's per-arm call samples of one experiment |
 
 use std::time::Duration;
 
@@ -87,6 +88,19 @@ pub struct TraceListReq(pub crate::trace::store::TraceQuery);
 impl PeerRpc for TraceListReq {
     const PATH: &'static str = "/traces";
     type Reply = Vec<crate::trace::store::TraceSummary>;
+}
+
+/// "Send me your samples of this experiment's calls."
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TrialReq {
+    pub id: u64,
+}
+
+impl PeerRpc for TrialReq {
+    const PATH: &'static str = "/trial";
+    /// Up to 20,000 durations per arm.
+    const MAX_REPLY: usize = 1 << 20;
+    type Reply = crate::services::trials::TrialSamples;
 }
 
 /// Raft's view of the network: one [`Conn`] per target node.

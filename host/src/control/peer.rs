@@ -9,6 +9,7 @@
 //! | `POST /graph` | this node's call graph edges (for a cluster-wide `GET /v1/graph`) |
 //! | `POST /usage` | this node's per-service usage totals (for the leader's autoscaler) |
 //! | `POST /trace`, `POST /traces` | this node's spans of a trace; its recent traces (for `GET /v1/traces`) |
+//! | `POST /trial` | this node's per-arm call samples of one re-provisioning experiment (for the leader) |
 //! | `POST /grid` | the data grid's replication and kv routing (`nanogrid_wire::grid`, postcard) |
 //!
 //! A node removed from the cluster still holds a certificate of the CA; it is refused here.
@@ -24,7 +25,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::Cluster;
-use super::network::{GraphReq, TraceListReq, TraceSpansReq, UsageReq, WriteReply};
+use super::network::{GraphReq, TraceListReq, TraceSpansReq, TrialReq, UsageReq, WriteReply};
 use super::types::{Command, Control, raft_id};
 use crate::http::{self as h, Body};
 use crate::transport::{Peer, PeerRpc, rpc};
@@ -106,6 +107,9 @@ pub async fn handle(
         }
         (&Method::POST, p) if p == <TraceListReq as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |r: TraceListReq| async move { Ok(c.registry.local_traces(&r.0)) }).await
+        }
+        (&Method::POST, p) if p == <TrialReq as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: TrialReq| async move { Ok(c.registry.trials.samples(r.id)) }).await
         }
         (&Method::GET, p) if p.starts_with("/components/") => {
             let digest = &p["/components/".len()..];

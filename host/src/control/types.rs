@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::events::{Event, EventKind, Events};
+use super::experiment::{Ending, Experiment, Experiments, Stage};
 use crate::grid::part::PartitionTable;
 use crate::services::ServiceSpec;
 
@@ -115,6 +116,17 @@ pub enum Command {
         epoch: u64,
         node: String,
     },
+    /// The leader starts trying a change (unless the service already has an experiment).
+    ExperimentStart {
+        experiment: Box<Experiment>,
+    },
+    /// An experiment's verdict, or its abort (`decision`: a person's approval or
+    /// rejection, which applies only to a pending experiment).
+    ExperimentEnd {
+        end: Box<Ending>,
+        #[serde(default)]
+        decision: bool,
+    },
 }
 
 /// What applying a command returns (nothing a caller needs beyond "committed").
@@ -164,6 +176,9 @@ pub struct ControlState {
     /// The recent scaling and placement decisions.
     #[serde(default)]
     pub events: Events,
+    /// Re-provisioning experiments, running and recent.
+    #[serde(default)]
+    pub experiments: Experiments,
 }
 
 impl ControlState {
@@ -291,6 +306,27 @@ impl ControlState {
                 }
                 changed
             }
+            Command::ExperimentStart { experiment } => {
+                let started = self.experiments.start((**experiment).clone());
+                if let Some(id) = started {
+                    let e = &self.experiments.list[&id];
+                    let reason = format!("experiment {id} started: {}", e.hypothesis);
+                    let mut ev =
+                        Event::at(EventKind::Experiment, reason, e.started_ms).service(&e.service).node(&e.node);
+                    ev.inputs = e.inputs.clone();
+                    self.events.push(ev);
+                }
+                started.is_some()
+            }
+            Command::ExperimentEnd { end, decision } => match self.experiments.end(end, *decision) {
+                Some(e) => {
+                    let reason = format!("experiment {} {}: {}", e.id, stage_word(e.stage), e.verdict);
+                    let ev = Event::at(EventKind::Experiment, reason, end.at_ms).service(&e.service).node(&e.node);
+                    self.events.push(ev);
+                    true
+                }
+                None => false,
+            },
             Command::RemoveNode { name, stop, at_ms } => {
                 if self.removed.contains(name) {
                     false
@@ -315,6 +351,16 @@ impl ControlState {
     /// Instances of `service` assigned to `node`.
     pub fn slots(&self, service: &str, node: &str) -> u32 {
         self.assignment.get(service).and_then(|m| m.get(node)).copied().unwrap_or(0)
+    }
+}
+
+fn stage_word(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Trial => "is on trial",
+        Stage::Pending => "won and waits for approval",
+        Stage::Kept => "kept its change",
+        Stage::RolledBack => "rolled its change back",
+        Stage::Aborted => "was aborted",
     }
 }
 

@@ -84,7 +84,7 @@ impl Registry {
         request_id: Arc<str>,
         depth: u32,
     ) -> Result<Response, DispatchError> {
-        self.dispatch_routed(name, req, request_id, depth).await.0
+        self.dispatch_routed(name, req, request_id, depth, false).await.0
     }
 
     /// A call from service `from` (an `invoke` or a barrier's call, `kind` says which):
@@ -103,13 +103,19 @@ impl Registry {
         let mut req = req;
         req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(super::barrier::HEADER));
         let span = self.client_span(&mut req.headers);
+        let arm = self.trial_arm(service);
         let started = Instant::now();
-        let (result, remote) = self.dispatch_routed(service, req, request_id, depth).await;
+        let old_arm = arm.is_some_and(|(_, new)| !new);
+        let (result, remote) = self.dispatch_routed(service, req, request_id, depth, old_arm).await;
         // Calls to names that are not deployed are not edges (a guest could invent any
         // number of them).
         if !matches!(result, Err(DispatchError::NotFound(_))) {
             let ok = matches!(&result, Ok(r) if r.status < 500);
-            self.calls.record(from, service, ok, remote, started.elapsed().as_micros() as u64);
+            let micros = started.elapsed().as_micros() as u64;
+            self.calls.record(from, service, ok, remote, micros);
+            if let Some((id, new)) = arm {
+                self.trials.record(id, new, ok, micros);
+            }
         }
         if let Some(open) = span {
             let mut attrs = vec![("callee", service.into()), ("remote", remote.into())];
@@ -117,6 +123,16 @@ impl Registry {
             self.record_span(&open, format!("{kind} {service}"), SpanKind::Client, from, attrs, error_code(&result));
         }
         result
+    }
+
+    /// The experiment and arm of a call to `service` from here, while an experiment tries
+    /// an instance of it on this node and both arms can run: the instance here serves and
+    /// another node serves it too. `true`: the new arm (run here).
+    fn trial_arm(&self, service: &str) -> Option<(u64, bool)> {
+        let remote = self.remote.get()?;
+        let id = remote.trial(service)?;
+        let here = self.get(service).is_some_and(|s| s.gate().limit > 0);
+        (here && remote.has_holders(service)).then(|| (id, self.trials.next_is_new()))
     }
 
     /// A client span under the request's `traceparent`, which now names it; `None` when
@@ -225,12 +241,15 @@ impl Registry {
     }
 
     /// [`Registry::dispatch`], also telling whether the request ran on another node.
+    /// `elsewhere`: run it on another node even if this one has instances (an
+    /// experiment's old arm).
     async fn dispatch_routed(
         self: &Arc<Self>,
         name: &str,
         mut req: Request,
         request_id: Arc<str>,
         depth: u32,
+        elsewhere: bool,
     ) -> (Result<Response, DispatchError>, bool) {
         let mut svc = self.get(name);
         if let Some(remote) = self.remote.get() {
@@ -259,7 +278,7 @@ impl Registry {
             let busy = gate.as_ref().is_some_and(|g| g.limit > 0 && g.running >= g.limit);
             let stopped = version.as_ref().is_some_and(|d| d.spec.stopped());
             let spill = busy && remote.runs_elsewhere(name);
-            if !stopped && (!local || spill || remote.elsewhere(name, &req)) {
+            if !stopped && (!local || spill || elsewhere || remote.elsewhere(name, &req)) {
                 let hop = self.client_span(&mut req.headers);
                 let result = remote.call(name, req, request_id, depth).await;
                 if let Some(open) = hop {
@@ -298,7 +317,7 @@ impl Registry {
             // request waited: it was not run, so it runs where they went.
             Err(DispatchError::Stopped(_)) if !svc.current().spec.stopped() && self.remote.get().is_some() => {
                 // Routed again: to a node that has instances, or woken if none has.
-                return Box::pin(self.dispatch_routed(name, req, request_id, depth)).await.0;
+                return Box::pin(self.dispatch_routed(name, req, request_id, depth, false)).await.0;
             }
             other => other?,
         };

@@ -13,6 +13,7 @@ pub mod gate;
 pub mod resolve;
 pub mod spec;
 pub mod stats;
+pub mod trials;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -196,6 +197,9 @@ pub trait Remote: Send + Sync {
     fn runs_elsewhere(&self, service: &str) -> bool;
     /// Some other live node serves `service`.
     fn has_holders(&self, service: &str) -> bool;
+    /// The re-provisioning experiment trying an instance of `service` on this node, if
+    /// one is on: calls from here to it then alternate between that instance and others.
+    fn trial(&self, service: &str) -> Option<u64>;
     /// Give an autoscaled service scaled to zero an instance and wait, at most `wait`,
     /// until a node serves it.
     fn wake<'a>(
@@ -258,6 +262,8 @@ pub struct Registry {
     remote: std::sync::OnceLock<Arc<dyn Remote>>,
     /// Who called whom through `invoke` (`GET /v1/graph`).
     pub calls: calls::CallGraph,
+    /// Per-arm call samples of the re-provisioning experiments trying an instance here.
+    pub trials: trials::Trials,
     /// Durable barriers this node drives (`barrier.fan-out`).
     pub barriers: barrier::Barriers,
     request_seq: std::sync::atomic::AtomicU64,
@@ -293,6 +299,7 @@ impl Registry {
             slots: RwLock::new(None),
             remote: std::sync::OnceLock::new(),
             calls: Default::default(),
+            trials: Default::default(),
             barriers: barrier::Barriers::new(seed),
             request_seq: Default::default(),
             seed,

@@ -31,7 +31,17 @@ fn median(mut v: Vec<u64>) -> u64 {
 #[tokio::test]
 async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them() {
     // A threshold no call rate here reaches: only the wait share can make slow hot.
-    let c = Cluster::start_with(3, &["--colocate-min-rate", "100000", "--traffic-window-ms", "500"]).await;
+    let flags = [
+        "--colocate-min-rate",
+        "100000",
+        "--traffic-window-ms",
+        "500",
+        "--experiment-window-ms",
+        "2000",
+        "--experiment-min-samples",
+        "10",
+    ];
+    let c = Cluster::start_with(3, &flags).await;
     let leader = formed(&c).await;
     c.nodes[0].node.deploy("slow", "misbehave", json!({ "instances": 1 })).await;
     let first = eventually("slow is placed", Duration::from_secs(20), || async {
@@ -44,16 +54,20 @@ async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them
     c.nodes[0].node.deploy("fan", "misbehave", json!({ "instances": 2, "placement": [here] })).await;
     super::serves(&c, caller, "/fan/", Duration::from_secs(20)).await;
 
-    // While slow is elsewhere its answer arrives last (its call crosses the network).
+    // While slow is elsewhere its answer arrives last (its call crosses the network). The
+    // move is an experiment first (an instance beside the old one, half the calls each):
+    // only barriers before it count as "before".
     let mut before = Vec::new();
     let mut moved = false;
-    for _ in 0..200 {
-        let (ms, on) = one_barrier(&c, caller).await;
-        if c.placement(caller, "slow").await == vec![(here.clone(), 1)] {
+    let (old, new) = (vec![(first.clone(), 1)], vec![(here.clone(), 1)]);
+    for _ in 0..300 {
+        let placed = c.placement(caller, "slow").await;
+        if placed == new {
             moved = true;
             break;
         }
-        if on == "slow" {
+        let (ms, on) = one_barrier(&c, caller).await;
+        if on == "slow" && placed == old {
             before.push(ms);
         }
     }
@@ -68,6 +82,10 @@ async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them
     let placed =
         events["events"].as_array().unwrap().iter().any(|e| e["kind"] == "placement" && e["service"] == "slow");
     assert!(placed, "the move is an event: {events}");
+    let exps: Value = c.nodes[i].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
+    let e = exps["experiments"].as_array().unwrap().iter().find(|e| e["service"] == "slow").cloned().unwrap();
+    assert_eq!(e["stage"], "kept", "{e:#}");
+    assert!(e["hypothesis"].as_str().unwrap().contains("barrier wait"), "the wait share made it hot: {e:#}");
 
     // Now next to its caller: the barriers' wait drops.
     let mut after = Vec::new();

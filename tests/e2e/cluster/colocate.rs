@@ -22,7 +22,17 @@ async fn edge(c: &Cluster, i: usize, from: &str, to: &str) -> (u64, u64) {
 
 #[tokio::test]
 async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
-    let c = Cluster::start_with(3, &["--colocate-min-rate", "5", "--traffic-window-ms", "500"]).await;
+    let flags = [
+        "--colocate-min-rate",
+        "5",
+        "--traffic-window-ms",
+        "500",
+        "--experiment-window-ms",
+        "2000",
+        "--experiment-min-samples",
+        "30",
+    ];
+    let c = Cluster::start_with(3, &flags).await;
     let leader = formed(&c).await;
     c.nodes[0].node.deploy("tail", "chain-invoke", json!({ "instances": 1, "config": { "stage": "2" } })).await;
     let first = eventually("tail is placed", Duration::from_secs(20), || async {
@@ -74,6 +84,19 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
         rows.iter().any(|r| r["service"] == "tail" && r["node"] == here.as_str() && r["level"].as_u64() >= Some(1)),
         "the leader's demand names {here} as hot for tail: {g}"
     );
+    // The move was an experiment the leader kept: both arms measured, the new one faster.
+    let exps: Value = c.nodes[caller].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
+    let e = exps["experiments"].as_array().unwrap().iter().find(|e| e["service"] == "tail").cloned().unwrap();
+    let f = &e["figures"];
+    eprintln!("experiment {}: {}", e["id"], e["verdict"]);
+    assert_eq!((e["stage"].as_str(), e["node"].as_str()), (Some("kept"), Some(here.as_str())), "{e:#}");
+    assert_eq!(e["before"], json!({ first.as_str(): 1 }), "the old arm is where tail ran: {e:#}");
+    for arm in ["old", "new"] {
+        assert!(f[arm]["samples"].as_u64().unwrap() >= 30, "{arm} arm: {f:#}");
+    }
+    assert!(f["new"]["p50_ms"].as_f64().unwrap() < f["old"]["p50_ms"].as_f64().unwrap(), "{f:#}");
+    assert!(f["p50_gain"]["lo"].as_f64().unwrap() > 0.05, "{f:#}");
+    assert!(e["hypothesis"].as_str().unwrap().contains("calls/s"), "{e:#}");
     // Once the new instance serves, calls stay on the node.
     eventually("tail serves on the caller's node", Duration::from_secs(20), || async {
         let v = c.nodes[caller].node.service("tail").await;

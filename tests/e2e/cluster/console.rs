@@ -161,6 +161,10 @@ async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_cal
     b.wait_text("#barriers-summary", WAIT, |t| t.starts_with("0 pending")).await;
     b.wait_text("#barrier-stats tbody", WAIT, |t| t.contains("nothing yet")).await;
 
+    // Experiments: the mode and the rule a verdict follows.
+    b.click(&b.find("nav a[data-view='experiments']").await).await;
+    b.wait_text("#experiments-summary", WAIT, |t| t.starts_with("Mode auto") && t.contains("bootstrap")).await;
+
     // Delete through the dialog.
     b.click(&b.find("nav a[data-view='services']").await).await;
     b.click(&b.find("#services-table tr[data-service='head'] button.delete").await).await;

@@ -9,6 +9,7 @@ mod barriers;
 mod colocate;
 mod console;
 mod driver;
+mod experiments;
 mod grid;
 #[path = "../../../chaos/src/linearizable.rs"]
 mod linearizable;

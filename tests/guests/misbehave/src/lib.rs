@@ -11,8 +11,9 @@
 //! - `/kv-key/{bytes}`, `/kv-value/{bytes}`: writes a key or value of that size
 //! - `/fanout/{n}`: `call-all` with n calls to itself (`?sleep={ms}`: each call sleeps;
 //!   `?path=P`: each call is `GET P`, with `+` for a space)
-//! - `/call-path?path=P`: `invoke` of itself with `GET P` (`+` for a space); answers 200
-//!   with the callee's status, or the platform's error as `error {code}: {message}`
+//! - `/call-path?path=P` (`&to=S`): `invoke` of itself (or of service S) with `GET P` (`+`
+//!   for a space); answers 200 with the callee's status, or the platform's error as
+//!   `error {code}: {message}`
 //! - `/kv-probe`: tries keys that look like escapes from its namespace
 //! - `/kv-get/{key}`: reads a key at `quorum` (404 when absent)
 //! - `/keyed/{service}/{key}`: `GET /{key}` on the service, with `key` as routing key
@@ -99,7 +100,8 @@ impl Service for Misbehave {
             }
             (Some("call-path"), _) => {
                 let path = req.query_param("path").unwrap_or("/").replace('+', " ");
-                match invoke::call(&context::service_name(), &Request::get(&path)) {
+                let to = req.query_param("to").map(str::to_string).unwrap_or_else(context::service_name);
+                match invoke::call(&to, &Request::get(&path)) {
                     Ok(r) => Ok(Response::text(200, format!("status {}", r.status))),
                     Err(e) => Ok(Response::text(200, format!("error {}: {}", e.code(), e.message()))),
                 }

@@ -1,0 +1,275 @@
+//! The leader's half of experiments: start one when acting on call traffic would move an
+//! instance, judge each trial once its window has passed, and the views and decisions the
+//! admin API offers. Every node's half is [`Cluster::trial_here`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::verdict::{self, Figures};
+use super::{COOLDOWN, Ending, Experiment, INCONCLUSIVE_AFTER, Reprovision, Stage};
+use crate::control::network::TrialReq;
+use crate::control::placement::place;
+use crate::control::traffic::{Affinity, Demand};
+use crate::control::types::{Assignment, Command, ControlState};
+use crate::control::{Cluster, Mode};
+use crate::services::trials::TrialSamples;
+use crate::services::{AdminError, ServiceSpec, now_ms};
+
+impl Cluster {
+    /// The experiment trying an instance of `service` on this node, if one is on.
+    pub fn trial_here(&self, service: &str) -> Option<u64> {
+        let stored = self.sm.current();
+        let e = stored.state.experiments.active_for(service)?;
+        (e.node == self.name).then_some(e.id)
+    }
+
+    /// What placement starts from (each service on trial at its old arrangement) and the
+    /// hot pairs it may act on. `None`: this step started an experiment instead (placement
+    /// runs again on the next step, with it committed).
+    pub(in crate::control) async fn reprovision(
+        &self,
+        loaded: &BTreeMap<String, ServiceSpec>,
+        serving: &[String],
+        state: &ControlState,
+    ) -> anyhow::Result<Option<(Assignment, Affinity)>> {
+        let cfg = &self.config.experiments;
+        let exps = &state.experiments;
+        let current = super::baseline(&state.assignment, exps);
+        if cfg.mode == Reprovision::Off {
+            return Ok(Some((current, Affinity::new())));
+        }
+        let (hot, demand) = {
+            let t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+            (t.affinity.clone(), t.demand.clone())
+        };
+        let cooldown = (cfg.window * COOLDOWN).as_millis() as u64;
+        let sorted = super::sort(&hot, exps, now_ms(), cooldown);
+        let mut affinity = sorted.proven;
+        let base = place(loaded, serving, &current, &affinity);
+        for (service, nodes) in &sorted.untried {
+            for (node, &level) in nodes {
+                let mut with = affinity.clone();
+                with.entry(service.clone()).or_default().insert(node.clone(), level);
+                if place(loaded, serving, &current, &with).get(service) == base.get(service) {
+                    // Acting on it moves nothing: nothing to try.
+                    affinity = with;
+                    continue;
+                }
+                let before = base.get(service).cloned().unwrap_or_default();
+                let elsewhere = before.keys().any(|n| n != node);
+                if exps.active_for(service).is_some() || !serving.contains(node) || !elsewhere {
+                    continue;
+                }
+                let e = proposal(service, node, before, &demand);
+                tracing::info!(%service, %node, hypothesis = %e.hypothesis, "starting a re-provisioning experiment");
+                self.write(Command::ExperimentStart { experiment: Box::new(e) }).await?;
+                return Ok(None);
+            }
+        }
+        Ok(Some((current, affinity)))
+    }
+
+    /// Judge trials while this node leads, until `stop`.
+    pub(in crate::control) async fn experiment_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let cfg = &self.config.experiments;
+        if cfg.mode == Reprovision::Off || self.config.colocate_min_rate <= 0.0 {
+            return;
+        }
+        let every = (cfg.window / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if self.mode() != Mode::Leader {
+                continue;
+            }
+            let stored = self.sm.current();
+            for e in stored.state.experiments.active() {
+                if let Some(end) = self.judge(e, &stored.state).await
+                    && let Err(err) = self.write(Command::ExperimentEnd { end: Box::new(end), decision: false }).await
+                {
+                    tracing::debug!(id = e.id, error = %err, "could not record an experiment's end; retrying");
+                }
+            }
+        }
+    }
+
+    /// How `e` ends now, if it does.
+    async fn judge(&self, e: &Experiment, state: &ControlState) -> Option<Ending> {
+        let at_ms = now_ms();
+        let abort =
+            |why: &str| Some(Ending { id: e.id, stage: Stage::Aborted, figures: None, verdict: why.into(), at_ms });
+        if !state.services.contains_key(&e.service) {
+            return abort("the service was deleted");
+        }
+        if !self.live().contains_key(&e.node) || state.removed.contains(&e.node) {
+            return abort("the node it tried an instance on left");
+        }
+        let cfg = &self.config.experiments;
+        let age = Duration::from_millis(at_ms.saturating_sub(e.started_ms));
+        if e.stage != Stage::Trial || age < cfg.window {
+            return None;
+        }
+        let samples = self.trial_samples(e, Duration::from_secs(5)).await?;
+        let (n_old, n_new) = (samples.old.micros.len(), samples.new.micros.len());
+        let enough = n_old >= cfg.min_samples && n_new >= cfg.min_samples;
+        if !enough && age < cfg.window * INCONCLUSIVE_AFTER {
+            return None;
+        }
+        let figures = if n_old > 0 && n_new > 0 {
+            let labels =
+                (format!("instances elsewhere ({})", show_row(&e.before)), format!("an instance on {}", e.node));
+            let (min_gain, id) = (cfg.min_gain, e.id);
+            let old_new = (samples.old, samples.new);
+            let judged =
+                tokio::task::spawn_blocking(move || verdict::judge(&old_new.0, &old_new.1, labels, min_gain, id));
+            Some(judged.await.ok()?)
+        } else {
+            None
+        };
+        let won = enough && figures.as_ref().is_some_and(|f| f.won);
+        let stage = match (won, cfg.mode) {
+            (true, Reprovision::Propose) => Stage::Pending,
+            (true, _) => Stage::Kept,
+            (false, _) => Stage::RolledBack,
+        };
+        let verdict = describe(e, figures.as_ref(), enough, (n_old, n_new), cfg.min_samples);
+        Some(Ending { id: e.id, stage, figures, verdict, at_ms })
+    }
+
+    /// The trial node's samples of `e` (this node's own when it is that node).
+    async fn trial_samples(&self, e: &Experiment, wait: Duration) -> Option<TrialSamples> {
+        if e.node == self.name {
+            return Some(self.registry.trials.samples(e.id));
+        }
+        let peer = self.live().get(&e.node)?.peer.clone();
+        match self.peers.call(&e.node, &peer, &TrialReq { id: e.id }, wait).await {
+            Ok(s) => Some(s),
+            Err(err) => {
+                tracing::debug!(id = e.id, node = %e.node, error = %err, "could not fetch an experiment's samples");
+                None
+            }
+        }
+    }
+
+    /// A running trial's calls so far per arm (old, new), from its node.
+    pub async fn trial_counts(&self, e: &Experiment) -> Option<(usize, usize)> {
+        let s = self.trial_samples(e, Duration::from_secs(1)).await?;
+        Some((s.old.micros.len() + s.old.errors as usize, s.new.micros.len() + s.new.errors as usize))
+    }
+
+    /// Every experiment the control state holds, newest first.
+    pub fn experiments(&self) -> Vec<Experiment> {
+        self.sm.current().state.experiments.list.values().rev().cloned().collect()
+    }
+
+    /// A person's decision on a pending experiment: approve applies its change to all
+    /// traffic, reject rolls it back.
+    pub async fn decide(&self, id: u64, approve: bool) -> Result<Experiment, AdminError> {
+        let Some(e) = self.sm.current().state.experiments.list.get(&id).cloned() else {
+            return Err(AdminError::NotFound(format!("no experiment {id}: see GET /v1/experiments")));
+        };
+        if e.stage != Stage::Pending {
+            let what = if approve { "approved" } else { "rejected" };
+            return Err(AdminError::Conflict(format!(
+                "experiment {id} is {}, not pending: only a trial that won under --reprovision propose can be {what}",
+                stage_name(e.stage)
+            )));
+        }
+        let (stage, verdict) = match approve {
+            true => (Stage::Kept, "approved: the change now applies to all traffic"),
+            false => (Stage::RolledBack, "rejected: the change was rolled back"),
+        };
+        let end = Ending { id, stage, figures: None, verdict: verdict.into(), at_ms: now_ms() };
+        self.write(Command::ExperimentEnd { end: Box::new(end), decision: true }).await?;
+        let now = self.sm.current().state.experiments.list.get(&id).cloned();
+        match now {
+            Some(e) if e.stage == stage => Ok(e),
+            Some(e) => Err(AdminError::Conflict(format!("experiment {id} is {} now", stage_name(e.stage)))),
+            None => Err(AdminError::NotFound(format!("no experiment {id}"))),
+        }
+    }
+}
+
+/// The experiment that would test putting an instance of `service` on `node`.
+fn proposal(service: &str, node: &str, before: BTreeMap<String, u32>, demand: &[Demand]) -> Experiment {
+    let d = demand.iter().find(|d| d.service == service && d.node == node);
+    let mut inputs = BTreeMap::new();
+    let why = match d {
+        Some(d) => {
+            inputs.insert("calls_per_s".to_string(), d.calls_per_s);
+            inputs.insert("remote_per_s".to_string(), d.remote_per_s);
+            inputs.insert("wait_share".to_string(), d.wait_share);
+            inputs.insert("level".to_string(), f64::from(d.level));
+            if d.wait_share >= crate::control::traffic::WAIT_SHARE {
+                format!("it caused {:.0} % of the barrier wait there", d.wait_share * 100.0)
+            } else {
+                format!("{} calls/s come from there, {} of them crossing nodes", d.calls_per_s, d.remote_per_s)
+            }
+        }
+        None => "it is hot there".to_string(),
+    };
+    Experiment {
+        id: 0,
+        service: service.into(),
+        node: node.into(),
+        hypothesis: format!(
+            "calls from {node} to {service} get faster with an instance of {service} on {node} (now on {}): {why}",
+            show_row(&before)
+        ),
+        before,
+        stage: Stage::Trial,
+        started_ms: now_ms(),
+        ended_ms: None,
+        inputs,
+        figures: None,
+        verdict: String::new(),
+    }
+}
+
+/// The verdict in a sentence.
+fn describe(e: &Experiment, f: Option<&Figures>, enough: bool, (n_old, n_new): (usize, usize), min: usize) -> String {
+    let Some(f) = f.filter(|_| enough) else {
+        return format!(
+            "inconclusive: {n_old} calls on the old arrangement and {n_new} on the new, fewer than the {min} each a \
+             verdict needs; rolled back"
+        );
+    };
+    let pct = |x: f64| x * 100.0;
+    let figures = format!(
+        "p50 {} → {} ms (gain {:.1} %, 95 % interval {:.1} … {:.1} %), p99 {} → {} ms (gain {:.1} %, {:.1} … {:.1} %)",
+        f.old.p50_ms,
+        f.new.p50_ms,
+        pct(f.p50_gain.estimate),
+        pct(f.p50_gain.lo),
+        pct(f.p50_gain.hi),
+        f.old.p99_ms,
+        f.new.p99_ms,
+        pct(f.p99_gain.estimate),
+        pct(f.p99_gain.lo),
+        pct(f.p99_gain.hi),
+    );
+    let outcome = if f.won { "better" } else { "not clearly better" };
+    format!("calls from {} to {}: {figures}; {outcome}", e.node, e.service)
+}
+
+fn show_row(row: &BTreeMap<String, u32>) -> String {
+    if row.is_empty() {
+        return "no node".into();
+    }
+    row.iter().map(|(n, c)| format!("{n}×{c}")).collect::<Vec<_>>().join(", ")
+}
+
+pub fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Trial => "trial",
+        Stage::Pending => "pending",
+        Stage::Kept => "kept",
+        Stage::RolledBack => "rolled-back",
+        Stage::Aborted => "aborted",
+    }
+}

@@ -1,0 +1,178 @@
+//! Re-provisioning as an experiment: a move call traffic suggests is tried beside the old
+//! arrangement, judged on both arms' latency, and kept, rolled back, or (in `propose`
+//! mode) held until a person approves it. The kept case is in `colocate`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::driver::{Cluster, eventually};
+use super::{formed, serves};
+
+/// Calls `path` on node `i` one after another until the returned flag is set.
+fn load(c: &Arc<Cluster>, i: usize, path: &str) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c, s, path) = (c.clone(), stop.clone(), path.to_string());
+    let task = tokio::spawn(async move {
+        while !s.load(Ordering::Relaxed) {
+            let _ = c.get(i, &path).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    (stop, task)
+}
+
+/// The newest experiment about `service` on `node`, as node `i` shows it.
+async fn experiment(c: &Cluster, i: usize, service: &str, node: &str) -> Option<Value> {
+    let v: Value = c.nodes[i].node.admin().get("/v1/experiments").await.ok()?.json().ok()?;
+    v["experiments"].as_array()?.iter().find(|e| e["service"] == service && e["node"] == node).cloned()
+}
+
+/// Deploy `callee` (1 instance) and, on a node without it, `caller` (2 instances there);
+/// the caller's node index and name, and where the callee first ran.
+async fn across(c: &Cluster, callee: (&str, &str, Value), caller: (&str, &str, Value)) -> (usize, String, String) {
+    let mut spec = json!({ "instances": 1 });
+    spec["config"] = callee.2;
+    c.nodes[0].node.deploy(callee.0, callee.1, spec).await;
+    let first = eventually("the callee is placed", Duration::from_secs(20), || async {
+        let p = c.placement(0, callee.0).await;
+        (p.len() == 1).then(|| p[0].0.clone())
+    })
+    .await;
+    let i = (0..3).find(|&i| c.nodes[i].name != first).unwrap();
+    let here = c.nodes[i].name.clone();
+    c.nodes[0]
+        .node
+        .deploy(caller.0, caller.1, json!({ "instances": 2, "placement": [here], "config": caller.2 }))
+        .await;
+    serves(c, i, &format!("/{}/", caller.0), Duration::from_secs(20)).await;
+    (i, here, first)
+}
+
+#[tokio::test]
+async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
+    let flags = [
+        "--colocate-min-rate",
+        "1",
+        "--traffic-window-ms",
+        "500",
+        "--experiment-window-ms",
+        "4000",
+        "--experiment-min-samples",
+        "20",
+    ];
+    let c = Arc::new(Cluster::start_with(3, &flags).await);
+    formed(&c).await;
+    // The callee spends 400 ms in its own sleep: the hop a move saves is a few percent.
+    let (i, here, first) = across(&c, ("sleepy", "misbehave", json!({})), ("caller", "misbehave", json!({}))).await;
+    let (stop, task) = load(&c, i, "/caller/call-path?to=sleepy&path=/sleep/400");
+    let e = eventually("the experiment on sleepy ends", Duration::from_secs(90), || async {
+        let e = experiment(&c, 0, "sleepy", &here).await?;
+        (e["stage"] != "trial").then_some(e)
+    })
+    .await;
+    let f = &e["figures"];
+    eprintln!("sleepy on {here}: {}", e["verdict"]);
+    assert_eq!(e["stage"], "rolled-back", "{e:#}");
+    for arm in ["old", "new"] {
+        assert!(f[arm]["samples"].as_u64().unwrap() >= 20, "{arm} arm: {f:#}");
+        assert!(f[arm]["p50_ms"].as_f64().unwrap() >= 400.0, "the sleep dominates both arms: {f:#}");
+    }
+    assert!(f["p50_gain"]["lo"].as_f64().unwrap() <= 0.05, "the gain's interval reaches below 5 %: {f:#}");
+    assert!(e["verdict"].as_str().unwrap().contains("not clearly better"), "{e:#}");
+    assert_eq!(e["before"], json!({ first.as_str(): 1 }), "{e:#}");
+    // The trial instance goes; sleepy stays where it was.
+    let back = vec![(first.clone(), 1)];
+    eventually("sleepy is back on its old arrangement", Duration::from_secs(20), || async {
+        (c.placement(0, "sleepy").await == back).then_some(())
+    })
+    .await;
+    // Traffic stays hot, but a rolled-back move is not tried again during its cool-down
+    // (20 windows): three seconds (six traffic windows) later there is still only the one
+    // experiment (an absence, so watched for a bounded time).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all: Value = c.nodes[1].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
+    let tries = all["experiments"].as_array().unwrap().iter().filter(|x| x["service"] == "sleepy").count();
+    assert_eq!(tries, 1, "{all:#}");
+    assert_eq!(c.placement(0, "sleepy").await, back);
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+    let events: Value = c.nodes[2].node.admin().get("/v1/events?limit=200").await.unwrap().json().unwrap();
+    let words: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "experiment")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(words.iter().any(|w| w.contains("started")) && words.iter().any(|w| w.contains("rolled")), "{words:?}");
+}
+
+#[tokio::test]
+async fn in_propose_mode_a_winning_move_waits_for_approval() {
+    let flags = [
+        "--colocate-min-rate",
+        "5",
+        "--traffic-window-ms",
+        "500",
+        "--reprovision",
+        "propose",
+        "--experiment-window-ms",
+        "2000",
+        "--experiment-min-samples",
+        "30",
+    ];
+    let c = Arc::new(Cluster::start_with(3, &flags).await);
+    formed(&c).await;
+    let (i, here, first) = across(
+        &c,
+        ("tail", "chain-invoke", json!({ "stage": "2" })),
+        ("head", "chain-invoke", json!({ "stage": "1", "next": "tail" })),
+    )
+    .await;
+    let (stop, task) = load(&c, i, "/head/");
+    let e = eventually("the experiment on tail ends", Duration::from_secs(90), || async {
+        let e = experiment(&c, 1, "tail", &here).await?;
+        (e["stage"] != "trial").then_some(e)
+    })
+    .await;
+    eprintln!("tail on {here}: {}", e["verdict"]);
+    assert_eq!(e["stage"], "pending", "the move wins and waits: {e:#}");
+    assert!(e["figures"]["won"] == true, "{e:#}");
+    // Nothing applies to all traffic yet: the old instance stays beside the trial one,
+    // while the leader keeps judging windows.
+    let mut seen = c.placement(0, "tail").await;
+    seen.sort();
+    let mut want = vec![(first.clone(), 1), (here.clone(), 1)];
+    want.sort();
+    assert_eq!(seen, want);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = experiment(&c, 2, "tail", &here).await.unwrap();
+    assert_eq!(again["stage"], "pending", "{again:#}");
+    let mut still = c.placement(0, "tail").await;
+    still.sort();
+    assert_eq!(still, want, "no move without approval");
+
+    // `nanogrid experiments` shows it; `nanogrid approve ID` applies it.
+    let id = e["id"].as_u64().unwrap().to_string();
+    let out = c.nodes[2].node.cli(&["experiments"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(&format!("#{id} pending")) && text.contains("p50"), "{text}");
+    let out = c.nodes[2].node.cli(&["approve", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("#{id} kept")) && text.contains("approved"), "{text}");
+    let moved = vec![(here.clone(), 1)];
+    eventually("tail moves next to head once approved", Duration::from_secs(20), || async {
+        (c.placement(0, "tail").await == moved).then_some(())
+    })
+    .await;
+    // A second approval is refused: it is no longer pending.
+    let out = c.nodes[0].node.cli(&["approve", &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not pending"), "{err}");
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+}
