@@ -38,9 +38,21 @@ pub struct Cluster {
     configs: Vec<tempfile::TempDir>,
     /// The cluster's secrets (`nanogrid cluster init`).
     pub secrets: tempfile::TempDir,
-    /// The namespaces the nodes run in, if they do (declared last: removed after the
-    /// nodes are gone).
+    /// The namespaces the nodes run in, if they do (declared after the nodes: removed
+    /// once they are gone).
     net: Option<net::Net>,
+    /// This scenario's turn (declared last: given back once everything above is gone).
+    _turn: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Cluster scenarios take turns: each runs three to five node processes with failure
+/// detectors and election timers, and two at once on a two-core machine starve each
+/// other's heartbeats (elections and failovers then take longer than the scenarios
+/// allow). Single-node tests still run beside them.
+async fn turn() -> tokio::sync::OwnedSemaphorePermit {
+    static TURNS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
+    TURNS.clone().acquire_owned().await.expect("the semaphore is never closed")
 }
 
 /// Run the `nanogrid` binary (a CLI command that needs no node) and check it succeeded.
@@ -100,6 +112,7 @@ impl Cluster {
 
     /// [`Cluster::start_with`] with environment variables for every node.
     pub async fn start_with_env(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let turn = turn().await;
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_tcp_port(), free_udp_port())).collect();
         let seeds = ports.iter().map(|(_, g)| format!("127.0.0.1:{g}")).collect::<Vec<_>>().join(",");
         let extra = extra.iter().map(|s| s.to_string()).collect();
@@ -115,6 +128,7 @@ impl Cluster {
             configs: Vec::new(),
             secrets,
             net: None,
+            _turn: turn,
         };
         for (peer, gossip) in ports {
             c.spawn(peer, gossip).await;
@@ -131,6 +145,7 @@ impl Cluster {
     /// [`Cluster::isolate`] cuts a node off with real dropped packets.
     pub async fn start_in_namespaces(n: usize) -> Cluster {
         use std::sync::atomic::{AtomicU8, Ordering};
+        let turn = turn().await;
         static K: AtomicU8 = AtomicU8::new(0);
         let (pid, k) = (std::process::id(), K.fetch_add(1, Ordering::Relaxed));
         let subnet = ((pid % 100) * 2 + u32::from(k)) % 250;
@@ -148,6 +163,7 @@ impl Cluster {
             configs: Vec::new(),
             secrets,
             net: None,
+            _turn: turn,
         };
         for (i, name) in names.into_iter().enumerate() {
             let ip = net.ip(i);
