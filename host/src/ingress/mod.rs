@@ -110,9 +110,10 @@ fn finish_trace(
     let mut span = open.close(&tracer.node, name, SpanKind::Server, service.as_deref());
     // The path without its query (which may hold secrets).
     let path = target.split('?').next().unwrap_or("/");
-    span.attrs.insert("http.method".into(), method.as_str().into());
-    span.attrs.insert("http.path".into(), path.into());
-    span.attrs.insert("http.status".into(), u64::from(resp.status().as_u16()).into());
+    span.attrs.reserve(3);
+    span.attrs.insert("http.method", method.as_str());
+    span.attrs.insert("http.path", path);
+    span.attrs.insert("http.status", u64::from(resp.status().as_u16()));
     if resp.status().is_server_error() {
         span.error = format!("http-{}", resp.status().as_u16());
     }
@@ -211,8 +212,8 @@ async fn forward_with_retries(
         && let Some(open) = hop.filter(|o| o.ctx.sampled)
     {
         let mut span = open.close(&tracer.node, format!("forward {service}"), SpanKind::Client, Some(service));
-        span.attrs.insert("forwarded".into(), true.into());
-        span.attrs.insert("http.status".into(), u64::from(resp.status().as_u16()).into());
+        span.attrs.insert("forwarded", true);
+        span.attrs.insert("http.status", u64::from(resp.status().as_u16()));
         if resp.status().is_server_error() {
             span.error = format!("http-{}", resp.status().as_u16());
         }

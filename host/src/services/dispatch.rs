@@ -157,7 +157,10 @@ impl Registry {
     ) {
         let Some(tracer) = self.tracer().filter(|_| open.ctx.sampled) else { return };
         let mut span = open.close(&tracer.node, name, kind, Some(service));
-        span.attrs.extend(attrs.into_iter().map(|(k, v)| (k.to_string(), v)));
+        span.attrs.reserve(attrs.len());
+        for (k, v) in attrs {
+            span.attrs.insert(k, v);
+        }
         span.error = error.to_string();
         tracer.record(span);
     }
@@ -205,18 +208,20 @@ impl Registry {
         let ran_us = ran.as_micros() as u64;
         let mut span = run.span.close(&tracer.node, format!("run {name}"), SpanKind::Internal, Some(name));
         let a = &mut span.attrs;
-        a.insert("queue_wait_us".into(), (queue_wait.as_micros() as u64).into());
-        a.insert("instantiate_us".into(), stats.instantiate_us.into());
-        a.insert("guest_us".into(), ran_us.saturating_sub(stats.instantiate_us).into());
-        a.insert("depth".into(), u64::from(depth).into());
-        a.insert(result.0.into(), result.1);
+        a.reserve(5 + 2 * stats.kv.len() + 2);
+        a.insert("queue_wait_us", queue_wait.as_micros() as u64);
+        a.insert("instantiate_us", stats.instantiate_us);
+        a.insert("guest_us", ran_us.saturating_sub(stats.instantiate_us));
+        a.insert("depth", u64::from(depth));
+        a.insert(result.0, result.1);
         for (what, (n, us)) in &stats.kv {
-            a.insert(format!("kv.{what}.count"), (*n).into());
-            a.insert(format!("kv.{what}.us"), (*us).into());
+            let (count, time) = trace::kv_attr_names(what);
+            a.insert(count, *n);
+            a.insert(time, *us);
         }
         if stats.outbound.0 > 0 {
-            a.insert("outbound.count".into(), stats.outbound.0.into());
-            a.insert("outbound.us".into(), stats.outbound.1.into());
+            a.insert("outbound.count", stats.outbound.0);
+            a.insert("outbound.us", stats.outbound.1);
         }
         let parts: Vec<_> = stats
             .parts

@@ -14,6 +14,7 @@ pub mod context;
 pub mod otlp;
 pub mod store;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -67,6 +68,68 @@ impl From<bool> for Attr {
     }
 }
 
+/// A span's attributes in the order they were set. A span has a handful, nearly all
+/// with fixed names: a vector of `Cow` names costs one allocation where a map of
+/// `String` names cost one per name (tracing's cost is per span, on every request).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attrs(Vec<(Cow<'static, str>, Attr)>);
+
+impl Attrs {
+    /// Set `key` (replacing an earlier value).
+    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Attr>) {
+        let key = key.into();
+        let value = value.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Attr> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Attr)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+}
+
+impl std::ops::Index<&str> for Attrs {
+    type Output = Attr;
+    fn index(&self, key: &str) -> &Attr {
+        self.get(key).unwrap_or_else(|| panic!("no attribute {key:?}"))
+    }
+}
+
+impl IntoIterator for Attrs {
+    type Item = (Cow<'static, str>, Attr);
+    type IntoIter = std::vec::IntoIter<(Cow<'static, str>, Attr)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl Serialize for Attrs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k.as_ref(), v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Attrs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Attrs, D::Error> {
+        let m = BTreeMap::<String, Attr>::deserialize(d)?;
+        Ok(Attrs(m.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect()))
+    }
+}
+
 /// One finished span, as a node keeps it and `GET /v1/traces/{id}` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SpanRecord {
@@ -78,7 +141,9 @@ pub struct SpanRecord {
     pub parent_id: Option<SpanId>,
     pub name: String,
     pub kind: SpanKind,
-    pub node: String,
+    /// This node's name, shared by all its spans.
+    #[serde(with = "arc_str")]
+    pub node: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     pub start_unix_us: u64,
@@ -86,8 +151,22 @@ pub struct SpanRecord {
     /// Empty when it went well; else the error code (`trap`, `timeout`, `http-503`, ...).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub attrs: BTreeMap<String, Attr>,
+    #[serde(default, skip_serializing_if = "Attrs::is_empty")]
+    pub attrs: Attrs,
+}
+
+mod arc_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        Ok(String::deserialize(d)?.into())
+    }
 }
 
 pub fn now_unix_us() -> u64 {
@@ -119,20 +198,33 @@ impl Open {
         Open { ctx, parent: None, started: Instant::now(), start_unix_us: now_unix_us() }
     }
 
-    pub fn close(&self, node: &str, name: String, kind: SpanKind, service: Option<&str>) -> SpanRecord {
+    pub fn close(&self, node: &Arc<str>, name: String, kind: SpanKind, service: Option<&str>) -> SpanRecord {
         SpanRecord {
             trace_id: self.ctx.trace_id,
             span_id: self.ctx.span_id,
             parent_id: self.parent,
             name,
             kind,
-            node: node.to_string(),
+            node: node.clone(),
             service: service.map(str::to_string),
             start_unix_us: self.start_unix_us,
             duration_us: self.started.elapsed().as_micros() as u64,
             error: String::new(),
-            attrs: BTreeMap::new(),
+            attrs: Attrs::default(),
         }
+    }
+}
+
+/// The attribute names of a run's kv calls of one kind (`one`, `quorum`, ...): count and
+/// time. Fixed names need no allocation; another kind gets built ones.
+pub fn kv_attr_names(what: &str) -> (Cow<'static, str>, Cow<'static, str>) {
+    match what {
+        "one" => ("kv.one.count".into(), "kv.one.us".into()),
+        "quorum" => ("kv.quorum.count".into(), "kv.quorum.us".into()),
+        "all" => ("kv.all.count".into(), "kv.all.us".into()),
+        "cas" => ("kv.cas.count".into(), "kv.cas.us".into()),
+        "list" => ("kv.list.count".into(), "kv.list.us".into()),
+        other => (format!("kv.{other}.count").into(), format!("kv.{other}.us").into()),
     }
 }
 
@@ -307,9 +399,11 @@ mod tests {
     #[test]
     fn a_span_record_round_trips_through_json_with_hex_ids() {
         let ctx = SpanContext { trace_id: TraceId(0xabc), span_id: SpanId(0x12), sampled: true };
-        let mut s = Open::child_of(&ctx).close("n1", "run hello".into(), SpanKind::Internal, Some("hello"));
-        s.attrs.insert("kv.quorum.count".into(), Attr::from(3u64));
-        s.attrs.insert("result".into(), Attr::from("ok"));
+        let mut s = Open::child_of(&ctx).close(&"n1".into(), "run hello".into(), SpanKind::Internal, Some("hello"));
+        s.attrs.insert("kv.quorum.count", 3u64);
+        s.attrs.insert("result", "ok");
+        s.attrs.insert("result", "ok again");
+        assert_eq!(s.attrs.iter().count(), 2, "a name set twice is there once");
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["trace_id"], "00000000000000000000000000000abc");
         assert_eq!(json["parent_id"], "0000000000000012");
@@ -317,6 +411,8 @@ mod tests {
         let back: SpanRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back.parent_id, Some(SpanId(0x12)));
         assert_eq!(back.attrs["kv.quorum.count"], Attr::Int(3));
+        assert_eq!(back.attrs["result"], Attr::from("ok again"));
+        assert_eq!(&*back.node, "n1");
     }
 
     #[test]

@@ -150,7 +150,7 @@ pub fn request(node: &str, spans: Vec<SpanRecord>) -> ExportTraceServiceRequest 
 }
 
 fn to_proto(s: SpanRecord) -> Span {
-    let mut attributes = vec![kv("nanogrid.node", any_value::Value::StringValue(s.node.clone()))];
+    let mut attributes = vec![kv("nanogrid.node", any_value::Value::StringValue(s.node.to_string()))];
     if let Some(svc) = &s.service {
         attributes.push(kv("nanogrid.service", any_value::Value::StringValue(svc.clone())));
     }
@@ -203,9 +203,9 @@ mod tests {
     #[test]
     fn spans_encode_as_otlp_with_ids_kind_status_and_attributes() {
         let ctx = SpanContext { trace_id: TraceId(0x0102), span_id: SpanId(0x0304), sampled: true };
-        let mut s = Open::child_of(&ctx).close("n2", "run hello".into(), SpanKind::Internal, Some("hello"));
+        let mut s = Open::child_of(&ctx).close(&"n2".into(), "run hello".into(), SpanKind::Internal, Some("hello"));
         s.error = "trap".into();
-        s.attrs.insert("queue_wait_us".into(), Attr::Int(12));
+        s.attrs.insert("queue_wait_us", Attr::Int(12));
         let bytes = request("n2", vec![s.clone()]).encode_to_vec();
         let back = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
         let p = &back.resource_spans[0].scope_spans[0].spans[0];

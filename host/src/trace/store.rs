@@ -45,11 +45,14 @@ impl SpanRing {
     }
 
     pub fn push(&self, span: SpanRecord) {
-        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
-        if spans.len() >= self.cap {
-            spans.pop_front();
-        }
-        spans.push_back(span);
+        let evicted = {
+            let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+            let evicted = if spans.len() >= self.cap { spans.pop_front() } else { None };
+            spans.push_back(span);
+            evicted
+        };
+        // Freed outside the lock: other requests' spans need not wait for it.
+        drop(evicted);
     }
 
     pub fn len(&self) -> usize {
@@ -100,7 +103,7 @@ fn summarize(spans: &[SpanRecord]) -> TraceSummary {
         spans: spans.len(),
         errors: spans.iter().filter(|s| !s.error.is_empty()).count(),
         services: spans.iter().filter_map(|s| s.service.clone()).collect(),
-        nodes: spans.iter().map(|s| s.node.clone()).collect(),
+        nodes: spans.iter().map(|s| s.node.to_string()).collect(),
     }
 }
 
@@ -148,7 +151,8 @@ mod tests {
 
     fn span(trace: u128, parent: Option<u64>, node: &str, service: &str, start: u64, dur: u64) -> SpanRecord {
         let ctx = SpanContext { trace_id: TraceId(trace), span_id: SpanId(parent.unwrap_or(1)), sampled: true };
-        let mut s = Open::child_of(&ctx).close(node, format!("run {service}"), SpanKind::Internal, Some(service));
+        let mut s =
+            Open::child_of(&ctx).close(&node.into(), format!("run {service}"), SpanKind::Internal, Some(service));
         s.parent_id = parent.map(SpanId);
         s.start_unix_us = start;
         s.duration_us = dur;
