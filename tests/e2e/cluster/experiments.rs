@@ -176,3 +176,36 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
     stop.store(true, Ordering::Relaxed);
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn with_reprovision_off_hot_traffic_moves_nothing() {
+    let flags = ["--colocate-min-rate", "5", "--traffic-window-ms", "500", "--reprovision", "off"];
+    let c = Arc::new(Cluster::start_with(3, &flags).await);
+    let leader = formed(&c).await;
+    let (i, here, first) = across(
+        &c,
+        ("tail", "chain-invoke", json!({ "stage": "2" })),
+        ("head", "chain-invoke", json!({ "stage": "1", "next": "tail" })),
+    )
+    .await;
+    let (stop, task) = load(&c, i, "/head/");
+    // The leader sees the caller's node as hot for tail...
+    let li = c.index_of(&leader);
+    eventually("the leader's demand names the caller's node hot for tail", Duration::from_secs(30), || async {
+        let g: Value = c.nodes[li].node.admin().get("/v1/graph").await.ok()?.json().ok()?;
+        let rows = g["demand"]["calls"].as_array()?.clone();
+        rows.iter()
+            .any(|r| r["service"] == "tail" && r["node"] == here.as_str() && r["level"].as_u64() >= Some(1))
+            .then_some(())
+    })
+    .await;
+    // ... and, over the next windows (an absence, watched for a bounded time), neither
+    // tries nor makes a move.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v: Value = c.nodes[li].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
+    assert_eq!(v["mode"], "off");
+    assert_eq!(v["experiments"], json!([]), "{v:#}");
+    assert_eq!(c.placement(0, "tail").await, vec![(first, 1)]);
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+}
