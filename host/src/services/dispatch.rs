@@ -113,7 +113,9 @@ impl Registry {
             let ok = matches!(&result, Ok(r) if r.status < 500);
             let micros = started.elapsed().as_micros() as u64;
             self.calls.record(from, service, ok, remote, micros);
-            if let Some((id, new)) = arm {
+            // A call of the new arm that ran elsewhere after all (the trial instance was
+            // busy, or a routing key sent it to its data) measured the old arrangement.
+            if let Some((id, new)) = arm.filter(|(_, new)| *new != remote) {
                 self.trials.record(id, new, ok, micros);
             }
         }
@@ -132,7 +134,7 @@ impl Registry {
         let remote = self.remote.get()?;
         let id = remote.trial(service)?;
         let here = self.get(service).is_some_and(|s| s.gate().limit > 0);
-        (here && remote.has_holders(service)).then(|| (id, self.trials.next_is_new()))
+        (here && remote.has_holders(service)).then(|| (id, self.trials.next_is_new(id)))
     }
 
     /// A client span under the request's `traceparent`, which now names it; `None` when

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,22 +27,37 @@ pub struct TrialSamples {
     pub new: ArmSamples,
 }
 
+/// One experiment's samples and its own arm counter (so two experiments whose calls
+/// interleave do not each get one arm only).
+#[derive(Default)]
+struct Trial {
+    samples: TrialSamples,
+    calls: u64,
+}
+
 #[derive(Default)]
 pub struct Trials {
-    samples: Mutex<BTreeMap<u64, TrialSamples>>,
-    next: AtomicU64,
+    samples: Mutex<BTreeMap<u64, Trial>>,
 }
 
 impl Trials {
-    /// The arm of the next call: alternately the new arrangement (`true`) and the old.
-    pub fn next_is_new(&self) -> bool {
-        self.next.fetch_add(1, Ordering::Relaxed).is_multiple_of(2)
+    /// The arm of experiment `id`'s next call: alternately the new arrangement (`true`)
+    /// and the old.
+    pub fn next_is_new(&self, id: u64) -> bool {
+        let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let t = all.entry(id).or_default();
+        t.calls += 1;
+        let new = t.calls % 2 == 1;
+        while all.len() > MAX_TRIALS {
+            all.pop_first();
+        }
+        new
     }
 
     /// One call of experiment `id` in arm `new`: it answered (`ok`) after `micros`.
     pub fn record(&self, id: u64, new: bool, ok: bool, micros: u64) {
         let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        let t = all.entry(id).or_default();
+        let t = &mut all.entry(id).or_default().samples;
         let arm = if new { &mut t.new } else { &mut t.old };
         if !ok {
             arm.errors += 1;
@@ -57,7 +71,7 @@ impl Trials {
 
     /// Experiment `id`'s samples so far (none if this node has not seen its calls).
     pub fn samples(&self, id: u64) -> TrialSamples {
-        self.samples.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned().unwrap_or_default()
+        self.samples.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|t| t.samples.clone()).unwrap_or_default()
     }
 }
 
@@ -68,8 +82,11 @@ mod tests {
     #[test]
     fn arms_alternate_and_samples_are_kept_per_arm() {
         let t = Trials::default();
-        let arms: Vec<bool> = (0..4).map(|_| t.next_is_new()).collect();
+        let arms: Vec<bool> = (0..4).map(|_| t.next_is_new(3)).collect();
         assert_eq!(arms, [true, false, true, false]);
+        // Another experiment's calls in between do not take its turns.
+        let mixed: Vec<(bool, bool)> = (0..2).map(|_| (t.next_is_new(5), t.next_is_new(6))).collect();
+        assert_eq!(mixed, [(true, true), (false, false)]);
         t.record(3, true, true, 1500);
         t.record(3, false, true, 4000);
         t.record(3, false, false, 9000);

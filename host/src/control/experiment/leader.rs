@@ -37,7 +37,8 @@ impl Cluster {
     ) -> anyhow::Result<Option<(Assignment, Affinity)>> {
         let cfg = &self.config.experiments;
         let exps = &state.experiments;
-        let current = super::baseline(&state.assignment, exps);
+        let cooldown = (cfg.window * COOLDOWN).as_millis() as u64;
+        let current = super::baseline(&state.assignment, exps, now_ms(), cooldown);
         if cfg.mode == Reprovision::Off {
             return Ok(Some((current, Affinity::new())));
         }
@@ -45,7 +46,6 @@ impl Cluster {
             let t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
             (t.affinity.clone(), t.demand.clone())
         };
-        let cooldown = (cfg.window * COOLDOWN).as_millis() as u64;
         let sorted = super::sort(&hot, exps, now_ms(), cooldown);
         let mut affinity = sorted.proven;
         let base = place(loaded, serving, &current, &affinity);
@@ -74,10 +74,9 @@ impl Cluster {
 
     /// Judge trials while this node leads, until `stop`.
     pub(in crate::control) async fn experiment_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        // Runs whatever the mode: a leader with re-provisioning off still ends the
+        // experiments another leader started.
         let cfg = &self.config.experiments;
-        if cfg.mode == Reprovision::Off || self.config.colocate_min_rate <= 0.0 {
-            return;
-        }
         let every = (cfg.window / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             tokio::select! {
@@ -110,11 +109,19 @@ impl Cluster {
             return abort("the node it tried an instance on left");
         }
         let cfg = &self.config.experiments;
+        if cfg.mode == Reprovision::Off {
+            return abort("re-provisioning is off on the leader (--reprovision off)");
+        }
         let age = Duration::from_millis(at_ms.saturating_sub(e.started_ms));
         if e.stage != Stage::Trial || age < cfg.window {
             return None;
         }
-        let samples = self.trial_samples(e, Duration::from_secs(5)).await?;
+        let Some(samples) = self.trial_samples(e, Duration::from_secs(5)).await else {
+            // The trial's node does not answer: give up once a verdict is overdue.
+            return (age >= cfg.window * INCONCLUSIVE_AFTER)
+                .then(|| abort("the trial's samples could not be fetched from its node"))
+                .flatten();
+        };
         let (n_old, n_new) = (samples.old.micros.len(), samples.new.micros.len());
         let enough = n_old >= cfg.min_samples && n_new >= cfg.min_samples;
         if !enough && age < cfg.window * INCONCLUSIVE_AFTER {

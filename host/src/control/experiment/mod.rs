@@ -180,8 +180,15 @@ impl Experiments {
         }
         e.verdict = end.verdict.clone();
         let id = end.id;
-        let ended: Vec<u64> = self.list.values().filter(|e| !e.stage.active()).map(|e| e.id).collect();
-        for old in ended.iter().take(ended.len().saturating_sub(KEEP_ENDED)) {
+        // Drop the ones that ended first (never this one).
+        let mut ended: Vec<(u64, u64)> = self
+            .list
+            .values()
+            .filter(|e| !e.stage.active() && e.id != id)
+            .map(|e| (e.ended_ms.unwrap_or(0), e.id))
+            .collect();
+        ended.sort();
+        for (_, old) in ended.iter().take((ended.len() + 1).saturating_sub(KEEP_ENDED)) {
             self.list.remove(old);
         }
         self.list.get(&id)
@@ -233,15 +240,26 @@ pub fn sort(hot: &Affinity, exps: &Experiments, now_ms: u64, cooldown_ms: u64) -
 /// old arrangement, and a service whose trial just ended without a keep at the old
 /// arrangement while it still has the trial's extra instance (so the extra goes, not
 /// another one).
-pub fn baseline(current: &Assignment, exps: &Experiments) -> Assignment {
+pub fn baseline(current: &Assignment, exps: &Experiments, now_ms: u64, cooldown_ms: u64) -> Assignment {
     let mut out = current.clone();
     let mut seen = std::collections::BTreeSet::new();
     // Only each service's newest experiment counts.
     for e in exps.list.values().rev().filter(|e| seen.insert(e.service.as_str())) {
         let Some(row) = out.get_mut(&e.service) else { continue };
-        let undone = matches!(e.stage, Stage::RolledBack | Stage::Aborted) && *row == with_trial(&e.before, &e.node);
-        if e.stage.active() || undone {
+        if e.stage.active() {
             *row = e.before.clone();
+            continue;
+        }
+        let recent = e.ended_ms.is_some_and(|t| now_ms.saturating_sub(t) < cooldown_ms);
+        if !matches!(e.stage, Stage::RolledBack | Stage::Aborted) || !recent {
+            continue;
+        }
+        if *row == with_trial(&e.before, &e.node) {
+            *row = e.before.clone();
+        } else if !e.before.contains_key(&e.node) && row.get(&e.node).is_some_and(|&n| n > 0) {
+            // The row changed meanwhile (a count, a node gone): the trial's instance on
+            // the node must still not count as one that node already had.
+            row.remove(&e.node);
         }
     }
     out
@@ -317,6 +335,10 @@ mod tests {
         }
         assert_eq!(x.list.values().filter(|e| !e.stage.active()).count(), KEEP_ENDED);
         assert!(x.list.contains_key(&2), "the active one is never dropped");
+        // Ending the oldest experiment keeps it (the ones that ended first go).
+        assert!(x.end(&end(2, Stage::RolledBack, 10), false).is_some());
+        assert!(x.list.contains_key(&2));
+        assert_eq!(x.list.values().filter(|e| !e.stage.active()).count(), KEEP_ENDED);
     }
 
     #[test]
@@ -341,7 +363,7 @@ mod tests {
         let row = |pairs: &[(&str, u32)]| pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect::<BTreeMap<_, _>>();
         let id = x.start(exp("tail", "n2", &[("n1", 1)])).unwrap();
         let current: Assignment = BTreeMap::from([("tail".to_string(), row(&[("n1", 1), ("n2", 1)]))]);
-        assert_eq!(baseline(&current, &x)["tail"], row(&[("n1", 1)]));
+        assert_eq!(baseline(&current, &x, 2, 100)["tail"], row(&[("n1", 1)]));
         let mut next: Assignment = BTreeMap::from([("tail".to_string(), row(&[("n1", 1)]))]);
         add_trials(&mut next, &x, &["n1".into(), "n2".into()]);
         assert_eq!(next["tail"], row(&[("n1", 1), ("n2", 1)]));
@@ -350,13 +372,17 @@ mod tests {
         assert_eq!(away["tail"], row(&[("n1", 1)]), "no trial instance on a node that does not serve");
         // Rolled back: start from the old arrangement while the extra is still there...
         x.end(&end(id, Stage::RolledBack, 5), false);
-        assert_eq!(baseline(&current, &x)["tail"], row(&[("n1", 1)]));
-        // ... but not once placement has changed the row otherwise.
+        assert_eq!(baseline(&current, &x, 6, 100)["tail"], row(&[("n1", 1)]));
+        // ... without the trial's node if the row changed meanwhile ...
+        let grown: Assignment = BTreeMap::from([("tail".to_string(), row(&[("n1", 1), ("n2", 1), ("n3", 1)]))]);
+        assert_eq!(baseline(&grown, &x, 6, 100)["tail"], row(&[("n1", 1), ("n3", 1)]));
+        // ... but not once placement has moved it away, nor after the cool-down.
         let later: Assignment = BTreeMap::from([("tail".to_string(), row(&[("n3", 1)]))]);
-        assert_eq!(baseline(&later, &x)["tail"], row(&[("n3", 1)]));
+        assert_eq!(baseline(&later, &x, 6, 100)["tail"], row(&[("n3", 1)]));
+        assert_eq!(baseline(&current, &x, 500, 100)["tail"], current["tail"]);
         // Kept: placement works from where things are.
         let id = x.start(exp("tail", "n2", &[("n1", 1)])).unwrap();
         x.end(&end(id, Stage::Kept, 6), false);
-        assert_eq!(baseline(&current, &x)["tail"], current["tail"]);
+        assert_eq!(baseline(&current, &x, 7, 100)["tail"], current["tail"]);
     }
 }
