@@ -66,7 +66,7 @@ fn disk(out: &mut String, node: &Node) {
 
 /// Re-provisioning experiments the control state holds, by stage (the same on every node).
 fn experiments(out: &mut String, c: &crate::control::Cluster) {
-    use crate::control::experiment::{Stage, leader::stage_name};
+    use crate::control::experiment::Stage;
     let _ = writeln!(
         out,
         "# HELP nanogrid_experiments Re-provisioning experiments held (the last 64 ended and the running ones), by stage.\n# TYPE nanogrid_experiments gauge"
@@ -74,7 +74,7 @@ fn experiments(out: &mut String, c: &crate::control::Cluster) {
     let list = c.experiments();
     for stage in [Stage::Trial, Stage::Pending, Stage::Kept, Stage::RolledBack, Stage::Aborted] {
         let n = list.iter().filter(|e| e.stage == stage).count();
-        let _ = writeln!(out, "nanogrid_experiments{{stage=\"{}\"}} {n}", stage_name(stage));
+        let _ = writeln!(out, "nanogrid_experiments{{stage=\"{}\"}} {n}", stage.as_str());
     }
 }
 

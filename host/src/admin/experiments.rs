@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{admin_error, err};
 use crate::control::Cluster;
-use crate::control::experiment::{Experiment, Stage, leader::stage_name, verdict};
+use crate::control::experiment::{Experiment, Stage, verdict};
 use crate::http::{self as h, Body};
 use crate::node::Node;
 use crate::services::AdminError;
@@ -89,7 +89,6 @@ pub(super) async fn route(
 /// trial when its window ends and the calls each arm has had so far.
 async fn view(c: &Cluster, e: &Experiment) -> Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
-    v["stage"] = stage_name(e.stage).into();
     if e.stage == Stage::Trial {
         v["window_ends_ms"] = (e.started_ms + c.config.experiments.window.as_millis() as u64).into();
         if let Some((old, new)) = c.trial_counts(e).await {

@@ -94,11 +94,13 @@ impl PeerRpc for TraceListReq {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TrialReq {
     pub id: u64,
+    /// Durations wanted per arm (the newest; 0 for the counts alone).
+    pub newest: usize,
 }
 
 impl PeerRpc for TrialReq {
     const PATH: &'static str = "/trial";
-    /// Up to 20,000 durations per arm.
+    /// At most 20,000 durations per arm; the leader asks for 2,000.
     const MAX_REPLY: usize = 1 << 20;
     type Reply = crate::services::trials::TrialSamples;
 }

@@ -109,7 +109,7 @@ pub async fn handle(
             serve(req, max_body, &rid, |r: TraceListReq| async move { Ok(c.registry.local_traces(&r.0)) }).await
         }
         (&Method::POST, p) if p == <TrialReq as PeerRpc>::PATH => {
-            serve(req, max_body, &rid, |r: TrialReq| async move { Ok(c.registry.trials.samples(r.id)) }).await
+            serve(req, max_body, &rid, |r: TrialReq| async move { Ok(c.registry.trials.samples(r.id, r.newest)) }).await
         }
         (&Method::GET, p) if p.starts_with("/components/") => {
             let digest = &p["/components/".len()..];

@@ -13,9 +13,11 @@ const MAX_PER_ARM: usize = 20_000;
 /// Experiments whose samples are kept at once (older ids are dropped).
 const MAX_TRIALS: usize = 8;
 
-/// One arm's calls: durations of the calls that answered (µs) and how many failed.
+/// One arm's calls: how many answered and how many failed, and the durations (µs) of
+/// the newest that answered (as many as were asked for).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ArmSamples {
+    pub answered: u64,
     pub micros: Vec<u32>,
     pub errors: u64,
 }
@@ -61,7 +63,10 @@ impl Trials {
         let arm = if new { &mut t.new } else { &mut t.old };
         if !ok {
             arm.errors += 1;
-        } else if arm.micros.len() < MAX_PER_ARM {
+            return;
+        }
+        arm.answered += 1;
+        if arm.micros.len() < MAX_PER_ARM {
             arm.micros.push(u32::try_from(micros).unwrap_or(u32::MAX));
         }
         while all.len() > MAX_TRIALS {
@@ -69,9 +74,17 @@ impl Trials {
         }
     }
 
-    /// Experiment `id`'s samples so far (none if this node has not seen its calls).
-    pub fn samples(&self, id: u64) -> TrialSamples {
-        self.samples.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|t| t.samples.clone()).unwrap_or_default()
+    /// Experiment `id`'s counts so far and at most the `newest` durations per arm (none if
+    /// this node has not seen its calls).
+    pub fn samples(&self, id: u64, newest: usize) -> TrialSamples {
+        let all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(t) = all.get(&id) else { return TrialSamples::default() };
+        let arm = |a: &ArmSamples| ArmSamples {
+            answered: a.answered,
+            micros: a.micros[a.micros.len().saturating_sub(newest)..].to_vec(),
+            errors: a.errors,
+        };
+        TrialSamples { old: arm(&t.samples.old), new: arm(&t.samples.new) }
     }
 }
 
@@ -90,13 +103,17 @@ mod tests {
         t.record(3, true, true, 1500);
         t.record(3, false, true, 4000);
         t.record(3, false, false, 9000);
-        let s = t.samples(3);
-        assert_eq!((s.new.micros.clone(), s.old.micros.clone(), s.old.errors), (vec![1500], vec![4000], 1));
-        assert_eq!(t.samples(4), TrialSamples::default());
+        t.record(3, true, true, 1700);
+        let s = t.samples(3, 10);
+        assert_eq!((s.new.micros.clone(), s.old.micros.clone(), s.old.errors), (vec![1500, 1700], vec![4000], 1));
+        assert_eq!((s.new.answered, s.old.answered), (2, 1));
+        let newest = t.samples(3, 1);
+        assert_eq!((newest.new.micros, newest.new.answered), (vec![1700], 2), "counts stay whole");
+        assert_eq!(t.samples(4, 10), TrialSamples::default());
         for id in 10..20 {
             t.record(id, true, true, 1);
         }
-        assert_eq!(t.samples(3), TrialSamples::default(), "only the newest experiments are kept");
-        assert_eq!(t.samples(19).new.micros, vec![1]);
+        assert_eq!(t.samples(3, 10), TrialSamples::default(), "only the newest experiments are kept");
+        assert_eq!(t.samples(19, 10).new.micros, vec![1]);
     }
 }

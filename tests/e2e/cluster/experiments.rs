@@ -24,6 +24,35 @@ fn load(c: &Arc<Cluster>, i: usize, path: &str) -> (Arc<AtomicBool>, tokio::task
     (stop, task)
 }
 
+/// Check `what` on every poll (every 100 ms) for `window`: an absence is watched for a
+/// bounded time, and a change at any moment of it fails.
+async fn holds_for<F, Fut>(window: Duration, mut what: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let until = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < until {
+        what().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `serve` flags with a short traffic window, co-location from `rate` calls/s and
+/// experiments of `window_ms` needing `min` calls per arm, plus `more`.
+fn flags(rate: &str, window_ms: &str, min: &str, more: &[&'static str]) -> Vec<String> {
+    let base = ["--colocate-min-rate", rate, "--traffic-window-ms", "500", "--experiment-window-ms", window_ms];
+    let mut f: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    f.extend(["--experiment-min-samples".to_string(), min.to_string()]);
+    f.extend(more.iter().map(|s| s.to_string()));
+    f
+}
+
+async fn start(flags: &[String]) -> Arc<Cluster> {
+    let f: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Arc::new(Cluster::start_with(3, &f).await)
+}
+
 /// The newest experiment about `service` on `node`, as node `i` shows it.
 async fn experiment(c: &Cluster, i: usize, service: &str, node: &str) -> Option<Value> {
     let v: Value = c.nodes[i].node.admin().get("/v1/experiments").await.ok()?.json().ok()?;
@@ -53,17 +82,7 @@ async fn across(c: &Cluster, callee: (&str, &str, Value), caller: (&str, &str, V
 
 #[tokio::test]
 async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
-    let flags = [
-        "--colocate-min-rate",
-        "1",
-        "--traffic-window-ms",
-        "500",
-        "--experiment-window-ms",
-        "4000",
-        "--experiment-min-samples",
-        "20",
-    ];
-    let c = Arc::new(Cluster::start_with(3, &flags).await);
+    let c = start(&flags("1", "4000", "20", &[])).await;
     formed(&c).await;
     // The callee spends 400 ms in its own sleep: the hop a move saves is a few percent.
     let (i, here, first) = across(&c, ("sleepy", "misbehave", json!({})), ("caller", "misbehave", json!({}))).await;
@@ -92,11 +111,13 @@ async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
     // Traffic stays hot, but a rolled-back move is not tried again during its cool-down
     // (20 windows): three seconds (six traffic windows) later there is still only the one
     // experiment (an absence, so watched for a bounded time).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let all: Value = c.nodes[1].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
-    let tries = all["experiments"].as_array().unwrap().iter().filter(|x| x["service"] == "sleepy").count();
-    assert_eq!(tries, 1, "{all:#}");
-    assert_eq!(c.placement(0, "sleepy").await, back);
+    holds_for(Duration::from_secs(3), || async {
+        let all: Value = c.nodes[1].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
+        let tries = all["experiments"].as_array().unwrap().iter().filter(|x| x["service"] == "sleepy").count();
+        assert_eq!(tries, 1, "{all:#}");
+        assert_eq!(c.placement(0, "sleepy").await, back);
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     task.await.unwrap();
     let events: Value = c.nodes[2].node.admin().get("/v1/events?limit=200").await.unwrap().json().unwrap();
@@ -112,19 +133,7 @@ async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
 
 #[tokio::test]
 async fn in_propose_mode_a_winning_move_waits_for_approval() {
-    let flags = [
-        "--colocate-min-rate",
-        "5",
-        "--traffic-window-ms",
-        "500",
-        "--reprovision",
-        "propose",
-        "--experiment-window-ms",
-        "2000",
-        "--experiment-min-samples",
-        "30",
-    ];
-    let c = Arc::new(Cluster::start_with(3, &flags).await);
+    let c = start(&flags("5", "2000", "30", &["--reprovision", "propose"])).await;
     formed(&c).await;
     let (i, here, first) = across(
         &c,
@@ -148,12 +157,14 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
     let mut want = vec![(first.clone(), 1), (here.clone(), 1)];
     want.sort();
     assert_eq!(seen, want);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let again = experiment(&c, 2, "tail", &here).await.unwrap();
-    assert_eq!(again["stage"], "pending", "{again:#}");
-    let mut still = c.placement(0, "tail").await;
-    still.sort();
-    assert_eq!(still, want, "no move without approval");
+    holds_for(Duration::from_secs(3), || async {
+        let again = experiment(&c, 2, "tail", &here).await.unwrap();
+        assert_eq!(again["stage"], "pending", "{again:#}");
+        let mut still = c.placement(0, "tail").await;
+        still.sort();
+        assert_eq!(still, want, "no move without approval");
+    })
+    .await;
 
     // `nanogrid experiments` shows it; `nanogrid approve ID` applies it.
     let id = e["id"].as_u64().unwrap().to_string();
@@ -179,8 +190,7 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
 
 #[tokio::test]
 async fn with_reprovision_off_hot_traffic_moves_nothing() {
-    let flags = ["--colocate-min-rate", "5", "--traffic-window-ms", "500", "--reprovision", "off"];
-    let c = Arc::new(Cluster::start_with(3, &flags).await);
+    let c = start(&flags("5", "30000", "100", &["--reprovision", "off"])).await;
     let leader = formed(&c).await;
     let (i, here, first) = across(
         &c,
@@ -201,11 +211,14 @@ async fn with_reprovision_off_hot_traffic_moves_nothing() {
     .await;
     // ... and, over the next windows (an absence, watched for a bounded time), neither
     // tries nor makes a move.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let v: Value = c.nodes[li].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
-    assert_eq!(v["mode"], "off");
-    assert_eq!(v["experiments"], json!([]), "{v:#}");
-    assert_eq!(c.placement(0, "tail").await, vec![(first, 1)]);
+    let there = vec![(first, 1)];
+    holds_for(Duration::from_secs(3), || async {
+        let v: Value = c.nodes[li].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
+        assert_eq!(v["mode"], "off");
+        assert_eq!(v["experiments"], json!([]), "{v:#}");
+        assert_eq!(c.placement(0, "tail").await, there);
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     task.await.unwrap();
 }

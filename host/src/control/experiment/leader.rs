@@ -116,13 +116,13 @@ impl Cluster {
         if e.stage != Stage::Trial || age < cfg.window {
             return None;
         }
-        let Some(samples) = self.trial_samples(e, Duration::from_secs(5)).await else {
+        let Some(samples) = self.trial_samples(e, verdict::MAX_SAMPLES, Duration::from_secs(5)).await else {
             // The trial's node does not answer: give up once a verdict is overdue.
             return (age >= cfg.window * INCONCLUSIVE_AFTER)
                 .then(|| abort("the trial's samples could not be fetched from its node"))
                 .flatten();
         };
-        let (n_old, n_new) = (samples.old.micros.len(), samples.new.micros.len());
+        let (n_old, n_new) = (samples.old.answered as usize, samples.new.answered as usize);
         let enough = n_old >= cfg.min_samples && n_new >= cfg.min_samples;
         if !enough && age < cfg.window * INCONCLUSIVE_AFTER {
             return None;
@@ -149,12 +149,12 @@ impl Cluster {
     }
 
     /// The trial node's samples of `e` (this node's own when it is that node).
-    async fn trial_samples(&self, e: &Experiment, wait: Duration) -> Option<TrialSamples> {
+    async fn trial_samples(&self, e: &Experiment, newest: usize, wait: Duration) -> Option<TrialSamples> {
         if e.node == self.name {
-            return Some(self.registry.trials.samples(e.id));
+            return Some(self.registry.trials.samples(e.id, newest));
         }
         let peer = self.live().get(&e.node)?.peer.clone();
-        match self.peers.call(&e.node, &peer, &TrialReq { id: e.id }, wait).await {
+        match self.peers.call(&e.node, &peer, &TrialReq { id: e.id, newest }, wait).await {
             Ok(s) => Some(s),
             Err(err) => {
                 tracing::debug!(id = e.id, node = %e.node, error = %err, "could not fetch an experiment's samples");
@@ -165,8 +165,8 @@ impl Cluster {
 
     /// A running trial's calls so far per arm (old, new), from its node.
     pub async fn trial_counts(&self, e: &Experiment) -> Option<(usize, usize)> {
-        let s = self.trial_samples(e, Duration::from_secs(1)).await?;
-        Some((s.old.micros.len() + s.old.errors as usize, s.new.micros.len() + s.new.errors as usize))
+        let s = self.trial_samples(e, 0, Duration::from_secs(1)).await?;
+        Some(((s.old.answered + s.old.errors) as usize, (s.new.answered + s.new.errors) as usize))
     }
 
     /// Every experiment the control state holds, newest first.
@@ -184,7 +184,7 @@ impl Cluster {
             let what = if approve { "approved" } else { "rejected" };
             return Err(AdminError::Conflict(format!(
                 "experiment {id} is {}, not pending: only a trial that won under --reprovision propose can be {what}",
-                stage_name(e.stage)
+                e.stage.as_str()
             )));
         }
         let (stage, verdict) = match approve {
@@ -196,7 +196,7 @@ impl Cluster {
         let now = self.sm.current().state.experiments.list.get(&id).cloned();
         match now {
             Some(e) if e.stage == stage => Ok(e),
-            Some(e) => Err(AdminError::Conflict(format!("experiment {id} is {} now", stage_name(e.stage)))),
+            Some(e) => Err(AdminError::Conflict(format!("experiment {id} is {} now", e.stage.as_str()))),
             None => Err(AdminError::NotFound(format!("no experiment {id}"))),
         }
     }
@@ -269,14 +269,4 @@ fn show_row(row: &BTreeMap<String, u32>) -> String {
         return "no node".into();
     }
     row.iter().map(|(n, c)| format!("{n}×{c}")).collect::<Vec<_>>().join(", ")
-}
-
-pub fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Trial => "trial",
-        Stage::Pending => "pending",
-        Stage::Kept => "kept",
-        Stage::RolledBack => "rolled-back",
-        Stage::Aborted => "aborted",
-    }
 }

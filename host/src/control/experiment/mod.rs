@@ -100,6 +100,17 @@ impl Stage {
     pub fn active(self) -> bool {
         matches!(self, Stage::Trial | Stage::Pending)
     }
+
+    /// The name the API and metrics use (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Trial => "trial",
+            Stage::Pending => "pending",
+            Stage::Kept => "kept",
+            Stage::RolledBack => "rolled-back",
+            Stage::Aborted => "aborted",
+        }
+    }
 }
 
 /// One experiment, as the control state holds it.

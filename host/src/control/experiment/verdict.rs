@@ -53,7 +53,8 @@ pub struct Figures {
     pub won: bool,
 }
 
-/// Judge two arms (each with at least one sample). `seed` makes the resampling
+/// Judge two arms (each with at least one duration; `micros` may be the newest of more
+/// `answered` calls). `seed` makes the resampling
 /// repeatable (the experiment's id).
 pub fn judge(old: &ArmSamples, new: &ArmSamples, labels: (String, String), min_gain: f64, seed: u64) -> Figures {
     let a = newest(&old.micros);
@@ -74,11 +75,11 @@ pub fn judge(old: &ArmSamples, new: &ArmSamples, labels: (String, String), min_g
         (percentile(&mut sa, 0.50), percentile(&mut sa, 0.99), percentile(&mut sb, 0.50), percentile(&mut sb, 0.99));
     let p50_gain = interval(gain(a50, b50), &mut g50);
     let p99_gain = interval(gain(a99, b99), &mut g99);
-    let rate = |s: &ArmSamples| s.errors as f64 / (s.errors + s.micros.len() as u64).max(1) as f64;
+    let rate = |s: &ArmSamples| s.errors as f64 / (s.errors + s.answered).max(1) as f64;
     let won = p50_gain.lo > min_gain && p99_gain.hi >= 0.0 && rate(new) <= rate(old) + 0.01;
     let arm = |label: String, s: &ArmSamples, p50: f64, p99: f64| ArmFigures {
         arrangement: label,
-        samples: s.micros.len() as u64,
+        samples: s.answered,
         errors: s.errors,
         p50_ms: round3(p50 / 1000.0),
         p99_ms: round3(p99 / 1000.0),
@@ -159,7 +160,7 @@ mod tests {
                 center - spread + jitter + slow
             })
             .collect();
-        ArmSamples { micros, errors: 0 }
+        ArmSamples { answered: n as u64, micros, errors: 0 }
     }
 
     fn labels() -> (String, String) {
