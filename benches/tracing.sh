@@ -5,16 +5,16 @@
 #   ring     --trace-sample 1, spans kept in the node's ring only (the default)
 #   otlp 1%  --trace-sample 0.01 and --otlp-endpoint to a local OTLP/HTTP receiver
 #   otlp 100% --trace-sample 1 and export of every span
-# Rounds are interleaved (wrk -t1 -cCONNS, DURATION s each); the medians are compared
-# with `off`. Targets: <= 5 % throughput loss with the ring, <= 10 % with export at 1 %.
+# Rounds are interleaved (wrk -t1 -cCONNS, DURATION s each), each round starting with the
+# next setting; the medians are compared with `off`. Targets: <= 5 % throughput loss with the ring, <= 10 % with export at 1 %.
 # Rewrites the tracing section of docs/BENCHMARKS.md (OUT=... writes elsewhere).
 #
-# Settings: DURATION (s, default 10), CONNS (32), ROUNDS (3), INSTANCES (64).
+# Settings: DURATION (s, default 10), CONNS (32), ROUNDS (7), INSTANCES (64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-7}
 INSTANCES=${INSTANCES:-64}
 BIN=${BIN:-}
 target=${CARGO_TARGET_DIR:-target}
@@ -64,9 +64,11 @@ start ring --trace-sample 1
 start otlp1 --trace-sample 0.01 --otlp-endpoint "$sink"
 start otlp100 --trace-sample 1 --otlp-endpoint "$sink"
 
-for n in "${names[@]}"; do wrk -t1 -c"$CONNS" -d2s "${ingress[$n]}/hello/world" >/dev/null; done
+for n in "${names[@]}"; do wrk -t1 -c"$CONNS" -d3s "${ingress[$n]}/hello/world" >/dev/null; done
 for r in $(seq 1 "$ROUNDS"); do
-    for n in "${names[@]}"; do
+    # Each round starts with a different setting, so none always runs first or last.
+    k=$(( (r - 1) % ${#names[@]} ))
+    for n in "${names[@]:$k}" "${names[@]:0:$k}"; do
         wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${ingress[$n]}/hello/world" >"$tmp/$n.$r.wrk"
         echo "round $r $n: $(parse "$tmp/$n.$r.wrk")" >&2
     done
@@ -92,7 +94,7 @@ out="$tmp/section.md"
     echo "## Tracing overhead"
     echo
     echo "\`./dev bench tracing\` ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD)): \`hello\` through ingress on"
-    echo "four release nodes side by side, $ROUNDS interleaved rounds of wrk -t1 -c$CONNS -d${DURATION}s each, medians;"
+    echo "four release nodes side by side, $ROUNDS interleaved rounds (each starting with the next setting) of wrk -t1 -c$CONNS -d${DURATION}s each, medians;"
     echo "OTLP export goes to a local OTLP/HTTP receiver (a Python server that reads and discards;"
     echo "it took $(echo "$exported" | cut -d' ' -f1) requests, $(echo "$exported" | cut -d' ' -f2) bytes of protobuf in all)."
     echo "Loss is throughput lost against tracing off on the same machine in the same run."

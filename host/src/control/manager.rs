@@ -18,6 +18,7 @@ use std::time::Duration;
 use openraft::ChangeMembers;
 use tokio::sync::watch;
 
+use super::experiment::Change;
 use super::gossip::{KEY_LOAD, KEY_MODE, PeerInfo};
 use super::placement::{hold_until_ready, place};
 use super::types::{Command, Member, raft_id};
@@ -353,7 +354,15 @@ impl Cluster {
             let mut events = super::placement::moves(&stored.state.assignment, &next, &serving);
             for ev in &mut events {
                 if let Some(e) = ev.service.as_deref().and_then(|s| experiments.active_for(s)) {
-                    ev.reason = format!("experiment {}: an instance on {} beside the old arrangement", e.id, e.node);
+                    ev.reason = match (e.change, e.phase_new) {
+                        (Change::Colocate, _) => {
+                            format!("experiment {}: an instance on {} beside the old arrangement", e.id, e.node)
+                        }
+                        (Change::AddInstance { .. }, true) => format!("experiment {}: one more on {}", e.id, e.node),
+                        (Change::AddInstance { .. }, false) => {
+                            format!("experiment {}: back to the old count on {}", e.id, e.node)
+                        }
+                    };
                 }
             }
             let base = Some(stored.state.assign_version);

@@ -221,7 +221,7 @@ impl crate::services::Remote for RemoteCalls {
         self.cluster.upgrade().is_some_and(|c| !c.holders(service).is_empty())
     }
 
-    fn trial(&self, service: &str) -> Option<u64> {
+    fn trial(&self, service: &str) -> Option<(u64, crate::services::trials::Split)> {
         self.cluster.upgrade()?.trial_here(service)
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::events::{Event, EventKind, Events};
-use super::experiment::{Ending, Experiment, Experiments, Stage};
+use super::experiment::{Change, Ending, Experiment, Experiments, Stage};
 use crate::grid::part::PartitionTable;
 use crate::services::ServiceSpec;
 
@@ -126,6 +126,12 @@ pub enum Command {
         end: Box<Ending>,
         #[serde(default)]
         decision: bool,
+    },
+    /// A count trial switches its extra instance on (`new`) or off.
+    ExperimentSwitch {
+        id: u64,
+        new: bool,
+        at_ms: u64,
     },
 }
 
@@ -323,10 +329,15 @@ impl ControlState {
                     let reason = format!("experiment {} {}: {}", e.id, stage_word(e.stage), e.verdict);
                     let ev = Event::at(EventKind::Experiment, reason, end.at_ms).service(&e.service).node(&e.node);
                     self.events.push(ev);
+                    let (id, stage, change, service) = (e.id, e.stage, e.change, e.service.clone());
+                    if let (Stage::Kept, Change::AddInstance { from }) = (stage, change) {
+                        self.keep_count(id, &service, from, end.at_ms);
+                    }
                     true
                 }
                 None => false,
             },
+            Command::ExperimentSwitch { id, new, at_ms } => self.experiments.switch(*id, *new, *at_ms),
             Command::RemoveNode { name, stop, at_ms } => {
                 if self.removed.contains(name) {
                     false
@@ -351,6 +362,17 @@ impl ControlState {
     /// Instances of `service` assigned to `node`.
     pub fn slots(&self, service: &str, node: &str) -> u32 {
         self.assignment.get(service).and_then(|m| m.get(node)).copied().unwrap_or(0)
+    }
+}
+
+impl ControlState {
+    /// A kept count experiment: the service's count goes from `from` to one more (unless
+    /// it changed meanwhile, which the leader would have aborted the trial for).
+    fn keep_count(&mut self, id: u64, service: &str, from: u32, at_ms: u64) {
+        let Some(spec) = self.services.get_mut(service).filter(|s| s.instances == from) else { return };
+        spec.instances = from + 1;
+        let reason = format!("experiment {id} kept one more instance");
+        self.events.push(Event::at(EventKind::Scale, reason, at_ms).service(service).counts(from, from + 1));
     }
 }
 
@@ -435,6 +457,50 @@ mod tests {
         assert_eq!(s.services["a"].instances, 3);
         let kinds: Vec<EventKind> = s.events.list.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec![EventKind::Scale, EventKind::Wake, EventKind::Scale]);
+    }
+
+    #[test]
+    fn a_kept_count_experiment_adds_one_instance_to_the_count_it_was_tried_on() {
+        let mut s = ControlState::default();
+        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "component": format!("sha256:{}", "0".repeat(64)), "instances": 2,
+            "queue_timeout_ms": 1000, "limits": crate::services::Limits::default(), "generation": 1, "updated_at_ms": 0
+        }))
+        .unwrap();
+        s.apply(&Command::PutService { spec: Box::new(spec) });
+        let trial = |from| Experiment {
+            id: 0,
+            service: "a".into(),
+            node: "n1".into(),
+            hypothesis: "h".into(),
+            before: BTreeMap::from([("n1".into(), 2)]),
+            stage: Stage::Trial,
+            started_ms: 1,
+            ended_ms: None,
+            inputs: BTreeMap::new(),
+            figures: None,
+            verdict: String::new(),
+            change: Change::AddInstance { from },
+            phase_new: false,
+            phase_ms: 0,
+        };
+        let end = |id, stage| Command::ExperimentEnd {
+            end: Box::new(Ending { id, stage, figures: None, verdict: "v".into(), at_ms: 5 }),
+            decision: false,
+        };
+        assert!(s.apply(&Command::ExperimentStart { experiment: Box::new(trial(2)) }).changed);
+        assert!(s.apply(&Command::ExperimentSwitch { id: 1, new: true, at_ms: 3 }).changed);
+        assert!(s.apply(&end(1, Stage::RolledBack)).changed);
+        assert_eq!(s.services["a"].instances, 2, "rolled back: the count stays");
+        s.apply(&Command::ExperimentStart { experiment: Box::new(trial(2)) });
+        assert!(s.apply(&end(2, Stage::Kept)).changed);
+        assert_eq!(s.services["a"].instances, 3, "kept: one more");
+        let last = s.events.list.back().unwrap();
+        assert_eq!((last.kind, last.from, last.to), (EventKind::Scale, Some(2), Some(3)));
+        // Tried on a count that has changed since: kept changes nothing.
+        s.apply(&Command::ExperimentStart { experiment: Box::new(trial(2)) });
+        s.apply(&end(3, Stage::Kept));
+        assert_eq!(s.services["a"].instances, 3);
     }
 
     #[test]

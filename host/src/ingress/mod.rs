@@ -105,19 +105,30 @@ fn finish_trace(
         resp.headers_mut().insert(TRACE_ID_HEADER, v);
     }
     let Some(tracer) = registry.tracer().filter(|_| open.ctx.sampled) else { return };
-    let service = split_target(target).map(|(s, _)| s.to_string());
-    let name = format!("ingress {}", service.as_deref().unwrap_or("-"));
-    let mut span = open.close(&tracer.node, name, SpanKind::Server, service.as_deref());
+    let service = split_target(target).map(|(s, _)| s);
+    let name = format!("ingress {}", service.unwrap_or("-"));
+    let mut span = tracer.span(open, &name, SpanKind::Server, service);
     // The path without its query (which may hold secrets).
     let path = target.split('?').next().unwrap_or("/");
-    span.attrs.reserve(3);
-    span.attrs.insert("http.method", method.as_str());
-    span.attrs.insert("http.path", path);
+    span.attrs.insert("http.method", method_attr(method));
+    span.attrs.insert("http.path", path.to_string());
     span.attrs.insert("http.status", u64::from(resp.status().as_u16()));
     if resp.status().is_server_error() {
         span.error = format!("http-{}", resp.status().as_u16());
     }
     tracer.record(span);
+}
+
+/// A request method as a span attribute (the common ones without an allocation).
+fn method_attr(m: &http::Method) -> trace::Attr {
+    match m.as_str() {
+        "GET" => "GET".into(),
+        "POST" => "POST".into(),
+        "PUT" => "PUT".into(),
+        "DELETE" => "DELETE".into(),
+        "HEAD" => "HEAD".into(),
+        other => other.to_string().into(),
+    }
 }
 
 /// In a cluster: refuse while dormant, serve locally when this node has instances,
@@ -211,7 +222,7 @@ async fn forward_with_retries(
     if let Some(tracer) = registry.tracer()
         && let Some(open) = hop.filter(|o| o.ctx.sampled)
     {
-        let mut span = open.close(&tracer.node, format!("forward {service}"), SpanKind::Client, Some(service));
+        let mut span = tracer.span(&open, &format!("forward {service}"), SpanKind::Client, Some(service));
         span.attrs.insert("forwarded", true);
         span.attrs.insert("http.status", u64::from(resp.status().as_u16()));
         if resp.status().is_server_error() {

@@ -8,6 +8,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::gate::{self, GateError};
+use super::trials::Split;
 use super::{Deployed, DispatchError, Outcome, Registry, Service};
 use crate::runtime::{
     CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response,
@@ -105,7 +106,7 @@ impl Registry {
         let span = self.client_span(&mut req.headers);
         let arm = self.trial_arm(service);
         let started = Instant::now();
-        let old_arm = arm.is_some_and(|(_, new)| !new);
+        let old_arm = arm.is_some_and(|(_, new, split)| split == Split::Alternate && !new);
         let (result, remote) = self.dispatch_routed(service, req, request_id, depth, old_arm).await;
         // Calls to names that are not deployed are not edges (a guest could invent any
         // number of them).
@@ -113,28 +114,47 @@ impl Registry {
             let ok = matches!(&result, Ok(r) if r.status < 500);
             let micros = started.elapsed().as_micros() as u64;
             self.calls.record(from, service, ok, remote, micros);
-            // A call of the new arm that ran elsewhere after all (the trial instance was
-            // busy, or a routing key sent it to its data) measured the old arrangement.
-            if let Some((id, new)) = arm.filter(|(_, new)| *new != remote) {
+            if let Some((id, new, _)) = arm.filter(|&(_, new, split)| self.counts_for_arm(service, new, split, remote))
+            {
                 self.trials.record(id, new, ok, micros);
             }
         }
         if let Some(open) = span {
-            let mut attrs = vec![("callee", service.into()), ("remote", remote.into())];
+            let mut attrs = vec![("callee", service.to_string().into()), ("remote", remote.into())];
             attrs.push(result_attr(&result));
             self.record_span(&open, format!("{kind} {service}"), SpanKind::Client, from, attrs, error_code(&result));
         }
         result
     }
 
-    /// The experiment and arm of a call to `service` from here, while an experiment tries
-    /// an instance of it on this node and both arms can run: the instance here serves and
-    /// another node serves it too. `true`: the new arm (run here).
-    fn trial_arm(&self, service: &str) -> Option<(u64, bool)> {
+    /// The experiment, arm and split of a call to `service` from here, while an
+    /// experiment tries an instance of it on this node and both arms can run: for a
+    /// co-location, the instance here serves and another node serves it too (`true`: the
+    /// new arm, run here); for a count, this node runs either count.
+    fn trial_arm(&self, service: &str) -> Option<(u64, bool, Split)> {
         let remote = self.remote.get()?;
-        let id = remote.trial(service)?;
-        let here = self.get(service).is_some_and(|s| s.gate().limit > 0);
-        (here && remote.has_holders(service)).then(|| (id, self.trials.next_is_new(id)))
+        let (id, split) = remote.trial(service)?;
+        let limit = self.get(service).map_or(0, |s| s.gate().limit);
+        match split {
+            Split::Alternate => {
+                (limit > 0 && remote.has_holders(service)).then(|| (id, self.trials.next_is_new(id), split))
+            }
+            Split::Slots { .. } => split.arm_of(limit).map(|new| (id, new, split)),
+        }
+    }
+
+    /// Whether a finished trial call measured its arm: a co-location's new-arm call that
+    /// ran elsewhere after all (the trial instance was busy, or a routing key sent it to
+    /// its data) measured the old arrangement; a count's call must have run here with the
+    /// same count from start to end.
+    fn counts_for_arm(&self, service: &str, new: bool, split: Split, remote: bool) -> bool {
+        match split {
+            Split::Alternate => new != remote,
+            Split::Slots { .. } => {
+                let limit = self.get(service).map_or(0, |s| s.gate().limit);
+                !remote && split.arm_of(limit) == Some(new)
+            }
+        }
     }
 
     /// A client span under the request's `traceparent`, which now names it; `None` when
@@ -158,7 +178,7 @@ impl Registry {
         error: &'static str,
     ) {
         let Some(tracer) = self.tracer().filter(|_| open.ctx.sampled) else { return };
-        let mut span = open.close(&tracer.node, name, kind, Some(service));
+        let mut span = tracer.span(open, &name, kind, Some(service));
         span.attrs.reserve(attrs.len());
         for (k, v) in attrs {
             span.attrs.insert(k, v);
@@ -208,9 +228,10 @@ impl Registry {
         let (Some(run), Some(tracer)) = (&trace.run, self.tracer()) else { return };
         let stats = run.stats.lock().unwrap_or_else(|e| e.into_inner());
         let ran_us = ran.as_micros() as u64;
-        let mut span = run.span.close(&tracer.node, format!("run {name}"), SpanKind::Internal, Some(name));
+        let mut span = tracer.span(&run.span, &format!("run {name}"), SpanKind::Internal, Some(name));
         let a = &mut span.attrs;
-        a.reserve(5 + 2 * stats.kv.len() + 2);
+        // Exactly what follows: a hello's five stay inline.
+        a.reserve(5 + 2 * stats.kv.len() + if stats.outbound.0 > 0 { 2 } else { 0 });
         a.insert("queue_wait_us", queue_wait.as_micros() as u64);
         a.insert("instantiate_us", stats.instantiate_us);
         a.insert("guest_us", ran_us.saturating_sub(stats.instantiate_us));
@@ -231,9 +252,9 @@ impl Registry {
             .map(|(n, svc, start, us)| {
                 let mut p = trace::Open::child_of(&run.span.ctx).close(
                     &tracer.node,
-                    n.to_string(),
+                    n.clone(),
                     SpanKind::Internal,
-                    Some(svc),
+                    Some(svc.clone()),
                 );
                 (p.start_unix_us, p.duration_us) = (*start, *us);
                 p

@@ -198,8 +198,8 @@ pub trait Remote: Send + Sync {
     /// Some other live node serves `service`.
     fn has_holders(&self, service: &str) -> bool;
     /// The re-provisioning experiment trying an instance of `service` on this node, if
-    /// one is on: calls from here to it then alternate between that instance and others.
-    fn trial(&self, service: &str) -> Option<u64>;
+    /// one is on, and how it splits the calls from here to it.
+    fn trial(&self, service: &str) -> Option<(u64, trials::Split)>;
     /// Give an autoscaled service scaled to zero an instance and wait, at most `wait`,
     /// until a node serves it.
     fn wake<'a>(

@@ -1,12 +1,36 @@
 //! This node's side of re-provisioning experiments (see `control::experiment`): while an
 //! experiment tries an instance of a service here, calls from this node's services to it
-//! alternate between the old arrangement (sent to the other nodes' instances) and the new
-//! one (run here), and each call's duration is kept per arm until the leader asks.
+//! are split between the old arrangement and the new ([`Split`]), and each call's duration
+//! is kept per arm until the leader asks.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+
+/// How a trial on this node assigns calls to arms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Alternately: the old arrangement (sent to the other nodes' instances) and the new
+    /// one (run here).
+    Alternate,
+    /// By this node's instance count of the service, which the leader switches between
+    /// the old count (arm `old`) and one more (arm `new`).
+    Slots { old: u32 },
+}
+
+impl Split {
+    /// The arm a count trial's call is in when this node has `limit` instances (`None`:
+    /// neither count, the switch is being applied).
+    pub fn arm_of(self, limit: u32) -> Option<bool> {
+        match self {
+            Split::Alternate => None,
+            Split::Slots { old } if limit == old => Some(false),
+            Split::Slots { old } if limit == old + 1 => Some(true),
+            Split::Slots { .. } => None,
+        }
+    }
+}
 
 /// Samples kept per arm (the leader's verdict uses the newest; older ones add little).
 const MAX_PER_ARM: usize = 20_000;
@@ -91,6 +115,14 @@ impl Trials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_trial_s_arm_is_the_node_s_instance_count() {
+        let s = Split::Slots { old: 2 };
+        assert_eq!((s.arm_of(2), s.arm_of(3)), (Some(false), Some(true)));
+        assert_eq!((s.arm_of(1), s.arm_of(4)), (None, None), "a count neither arm has");
+        assert_eq!(Split::Alternate.arm_of(2), None);
+    }
 
     #[test]
     fn arms_alternate_and_samples_are_kept_per_arm() {

@@ -41,7 +41,7 @@ pub enum Attr {
     Int(i64),
     Float(f64),
     Bool(bool),
-    Str(String),
+    Str(Cow<'static, str>),
 }
 
 impl From<u64> for Attr {
@@ -50,15 +50,15 @@ impl From<u64> for Attr {
     }
 }
 
-impl From<&str> for Attr {
-    fn from(v: &str) -> Attr {
-        Attr::Str(v.to_string())
+impl From<&'static str> for Attr {
+    fn from(v: &'static str) -> Attr {
+        Attr::Str(Cow::Borrowed(v))
     }
 }
 
 impl From<String> for Attr {
     fn from(v: String) -> Attr {
-        Attr::Str(v)
+        Attr::Str(Cow::Owned(v))
     }
 }
 
@@ -69,10 +69,12 @@ impl From<bool> for Attr {
 }
 
 /// A span's attributes in the order they were set. A span has a handful, nearly all
-/// with fixed names: a vector of `Cow` names costs one allocation where a map of
-/// `String` names cost one per name (tracing's cost is per span, on every request).
+/// with fixed names and values that need no allocation, kept inline: a span sits in the
+/// ring for thousands of requests, and every allocation that outlives its request costs
+/// a cache miss when it is made and again when it is freed (tracing's cost is per span,
+/// on every request).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Attrs(Vec<(Cow<'static, str>, Attr)>);
+pub struct Attrs(smallvec::SmallVec<[(Cow<'static, str>, Attr); 6]>);
 
 impl Attrs {
     /// Set `key` (replacing an earlier value).
@@ -111,7 +113,7 @@ impl std::ops::Index<&str> for Attrs {
 
 impl IntoIterator for Attrs {
     type Item = (Cow<'static, str>, Attr);
-    type IntoIter = std::vec::IntoIter<(Cow<'static, str>, Attr)>;
+    type IntoIter = smallvec::IntoIter<[(Cow<'static, str>, Attr); 6]>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
     }
@@ -139,13 +141,15 @@ pub struct SpanRecord {
     pub span_id: SpanId,
     #[serde(with = "hex_parent", default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<SpanId>,
-    pub name: String,
+    /// Shared with the node's other spans of the same name ([`Tracer::span`]).
+    #[serde(with = "arc_str")]
+    pub name: Arc<str>,
     pub kind: SpanKind,
     /// This node's name, shared by all its spans.
     #[serde(with = "arc_str")]
     pub node: Arc<str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
+    #[serde(with = "opt_arc_str", default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Arc<str>>,
     pub start_unix_us: u64,
     pub duration_us: u64,
     /// Empty when it went well; else the error code (`trap`, `timeout`, `http-503`, ...).
@@ -166,6 +170,23 @@ mod arc_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
         Ok(String::deserialize(d)?.into())
+    }
+}
+
+mod opt_arc_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(Into::into))
     }
 }
 
@@ -198,7 +219,7 @@ impl Open {
         Open { ctx, parent: None, started: Instant::now(), start_unix_us: now_unix_us() }
     }
 
-    pub fn close(&self, node: &Arc<str>, name: String, kind: SpanKind, service: Option<&str>) -> SpanRecord {
+    pub fn close(&self, node: &Arc<str>, name: Arc<str>, kind: SpanKind, service: Option<Arc<str>>) -> SpanRecord {
         SpanRecord {
             trace_id: self.ctx.trace_id,
             span_id: self.ctx.span_id,
@@ -206,7 +227,7 @@ impl Open {
             name,
             kind,
             node: node.clone(),
-            service: service.map(str::to_string),
+            service,
             start_unix_us: self.start_unix_us,
             duration_us: self.started.elapsed().as_micros() as u64,
             error: String::new(),
@@ -291,6 +312,8 @@ impl CallTrace {
 /// How this node traces: who it is, how much it samples, where spans go.
 pub struct Tracer {
     pub node: Arc<str>,
+    /// Span and service names, shared by the spans that have them (bounded).
+    names: Mutex<std::collections::HashSet<Arc<str>>>,
     /// The share of new traces recorded (a request that arrives with a `traceparent`
     /// follows its sampled flag).
     sample: f64,
@@ -300,7 +323,32 @@ pub struct Tracer {
 
 impl Tracer {
     pub fn new(node: &str, sample: f64, ring_spans: usize, export: Option<otlp::Exporter>) -> Tracer {
-        Tracer { node: node.into(), sample: sample.clamp(0.0, 1.0), ring: store::SpanRing::new(ring_spans), export }
+        Tracer {
+            node: node.into(),
+            names: Default::default(),
+            sample: sample.clamp(0.0, 1.0),
+            ring: store::SpanRing::new(ring_spans),
+            export,
+        }
+    }
+
+    /// `name` as a shared string: the one this node's other spans use, or a new one
+    /// (kept for the next span unless [`MAX_NAMES`] are kept already).
+    pub fn name(&self, name: &str) -> Arc<str> {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        if names.len() < MAX_NAMES {
+            names.insert(n.clone());
+        }
+        n
+    }
+
+    /// The finished span `open` on this node, named `name`, of `service`.
+    pub fn span(&self, open: &Open, name: &str, kind: SpanKind, service: Option<&str>) -> SpanRecord {
+        open.close(&self.node, self.name(name), kind, service.map(|s| self.name(s)))
     }
 
     /// The context a request continues: the caller's, or a new trace (sampled at the
@@ -336,6 +384,9 @@ impl Tracer {
         self.export.as_ref()
     }
 }
+
+/// Distinct span and service names a node shares between its spans.
+const MAX_NAMES: usize = 4096;
 
 fn rand_unit() -> f64 {
     (SpanId::random().0 >> 11) as f64 / (1u64 << 53) as f64
@@ -399,10 +450,11 @@ mod tests {
     #[test]
     fn a_span_record_round_trips_through_json_with_hex_ids() {
         let ctx = SpanContext { trace_id: TraceId(0xabc), span_id: SpanId(0x12), sampled: true };
-        let mut s = Open::child_of(&ctx).close(&"n1".into(), "run hello".into(), SpanKind::Internal, Some("hello"));
+        let mut s =
+            Open::child_of(&ctx).close(&"n1".into(), "run hello".into(), SpanKind::Internal, Some("hello".into()));
         s.attrs.insert("kv.quorum.count", 3u64);
         s.attrs.insert("result", "ok");
-        s.attrs.insert("result", "ok again");
+        s.attrs.insert("result", "ok again".to_string());
         assert_eq!(s.attrs.iter().count(), 2, "a name set twice is there once");
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["trace_id"], "00000000000000000000000000000abc");

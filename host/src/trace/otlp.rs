@@ -152,14 +152,14 @@ pub fn request(node: &str, spans: Vec<SpanRecord>) -> ExportTraceServiceRequest 
 fn to_proto(s: SpanRecord) -> Span {
     let mut attributes = vec![kv("nanogrid.node", any_value::Value::StringValue(s.node.to_string()))];
     if let Some(svc) = &s.service {
-        attributes.push(kv("nanogrid.service", any_value::Value::StringValue(svc.clone())));
+        attributes.push(kv("nanogrid.service", any_value::Value::StringValue(svc.to_string())));
     }
     for (k, v) in s.attrs {
         let v = match v {
             Attr::Int(i) => any_value::Value::IntValue(i),
             Attr::Float(f) => any_value::Value::DoubleValue(f),
             Attr::Bool(b) => any_value::Value::BoolValue(b),
-            Attr::Str(t) => any_value::Value::StringValue(t),
+            Attr::Str(t) => any_value::Value::StringValue(t.into_owned()),
         };
         attributes.push(kv(&k, v));
     }
@@ -178,7 +178,7 @@ fn to_proto(s: SpanRecord) -> Span {
         trace_id: s.trace_id.0.to_be_bytes().to_vec(),
         span_id: s.span_id.0.to_be_bytes().to_vec(),
         parent_span_id: s.parent_id.map(|p| p.0.to_be_bytes().to_vec()).unwrap_or_default(),
-        name: s.name,
+        name: s.name.to_string(),
         kind: kind as i32,
         start_time_unix_nano: start,
         end_time_unix_nano: start + s.duration_us.saturating_mul(1000),
@@ -203,7 +203,8 @@ mod tests {
     #[test]
     fn spans_encode_as_otlp_with_ids_kind_status_and_attributes() {
         let ctx = SpanContext { trace_id: TraceId(0x0102), span_id: SpanId(0x0304), sampled: true };
-        let mut s = Open::child_of(&ctx).close(&"n2".into(), "run hello".into(), SpanKind::Internal, Some("hello"));
+        let mut s =
+            Open::child_of(&ctx).close(&"n2".into(), "run hello".into(), SpanKind::Internal, Some("hello".into()));
         s.error = "trap".into();
         s.attrs.insert("queue_wait_us", Attr::Int(12));
         let bytes = request("n2", vec![s.clone()]).encode_to_vec();

@@ -93,7 +93,7 @@ fn summarize(spans: &[SpanRecord]) -> TraceSummary {
         .iter()
         .find(|s| s.parent_id.is_none())
         .or_else(|| spans.iter().min_by_key(|s| s.start_unix_us))
-        .map(|s| s.name.clone())
+        .map(|s| s.name.to_string())
         .unwrap_or_default();
     TraceSummary {
         trace_id: spans.first().map(|s| s.trace_id.to_string()).unwrap_or_default(),
@@ -102,7 +102,7 @@ fn summarize(spans: &[SpanRecord]) -> TraceSummary {
         duration_us: end - start,
         spans: spans.len(),
         errors: spans.iter().filter(|s| !s.error.is_empty()).count(),
-        services: spans.iter().filter_map(|s| s.service.clone()).collect(),
+        services: spans.iter().filter_map(|s| s.service.as_deref().map(str::to_string)).collect(),
         nodes: spans.iter().map(|s| s.node.to_string()).collect(),
     }
 }
@@ -151,8 +151,12 @@ mod tests {
 
     fn span(trace: u128, parent: Option<u64>, node: &str, service: &str, start: u64, dur: u64) -> SpanRecord {
         let ctx = SpanContext { trace_id: TraceId(trace), span_id: SpanId(parent.unwrap_or(1)), sampled: true };
-        let mut s =
-            Open::child_of(&ctx).close(&node.into(), format!("run {service}"), SpanKind::Internal, Some(service));
+        let mut s = Open::child_of(&ctx).close(
+            &node.into(),
+            format!("run {service}").into(),
+            SpanKind::Internal,
+            Some(service.into()),
+        );
         s.parent_id = parent.map(SpanId);
         s.start_unix_us = start;
         s.duration_us = dur;

@@ -1,8 +1,11 @@
-//! Barrier wait attribution drives co-location: a fan-out whose last answer keeps coming
-//! from a callee on another node gets that callee moved next to it (its call rate alone is
-//! far below the co-location threshold), and the barriers' wait drops.
+//! Barrier wait attribution drives re-provisioning: a fan-out whose last answer keeps
+//! coming from a callee on another node gets that callee moved next to it (its call rate
+//! alone is far below the co-location threshold), and one whose slowest callee is already
+//! there but queues gets it one more instance; either way the barriers' wait drops.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -97,4 +100,116 @@ async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them
     assert!(a < b, "the barriers' wait did not drop: {b} ms before, {a} ms after");
     let m = c.nodes[caller].node.metric("nanogrid_barrier_waited_on_total", "from=\"fan\",to=\"slow\"").await;
     assert!(m >= before.len() as f64, "{m}");
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_a_switchback_trial() {
+    // Only the wait share makes slow hot; trials switch the extra instance every 1.5 s.
+    let flags = [
+        "--colocate-min-rate",
+        "100000",
+        "--traffic-window-ms",
+        "3000",
+        "--experiment-window-ms",
+        "9000",
+        "--experiment-min-samples",
+        "10",
+    ];
+    let c = Arc::new(Cluster::start_with(3, &flags).await);
+    let leader = formed(&c).await;
+    let (i, here) = (1, c.nodes[1].name.clone());
+    // Both on one node: co-location has nothing to move, but slow's one instance queues.
+    c.nodes[0].node.deploy("slow", "misbehave", json!({ "instances": 1, "placement": [here] })).await;
+    c.nodes[0].node.deploy("fan", "misbehave", json!({ "instances": 4, "placement": [here] })).await;
+    super::serves(&c, i, "/slow/", Duration::from_secs(20)).await;
+    super::serves(&c, i, "/fan/", Duration::from_secs(20)).await;
+
+    // Open-loop load: a barrier every 70 ms, each one call of 60 ms to slow (its only
+    // callee, so it always answers last): 86 % of one instance.
+    let stop = Arc::new(AtomicBool::new(false));
+    let started: Arc<std::sync::Mutex<Vec<(u64, String)>>> = Default::default();
+    let load = {
+        let (c, stop, started) = (c.clone(), stop.clone(), started.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(70));
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (c, started) = (c.clone(), started.clone());
+                tokio::spawn(async move {
+                    let at = now_ms();
+                    if let Ok(r) = c.get(i, "/fan/barrier/0?also=slow&sleep=60").await
+                        && r.status == 202
+                    {
+                        started.lock().unwrap().push((at, r.text()));
+                    }
+                });
+            }
+        })
+    };
+
+    let li = c.index_of(&leader);
+    let e: Value = eventually("a count trial for slow ends", Duration::from_secs(90), || async {
+        let v: Value = c.nodes[li].node.admin().get("/v1/experiments").await.ok()?.json().ok()?;
+        let e = v["experiments"].as_array()?.iter().find(|e| e["service"] == "slow").cloned()?;
+        (e["stage"] != "trial").then_some(e)
+    })
+    .await;
+    assert_eq!(e["change"]["kind"], "add-instance", "{e:#}");
+    assert_eq!(e["change"]["from"], 1, "{e:#}");
+    assert_eq!(e["node"], here.as_str(), "{e:#}");
+    assert!(e["hypothesis"].as_str().unwrap().contains("barrier wait"), "the wait share made it hot: {e:#}");
+    assert!(e["inputs"]["queued"].as_f64().unwrap() >= 0.2, "it queued: {e:#}");
+    let f = &e["figures"];
+    assert!(f["old"]["arrangement"].as_str().unwrap().starts_with("1 instances"), "{f:#}");
+    assert!(f["new"]["arrangement"].as_str().unwrap().starts_with("2 instances"), "{f:#}");
+    assert!(f["old"]["samples"].as_u64().unwrap() >= 10 && f["new"]["samples"].as_u64().unwrap() >= 10, "{f:#}");
+    assert_eq!(e["stage"], "kept", "one more instance of a queueing callee wins: {e:#}");
+    let ended = e["ended_ms"].as_u64().unwrap();
+    let trial_began = e["started_ms"].as_u64().unwrap();
+
+    // Kept: the count is 2, both on the node, and the barriers after it wait less than
+    // the ones before the trial.
+    eventually("slow has two instances on its node", Duration::from_secs(20), || async {
+        let p = c.placement(i, "slow").await;
+        (p == vec![(here.clone(), 2)]).then_some(())
+    })
+    .await;
+    let spec: Value = c.nodes[0].node.admin().get("/v1/services/slow").await.unwrap().json().unwrap();
+    assert_eq!(spec["spec"]["instances"], 2, "{spec}");
+    let settled = now_ms() + 500;
+    eventually("barriers run after the change", Duration::from_secs(30), || async {
+        let n = started.lock().unwrap().iter().filter(|(at, _)| *at > settled).count();
+        (n >= 30).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let all = started.lock().unwrap().clone();
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for (at, id) in all {
+        let to = match at {
+            at if at < trial_began => &mut before,
+            at if at > settled.max(ended) => &mut after,
+            _ => continue,
+        };
+        let b: Value = eventually("the barrier ends", Duration::from_secs(20), || async {
+            let v: Value = c.nodes[i].node.admin().get(&format!("/v1/barriers/{id}")).await.ok()?.json().ok()?;
+            (v["state"] == "done").then_some(v)
+        })
+        .await;
+        to.push(b["waited_on"]["after_ms"].as_u64().unwrap());
+    }
+    assert!(before.len() >= 10, "barriers before the trial: {before:?}");
+    let (b, a) = (median(before.clone()), median(after.clone()));
+    println!(
+        "count trial: {}; barrier wait median {b} ms with one instance ({} barriers), {a} ms with two ({})",
+        e["verdict"],
+        before.len(),
+        after.len()
+    );
+    assert!(a < b, "the barriers' wait did not drop: {b} ms before, {a} ms after");
 }

@@ -9,21 +9,26 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::verdict::{self, Figures};
-use super::{COOLDOWN, Ending, Experiment, INCONCLUSIVE_AFTER, Reprovision, Stage};
+use super::{COOLDOWN, Change, Ending, Experiment, INCONCLUSIVE_AFTER, Reprovision, Stage};
 use crate::control::network::TrialReq;
 use crate::control::placement::place;
 use crate::control::traffic::{Affinity, Demand};
 use crate::control::types::{Assignment, Command, ControlState};
 use crate::control::{Cluster, Mode};
-use crate::services::trials::TrialSamples;
+use crate::services::trials::{Split, TrialSamples};
 use crate::services::{AdminError, ServiceSpec, now_ms};
 
 impl Cluster {
-    /// The experiment trying an instance of `service` on this node, if one is on.
-    pub fn trial_here(&self, service: &str) -> Option<u64> {
+    /// The experiment trying an instance of `service` on this node, if one is on, and how
+    /// it splits this node's calls.
+    pub fn trial_here(&self, service: &str) -> Option<(u64, Split)> {
         let stored = self.sm.current();
         let e = stored.state.experiments.active_for(service)?;
-        (e.node == self.name).then_some(e.id)
+        let split = match e.change {
+            Change::Colocate => Split::Alternate,
+            Change::AddInstance { .. } => Split::Slots { old: e.before.get(&e.node).copied().unwrap_or(0) },
+        };
+        (e.node == self.name).then_some((e.id, split))
     }
 
     /// What placement starts from (each service on trial at its old arrangement) and the
@@ -53,17 +58,23 @@ impl Cluster {
             for (node, &level) in nodes {
                 let mut with = affinity.clone();
                 with.entry(service.clone()).or_default().insert(node.clone(), level);
-                if place(loaded, serving, &current, &with).get(service) == base.get(service) {
-                    // Acting on it moves nothing: nothing to try.
-                    affinity = with;
-                    continue;
-                }
                 let before = base.get(service).cloned().unwrap_or_default();
+                if place(loaded, serving, &current, &with).get(service) == base.get(service) {
+                    // Acting on it moves nothing: the service is there already. If its
+                    // calls queue, one more instance is worth a try.
+                    affinity = with;
+                    let Some(e) = self.count_proposal(service, node, &before, loaded, serving, &demand, state) else {
+                        continue;
+                    };
+                    tracing::info!(%service, %node, hypothesis = %e.hypothesis, "starting a count experiment");
+                    self.write(Command::ExperimentStart { experiment: Box::new(e) }).await?;
+                    return Ok(None);
+                }
                 let elsewhere = before.keys().any(|n| n != node);
                 if exps.active_for(service).is_some() || !serving.contains(node) || !elsewhere {
                     continue;
                 }
-                let e = proposal(service, node, before, &demand);
+                let e = proposal(service, node, before, &demand, Change::Colocate, String::new());
                 tracing::info!(%service, %node, hypothesis = %e.hypothesis, "starting a re-provisioning experiment");
                 self.write(Command::ExperimentStart { experiment: Box::new(e) }).await?;
                 return Ok(None);
@@ -77,7 +88,8 @@ impl Cluster {
         // Runs whatever the mode: a leader with re-provisioning off still ends the
         // experiments another leader started.
         let cfg = &self.config.experiments;
-        let every = (cfg.window / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        // Often enough to switch count trials' phases on time.
+        let every = (super::phase_length(cfg.window) / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -88,6 +100,7 @@ impl Cluster {
             }
             let stored = self.sm.current();
             for e in stored.state.experiments.active() {
+                self.switch_phase(e).await;
                 if let Some(end) = self.judge(e, &stored.state).await
                     && let Err(err) = self.write(Command::ExperimentEnd { end: Box::new(end), decision: false }).await
                 {
@@ -95,6 +108,60 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// A count trial whose phase has lasted [`super::phase_length`] switches to the
+    /// other arm (it starts with the old count).
+    async fn switch_phase(&self, e: &Experiment) {
+        if !matches!(e.change, Change::AddInstance { .. }) {
+            return;
+        }
+        let at_ms = now_ms();
+        let since = e.phase_ms.max(e.started_ms);
+        if at_ms.saturating_sub(since) < super::phase_length(self.config.experiments.window).as_millis() as u64 {
+            return;
+        }
+        let cmd = Command::ExperimentSwitch { id: e.id, new: !e.phase_new, at_ms };
+        if let Err(err) = self.write(cmd).await {
+            tracing::debug!(id = e.id, error = %err, "could not switch a count trial's arm; retrying");
+        }
+    }
+
+    /// The experiment that tries one more instance of `service` on `node`, where it runs
+    /// already, if its calls queue: it is not autoscaled (the autoscaler owns such
+    /// counts), no experiment is on for it, and the node has room under its budget.
+    #[allow(clippy::too_many_arguments)]
+    fn count_proposal(
+        &self,
+        service: &str,
+        node: &str,
+        before: &BTreeMap<String, u32>,
+        loaded: &BTreeMap<String, ServiceSpec>,
+        serving: &[String],
+        demand: &[Demand],
+        state: &ControlState,
+    ) -> Option<Experiment> {
+        let spec = loaded.get(service).filter(|s| s.autoscale.is_none())?;
+        let here = before.get(node).copied().unwrap_or(0);
+        let room = here >= 1 && here < self.config.scaling.node_instances;
+        if !room || !serving.iter().any(|n| n == node) || state.experiments.active_for(service).is_some() {
+            return None;
+        }
+        let load = self.scaling.auto.lock().unwrap_or_else(|e| e.into_inner()).loads.get(service).copied()?;
+        if load.queued < QUEUED_MIN {
+            return None;
+        }
+        let mut e = proposal(
+            service,
+            node,
+            before.clone(),
+            demand,
+            Change::AddInstance { from: spec.instances },
+            format!("{:.1} of its requests wait for an instance on average ({:.1} ms each)", load.queued, load.wait_ms),
+        );
+        e.inputs.insert("queued".into(), load.queued);
+        e.inputs.insert("wait_ms".into(), load.wait_ms);
+        Some(e)
     }
 
     /// How `e` ends now, if it does.
@@ -112,6 +179,12 @@ impl Cluster {
         if cfg.mode == Reprovision::Off {
             return abort("re-provisioning is off on the leader (--reprovision off)");
         }
+        let count = state.services.get(&e.service).map_or(0, |s| s.instances);
+        if let Change::AddInstance { from } = e.change
+            && count != from
+        {
+            return abort(&format!("the service's count changed during the trial ({from} → {count})"));
+        }
         let age = Duration::from_millis(at_ms.saturating_sub(e.started_ms));
         if e.stage != Stage::Trial || age < cfg.window {
             return None;
@@ -128,8 +201,15 @@ impl Cluster {
             return None;
         }
         let figures = if n_old > 0 && n_new > 0 {
-            let labels =
-                (format!("instances elsewhere ({})", show_row(&e.before)), format!("an instance on {}", e.node));
+            let labels = match e.change {
+                Change::Colocate => {
+                    (format!("instances elsewhere ({})", show_row(&e.before)), format!("an instance on {}", e.node))
+                }
+                Change::AddInstance { from } => (
+                    format!("{from} instances ({})", show_row(&e.before)),
+                    format!("{} instances (one more on {})", from + 1, e.node),
+                ),
+            };
             let (min_gain, id) = (cfg.min_gain, e.id);
             let old_new = (samples.old, samples.new);
             let judged =
@@ -202,8 +282,20 @@ impl Cluster {
     }
 }
 
-/// The experiment that would test putting an instance of `service` on `node`.
-fn proposal(service: &str, node: &str, before: BTreeMap<String, u32>, demand: &[Demand]) -> Experiment {
+/// A service's calls queue enough for one more instance to be worth a try: this many
+/// requests waiting on average over the last window, all nodes together.
+const QUEUED_MIN: f64 = 0.2;
+
+/// The experiment that would test `change` for `service` on `node` (`queueing`: why
+/// its calls wait, for a count).
+fn proposal(
+    service: &str,
+    node: &str,
+    before: BTreeMap<String, u32>,
+    demand: &[Demand],
+    change: Change,
+    queueing: String,
+) -> Experiment {
     let d = demand.iter().find(|d| d.service == service && d.node == node);
     let mut inputs = BTreeMap::new();
     let why = match d {
@@ -220,14 +312,23 @@ fn proposal(service: &str, node: &str, before: BTreeMap<String, u32>, demand: &[
         }
         None => "it is hot there".to_string(),
     };
+    let hypothesis = match change {
+        Change::Colocate => format!(
+            "calls from {node} to {service} get faster with an instance of {service} on {node} (now on {}): {why}",
+            show_row(&before)
+        ),
+        Change::AddInstance { from } => format!(
+            "calls from {node} to {service} get faster with {} instances of {service} instead of {from} (one more on \
+             {node}; now on {}): {queueing}, and {why}",
+            from + 1,
+            show_row(&before)
+        ),
+    };
     Experiment {
         id: 0,
         service: service.into(),
         node: node.into(),
-        hypothesis: format!(
-            "calls from {node} to {service} get faster with an instance of {service} on {node} (now on {}): {why}",
-            show_row(&before)
-        ),
+        hypothesis,
         before,
         stage: Stage::Trial,
         started_ms: now_ms(),
@@ -235,6 +336,9 @@ fn proposal(service: &str, node: &str, before: BTreeMap<String, u32>, demand: &[
         inputs,
         figures: None,
         verdict: String::new(),
+        change,
+        phase_new: false,
+        phase_ms: 0,
     }
 }
 

@@ -1,12 +1,21 @@
 //! Re-provisioning as an experiment: a change the leader wants to make because of call
 //! traffic (an odd instance moved next to the node whose services call it most, or whose
-//! barriers wait on it) is first tried beside the old arrangement, and kept only if the
-//! calls it was meant to speed up got faster.
+//! barriers wait on it; or one more instance of a callee that is already there but
+//! queues) is first tried beside the old arrangement, and kept only if the calls it was
+//! meant to speed up got faster.
 //!
-//! A *trial* keeps the service's old arrangement (arm `old`) and adds one instance on
-//! the hot node (arm `new`). That node's calls to the service alternate between the arms:
-//! odd calls are sent to the other nodes' instances as before, even calls run on the new
-//! local one, and each call's duration is kept per arm ([`crate::services::calls`]). After
+//! A *co-location* trial ([`Change::Colocate`]) keeps the service's old arrangement (arm
+//! `old`) and adds one instance on the hot node (arm `new`). That node's calls to the
+//! service alternate between the arms: odd calls are sent to the other nodes' instances as
+//! before, even calls run on the new local one, and each call's duration is kept per arm
+//! ([`crate::services::trials`]).
+//!
+//! A *count* trial ([`Change::AddInstance`]) cannot split calls between two arrangements
+//! (the instances are one pool), so it alternates in time: the leader switches the extra
+//! instance on the hot node on and off every [`phase_length`], and that node records each
+//! call to the service for the arm its local instance count showed from the call's start
+//! to its end (a call that saw the switch counts for neither). Kept, the service's count
+//! goes up by one. After
 //! the window the leader fetches both arms' samples and applies [`verdict::judge`]: kept
 //! (placement then moves the odd instance to the hot node and the surplus goes), rolled
 //! back (the trial instance goes, and the pair is not tried again for a while), or, with
@@ -113,6 +122,25 @@ impl Stage {
     }
 }
 
+/// What an experiment tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Change {
+    /// An instance on the hot node beside the old arrangement; kept, placement moves the
+    /// odd instance there.
+    #[default]
+    Colocate,
+    /// One more instance (on the hot node) than the service's count `from`; kept, the
+    /// count becomes `from + 1`.
+    AddInstance { from: u32 },
+}
+
+/// How long each arm of a count trial lasts before the leader switches to the other:
+/// six phases per window, at least a second (a switch takes a placement step to apply).
+pub fn phase_length(window: std::time::Duration) -> std::time::Duration {
+    (window / 6).max(std::time::Duration::from_secs(1))
+}
+
 /// One experiment, as the control state holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Experiment {
@@ -138,6 +166,37 @@ pub struct Experiment {
     /// Why it ended as it did, in a sentence.
     #[serde(default)]
     pub verdict: String,
+    #[serde(default)]
+    pub change: Change,
+    /// A count trial's current arm (`true`: the extra instance is on) and since when.
+    #[serde(default)]
+    pub phase_new: bool,
+    #[serde(default)]
+    pub phase_ms: u64,
+}
+
+impl Experiment {
+    /// The service's row with the trial's instance: one on the node if it has none (a
+    /// co-location), or one more there (a count).
+    pub fn trial_row(&self) -> BTreeMap<String, u32> {
+        let mut row = self.before.clone();
+        match self.change {
+            Change::Colocate => {
+                row.entry(self.node.clone()).or_insert(1);
+            }
+            Change::AddInstance { .. } => *row.entry(self.node.clone()).or_insert(0) += 1,
+        }
+        row
+    }
+
+    /// Whether the trial's instance is on now (a co-location's always is; a count's in
+    /// its `new` phases).
+    pub fn trial_on(&self) -> bool {
+        match self.change {
+            Change::Colocate => true,
+            Change::AddInstance { .. } => self.phase_new,
+        }
+    }
 }
 
 /// The control state's experiments.
@@ -205,6 +264,19 @@ impl Experiments {
         self.list.get(&id)
     }
 
+    /// Switch an active count trial to arm `new` (from `at_ms`); false when there is
+    /// nothing to switch.
+    pub fn switch(&mut self, id: u64, new: bool, at_ms: u64) -> bool {
+        match self.list.get_mut(&id) {
+            Some(e) if e.stage.active() && matches!(e.change, Change::AddInstance { .. }) && e.phase_new != new => {
+                e.phase_new = new;
+                e.phase_ms = at_ms;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn active(&self) -> impl Iterator<Item = &Experiment> {
         self.list.values().filter(|e| e.stage.active())
     }
@@ -265,7 +337,7 @@ pub fn baseline(current: &Assignment, exps: &Experiments, now_ms: u64, cooldown_
         if !matches!(e.stage, Stage::RolledBack | Stage::Aborted) || !recent {
             continue;
         }
-        if *row == with_trial(&e.before, &e.node) {
+        if *row == e.trial_row() {
             *row = e.before.clone();
         } else if !e.before.contains_key(&e.node) && row.get(&e.node).is_some_and(|&n| n > 0) {
             // The row changed meanwhile (a count, a node gone): the trial's instance on
@@ -276,22 +348,21 @@ pub fn baseline(current: &Assignment, exps: &Experiments, now_ms: u64, cooldown_
     out
 }
 
-/// Add each active trial's instance on its node to `next` (if the node may serve).
+/// Add each active trial's instance that is on now to `next` (if its node may serve):
+/// one on the node if it has none (a co-location), one more there (a count).
 pub fn add_trials(next: &mut Assignment, exps: &Experiments, serving: &[String]) {
-    for e in exps.active() {
+    for e in exps.active().filter(|e| e.trial_on()) {
         if let Some(row) = next.get_mut(&e.service)
             && serving.contains(&e.node)
         {
-            row.entry(e.node.clone()).or_insert(1);
+            match e.change {
+                Change::Colocate => {
+                    row.entry(e.node.clone()).or_insert(1);
+                }
+                Change::AddInstance { .. } => *row.entry(e.node.clone()).or_insert(0) += 1,
+            }
         }
     }
-}
-
-/// `before` with one instance added on `node` when it has none.
-pub fn with_trial(before: &BTreeMap<String, u32>, node: &str) -> BTreeMap<String, u32> {
-    let mut row = before.clone();
-    row.entry(node.to_string()).or_insert(1);
-    row
 }
 
 #[cfg(test)]
@@ -311,6 +382,9 @@ mod tests {
             inputs: BTreeMap::new(),
             figures: None,
             verdict: String::new(),
+            change: Change::Colocate,
+            phase_new: false,
+            phase_ms: 0,
         }
     }
 
@@ -350,6 +424,34 @@ mod tests {
         assert!(x.end(&end(2, Stage::RolledBack, 10), false).is_some());
         assert!(x.list.contains_key(&2));
         assert_eq!(x.list.values().filter(|e| !e.stage.active()).count(), KEEP_ENDED);
+    }
+
+    #[test]
+    fn a_count_trial_adds_its_instance_only_in_its_new_phases() {
+        let row = |pairs: &[(&str, u32)]| pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect::<BTreeMap<_, _>>();
+        let mut x = Experiments::default();
+        let mut e = exp("slow", "n1", &[("n1", 2), ("n2", 1)]);
+        e.change = Change::AddInstance { from: 3 };
+        let id = x.start(e).unwrap();
+        let serving = ["n1".to_string(), "n2".to_string()];
+        let placed = || BTreeMap::from([("slow".to_string(), row(&[("n1", 2), ("n2", 1)]))]);
+        let mut next = placed();
+        add_trials(&mut next, &x, &serving);
+        assert_eq!(next["slow"], row(&[("n1", 2), ("n2", 1)]), "it starts in the old phase");
+        assert!(x.switch(id, true, 10));
+        assert!(!x.switch(id, true, 11), "already on");
+        assert_eq!(x.list[&id].phase_ms, 10);
+        let mut next = placed();
+        add_trials(&mut next, &x, &serving);
+        assert_eq!(next["slow"], row(&[("n1", 3), ("n2", 1)]), "one more on n1");
+        assert_eq!(x.list[&id].trial_row(), next["slow"]);
+        // Rolled back while on: placement starts from the old count.
+        x.end(&end(id, Stage::RolledBack, 20), false);
+        assert_eq!(baseline(&next, &x, 21, 100)["slow"], row(&[("n1", 2), ("n2", 1)]));
+        assert!(!x.switch(id, false, 22), "an ended trial does not switch");
+        // A co-location never switches.
+        let c = x.start(exp("other", "n2", &[("n1", 1)])).unwrap();
+        assert!(!x.switch(c, true, 30));
     }
 
     #[test]
