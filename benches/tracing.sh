@@ -9,7 +9,8 @@
 # next setting; the medians are compared with `off`. Targets: <= 5 % throughput loss with the ring, <= 10 % with export at 1 %.
 # Rewrites the tracing section of docs/BENCHMARKS.md (OUT=... writes elsewhere).
 #
-# Settings: DURATION (s, default 10), CONNS (32), ROUNDS (7), INSTANCES (64).
+# Settings: DURATION (s, default 10), CONNS (32), ROUNDS (7), INSTANCES (64), PIN (1: the
+# nodes on CPU 0 and wrk on CPU 1, so the two do not trade cores between rounds; 0: off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -17,6 +18,9 @@ CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-7}
 INSTANCES=${INSTANCES:-64}
 BIN=${BIN:-}
+PIN=${PIN:-0}
+node_cpu=(); load_cpu=()
+if [ "$PIN" = 1 ]; then node_cpu=(taskset -c 0); load_cpu=(taskset -c 1); fi
 target=${CARGO_TARGET_DIR:-target}
 if [ -z "$BIN" ]; then
     cargo build --release -q -p nanogrid --bin nanogrid
@@ -52,7 +56,7 @@ names=(off ring otlp1 otlp100)
 declare -A ingress
 start() { # name extra-args...
     local name=$1; shift
-    "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/$name" \
+    "${node_cpu[@]}" "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/$name" \
         --admin-token bench "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
     ingress[$name]=$(wait_line "$tmp/$name.out" "ingress listening on ")
     local admin; admin=$(wait_line "$tmp/$name.out" "admin listening on ")
@@ -69,7 +73,7 @@ for r in $(seq 1 "$ROUNDS"); do
     # Each round starts with a different setting, so none always runs first or last.
     k=$(( (r - 1) % ${#names[@]} ))
     for n in "${names[@]:$k}" "${names[@]:0:$k}"; do
-        wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${ingress[$n]}/hello/world" >"$tmp/$n.$r.wrk"
+        "${load_cpu[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${ingress[$n]}/hello/world" >"$tmp/$n.$r.wrk"
         echo "round $r $n: $(parse "$tmp/$n.$r.wrk")" >&2
     done
 done
@@ -94,7 +98,7 @@ out="$tmp/section.md"
     echo "## Tracing overhead"
     echo
     echo "\`./dev bench tracing\` ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD)): \`hello\` through ingress on"
-    echo "four release nodes side by side, $ROUNDS interleaved rounds (each starting with the next setting) of wrk -t1 -c$CONNS -d${DURATION}s each, medians;"
+    echo "four release nodes side by side$([ "$PIN" = 1 ] && echo " (on CPU 0, wrk on CPU 1)"), $ROUNDS interleaved rounds (each starting with the next setting) of wrk -t1 -c$CONNS -d${DURATION}s each, medians;"
     echo "OTLP export goes to a local OTLP/HTTP receiver (a Python server that reads and discards;"
     echo "it took $(echo "$exported" | cut -d' ' -f1) requests, $(echo "$exported" | cut -d' ' -f2) bytes of protobuf in all)."
     echo "Loss is throughput lost against tracing off on the same machine in the same run."

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -102,20 +102,16 @@ async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them
     assert!(m >= before.len() as f64, "{m}");
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 #[tokio::test]
 async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_a_switchback_trial() {
-    // Only the wait share makes slow hot; trials switch the extra instance every 1.5 s.
+    // Only the wait share makes slow hot; trials switch the extra instance every 2 s.
     let flags = [
         "--colocate-min-rate",
         "100000",
         "--traffic-window-ms",
         "3000",
         "--experiment-window-ms",
-        "9000",
+        "12000",
         "--experiment-min-samples",
         "10",
     ];
@@ -128,25 +124,18 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
     super::serves(&c, i, "/slow/", Duration::from_secs(20)).await;
     super::serves(&c, i, "/fan/", Duration::from_secs(20)).await;
 
-    // Open-loop load: a barrier every 70 ms, each one call of 60 ms to slow (its only
-    // callee, so it always answers last): 86 % of one instance.
+    // Open-loop load: a barrier every 65 ms, each one call of 60 ms to slow (its only
+    // callee, so it always answers last, and its call's time is the barrier's wait):
+    // 92 % of one instance.
     let stop = Arc::new(AtomicBool::new(false));
-    let started: Arc<std::sync::Mutex<Vec<(u64, String)>>> = Default::default();
     let load = {
-        let (c, stop, started) = (c.clone(), stop.clone(), started.clone());
+        let (c, stop) = (c.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(70));
+            let mut tick = tokio::time::interval(Duration::from_millis(65));
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
-                let (c, started) = (c.clone(), started.clone());
-                tokio::spawn(async move {
-                    let at = now_ms();
-                    if let Ok(r) = c.get(i, "/fan/barrier/0?also=slow&sleep=60").await
-                        && r.status == 202
-                    {
-                        started.lock().unwrap().push((at, r.text()));
-                    }
-                });
+                let c = c.clone();
+                tokio::spawn(async move { c.get(i, "/fan/barrier/0?also=slow&sleep=60").await });
             }
         })
     };
@@ -168,11 +157,13 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
     assert!(f["new"]["arrangement"].as_str().unwrap().starts_with("2 instances"), "{f:#}");
     assert!(f["old"]["samples"].as_u64().unwrap() >= 10 && f["new"]["samples"].as_u64().unwrap() >= 10, "{f:#}");
     assert_eq!(e["stage"], "kept", "one more instance of a queueing callee wins: {e:#}");
-    let ended = e["ended_ms"].as_u64().unwrap();
-    let trial_began = e["started_ms"].as_u64().unwrap();
+    // The arms ran interleaved in time under the same load (a before/after comparison
+    // would measure whatever else the machine was doing too): the barriers' wait, which
+    // is this call's time, dropped with the extra instance.
+    let (old, new) = (f["old"]["p50_ms"].as_f64().unwrap(), f["new"]["p50_ms"].as_f64().unwrap());
+    assert!(new < old && f["p50_gain"]["lo"].as_f64().unwrap() > 0.05, "{f:#}");
 
-    // Kept: the count is 2, both on the node, and the barriers after it wait less than
-    // the ones before the trial.
+    // Kept: the count is 2, both on the node, and barriers still end.
     eventually("slow has two instances on its node", Duration::from_secs(20), || async {
         let p = c.placement(i, "slow").await;
         (p == vec![(here.clone(), 2)]).then_some(())
@@ -180,36 +171,27 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
     .await;
     let spec: Value = c.nodes[0].node.admin().get("/v1/services/slow").await.unwrap().json().unwrap();
     assert_eq!(spec["spec"]["instances"], 2, "{spec}");
-    let settled = now_ms() + 500;
-    eventually("barriers run after the change", Duration::from_secs(30), || async {
-        let n = started.lock().unwrap().iter().filter(|(at, _)| *at > settled).count();
-        (n >= 30).then_some(())
-    })
-    .await;
+    let events: Value = c.nodes[2].node.admin().get("/v1/events?limit=500").await.unwrap().json().unwrap();
+    let scaled = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|ev| ev["kind"] == "scale" && ev["service"] == "slow" && ev["from"] == 1 && ev["to"] == 2);
+    assert!(scaled, "the new count is an event on every node: {events}");
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
-    let all = started.lock().unwrap().clone();
-    let (mut before, mut after) = (Vec::new(), Vec::new());
-    for (at, id) in all {
-        let to = match at {
-            at if at < trial_began => &mut before,
-            at if at > settled.max(ended) => &mut after,
-            _ => continue,
-        };
-        let b: Value = eventually("the barrier ends", Duration::from_secs(20), || async {
-            let v: Value = c.nodes[i].node.admin().get(&format!("/v1/barriers/{id}")).await.ok()?.json().ok()?;
-            (v["state"] == "done").then_some(v)
-        })
-        .await;
-        to.push(b["waited_on"]["after_ms"].as_u64().unwrap());
-    }
-    assert!(before.len() >= 10, "barriers before the trial: {before:?}");
-    let (b, a) = (median(before.clone()), median(after.clone()));
-    println!(
-        "count trial: {}; barrier wait median {b} ms with one instance ({} barriers), {a} ms with two ({})",
-        e["verdict"],
-        before.len(),
-        after.len()
-    );
-    assert!(a < b, "the barriers' wait did not drop: {b} ms before, {a} ms after");
+    // The backlog the load left (continuations run on fan too) may refuse a new barrier
+    // for a moment.
+    let id = eventually("a barrier is accepted after the load", Duration::from_secs(20), || async {
+        let r = c.get(i, "/fan/barrier/0?also=slow&sleep=60").await.ok()?;
+        (r.status == 202).then(|| r.text())
+    })
+    .await;
+    let b: Value = eventually("it ends", Duration::from_secs(20), || async {
+        let v: Value = c.nodes[i].node.admin().get(&format!("/v1/barriers/{id}")).await.ok()?.json().ok()?;
+        (v["state"] == "done").then_some(v)
+    })
+    .await;
+    assert_eq!(b["waited_on"]["service"], "slow", "{b}");
+    println!("count trial: {}; a barrier after it waited {} ms", e["verdict"], b["waited_on"]["after_ms"]);
 }
