@@ -390,6 +390,15 @@ fn stage_word(stage: Stage) -> &'static str {
 mod tests {
     use super::*;
 
+    /// A service `name` with a fixed count.
+    fn fixed_spec(name: &str, instances: u32) -> ServiceSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "component": format!("sha256:{}", "0".repeat(64)), "instances": instances,
+            "queue_timeout_ms": 1000, "limits": crate::services::Limits::default(), "generation": 1, "updated_at_ms": 0
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn raft_ids_are_stable_and_distinct() {
         assert_eq!(raft_id("n1"), raft_id("n1"));
@@ -399,11 +408,7 @@ mod tests {
     #[test]
     fn delete_and_remove_clean_the_assignment() {
         let mut s = ControlState::default();
-        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
-            "name": "a", "component": format!("sha256:{}", "0".repeat(64)), "instances": 2,
-            "queue_timeout_ms": 1000, "limits": crate::services::Limits::default(), "generation": 1, "updated_at_ms": 0
-        }))
-        .unwrap();
+        let spec = fixed_spec("a", 2);
         assert!(s.apply(&Command::PutService { spec: Box::new(spec.clone()) }).changed);
         assert!(!s.apply(&Command::PutService { spec: Box::new(spec) }).changed);
         let table = Assignment::from([
@@ -462,27 +467,11 @@ mod tests {
     #[test]
     fn a_kept_count_experiment_adds_one_instance_to_the_count_it_was_tried_on() {
         let mut s = ControlState::default();
-        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
-            "name": "a", "component": format!("sha256:{}", "0".repeat(64)), "instances": 2,
-            "queue_timeout_ms": 1000, "limits": crate::services::Limits::default(), "generation": 1, "updated_at_ms": 0
-        }))
-        .unwrap();
+        let spec = fixed_spec("a", 2);
         s.apply(&Command::PutService { spec: Box::new(spec) });
         let trial = |from| Experiment {
-            id: 0,
-            service: "a".into(),
-            node: "n1".into(),
-            hypothesis: "h".into(),
-            before: BTreeMap::from([("n1".into(), 2)]),
-            stage: Stage::Trial,
-            started_ms: 1,
-            ended_ms: None,
-            inputs: BTreeMap::new(),
-            figures: None,
-            verdict: String::new(),
             change: Change::AddInstance { from },
-            phase_new: false,
-            phase_ms: 0,
+            ..Experiment::trial_for_test("a", "n1", &[("n1", 2)])
         };
         let end = |id, stage| Command::ExperimentEnd {
             end: Box::new(Ending { id, stage, figures: None, verdict: "v".into(), at_ms: 5 }),

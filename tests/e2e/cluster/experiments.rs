@@ -59,6 +59,16 @@ async fn experiment(c: &Cluster, i: usize, service: &str, node: &str) -> Option<
     v["experiments"].as_array()?.iter().find(|e| e["service"] == service && e["node"] == node).cloned()
 }
 
+/// The two-stage chain `head` → `tail` deployed [`across`] nodes.
+async fn chain_across(c: &Cluster) -> (usize, String, String) {
+    across(
+        c,
+        ("tail", "chain-invoke", json!({ "stage": "2" })),
+        ("head", "chain-invoke", json!({ "stage": "1", "next": "tail" })),
+    )
+    .await
+}
+
 /// Deploy `callee` (1 instance) and, on a node without it, `caller` (2 instances there);
 /// the caller's node index and name, and where the callee first ran.
 async fn across(c: &Cluster, callee: (&str, &str, Value), caller: (&str, &str, Value)) -> (usize, String, String) {
@@ -135,12 +145,7 @@ async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
 async fn in_propose_mode_a_winning_move_waits_for_approval() {
     let c = start(&flags("5", "2000", "30", &["--reprovision", "propose"])).await;
     formed(&c).await;
-    let (i, here, first) = across(
-        &c,
-        ("tail", "chain-invoke", json!({ "stage": "2" })),
-        ("head", "chain-invoke", json!({ "stage": "1", "next": "tail" })),
-    )
-    .await;
+    let (i, here, first) = chain_across(&c).await;
     let (stop, task) = load(&c, i, "/head/");
     let e = eventually("the experiment on tail ends", Duration::from_secs(90), || async {
         let e = experiment(&c, 1, "tail", &here).await?;
@@ -192,12 +197,7 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
 async fn with_reprovision_off_hot_traffic_moves_nothing() {
     let c = start(&flags("5", "30000", "100", &["--reprovision", "off"])).await;
     let leader = formed(&c).await;
-    let (i, here, first) = across(
-        &c,
-        ("tail", "chain-invoke", json!({ "stage": "2" })),
-        ("head", "chain-invoke", json!({ "stage": "1", "next": "tail" })),
-    )
-    .await;
+    let (i, here, first) = chain_across(&c).await;
     let (stop, task) = load(&c, i, "/head/");
     // The leader sees the caller's node as hot for tail...
     let li = c.index_of(&leader);

@@ -23,12 +23,12 @@ impl Cluster {
     /// it splits this node's calls.
     pub fn trial_here(&self, service: &str) -> Option<(u64, Split)> {
         let stored = self.sm.current();
-        let e = stored.state.experiments.active_for(service)?;
+        let e = stored.state.experiments.active_for(service).filter(|e| e.node == self.name)?;
         let split = match e.change {
             Change::Colocate => Split::Alternate,
             Change::AddInstance { .. } => Split::Slots { old: e.before.get(&e.node).copied().unwrap_or(0) },
         };
-        (e.node == self.name).then_some((e.id, split))
+        Some((e.id, split))
     }
 
     /// What placement starts from (each service on trial at its old arrangement) and the

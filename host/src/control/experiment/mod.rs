@@ -176,17 +176,22 @@ pub struct Experiment {
 }
 
 impl Experiment {
-    /// The service's row with the trial's instance: one on the node if it has none (a
-    /// co-location), or one more there (a count).
+    /// The service's row with the trial's instance.
     pub fn trial_row(&self) -> BTreeMap<String, u32> {
         let mut row = self.before.clone();
+        self.add_instance(&mut row);
+        row
+    }
+
+    /// Add the trial's instance to `row`: one on the node if it has none (a
+    /// co-location), or one more there (a count).
+    fn add_instance(&self, row: &mut BTreeMap<String, u32>) {
         match self.change {
             Change::Colocate => {
                 row.entry(self.node.clone()).or_insert(1);
             }
             Change::AddInstance { .. } => *row.entry(self.node.clone()).or_insert(0) += 1,
         }
-        row
     }
 
     /// Whether the trial's instance is on now (a co-location's always is; a count's in
@@ -195,6 +200,29 @@ impl Experiment {
         match self.change {
             Change::Colocate => true,
             Change::AddInstance { .. } => self.phase_new,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Experiment {
+    /// A co-location trial of `service` on `node` from the arrangement `before`.
+    pub(crate) fn trial_for_test(service: &str, node: &str, before: &[(&str, u32)]) -> Experiment {
+        Experiment {
+            id: 0,
+            service: service.into(),
+            node: node.into(),
+            hypothesis: String::new(),
+            before: before.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+            stage: Stage::Trial,
+            started_ms: 1,
+            ended_ms: None,
+            inputs: BTreeMap::new(),
+            figures: None,
+            verdict: String::new(),
+            change: Change::Colocate,
+            phase_new: false,
+            phase_ms: 0,
         }
     }
 }
@@ -355,12 +383,7 @@ pub fn add_trials(next: &mut Assignment, exps: &Experiments, serving: &[String])
         if let Some(row) = next.get_mut(&e.service)
             && serving.contains(&e.node)
         {
-            match e.change {
-                Change::Colocate => {
-                    row.entry(e.node.clone()).or_insert(1);
-                }
-                Change::AddInstance { .. } => *row.entry(e.node.clone()).or_insert(0) += 1,
-            }
+            e.add_instance(row);
         }
     }
 }
@@ -370,22 +393,7 @@ mod tests {
     use super::*;
 
     fn exp(service: &str, node: &str, before: &[(&str, u32)]) -> Experiment {
-        Experiment {
-            id: 0,
-            service: service.into(),
-            node: node.into(),
-            hypothesis: String::new(),
-            before: before.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
-            stage: Stage::Trial,
-            started_ms: 1,
-            ended_ms: None,
-            inputs: BTreeMap::new(),
-            figures: None,
-            verdict: String::new(),
-            change: Change::Colocate,
-            phase_new: false,
-            phase_ms: 0,
-        }
+        Experiment::trial_for_test(service, node, before)
     }
 
     fn end(id: u64, stage: Stage, at_ms: u64) -> Ending {
