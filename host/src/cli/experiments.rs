@@ -41,6 +41,8 @@ pub async fn decide(client: &ClientArgs, id: u64, approve: bool) -> anyhow::Resu
 /// One experiment in a few lines.
 fn describe(e: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    // A percentile that falls on failed calls is null.
+    let ms = |v: &Value| v.as_f64().map_or_else(|| "failed".to_string(), |ms| format!("{ms} ms"));
     let mut out = format!("#{} {:<11} {} on {}\n", e["id"], s(&e["stage"]), s(&e["service"]), s(&e["node"]));
     out.push_str(&format!("  hypothesis: {}\n", s(&e["hypothesis"])));
     if let Some(so_far) = e.get("so_far") {
@@ -50,12 +52,12 @@ fn describe(e: &Value) -> String {
         for arm in ["old", "new"] {
             let a = &f[arm];
             out.push_str(&format!(
-                "  {arm}: {:<40} {:>6} calls {:>4} errors  p50 {:>9} ms  p99 {:>9} ms\n",
+                "  {arm}: {:<40} {:>6} calls {:>4} errors  p50 {:>12}  p99 {:>12}\n",
                 s(&a["arrangement"]),
                 a["samples"],
                 a["errors"],
-                a["p50_ms"],
-                a["p99_ms"]
+                ms(&a["p50_ms"]),
+                ms(&a["p99_ms"])
             ));
         }
     }

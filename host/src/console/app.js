@@ -337,7 +337,8 @@ async function showExperiments() {
   $("#experiments-summary").textContent = `Mode ${x.mode}; a trial runs ${x.window_ms / 1000} s and needs ${x.min_samples} calls per arm. Rule: ${x.rule}.`;
   const arm = (e, name) => {
     const f = e.figures && e.figures[name];
-    if (f) return `${f.samples} calls, ${f.p50_ms} / ${f.p99_ms} ms`;
+    const ms = (x) => (x === null ? "failed" : `${x} ms`);
+    if (f) return `${f.samples} calls, ${f.errors} failed, ${ms(f.p50_ms)} / ${ms(f.p99_ms)}`;
     return e.so_far ? `${e.so_far[name]} calls so far` : "–";
   };
   const gain = (e) => {

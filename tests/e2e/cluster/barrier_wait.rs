@@ -155,12 +155,15 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
     let f = &e["figures"];
     assert!(f["old"]["arrangement"].as_str().unwrap().starts_with("1 instances"), "{f:#}");
     assert!(f["new"]["arrangement"].as_str().unwrap().starts_with("2 instances"), "{f:#}");
-    assert!(f["old"]["samples"].as_u64().unwrap() >= 10 && f["new"]["samples"].as_u64().unwrap() >= 10, "{f:#}");
+    let calls = |arm: &str| f[arm]["samples"].as_u64().unwrap() + f[arm]["errors"].as_u64().unwrap();
+    assert!(calls("old") >= 10 && calls("new") >= 10, "{f:#}");
     assert_eq!(e["stage"], "kept", "one more instance of a queueing callee wins: {e:#}");
     // The arms ran interleaved in time under the same load (a before/after comparison
     // would measure whatever else the machine was doing too): the barriers' wait, which
-    // is this call's time, dropped with the extra instance.
-    let (old, new) = (f["old"]["p50_ms"].as_f64().unwrap(), f["new"]["p50_ms"].as_f64().unwrap());
+    // is this call's time, dropped with the extra instance. On a slow machine the single
+    // instance's queue overflows and calls time out: they count as slower than any answer
+    // (the old p50 may be "failed", null).
+    let (old, new) = (f["old"]["p50_ms"].as_f64().unwrap_or(f64::INFINITY), f["new"]["p50_ms"].as_f64().unwrap());
     assert!(new < old && f["p50_gain"]["lo"].as_f64().unwrap() > 0.05, "{f:#}");
 
     // Kept: the count is 2, both on the node, and barriers still end.

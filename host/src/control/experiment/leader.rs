@@ -195,7 +195,9 @@ impl Cluster {
                 .then(|| abort("the trial's samples could not be fetched from its node"))
                 .flatten();
         };
-        let (n_old, n_new) = (samples.old.answered as usize, samples.new.answered as usize);
+        // Failed calls are samples too: the verdict counts them as slower than any answer.
+        let calls = |a: &verdict::ArmSamples| (a.answered + a.errors) as usize;
+        let (n_old, n_new) = (calls(&samples.old), calls(&samples.new));
         let enough = n_old >= cfg.min_samples && n_new >= cfg.min_samples;
         if !enough && age < cfg.window * INCONCLUSIVE_AFTER {
             return None;
@@ -351,15 +353,16 @@ fn describe(e: &Experiment, f: Option<&Figures>, enough: bool, (n_old, n_new): (
         );
     };
     let pct = |x: f64| x * 100.0;
+    let ms = |x: Option<f64>| x.map_or_else(|| "failed".to_string(), |ms| format!("{ms} ms"));
     let figures = format!(
-        "p50 {} → {} ms (gain {:.1} %, 95 % interval {:.1} … {:.1} %), p99 {} → {} ms (gain {:.1} %, {:.1} … {:.1} %)",
-        f.old.p50_ms,
-        f.new.p50_ms,
+        "p50 {} → {} (gain {:.1} %, 95 % interval {:.1} … {:.1} %), p99 {} → {} (gain {:.1} %, {:.1} … {:.1} %)",
+        ms(f.old.p50_ms),
+        ms(f.new.p50_ms),
         pct(f.p50_gain.estimate),
         pct(f.p50_gain.lo),
         pct(f.p50_gain.hi),
-        f.old.p99_ms,
-        f.new.p99_ms,
+        ms(f.old.p99_ms),
+        ms(f.new.p99_ms),
         pct(f.p99_gain.estimate),
         pct(f.p99_gain.lo),
         pct(f.p99_gain.hi),

@@ -4,7 +4,12 @@
 //! Gain is relative: `(old − new) / old` of a percentile, so 0.3 means the new arm's
 //! p50 is 30 % lower. Its 95 % interval comes from [`RESAMPLES`] bootstrap resamples of
 //! both arms (each arm resampled with replacement, the percentile gain of each pair, the
-//! 2.5th and 97.5th percentiles of those gains). The change is kept when
+//! 2.5th and 97.5th percentiles of those gains). A call that failed (a queue timeout, a
+//! 5xx, a lost peer) counts as slower than every answer: an arm that fails a third of
+//! its calls has those calls at the top of its distribution, not out of it, so a change
+//! that stops failures is not judged on the survivors alone. A percentile that falls on
+//! failed calls is shown as failed (`null`), and its gain against an answer is 100 %
+//! (−100 % the other way). The change is kept when
 //! - the p50 gain's interval lies wholly above `min_gain` (clearly better, by enough to
 //!   be worth an instance move: a callee dominated by its own work gains a few percent
 //!   and is rolled back),
@@ -28,8 +33,9 @@ pub struct ArmFigures {
     pub arrangement: String,
     pub samples: u64,
     pub errors: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    /// `None` when the percentile falls on failed calls.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 /// A gain and its 95 % bootstrap interval.
@@ -53,36 +59,36 @@ pub struct Figures {
     pub won: bool,
 }
 
-/// Judge two arms (each with at least one duration; `micros` may be the newest of more
-/// `answered` calls). `seed` makes the resampling
-/// repeatable (the experiment's id).
+/// Judge two arms (each with at least one call, answered or failed; `micros` may be the
+/// newest of more `answered` calls). `seed` makes the resampling repeatable (the
+/// experiment's id).
 pub fn judge(old: &ArmSamples, new: &ArmSamples, labels: (String, String), min_gain: f64, seed: u64) -> Figures {
-    let a = newest(&old.micros);
-    let b = newest(&new.micros);
+    let (a, b) = (with_failures(old), with_failures(new));
     let mut rng = SplitMix(seed ^ 0x9e37_79b9_7f4a_7c15);
     let (mut g50, mut g99) = (Vec::with_capacity(RESAMPLES), Vec::with_capacity(RESAMPLES));
     let (mut ra, mut rb) = (vec![0u32; a.len()], vec![0u32; b.len()]);
     for _ in 0..RESAMPLES {
-        resample(a, &mut ra, &mut rng);
-        resample(b, &mut rb, &mut rng);
+        resample(&a, &mut ra, &mut rng);
+        resample(&b, &mut rb, &mut rng);
         let (a50, a99) = (percentile(&mut ra, 0.50), percentile(&mut ra, 0.99));
         let (b50, b99) = (percentile(&mut rb, 0.50), percentile(&mut rb, 0.99));
         g50.push(gain(a50, b50));
         g99.push(gain(a99, b99));
     }
-    let (mut sa, mut sb) = (a.to_vec(), b.to_vec());
+    let (mut sa, mut sb) = (a, b);
     let (a50, a99, b50, b99) =
         (percentile(&mut sa, 0.50), percentile(&mut sa, 0.99), percentile(&mut sb, 0.50), percentile(&mut sb, 0.99));
     let p50_gain = interval(gain(a50, b50), &mut g50);
     let p99_gain = interval(gain(a99, b99), &mut g99);
     let rate = |s: &ArmSamples| s.errors as f64 / (s.errors + s.answered).max(1) as f64;
     let won = p50_gain.lo > min_gain && p99_gain.hi >= 0.0 && rate(new) <= rate(old) + 0.01;
-    let arm = |label: String, s: &ArmSamples, p50: f64, p99: f64| ArmFigures {
+    let ms = |us: u32| (us != FAILED).then(|| round3(f64::from(us) / 1000.0));
+    let arm = |label: String, s: &ArmSamples, p50: u32, p99: u32| ArmFigures {
         arrangement: label,
         samples: s.answered,
         errors: s.errors,
-        p50_ms: round3(p50 / 1000.0),
-        p99_ms: round3(p99 / 1000.0),
+        p50_ms: ms(p50),
+        p99_ms: ms(p99),
     };
     Figures {
         old: arm(labels.0, old, a50, a99),
@@ -94,6 +100,29 @@ pub fn judge(old: &ArmSamples, new: &ArmSamples, labels: (String, String), min_g
     }
 }
 
+/// A failed call's place in an arm's durations: above every answer.
+const FAILED: u32 = u32::MAX;
+
+/// An arm's newest durations, with its failed calls among them as [`FAILED`] in the
+/// proportion the arm failed (the durations may be the newest of more answers).
+fn with_failures(s: &ArmSamples) -> Vec<u32> {
+    let answers = &s.micros[s.micros.len().saturating_sub(MAX_SAMPLES)..];
+    let failed = if answers.is_empty() {
+        s.errors.min(MAX_SAMPLES as u64) as usize
+    } else {
+        let share = s.errors as f64 / s.answered.max(answers.len() as u64) as f64;
+        (share * answers.len() as f64).round() as usize
+    };
+    let mut v = Vec::with_capacity(answers.len() + failed);
+    v.extend(answers.iter().map(|&us| us.min(FAILED - 1)));
+    v.resize(answers.len() + failed, FAILED);
+    if v.is_empty() {
+        // No call at all: callers judge only arms with calls; an empty arm reads as failed.
+        v.push(FAILED);
+    }
+    v
+}
+
 /// The rule in words, as `GET /v1/experiments` shows it.
 pub fn rule(min_gain: f64) -> String {
     format!(
@@ -103,12 +132,15 @@ pub fn rule(min_gain: f64) -> String {
     )
 }
 
-fn newest(v: &[u32]) -> &[u32] {
-    &v[v.len().saturating_sub(MAX_SAMPLES)..]
-}
-
-fn gain(old: f64, new: f64) -> f64 {
-    if old <= 0.0 { 0.0 } else { (old - new) / old }
+/// Relative gain of `new` over `old` (µs); a failed percentile is slower than any answer.
+fn gain(old: u32, new: u32) -> f64 {
+    match (old == FAILED, new == FAILED) {
+        (true, true) => 0.0,
+        (true, false) => 1.0,
+        (false, true) => -1.0,
+        _ if old == 0 => 0.0,
+        _ => (f64::from(old) - f64::from(new)) / f64::from(old),
+    }
 }
 
 fn round3(x: f64) -> f64 {
@@ -122,9 +154,9 @@ fn interval(estimate: f64, gains: &mut [f64]) -> Interval {
 }
 
 /// Nearest-rank percentile (reorders `v`).
-fn percentile(v: &mut [u32], q: f64) -> f64 {
+fn percentile(v: &mut [u32], q: f64) -> u32 {
     let k = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-    f64::from(*v.select_nth_unstable(k).1)
+    *v.select_nth_unstable(k).1
 }
 
 fn resample(from: &[u32], into: &mut [u32], rng: &mut SplitMix) {
@@ -175,7 +207,7 @@ mod tests {
         assert!(f.p50_gain.lo > 0.5 && f.p50_gain.hi < 0.75, "{:?}", f.p50_gain);
         assert!(f.p50_gain.lo <= f.p50_gain.estimate && f.p50_gain.estimate <= f.p50_gain.hi);
         assert_eq!((f.old.samples, f.new.samples), (300, 300));
-        assert!(f.old.p50_ms > 3.5 && f.new.p50_ms < 2.0, "{f:?}");
+        assert!(f.old.p50_ms > Some(3.5) && f.new.p50_ms < Some(2.0) && f.new.p50_ms.is_some(), "{f:?}");
         // Repeatable: the same seed gives the same interval.
         assert_eq!(f, judge(&arm(300, 4000, 1000, 1), &arm(300, 1500, 500, 2), labels(), 0.05, 7));
     }
@@ -209,8 +241,43 @@ mod tests {
     #[test]
     fn percentiles_are_nearest_rank() {
         let mut v: Vec<u32> = (1..=100).collect();
-        assert_eq!(percentile(&mut v, 0.5), 50.0);
-        assert_eq!(percentile(&mut v, 0.99), 99.0);
-        assert_eq!(percentile(&mut [7], 0.99), 7.0);
+        assert_eq!(percentile(&mut v, 0.5), 50);
+        assert_eq!(percentile(&mut v, 0.99), 99);
+        assert_eq!(percentile(&mut [7], 0.99), 7);
+    }
+
+    #[test]
+    fn failed_calls_count_as_slower_than_every_answer() {
+        // The old arm's answers are barely slower, but 40 % of its calls timed out (as a
+        // single overloaded instance does): judged on its survivors alone the gain's
+        // interval would straddle the threshold.
+        let mut old = arm(60, 300_000, 200_000, 1);
+        old.errors = 40;
+        let new = arm(60, 250_000, 150_000, 2);
+        let f = judge(&old, &new, labels(), 0.05, 3);
+        assert!(f.won, "{f:?}");
+        assert_eq!(f.old.p99_ms, None, "the old arm's tail is its failures: {f:?}");
+        assert!(f.new.p99_ms.is_some() && f.old.p50_ms > f.new.p50_ms, "{f:?}");
+        assert_eq!(f.p99_gain.estimate, 1.0, "{f:?}");
+        // Without the failures the same answers are not clearly better.
+        old.errors = 0;
+        assert!(!judge(&old, &new, labels(), 0.05, 3).won);
+    }
+
+    #[test]
+    fn an_arm_that_only_failed_is_judged_too() {
+        let old = ArmSamples { answered: 0, micros: vec![], errors: 30 };
+        let new = arm(30, 2000, 500, 1);
+        let f = judge(&old, &new, labels(), 0.05, 1);
+        assert!(f.won && f.old.p50_ms.is_none() && f.p50_gain.lo == 1.0, "{f:?}");
+        let f = judge(&new, &old, labels(), 0.05, 1);
+        assert!(!f.won && f.p50_gain.hi == -1.0, "{f:?}");
+    }
+
+    #[test]
+    fn failures_keep_their_share_when_only_the_newest_answers_are_sent() {
+        let s = ArmSamples { answered: 1000, micros: vec![5; 100], errors: 500 };
+        let v = with_failures(&s);
+        assert_eq!((v.len(), v.iter().filter(|&&x| x == FAILED).count()), (150, 50));
     }
 }
