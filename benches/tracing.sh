@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
-# Tracing overhead (issue 17): the `hello` nanoservice through ingress on four release
-# nodes side by side, each with a different tracing setting:
-#   off      --trace-sample 0 (contexts still travel; no span is recorded)
-#   ring     --trace-sample 1, spans kept in the node's ring only (the default)
-#   otlp 1%  --trace-sample 0.01 and --otlp-endpoint to a local OTLP/HTTP receiver
-#   otlp 100% --trace-sample 1 and export of every span
-# Rounds are interleaved (wrk -t1 -cCONNS, DURATION s each), each round starting with the
-# next setting. Each round gives every setting's loss against `off` in that same round
-# (paired: the machine's drift between rounds cancels); the verdict is on the median of
-# those per-round losses, shown with their quartiles. Targets: <= 5 % throughput loss
-# with the ring, <= 10 % with export at 1 %.
+# Tracing overhead (issue 17): the `hello` nanoservice through ingress on release nodes,
+# each setting against tracing off *in the same process*, switched between runs with
+# `PUT /v1/tracing` (two identical node processes differ by several percent, from where
+# their memory landed, which a process per setting would read as tracing's cost):
+#   off       sample 0 (contexts still travel; no span is recorded)
+#   ring      sample 1, spans kept in the node's ring only (the default)
+#   otlp 1%   sample 0.01 on a node with --otlp-endpoint to a local OTLP/HTTP receiver
+#   otlp 100% sample 1 on that node: export of every span
+# PROCS plain nodes (off, ring) and PROCS export nodes (off, otlp 1%, otlp 100%). In each
+# round every node runs each of its settings once (wrk -t1 -cCONNS, DURATION s), in an
+# order that rotates and reverses from round to round; each run starts once the receiver
+# has gone quiet. A setting's loss in a round is against off on the same node in the same
+# round (paired: drift between rounds and between processes cancels); the verdict is on
+# the median of those losses, shown with their quartiles. Targets: <= 5 % throughput
+# loss with the ring, <= 10 % with export at 1 %.
 # Rewrites the tracing section of docs/BENCHMARKS.md (OUT=... writes elsewhere).
 #
-# Settings: DURATION (s, default 3), CONNS (32), ROUNDS (25), INSTANCES (64), PIN (1: the
-# nodes on CPU 0 and wrk on CPU 1, so the two do not trade cores between rounds; 0: off).
+# Settings: DURATION (s, default 3), CONNS (32), ROUNDS (8), PROCS (2 of each kind),
+# INSTANCES (64), PIN (1: the nodes on CPU 0 and wrk on CPU 1; 0: off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-3}
 CONNS=${CONNS:-32}
-ROUNDS=${ROUNDS:-25}
+ROUNDS=${ROUNDS:-8}
 INSTANCES=${INSTANCES:-64}
 BIN=${BIN:-}
 PIN=${PIN:-0}
+PROCS=${PROCS:-2}
 node_cpu=(); load_cpu=()
 if [ "$PIN" = 1 ]; then node_cpu=(taskset -c 0); load_cpu=(taskset -c 1); fi
 target=${CARGO_TARGET_DIR:-target}
@@ -55,26 +60,32 @@ PY
 python3 "$tmp/sink.py" >"$tmp/sink.out" 2>&1 &
 sink=$(wait_line "$tmp/sink.out" "sink listening on ")
 
-names=(off ring otlp1 otlp100)
-declare -A ingress pid
+declare -A ingress admin pid
 # A process's CPU time so far, in clock ticks (user + system).
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-start() { # name extra-args...
+start() { # node extra-args...
     local name=$1; shift
     "${node_cpu[@]}" "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/$name" \
-        --admin-token bench "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
+        --admin-token bench --trace-sample 0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
     pid[$name]=$!
     ingress[$name]=$(wait_line "$tmp/$name.out" "ingress listening on ")
-    local admin; admin=$(wait_line "$tmp/$name.out" "admin listening on ")
-    "$BIN" deploy "$hello_wasm" --name hello --instances "$INSTANCES" --admin "$admin" --token bench >/dev/null
+    admin[$name]=$(wait_line "$tmp/$name.out" "admin listening on ")
+    "$BIN" deploy "$hello_wasm" --name hello --instances "$INSTANCES" --admin "${admin[$name]}" --token bench >/dev/null
     curl -sf "${ingress[$name]}/hello/world" >/dev/null
 }
-start off --trace-sample 0
-start ring --trace-sample 1
-start otlp1 --trace-sample 0.01 --otlp-endpoint "$sink"
-start otlp100 --trace-sample 1 --otlp-endpoint "$sink"
+sample() { # node share
+    curl -sf -X PUT -H "authorization: Bearer bench" -H "content-type: application/json" \
+        -d "{\"sample\": $2}" "${admin[$1]}/v1/tracing" >/dev/null
+}
+nodes=()
+for p in $(seq 1 "$PROCS"); do
+    start "plain$p"; nodes+=("plain$p")
+    start "export$p" --otlp-endpoint "$sink"; nodes+=("export$p")
+done
+declare -A share=([off]=0 [ring]=1 [otlp1]=0.01 [otlp100]=1)
+settings_of() { case $1 in plain*) echo off ring ;; *) echo off otlp1 otlp100 ;; esac; }
 
-for n in "${names[@]}"; do wrk -t1 -c"$CONNS" -d3s "${ingress[$n]}/hello/world" >/dev/null; done
+for n in "${nodes[@]}"; do wrk -t1 -c"$CONNS" -d2s "${ingress[$n]}/hello/world" >/dev/null; done
 # The export nodes go on sending spans after their run; the next run starts once the
 # receiver has had nothing new for half a second (else it would pay for their export).
 quiet() {
@@ -87,21 +98,27 @@ quiet() {
         last=$now
     done
 }
+# rotate K WORDS...: the words from the K-th on (mod their number), reversed when K is odd.
+rotate() {
+    local k=$1; shift
+    local w=("$@") out=() i
+    for i in $(seq 0 $((${#w[@]} - 1))); do out+=("${w[$(( (i + k) % ${#w[@]} ))]}"); done
+    if [ $((k % 2)) = 1 ]; then printf '%s\n' "${out[@]}" | tac; else printf '%s\n' "${out[@]}"; fi
+}
 for r in $(seq 1 "$ROUNDS"); do
-    # Each round starts with a different setting, and every other round runs them in the
-    # opposite order, so none always runs first, last, or right after the same other.
-    k=$(( (r - 1) % ${#names[@]} ))
-    order=("${names[@]:$k}" "${names[@]:0:$k}")
-    if [ $((r % 2)) = 0 ]; then mapfile -t order < <(printf '%s\n' "${order[@]}" | tac); fi
-    for n in "${order[@]}"; do
-        quiet
-        before=$(cpu_ticks "${pid[$n]}")
-        "${load_cpu[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${ingress[$n]}/hello/world" >"$tmp/$n.$r.wrk"
-        # The node's CPU time per request, in µs (its own cost, whatever else the machine does).
-        awk -v t="$(( $(cpu_ticks "${pid[$n]}") - before ))" -v hz="$(getconf CLK_TCK)" \
-            -v n="$(awk '/requests in/ { print $1 }' "$tmp/$n.$r.wrk")" 'BEGIN { printf "%.2f\n", t / hz * 1e6 / n }' \
-            >"$tmp/$n.$r.cpu"
-        echo "round $r $n: $(parse "$tmp/$n.$r.wrk") cpu/req $(cat "$tmp/$n.$r.cpu") us" >&2
+    for n in $(rotate "$r" "${nodes[@]}"); do
+        # shellcheck disable=SC2046
+        for s in $(rotate "$r" $(settings_of "$n")); do
+            sample "$n" "${share[$s]}"
+            quiet
+            f="$tmp/$n.$s.$r"
+            before=$(cpu_ticks "${pid[$n]}")
+            "${load_cpu[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${ingress[$n]}/hello/world" >"$f.wrk"
+            # The node's CPU time per request, in µs.
+            awk -v t="$(( $(cpu_ticks "${pid[$n]}") - before ))" -v hz="$(getconf CLK_TCK)" \
+                -v n="$(awk '/requests in/ { print $1 }' "$f.wrk")" 'BEGIN { printf "%.2f\n", t / hz * 1e6 / n }' >"$f.cpu"
+            echo "round $r $n $s: $(parse "$f.wrk") cpu/req $(cat "$f.cpu") us" >&2
+        done
     done
 done
 exported=$(curl -sf "$sink/")
@@ -109,29 +126,26 @@ exported=$(curl -sf "$sink/")
 median() { sort -n | awk '{a[NR]=$1} END { print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2 }'; }
 # quantile Q: nearest-rank quantile of the numbers on stdin.
 quantile() { sort -n | awk -v q="$1" '{a[NR]=$1} END { k = int(NR * q + 0.999999); if (k < 1) k = 1; print a[k] }'; }
-rate() { parse "$tmp/$1.$2.wrk" | cut -d' ' -f1; }
-declare -A rps p99 losses cpu extra
-for n in "${names[@]}"; do
-    cpu[$n]=$(for r in $(seq 1 "$ROUNDS"); do cat "$tmp/$n.$r.cpu"; done | median | xargs printf '%.1f')
-    # The node's CPU per request against off's in the same round, in percent.
-    extra[$n]=$(for r in $(seq 1 "$ROUNDS"); do
-        awk -v a="$(cat "$tmp/$n.$r.cpu")" -v b="$(cat "$tmp/off.$r.cpu")" 'BEGIN { printf "%.2f\n", (a / b - 1) * 100 }'
-    done | median | xargs printf '%.1f')
-    rps[$n]=$(for r in $(seq 1 "$ROUNDS"); do rate "$n" "$r"; done | median)
-    p99[$n]=$(for r in $(seq 1 "$ROUNDS"); do parse "$tmp/$n.$r.wrk" | cut -d' ' -f3; done | median)
-    # This setting's loss against off in each round, in percent.
-    losses[$n]=$(for r in $(seq 1 "$ROUNDS"); do
-        awk -v a="$(rate "$n" "$r")" -v b="$(rate off "$r")" 'BEGIN { printf "%.2f\n", (1 - a / b) * 100 }'
+# runs SETTING: the (node, round) pairs that ran it.
+runs() { for n in "${nodes[@]}"; do for r in $(seq 1 "$ROUNDS"); do if [ -f "$tmp/$n.$1.$r.wrk" ]; then echo "$n $r"; fi; done; done; }
+field() { parse "$tmp/$1.wrk" | cut -d' ' -f"$2"; }
+row() { # label setting target
+    local losses extra l q1 q3 v="–" rps p99 cpu
+    losses=$(runs "$2" | while read -r n r; do
+        awk -v a="$(field "$n.$2.$r" 1)" -v b="$(field "$n.off.$r" 1)" 'BEGIN { printf "%.2f\n", (1 - a / b) * 100 }'
     done)
-done
-row() { # label name target
-    local l q1 q3 v="–"
-    l=$(echo "${losses[$2]}" | median | xargs printf '%.1f')
-    q1=$(echo "${losses[$2]}" | quantile 0.25 | xargs printf '%.1f')
-    q3=$(echo "${losses[$2]}" | quantile 0.75 | xargs printf '%.1f')
+    extra=$(runs "$2" | while read -r n r; do
+        awk -v a="$(cat "$tmp/$n.$2.$r.cpu")" -v b="$(cat "$tmp/$n.off.$r.cpu")" 'BEGIN { printf "%.2f\n", (a / b - 1) * 100 }'
+    done | median)
+    l=$(echo "$losses" | median | xargs printf '%.1f')
+    q1=$(echo "$losses" | quantile 0.25 | xargs printf '%.1f')
+    q3=$(echo "$losses" | quantile 0.75 | xargs printf '%.1f')
+    rps=$(runs "$2" | while read -r n r; do field "$n.$2.$r" 1; done | median | xargs printf '%.0f')
+    p99=$(runs "$2" | while read -r n r; do field "$n.$2.$r" 3; done | median | xargs printf '%.0f')
+    cpu=$(runs "$2" | while read -r n r; do cat "$tmp/$n.$2.$r.cpu"; done | median | xargs printf '%.1f')
     [ -n "$3" ] && v=$(verdict "$l" le "$3")
-    printf '| %s | %s | %s | %s %% (%s … %s) | %s (%+.1f %%) | %s | %s |\n' "$1" "${rps[$2]}" "${p99[$2]}" "$l" "$q1" "$q3" \
-        "${cpu[$2]}" "${extra[$2]}" "${3:+≤ $3 %}" "$v"
+    printf '| %s | %s | %s | %s %% (%s … %s) | %s (%+.1f %%) | %s | %s |\n' "$1" "$rps" "$p99" "$l" "$q1" "$q3" \
+        "$cpu" "$extra" "${3:+≤ $3 %}" "$v"
 }
 out="$tmp/section.md"
 {
@@ -139,11 +153,14 @@ out="$tmp/section.md"
     echo "## Tracing overhead"
     echo
     echo "\`./dev bench tracing\` ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD)): \`hello\` through ingress on"
-    echo "four release nodes side by side$([ "$PIN" = 1 ] && echo " (on CPU 0, wrk on CPU 1)"), $ROUNDS interleaved rounds (each starting with the next setting, every other one in reverse order, each run once the OTLP receiver is idle) of wrk -t1 -c$CONNS -d${DURATION}s each;"
-    echo "req/s and p99 are medians over the rounds; loss is the median of each round's loss against \`off\` in that same"
-    echo "round (paired, so the machine's drift between rounds cancels), with the quartiles of those per-round losses."
-    echo "CPU/req is the node's own CPU time (user + system, from /proc) per request answered, median over the rounds, and"
-    echo "in brackets the median of each round's difference to \`off\`: what tracing costs the node, whatever else the machine does."
+    echo "$PROCS plain and $PROCS export release nodes$([ "$PIN" = 1 ] && echo " (on CPU 0, wrk on CPU 1)"), each setting switched on in the"
+    echo "same process with \`PUT /v1/tracing\` and compared with that process's own \`off\` run in the same round"
+    echo "($ROUNDS rounds; each node runs each of its settings once per round, in an order that rotates and reverses;"
+    echo "wrk -t1 -c$CONNS -d${DURATION}s per run, each once the OTLP receiver is idle). Two identical processes differ by"
+    echo "several percent on this machine, so a process per setting would measure where memory landed."
+    echo "Loss: the median over (node, round) of the loss against \`off\` on that node in that round, with the quartiles."
+    echo "req/s, p99 and CPU/req (the node's own user + system CPU time per request answered, from /proc) are medians;"
+    echo "in brackets the median CPU/req difference to \`off\` on the same node in the same round."
     echo "OTLP export goes to a local OTLP/HTTP receiver (a Python server that reads and discards;"
     echo "it took $(echo "$exported" | cut -d' ' -f1) requests, $(echo "$exported" | cut -d' ' -f2) bytes of protobuf in all)."
     echo

@@ -23,5 +23,6 @@ mod scopes;
 mod security;
 mod signals;
 mod tls;
+mod tracing;
 mod up;
 mod webdriver;

@@ -33,6 +33,8 @@ fn routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
         (Method::GET, "/v1/barriers/b1", Some("read")),
         (Method::GET, "/v1/experiments", Some("read")),
         (Method::GET, "/v1/experiments/1", Some("read")),
+        (Method::GET, "/v1/tracing", Some("read")),
+        (Method::PUT, "/v1/tracing", Some("admin")),
         (Method::PUT, "/v1/components", Some("deploy")),
         (Method::POST, "/v1/components", Some("deploy")),
         (Method::PUT, "/v1/services/x", Some("deploy")),

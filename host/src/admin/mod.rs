@@ -6,6 +6,7 @@
 //! `{"error":{"code","message","request_id"}}` with the matching status.
 
 mod experiments;
+mod trace_settings;
 
 use std::sync::Arc;
 
@@ -168,6 +169,9 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
     let scope = node.tokens().scope_of(req.headers()).unwrap_or(Scope::Read);
     if segments.starts_with(&["v1", "experiments"]) {
         return experiments::route(node, req, &segments, rid).await;
+    }
+    if segments == ["v1", "tracing"] {
+        return trace_settings::route(node, req, rid).await;
     }
     let registry = &node.registry;
     match (&method, segments.as_slice()) {

@@ -106,8 +106,7 @@ fn finish_trace(
     }
     let Some(tracer) = registry.tracer().filter(|_| open.ctx.sampled) else { return };
     let service = split_target(target).map(|(s, _)| s);
-    let name = format!("ingress {}", service.unwrap_or("-"));
-    let mut span = tracer.span(open, &name, SpanKind::Server, service);
+    let mut span = tracer.span(open, ("ingress", service.unwrap_or("-")), SpanKind::Server, service);
     // The path without its query (which may hold secrets).
     let path = target.split('?').next().unwrap_or("/");
     span.attrs.insert("http.method", method_attr(method));
@@ -222,7 +221,7 @@ async fn forward_with_retries(
     if let Some(tracer) = registry.tracer()
         && let Some(open) = hop.filter(|o| o.ctx.sampled)
     {
-        let mut span = tracer.span(&open, &format!("forward {service}"), SpanKind::Client, Some(service));
+        let mut span = tracer.span(&open, ("forward", service), SpanKind::Client, Some(service));
         span.attrs.insert("forwarded", true);
         span.attrs.insert("http.status", u64::from(resp.status().as_u16()));
         if resp.status().is_server_error() {

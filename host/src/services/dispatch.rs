@@ -122,7 +122,7 @@ impl Registry {
         if let Some(open) = span {
             let mut attrs = vec![("callee", service.to_string().into()), ("remote", remote.into())];
             attrs.push(result_attr(&result));
-            self.record_span(&open, format!("{kind} {service}"), SpanKind::Client, from, attrs, error_code(&result));
+            self.record_span(&open, (kind, service), SpanKind::Client, from, attrs, error_code(&result));
         }
         result
     }
@@ -171,14 +171,14 @@ impl Registry {
     fn record_span(
         &self,
         open: &Open,
-        name: String,
+        name: (&'static str, &str),
         kind: SpanKind,
         service: &str,
         attrs: Vec<(&'static str, trace::Attr)>,
         error: &'static str,
     ) {
         let Some(tracer) = self.tracer().filter(|_| open.ctx.sampled) else { return };
-        let mut span = tracer.span(open, &name, kind, Some(service));
+        let mut span = tracer.span(open, name, kind, Some(service));
         span.attrs.reserve(attrs.len());
         for (k, v) in attrs {
             span.attrs.insert(k, v);
@@ -228,7 +228,7 @@ impl Registry {
         let (Some(run), Some(tracer)) = (&trace.run, self.tracer()) else { return };
         let stats = run.stats.lock().unwrap_or_else(|e| e.into_inner());
         let ran_us = ran.as_micros() as u64;
-        let mut span = tracer.span(&run.span, &format!("run {name}"), SpanKind::Internal, Some(name));
+        let mut span = tracer.span(&run.span, ("run", name), SpanKind::Internal, Some(name));
         let a = &mut span.attrs;
         // Exactly what follows: a hello's five stay inline.
         a.reserve(5 + 2 * stats.kv.len() + if stats.outbound.0 > 0 { 2 } else { 0 });
@@ -311,14 +311,7 @@ impl Registry {
                 let result = remote.call(name, req, request_id, depth).await;
                 if let Some(open) = hop {
                     let attrs = vec![("forwarded", true.into()), result_attr(&result)];
-                    self.record_span(
-                        &open,
-                        format!("forward {name}"),
-                        SpanKind::Client,
-                        name,
-                        attrs,
-                        error_code(&result),
-                    );
+                    self.record_span(&open, ("forward", name), SpanKind::Client, name, attrs, error_code(&result));
                 }
                 return (result, true);
             }

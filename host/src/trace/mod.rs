@@ -16,6 +16,7 @@ pub mod store;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -313,10 +314,11 @@ impl CallTrace {
 pub struct Tracer {
     pub node: Arc<str>,
     /// Span and service names, shared by the spans that have them (bounded).
-    names: Mutex<std::collections::HashSet<Arc<str>>>,
+    names: Mutex<Names>,
     /// The share of new traces recorded (a request that arrives with a `traceparent`
-    /// follows its sampled flag).
-    sample: f64,
+    /// follows its sampled flag), as `f64` bits: `PUT /v1/tracing` changes it while the
+    /// node runs.
+    sample: AtomicU64,
     pub ring: store::SpanRing,
     export: Option<otlp::Exporter>,
 }
@@ -326,29 +328,33 @@ impl Tracer {
         Tracer {
             node: node.into(),
             names: Default::default(),
-            sample: sample.clamp(0.0, 1.0),
+            sample: AtomicU64::new(sample.clamp(0.0, 1.0).to_bits()),
             ring: store::SpanRing::new(ring_spans),
             export,
         }
     }
 
-    /// `name` as a shared string: the one this node's other spans use, or a new one
-    /// (kept for the next span unless [`MAX_NAMES`] are kept already).
-    pub fn name(&self, name: &str) -> Arc<str> {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = names.get(name) {
-            return n.clone();
-        }
-        let n: Arc<str> = name.into();
-        if names.len() < MAX_NAMES {
-            names.insert(n.clone());
-        }
-        n
-    }
-
-    /// The finished span `open` on this node, named `name`, of `service`.
-    pub fn span(&self, open: &Open, name: &str, kind: SpanKind, service: Option<&str>) -> SpanRecord {
-        open.close(&self.node, self.name(name), kind, service.map(|s| self.name(s)))
+    /// The finished span `open` on this node, named `"{prefix} {subject}"` (`run hello`,
+    /// `invoke hello`), of `service`. Names are built once per node and shared by every
+    /// span that has them: no allocation and one lock per span.
+    pub fn span(
+        &self,
+        open: &Open,
+        (prefix, subject): (&'static str, &str),
+        kind: SpanKind,
+        service: Option<&str>,
+    ) -> SpanRecord {
+        let (name, service) = {
+            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            let (name, subject_name) = names.span_name(prefix, subject);
+            let service = match service {
+                Some(s) if s == subject => Some(subject_name),
+                Some(s) => Some(names.name(s)),
+                None => None,
+            };
+            (name, service)
+        };
+        open.close(&self.node, name, kind, service)
     }
 
     /// The context a request continues: the caller's, or a new trace (sampled at the
@@ -357,7 +363,8 @@ impl Tracer {
         match parent {
             Some(p) => p,
             None => {
-                let sampled = self.sample >= 1.0 || (self.sample > 0.0 && rand_unit() < self.sample);
+                let share = self.sample();
+                let sampled = share >= 1.0 || (share > 0.0 && rand_unit() < share);
                 SpanContext { trace_id: TraceId::random(), span_id: SpanId::random(), sampled }
             }
         }
@@ -370,6 +377,16 @@ impl Tracer {
             Some(p) => Open::child_of(&p),
             None => Open::root(self.continue_or_start(None)),
         }
+    }
+
+    /// The share of new traces recorded.
+    pub fn sample(&self) -> f64 {
+        f64::from_bits(self.sample.load(Ordering::Relaxed))
+    }
+
+    /// Record this share of new traces from now on (0 to 1; `None` when it is not one).
+    pub fn set_sample(&self, share: f64) -> Option<f64> {
+        (0.0..=1.0).contains(&share).then(|| f64::from_bits(self.sample.swap(share.to_bits(), Ordering::Relaxed)))
     }
 
     /// Keep a finished span (in the ring, and for export).
@@ -385,8 +402,57 @@ impl Tracer {
     }
 }
 
-/// Distinct span and service names a node shares between its spans.
+/// Distinct service names a node keeps shared span names for (a guest can call any
+/// number of names that do not exist; past this, spans build their own).
 const MAX_NAMES: usize = 4096;
+/// Span names kept per service (`ingress`, `run`, `invoke`, `forward`, ...).
+const MAX_PREFIXES: usize = 8;
+
+/// A node's shared names: per service (or other subject), its name and the span names
+/// built on it.
+#[derive(Default)]
+struct Names {
+    index: std::collections::HashMap<Box<str>, usize>,
+    items: Vec<Interned>,
+}
+
+struct Interned {
+    name: Arc<str>,
+    spans: Vec<(&'static str, Arc<str>)>,
+}
+
+impl Names {
+    /// `subject`'s entry, made on first use (`None` once [`MAX_NAMES`] are kept).
+    fn get(&mut self, subject: &str) -> Option<&mut Interned> {
+        if let Some(&i) = self.index.get(subject) {
+            return Some(&mut self.items[i]);
+        }
+        if self.items.len() >= MAX_NAMES {
+            return None;
+        }
+        self.index.insert(subject.into(), self.items.len());
+        self.items.push(Interned { name: subject.into(), spans: Vec::new() });
+        self.items.last_mut()
+    }
+
+    fn name(&mut self, subject: &str) -> Arc<str> {
+        self.get(subject).map_or_else(|| subject.into(), |i| i.name.clone())
+    }
+
+    /// The span name `"{prefix} {subject}"` and `subject`'s own name.
+    fn span_name(&mut self, prefix: &'static str, subject: &str) -> (Arc<str>, Arc<str>) {
+        let build = || -> Arc<str> { format!("{prefix} {subject}").into() };
+        let Some(i) = self.get(subject) else { return (build(), subject.into()) };
+        if let Some((_, n)) = i.spans.iter().find(|(p, _)| *p == prefix) {
+            return (n.clone(), i.name.clone());
+        }
+        let n = build();
+        if i.spans.len() < MAX_PREFIXES {
+            i.spans.push((prefix, n.clone()));
+        }
+        (n, i.name.clone())
+    }
+}
 
 fn rand_unit() -> f64 {
     (SpanId::random().0 >> 11) as f64 / (1u64 << 53) as f64
@@ -478,6 +544,31 @@ mod tests {
         assert_eq!(t.continue_or_start(Some(parent)), parent);
         assert!(!Tracer::new("n1", 0.0, 16, None).continue_or_start(None).sampled);
         assert!(Tracer::new("n1", 1.0, 16, None).continue_or_start(None).sampled);
+        // Changed while the node runs.
+        let t = Tracer::new("n1", 0.0, 16, None);
+        assert_eq!(t.set_sample(1.0), Some(0.0));
+        assert!(t.continue_or_start(None).sampled && t.sample() == 1.0);
+        assert_eq!((t.set_sample(1.5), t.set_sample(f64::NAN)), (None, None));
+        assert_eq!(t.sample(), 1.0);
+    }
+
+    #[test]
+    fn span_names_are_built_once_per_node_and_bounded() {
+        let t = Tracer::new("n1", 1.0, 16, None);
+        let open = Open::root(t.continue_or_start(None));
+        let a = t.span(&open, ("run", "hello"), SpanKind::Internal, Some("hello"));
+        let b = t.span(&open, ("run", "hello"), SpanKind::Internal, Some("hello"));
+        assert_eq!((&*a.name, a.service.as_deref()), ("run hello", Some("hello")));
+        assert!(Arc::ptr_eq(&a.name, &b.name) && Arc::ptr_eq(a.service.as_ref().unwrap(), b.service.as_ref().unwrap()));
+        let c = t.span(&open, ("invoke", "hello"), SpanKind::Client, Some("caller"));
+        assert_eq!((&*c.name, c.service.as_deref()), ("invoke hello", Some("caller")));
+        assert!(Arc::ptr_eq(a.service.as_ref().unwrap(), &t.names.lock().unwrap().name("hello")));
+        // A guest inventing names fills the table, then its spans build their own.
+        for i in 0..MAX_NAMES + 10 {
+            let s = t.span(&open, ("invoke", &format!("svc{i}")), SpanKind::Client, None);
+            assert_eq!(&*s.name, format!("invoke svc{i}"));
+        }
+        assert_eq!(t.names.lock().unwrap().items.len(), MAX_NAMES);
     }
 
     #[test]

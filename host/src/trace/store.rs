@@ -55,6 +55,11 @@ impl SpanRing {
         drop(evicted);
     }
 
+    /// The most spans it keeps (`--trace-ring`).
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     pub fn len(&self) -> usize {
         self.spans.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

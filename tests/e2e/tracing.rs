@@ -1,0 +1,57 @@
+//! Tracing on one node: its sampling changed while it runs (`PUT /v1/tracing`), and what
+//! the node then keeps.
+
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::support::TestNode;
+
+#[tokio::test]
+async fn sampling_changes_while_the_node_runs_and_bad_shares_are_refused() {
+    let node = TestNode::start_with_args(true, &["--trace-sample", "0"]).await;
+    node.deploy("hello", "hello", json!({ "instances": 1 })).await;
+    let admin = node.admin();
+    let id_of = |r: &nanogrid::client::Reply| r.header("x-trace-id").expect("every answer names its trace").to_string();
+
+    // Not sampled: the trace id travels, but nothing is kept.
+    let r = node.get("/hello/world").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let unsampled = id_of(&r);
+    let v: Value = admin.get("/v1/tracing").await.unwrap().json().unwrap();
+    assert_eq!((v["sample"].as_f64(), v["ring"]["spans"].as_u64()), (Some(0.0), Some(0)), "{v}");
+    assert!(v["ring"]["capacity"].as_u64().unwrap() > 0 && v["otlp"].is_null(), "{v}");
+
+    // Every request from now on.
+    let put = admin.call_json(Method::PUT, "/v1/tracing", &json!({ "sample": 1 })).await.unwrap();
+    assert_eq!(put.status, 200, "{}", put.text());
+    let v: Value = put.json().unwrap();
+    assert_eq!((v["was"].as_f64(), v["sample"].as_f64()), (Some(0.0), Some(1.0)), "{v}");
+    let sampled = id_of(&node.get("/hello/world").await);
+    let t = admin.get(&format!("/v1/traces/{sampled}")).await.unwrap();
+    assert_eq!(t.status, 200, "{}", t.text());
+    let names: Vec<String> =
+        t.json().unwrap()["spans"].as_array().unwrap().iter().map(|s| s["name"].to_string()).collect();
+    assert!(names.contains(&"\"ingress hello\"".into()) && names.contains(&"\"run hello\"".into()), "{names:?}");
+    let gone = admin.get(&format!("/v1/traces/{unsampled}")).await.unwrap();
+    assert_eq!(gone.status, 404, "the unsampled request left no span: {}", gone.text());
+
+    // A share outside 0..1, a string, an unknown field: 400 naming what to give; unchanged.
+    let bad = [
+        (json!({ "sample": 1.5 }), "bad-request"),
+        (json!({ "sample": -0.1 }), "bad-request"),
+        (json!({ "sample": "all" }), "bad-json"),
+        (json!({ "rate": 0.5 }), "bad-json"),
+    ];
+    for (body, code) in bad {
+        let r = admin.call_json(Method::PUT, "/v1/tracing", &body).await.unwrap();
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let e: Value = r.json().unwrap();
+        assert_eq!(e["error"]["code"], code, "{body}: {e}");
+    }
+    let v: Value = admin.get("/v1/tracing").await.unwrap().json().unwrap();
+    assert_eq!(v["sample"].as_f64(), Some(1.0), "{v}");
+    let r = admin.call_json(Method::PUT, "/v1/tracing", &json!({ "sample": 1.5 })).await.unwrap();
+    assert!(r.text().contains("from 0") && r.text().contains("to 1"), "{}", r.text());
+    let r = admin.call_json(Method::DELETE, "/v1/tracing", &json!({})).await.unwrap();
+    assert_eq!(r.status, 405, "{}", r.text());
+}
