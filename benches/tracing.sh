@@ -8,8 +8,8 @@
 #   otlp 1%   sample 0.01 on a node with --otlp-endpoint to a local OTLP/HTTP receiver
 #   otlp 100% sample 1 on that node: export of every span
 # PROCS plain nodes (off, ring) and PROCS export nodes (off, otlp 1%, otlp 100%). In each
-# round every node runs each of its settings once (wrk -t1 -cCONNS, DURATION s), in an
-# order that rotates and reverses from round to round; each run starts once the receiver
+# round every node runs each of its settings once (wrk -t1 -cCONNS, DURATION s), nodes in
+# an order that rotates and reverses, a node's settings in one that rotates; each run starts once the receiver
 # has gone quiet. A setting's loss in a round is against off on the same node in the same
 # round (paired: drift between rounds and between processes cancels); the verdict is on
 # the median of those losses, shown with their quartiles. Targets: <= 5 % throughput
@@ -17,7 +17,8 @@
 # Rewrites the tracing section of docs/BENCHMARKS.md (OUT=... writes elsewhere).
 #
 # Settings: DURATION (s, default 3), CONNS (32), ROUNDS (8), PROCS (2 of each kind),
-# INSTANCES (64), PIN (1: the nodes on CPU 0 and wrk on CPU 1; 0: off).
+# INSTANCES (64), PIN (1: the nodes on CPU 0 and wrk on CPU 1; 0: off), RING (the plain
+# nodes' --trace-ring; default the node's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-3}
@@ -27,6 +28,7 @@ INSTANCES=${INSTANCES:-64}
 BIN=${BIN:-}
 PIN=${PIN:-0}
 PROCS=${PROCS:-2}
+RING=${RING:-}
 node_cpu=(); load_cpu=()
 if [ "$PIN" = 1 ]; then node_cpu=(taskset -c 0); load_cpu=(taskset -c 1); fi
 target=${CARGO_TARGET_DIR:-target}
@@ -79,7 +81,7 @@ sample() { # node share
 }
 nodes=()
 for p in $(seq 1 "$PROCS"); do
-    start "plain$p"; nodes+=("plain$p")
+    start "plain$p" ${RING:+--trace-ring "$RING"}; nodes+=("plain$p")
     start "export$p" --otlp-endpoint "$sink"; nodes+=("export$p")
 done
 declare -A share=([off]=0 [ring]=1 [otlp1]=0.01 [otlp100]=1)
@@ -98,17 +100,19 @@ quiet() {
         last=$now
     done
 }
-# rotate K WORDS...: the words from the K-th on (mod their number), reversed when K is odd.
+# rotate K REVERSE WORDS...: the words from the K-th on (mod their number), reversed when
+# REVERSE is 1 and K is odd (a node's two settings must not be reversed: rotating two
+# words and reversing every other round would keep one order).
 rotate() {
-    local k=$1; shift
+    local k=$1 rev=$2; shift 2
     local w=("$@") out=() i
     for i in $(seq 0 $((${#w[@]} - 1))); do out+=("${w[$(( (i + k) % ${#w[@]} ))]}"); done
-    if [ $((k % 2)) = 1 ]; then printf '%s\n' "${out[@]}" | tac; else printf '%s\n' "${out[@]}"; fi
+    if [ "$rev" = 1 ] && [ $((k % 2)) = 1 ]; then printf '%s\n' "${out[@]}" | tac; else printf '%s\n' "${out[@]}"; fi
 }
 for r in $(seq 1 "$ROUNDS"); do
-    for n in $(rotate "$r" "${nodes[@]}"); do
+    for n in $(rotate "$r" 1 "${nodes[@]}"); do
         # shellcheck disable=SC2046
-        for s in $(rotate "$r" $(settings_of "$n")); do
+        for s in $(rotate "$r" 0 $(settings_of "$n")); do
             sample "$n" "${share[$s]}"
             quiet
             f="$tmp/$n.$s.$r"
@@ -155,7 +159,7 @@ out="$tmp/section.md"
     echo "\`./dev bench tracing\` ($(date -u +%Y-%m-%d), $(git rev-parse --short HEAD)): \`hello\` through ingress on"
     echo "$PROCS plain and $PROCS export release nodes$([ "$PIN" = 1 ] && echo " (on CPU 0, wrk on CPU 1)"), each setting switched on in the"
     echo "same process with \`PUT /v1/tracing\` and compared with that process's own \`off\` run in the same round"
-    echo "($ROUNDS rounds; each node runs each of its settings once per round, in an order that rotates and reverses;"
+    echo "($ROUNDS rounds; each node runs each of its settings once per round, each setting first on a node as often as the others;"
     echo "wrk -t1 -c$CONNS -d${DURATION}s per run, each once the OTLP receiver is idle). Two identical processes differ by"
     echo "several percent on this machine, so a process per setting would measure where memory landed."
     echo "Loss: the median over (node, round) of the loss against \`off\` on that node in that round, with the quartiles."

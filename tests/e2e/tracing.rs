@@ -54,4 +54,14 @@ async fn sampling_changes_while_the_node_runs_and_bad_shares_are_refused() {
     assert!(r.text().contains("from 0") && r.text().contains("to 1"), "{}", r.text());
     let r = admin.call_json(Method::DELETE, "/v1/tracing", &json!({})).await.unwrap();
     assert_eq!(r.status, 405, "{}", r.text());
+
+    // The CLI: back to none, and what it shows.
+    let out = node.cli(&["trace-sample", "0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("records 0.0 of new traces (was 1)") && text.contains("otlp: off"), "{text}");
+    let out = node.cli(&["trace-sample", "2"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("from 0"), "{out:?}");
+    let v: Value = admin.get("/v1/tracing").await.unwrap().json().unwrap();
+    assert_eq!(v["sample"].as_f64(), Some(0.0), "{v}");
 }

@@ -101,6 +101,14 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show a node's trace sampling, ring and export counters; with a share, record that
+    /// share of new traces from now on (until the node restarts).
+    TraceSample {
+        /// The share of new traces to record, 0 to 1 (none: just show).
+        share: Option<f64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List recent traces (newest first).
     Traces {
         /// Only traces that reached this service.
@@ -479,6 +487,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Health { live, client } => commands::health(&client, live).await,
             Command::Events { follow, client } => commands::events(&client, follow).await,
             Command::Trace { id, client } => trace::trace(&client, &id).await,
+            Command::TraceSample { share, client } => trace::sample(&client, share).await,
             Command::Traces { service, min_ms, client } => trace::traces(&client, service.as_deref(), min_ms).await,
             Command::Barriers { id, client } => commands::barriers(&client, id.as_deref()).await,
             Command::Experiments { client } => experiments::list(&client).await,

@@ -1,10 +1,12 @@
-//! `nanogrid trace ID` (a waterfall of one trace's spans from every node) and `nanogrid
-//! traces` (recent traces).
+//! `nanogrid trace ID` (a waterfall of one trace's spans from every node), `nanogrid
+//! traces` (recent traces) and `nanogrid trace-sample [R]` (a node's sampling, changed
+//! while it runs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
-use serde_json::Value;
+use http::Method;
+use serde_json::{Value, json};
 
 use super::ClientArgs;
 use super::commands::{admin_client, check};
@@ -16,6 +18,25 @@ pub async fn trace(client: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
     let t = check(c.get(&format!("/v1/traces/{id}")).await?)?;
     let spans = t["spans"].as_array().cloned().unwrap_or_default();
     print!("{}", waterfall(id, &spans));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sample(client: &ClientArgs, share: Option<f64>) -> anyhow::Result<ExitCode> {
+    let c = admin_client(client);
+    let v = match share {
+        Some(r) => check(c.call_json(Method::PUT, "/v1/tracing", &json!({ "sample": r })).await?)?,
+        None => check(c.get("/v1/tracing").await?)?,
+    };
+    let was = v["was"].as_f64().map(|w| format!(" (was {w})")).unwrap_or_default();
+    println!("node {}: records {} of new traces{was}", v["node"].as_str().unwrap_or("?"), v["sample"]);
+    println!("ring: {} of {} spans", v["ring"]["spans"], v["ring"]["capacity"]);
+    match v["otlp"].as_object() {
+        Some(o) => println!(
+            "otlp: {} exported, {} dropped, {} failed batches",
+            o["exported"], o["dropped"], o["failed_batches"]
+        ),
+        None => println!("otlp: off (--otlp-endpoint)"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
