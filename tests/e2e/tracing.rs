@@ -34,6 +34,13 @@ async fn sampling_changes_while_the_node_runs_and_bad_shares_are_refused() {
     assert!(names.contains(&"\"ingress hello\"".into()) && names.contains(&"\"run hello\"".into()), "{names:?}");
     let gone = admin.get(&format!("/v1/traces/{unsampled}")).await.unwrap();
     assert_eq!(gone.status, 404, "the unsampled request left no span: {}", gone.text());
+    let r = admin.get("/v1/traces/not-an-id").await.unwrap();
+    assert!(r.status == 400 && r.text().contains("32 lower-case hex digits"), "{}", r.text());
+    let r = admin.call_json(Method::POST, "/v1/traces", &json!({})).await.unwrap();
+    assert_eq!(r.status, 405, "{}", r.text());
+    let list: Value = admin.get("/v1/traces?service=hello").await.unwrap().json().unwrap();
+    let ids: Vec<&str> = list["traces"].as_array().unwrap().iter().filter_map(|t| t["trace_id"].as_str()).collect();
+    assert_eq!(ids, vec![sampled.as_str()], "only the sampled request's trace is listed: {list}");
 
     // A share outside 0..1, a string, an unknown field: 400 naming what to give; unchanged.
     let bad = [

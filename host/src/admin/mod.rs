@@ -6,7 +6,7 @@
 //! `{"error":{"code","message","request_id"}}` with the matching status.
 
 mod experiments;
-mod trace_settings;
+mod traces;
 
 use std::sync::Arc;
 
@@ -171,7 +171,10 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
         return experiments::route(node, req, &segments, rid).await;
     }
     if segments == ["v1", "tracing"] {
-        return trace_settings::route(node, req, rid).await;
+        return traces::settings(node, req, rid).await;
+    }
+    if segments.starts_with(&["v1", "traces"]) {
+        return traces::route(node, req, &segments, rid).await;
     }
     let registry = &node.registry;
     match (&method, segments.as_slice()) {
@@ -300,37 +303,6 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
                 rid,
             ),
         },
-        (&Method::GET, ["v1", "traces"]) => {
-            let q = query_of(req.uri().query());
-            let num = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
-            let query = crate::trace::store::TraceQuery {
-                service: q.get("service").filter(|s| !s.is_empty()).cloned(),
-                min_ms: num("min_ms").unwrap_or(0),
-                limit: num("limit").unwrap_or(50).clamp(1, 1000) as usize,
-                ids: None,
-            };
-            let traces = match &node.cluster {
-                Some(c) => c.traces(&query).await,
-                None => registry.local_traces(&query),
-            };
-            h::json(StatusCode::OK, &json!({ "traces": traces }), rid)
-        }
-        (&Method::GET, ["v1", "traces", id]) => {
-            if crate::trace::TraceId::parse(id).is_none() {
-                let msg =
-                    format!("{id:?} is not a trace id: give 32 lower-case hex digits (the x-trace-id response header)");
-                return err(StatusCode::BAD_REQUEST, "bad-request", msg, rid);
-            }
-            let spans = match &node.cluster {
-                Some(c) => c.trace(id).await,
-                None => registry.local_trace(id),
-            };
-            if spans.is_empty() {
-                let msg = format!("no node has spans of trace {id} (each keeps its most recent --trace-ring spans)");
-                return err(StatusCode::NOT_FOUND, "not-found", msg, rid);
-            }
-            h::json(StatusCode::OK, &json!({ "trace_id": id, "spans": spans }), rid)
-        }
         (&Method::GET, ["v1", "barriers"]) => match registry.pending_barriers(1000).await {
             Ok(ids) => {
                 h::json(StatusCode::OK, &json!({ "pending": ids, "driven_here": registry.barriers.active() }), rid)
@@ -423,8 +395,6 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             | ["v1", "barriers", _]
             | ["v1", "events"]
             | ["v1", "autoscale"]
-            | ["v1", "traces"]
-            | ["v1", "traces", _]
             | ["v1", "whoami"],
         ) => {
             h::drain(req.into_body()).await;
