@@ -173,7 +173,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
     if segments == ["v1", "tracing"] {
         return traces::settings(node, req, rid).await;
     }
-    if segments.starts_with(&["v1", "traces"]) {
+    if matches!(segments.as_slice(), ["v1", "traces"] | ["v1", "traces", _]) {
         return traces::route(node, req, &segments, rid).await;
     }
     let registry = &node.registry;

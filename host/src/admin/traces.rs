@@ -67,21 +67,13 @@ pub(super) async fn route(
             }
             h::json(StatusCode::OK, &json!({ "trace_id": id, "spans": spans }), rid)
         }
-        (_, ["v1", "traces"] | ["v1", "traces", _]) => {
-            h::drain(req.into_body()).await;
-            let msg = format!("{method} is not supported on {} (GET)", req_path(segments));
-            err(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", msg, rid)
-        }
+        // Only /v1/traces and /v1/traces/{id} come here.
         _ => {
             h::drain(req.into_body()).await;
-            let msg = format!("no admin route {method} {}; see the API list in README.md", req_path(segments));
-            err(StatusCode::NOT_FOUND, "no-route", msg, rid)
+            let msg = format!("{method} is not supported on /{} (GET)", segments.join("/"));
+            err(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", msg, rid)
         }
     }
-}
-
-fn req_path(segments: &[&str]) -> String {
-    format!("/{}", segments.join("/"))
 }
 
 /// `GET` / `PUT /v1/tracing`.

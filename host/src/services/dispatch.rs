@@ -120,8 +120,8 @@ impl Registry {
             }
         }
         if let Some(open) = span {
-            let mut attrs = vec![("callee", service.to_string().into()), ("remote", remote.into())];
-            attrs.push(result_attr(&result));
+            // Built only when the span is kept (sampled).
+            let attrs = || [("callee", service.to_string().into()), ("remote", remote.into()), result_attr(&result)];
             self.record_span(&open, (kind, service), SpanKind::Client, from, attrs, error_code(&result));
         }
         result
@@ -168,19 +168,18 @@ impl Registry {
     }
 
     /// Keep a finished span (when its trace is sampled).
-    fn record_span(
+    fn record_span<const N: usize>(
         &self,
         open: &Open,
         name: (&'static str, &str),
         kind: SpanKind,
         service: &str,
-        attrs: Vec<(&'static str, trace::Attr)>,
+        attrs: impl FnOnce() -> [(&'static str, trace::Attr); N],
         error: &'static str,
     ) {
         let Some(tracer) = self.tracer().filter(|_| open.ctx.sampled) else { return };
         let mut span = tracer.span(open, name, kind, Some(service));
-        span.attrs.reserve(attrs.len());
-        for (k, v) in attrs {
+        for (k, v) in attrs() {
             span.attrs.insert(k, v);
         }
         span.error = error.to_string();
@@ -310,7 +309,7 @@ impl Registry {
                 let hop = self.client_span(&mut req.headers);
                 let result = remote.call(name, req, request_id, depth).await;
                 if let Some(open) = hop {
-                    let attrs = vec![("forwarded", true.into()), result_attr(&result)];
+                    let attrs = || [("forwarded", true.into()), result_attr(&result)];
                     self.record_span(&open, ("forward", name), SpanKind::Client, name, attrs, error_code(&result));
                 }
                 return (result, true);
