@@ -174,13 +174,21 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
     .await;
     let spec: Value = c.nodes[0].node.admin().get("/v1/services/slow").await.unwrap().json().unwrap();
     assert_eq!(spec["spec"]["instances"], 2, "{spec}");
-    let events: Value = c.nodes[2].node.admin().get("/v1/events?limit=500").await.unwrap().json().unwrap();
-    let scaled = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|ev| ev["kind"] == "scale" && ev["service"] == "slow" && ev["from"] == 1 && ev["to"] == 2);
-    assert!(scaled, "the new count is an event on every node: {events}");
+    // Every node records the new count once it has applied it (a moment after node i).
+    eventually("the new count is an event on every node", Duration::from_secs(10), || async {
+        for j in 0..3 {
+            let events: Value = c.nodes[j].node.admin().get("/v1/events?limit=500").await.ok()?.json().ok()?;
+            let scaled = events["events"]
+                .as_array()?
+                .iter()
+                .any(|ev| ev["kind"] == "scale" && ev["service"] == "slow" && ev["from"] == 1 && ev["to"] == 2);
+            if !scaled {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
     // The backlog the load left (continuations run on fan too) may refuse a new barrier

@@ -85,8 +85,13 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
         "the leader's demand names {here} as hot for tail: {g}"
     );
     // The move was an experiment the leader kept: both arms measured, the new one faster.
-    let exps: Value = c.nodes[caller].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
-    let e = exps["experiments"].as_array().unwrap().iter().find(|e| e["service"] == "tail").cloned().unwrap();
+    // (Read on another node than the placement: it shows the verdict once it has applied it.)
+    let e = eventually("the caller's node shows the experiment ended", Duration::from_secs(10), || async {
+        let exps: Value = c.nodes[caller].node.admin().get("/v1/experiments").await.ok()?.json().ok()?;
+        let e = exps["experiments"].as_array()?.iter().find(|e| e["service"] == "tail").cloned()?;
+        (e["stage"] != "trial").then_some(e)
+    })
+    .await;
     let f = &e["figures"];
     eprintln!("experiment {}: {}", e["id"], e["verdict"]);
     assert_eq!((e["stage"].as_str(), e["node"].as_str()), (Some("kept"), Some(here.as_str())), "{e:#}");

@@ -162,6 +162,18 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
     let mut want = vec![(first.clone(), 1), (here.clone(), 1)];
     want.sort();
     assert_eq!(seen, want);
+    // Experiments are Raft-replicated control state: another node shows the verdict once it
+    // has applied the entry, a moment after the node that answered first.
+    eventually("every node shows the experiment pending", Duration::from_secs(10), || async {
+        for j in 0..3 {
+            let e = experiment(&c, j, "tail", &here).await?;
+            if e["stage"] != "pending" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     holds_for(Duration::from_secs(3), || async {
         let again = experiment(&c, 2, "tail", &here).await.unwrap();
         assert_eq!(again["stage"], "pending", "{again:#}");
