@@ -97,16 +97,31 @@ async fn outbound_requests_only_to_granted_hosts() {
     let node = TestNode::start().await;
     let admin = node.admin();
     let digest = admin.upload(wasm("http-fetch")).await.unwrap().json().unwrap()["digest"].clone();
-    let r = admin.call_json(Method::PUT, "/v1/services/fetch", &json!({ "component": digest })).await.unwrap();
+    let strict = json!({ "component": digest, "strict_imports": true });
+    let r = admin.call_json(Method::PUT, "/v1/services/fetch", &strict).await.unwrap();
     let v = assert_error(&r, 422, "ungranted-import");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("wasi:http/outgoing-handler") && msg.contains("grants.outbound_http"), "{msg}");
 
     let (granted, granted_hits) =
         counting_server(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong");
+    // Without strict_imports and without a grant: deployed, every request denied at use.
+    let r = admin.call_json(Method::PUT, "/v1/services/fetch", &json!({ "component": digest })).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let denied = r.json().unwrap()["denied_imports"].clone();
+    assert_eq!(denied.as_array().map(Vec::len), Some(1), "{denied}");
+    assert_eq!(denied[0]["grant"], "grants.outbound_http", "{denied}");
+    assert!(denied[0]["import"].as_str().unwrap().starts_with("wasi:http/outgoing-handler@0.2."), "{denied}");
+    let r = node.get(&format!("/fetch/fetch/{granted}/x")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("HttpRequestDenied"), "the guest sees the standard error: {}", r.text());
+    assert_eq!(granted_hits.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing left the node");
+
     let (other, other_hits) = counting_server(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong");
     let body = json!({ "component": digest, "grants": { "outbound_http": [granted] } });
-    assert_eq!(admin.call_json(Method::PUT, "/v1/services/fetch", &body).await.unwrap().status, 201);
+    let r = admin.call_json(Method::PUT, "/v1/services/fetch", &body).await.unwrap();
+    assert_eq!(r.status, 200, "a redeploy: {}", r.text());
+    assert_eq!(r.json().unwrap()["denied_imports"], json!([]), "granted now");
 
     let r = node.get(&format!("/fetch/fetch/{granted}/x")).await;
     assert_eq!((r.status.as_u16(), r.text()), (200, "pong".to_string()));

@@ -16,11 +16,44 @@ async fn capabilities_are_denied_unless_granted() {
     assert_eq!(up.status, 201, "{}", up.text());
     let digest = up.json().unwrap()["digest"].clone();
 
-    let r = admin.call_json(Method::PUT, "/v1/services/reach", &json!({ "component": digest })).await.unwrap();
+    // With strict_imports, an import without its grant refuses the deploy.
+    let strict = json!({ "component": digest, "strict_imports": true });
+    let r = admin.call_json(Method::PUT, "/v1/services/reach", &strict).await.unwrap();
     let v = assert_error(&r, 422, "ungranted-import");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("wasi:sockets/") && msg.contains("grants.sockets"), "{msg}");
     assert!(msg.contains("wasi:filesystem/") && msg.contains("grants.files"), "{msg}");
+    assert_eq!(admin.get("/v1/services/reach").await.unwrap().status, 404, "a refused deploy stores nothing");
+
+    // By default it deploys with them denied at use, and says which.
+    let (target, target_count) = counting_server(b"pong");
+    let r = admin.call_json(Method::PUT, "/v1/services/reach", &json!({ "component": digest })).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let denied = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        let rows = v["denied_imports"].as_array().unwrap_or_else(|| panic!("no denied_imports: {v}"));
+        rows.iter().map(|d| format!("{} {}", d["grant"].as_str().unwrap(), d["import"].as_str().unwrap())).collect()
+    };
+    let answered = denied(&r.json().unwrap());
+    assert!(answered.iter().any(|d| d.starts_with("grants.sockets wasi:sockets/")), "{answered:?}");
+    assert!(answered.iter().any(|d| d.starts_with("grants.files wasi:filesystem/")), "{answered:?}");
+    assert!(
+        answered
+            .iter()
+            .all(|d| d.starts_with("grants.sockets wasi:sockets/") || d.starts_with("grants.files wasi:filesystem/")),
+        "{answered:?}"
+    );
+    let shown = admin.get("/v1/services/reach").await.unwrap().json().unwrap();
+    assert_eq!(denied(&shown), answered, "GET shows the same denied imports");
+    // Every use fails inside the guest with the standard error, and the node serves on.
+    let r = node.get(&format!("/reach/connect/{target}")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("Permission denied"), "a socket is access-denied: {}", r.text());
+    assert_eq!(target_count.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection was made");
+    let r = node.get("/reach/read/etc/passwd").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("No such file"), "there is no file system to open it in: {}", r.text());
+    assert_eq!(node.get("/reach/env/PATH").await.status, 403);
+    assert_eq!(admin.get("/v1/health").await.unwrap().status, 200);
 
     for (grants, field) in [
         (json!({ "sockets": ["localhost:80"] }), "localhost:80"),
@@ -49,8 +82,9 @@ async fn capabilities_are_denied_unless_granted() {
         .call_json(Method::PUT, "/v1/services/reach", &json!({ "component": digest, "grants": grants }))
         .await
         .unwrap();
-    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.status, 200, "a redeploy: {}", r.text());
     assert_eq!(r.json().unwrap()["spec"]["grants"]["env"]["GREETING"], "hi");
+    assert_eq!(r.json().unwrap()["denied_imports"], json!([]), "everything it imports is granted now");
 
     let r = node.get(&format!("/reach/connect/{allowed}")).await;
     assert_eq!((r.status.as_u16(), r.text()), (200, "pong".to_string()));

@@ -46,6 +46,31 @@ pub fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
+/// The Python and JavaScript test guests (`tests/guests-build.sh`: componentize-py and
+/// componentize-js, installed into the cache outside the clone when missing), built once
+/// per run into the cargo target dir; `name` is e.g. `reach-py`.
+pub fn toolchain_wasm(name: &str) -> Vec<u8> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let out = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| repo_root().join("target"), PathBuf::from)
+            .join("toolchain-guests");
+        let run = Command::new("bash")
+            .arg(repo_root().join("tests/guests-build.sh"))
+            .arg(&out)
+            .output()
+            .expect("running tests/guests-build.sh");
+        assert!(
+            run.status.success(),
+            "building the Python and JS guests failed:\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        out
+    });
+    let p = dir.join(format!("{name}.wasm"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
 /// One compile cache for the whole run, so each node does not recompile the same guests.
 pub fn shared_compile_cache() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

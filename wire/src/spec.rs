@@ -63,8 +63,10 @@ impl Default for Limits {
 }
 
 /// Capabilities beyond computing and the platform imports. Everything is denied unless
-/// listed here; a component that imports an interface it has no grant for is refused at
-/// deploy.
+/// listed here: an interface a component imports without the grant for it is linked to
+/// an implementation that denies at use (no preopened directories; sockets, name lookups
+/// and outbound HTTP fail with the standard WASI error codes), or, with the spec's
+/// `strict_imports`, the deploy is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Grants {
@@ -92,6 +94,18 @@ impl Grants {
         } else {
             None
         }
+    }
+
+    /// The imports among `imports` this grant set leaves denied, each with the grant that
+    /// would allow it.
+    pub fn denied(&self, imports: &[String]) -> Vec<DeniedImport> {
+        imports
+            .iter()
+            .filter_map(|i| {
+                let grant = Self::needed_for(i)?;
+                (!self.has(grant)).then(|| DeniedImport { import: i.clone(), grant: format!("grants.{grant}") })
+            })
+            .collect()
     }
 
     pub fn has(&self, grant: &str) -> bool {
@@ -134,6 +148,16 @@ impl Grants {
     }
 }
 
+/// An interface a component imports that its service is not granted: linked, but every
+/// use of it fails inside the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeniedImport {
+    /// The import as the component names it, e.g. `wasi:filesystem/preopens@0.2.6`.
+    pub import: String,
+    /// The spec field that would allow it, e.g. `grants.files`.
+    pub grant: String,
+}
+
 /// The stored, complete spec of a service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSpec {
@@ -150,6 +174,10 @@ pub struct ServiceSpec {
     pub limits: Limits,
     #[serde(default)]
     pub grants: Grants,
+    /// Refuse the deploy when the component imports an interface it has no grant for
+    /// (default: link it to an implementation that denies at use).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub strict_imports: bool,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     /// Typed imports bound to the service that provides them: interface name (with or
@@ -175,6 +203,10 @@ pub struct ServiceSpec {
 
 fn yes() -> bool {
     true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The bounds and goal of an autoscaled service (`"autoscale": {...}` in its spec).
@@ -282,6 +314,10 @@ pub struct ServiceRequest {
     pub limits: Option<Limits>,
     #[serde(default)]
     pub grants: Option<Grants>,
+    /// Refuse a component that imports an interface without its grant (see
+    /// [`ServiceSpec::strict_imports`]).
+    #[serde(default)]
+    pub strict_imports: bool,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
@@ -466,6 +502,30 @@ mod tests {
         let g = Grants { files: [("/d".to_string(), "relative".to_string())].into(), ..Default::default() };
         assert!(g.validate().is_err());
         assert!(Grants { sockets: vec!["127.0.0.1:80".into()], ..Default::default() }.validate().is_ok());
+    }
+
+    #[test]
+    fn denied_imports_name_the_grant_that_allows_them() {
+        let imports: Vec<String> =
+            ["wasi:cli/stdout@0.2.6", "wasi:filesystem/preopens@0.2.6", "wasi:sockets/tcp@0.2.6"]
+                .map(String::from)
+                .into();
+        let denied = Grants::default().denied(&imports);
+        let names: Vec<(&str, &str)> = denied.iter().map(|d| (d.import.as_str(), d.grant.as_str())).collect();
+        assert_eq!(
+            names,
+            [("wasi:filesystem/preopens@0.2.6", "grants.files"), ("wasi:sockets/tcp@0.2.6", "grants.sockets")]
+        );
+        let g = Grants { sockets: vec!["127.0.0.1:80".into()], ..Default::default() };
+        assert_eq!(g.denied(&imports).len(), 1, "the granted one is not denied");
+    }
+
+    #[test]
+    fn strict_imports_is_stored_only_when_set() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let req: ServiceRequest = serde_json::from_value(json!({ "component": d, "strict_imports": true })).unwrap();
+        assert!(req.strict_imports);
+        assert!(serde_json::from_value::<ServiceRequest>(json!({ "component": d, "strict_imports": 1 })).is_err());
     }
 
     #[test]

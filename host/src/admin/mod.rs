@@ -512,9 +512,12 @@ async fn put_service(node: &Node, name: &str, body: ServiceRequest, scope: Scope
         None => node.registry.put_service(name, body).await,
     };
     match put {
-        Ok((spec, created)) => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            h::json(status, &detail_or_spec(node, &spec), rid)
+        Ok(deploy) => {
+            let status = if deploy.created { StatusCode::CREATED } else { StatusCode::OK };
+            let mut answer = detail_or_spec(node, &deploy.spec);
+            // From the deploy itself: in a cluster this node may not run the new version yet.
+            answer["denied_imports"] = json!(deploy.denied);
+            h::json(status, &answer, rid)
         }
         Err(e) => admin_error(e, rid),
     }
@@ -535,6 +538,7 @@ fn detail(node: &Node, s: &Service, scope: Scope) -> serde_json::Value {
         "name": &*s.name,
         "spec": spec,
         "component": &d.unit.info,
+        "denied_imports": d.spec.grants.denied(&d.unit.info.imports),
         "graph": d.serving.graph().map(|g| &**g),
         "unresolved": match &d.serving {
             Serving::Unresolved(u) => json!({ "interface": u.interface, "reason": u.reason }),

@@ -484,6 +484,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     let mut spec = json!({
         "component": digest, "config": config, "bindings": bindings, "fuse": !args.no_fuse,
+        "strict_imports": args.strict_imports,
     });
     match &args.autoscale {
         Some(range) => {
@@ -514,6 +515,10 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         "deployed {} ({}) with {} instance(s), generation {}",
         args.name, digest, svc["spec"]["instances"], svc["spec"]["generation"]
     );
+    for d in svc["denied_imports"].as_array().into_iter().flatten() {
+        let (import, grant) = (d["import"].as_str().unwrap_or("?"), d["grant"].as_str().unwrap_or("?"));
+        println!("denied at use: {import} (no {grant}; every use fails inside the service)");
+    }
     if let Some(u) = svc["unresolved"].as_object() {
         println!("not ready yet: {} is unresolved ({})", u["interface"], u["reason"].as_str().unwrap_or(""));
     }

@@ -2,7 +2,9 @@
 //! subcommands are clients of a node's admin API or ingress.
 
 mod commands;
+mod dev;
 mod experiments;
+pub mod new;
 mod trace;
 mod up;
 
@@ -36,6 +38,26 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Build the samples, start a single node with them deployed, and print URLs to try.
     Up(UpArgs),
+    /// Create a service project from a template: sources, WIT, README and a test.
+    New {
+        /// The project's folder and service name (lowercase letters, digits, '-')
+        name: String,
+        /// The language
+        #[arg(long, value_enum, default_value_t = new::Lang::Rust)]
+        lang: new::Lang,
+        /// What the project starts as
+        #[arg(long, value_enum, default_value_t = new::Template::Nanoservice)]
+        template: new::Template,
+    },
+    /// Build the project in the current folder (or --dir) into a component.
+    Build {
+        /// The project folder [default: .]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Build, deploy to a local node (started here unless --to names one), and rebuild
+    /// and redeploy on every save; prints the URL, requests and the guest's logs.
+    Dev(DevArgs),
     /// Upload a .wasm component and deploy it as a service (create or replace).
     Deploy(DeployArgs),
     /// Change how many instances of a service may run at once (0 stops it).
@@ -382,6 +404,25 @@ pub struct UpArgs {
     pub no_build: bool,
 }
 
+#[derive(Args)]
+pub struct DevArgs {
+    /// The project folder [default: .]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Deploy to this node's admin API instead of starting one
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    /// With --to: the admin token
+    #[arg(long, requires = "to")]
+    pub token: Option<String>,
+    /// With --to: the node's ingress URL, to print
+    #[arg(long, requires = "to", value_name = "URL")]
+    pub ingress: Option<String>,
+    /// The local node (its data dir defaults to DIR/.nanogrid/dev, so kv data survives)
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
 #[derive(Args, Clone)]
 pub struct ClientArgs {
     /// Admin API of the node
@@ -429,6 +470,10 @@ pub struct DeployArgs {
     /// Link the chain of typed imports as separate instances instead of fusing it
     #[arg(long)]
     pub no_fuse: bool,
+    /// Refuse the deploy if the component imports filesystem, sockets or outbound HTTP
+    /// without a grant (default: deploy with those denied at use)
+    #[arg(long)]
+    pub strict_imports: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -469,6 +514,9 @@ pub fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => commands::serve(*args).await,
             Command::Up(args) => up::up(args).await,
+            Command::New { name, lang, template } => new::run_new(&name, lang, template),
+            Command::Build { dir } => new::run_build(dir.as_deref()),
+            Command::Dev(args) => dev::dev(args).await,
             Command::Deploy(args) => commands::deploy(args).await,
             Command::Scale { name, instances, client } => commands::scale(&client, &name, instances).await,
             Command::Ls { client } => commands::ls(&client).await,

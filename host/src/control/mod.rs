@@ -43,7 +43,7 @@ use crate::transport::tls::PeerTls;
 use crate::transport::{PeerClient, PeerTarget};
 
 use crate::grid::Grid;
-use crate::services::{AdminError, Registry, ServiceSpec, spec::ServiceRequest};
+use crate::services::{AdminError, Deploy, Registry, ServiceSpec, spec::ServiceRequest};
 use gossip::{Gossip, GossipConfig};
 use store::{LogStore, StateMachine};
 use types::{Control, raft_id};
@@ -516,12 +516,12 @@ impl Cluster {
     }
 
     /// Deploy or replace a service cluster-wide.
-    pub async fn put_service(&self, name: &str, req: ServiceRequest) -> Result<(ServiceSpec, bool), AdminError> {
+    pub async fn put_service(&self, name: &str, req: ServiceRequest) -> Result<Deploy, AdminError> {
         crate::services::spec::validate_digest(&req.component).map_err(AdminError::BadRequest)?;
         self.ensure_component(&req.component).await?;
-        let (spec, created) = self.registry.validate_service(name, req).await?;
-        self.write(Command::PutService { spec: Box::new(spec.clone()) }).await?;
-        Ok((spec, created))
+        let deploy = self.registry.validate_service(name, req).await?;
+        self.write(Command::PutService { spec: Box::new(deploy.spec.clone()) }).await?;
+        Ok(deploy)
     }
 
     pub async fn scale(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {

@@ -70,12 +70,14 @@ pub async fn handle(
     let span = h::request_span("ingress", &request_id, req.method(), &target);
     let traced = start_trace(&registry, req.headers_mut());
     let method = req.method().clone();
+    let started = std::time::Instant::now();
     async move {
         let mut resp = match &forwarder.peers {
             Some(peers) => route_clustered(&registry, cfg, &forwarder, &**peers, req, &request_id, &target).await,
             None => route(&registry, cfg, req, &request_id, &target).await,
         };
-        tracing::debug!(status = resp.status().as_u16(), "served");
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(status = resp.status().as_u16(), ms = format_args!("{ms:.1}"), "served");
         if let Some(open) = traced {
             finish_trace(&registry, &open, &method, &target, &mut resp);
         }

@@ -216,6 +216,15 @@ pub trait Remote: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Result<crate::runtime::Response, DispatchError>>;
 }
 
+/// What a deploy did: the stored spec, whether the service is new, and the imports its
+/// component makes that are denied at use (no grant for them).
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    pub spec: ServiceSpec,
+    pub created: bool,
+    pub denied: Vec<spec::DeniedImport>,
+}
+
 /// Why an admin change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -480,18 +489,15 @@ impl Registry {
             .map_err(internal)
     }
 
-    /// Create or replace a service. Returns the stored spec and whether it was new.
-    pub async fn put_service(
-        self: &Arc<Self>,
-        name: &str,
-        req: spec::ServiceRequest,
-    ) -> Result<(ServiceSpec, bool), AdminError> {
+    /// Create or replace a service.
+    pub async fn put_service(self: &Arc<Self>, name: &str, req: spec::ServiceRequest) -> Result<Deploy, AdminError> {
         let _admin = self.admin.lock().await;
-        let (spec, created, versions) = self.plan_service(name, req).await?;
-        self.persist(&spec).await?;
+        let (deploy, versions) = self.plan_service(name, req).await?;
+        self.persist(&deploy.spec).await?;
         self.install_all(versions);
+        let spec = &deploy.spec;
         tracing::info!(service = name, digest = %spec.component, instances = spec.instances, "service deployed");
-        Ok((spec, created))
+        Ok(deploy)
     }
 
     /// Check a deploy against the services this node knows, changing nothing (a clustered
@@ -500,10 +506,9 @@ impl Registry {
         self: &Arc<Self>,
         name: &str,
         req: spec::ServiceRequest,
-    ) -> Result<(ServiceSpec, bool), AdminError> {
+    ) -> Result<Deploy, AdminError> {
         let _admin = self.admin.lock().await;
-        let (spec, created, _) = self.plan_service(name, req).await?;
-        Ok((spec, created))
+        Ok(self.plan_service(name, req).await?.0)
     }
 
     /// Validate a deploy and build every chain it changes. The caller holds the admin lock.
@@ -511,7 +516,7 @@ impl Registry {
         self: &Arc<Self>,
         name: &str,
         req: spec::ServiceRequest,
-    ) -> Result<(ServiceSpec, bool, Vec<Arc<Deployed>>), AdminError> {
+    ) -> Result<(Deploy, Vec<Arc<Deployed>>), AdminError> {
         let spec::Checked { instances, max_queue, limits, grants } =
             spec::check_request(name, &req).map_err(AdminError::BadRequest)?;
         if limits.fuel.is_some() && !self.runtime.meters_fuel() {
@@ -521,7 +526,10 @@ impl Registry {
             ));
         }
         let unit = self.load_unit(&req.component).await?;
-        check_grants(&unit.info.imports, &grants)?;
+        let denied = grants.denied(&unit.info.imports);
+        if req.strict_imports && !denied.is_empty() {
+            return Err(ungranted(&denied));
+        }
         let old = self.get(name).map(|s| s.current().spec.clone());
         let previous = old.as_ref().map(|s| s.generation);
         // A redeploy of an autoscaled service keeps the count the autoscaler chose.
@@ -537,6 +545,7 @@ impl Registry {
             queue_timeout_ms: req.queue_timeout_ms.unwrap_or(spec::DEFAULT_QUEUE_TIMEOUT_MS),
             limits,
             grants,
+            strict_imports: req.strict_imports,
             config: req.config,
             bindings: req.bindings,
             fuse: req.fuse.unwrap_or(true),
@@ -548,7 +557,7 @@ impl Registry {
         // Resolve and build this service and every chain it is part of before anything
         // changes; a refusal leaves all as it was.
         let versions = self.rebuild(HashMap::from([(name.to_string(), Some((spec.clone(), unit)))]), false).await?;
-        Ok((spec, previous.is_none(), versions))
+        Ok((Deploy { spec, created: previous.is_none(), denied }, versions))
     }
 
     /// The spec a scale would store.
@@ -696,20 +705,11 @@ impl Registry {
     }
 }
 
-/// Refuse a component that imports an interface its spec does not grant.
-fn check_grants(imports: &[String], grants: &spec::Grants) -> Result<(), AdminError> {
-    let missing: Vec<String> = imports
-        .iter()
-        .filter_map(|i| {
-            let grant = spec::Grants::needed_for(i)?;
-            (!grants.has(grant)).then(|| format!("{i} (needs grants.{grant})"))
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(AdminError::Ungranted(format!(
-        "the component imports interfaces this service is not granted: {}; add the grant to the spec's \"grants\" to allow them",
-        missing.join(", ")
-    )))
+/// The refusal of a `strict_imports` deploy whose component imports what it is not granted.
+fn ungranted(denied: &[spec::DeniedImport]) -> AdminError {
+    let list: Vec<String> = denied.iter().map(|d| format!("{} (needs {})", d.import, d.grant)).collect();
+    AdminError::Ungranted(format!(
+        "the component imports interfaces this service is not granted: {}; add the grant to the spec's \"grants\" to allow them, or drop \"strict_imports\" to deploy with them denied at use",
+        list.join(", ")
+    ))
 }

@@ -59,9 +59,9 @@ pub enum ResolveError {
     )]
     Cycle(Vec<String>),
     #[error(
-        "service {provider:?} imports {import}, which needs grants.{grant}; a provider runs inside its consumer's sandbox and may hold no grants, so call it with invoke instead"
+        "service {provider:?} imports {import}, and a provider runs inside its consumer's sandbox: {root:?} holds grants.{grant}, which would reach {provider:?} too; call {provider:?} with invoke instead, or drop the grant"
     )]
-    ProviderNeedsGrants { provider: String, import: String, grant: String },
+    ProviderNeedsGrants { root: String, provider: String, import: String, grant: String },
     #[error(
         "service {service:?} has a binding for {key}, but its component imports no such interface; its typed imports are [{imports}]"
     )]
@@ -70,12 +70,21 @@ pub enum ResolveError {
 
 /// Resolve `root` (which must be in `view`).
 pub fn resolve(view: &dyn View, root: &str) -> Result<Result<Plan, Unresolved>, ResolveError> {
-    let mut r = Resolver { view, plan: Plan { services: vec![], edges: vec![] }, done: HashMap::new(), path: vec![] };
+    let grants = view.member(root).map(|(s, _)| s.grants.clone()).unwrap_or_default();
+    let mut r = Resolver {
+        view,
+        root: (root, grants),
+        plan: Plan { services: vec![], edges: vec![] },
+        done: HashMap::new(),
+        path: vec![],
+    };
     Ok(r.visit(root)?.map(|_| r.plan))
 }
 
 struct Resolver<'a> {
     view: &'a dyn View,
+    /// The chain's root and its grants: the sandbox every provider of the chain runs in.
+    root: (&'a str, Grants),
     plan: Plan,
     done: HashMap<String, usize>,
     path: Vec<String>,
@@ -147,10 +156,15 @@ impl Resolver<'_> {
                     diffs,
                 });
             }
+            // A provider's ungranted imports are denied at use, like any service's; but it
+            // runs in the root's sandbox, so a grant the root holds would reach it.
             if let Some((import, grant)) =
-                punit.info.imports.iter().find_map(|i| Grants::needed_for(i).map(|g| (i.clone(), g.to_string())))
+                punit.info.imports.iter().find_map(|i| {
+                    Grants::needed_for(i).filter(|g| self.root.1.has(g)).map(|g| (i.clone(), g.to_string()))
+                })
             {
-                return Err(ResolveError::ProviderNeedsGrants { provider, import, grant });
+                let root = self.root.0.to_string();
+                return Err(ResolveError::ProviderNeedsGrants { root, provider, import, grant });
             }
             let export = export.name.clone();
             match self.visit(&provider)? {
@@ -192,4 +206,67 @@ fn check_bindings(name: &str, spec: &ServiceSpec, unit: &Unit) -> Result<(), Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::runtime::typed::Interface;
+
+    /// A table of services for resolution; components are empty (only their descriptions
+    /// matter here).
+    struct Table(BTreeMap<String, (ServiceSpec, Arc<Unit>)>);
+
+    impl View for Table {
+        fn member(&self, name: &str) -> Option<(&ServiceSpec, &Arc<Unit>)> {
+            self.0.get(name).map(|(s, u)| (s, u))
+        }
+        fn names(&self) -> Vec<String> {
+            self.0.keys().cloned().collect()
+        }
+    }
+
+    fn service(name: &str, grants: serde_json::Value, info: ComponentInfo) -> (String, (ServiceSpec, Arc<Unit>)) {
+        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({
+            "name": name, "component": format!("sha256:{}", "0".repeat(64)), "instances": 1,
+            "queue_timeout_ms": 1000, "limits": crate::services::spec::Limits::default(), "generation": 1,
+            "updated_at_ms": 0, "grants": grants,
+        }))
+        .unwrap();
+        let engine = wasmtime::Engine::default();
+        let component = Component::new(&engine, "(component)").unwrap();
+        (name.to_string(), (spec, Arc::new(Unit { digest: String::new(), component, info })))
+    }
+
+    fn info(imports: &[&str], typed_imports: &[&str], typed_exports: &[&str]) -> ComponentInfo {
+        let iface = |n: &&str| Interface { name: n.to_string(), funcs: vec![] };
+        ComponentInfo {
+            world: String::new(),
+            imports: imports.iter().chain(typed_imports).map(|s| s.to_string()).collect(),
+            exports: typed_exports.iter().map(|s| s.to_string()).collect(),
+            typed_imports: typed_imports.iter().map(iface).collect(),
+            typed_exports: typed_exports.iter().map(iface).collect(),
+        }
+    }
+
+    #[test]
+    fn a_provider_importing_files_joins_a_chain_only_when_the_root_grants_none() {
+        let tool = "acme:text/tool@0.1.0";
+        let provider = service("tool", serde_json::json!({}), info(&["wasi:filesystem/preopens@0.2.6"], &[], &[tool]));
+        let plain = Table([service("app", serde_json::json!({}), info(&[], &[tool], &[])), provider.clone()].into());
+        let plan = resolve(&plain, "app").unwrap().unwrap();
+        assert_eq!(plan.services, ["tool", "app"], "the provider's file imports are denied at use");
+
+        let dir = std::env::temp_dir().to_string_lossy().into_owned();
+        let granted = service("app", serde_json::json!({ "files": { "/data": dir } }), info(&[], &[tool], &[]));
+        let err = resolve(&Table([granted, provider].into()), "app").unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::ProviderNeedsGrants { root, provider, grant, .. }
+                if root == "app" && provider == "tool" && grant == "files"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("call \"tool\" with invoke instead"), "{err}");
+    }
 }

@@ -1,0 +1,145 @@
+//! `nanogrid dev`: the inner loop. Build the project, deploy it to a node (one started in
+//! this process unless `--to` names another), print the URL, then rebuild and redeploy on
+//! every save. The service keeps its name, so its kv data carries over between versions.
+//! Each request's status line and the guest's log lines print as they happen.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use http::Method;
+use serde_json::json;
+
+use super::commands::{admin_client, check, node_config, start_node, wait_for_signal};
+use super::new::{self, Project};
+use super::{ClientArgs, DevArgs};
+use crate::config::FileConfig;
+
+/// How often the project's files are checked for changes.
+const POLL: Duration = Duration::from_millis(200);
+
+pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let project = new::load(&dir)?;
+    // What a developer wants to see: each request (its span names method, path and id; the
+    // ingress's "served" line its status and time), the guest's logs, and trouble.
+    let filter = std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| "warn,guest=debug,nanogrid::ingress=debug,nanogrid::http=debug".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+    let mut node_args = args.node.clone();
+    node_args.data_dir = node_args.data_dir.or_else(|| Some(dir.join(".nanogrid/dev")));
+    let (client, ingress, handle) = match &args.to {
+        Some(to) => {
+            let c = ClientArgs { admin: to.clone(), token: args.token.clone(), data_dir: None };
+            (c, args.ingress.clone().unwrap_or_else(|| "(the node's ingress)".into()), None)
+        }
+        None => {
+            crate::node::private_files();
+            let (cfg, listen, admin) = node_config(&node_args, FileConfig::default())?;
+            let handle = start_node(cfg, listen, admin).await?;
+            let c = ClientArgs {
+                admin: format!("http://{}", handle.node.admin_addr()),
+                token: node_args.admin_token.clone(),
+                data_dir: node_args.data_dir.clone(),
+            };
+            (c, format!("http://{}", handle.node.ingress_addr()), Some(handle))
+        }
+    };
+    let url = format!("{ingress}/{}/", project.name);
+    let looped = tokio::select! {
+        r = watch_loop(&dir, &project, &client, &url) => r,
+        _ = wait_for_signal() => Ok(()),
+    };
+    if let Some(h) = handle {
+        h.shutdown().await;
+    }
+    looped.map(|()| ExitCode::SUCCESS)
+}
+
+/// Build and deploy now, then again after every change, until an error of the loop itself.
+async fn watch_loop(dir: &Path, project: &Project, client: &ClientArgs, url: &str) -> anyhow::Result<()> {
+    let mut seen = snapshot(dir);
+    loop {
+        let started = Instant::now();
+        match build_and_deploy(dir, project, client).await {
+            Ok(generation) => println!(
+                "serving {} (generation {generation}) at {url} — built and deployed in {:.1} s; watching for changes",
+                project.name,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => println!("not deployed: {e:#}\nwatching for changes"),
+        }
+        loop {
+            tokio::time::sleep(POLL).await;
+            let now = snapshot(dir);
+            if now != seen {
+                seen = now;
+                println!("change seen: rebuilding");
+                break;
+            }
+        }
+    }
+}
+
+/// Build (off the async runtime), upload and deploy; the new generation.
+async fn build_and_deploy(dir: &Path, project: &Project, client: &ClientArgs) -> anyhow::Result<u64> {
+    let (d, p) = (dir.to_path_buf(), project.clone());
+    let wasm = tokio::task::spawn_blocking(move || new::build(&d, &p)).await.context("the build task failed")??;
+    let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let admin = admin_client(client);
+    let up = check(admin.upload(bytes).await?).context("uploading the component")?;
+    let digest = up["digest"].as_str().context("the upload reply has no digest")?;
+    let spec = json!({ "component": digest });
+    let svc = check(admin.call_json(Method::PUT, &format!("/v1/services/{}", project.name), &spec).await?)
+        .with_context(|| format!("deploying {}", project.name))?;
+    for d in svc["denied_imports"].as_array().into_iter().flatten() {
+        println!("denied at use: {} (no {})", d["import"].as_str().unwrap_or("?"), d["grant"].as_str().unwrap_or("?"));
+    }
+    Ok(svc["spec"]["generation"].as_u64().unwrap_or(0))
+}
+
+/// Modification times of the project's sources: everything but build output, the dev
+/// node's data and dependencies.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
+    const SKIP: [&str; 4] = ["target", ".nanogrid", "node_modules", ".git"];
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                if !SKIP.iter().any(|s| e.file_name() == *s) {
+                    stack.push(path);
+                }
+            } else if let Ok(m) = meta.modified() {
+                out.insert(path, m);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_saved_file_changes_the_snapshot_and_build_output_does_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("src")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("target")).unwrap();
+        std::fs::write(tmp.path().join("src/lib.rs"), "a").unwrap();
+        let before = super::snapshot(tmp.path());
+        std::fs::write(tmp.path().join("target/out.wasm"), "x").unwrap();
+        assert_eq!(super::snapshot(tmp.path()), before, "build output is not a change");
+        std::fs::write(tmp.path().join("src/new.rs"), "b").unwrap();
+        assert_ne!(super::snapshot(tmp.path()), before);
+    }
+}

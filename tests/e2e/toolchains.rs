@@ -1,0 +1,76 @@
+//! What language toolchains emit deploys as it is: componentize-py and componentize-js
+//! components import filesystem, sockets (Python) and outbound HTTP whether or not the
+//! code uses them. Without grants they deploy, those imports are denied at use, and every
+//! attempt fails inside the guest with the standard error while the node serves on; with
+//! `strict_imports` the deploy is refused. (The Rust std guest is `security::capabilities_…`.)
+
+use std::sync::atomic::Ordering;
+
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::support::{TestNode, assert_error, counting_server, toolchain_wasm};
+
+/// Each denied import's grant, deduplicated: e.g. `["grants.files", "grants.outbound_http"]`.
+fn denied_grants(v: &Value) -> Vec<String> {
+    let mut g: Vec<String> = v["denied_imports"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no denied_imports: {v}"))
+        .iter()
+        .map(|d| d["grant"].as_str().unwrap().to_string())
+        .collect();
+    g.sort();
+    g.dedup();
+    g
+}
+
+#[tokio::test]
+async fn python_and_js_components_deploy_without_grants_and_their_doors_stay_shut() {
+    let node = TestNode::start().await;
+    let admin = node.admin();
+    let (target, hits) = counting_server(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong");
+    // (service and guest, the grants its imports need, how its language says "no file"
+    // and "request denied")
+    for (name, grants, refused_read, refused_fetch) in [
+        ("reach-py", vec!["grants.files", "grants.outbound_http", "grants.sockets"], "ENOENT", "HttpRequestDenied"),
+        ("reach-js", vec!["grants.files", "grants.outbound_http"], "no preopened directory", "HTTP-request-denied"),
+    ] {
+        let up = admin.upload(toolchain_wasm(name)).await.unwrap();
+        assert_eq!(up.status, 201, "{name}: {}", up.text());
+        let digest = up.json().unwrap()["digest"].clone();
+        let path = format!("/v1/services/{name}");
+
+        let r =
+            admin.call_json(Method::PUT, &path, &json!({ "component": digest, "strict_imports": true })).await.unwrap();
+        let msg = assert_error(&r, 422, "ungranted-import")["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains("wasi:filesystem/") && msg.contains("wasi:http/outgoing-handler"), "{name}: {msg}");
+
+        let r = admin.call_json(Method::PUT, &path, &json!({ "component": digest })).await.unwrap();
+        assert_eq!(r.status, 201, "{name}: {}", r.text());
+        let v = r.json().unwrap();
+        assert_eq!(v["component"]["world"], "wasi:http/proxy", "{name}: {v}");
+        assert_eq!(denied_grants(&v), grants, "{name}: {v}");
+
+        let ok = node.get(&format!("/{name}/ok")).await;
+        assert_eq!((ok.status.as_u16(), ok.text()), (200, "ok".to_string()), "{name}");
+        // No preopened directory: nothing to open a file in.
+        let r = node.get(&format!("/{name}/read/etc/passwd")).await;
+        assert_eq!(r.status, 403, "{name}: {}", r.text());
+        assert!(r.text().contains(refused_read), "{name}: {}", r.text());
+        // Outbound HTTP: the standard WASI error, and nothing leaves the node.
+        let r = node.get(&format!("/{name}/fetch/{target}/x")).await;
+        assert_eq!(r.status, 403, "{name}: {}", r.text());
+        assert!(r.text().contains(refused_fetch), "{name}: {}", r.text());
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "{name}: no connection reached the server");
+    }
+    // Python's socket module: access denied before any packet.
+    let r = node.get(&format!("/reach-py/connect/{target}")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("EACCES"), "{}", r.text());
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    // The node serves on, and GET shows what each service has denied.
+    assert_eq!(admin.get("/v1/health").await.unwrap().status, 200);
+    let shown = admin.get("/v1/services/reach-js").await.unwrap().json().unwrap();
+    assert_eq!(denied_grants(&shown), ["grants.files", "grants.outbound_http"]);
+    assert_eq!(node.get("/reach-py/ok").await.text(), "ok");
+}
