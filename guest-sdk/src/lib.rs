@@ -16,7 +16,7 @@
 //!
 //! A complete service that counts visits per path (this is `samples/counter` in short):
 //!
-//! ```no_run
+//! ```no_run,standalone_crate
 //! use nanogrid_sdk::{kv, Error, Request, Response, Service};
 //!
 //! struct Visits;
@@ -38,6 +38,8 @@
 //! Build it with `cargo build --release --target wasm32-wasip2` and deploy the `.wasm` file
 //! with `nanogrid deploy target/wasm32-wasip2/release/visits.wasm --name visits`.
 
+#![warn(missing_docs)]
+
 // Lets the generated code and the `export!` macro name this crate the same way from inside
 // and from a guest crate.
 extern crate self as nanogrid_sdk;
@@ -57,6 +59,7 @@ pub use message::{Request, Response};
 
 /// Raw bindings generated from `wit/service.wit`. Prefer the wrappers in this crate.
 #[doc(hidden)]
+#[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "nanoservice",
@@ -73,15 +76,56 @@ pub mod bindings {
 ///
 /// Each request runs in a fresh instance, so statics do not carry state from one request
 /// to the next; keep state in [`kv`].
+///
+/// # Example
+///
+/// ```no_run,standalone_crate
+/// use nanogrid_sdk::{Error, Request, Response, Service};
+///
+/// struct Hello;
+///
+/// impl Service for Hello {
+///     fn handle(req: Request) -> Result<Response, Error> {
+///         match (req.method.as_str(), req.route()) {
+///             ("GET", "/") => Ok(Response::text(200, "hello\n")),
+///             (method, route) => Err(Error::not_found(format!("no route {method} {route}"))),
+///         }
+///     }
+/// }
+///
+/// nanogrid_sdk::export!(Hello);
+/// # fn main() {}
+/// ```
 pub trait Service {
     /// Handle one request. An `Err` becomes a JSON error response
     /// `{"error":{"code":…,"message":…}}` with the status that matches the error.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use nanogrid_sdk::{Error, Request, Response, Service};
+    ///
+    /// struct Shout;
+    ///
+    /// impl Service for Shout {
+    ///     fn handle(req: Request) -> Result<Response, Error> {
+    ///         Ok(Response::text(200, req.text()?.to_uppercase()))
+    ///     }
+    /// }
+    ///
+    /// // `handle` is a plain function: call it directly in a unit test.
+    /// let resp = Shout::handle(Request::new("POST", "/").with_body("hi")).unwrap();
+    /// assert_eq!(resp.text_body().unwrap(), "HI");
+    /// ```
     fn handle(req: Request) -> Result<Response, Error>;
 }
 
-/// Export a [`Service`] implementation as this component's handler.
+/// Export a [`Service`] implementation as this component's handler. Use it once per
+/// crate, at the top level; the crate must be a `cdylib` built for `wasm32-wasip2`.
 ///
-/// ```no_run
+/// # Example
+///
+/// ```no_run,standalone_crate
 /// use nanogrid_sdk::{Error, Request, Response, Service};
 ///
 /// struct MyService;
@@ -111,6 +155,7 @@ macro_rules! export {
 }
 
 #[doc(hidden)]
+#[allow(missing_docs)]
 pub mod __private {
     pub use wit_bindgen;
 
