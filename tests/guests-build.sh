@@ -3,9 +3,11 @@
 #
 #   tests/guests-build.sh OUTDIR
 #
-# writes OUTDIR/reach-py.wasm (componentize-py, tests/guests-py/reach/app.py) and
-# OUTDIR/reach-js.wasm (componentize-js, tests/guests-js/reach/app.js). A component
-# newer than all of its sources (and its toolchain) is not rebuilt.
+# writes OUTDIR/reach-py.wasm (componentize-py, tests/guests-py/reach/app.py),
+# OUTDIR/reach-js.wasm (componentize-js, tests/guests-js/reach/app.js), and the SDK
+# samples OUTDIR/{counter,gateway}-{py,js}.wasm (guest-sdk-py/build.sh and
+# guest-sdk-js/build.sh). A component newer than all of its sources (and its toolchain)
+# is not rebuilt.
 #
 # Toolchains are cached outside the repo and installed only when missing or at another
 # version:
@@ -153,7 +155,26 @@ build_js() {
   show_imports "$out"
 }
 
+# The nanoservice SDKs' samples, each with its language's SDK build script.
+build_sdk_samples() {
+  local lang=$1 tool=$2 sdk=$ROOT/guest-sdk-$1
+  [[ -f $sdk/build.sh ]] || return 0
+  for app in counter gateway; do
+    local out=$OUT/$app-$lang.wasm
+    if up_to_date "$out" "$sdk" "$ROOT/wit" "$tool"; then
+      log "$out is up to date ($(size "$out") bytes)"
+      continue
+    fi
+    local t0
+    t0=$(now)
+    bash "$sdk/build.sh" "$sdk/samples/$app" "$out" || die "building $sdk/samples/$app failed"
+    log "built $out ($(size "$out") bytes) in $(since "$t0")s"
+  done
+}
+
 ensure_py
 ensure_js
 build_py
 build_js
+build_sdk_samples py "$PY_VENV/bin/componentize-py"
+build_sdk_samples js "$JS_DIR/node_modules/.bin/componentize-js"

@@ -174,3 +174,36 @@ async fn the_http_template_builds_to_a_component_that_serves_unmodified() {
     assert_eq!(r.json().unwrap()["component"]["world"], "wasi:http/proxy");
     assert_eq!(node.get("/web/hi").await.text(), "hello from web! you asked for /hi\n");
 }
+
+#[tokio::test]
+async fn python_and_js_projects_go_from_new_to_a_served_counter() {
+    // The toolchains `./dev test` caches (tests/guests-build.sh installs them).
+    crate::support::toolchain_wasm("counter-py");
+    let work = tempfile::tempdir().unwrap();
+    let node = TestNode::start().await;
+    for lang in ["python", "js"] {
+        let name = format!("tally-{lang}");
+        run({
+            let mut c = nanogrid(work.path());
+            c.args(["new", &name, "--lang", lang, "--template", "kv"]);
+            c
+        });
+        let project = work.path().join(&name);
+        let built = run({
+            let mut c = nanogrid(&project);
+            c.arg("build");
+            c
+        });
+        assert!(built.starts_with(&format!("built {name} in ")), "{built}");
+        let wasm = std::fs::read(project.join(format!("target/{name}.wasm"))).unwrap();
+        let up = node.admin().upload(wasm).await.unwrap();
+        let spec = json!({ "component": up.json().unwrap()["digest"], "instances": 2 });
+        let r = node.admin().call_json(http::Method::PUT, &format!("/v1/services/{name}"), &spec).await.unwrap();
+        assert_eq!(r.status, 201, "{lang}: {}", r.text());
+        node.post(&format!("/{name}/visits"), "").await;
+        let r = node.post(&format!("/{name}/visits"), "").await;
+        assert_eq!(r.json().unwrap(), json!({ "key": "visits", "value": 2 }), "{lang}");
+        let r = node.request(http::Method::DELETE, &format!("/{name}/visits"), "").await;
+        assert_eq!((r.status.as_u16(), &r.json().unwrap()["error"]["code"]), (400, &json!("invalid")), "{lang}");
+    }
+}

@@ -21,6 +21,7 @@ mod limits;
 mod outbound;
 mod restart;
 mod scopes;
+mod sdks;
 mod security;
 mod signals;
 mod tls;

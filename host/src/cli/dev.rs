@@ -108,7 +108,7 @@ async fn build_and_deploy(dir: &Path, project: &Project, client: &ClientArgs) ->
 /// Modification times of the project's sources: everything but build output, the dev
 /// node's data and dependencies.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
-    const SKIP: [&str; 4] = ["target", ".nanogrid", "node_modules", ".git"];
+    const SKIP: [&str; 5] = ["target", ".nanogrid", "node_modules", ".git", "__pycache__"];
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

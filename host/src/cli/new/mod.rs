@@ -2,9 +2,14 @@
 //! binary, and its build for the project's language, installing nothing silently.
 //!
 //! A project is a folder with `nanogrid.toml` (`name`, `lang`, `template`) beside the
-//! language's own files. For Rust, nanoservice templates carry a copy of the guest SDK
-//! (`sdk/`) and the platform's WIT (`wit/service.wit`), so a project builds outside this
-//! repository with nothing but crates.io.
+//! language's own files; each language (`rust.rs`, `js.rs`, `python.rs`) says which files
+//! a template writes, where the component lands and how it is built. Nanoservice projects
+//! carry the SDK and the platform's WIT (`wit/service.wit`), both embedded from this
+//! repository, so a project builds on its own and speaks this binary's contract.
+
+mod js;
+mod python;
+mod rust;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +22,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Lang {
     Rust,
+    Python,
+    Js,
 }
 
 /// What a new project starts as.
@@ -25,7 +32,7 @@ pub enum Lang {
 pub enum Template {
     /// A nanoservice (the nanogrid SDK): request in, response out, with config and log.
     Nanoservice,
-    /// An unmodified `wasi:http/proxy` component: runs on any wasi:http host.
+    /// An unmodified `wasi:http/proxy` component: runs on any wasi:http host (Rust).
     Http,
     /// A nanoservice keeping a counter per key in kv (compare-and-swap).
     Kv,
@@ -45,48 +52,12 @@ pub struct Project {
 
 pub const MANIFEST: &str = "nanogrid.toml";
 
-/// The guest SDK's files as the project gets them (paths under `sdk/`).
-const SDK: [(&str, &str); 9] = [
-    ("src/lib.rs", include_str!("../../../guest-sdk/src/lib.rs")),
-    ("src/barrier.rs", include_str!("../../../guest-sdk/src/barrier.rs")),
-    ("src/config.rs", include_str!("../../../guest-sdk/src/config.rs")),
-    ("src/context.rs", include_str!("../../../guest-sdk/src/context.rs")),
-    ("src/error.rs", include_str!("../../../guest-sdk/src/error.rs")),
-    ("src/invoke.rs", include_str!("../../../guest-sdk/src/invoke.rs")),
-    ("src/kv.rs", include_str!("../../../guest-sdk/src/kv.rs")),
-    ("src/log.rs", include_str!("../../../guest-sdk/src/log.rs")),
-    ("src/message.rs", include_str!("../../../guest-sdk/src/message.rs")),
-];
-const SERVICE_WIT: &str = include_str!("../../../wit/service.wit");
+/// A project's files: path under the project folder, contents.
+type Files = Vec<(PathBuf, String)>;
 
-/// The SDK crate's manifest in a project (the repository's inherits from its workspace).
-const SDK_MANIFEST: &str = r#"[package]
-name = "nanogrid-sdk"
-description = "Write nanogrid nanoservices in a few lines of Rust (copied in by `nanogrid new`)"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[dependencies]
-wit-bindgen = { version = "0.63", default-features = false, features = ["macros", "realloc"] }
-serde = { version = "1.0", features = ["derive"] }
-serde_json = "1.0"
-"#;
+const SERVICE_WIT: &str = include_str!("../../../../wit/service.wit");
 
 impl Template {
-    fn rust_source(self) -> &'static str {
-        match self {
-            Template::Nanoservice => include_str!("templates/rust/nanoservice.rs"),
-            Template::Http => include_str!("templates/rust/http.rs"),
-            Template::Kv => include_str!("templates/rust/kv.rs"),
-            Template::Pipeline => include_str!("templates/rust/pipeline.rs"),
-        }
-    }
-
-    fn uses_sdk(self) -> bool {
-        self != Template::Http
-    }
-
     /// A request to try once it runs, for the README and `new`'s last words.
     fn example(self, name: &str) -> String {
         match self {
@@ -98,9 +69,32 @@ impl Template {
     }
 }
 
-/// The Rust crate name for a service name (`my-svc` → `my_svc`, the .wasm's file name).
-fn crate_name(name: &str) -> String {
-    name.replace('-', "_")
+impl Lang {
+    fn files(self, name: &str, template: Template) -> anyhow::Result<Files> {
+        match self {
+            Lang::Rust => Ok(rust::files(name, template)),
+            Lang::Python => python::files(name, template),
+            Lang::Js => js::files(name, template),
+        }
+    }
+
+    /// The file a user edits first and the command that runs the project's tests.
+    fn source_and_test(self) -> (&'static str, &'static str) {
+        match self {
+            Lang::Rust => rust::SOURCE_AND_TEST,
+            Lang::Python => python::SOURCE_AND_TEST,
+            Lang::Js => js::SOURCE_AND_TEST,
+        }
+    }
+
+    /// Where the component lands, as the README shows it.
+    fn shown_wasm(self, name: &str) -> String {
+        match self {
+            Lang::Rust => rust::shown_wasm(name),
+            Lang::Python => python::shown_wasm(name),
+            Lang::Js => js::shown_wasm(name),
+        }
+    }
 }
 
 /// Create `dir` (which must not exist) as a project named `name`; returns the files written.
@@ -111,10 +105,8 @@ pub fn create(dir: &Path, name: &str, lang: Lang, template: Template) -> anyhow:
         bail!("{} already exists; choose another name or remove it", dir.display());
     }
     let project = Project { name: name.to_string(), lang, template };
-    let mut files: Vec<(PathBuf, String)> = vec![(MANIFEST.into(), toml::to_string(&project)?)];
-    match lang {
-        Lang::Rust => files.extend(rust_files(name, template)),
-    }
+    let mut files: Files = vec![(MANIFEST.into(), toml::to_string(&project)?)];
+    files.extend(lang.files(name, template)?);
     files.push(("README.md".into(), readme(&project)));
     let mut written = Vec::new();
     for (rel, text) in files {
@@ -126,47 +118,21 @@ pub fn create(dir: &Path, name: &str, lang: Lang, template: Template) -> anyhow:
     Ok(written)
 }
 
-fn rust_files(name: &str, template: Template) -> Vec<(PathBuf, String)> {
-    let krate = crate_name(name);
-    let deps = if template.uses_sdk() {
-        "nanogrid-sdk = { path = \"sdk\" }\nserde_json = \"1.0\"\n"
-    } else {
-        "wasi = \"0.14\"\n"
-    };
-    // An empty [workspace] keeps the project its own even inside another workspace.
-    let manifest = format!(
-        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
-         [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\n{deps}\n[workspace]\n\n\
-         [profile.release]\nopt-level = \"s\"\nstrip = \"debuginfo\"\n"
-    );
-    let source = template.rust_source().replace("{{name}}", name).replace("{{crate}}", &krate);
-    let mut files = vec![
-        (PathBuf::from("Cargo.toml"), manifest),
-        ("src/lib.rs".into(), source),
-        (".gitignore".into(), "target/\n".into()),
-    ];
-    if template.uses_sdk() {
-        files.push(("sdk/Cargo.toml".into(), SDK_MANIFEST.into()));
-        files.extend(SDK.iter().map(|(p, text)| (Path::new("sdk").join(p), text.to_string())));
-        files.push(("wit/service.wit".into(), SERVICE_WIT.into()));
-    }
-    files
-}
-
 fn readme(p: &Project) -> String {
     let name = &p.name;
+    let (source, test) = p.lang.source_and_test();
     let what = match p.template {
-        Template::Nanoservice => "a nanoservice (`src/lib.rs`; the SDK is in `sdk/`, the platform's WIT in `wit/`)",
-        Template::Http => "a standard `wasi:http/proxy` component (`src/lib.rs`)",
-        Template::Kv => "a nanoservice keeping a counter per key in kv (`src/lib.rs`)",
-        Template::Pipeline => "a pipeline stage that invokes the next one named in its config (`src/lib.rs`)",
+        Template::Nanoservice => "a nanoservice: request in, response out, with config and log",
+        Template::Http => "a standard `wasi:http/proxy` component",
+        Template::Kv => "a nanoservice keeping a counter per key in kv",
+        Template::Pipeline => "a pipeline stage that invokes the next one named in its config",
     };
+    let wasm = p.lang.shown_wasm(name);
     format!(
-        "# {name}\n\n{what}.\n\n## Next\n\n```sh\nnanogrid build            # the component: {wasm}\n\
+        "# {name}\n\n{what} (`{source}`).\n\n## Next\n\n```sh\nnanogrid build            # the component: {wasm}\n\
          nanogrid dev              # a local node, rebuilt and redeployed on every save\n\
-         {example}\ncargo test                # the unit tests, on this machine\n```\n\n\
+         {example}\n{test:<25} # the tests, on this machine\n```\n\n\
          To deploy to a running node instead: `nanogrid deploy {wasm} --name {name} --admin http://HOST:8081`.\n",
-        wasm = format!("target/wasm32-wasip2/release/{}.wasm", crate_name(name)),
         example = p.template.example(name),
     )
 }
@@ -206,38 +172,22 @@ pub fn load(dir: &Path) -> anyhow::Result<Project> {
     toml::from_str(&text).with_context(|| format!("{} is not a valid project manifest", path.display()))
 }
 
-/// Where the build puts the component (cargo's `CARGO_TARGET_DIR` is honoured).
+/// Where the build puts the component.
 pub fn wasm_path(dir: &Path, p: &Project) -> PathBuf {
     match p.lang {
-        Lang::Rust => {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| dir.join("target"), |t| dir.join(t));
-            target.join(format!("wasm32-wasip2/release/{}.wasm", crate_name(&p.name)))
-        }
+        Lang::Rust => rust::wasm_path(dir, p),
+        Lang::Python => python::wasm_path(dir, p),
+        Lang::Js => js::wasm_path(dir, p),
     }
 }
 
-/// Build the project in `dir`; returns the component's path. The build's own output goes
+/// Build the project in `dir`; returns the component's path. The tool's own output goes
 /// to this process's stderr.
 pub fn build(dir: &Path, p: &Project) -> anyhow::Result<PathBuf> {
     match p.lang {
-        Lang::Rust => {
-            need_tool("cargo", &["--version"], "install Rust with rustup: https://rustup.rs")?;
-            let targets = Command::new("rustup").args(["target", "list", "--installed"]).output();
-            if let Ok(out) = targets
-                && out.status.success()
-                && !String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "wasm32-wasip2")
-            {
-                bail!("the wasm32-wasip2 target is not installed; install it with: rustup target add wasm32-wasip2");
-            }
-            let status = Command::new("cargo")
-                .args(["build", "--release", "--target", "wasm32-wasip2"])
-                .current_dir(dir)
-                .status()
-                .context("running cargo")?;
-            if !status.success() {
-                bail!("cargo build failed ({status}); the compiler's messages are above");
-            }
-        }
+        Lang::Rust => rust::build(dir)?,
+        Lang::Python => python::build(dir, p)?,
+        Lang::Js => js::build(dir, p)?,
     }
     let wasm = wasm_path(dir, p);
     if !wasm.is_file() {
@@ -283,6 +233,25 @@ mod tests {
         create(&dir, "web", Lang::Rust, Template::Http).unwrap();
         assert!(!dir.join("sdk").exists());
         assert!(std::fs::read_to_string(dir.join("Cargo.toml")).unwrap().contains("wasi = \"0.14\""));
+    }
+
+    #[test]
+    fn python_and_js_projects_carry_their_sdk_and_refuse_the_http_template() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (lang, files) in [
+            (Lang::Python, ["app.py", "logic.py", "test_logic.py", "nanogrid/kv.py", "wit/service.wit"]),
+            (Lang::Js, ["app.js", "logic.js", "test.mjs", "nanogrid.js", "package.json"]),
+        ] {
+            let dir = tmp.path().join(format!("{lang:?}").to_lowercase());
+            create(&dir, "tally", lang, Template::Kv).unwrap();
+            for f in files {
+                assert!(dir.join(f).is_file(), "{lang:?}: {f}");
+            }
+            let p = load(&dir).unwrap();
+            assert_eq!(wasm_path(&dir, &p), dir.join("target/tally.wasm"));
+            let err = create(&tmp.path().join(format!("{lang:?}-http")), "web", lang, Template::Http).unwrap_err();
+            assert!(err.to_string().contains("Rust only"), "{err}");
+        }
     }
 
     #[test]
