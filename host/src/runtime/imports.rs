@@ -174,8 +174,7 @@ impl log::Host for StoreState {
     fn log(&mut self, level: log::Level, message: String) -> Outer<()> {
         let service = &*self.call.service;
         let request_id = &*self.call.request_id;
-        // Guest text is data: cap it so one call cannot flood the log.
-        let message: String = message.chars().take(4096).collect();
+        let message = log_line(&message);
         match level {
             log::Level::Trace => tracing::trace!(target: "guest", service, request_id, "{message}"),
             log::Level::Debug => tracing::debug!(target: "guest", service, request_id, "{message}"),
@@ -185,6 +184,16 @@ impl log::Host for StoreState {
         }
         Ok(())
     }
+}
+
+/// Guest text is data: at most 4096 characters, on one line (a newline or other control
+/// character is escaped), so one call can neither flood the log nor forge lines of it.
+fn log_line(message: &str) -> String {
+    let capped = message.chars().take(4096);
+    if !message.chars().take(4096).any(char::is_control) {
+        return capped.collect();
+    }
+    capped.flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 
 impl config::Host for StoreState {
@@ -258,5 +267,15 @@ mod tests {
             let e = check_request(&r).unwrap_err();
             assert!(e.contains(part), "{e}");
         }
+    }
+
+    #[test]
+    fn a_guest_log_line_stays_one_capped_line() {
+        assert_eq!(super::log_line("plain words"), "plain words");
+        let forged = "ok\n2026-01-01T00:00:00Z  INFO nanogrid::admin: admin request status=200\r\u{1b}[2J";
+        let line = super::log_line(forged);
+        assert!(!line.contains('\n') && !line.contains('\r') && !line.contains('\u{1b}'), "{line}");
+        assert!(line.starts_with("ok\\n2026"), "{line}");
+        assert_eq!(super::log_line(&"é".repeat(5000)).chars().count(), 4096);
     }
 }
