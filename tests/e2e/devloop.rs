@@ -177,6 +177,7 @@ async fn the_http_template_builds_to_a_component_that_serves_unmodified() {
 
 #[tokio::test]
 async fn python_and_js_projects_go_from_new_to_a_served_counter() {
+    let _cpu = crate::support::cpu_heavy().await;
     // The toolchains `./dev test` caches (tests/guests-build.sh installs them).
     crate::support::toolchain_wasm("counter-py");
     let work = tempfile::tempdir().unwrap();

@@ -47,6 +47,7 @@ async fn hammer(node: &Arc<TestNode>, path: String, tasks: usize, each: usize) -
 
 #[tokio::test]
 async fn python_and_js_counters_count_exactly_and_their_gateways_call_rust_wordcount() {
+    let _cpu = crate::support::cpu_heavy().await;
     let node = Arc::new(TestNode::start().await);
     node.deploy("wordcount", "wordcount", json!({ "instances": 2 })).await;
     node.deploy("counter", "counter", json!({ "instances": 2 })).await;
@@ -79,6 +80,7 @@ async fn python_and_js_counters_count_exactly_and_their_gateways_call_rust_wordc
 
 #[test]
 fn the_python_sdk_passes_its_offline_tests() {
+    let _cpu = crate::support::cpu_heavy_blocking();
     toolchain_wasm("counter-py"); // componentize-py is installed by then
     let out = std::process::Command::new("python3")
         .arg(crate::support::repo_root().join("guest-sdk-py/tests/test_sdk.py"))

@@ -71,6 +71,27 @@ pub fn toolchain_wasm(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
+/// Tests that load both cores for long (building 12-19 MB Python and JavaScript components
+/// and compiling them in a debug node) must not overlap tests whose verdict compares
+/// latencies (the re-provisioning experiments): on two cores the first turn the second's
+/// measurements into noise. The first take this lock exclusively, the second shared.
+static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Hold while loading the CPU heavily (see [`CPU`]).
+pub async fn cpu_heavy() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    CPU.write().await
+}
+
+/// [`cpu_heavy`] for a test without a runtime.
+pub fn cpu_heavy_blocking() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    CPU.blocking_write()
+}
+
+/// Hold while measuring latencies that decide an outcome (see [`CPU`]).
+pub async fn latency_sensitive() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    CPU.read().await
+}
+
 /// One compile cache for the whole run, so each node does not recompile the same guests.
 pub fn shared_compile_cache() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

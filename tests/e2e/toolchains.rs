@@ -26,6 +26,7 @@ fn denied_grants(v: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn python_and_js_components_deploy_without_grants_and_their_doors_stay_shut() {
+    let _cpu = crate::support::cpu_heavy().await;
     let node = TestNode::start().await;
     let admin = node.admin();
     let (target, hits) = counting_server(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong");

@@ -33,6 +33,7 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 #[tokio::test]
 async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them() {
+    let _cpu = crate::support::latency_sensitive().await;
     // A threshold no call rate here reaches: only the wait share can make slow hot.
     let flags = [
         "--colocate-min-rate",
@@ -111,6 +112,7 @@ async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them
 
 #[tokio::test]
 async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_a_switchback_trial() {
+    let _cpu = crate::support::latency_sensitive().await;
     // Only the wait share makes slow hot; trials switch the extra instance every 2 s.
     let flags = [
         "--colocate-min-rate",

@@ -22,6 +22,7 @@ async fn edge(c: &Cluster, i: usize, from: &str, to: &str) -> (u64, u64) {
 
 #[tokio::test]
 async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
+    let _cpu = crate::support::latency_sensitive().await;
     let flags = [
         "--colocate-min-rate",
         "5",

@@ -92,6 +92,7 @@ async fn across(c: &Cluster, callee: (&str, &str, Value), caller: (&str, &str, V
 
 #[tokio::test]
 async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
+    let _cpu = crate::support::latency_sensitive().await;
     let c = start(&flags("1", "4000", "20", &[])).await;
     formed(&c).await;
     // The callee spends 400 ms in its own sleep: the hop a move saves is a few percent.
@@ -143,6 +144,7 @@ async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
 
 #[tokio::test]
 async fn in_propose_mode_a_winning_move_waits_for_approval() {
+    let _cpu = crate::support::latency_sensitive().await;
     let c = start(&flags("5", "2000", "30", &["--reprovision", "propose"])).await;
     formed(&c).await;
     let (i, here, first) = chain_across(&c).await;
