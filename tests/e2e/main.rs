@@ -17,6 +17,7 @@ mod disk;
 mod fuzz;
 mod guests;
 mod http;
+mod http3;
 mod limits;
 mod outbound;
 mod restart;

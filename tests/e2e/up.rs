@@ -60,6 +60,8 @@ async fn up_starts_a_node_with_every_sample_deployed() {
     assert_eq!(r.text(), "hello from wasi:http! you asked for GET /x\n");
     let r = c.send(Method::GET, &format!("{ingress}/http-stream/16"), &[], Bytes::new()).await.unwrap();
     assert_eq!(r.body.len(), 16 << 20, "the printed hint works");
+    let r = c.send(Method::GET, &format!("{ingress}/http3-stream/16"), &[], Bytes::new()).await.unwrap();
+    assert_eq!(r.body.len(), 16 << 20, "the WASI 0.3 sample streams too");
     let r =
         c.send(Method::POST, &format!("{ingress}/text-stats/"), &[], Bytes::from("The cat, the HAT")).await.unwrap();
     assert_eq!(r.json().unwrap()["top"][0], json!({"word": "the", "count": 2}));

@@ -89,7 +89,7 @@ impl Grants {
             Some("sockets")
         } else if import.starts_with("wasi:filesystem/") {
             Some("files")
-        } else if import.starts_with("wasi:http/outgoing-handler") {
+        } else if import.starts_with("wasi:http/outgoing-handler") || import.starts_with("wasi:http/client@") {
             Some("outbound_http")
         } else {
             None
@@ -518,6 +518,14 @@ mod tests {
         );
         let g = Grants { sockets: vec!["127.0.0.1:80".into()], ..Default::default() };
         assert_eq!(g.denied(&imports).len(), 1, "the granted one is not denied");
+        // WASI 0.3's outbound HTTP interface is `wasi:http/client`.
+        let p3: Vec<String> = ["wasi:http/client@0.3.0", "wasi:http/types@0.3.0"].map(String::from).into();
+        let denied = Grants::default().denied(&p3);
+        assert_eq!(denied.len(), 1);
+        assert_eq!(
+            (denied[0].import.as_str(), denied[0].grant.as_str()),
+            ("wasi:http/client@0.3.0", "grants.outbound_http")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::services::spec::ServiceRequest;
 
 /// The samples `up` deploys, with their instance counts. The text pipeline goes entry
 /// point first, to show that order does not matter; the chain is bound stage by stage.
-pub const SAMPLES: [(&str, u32); 16] = [
+pub const SAMPLES: [(&str, u32); 17] = [
     ("hello", 8),
     ("counter", 4),
     ("kvstore", 4),
@@ -22,6 +22,7 @@ pub const SAMPLES: [(&str, u32); 16] = [
     ("gateway", 4),
     ("http-hello", 8),
     ("http-stream", 2),
+    ("http3-stream", 2),
     ("text-stats", 4),
     ("text-tokenize", 1),
     ("text-normalize", 1),
@@ -81,7 +82,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let bytes = std::fs::read(&path).with_context(|| format!("reading sample {}", path.display()))?;
         let up = registry.put_component(bytes.into()).await.with_context(|| format!("uploading sample {name}"))?;
         let mut spec = json!({ "component": up.digest, "instances": instances });
-        if name == "http-stream" {
+        if name == "http-stream" || name == "http3-stream" {
             // The streaming sample exists to move large bodies: give it room.
             spec["limits"] =
                 json!({ "max_request_bytes": 1u64 << 30, "max_response_bytes": 1u64 << 30, "timeout_ms": 60000 });
@@ -109,6 +110,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  curl {ing}/http-hello/anything             (a standard wasi:http component)");
     println!("  curl {ing}/http-stream/16 | wc -c          (16 MiB, streamed)");
+    println!("  curl {ing}/http3-stream/16 | wc -c         (the same from a WASI 0.3 async component)");
     println!("  curl -d 'The cat and the hat' {ing}/text-stats/   (3 services fused into one component)");
     println!("  curl -d 'in' {ing}/chain-1/                 (5 typed stages, fused)");
     println!("  curl {adm}/metrics");

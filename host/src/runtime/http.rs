@@ -150,9 +150,16 @@ impl WasiHttpView for StoreState {
 /// A response body that ends in an error, not a clean end, when the guest failed while
 /// writing it. wasmtime-wasi-http ends the body cleanly when the guest's store goes away
 /// without `finish`, which would make a truncated body look complete to the client.
-struct GuardedBody {
+pub(super) struct GuardedBody {
     inner: HyperOutgoingBody,
     outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+impl GuardedBody {
+    /// `inner`, ending in an error unless `outcome` says the guest finished well.
+    pub(super) fn new(inner: HyperOutgoingBody, outcome: tokio::sync::oneshot::Receiver<bool>) -> Self {
+        GuardedBody { inner, outcome: Some(outcome) }
+    }
 }
 
 impl hyper::body::Body for GuardedBody {
@@ -189,7 +196,7 @@ impl hyper::body::Body for GuardedBody {
 pub type Completion = Box<dyn FnOnce(Result<(), CallError>) + Send>;
 
 impl Runtime {
-    /// Serve one HTTP request with a `wasi:http` component. The response head is returned as
+    /// Serve one HTTP request with a `wasi:http` component (WASI 0.2 or 0.3). The response head is returned as
     /// soon as the guest sets it; the body streams while the guest keeps running. `done` is
     /// called (and `hold` dropped) when the guest finishes.
     pub async fn handle_http<B>(
@@ -204,8 +211,10 @@ impl Runtime {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<HttpError>,
     {
-        let PreparedKind::Http(pre) = &prepared.kind else {
-            return Err(CallError::Internal("not a wasi:http component".into()));
+        let pre = match &prepared.kind {
+            PreparedKind::Http(pre) => pre,
+            PreparedKind::Http3(pre) => return self.handle_http3(pre.clone(), call, req, limits, done).await,
+            PreparedKind::Nanoservice(_) => return Err(CallError::Internal("not a wasi:http component".into())),
         };
         let pre = pre.clone();
         let tail = OutputTail::new(2048);
@@ -241,7 +250,7 @@ impl Runtime {
             result
         });
         match rx.await {
-            Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody { inner: body, outcome: Some(outcome_rx) }.boxed_unsync())),
+            Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync())),
             Ok(Err(code)) => Err(CallError::Guest(format!("the component answered with an error: {code:?}"))),
             // The guest never set a response: its task says why.
             Err(_) => match task.await {

@@ -11,6 +11,8 @@ use super::typed::{self, Interface};
 pub const HANDLER_EXPORT: &str = "nanogrid:service/handler@0.1.0";
 /// The export of a standard `wasi:http/proxy` component (any 0.2.x).
 pub const HTTP_EXPORT_PREFIX: &str = "wasi:http/incoming-handler@0.2.";
+/// The export of a WASI 0.3 `wasi:http/service` component (any 0.3.x).
+pub const HTTP3_EXPORT_PREFIX: &str = "wasi:http/handler@0.3.";
 
 /// What an accepted component is.
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +32,13 @@ pub struct ComponentInfo {
 pub const NANOSERVICE_WORLD: &str = "nanogrid:service/nanoservice";
 /// The world of a standard HTTP component.
 pub const HTTP_WORLD: &str = "wasi:http/proxy";
+/// The world of a WASI 0.3 (async) HTTP component.
+pub const HTTP3_WORLD: &str = "wasi:http/service";
+
+/// Whether components of `world` are served as HTTP (streaming bodies, any path).
+pub fn is_http_world(world: &str) -> bool {
+    world == HTTP_WORLD || world == HTTP3_WORLD
+}
 /// The world of a component that only provides typed interfaces (no HTTP handler).
 pub const PROVIDER_WORLD: &str = "provider";
 
@@ -44,9 +53,9 @@ pub enum InspectError {
     CoreModule,
     #[error("the component is not valid: {0}")]
     Invalid(String),
-    #[error("the component exports no supported handler: it exports [{}]; export `{HANDLER_EXPORT}` (the `nanoservice` world), `wasi:http/incoming-handler@0.2.x` (the `wasi:http/proxy` world) or an interface of your own for other services to import", .0.join(", "))]
+    #[error("the component exports no supported handler: it exports [{}]; export `{HANDLER_EXPORT}` (the `nanoservice` world), `wasi:http/incoming-handler@0.2.x` (the `wasi:http/proxy` world), `wasi:http/handler@0.3.x` (the WASI 0.3 `wasi:http/service` world) or an interface of your own for other services to import", .0.join(", "))]
     NoHandler(Vec<String>),
-    #[error("the component imports what neither this platform nor another service can provide: [{}]; nanoservices may import `nanogrid:service/*@0.1.x`, WASI 0.2 interfaces, and `namespace:package/interface` interfaces that other services export", .0.join(", "))]
+    #[error("the component imports what neither this platform nor another service can provide: [{}]; nanoservices may import `nanogrid:service/*@0.1.x`, WASI 0.2 and 0.3 interfaces, and `namespace:package/interface` interfaces that other services export", .0.join(", "))]
     UnsatisfiedImports(Vec<String>),
     #[error("the component cannot be linked: {0}")]
     LinkFailed(String),
@@ -72,18 +81,25 @@ fn is_supported_import(name: &str) -> bool {
         return version.starts_with("0.1.")
             && matches!(rest, "types" | "kv" | "invoke" | "barrier" | "log" | "config" | "context");
     }
-    if iface == "wasi:http/types" || iface == "wasi:http/outgoing-handler" {
-        return version.starts_with("0.2.");
+    match iface {
+        "wasi:http/types" => return version.starts_with("0.2.") || version.starts_with("0.3."),
+        "wasi:http/outgoing-handler" => return version.starts_with("0.2."),
+        "wasi:http/client" => return version.starts_with("0.3."),
+        _ => {}
     }
     if iface.starts_with("wasi:") {
-        let known = ["wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/"];
-        return version.starts_with("0.2.") && known.iter().any(|k| iface.starts_with(k));
+        let known = ["wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:random/", "wasi:sockets/"];
+        // wasi:io is 0.2 only: 0.3 has streams and futures in the component model.
+        let io = iface.starts_with("wasi:io/") && version.starts_with("0.2.");
+        let other =
+            known.iter().any(|k| iface.starts_with(k)) && (version.starts_with("0.2.") || version.starts_with("0.3."));
+        return io || other;
     }
     false
 }
 
 fn is_platform_export(name: &str) -> bool {
-    name == HANDLER_EXPORT || name.starts_with(HTTP_EXPORT_PREFIX)
+    name == HANDLER_EXPORT || name.starts_with(HTTP_EXPORT_PREFIX) || name.starts_with(HTTP3_EXPORT_PREFIX)
 }
 
 pub fn describe(
@@ -107,6 +123,8 @@ pub fn describe(
         NANOSERVICE_WORLD
     } else if exports.iter().any(|e| e.starts_with(HTTP_EXPORT_PREFIX)) {
         HTTP_WORLD
+    } else if exports.iter().any(|e| e.starts_with(HTTP3_EXPORT_PREFIX)) {
+        HTTP3_WORLD
     } else if !typed_exports.is_empty() {
         PROVIDER_WORLD
     } else {
@@ -149,6 +167,12 @@ mod tests {
         assert!(is_supported_import("wasi:cli/environment@0.2.6"));
         assert!(is_supported_import("wasi:http/outgoing-handler@0.2.6"));
         assert!(!is_supported_import("wasi:http/outgoing-handler@0.3.0"));
+        assert!(is_supported_import("wasi:http/client@0.3.0"));
+        assert!(is_supported_import("wasi:http/types@0.3.0"));
+        assert!(is_supported_import("wasi:cli/stdout@0.3.0"));
+        assert!(!is_supported_import("wasi:io/streams@0.3.0"));
+        assert!(!is_supported_import("wasi:http/client@0.2.6"));
+        assert!(!is_supported_import("wasi:cli/stdout@0.4.0"));
         assert!(!is_supported_import("wasi:keyvalue/store@0.2.0"));
         assert!(!is_supported_import("acme:text/tokenize@1.0.0"));
         assert!(!is_supported_import("nanogrid:service/kv@0.2.0"));

@@ -5,7 +5,8 @@
 //! - `imports`: host implementations of kv, invoke, log, config, context.
 //! - `inspect`: upload validation (is it wasm, a component, a nanoservice, linkable?).
 //! - `state`: the per-Store data and the [`Invoker`] seam to the service registry.
-//! - `http`: standard `wasi:http/proxy` components, streaming, outbound policy.
+//! - `http`: standard `wasi:http/proxy` (WASI 0.2) components, streaming, outbound policy.
+//! - `http3`: `wasi:http/service` (WASI 0.3, async) components on the same terms.
 //! - `codec`: WIT values to bytes and back, for typed calls that cross nodes.
 //!
 //! The runtime knows nothing of HTTP servers or cluster membership: requests arrive as
@@ -15,6 +16,7 @@ pub mod bindings;
 mod chain;
 pub mod codec;
 mod http;
+mod http3;
 mod imports;
 mod inspect;
 pub mod outbound;
@@ -41,7 +43,7 @@ pub use chain::{Chain, Edge, Identity, Part as ChainPart};
 use http::OutboundPolicy;
 pub use http::{Completion, OverTls};
 pub use imports::check_request;
-pub use inspect::{ComponentInfo, HTTP_WORLD, InspectError, PROVIDER_WORLD};
+pub use inspect::{ComponentInfo, HTTP_WORLD, HTTP3_WORLD, InspectError, PROVIDER_WORLD, is_http_world};
 pub use state::{BarrierResults, CallContext, Capabilities, ImportLimits, Invoker};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -101,6 +103,8 @@ pub enum PreparedKind {
     Nanoservice(NanoservicePre<StoreState>),
     /// `wasi:http/proxy`: a standard HTTP handler with streaming bodies.
     Http(wasmtime_wasi_http::p2::bindings::ProxyPre<StoreState>),
+    /// `wasi:http/service@0.3`: the WASI 0.3 (async) HTTP handler.
+    Http3(wasmtime_wasi_http::p3::bindings::ServicePre<StoreState>),
 }
 
 pub struct Prepared {
@@ -154,13 +158,18 @@ impl Runtime {
             // Guests do not get to use more than the pool slot; smaller reservations let
             // many instances coexist in the address space.
             .memory_reservation(cfg.pool_max_memory as u64)
-            .memory_guard_size(32 << 20);
+            .memory_guard_size(32 << 20)
+            // WASI 0.3 components (`wasi:http@0.3`) use the component-model async ABI.
+            .wasm_component_model_async(true);
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         Nanoservice::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        // WASI 0.3 next to 0.2: same WasiCtx (grants, deny-at-use) and outbound policy.
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -264,8 +273,11 @@ impl Runtime {
         let pre = linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
         let ty = component.component_type();
         let nanoservice = ty.exports(&self.engine).any(|(n, _)| n == inspect::HANDLER_EXPORT);
+        let http3 = ty.exports(&self.engine).any(|(n, _)| n.starts_with(inspect::HTTP3_EXPORT_PREFIX));
         let kind = if nanoservice {
             PreparedKind::Nanoservice(NanoservicePre::new(pre).map_err(anyhow::Error::from)?)
+        } else if http3 {
+            PreparedKind::Http3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre).map_err(anyhow::Error::from)?)
         } else {
             PreparedKind::Http(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from)?)
         };
@@ -344,6 +356,7 @@ impl Runtime {
         let result = match &prepared.kind {
             PreparedKind::Nanoservice(pre) => pre.instantiate_async(&mut store).await.map(drop),
             PreparedKind::Http(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            PreparedKind::Http3(pre) => pre.instantiate_async(&mut store).await.map(drop),
         };
         result.map_err(|e| classify(e, limits, &tail))
     }
@@ -359,7 +372,9 @@ impl Runtime {
     ) -> Result<Response, CallError> {
         let pre = match &prepared.kind {
             PreparedKind::Nanoservice(pre) => pre,
-            PreparedKind::Http(_) => return self.handle_http_collected(prepared, call, req, limits).await,
+            PreparedKind::Http(_) | PreparedKind::Http3(_) => {
+                return self.handle_http_collected(prepared, call, req, limits).await;
+            }
         };
         let tail = OutputTail::new(2048);
         let mut store = self.new_store(call, limits, &tail)?;

@@ -102,7 +102,7 @@ pub struct Service {
 impl Service {
     /// Whether this is a standard wasi:http component (served with streaming bodies).
     pub fn is_http(&self) -> bool {
-        self.current().unit.info.world == crate::runtime::HTTP_WORLD
+        crate::runtime::is_http_world(&self.current().unit.info.world)
     }
 
     pub fn current(&self) -> Arc<Deployed> {

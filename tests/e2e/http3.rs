@@ -1,0 +1,93 @@
+//! WASI 0.3 `wasi:http/service` components (async, `wasi:http@0.3.0`), unmodified, next to
+//! 0.2 ones: detection at upload, streaming bodies both ways in bounded memory, a trap
+//! mid-body is a broken response, and `invoke` reaches them like any service.
+
+use bytes::Bytes;
+use http::Method;
+use nanogrid::client::Client;
+use serde_json::json;
+
+use crate::support::{TestNode, wasm};
+
+#[tokio::test]
+async fn wasi_http_03_components_serve_next_to_02_ones() {
+    let node = TestNode::start().await;
+    let up = node.admin().upload(wasm("http3-stream")).await.unwrap().json().unwrap();
+    assert_eq!(up["world"], "wasi:http/service", "{up}");
+    let exports = up["exports"].to_string();
+    assert!(exports.contains("wasi:http/handler@0.3.0"), "{up}");
+    node.deploy("p3", "http3-stream", json!({ "instances": 4 })).await;
+    node.deploy("p2", "http-hello", json!({})).await;
+
+    let r = node.get("/p3/some/path?x=1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello from wasi:http 0.3! you asked for GET /some/path?x=1\n");
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert!(r.header("x-request-id").is_some());
+    let r = node.get("/p2/x").await;
+    assert_eq!(r.text(), "hello from wasi:http! you asked for GET /x\n", "the 0.2 component serves beside it");
+
+    let r = node.post("/p3/", "abc").await;
+    assert_eq!(r.json().unwrap(), json!({ "bytes": 3, "sum": 294 }));
+
+    // `invoke` reaches a 0.3 component like any service (its streamed answer collected).
+    node.deploy("m", "misbehave", json!({})).await;
+    assert_eq!(node.get("/m/call-path?path=/1&to=p3").await.text(), "status 200");
+
+    // Many at once, each in its own instance.
+    let mut calls = Vec::new();
+    for i in 0..16 {
+        let url = format!("{}/p3/{}", node.ingress, i % 3);
+        calls
+            .push(tokio::spawn(async move { Client::new().send(Method::GET, &url, &[], Bytes::new()).await.unwrap() }));
+    }
+    for (i, c) in calls.into_iter().enumerate() {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), (i % 3) << 20);
+    }
+    let v = node.service("p3").await;
+    assert_eq!(v["status"]["requests"]["ok"], 19, "{v}");
+}
+
+#[tokio::test]
+async fn wasi_http_03_bodies_stream_in_bounded_memory() {
+    let node = TestNode::start().await;
+    let limits = json!({ "max_request_bytes": 256 << 20, "max_response_bytes": 256 << 20, "timeout_ms": 60000 });
+    node.deploy("stream", "http3-stream", json!({ "instances": 2, "limits": limits })).await;
+    assert_eq!(node.get("/stream/1").await.body.len(), 1 << 20);
+    let before = node.reset_peak_rss();
+
+    let r = node.get("/stream/64").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 64 << 20);
+    assert_eq!(&r.body[..4], b"abcd");
+    assert!(r.body.chunks(26).take(1000).all(|c| c == &b"abcdefghijklmnopqrstuvwxyz"[..c.len()]));
+
+    let upload: Vec<u8> = (0..100u32 << 20).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = upload.iter().map(|b| u64::from(*b)).sum();
+    let r = node.request_bytes(Method::POST, "/stream/", Bytes::from(upload)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().unwrap(), json!({ "bytes": 100u64 << 20, "sum": sum }));
+
+    let grown = node.peak_rss().saturating_sub(before);
+    eprintln!("wasi:http 0.3: 64 MiB down + 100 MiB up raised the peak RSS by {} KiB", grown >> 10);
+    assert!(
+        grown < 40 << 20,
+        "a 64 MiB download and a 100 MiB upload raised the node's peak memory by {} MiB",
+        grown >> 20
+    );
+}
+
+#[tokio::test]
+async fn wasi_http_03_trap_mid_body_is_a_broken_response() {
+    let node = TestNode::start().await;
+    node.deploy("stream", "http3-stream", json!({})).await;
+    let r =
+        Client::new().send(Method::GET, &format!("{}/stream/8?trap_after=1", node.ingress), &[], Bytes::new()).await;
+    assert!(r.is_err(), "a truncated body must not look complete: {:?}", r.map(|r| r.body.len()));
+    assert_eq!(node.get("/stream/1").await.body.len(), 1 << 20, "the node serves on");
+    let v = node.service("stream").await;
+    assert_eq!(v["status"]["requests"]["trapped"], 1, "{v}");
+    assert_eq!(v["status"]["requests"]["ok"], 1, "{v}");
+}
