@@ -60,7 +60,7 @@ up_to_date() {
   local out=$1
   shift
   [[ -f $out ]] || return 1
-  [[ -z $(find "$@" -newer "$out" -print -quit) ]]
+  [[ -z $(find -L "$@" -newer "$out" -print -quit) ]]
 }
 
 # Imports of a component, one line, if jco (installed with componentize-js) is there.
@@ -143,7 +143,7 @@ build_js() {
     return
   fi
   mkdir -p "$STAGE/wit-js"
-  cp -r "$WIT/." "$STAGE/wit-js/"
+  cp -rL "$WIT/." "$STAGE/wit-js/"
   find "$STAGE/wit-js" -name '*.wit' -exec sed -i "s/0\.2\.12/$JS_WASI_VERSION/g" {} +
   local t0
   t0=$(now)

@@ -176,6 +176,39 @@ async fn the_http_template_builds_to_a_component_that_serves_unmodified() {
 }
 
 #[tokio::test]
+async fn python_and_js_http_templates_build_to_components_that_serve_unmodified() {
+    let _cpu = crate::support::cpu_heavy().await;
+    // The toolchains `./dev test` caches (tests/guests-build.sh installs them).
+    crate::support::toolchain_wasm("reach-py");
+    let work = tempfile::tempdir().unwrap();
+    let node = TestNode::start().await;
+    for lang in ["python", "js"] {
+        let name = format!("web-{lang}");
+        run({
+            let mut c = nanogrid(work.path());
+            c.args(["new", &name, "--lang", lang, "--template", "http"]);
+            c
+        });
+        let project = work.path().join(&name);
+        run({
+            let mut c = nanogrid(&project);
+            c.arg("build");
+            c
+        });
+        let wasm = std::fs::read(project.join(format!("target/{name}.wasm"))).unwrap();
+        let up = node.admin().upload(wasm).await.unwrap().json().unwrap();
+        assert_eq!(up["world"], "wasi:http/proxy", "{lang}: {up}");
+        let spec = json!({ "component": up["digest"] });
+        let r = node.admin().call_json(http::Method::PUT, &format!("/v1/services/{name}"), &spec).await.unwrap();
+        assert_eq!(r.status, 201, "{lang}: {}", r.text());
+        let r = node.get(&format!("/{name}/hi?x=1")).await;
+        assert_eq!(r.status, 200, "{lang}: {}", r.text());
+        assert_eq!(r.text(), format!("hello from {name}! you asked for GET /hi?x=1\n"), "{lang}");
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"), "{lang}");
+    }
+}
+
+#[tokio::test]
 async fn python_and_js_projects_go_from_new_to_a_served_counter() {
     let _cpu = crate::support::cpu_heavy().await;
     // The toolchains `./dev test` caches (tests/guests-build.sh installs them).

@@ -1,5 +1,6 @@
 //! JavaScript projects: an ES module app with the nanogrid JS SDK (`nanogrid.js`), built
-//! by componentize-js (pinned in the project's `package.json`) against the platform's WIT.
+//! by componentize-js (pinned in the project's `package.json`) against the platform's WIT;
+//! or, for the `http` template, a `fetch` event listener built as `wasi:http/proxy`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,23 +43,35 @@ fn sources(template: Template) -> anyhow::Result<[&'static str; 3]> {
             include_str!("templates/js/logic-pipeline.js"),
             include_str!("templates/js/test-pipeline.mjs"),
         ],
-        Template::Http => bail!(
-            "the http template is Rust only for now; in JavaScript use --template nanoservice (the nanogrid SDK), or --lang rust"
-        ),
+        Template::Http => [
+            include_str!("templates/js/app-http.js"),
+            include_str!("templates/js/logic-http.js"),
+            include_str!("templates/js/test-http.mjs"),
+        ],
     })
 }
 
+/// componentize-js 0.23.0's engine exports `wasi:http/incoming-handler@0.2.10` only, so an
+/// `http` project's WIT says 0.2.10 (the host links any 0.2.x).
+const HTTP_WASI: &str = "0.2.10";
+
 pub fn files(name: &str, template: Template) -> anyhow::Result<Files> {
     let [app, logic, test] = sources(template)?;
-    Ok(vec![
+    let mut files: Files = vec![
         (PathBuf::from("app.js"), app.replace("{{name}}", name)),
         ("logic.js".into(), logic.into()),
         ("test.mjs".into(), test.into()),
-        ("nanogrid.js".into(), SDK.into()),
-        ("wit/service.wit".into(), super::SERVICE_WIT.into()),
         ("package.json".into(), PACKAGE.replace("{{name}}", name)),
         (".gitignore".into(), "node_modules/\ntarget/\n".into()),
-    ])
+    ];
+    if template == Template::Http {
+        // No SDK: StarlingMonkey serves the fetch event as the proxy world's handler.
+        files.extend(super::http_wit(HTTP_WASI));
+    } else {
+        files.push(("nanogrid.js".into(), SDK.into()));
+        files.push(("wit/service.wit".into(), super::SERVICE_WIT.into()));
+    }
+    Ok(files)
 }
 
 pub const SOURCE_AND_TEST: (&str, &str) = ("app.js", "npm test");
@@ -95,7 +108,7 @@ pub fn build(dir: &Path, p: &Project) -> anyhow::Result<()> {
     let out = wasm_path(dir, p);
     std::fs::create_dir_all(out.parent().unwrap_or(dir)).context("creating target/")?;
     let status = Command::new(&tool)
-        .args(["--wit", "wit", "-n", "nanoservice", "-o"])
+        .args(["--wit", "wit", "-n", if p.template == Template::Http { "app" } else { "nanoservice" }, "-o"])
         .arg(&out)
         .arg("app.js")
         .current_dir(dir)

@@ -32,7 +32,7 @@ pub enum Lang {
 pub enum Template {
     /// A nanoservice (the nanogrid SDK): request in, response out, with config and log.
     Nanoservice,
-    /// An unmodified `wasi:http/proxy` component: runs on any wasi:http host (Rust).
+    /// An unmodified `wasi:http/proxy` component, no SDK: runs on any wasi:http host.
     Http,
     /// A nanoservice keeping a counter per key in kv (compare-and-swap).
     Kv,
@@ -56,6 +56,32 @@ pub const MANIFEST: &str = "nanogrid.toml";
 type Files = Vec<(PathBuf, String)>;
 
 const SERVICE_WIT: &str = include_str!("../../../../wit/service.wit");
+
+/// WASI 0.2.12's WIT, as the node links it (also the test guests' `tests/guests-wit/deps`):
+/// `http` projects in languages whose toolchain generates bindings from WIT carry it.
+const WASI_WIT: [(&str, &str); 7] = [
+    ("cli.wit", include_str!("templates/wasi/cli.wit")),
+    ("clocks.wit", include_str!("templates/wasi/clocks.wit")),
+    ("filesystem.wit", include_str!("templates/wasi/filesystem.wit")),
+    ("http.wit", include_str!("templates/wasi/http.wit")),
+    ("io.wit", include_str!("templates/wasi/io.wit")),
+    ("random.wit", include_str!("templates/wasi/random.wit")),
+    ("sockets.wit", include_str!("templates/wasi/sockets.wit")),
+];
+
+/// The `wit/` of an `http` project: WASI's WIT relabelled as `version` (the one the
+/// language's toolchain is built on; the node links any 0.2.x) and a world `app` that is
+/// the standard proxy.
+fn http_wit(version: &str) -> Files {
+    let mut files: Files =
+        WASI_WIT.iter().map(|(f, text)| (Path::new("wit/deps").join(f), text.replace("0.2.12", version))).collect();
+    let world = format!(
+        "// The standard wasi:http/proxy world: what this component imports and exports.\n\
+         package nanogrid:app;\n\nworld app {{\n  include wasi:http/proxy@{version};\n}}\n"
+    );
+    files.push(("wit/world.wit".into(), world));
+    files
+}
 
 impl Template {
     /// A request to try once it runs, for the README and `new`'s last words.
@@ -236,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn python_and_js_projects_carry_their_sdk_and_refuse_the_http_template() {
+    fn python_and_js_projects_carry_their_sdk() {
         let tmp = tempfile::tempdir().unwrap();
         for (lang, files) in [
             (Lang::Python, ["app.py", "logic.py", "test_logic.py", "nanogrid/kv.py", "wit/service.wit"]),
@@ -249,8 +275,20 @@ mod tests {
             }
             let p = load(&dir).unwrap();
             assert_eq!(wasm_path(&dir, &p), dir.join("target/tally.wasm"));
-            let err = create(&tmp.path().join(format!("{lang:?}-http")), "web", lang, Template::Http).unwrap_err();
-            assert!(err.to_string().contains("Rust only"), "{err}");
+        }
+    }
+
+    #[test]
+    fn python_and_js_http_projects_carry_wasi_wit_at_their_toolchains_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (lang, version, sdk) in [(Lang::Python, "0.2.12", "nanogrid/kv.py"), (Lang::Js, "0.2.10", "nanogrid.js")] {
+            let dir = tmp.path().join(format!("{lang:?}"));
+            create(&dir, "web", lang, Template::Http).unwrap();
+            assert!(!dir.join(sdk).exists(), "{lang:?}: no SDK in an http project");
+            let world = std::fs::read_to_string(dir.join("wit/world.wit")).unwrap();
+            assert!(world.contains(&format!("include wasi:http/proxy@{version};")), "{world}");
+            let http = std::fs::read_to_string(dir.join("wit/deps/http.wit")).unwrap();
+            assert!(http.starts_with(&format!("package wasi:http@{version};")), "{lang:?}");
         }
     }
 

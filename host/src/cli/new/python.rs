@@ -1,5 +1,6 @@
 //! Python projects: an `app.py` binding `Handler = export(App)` with the nanogrid Python
-//! SDK (the `nanogrid` package), built by componentize-py against the platform's WIT.
+//! SDK (the `nanogrid` package), built by componentize-py against the platform's WIT; or,
+//! for the `http` template, an `IncomingHandler` against WASI's `wasi:http/proxy`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,11 +41,16 @@ fn sources(template: Template) -> anyhow::Result<[&'static str; 3]> {
             include_str!("templates/python/logic-pipeline.py"),
             include_str!("templates/python/test-pipeline.py"),
         ],
-        Template::Http => bail!(
-            "the http template is Rust only for now; in Python use --template nanoservice (the nanogrid SDK), or --lang rust"
-        ),
+        Template::Http => [
+            include_str!("templates/python/app-http.py"),
+            include_str!("templates/python/logic-http.py"),
+            include_str!("templates/python/test-http.py"),
+        ],
     })
 }
+
+/// The WASI version an `http` project's WIT carries (the host links any 0.2.x).
+const HTTP_WASI: &str = "0.2.12";
 
 pub fn files(name: &str, template: Template) -> anyhow::Result<Files> {
     let [app, logic, test] = sources(template)?;
@@ -52,10 +58,15 @@ pub fn files(name: &str, template: Template) -> anyhow::Result<Files> {
         (PathBuf::from("app.py"), app.replace("{{name}}", name)),
         ("logic.py".into(), logic.into()),
         ("test_logic.py".into(), test.into()),
-        ("wit/service.wit".into(), super::SERVICE_WIT.into()),
         (".gitignore".into(), "__pycache__/\ntarget/\n".into()),
     ];
-    files.extend(SDK.iter().map(|(p, text)| (PathBuf::from(p), text.to_string())));
+    if template == Template::Http {
+        // No SDK: the bindings come from WASI's WIT.
+        files.extend(super::http_wit(HTTP_WASI));
+    } else {
+        files.push(("wit/service.wit".into(), super::SERVICE_WIT.into()));
+        files.extend(SDK.iter().map(|(p, text)| (PathBuf::from(p), text.to_string())));
+    }
     Ok(files)
 }
 
@@ -82,6 +93,14 @@ fn tool() -> Option<PathBuf> {
     Some(cache.join("nanogrid/py-guests/bin/componentize-py")).filter(|p| runs(p))
 }
 
+/// The world componentize-py builds against.
+fn world(template: Template) -> String {
+    match template {
+        Template::Http => format!("wasi:http/proxy@{HTTP_WASI}"),
+        _ => "nanogrid:service/nanoservice".into(),
+    }
+}
+
 pub fn build(dir: &Path, p: &Project) -> anyhow::Result<()> {
     let Some(tool) = tool() else {
         bail!(
@@ -91,14 +110,18 @@ pub fn build(dir: &Path, p: &Project) -> anyhow::Result<()> {
     let out = wasm_path(dir, p);
     std::fs::create_dir_all(out.parent().unwrap_or(dir)).context("creating target/")?;
     let status = Command::new(&tool)
-        .args(["-q", "-d", "wit", "-w", "nanogrid:service/nanoservice", "componentize", "-p", ".", "app", "-o"])
+        .args(["-q", "-d", "wit", "-w", world(p.template).as_str(), "componentize", "-p", ".", "app", "-o"])
         .arg(&out)
         .current_dir(dir)
         .env("RUST_BACKTRACE", "0")
         .status()
         .with_context(|| format!("running {}", tool.display()))?;
     if !status.success() {
-        bail!("componentize-py failed ({status}); its messages are above (app.py must bind Handler = export(App))");
+        let hint = match p.template {
+            Template::Http => "app.py must define class IncomingHandler(exports.IncomingHandler)",
+            _ => "app.py must bind Handler = export(App)",
+        };
+        bail!("componentize-py failed ({status}); its messages are above ({hint})");
     }
     Ok(())
 }
