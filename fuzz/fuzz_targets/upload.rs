@@ -10,4 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let mut component = b"\0asm\x0d\0\x01\0".to_vec();
     component.extend_from_slice(data);
     let _ = nanogrid_wire::upload::check(&component);
+    // The initial-memory scan reads whatever parses, valid or not.
+    let _ = nanogrid_wire::upload::min_memory_bytes(data);
+    let _ = nanogrid_wire::upload::min_memory_bytes(&component);
 });

@@ -143,3 +143,21 @@ async fn admin_api_needs_the_token() {
     assert_eq!(cluster["leader"], "n1");
     assert_eq!(cluster["nodes"][0]["mode"], "single");
 }
+
+#[tokio::test]
+async fn a_memory_limit_below_the_components_initial_memory_is_refused_at_deploy() {
+    let node = TestNode::start().await;
+    let up = node.admin().upload(crate::support::wasm("hello")).await.unwrap().json().unwrap();
+    let min = up["min_memory_bytes"].as_u64().unwrap();
+    assert!(min > 1 << 20 && min <= 2 << 20, "a Rust guest starts with a 1 MiB stack and its data: {up}");
+
+    // Every request would fail; the deploy says so and names the smallest limit that works.
+    let r = node.try_deploy("h", "hello", json!({ "limits": { "memory_mib": 1 } })).await;
+    let v = assert_error(&r, 400, "bad-request");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("({min} bytes)")) && msg.contains("limits.memory_mib to at least 2"), "{msg}");
+    assert_eq!(node.admin().get("/v1/services/h").await.unwrap().status, 404, "nothing was deployed");
+
+    node.deploy("h", "hello", json!({ "limits": { "memory_mib": 2 } })).await;
+    assert_eq!(node.get("/h/").await.status, 200);
+}

@@ -74,4 +74,13 @@ async fn python_and_js_components_deploy_without_grants_and_their_doors_stay_shu
     let shown = admin.get("/v1/services/reach-js").await.unwrap().json().unwrap();
     assert_eq!(denied_grants(&shown), ["grants.files", "grants.outbound_http"]);
     assert_eq!(node.get("/reach-py/ok").await.text(), "ok");
+
+    // An uncaught Python exception traps; the error carries the traceback's frames and the
+    // exception, not only its last lines.
+    let r = node.get("/reach-py/raise").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    let msg = r.text();
+    assert!(msg.contains("ValueError: reach was asked to raise"), "{msg}");
+    assert!(msg.contains("in explode") && msg.contains("in handle"), "the frames are kept: {msg}");
+    assert_eq!(node.get("/reach-py/ok").await.text(), "ok", "the node serves on");
 }

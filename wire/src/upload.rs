@@ -33,9 +33,38 @@ pub fn check(bytes: &[u8]) -> Result<(), UploadError> {
     Ok(())
 }
 
+/// The largest initial size, in bytes, of any linear memory the component's core modules
+/// define: an instance needs at least that much before its first instruction runs, so a
+/// memory limit below it can never serve a request. Zero for bytes that do not parse
+/// (they are refused by [`check`] anyway).
+pub fn min_memory_bytes(bytes: &[u8]) -> u64 {
+    let mut min = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::MemorySection(memories)) = payload else { continue };
+        for m in memories.into_iter().flatten() {
+            min = min.max(m.initial.saturating_mul(1u64 << m.page_size_log2().min(63)));
+        }
+    }
+    min
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn initial_memory_of_nested_modules() {
+        // A component holding one core module whose memory starts at 3 pages.
+        let module = [&b"\0asm\x01\0\0\0"[..], &[5, 3, 1, 0, 3]].concat();
+        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+        component.push(1); // core module section
+        component.push(module.len() as u8);
+        component.extend_from_slice(&module);
+        assert_eq!(check(&component), Ok(()));
+        assert_eq!(min_memory_bytes(&component), 3 << 16);
+        assert_eq!(min_memory_bytes(b"\0asm\x0d\0\x01\0"), 0);
+        assert_eq!(min_memory_bytes(b"garbage"), 0);
+    }
 
     #[test]
     fn garbage_is_named() {

@@ -26,6 +26,9 @@ pub struct ComponentInfo {
     /// Interfaces this component provides to other services.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub typed_exports: Vec<Interface>,
+    /// Linear memory an instance has before it runs (the largest initial memory of its
+    /// core modules); `limits.memory_mib` must allow it.
+    pub min_memory_bytes: u64,
 }
 
 /// The world of a typed nanoservice handler.
@@ -135,7 +138,7 @@ pub fn describe(
     let mut linker = linker.clone();
     stub_typed_imports(&mut linker, &typed_imports).map_err(|e| InspectError::LinkFailed(format!("{e:#}")))?;
     linker.instantiate_pre(component).map_err(|e| InspectError::LinkFailed(format!("{:#}", anyhow::Error::from(e))))?;
-    Ok(ComponentInfo { world: world.into(), imports, exports, typed_imports, typed_exports })
+    Ok(ComponentInfo { world: world.into(), imports, exports, typed_imports, typed_exports, min_memory_bytes: 0 })
 }
 
 /// Define every function of `imports` as a trap, for link checks.

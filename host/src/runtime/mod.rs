@@ -55,6 +55,9 @@ use state::StoreState;
 /// tasks) at this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// How many of a trapped guest's last output lines its error carries.
+const TRAP_OUTPUT_LINES: usize = 12;
+
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Where compiled components are cached (`<dir>/<engine hash>/<digest>.cwasm`).
@@ -210,7 +213,8 @@ impl Runtime {
     pub fn inspect(&self, digest: &str, bytes: &[u8]) -> Result<(Component, ComponentInfo), InspectError> {
         inspect::check_header(bytes)?;
         let component = self.load(digest, bytes).map_err(|e| InspectError::Invalid(format!("{e:#}")))?;
-        let info = inspect::describe(&self.engine, &self.linker, &component)?;
+        let mut info = inspect::describe(&self.engine, &self.linker, &component)?;
+        info.min_memory_bytes = nanogrid_wire::upload::min_memory_bytes(bytes);
         Ok((component, info))
     }
 
@@ -408,8 +412,9 @@ fn classify(err: wasmtime::Error, limits: ExecLimits, tail: &OutputTail) -> Call
         let mut msg = trap.to_string();
         let out = tail.text();
         if !out.is_empty() {
-            // The guest's own last words (a Rust panic message, say) explain the trap.
-            let last = out.lines().rev().take(3).collect::<Vec<_>>();
+            // The guest's own last words explain the trap: a Rust panic message (two lines)
+            // or a Python traceback (its frames, then the exception), so keep a dozen.
+            let last = out.lines().rev().take(TRAP_OUTPUT_LINES).collect::<Vec<_>>();
             msg.push_str(" (guest output: ");
             msg.push_str(&last.into_iter().rev().collect::<Vec<_>>().join(" | "));
             msg.push(')');

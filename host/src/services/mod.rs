@@ -526,6 +526,7 @@ impl Registry {
             ));
         }
         let unit = self.load_unit(&req.component).await?;
+        check_memory(&unit.info, &limits)?;
         let denied = grants.denied(&unit.info.imports);
         if req.strict_imports && !denied.is_empty() {
             return Err(ungranted(&denied));
@@ -703,6 +704,21 @@ impl Registry {
         tracing::info!(service = name, "service deleted");
         Ok(svc.current().spec.clone())
     }
+}
+
+/// A component whose memory starts above the service's limit could never serve: refuse it
+/// at deploy, naming the smallest limit that works.
+fn check_memory(info: &crate::runtime::ComponentInfo, limits: &spec::Limits) -> Result<(), AdminError> {
+    let limit = u64::from(limits.memory_mib) << 20;
+    if info.min_memory_bytes <= limit {
+        return Ok(());
+    }
+    let need = info.min_memory_bytes.div_ceil(1 << 20);
+    Err(AdminError::BadRequest(format!(
+        "the component starts with {need} MiB of linear memory ({} bytes) but limits.memory_mib is {}; \
+         set limits.memory_mib to at least {need} (--memory-mib {need})",
+        info.min_memory_bytes, limits.memory_mib
+    )))
 }
 
 /// The refusal of a `strict_imports` deploy whose component imports what it is not granted.

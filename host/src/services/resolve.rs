@@ -248,6 +248,7 @@ mod tests {
             exports: typed_exports.iter().map(|s| s.to_string()).collect(),
             typed_imports: typed_imports.iter().map(iface).collect(),
             typed_exports: typed_exports.iter().map(iface).collect(),
+            min_memory_bytes: 0,
         }
     }
 

@@ -5,6 +5,8 @@ Built by `tests/guests-build.sh` with componentize-py against
 reports what happened: 200 with what it got, or 403 with the error text.
 
 - `GET /ok` -> 200 `ok`
+- `GET /raise` -> an uncaught exception three calls deep (the guest traps; its traceback
+  is what the node reports)
 - `GET /read/<path>` -> reads the file `/<path>` (Python `open()`, i.e. wasi:filesystem)
 - `GET /connect/<ip:port>` -> opens a TCP connection (Python `socket`, i.e. wasi:sockets)
 - `GET /fetch/<host:port>/<path>` -> `GET http://<host:port>/<path>` through
@@ -136,9 +138,17 @@ def respond(response_out: ResponseOutparam, status: int, body: bytes) -> None:
     OutgoingBody.finish(out, None)
 
 
+def explode(depth: int) -> None:
+    if depth == 0:
+        raise ValueError("reach was asked to raise")
+    explode(depth - 1)
+
+
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
         path, _, query = (request.path_with_query() or "/").partition("?")
+        if path.endswith("/raise"):
+            explode(3)
         op, arg = route(unquote(path))
         try:
             if op == "ok":
