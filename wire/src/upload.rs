@@ -48,6 +48,35 @@ pub fn min_memory_bytes(bytes: &[u8]) -> u64 {
     min
 }
 
+/// Whether the component uses the component model's async ABI: async lifts or lowers,
+/// tasks, streams, futures (what WASI 0.3 components do), or names a `wasi:*@0.3`
+/// interface. Such components need an engine with concurrency support, which costs every
+/// other component time per request, so the node keeps a second engine for them. Bytes
+/// that do not parse: false (they are refused by [`check`] anyway).
+pub fn uses_async_abi(bytes: &[u8]) -> bool {
+    use wasmparser::{CanonicalFunction as F, CanonicalOption as O, Payload};
+    let async_options = |o: &[O]| o.iter().any(|o| matches!(o, O::Async | O::Callback(_)));
+    let wasi_03 = |name: &str| name.starts_with("wasi:") && name.contains("@0.3.");
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let found = match payload {
+            Ok(Payload::ComponentCanonicalSection(funcs)) => funcs.into_iter().flatten().any(|f| match f {
+                F::Lift { options, .. } | F::Lower { options, .. } => async_options(&options),
+                F::ResourceNew { .. } | F::ResourceDrop { .. } | F::ResourceRep { .. } => false,
+                // Task, stream, future, waitable and thread builtins.
+                _ => true,
+            }),
+            Ok(Payload::ComponentImportSection(imports)) => imports.into_iter().flatten().any(|i| wasi_03(i.name.name)),
+            Ok(Payload::ComponentExportSection(exports)) => exports.into_iter().flatten().any(|e| wasi_03(e.name.name)),
+            Ok(_) => false,
+            Err(_) => return false,
+        };
+        if found {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +93,25 @@ mod tests {
         assert_eq!(min_memory_bytes(&component), 3 << 16);
         assert_eq!(min_memory_bytes(b"\0asm\x0d\0\x01\0"), 0);
         assert_eq!(min_memory_bytes(b"garbage"), 0);
+    }
+
+    #[test]
+    fn async_abi_is_recognised() {
+        let comp = |body: &str| wat::parse_str(format!("(component {body})")).unwrap();
+        let plain = comp(
+            r#"(core module $m (func (export "f"))) (core instance $i (instantiate $m))
+            (func $f (canon lift (core func $i "f"))) (export "f" (func $f))"#,
+        );
+        assert!(!uses_async_abi(&plain));
+        let lifted_async = comp(
+            r#"(core module $m (func (export "f"))) (core instance $i (instantiate $m))
+            (func $f (canon lift (core func $i "f") async)) (export "f" (func $f))"#,
+        );
+        assert!(uses_async_abi(&lifted_async));
+        assert!(uses_async_abi(&comp(r#"(core func (canon context.get i32 0))"#)));
+        assert!(uses_async_abi(&comp(r#"(import "wasi:cli/stdout@0.3.0" (instance))"#)));
+        assert!(!uses_async_abi(&comp(r#"(import "wasi:cli/stdout@0.2.6" (instance))"#)));
+        assert!(!uses_async_abi(b"garbage"));
     }
 
     #[test]

@@ -110,15 +110,25 @@ impl Runtime {
     ) -> anyhow::Result<Prepared> {
         let key = chain.key();
         let component = self.load_with(&key, || compose(chain, &bytes()?))?;
-        self.prepare_with(&self.linker, &key, &component)
+        self.prepare_with(&self.flavor_of(&component).linker, &key, &component)
     }
 
     /// Link a chain host-mediated: one instance per part, in the request's Store. Blocking.
     pub fn prepare_linked(&self, chain: &Chain) -> anyhow::Result<Prepared> {
         let mut pres: Vec<Arc<InstancePre<StoreState>>> = Vec::with_capacity(chain.parts.len());
         let (root, providers) = chain.parts.split_last().context("an empty chain")?;
+        // Every part is instantiated in the root's Store, so all must share its engine.
+        let engine = root.component.engine();
+        if let Some(other) = providers.iter().find(|p| !wasmtime::Engine::same(p.component.engine(), engine)) {
+            anyhow::bail!(
+                "{} and {} cannot be linked in one request: only one of them uses the component model's async ABI",
+                other.service,
+                root.service
+            );
+        }
+        let base = &self.flavor_of(&root.component).linker;
         let linker_for = |part: &Part, pres: &[Arc<InstancePre<StoreState>>]| -> anyhow::Result<Linker<StoreState>> {
-            let mut linker = self.linker.clone();
+            let mut linker = base.clone();
             for e in &part.edges {
                 let provider = &chain.parts[e.provider];
                 link_edge(&mut linker, e, provider, pres[e.provider].clone())

@@ -213,12 +213,14 @@ impl Runtime {
     {
         let pre = match &prepared.kind {
             PreparedKind::Http(pre) => pre,
-            PreparedKind::Http3(pre) => return self.handle_http3(pre.clone(), call, req, limits, done).await,
+            PreparedKind::Http3(pre) => {
+                return self.handle_http3(pre.clone(), &prepared.engine, call, req, limits, done).await;
+            }
             PreparedKind::Nanoservice(_) => return Err(CallError::Internal("not a wasi:http component".into())),
         };
         let pre = pre.clone();
         let tail = OutputTail::new(2048);
-        let mut store: Store<StoreState> = self.new_store(call, limits, &tail)?;
+        let mut store: Store<StoreState> = self.new_store(&prepared.engine, call, limits, &tail)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let data = store.data_mut();
         let scheme = if req.extensions().get::<OverTls>().is_some() { Scheme::Https } else { Scheme::Http };

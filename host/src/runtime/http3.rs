@@ -63,6 +63,7 @@ impl Runtime {
     pub(super) async fn handle_http3<B>(
         self: &Arc<Self>,
         pre: ServicePre<StoreState>,
+        engine: &wasmtime::Engine,
         call: CallContext,
         req: http::Request<B>,
         limits: ExecLimits,
@@ -73,7 +74,7 @@ impl Runtime {
         B::Error: Into<HttpError>,
     {
         let tail = OutputTail::new(2048);
-        let mut store: Store<StoreState> = self.new_store(call, limits, &tail)?;
+        let mut store: Store<StoreState> = self.new_store(engine, call, limits, &tail)?;
         let (head_tx, head_rx) = oneshot::channel::<Head>();
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
         let task = tokio::spawn(async move {

@@ -1,5 +1,7 @@
-//! The runtime: one wasmtime [`Engine`] per node, a compiled-component cache on disk, a
-//! pre-instantiated [`Prepared`] per deployed service, and a fresh instance per request.
+//! The runtime: two wasmtime [`Engine`]s per node (see [`Flavor`]: components using the
+//! component model's async ABI, such as WASI 0.3 ones, get the one with concurrency
+//! support), a compiled-component cache on disk, a pre-instantiated [`Prepared`] per
+//! deployed service, and a fresh instance per request.
 //!
 //! - `bindings`: the `bindgen!` of the WIT contract.
 //! - `imports`: host implementations of kv, invoke, log, config, context.
@@ -113,81 +115,112 @@ pub enum PreparedKind {
 pub struct Prepared {
     pub kind: PreparedKind,
     pub digest: String,
+    /// The engine the component was compiled for: its Stores come from it.
+    engine: Engine,
 }
 
-pub struct Runtime {
+/// One wasmtime engine, its linker and its compile cache directory. The node keeps two:
+/// `plain` for every component that does not use the component model's async ABI, and
+/// `concurrent` (concurrency support on, WASI 0.3 linked) for those that do. Concurrency
+/// support makes every request in its engine dearer (a hello request: about 13 µs in
+/// `plain`, 22 µs with it, host/examples/instantiate.rs), so only async components pay.
+struct Flavor {
     engine: Engine,
     linker: Linker<StoreState>,
     cache_dir: PathBuf,
+}
+
+pub struct Runtime {
+    plain: Flavor,
+    concurrent: Flavor,
     ticker_stop: Arc<AtomicBool>,
     fuel: bool,
     outbound: Arc<outbound::OutboundNet>,
 }
 
-impl Runtime {
-    pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Self> {
-        let mut pool = PoolingAllocationConfig::default();
-        let n = cfg.pool_instances.max(1);
-        // A fused chain is one component with a memory and a few core instances per part.
-        pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(4))
-            .total_tables(n.saturating_mul(8))
-            .total_stacks(n)
-            .max_memories_per_component(16)
-            .max_tables_per_component(64)
-            .max_core_instances_per_component(128)
-            .max_memory_size(cfg.pool_max_memory)
-            // Rust guests start with about 1.1 MiB of memory; keeping that resident between
-            // instances halves instantiation time.
-            .table_keep_resident(64 << 10);
-        // Resetting a used instance slot dominates per-request cost. With Linux's
-        // PAGEMAP_SCAN (6.7+) wasmtime resets only the pages a guest dirtied, so a large
-        // resident window is cheap and spares page faults: 13 µs per hello request here,
-        // against 35 µs with the memset-or-madvise reset (see docs/BENCHMARKS.md).
-        // Probe the ioctl itself: a recent kernel can still block it (seccomp, containers).
-        if PoolingAllocationConfig::is_pagemap_scan_available() {
-            pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(16 << 20);
-        } else {
-            pool.linear_memory_keep_resident(1 << 20);
-        }
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .consume_fuel(cfg.fuel)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .max_wasm_stack(1 << 20)
-            .async_stack_size(2 << 20)
-            // Guests do not get to use more than the pool slot; smaller reservations let
-            // many instances coexist in the address space.
-            .memory_reservation(cfg.pool_max_memory as u64)
-            .memory_guard_size(32 << 20)
-            // WASI 0.3 components (`wasi:http@0.3`) use the component-model async ABI.
-            .wasm_component_model_async(true);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
-
+impl Flavor {
+    fn new(cfg: &RuntimeConfig, async_abi: bool) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(cfg, async_abi))
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         Nanoservice::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        // WASI 0.3 next to 0.2: same WasiCtx (grants, deny-at-use) and outbound policy.
-        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
-        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
-
+        if async_abi {
+            // WASI 0.3 next to 0.2: same WasiCtx (grants, deny-at-use) and outbound policy.
+            wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        }
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let cache_dir = cfg.compile_cache.join(format!("{:016x}", h.finish()));
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("creating the compile cache {}", cache_dir.display()))?;
+        Ok(Flavor { engine, linker, cache_dir })
+    }
 
+    fn cache_path(&self, digest: &str) -> PathBuf {
+        let name = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.cache_dir.join(format!("{name}.cwasm"))
+    }
+}
+
+fn engine_config(cfg: &RuntimeConfig, async_abi: bool) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    let n = cfg.pool_instances.max(1);
+    // A fused chain is one component with a memory and a few core instances per part.
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(4))
+        .total_tables(n.saturating_mul(8))
+        .total_stacks(n)
+        .max_memories_per_component(16)
+        .max_tables_per_component(64)
+        .max_core_instances_per_component(128)
+        .max_memory_size(cfg.pool_max_memory)
+        // Rust guests start with about 1.1 MiB of memory; keeping that resident between
+        // instances halves instantiation time.
+        .table_keep_resident(64 << 10);
+    // Resetting a used instance slot dominates per-request cost. With Linux's
+    // PAGEMAP_SCAN (6.7+) wasmtime resets only the pages a guest dirtied, so a large
+    // resident window is cheap and spares page faults: 13 µs per hello request here,
+    // against 35 µs with the memset-or-madvise reset (see docs/BENCHMARKS.md).
+    // Probe the ioctl itself: a recent kernel can still block it (seccomp, containers).
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(16 << 20);
+    } else {
+        pool.linear_memory_keep_resident(1 << 20);
+    }
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .consume_fuel(cfg.fuel)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .max_wasm_stack(1 << 20)
+        .async_stack_size(2 << 20)
+        // Guests do not get to use more than the pool slot; smaller reservations let
+        // many instances coexist in the address space.
+        .memory_reservation(cfg.pool_max_memory as u64)
+        .memory_guard_size(32 << 20)
+        // WASI 0.3 components (`wasi:http@0.3`) use the component-model async ABI.
+        .wasm_component_model_async(async_abi)
+        .concurrency_support(async_abi);
+    config
+}
+
+impl Runtime {
+    pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Self> {
+        let plain = Flavor::new(cfg, false)?;
+        let concurrent = Flavor::new(cfg, true)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
-            let engine = engine.clone();
+            let engines = [plain.engine.clone(), concurrent.engine.clone()];
             let stop = ticker_stop.clone();
             std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    engines.iter().for_each(Engine::increment_epoch);
                 }
             })?;
         }
@@ -195,7 +228,7 @@ impl Runtime {
             Some(o) => o.clone(),
             None => Arc::new(outbound::OutboundNet::new(&[] as &[&str], Default::default())?),
         };
-        Ok(Runtime { engine, linker, cache_dir, ticker_stop, fuel: cfg.fuel, outbound })
+        Ok(Runtime { plain, concurrent, ticker_stop, fuel: cfg.fuel, outbound })
     }
 
     /// Guests' outgoing HTTP settings (the node records its listeners there).
@@ -213,7 +246,8 @@ impl Runtime {
     pub fn inspect(&self, digest: &str, bytes: &[u8]) -> Result<(Component, ComponentInfo), InspectError> {
         inspect::check_header(bytes)?;
         let component = self.load(digest, bytes).map_err(|e| InspectError::Invalid(format!("{e:#}")))?;
-        let mut info = inspect::describe(&self.engine, &self.linker, &component)?;
+        let flavor = self.flavor_of(&component);
+        let mut info = inspect::describe(&flavor.engine, &flavor.linker, &component)?;
         info.min_memory_bytes = nanogrid_wire::upload::min_memory_bytes(bytes);
         Ok((component, info))
     }
@@ -230,28 +264,33 @@ impl Runtime {
         digest: &str,
         bytes: impl FnOnce() -> anyhow::Result<Vec<u8>>,
     ) -> anyhow::Result<Component> {
-        let path = self.cache_path(digest);
-        if path.exists() {
+        for flavor in [&self.plain, &self.concurrent] {
+            let path = flavor.cache_path(digest);
+            if !path.exists() {
+                continue;
+            }
             // SAFETY: the cache directory belongs to this node and holds only files this
             // function wrote with `Component::serialize`, keyed by an engine-compatibility
             // hash; wasmtime also checks the header before using the file.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            match unsafe { Component::deserialize_file(&flavor.engine, &path) } {
                 Ok(c) => return Ok(c),
                 Err(e) => tracing::warn!(%digest, error = %e, "ignoring unusable compile cache entry"),
             }
         }
+        let bytes = bytes()?;
+        let flavor = if nanogrid_wire::upload::uses_async_abi(&bytes) { &self.concurrent } else { &self.plain };
         let started = Instant::now();
-        let component = Component::new(&self.engine, bytes()?).map_err(anyhow::Error::from)?;
+        let component = Component::new(&flavor.engine, bytes).map_err(anyhow::Error::from)?;
         tracing::info!(%digest, ms = started.elapsed().as_millis() as u64, "compiled component");
-        if let Err(e) = self.write_cache(&path, &component) {
+        if let Err(e) = self.write_cache(&flavor.cache_path(digest), &component) {
             tracing::warn!(%digest, error = %e, "could not write compile cache entry");
         }
         Ok(component)
     }
 
-    fn cache_path(&self, digest: &str) -> PathBuf {
-        let name = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.cache_dir.join(format!("{name}.cwasm"))
+    /// The engine (and linker) a compiled component belongs to.
+    fn flavor_of(&self, component: &Component) -> &Flavor {
+        if Engine::same(component.engine(), &self.concurrent.engine) { &self.concurrent } else { &self.plain }
     }
 
     fn write_cache(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
@@ -265,7 +304,7 @@ impl Runtime {
 
     /// Link a compiled component once; requests then only instantiate.
     pub fn prepare(&self, digest: &str, component: &Component) -> anyhow::Result<Prepared> {
-        self.prepare_with(&self.linker, digest, component)
+        self.prepare_with(&self.flavor_of(component).linker, digest, component)
     }
 
     fn prepare_with(
@@ -276,8 +315,9 @@ impl Runtime {
     ) -> anyhow::Result<Prepared> {
         let pre = linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
         let ty = component.component_type();
-        let nanoservice = ty.exports(&self.engine).any(|(n, _)| n == inspect::HANDLER_EXPORT);
-        let http3 = ty.exports(&self.engine).any(|(n, _)| n.starts_with(inspect::HTTP3_EXPORT_PREFIX));
+        let engine = component.engine();
+        let nanoservice = ty.exports(engine).any(|(n, _)| n == inspect::HANDLER_EXPORT);
+        let http3 = ty.exports(engine).any(|(n, _)| n.starts_with(inspect::HTTP3_EXPORT_PREFIX));
         let kind = if nanoservice {
             PreparedKind::Nanoservice(NanoservicePre::new(pre).map_err(anyhow::Error::from)?)
         } else if http3 {
@@ -285,11 +325,12 @@ impl Runtime {
         } else {
             PreparedKind::Http(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from)?)
         };
-        Ok(Prepared { kind, digest: digest.to_string() })
+        Ok(Prepared { kind, digest: digest.to_string(), engine: engine.clone() })
     }
 
     fn new_store(
         &self,
+        engine: &Engine,
         call: CallContext,
         limits: ExecLimits,
         tail: &OutputTail,
@@ -332,7 +373,7 @@ impl Runtime {
             call,
             linked: Vec::new(),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         let deadline = Instant::now() + limits.timeout;
         store.set_epoch_deadline(1);
@@ -356,7 +397,7 @@ impl Runtime {
         limits: ExecLimits,
     ) -> Result<(), CallError> {
         let tail = OutputTail::new(256);
-        let mut store = self.new_store(call, limits, &tail)?;
+        let mut store = self.new_store(&prepared.engine, call, limits, &tail)?;
         let result = match &prepared.kind {
             PreparedKind::Nanoservice(pre) => pre.instantiate_async(&mut store).await.map(drop),
             PreparedKind::Http(pre) => pre.instantiate_async(&mut store).await.map(drop),
@@ -381,7 +422,7 @@ impl Runtime {
             }
         };
         let tail = OutputTail::new(2048);
-        let mut store = self.new_store(call, limits, &tail)?;
+        let mut store = self.new_store(&prepared.engine, call, limits, &tail)?;
         let traced = store.data().call.trace.run.clone();
         let run = async {
             let t = Instant::now();
