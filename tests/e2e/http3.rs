@@ -52,42 +52,11 @@ async fn wasi_http_03_components_serve_next_to_02_ones() {
 
 #[tokio::test]
 async fn wasi_http_03_bodies_stream_in_bounded_memory() {
-    let node = TestNode::start().await;
-    let limits = json!({ "max_request_bytes": 256 << 20, "max_response_bytes": 256 << 20, "timeout_ms": 60000 });
-    node.deploy("stream", "http3-stream", json!({ "instances": 2, "limits": limits })).await;
-    assert_eq!(node.get("/stream/1").await.body.len(), 1 << 20);
-    let before = node.reset_peak_rss();
-
-    let r = node.get("/stream/64").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body.len(), 64 << 20);
-    assert_eq!(&r.body[..4], b"abcd");
-    assert!(r.body.chunks(26).take(1000).all(|c| c == &b"abcdefghijklmnopqrstuvwxyz"[..c.len()]));
-
-    let upload: Vec<u8> = (0..100u32 << 20).map(|i| (i % 251) as u8).collect();
-    let sum: u64 = upload.iter().map(|b| u64::from(*b)).sum();
-    let r = node.request_bytes(Method::POST, "/stream/", Bytes::from(upload)).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json().unwrap(), json!({ "bytes": 100u64 << 20, "sum": sum }));
-
-    let grown = node.peak_rss().saturating_sub(before);
+    let grown = crate::http::streams_both_ways_in_bounded_memory("http3-stream").await;
     eprintln!("wasi:http 0.3: 64 MiB down + 100 MiB up raised the peak RSS by {} KiB", grown >> 10);
-    assert!(
-        grown < 40 << 20,
-        "a 64 MiB download and a 100 MiB upload raised the node's peak memory by {} MiB",
-        grown >> 20
-    );
 }
 
 #[tokio::test]
 async fn wasi_http_03_trap_mid_body_is_a_broken_response() {
-    let node = TestNode::start().await;
-    node.deploy("stream", "http3-stream", json!({})).await;
-    let r =
-        Client::new().send(Method::GET, &format!("{}/stream/8?trap_after=1", node.ingress), &[], Bytes::new()).await;
-    assert!(r.is_err(), "a truncated body must not look complete: {:?}", r.map(|r| r.body.len()));
-    assert_eq!(node.get("/stream/1").await.body.len(), 1 << 20, "the node serves on");
-    let v = node.service("stream").await;
-    assert_eq!(v["status"]["requests"]["trapped"], 1, "{v}");
-    assert_eq!(v["status"]["requests"]["ok"], 1, "{v}");
+    crate::http::trap_mid_body_breaks_the_response("http3-stream").await;
 }

@@ -238,29 +238,41 @@ impl Runtime {
                 }
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
             };
-            let result = match tokio::time::timeout(limits.timeout + super::EPOCH_TICK * 4, run).await {
-                Ok(r) => r.map_err(|e| classify(e, limits, &task_tail)),
-                Err(_) => Err(CallError::Timeout(limits.timeout)),
-            };
-            // The permit and stats live in `done`: release them only when the guest is done.
-            let report = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(e.clone()),
-            };
-            let _ = outcome_tx.send(report.is_ok());
-            done(report);
-            result
+            run_to_end(run, limits, &task_tail, outcome_tx, done).await
         });
         match rx.await {
             Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync())),
             Ok(Err(code)) => Err(CallError::Guest(format!("the component answered with an error: {code:?}"))),
-            // The guest never set a response: its task says why.
-            Err(_) => match task.await {
-                Ok(Ok(())) => Err(CallError::Guest("the component returned without setting a response".into())),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(CallError::Internal(format!("the request task failed: {e}"))),
-            },
+            Err(_) => Err(no_head(task).await),
         }
+    }
+}
+
+/// Run a wasi:http guest's whole request (`run`, bounded by the service's deadline) and say
+/// how it ended: to `outcome`, which the response body waits on, and to `done`, which
+/// holds the admission permit and stats, so they are released only when the guest is done.
+pub(super) async fn run_to_end(
+    run: impl Future<Output = wasmtime::Result<()>>,
+    limits: ExecLimits,
+    tail: &OutputTail,
+    outcome: tokio::sync::oneshot::Sender<bool>,
+    done: Completion,
+) -> Result<(), CallError> {
+    let result = match tokio::time::timeout(limits.timeout + super::EPOCH_TICK * 4, run).await {
+        Ok(r) => r.map_err(|e| classify(e, limits, tail)),
+        Err(_) => Err(CallError::Timeout(limits.timeout)),
+    };
+    let _ = outcome.send(result.is_ok());
+    done(result.clone());
+    result
+}
+
+/// Why a guest produced no response head: its task says.
+pub(super) async fn no_head(task: tokio::task::JoinHandle<Result<(), CallError>>) -> CallError {
+    match task.await {
+        Ok(Ok(())) => CallError::Guest("the component returned without setting a response".into()),
+        Ok(Err(e)) => e,
+        Err(e) => CallError::Internal(format!("the request task failed: {e}")),
     }
 }
 

@@ -20,9 +20,9 @@ use wasmtime_wasi_http::Error as HttpError;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-use super::http::{Completion, GuardedBody};
+use super::http::{Completion, GuardedBody, no_head, run_to_end};
 use super::state::StoreState;
-use super::{CallContext, CallError, ExecLimits, OutputTail, Runtime, classify};
+use super::{CallContext, CallError, ExecLimits, OutputTail, Runtime};
 
 /// A response body that says when it is over: read to its end, failed, or dropped.
 struct EndSignal {
@@ -40,7 +40,7 @@ impl hyper::body::Body for EndSignal {
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, HttpError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.end.take().map(|end| end.send(()));
+            self.signal();
         }
         polled
     }
@@ -50,9 +50,17 @@ impl hyper::body::Body for EndSignal {
     }
 }
 
+impl EndSignal {
+    fn signal(&mut self) {
+        if let Some(end) = self.end.take() {
+            let _ = end.send(());
+        }
+    }
+}
+
 impl Drop for EndSignal {
     fn drop(&mut self) {
-        self.end.take().map(|end| end.send(()));
+        self.signal();
     }
 }
 
@@ -108,23 +116,12 @@ impl Runtime {
                     })
                     .await?
             };
-            let result = match tokio::time::timeout(limits.timeout + super::EPOCH_TICK * 4, run).await {
-                Ok(r) => r.map_err(|e| classify(e, limits, &tail)),
-                Err(_) => Err(CallError::Timeout(limits.timeout)),
-            };
-            let _ = outcome_tx.send(result.is_ok());
-            done(result.clone());
-            result
+            run_to_end(run, limits, &tail, outcome_tx, done).await
         });
         match head_rx.await {
             Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync())),
             Ok(Err(e)) => Err(e),
-            // No head was sent: the task says why.
-            Err(_) => match task.await {
-                Ok(Ok(())) => Err(CallError::Guest("the component returned without a response".into())),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(CallError::Internal(format!("the request task failed: {e}"))),
-            },
+            Err(_) => Err(no_head(task).await),
         }
     }
 }
