@@ -93,12 +93,9 @@ fn tool() -> Option<PathBuf> {
     Some(cache.join("nanogrid/py-guests/bin/componentize-py")).filter(|p| runs(p))
 }
 
-/// The world componentize-py builds against.
-fn world(template: Template) -> String {
-    match template {
-        Template::Http => format!("wasi:http/proxy@{HTTP_WASI}"),
-        _ => "nanogrid:service/nanoservice".into(),
-    }
+/// The world componentize-py builds against (an `http` project's `wit/world.wit` is the proxy).
+fn world(template: Template) -> &'static str {
+    if template == Template::Http { "app" } else { "nanogrid:service/nanoservice" }
 }
 
 pub fn build(dir: &Path, p: &Project) -> anyhow::Result<()> {
@@ -110,7 +107,7 @@ pub fn build(dir: &Path, p: &Project) -> anyhow::Result<()> {
     let out = wasm_path(dir, p);
     std::fs::create_dir_all(out.parent().unwrap_or(dir)).context("creating target/")?;
     let status = Command::new(&tool)
-        .args(["-q", "-d", "wit", "-w", world(p.template).as_str(), "componentize", "-p", ".", "app", "-o"])
+        .args(["-q", "-d", "wit", "-w", world(p.template), "componentize", "-p", ".", "app", "-o"])
         .arg(&out)
         .current_dir(dir)
         .env("RUST_BACKTRACE", "0")
