@@ -2,7 +2,9 @@
 //! `hello` request (instantiate + call), each averaged over many sequential runs.
 //!
 //! `cargo run --release --example instantiate -- path/to/hello.wasm [N]` prints
-//! `instantiate_us=… request_us=…`.
+//! `instantiate_us=… request_us=…`, then the request's cost with tracing on the node but
+//! no trace sampled (`traced_off_us`: ids still travel) and with every run's span kept in
+//! the ring (`traced_ring_us`), alternated over five rounds (medians).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,5 +49,29 @@ async fn main() -> anyhow::Result<()> {
     }
     let req_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
     println!("instantiate_us={inst_us:.1} request_us={req_us:.1} runs={n}");
+
+    let tracer = Arc::new(nanogrid::trace::Tracer::new("bench", 0.0, 20_000, None));
+    registry.set_tracer(tracer.clone());
+    let (mut off, mut ring) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        for (share, out) in [(0.0, &mut off), (1.0, &mut ring)] {
+            tracer.set_sample(share);
+            let t = Instant::now();
+            for _ in 0..n {
+                registry.dispatch("hello", request(), "bench".into(), 0).await?;
+            }
+            out.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (off, ring) = (median(&mut off), median(&mut ring));
+    println!(
+        "traced_off_us={off:.2} traced_ring_us={ring:.2} ring_cost_us={:.2} spans={}",
+        ring - off,
+        tracer.ring.len()
+    );
     Ok(())
 }

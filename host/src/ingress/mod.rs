@@ -91,7 +91,7 @@ pub async fn handle(
 /// is kept), else the first of a new trace. The request goes on carrying it.
 fn start_trace(registry: &Registry, headers: &mut http::HeaderMap) -> Option<Open> {
     let open = registry.tracer()?.open(trace::parent_in_map(headers));
-    headers.insert(TRACEPARENT, HeaderValue::from_str(&open.ctx.header()).ok()?);
+    headers.insert(TRACEPARENT, open.ctx.header_value());
     Some(open)
 }
 
@@ -112,7 +112,7 @@ fn finish_trace(
     // The path without its query (which may hold secrets).
     let path = target.split('?').next().unwrap_or("/");
     span.attrs.insert("http.method", method_attr(method));
-    span.attrs.insert("http.path", path.to_string());
+    span.attrs.insert("http.path", trace::Attr::text(path));
     span.attrs.insert("http.status", u64::from(resp.status().as_u16()));
     if resp.status().is_server_error() {
         span.error = format!("http-{}", resp.status().as_u16());
@@ -215,7 +215,7 @@ async fn forward_with_retries(
     request_id: &str,
 ) -> http::Response<Body> {
     let hop = registry.tracer().and(trace::parent_in_map(&parts.headers)).map(|p| Open::child_of(&p));
-    if let Some(v) = hop.as_ref().and_then(|o| HeaderValue::from_str(&o.ctx.header()).ok()) {
+    if let Some(v) = hop.as_ref().map(|o| o.ctx.header_value()) {
         parts.headers.insert(TRACEPARENT, v);
     }
     let service = target.0;

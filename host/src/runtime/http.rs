@@ -59,8 +59,8 @@ impl WasiHttpHooks for OutboundPolicy {
         let target = self.permits(request.uri());
         let net = self.net.clone();
         let trace = self.trace.clone();
-        if let Some(v) = trace.ctx.and_then(|c| http::HeaderValue::from_str(&c.header()).ok()) {
-            request.headers_mut().insert(crate::trace::context::TRACEPARENT, v);
+        if let Some(c) = trace.ctx {
+            request.headers_mut().insert(crate::trace::context::TRACEPARENT, c.header_value());
         }
         Box::new(async move {
             let started = std::time::Instant::now();

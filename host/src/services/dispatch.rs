@@ -200,8 +200,8 @@ impl Registry {
     /// [`Registry::start_run`] for a wasi:http request's headers.
     fn start_http_run(&self, headers: &mut http::HeaderMap) -> CallTrace {
         let run = self.open_run(trace::parent_in_map(headers));
-        if let Some(v) = run.ctx.and_then(|c| http::HeaderValue::from_str(&c.header()).ok()) {
-            headers.insert(trace::context::TRACEPARENT, v);
+        if let Some(c) = run.ctx {
+            headers.insert(trace::context::TRACEPARENT, c.header_value());
         }
         run
     }
@@ -251,9 +251,9 @@ impl Registry {
             .map(|(n, svc, start, us)| {
                 let mut p = trace::Open::child_of(&run.span.ctx).close(
                     &tracer.node,
-                    n.clone(),
+                    trace::names::name(n),
                     SpanKind::Internal,
-                    Some(svc.clone()),
+                    Some(trace::names::name(svc)),
                 );
                 (p.start_unix_us, p.duration_us) = (*start, *us);
                 p

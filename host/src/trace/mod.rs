@@ -11,6 +11,7 @@
 //! reach through the call's context.
 
 pub mod context;
+pub mod names;
 pub mod otlp;
 pub mod store;
 
@@ -23,6 +24,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use context::{SpanContext, SpanId, TraceId};
+pub use names::Name;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,13 +38,79 @@ pub enum SpanKind {
 }
 
 /// An attribute value, as users and OTLP see it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Attr {
     Int(i64),
     Float(f64),
     Bool(bool),
     Str(Cow<'static, str>),
+    /// A short text kept inline ([`Attr::text`]): a request's path, say, without an
+    /// allocation that would live in the ring for thousands of requests.
+    #[serde(skip_deserializing)]
+    Short(Short),
+}
+
+impl Attr {
+    /// `s` as a value: inline when it is short, else copied.
+    pub fn text(s: &str) -> Attr {
+        Short::new(s).map_or_else(|| Attr::Str(Cow::Owned(s.to_string())), Attr::Short)
+    }
+
+    /// The text of a string value (either kind).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Attr::Str(s) => Some(s),
+            Attr::Short(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// Texts compare by content, whichever way they are kept.
+impl PartialEq for Attr {
+    fn eq(&self, other: &Attr) -> bool {
+        match (self, other) {
+            (Attr::Int(a), Attr::Int(b)) => a == b,
+            (Attr::Float(a), Attr::Float(b)) => a == b,
+            (Attr::Bool(a), Attr::Bool(b)) => a == b,
+            _ => self.as_str().is_some() && self.as_str() == other.as_str(),
+        }
+    }
+}
+
+/// Up to [`Short::CAP`] bytes of text, inline (an `Attr` stays 32 bytes).
+#[derive(Clone, Copy)]
+pub struct Short {
+    len: u8,
+    bytes: [u8; Short::CAP],
+}
+
+impl Short {
+    pub const CAP: usize = 30;
+
+    pub fn new(s: &str) -> Option<Short> {
+        let mut bytes = [0; Short::CAP];
+        bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        Some(Short { len: s.len() as u8, bytes })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built from a whole `&str` only.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Short {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Short {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl From<u64> for Attr {
@@ -59,7 +127,10 @@ impl From<&'static str> for Attr {
 
 impl From<String> for Attr {
     fn from(v: String) -> Attr {
-        Attr::Str(Cow::Owned(v))
+        match Short::new(&v) {
+            Some(s) => Attr::Short(s),
+            None => Attr::Str(Cow::Owned(v)),
+        }
     }
 }
 
@@ -142,15 +213,13 @@ pub struct SpanRecord {
     pub span_id: SpanId,
     #[serde(with = "hex_parent", default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<SpanId>,
-    /// Shared with the node's other spans of the same name ([`Tracer::span`]).
-    #[serde(with = "arc_str")]
-    pub name: Arc<str>,
+    /// Interned, as are the service and node names ([`names`]).
+    pub name: Name,
     pub kind: SpanKind,
-    /// This node's name, shared by all its spans.
-    #[serde(with = "arc_str")]
-    pub node: Arc<str>,
-    #[serde(with = "opt_arc_str", default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<Arc<str>>,
+    /// This node's name.
+    pub node: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Name>,
     pub start_unix_us: u64,
     pub duration_us: u64,
     /// Empty when it went well; else the error code (`trap`, `timeout`, `http-503`, ...).
@@ -158,37 +227,6 @@ pub struct SpanRecord {
     pub error: String,
     #[serde(default, skip_serializing_if = "Attrs::is_empty")]
     pub attrs: Attrs,
-}
-
-mod arc_str {
-    use std::sync::Arc;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
-        Ok(String::deserialize(d)?.into())
-    }
-}
-
-mod opt_arc_str {
-    use std::sync::Arc;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.serialize_str(v),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
-        Ok(Option::<String>::deserialize(d)?.map(Into::into))
-    }
 }
 
 pub fn now_unix_us() -> u64 {
@@ -220,7 +258,7 @@ impl Open {
         Open { ctx, parent: None, started: Instant::now(), start_unix_us: now_unix_us() }
     }
 
-    pub fn close(&self, node: &Arc<str>, name: Arc<str>, kind: SpanKind, service: Option<Arc<str>>) -> SpanRecord {
+    pub fn close(&self, node: &Name, name: Name, kind: SpanKind, service: Option<Name>) -> SpanRecord {
         SpanRecord {
             trace_id: self.ctx.trace_id,
             span_id: self.ctx.span_id,
@@ -312,9 +350,7 @@ impl CallTrace {
 
 /// How this node traces: who it is, how much it samples, where spans go.
 pub struct Tracer {
-    pub node: Arc<str>,
-    /// Span and service names, shared by the spans that have them (bounded).
-    names: Mutex<Names>,
+    pub node: Name,
     /// The share of new traces recorded (a request that arrives with a `traceparent`
     /// follows its sampled flag), as `f64` bits: `PUT /v1/tracing` changes it while the
     /// node runs.
@@ -326,8 +362,7 @@ pub struct Tracer {
 impl Tracer {
     pub fn new(node: &str, sample: f64, ring_spans: usize, export: Option<otlp::Exporter>) -> Tracer {
         Tracer {
-            node: node.into(),
-            names: Default::default(),
+            node: names::name(node),
             sample: AtomicU64::new(sample.clamp(0.0, 1.0).to_bits()),
             ring: store::SpanRing::new(ring_spans),
             export,
@@ -335,8 +370,8 @@ impl Tracer {
     }
 
     /// The finished span `open` on this node, named `"{prefix} {subject}"` (`run hello`,
-    /// `invoke hello`), of `service`. Names are built once per node and shared by every
-    /// span that has them: no allocation and one lock per span.
+    /// `invoke hello`), of `service`. Names are interned ([`names`]): no allocation, no
+    /// lock and no shared counter per span.
     pub fn span(
         &self,
         open: &Open,
@@ -344,15 +379,11 @@ impl Tracer {
         kind: SpanKind,
         service: Option<&str>,
     ) -> SpanRecord {
-        let (name, service) = {
-            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-            let (name, subject_name) = names.span_name(prefix, subject);
-            let service = match service {
-                Some(s) if s == subject => Some(subject_name),
-                Some(s) => Some(names.name(s)),
-                None => None,
-            };
-            (name, service)
+        let (name, subject_name) = names::span_name(prefix, subject);
+        let service = match service {
+            Some(s) if s == subject => Some(subject_name),
+            Some(s) => Some(names::name(s)),
+            None => None,
         };
         open.close(&self.node, name, kind, service)
     }
@@ -399,58 +430,6 @@ impl Tracer {
 
     pub fn exporter(&self) -> Option<&otlp::Exporter> {
         self.export.as_ref()
-    }
-}
-
-/// Distinct service names a node keeps shared span names for (a guest can call any
-/// number of names that do not exist; past this, spans build their own).
-const MAX_NAMES: usize = 4096;
-/// Span names kept per service (`ingress`, `run`, `invoke`, `forward`, ...).
-const MAX_PREFIXES: usize = 8;
-
-/// A node's shared names: per service (or other subject), its name and the span names
-/// built on it.
-#[derive(Default)]
-struct Names {
-    index: std::collections::HashMap<Box<str>, usize>,
-    items: Vec<Interned>,
-}
-
-struct Interned {
-    name: Arc<str>,
-    spans: Vec<(&'static str, Arc<str>)>,
-}
-
-impl Names {
-    /// `subject`'s entry, made on first use (`None` once [`MAX_NAMES`] are kept).
-    fn get(&mut self, subject: &str) -> Option<&mut Interned> {
-        if let Some(&i) = self.index.get(subject) {
-            return Some(&mut self.items[i]);
-        }
-        if self.items.len() >= MAX_NAMES {
-            return None;
-        }
-        self.index.insert(subject.into(), self.items.len());
-        self.items.push(Interned { name: subject.into(), spans: Vec::new() });
-        self.items.last_mut()
-    }
-
-    fn name(&mut self, subject: &str) -> Arc<str> {
-        self.get(subject).map_or_else(|| subject.into(), |i| i.name.clone())
-    }
-
-    /// The span name `"{prefix} {subject}"` and `subject`'s own name.
-    fn span_name(&mut self, prefix: &'static str, subject: &str) -> (Arc<str>, Arc<str>) {
-        let build = || -> Arc<str> { format!("{prefix} {subject}").into() };
-        let Some(i) = self.get(subject) else { return (build(), subject.into()) };
-        if let Some((_, n)) = i.spans.iter().find(|(p, _)| *p == prefix) {
-            return (n.clone(), i.name.clone());
-        }
-        let n = build();
-        if i.spans.len() < MAX_PREFIXES {
-            i.spans.push((prefix, n.clone()));
-        }
-        (n, i.name.clone())
     }
 }
 
@@ -530,6 +509,15 @@ mod tests {
         assert_eq!(back.parent_id, Some(SpanId(0x12)));
         assert_eq!(back.attrs["kv.quorum.count"], Attr::Int(3));
         assert_eq!(back.attrs["result"], Attr::from("ok again"));
+        // Short texts are kept inline and read back as strings; long ones are copied.
+        let path = Attr::text("/hello/world");
+        assert!(matches!(path, Attr::Short(_)) && path.as_str() == Some("/hello/world"));
+        assert_eq!(serde_json::to_value(&path).unwrap(), "/hello/world");
+        assert_eq!(path, Attr::from("/hello/world"), "texts compare by content");
+        let long = "/x".repeat(Short::CAP);
+        assert!(matches!(Attr::text(&long), Attr::Str(_)) && Attr::text(&long).as_str() == Some(&*long));
+        assert_ne!(Attr::Int(1), Attr::Bool(true));
+        assert_eq!(std::mem::size_of::<Attr>(), 32, "an attribute costs no more than before");
         assert_eq!(&*back.node, "n1");
     }
 
@@ -553,22 +541,17 @@ mod tests {
     }
 
     #[test]
-    fn span_names_are_built_once_per_node_and_bounded() {
+    fn spans_carry_interned_names() {
         let t = Tracer::new("n1", 1.0, 16, None);
         let open = Open::root(t.continue_or_start(None));
         let a = t.span(&open, ("run", "hello"), SpanKind::Internal, Some("hello"));
         let b = t.span(&open, ("run", "hello"), SpanKind::Internal, Some("hello"));
-        assert_eq!((&*a.name, a.service.as_deref()), ("run hello", Some("hello")));
-        assert!(Arc::ptr_eq(&a.name, &b.name) && Arc::ptr_eq(a.service.as_ref().unwrap(), b.service.as_ref().unwrap()));
+        assert_eq!((&*a.name, a.service.as_deref(), &*a.node), ("run hello", Some("hello"), "n1"));
+        let (Name::Interned(an), Name::Interned(bn)) = (&a.name, &b.name) else { panic!("not interned") };
+        assert!(std::ptr::eq(*an, *bn));
+        assert!(matches!(a.service, Some(Name::Interned(_))) && matches!(a.node, Name::Interned(_)));
         let c = t.span(&open, ("invoke", "hello"), SpanKind::Client, Some("caller"));
         assert_eq!((&*c.name, c.service.as_deref()), ("invoke hello", Some("caller")));
-        assert!(Arc::ptr_eq(a.service.as_ref().unwrap(), &t.names.lock().unwrap().name("hello")));
-        // A guest inventing names fills the table, then its spans build their own.
-        for i in 0..MAX_NAMES + 10 {
-            let s = t.span(&open, ("invoke", &format!("svc{i}")), SpanKind::Client, None);
-            assert_eq!(&*s.name, format!("invoke svc{i}"));
-        }
-        assert_eq!(t.names.lock().unwrap().items.len(), MAX_NAMES);
     }
 
     #[test]

@@ -160,6 +160,7 @@ fn to_proto(s: SpanRecord) -> Span {
             Attr::Float(f) => any_value::Value::DoubleValue(f),
             Attr::Bool(b) => any_value::Value::BoolValue(b),
             Attr::Str(t) => any_value::Value::StringValue(t.into_owned()),
+            Attr::Short(t) => any_value::Value::StringValue(t.as_str().to_string()),
         };
         attributes.push(kv(&k, v));
     }

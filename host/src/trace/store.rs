@@ -1,9 +1,13 @@
 //! The recent spans a node recorded, in a bounded ring (the oldest go first), and the
-//! per-trace summaries `GET /v1/traces` lists. A cluster answers a trace from every node's
+//! per-trace summaries `GET /v1/traces` lists. A large ring is split into a shard per
+//! core, each thread writing to its own: a span's push then takes a lock no other core
+//! is using (one shared lock was a cache line every request moved between cores), and a
+//! shard drops its own oldest spans, so the ring keeps each core's recent ones. A cluster answers a trace from every node's
 //! ring ([`merge_summaries`] adds up what each saw).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +15,32 @@ use super::{SpanRecord, TraceId};
 
 pub struct SpanRing {
     cap: usize,
+    shards: Box<[Shard]>,
+}
+
+/// One core's part of the ring, on cache lines of its own.
+#[repr(align(128))]
+struct Shard {
+    cap: usize,
     spans: Mutex<VecDeque<SpanRecord>>,
+}
+
+impl Shard {
+    fn spans(&self) -> std::sync::MutexGuard<'_, VecDeque<SpanRecord>> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Rings smaller than this many spans per shard stay one shard (their bound is exact).
+const MIN_SHARD: usize = 1024;
+
+/// The shard this thread writes to (threads take numbers in turn).
+fn this_thread() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static N: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    N.with(|n| *n)
 }
 
 /// One trace as the nodes asked saw it.
@@ -41,17 +70,30 @@ pub struct TraceQuery {
 
 impl SpanRing {
     pub fn new(cap: usize) -> SpanRing {
-        SpanRing { cap: cap.max(1), spans: Mutex::new(VecDeque::with_capacity(cap.clamp(1, 1 << 16))) }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+        SpanRing::with_shards(cap, cores)
+    }
+
+    /// A ring of `cap` spans in up to `shards` shards.
+    pub fn with_shards(cap: usize, shards: usize) -> SpanRing {
+        let cap = cap.max(1);
+        let n = shards.clamp(1, (cap / MIN_SHARD).max(1));
+        let each = cap.div_ceil(n);
+        let shards = (0..n)
+            .map(|_| Shard { cap: each, spans: Mutex::new(VecDeque::with_capacity(each.min(1 << 16))) })
+            .collect();
+        SpanRing { cap, shards }
     }
 
     pub fn push(&self, span: SpanRecord) {
+        let shard = &self.shards[this_thread() % self.shards.len()];
         let evicted = {
-            let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
-            let evicted = if spans.len() >= self.cap { spans.pop_front() } else { None };
+            let mut spans = shard.spans();
+            let evicted = if spans.len() >= shard.cap { spans.pop_front() } else { None };
             spans.push_back(span);
             evicted
         };
-        // Freed outside the lock: other requests' spans need not wait for it.
+        // Freed outside the lock.
         drop(evicted);
     }
 
@@ -61,7 +103,7 @@ impl SpanRing {
     }
 
     pub fn len(&self) -> usize {
-        self.spans.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.shards.iter().map(|s| s.spans().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -70,22 +112,22 @@ impl SpanRing {
 
     /// Every span of one trace this node still has, in start order.
     pub fn trace(&self, id: TraceId) -> Vec<SpanRecord> {
-        let spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<SpanRecord> = spans.iter().filter(|s| s.trace_id == id).cloned().collect();
+        let mut out: Vec<SpanRecord> = Vec::new();
+        for shard in &self.shards {
+            out.extend(shard.spans().iter().filter(|s| s.trace_id == id).cloned());
+        }
         out.sort_by_key(|s| s.start_unix_us);
         out
     }
 
     /// Summaries of the traces this node has spans of, newest first.
     pub fn summaries(&self, q: &TraceQuery) -> Vec<TraceSummary> {
-        let by_trace: HashMap<TraceId, Vec<SpanRecord>> = {
-            let spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
-            let mut m: HashMap<TraceId, Vec<SpanRecord>> = HashMap::new();
-            for s in spans.iter() {
-                m.entry(s.trace_id).or_default().push(s.clone());
+        let mut by_trace: HashMap<TraceId, Vec<SpanRecord>> = HashMap::new();
+        for shard in &self.shards {
+            for s in shard.spans().iter() {
+                by_trace.entry(s.trace_id).or_default().push(s.clone());
             }
-            m
-        };
+        }
         let all: Vec<TraceSummary> = by_trace.into_values().map(|spans| summarize(&spans)).collect();
         filter(all, q)
     }
@@ -177,6 +219,42 @@ mod tests {
         assert_eq!(ring.len(), 3, "bounded");
         let t1 = ring.trace(TraceId(1));
         assert_eq!(t1.iter().map(|s| s.start_unix_us).collect::<Vec<_>>(), [102, 104], "oldest dropped");
+    }
+
+    #[test]
+    fn a_sharded_ring_keeps_each_threads_newest_spans_and_finds_them_all() {
+        let ring = std::sync::Arc::new(SpanRing::with_shards(4 * MIN_SHARD, 4));
+        assert_eq!((ring.shards.len(), ring.capacity()), (4, 4 * MIN_SHARD));
+        assert_eq!(SpanRing::with_shards(100, 4).shards.len(), 1, "a small ring is one shard");
+        // Four threads write a shard's worth in all (so nothing is dropped, however
+        // they share shards: thread numbers are process-wide); thread t writes trace t + 1.
+        let per = MIN_SHARD as u64 / 4;
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let ring = ring.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        ring.push(span(u128::from(t) + 1, Some(i + 1), "n1", "a", i, 1));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(ring.len(), MIN_SHARD);
+        for t in 1..=4u128 {
+            assert_eq!(ring.trace(TraceId(t)).len() as u64, per, "every span of trace {t}, across the shards");
+        }
+        let q = TraceQuery { limit: 10, ..Default::default() };
+        assert_eq!(ring.summaries(&q).len(), 4);
+
+        // One thread writes to one shard, which keeps its newest spans.
+        let ring = SpanRing::with_shards(4 * MIN_SHARD, 4);
+        for i in 0..3 * MIN_SHARD as u64 {
+            ring.push(span(9, Some(i + 1), "n1", "a", i, 1));
+        }
+        let kept = ring.trace(TraceId(9));
+        assert_eq!(kept.len(), MIN_SHARD);
+        assert_eq!(kept.first().map(|s| s.start_unix_us), Some(2 * MIN_SHARD as u64), "the oldest went first");
     }
 
     #[test]

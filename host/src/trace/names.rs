@@ -1,0 +1,212 @@
+//! The names spans carry (`run hello`, `hello`, the node's), interned once per process
+//! and read without a lock or an atomic.
+//!
+//! Every sampled request records a few spans, each naming itself, its service and its
+//! node. Shared `Arc<str>` names cost an atomic increment when a span is made and a
+//! decrement when the ring drops it, on a cache line every core writes; with a lock around
+//! the name table that was the larger part of tracing's cost per request. Here a name is
+//! interned for the life of the process (a bounded table: a guest calling names that do
+//! not exist fills it, and spans past that carry their own copy), and each thread keeps
+//! its own index to the interned names, so the usual span takes no lock and touches no
+//! shared line.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A span's name, service or node: interned, or its own.
+#[derive(Clone)]
+pub enum Name {
+    Interned(&'static str),
+    Own(Arc<str>),
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Name::Interned(s) => s,
+            Name::Own(s) => s,
+        }
+    }
+}
+
+/// Names compare by content, whichever way they are kept.
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Name {}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name::Own(s.into())
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Name {
+        Name::Own(s.into())
+    }
+}
+
+impl From<Arc<str>> for Name {
+    fn from(s: Arc<str>) -> Name {
+        Name::Own(s)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+        Ok(Name::Own(String::deserialize(d)?.into()))
+    }
+}
+
+/// Distinct names the process interns (service, span and node names; about 70 bytes each
+/// at most, so the table stays under ~5 MiB however names are invented).
+const MAX_INTERNED: usize = 65_536;
+
+/// Strings kept for the life of the process, at most `limit` of them.
+pub(crate) struct Interner {
+    set: HashSet<&'static str>,
+    limit: usize,
+}
+
+impl Interner {
+    pub(crate) fn new(limit: usize) -> Interner {
+        Interner { set: HashSet::new(), limit }
+    }
+
+    /// `s`, interned (`None` once the table is full).
+    pub(crate) fn intern(&mut self, s: &str) -> Option<&'static str> {
+        if let Some(&k) = self.set.get(s) {
+            return Some(k);
+        }
+        if self.set.len() >= self.limit {
+            return None;
+        }
+        // Bounded by `limit`: the leak is the point (names live as long as the process).
+        let k: &'static str = Box::leak(s.into());
+        self.set.insert(k);
+        Some(k)
+    }
+}
+
+static GLOBAL: LazyLock<Mutex<Interner>> = LazyLock::new(|| Mutex::new(Interner::new(MAX_INTERNED)));
+
+fn intern_global(s: &str) -> Option<&'static str> {
+    GLOBAL.lock().unwrap_or_else(|e| e.into_inner()).intern(s)
+}
+
+/// A thread's index to interned names: per subject, its name and its span names.
+#[derive(Default)]
+struct Local {
+    subjects: HashMap<Box<str>, Subject>,
+}
+
+struct Subject {
+    name: &'static str,
+    /// `(prefix, "{prefix} {subject}")`, a handful per subject.
+    spans: Vec<(&'static str, &'static str)>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::default();
+}
+
+/// `subject`'s interned entry in this thread's index (made on first use).
+fn with_subject<R>(subject: &str, f: impl FnOnce(Option<&mut Subject>) -> R) -> R {
+    LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        if !local.subjects.contains_key(subject) {
+            match intern_global(subject) {
+                Some(name) => {
+                    local.subjects.insert(subject.into(), Subject { name, spans: Vec::new() });
+                }
+                None => return f(None),
+            }
+        }
+        f(local.subjects.get_mut(subject))
+    })
+}
+
+/// `s` as a span's name, service or node.
+pub fn name(s: &str) -> Name {
+    with_subject(s, |e| e.map_or_else(|| Name::from(s), |e| Name::Interned(e.name)))
+}
+
+/// The span name `"{prefix} {subject}"` and `subject`'s own name.
+pub fn span_name(prefix: &'static str, subject: &str) -> (Name, Name) {
+    with_subject(subject, |e| {
+        let Some(e) = e else { return (Name::from(format!("{prefix} {subject}")), Name::from(subject)) };
+        if let Some((_, n)) = e.spans.iter().find(|(p, _)| *p == prefix) {
+            return (Name::Interned(n), Name::Interned(e.name));
+        }
+        let built = format!("{prefix} {subject}");
+        match intern_global(&built) {
+            Some(n) => {
+                e.spans.push((prefix, n));
+                (Name::Interned(n), Name::Interned(e.name))
+            }
+            None => (Name::from(built), Name::Interned(e.name)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_interned_once_and_read_from_any_thread() {
+        let (a, s) = span_name("run", "names-test-svc");
+        let (b, _) = span_name("run", "names-test-svc");
+        let (Name::Interned(a), Name::Interned(b), Name::Interned(s)) = (a, b, s) else { panic!("not interned") };
+        assert_eq!((a, s), ("run names-test-svc", "names-test-svc"));
+        assert!(std::ptr::eq(a, b), "the same name, not a copy");
+        let other = std::thread::spawn(|| match span_name("run", "names-test-svc").0 {
+            Name::Interned(n) => n as *const str as *const u8 as usize,
+            Name::Own(_) => 0,
+        })
+        .join()
+        .unwrap();
+        assert_eq!(other, a as *const str as *const u8 as usize, "another thread finds the same interned name");
+        assert_eq!(&*name("names-test-svc"), "names-test-svc");
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_past_it_names_are_copies() {
+        let mut t = Interner::new(3);
+        let a = t.intern("a").unwrap();
+        assert!(std::ptr::eq(a, t.intern("a").unwrap()));
+        t.intern("b").unwrap();
+        t.intern("c").unwrap();
+        assert_eq!(t.intern("d"), None, "full");
+        assert!(t.intern("b").is_some(), "what is in stays readable");
+        assert_eq!(serde_json::to_value(Name::from("x")).unwrap(), "x");
+        assert_eq!(serde_json::from_value::<Name>("y".into()).unwrap(), Name::from("y"));
+    }
+}
