@@ -105,6 +105,8 @@ pub struct Node {
     pub config: NodeConfig,
     pub registry: Arc<Registry>,
     pub cluster: Option<Arc<Cluster>>,
+    /// What the admin API talks to: the cluster, or this node alone.
+    pub plane: Arc<dyn crate::control::plane::ControlPlane>,
     pub started: Instant,
     tokens: crate::auth::Tokens,
     ingress_addr: SocketAddr,
@@ -291,7 +293,17 @@ pub async fn start(
 
     // Barriers whose driver stopped (this node's earlier run, or a node that died).
     tasks.push(tokio::spawn(registry.clone().sweep_barriers(rx.clone())));
-    let node = Arc::new(Node { ingress_addr, admin_addr, config, registry, cluster, started: Instant::now(), tokens });
+    let plane: Arc<dyn crate::control::plane::ControlPlane> = match &cluster {
+        Some(c) => c.clone(),
+        None => Arc::new(crate::control::plane::Single {
+            node_id: config.node_id.clone(),
+            registry: registry.clone(),
+            ingress_addr,
+            admin_addr,
+        }),
+    };
+    let node =
+        Arc::new(Node { ingress_addr, admin_addr, config, registry, cluster, plane, started: Instant::now(), tokens });
     {
         let registry = node.registry.clone();
         let cfg = IngressConfig { max_body: node.config.max_body_bytes, pace: node.config.pace, tls: tls.is_some() };

@@ -5,7 +5,9 @@
 //! ([`crate::auth`]: `read`, `deploy` or `admin`). Errors are
 //! `{"error":{"code","message","request_id"}}` with the matching status.
 
+mod cluster_api;
 mod experiments;
+mod service_api;
 mod traces;
 
 use std::sync::Arc;
@@ -19,8 +21,7 @@ use crate::auth::Scope;
 use crate::http::{self as h, Body, BodyError};
 use crate::metrics;
 use crate::node::Node;
-use crate::services::spec::{self, ScaleRequest, ServiceRequest};
-use crate::services::{AdminError, Deployed, Service, Serving};
+use crate::services::AdminError;
 
 /// The refusal of a request whose token may not use the route (401
 /// without a token of the node, 403 `missing-scope` naming the scope the route needs).
@@ -100,6 +101,8 @@ fn admin_error(e: AdminError, rid: &str) -> http::Response<Body> {
             err(StatusCode::UNPROCESSABLE_ENTITY, code, r.to_string(), rid)
         }
         AdminError::Conflict(m) => err(StatusCode::CONFLICT, "in-use", m, rid),
+        AdminError::NotClustered(m) => err(StatusCode::CONFLICT, "not-clustered", *m, rid),
+        AdminError::NotLeader(m) => err(StatusCode::CONFLICT, "not-leader", *m, rid),
         AdminError::Autoscaled(m) => err(StatusCode::CONFLICT, "autoscaled", m, rid),
         AdminError::Internal(m) => {
             tracing::error!(error = %m, "admin operation failed");
@@ -176,245 +179,27 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
     if matches!(segments.as_slice(), ["v1", "traces"] | ["v1", "traces", _]) {
         return traces::route(node, req, &segments, rid).await;
     }
-    let registry = &node.registry;
-    match (&method, segments.as_slice()) {
-        (&Method::PUT | &Method::POST, ["v1", "components"]) => {
-            let bytes = match h::read_body_paced(req.into_body(), node.config.max_upload_bytes, node.config.pace).await
-            {
-                Ok(b) => b,
-                Err(BodyError::TooLarge(l)) => {
-                    let msg = format!("component uploads are limited to {l} bytes");
-                    return h::close_connection(err(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, rid));
-                }
-                Err(e) => return h::body_error(e, rid),
-            };
-            match registry.put_component(bytes).await {
-                Ok(up) => h::json(if up.created { StatusCode::CREATED } else { StatusCode::OK }, &up, rid),
-                Err(e) => admin_error(e, rid),
-            }
+    match segments.as_slice() {
+        ["v1", "components"] | ["v1", "services", ..] | ["v1", "whoami"] => {
+            service_api::route(node, req, &segments, scope, rid).await
         }
-        (&Method::GET, ["v1", "whoami"]) => {
-            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "scope": scope.as_str() }), rid)
+        ["v1", "cluster" | "graph" | "events" | "autoscale" | "barriers" | "grid" | "debug", ..] => {
+            cluster_api::route(node, req, &segments, rid).await
         }
-        (&Method::GET, ["v1", "services"]) => {
-            let list: Vec<_> = registry.list().iter().map(|s| summary(node, s)).collect();
-            h::json(StatusCode::OK, &json!({ "services": list }), rid)
-        }
-        (&Method::GET, ["v1", "services", name]) => match registry.get(name) {
-            Some(s) => h::json(StatusCode::OK, &detail(node, &s, scope), rid),
-            None => err(StatusCode::NOT_FOUND, "not-found", format!("no service named {name:?} is deployed"), rid),
-        },
-        (&Method::PUT, ["v1", "services", name]) => {
-            let name = name.to_string();
-            let body: ServiceRequest = match json_body(req, rid).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            put_service(node, &name, body, scope, rid).await
-        }
-        (&Method::POST, ["v1", "services", name, "scale"]) => {
-            let name = name.to_string();
-            let body: ScaleRequest = match json_body(req, rid).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            let instances = match spec::parse_instances(&body.instances) {
-                Ok(n) => n,
-                Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
-            };
-            let max_queue = match body.max_queue.as_ref().map(spec::parse_queue).transpose() {
-                Ok(q) => q,
-                Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
-            };
-            let scaled = match &node.cluster {
-                Some(c) => c.scale(&name, instances, max_queue).await,
-                None => registry.scale(&name, instances, max_queue).await,
-            };
-            match scaled {
-                Ok(spec) => h::json(StatusCode::OK, &detail_or_spec(node, &spec), rid),
-                Err(e) => admin_error(e, rid),
-            }
-        }
-        (&Method::DELETE, ["v1", "services", name]) => match match &node.cluster {
-            Some(c) => c.delete(name).await,
-            None => registry.delete(name).await,
-        } {
-            Ok(spec) => h::json(StatusCode::OK, &json!({ "deleted": spec.name, "spec": spec }), rid),
-            Err(e) => admin_error(e, rid),
-        },
-        (&Method::GET, ["v1", "cluster"]) => {
-            let body = match &node.cluster {
-                Some(c) => c.status(),
-                None => {
-                    let services: Vec<String> = registry.list().iter().map(|s| s.name.to_string()).collect();
-                    json!({
-                        "node": node.config.node_id,
-                        "leader": node.config.node_id,
-                        "term": 0,
-                        "mode": "single",
-                        "nodes": [{
-                            "id": node.config.node_id,
-                            "mode": "single",
-                            "live": true,
-                            "role": "single",
-                            "addr": node.ingress_addr().to_string(),
-                            "admin_addr": node.admin_addr().to_string(),
-                            "services": services,
-                        }],
-                    })
-                }
-            };
-            h::json(StatusCode::OK, &body, rid)
-        }
-        (&Method::GET, ["v1", "graph"]) => {
-            // `?scope=node` keeps to this node; in a cluster the default adds up every live node.
-            let node_only = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "scope=node"));
-            let (edges, nodes) = match &node.cluster {
-                Some(c) if !node_only => c.graph().await,
-                _ => (registry.calls.report(), vec![node.config.node_id.clone()]),
-            };
-            // On the leader: calls per second per calling node, what co-location acts on.
-            let demand = node.cluster.as_ref().and_then(|c| c.demand());
-            let body = json!({ "node": node.config.node_id, "nodes": nodes, "edges": edges, "demand": demand });
-            h::json(StatusCode::OK, &body, rid)
-        }
-        (&Method::GET, ["v1", "events"]) => {
-            let q = |name: &str| {
-                req.uri().query().and_then(|q| {
-                    q.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse::<u64>().ok())
-                })
-            };
-            let (after, limit) = (q("after").unwrap_or(0), q("limit").unwrap_or(100).clamp(1, 1000) as usize);
-            let events = node.cluster.as_ref().map(|c| c.events(after, limit)).unwrap_or_default();
-            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "events": events }), rid)
-        }
-        (&Method::GET, ["v1", "autoscale"]) => match node.cluster.as_ref().map(|c| c.autoscale_view()) {
-            Some(Some(v)) => h::json(StatusCode::OK, &v, rid),
-            Some(None) => err(
-                StatusCode::CONFLICT,
-                "not-leader",
-                "the autoscaler runs on the leader; ask the node GET /v1/cluster names as leader",
-                rid,
-            ),
-            None => err(
-                StatusCode::CONFLICT,
-                "not-clustered",
-                "autoscaling runs in a cluster (start with --peer-listen)",
-                rid,
-            ),
-        },
-        (&Method::GET, ["v1", "barriers"]) => match registry.pending_barriers(1000).await {
-            Ok(ids) => {
-                h::json(StatusCode::OK, &json!({ "pending": ids, "driven_here": registry.barriers.active() }), rid)
-            }
-            Err(e) => {
-                err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("barriers could not be listed: {e}"), rid)
-            }
-        },
-        (&Method::GET, ["v1", "barriers", "stats"]) => {
-            let edges = match &node.cluster {
-                Some(c) => c.graph().await.0,
-                None => registry.calls.report(),
-            };
-            let stats = crate::services::calls::barrier_stats(&edges);
-            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "callees": stats }), rid)
-        }
-        (&Method::GET, ["v1", "barriers", id]) => match registry.barrier_report(id).await {
-            Ok(Some(v)) => h::json(StatusCode::OK, &v, rid),
-            Ok(None) => err(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                format!("no barrier {id:?} (ended barriers are kept for an hour)"),
-                rid,
-            ),
-            Err(e) => err(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("barrier {id:?} could not be read: {e}"),
-                rid,
-            ),
-        },
-        (&Method::GET, ["v1", "grid"]) => {
-            let body = match &node.cluster {
-                Some(c) => c.grid_report().await,
-                None => {
-                    let replicas = registry.grid().replicas();
-                    let me = node.config.node_id.clone();
-                    let statuses = std::collections::BTreeMap::from([(me.clone(), replicas.status().await)]);
-                    crate::control::grid::report(&replicas.table(), &statuses, &[me])
-                }
-            };
-            h::json(StatusCode::OK, &body, rid)
-        }
-        (&Method::DELETE, ["v1", "cluster", "nodes", id]) => match &node.cluster {
-            Some(c) => match c.remove_node(id).await {
-                Ok(()) => h::json(StatusCode::OK, &json!({ "removed": id }), rid),
-                Err(e) => admin_error(e, rid),
-            },
-            None => err(
-                StatusCode::CONFLICT,
-                "not-clustered",
-                "this node runs in single mode; there is no node to remove",
-                rid,
-            ),
-        },
-        (&Method::POST, ["v1", "debug", "gossip"]) => {
-            let Some(c) = node.cluster.as_ref().filter(|c| c.config.fault_injection) else {
-                h::drain(req.into_body()).await;
-                return err(
-                    StatusCode::NOT_FOUND,
-                    "no-route",
-                    "fault injection is off; start the node with --fault-injection",
-                    rid,
-                );
-            };
-            let body: serde_json::Value = match json_body(req, rid).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            // `{"fail": true}`: the gossip socket reports a fatal error at its next packet;
-            // `{"stall": true}`: its next send hangs for good.
-            match body.get("fault").and_then(|v| v.as_str()) {
-                Some("fail") => c.faults.set_gossip_fail(),
-                Some("stall") => c.faults.set_gossip_stall(),
-                _ => return err(StatusCode::BAD_REQUEST, "bad-request", "give {\"fault\": \"fail\" | \"stall\"}", rid),
-            }
-            tracing::warn!(fault = %body["fault"], "fault injection: gossip fault armed");
-            h::json(StatusCode::OK, &json!({ "armed": body["fault"] }), rid)
-        }
-        (
-            _,
-            ["v1", "components"]
-            | ["v1", "services"]
-            | ["v1", "services", _]
-            | ["v1", "services", _, "scale"]
-            | ["v1", "cluster"]
-            | ["v1", "grid"]
-            | ["v1", "graph"]
-            | ["v1", "barriers"]
-            | ["v1", "barriers", _]
-            | ["v1", "events"]
-            | ["v1", "autoscale"]
-            | ["v1", "whoami"],
-        ) => {
-            h::drain(req.into_body()).await;
-            err(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                format!("{method} is not supported on {path}"),
-                rid,
-            )
-        }
-        _ => {
-            h::drain(req.into_body()).await;
-            err(
-                StatusCode::NOT_FOUND,
-                "no-route",
-                format!("no admin route {method} {path}; see the API list in README.md"),
-                rid,
-            )
-        }
+        _ => unmatched(req, false, rid).await,
     }
+}
+
+/// The answer for a request no route took: 405 on a known path (`known`), else 404.
+async fn unmatched(req: http::Request<Incoming>, known: bool, rid: &str) -> http::Response<Body> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    h::drain(req.into_body()).await;
+    if known {
+        let msg = format!("{method} is not supported on {path}");
+        return err(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", msg, rid);
+    }
+    let msg = format!("no admin route {method} {path}; see the API list in README.md");
+    err(StatusCode::NOT_FOUND, "no-route", msg, rid)
 }
 
 /// A query string's `key=value` pairs, percent-decoded.
@@ -450,126 +235,6 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn counters(s: &Service) -> serde_json::Value {
-    use crate::services::Stats as S;
-    json!({
-        "ok": S::get(&s.stats.ok),
-        "guest_error": S::get(&s.stats.guest_error),
-        "trapped": S::get(&s.stats.trapped),
-        "timed_out": S::get(&s.stats.timed_out),
-        "rejected": S::get(&s.stats.rejected),
-    })
-}
-
-/// Whether requests to the service can run now.
-fn ready(d: &Deployed) -> bool {
-    !d.spec.stopped() && !matches!(d.serving, Serving::Unresolved(_))
-}
-
-fn summary(node: &Node, s: &Service) -> serde_json::Value {
-    let d = s.current();
-    let g = s.gate();
-    json!({
-        "name": &*s.name,
-        "component": d.spec.component,
-        "instances": d.spec.instances,
-        "running": g.running,
-        "queued": g.queued,
-        "ready": ready(&d),
-        "node": node.config.node_id,
-        "autoscale": d.spec.autoscale,
-        // Counted on this node since it started (a reader takes differences for rates).
-        "requests": counters(s),
-        "latency_us": {
-            "bounds": crate::services::stats::LATENCY_BOUNDS_US,
-            "counts": s.stats.latency_counts(),
-        },
-    })
-}
-
-/// The service's detail after a change, or just the stored spec if a later change (on
-/// another node of a cluster) already removed it here.
-fn detail_or_spec(node: &Node, spec: &crate::services::ServiceSpec) -> serde_json::Value {
-    match node.registry.get(&spec.name) {
-        Some(svc) => detail(node, &svc, Scope::Deploy),
-        None => json!({ "name": spec.name, "spec": spec }),
-    }
-}
-
-/// Deploy or replace a service. Grants that reach the host itself (files, sockets, an
-/// internal address) need the admin scope: a deploy token must not open those doors.
-async fn put_service(node: &Node, name: &str, body: ServiceRequest, scope: Scope, rid: &str) -> http::Response<Body> {
-    if scope < Scope::Admin
-        && let Some(what) = body.grants.as_ref().and_then(crate::auth::grant_needing_admin)
-    {
-        let msg = format!("{what} needs the admin scope; a deploy token may grant env and outbound_http by name");
-        return err(StatusCode::FORBIDDEN, "missing-scope", msg, rid);
-    }
-    let put = match &node.cluster {
-        Some(c) => c.put_service(name, body).await,
-        None => node.registry.put_service(name, body).await,
-    };
-    match put {
-        Ok(deploy) => {
-            let status = if deploy.created { StatusCode::CREATED } else { StatusCode::OK };
-            let mut answer = detail_or_spec(node, &deploy.spec);
-            // From the deploy itself: in a cluster this node may not run the new version yet.
-            answer["denied_imports"] = json!(deploy.denied);
-            h::json(status, &answer, rid)
-        }
-        Err(e) => admin_error(e, rid),
-    }
-}
-
-/// A service as `GET /v1/services/{name}` shows it. Below the deploy scope, environment
-/// and config values are hidden (they often hold secrets).
-fn detail(node: &Node, s: &Service, scope: Scope) -> serde_json::Value {
-    let d = s.current();
-    let g = s.gate();
-    let mut spec = d.spec.clone();
-    if scope < Scope::Deploy {
-        for v in spec.grants.env.values_mut().chain(spec.config.values_mut()) {
-            *v = "(hidden: needs the deploy scope)".to_string();
-        }
-    }
-    json!({
-        "name": &*s.name,
-        "spec": spec,
-        "component": &d.unit.info,
-        "denied_imports": d.spec.grants.denied(&d.unit.info.imports),
-        "graph": d.serving.graph().map(|g| &**g),
-        "unresolved": match &d.serving {
-            Serving::Unresolved(u) => json!({ "interface": u.interface, "reason": u.reason }),
-            _ => serde_json::Value::Null,
-        },
-        "status": {
-            "ready": ready(&d),
-            "local": {
-                "node": node.config.node_id,
-                "mode": node.mode(),
-                "instances": g.limit,
-                "max_queue": g.max_queue,
-                "running": g.running,
-                "queued": g.queued,
-                "peak_running": g.peak_running,
-            },
-            "nodes": match &node.cluster {
-                Some(c) => json!(c.placement_of(&s.name)),
-                None => json!([{
-                    "node": node.config.node_id,
-                    "mode": "single",
-                    "instances": g.limit,
-                    "max_queue": g.max_queue,
-                    "running": g.running,
-                    "queued": g.queued,
-                    "peak_running": g.peak_running,
-                }]),
-            },
-            "requests": counters(s),
-        },
-    })
 }
 
 #[cfg(test)]

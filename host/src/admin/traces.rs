@@ -45,10 +45,7 @@ pub(super) async fn route(
                 limit: num("limit").unwrap_or(50).clamp(1, 1000) as usize,
                 ids: None,
             };
-            let traces = match &node.cluster {
-                Some(c) => c.traces(&query).await,
-                None => node.registry.local_traces(&query),
-            };
+            let traces = node.plane.traces(&query).await;
             h::json(StatusCode::OK, &json!({ "traces": traces }), rid)
         }
         (&Method::GET, ["v1", "traces", id]) => {
@@ -57,10 +54,7 @@ pub(super) async fn route(
                     format!("{id:?} is not a trace id: give 32 lower-case hex digits (the x-trace-id response header)");
                 return err(StatusCode::BAD_REQUEST, "bad-request", msg, rid);
             }
-            let spans = match &node.cluster {
-                Some(c) => c.trace(id).await,
-                None => node.registry.local_trace(id),
-            };
+            let spans = node.plane.trace(id).await;
             if spans.is_empty() {
                 let msg = format!("no node has spans of trace {id} (each keeps its most recent --trace-ring spans)");
                 return err(StatusCode::NOT_FOUND, "not-found", msg, rid);

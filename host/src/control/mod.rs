@@ -17,6 +17,7 @@ pub mod network;
 mod nodescaler;
 pub mod peer;
 mod placement;
+pub mod plane;
 pub mod scaling;
 mod store;
 pub mod traffic;

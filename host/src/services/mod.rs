@@ -246,6 +246,12 @@ pub enum AdminError {
     /// The cluster could not take the change now (no quorum, no leader).
     #[error("{0}")]
     Unavailable(String),
+    /// Asked of a single node what only a cluster has.
+    #[error("{0}")]
+    NotClustered(&'static str),
+    /// Asked of a member what only the leader knows.
+    #[error("{0}")]
+    NotLeader(&'static str),
     #[error("{0}")]
     Internal(String),
 }

@@ -1,0 +1,204 @@
+//! The admin routes of components and services: upload, deploy, list, show, scale,
+//! delete (`/v1/components`, `/v1/services[/{name}[/scale]]`, `/v1/whoami`).
+
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::{admin_error, err, json_body, unmatched};
+use crate::auth::Scope;
+use crate::http::{self as h, Body, BodyError};
+use crate::node::Node;
+use crate::services::spec::{self, ScaleRequest, ServiceRequest};
+use crate::services::{Deployed, Service, Serving};
+
+pub(super) async fn route(
+    node: &Node,
+    req: http::Request<Incoming>,
+    segments: &[&str],
+    scope: Scope,
+    rid: &str,
+) -> http::Response<Body> {
+    let registry = &node.registry;
+    let method = req.method().clone();
+    match (&method, segments) {
+        (&Method::PUT | &Method::POST, ["v1", "components"]) => {
+            let bytes = match h::read_body_paced(req.into_body(), node.config.max_upload_bytes, node.config.pace).await
+            {
+                Ok(b) => b,
+                Err(BodyError::TooLarge(l)) => {
+                    let msg = format!("component uploads are limited to {l} bytes");
+                    return h::close_connection(err(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, rid));
+                }
+                Err(e) => return h::body_error(e, rid),
+            };
+            match registry.put_component(bytes).await {
+                Ok(up) => h::json(if up.created { StatusCode::CREATED } else { StatusCode::OK }, &up, rid),
+                Err(e) => admin_error(e, rid),
+            }
+        }
+        (&Method::GET, ["v1", "whoami"]) => {
+            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "scope": scope.as_str() }), rid)
+        }
+        (&Method::GET, ["v1", "services"]) => {
+            let list: Vec<_> = registry.list().iter().map(|s| summary(node, s)).collect();
+            h::json(StatusCode::OK, &json!({ "services": list }), rid)
+        }
+        (&Method::GET, ["v1", "services", name]) => match registry.get(name) {
+            Some(s) => h::json(StatusCode::OK, &detail(node, &s, scope), rid),
+            None => err(StatusCode::NOT_FOUND, "not-found", format!("no service named {name:?} is deployed"), rid),
+        },
+        (&Method::PUT, ["v1", "services", name]) => {
+            let name = name.to_string();
+            let body: ServiceRequest = match json_body(req, rid).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            put_service(node, &name, body, scope, rid).await
+        }
+        (&Method::POST, ["v1", "services", name, "scale"]) => {
+            let name = name.to_string();
+            let body: ScaleRequest = match json_body(req, rid).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let instances = match spec::parse_instances(&body.instances) {
+                Ok(n) => n,
+                Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
+            };
+            let max_queue = match body.max_queue.as_ref().map(spec::parse_queue).transpose() {
+                Ok(q) => q,
+                Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
+            };
+            match node.plane.scale(&name, instances, max_queue).await {
+                Ok(spec) => h::json(StatusCode::OK, &detail_or_spec(node, &spec), rid),
+                Err(e) => admin_error(e, rid),
+            }
+        }
+        (&Method::DELETE, ["v1", "services", name]) => match node.plane.delete(name).await {
+            Ok(spec) => h::json(StatusCode::OK, &json!({ "deleted": spec.name, "spec": spec }), rid),
+            Err(e) => admin_error(e, rid),
+        },
+        (
+            _,
+            ["v1", "components"]
+            | ["v1", "services"]
+            | ["v1", "services", _]
+            | ["v1", "services", _, "scale"]
+            | ["v1", "whoami"],
+        ) => unmatched(req, true, rid).await,
+        _ => unmatched(req, false, rid).await,
+    }
+}
+
+fn counters(s: &Service) -> serde_json::Value {
+    use crate::services::Stats as S;
+    json!({
+        "ok": S::get(&s.stats.ok),
+        "guest_error": S::get(&s.stats.guest_error),
+        "trapped": S::get(&s.stats.trapped),
+        "timed_out": S::get(&s.stats.timed_out),
+        "rejected": S::get(&s.stats.rejected),
+    })
+}
+
+/// Whether requests to the service can run now.
+fn ready(d: &Deployed) -> bool {
+    !d.spec.stopped() && !matches!(d.serving, Serving::Unresolved(_))
+}
+
+fn summary(node: &Node, s: &Service) -> serde_json::Value {
+    let d = s.current();
+    let g = s.gate();
+    json!({
+        "name": &*s.name,
+        "component": d.spec.component,
+        "instances": d.spec.instances,
+        "running": g.running,
+        "queued": g.queued,
+        "ready": ready(&d),
+        "node": node.config.node_id,
+        "autoscale": d.spec.autoscale,
+        // Counted on this node since it started (a reader takes differences for rates).
+        "requests": counters(s),
+        "latency_us": {
+            "bounds": crate::services::stats::LATENCY_BOUNDS_US,
+            "counts": s.stats.latency_counts(),
+        },
+    })
+}
+
+/// The service's detail after a change, or just the stored spec if a later change (on
+/// another node of a cluster) already removed it here.
+fn detail_or_spec(node: &Node, spec: &crate::services::ServiceSpec) -> serde_json::Value {
+    match node.registry.get(&spec.name) {
+        Some(svc) => detail(node, &svc, Scope::Deploy),
+        None => json!({ "name": spec.name, "spec": spec }),
+    }
+}
+
+/// Deploy or replace a service. Grants that reach the host itself (files, sockets, an
+/// internal address) need the admin scope: a deploy token must not open those doors.
+async fn put_service(node: &Node, name: &str, body: ServiceRequest, scope: Scope, rid: &str) -> http::Response<Body> {
+    if scope < Scope::Admin
+        && let Some(what) = body.grants.as_ref().and_then(crate::auth::grant_needing_admin)
+    {
+        let msg = format!("{what} needs the admin scope; a deploy token may grant env and outbound_http by name");
+        return err(StatusCode::FORBIDDEN, "missing-scope", msg, rid);
+    }
+    match node.plane.put_service(name, body).await {
+        Ok(deploy) => {
+            let status = if deploy.created { StatusCode::CREATED } else { StatusCode::OK };
+            let mut answer = detail_or_spec(node, &deploy.spec);
+            // From the deploy itself: in a cluster this node may not run the new version yet.
+            answer["denied_imports"] = json!(deploy.denied);
+            h::json(status, &answer, rid)
+        }
+        Err(e) => admin_error(e, rid),
+    }
+}
+
+/// A service as `GET /v1/services/{name}` shows it. Below the deploy scope, environment
+/// and config values are hidden (they often hold secrets).
+fn detail(node: &Node, s: &Service, scope: Scope) -> serde_json::Value {
+    let d = s.current();
+    let g = s.gate();
+    let mut spec = d.spec.clone();
+    if scope < Scope::Deploy {
+        for v in spec.grants.env.values_mut().chain(spec.config.values_mut()) {
+            *v = "(hidden: needs the deploy scope)".to_string();
+        }
+    }
+    json!({
+        "name": &*s.name,
+        "spec": spec,
+        "component": &d.unit.info,
+        "denied_imports": d.spec.grants.denied(&d.unit.info.imports),
+        "graph": d.serving.graph().map(|g| &**g),
+        "unresolved": match &d.serving {
+            Serving::Unresolved(u) => json!({ "interface": u.interface, "reason": u.reason }),
+            _ => serde_json::Value::Null,
+        },
+        "status": {
+            "ready": ready(&d),
+            "local": {
+                "node": node.config.node_id,
+                "mode": node.mode(),
+                "instances": g.limit,
+                "max_queue": g.max_queue,
+                "running": g.running,
+                "queued": g.queued,
+                "peak_running": g.peak_running,
+            },
+            "nodes": node.plane.placement_of(&s.name, json!({
+                "node": node.config.node_id,
+                "instances": g.limit,
+                "max_queue": g.max_queue,
+                "running": g.running,
+                "queued": g.queued,
+                "peak_running": g.peak_running,
+            })),
+            "requests": counters(s),
+        },
+    })
+}
