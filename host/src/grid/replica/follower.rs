@@ -1,0 +1,162 @@
+//! The replica side of replication: appends and snapshot chunks from a primary, fences,
+//! epoch confirmations and listings, each admitted only from a primary at least as new as
+//! this replica promised.
+
+use super::*;
+
+impl Replicas {
+    /// Lock partition `p` for a primary of `epoch`, or the reply refusing it: a replica
+    /// takes entries only from a primary at least as new as it promised, and a node that
+    /// was primary of an older epoch steps down.
+    pub(super) async fn admit(&self, p: u32, epoch: u64) -> Result<tokio::sync::MutexGuard<'_, State>, AppendReply> {
+        if p >= PARTITIONS {
+            return Err(AppendReply::Fenced { fence: u64::MAX });
+        }
+        let Ok(mut st) = self.lock(p).await else {
+            return Err(AppendReply::Mismatch { last: 0, last_epoch: 0 });
+        };
+        if epoch < st.meta.fence {
+            return Err(AppendReply::Fenced { fence: st.meta.fence });
+        }
+        if matches!(st.role, Role::Primary(e) if e < epoch) {
+            self.demote(p, &mut st, Role::Backup);
+        }
+        Ok(st)
+    }
+
+    pub async fn on_append(self: &Arc<Self>, req: AppendReq) -> AppendReply {
+        let p = req.p;
+        let mut st = match self.admit(p, req.epoch).await {
+            Ok(st) => st,
+            Err(refusal) => return refusal,
+        };
+        if (st.meta.last, st.meta.last_epoch) != req.prev {
+            return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
+        }
+        let consecutive = req.entries.iter().enumerate().all(|(i, e)| e.lsn == req.prev.0 + 1 + i as u64);
+        if !consecutive {
+            return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
+        }
+        let mut meta = st.meta;
+        meta.fence = meta.fence.max(req.epoch);
+        if let Some(e) = req.entries.last() {
+            meta.last = e.lsn;
+            meta.last_epoch = e.epoch;
+        }
+        if meta != st.meta {
+            let batch = plog::append_ops(p, &req.entries, &meta, self.keep);
+            if let Err(e) = self.blocking(move |s| s.write(batch, Durability::Acked)).await {
+                tracing::warn!(partition = p, error = %e, "could not apply replicated entries");
+                return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
+            }
+            st.meta = meta;
+            tracing::debug!(partition = p, epoch = req.epoch, prev = ?req.prev, last = meta.last, "appended");
+        }
+        AppendReply::Ok { last: st.meta.last }
+    }
+
+    pub async fn on_snapshot(self: &Arc<Self>, req: SnapshotReq) -> AppendReply {
+        let p = req.p;
+        let mut st = match self.admit(p, req.epoch).await {
+            Ok(st) => st,
+            Err(refusal) => return refusal,
+        };
+        let mut meta = st.meta;
+        meta.fence = meta.fence.max(req.epoch);
+        if req.first {
+            // Until the last chunk lands this copy is empty, also after a crash.
+            meta.last = 0;
+            meta.last_epoch = 0;
+        }
+        if let Some((last, last_epoch)) = req.done {
+            meta.last = last;
+            meta.last_epoch = last_epoch;
+        }
+        let first = req.first;
+        let rows = req.rows;
+        let write = self
+            .blocking(move |s| {
+                let mut ops = if first { plog::clear_ops(s, p)? } else { Vec::new() };
+                ops.extend(
+                    rows.into_iter().map(|(k, v)| crate::grid::BatchOp::Put(Table::Kv, plog::data_key(p, &k), v)),
+                );
+                ops.push(plog::meta_op(p, &meta));
+                s.write(ops, Durability::Acked)
+            })
+            .await;
+        if let Err(e) = write {
+            tracing::warn!(partition = p, error = %e, "could not install a snapshot chunk");
+            return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
+        }
+        st.meta = meta;
+        if req.done.is_some() {
+            tracing::info!(partition = p, lsn = meta.last, "installed a partition snapshot");
+        }
+        AppendReply::Ok { last: meta.last }
+    }
+
+    pub async fn on_fence(self: &Arc<Self>, req: FenceReq) -> FenceReply {
+        let p = req.p.min(PARTITIONS - 1);
+        let Ok(mut st) = self.lock(p).await else {
+            return FenceReply { last: 0, last_epoch: 0, fence: u64::MAX };
+        };
+        if req.epoch > st.meta.fence {
+            let mut meta = st.meta;
+            meta.fence = req.epoch;
+            let op = plog::meta_op(p, &meta);
+            if self.blocking(move |s| s.write(vec![op], Durability::Synced)).await.is_err() {
+                return FenceReply { last: 0, last_epoch: 0, fence: u64::MAX };
+            }
+            st.meta = meta;
+            if matches!(st.role, Role::Primary(e) if e < req.epoch) {
+                self.demote(p, &mut st, Role::Backup);
+            }
+        }
+        tracing::debug!(
+            partition = p,
+            epoch = req.epoch,
+            last = st.meta.last,
+            last_epoch = st.meta.last_epoch,
+            fence = st.meta.fence,
+            "fence"
+        );
+        FenceReply { last: st.meta.last, last_epoch: st.meta.last_epoch, fence: st.meta.fence }
+    }
+
+    pub async fn on_confirm(&self, p: u32, epoch: u64) -> bool {
+        match self.lock(p.min(PARTITIONS - 1)).await {
+            Ok(st) => st.meta.fence <= epoch,
+            Err(_) => false,
+        }
+    }
+
+    pub async fn on_list(&self, req: ListReq) -> Result<Vec<Vec<u8>>, OpFail> {
+        let ListReq { parts, prefix, after, limit } = req;
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            for p in parts.into_iter().filter(|&p| p < PARTITIONS) {
+                out.extend(plog::list(s, p, &prefix, after.as_deref(), limit as usize)?);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| OpFail::Unavailable(e.to_string()))
+    }
+
+    pub async fn status(&self) -> Vec<PartStatus> {
+        let mut out = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            let Ok(st) = self.lock(part.id).await else { continue };
+            let role = match st.role {
+                Role::None if st.meta.last == 0 => continue,
+                Role::None => "none",
+                Role::Backup => "backup",
+                Role::Primary(_) => "primary",
+            };
+            let pr = part.progress.borrow().clone();
+            let matched = if st.role == Role::Primary(pr.epoch) { pr.matched.into_iter().collect() } else { vec![] };
+            out.push(PartStatus { p: part.id, role: role.into(), epoch: st.meta.fence, last: st.meta.last, matched });
+        }
+        out
+    }
+}

@@ -1,0 +1,223 @@
+//! The primary's replicator, one task per other replica: it streams the partition log
+//! (or a snapshot when the log no longer reaches back far enough) and reports who is in
+//! sync.
+
+use super::*;
+
+impl Replicas {
+    /// An append or snapshot chunk to a replica (both answer an [`AppendReply`]).
+    pub(super) async fn send<R: GridRpc<Reply = AppendReply>>(
+        &self,
+        node: &str,
+        req: R,
+    ) -> Result<AppendReply, String> {
+        let net = self.net.get().ok_or("not connected")?;
+        match tokio::time::timeout(RPC_TIMEOUT, rpc(net.as_ref(), node, req)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {RPC_TIMEOUT:?}")),
+        }
+    }
+
+    pub(super) async fn replicate(self: Arc<Self>, p: u32, epoch: u64, target: String) {
+        let part = &self.parts[p as usize];
+        let mut rx = part.progress.subscribe();
+        // What `target` is known to hold: (lsn, epoch of that entry).
+        let mut acked: Option<(u64, u64)> = None;
+        let mut backoff = Duration::from_millis(20);
+        let mut proposed = Instant::now() - Duration::from_secs(10);
+        // When `target` last held everything this primary had at the time (Kafka's
+        // "last caught up"): under steady load a healthy replica keeps renewing it.
+        let mut caught_up = Instant::now();
+        loop {
+            let pr = rx.borrow_and_update().clone();
+            if pr.epoch != epoch || !pr.primary {
+                return;
+            }
+            if acked.is_some_and(|(l, _)| l >= pr.last) {
+                caught_up = Instant::now();
+            } else if caught_up.elapsed() > LAG_LIMIT
+                && pr.isr.contains(&target)
+                && proposed.elapsed() > Duration::from_secs(1)
+            {
+                proposed = Instant::now();
+                tracing::info!(partition = p, replica = %target, "replica is lagging; asking to drop it from the in-sync set");
+                if let Some(net) = self.net.get() {
+                    net.out_of_sync(p, epoch, target.clone());
+                }
+            }
+            let reply = match acked {
+                Some((l, _)) if l >= pr.last => {
+                    // Caught up: say so once, then wait for more.
+                    if !pr.isr.contains(&target) && proposed.elapsed() > Duration::from_secs(1) {
+                        proposed = Instant::now();
+                        if let Some(net) = self.net.get() {
+                            net.in_sync(p, epoch, target.clone());
+                        }
+                    }
+                    let (l, le) = acked.unwrap_or_default();
+                    tokio::select! {
+                        r = rx.changed() => {
+                            if r.is_err() { return }
+                            continue;
+                        }
+                        // Re-check now and then (the in-sync set may still lack it).
+                        _ = tokio::time::sleep(PROBE_EVERY) => {}
+                    }
+                    // Idle: ask whether it still holds what it acknowledged. A replica
+                    // whose store was rebuilt (or that lost unsynced writes with the
+                    // machine) answers a mismatch and is caught up again.
+                    let req = AppendReq { p, epoch, prev: (l, le), entries: vec![] };
+                    self.send(&target, req).await.map(|r| (r, Some((l, le))))
+                }
+                None => {
+                    let (last, last_epoch) = {
+                        let st = part.state.lock().await;
+                        (st.meta.last, st.meta.last_epoch)
+                    };
+                    let req = AppendReq { p, epoch, prev: (last, last_epoch), entries: vec![] };
+                    self.send(&target, req).await.map(|r| (r, Some((last, last_epoch))))
+                }
+                Some((l, le)) => {
+                    let cached = self.tail_from(p, l + 1);
+                    let read = match cached {
+                        Some(e) => Ok(e),
+                        None => self.blocking(move |s| plog::read_entries(s, p, l + 1, BATCH)).await,
+                    };
+                    let entries = match read {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::warn!(partition = p, error = %e, "cannot read the partition log");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    };
+                    if entries.is_empty() {
+                        // The log no longer reaches back that far.
+                        self.send_snapshot(p, epoch, &target).await
+                    } else {
+                        let end = entries.last().map(|e| (e.lsn, e.epoch));
+                        let req = AppendReq { p, epoch, prev: (l, le), entries };
+                        self.send(&target, req).await.map(|r| (r, end))
+                    }
+                }
+            };
+            match reply {
+                Ok((AppendReply::Ok { last }, Some(end))) if last == end.0 => {
+                    if last >= pr.last {
+                        caught_up = Instant::now();
+                    }
+                    acked = Some(end);
+                    backoff = Duration::from_millis(20);
+                    part.progress.send_modify(|pr| {
+                        if pr.epoch == epoch {
+                            pr.matched.insert(target.clone(), last);
+                        }
+                    });
+                }
+                Ok((AppendReply::Ok { .. }, _)) => acked = None,
+                Ok((AppendReply::Mismatch { last, last_epoch }, _)) => {
+                    // What it holds now, not what it once acknowledged, counts.
+                    part.progress.send_modify(|pr| {
+                        if pr.epoch == epoch && pr.matched.get(&target).is_some_and(|&m| m > last) {
+                            pr.matched.insert(target.clone(), last);
+                        }
+                    });
+                    let mine = self.blocking(move |s| plog::entry_epoch(s, p, last)).await.ok().flatten();
+                    let my_last = part.progress.borrow().last;
+                    if last <= my_last && mine == Some(last_epoch) {
+                        acked = Some((last, last_epoch));
+                    } else {
+                        match self.send_snapshot(p, epoch, &target).await {
+                            Ok((AppendReply::Ok { last }, Some(end))) if last == end.0 => {
+                                acked = Some(end);
+                                part.progress.send_modify(|pr| {
+                                    if pr.epoch == epoch {
+                                        pr.matched.insert(target.clone(), last);
+                                    }
+                                });
+                            }
+                            Ok((AppendReply::Fenced { fence }, _)) => return self.fenced(p, fence).await,
+                            other => {
+                                tracing::debug!(partition = p, target, ?other, "snapshot not taken");
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(Duration::from_secs(1));
+                            }
+                        }
+                    }
+                }
+                Ok((AppendReply::Fenced { fence }, _)) => return self.fenced(p, fence).await,
+                Err(e) => {
+                    tracing::trace!(partition = p, target, error = %e, "replication call failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Up to [`BATCH`] entries from `from` out of the in-memory tail, if it reaches back
+    /// that far.
+    pub(super) fn tail_from(&self, p: u32, from: u64) -> Option<Vec<Entry>> {
+        let tail = self.parts[p as usize].tail.lock().unwrap_or_else(|e| e.into_inner());
+        let first = tail.front()?.lsn;
+        if from < first || from > tail.back()?.lsn {
+            return None;
+        }
+        Some(tail.iter().skip((from - first) as usize).take(BATCH).cloned().collect())
+    }
+
+    /// Send the partition's data as it is now; returns the reply and the position sent.
+    pub(super) async fn send_snapshot(
+        &self,
+        p: u32,
+        epoch: u64,
+        target: &str,
+    ) -> Result<(AppendReply, Option<(u64, u64)>), String> {
+        let (rows, at) = {
+            let st = self.parts[p as usize].state.lock().await;
+            let rows = self.blocking(move |s| plog::data_rows(s, p)).await.map_err(|e| e.to_string())?;
+            (rows, (st.meta.last, st.meta.last_epoch))
+        };
+        let mut chunks: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new()];
+        let mut size = 0;
+        for row in rows {
+            size += row.0.len() + row.1.len() + 8;
+            if size > CHUNK_BYTES && !chunks.last().is_some_and(|c| c.is_empty()) {
+                chunks.push(Vec::new());
+                size = row.0.len() + row.1.len() + 8;
+            }
+            chunks.last_mut().expect("one chunk").push(row);
+        }
+        let n = chunks.len();
+        let mut reply = AppendReply::Mismatch { last: 0, last_epoch: 0 };
+        for (i, rows) in chunks.into_iter().enumerate() {
+            let req = SnapshotReq { p, epoch, first: i == 0, rows, done: (i + 1 == n).then_some(at) };
+            reply = self.send(target, req).await?;
+            if !matches!(reply, AppendReply::Ok { .. }) {
+                return Ok((reply, None));
+            }
+        }
+        tracing::info!(partition = p, target, lsn = at.0, "sent a partition snapshot");
+        Ok((reply, Some(at)))
+    }
+
+    /// A replica has promised a newer primary: stop acting as this one.
+    pub(super) async fn fenced(&self, p: u32, fence: u64) {
+        let Ok(mut st) = self.lock(p).await else { return };
+        if fence > st.meta.fence {
+            st.meta.fence = fence;
+        }
+        if matches!(st.role, Role::Primary(e) if e < fence) {
+            tracing::info!(partition = p, fence, "a newer primary exists; this node steps down");
+            // This task returns right after; the other replicators see `primary` turn
+            // false at their next step (a new term as primary aborts any still running).
+            st.role = Role::Backup;
+            let me = self.me.clone();
+            self.parts[p as usize].progress.send_modify(|pr| {
+                pr.primary = false;
+                pr.matched.retain(|n, _| *n == me);
+            });
+        }
+    }
+}

@@ -1,0 +1,259 @@
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use super::*;
+use crate::grid::MemoryStorage;
+
+/// Three replica sets in one process, calling each other directly; a "silent" node
+/// never answers (as if it hung), and control-plane reports are recorded.
+#[derive(Default)]
+struct Loopback {
+    nodes: Mutex<HashMap<String, Arc<Replicas>>>,
+    silent: Mutex<HashSet<String>>,
+    reports: Mutex<Vec<String>>,
+}
+
+impl Net for Loopback {
+    fn call<'a>(&'a self, node: &'a str, req: GridRequest) -> BoxFuture<'a, Result<GridReply, NetError>> {
+        Box::pin(async move {
+            if self.silent.lock().unwrap().contains(node) {
+                return futures::future::pending().await;
+            }
+            let r = self.nodes.lock().unwrap().get(node).cloned();
+            let r = r.ok_or(NetError::NotSent(format!("no node {node}")))?;
+            Ok(dispatch(&r, req).await)
+        })
+    }
+    fn in_sync(&self, p: u32, epoch: u64, node: String) {
+        self.reports.lock().unwrap().push(format!("in-sync {p} {epoch} {node}"));
+    }
+    fn out_of_sync(&self, p: u32, epoch: u64, node: String) {
+        self.reports.lock().unwrap().push(format!("out-of-sync {p} {epoch} {node}"));
+    }
+    fn relinquish(&self, p: u32, epoch: u64) {
+        self.reports.lock().unwrap().push(format!("relinquish {p} {epoch}"));
+    }
+}
+
+struct Trio {
+    net: Arc<Loopback>,
+    nodes: Vec<Arc<Replicas>>,
+}
+
+const P: u32 = 7;
+
+fn table(primary: &str, isr: &[&str], epoch: u64) -> PartitionTable {
+    let replicas: Vec<String> = ["n1", "n2", "n3"].iter().map(|s| s.to_string()).collect();
+    let part = PartInfo { primary: primary.into(), replicas, isr: isr.iter().map(|s| s.to_string()).collect(), epoch };
+    PartitionTable { version: epoch, replication: 3, parts: vec![part; PARTITIONS as usize] }
+}
+
+/// A store whose writes wait while `held` (to cancel a write in the middle).
+#[derive(Default)]
+struct Holding {
+    inner: MemoryStorage,
+    held: std::sync::Mutex<bool>,
+    released: std::sync::Condvar,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::grid::Storage for Holding {
+    fn get(&self, t: Table, k: &[u8]) -> crate::grid::StorageResult<Option<Vec<u8>>> {
+        self.inner.get(t, k)
+    }
+    fn write(&self, ops: Vec<crate::grid::BatchOp>, d: Durability) -> crate::grid::StorageResult<()> {
+        let mut held = self.held.lock().unwrap();
+        if *held {
+            self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            while *held {
+                held = self.released.wait(held).unwrap();
+            }
+        }
+        drop(held);
+        self.inner.write(ops, d)
+    }
+    fn scan(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> crate::grid::StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan(t, prefix, after, limit)
+    }
+}
+
+impl Trio {
+    async fn start() -> Trio {
+        Self::start_with(Arc::new(MemoryStorage::default())).await
+    }
+
+    /// The trio with `first` as n1's store.
+    async fn start_with(first: Arc<dyn crate::grid::Storage>) -> Trio {
+        let net = Arc::new(Loopback::default());
+        let mut nodes = Vec::new();
+        let mut first = Some(first);
+        for name in ["n1", "n2", "n3"] {
+            let storage = first.take().unwrap_or_else(|| Arc::new(MemoryStorage::default()));
+            let r = Arc::new(Replicas::new(storage, name, true, 100));
+            r.attach(net.clone());
+            net.nodes.lock().unwrap().insert(name.into(), r.clone());
+            nodes.push(r);
+        }
+        let t = Trio { net, nodes };
+        t.apply(table("n1", &["n1", "n2", "n3"], 1)).await;
+        t
+    }
+
+    async fn apply(&self, table: PartitionTable) {
+        for r in &self.nodes {
+            r.apply_table(table.clone()).await;
+        }
+    }
+
+    async fn put(&self, i: usize, value: &str, c: Consistency) -> Result<OpResult, OpFail> {
+        let op = KvOp::Put { key: b"s\0k".to_vec(), value: value.as_bytes().to_vec() };
+        self.nodes[i].execute(P, op, c).await
+    }
+
+    async fn get(&self, i: usize, c: Consistency) -> Result<OpResult, OpFail> {
+        self.nodes[i].execute(P, KvOp::Get { key: b"s\0k".to_vec() }, c).await
+    }
+
+    async fn local(&self, i: usize) -> Option<Vec<u8>> {
+        self.nodes[i].read_local(P, b"s\0k".to_vec()).await.unwrap()
+    }
+
+    /// Until `probe` holds, for at most 5 s.
+    async fn until(&self, what: &str, probe: impl AsyncFn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !probe().await {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn reported(&self, what: &str) -> bool {
+        self.net.reports.lock().unwrap().iter().any(|r| r == what)
+    }
+}
+
+fn value(v: &str) -> Result<OpResult, OpFail> {
+    Ok(OpResult::Value(Some(v.as_bytes().to_vec())))
+}
+
+#[tokio::test]
+async fn writes_reach_the_replicas_and_a_silent_one_leaves_the_in_sync_set() {
+    let t = Trio::start().await;
+    assert_eq!(t.put(0, "a", Consistency::All).await, Ok(OpResult::Done));
+    assert_eq!(t.local(1).await.as_deref(), Some(&b"a"[..]));
+    assert_eq!(t.local(2).await.as_deref(), Some(&b"a"[..]));
+    assert_eq!(t.put(1, "x", Consistency::Quorum).await, Err(not_primary(P)), "only the primary writes");
+
+    // n3 hangs: quorum writes go on with n1 and n2; after the lag limit the primary
+    // asks for n3 to leave the in-sync set, and then `all` needs n1 and n2 only.
+    t.net.silent.lock().unwrap().insert("n3".into());
+    assert_eq!(t.put(0, "b", Consistency::Quorum).await, Ok(OpResult::Done));
+    assert_eq!(t.get(0, Consistency::Quorum).await, value("b"));
+    tokio::time::sleep(LAG_LIMIT).await;
+    t.put(0, "c", Consistency::One).await.unwrap();
+    t.until("n3 is reported lagging", async || t.reported(&format!("out-of-sync {P} 1 n3"))).await;
+    t.apply(table("n1", &["n1", "n2"], 1)).await;
+    assert_eq!(t.put(0, "d", Consistency::All).await, Ok(OpResult::Done));
+
+    // n3 answers again: it catches up and is reported in sync.
+    t.net.silent.lock().unwrap().clear();
+    t.until("n3 catches up", async || t.local(2).await.as_deref() == Some(&b"d"[..])).await;
+    t.until("n3 is reported in sync", async || t.reported(&format!("in-sync {P} 1 n3"))).await;
+}
+
+#[tokio::test]
+async fn a_fenced_primary_cannot_commit_and_its_unacknowledged_write_is_undone() {
+    let t = Trio::start().await;
+    t.put(0, "a", Consistency::Quorum).await.unwrap();
+    // The leader fences n2 and n3 at epoch 2: n1 can no longer reach a quorum.
+    for i in [1, 2] {
+        let f = t.nodes[i].on_fence(FenceReq { p: P, epoch: 2 }).await;
+        assert_eq!(f.fence, 2);
+    }
+    // It does not know yet: its read cannot be confirmed, its write not acknowledged.
+    assert!(matches!(t.get(0, Consistency::Quorum).await, Err(OpFail::Unavailable(_))), "cannot confirm a read");
+    assert!(matches!(t.put(0, "stale", Consistency::Quorum).await, Err(OpFail::Unavailable(_))));
+    // Now it knows (a replica answered "fenced"): it refuses outright.
+    assert_eq!(t.get(0, Consistency::Quorum).await, Err(not_primary(P)));
+    assert_eq!(t.local(0).await.as_deref(), Some(&b"stale"[..]), "only in n1's own copy");
+    // n2 becomes primary at epoch 2; n1's divergent entry is replaced by n2's state.
+    t.apply(table("n2", &["n2", "n3"], 2)).await;
+    assert_eq!(t.get(1, Consistency::Quorum).await, value("a"));
+    assert_eq!(t.put(1, "b", Consistency::Quorum).await, Ok(OpResult::Done));
+    t.until("n1 holds n2's state", async || t.local(0).await.as_deref() == Some(&b"b"[..])).await;
+    assert_eq!(t.put(0, "x", Consistency::One).await, Err(not_primary(P)));
+}
+
+#[test]
+fn all_is_never_weaker_than_quorum_when_the_in_sync_set_shrinks() {
+    let pr = |matched: &[(&str, u64)], isr: &[&str]| Progress {
+        epoch: 1,
+        primary: true,
+        last: 5,
+        matched: matched.iter().map(|(n, m)| (n.to_string(), *m)).collect(),
+        replicas: vec!["a".into(), "b".into(), "c".into()],
+        isr: isr.iter().map(|s| s.to_string()).collect(),
+    };
+    // The in-sync set is the primary alone: its own copy is not `all`.
+    assert!(!pr(&[("a", 5)], &["a"]).acked(5, Consistency::All));
+    assert!(pr(&[("a", 5), ("b", 5)], &["a"]).acked(5, Consistency::All));
+    // Every in-sync replica is still needed.
+    assert!(!pr(&[("a", 5), ("b", 5)], &["a", "b", "c"]).acked(5, Consistency::All));
+    assert!(pr(&[("a", 5), ("b", 5)], &["a", "b", "c"]).acked(5, Consistency::Quorum));
+}
+
+#[tokio::test]
+async fn a_primary_fenced_and_chosen_again_replicates_to_every_replica() {
+    let t = Trio::start().await;
+    t.put(0, "a", Consistency::All).await.unwrap();
+    // n3 hangs: n1's replicator to n3 sits in a call that does not answer.
+    t.net.silent.lock().unwrap().insert("n3".into());
+    t.put(0, "b", Consistency::Quorum).await.unwrap();
+    // The leader fences n2 and n3 at epoch 2; n1 learns it from n2 and steps down.
+    for i in [1, 2] {
+        t.nodes[i].on_fence(FenceReq { p: P, epoch: 2 }).await;
+    }
+    // n2 has promised epoch 2 and n3 does not answer: no quorum for n1's write.
+    assert!(matches!(t.put(0, "stale", Consistency::Quorum).await, Err(OpFail::Unavailable(_))));
+    t.until("n1 knows it was fenced", async || t.put(0, "x", Consistency::One).await == Err(not_primary(P))).await;
+    // n1, the most up to date, is chosen again at epoch 2 while its old replicator to
+    // n3 is still in its call.
+    t.apply(table("n1", &["n1", "n2"], 2)).await;
+    assert_eq!(t.put(0, "c", Consistency::Quorum).await, Ok(OpResult::Done));
+    // n3 answers again: a replicator of epoch 2 must catch it up.
+    t.net.silent.lock().unwrap().clear();
+    t.until("n3 catches up", async || t.local(2).await.as_deref() == Some(&b"c"[..])).await;
+    t.until("n3 is reported in sync", async || t.reported(&format!("in-sync {P} 2 n3"))).await;
+}
+
+#[tokio::test]
+async fn a_write_whose_caller_went_away_keeps_its_lsn() {
+    let store = Arc::new(Holding::default());
+    let t = Trio::start_with(store.clone()).await;
+    assert_eq!(t.put(0, "a", Consistency::Quorum).await, Ok(OpResult::Done));
+    // "b" is sent to the replicas while n1's own write of it waits; then its caller
+    // goes away (a client timing out drops the request).
+    *store.held.lock().unwrap() = true;
+    let nodes = t.nodes.clone();
+    let b = tokio::spawn(async move {
+        let op = KvOp::Put { key: b"s\0k".to_vec(), value: b"b".to_vec() };
+        nodes[0].execute(P, op, Consistency::Quorum).await
+    });
+    t.until("n1's write of b waits", async || store.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0).await;
+    b.abort();
+    assert!(b.await.unwrap_err().is_cancelled(), "the write of b was still waiting when its caller went away");
+    *store.held.lock().unwrap() = false;
+    store.released.notify_all();
+    // The next write takes the next lsn: acknowledged by replicas that hold it, not
+    // by replicas holding "b" under the same number.
+    assert_eq!(t.put(0, "c", Consistency::All).await, Ok(OpResult::Done));
+    for i in 0..3 {
+        t.until("every replica holds c", async || t.local(i).await.as_deref() == Some(b"c".as_slice())).await;
+    }
+}
