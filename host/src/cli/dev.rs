@@ -12,8 +12,9 @@ use anyhow::Context as _;
 use http::Method;
 use serde_json::json;
 
-use super::commands::{admin_client, check, node_config, start_node, wait_for_signal};
+use super::commands::{admin_client, check, start_node, wait_for_signal};
 use super::new::{self, Project};
+use super::node_config::node_config;
 use super::{ClientArgs, DevArgs};
 use crate::config::FileConfig;
 

@@ -1,10 +1,12 @@
 //! The `nanogrid` command line: wiring only. `serve` and `up` run a node; the other
 //! subcommands are clients of a node's admin API or ingress.
 
+mod cluster_cmd;
 mod commands;
 mod dev;
 mod experiments;
 pub mod new;
+mod node_config;
 mod trace;
 mod up;
 
@@ -523,12 +525,12 @@ pub fn main() -> std::process::ExitCode {
             Command::Rm { name, client } => commands::rm(&client, &name).await,
             Command::RemoveNode { id, client } => commands::remove_node(&client, &id).await,
             Command::Cluster(ClusterCommand::Init { dir, nodes, exists_ok }) => {
-                commands::cluster_init(&dir, &nodes, exists_ok)
+                cluster_cmd::cluster_init(&dir, &nodes, exists_ok)
             }
-            Command::Cluster(ClusterCommand::Token { dir, scope }) => commands::cluster_token(&dir, &scope),
-            Command::Cluster(ClusterCommand::K8sSecret { dir, name }) => commands::cluster_k8s_secret(&dir, &name),
+            Command::Cluster(ClusterCommand::Token { dir, scope }) => cluster_cmd::cluster_token(&dir, &scope),
+            Command::Cluster(ClusterCommand::K8sSecret { dir, name }) => cluster_cmd::cluster_k8s_secret(&dir, &name),
             Command::Cluster(ClusterCommand::AddNode { id, dir, force }) => {
-                commands::cluster_add_node(&id, &dir, force)
+                cluster_cmd::cluster_add_node(&id, &dir, force)
             }
             Command::Invoke(args) => commands::invoke(args).await,
             Command::Status { client } => commands::status(&client).await,

@@ -7,7 +7,8 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 
 use super::UpArgs;
-use super::commands::{init_logging, node_config, start_node, wait_for_signal};
+use super::commands::{init_logging, start_node, wait_for_signal};
+use super::node_config::node_config;
 use crate::config::FileConfig;
 use crate::services::spec::ServiceRequest;
 
