@@ -1,0 +1,158 @@
+//! Every node's sweep of the barriers: take over one whose driver's lease ran out (or
+//! that an earlier run of this node drove), forget ended ones after a while, and the
+//! admin API's views of them.
+
+use super::*;
+
+impl Registry {
+    /// Every node: take over barriers nobody drives, and forget ended ones after a while.
+    pub async fn sweep_barriers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut rounds = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+            if self.remote.get().is_some_and(|r| r.dormant()) {
+                continue;
+            }
+            if let Err(e) = self.take_over_stalled().await {
+                tracing::debug!(error = %e, "barrier sweep did not finish; next round");
+            }
+            rounds += 1;
+            if rounds % 60 == 1
+                && let Err(e) = self.forget_ended().await
+            {
+                tracing::debug!(error = %e, "could not drop ended barriers; later");
+            }
+        }
+    }
+
+    async fn take_over_stalled(self: &Arc<Self>) -> Result<(), KvError> {
+        let me = self.barriers.me();
+        let my_node = me.split('/').next().unwrap_or_default().to_string();
+        let mut after = None;
+        loop {
+            let keys = self.grid.kv_list_keys(NAMESPACE, "pending/", after.as_deref(), 500).await?;
+            let Some(last) = keys.last().cloned() else { return Ok(()) };
+            for key in &keys {
+                let id = &key["pending/".len()..];
+                if self.barriers.active.lock().unwrap_or_else(|e| e.into_inner()).contains(id) {
+                    continue;
+                }
+                let Some(bytes) = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await? else {
+                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    continue;
+                };
+                let Some(mut record) = decode(&bytes) else {
+                    tracing::error!(barrier = %id, "unreadable barrier record; dropping it from the pending index");
+                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    continue;
+                };
+                if let Some(at) = record.ended() {
+                    // Its driver ended it but did not get to tidy the index.
+                    let done = format!("done/{id}");
+                    self.grid.kv_set(NAMESPACE, &done, at.to_string().into_bytes(), Consistency::Quorum).await?;
+                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    continue;
+                }
+                let restarted = record.owner.split('/').next() == Some(my_node.as_str()) && record.owner != me;
+                if record.lease_until_ms > now_ms() && !restarted {
+                    continue;
+                }
+                if !self.barriers.claim(id) {
+                    continue;
+                }
+                let previous = std::mem::take(&mut record.owner);
+                record.takeovers += 1;
+                let mut stored = bytes;
+                match self.save(&mut record, &mut stored).await {
+                    Ok(()) => {
+                        self.barriers.taken_over.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(barrier = %id, from = %previous, service = %record.service, "took over a barrier");
+                        tokio::spawn(self.clone().drive(record, stored));
+                    }
+                    Err(_) => self.barriers.release(id),
+                }
+            }
+            after = Some(last);
+        }
+    }
+
+    async fn forget_ended(&self) -> Result<(), KvError> {
+        let cutoff = now_ms().saturating_sub(KEEP_ENDED.as_millis() as u64);
+        let mut after = None;
+        loop {
+            let keys = self.grid.kv_list_keys(NAMESPACE, "done/", after.as_deref(), 500).await?;
+            let Some(last) = keys.last().cloned() else { return Ok(()) };
+            for key in &keys {
+                let at = self.grid.kv_get(NAMESPACE, key, Consistency::One).await?;
+                let at: u64 = at.and_then(|b| String::from_utf8(b).ok()?.parse().ok()).unwrap_or(0);
+                if at < cutoff {
+                    self.grid.kv_delete(NAMESPACE, &record_key(&key["done/".len()..]), Consistency::Quorum).await?;
+                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                }
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Barriers still running (`GET /v1/barriers`), up to `limit`.
+    pub async fn pending_barriers(&self, limit: usize) -> Result<Vec<String>, KvError> {
+        let keys = self.grid.kv_list_keys(NAMESPACE, "pending/", None, limit).await?;
+        Ok(keys.into_iter().map(|k| k["pending/".len()..].to_string()).collect())
+    }
+
+    /// One barrier as JSON (`GET /v1/barriers/{id}`), `None` if there is none.
+    pub async fn barrier_report(&self, id: &str) -> Result<Option<serde_json::Value>, KvError> {
+        if id.is_empty() || id.len() > 64 {
+            return Ok(None);
+        }
+        let bytes = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await?;
+        Ok(bytes.as_deref().and_then(decode).map(|r| report(&r)))
+    }
+}
+
+pub(super) fn report(r: &Record) -> serde_json::Value {
+    use serde_json::json;
+    let calls: Vec<serde_json::Value> = r
+        .calls
+        .iter()
+        .map(|c| {
+            let mut v = json!({ "service": c.service, "method": c.request.method, "path": c.request.path });
+            if let Some(a) = &c.answer {
+                v["after_ms"] = json!(a.after_ms);
+                match &a.result {
+                    Ok(resp) => v["status"] = json!(resp.status),
+                    Err(e) => v["error"] = json!(format!("{e:?}")),
+                }
+            }
+            v
+        })
+        .collect();
+    let (state, extra) = match &r.state {
+        State::Waiting => ("waiting", json!(null)),
+        State::Resuming { attempts } => ("resuming", json!({ "attempts": attempts })),
+        State::Done { status, at_ms } => ("done", json!({ "status": status, "ended_ms": at_ms })),
+        State::Failed { reason, at_ms } => ("failed", json!({ "reason": reason, "ended_ms": at_ms })),
+    };
+    let answered = r.calls.iter().filter(|c| c.answer.is_some()).count();
+    let waited_on = r.last.and_then(|i| {
+        let c = r.calls.get(i)?;
+        Some(json!({ "call": i, "service": c.service, "after_ms": c.answer.as_ref()?.after_ms }))
+    });
+    json!({
+        "id": r.id,
+        "service": r.service,
+        "request_id": r.request_id,
+        "state": state,
+        "end": extra,
+        "created_ms": r.created_ms,
+        "calls": calls,
+        "answered": answered,
+        "waited_on": waited_on,
+        "owner": r.owner,
+        "lease_until_ms": r.lease_until_ms,
+        "takeovers": r.takeovers,
+    })
+}
