@@ -1,9 +1,11 @@
 //! `GET /metrics` in Prometheus text format.
 
 use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::node::Node;
-use crate::services::{GateSnapshot, Stats as S};
+use crate::services::{GateSnapshot, Service, Stats as S};
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -91,100 +93,111 @@ pub fn render(node: &Node) -> String {
     );
     disk(&mut out, node);
     if let Some(c) = &node.cluster {
-        let s = c.status();
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_cluster_term The Raft term this node is in.\n# TYPE nanogrid_cluster_term gauge"
-        );
-        let _ = writeln!(out, "nanogrid_cluster_term {}", s["term"].as_u64().unwrap_or(0));
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_cluster_nodes Nodes this node knows of, by whether gossip shows them live.\n# TYPE nanogrid_cluster_nodes gauge"
-        );
-        let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
-        let live = nodes.iter().filter(|n| n["live"] == true).count();
-        let _ = writeln!(out, "nanogrid_cluster_nodes{{live=\"true\"}} {live}");
-        let _ = writeln!(out, "nanogrid_cluster_nodes{{live=\"false\"}} {}", nodes.len() - live);
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_cluster_is_leader 1 on the leader.\n# TYPE nanogrid_cluster_is_leader gauge\nnanogrid_cluster_is_leader {}",
-            u8::from(s["mode"] == "leader")
-        );
-        use crate::ingress::{FORWARD_ANSWERED, FORWARD_FAILED, FORWARD_SKIPPED};
-        use std::sync::atomic::Ordering::Relaxed;
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_forwarded_total Requests and invoke calls sent to another node, by outcome (skipped: that node could not take it, the next was tried).\n# TYPE nanogrid_forwarded_total counter"
-        );
-        for (outcome, c) in
-            [("answered", &FORWARD_ANSWERED), ("skipped", &FORWARD_SKIPPED), ("failed", &FORWARD_FAILED)]
-        {
-            let _ = writeln!(out, "nanogrid_forwarded_total{{outcome=\"{outcome}\"}} {}", c.load(Relaxed));
-        }
+        cluster(&mut out, node, c);
         cluster_security(&mut out, c);
         c.scaling_metrics(&mut out);
         experiments(&mut out, c);
     }
-    {
-        use std::sync::atomic::Ordering::Relaxed;
-        let b = &node.registry.barriers;
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_barriers_total Durable barriers on this node: started, resumed (continuation answered), failed (continuation kept failing), taken_over (from a stopped driver).
-# TYPE nanogrid_barriers_total counter"
-        );
-        for (event, c) in
-            [("started", &b.started), ("resumed", &b.resumed), ("failed", &b.failed), ("taken_over", &b.taken_over)]
-        {
-            let _ = writeln!(out, "nanogrid_barriers_total{{event=\"{event}\"}} {}", c.load(Relaxed));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_barriers_driven Barriers this node is driving now.
-# TYPE nanogrid_barriers_driven gauge
-nanogrid_barriers_driven {}",
-            b.active()
-        );
-    }
-    {
-        use crate::grid::kv::{FAILED, OPS};
-        use std::sync::atomic::Ordering::Relaxed;
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_kv_ops_total Guest kv operations by where they ran (local: this node's replica or primary; forwarded: another node's primary).\n# TYPE nanogrid_kv_ops_total counter"
-        );
-        for (at, c) in [("local", &OPS[0]), ("forwarded", &OPS[1])] {
-            let _ = writeln!(out, "nanogrid_kv_ops_total{{at=\"{at}\"}} {}", c.load(Relaxed));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_kv_failed_total Guest kv operations that failed (no primary, too few replicas).\n# TYPE nanogrid_kv_failed_total counter\nnanogrid_kv_failed_total {}",
-            FAILED.load(Relaxed)
-        );
-        let table = node.registry.grid().replicas().table();
-        let me = &node.config.node_id;
-        let primaries = table.parts.iter().filter(|p| p.primary == *me).count();
-        let replicas = table.parts.iter().filter(|p| p.replicas.contains(me)).count();
-        let short = table.parts.iter().filter(|p| p.isr.len() < table.replication).count();
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_grid_partitions Partitions this node is primary or a replica of, and partitions with fewer in-sync replicas than the replication factor.\n# TYPE nanogrid_grid_partitions gauge"
-        );
-        let _ = writeln!(out, "nanogrid_grid_partitions{{role=\"primary\"}} {primaries}");
-        let _ = writeln!(out, "nanogrid_grid_partitions{{role=\"replica\"}} {replicas}");
-        let _ = writeln!(out, "nanogrid_grid_partitions{{role=\"under_replicated\"}} {short}");
-    }
+    barriers(&mut out, &node.registry.barriers);
+    grid(&mut out, node);
     let _ = writeln!(
         out,
         "# HELP nanogrid_uptime_seconds Seconds since the node started.\n# TYPE nanogrid_uptime_seconds gauge"
     );
     let _ = writeln!(out, "nanogrid_uptime_seconds {:.3}", node.started.elapsed().as_secs_f64());
+    requests(&mut out, &services);
+    let edges = node.registry.calls.report();
+    calls(&mut out, &edges);
+    latency_histograms(&mut out, &services);
+    barrier_waits(&mut out, &edges);
+    tracing_metrics(&mut out, node);
+    out
+}
 
+/// The cluster as this node sees it: term, members, leadership, forwarding.
+fn cluster(out: &mut String, node: &Node, c: &crate::control::Cluster) {
+    let s = c.status();
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_cluster_term The Raft term this node is in.\n# TYPE nanogrid_cluster_term gauge"
+    );
+    let _ = writeln!(out, "nanogrid_cluster_term {}", s["term"].as_u64().unwrap_or(0));
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_cluster_nodes Nodes this node knows of, by whether gossip shows them live.\n# TYPE nanogrid_cluster_nodes gauge"
+    );
+    let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
+    let live = nodes.iter().filter(|n| n["live"] == true).count();
+    let _ = writeln!(out, "nanogrid_cluster_nodes{{live=\"true\"}} {live}");
+    let _ = writeln!(out, "nanogrid_cluster_nodes{{live=\"false\"}} {}", nodes.len() - live);
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_cluster_is_leader 1 on the leader.\n# TYPE nanogrid_cluster_is_leader gauge\nnanogrid_cluster_is_leader {}",
+        u8::from(s["mode"] == "leader")
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_forwarded_total Requests and invoke calls sent to another node, by outcome (skipped: that node could not take it, the next was tried).\n# TYPE nanogrid_forwarded_total counter"
+    );
+    let f = &node.forwards;
+    for (outcome, c) in [("answered", &f.answered), ("skipped", &f.skipped), ("failed", &f.failed)] {
+        let _ = writeln!(out, "nanogrid_forwarded_total{{outcome=\"{outcome}\"}} {}", c.load(Relaxed));
+    }
+}
+
+fn barriers(out: &mut String, b: &crate::services::barrier::Barriers) {
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_barriers_total Durable barriers on this node: started, resumed (continuation answered), failed (continuation kept failing), taken_over (from a stopped driver).\n# TYPE nanogrid_barriers_total counter"
+    );
+    for (event, c) in
+        [("started", &b.started), ("resumed", &b.resumed), ("failed", &b.failed), ("taken_over", &b.taken_over)]
+    {
+        let _ = writeln!(out, "nanogrid_barriers_total{{event=\"{event}\"}} {}", c.load(Relaxed));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_barriers_driven Barriers this node is driving now.\n# TYPE nanogrid_barriers_driven gauge\nnanogrid_barriers_driven {}",
+        b.active()
+    );
+}
+
+/// The guests' kv operations and this node's share of the partitions.
+fn grid(out: &mut String, node: &Node) {
+    let grid = node.registry.grid();
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_kv_ops_total Guest kv operations by where they ran (local: this node's replica or primary; forwarded: another node's primary).\n# TYPE nanogrid_kv_ops_total counter"
+    );
+    for (at, c) in [("local", &grid.kv_counts.ops[0]), ("forwarded", &grid.kv_counts.ops[1])] {
+        let _ = writeln!(out, "nanogrid_kv_ops_total{{at=\"{at}\"}} {}", c.load(Relaxed));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_kv_failed_total Guest kv operations that failed (no primary, too few replicas).\n# TYPE nanogrid_kv_failed_total counter\nnanogrid_kv_failed_total {}",
+        grid.kv_counts.failed.load(Relaxed)
+    );
+    let table = grid.replicas().table();
+    let me = &node.config.node_id;
+    let primaries = table.parts.iter().filter(|p| p.primary == *me).count();
+    let replicas = table.parts.iter().filter(|p| p.replicas.contains(me)).count();
+    let short = table.parts.iter().filter(|p| p.isr.len() < table.replication).count();
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_grid_partitions Partitions this node is primary or a replica of, and partitions with fewer in-sync replicas than the replication factor.\n# TYPE nanogrid_grid_partitions gauge"
+    );
+    let _ = writeln!(out, "nanogrid_grid_partitions{{role=\"primary\"}} {primaries}");
+    let _ = writeln!(out, "nanogrid_grid_partitions{{role=\"replica\"}} {replicas}");
+    let _ = writeln!(out, "nanogrid_grid_partitions{{role=\"under_replicated\"}} {short}");
+}
+
+/// Per service: calls by outcome, instance and queue gauges, time in the guest.
+fn requests(out: &mut String, services: &[Arc<Service>]) {
     let _ = writeln!(
         out,
         "# HELP nanogrid_requests_total Calls into a service (ingress and invoke) by outcome.\n# TYPE nanogrid_requests_total counter"
     );
-    for s in &services {
+    for s in services {
         let n = escape(&s.name);
         for (outcome, c) in [
             ("ok", &s.stats.ok),
@@ -206,46 +219,15 @@ nanogrid_barriers_driven {}",
     ];
     for (metric, help, f) in gauges {
         let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
-        for s in &services {
+        for s in services {
             let _ = writeln!(out, "{metric}{{service=\"{}\"}} {}", escape(&s.name), f(&s.gate()));
         }
-    }
-    let edges = node.registry.calls.report();
-    let _ = writeln!(
-        out,
-        "# HELP nanogrid_calls_total invoke calls between services, by outcome.\n# TYPE nanogrid_calls_total counter"
-    );
-    for e in &edges {
-        let (f, t) = (escape(&e.from), escape(&e.to));
-        let _ = writeln!(out, "nanogrid_calls_total{{from=\"{f}\",to=\"{t}\",outcome=\"ok\"}} {}", e.calls - e.errors);
-        let _ = writeln!(out, "nanogrid_calls_total{{from=\"{f}\",to=\"{t}\",outcome=\"error\"}} {}", e.errors);
-    }
-    let _ = writeln!(
-        out,
-        "# HELP nanogrid_calls_remote_total invoke calls that ran on another node (what co-location removes).\n# TYPE nanogrid_calls_remote_total counter"
-    );
-    for e in &edges {
-        let (f, t) = (escape(&e.from), escape(&e.to));
-        let _ = writeln!(out, "nanogrid_calls_remote_total{{from=\"{f}\",to=\"{t}\"}} {}", e.remote);
-    }
-    let _ = writeln!(
-        out,
-        "# HELP nanogrid_call_duration_seconds_sum Time invoke calls took, as the caller saw it.\n# TYPE nanogrid_call_duration_seconds_sum counter"
-    );
-    for e in &edges {
-        let _ = writeln!(
-            out,
-            "nanogrid_call_duration_seconds_sum{{from=\"{}\",to=\"{}\"}} {:.6}",
-            escape(&e.from),
-            escape(&e.to),
-            e.total_us as f64 / 1e6
-        );
     }
     let _ = writeln!(
         out,
         "# HELP nanogrid_request_duration_seconds Time in the guest, admission excluded.\n# TYPE nanogrid_request_duration_seconds summary"
     );
-    for s in &services {
+    for s in services {
         let n = escape(&s.name);
         let _ = writeln!(
             out,
@@ -255,10 +237,40 @@ nanogrid_barriers_driven {}",
         let _ =
             writeln!(out, "nanogrid_request_duration_seconds_count{{service=\"{n}\"}} {}", S::get(&s.stats.completed));
     }
-    latency_histograms(&mut out, &services);
-    barrier_waits(&mut out, &node.registry.calls.report());
-    tracing_metrics(&mut out, node);
-    out
+}
+
+/// `invoke` calls between services: by outcome, how many ran on another node, their time.
+fn calls(out: &mut String, edges: &[crate::services::calls::EdgeReport]) {
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_calls_total invoke calls between services, by outcome.\n# TYPE nanogrid_calls_total counter"
+    );
+    for e in edges {
+        let (f, t) = (escape(&e.from), escape(&e.to));
+        let _ = writeln!(out, "nanogrid_calls_total{{from=\"{f}\",to=\"{t}\",outcome=\"ok\"}} {}", e.calls - e.errors);
+        let _ = writeln!(out, "nanogrid_calls_total{{from=\"{f}\",to=\"{t}\",outcome=\"error\"}} {}", e.errors);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_calls_remote_total invoke calls that ran on another node (what co-location removes).\n# TYPE nanogrid_calls_remote_total counter"
+    );
+    for e in edges {
+        let (f, t) = (escape(&e.from), escape(&e.to));
+        let _ = writeln!(out, "nanogrid_calls_remote_total{{from=\"{f}\",to=\"{t}\"}} {}", e.remote);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_call_duration_seconds_sum Time invoke calls took, as the caller saw it.\n# TYPE nanogrid_call_duration_seconds_sum counter"
+    );
+    for e in edges {
+        let _ = writeln!(
+            out,
+            "nanogrid_call_duration_seconds_sum{{from=\"{}\",to=\"{}\"}} {:.6}",
+            escape(&e.from),
+            escape(&e.to),
+            e.total_us as f64 / 1e6
+        );
+    }
 }
 
 /// Which callee each barrier waited for (it answered last), the wait it caused, and every

@@ -107,6 +107,8 @@ pub struct Node {
     pub cluster: Option<Arc<Cluster>>,
     /// What the admin API talks to: the cluster, or this node alone.
     pub plane: Arc<dyn crate::control::plane::ControlPlane>,
+    /// Requests and `invoke` calls this node sent to others, by outcome (`/metrics`).
+    pub forwards: Arc<ingress::ForwardCounts>,
     pub started: Instant,
     tokens: crate::auth::Tokens,
     ingress_addr: SocketAddr,
@@ -128,6 +130,24 @@ impl Node {
     }
     pub fn mode(&self) -> Mode {
         self.cluster.as_ref().map_or(Mode::Single, |c| c.mode())
+    }
+}
+
+/// What the admin API talks to: the cluster, or this node alone.
+fn control_plane(
+    cluster: &Option<Arc<Cluster>>,
+    config: &NodeConfig,
+    registry: &Arc<Registry>,
+    (ingress_addr, admin_addr): (SocketAddr, SocketAddr),
+) -> Arc<dyn crate::control::plane::ControlPlane> {
+    match cluster {
+        Some(c) => c.clone(),
+        None => Arc::new(crate::control::plane::Single {
+            node_id: config.node_id.clone(),
+            registry: registry.clone(),
+            ingress_addr,
+            admin_addr,
+        }),
     }
 }
 
@@ -293,17 +313,19 @@ pub async fn start(
 
     // Barriers whose driver stopped (this node's earlier run, or a node that died).
     tasks.push(tokio::spawn(registry.clone().sweep_barriers(rx.clone())));
-    let plane: Arc<dyn crate::control::plane::ControlPlane> = match &cluster {
-        Some(c) => c.clone(),
-        None => Arc::new(crate::control::plane::Single {
-            node_id: config.node_id.clone(),
-            registry: registry.clone(),
-            ingress_addr,
-            admin_addr,
-        }),
-    };
-    let node =
-        Arc::new(Node { ingress_addr, admin_addr, config, registry, cluster, plane, started: Instant::now(), tokens });
+    let plane = control_plane(&cluster, &config, &registry, (ingress_addr, admin_addr));
+    let forwards = forwarder.counts().clone();
+    let node = Arc::new(Node {
+        ingress_addr,
+        admin_addr,
+        config,
+        registry,
+        cluster,
+        plane,
+        forwards,
+        started: Instant::now(),
+        tokens,
+    });
     {
         let registry = node.registry.clone();
         let cfg = IngressConfig { max_body: node.config.max_body_bytes, pace: node.config.pace, tls: tls.is_some() };

@@ -12,10 +12,14 @@ use super::replica::{ACK_TIMEOUT, NetError, rpc};
 use super::wire::{GridRpc, KvOp, ListReq, OpFail, OpReq, OpResult};
 use super::{Grid, KvError, kv_key};
 
-/// kv operations served, by where they ran: `[local, forwarded]`.
-pub static OPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
-/// Operations that failed (unavailable or not acknowledged in time).
-pub static FAILED: AtomicU64 = AtomicU64::new(0);
+/// A node's guest kv operations since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct KvCounts {
+    /// Served, by where they ran: `[local, forwarded]`.
+    pub ops: [AtomicU64; 2],
+    /// Failed (unavailable or not acknowledged in time).
+    pub failed: AtomicU64,
+}
 
 impl Grid {
     pub async fn kv_get(&self, service: &str, key: &str, c: Consistency) -> Result<Option<Vec<u8>>, KvError> {
@@ -102,7 +106,7 @@ impl Grid {
     async fn run(&self, op: KvOp, c: Consistency) -> Result<OpResult, KvError> {
         let r = self.route(op, c).await;
         if r.is_err() {
-            FAILED.fetch_add(1, Ordering::Relaxed);
+            self.kv_counts.failed.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
@@ -114,13 +118,13 @@ impl Grid {
         let me = self.replicas.me();
         loop {
             let table = self.replicas.table();
-            // Where it runs (an index into `OPS`), counted once it has run.
+            // Where it runs (an index into `KvCounts::ops`), counted once it has run.
             let mut at = 0;
             let attempt = match table.parts.get(p as usize) {
                 None => Err(OpFail::NotPrimary("the cluster has no partition table yet".into())),
                 Some(info) if read && c == Consistency::One && info.replicas.iter().any(|n| n == me) => {
                     let v = self.replicas.read_local(p, op.key().to_vec()).await?;
-                    OPS[0].fetch_add(1, Ordering::Relaxed);
+                    self.kv_counts.ops[0].fetch_add(1, Ordering::Relaxed);
                     return Ok(OpResult::Value(v));
                 }
                 Some(info) if info.primary == me => self.replicas.execute(p, op.clone(), c).await,
@@ -141,7 +145,7 @@ impl Grid {
             };
             match attempt {
                 Ok(r) => {
-                    OPS[at].fetch_add(1, Ordering::Relaxed);
+                    self.kv_counts.ops[at].fetch_add(1, Ordering::Relaxed);
                     return Ok(r);
                 }
                 Err(e) => {

@@ -212,6 +212,8 @@ pub const DEFAULT_LOG_KEEP: u64 = 1000;
 pub struct Grid {
     storage: Arc<dyn Storage>,
     replicas: Arc<replica::Replicas>,
+    /// The guests' kv operations through this node.
+    pub kv_counts: kv::KvCounts,
 }
 
 impl Grid {
@@ -224,7 +226,7 @@ impl Grid {
     /// node (`me`) is every partition's only replica.
     pub fn open(storage: Arc<dyn Storage>, me: &str, clustered: bool, keep: u64) -> Self {
         let replicas = Arc::new(replica::Replicas::new(storage.clone(), me, clustered, keep));
-        Grid { storage, replicas }
+        Grid { storage, replicas, kv_counts: Default::default() }
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {

@@ -76,17 +76,22 @@ pub trait Peers: Send + Sync {
 pub struct Forwarder {
     pub peers: Option<Arc<dyn Peers>>,
     client: Option<PeerClient>,
+    /// Shared by this forwarder's clones (ingress and `invoke` alike).
+    counts: Arc<ForwardCounts>,
 }
 
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 /// The largest answer to an `invoke` call read from another node.
 const MAX_CALL_RESPONSE: usize = 64 << 20;
 
-/// Forwarding outcomes since start, for `/metrics`: answered by another node, skipped a
-/// node that could not take it, or gave up.
-pub static FORWARD_ANSWERED: AtomicU64 = AtomicU64::new(0);
-pub static FORWARD_SKIPPED: AtomicU64 = AtomicU64::new(0);
-pub static FORWARD_FAILED: AtomicU64 = AtomicU64::new(0);
+/// A node's forwarding outcomes since start, for `/metrics`: answered by another node,
+/// skipped a node that could not take it, or gave up.
+#[derive(Debug, Default)]
+pub struct ForwardCounts {
+    pub answered: AtomicU64,
+    pub skipped: AtomicU64,
+    pub failed: AtomicU64,
+}
 
 fn count(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
@@ -95,13 +100,18 @@ fn count(c: &AtomicU64) {
 impl Forwarder {
     /// `client: None` in single mode (nothing to forward to).
     pub fn new(peers: Option<Arc<dyn Peers>>, client: Option<PeerClient>) -> Self {
-        Forwarder { peers, client }
+        Forwarder { peers, client, counts: Arc::default() }
+    }
+
+    /// What this forwarder and its clones did.
+    pub fn counts(&self) -> &Arc<ForwardCounts> {
+        &self.counts
     }
 
     /// The same client without the cluster view, for `invoke` calls that already know
     /// their targets.
     pub fn without_peers(&self) -> Self {
-        Forwarder { peers: None, client: self.client.clone() }
+        Forwarder { peers: None, client: self.client.clone(), counts: self.counts.clone() }
     }
 
     /// Send the request to the first holder that takes it, or say why none did (then it
@@ -171,32 +181,32 @@ impl Forwarder {
             let resp = match client.send(&t.node, &t.addr, req, FORWARD_TIMEOUT).await {
                 Ok(r) => r,
                 Err(e @ RpcError::NotSent { .. }) => {
-                    count(&FORWARD_SKIPPED);
+                    count(&self.counts.skipped);
                     tracing::debug!(node = %t.node, addr = %t.addr, error = %e, "forward target not reached; trying the next");
                     last = format!("{} not reached", t.node);
                     continue;
                 }
                 Err(e) if started.elapsed() >= FORWARD_TIMEOUT => {
-                    count(&FORWARD_FAILED);
+                    count(&self.counts.failed);
                     return Ok(h::error(StatusCode::GATEWAY_TIMEOUT, "timeout", &e.to_string(), request_id));
                 }
                 Err(e) => {
-                    count(&FORWARD_FAILED);
+                    count(&self.counts.failed);
                     let msg = format!("forwarding to {} failed after sending: {e}", t.node);
                     return Ok(h::error(StatusCode::BAD_GATEWAY, "forward-failed", &msg, request_id));
                 }
             };
             if let Some(why) = resp.headers().get(NOT_RUN) {
-                count(&FORWARD_SKIPPED);
+                count(&self.counts.skipped);
                 last = format!("{} did not take it ({})", t.node, why.to_str().unwrap_or("?"));
                 h::drain(resp.into_body()).await;
                 continue;
             }
-            count(&FORWARD_ANSWERED);
+            count(&self.counts.answered);
             let (parts, body) = resp.into_parts();
             return Ok(relay(parts, body.map_err(|e| Box::new(e) as h::BoxError).boxed_unsync()));
         }
-        count(&FORWARD_FAILED);
+        count(&self.counts.failed);
         Err(last)
     }
 

@@ -22,10 +22,7 @@ use crate::trace::{self, Open, SpanKind};
 
 /// The response header that tells a client its request's trace id (`nanogrid trace ID`).
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
-pub use forward::{
-    FORWARD_ANSWERED, FORWARD_FAILED, FORWARD_PREFIX, FORWARD_SKIPPED, FORWARDED, Forwarder, NOT_RUN, Peers,
-    ROUTING_KEY,
-};
+pub use forward::{FORWARD_PREFIX, FORWARDED, ForwardCounts, Forwarder, NOT_RUN, Peers, ROUTING_KEY};
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngressConfig {
