@@ -1,8 +1,8 @@
 //! The control plane the admin API talks to: one trait, two implementations. A single
 //! node answers from its own registry ([`Single`]); a cluster member commits changes
 //! through Raft and asks its peers for what they see ([`Cluster`]). The admin API holds
-//! `Node::plane` and never asks which one it has; the few routes that exist only in a
-//! cluster (experiments, fault injection) say so with `not-clustered`.
+//! `Node::plane` and never asks which one it has. Experiments, which exist only in a
+//! cluster, answer `not-clustered` on a single node; fault injection is `no-route` there.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,10 +5,11 @@
 //! node. Shared `Arc<str>` names cost an atomic increment when a span is made and a
 //! decrement when the ring drops it, on a cache line every core writes; with a lock around
 //! the name table that was the larger part of tracing's cost per request. Here a name is
-//! interned for the life of the process (a bounded table: a guest calling names that do
-//! not exist fills it, and spans past that carry their own copy), and each thread keeps
-//! its own index to the interned names, so the usual span takes no lock and touches no
-//! shared line.
+//! interned for the life of the process (a bounded table of short names: a guest or a
+//! client inventing names can fill it, and spans past that, or with a name too long to
+//! keep, carry their own copy), and each thread keeps its own index to the interned
+//! names, so a span whose names are known takes no lock and touches no shared line (a
+//! name not interned takes the table's lock each time).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -85,46 +86,56 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
-/// Distinct names the process interns (service, span and node names; about 70 bytes each
-/// at most, so the table stays under ~5 MiB however names are invented).
+/// Distinct names the process interns (service, span and node names).
 const MAX_INTERNED: usize = 65_536;
+/// The longest name interned (a service name is at most 63 bytes, a span name adds its
+/// prefix). Longer ones, which only made-up requests carry, are never kept: with both
+/// bounds the table stays under ~8 MiB however names are invented.
+const MAX_LEN: usize = 96;
 
-/// Strings kept for the life of the process, at most `limit` of them.
+/// Strings kept for the life of the process: at most `limit` of them, none longer than
+/// `max_len` bytes.
 pub(crate) struct Interner {
     set: HashSet<&'static str>,
     limit: usize,
+    max_len: usize,
 }
 
 impl Interner {
-    pub(crate) fn new(limit: usize) -> Interner {
-        Interner { set: HashSet::new(), limit }
+    pub(crate) fn new(limit: usize, max_len: usize) -> Interner {
+        Interner { set: HashSet::new(), limit, max_len }
     }
 
-    /// `s`, interned (`None` once the table is full).
+    /// `s`, interned (`None` when it is too long or the table is full).
     pub(crate) fn intern(&mut self, s: &str) -> Option<&'static str> {
+        if s.len() > self.max_len {
+            return None;
+        }
         if let Some(&k) = self.set.get(s) {
             return Some(k);
         }
         if self.set.len() >= self.limit {
             return None;
         }
-        // Bounded by `limit`: the leak is the point (names live as long as the process).
+        // Bounded by `limit` and `max_len`: the leak is the point (names live as long as
+        // the process).
         let k: &'static str = Box::leak(s.into());
         self.set.insert(k);
         Some(k)
     }
 }
 
-static GLOBAL: LazyLock<Mutex<Interner>> = LazyLock::new(|| Mutex::new(Interner::new(MAX_INTERNED)));
+static GLOBAL: LazyLock<Mutex<Interner>> = LazyLock::new(|| Mutex::new(Interner::new(MAX_INTERNED, MAX_LEN)));
 
 fn intern_global(s: &str) -> Option<&'static str> {
     GLOBAL.lock().unwrap_or_else(|e| e.into_inner()).intern(s)
 }
 
-/// A thread's index to interned names: per subject, its name and its span names.
+/// A thread's index to interned names: per subject, its name and its span names (keyed
+/// by the interned subject itself, so the index holds no copies).
 #[derive(Default)]
 struct Local {
-    subjects: HashMap<Box<str>, Subject>,
+    subjects: HashMap<&'static str, Subject>,
 }
 
 struct Subject {
@@ -144,7 +155,7 @@ fn with_subject<R>(subject: &str, f: impl FnOnce(Option<&mut Subject>) -> R) -> 
         if !local.subjects.contains_key(subject) {
             match intern_global(subject) {
                 Some(name) => {
-                    local.subjects.insert(subject.into(), Subject { name, spans: Vec::new() });
+                    local.subjects.insert(name, Subject { name, spans: Vec::new() });
                 }
                 None => return f(None),
             }
@@ -195,11 +206,17 @@ mod tests {
         .unwrap();
         assert_eq!(other, a as *const str as *const u8 as usize, "another thread finds the same interned name");
         assert_eq!(&*name("names-test-svc"), "names-test-svc");
+        // A name too long to intern (a made-up path) is a copy, and no table grows.
+        let long = "x".repeat(MAX_LEN + 1);
+        assert!(matches!(name(&long), Name::Own(_)));
+        assert!(matches!(span_name("ingress", &long), (Name::Own(_), Name::Own(_))));
+        assert!(!LOCAL.with(|l| l.borrow().subjects.contains_key(long.as_str())));
     }
 
     #[test]
     fn the_table_is_bounded_and_past_it_names_are_copies() {
-        let mut t = Interner::new(3);
+        let mut t = Interner::new(3, 8);
+        assert_eq!(t.intern("123456789"), None, "too long to keep");
         let a = t.intern("a").unwrap();
         assert!(std::ptr::eq(a, t.intern("a").unwrap()));
         t.intern("b").unwrap();

@@ -1,8 +1,10 @@
 //! The recent spans a node recorded, in a bounded ring (the oldest go first), and the
 //! per-trace summaries `GET /v1/traces` lists. A large ring is split into a shard per
-//! core, each thread writing to its own: a span's push then takes a lock no other core
-//! is using (one shared lock was a cache line every request moved between cores), and a
-//! shard drops its own oldest spans, so the ring keeps each core's recent ones. A cluster answers a trace from every node's
+//! core (threads take numbers in turn and share shards by them): a span's push then
+//! mostly takes a lock no other core is using (one shared lock was a cache line every
+//! request moved between cores). Each shard drops its own oldest spans, so the ring keeps
+//! the recent spans of each shard, not strictly the newest `cap` overall, and one
+//! request's spans may be dropped at slightly different times. A cluster answers a trace from every node's
 //! ring ([`merge_summaries`] adds up what each saw).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -78,9 +80,12 @@ impl SpanRing {
     pub fn with_shards(cap: usize, shards: usize) -> SpanRing {
         let cap = cap.max(1);
         let n = shards.clamp(1, (cap / MIN_SHARD).max(1));
-        let each = cap.div_ceil(n);
+        // The first `cap % n` shards hold one more: `cap` in all, exactly.
         let shards = (0..n)
-            .map(|_| Shard { cap: each, spans: Mutex::new(VecDeque::with_capacity(each.min(1 << 16))) })
+            .map(|i| {
+                let each = cap / n + usize::from(i < cap % n);
+                Shard { cap: each, spans: Mutex::new(VecDeque::with_capacity(each.min(1 << 16))) }
+            })
             .collect();
         SpanRing { cap, shards }
     }
@@ -226,6 +231,8 @@ mod tests {
         let ring = std::sync::Arc::new(SpanRing::with_shards(4 * MIN_SHARD, 4));
         assert_eq!((ring.shards.len(), ring.capacity()), (4, 4 * MIN_SHARD));
         assert_eq!(SpanRing::with_shards(100, 4).shards.len(), 1, "a small ring is one shard");
+        let odd = SpanRing::with_shards(4 * MIN_SHARD + 3, 4);
+        assert_eq!(odd.shards.iter().map(|s| s.cap).sum::<usize>(), 4 * MIN_SHARD + 3, "exactly its capacity");
         // Four threads write a shard's worth in all (so nothing is dropped, however
         // they share shards: thread numbers are process-wide); thread t writes trace t + 1.
         let per = MIN_SHARD as u64 / 4;
