@@ -93,8 +93,14 @@ for lang in "${langs[@]}"; do
     done
     t0=$(date +%s.%N)
     sed -i 's/you asked for/you now ask for/' "$tmp/$name/$src"
-    until curl -s "$ingress/$name/hi" | grep -q "you now ask for"; do
-        { kill -0 "$dev" 2>/dev/null && [ "$(date +%s)" -lt "$give_up" ]; } || { cat "$tmp/dev-$lang.log" >&2; exit 1; }
+    until curl -s -o "$tmp/last-$lang" -w '%{http_code}' "$ingress/$name/hi" >"$tmp/last-$lang.status" &&
+        grep -q "you now ask for" "$tmp/last-$lang"; do
+        { kill -0 "$dev" 2>/dev/null && [ "$(date +%s)" -lt "$give_up" ]; } || {
+            cat "$tmp/dev-$lang.log" >&2
+            echo "$lang: the change was not served within the bound; the last answer ($(cat "$tmp/last-$lang.status")," \
+                "$(secs "$t0") s after the save): $(head -c 300 "$tmp/last-$lang")" >&2
+            exit 1
+        }
         sleep 0.02
     done
     t_change[$lang]=$(secs "$t0")

@@ -56,7 +56,9 @@ pub(super) async fn route(
             }
             let spans = node.plane.trace(id).await;
             if spans.is_empty() {
-                let msg = format!("no node has spans of trace {id} (each keeps a bounded ring of recent spans, --trace-ring)");
+                let msg = format!(
+                    "no node has spans of trace {id} (each keeps a bounded ring of recent spans, --trace-ring)"
+                );
                 return err(StatusCode::NOT_FOUND, "not-found", msg, rid);
             }
             h::json(StatusCode::OK, &json!({ "trace_id": id, "spans": spans }), rid)
