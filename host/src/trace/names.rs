@@ -152,15 +152,14 @@ thread_local! {
 fn with_subject<R>(subject: &str, f: impl FnOnce(Option<&mut Subject>) -> R) -> R {
     LOCAL.with(|local| {
         let mut local = local.borrow_mut();
-        if !local.subjects.contains_key(subject) {
-            match intern_global(subject) {
-                Some(name) => {
-                    local.subjects.insert(name, Subject { name, spans: Vec::new() });
-                }
-                None => return f(None),
-            }
+        // One lookup for a known subject: this runs for every span.
+        if let Some(e) = local.subjects.get_mut(subject) {
+            return f(Some(e));
         }
-        f(local.subjects.get_mut(subject))
+        match intern_global(subject) {
+            Some(name) => f(Some(local.subjects.entry(name).or_insert(Subject { name, spans: Vec::new() }))),
+            None => f(None),
+        }
     })
 }
 
