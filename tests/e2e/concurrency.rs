@@ -71,3 +71,37 @@ async fn scaling_under_load_drops_nothing() {
     assert_eq!(node.metric("nanogrid_requests_total", "service=\"slow\",outcome=\"ok\"").await, 150.0);
     assert!(node.metric("nanogrid_instances_peak_running", "service=\"slow\"").await <= 8.0);
 }
+
+/// Clients that hang up while their requests wait in the queue leave no slot taken: with
+/// one instance, a slot handed to a request whose client had gone used to stay taken for
+/// good, and the service then answered "no free instance" to everyone (seen after wrk
+/// runs closed their connections).
+#[tokio::test]
+async fn clients_that_hang_up_while_queued_leave_no_slot_taken() {
+    use tokio::io::AsyncWriteExt;
+    let node = TestNode::start().await;
+    node.deploy("slow", "misbehave", json!({ "instances": 1, "max_queue": 100 })).await;
+    let addr = node.ingress.trim_start_matches("http://").to_string();
+    for _ in 0..10 {
+        let mut conns = Vec::new();
+        for _ in 0..30 {
+            let mut c = tokio::net::TcpStream::connect(&addr).await.expect("connect to ingress");
+            c.write_all(b"GET /slow/sleep/50 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+            conns.push(c);
+        }
+        crate::support::eventually("requests are queued", std::time::Duration::from_secs(10), || async {
+            (node.metric("nanogrid_queue_depth", "service=\"slow\"").await > 0.0).then_some(())
+        })
+        .await;
+        // Hang up while most of them wait; each later hand-over finds a client gone.
+        drop(conns);
+    }
+    crate::support::eventually("every slot is free again", std::time::Duration::from_secs(20), || async {
+        let v = node.service("slow").await;
+        let n = &v["status"]["nodes"][0];
+        (n["running"] == 0 && n["queued"] == 0).then_some(())
+    })
+    .await;
+    let r = node.get("/slow/sleep/1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -114,6 +114,7 @@ async fn new_build_and_dev_serve_a_project_and_a_saved_edit_keeps_its_kv() {
     assert!(built.starts_with("built tally in ") && built.contains("tally.wasm"), "{built}");
 
     let dev = Dev::start(&project);
+    let admin_line = dev.line("admin API at ", Duration::from_secs(60));
     let first = dev.line("serving tally (generation 1) at ", Duration::from_secs(180));
     let url = first.split(" at ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     let client = nanogrid::client::Client::new();
@@ -125,6 +126,13 @@ async fn new_build_and_dev_serve_a_project_and_a_saved_edit_keeps_its_kv() {
     let r = post(format!("{url}visits")).await;
     assert_eq!(r.json().unwrap(), json!({ "key": "visits", "value": 2 }));
 
+    // Scaled through the admin API dev printed: a redeploy keeps the count.
+    let admin_url = admin_line.split_whitespace().nth(3).unwrap();
+    let token = std::fs::read_to_string(project.join(".nanogrid/dev/admin-token")).unwrap();
+    let admin = nanogrid::client::AdminClient::new(admin_url, Some(token.trim().to_string()));
+    let scaled = admin.call_json(http::Method::POST, "/v1/services/tally/scale", &json!({ "instances": 3 })).await;
+    assert_eq!(scaled.unwrap().status, 200);
+
     // A one-line change, saved: served after a rebuild and redeploy, and kv carried over.
     let lib = project.join("src/lib.rs");
     let source = std::fs::read_to_string(&lib).unwrap();
@@ -133,10 +141,13 @@ async fn new_build_and_dev_serve_a_project_and_a_saved_edit_keeps_its_kv() {
     assert_ne!(edited, source, "the template has the line this test edits");
     let saved = Instant::now();
     std::fs::write(&lib, edited).unwrap();
-    dev.line("serving tally (generation 2) at ", Duration::from_secs(120));
+    // (Generation 2 was the scale.)
+    dev.line("serving tally (generation 3) at ", Duration::from_secs(120));
     let took = saved.elapsed();
     let r = client.send(http::Method::GET, &format!("{url}visits"), &[], bytes::Bytes::new()).await.unwrap();
     assert_eq!(r.json().unwrap(), json!({ "key": "visits", "value": 2, "v": 2 }), "new code, same data");
+    let spec = admin.get("/v1/services/tally").await.unwrap().json().unwrap()["spec"].clone();
+    assert_eq!((spec["instances"].as_u64(), spec["generation"].as_u64()), (Some(3), Some(3)), "{spec}");
     println!("dev: a one-line change served {:.1} s after the save", took.as_secs_f64());
     // The requests' status lines show in dev's output.
     let log = dev.log.lock().unwrap().clone();

@@ -17,6 +17,7 @@ use super::new::{self, Project};
 use super::node_config::node_config;
 use super::{ClientArgs, DevArgs};
 use crate::config::FileConfig;
+use crate::services::spec::ServiceSpec;
 
 /// How often the project's files are checked for changes.
 const POLL: Duration = Duration::from_millis(200);
@@ -45,6 +46,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             crate::node::private_files();
             let (cfg, listen, admin) = node_config(&node_args, FileConfig::default())?;
             let handle = start_node(cfg, listen, admin).await?;
+            let token = crate::node::token_path(node_args.data_dir.as_deref().unwrap_or(&dir));
+            println!("admin API at http://{} (token in {})", handle.node.admin_addr(), token.display());
             let c = ClientArgs {
                 admin: format!("http://{}", handle.node.admin_addr()),
                 token: node_args.admin_token.clone(),
@@ -97,13 +100,49 @@ async fn build_and_deploy(dir: &Path, project: &Project, client: &ClientArgs) ->
     let admin = admin_client(client);
     let up = check(admin.upload(bytes).await?).context("uploading the component")?;
     let digest = up["digest"].as_str().context("the upload reply has no digest")?;
-    let spec = json!({ "component": digest });
-    let svc = check(admin.call_json(Method::PUT, &format!("/v1/services/{}", project.name), &spec).await?)
+    let path = format!("/v1/services/{}", project.name);
+    // A save changes the code, not how the service is run: a redeploy keeps the count,
+    // limits, grants and config the service has (scaled or set through the admin API).
+    let existing = admin.get(&path).await?;
+    let spec = match existing.status.as_u16() {
+        404 => json!({ "component": digest }),
+        _ => {
+            let svc = check(existing).with_context(|| format!("reading {}'s spec", project.name))?;
+            let spec: ServiceSpec = serde_json::from_value(svc["spec"].clone())
+                .with_context(|| format!("the node's spec of {} is not one this nanogrid reads", project.name))?;
+            redeploy(&spec, digest)
+        }
+    };
+    let svc = check(admin.call_json(Method::PUT, &path, &spec).await?)
         .with_context(|| format!("deploying {}", project.name))?;
     for d in svc["denied_imports"].as_array().into_iter().flatten() {
         println!("denied at use: {} (no {})", d["import"].as_str().unwrap_or("?"), d["grant"].as_str().unwrap_or("?"));
     }
     Ok(svc["spec"]["generation"].as_u64().unwrap_or(0))
+}
+
+/// The deploy request that runs `component` the way `spec` runs its service now.
+fn redeploy(spec: &ServiceSpec, component: &str) -> serde_json::Value {
+    let mut req = json!({
+        "component": component,
+        "queue_timeout_ms": spec.queue_timeout_ms,
+        "limits": spec.limits,
+        "grants": spec.grants,
+        "strict_imports": spec.strict_imports,
+        "config": spec.config,
+        "bindings": spec.bindings,
+        "fuse": spec.fuse,
+        "placement": spec.placement,
+    });
+    // An autoscaled service's count is the autoscaler's: the request gives its bounds.
+    match &spec.autoscale {
+        Some(a) => req["autoscale"] = json!(a),
+        None => req["instances"] = json!(spec.instances),
+    }
+    if let Some(q) = spec.max_queue {
+        req["max_queue"] = json!(q);
+    }
+    req
 }
 
 /// Modification times of the project's sources: everything but build output, the dev
@@ -131,6 +170,54 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::services::spec::{self, ServiceRequest};
+
+    /// What a save redeploys passes the node's checks and runs the service as before.
+    #[test]
+    fn a_redeploy_keeps_the_services_settings() {
+        let first: ServiceRequest = serde_json::from_value(json!({
+            "component": format!("sha256:{}", "a".repeat(64)),
+            "instances": 3,
+            "max_queue": 7,
+            "queue_timeout_ms": 1234,
+            "limits": { "timeout_ms": 900, "memory_mib": 64 },
+            "grants": { "outbound_http": ["api.example.com:443"] },
+            "config": { "greeting": "hi" },
+            "fuse": false,
+            "placement": ["n2"],
+        }))
+        .unwrap();
+        let before = spec::check_request("svc", &first).unwrap();
+        let spec = ServiceSpec {
+            name: "svc".into(),
+            component: first.component.clone(),
+            instances: before.instances,
+            max_queue: before.max_queue,
+            queue_timeout_ms: 1234,
+            limits: before.limits,
+            grants: before.grants.clone(),
+            strict_imports: false,
+            config: first.config.clone(),
+            bindings: Default::default(),
+            fuse: false,
+            placement: vec!["n2".into()],
+            autoscale: None,
+            generation: 4,
+            updated_at_ms: 0,
+        };
+        let next = format!("sha256:{}", "b".repeat(64));
+        let req: ServiceRequest = serde_json::from_value(redeploy(&spec, &next)).expect("a request the node accepts");
+        let after = spec::check_request("svc", &req).unwrap();
+        assert_eq!(req.component, next);
+        assert_eq!((after.instances, after.max_queue), (3, Some(7)));
+        assert_eq!((after.limits, after.grants), (before.limits, before.grants));
+        assert_eq!(
+            (req.queue_timeout_ms, req.fuse, &req.placement, &req.config),
+            (Some(1234), Some(false), &spec.placement, &spec.config)
+        );
+    }
+
     #[test]
     fn a_saved_file_changes_the_snapshot_and_build_output_does_not() {
         let tmp = tempfile::tempdir().unwrap();

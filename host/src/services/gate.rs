@@ -50,7 +50,9 @@ struct State {
     max_queue: u32,
     running: u32,
     peak_running: u32,
-    waiters: VecDeque<oneshot::Sender<()>>,
+    /// Each waiter is handed its slot as a [`Permit`], so a waiter that gives up after
+    /// the hand-over (its request was dropped) frees the slot by dropping it.
+    waiters: VecDeque<oneshot::Sender<Permit>>,
     usage: Usage,
     /// When `usage`'s integrals were last brought up to date.
     since: Instant,
@@ -73,7 +75,14 @@ pub struct Gate {
 
 /// A running slot; dropping it frees the slot and admits the next waiter.
 pub struct Permit {
-    gate: Arc<Gate>,
+    /// `None` once disarmed (a hand-over that found its waiter gone, under the lock).
+    gate: Option<Arc<Gate>>,
+}
+
+impl Permit {
+    fn new(gate: &Arc<Gate>) -> Self {
+        Permit { gate: Some(gate.clone()) }
+    }
 }
 
 impl Gate {
@@ -107,7 +116,7 @@ impl Gate {
                 st.running += 1;
                 st.peak_running = st.peak_running.max(st.running);
                 st.usage.admitted += 1;
-                return Ok(Permit { gate: self.clone() });
+                return Ok(Permit::new(self));
             }
             if st.waiters.len() >= st.max_queue as usize {
                 st.usage.refused += 1;
@@ -119,14 +128,14 @@ impl Gate {
         };
         let started = Instant::now();
         let out = match tokio::time::timeout(wait, &mut rx).await {
-            Ok(Ok(())) => Ok(Permit { gate: self.clone() }),
+            Ok(Ok(permit)) => Ok(permit),
             // The sender was dropped: the service was stopped while we waited.
             Ok(Err(_)) => Err(GateError::Stopped),
             Err(_) => {
                 let _st = self.lock();
                 rx.close();
                 // A slot may have been handed over just as the wait ran out: keep it.
-                if rx.try_recv().is_ok() { Ok(Permit { gate: self.clone() }) } else { Err(GateError::WaitTimeout) }
+                rx.try_recv().map_err(|_| GateError::WaitTimeout)
             }
         };
         let mut st = self.lock();
@@ -152,7 +161,7 @@ impl Gate {
 
     /// Change the concurrency limit and queue bound. Queued requests are admitted up to
     /// the new limit; with limit 0 they are turned away.
-    pub fn resize(&self, limit: u32, max_queue: u32) {
+    pub fn resize(self: &Arc<Self>, limit: u32, max_queue: u32) {
         let mut st = self.lock();
         st.advance();
         st.limit = limit;
@@ -160,7 +169,7 @@ impl Gate {
         if limit == 0 {
             st.waiters.clear();
         }
-        admit(&mut st);
+        admit(self, &mut st);
     }
 
     pub fn snapshot(&self) -> GateSnapshot {
@@ -174,28 +183,38 @@ impl Gate {
         }
     }
 
-    fn release(&self) {
+    fn release(self: &Arc<Self>) {
         let mut st = self.lock();
         st.advance();
         st.running -= 1;
-        admit(&mut st);
+        admit(self, &mut st);
     }
 }
 
-/// Hand free slots to waiters in FIFO order, skipping ones that gave up.
-fn admit(st: &mut State) {
+/// Hand free slots to waiters in FIFO order, skipping ones that gave up. A waiter gets
+/// its slot as a permit: one that is dropped before it wakes (its client went away)
+/// drops the permit with it, which frees the slot again.
+fn admit(gate: &Arc<Gate>, st: &mut State) {
     while st.running < st.limit {
         let Some(tx) = st.waiters.pop_front() else { break };
-        if tx.send(()).is_ok() {
-            st.running += 1;
-            st.peak_running = st.peak_running.max(st.running);
+        st.running += 1;
+        match tx.send(Permit::new(gate)) {
+            Ok(()) => st.peak_running = st.peak_running.max(st.running),
+            Err(mut unwanted) => {
+                // The waiter gave up first. Dropping the permit armed would take the lock
+                // this holds: disarm it and take the slot back here.
+                unwanted.gate = None;
+                st.running -= 1;
+            }
         }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.gate.release();
+        if let Some(gate) = self.gate.take() {
+            gate.release();
+        }
     }
 }
 
@@ -264,6 +283,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         g.resize(2, 4);
         waiter.await.unwrap().unwrap();
+    }
+
+    /// A slot handed to a waiter whose request is dropped before it wakes (a client that
+    /// disconnects while queued) comes back: it used to stay taken for good, and after
+    /// enough of them the service answered "no free instance" to every request.
+    #[tokio::test]
+    async fn a_waiter_dropped_after_the_hand_over_frees_its_slot() {
+        use std::future::Future as _;
+        let g = Gate::new(1, 4);
+        let held = g.acquire(LONG).await.unwrap();
+        let mut waiting = Box::pin(g.acquire(LONG));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(g.snapshot().queued, 1);
+        // The slot goes to the waiter, which is dropped before it is polled again.
+        drop(held);
+        assert_eq!(g.snapshot().running, 1, "handed over");
+        drop(waiting);
+        assert_eq!(g.snapshot().running, 0, "the dropped waiter's slot is free again");
+        let _again = g.acquire(Duration::from_millis(10)).await.expect("the slot is free");
     }
 
     #[tokio::test]
