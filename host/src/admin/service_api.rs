@@ -152,6 +152,9 @@ async fn put_service(node: &Node, name: &str, body: ServiceRequest, scope: Scope
             let mut answer = detail_or_spec(node, &deploy.spec);
             // From the deploy itself: in a cluster this node may not run the new version yet.
             answer["denied_imports"] = json!(deploy.denied);
+            if !deploy.not_serving.is_empty() {
+                answer["not_serving_yet"] = json!(deploy.not_serving);
+            }
             h::json(status, &answer, rid)
         }
         Err(e) => admin_error(e, rid),

@@ -193,9 +193,15 @@ impl Cluster {
     }
 
     async fn leader_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        // A committed change (a deploy, a scale) is placed as soon as this node has loaded
+        // it (after its Service Manager's pass), not at the next tick: a deploy waits for
+        // its placement (`ready.rs`). A step writes only what differs, so the pass its own
+        // write causes settles after one more step.
+        let mut passes = self.reconciled.subscribe();
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
+                _ = passes.changed() => {}
                 _ = tokio::time::sleep(self.tick() * 3) => {}
             }
             if self.mode() != Mode::Leader {
@@ -367,6 +373,7 @@ impl Cluster {
             }
             let base = Some(stored.state.assign_version);
             self.raft.client_write(Command::Assign { assignment: next, events, base }).await?;
+            self.announce_commit().await;
         }
 
         // The grid's partitions live on every member that has not been removed or is

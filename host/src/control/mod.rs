@@ -18,6 +18,7 @@ mod nodescaler;
 pub mod peer;
 mod placement;
 pub mod plane;
+pub mod ready;
 mod remote;
 pub use remote::RemoteCalls;
 pub mod scaling;
@@ -199,6 +200,8 @@ pub struct Cluster {
     mode: RwLock<Mode>,
     live: RwLock<BTreeMap<String, PeerInfo>>,
     reconcile: tokio::sync::Mutex<()>,
+    /// Bumped after each pass of [`Cluster::reconcile`] (what [`ready`] waits on).
+    reconciled: tokio::sync::watch::Sender<u64>,
     started: Instant,
     rotor: AtomicU64,
     /// Partitions fenced for a new primary the table does not name yet (leader only).
@@ -277,6 +280,7 @@ impl Cluster {
             mode: RwLock::new(Mode::Dormant),
             live: RwLock::new(BTreeMap::new()),
             reconcile: tokio::sync::Mutex::new(()),
+            reconciled: tokio::sync::watch::Sender::new(0),
             started: Instant::now(),
             rotor: AtomicU64::new(0),
             grid_pending: Default::default(),
@@ -360,7 +364,10 @@ impl Cluster {
             }
             match tokio::time::timeout(left, self.raft.client_write(cmd.clone())).await {
                 Err(_) => return Err(ClusterError::Timeout(WRITE_TIMEOUT)),
-                Ok(Ok(r)) => break r.log_id.index,
+                Ok(Ok(r)) => {
+                    self.announce_commit().await;
+                    break r.log_id.index;
+                }
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                     if let Some(leader) = f.leader_node {
                         let t = left.min(Duration::from_secs(5));
@@ -377,6 +384,15 @@ impl Cluster {
         self.wait_applied(index, deadline).await?;
         self.reconcile().await;
         Ok(())
+    }
+
+    /// On the leader, after a commit: tell the followers now rather than at the next
+    /// heartbeat (up to 100 ms later), so they apply it at once. A deploy waits for every
+    /// node to serve it (`ready.rs`), and takes two commits (the spec, then its placement).
+    pub async fn announce_commit(&self) {
+        if let Err(e) = self.raft.trigger().heartbeat().await {
+            tracing::debug!(error = %e, "could not send the commit to followers early");
+        }
     }
 
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ClusterError> {
@@ -420,14 +436,16 @@ impl Cluster {
     pub async fn put_service(&self, name: &str, req: ServiceRequest) -> Result<Deploy, AdminError> {
         crate::services::spec::validate_digest(&req.component).map_err(AdminError::BadRequest)?;
         self.ensure_component(&req.component).await?;
-        let deploy = self.registry.validate_service(name, req).await?;
+        let mut deploy = self.registry.validate_service(name, req).await?;
         self.write(Command::PutService { spec: Box::new(deploy.spec.clone()) }).await?;
+        deploy.not_serving = self.await_serving(name, deploy.spec.generation).await;
         Ok(deploy)
     }
 
     pub async fn scale(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {
         let spec = self.registry.scaled_spec(name, instances, max_queue)?;
         self.write(Command::PutService { spec: Box::new(spec.clone()) }).await?;
+        self.await_serving(name, spec.generation).await;
         Ok(spec)
     }
 
@@ -468,6 +486,7 @@ impl Cluster {
         let serving: Vec<String> =
             self.registry.list().iter().filter(|s| s.gate().limit > 0).map(|s| s.name.to_string()).collect();
         self.gossip.publish(gossip::KEY_SERVICES, &serving.join(",")).await;
+        self.reconciled.send_modify(|n| *n += 1);
     }
 
     /// Names of every member (voters and learners).

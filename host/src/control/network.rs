@@ -11,6 +11,7 @@
 //! | [`TraceSpansReq`] | `/trace` | this node's spans of one trace |
 //! | [`TraceListReq`] | `/traces` | this node's summaries of recent traces |
 //! | [`TrialReq`] | `/trial` | this node's per-arm call samples of one experiment |
+//! | [`super::ready::ReadyReq`] | `/ready` | whether this node serves a service at a generation (waits, bounded) |
 
 use std::time::Duration;
 

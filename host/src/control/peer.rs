@@ -10,6 +10,7 @@
 //! | `POST /usage` | this node's per-service usage totals (for the leader's autoscaler) |
 //! | `POST /trace`, `POST /traces` | this node's spans of a trace; its recent traces (for `GET /v1/traces`) |
 //! | `POST /trial` | this node's per-arm call samples of one re-provisioning experiment (for the leader) |
+//! | `POST /ready` | whether this node serves a service at a generation, waiting up to a bound (for a deploy) |
 //! | `POST /grid` | the data grid's replication and kv routing (`nanogrid_wire::grid`, postcard) |
 //!
 //! A node removed from the cluster still holds a certificate of the CA; it is refused here.
@@ -26,6 +27,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::Cluster;
 use super::network::{GraphReq, TraceListReq, TraceSpansReq, TrialReq, UsageReq, WriteReply};
+use super::ready::ReadyReq;
 use super::types::{Command, Control, raft_id};
 use crate::http::{self as h, Body};
 use crate::transport::{Peer, PeerRpc, rpc};
@@ -111,6 +113,13 @@ pub async fn handle(
         (&Method::POST, p) if p == <TrialReq as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |r: TrialReq| async move { Ok(c.registry.trials.samples(r.id, r.newest)) }).await
         }
+        (&Method::POST, p) if p == <ReadyReq as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: ReadyReq| async move {
+                let wait = Duration::from_millis(r.wait_ms).min(super::ready::READY_WAIT);
+                Ok(c.await_ready_here(&r.service, r.generation, wait).await)
+            })
+            .await
+        }
         (&Method::GET, p) if p.starts_with("/components/") => {
             let digest = &p["/components/".len()..];
             match cluster.registry.component_bytes(digest).await {
@@ -172,7 +181,10 @@ fn sender_is(peer: &Peer, vote: &Vote<u64>) -> Result<(), Refusal> {
 
 async fn forwarded_write(c: &Cluster, cmd: Command) -> Result<WriteReply, Refusal> {
     match tokio::time::timeout(Duration::from_secs(5), c.raft.client_write(cmd)).await {
-        Ok(Ok(r)) => Ok(WriteReply { index: r.log_id.index }),
+        Ok(Ok(r)) => {
+            c.announce_commit().await;
+            Ok(WriteReply { index: r.log_id.index })
+        }
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
             Err((StatusCode::MISDIRECTED_REQUEST, "not-leader", "this node is no longer the leader".into()))
         }

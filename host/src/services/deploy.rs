@@ -34,8 +34,12 @@ impl Registry {
         self.grid.blocking(move |s| s.get(Table::Components, &key)).await.map_err(internal)
     }
 
-    /// A stored component, compiled (through the cache) and described.
+    /// A stored component, compiled (through the cache) and described; shared with
+    /// every service already running the same digest.
     pub(super) async fn load_unit(&self, digest: &str) -> Result<Arc<Unit>, AdminError> {
+        if let Some(unit) = self.units.get(digest) {
+            return Ok(unit);
+        }
         let bytes = self.component_bytes(digest).await?.ok_or_else(|| {
             AdminError::BadRequest(format!(
                 "component {digest} is not stored on this node; upload it first with PUT /v1/components"
@@ -43,12 +47,13 @@ impl Registry {
         })?;
         let runtime = self.runtime.clone();
         let digest = digest.to_string();
-        tokio::task::spawn_blocking(move || {
+        let unit = tokio::task::spawn_blocking(move || {
             let (component, info) = runtime.inspect(&digest, &bytes)?;
-            Ok(Arc::new(Unit { digest, component, info }))
+            Ok::<_, AdminError>(Arc::new(Unit { digest, component, info }))
         })
         .await
-        .map_err(internal)?
+        .map_err(internal)??;
+        Ok(self.units.share(unit))
     }
 
     /// Instance slots this node gives a service.
@@ -168,7 +173,7 @@ impl Registry {
         // Resolve and build this service and every chain it is part of before anything
         // changes; a refusal leaves all as it was.
         let versions = self.rebuild(HashMap::from([(name.to_string(), Some((spec.clone(), unit)))]), false).await?;
-        Ok((Deploy { spec, created: previous.is_none(), denied }, versions))
+        Ok((Deploy { spec, created: previous.is_none(), denied, not_serving: Vec::new() }, versions))
     }
 
     /// The spec a scale would store.

@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod spec;
 pub mod stats;
 pub mod trials;
+mod units;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -224,6 +225,9 @@ pub struct Deploy {
     pub spec: ServiceSpec,
     pub created: bool,
     pub denied: Vec<spec::DeniedImport>,
+    /// In a cluster: members that did not serve the new version yet when the deploy
+    /// returned (it waits a few seconds for all of them).
+    pub not_serving: Vec<String>,
 }
 
 /// Why an admin change was refused.
@@ -271,6 +275,8 @@ pub struct Registry {
     runtime: Arc<Runtime>,
     grid: Arc<Grid>,
     services: RwLock<HashMap<String, Arc<Service>>>,
+    /// Compiled components in use, one per digest.
+    units: units::Units,
     admin: tokio::sync::Mutex<()>,
     /// In a cluster, this node's instance slots per service (the Service Manager sets
     /// them from the assignment); `None` on a single node, where slots = `instances`.
@@ -311,6 +317,7 @@ impl Registry {
             runtime,
             grid,
             services: RwLock::new(HashMap::new()),
+            units: Default::default(),
             admin: tokio::sync::Mutex::new(()),
             slots: RwLock::new(None),
             remote: std::sync::OnceLock::new(),

@@ -74,6 +74,15 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
         assert!(c.nodes[i].node.log().contains("fetched component from peer"), "node {i} fetched by digest");
     }
 
+    // A deploy returns when the service serves: right after it, every node answers (the
+    // digest is known everywhere now). Before, nodes answered 404 or 503 for 0.1-0.9 s.
+    let answer = c.nodes[0].node.deploy("greet", "hello", json!({ "instances": 1 })).await;
+    assert!(answer.get("not_serving_yet").is_none(), "{answer}");
+    for i in 0..3 {
+        let r = c.get(i, "/greet/now").await.unwrap();
+        assert_eq!(r.status, 200, "{} right after the deploy returned: {}", c.nodes[i].name, r.text());
+    }
+
     // Admin writes through a follower are forwarded to the leader; reads anywhere agree.
     let follower = (0..3).find(|&i| c.nodes[i].name != leader).unwrap();
     let r = c.nodes[follower].node.cli(&["scale", "hello", "6"]);

@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Deploy latency and density (issue 20), release nodes on 127.0.0.1.
+
+  deploy   deploy -> first 200 on one node, for a new 128 KB component (the `hello`
+           sample with a unique custom section, so its digest is new and it is compiled)
+           and for a known digest (a new service name, a component already stored):
+           the time from the upload (new) or the PUT (known) until GET answers 200,
+           median of ROUNDS. The Python and JavaScript test components (13-19 MB, when
+           tests/guests-build.sh has built them) are timed from upload to PUT returning.
+  cluster  three nodes: a known digest deployed through n1, then GET through n2 at once:
+           the time from the PUT until n2 answers 200, and the answers other than 200
+           seen after the PUT returned (the issue: "503 for 100-300 ms").
+  density  one node: COUNTS services of `hello` deployed (instances = 1 each), the node's
+           RSS after each count is reached, and again after every service has served
+           one request.
+
+Usage: benches/density.py NANOGRID_BIN HELLO_WASM OUT_MD [ROUNDS] [COUNTS] [TOOLCHAIN_DIR]
+COUNTS is comma separated (default 10,100,1000). Rewrites the section between
+<!-- density:begin --> and <!-- density:end --> in OUT_MD.
+"""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import TOKEN, Node, agreed_leader, cluster_dir, free_port, rewrite_section, wait  # noqa: E402
+
+
+class Single:
+    """One node, no cluster: `nanogrid serve` on free ports."""
+
+    def __init__(self, binary, root):
+        self.dir = os.path.join(root, "single")
+        out = open(self.dir + ".out", "w")
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+             "--data-dir", self.dir, "--admin-token", TOKEN],
+            stdout=out, stderr=open(self.dir + ".log", "w"))
+        text = wait("the node listens", lambda: self._listening(), 60)
+        self.ingress, self.admin = text
+
+    def _listening(self):
+        text = open(self.dir + ".out").read()
+        i = re.search(r"ingress listening on http://(\S+)", text)
+        a = re.search(r"admin listening on http://(\S+)", text)
+        return (i.group(1), a.group(1)) if i and a else None
+
+    call = Node.call
+
+    def rss_mib(self):
+        fields = dict(line.split(":", 1) for line in open(f"/proc/{self.proc.pid}/status") if ":" in line)
+        return int(fields["VmRSS"].split()[0]) / 1024
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(os.path.dirname(self.dir), ignore_errors=True)
+
+
+def with_nonce(wasm, nonce):
+    """The component with a custom section appended: a new digest, the same code."""
+    name, payload = b"nanogrid-bench", nonce.encode()
+    body = bytes([len(name)]) + name + payload
+    return wasm + b"\x00" + leb(len(body)) + body
+
+
+def leb(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def upload(node, data):
+    status, body = node.call("PUT", "/v1/components", body=data, timeout=300)
+    assert status in (200, 201), body
+    return json.loads(body)["digest"]
+
+
+def deploy(node, name, digest, spec=None):
+    status, body = node.call("PUT", f"/v1/services/{name}", body=dict(spec or {"instances": 1}, component=digest),
+                             timeout=300)
+    assert status in (200, 201), body
+
+
+def get(ingress, path):
+    """The status of GET path (0 when the connection fails)."""
+    try:
+        c = http.client.HTTPConnection(ingress, timeout=5)
+        c.request("GET", path)
+        status = c.getresponse().status
+        c.close()
+        return status
+    except OSError:
+        return 0
+
+
+def first_200(ingress, path, within=30.0):
+    """Poll until GET answers 200; the statuses seen before it."""
+    seen = []
+    deadline = time.time() + within
+    while time.time() < deadline:
+        s = get(ingress, path)
+        if s == 200:
+            return seen
+        seen.append(s)
+    raise RuntimeError(f"{path} did not answer 200 within {within} s (saw {seen[-5:]})")
+
+
+def deploy_latency(node, hello, rounds, toolchain):
+    new, known, split = [], [], []
+    base = upload(node, hello)
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        digest = upload(node, with_nonce(hello, f"new-{r}-{time.time()}"))
+        t1 = time.perf_counter()
+        deploy(node, f"new-{r}", digest)
+        t2 = time.perf_counter()
+        first_200(node.ingress, f"/new-{r}/x")
+        t3 = time.perf_counter()
+        new.append((t3 - t0) * 1000)
+        split.append(((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000))
+        t0 = time.perf_counter()
+        deploy(node, f"known-{r}", base)
+        first_200(node.ingress, f"/known-{r}/x")
+        known.append((time.perf_counter() - t0) * 1000)
+    big = {}
+    for lang, file in (("Python", "reach-py.wasm"), ("JavaScript", "reach-js.wasm")):
+        path = os.path.join(toolchain or "", file)
+        if not toolchain or not os.path.exists(path):
+            continue
+        data = with_nonce(open(path, "rb").read(), f"{lang}-{time.time()}")
+        t0 = time.perf_counter()
+        digest = upload(node, data)
+        deploy(node, f"big-{lang.lower()}", digest)
+        big[lang] = (len(data), (time.perf_counter() - t0) * 1000)
+    return new, known, split, big
+
+
+def cluster_deploy(binary, hello, rounds):
+    root = tempfile.mkdtemp(prefix="ng-density-")
+    ports = [(free_port(), free_port(socket.SOCK_DGRAM)) for _ in range(3)]
+    seeds = ",".join(f"127.0.0.1:{g}" for _, g in ports)
+    names = [f"n{i + 1}" for i in range(3)]
+    secrets = ["--cluster-dir", cluster_dir(binary, root, names)]
+    nodes = [Node(binary, n, root, seeds, p, g, secrets) for n, (p, g) in zip(names, ports)]
+    try:
+        for n in nodes:
+            n.start()
+        wait("the cluster forms", lambda: agreed_leader(nodes), 60)
+        digest = upload(nodes[0], hello)
+        took, refused = [], []
+        for r in range(rounds):
+            t0 = time.perf_counter()
+            deploy(nodes[0], f"c-{r}", digest, {"instances": 3})
+            seen = first_200(nodes[1].ingress, f"/c-{r}/x")
+            took.append((time.perf_counter() - t0) * 1000)
+            refused.append(len(seen))
+        return took, refused
+    finally:
+        for n in nodes:
+            n.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def density(binary, hello, counts):
+    root = tempfile.mkdtemp(prefix="ng-density-")
+    node = Single(binary, root)
+    try:
+        digest = upload(node, hello)
+        rows, done = [], 0
+        base = node.rss_mib()
+        for target in counts:
+            t0 = time.perf_counter()
+            while done < target:
+                deploy(node, f"s-{done}", digest)
+                done += 1
+            deploy_ms = (time.perf_counter() - t0) * 1000 / max(1, target - (rows[-1][0] if rows else 0))
+            idle = node.rss_mib()
+            for i in range(done):
+                assert get(node.ingress, f"/s-{i}/x") == 200, f"s-{i} does not serve"
+            rows.append((target, idle, node.rss_mib(), deploy_ms))
+        return base, rows
+    finally:
+        node.stop()
+
+
+def main():
+    binary, hello_path, out = sys.argv[1:4]
+    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    counts = [int(c) for c in (sys.argv[5] if len(sys.argv) > 5 else "10,100,1000").split(",")]
+    toolchain = sys.argv[6] if len(sys.argv) > 6 else None
+    hello = open(hello_path, "rb").read()
+
+    root = tempfile.mkdtemp(prefix="ng-density-")
+    node = Single(binary, root)
+    try:
+        new, known, split, big = deploy_latency(node, hello, rounds, toolchain)
+    finally:
+        node.stop()
+    c_took, c_refused = cluster_deploy(binary, hello, rounds)
+    base, rows = density(binary, hello, counts)
+
+    med = statistics.median
+
+    def verdict(v, target):
+        return "met" if v <= target else "not met"
+
+    up, put, serve = (med(s[i] for s in split) for i in range(3))
+    lines = [
+        "<!-- density:begin -->",
+        "## Deploy latency and density (issue 20)",
+        "",
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}, `benches/density.py` ({os.path.basename(binary)}), "
+        f"nodes on 127.0.0.1; medians of {rounds} deploys.",
+        "",
+        "| what | figure | target | verdict |",
+        "| --- | ---: | --- | --- |",
+        f"| new 128 KB component (`hello`, new digest): upload → first 200, one node (ms) | {med(new):.0f} | ≤ 100 ms | "
+        f"{verdict(med(new), 100)} |",
+        f"| … of which upload and compile / PUT / PUT returned → first 200 (ms) | {up:.0f} / {put:.0f} / {serve:.0f} | "
+        "| reported |",
+        f"| known digest: PUT → first 200, one node (ms) | {med(known):.1f} | ≤ 10 ms | {verdict(med(known), 10)} |",
+        f"| known digest, three nodes: PUT via n1 → first 200 via n2 (ms) | {med(c_took):.1f} | ≤ 10 ms | "
+        f"{verdict(med(c_took), 10)} |",
+        f"| … answers other than 200 from n2 after the PUT returned (max of {rounds}) | {max(c_refused)} | 0 | "
+        f"{verdict(max(c_refused), 0)} |",
+    ]
+    for lang, (size, ms) in big.items():
+        lines.append(f"| {lang} component ({size / 1e6:.1f} MB, new digest): upload → deployed (ms) | {ms:.0f} | "
+                     "| reported |")
+    lines += [
+        "",
+        f"Density: `hello` deployed as N services (instances = 1 each) on one node; RSS {base:.0f} MiB before.",
+        "",
+        "| services | RSS deployed (MiB) | RSS after one request each (MiB) | per service (KiB) | deploy each (ms) "
+        "| target | verdict |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for n, idle, used, ms in rows:
+        target, v = ("≤ 300 MiB", verdict(used, 300)) if n == 1000 else (
+            ("deployable", "met") if n == 10000 else ("", "reported"))
+        lines.append(f"| {n} | {idle:.0f} | {used:.0f} | {(used - base) * 1024 / n:.0f} | {ms:.1f} | {target} | {v} |")
+    if not any(n == 10000 for n, *_ in rows):
+        lines.append("| 10000 | | | | | deployable | not run (`COUNTS=...,10000`) |")
+    lines.append("<!-- density:end -->")
+    rewrite_section(out, "density", lines)
+
+
+if __name__ == "__main__":
+    main()

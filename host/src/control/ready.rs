@@ -1,0 +1,94 @@
+//! A deploy returns when the service serves: after a change is committed, the node that
+//! took it waits (bounded by [`READY_WAIT`]) until every live member has applied it, the
+//! leader's placement has given the service its instances, and each node has resized its
+//! own share, so a request sent through any node right after `deploy` returns is served
+//! (before, a node that had not applied the change yet answered 404 and one without its
+//! placement 503, for 100-900 ms: docs/BENCHMARKS.md, "Deploy latency and density").
+//!
+//! Each member answers [`ReadyReq`] when its Service Manager's last pass ([`Cluster::reconcile`])
+//! left it ready, or when the wait the request carries runs out.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Cluster, Mode};
+use crate::transport::PeerRpc;
+
+/// How long a deploy or scale waits for the cluster to serve the change before it
+/// returns anyway (the answer then names the nodes that were not ready).
+pub const READY_WAIT: Duration = Duration::from_secs(5);
+
+/// "Tell me when you serve this service at this generation (or give up after `wait_ms`)."
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadyReq {
+    pub service: String,
+    pub generation: u64,
+    pub wait_ms: u64,
+}
+
+impl PeerRpc for ReadyReq {
+    const PATH: &'static str = "/ready";
+    /// Whether the node was ready within the wait.
+    type Reply = bool;
+}
+
+impl Cluster {
+    /// Whether this node serves `service` as committed at `generation` or later: it has
+    /// applied that spec and a placement of it, and runs its own share of the instances.
+    fn ready_here(&self, service: &str, generation: u64) -> bool {
+        let stored = self.sm.current();
+        let state = &stored.state;
+        let Some(spec) = state.services.get(service).filter(|s| s.generation >= generation) else { return false };
+        let placed = spec.instances == 0 || state.assignment.get(service).is_some_and(|r| r.values().any(|&n| n > 0));
+        let installed = self.registry.get(service).is_some_and(|s| {
+            s.current().spec.generation >= spec.generation && s.gate().limit == state.slots(service, &self.name)
+        });
+        placed && installed
+    }
+
+    /// Wait until [`Cluster::ready_here`] holds, at most `within`; whether it does.
+    pub async fn await_ready_here(&self, service: &str, generation: u64, within: Duration) -> bool {
+        let mut passes = self.reconciled.subscribe();
+        let ready = async {
+            loop {
+                passes.borrow_and_update();
+                if self.ready_here(service, generation) {
+                    return;
+                }
+                if passes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(within, ready).await.is_ok()
+    }
+
+    /// After a committed change of `service` to `generation`: wait until every live member
+    /// serves it (at most [`READY_WAIT`]). The members that did not say so in time.
+    pub async fn await_serving(&self, service: &str, generation: u64) -> Vec<String> {
+        let members = self.member_names();
+        let others: Vec<_> = self
+            .live()
+            .into_values()
+            .filter(|p| p.id != self.name && members.contains(&p.id) && p.mode != Mode::Dormant.as_str())
+            .collect();
+        let wait_ms = READY_WAIT.as_millis() as u64;
+        let req = ReadyReq { service: service.to_string(), generation, wait_ms };
+        let asks = others.iter().map(|p| async {
+            // The peer's own wait, plus time for the answer to arrive.
+            let ok = self.peers.call(&p.id, &p.peer, &req, READY_WAIT + Duration::from_secs(1)).await;
+            (p.id.clone(), matches!(ok, Ok(true)))
+        });
+        let (here, there) =
+            tokio::join!(self.await_ready_here(service, generation, READY_WAIT), futures::future::join_all(asks));
+        let mut late: Vec<String> = there.into_iter().filter(|(_, ok)| !ok).map(|(id, _)| id).collect();
+        if !here {
+            late.push(self.name.clone());
+        }
+        if !late.is_empty() {
+            tracing::warn!(service, generation, nodes = ?late, "deployed, but not serving on every node yet");
+        }
+        late
+    }
+}
