@@ -92,17 +92,33 @@ impl Graph {
 /// A new version of a service, or `None` for its removal.
 pub(super) type Change = Option<(ServiceSpec, Arc<Unit>)>;
 
-struct Snapshot {
-    members: HashMap<String, (ServiceSpec, Arc<Unit>)>,
+/// The service table with pending changes applied, without copying it: the deployed
+/// versions as they are (an `Arc` each) and the changes beside them. (Copying every spec
+/// made each deploy cost about 1 µs per deployed service: 12 ms at 10,000.)
+struct Snapshot<'a> {
+    current: HashMap<String, Arc<Deployed>>,
+    changes: &'a HashMap<String, Change>,
 }
 
-impl View for Snapshot {
+impl Snapshot<'_> {
+    /// A member resolution already found (the plan names only members).
+    fn get(&self, name: &str) -> (&ServiceSpec, &Arc<Unit>) {
+        self.member(name).unwrap_or_else(|| unreachable!("{name} is in the plan, so in the snapshot"))
+    }
+}
+
+impl View for Snapshot<'_> {
     fn member(&self, name: &str) -> Option<(&ServiceSpec, &Arc<Unit>)> {
-        self.members.get(name).map(|(s, u)| (s, u))
+        match self.changes.get(name) {
+            Some(change) => change.as_ref().map(|(s, u)| (s, u)),
+            None => self.current.get(name).map(|d| (&d.spec, &d.unit)),
+        }
     }
 
     fn names(&self) -> Vec<String> {
-        self.members.keys().cloned().collect()
+        let kept = self.current.keys().filter(|n| !self.changes.contains_key(*n));
+        let changed = self.changes.iter().filter(|(_, c)| c.is_some()).map(|(n, _)| n);
+        kept.chain(changed).cloned().collect()
     }
 }
 
@@ -138,24 +154,15 @@ impl Registry {
             let map = self.services.read().unwrap_or_else(|e| e.into_inner());
             map.iter().map(|(n, s)| (n.clone(), s.current())).collect()
         };
-        let mut members: HashMap<String, (ServiceSpec, Arc<Unit>)> =
-            current.iter().map(|(n, d)| (n.clone(), (d.spec.clone(), d.unit.clone()))).collect();
-        for (name, change) in &changes {
-            match change {
-                Some(m) => members.insert(name.clone(), m.clone()),
-                None => members.remove(name),
-            };
-        }
-        let snapshot = Snapshot { members };
+        let snapshot = Snapshot { current, changes: &changes };
+        // Only changed services and chains (whose parts may have changed) need a look.
         let mut names = snapshot.names();
+        names.retain(|n| changes.contains_key(n) || !snapshot.get(n).1.info.typed_imports.is_empty());
         names.sort();
         let mut out = Vec::new();
         for name in names {
-            let (spec, unit) = &snapshot.members[&name];
+            let (spec, unit) = snapshot.get(&name);
             let changed = changes.contains_key(&name);
-            if !changed && unit.info.typed_imports.is_empty() {
-                continue;
-            }
             let resolution = match resolve::resolve(&snapshot, &name) {
                 Ok(r) => r,
                 Err(e) if lenient => {
@@ -164,7 +171,7 @@ impl Registry {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let old = current.get(&name);
+            let old = snapshot.current.get(&name);
             if !changed {
                 match (&resolution, old.and_then(|d| d.serving.graph())) {
                     // Same chain, no changed part: keep what serves it.
@@ -192,7 +199,7 @@ impl Registry {
     /// Build what serves `name` under `resolution`.
     async fn serve(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Snapshot<'_>,
         name: &str,
         resolution: Result<Plan, Unresolved>,
     ) -> Result<Serving, AdminError> {
@@ -200,7 +207,7 @@ impl Registry {
             Ok(p) => p,
             Err(u) => return Ok(Serving::Unresolved(u)),
         };
-        let (spec, unit) = &snapshot.members[name];
+        let (spec, unit) = snapshot.get(name);
         let provider_only = unit.info.world == PROVIDER_WORLD;
         let runtime = self.runtime.clone();
         if plan.services.len() == 1 {
@@ -219,7 +226,7 @@ impl Registry {
             .iter()
             .zip(&plan.edges)
             .map(|(s, edges)| {
-                let (pspec, punit) = &snapshot.members[s];
+                let (pspec, punit) = snapshot.get(s);
                 ChainPart {
                     service: s.as_str().into(),
                     digest: punit.digest.clone(),
@@ -232,7 +239,7 @@ impl Registry {
         let chain = Chain { parts };
         let reason = if spec.fuse {
             plan.services[..plan.services.len() - 1].iter().find_map(|s| {
-                let import = stateful_import(&snapshot.members[s].1.info.imports)?;
+                let import = stateful_import(&snapshot.get(s).1.info.imports)?;
                 Some(format!("{s} imports {import}, whose state is per service; linked, it keeps its own"))
             })
         } else {
