@@ -2,8 +2,9 @@
 """Deploy latency and density (issue 20), release nodes on 127.0.0.1.
 
   deploy   deploy -> first 200 on one node, for a new 128 KB component (the `hello`
-           sample with a unique custom section, so its digest is new and it is compiled)
-           and for a known digest (a new service name, a component already stored):
+           sample with a unique custom section, so its digest is new; on a fresh node, so
+           nothing of it was compiled before), for the same code under a new digest on a
+           node that compiled it before (Cranelift's function cache hits), and for a known digest (a new service name, a component already stored):
            the time from the upload (new) or the PUT (known) until GET answers 200,
            median of ROUNDS. The Python and JavaScript test components (13-19 MB, when
            tests/guests-build.sh has built them) are timed from upload to PUT returning.
@@ -118,19 +119,37 @@ def first_200(ingress, path, within=30.0):
     raise RuntimeError(f"{path} did not answer 200 within {within} s (saw {seen[-5:]})")
 
 
-def deploy_latency(node, hello, rounds, toolchain):
-    new, known, split = [], [], []
+def new_component(binary, hello, nonce):
+    """Upload -> first 200 of a component nothing was compiled for: a fresh node (empty
+    compile caches). The total and its parts (upload and compile, PUT, first 200)."""
+    node = Single(binary, tempfile.mkdtemp(prefix="ng-density-"))
+    try:
+        t0 = time.perf_counter()
+        digest = upload(node, with_nonce(hello, nonce))
+        t1 = time.perf_counter()
+        deploy(node, "new", digest)
+        t2 = time.perf_counter()
+        first_200(node.ingress, "/new/x")
+        t3 = time.perf_counter()
+        return (t3 - t0) * 1000, ((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
+    finally:
+        node.stop()
+
+
+def deploy_latency(binary, node, hello, rounds, toolchain):
+    new, rebuilt, known, split = [], [], [], []
     base = upload(node, hello)
     for r in range(rounds):
+        total, parts = new_component(binary, hello, f"new-{r}-{time.time()}")
+        new.append(total)
+        split.append(parts)
+        # The same code under a new digest (a rebuild that changed data only, or another
+        # build of the same functions): its functions are in the node's cache.
         t0 = time.perf_counter()
-        digest = upload(node, with_nonce(hello, f"new-{r}-{time.time()}"))
-        t1 = time.perf_counter()
-        deploy(node, f"new-{r}", digest)
-        t2 = time.perf_counter()
-        first_200(node.ingress, f"/new-{r}/x")
-        t3 = time.perf_counter()
-        new.append((t3 - t0) * 1000)
-        split.append(((t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000))
+        digest = upload(node, with_nonce(hello, f"rebuilt-{r}-{time.time()}"))
+        deploy(node, f"rebuilt-{r}", digest)
+        first_200(node.ingress, f"/rebuilt-{r}/x")
+        rebuilt.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         deploy(node, f"known-{r}", base)
         first_200(node.ingress, f"/known-{r}/x")
@@ -145,7 +164,7 @@ def deploy_latency(node, hello, rounds, toolchain):
         digest = upload(node, data)
         deploy(node, f"big-{lang.lower()}", digest)
         big[lang] = (len(data), (time.perf_counter() - t0) * 1000)
-    return new, known, split, big
+    return new, rebuilt, known, split, big
 
 
 def cluster_deploy(binary, hello, rounds):
@@ -206,7 +225,7 @@ def main():
     root = tempfile.mkdtemp(prefix="ng-density-")
     node = Single(binary, root)
     try:
-        new, known, split, big = deploy_latency(node, hello, rounds, toolchain)
+        new, rebuilt, known, split, big = deploy_latency(binary, node, hello, rounds, toolchain)
     finally:
         node.stop()
     c_took, c_refused = cluster_deploy(binary, hello, rounds)
@@ -227,10 +246,12 @@ def main():
         "",
         "| what | figure | target | verdict |",
         "| --- | ---: | --- | --- |",
-        f"| new 128 KB component (`hello`, new digest): upload → first 200, one node (ms) | {med(new):.0f} | ≤ 100 ms | "
-        f"{verdict(med(new), 100)} |",
+        f"| new 128 KB component (`hello`, new digest, fresh node: nothing compiled before): upload → first 200 (ms) "
+        f"| {med(new):.0f} | ≤ 100 ms | {verdict(med(new), 100)} |",
         f"| … of which upload and compile / PUT / PUT returned → first 200 (ms) | {up:.0f} / {put:.0f} / {serve:.0f} | "
         "| reported |",
+        f"| the same code under a new digest (its functions compiled before): upload → first 200 (ms) "
+        f"| {med(rebuilt):.0f} | | reported |",
         f"| known digest: PUT → first 200, one node (ms) | {med(known):.1f} | ≤ 10 ms | {verdict(med(known), 10)} |",
         f"| known digest, three nodes: PUT via n1 → first 200 via n2 (ms) | {med(c_took):.1f} | ≤ 10 ms | "
         f"{verdict(med(c_took), 10)} |",
@@ -238,7 +259,7 @@ def main():
         f"{verdict(max(c_refused), 0)} |",
     ]
     for lang, (size, ms) in big.items():
-        lines.append(f"| {lang} component ({size / 1e6:.1f} MB, new digest): upload → deployed (ms) | {ms:.0f} | "
+        lines.append(f"| {lang} component ({size / 1e6:.1f} MB, new digest, first on the node): upload → deployed (ms) | {ms:.0f} | "
                      "| reported |")
     lines += [
         "",
@@ -264,7 +285,9 @@ def main():
             "",
             "Before this benchmark's first run (5d61a49): every service mapped its own copy of the compiled component, "
             "about 455 KiB per service (200 services: +89 MiB); through three nodes a deploy answered after ~315 ms "
-            "while n2 still answered 404 or 503 (up to 764 times) after the PUT returned.",
+            "while n2 still answered 404 or 503 (up to 764 times) after the PUT returned. A first "
+            "compile gets nothing from the function cache: runs earlier the same day measured 104-118 ms for the new "
+            "component, so its verdict is within this machine's noise.",
         ]
     lines.append("<!-- density:end -->")
     rewrite_section(out, "density", lines)

@@ -17,6 +17,7 @@
 pub mod bindings;
 mod chain;
 pub mod codec;
+mod fncache;
 mod http;
 mod http3;
 mod imports;
@@ -140,9 +141,11 @@ pub struct Runtime {
 
 impl Flavor {
     fn new(cfg: &RuntimeConfig, async_abi: bool) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(cfg, async_abi))
-            .map_err(anyhow::Error::from)
-            .context("creating the wasmtime engine")?;
+        let mut config = engine_config(cfg, async_abi);
+        // Compiled functions, shared by every component of this engine (see fncache.rs).
+        let functions = fncache::FunctionCache::new(fncache::BUDGET);
+        config.enable_incremental_compilation(Arc::new(functions)).map_err(anyhow::Error::from)?;
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         Nanoservice::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
