@@ -193,16 +193,23 @@ impl Cluster {
     }
 
     async fn leader_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        // A committed change (a deploy, a scale) is placed as soon as this node has loaded
-        // it (after its Service Manager's pass), not at the next tick: a deploy waits for
-        // its placement (`ready.rs`). A step writes only what differs, so the pass its own
-        // write causes settles after one more step.
+        // A new service is placed as soon as this node has loaded it (after its Service
+        // Manager's pass), not at the next tick: a deploy waits for its placement
+        // (`ready.rs`). Other passes wait for the tick: a step at every pass (a count
+        // trial switches every 2 s) made the trial in
+        // `cluster::barrier_wait::..._after_a_switchback_trial` judge its arms wrongly.
         let mut passes = self.reconciled.subscribe();
+        let mut tick = tokio::time::interval(self.tick() * 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
-                _ = passes.changed() => {}
-                _ = tokio::time::sleep(self.tick() * 3) => {}
+                _ = tick.tick() => {}
+                pass = passes.changed() => {
+                    if pass.is_err() || !self.unplaced() {
+                        continue;
+                    }
+                }
             }
             if self.mode() != Mode::Leader {
                 continue;
@@ -211,6 +218,17 @@ impl Cluster {
                 tracing::debug!(error = %e, "cluster manager step failed; retrying");
             }
         }
+    }
+
+    /// Whether a service with instances that this node has loaded has no placement yet.
+    fn unplaced(&self) -> bool {
+        let stored = self.sm.current();
+        let state = &stored.state;
+        state.services.iter().any(|(name, spec)| {
+            spec.instances > 0
+                && !state.assignment.contains_key(name)
+                && self.registry.get(name).is_some_and(|s| &s.current().spec == spec)
+        })
     }
 
     async fn traffic_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
