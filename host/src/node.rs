@@ -257,6 +257,21 @@ fn peer_handler(
     }
 }
 
+/// The node's Wasm runtime (its engine is built off the async runtime: that compiles
+/// nothing yet but sets up the pooling allocator's reservations).
+async fn start_runtime(config: &NodeConfig, listeners: &[SocketAddr]) -> anyhow::Result<Arc<Runtime>> {
+    let runtime_cfg = RuntimeConfig {
+        compile_cache: config.compile_cache.clone().unwrap_or_else(|| config.data_dir.join("compiled")),
+        pool_instances: config.pool_instances,
+        pool_max_memory: 1 << 30,
+        fuel: config.fuel,
+        outbound: Some(Arc::new(crate::runtime::outbound::OutboundNet::new(&config.extra_ca, config.resolve.clone())?)),
+    };
+    let runtime = Arc::new(tokio::task::spawn_blocking(move || Runtime::new(&runtime_cfg)).await??);
+    runtime.outbound().set_own(own_addresses(config, listeners));
+    Ok(runtime)
+}
+
 pub async fn start(
     config: NodeConfig,
     ingress_listener: TcpListener,
@@ -274,15 +289,7 @@ pub async fn start(
         read: config.read_token.clone().or_else(|| secrets.as_ref().and_then(|s| s.read_token.clone())),
     };
     let grid = open_grid(&config).await?;
-    let runtime_cfg = RuntimeConfig {
-        compile_cache: config.compile_cache.clone().unwrap_or_else(|| config.data_dir.join("compiled")),
-        pool_instances: config.pool_instances,
-        pool_max_memory: 1 << 30,
-        fuel: config.fuel,
-        outbound: Some(Arc::new(crate::runtime::outbound::OutboundNet::new(&config.extra_ca, config.resolve.clone())?)),
-    };
-    let runtime = Arc::new(tokio::task::spawn_blocking(move || Runtime::new(&runtime_cfg)).await??);
-    runtime.outbound().set_own(own_addresses(&config, &[ingress_listener.local_addr()?, admin_addr]));
+    let runtime = start_runtime(&config, &[ingress_listener.local_addr()?, admin_addr]).await?;
     let registry = Registry::new(runtime, grid.clone());
     registry.barriers.set_node(&config.node_id);
     let t = &config.tracing;

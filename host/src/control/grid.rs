@@ -216,38 +216,7 @@ impl Cluster {
                 promotions.push((p, None));
                 continue;
             }
-            let primary = info.primary.clone();
-            info.isr.retain(|n| is_live(n) || *n == primary);
-            let desired: Vec<String> = part::ranked(p, members).into_iter().take(rf).collect();
-            for n in &desired {
-                if !info.replicas.contains(n) && is_live(n) && adding < MAX_ADDING {
-                    info.replicas.push(n.clone());
-                    adding += 1;
-                }
-            }
-            let synced = desired.iter().all(|n| info.isr.contains(n));
-            let surplus: Vec<String> = info.replicas.iter().filter(|n| !desired.contains(n)).cloned().collect();
-            let mut transfer = None;
-            for n in surplus {
-                if n == primary {
-                    if synced {
-                        transfer = desired.first().cloned();
-                    }
-                } else if synced {
-                    info.replicas.retain(|x| *x != n);
-                    info.isr.retain(|x| *x != n);
-                }
-            }
-            // Give a primary back to its best-ranked node once that is in sync again.
-            if let Some(best) = desired.first()
-                && transfer.is_none()
-                && *best != primary
-                && info.isr.contains(best)
-                && is_live(best)
-            {
-                transfer = Some(best.clone());
-            }
-            if let Some(to) = transfer
+            if let Some(to) = plan_replicas(p, info, members, rf, &is_live, &mut adding)
                 && transfers < MAX_TRANSFERS
             {
                 transfers += 1;
@@ -436,4 +405,50 @@ pub fn report(
         "nodes": nodes,
         "table": parts,
     })
+}
+
+/// One step's plan for partition `p`'s replicas: add the desired ones that are missing
+/// (while fewer than [`MAX_ADDING`] partitions are adding one: `adding` counts them) and
+/// drop the surplus once the desired ones are in sync. Returns the node the primary should
+/// move to, if any: the best-ranked one once it is in sync.
+fn plan_replicas(
+    p: u32,
+    info: &mut PartInfo,
+    members: &[String],
+    rf: usize,
+    is_live: &dyn Fn(&str) -> bool,
+    adding: &mut usize,
+) -> Option<String> {
+    let primary = info.primary.clone();
+    info.isr.retain(|n| is_live(n) || *n == primary);
+    let desired: Vec<String> = part::ranked(p, members).into_iter().take(rf).collect();
+    for n in &desired {
+        if !info.replicas.contains(n) && is_live(n) && *adding < MAX_ADDING {
+            info.replicas.push(n.clone());
+            *adding += 1;
+        }
+    }
+    let synced = desired.iter().all(|n| info.isr.contains(n));
+    let surplus: Vec<String> = info.replicas.iter().filter(|n| !desired.contains(n)).cloned().collect();
+    let mut transfer = None;
+    for n in surplus {
+        if n == primary {
+            if synced {
+                transfer = desired.first().cloned();
+            }
+        } else if synced {
+            info.replicas.retain(|x| *x != n);
+            info.isr.retain(|x| *x != n);
+        }
+    }
+    // Give a primary back to its best-ranked node once that is in sync again.
+    if let Some(best) = desired.first()
+        && transfer.is_none()
+        && *best != primary
+        && info.isr.contains(best)
+        && is_live(best)
+    {
+        transfer = Some(best.clone());
+    }
+    transfer
 }

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::experiment::Change;
 use super::gossip::{KEY_LOAD, KEY_MODE, PeerInfo};
 use super::placement::{hold_until_ready, place};
+use super::store::Stored;
 use super::types::{Command, Member, raft_id};
 use super::{Cluster, Mode};
 
@@ -272,7 +273,36 @@ impl Cluster {
         let stored = self.sm.current();
         let removed = &stored.state.removed;
         let (voters, learners) = self.members();
-        let is_member = |n: &str| voters.iter().chain(&learners).any(|m| m.name == n);
+        if self.change_members(&live, &stored, &voters, &learners).await? {
+            return Ok(());
+        }
+        if !self.assign(&live, &stored, &voters, &learners).await? {
+            return Ok(());
+        }
+
+        // The grid's partitions live on every member that has not been removed or is
+        // being drained (a drained node keeps serving its replicas until others hold them).
+        let mut members: Vec<String> = voters
+            .iter()
+            .chain(&learners)
+            .map(|m| m.name.clone())
+            .filter(|n| !removed.contains(n) && !stored.state.draining.contains(n))
+            .collect();
+        members.sort();
+        self.manage_grid(&live, &members, removed).await
+    }
+
+    /// The membership part of a step: at most one Raft membership change (true when one
+    /// was made: the step ends there), and new nodes admitted as learners.
+    async fn change_members(
+        &self,
+        live: &BTreeMap<String, PeerInfo>,
+        stored: &Stored,
+        voters: &[Member],
+        learners: &[Member],
+    ) -> anyhow::Result<bool> {
+        let removed = &stored.state.removed;
+        let is_member = |n: &str| voters.iter().chain(learners).any(|m| m.name == n);
 
         // A voter whose store was rebuilt lost its vote: it becomes a learner (and is
         // promoted again below once it has caught up and stopped rebuilding).
@@ -284,7 +314,7 @@ impl Cluster {
         if !rebuilding.is_empty() {
             self.raft.change_membership(ChangeMembers::RemoveVoters(rebuilding), true).await?;
             tracing::info!("made voters with rebuilt stores learners");
-            return Ok(());
+            return Ok(true);
         }
         // Promote learners while fewer than `voters` voters are kept (not decommissioned).
         // Promoting before removing keeps the live nodes a majority of every
@@ -301,7 +331,7 @@ impl Cluster {
             if !ready.is_empty() {
                 self.raft.change_membership(ChangeMembers::AddVoterIds(ready), false).await?;
                 tracing::info!("promoted learners to voters");
-                return Ok(());
+                return Ok(true);
             }
         }
         if let Some(name) = removed.iter().find(|n| is_member(n)) {
@@ -311,13 +341,13 @@ impl Cluster {
             }
             self.raft.change_membership(ChangeMembers::RemoveNodes(id), false).await?;
             tracing::info!(node = %name, "removed node from the cluster");
-            return Ok(());
+            return Ok(true);
         }
         // A member restarted with another peer address: update it so Raft reaches it, once
         // a TLS handshake there proved the address is that node's (gossip alone is not
         // enough: it could carry a wrong address).
         let mut moved: BTreeMap<u64, Member> = BTreeMap::new();
-        for m in voters.iter().chain(&learners) {
+        for m in voters.iter().chain(learners) {
             let Some(p) = live.get(&m.name).filter(|p| p.peer != m.peer) else { continue };
             if self.proven(&p.id, &p.peer).await {
                 moved.insert(raft_id(&m.name), Member { name: m.name.clone(), peer: p.peer.clone() });
@@ -326,7 +356,7 @@ impl Cluster {
         if !moved.is_empty() {
             tracing::info!(nodes = ?moved.values().map(|m| m.to_string()).collect::<Vec<_>>(), "updating member addresses");
             self.raft.change_membership(ChangeMembers::SetNodes(moved), true).await?;
-            return Ok(());
+            return Ok(true);
         }
         for p in live.values().filter(|p| p.mode == JOINING && !is_member(&p.id) && !removed.contains(&p.id)) {
             if !self.proven(&p.id, &p.peer).await {
@@ -336,7 +366,20 @@ impl Cluster {
             self.raft.add_learner(raft_id(&p.id), member, false).await?;
             tracing::info!(node = %p.id, "added node as a learner");
         }
+        Ok(false)
+    }
 
+    /// The placement part of a step: write the instance assignment when it should change.
+    /// False when the step started an experiment instead (it places nothing then).
+    async fn assign(
+        &self,
+        live: &BTreeMap<String, PeerInfo>,
+        stored: &Stored,
+        voters: &[Member],
+        learners: &[Member],
+    ) -> anyhow::Result<bool> {
+        let removed = &stored.state.removed;
+        let is_member = |n: &str| voters.iter().chain(learners).any(|m| m.name == n);
         // Placement over members that gossip shows serving (this node counts as serving).
         let mut serving: Vec<String> = live
             .values()
@@ -361,7 +404,7 @@ impl Cluster {
         // Traffic-driven moves go through experiments: what placement starts from and the
         // hot pairs it may act on; a step that starts an experiment places nothing.
         let Some((start, affinity)) = self.reprovision(&loaded, &serving, &stored.state).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let mut next = place(&loaded, &serving, &start, &affinity);
         let experiments = &stored.state.experiments;
@@ -393,17 +436,7 @@ impl Cluster {
             self.raft.client_write(Command::Assign { assignment: next, events, base }).await?;
             self.announce_commit().await;
         }
-
-        // The grid's partitions live on every member that has not been removed or is
-        // being drained (a drained node keeps serving its replicas until others hold them).
-        let mut members: Vec<String> = voters
-            .iter()
-            .chain(&learners)
-            .map(|m| m.name.clone())
-            .filter(|n| !removed.contains(n) && !stored.state.draining.contains(n))
-            .collect();
-        members.sort();
-        self.manage_grid(&live, &members, removed).await
+        Ok(true)
     }
 }
 

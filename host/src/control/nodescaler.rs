@@ -274,6 +274,18 @@ impl Cluster {
             self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
             return Ok(());
         }
+        self.drain_surplus(&s, wanted, live, busy).await
+    }
+
+    /// More nodes are active than `wanted`: once that has lasted `node_idle` with every
+    /// member up and no scaler call running, drain the last node by name.
+    async fn drain_surplus(
+        &self,
+        s: &NodeStep<'_>,
+        wanted: usize,
+        live: &std::collections::BTreeMap<String, super::gossip::PeerInfo>,
+        busy: bool,
+    ) -> anyhow::Result<()> {
         let since = *self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since.get_or_insert(s.now);
         // Only with every member up: a drain waits for the partitions' other replicas.
         let all_up = s.members.iter().all(|n| live.contains_key(n));

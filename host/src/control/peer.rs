@@ -51,7 +51,8 @@ pub async fn admit(
     Err(h::close_connection(h::error(status, code, &msg, &rid)))
 }
 
-/// A control-plane route (the request was admitted by [`admit`]).
+/// A control-plane route (the request was admitted by [`admit`]). A little over 80
+/// lines: the route table, one arm per typed request, each handing its decoded request on.
 pub async fn handle(
     cluster: Arc<Cluster>,
     max_body: usize,

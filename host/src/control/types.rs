@@ -252,19 +252,27 @@ impl ControlState {
                 }
                 _ => false,
             },
-            Command::Drain { node, event } => {
-                if self.removed.contains(node) || self.draining.contains(node) {
-                    false
-                } else {
-                    self.draining.push(node.clone());
-                    self.events.push(event.clone());
-                    true
-                }
-            }
             Command::Note { event } => {
                 self.events.push(event.clone());
                 true
             }
+            Command::GridTable { .. }
+            | Command::GridInSync { .. }
+            | Command::GridOutOfSync { .. }
+            | Command::GridRelinquish { .. } => self.apply_grid(cmd),
+            Command::Drain { .. } | Command::Stopped { .. } | Command::Undrain { .. } | Command::RemoveNode { .. } => {
+                self.apply_nodes(cmd)
+            }
+            Command::ExperimentStart { .. } | Command::ExperimentEnd { .. } | Command::ExperimentSwitch { .. } => {
+                self.apply_experiments(cmd)
+            }
+        };
+        Applied { changed }
+    }
+
+    /// The grid's partition table commands.
+    fn apply_grid(&mut self, cmd: &Command) -> bool {
+        match cmd {
             Command::GridTable { expect, table } => {
                 if self.grid.version != *expect {
                     false
@@ -298,6 +306,23 @@ impl ControlState {
                 }
                 _ => false,
             },
+            // `apply` sends only the commands above here.
+            _ => false,
+        }
+    }
+
+    /// Membership commands: draining, stopping, removing nodes.
+    fn apply_nodes(&mut self, cmd: &Command) -> bool {
+        match cmd {
+            Command::Drain { node, event } => {
+                if self.removed.contains(node) || self.draining.contains(node) {
+                    false
+                } else {
+                    self.draining.push(node.clone());
+                    self.events.push(event.clone());
+                    true
+                }
+            }
             Command::Stopped { node } => {
                 let before = self.stopping.len();
                 self.stopping.retain(|n| n != node);
@@ -312,6 +337,31 @@ impl ControlState {
                 }
                 changed
             }
+            Command::RemoveNode { name, stop, at_ms } => {
+                if self.removed.contains(name) {
+                    false
+                } else {
+                    self.removed.push(name.clone());
+                    self.draining.retain(|n| n != name);
+                    if *stop {
+                        self.stopping.push(name.clone());
+                    }
+                    for nodes in self.assignment.values_mut() {
+                        nodes.remove(name);
+                    }
+                    self.assign_version += 1;
+                    self.events.push(Event::at(EventKind::RemoveNode, "decommissioned", *at_ms).node(name));
+                    true
+                }
+            }
+            // `apply` sends only the commands above here.
+            _ => false,
+        }
+    }
+
+    /// Re-provisioning experiment commands.
+    fn apply_experiments(&mut self, cmd: &Command) -> bool {
+        match cmd {
             Command::ExperimentStart { experiment } => {
                 let started = self.experiments.start((**experiment).clone());
                 if let Some(id) = started {
@@ -338,25 +388,9 @@ impl ControlState {
                 None => false,
             },
             Command::ExperimentSwitch { id, new, at_ms } => self.experiments.switch(*id, *new, *at_ms),
-            Command::RemoveNode { name, stop, at_ms } => {
-                if self.removed.contains(name) {
-                    false
-                } else {
-                    self.removed.push(name.clone());
-                    self.draining.retain(|n| n != name);
-                    if *stop {
-                        self.stopping.push(name.clone());
-                    }
-                    for nodes in self.assignment.values_mut() {
-                        nodes.remove(name);
-                    }
-                    self.assign_version += 1;
-                    self.events.push(Event::at(EventKind::RemoveNode, "decommissioned", *at_ms).node(name));
-                    true
-                }
-            }
-        };
-        Applied { changed }
+            // `apply` sends only the commands above here.
+            _ => false,
+        }
     }
 
     /// Instances of `service` assigned to `node`.

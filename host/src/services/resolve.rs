@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 use super::spec::{Grants, ServiceSpec};
 use crate::runtime::ComponentInfo;
 use crate::runtime::Edge;
-use crate::runtime::typed::differences;
+use crate::runtime::typed::{Interface, differences};
 
 /// A service's own component, compiled and described.
 pub struct Unit {
@@ -91,6 +91,32 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// The one service other than `name` that exports what `import` needs (an import with
+    /// no binding is served by it); none is unresolved, several are ambiguous.
+    fn sole_exporter(&self, name: &str, import: &Interface) -> Result<Result<String, Unresolved>, ResolveError> {
+        let view = self.view;
+        let mut exporters: Vec<String> = view
+            .names()
+            .into_iter()
+            .filter(|n| n != name)
+            .filter(|n| view.member(n).is_some_and(|(_, u)| exports(u, import.key())))
+            .collect();
+        exporters.sort();
+        match exporters.len() {
+            0 => {
+                let reason = format!("no deployed service exports {}", import.key());
+                Ok(Err(self.unresolved(&import.name, reason)))
+            }
+            1 => Ok(Ok(exporters.remove(0))),
+            _ => Err(ResolveError::Ambiguous {
+                service: name.to_string(),
+                interface: import.name.clone(),
+                key: import.key().to_string(),
+                providers: exporters.join(", "),
+            }),
+        }
+    }
+
     fn visit(&mut self, name: &str) -> Result<Result<usize, Unresolved>, ResolveError> {
         if let Some(&i) = self.done.get(name) {
             return Ok(Ok(i));
@@ -110,30 +136,10 @@ impl Resolver<'_> {
         for import in &unit.info.typed_imports {
             let provider = match spec.binding_for(&import.name) {
                 Some(p) => p.to_string(),
-                None => {
-                    let mut exporters: Vec<String> = view
-                        .names()
-                        .into_iter()
-                        .filter(|n| n != name)
-                        .filter(|n| view.member(n).is_some_and(|(_, u)| exports(u, import.key())))
-                        .collect();
-                    exporters.sort();
-                    match exporters.len() {
-                        0 => {
-                            let reason = format!("no deployed service exports {}", import.key());
-                            return Ok(Err(self.unresolved(&import.name, reason)));
-                        }
-                        1 => exporters.remove(0),
-                        _ => {
-                            return Err(ResolveError::Ambiguous {
-                                service: name.to_string(),
-                                interface: import.name.clone(),
-                                key: import.key().to_string(),
-                                providers: exporters.join(", "),
-                            });
-                        }
-                    }
-                }
+                None => match self.sole_exporter(name, import)? {
+                    Ok(p) => p,
+                    Err(u) => return Ok(Err(u)),
+                },
             };
             let Some((_, punit)) = view.member(&provider) else {
                 let reason = format!("it is bound to service {provider:?}, which is not deployed");
