@@ -269,40 +269,35 @@ impl Cluster {
 
     /// One Cluster Manager step; each membership change waits for the previous one.
     async fn manage(&self) -> anyhow::Result<()> {
-        let live = self.live();
-        let stored = self.sm.current();
-        let removed = &stored.state.removed;
         let (voters, learners) = self.members();
-        if self.change_members(&live, &stored, &voters, &learners).await? {
+        let view = StepView { live: self.live(), stored: self.sm.current(), voters, learners };
+        if self.change_members(&view).await? {
             return Ok(());
         }
-        if !self.assign(&live, &stored, &voters, &learners).await? {
+        if !self.assign(&view).await? {
             return Ok(());
         }
+        let StepView { live, stored, voters, learners } = &view;
+        let removed = &stored.state.removed;
 
         // The grid's partitions live on every member that has not been removed or is
         // being drained (a drained node keeps serving its replicas until others hold them).
         let mut members: Vec<String> = voters
             .iter()
-            .chain(&learners)
+            .chain(learners)
             .map(|m| m.name.clone())
             .filter(|n| !removed.contains(n) && !stored.state.draining.contains(n))
             .collect();
         members.sort();
-        self.manage_grid(&live, &members, removed).await
+        self.manage_grid(live, &members, removed).await
     }
 
     /// The membership part of a step: at most one Raft membership change (true when one
     /// was made: the step ends there), and new nodes admitted as learners.
-    async fn change_members(
-        &self,
-        live: &BTreeMap<String, PeerInfo>,
-        stored: &Stored,
-        voters: &[Member],
-        learners: &[Member],
-    ) -> anyhow::Result<bool> {
+    async fn change_members(&self, view: &StepView) -> anyhow::Result<bool> {
+        let StepView { live, stored, voters, learners } = view;
         let removed = &stored.state.removed;
-        let is_member = |n: &str| voters.iter().chain(learners).any(|m| m.name == n);
+        let is_member = |n: &str| view.is_member(n);
 
         // A voter whose store was rebuilt lost its vote: it becomes a learner (and is
         // promoted again below once it has caught up and stopped rebuilding).
@@ -371,15 +366,10 @@ impl Cluster {
 
     /// The placement part of a step: write the instance assignment when it should change.
     /// False when the step started an experiment instead (it places nothing then).
-    async fn assign(
-        &self,
-        live: &BTreeMap<String, PeerInfo>,
-        stored: &Stored,
-        voters: &[Member],
-        learners: &[Member],
-    ) -> anyhow::Result<bool> {
+    async fn assign(&self, view: &StepView) -> anyhow::Result<bool> {
+        let StepView { live, stored, .. } = view;
         let removed = &stored.state.removed;
-        let is_member = |n: &str| voters.iter().chain(learners).any(|m| m.name == n);
+        let is_member = |n: &str| view.is_member(n);
         // Placement over members that gossip shows serving (this node counts as serving).
         let mut serving: Vec<String> = live
             .values()
@@ -437,6 +427,21 @@ impl Cluster {
             self.announce_commit().await;
         }
         Ok(true)
+    }
+}
+
+/// What one Cluster Manager step reads, taken once at its start: the gossip view, the
+/// committed state and Raft's configuration.
+struct StepView {
+    live: BTreeMap<String, PeerInfo>,
+    stored: Arc<Stored>,
+    voters: Vec<Member>,
+    learners: Vec<Member>,
+}
+
+impl StepView {
+    fn is_member(&self, node: &str) -> bool {
+        self.voters.iter().chain(&self.learners).any(|m| m.name == node)
     }
 }
 
