@@ -75,7 +75,9 @@ pub mod bindings {
 /// A nanoservice: one function from request to response.
 ///
 /// Each request runs in a fresh instance, so statics do not carry state from one request
-/// to the next; keep state in [`kv`].
+/// to the next; keep state in [`kv`]. (A service deployed with `"reuse"` runs several
+/// requests in one instance: its statics then carry over, so never rely on them either
+/// way.)
 ///
 /// # Example
 ///

@@ -21,6 +21,7 @@ mod http3;
 mod limits;
 mod outbound;
 mod restart;
+mod reuse;
 mod scopes;
 mod sdks;
 mod security;

@@ -378,6 +378,14 @@ impl TestNode {
             .expect("ingress request")
     }
 
+    /// A request with extra headers.
+    pub async fn request_with(&self, method: Method, path: &str, headers: &[(&str, String)]) -> Reply {
+        self.http
+            .send(method, &format!("{}{path}", self.ingress), headers, Bytes::new())
+            .await
+            .expect("ingress request")
+    }
+
     pub async fn request_bytes(&self, method: Method, path: &str, body: Bytes) -> Reply {
         self.http.send(method, &format!("{}{path}", self.ingress), &[], body).await.expect("ingress request")
     }

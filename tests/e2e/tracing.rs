@@ -1,4 +1,5 @@
-//! Tracing on one node: its sampling changed while it runs (`PUT /v1/tracing`), and what
+//! Tracing on one node: the trace context (and its tracestate) through call-all, barrier
+//! calls and continuations; its sampling changed while it runs (`PUT /v1/tracing`), and what
 //! the node then keeps.
 
 use http::Method;
@@ -71,4 +72,63 @@ async fn sampling_changes_while_the_node_runs_and_bad_shares_are_refused() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("from 0"), "{out:?}");
     let v: Value = admin.get("/v1/tracing").await.unwrap().json().unwrap();
     assert_eq!(v["sample"].as_f64(), Some(0.0), "{v}");
+}
+
+/// The runs of `service` in trace `id`, once there are at least `n`, after checking that
+/// every span's parent is in the trace or is the client's span.
+async fn runs_in_trace(node: &TestNode, id: &str, service: &str, n: usize, client_span: &str) -> Vec<Value> {
+    let name = format!("run {service}");
+    let spans: Vec<Value> = crate::support::eventually("the trace's runs", std::time::Duration::from_secs(20), || {
+        let (admin, name) = (node.admin(), name.clone());
+        async move {
+            let v: Value = admin.get(&format!("/v1/traces/{id}")).await.ok()?.json().ok()?;
+            let spans = v["spans"].as_array()?.clone();
+            (spans.iter().filter(|s| s["name"] == name.as_str()).count() >= n).then_some(spans)
+        }
+    })
+    .await;
+    let ids: Vec<&str> = spans.iter().filter_map(|s| s["span_id"].as_str()).collect();
+    for s in &spans {
+        let parent = s["parent_id"].as_str().unwrap_or_else(|| panic!("a span without a parent: {s}"));
+        assert!(parent == client_span || ids.contains(&parent), "broken parent link: {s}");
+    }
+    spans.into_iter().filter(|s| s["name"] == name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn call_all_barrier_calls_and_continuations_stay_in_the_callers_trace_with_its_tracestate() {
+    let node = TestNode::start_with_args(true, &["--trace-sample", "1"]).await;
+    node.deploy("m", "misbehave", json!({ "instances": 4 })).await;
+    let client_span = "00f067aa0ba902b7";
+    let state = "acme=opaque-1,zeta=2";
+    let headers =
+        |trace: &str| vec![("traceparent", format!("00-{trace}-{client_span}-01")), ("tracestate", state.to_string())];
+
+    // call-all: the caller's run and one run per call, all in the client's trace.
+    let fan = "0af7651916cd43dd8448eb211c80319c";
+    let r = node.request_with(Method::GET, "/m/fanout/2", &headers(fan)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "2 calls answered");
+    let runs = runs_in_trace(&node, fan, "m", 3, client_span).await;
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    for run in &runs {
+        assert_eq!(run["attrs"]["tracestate"], state, "{run}");
+    }
+
+    // A barrier: its start, its two calls and the continuation, all in one trace.
+    let bar = "9af7651916cd43dd8448eb211c80319d";
+    let r = node.request_with(Method::GET, "/m/barrier/2", &headers(bar)).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.text();
+    crate::support::eventually("the barrier ends", std::time::Duration::from_secs(20), || async {
+        let v: Value = node.admin().get(&format!("/v1/barriers/{id}")).await.ok()?.json().ok()?;
+        (v["state"] == "done").then_some(())
+    })
+    .await;
+    let runs = runs_in_trace(&node, bar, "m", 4, client_span).await;
+    assert_eq!(runs.len(), 4, "start, two calls, continuation: {runs:#?}");
+    for run in &runs {
+        assert_eq!(run["attrs"]["tracestate"], state, "{run}");
+        assert_eq!(run["attrs"]["status"].as_u64().map(|s| s < 300), Some(true), "{run}");
+    }
 }

@@ -195,6 +195,9 @@ pub struct ServiceSpec {
     /// is then the count the autoscaler last chose (`None`: `instances` is fixed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<Autoscale>,
+    /// Opt-in instance reuse (`None`: a fresh instance per request, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<Reuse>,
     /// Bumped on every change.
     pub generation: u64,
     /// Unix time of the last change, in milliseconds.
@@ -227,6 +230,35 @@ pub struct Autoscale {
     /// goes to zero).
     #[serde(default = "default_cooldown")]
     pub cooldown_s: u32,
+}
+
+/// Instance reuse (`"reuse": {"requests": n}` in a spec): an instance of the service
+/// serves up to `requests` requests one after another before it is dropped, instead of
+/// one. Host-side state (context, trace, kv attribution, limits) is the request's own each
+/// time; the guest's own memory (statics, heap) carries over, which is the isolation given
+/// up for speed (docs/SECURITY.md). Nanoservices only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reuse {
+    /// Requests an instance serves before it is recycled (1 is the same as no reuse).
+    pub requests: u32,
+}
+
+/// The most requests one instance may serve under [`Reuse`].
+pub const MAX_REUSE_REQUESTS: u32 = 1_000_000;
+
+impl Reuse {
+    /// Check the count; name the bad value and the range.
+    pub fn validate(&self) -> Result<(), String> {
+        if (1..=MAX_REUSE_REQUESTS).contains(&self.requests) {
+            Ok(())
+        } else {
+            Err(format!(
+                "reuse.requests must be between 1 and {MAX_REUSE_REQUESTS}, got {}; omit \"reuse\" for a fresh instance per request",
+                self.requests
+            ))
+        }
+    }
 }
 
 fn default_target_busy() -> f64 {
@@ -329,6 +361,9 @@ pub struct ServiceRequest {
     /// Let the leader choose the instance count from load (exclusive with `instances`).
     #[serde(default)]
     pub autoscale: Option<Autoscale>,
+    /// Let an instance serve several requests in sequence (see [`Reuse`]).
+    #[serde(default)]
+    pub reuse: Option<Reuse>,
 }
 
 /// Check the shape of `bindings` (whether they match the component is checked later).
@@ -453,6 +488,9 @@ pub fn check_request(name: &str, req: &ServiceRequest) -> Result<Checked, String
     let grants = req.grants.clone().unwrap_or_default();
     grants.validate()?;
     validate_bindings(&req.bindings)?;
+    if let Some(r) = &req.reuse {
+        r.validate()?;
+    }
     for n in &req.placement {
         validate_name(n).map_err(|e| format!("placement: node {e}"))?;
     }
@@ -556,6 +594,16 @@ mod tests {
         );
         let a = Autoscale { min: 2, max: 5, target_busy: 0.5, cooldown_s: 1 };
         assert_eq!((a.clamp(0), a.clamp(3), a.clamp(9), a.initial()), (2, 3, 5, 2));
+    }
+
+    #[test]
+    fn reuse_is_checked() {
+        let d = format!("sha256:{}", "0".repeat(64));
+        let req = |v: serde_json::Value| serde_json::from_value::<ServiceRequest>(v).unwrap();
+        assert!(check_request("a", &req(json!({"component": d, "reuse": {"requests": 100}}))).is_ok());
+        let zero = check_request("a", &req(json!({"component": d, "reuse": {"requests": 0}}))).unwrap_err();
+        assert!(zero.contains("reuse.requests must be between 1 and 1000000, got 0"), "{zero}");
+        assert!(serde_json::from_value::<ServiceRequest>(json!({"component": d, "reuse": {"request": 2}})).is_err());
     }
 
     #[test]

@@ -119,6 +119,8 @@ fn summary(node: &Node, s: &Service) -> serde_json::Value {
         "ready": ready(&d),
         "node": node.config.node_id,
         "autoscale": d.spec.autoscale,
+        "reuse": d.spec.reuse,
+        "idle_instances": d.warm_pool_idle(),
         // Counted on this node since it started (a reader takes differences for rates).
         "requests": counters(s),
         "latency_us": {
@@ -192,6 +194,8 @@ fn detail(node: &Node, s: &Service, scope: Scope) -> serde_json::Value {
                 "running": g.running,
                 "queued": g.queued,
                 "peak_running": g.peak_running,
+                // Instances kept between requests (a spec with "reuse").
+                "idle_instances": d.warm_pool_idle(),
             },
             "nodes": node.plane.placement_of(&s.name, json!({
                 "node": node.config.node_id,

@@ -148,6 +148,9 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         }
         None => spec["instances"] = json!(args.instances),
     }
+    if let Some(n) = args.reuse {
+        spec["reuse"] = json!({ "requests": n });
+    }
     if args.memory_mib.is_some() || args.timeout_ms.is_some() {
         let mut limits = serde_json::Map::new();
         if let Some(m) = args.memory_mib {

@@ -142,6 +142,9 @@ fn redeploy(spec: &ServiceSpec, component: &str) -> serde_json::Value {
     if let Some(q) = spec.max_queue {
         req["max_queue"] = json!(q);
     }
+    if let Some(r) = spec.reuse {
+        req["reuse"] = json!(r);
+    }
     req
 }
 
@@ -203,6 +206,7 @@ mod tests {
             fuse: false,
             placement: vec!["n2".into()],
             autoscale: None,
+            reuse: Some(spec::Reuse { requests: 5 }),
             generation: 4,
             updated_at_ms: 0,
         };
@@ -210,6 +214,7 @@ mod tests {
         let req: ServiceRequest = serde_json::from_value(redeploy(&spec, &next)).expect("a request the node accepts");
         let after = spec::check_request("svc", &req).unwrap();
         assert_eq!(req.component, next);
+        assert_eq!(req.reuse, spec.reuse);
         assert_eq!((after.instances, after.max_queue), (3, Some(7)));
         assert_eq!((after.limits, after.grants), (before.limits, before.grants));
         assert_eq!(

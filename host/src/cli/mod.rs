@@ -476,6 +476,11 @@ pub struct DeployArgs {
     /// without a grant (default: deploy with those denied at use)
     #[arg(long)]
     pub strict_imports: bool,
+    /// Let one instance serve up to N requests in sequence before it is recycled
+    /// (nanoservices only; the guest's memory carries over between them: see
+    /// docs/SECURITY.md). Default: a fresh instance per request
+    #[arg(long, value_name = "N")]
+    pub reuse: Option<u32>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -60,7 +60,13 @@ impl WasiHttpHooks for OutboundPolicy {
         let net = self.net.clone();
         let trace = self.trace.clone();
         if let Some(c) = trace.ctx {
-            request.headers_mut().insert(crate::trace::context::TRACEPARENT, c.header_value());
+            let h = request.headers_mut();
+            h.insert(crate::trace::context::TRACEPARENT, c.header_value());
+            // The guest's own tracestate on the request is replaced by its run's.
+            h.remove(crate::trace::context::TRACESTATE);
+            if let Some(v) = trace.state.as_deref().and_then(|s| http::HeaderValue::from_str(s).ok()) {
+                h.insert(crate::trace::context::TRACESTATE, v);
+            }
         }
         Box::new(async move {
             let started = std::time::Instant::now();

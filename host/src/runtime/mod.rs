@@ -24,6 +24,7 @@ mod imports;
 mod inspect;
 pub mod outbound;
 mod output;
+mod reuse;
 mod state;
 pub mod typed;
 
@@ -47,6 +48,7 @@ use http::OutboundPolicy;
 pub use http::{Completion, OverTls};
 pub use imports::check_request;
 pub use inspect::{ComponentInfo, HTTP_WORLD, HTTP3_WORLD, InspectError, PROVIDER_WORLD, is_http_world};
+pub use reuse::WarmPool;
 pub use state::{BarrierResults, CallContext, Capabilities, ImportLimits, Invoker};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -137,6 +139,8 @@ pub struct Runtime {
     ticker_stop: Arc<AtomicBool>,
     fuel: bool,
     outbound: Arc<outbound::OutboundNet>,
+    /// Instances kept between requests for services with `reuse` (see reuse.rs).
+    idle: Arc<reuse::IdleBudget>,
 }
 
 impl Flavor {
@@ -231,7 +235,9 @@ impl Runtime {
             Some(o) => o.clone(),
             None => Arc::new(outbound::OutboundNet::new(&[] as &[&str], Default::default())?),
         };
-        Ok(Runtime { plain, concurrent, ticker_stop, fuel: cfg.fuel, outbound })
+        // Idle reused instances may hold at most a quarter of the node's instance slots.
+        let idle = reuse::IdleBudget::new((cfg.pool_instances / 4) as usize);
+        Ok(Runtime { plain, concurrent, ticker_stop, fuel: cfg.fuel, outbound, idle })
     }
 
     /// Guests' outgoing HTTP settings (the node records its listeners there).
@@ -378,13 +384,7 @@ impl Runtime {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
-        let deadline = Instant::now() + limits.timeout;
-        store.set_epoch_deadline(1);
-        // Each tick past the first yields to other tasks, so a busy guest cannot starve the
-        // async workers; past the deadline the guest is interrupted.
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
-        });
+        arm_deadline(&mut store, limits.timeout);
         if self.fuel {
             store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| CallError::Internal(e.to_string()))?;
         }
@@ -429,7 +429,7 @@ impl Runtime {
         let traced = store.data().call.trace.run.clone();
         let run = async {
             let t = Instant::now();
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = self.instantiate(pre, &mut store).await?;
             if let Some(r) = &traced {
                 r.instantiated(t.elapsed().as_micros() as u64);
             }
@@ -442,6 +442,86 @@ impl Runtime {
             Err(_) => return Err(CallError::Timeout(limits.timeout)),
         };
         result.map_err(|e| classify(e, limits, &tail))
+    }
+}
+
+/// Interrupt the guest `timeout` from now. Each epoch tick before that yields to other
+/// tasks, so a busy guest cannot starve the async workers.
+fn arm_deadline(store: &mut Store<StoreState>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+    });
+}
+
+impl Runtime {
+    /// Instantiate a nanoservice; when the pooling allocator is full and reused services
+    /// keep idle instances, drop those and try once more.
+    async fn instantiate(
+        &self,
+        pre: &NanoservicePre<StoreState>,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<Nanoservice> {
+        match pre.instantiate_async(&mut *store).await {
+            Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() && self.idle.held() > 0 => {
+                let dropped = self.idle.evict_all();
+                tracing::debug!(dropped, "instance pool full: dropped idle reused instances");
+                pre.instantiate_async(store).await
+            }
+            other => other,
+        }
+    }
+
+    /// A pool of idle instances for a service that reuses each for `max_requests`.
+    pub fn warm_pool(&self, max_requests: u32) -> Arc<WarmPool> {
+        self.idle.pool(max_requests)
+    }
+
+    /// [`Runtime::handle`] for a service with `reuse`: an idle instance of `pool` serves
+    /// the request if there is one (a fresh one otherwise), and goes back to the pool if
+    /// the request ended without a trap, a timeout or a host error.
+    pub async fn handle_reused(
+        self: &Arc<Self>,
+        pool: &WarmPool,
+        prepared: &Arc<Prepared>,
+        call: CallContext,
+        req: Request,
+        limits: ExecLimits,
+    ) -> Result<Response, CallError> {
+        let PreparedKind::Nanoservice(pre) = &prepared.kind else {
+            return self.handle(prepared, call, req, limits).await;
+        };
+        let traced = call.trace.run.clone();
+        let mut warm = match pool.take() {
+            Some(mut w) => {
+                w.rebind(call, limits, self.fuel)?;
+                w
+            }
+            None => {
+                let tail = OutputTail::new(2048);
+                let mut store = self.new_store(&prepared.engine, call, limits, &tail)?;
+                let t = Instant::now();
+                let instance = self.instantiate(pre, &mut store).await.map_err(|e| classify(e, limits, &tail))?;
+                if let Some(r) = &traced {
+                    r.instantiated(t.elapsed().as_micros() as u64);
+                }
+                reuse::Warm::new(store, instance, tail)
+            }
+        };
+        // The instance is moved into the call: a call cut off by the timeout drops it.
+        let run = async move {
+            let result = warm.instance.nanogrid_service_handler().call_handle(&mut warm.store, &req).await;
+            (warm, result)
+        };
+        match tokio::time::timeout(limits.timeout + EPOCH_TICK * 4, run).await {
+            Err(_) => Err(CallError::Timeout(limits.timeout)),
+            Ok((warm, Ok(resp))) => {
+                pool.put(warm);
+                Ok(resp)
+            }
+            Ok((warm, Err(e))) => Err(classify(e, limits, &warm.tail)),
+        }
     }
 }
 

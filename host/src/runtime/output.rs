@@ -25,6 +25,11 @@ impl OutputTail {
         String::from_utf8_lossy(&buf).trim().to_string()
     }
 
+    /// Forget what was written (an instance that serves another request starts clean).
+    pub fn clear(&self) {
+        self.buf.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     fn push(&self, data: &[u8]) {
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         buf.extend_from_slice(data);

@@ -142,6 +142,12 @@ impl Registry {
         }
         let unit = self.load_unit(&req.component).await?;
         check_memory(&unit.info, &limits)?;
+        if req.reuse.is_some() && crate::runtime::is_http_world(&unit.info.world) {
+            return Err(AdminError::BadRequest(format!(
+                "reuse is for nanoservices: {name:?} is a wasi:http component ({}), which gets a fresh instance per request; drop \"reuse\"",
+                unit.info.world
+            )));
+        }
         let denied = grants.denied(&unit.info.imports);
         if req.strict_imports && !denied.is_empty() {
             return Err(ungranted(&denied));
@@ -167,6 +173,7 @@ impl Registry {
             fuse: req.fuse.unwrap_or(true),
             placement: req.placement,
             autoscale: req.autoscale,
+            reuse: req.reuse,
             generation: previous.map_or(1, |g| g + 1),
             updated_at_ms: now_ms(),
         };

@@ -190,7 +190,8 @@ impl Registry {
     /// or the first of a new trace), which the guest's request now carries as its parent.
     fn start_run(&self, headers: &mut Vec<(String, String)>) -> CallTrace {
         let parent = trace::parent_in(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let run = self.open_run(parent);
+        let mut run = self.open_run(parent);
+        run.state = trace::state_in(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Some(ctx) = &run.ctx {
             trace::set_parent(headers, ctx);
         }
@@ -199,7 +200,8 @@ impl Registry {
 
     /// [`Registry::start_run`] for a wasi:http request's headers.
     fn start_http_run(&self, headers: &mut http::HeaderMap) -> CallTrace {
-        let run = self.open_run(trace::parent_in_map(headers));
+        let mut run = self.open_run(trace::parent_in_map(headers));
+        run.state = trace::state_in_map(headers);
         if let Some(c) = run.ctx {
             headers.insert(trace::context::TRACEPARENT, c.header_value());
         }
@@ -210,7 +212,7 @@ impl Registry {
         let Some(tracer) = self.tracer() else { return CallTrace::default() };
         let open = tracer.open(parent);
         let run = open.ctx.sampled.then(|| Arc::new(trace::RunTrace { span: open.clone(), stats: Default::default() }));
-        CallTrace { ctx: Some(open.ctx), run }
+        CallTrace { ctx: Some(open.ctx), run, state: None }
     }
 
     /// Record a finished run: where its time went, what it called, how it ended.
@@ -240,6 +242,9 @@ impl Registry {
             let (count, time) = trace::kv_attr_names(what);
             a.insert(count, *n);
             a.insert(time, *us);
+        }
+        if let Some(state) = &trace.state {
+            a.insert("tracestate", trace::Attr::text(state));
         }
         if stats.outbound.0 > 0 {
             a.insert("outbound.count", stats.outbound.0);
@@ -348,7 +353,10 @@ impl Registry {
         let (call, limits) = self.call_context(&svc, &deployed, request_id, depth, trace.clone());
         let started = Instant::now();
         let prepared = deployed.prepared()?;
-        let result = self.runtime.handle(prepared, call, req, limits).await;
+        let result = match deployed.warm_pool(&self.runtime) {
+            Some(pool) => self.runtime.handle_reused(pool, prepared, call, req, limits).await,
+            None => self.runtime.handle(prepared, call, req, limits).await,
+        };
         drop(permit);
         let ran = started.elapsed();
         let micros = ran.as_micros() as u64;
@@ -542,12 +550,16 @@ fn error_code(r: &Result<Response, DispatchError>) -> &'static str {
 }
 
 /// The platform, not the guest, says where a call sits in its trace: a guest's own
-/// `traceparent`/`tracestate` on a call are replaced by the calling run's context.
+/// `traceparent`/`tracestate` on a call are replaced by the calling run's context and the
+/// `tracestate` its request came with.
 pub(super) fn platform_parent(headers: &mut Vec<(String, String)>, caller: &CallContext) {
     headers.retain(|(k, _)| {
         !k.eq_ignore_ascii_case(trace::context::TRACEPARENT) && !k.eq_ignore_ascii_case(trace::context::TRACESTATE)
     });
     if let Some(ctx) = &caller.trace.ctx {
         trace::set_parent(headers, ctx);
+        if let Some(state) = &caller.trace.state {
+            headers.push((trace::context::TRACESTATE.to_string(), state.to_string()));
+        }
     }
 }

@@ -31,7 +31,7 @@ pub use spec::{Limits, ServiceSpec};
 pub use stats::{Outcome, Stats};
 
 use crate::grid::{BatchOp, Durability, Grid, Table};
-use crate::runtime::{Capabilities, ComponentInfo, ImportLimits, InspectError, Prepared, Runtime};
+use crate::runtime::{Capabilities, ComponentInfo, ImportLimits, InspectError, Prepared, Runtime, WarmPool};
 use gate::Gate;
 
 /// A version of a service: its spec, its own component, and how it serves requests.
@@ -42,6 +42,8 @@ pub struct Deployed {
     config: Arc<BTreeMap<String, String>>,
     import_limits: Arc<ImportLimits>,
     caps: Arc<Capabilities>,
+    /// Idle instances kept between requests, for a spec with `reuse` (made at first use).
+    warm: std::sync::OnceLock<Arc<WarmPool>>,
 }
 
 /// The limits host imports enforce for a service.
@@ -70,10 +72,22 @@ impl Deployed {
             config: Arc::new(spec.config.clone()),
             import_limits: Arc::new(import_limits),
             caps: Arc::new(caps),
+            warm: std::sync::OnceLock::new(),
             spec,
             unit,
             serving,
         }
+    }
+
+    /// Instances of this version idle between requests (reuse), 0 without reuse.
+    pub fn warm_pool_idle(&self) -> usize {
+        self.warm.get().map_or(0, |p| p.idle())
+    }
+
+    /// Where this version keeps instances between requests, if its spec reuses them.
+    pub fn warm_pool(&self, runtime: &Runtime) -> Option<&Arc<WarmPool>> {
+        let r = self.spec.reuse.filter(|r| r.requests > 1)?;
+        Some(self.warm.get_or_init(|| runtime.warm_pool(r.requests)))
     }
 
     /// What requests run, or why none can.

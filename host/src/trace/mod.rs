@@ -340,6 +340,9 @@ impl RunTrace {
 pub struct CallTrace {
     pub ctx: Option<SpanContext>,
     pub run: Option<Arc<RunTrace>>,
+    /// The request's W3C `tracestate` (vendors' entries), passed on unchanged with the
+    /// context on every call the run makes.
+    pub state: Option<Arc<str>>,
 }
 
 impl CallTrace {
@@ -448,6 +451,23 @@ pub fn parent_in<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> O
 /// The `traceparent` of an HTTP request, if a valid one is there.
 pub fn parent_in_map(headers: &http::HeaderMap) -> Option<SpanContext> {
     headers.get(context::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(SpanContext::parse)
+}
+
+/// The `tracestate` among a request's headers, if it is one a hop may pass on: at most
+/// 512 characters (W3C's limit for what must be propagated), printable ASCII, not blank.
+pub fn state_in<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Arc<str>> {
+    headers.into_iter().find(|(k, _)| k.eq_ignore_ascii_case(context::TRACESTATE)).and_then(|(_, v)| valid_state(v))
+}
+
+/// [`state_in`] for an HTTP request's headers.
+pub fn state_in_map(headers: &http::HeaderMap) -> Option<Arc<str>> {
+    headers.get(context::TRACESTATE).and_then(|v| v.to_str().ok()).and_then(valid_state)
+}
+
+fn valid_state(v: &str) -> Option<Arc<str>> {
+    let v = v.trim();
+    let ok = !v.is_empty() && v.len() <= 512 && v.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    ok.then(|| Arc::from(v))
 }
 
 /// Set (or replace) `traceparent` in a guest request's headers.

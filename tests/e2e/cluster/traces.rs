@@ -99,7 +99,10 @@ async fn a_request_across_three_nodes_is_one_trace_with_its_spans_from_every_nod
         }
     })
     .await;
-    let r = http.send(Method::POST, &url, &[("traceparent", traceparent)], Bytes::from("the cat and the hat")).await;
+    // A vendor's tracestate travels with the context through every hop (W3C).
+    let tracestate = "acme=t61rcWkgMzE,other=1";
+    let headers = [("traceparent", traceparent), ("tracestate", tracestate.to_string())];
+    let r = http.send(Method::POST, &url, &headers, Bytes::from("the cat and the hat")).await;
     let r = r.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.headers["x-trace-id"], trace_id, "the client's trace is kept");
@@ -147,7 +150,9 @@ async fn a_request_across_three_nodes_is_one_trace_with_its_spans_from_every_nod
             assert!(a[key].is_u64(), "{key} on run {svc}: {a}");
         }
         assert_eq!(a["status"], 200);
+        assert_eq!(a["tracestate"], tracestate, "the client's tracestate reached {svc} on {node}");
     }
+    assert_eq!(gw["attrs"]["tracestate"], tracestate, "{gw}");
     let counter = find("run counter", "n3");
     assert!(
         counter["attrs"]["kv.cas.count"].as_u64().unwrap() >= 1,

@@ -24,6 +24,8 @@
 //! - `/barrier-peek/{id}`: reads a barrier's results (another service's must be not-found)
 //! - `/fake-no-instance`: counts its runs under `fake-runs`, then answers 503 with the body
 //!   the platform uses for "no instance here" (a guest must not make a node re-run it)
+//! - `/whoami`: counts its runs in a static and in the key `whoami`, and answers
+//!   `"{static count} {request id} {trace id}"` (the static shows instance reuse)
 //! - anything else: 200 "ok"
 
 use nanogrid_sdk::{Error, Request, Response, Service, barrier, context, invoke, kv};
@@ -44,6 +46,13 @@ impl Service for Misbehave {
         let mut parts = route.trim_matches('/').split('/');
         match (parts.next(), parts.next()) {
             (Some("trap"), _) => panic!("misbehave was asked to trap"),
+            (Some("whoami"), _) => {
+                use std::sync::atomic::{AtomicU64, Ordering};
+                static RUNS: AtomicU64 = AtomicU64::new(0);
+                let runs = RUNS.fetch_add(1, Ordering::Relaxed) + 1;
+                kv::increment("whoami", 1)?;
+                Ok(Response::text(200, format!("{runs} {} {}", context::request_id(), context::trace_id())))
+            }
             (Some("sleep"), Some(ms)) => {
                 let ms: u64 = ms.parse().map_err(|_| Error::invalid("sleep/{ms}"))?;
                 std::thread::sleep(std::time::Duration::from_millis(ms));

@@ -1,0 +1,158 @@
+//! Opt-in instance reuse (a spec's `"reuse": {"requests": n}`): a nanoservice instance
+//! serves up to n requests one after another, then is dropped. Fresh-per-request stays
+//! the default; docs/SECURITY.md states what reuse gives up.
+//!
+//! What never carries over: everything the host keeps per request lives in the Store's
+//! [`CallContext`] (request id, trace and its counters, caller depth) and is replaced
+//! before each request, with the deadline, the fuel and the output tail. What does carry
+//! over is the guest's own memory (statics, heap), and any resource it chose to keep.
+//! An instance that trapped, ran out of time or failed is never reused.
+//!
+//! Idle instances hold pooling-allocator slots, so they are bounded: a node keeps at most
+//! a quarter of its slots idle, drops an instance idle for [`IDLE_MAX`], and when a fresh
+//! instantiation finds the pool full it drops every idle one and tries once more.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+
+use super::bindings::Nanoservice;
+use super::output::OutputTail;
+use super::state::{CallContext, StoreState};
+use super::{CallError, ExecLimits};
+
+/// An instance idle this long is dropped at the next visit to its pool.
+pub const IDLE_MAX: Duration = Duration::from_secs(30);
+
+/// One instance between requests.
+pub(super) struct Warm {
+    pub(super) store: Store<StoreState>,
+    pub(super) instance: Nanoservice,
+    pub(super) tail: OutputTail,
+    /// Requests it has served.
+    pub(super) served: u32,
+    since: Instant,
+}
+
+impl Warm {
+    pub(super) fn new(store: Store<StoreState>, instance: Nanoservice, tail: OutputTail) -> Self {
+        Warm { store, instance, tail, served: 0, since: Instant::now() }
+    }
+
+    /// Make the instance the next request's: its context, deadline, fuel, a clean tail.
+    pub(super) fn rebind(&mut self, call: CallContext, limits: ExecLimits, fuel: bool) -> Result<(), CallError> {
+        self.tail.clear();
+        let data = self.store.data_mut();
+        data.outbound.trace = call.trace.clone();
+        data.call = call;
+        super::arm_deadline(&mut self.store, limits.timeout);
+        if fuel {
+            self.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| CallError::Internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The idle instances of one deployed version of a service.
+pub struct WarmPool {
+    max_requests: u32,
+    idle: Mutex<Vec<Warm>>,
+    budget: Arc<IdleBudget>,
+}
+
+/// How many instances the whole node keeps idle, and the pools that hold them.
+pub(super) struct IdleBudget {
+    held: AtomicUsize,
+    cap: usize,
+    pools: Mutex<Vec<Weak<WarmPool>>>,
+}
+
+impl IdleBudget {
+    pub(super) fn new(cap: usize) -> Arc<Self> {
+        Arc::new(IdleBudget { held: AtomicUsize::new(0), cap, pools: Mutex::new(Vec::new()) })
+    }
+
+    pub(super) fn pool(self: &Arc<Self>, max_requests: u32) -> Arc<WarmPool> {
+        let pool = Arc::new(WarmPool { max_requests, idle: Mutex::new(Vec::new()), budget: self.clone() });
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(&pool));
+        pool
+    }
+
+    /// Drop every idle instance on the node (the pooling allocator is full); how many.
+    pub(super) fn evict_all(&self) -> usize {
+        let pools: Vec<Arc<WarmPool>> = {
+            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools.iter().filter_map(Weak::upgrade).collect()
+        };
+        pools.iter().map(|p| p.clear()).sum()
+    }
+
+    /// Instances idle on the node now.
+    pub(super) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+impl WarmPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle instance (its pages are the likeliest to be warm).
+    pub(super) fn take(&self) -> Option<Warm> {
+        let mut idle = self.lock();
+        self.expire(&mut idle);
+        let w = idle.pop()?;
+        self.budget.held.fetch_sub(1, Ordering::Relaxed);
+        Some(w)
+    }
+
+    /// Keep an instance that served a request well for the next one, unless it has served
+    /// its count or the node keeps enough idle instances already.
+    pub(super) fn put(&self, mut w: Warm) {
+        w.served += 1;
+        if w.served >= self.max_requests {
+            return;
+        }
+        let b = &self.budget;
+        if b.held.fetch_add(1, Ordering::Relaxed) >= b.cap {
+            b.held.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        w.since = Instant::now();
+        let mut idle = self.lock();
+        idle.push(w);
+        self.expire(&mut idle);
+    }
+
+    /// Drop instances idle for longer than [`IDLE_MAX`] (the oldest are at the bottom).
+    fn expire(&self, idle: &mut Vec<Warm>) {
+        let stale = idle.iter().take_while(|w| w.since.elapsed() > IDLE_MAX).count();
+        if stale > 0 {
+            idle.drain(..stale);
+            self.budget.held.fetch_sub(stale, Ordering::Relaxed);
+        }
+    }
+
+    fn clear(&self) -> usize {
+        let dropped: Vec<Warm> = std::mem::take(&mut *self.lock());
+        self.budget.held.fetch_sub(dropped.len(), Ordering::Relaxed);
+        dropped.len()
+    }
+
+    /// Idle instances of this version.
+    pub fn idle(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Drop for WarmPool {
+    fn drop(&mut self) {
+        let n = self.idle.get_mut().map(|v| v.len()).unwrap_or(0);
+        self.budget.held.fetch_sub(n, Ordering::Relaxed);
+    }
+}

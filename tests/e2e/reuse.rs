@@ -1,0 +1,104 @@
+//! Opt-in instance reuse (`"reuse": {"requests": n}`): one instance serves n requests in
+//! sequence, then a fresh one takes over; nothing the host keeps per request (context,
+//! trace, kv attribution, output) passes from one request to the next, and an instance that
+//! trapped is never reused.
+
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::support::{TestNode, assert_error};
+
+/// `/whoami` on `svc`: (the guest's static run count, request id, trace id) and the trace
+/// id the node answered with.
+async fn whoami(node: &TestNode, svc: &str, headers: &[(&str, String)]) -> (u64, String, String, String) {
+    let r = node.request_with(Method::GET, &format!("/{svc}/whoami"), headers).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let mut f = text.split(' ');
+    let runs = f.next().unwrap().parse().unwrap_or_else(|_| panic!("{text}"));
+    let (rid, tid) = (f.next().unwrap().to_string(), f.next().unwrap_or("").to_string());
+    (runs, rid, tid, r.header("x-trace-id").expect("every answer names its trace").to_string())
+}
+
+#[tokio::test]
+async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_next() {
+    let node = TestNode::start_with_args(true, &["--trace-sample", "1"]).await;
+    node.deploy("r", "misbehave", json!({ "instances": 1, "reuse": { "requests": 3 } })).await;
+    node.deploy("f", "misbehave", json!({ "instances": 1 })).await;
+    let spec: Value = node.service("r").await;
+    assert_eq!(spec["spec"]["reuse"]["requests"], 3, "{spec}");
+
+    // One instance, requests in sequence: it serves three, then a fresh one does.
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut runs = Vec::new();
+    let mut traces = Vec::new();
+    let mut request_ids = Vec::new();
+    for i in 0..7 {
+        // The second request carries the client's trace; the third must not see it.
+        let headers =
+            if i == 1 { vec![("traceparent", format!("00-{client_trace}-00f067aa0ba902b7-01"))] } else { vec![] };
+        let (n, rid, tid, answered) = whoami(&node, "r", &headers).await;
+        assert_eq!(tid, answered, "the guest sees its own request's trace (request {i})");
+        runs.push(n);
+        traces.push(tid);
+        request_ids.push(rid);
+    }
+    assert_eq!(runs, [1, 2, 3, 1, 2, 3, 1], "the guest's static counts the requests of one instance");
+    assert_eq!(traces[1], client_trace);
+    let mut distinct = traces.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 7, "every request has its own trace: {traces:?}");
+    let mut ids = request_ids.clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 7, "every request has its own id: {request_ids:?}");
+
+    // Each run's span counts its own kv calls and instantiation, not the instance's.
+    for (i, t) in traces.iter().enumerate() {
+        let v: Value = node.admin().get(&format!("/v1/traces/{t}")).await.unwrap().json().unwrap();
+        let run = v["spans"].as_array().unwrap().iter().find(|s| s["name"] == "run r").cloned();
+        let a = &run.unwrap_or_else(|| panic!("no run span in {v}"))["attrs"];
+        assert_eq!(a["kv.cas.count"], 1, "request {i}: {a}");
+        let instantiated = a["instantiate_us"].as_u64().unwrap_or(0);
+        if runs[i] == 1 {
+            assert!(instantiated > 0, "request {i} made its instance: {a}");
+        } else {
+            assert_eq!(instantiated, 0, "request {i} reused one: {a}");
+        }
+    }
+
+    // Without reuse, every request gets a fresh instance.
+    for _ in 0..3 {
+        assert_eq!(whoami(&node, "f", &[]).await.0, 1);
+    }
+
+    // The seventh request's instance is idle; a trap in it ends it, and the next request
+    // gets a fresh one (and no part of the trapped request's output).
+    assert_eq!(node.service("r").await["status"]["local"]["idle_instances"], 1);
+    let trap = node.get("/r/trap").await;
+    assert_eq!(trap.status, 500, "{}", trap.text());
+    assert!(trap.text().contains("misbehave was asked to trap"), "{}", trap.text());
+    assert_eq!(whoami(&node, "r", &[]).await.0, 1, "a trapped instance is not reused");
+    let after = node.get("/r/trap").await;
+    assert_eq!(after.text().matches("misbehave was asked to trap").count(), 1, "{}", after.text());
+}
+
+#[tokio::test]
+async fn reuse_is_refused_for_wasi_http_components_and_out_of_range_counts() {
+    let node = TestNode::start().await;
+    let r = node.try_deploy("web", "http-hello", json!({ "reuse": { "requests": 10 } })).await;
+    let e = assert_error(&r, 400, "bad-request");
+    assert!(e["error"]["message"].as_str().unwrap().contains("reuse is for nanoservices"), "{e}");
+    let r = node.try_deploy("r", "misbehave", json!({ "reuse": { "requests": 0 } })).await;
+    let e = assert_error(&r, 400, "bad-request");
+    assert!(e["error"]["message"].as_str().unwrap().contains("reuse.requests must be between 1 and 1000000"), "{e}");
+    let r = node.try_deploy("r", "misbehave", json!({ "reuse": { "requests": 2, "idle_s": 1 } })).await;
+    assert_eq!(r.status, 400, "an unknown field is refused: {}", r.text());
+    assert!(r.text().contains("idle_s"), "{}", r.text());
+    // The CLI flag deploys it.
+    let wasm = crate::support::wasm_dir().join("misbehave.wasm");
+    let out = node.cli(&["deploy", wasm.to_str().unwrap(), "--name", "r", "--reuse", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(node.service("r").await["spec"]["reuse"]["requests"], 4);
+}
