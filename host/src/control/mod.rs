@@ -438,14 +438,14 @@ impl Cluster {
         self.ensure_component(&req.component).await?;
         let mut deploy = self.registry.validate_service(name, req).await?;
         self.write(Command::PutService { spec: Box::new(deploy.spec.clone()) }).await?;
-        deploy.not_serving = self.await_serving(name, deploy.spec.generation).await;
+        deploy.not_serving = self.await_serving(&deploy.spec).await;
         Ok(deploy)
     }
 
     pub async fn scale(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {
         let spec = self.registry.scaled_spec(name, instances, max_queue)?;
         self.write(Command::PutService { spec: Box::new(spec.clone()) }).await?;
-        self.await_serving(name, spec.generation).await;
+        self.await_serving(&spec).await;
         Ok(spec)
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Cluster, Mode};
+use crate::services::ServiceSpec;
 use crate::transport::PeerRpc;
 
 /// How long a deploy or scale waits for the cluster to serve the change before it
@@ -64,10 +65,29 @@ impl Cluster {
         tokio::time::timeout(within, ready).await.is_ok()
     }
 
-    /// After a committed change of `service` to `generation`: wait until every live member
-    /// serves it (at most [`READY_WAIT`]). The members that did not say so in time.
-    pub async fn await_serving(&self, service: &str, generation: u64) -> Vec<String> {
+    /// Whether some live member may run `spec`'s instances (its placement, if any, names
+    /// one): a service no node may run is not waited for.
+    fn placeable(&self, spec: &ServiceSpec) -> bool {
+        if spec.instances == 0 || spec.placement.is_empty() {
+            return true;
+        }
         let members = self.member_names();
+        self.live()
+            .values()
+            .any(|p| members.contains(&p.id) && p.mode != Mode::Dormant.as_str() && spec.placement.contains(&p.id))
+    }
+
+    /// After `spec` was committed: wait until every live member serves it (at most
+    /// [`READY_WAIT`]). The members that did not say so in time; all of them at once when
+    /// its placement names no live member (nothing would change within the wait).
+    pub async fn await_serving(&self, spec: &ServiceSpec) -> Vec<String> {
+        let (service, generation) = (spec.name.as_str(), spec.generation);
+        let members = self.member_names();
+        if !self.placeable(spec) {
+            let all: Vec<String> = members.iter().cloned().collect();
+            tracing::warn!(service, placement = ?spec.placement, "deployed, but no live node may run it");
+            return all;
+        }
         let others: Vec<_> = self
             .live()
             .into_values()

@@ -83,6 +83,15 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
         assert_eq!(r.status, 200, "{} right after the deploy returned: {}", c.nodes[i].name, r.text());
     }
 
+    // A service whose placement names no live node is not waited for: the answer comes
+    // without the ready wait (5 s) and names every node as not serving it.
+    let t = std::time::Instant::now();
+    let answer = c.nodes[0].node.deploy("nowhere", "hello", json!({ "instances": 1, "placement": ["n9"] })).await;
+    let waited = t.elapsed();
+    let late: Vec<&str> = answer["not_serving_yet"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(late, ["n1", "n2", "n3"], "{answer}");
+    assert!(waited < Duration::from_secs(4), "an unplaceable deploy waited {waited:?}");
+
     // Admin writes through a follower are forwarded to the leader; reads anywhere agree.
     let follower = (0..3).find(|&i| c.nodes[i].name != leader).unwrap();
     let r = c.nodes[follower].node.cli(&["scale", "hello", "6"]);
