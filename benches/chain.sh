@@ -3,19 +3,22 @@
 # one service doing one stage's work. Everything through nanogrid's ingress on 127.0.0.1:
 #   single  chain-5 alone (its handler does one stage's work)
 #   fused   chain-1 -> ... -> chain-5 through typed imports, fused into one component
+#   single_r, fused_r  the same two with "reuse": {"requests": REUSE} (an instance serves
+#           REUSE requests in sequence; opt-in, see docs/SECURITY.md)
 #   linked  the same five components, "fuse": false (one instance each, host-mediated)
 #   invoke  five chain-invoke services calling each other with invoke.call
 #   http    five HTTP hops through ingress (http-fetch forwarding, then chain-5)
 # Each is measured at 1 connection (latency) and at CONNS connections (throughput), in
 # alternating rounds. Rewrites the composition section of docs/BENCHMARKS.md.
 # Settings (environment): DURATION (s per run, default 5), CONNS (default 32),
-# ROUNDS (default 2), INSTANCES (default 64).
+# ROUNDS (default 2), INSTANCES (default 64), REUSE (default 1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-2}
 INSTANCES=${INSTANCES:-64}
+REUSE=${REUSE:-1000}
 target=${CARGO_TARGET_DIR:-target}
 
 cargo build --release -q -p nanogrid --bin nanogrid
@@ -43,6 +46,8 @@ for i in 5 4 3 2 1; do
     deploy "chain-$i" "chain_$i" "$bind"
     lbind=""; [ "$i" -lt 5 ] && lbind=", \"bindings\": {\"bench:chain/stage\": \"lchain-$((i + 1))\"}"
     deploy "lchain-$i" "chain_$i" "$lbind, \"fuse\": false"
+    rbind=""; [ "$i" -lt 5 ] && rbind=", \"bindings\": {\"bench:chain/stage\": \"rchain-$((i + 1))\"}"
+    deploy "rchain-$i" "chain_$i" "$rbind, \"reuse\": {\"requests\": $REUSE}"
     next=""; [ "$i" -lt 5 ] && next=", \"next\": \"inv-$((i + 1))\""
     deploy "inv-$i" chain_invoke ", \"config\": {\"stage\": \"$i\"$next}"
     deploy "hop-$i" http_fetch ", \"grants\": {\"outbound_http\": [\"$hostport\"]}"
@@ -51,11 +56,13 @@ hops="/hop-1/fetch/$hostport/hop-2/fetch/$hostport/hop-3/fetch/$hostport/hop-4/f
 declare -A url=(
     [single]="$ingress/chain-5/"
     [fused]="$ingress/chain-1/"
+    [single_r]="$ingress/rchain-5/"
+    [fused_r]="$ingress/rchain-1/"
     [linked]="$ingress/lchain-1/"
     [invoke]="$ingress/inv-1/"
     [http]="$ingress$hops"
 )
-order=(single fused linked invoke http)
+order=(single fused single_r fused_r linked invoke http)
 for k in "${order[@]}"; do
     out=$(curl -sf "${url[$k]}") || { echo "$k: ${url[$k]} failed" >&2; exit 1; }
     echo "$k: $out" >&2
@@ -85,6 +92,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 label() { case $1 in
     single) echo "single service (\`chain-5\` alone)" ;;
     fused) echo "chain of 5, fused (one component)" ;;
+    single_r) echo "single service, reuse $REUSE" ;;
+    fused_r) echo "chain of 5, fused, reuse $REUSE" ;;
     linked) echo "chain of 5, linked (\`fuse: false\`, one Store)" ;;
     invoke) echo "5 services via \`invoke.call\`" ;;
     http) echo "5 HTTP hops through ingress" ;;
@@ -97,6 +106,9 @@ done
 fused_vs_single=$(ratio "$(mean fused.1.p50)" "$(mean single.1.p50)")
 linked_vs_fused=$(ratio "$(mean linked.1.p50)" "$(mean fused.1.p50)")
 fused_tp=$(ratio "$(mean fused.$CONNS.rps)" "$(mean single.$CONNS.rps)")
+fused_r_tp=$(ratio "$(mean fused_r.$CONNS.rps)" "$(mean single_r.$CONNS.rps)")
+fused_r_p50=$(ratio "$(mean fused_r.1.p50)" "$(mean single_r.1.p50)")
+fused_r_vs_fresh=$(ratio "$(mean fused_r.$CONNS.rps)" "$(mean single.$CONNS.rps)")
 
 section="$tmp/section.md"
 cat >"$section" <<MD
@@ -114,7 +126,11 @@ $ROUNDS alternating rounds.
 $rows
 - Fused chain p50 / single service p50: **$fused_vs_single** (target ≤ 1.15: $(verdict "$fused_vs_single" le 1.15); per round:
   $per_round — single-connection latency is noisy here); throughput fused / single:
-  **$fused_tp**.
+  **$fused_tp** (issue 20's target ≥ 0.8: $(verdict "$fused_tp" ge 0.8)).
+- With instance reuse on both (like with like): throughput fused / single **$fused_r_tp**
+  (target ≥ 0.8: $(verdict "$fused_r_tp" ge 0.8)), p50 at one connection fused / single
+  **$fused_r_p50** (target ≤ 1.1: $(verdict "$fused_r_p50" le 1.1)). The reused fused chain
+  against the fresh single service: **$fused_r_vs_fresh** × its throughput.
 - Linked (unfused) p50 / fused p50: **$linked_vs_fused** (target ≤ 1.5: $(verdict "$linked_vs_fused" le 1.5)).
 - \`invoke.call\` and HTTP hops are reported as they are: each stage there is a whole
   service call (admission, a fresh Store and instance, request/response copies; for HTTP

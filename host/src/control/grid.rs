@@ -241,14 +241,16 @@ impl Cluster {
         if next == table {
             return Ok(());
         }
-        let changed =
-            match self.raft.client_write(Command::GridTable { expect: table.version, table: Box::new(next) }).await {
-                Ok(r) => r.data.changed,
-                Err(e) => {
-                    tracing::debug!(error = %e, "partition table write failed");
-                    false
-                }
-            };
+        // Only the rows that changed go into the log.
+        let changes = table.changes_to(&next);
+        let cmd = Command::GridChanges { expect: table.version, replication: next.replication, changes };
+        let changed = match self.raft.client_write(cmd).await {
+            Ok(r) => r.data.changed,
+            Err(e) => {
+                tracing::debug!(error = %e, "partition table write failed");
+                false
+            }
+        };
         if !changed && !fenced.is_empty() {
             // Replicas were fenced for primaries the table does not name: redo those.
             self.grid_pending.lock().unwrap_or_else(|e| e.into_inner()).extend(fenced);

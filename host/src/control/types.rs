@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::events::{Event, EventKind, Events};
 use super::experiment::{Change, Ending, Experiment, Experiments, Stage};
-use crate::grid::part::PartitionTable;
+use crate::grid::part::{PartInfo, PartitionTable};
 use crate::services::ServiceSpec;
 
 /// A cluster member as Raft knows it: its name (`--node-id`) and peer RPC address.
@@ -95,6 +95,14 @@ pub enum Command {
     GridTable {
         expect: u64,
         table: Box<PartitionTable>,
+    },
+    /// The Cluster Manager's changes to some partitions (each row replaced whole), applied
+    /// only if the table is still at version `expect`. A step that moves one primary logs
+    /// that row, not the whole table (256 rows, 20-60 KB).
+    GridChanges {
+        expect: u64,
+        replication: usize,
+        changes: Vec<(u32, PartInfo)>,
     },
     /// A partition's primary reports `node` caught up: it joins the in-sync set, if
     /// the partition is still at `epoch`.
@@ -257,6 +265,7 @@ impl ControlState {
                 true
             }
             Command::GridTable { .. }
+            | Command::GridChanges { .. }
             | Command::GridInSync { .. }
             | Command::GridOutOfSync { .. }
             | Command::GridRelinquish { .. } => self.apply_grid(cmd),
@@ -281,6 +290,18 @@ impl ControlState {
                     self.grid.version = expect + 1;
                     true
                 }
+            }
+            Command::GridChanges { expect, replication, changes } => {
+                let fits = changes.iter().all(|(p, _)| (*p as usize) < self.grid.parts.len());
+                if self.grid.version != *expect || self.grid.is_empty() || !fits {
+                    return false;
+                }
+                for (p, info) in changes {
+                    self.grid.parts[*p as usize] = info.clone();
+                }
+                self.grid.replication = *replication;
+                self.grid.version = expect + 1;
+                true
             }
             Command::GridInSync { partition, epoch, node } => match self.grid.parts.get_mut(*partition as usize) {
                 Some(info) if info.epoch == *epoch && info.replicas.contains(node) && !info.isr.contains(node) => {
@@ -551,5 +572,25 @@ mod tests {
         assert!(!s.apply(&wrong).changed);
         assert!(s.apply(&Command::GridRelinquish { partition: 0, epoch: 1, node: primary }).changed);
         assert_eq!(s.grid.parts[0].primary, "");
+
+        // A step's changes as rows: applied at the version they were computed from only,
+        // and only to partitions the table has.
+        let mut next = s.grid.clone();
+        next.parts[0] =
+            PartInfo { primary: "n2".into(), replicas: vec!["n2".into()], isr: vec!["n2".into()], epoch: 2 };
+        next.parts[7].isr.clear();
+        let changes = s.grid.changes_to(&next);
+        assert_eq!(changes.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [0, 7]);
+        let v = s.grid.version;
+        let delta = Command::GridChanges { expect: v, replication: 2, changes: changes.clone() };
+        let outside = Command::GridChanges { expect: v, replication: 2, changes: vec![(256, PartInfo::default())] };
+        assert!(!s.apply(&outside).changed, "a partition the table does not have");
+        assert!(!s.apply(&Command::GridChanges { expect: v - 1, replication: 2, changes }).changed, "stale");
+        let full = serde_json::to_vec(&Command::GridTable { expect: v, table: Box::new(next.clone()) }).unwrap();
+        let small = serde_json::to_vec(&delta).unwrap();
+        assert!(small.len() * 50 < full.len(), "two rows: {} bytes, the table: {}", small.len(), full.len());
+        assert!(s.apply(&delta).changed);
+        next.version = v + 1;
+        assert_eq!(s.grid, next, "the same table as replacing it whole");
     }
 }

@@ -65,6 +65,16 @@ impl PartitionTable {
     pub fn count(&self) -> u32 {
         self.parts.len() as u32
     }
+
+    /// The rows of `next` that differ from this table's (both of one partition count).
+    pub fn changes_to(&self, next: &PartitionTable) -> Vec<(u32, PartInfo)> {
+        next.parts
+            .iter()
+            .enumerate()
+            .filter(|(p, info)| self.parts.get(*p) != Some(*info))
+            .map(|(p, info)| (p as u32, info.clone()))
+            .collect()
+    }
 }
 
 /// The nodes that should hold partition `p`, best first: rendezvous hashing, so a node
