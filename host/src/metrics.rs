@@ -47,6 +47,16 @@ fn cluster_security(out: &mut String, c: &crate::control::Cluster) {
     }
     let _ = writeln!(
         out,
+        "# HELP nanogrid_raft_log_appended_entries_total Control-plane (Raft) log entries this node appended since it started.\n# TYPE nanogrid_raft_log_appended_entries_total counter\nnanogrid_raft_log_appended_entries_total {}",
+        c.log_growth.entries.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_raft_log_appended_bytes_total Bytes of those entries as stored (the log's growth before compaction).\n# TYPE nanogrid_raft_log_appended_bytes_total counter\nnanogrid_raft_log_appended_bytes_total {}",
+        c.log_growth.bytes.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP nanogrid_tls_cert_expiry_seconds When this node's certificate expires (Unix time).\n# TYPE nanogrid_tls_cert_expiry_seconds gauge\nnanogrid_tls_cert_expiry_seconds {}",
         c.cert_expires
     );

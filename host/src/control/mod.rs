@@ -16,7 +16,7 @@ mod manager;
 pub mod network;
 mod nodescaler;
 pub mod peer;
-mod placement;
+pub mod placement;
 pub mod plane;
 pub mod ready;
 mod remote;
@@ -49,6 +49,7 @@ use crate::transport::{PeerClient, PeerTarget};
 use crate::grid::Grid;
 use crate::services::{AdminError, Deploy, Registry, ServiceSpec, spec::ServiceRequest};
 use gossip::{Gossip, GossipConfig};
+pub use store::LogGrowth;
 use store::{LogStore, StateMachine};
 use types::{Control, raft_id};
 
@@ -191,6 +192,8 @@ pub struct Cluster {
     pub tls: Option<PeerTls>,
     /// What the peer listener refused.
     pub peer_stats: Arc<PeerStats>,
+    /// What the Raft log took in (entries, bytes) since the node started.
+    pub log_growth: Arc<store::LogGrowth>,
     /// When this node's certificate expires (seconds since the epoch).
     pub cert_expires: i64,
     /// The cluster's id (inside every sealed gossip packet).
@@ -234,6 +237,7 @@ impl Cluster {
         let tls = if config.plaintext_peers { None } else { Some(PeerTls::new(secrets)?) };
         let peers = PeerClient::new(name, tls.as_ref().map(|t| t.client.clone()));
         let log = LogStore::open(grid.clone()).await?;
+        let log_growth = log.growth.clone();
         let sm = StateMachine::open(grid).await?;
         let raft_config = openraft::Config {
             cluster_name: "nanogrid".into(),
@@ -273,6 +277,7 @@ impl Cluster {
             registry,
             tls,
             peer_stats: Arc::new(PeerStats::default()),
+            log_growth,
             cert_expires: secrets.node_cert_expires,
             cluster_id: secrets.cluster_id.clone(),
             sm,

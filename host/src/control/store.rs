@@ -82,12 +82,20 @@ fn put_json<T: Serialize>(key: &[u8], value: &T) -> BatchOp {
 /// The last entry's id and the purge point.
 type Tail = (Option<LogId<u64>>, Option<LogId<u64>>);
 
+/// What this node's Raft log has taken in since it started (`nanogrid_raft_log_appended_*`).
+#[derive(Debug, Default)]
+pub struct LogGrowth {
+    pub entries: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
 /// The Raft log and vote.
 #[derive(Clone)]
 pub struct LogStore {
     grid: Arc<Grid>,
     // Kept in memory (read once at open).
     tail: Arc<Mutex<Tail>>,
+    pub growth: Arc<LogGrowth>,
 }
 
 impl LogStore {
@@ -99,7 +107,7 @@ impl LogStore {
             .last()
             .map(|(_, v)| serde_json::from_slice::<Entry<Control>>(v).map(|e| e.log_id))
             .transpose()?;
-        Ok(LogStore { grid, tail: Arc::new(Mutex::new((last.or(purged), purged))) })
+        Ok(LogStore { grid, tail: Arc::new(Mutex::new((last.or(purged), purged))), growth: Default::default() })
     }
 
     fn tail(&self) -> Tail {
@@ -181,11 +189,22 @@ impl RaftLogStorage<Control> for LogStore {
     {
         let mut ops = Vec::new();
         let mut last = None;
+        let mut bytes = 0;
         for e in entries {
-            ops.push(put_json(&log_key(e.log_id.index), &e));
+            let op = put_json(&log_key(e.log_id.index), &e);
+            if let BatchOp::Put(_, _, v) = &op {
+                bytes += v.len() as u64;
+            }
+            ops.push(op);
             last = Some(e.log_id);
         }
+        let n = ops.len() as u64;
         let result = write(&self.grid, ops).await;
+        if result.is_ok() {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.growth.entries.fetch_add(n, Relaxed);
+            self.growth.bytes.fetch_add(bytes, Relaxed);
+        }
         if result.is_ok()
             && let Some(l) = last
         {
