@@ -179,7 +179,7 @@ def main():
         "| gossip convergence | log(nodes) rounds | plus phi's detection time for a death |",
         "| Raft voters | fixed (3 by default) | learners replicate the log without voting |",
         "| partition-table change in the log | partitions changed in the step | rows since GridChanges; the whole table (256 rows, 20-60 KB) before |",
-        "| placement change in the log | services × nodes holding them | `Assign` still carries the whole assignment: the next delta to make |",
+        "| placement change in the log | services whose row changed | rows since AssignChanges; the whole assignment before (see its size above) |",
         "| placement time | services × nodes | see the model above |",
         "| partitions | fixed at 256 | not configurable yet |",
         "",

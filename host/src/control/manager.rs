@@ -422,8 +422,16 @@ impl Cluster {
                     };
                 }
             }
-            let base = Some(stored.state.assign_version);
-            self.raft.client_write(Command::Assign { assignment: next, events, base }).await?;
+            // Only the rows that changed go into the log.
+            let old = &stored.state.assignment;
+            let mut changes: Vec<_> = next
+                .iter()
+                .filter(|(s, row)| old.get(*s) != Some(*row))
+                .map(|(s, r)| (s.clone(), Some(r.clone())))
+                .collect();
+            changes.extend(old.keys().filter(|s| !next.contains_key(*s)).map(|s| (s.clone(), None)));
+            let base = stored.state.assign_version;
+            self.raft.client_write(Command::AssignChanges { changes, events, base }).await?;
             self.announce_commit().await;
         }
         Ok(true)
