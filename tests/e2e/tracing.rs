@@ -39,7 +39,13 @@ async fn sampling_changes_while_the_node_runs_and_bad_shares_are_refused() {
     assert!(r.status == 400 && r.text().contains("32 lower-case hex digits"), "{}", r.text());
     let r = admin.call_json(Method::POST, "/v1/traces", &json!({})).await.unwrap();
     assert_eq!(r.status, 405, "{}", r.text());
-    let list: Value = admin.get("/v1/traces?service=hello").await.unwrap().json().unwrap();
+    // min_ms filters by the trace's duration; a value that is not a number is refused.
+    let slow: Value = admin.get("/v1/traces?service=hello&min_ms=600000").await.unwrap().json().unwrap();
+    assert_eq!(slow["traces"], json!([]), "no hello took ten minutes: {slow}");
+    let r = admin.get("/v1/traces?min_ms=slow").await.unwrap();
+    let msg = r.json().unwrap()["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(r.status == 400 && msg.contains("min_ms=\"slow\" is not a whole number"), "{}", r.text());
+    let list: Value = admin.get("/v1/traces?service=hello&min_ms=0").await.unwrap().json().unwrap();
     let ids: Vec<&str> = list["traces"].as_array().unwrap().iter().filter_map(|t| t["trace_id"].as_str()).collect();
     assert_eq!(ids, vec![sampled.as_str()], "only the sampled request's trace is listed: {list}");
 

@@ -38,11 +38,23 @@ pub(super) async fn route(
     match (&method, segments) {
         (&Method::GET, ["v1", "traces"]) => {
             let q = query_of(req.uri().query());
-            let num = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
+            let num = |k: &str| match q.get(k) {
+                None => Ok(None),
+                Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+                    format!(
+                        "{k}={v:?} is not a whole number of {}: give e.g. {k}=100",
+                        if k == "limit" { "traces" } else { "milliseconds" }
+                    )
+                }),
+            };
+            let (min_ms, limit) = match (num("min_ms"), num("limit")) {
+                (Ok(m), Ok(l)) => (m.unwrap_or(0), l.unwrap_or(50)),
+                (Err(e), _) | (_, Err(e)) => return err(StatusCode::BAD_REQUEST, "bad-request", e, rid),
+            };
             let query = crate::trace::store::TraceQuery {
                 service: q.get("service").filter(|s| !s.is_empty()).cloned(),
-                min_ms: num("min_ms").unwrap_or(0),
-                limit: num("limit").unwrap_or(50).clamp(1, 1000) as usize,
+                min_ms,
+                limit: limit.clamp(1, 1000) as usize,
                 ids: None,
             };
             let traces = node.plane.traces(&query).await;
