@@ -167,6 +167,8 @@ impl NodeHandle {
         if let Some(c) = &self.node.cluster {
             c.shutdown().await;
         }
+        // Idle reused instances hold the registry through their call context.
+        self.node.registry.drop_idle_instances();
     }
 }
 

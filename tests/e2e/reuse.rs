@@ -102,3 +102,25 @@ async fn reuse_is_refused_for_wasi_http_components_and_out_of_range_counts() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(node.service("r").await["spec"]["reuse"]["requests"], 4);
 }
+
+#[tokio::test]
+async fn a_chain_is_reused_only_when_every_service_in_it_asks_for_reuse() {
+    let node = TestNode::start().await;
+    // c1's typed import is served by c5, inside c1's instance (fused).
+    node.deploy("c5", "chain-5", json!({ "instances": 1 })).await;
+    let bind = json!({ "bench:chain/stage": "c5" });
+    node.deploy("c1", "chain-1", json!({ "instances": 1, "bindings": bind, "reuse": { "requests": 10 } })).await;
+    let idle = |v: Value| v["status"]["local"]["idle_instances"].as_u64();
+    for _ in 0..2 {
+        let r = node.get("/c1/").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(idle(node.service("c1").await), Some(0), "c5 did not ask for reuse: c1's chain is fresh");
+    node.deploy("c5", "chain-5", json!({ "instances": 1, "reuse": { "requests": 10 } })).await;
+    for _ in 0..2 {
+        let r = node.get("/c1/").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("stage-5"), "{}", r.text());
+    }
+    assert_eq!(idle(node.service("c1").await), Some(1), "both ask: the chain's instance is kept");
+}

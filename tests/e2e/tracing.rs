@@ -137,4 +137,19 @@ async fn call_all_barrier_calls_and_continuations_stay_in_the_callers_trace_with
         assert_eq!(run["attrs"]["tracestate"], state, "{run}");
         assert_eq!(run["attrs"]["status"].as_u64().map(|s| s < 300), Some(true), "{run}");
     }
+
+    // Two tracestate headers are one list; without a valid traceparent a tracestate
+    // starts nothing (W3C): the new trace carries none.
+    let two = "1af7651916cd43dd8448eb211c80319e";
+    let mut h = headers(two);
+    h[1].1 = "acme=1".into();
+    h.push(("tracestate", "zeta=2".into()));
+    assert_eq!(node.request_with(Method::GET, "/m/", &h).await.status, 200);
+    let runs = runs_in_trace(&node, two, "m", 1, client_span).await;
+    assert_eq!(runs[0]["attrs"]["tracestate"], "acme=1,zeta=2", "{}", runs[0]);
+    let r = node.request_with(Method::GET, "/m/", &[("tracestate", state.to_string())]).await;
+    let fresh = r.header("x-trace-id").expect("a new trace").to_string();
+    let v: Value = node.admin().get(&format!("/v1/traces/{fresh}")).await.unwrap().json().unwrap();
+    let run = v["spans"].as_array().unwrap().iter().find(|s| s["name"] == "run m").cloned().unwrap();
+    assert!(run["attrs"]["tracestate"].is_null(), "{run}");
 }

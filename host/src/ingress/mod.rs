@@ -87,7 +87,13 @@ pub async fn handle(
 /// The ingress span: under the client's `traceparent` when it sent a valid one (its trace
 /// is kept), else the first of a new trace. The request goes on carrying it.
 fn start_trace(registry: &Registry, headers: &mut http::HeaderMap) -> Option<Open> {
-    let open = registry.tracer()?.open(trace::parent_in_map(headers));
+    let parent = trace::parent_in_map(headers);
+    if parent.is_none() {
+        // A tracestate belongs to the trace its traceparent names (W3C): without a valid
+        // one it starts nothing.
+        headers.remove(trace::context::TRACESTATE);
+    }
+    let open = registry.tracer()?.open(parent);
     headers.insert(TRACEPARENT, open.ctx.header_value());
     Some(open)
 }

@@ -473,6 +473,12 @@ impl Runtime {
         }
     }
 
+    /// Drop every idle reused instance on the node (at shutdown: an idle instance's
+    /// context holds the registry, which holds the instance's pool); how many.
+    pub fn drop_idle(&self) -> usize {
+        self.idle.close()
+    }
+
     /// A pool of idle instances for a service that reuses each for `max_requests`.
     pub fn warm_pool(&self, max_requests: u32) -> Arc<WarmPool> {
         self.idle.pool(max_requests)

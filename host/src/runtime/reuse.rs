@@ -9,8 +9,12 @@
 //! An instance that trapped, ran out of time or failed is never reused.
 //!
 //! Idle instances hold pooling-allocator slots, so they are bounded: a node keeps at most
-//! a quarter of its slots idle, drops an instance idle for [`IDLE_MAX`], and when a fresh
-//! instantiation finds the pool full it drops every idle one and tries once more.
+//! a quarter of its slots idle, drops an instance idle for [`IDLE_MAX`] (every pool is
+//! swept at most every `IDLE_MAX / 2`, when any instance goes back), and when a fresh
+//! nanoservice instantiation finds the pool full it drops every idle one and tries once
+//! more. (wasi:http instantiations do not retry: they are not reused, and the quarter
+//! leaves them room.) A chain's providers run inside its entry's instance, so a chain is
+//! reused only when every service in it asks for reuse.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -67,11 +71,23 @@ pub(super) struct IdleBudget {
     held: AtomicUsize,
     cap: usize,
     pools: Mutex<Vec<Weak<WarmPool>>>,
+    /// When every pool was last swept for instances idle past [`IDLE_MAX`] (a pool whose
+    /// service gets no more requests here is not visited otherwise).
+    swept: Mutex<Instant>,
+    /// Set at shutdown: nothing is kept idle any more (an idle instance's context holds
+    /// the registry that holds its pool).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl IdleBudget {
     pub(super) fn new(cap: usize) -> Arc<Self> {
-        Arc::new(IdleBudget { held: AtomicUsize::new(0), cap, pools: Mutex::new(Vec::new()) })
+        Arc::new(IdleBudget {
+            held: AtomicUsize::new(0),
+            cap,
+            pools: Mutex::new(Vec::new()),
+            swept: Mutex::new(Instant::now()),
+            closed: Default::default(),
+        })
     }
 
     pub(super) fn pool(self: &Arc<Self>, max_requests: u32) -> Arc<WarmPool> {
@@ -82,13 +98,35 @@ impl IdleBudget {
         pool
     }
 
+    fn live_pools(&self) -> Vec<Arc<WarmPool>> {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.iter().filter_map(Weak::upgrade).collect()
+    }
+
     /// Drop every idle instance on the node (the pooling allocator is full); how many.
     pub(super) fn evict_all(&self) -> usize {
-        let pools: Vec<Arc<WarmPool>> = {
-            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-            pools.iter().filter_map(Weak::upgrade).collect()
-        };
-        pools.iter().map(|p| p.clear()).sum()
+        self.live_pools().iter().map(|p| p.clear()).sum()
+    }
+
+    /// Drop every idle instance and keep none from now on (node shutdown).
+    pub(super) fn close(&self) -> usize {
+        self.closed.store(true, Ordering::Relaxed);
+        self.evict_all()
+    }
+
+    /// Every [`IDLE_MAX`] / 2 at most: drop instances idle past [`IDLE_MAX`] in every pool.
+    fn sweep(&self) {
+        {
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if swept.elapsed() < IDLE_MAX / 2 {
+                return;
+            }
+            *swept = Instant::now();
+        }
+        for p in self.live_pools() {
+            let stale = p.expire(&mut p.lock());
+            drop(stale);
+        }
     }
 
     /// Instances idle on the node now.
@@ -105,8 +143,11 @@ impl WarmPool {
     /// The most recently used idle instance (its pages are the likeliest to be warm).
     pub(super) fn take(&self) -> Option<Warm> {
         let mut idle = self.lock();
-        self.expire(&mut idle);
-        let w = idle.pop()?;
+        let stale = self.expire(&mut idle);
+        let w = idle.pop();
+        drop(idle);
+        drop(stale);
+        let w = w?;
         self.budget.held.fetch_sub(1, Ordering::Relaxed);
         Some(w)
     }
@@ -119,6 +160,9 @@ impl WarmPool {
             return;
         }
         let b = &self.budget;
+        if b.closed.load(Ordering::Relaxed) {
+            return;
+        }
         if b.held.fetch_add(1, Ordering::Relaxed) >= b.cap {
             b.held.fetch_sub(1, Ordering::Relaxed);
             return;
@@ -126,16 +170,21 @@ impl WarmPool {
         w.since = Instant::now();
         let mut idle = self.lock();
         idle.push(w);
-        self.expire(&mut idle);
+        let stale = self.expire(&mut idle);
+        drop(idle);
+        drop(stale);
+        b.sweep();
     }
 
-    /// Drop instances idle for longer than [`IDLE_MAX`] (the oldest are at the bottom).
-    fn expire(&self, idle: &mut Vec<Warm>) {
+    /// Take out the instances idle for longer than [`IDLE_MAX`] (the oldest are at the
+    /// bottom), for the caller to drop after the lock.
+    fn expire(&self, idle: &mut Vec<Warm>) -> Vec<Warm> {
         let stale = idle.iter().take_while(|w| w.since.elapsed() > IDLE_MAX).count();
-        if stale > 0 {
-            idle.drain(..stale);
-            self.budget.held.fetch_sub(stale, Ordering::Relaxed);
+        if stale == 0 {
+            return Vec::new();
         }
+        self.budget.held.fetch_sub(stale, Ordering::Relaxed);
+        idle.drain(..stale).collect()
     }
 
     fn clear(&self) -> usize {
@@ -152,7 +201,7 @@ impl WarmPool {
 
 impl Drop for WarmPool {
     fn drop(&mut self) {
-        let n = self.idle.get_mut().map(|v| v.len()).unwrap_or(0);
+        let n = self.idle.get_mut().unwrap_or_else(|e| e.into_inner()).len();
         self.budget.held.fetch_sub(n, Ordering::Relaxed);
     }
 }

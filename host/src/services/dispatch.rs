@@ -353,7 +353,8 @@ impl Registry {
         let (call, limits) = self.call_context(&svc, &deployed, request_id, depth, trace.clone());
         let started = Instant::now();
         let prepared = deployed.prepared()?;
-        let result = match deployed.warm_pool(&self.runtime) {
+        let reuses = |part: &str| self.get(part).is_some_and(|s| s.current().spec.reuse.is_some());
+        let result = match deployed.warm_pool(&self.runtime, reuses) {
             Some(pool) => self.runtime.handle_reused(pool, prepared, call, req, limits).await,
             None => self.runtime.handle(prepared, call, req, limits).await,
         };

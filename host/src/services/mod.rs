@@ -84,9 +84,16 @@ impl Deployed {
         self.warm.get().map_or(0, |p| p.idle())
     }
 
-    /// Where this version keeps instances between requests, if its spec reuses them.
-    pub fn warm_pool(&self, runtime: &Runtime) -> Option<&Arc<WarmPool>> {
+    /// Where this version keeps instances between requests, if its spec reuses them. A
+    /// chain's providers run in the entry's instance: it is reused only when every
+    /// service of the chain asks for reuse (`reuses`).
+    pub fn warm_pool(&self, runtime: &Runtime, reuses: impl Fn(&str) -> bool) -> Option<&Arc<WarmPool>> {
         let r = self.spec.reuse.filter(|r| r.requests > 1)?;
+        if let Some(g) = self.serving.graph()
+            && !g.services.iter().all(|p| p.service == self.spec.name || reuses(&p.service))
+        {
+            return None;
+        }
         Some(self.warm.get_or_init(|| runtime.warm_pool(r.requests)))
     }
 
@@ -323,6 +330,11 @@ fn internal<E: std::fmt::Display>(e: E) -> AdminError {
 }
 
 impl Registry {
+    /// Drop the instances reused services keep between requests (node shutdown).
+    pub fn drop_idle_instances(&self) -> usize {
+        self.runtime.drop_idle()
+    }
+
     pub fn new(runtime: Arc<Runtime>, grid: Arc<Grid>) -> Arc<Self> {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());

@@ -453,15 +453,19 @@ pub fn parent_in_map(headers: &http::HeaderMap) -> Option<SpanContext> {
     headers.get(context::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(SpanContext::parse)
 }
 
-/// The `tracestate` among a request's headers, if it is one a hop may pass on: at most
-/// 512 characters (W3C's limit for what must be propagated), printable ASCII, not blank.
+/// The `tracestate` among a request's headers (several are one list, W3C), if it is one a
+/// hop may pass on: at most 512 characters (W3C's limit for what must be propagated),
+/// printable ASCII, not blank.
 pub fn state_in<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Arc<str>> {
-    headers.into_iter().find(|(k, _)| k.eq_ignore_ascii_case(context::TRACESTATE)).and_then(|(_, v)| valid_state(v))
+    let parts: Vec<&str> =
+        headers.into_iter().filter(|(k, _)| k.eq_ignore_ascii_case(context::TRACESTATE)).map(|(_, v)| v).collect();
+    valid_state(&parts.join(","))
 }
 
 /// [`state_in`] for an HTTP request's headers.
 pub fn state_in_map(headers: &http::HeaderMap) -> Option<Arc<str>> {
-    headers.get(context::TRACESTATE).and_then(|v| v.to_str().ok()).and_then(valid_state)
+    let parts: Option<Vec<&str>> = headers.get_all(context::TRACESTATE).iter().map(|v| v.to_str().ok()).collect();
+    valid_state(&parts?.join(","))
 }
 
 fn valid_state(v: &str) -> Option<Arc<str>> {
