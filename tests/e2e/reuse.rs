@@ -124,3 +124,25 @@ async fn a_chain_is_reused_only_when_every_service_in_it_asks_for_reuse() {
     }
     assert_eq!(idle(node.service("c1").await), Some(1), "both ask: the chain's instance is kept");
 }
+
+#[tokio::test]
+async fn idle_instances_make_room_when_the_node_runs_out_of_instance_slots() {
+    // 8 slots: at most 2 may be idle (a quarter).
+    let node = TestNode::start_with_args(true, &["--pool-instances", "8"]).await;
+    node.deploy("r", "misbehave", json!({ "instances": 2, "reuse": { "requests": 100 } })).await;
+    node.deploy("w", "misbehave", json!({ "instances": 8, "max_queue": 0 })).await;
+    // Two at once: two instances of r, both kept idle after.
+    let two: Vec<_> = (0..2).map(|_| node.get("/r/sleep/200")).collect();
+    for r in futures::future::join_all(two).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(node.service("r").await["status"]["local"]["idle_instances"], 2);
+    // Eight at once on w need every slot: the idle ones give theirs up.
+    let eight: Vec<_> = (0..8).map(|_| node.get("/w/sleep/300")).collect();
+    for r in futures::future::join_all(eight).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(node.service("r").await["status"]["local"]["idle_instances"], 0);
+    // r still serves (a fresh instance).
+    assert_eq!(whoami(&node, "r", &[]).await.0, 1);
+}

@@ -192,7 +192,12 @@ impl TestNode {
             None => Command::new(bin),
         };
         let ip = self.netns.as_ref().map_or("127.0.0.1", |(_, ip)| ip.as_str());
-        cmd.args(["serve", "--listen", &format!("{ip}:0"), "--pool-instances", "200", "--data-dir"])
+        cmd.args(["serve", "--listen", &format!("{ip}:0")]);
+        // 200 slots unless the test sets its own.
+        if !self.extra.iter().any(|a| a == "--pool-instances") {
+            cmd.args(["--pool-instances", "200"]);
+        }
+        cmd.arg("--data-dir")
             .arg(self.data.path().join("node"))
             .env("NANOGRID_TOKEN", TOKEN)
             .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn,openraft=warn")

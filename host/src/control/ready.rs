@@ -66,15 +66,25 @@ impl Cluster {
     }
 
     /// Whether some live member may run `spec`'s instances (its placement, if any, names
-    /// one): a service no node may run is not waited for.
+    /// one that placement would use: a member, not removed or draining, serving): a
+    /// service no node may run is not waited for. The committed spec decides (an
+    /// autoscaled service keeps its committed count).
     fn placeable(&self, spec: &ServiceSpec) -> bool {
+        let stored = self.sm.current();
+        let state = &stored.state;
+        let spec = state.services.get(&spec.name).unwrap_or(spec);
         if spec.instances == 0 || spec.placement.is_empty() {
             return true;
         }
         let members = self.member_names();
-        self.live()
-            .values()
-            .any(|p| members.contains(&p.id) && p.mode != Mode::Dormant.as_str() && spec.placement.contains(&p.id))
+        self.live().values().any(|p| {
+            let serving = p.id == self.name || p.mode == Mode::Follower.as_str() || p.mode == Mode::Leader.as_str();
+            members.contains(&p.id)
+                && serving
+                && !state.removed.contains(&p.id)
+                && !state.draining.contains(&p.id)
+                && spec.placement.contains(&p.id)
+        })
     }
 
     /// After `spec` was committed: wait until every live member serves it (at most

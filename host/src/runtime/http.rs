@@ -234,11 +234,15 @@ impl Runtime {
         let out = data.http().new_response_outparam(tx).map_err(|e| CallError::Internal(e.to_string()))?;
         let task_tail = tail.clone();
         let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel::<bool>();
+        let idle = self.idle.clone();
         let task = tokio::spawn(async move {
             let traced = store.data().call.trace.run.clone();
             let run = async {
                 let t = std::time::Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let proxy = match pre.instantiate_async(&mut store).await {
+                    Err(e) if idle.made_room(&e) => pre.instantiate_async(&mut store).await?,
+                    other => other?,
+                };
                 if let Some(r) = &traced {
                     r.instantiated(t.elapsed().as_micros() as u64);
                 }

@@ -85,11 +85,15 @@ impl Runtime {
         let mut store: Store<StoreState> = self.new_store(engine, call, limits, &tail)?;
         let (head_tx, head_rx) = oneshot::channel::<Head>();
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
+        let idle = self.idle.clone();
         let task = tokio::spawn(async move {
             let traced = store.data().call.trace.run.clone();
             let run = async {
                 let t = Instant::now();
-                let service = pre.instantiate_async(&mut store).await?;
+                let service = match pre.instantiate_async(&mut store).await {
+                    Err(e) if idle.made_room(&e) => pre.instantiate_async(&mut store).await?,
+                    other => other?,
+                };
                 if let Some(r) = &traced {
                     r.instantiated(t.elapsed().as_micros() as u64);
                 }

@@ -464,11 +464,7 @@ impl Runtime {
         store: &mut Store<StoreState>,
     ) -> wasmtime::Result<Nanoservice> {
         match pre.instantiate_async(&mut *store).await {
-            Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() && self.idle.held() > 0 => {
-                let dropped = self.idle.evict_all();
-                tracing::debug!(dropped, "instance pool full: dropped idle reused instances");
-                pre.instantiate_async(store).await
-            }
+            Err(e) if self.idle.made_room(&e) => pre.instantiate_async(store).await,
             other => other,
         }
     }

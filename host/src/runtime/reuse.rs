@@ -11,9 +11,8 @@
 //! Idle instances hold pooling-allocator slots, so they are bounded: a node keeps at most
 //! a quarter of its slots idle, drops an instance idle for [`IDLE_MAX`] (every pool is
 //! swept at most every `IDLE_MAX / 2`, when any instance goes back), and when a fresh
-//! nanoservice instantiation finds the pool full it drops every idle one and tries once
-//! more. (wasi:http instantiations do not retry: they are not reused, and the quarter
-//! leaves them room.) A chain's providers run inside its entry's instance, so a chain is
+//! instantiation (nanoservice or wasi:http) finds the pool full it drops every idle one
+//! and tries once more. A chain's providers run inside its entry's instance, so a chain is
 //! reused only when every service in it asks for reuse.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,7 +78,18 @@ pub(super) struct IdleBudget {
     closed: std::sync::atomic::AtomicBool,
 }
 
+/// Whether an instantiation failed because the pooling allocator has no free slot.
+pub(super) fn is_pool_full(e: &wasmtime::Error) -> bool {
+    e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some()
+}
+
 impl IdleBudget {
+    /// After an instantiation failed: whether dropping idle instances made room for a
+    /// second try (the pool was full and some were idle).
+    pub(super) fn made_room(&self, e: &wasmtime::Error) -> bool {
+        is_pool_full(e) && self.held() > 0 && self.evict_all() > 0
+    }
+
     pub(super) fn new(cap: usize) -> Arc<Self> {
         Arc::new(IdleBudget {
             held: AtomicUsize::new(0),
