@@ -368,17 +368,10 @@ impl Cluster {
     /// False when the step started an experiment instead (it places nothing then).
     async fn assign(&self, view: &StepView) -> anyhow::Result<bool> {
         let StepView { live, stored, .. } = view;
-        let removed = &stored.state.removed;
-        let is_member = |n: &str| view.is_member(n);
         // Placement over members that gossip shows serving (this node counts as serving).
         let mut serving: Vec<String> = live
             .values()
-            .filter(|p| {
-                is_member(&p.id)
-                    && !removed.contains(&p.id)
-                    && !stored.state.draining.contains(&p.id)
-                    && (p.id == self.name || p.mode == Mode::Follower.as_str() || p.mode == Mode::Leader.as_str())
-            })
+            .filter(|p| self.may_place_on(&stored.state, p, view.is_member(&p.id)))
             .map(|p| p.id.clone())
             .collect();
         serving.sort();
@@ -423,18 +416,23 @@ impl Cluster {
                 }
             }
             // Only the rows that changed go into the log.
-            let old = &stored.state.assignment;
-            let mut changes: Vec<_> = next
-                .iter()
-                .filter(|(s, row)| old.get(*s) != Some(*row))
-                .map(|(s, r)| (s.clone(), Some(r.clone())))
-                .collect();
-            changes.extend(old.keys().filter(|s| !next.contains_key(*s)).map(|s| (s.clone(), None)));
+            let changes = super::placement::changed_rows(&stored.state.assignment, &next);
             let base = stored.state.assign_version;
             self.raft.client_write(Command::AssignChanges { changes, events, base }).await?;
             self.announce_commit().await;
         }
         Ok(true)
+    }
+}
+
+impl Cluster {
+    /// Whether placement may give `p` instances: a member (`member`), not removed or
+    /// draining, and serving as gossip shows it (this node always counts as serving).
+    pub(super) fn may_place_on(&self, state: &super::types::ControlState, p: &PeerInfo, member: bool) -> bool {
+        member
+            && !state.removed.contains(&p.id)
+            && !state.draining.contains(&p.id)
+            && (p.id == self.name || p.mode == Mode::Follower.as_str() || p.mode == Mode::Leader.as_str())
     }
 }
 

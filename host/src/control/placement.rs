@@ -61,6 +61,15 @@ pub fn place(
     out
 }
 
+/// The rows of `next` that differ from `old`'s, and `None` for each service `next` has no
+/// row for (what `AssignChanges` carries).
+pub fn changed_rows(old: &Assignment, next: &Assignment) -> Vec<(String, Option<BTreeMap<String, u32>>)> {
+    let mut changes: Vec<_> =
+        next.iter().filter(|(s, row)| old.get(*s) != Some(*row)).map(|(s, r)| (s.clone(), Some(r.clone()))).collect();
+    changes.extend(old.keys().filter(|s| !next.contains_key(*s)).map(|s| (s.clone(), None)));
+    changes
+}
+
 /// Make before break: while `next` would leave fewer serving instances of a service than
 /// both `next` asks for and `current` has serving, every serving node that `next` gives
 /// fewer keeps its `current` count. A move briefly runs an extra instance instead of

@@ -77,14 +77,9 @@ impl Cluster {
             return true;
         }
         let members = self.member_names();
-        self.live().values().any(|p| {
-            let serving = p.id == self.name || p.mode == Mode::Follower.as_str() || p.mode == Mode::Leader.as_str();
-            members.contains(&p.id)
-                && serving
-                && !state.removed.contains(&p.id)
-                && !state.draining.contains(&p.id)
-                && spec.placement.contains(&p.id)
-        })
+        self.live()
+            .values()
+            .any(|p| spec.placement.contains(&p.id) && self.may_place_on(state, p, members.contains(&p.id)))
     }
 
     /// After `spec` was committed: wait until every live member serves it (at most

@@ -547,8 +547,8 @@ fn classify(err: wasmtime::Error, limits: ExecLimits, tail: &OutputTail) -> Call
         }
         return CallError::Trap(msg);
     }
-    if let Some(e) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
-        return CallError::PoolExhausted(e.to_string());
+    if reuse::is_pool_full(&err) {
+        return CallError::PoolExhausted(err.to_string());
     }
     CallError::Internal(format!("{:#}", anyhow::Error::from(err)))
 }

@@ -76,6 +76,9 @@ pub(super) struct IdleBudget {
     /// Set at shutdown: nothing is kept idle any more (an idle instance's context holds
     /// the registry that holds its pool).
     closed: std::sync::atomic::AtomicBool,
+    /// Held while idle instances are dropped for room, so a request that finds nothing
+    /// left to drop retries only once another's eviction has freed its slots.
+    evicting: Mutex<()>,
 }
 
 /// Whether an instantiation failed because the pooling allocator has no free slot.
@@ -84,10 +87,17 @@ pub(super) fn is_pool_full(e: &wasmtime::Error) -> bool {
 }
 
 impl IdleBudget {
-    /// After an instantiation failed: whether dropping idle instances made room for a
-    /// second try (the pool was full and some were idle).
+    /// After an instantiation failed: whether to try once more, having dropped every idle
+    /// instance. Yes whenever the pool was full: requests that find it full at the same
+    /// moment race to evict, and the one that finds nothing left to drop retries too, once
+    /// the other's eviction has returned the slots (the lock).
     pub(super) fn made_room(&self, e: &wasmtime::Error) -> bool {
-        is_pool_full(e) && self.held() > 0 && self.evict_all() > 0
+        if !is_pool_full(e) {
+            return false;
+        }
+        let _one_at_a_time = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
+        self.evict_all();
+        true
     }
 
     pub(super) fn new(cap: usize) -> Arc<Self> {
@@ -97,6 +107,7 @@ impl IdleBudget {
             pools: Mutex::new(Vec::new()),
             swept: Mutex::new(Instant::now()),
             closed: Default::default(),
+            evicting: Mutex::new(()),
         })
     }
 
@@ -137,11 +148,6 @@ impl IdleBudget {
             let stale = p.expire(&mut p.lock());
             drop(stale);
         }
-    }
-
-    /// Instances idle on the node now.
-    pub(super) fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
     }
 }
 

@@ -43,7 +43,9 @@ pub struct Deployed {
     import_limits: Arc<ImportLimits>,
     caps: Arc<Capabilities>,
     /// Idle instances kept between requests, for a spec with `reuse` (made at first use).
-    warm: std::sync::OnceLock<Arc<WarmPool>>,
+    /// Decided at its first request (`None`: fresh instances); a change to any service of
+    /// its chain builds a new version, so the decision never goes stale.
+    warm: std::sync::OnceLock<Option<Arc<WarmPool>>>,
 }
 
 /// The limits host imports enforce for a service.
@@ -81,20 +83,23 @@ impl Deployed {
 
     /// Instances of this version idle between requests (reuse), 0 without reuse.
     pub fn warm_pool_idle(&self) -> usize {
-        self.warm.get().map_or(0, |p| p.idle())
+        self.warm.get().and_then(Option::as_ref).map_or(0, |p| p.idle())
     }
 
     /// Where this version keeps instances between requests, if its spec reuses them. A
     /// chain's providers run in the entry's instance: it is reused only when every
     /// service of the chain asks for reuse (`reuses`).
     pub fn warm_pool(&self, runtime: &Runtime, reuses: impl Fn(&str) -> bool) -> Option<&Arc<WarmPool>> {
-        let r = self.spec.reuse.filter(|r| r.requests > 1)?;
-        if let Some(g) = self.serving.graph()
-            && !g.services.iter().all(|p| p.service == self.spec.name || reuses(&p.service))
-        {
-            return None;
-        }
-        Some(self.warm.get_or_init(|| runtime.warm_pool(r.requests)))
+        self.warm
+            .get_or_init(|| {
+                let r = self.spec.reuse.filter(|r| r.requests > 1)?;
+                let chain = self.serving.graph().map_or(&[][..], |g| &g.services[..]);
+                chain
+                    .iter()
+                    .all(|p| p.service == self.spec.name || reuses(&p.service))
+                    .then(|| runtime.warm_pool(r.requests))
+            })
+            .as_ref()
     }
 
     /// What requests run, or why none can.
