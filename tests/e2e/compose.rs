@@ -92,6 +92,28 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     assert_eq!(g["mode"], "linked", "{g}");
     assert!(g["reason"].as_str().unwrap().contains("fuse"), "{g}");
 
+    // Traces: a linked chain's typed calls are spans under its run; a fused chain's parts
+    // call each other inside one component, so its run span names them instead.
+    for (svc, fused) in [("text-stats", true), ("stats-linked", false)] {
+        let r = node.post(&format!("/{svc}/"), "a b").await;
+        let id = r.header("x-trace-id").expect("every answer names its trace").to_string();
+        let t: Value = node.admin().get(&format!("/v1/traces/{id}")).await.unwrap().json().unwrap();
+        let spans = t["spans"].as_array().unwrap();
+        let run = spans.iter().find(|s| s["name"] == format!("run {svc}")).unwrap_or_else(|| panic!("{t:#}"));
+        let parts: Vec<&Value> = spans.iter().filter(|s| s["name"].as_str().unwrap().starts_with("part ")).collect();
+        if fused {
+            assert_eq!(run["attrs"]["chain.fused"], "text-normalize,text-tokenize,text-stats", "{run}");
+            assert!(parts.is_empty(), "{parts:?}");
+        } else {
+            assert!(run["attrs"]["chain.fused"].is_null(), "{run}");
+            for provider in ["text-normalize", "text-tokenize"] {
+                let part = parts.iter().find(|p| p["service"] == provider).unwrap_or_else(|| panic!("{t:#}"));
+                assert!(part["name"].as_str().unwrap().starts_with(&format!("part {provider}.")), "{part}");
+                assert_eq!(part["parent_id"], run["span_id"], "{part}");
+            }
+        }
+    }
+
     // A provider has no handler of its own.
     let e = assert_error(&node.post("/text-normalize/", "x").await, 404, "no-handler");
     assert!(e["error"]["message"].as_str().unwrap().contains("acme:text/normalize@0.1.0"), "{e}");

@@ -86,7 +86,7 @@ impl crate::services::Remote for RemoteCalls {
         req: crate::runtime::Request,
         request_id: Arc<str>,
         depth: u32,
-    ) -> futures::future::BoxFuture<'a, Result<crate::runtime::Response, crate::services::DispatchError>> {
+    ) -> futures::future::BoxFuture<'a, crate::services::RemoteAnswer> {
         Box::pin(async move {
             use crate::services::DispatchError;
             let Some(cluster) = self.cluster.upgrade() else {

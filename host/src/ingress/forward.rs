@@ -72,6 +72,11 @@ pub trait Peers: Send + Sync {
     }
 }
 
+/// Which node answered a forwarded request (an extension of the relayed response, for
+/// the forward span; never a header the client sees).
+#[derive(Debug, Clone)]
+pub struct AnsweredBy(pub Arc<str>);
+
 #[derive(Clone)]
 pub struct Forwarder {
     pub peers: Option<Arc<dyn Peers>>,
@@ -204,13 +209,16 @@ impl Forwarder {
             }
             count(&self.counts.answered);
             let (parts, body) = resp.into_parts();
-            return Ok(relay(parts, body.map_err(|e| Box::new(e) as h::BoxError).boxed_unsync()));
+            let mut out = relay(parts, body.map_err(|e| Box::new(e) as h::BoxError).boxed_unsync());
+            out.extensions_mut().insert(AnsweredBy(t.node.as_str().into()));
+            return Ok(out);
         }
         count(&self.counts.failed);
         Err(last)
     }
 
-    /// A guest's `invoke` of a service that runs on other nodes.
+    /// A guest's `invoke` of a service that runs on other nodes: its answer and the node
+    /// that gave it (none when the answer is this node's error about sending it).
     pub async fn call(
         &self,
         holders: Vec<PeerTarget>,
@@ -218,7 +226,7 @@ impl Forwarder {
         req: crate::runtime::Request,
         request_id: &str,
         depth: u32,
-    ) -> Result<crate::runtime::Response, crate::services::DispatchError> {
+    ) -> Result<(crate::runtime::Response, Option<Arc<str>>), crate::services::DispatchError> {
         use crate::services::DispatchError;
         let method = Method::from_bytes(req.method.as_bytes())
             .map_err(|_| DispatchError::Internal(format!("invalid method {:?}", req.method)))?;
@@ -239,6 +247,7 @@ impl Forwarder {
             reason: format!("no node with an instance took the call ({why})"),
         })?;
         let (parts, body) = resp.into_parts();
+        let node = parts.extensions.get::<AnsweredBy>().map(|a| a.0.clone());
         let body = h::read_body(body, MAX_CALL_RESPONSE)
             .await
             .map_err(|e| DispatchError::Internal(format!("reading the answer of another node: {e:?}")))?;
@@ -248,7 +257,7 @@ impl Forwarder {
             .filter(|(k, _)| k.as_str() != "x-request-id")
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        Ok(crate::runtime::Response { status: parts.status.as_u16(), headers, body: body.to_vec() })
+        Ok((crate::runtime::Response { status: parts.status.as_u16(), headers, body: body.to_vec() }, node))
     }
 }
 

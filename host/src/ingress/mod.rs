@@ -229,6 +229,10 @@ async fn forward_with_retries(
         let mut span = tracer.span(&open, ("forward", service), SpanKind::Client, Some(service));
         span.attrs.insert("forwarded", true);
         span.attrs.insert("http.status", u64::from(resp.status().as_u16()));
+        // The node that ran it, when one answered (not on this node's own errors).
+        if let Some(by) = resp.extensions().get::<forward::AnsweredBy>() {
+            span.attrs.insert("forward.node", trace::Attr::text(&by.0));
+        }
         if resp.status().is_server_error() {
             span.error = format!("http-{}", resp.status().as_u16());
         }

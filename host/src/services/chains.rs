@@ -47,6 +47,10 @@ pub struct Graph {
     pub edges: Vec<GraphEdge>,
     #[serde(skip)]
     plan: Plan,
+    /// A fused chain's services, comma-separated (its run spans' `chain.fused`: its parts
+    /// call each other inside one component, where the host cannot time them).
+    #[serde(skip)]
+    pub fused: Option<Arc<str>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,7 +84,11 @@ impl Graph {
                 })
             })
             .collect();
-        Graph { mode, reason, digest: chain.key(), services, edges, plan: plan.clone() }
+        let fused = (mode == "fused").then(|| {
+            let names: Vec<&str> = chain.parts.iter().map(|p| &*p.service).collect();
+            names.join(",").into()
+        });
+        Graph { mode, reason, digest: chain.key(), services, edges, plan: plan.clone(), fused }
     }
 
     /// Whether `service` is part of this chain.

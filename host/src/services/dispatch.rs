@@ -168,13 +168,13 @@ impl Registry {
     }
 
     /// Keep a finished span (when its trace is sampled).
-    fn record_span<const N: usize>(
+    fn record_span<I: IntoIterator<Item = (&'static str, trace::Attr)>>(
         &self,
         open: &Open,
         name: (&'static str, &str),
         kind: SpanKind,
         service: &str,
-        attrs: impl FnOnce() -> [(&'static str, trace::Attr); N],
+        attrs: impl FnOnce() -> I,
         error: &'static str,
     ) {
         let Some(tracer) = self.tracer().filter(|_| open.ctx.sampled) else { return };
@@ -223,7 +223,7 @@ impl Registry {
         trace: &CallTrace,
         queue_wait: Duration,
         ran: Duration,
-        depth: u32,
+        (depth, fused): (u32, Option<&Arc<str>>),
         (result, error): ((&'static str, trace::Attr), &'static str),
     ) {
         let (Some(run), Some(tracer)) = (&trace.run, self.tracer()) else { return };
@@ -245,6 +245,9 @@ impl Registry {
         }
         if let Some(state) = &trace.state {
             a.insert("tracestate", trace::Attr::text(state));
+        }
+        if let Some(parts) = fused {
+            a.insert("chain.fused", trace::Attr::Str(parts.to_string().into()));
         }
         if stats.outbound.0 > 0 {
             a.insert("outbound.count", stats.outbound.0);
@@ -312,9 +315,14 @@ impl Registry {
             let spill = busy && remote.runs_elsewhere(name);
             if !stopped && (!local || spill || elsewhere || remote.elsewhere(name, &req)) {
                 let hop = self.client_span(&mut req.headers);
-                let result = remote.call(name, req, request_id, depth).await;
+                let (result, node) = match remote.call(name, req, request_id, depth).await {
+                    Ok((resp, node)) => (Ok(resp), node),
+                    Err(e) => (Err(e), None),
+                };
                 if let Some(open) = hop {
-                    let attrs = || [("forwarded", true.into()), result_attr(&result)];
+                    // The node that ran it, when one answered.
+                    let to = node.map(|n| ("forward.node", trace::Attr::text(&n)));
+                    let attrs = || [("forwarded", true.into()), result_attr(&result)].into_iter().chain(to);
                     self.record_span(&open, ("forward", name), SpanKind::Client, name, attrs, error_code(&result));
                 }
                 return (result, true);
@@ -380,7 +388,8 @@ impl Registry {
                 Err(dispatch_error(name, e))
             }
         };
-        self.finish_run(name, &trace, queue_wait, ran, depth, (result_attr(&out), error_code(&out)));
+        let fused = deployed.serving.graph().and_then(|g| g.fused.as_ref());
+        self.finish_run(name, &trace, queue_wait, ran, (depth, fused), (result_attr(&out), error_code(&out)));
         out
     }
 
@@ -416,6 +425,7 @@ impl Registry {
         let started = Instant::now();
         let stats_svc = svc.clone();
         let this = self.clone();
+        let fused_parts = deployed.serving.graph().and_then(|g| g.fused.clone());
         let done: Completion = Box::new(move |result| {
             drop(permit);
             let ran = started.elapsed();
@@ -427,7 +437,8 @@ impl Registry {
                     (("error", code.into()), code)
                 }
             };
-            this.finish_run(&stats_svc.name, &trace, queue_wait, ran, 0, end);
+            let fused = fused_parts.as_ref();
+            this.finish_run(&stats_svc.name, &trace, queue_wait, ran, (0, fused), end);
         });
         let max_response = deployed.spec.limits.max_response_bytes;
         let resp = self.runtime.handle_http(prepared, call, req, limits, done).await;

@@ -235,14 +235,20 @@ pub trait Remote: Send + Sync {
         service: &'a str,
         wait: Duration,
     ) -> futures::future::BoxFuture<'a, Result<(), DispatchError>>;
+    /// Run the call on a node that serves `service`: its answer, and the node that gave it
+    /// (none when the answer is this node's error about sending it).
     fn call<'a>(
         &'a self,
         service: &'a str,
         req: crate::runtime::Request,
         request_id: Arc<str>,
         depth: u32,
-    ) -> futures::future::BoxFuture<'a, Result<crate::runtime::Response, DispatchError>>;
+    ) -> futures::future::BoxFuture<'a, RemoteAnswer>;
 }
+
+/// A call run on another node: its answer and the node that gave it (none when the answer
+/// is this node's error about sending it).
+pub type RemoteAnswer = Result<(crate::runtime::Response, Option<Arc<str>>), DispatchError>;
 
 /// What a deploy did: the stored spec, whether the service is new, and the imports its
 /// component makes that are denied at use (no grant for them).

@@ -142,13 +142,14 @@ async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
     assert!(words.iter().any(|w| w.contains("started")) && words.iter().any(|w| w.contains("rolled")), "{words:?}");
 }
 
-#[tokio::test]
-async fn in_propose_mode_a_winning_move_waits_for_approval() {
-    let _cpu = crate::support::latency_sensitive().await;
+/// Under `--reprovision propose`: a winning move of `tail` next to `head`, held for a
+/// person's decision while the load runs. Returns the cluster, the experiment, tail's trial
+/// node and its node before, the placement while it waits, and the load's stop flag and task.
+async fn pending_move() -> (Arc<Cluster>, Value, (String, String), Vec<(String, u64)>, Load) {
     let c = start(&flags("5", "2000", "30", &["--reprovision", "propose"])).await;
     formed(&c).await;
     let (i, here, first) = chain_across(&c).await;
-    let (stop, task) = load(&c, i, "/head/");
+    let load = load(&c, i, "/head/");
     let e = eventually("the experiment on tail ends", Duration::from_secs(90), || async {
         let e = experiment(&c, 1, "tail", &here).await?;
         (e["stage"] != "trial").then_some(e)
@@ -176,6 +177,15 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
         Some(())
     })
     .await;
+    (c, e, (here, first), want, load)
+}
+
+type Load = (Arc<AtomicBool>, tokio::task::JoinHandle<()>);
+
+#[tokio::test]
+async fn in_propose_mode_a_winning_move_waits_for_approval() {
+    let _cpu = crate::support::latency_sensitive().await;
+    let (c, e, (here, _first), want, (stop, task)) = pending_move().await;
     holds_for(Duration::from_secs(3), || async {
         let again = experiment(&c, 2, "tail", &here).await.unwrap();
         assert_eq!(again["stage"], "pending", "{again:#}");
@@ -203,6 +213,50 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
     let out = c.nodes[0].node.cli(&["approve", &id]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not pending"), "{err}");
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+}
+
+/// `nanogrid reject ID` on a pending move: the trial instance goes, tail stays where it
+/// was, and the move is not tried again at once (the cooldown).
+#[tokio::test]
+async fn in_propose_mode_a_rejected_move_is_rolled_back() {
+    let _cpu = crate::support::latency_sensitive().await;
+    let (c, e, (here, first), _, (stop, task)) = pending_move().await;
+    let id = e["id"].as_u64().unwrap().to_string();
+    let out = c.nodes[1].node.cli(&["reject", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("#{id} rolled-back")) && text.contains("rejected"), "{text}");
+    let back = vec![(first.clone(), 1)];
+    eventually("the trial instance of tail goes once rejected", Duration::from_secs(20), || async {
+        (c.placement(0, "tail").await == back).then_some(())
+    })
+    .await;
+    eventually("every node shows the experiment rolled back", Duration::from_secs(10), || async {
+        for j in 0..3 {
+            let e = experiment(&c, j, "tail", &here).await?;
+            if e["stage"] != "rolled-back" || !e["verdict"].as_str()?.contains("rejected") {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    // The load still makes tail's node hot for it, but a rejected move waits out its
+    // cooldown (20 windows): no new trial, no move.
+    holds_for(Duration::from_secs(4), || async {
+        assert_eq!(c.placement(0, "tail").await, back, "tail stays where it was");
+        let latest = experiment(&c, 0, "tail", &here).await.unwrap();
+        assert_eq!(latest["id"], e["id"], "no new experiment on tail: {latest:#}");
+    })
+    .await;
+    // Neither decision applies twice.
+    for action in ["reject", "approve"] {
+        let out = c.nodes[2].node.cli(&[action, &id]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("not pending"), "{action}: {err}");
+    }
     stop.store(true, Ordering::Relaxed);
     task.await.unwrap();
 }

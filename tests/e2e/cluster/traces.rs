@@ -145,6 +145,10 @@ async fn a_request_across_three_nodes_is_one_trace_with_its_spans_from_every_nod
             path.push(format!("{}@{}", at["name"].as_str().unwrap(), at["node"].as_str().unwrap()));
         }
         assert!(path.iter().any(|p| p == &format!("invoke {svc}@n1")), "{path:?}");
+        // The forward hop names the node that ran the call.
+        let hop = find(&format!("forward {svc}"), "n1");
+        assert_eq!(hop["attrs"]["forward.node"], node, "{hop}");
+        assert_eq!(run["parent_id"], hop["span_id"], "{path:?}");
         let a = &run["attrs"];
         for key in ["queue_wait_us", "instantiate_us", "guest_us"] {
             assert!(a[key].is_u64(), "{key} on run {svc}: {a}");
@@ -208,6 +212,16 @@ async fn requests_without_a_valid_traceparent_start_new_traces() {
         seen.insert(id);
     }
     assert_eq!(seen.len(), 3, "each got a new trace");
+    // Through n2's ingress (hello runs only on n1): its forward span names n1.
+    let r = http.send(Method::GET, &format!("{}/hello/", c.nodes[1].node.ingress), &[], Bytes::new()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.headers["x-trace-id"].to_str().unwrap().to_string();
+    let hop = eventually("the forward span on n2", Duration::from_secs(10), || async {
+        let v = c.nodes[1].node.admin().get(&format!("/v1/traces/{id}")).await.ok()?.json().ok()?;
+        v["spans"].as_array()?.iter().find(|s| s["name"] == "forward hello" && s["node"] == "n2").cloned()
+    })
+    .await;
+    assert_eq!((&hop["attrs"]["forward.node"], &hop["attrs"]["http.status"]), (&json!("n1"), &json!(200)), "{hop}");
     let missing = c.nodes[0].node.admin().get("/v1/traces/0123456789abcdef0123456789abcdef").await.unwrap();
     assert_eq!(missing.status, 404);
     let bad = c.nodes[0].node.admin().get("/v1/traces/xyz").await.unwrap();
