@@ -66,6 +66,15 @@ def in_config(nodes, count):
     return v and sum(1 for x in v["nodes"] if x["role"] in ("voter", "learner")) >= count
 
 
+def partition_row(count, figures):
+    """One row of the partition-table model: `TABLE_US:TABLE_BYTES:DEAD_ROWS:DEAD_BYTES`."""
+    try:
+        us, table, rows, dead = (int(x) for x in figures.split(":"))
+    except ValueError:
+        return f"| {count} | ? | ? | ? | ? |"
+    return f"| {count} | {us / 1000:.1f} ms | {table / 1024:.0f} KiB | {rows} | {dead / 1024:.1f} KiB |"
+
+
 def main():
     binary, wasm, out = sys.argv[1:4]
     n = int(sys.argv[4]) if len(sys.argv) > 4 else 20
@@ -171,6 +180,13 @@ def main():
         f"| the assignment: rows / JSON bytes | {model.get('assignment_rows', '?')} /"
         f" {int(model.get('assignment_bytes', 0)) // 1024} KiB |",
         "",
+        f"The grid's partition table on paper (same model, {model.get('nodes', '?')} nodes, replication 3):",
+        "its first table, and the rows that change when one node dies (they name it).",
+        "",
+        "| partitions | make the table | table JSON | rows a death changes | their JSON |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        *[partition_row(count, model.get(f"partitions_{count}", "")) for count in (64, 256, 1024, 4096)],
+        "",
         "How each grows (from the code, checked against the figures above):",
         "",
         "| what | grows with | note |",
@@ -181,7 +197,7 @@ def main():
         "| partition-table change in the log | partitions changed in the step | rows since GridChanges; the whole table (256 rows, 20-60 KB) before |",
         "| placement change in the log | services whose row changed | rows since AssignChanges; the whole assignment before (see its size above) |",
         "| placement time | services × nodes | see the model above |",
-        "| partitions | fixed at 256 | not configurable yet |",
+        "| partitions | `--partitions` (1-4096, default 256), fixed per cluster and data dir | table size and a death's changed rows grow linearly (model above); each costs every replica a lock and a log position |",
         "",
         f"Measured on: {os.cpu_count()} cores, {os.uname().machine}, kernel {os.uname().release}, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}.",

@@ -2,7 +2,12 @@
 //! services on many nodes (issue 20's scale model). `cargo run --release --example
 //! placement [SERVICES] [NODES]` prints `place_ms=… replace_ms=… services=… nodes=…`:
 //! `place` from nothing, and `replace` after one node died (every service re-placed
-//! against the previous assignment, as the leader does at each step).
+//! against the previous assignment, as the leader does at each step). Then, per partition
+//! count (64 to 4096, `--partitions`), the grid's first table on NODES nodes with
+//! replication 3: `partitions_N=TABLE_US:TABLE_BYTES:DEAD_ROWS:DEAD_BYTES`, the time to
+//! make it, its JSON size (what one whole-table Raft entry carried), and the rows that name
+//! one node, which change when it dies (in-sync set, and primary where it was one) with
+//! their size (what a GridChanges entry carries for that death).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -49,7 +54,37 @@ fn main() {
         .sum();
     let rows: usize = first.values().map(BTreeMap::len).sum();
     let bytes = serde_json::to_vec(&first).map_or(0, |v| v.len());
-    println!(
+    print!(
         "place_ms={place_ms:.1} replace_ms={replace_ms:.1} services={services} nodes={nodes} moved_instances={moved} assignment_rows={rows} assignment_bytes={bytes}"
     );
+    for count in [64, 256, 1024, 4096] {
+        print!(" partitions_{count}={}", partition_table(&live, count));
+    }
+    println!();
+}
+
+/// `TABLE_US:TABLE_BYTES:DEAD_ROWS:DEAD_BYTES` for a grid of `count` partitions.
+fn partition_table(live: &[String], count: u32) -> String {
+    let t = Instant::now();
+    let table = nanogrid::grid::part::initial(live, 3, count);
+    let table_us = t.elapsed().as_micros();
+    let table_bytes = serde_json::to_vec(&table).map_or(0, |v| v.len());
+    let dead = &live[0];
+    let changed: Vec<(usize, nanogrid::grid::part::PartInfo)> = table
+        .parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.replicas.contains(dead))
+        .map(|(i, p)| {
+            let mut p = p.clone();
+            p.isr.retain(|n| n != dead);
+            if &p.primary == dead {
+                p.primary = p.isr[0].clone();
+                p.epoch += 1;
+            }
+            (i, p)
+        })
+        .collect();
+    let dead_bytes = serde_json::to_vec(&changed).map_or(0, |v| v.len());
+    format!("{table_us}:{table_bytes}:{}:{dead_bytes}", changed.len())
 }

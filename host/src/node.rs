@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub deploy_token: Option<String>,
     pub read_token: Option<String>,
     pub pool_instances: u32,
+    /// Partitions of the kv grid: a new data dir takes this count; an existing one must
+    /// match it (as must every node of a cluster).
+    pub partitions: u32,
     pub max_body_bytes: usize,
     pub max_upload_bytes: usize,
     /// Meter fuel so services can set `limits.fuel`.
@@ -84,6 +87,7 @@ impl Default for NodeConfig {
             deploy_token: None,
             read_token: None,
             pool_instances: 1000,
+            partitions: crate::grid::part::DEFAULT_PARTITIONS,
             max_body_bytes: 8 << 20,
             max_upload_bytes: 64 << 20,
             fuel: false,
@@ -501,9 +505,20 @@ async fn open_grid(config: &NodeConfig) -> anyhow::Result<Arc<Grid>> {
     };
     let storage: Arc<dyn crate::grid::Storage> = Arc::new(storage);
     let keep = config.cluster.as_ref().map_or(crate::grid::DEFAULT_LOG_KEEP, |c| c.grid_log_keep);
+    let s = storage.clone();
+    let wanted = config.partitions;
+    let partitions = tokio::task::spawn_blocking(move || crate::grid::plog::partitions(s.as_ref(), wanted))
+        .await?
+        .map_err(|e| anyhow::anyhow!("reading the data dir's partition count: {e}"))?;
+    if partitions != wanted {
+        anyhow::bail!(
+            "--partitions {wanted} does not match this data dir: its kv grid was made with {partitions} partitions, \
+             fixed for its life. Start with --partitions {partitions}, or give a new --data-dir for a grid of {wanted}"
+        );
+    }
     {
         let s = storage.clone();
-        tokio::task::spawn_blocking(move || crate::grid::plog::migrate(s.as_ref(), keep))
+        tokio::task::spawn_blocking(move || crate::grid::plog::migrate(s.as_ref(), keep, partitions))
             .await?
             .map_err(|e| anyhow::anyhow!("moving kv data into partitions: {e}"))?;
     }
@@ -520,7 +535,7 @@ async fn open_grid(config: &NodeConfig) -> anyhow::Result<Arc<Grid>> {
     })
     .await?
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let grid = Grid::open(storage, &config.node_id, config.cluster.is_some(), keep);
+    let grid = Grid::open(storage, &config.node_id, config.cluster.is_some(), keep, partitions);
     grid.replicas().set_rebuilt(rebuilt);
     Ok(Arc::new(grid))
 }
@@ -571,6 +586,7 @@ async fn join_cluster(
         addr: advertised(ingress_addr, host, "ingress")?.to_string(),
         admin_addr: advertised(admin_addr, host, "admin")?.to_string(),
         mode: "joining".into(),
+        partitions: grid.replicas().count(),
         ..Default::default()
     };
     let mut cc = cc.clone();

@@ -247,6 +247,10 @@ pub struct NodeArgs {
     /// Instance slots the node reserves memory for [default: 1000]
     #[arg(long, value_name = "N")]
     pub pool_instances: Option<u32>,
+    /// Partitions of the kv grid (1 to 4096). Fixed when a data dir (and a cluster) is
+    /// made: every node of a cluster needs the same count [default: 256]
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<u32>,
     /// This node's id [default: n1]
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,

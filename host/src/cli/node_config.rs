@@ -40,6 +40,12 @@ pub fn node_config(
             .map(|p| read_token(p, "read"))
             .transpose()?,
         pool_instances: args.pool_instances.or(file.pool_instances).unwrap_or(d.pool_instances),
+        partitions: match args.partitions.or(file.partitions).unwrap_or(d.partitions) {
+            n @ 1..=crate::grid::part::MAX_PARTITIONS => n,
+            n => {
+                bail!("--partitions {n} is out of range: use 256 (1 to {} allowed)", crate::grid::part::MAX_PARTITIONS)
+            }
+        },
         max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
         max_upload_bytes: file.max_upload_bytes.unwrap_or(d.max_upload_bytes),
         fuel: args.fuel || file.fuel.unwrap_or(false),

@@ -188,8 +188,10 @@ impl Cluster {
             if members.is_empty() {
                 return Ok(());
             }
-            tracing::info!(nodes = ?members, replication = rf, "placing the grid's partitions");
-            let first = part::initial(members, rf);
+            // This node's count (its data dir's): the cluster's from now on.
+            let count = self.registry.grid().replicas().count();
+            tracing::info!(nodes = ?members, replication = rf, partitions = count, "placing the grid's partitions");
+            let first = part::initial(members, rf, count);
             self.raft.client_write(Command::GridTable { expect: table.version, table: Box::new(first) }).await?;
             return Ok(());
         }

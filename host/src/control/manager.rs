@@ -125,6 +125,7 @@ impl Cluster {
             let load: u32 = self.registry.list().iter().map(|s| s.gate().running).sum();
             self.gossip.publish(KEY_LOAD, &load.to_string()).await;
             if voters.is_empty() {
+                self.partitions_differ(&live);
                 self.maybe_bootstrap(&live).await;
             }
             if removed && !removed_shutdown {
@@ -155,6 +156,24 @@ impl Cluster {
         }
     }
 
+    /// While this node waits to join: say so when the cluster's nodes run another partition
+    /// count (the leader will not add it).
+    fn partitions_differ(&self, live: &BTreeMap<String, PeerInfo>) {
+        let count = self.registry.grid().replicas().count();
+        let Some(p) = live.values().find(|p| p.mode != JOINING && p.id != self.name && p.partitions != count) else {
+            return;
+        };
+        if self.mismatch_log.allow("joining").is_some() {
+            tracing::error!(
+                "this node's grid has {count} partitions but the cluster's has {} (as {} says): it cannot join; \
+                 restart it with --partitions {} and an empty --data-dir",
+                p.partitions,
+                p.id,
+                p.partitions
+            );
+        }
+    }
+
     /// A brand-new cluster: once gossip has settled, the node with the smallest name among
     /// nodes that are all still joining initialises Raft with up to `voters` of them.
     async fn maybe_bootstrap(&self, live: &BTreeMap<String, PeerInfo>) {
@@ -168,8 +187,11 @@ impl Cluster {
         if live.keys().next() != Some(&self.name) {
             return;
         }
+        // Only nodes whose grid has this node's partition count (the others are told).
+        let count = self.registry.grid().replicas().count();
         let members: BTreeMap<u64, Member> = live
             .values()
+            .filter(|p| p.partitions == count)
             .take(self.config.voters)
             .map(|p| (raft_id(&p.id), Member { name: p.id.clone(), peer: p.peer.clone() }))
             .collect();
@@ -353,7 +375,21 @@ impl Cluster {
             self.raft.change_membership(ChangeMembers::SetNodes(moved), true).await?;
             return Ok(true);
         }
+        let count = self.registry.grid().replicas().count();
         for p in live.values().filter(|p| p.mode == JOINING && !is_member(&p.id) && !removed.contains(&p.id)) {
+            if p.partitions != count {
+                if self.mismatch_log.allow("join").is_some() {
+                    tracing::warn!(
+                        node = %p.id,
+                        "not adding {} to the cluster: its grid has {} partitions, the cluster's {}; restart it with \
+                         --partitions {count} and an empty --data-dir",
+                        p.id,
+                        p.partitions,
+                        count
+                    );
+                }
+                continue;
+            }
             if !self.proven(&p.id, &p.peer).await {
                 continue;
             }

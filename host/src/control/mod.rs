@@ -218,6 +218,8 @@ pub struct Cluster {
     traffic: std::sync::Mutex<traffic::Traffic>,
     /// The leader's autoscaler and node plan.
     scaling: scaling::Scaling,
+    /// Warnings about nodes whose grid has another partition count (once in a while).
+    mismatch_log: crate::ratelog::RateLimited,
 }
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -294,6 +296,7 @@ impl Cluster {
             grid_ticks: AtomicU64::new(0),
             traffic: Default::default(),
             scaling: Default::default(),
+            mismatch_log: crate::ratelog::RateLimited::new(Duration::from_secs(30)),
         });
         cluster.registry.grid().replicas().attach(Arc::new(grid::GridNet(Arc::downgrade(&cluster))));
         Ok(cluster)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::part::{Consistency, PARTITIONS, partition_of};
+use super::part::{Consistency, partition_of};
 use super::replica::{ACK_TIMEOUT, NetError, rpc};
 use super::wire::{GridRpc, KvOp, ListReq, OpFail, OpReq, OpResult};
 use super::{Grid, KvError, kv_key};
@@ -112,7 +112,7 @@ impl Grid {
     }
 
     async fn route(&self, op: KvOp, c: Consistency) -> Result<OpResult, KvError> {
-        let p = partition_of(op.key(), PARTITIONS);
+        let p = partition_of(op.key(), self.replicas.count());
         let mut deadline = None;
         let read = matches!(op, KvOp::Get { .. });
         let me = self.replicas.me();

@@ -219,13 +219,13 @@ pub struct Grid {
 impl Grid {
     /// A single node's grid (tests, and the control-plane store's tests).
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Grid::open(storage, "local", false, DEFAULT_LOG_KEEP)
+        Grid::open(storage, "local", false, DEFAULT_LOG_KEEP, part::DEFAULT_PARTITIONS)
     }
 
     /// `clustered`: the partition table comes from the control plane; otherwise this
-    /// node (`me`) is every partition's only replica.
-    pub fn open(storage: Arc<dyn Storage>, me: &str, clustered: bool, keep: u64) -> Self {
-        let replicas = Arc::new(replica::Replicas::new(storage.clone(), me, clustered, keep));
+    /// node (`me`) is every partition's only replica. `partitions`: how many the grid has.
+    pub fn open(storage: Arc<dyn Storage>, me: &str, clustered: bool, keep: u64, partitions: u32) -> Self {
+        let replicas = Arc::new(replica::Replicas::new(storage.clone(), me, clustered, keep, partitions));
         Grid { storage, replicas, kv_counts: Default::default() }
     }
 

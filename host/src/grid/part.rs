@@ -4,8 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Partitions per cluster. Fixed for the life of a cluster (keys never re-hash).
-pub const PARTITIONS: u32 = 256;
+/// Partitions per cluster unless `--partitions` says otherwise. Fixed for the life of a
+/// cluster and of a data dir (keys never re-hash).
+pub const DEFAULT_PARTITIONS: u32 = 256;
+
+/// The most partitions a grid may have (a partition's log keys hold its number in two
+/// bytes; each partition costs every replica a lock, a log position and a table row).
+pub const MAX_PARTITIONS: u32 = 4096;
 
 /// Replicas per partition unless the cluster is configured otherwise.
 pub const DEFAULT_REPLICATION: usize = 3;
@@ -53,9 +58,9 @@ pub struct PartitionTable {
 
 impl PartitionTable {
     /// A single node: it is every partition's only replica.
-    pub fn single(me: &str) -> Self {
+    pub fn single(me: &str, partitions: u32) -> Self {
         let part = PartInfo { primary: me.into(), replicas: vec![me.into()], isr: vec![me.into()], epoch: 1 };
-        PartitionTable { version: 1, replication: 1, parts: vec![part; PARTITIONS as usize] }
+        PartitionTable { version: 1, replication: 1, parts: vec![part; partitions as usize] }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,9 +105,9 @@ pub fn ranked(p: u32, nodes: &[String]) -> Vec<String> {
 
 /// The first table of a cluster: each partition on its `rf` best-ranked nodes, the first
 /// of them primary, all in sync (there is no data yet).
-pub fn initial(nodes: &[String], rf: usize) -> PartitionTable {
+pub fn initial(nodes: &[String], rf: usize, partitions: u32) -> PartitionTable {
     let rf = rf.clamp(1, nodes.len().max(1));
-    let parts = (0..PARTITIONS)
+    let parts = (0..partitions)
         .map(|p| {
             let replicas: Vec<String> = ranked(p, nodes).into_iter().take(rf).collect();
             PartInfo { primary: replicas[0].clone(), isr: replicas.clone(), replicas, epoch: 1 }
@@ -123,21 +128,28 @@ mod tests {
     fn keys_spread_over_partitions() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..5000 {
-            seen.insert(partition_of(format!("svc\0key-{i}").as_bytes(), PARTITIONS));
+            seen.insert(partition_of(format!("svc\0key-{i}").as_bytes(), DEFAULT_PARTITIONS));
         }
-        assert_eq!(seen.len(), PARTITIONS as usize);
+        assert_eq!(seen.len(), DEFAULT_PARTITIONS as usize);
         assert_eq!(partition_of(b"a\0k", 256), partition_of(b"a\0k", 256));
     }
 
     #[test]
     fn initial_tables_balance_replicas_and_primaries() {
-        let t = initial(&names(3), 3);
+        let t = initial(&names(3), 3, DEFAULT_PARTITIONS);
         assert!(t.parts.iter().all(|p| p.replicas.len() == 3 && p.isr == p.replicas));
         for n in names(3) {
             let primaries = t.parts.iter().filter(|p| p.primary == n).count();
             assert!((50..=120).contains(&primaries), "{n} is primary of {primaries}");
         }
-        assert_eq!(initial(&names(2), 3).replication, 2, "capped at the node count");
+        assert_eq!(initial(&names(2), 3, DEFAULT_PARTITIONS).replication, 2, "capped at the node count");
+        // Another partition count: as many rows, primaries still spread.
+        let t = initial(&names(3), 3, 64);
+        assert_eq!(t.parts.len(), 64);
+        for n in names(3) {
+            let primaries = t.parts.iter().filter(|p| p.primary == n).count();
+            assert!((10..=35).contains(&primaries), "{n} is primary of {primaries} of 64");
+        }
     }
 
     #[test]
@@ -145,7 +157,7 @@ mod tests {
         let (three, four) = (names(3), names(4));
         let mut moved = 0;
         let mut gained = 0;
-        for p in 0..PARTITIONS {
+        for p in 0..DEFAULT_PARTITIONS {
             let before: Vec<String> = ranked(p, &three).into_iter().take(3).collect();
             let after: Vec<String> = ranked(p, &four).into_iter().take(3).collect();
             for n in &after {

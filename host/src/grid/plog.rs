@@ -134,9 +134,31 @@ pub fn list(s: &dyn Storage, p: u32, prefix: &[u8], after: Option<&[u8]>, limit:
 const LAYOUT_KEY: &[u8] = b"kv-layout";
 const LAYOUT: &[u8] = b"partitioned-1";
 
+const PARTITIONS_KEY: &[u8] = b"kv-partitions";
+
+/// How many partitions this data dir's grid has: the count stored when it was first
+/// opened with a grid, 256 for one whose grid predates the setting (it was fixed then),
+/// or, for a new one, `wanted`, which is stored. Blocking.
+pub fn partitions(s: &dyn Storage, wanted: u32) -> StorageResult<u32> {
+    if let Some(v) = s.get(Table::Meta, PARTITIONS_KEY)? {
+        let stored = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_be_bytes);
+        return Ok(stored.unwrap_or(super::part::DEFAULT_PARTITIONS));
+    }
+    let count = match s.get(Table::Meta, LAYOUT_KEY)? {
+        Some(_) => super::part::DEFAULT_PARTITIONS,
+        None => wanted,
+    };
+    s.write(
+        vec![BatchOp::Put(Table::Meta, PARTITIONS_KEY.to_vec(), count.to_be_bytes().to_vec())],
+        super::Durability::Synced,
+    )?;
+    Ok(count)
+}
+
 /// Move kv rows of the unpartitioned layout (before the grid, `service \0 key`) to their
-/// partitions, as entries of epoch 0. Runs once per data dir, at open. Blocking.
-pub fn migrate(s: &dyn Storage, keep: u64) -> StorageResult<usize> {
+/// partitions (`count` of them), as entries of epoch 0. Runs once per data dir, at open.
+/// Blocking.
+pub fn migrate(s: &dyn Storage, keep: u64, count: u32) -> StorageResult<usize> {
     if s.get(Table::Meta, LAYOUT_KEY)?.as_deref() == Some(LAYOUT) {
         return Ok(0);
     }
@@ -145,7 +167,7 @@ pub fn migrate(s: &dyn Storage, keep: u64) -> StorageResult<usize> {
     let mut ops = Vec::new();
     let n = rows.len();
     for (k, v) in rows {
-        let p = super::part::partition_of(&k, super::part::PARTITIONS);
+        let p = super::part::partition_of(&k, count);
         let meta = metas.entry(p).or_insert(load_meta(s, p)?);
         meta.last += 1;
         let e = Entry { lsn: meta.last, epoch: meta.last_epoch, op: Op::Put { key: k.clone(), value: v } };
@@ -188,12 +210,24 @@ mod tests {
     }
 
     #[test]
+    fn a_data_dir_keeps_the_partition_count_it_was_made_with() {
+        let s = MemoryStorage::default();
+        assert_eq!(partitions(&s, 64).unwrap(), 64, "a new data dir takes the count asked for");
+        assert_eq!(partitions(&s, 256).unwrap(), 64, "and keeps it");
+        // A data dir whose grid predates the setting had 256.
+        let old = MemoryStorage::default();
+        migrate(&old, 100, 256).unwrap();
+        assert_eq!(partitions(&old, 64).unwrap(), 256);
+        assert_eq!(partitions(&old, 64).unwrap(), 256);
+    }
+
+    #[test]
     fn old_unpartitioned_rows_move_once() {
         let s = MemoryStorage::default();
         s.write(vec![BatchOp::Put(Table::Kv, b"svc\0a".to_vec(), b"1".to_vec())], Durability::Acked).unwrap();
-        assert_eq!(migrate(&s, 100).unwrap(), 1);
-        assert_eq!(migrate(&s, 100).unwrap(), 0);
-        let p = super::super::part::partition_of(b"svc\0a", super::super::part::PARTITIONS);
+        assert_eq!(migrate(&s, 100, 256).unwrap(), 1);
+        assert_eq!(migrate(&s, 100, 256).unwrap(), 0);
+        let p = super::super::part::partition_of(b"svc\0a", 256);
         assert_eq!(data_rows(&s, p).unwrap(), vec![(b"svc\0a".to_vec(), b"1".to_vec())]);
         assert_eq!(load_meta(&s, p).unwrap().last, 1);
     }

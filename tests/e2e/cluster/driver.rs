@@ -235,6 +235,15 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
+    /// Start one more node that seeds from the existing ones, with `extra` as its `serve`
+    /// flags instead of the cluster's.
+    pub async fn add_node_with(&mut self, extra: &[&str]) -> usize {
+        let kept = std::mem::replace(&mut self.extra, extra.iter().map(|s| s.to_string()).collect());
+        let i = self.spawn(free_tcp_port(), free_udp_port()).await;
+        self.extra = kept;
+        i
+    }
+
     /// Start one more node that seeds from the existing ones, its cluster settings in a
     /// TOML config file (`serve --config`) instead of flags.
     pub async fn add_node_from_config(&mut self) -> usize {

@@ -13,6 +13,7 @@ mod experiments;
 mod grid;
 #[path = "../../../chaos/src/linearizable.rs"]
 mod linearizable;
+mod partitions;
 mod powerloss;
 mod security;
 mod store;

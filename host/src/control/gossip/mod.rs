@@ -36,6 +36,7 @@ pub const KEY_ADMIN: &str = "admin";
 pub const KEY_MODE: &str = "mode";
 pub const KEY_SERVICES: &str = "services";
 pub const KEY_LOAD: &str = "load";
+pub const KEY_PARTITIONS: &str = "partitions";
 
 /// What a node tells the others about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -47,6 +48,8 @@ pub struct PeerInfo {
     pub mode: String,
     pub services: Vec<String>,
     pub load: u64,
+    /// Partitions of the node's kv grid (all of a cluster's must agree).
+    pub partitions: u32,
 }
 
 #[derive(Clone)]
@@ -98,6 +101,7 @@ impl Gossip {
             (KEY_MODE, me.mode.clone()),
             (KEY_SERVICES, String::new()),
             (KEY_LOAD, "0".to_string()),
+            (KEY_PARTITIONS, me.partitions.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -158,6 +162,11 @@ impl Gossip {
                     .map(str::to_string)
                     .collect(),
                 load: state.get(KEY_LOAD).and_then(|l| l.parse().ok()).unwrap_or(0),
+                // Nodes from before the setting do not say: theirs was fixed at 256.
+                partitions: state
+                    .get(KEY_PARTITIONS)
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(crate::grid::part::DEFAULT_PARTITIONS),
             };
             // Two live incarnations of one name (a quick restart): keep the newer.
             let newest = generation.entry(info.id.clone()).or_insert(id.generation_id);

@@ -108,7 +108,7 @@ fn a_kept_count_experiment_adds_one_instance_to_the_count_it_was_tried_on() {
 fn grid_changes_apply_only_to_the_table_they_were_made_for() {
     let mut s = ControlState::default();
     let names = vec!["n1".to_string(), "n2".to_string()];
-    let mut t = crate::grid::part::initial(&names, 2);
+    let mut t = crate::grid::part::initial(&names, 2, crate::grid::part::DEFAULT_PARTITIONS);
     t.parts[0].isr = vec![t.parts[0].primary.clone()];
     assert!(s.apply(&Command::GridTable { expect: 0, table: Box::new(t.clone()) }).changed);
     assert_eq!(s.grid.version, 1);

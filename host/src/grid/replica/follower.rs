@@ -9,7 +9,7 @@ impl Replicas {
     /// takes entries only from a primary at least as new as it promised, and a node that
     /// was primary of an older epoch steps down.
     pub(super) async fn admit(&self, p: u32, epoch: u64) -> Result<tokio::sync::MutexGuard<'_, State>, AppendReply> {
-        if p >= PARTITIONS {
+        if p >= self.count() {
             return Err(AppendReply::Fenced { fence: u64::MAX });
         }
         let Ok(mut st) = self.lock(p).await else {
@@ -96,8 +96,10 @@ impl Replicas {
     }
 
     pub async fn on_fence(self: &Arc<Self>, req: FenceReq) -> FenceReply {
-        let p = req.p.min(PARTITIONS - 1);
-        let Ok(mut st) = self.lock(p).await else {
+        let p = req.p;
+        // A partition this grid does not have is refused, never another one fenced.
+        let st = if p < self.count() { self.lock(p).await.ok() } else { None };
+        let Some(mut st) = st else {
             return FenceReply { last: 0, last_epoch: 0, fence: u64::MAX };
         };
         if req.epoch > st.meta.fence {
@@ -124,7 +126,10 @@ impl Replicas {
     }
 
     pub async fn on_confirm(&self, p: u32, epoch: u64) -> bool {
-        match self.lock(p.min(PARTITIONS - 1)).await {
+        if p >= self.count() {
+            return false;
+        }
+        match self.lock(p).await {
             Ok(st) => st.meta.fence <= epoch,
             Err(_) => false,
         }
@@ -132,9 +137,10 @@ impl Replicas {
 
     pub async fn on_list(&self, req: ListReq) -> Result<Vec<Vec<u8>>, OpFail> {
         let ListReq { parts, prefix, after, limit } = req;
+        let count = self.count();
         self.blocking(move |s| {
             let mut out = Vec::new();
-            for p in parts.into_iter().filter(|&p| p < PARTITIONS) {
+            for p in parts.into_iter().filter(|&p| p < count) {
                 out.extend(plog::list(s, p, &prefix, after.as_deref(), limit as usize)?);
             }
             Ok(out)

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-use super::part::{Consistency, PARTITIONS, PartInfo, PartitionTable, majority};
+use super::part::{Consistency, PartInfo, PartitionTable, majority};
 use super::plog::{self, Entry, Op, PartMeta};
 use super::wire::*;
 use super::{Durability, KvError, Storage, Table};
@@ -167,8 +167,9 @@ fn not_primary(p: u32) -> OpFail {
 
 impl Replicas {
     /// `clustered: false` is single mode: this node is every partition's only replica.
-    pub fn new(storage: Arc<dyn Storage>, me: &str, clustered: bool, keep: u64) -> Self {
-        let parts = (0..PARTITIONS)
+    /// `partitions`: how many the grid has (fixed for the data dir and the cluster).
+    pub fn new(storage: Arc<dyn Storage>, me: &str, clustered: bool, keep: u64, partitions: u32) -> Self {
+        let parts = (0..partitions.max(1))
             .map(|id| Part {
                 id,
                 state: tokio::sync::Mutex::new(State {
@@ -185,7 +186,7 @@ impl Replicas {
                 write_failed: Default::default(),
             })
             .collect();
-        let table = if clustered { PartitionTable::default() } else { PartitionTable::single(me) };
+        let table = if clustered { PartitionTable::default() } else { PartitionTable::single(me, partitions.max(1)) };
         Replicas {
             me: me.into(),
             clustered,
@@ -231,6 +232,11 @@ impl Replicas {
             .await
             .map_err(|e| KvError::Join(e.to_string()))?
             .map_err(KvError::from)
+    }
+
+    /// How many partitions the grid has.
+    pub fn count(&self) -> u32 {
+        self.parts.len() as u32
     }
 
     /// Lock a partition, loading its durable position the first time.
@@ -355,7 +361,7 @@ impl Replicas {
 
     /// Run a kv operation here as the partition's primary.
     pub async fn execute(self: &Arc<Self>, p: u32, op: KvOp, c: Consistency) -> Result<OpResult, OpFail> {
-        if p >= PARTITIONS {
+        if p >= self.count() {
             return Err(OpFail::Unavailable(format!("no partition {p}")));
         }
         let internal = |e: KvError| OpFail::Unavailable(e.to_string());

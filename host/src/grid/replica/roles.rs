@@ -6,9 +6,17 @@ use super::*;
 impl Replicas {
     /// Take up the roles the control plane's table gives this node.
     pub async fn apply_table(self: &Arc<Self>, table: PartitionTable) {
-        if table.parts.len() != PARTITIONS as usize {
+        if table.parts.len() != self.parts.len() {
             if !table.parts.is_empty() {
-                tracing::error!(partitions = table.parts.len(), "partition table has the wrong size; ignored");
+                tracing::error!(
+                    cluster = table.parts.len(),
+                    here = self.parts.len(),
+                    "the cluster's grid has {} partitions but this node was started with --partitions {}: it takes no \
+                     part in the grid; restart it with --partitions {} (and a new --data-dir if it already holds data)",
+                    table.parts.len(),
+                    self.parts.len(),
+                    table.parts.len()
+                );
             }
             return;
         }

@@ -3,6 +3,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::grid::MemoryStorage;
+use crate::grid::part::DEFAULT_PARTITIONS;
 
 /// Three replica sets in one process, calling each other directly; a "silent" node
 /// never answers (as if it hung), and control-plane reports are recorded.
@@ -45,7 +46,7 @@ const P: u32 = 7;
 fn table(primary: &str, isr: &[&str], epoch: u64) -> PartitionTable {
     let replicas: Vec<String> = ["n1", "n2", "n3"].iter().map(|s| s.to_string()).collect();
     let part = PartInfo { primary: primary.into(), replicas, isr: isr.iter().map(|s| s.to_string()).collect(), epoch };
-    PartitionTable { version: epoch, replication: 3, parts: vec![part; PARTITIONS as usize] }
+    PartitionTable { version: epoch, replication: 3, parts: vec![part; DEFAULT_PARTITIONS as usize] }
 }
 
 /// A store whose writes wait while `held` (to cancel a write in the middle).
@@ -95,7 +96,7 @@ impl Trio {
         let mut first = Some(first);
         for name in ["n1", "n2", "n3"] {
             let storage = first.take().unwrap_or_else(|| Arc::new(MemoryStorage::default()));
-            let r = Arc::new(Replicas::new(storage, name, true, 100));
+            let r = Arc::new(Replicas::new(storage, name, true, 100, DEFAULT_PARTITIONS));
             r.attach(net.clone());
             net.nodes.lock().unwrap().insert(name.into(), r.clone());
             nodes.push(r);
