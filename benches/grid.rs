@@ -78,11 +78,11 @@ async fn start_cluster(dirs: &[tempfile::TempDir], sync: SyncMode) -> anyhow::Re
     loop {
         let c = nodes[0].node.cluster.clone().context("clustered")?;
         let report = c.grid_report().await;
-        let led = nodes.iter().all(|n| n.node.cluster.as_ref().is_some_and(|c| !c.status()["leader"].is_null()));
-        if led && report["partitions"] == 256 && report["under_replicated"] == 0 && report["replication"] == 3 {
+        let led = nodes.iter().all(|n| n.node.cluster.as_ref().is_some_and(|c| c.status().leader.is_some()));
+        if led && report.partitions == 256 && report.under_replicated == 0 && report.replication == 3 {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the cluster did not settle: {report}");
+        anyhow::ensure!(Instant::now() < deadline, "the cluster did not settle: {report:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(nodes)
@@ -94,9 +94,7 @@ async fn settle(cluster: &nanogrid::control::Cluster) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let report = cluster.grid_report().await;
-        let lagging = report["table"].as_array().is_none_or(|parts| {
-            parts.iter().any(|p| p["lag"].as_object().is_none_or(|l| l.values().any(|v| v.as_u64() != Some(0))))
-        });
+        let lagging = report.table.iter().any(|p| p.lag.values().any(|v| *v != Some(0)));
         if !lagging {
             return;
         }

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod autoscale;
 pub mod cli;

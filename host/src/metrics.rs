@@ -131,19 +131,18 @@ fn cluster(out: &mut String, node: &Node, c: &crate::control::Cluster) {
         out,
         "# HELP nanogrid_cluster_term The Raft term this node is in.\n# TYPE nanogrid_cluster_term gauge"
     );
-    let _ = writeln!(out, "nanogrid_cluster_term {}", s["term"].as_u64().unwrap_or(0));
+    let _ = writeln!(out, "nanogrid_cluster_term {}", s.term);
     let _ = writeln!(
         out,
         "# HELP nanogrid_cluster_nodes Nodes this node knows of, by whether gossip shows them live.\n# TYPE nanogrid_cluster_nodes gauge"
     );
-    let nodes = s["nodes"].as_array().cloned().unwrap_or_default();
-    let live = nodes.iter().filter(|n| n["live"] == true).count();
+    let live = s.nodes.iter().filter(|n| n.live).count();
     let _ = writeln!(out, "nanogrid_cluster_nodes{{live=\"true\"}} {live}");
-    let _ = writeln!(out, "nanogrid_cluster_nodes{{live=\"false\"}} {}", nodes.len() - live);
+    let _ = writeln!(out, "nanogrid_cluster_nodes{{live=\"false\"}} {}", s.nodes.len() - live);
     let _ = writeln!(
         out,
         "# HELP nanogrid_cluster_is_leader 1 on the leader.\n# TYPE nanogrid_cluster_is_leader gauge\nnanogrid_cluster_is_leader {}",
-        u8::from(s["mode"] == "leader")
+        u8::from(s.mode == "leader")
     );
     let _ = writeln!(
         out,

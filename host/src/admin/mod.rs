@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
-use serde_json::json;
 use tracing::Instrument;
 
 use crate::auth::Scope;
@@ -140,16 +139,22 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
             let dormant = node.mode() == crate::control::Mode::Dormant;
             let (status, word) =
                 if dormant { (StatusCode::SERVICE_UNAVAILABLE, "dormant") } else { (StatusCode::OK, "ok") };
-            return h::json(status, &json!({ "status": word, "node": node.config.node_id, "mode": node.mode() }), rid);
+            let health = crate::api::Health {
+                status: word.into(),
+                node: node.config.node_id.clone(),
+                mode: node.mode().as_str().into(),
+            };
+            return h::json(status, &health, rid);
         }
         // Liveness: the process answers, whatever its mode (a dormant node is alive and
         // must not be restarted for waiting on its peers).
         (&Method::GET, ["v1", "health", "live"]) => {
-            return h::json(
-                StatusCode::OK,
-                &json!({ "status": "alive", "node": node.config.node_id, "mode": node.mode() }),
-                rid,
-            );
+            let health = crate::api::Health {
+                status: "alive".into(),
+                node: node.config.node_id.clone(),
+                mode: node.mode().as_str().into(),
+            };
+            return h::json(StatusCode::OK, &health, rid);
         }
         // The web console's page and assets are open: it asks for the token itself and
         // sends it only in the Authorization header of its API calls.

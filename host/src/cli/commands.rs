@@ -325,49 +325,36 @@ pub async fn health(client: &ClientArgs, live: bool) -> anyhow::Result<ExitCode>
     let r = tokio::time::timeout(std::time::Duration::from_secs(5), c.get(path))
         .await
         .map_err(|_| anyhow::anyhow!("{} did not answer {path} within 5 s", client.admin))??;
-    let body = r.json().unwrap_or_default();
-    println!(
-        "{} {} (node {}, mode {})",
-        r.status.as_u16(),
-        body["status"].as_str().unwrap_or("?"),
-        body["node"].as_str().unwrap_or("?"),
-        body["mode"].as_str().unwrap_or("?")
-    );
+    match serde_json::from_slice::<crate::api::Health>(&r.body) {
+        Ok(h) => println!("{} {} (node {}, mode {})", r.status.as_u16(), h.status, h.node, h.mode),
+        Err(_) => println!("{} (not a health answer: {})", r.status.as_u16(), r.text()),
+    }
     Ok(if r.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
-    let cluster = check(c.get("/v1/cluster").await?)?;
-    let grid = check(c.get("/v1/grid").await?)?;
-    println!("leader: {}   term: {}", cluster["leader"].as_str().unwrap_or("none"), cluster["term"]);
+    let cluster: crate::api::ClusterView = serde_json::from_value(check(c.get("/v1/cluster").await?)?)
+        .context("GET /v1/cluster answered something else than a cluster view")?;
+    let grid: crate::api::GridView = serde_json::from_value(check(c.get("/v1/grid").await?)?)
+        .context("GET /v1/grid answered something else than a grid view")?;
+    println!("leader: {}   term: {}", cluster.leader.as_deref().unwrap_or("none"), cluster.term);
     println!(
         "grid: {} partitions, replication {}, {} under-replicated",
-        grid["partitions"], grid["replication"], grid["under_replicated"]
+        grid.partitions, grid.replication, grid.under_replicated
     );
     println!("{:<10} {:<11} {:<8} {:<22} {:>5} {:>9} SERVICES", "NODE", "MODE", "ROLE", "ADDRESS", "LOAD", "PRIM/REPL");
-    for n in cluster["nodes"].as_array().cloned().unwrap_or_default() {
-        let services: Vec<String> = n["services"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_string))
-            .collect();
-        let share = &grid["nodes"][n["id"].as_str().unwrap_or("?")];
-        let parts = match (share["primaries"].as_u64(), share["replicas"].as_u64()) {
-            (Some(p), Some(r)) => format!("{p}/{r}"),
-            _ => "-".to_string(),
-        };
+    for n in &cluster.nodes {
+        let parts = grid.nodes.get(&n.id).map_or("-".to_string(), |s| format!("{}/{}", s.primaries, s.replicas));
         println!(
             "{:<10} {:<11} {:<8} {:<22} {:>5} {:>9} {}",
-            n["id"].as_str().unwrap_or("?"),
-            n["mode"].as_str().unwrap_or("?"),
-            n["role"].as_str().unwrap_or("?"),
-            n["addr"].as_str().unwrap_or("-"),
-            n["load"].as_u64().map_or("-".to_string(), |l| l.to_string()),
+            n.id,
+            n.mode,
+            n.role.as_str(),
+            n.addr.as_deref().unwrap_or("-"),
+            n.load.map_or("-".to_string(), |l| l.to_string()),
             parts,
-            services.join(", ")
+            n.services.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::types::Command;
 use super::{Cluster, PeerInfo};
+use crate::api::{GridRow, GridShare, GridView};
 use crate::grid::part::{self, PartInfo, PartitionTable};
 use crate::grid::replica::{Net, NetError, Replicas};
 use crate::grid::wire::{self, FenceReply, FenceReq, GridReply, GridRequest, GridRpc, PartStatus, StatusReq};
@@ -337,7 +338,7 @@ impl Cluster {
 
     /// `GET /v1/grid`: the table, each node's share, and each partition's log position
     /// and replica lag as its primary reports them.
-    pub async fn grid_report(&self) -> serde_json::Value {
+    pub async fn grid_report(&self) -> GridView {
         let table = self.sm.current().state.grid.clone();
         let live: Vec<String> = self.live().keys().cloned().collect();
         let mut statuses = BTreeMap::new();
@@ -351,22 +352,18 @@ impl Cluster {
 }
 
 /// The body of `GET /v1/grid` from the table and the nodes' own partition status.
-pub fn report(
-    table: &PartitionTable,
-    statuses: &BTreeMap<String, Vec<PartStatus>>,
-    live: &[String],
-) -> serde_json::Value {
-    let mut nodes: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+pub fn report(table: &PartitionTable, statuses: &BTreeMap<String, Vec<PartStatus>>, live: &[String]) -> GridView {
+    let mut nodes: BTreeMap<String, GridShare> = BTreeMap::new();
     let mut parts = Vec::with_capacity(table.parts.len());
     for (p, info) in table.parts.iter().enumerate() {
         for n in &info.replicas {
             let e = nodes.entry(n.clone()).or_default();
-            e.1 += 1;
+            e.replicas += 1;
             if *n == info.primary {
-                e.0 += 1;
+                e.primaries += 1;
             }
             if info.isr.contains(n) {
-                e.2 += 1;
+                e.in_sync += 1;
             }
         }
         let own = statuses.get(&info.primary).and_then(|s| s.iter().find(|s| s.p == p as u32 && s.role == "primary"));
@@ -378,37 +375,28 @@ pub fn report(
                 (n.clone(), own.and_then(|s| m.map(|m| s.last.saturating_sub(m))))
             })
             .collect();
-        parts.push(serde_json::json!({
-            "partition": p,
-            "primary": info.primary,
-            "epoch": info.epoch,
-            "replicas": info.replicas,
-            "in_sync": info.isr,
-            "last_lsn": own.map(|s| s.last),
-            "lag": lag,
-        }));
+        parts.push(GridRow {
+            partition: p,
+            primary: info.primary.clone(),
+            epoch: info.epoch,
+            replicas: info.replicas.clone(),
+            in_sync: info.isr.clone(),
+            last_lsn: own.map(|s| s.last),
+            lag,
+        });
     }
-    let nodes: serde_json::Map<String, serde_json::Value> = nodes
-        .into_iter()
-        .map(|(n, (primaries, replicas, in_sync))| {
-            let v = serde_json::json!({
-                "primaries": primaries,
-                "replicas": replicas,
-                "in_sync": in_sync,
-                "live": live.contains(&n),
-            });
-            (n, v)
-        })
-        .collect();
+    for (n, share) in nodes.iter_mut() {
+        share.live = live.contains(n);
+    }
     let degraded = table.parts.iter().filter(|i| i.isr.len() < i.replicas.len().max(table.replication)).count();
-    serde_json::json!({
-        "version": table.version,
-        "partitions": table.parts.len(),
-        "replication": table.replication,
-        "under_replicated": degraded,
-        "nodes": nodes,
-        "table": parts,
-    })
+    GridView {
+        version: table.version,
+        partitions: table.parts.len(),
+        replication: table.replication,
+        under_replicated: degraded,
+        nodes,
+        table: parts,
+    }
 }
 
 /// One step's plan for partition `p`'s replicas: add the desired ones that are missing

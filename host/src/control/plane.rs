@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::Cluster;
 use super::events::Event;
+use crate::api::{ClusterNode, ClusterView, GridView, Role};
 use crate::services::calls::EdgeReport;
 use crate::services::spec::ServiceRequest;
 use crate::services::{AdminError, Deploy, Registry, ServiceSpec};
@@ -26,7 +27,7 @@ pub trait ControlPlane: Send + Sync {
     /// Decommission a member (`DELETE /v1/cluster/nodes/{id}`).
     async fn remove_node(&self, id: &str) -> Result<(), AdminError>;
     /// `GET /v1/cluster`: the members, their modes and what they serve.
-    fn status(&self) -> serde_json::Value;
+    fn status(&self) -> ClusterView;
     /// Where `service` runs, a row per node; `local` is this node's own row.
     fn placement_of(&self, service: &str, local: serde_json::Value) -> serde_json::Value;
     /// Who called whom: every live node's calls added up, or this node's only; and the
@@ -39,7 +40,7 @@ pub trait ControlPlane: Send + Sync {
     /// The autoscaler's view (on the leader).
     fn autoscale_view(&self) -> Result<serde_json::Value, AdminError>;
     /// `GET /v1/grid`: partitions, their replicas and lag.
-    async fn grid_report(&self) -> serde_json::Value;
+    async fn grid_report(&self) -> GridView;
     /// Traces, from every node that has spans of them.
     async fn traces(&self, q: &TraceQuery) -> Vec<TraceSummary>;
     /// One trace's spans, from every node that has them.
@@ -72,23 +73,26 @@ impl ControlPlane for Single {
         Err(AdminError::NotClustered("this node runs in single mode; there is no node to remove"))
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> ClusterView {
         let services: Vec<String> = self.registry.list().iter().map(|s| s.name.to_string()).collect();
-        json!({
-            "node": self.node_id,
-            "leader": self.node_id,
-            "term": 0,
-            "mode": "single",
-            "nodes": [{
-                "id": self.node_id,
-                "mode": "single",
-                "live": true,
-                "role": "single",
-                "addr": self.ingress_addr.to_string(),
-                "admin_addr": self.admin_addr.to_string(),
-                "services": services,
+        ClusterView {
+            node: self.node_id.clone(),
+            mode: "single".into(),
+            leader: Some(self.node_id.clone()),
+            nodes: vec![ClusterNode {
+                id: self.node_id.clone(),
+                mode: "single".into(),
+                live: true,
+                role: Role::Single,
+                removed: false,
+                addr: Some(self.ingress_addr.to_string()),
+                admin_addr: Some(self.admin_addr.to_string()),
+                peer_addr: None,
+                load: None,
+                services,
             }],
-        })
+            ..Default::default()
+        }
     }
 
     fn placement_of(&self, _service: &str, mut local: serde_json::Value) -> serde_json::Value {
@@ -112,7 +116,7 @@ impl ControlPlane for Single {
         Err(AdminError::NotClustered("autoscaling runs in a cluster (start with --peer-listen)"))
     }
 
-    async fn grid_report(&self) -> serde_json::Value {
+    async fn grid_report(&self) -> GridView {
         let replicas = self.registry.grid().replicas();
         let statuses = std::collections::BTreeMap::from([(self.node_id.clone(), replicas.status().await)]);
         super::grid::report(&replicas.table(), &statuses, std::slice::from_ref(&self.node_id))
@@ -145,7 +149,7 @@ impl ControlPlane for Cluster {
         Cluster::remove_node(self, id).await
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> ClusterView {
         Cluster::status(self)
     }
 
@@ -174,7 +178,7 @@ impl ControlPlane for Cluster {
         ))
     }
 
-    async fn grid_report(&self) -> serde_json::Value {
+    async fn grid_report(&self) -> GridView {
         Cluster::grid_report(self).await
     }
 

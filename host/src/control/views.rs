@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Cluster, Mode, PeerInfo, network};
+use crate::api::{ClusterNode, ClusterView, PeerSecurity, Role};
 
 impl Cluster {
     /// `GET /v1/cluster`.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> ClusterView {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics
             .current_leader
@@ -21,19 +22,19 @@ impl Cluster {
         names.extend(state.state.removed.iter().cloned());
         names.sort();
         names.dedup();
-        let nodes: Vec<serde_json::Value> = names
+        let nodes: Vec<ClusterNode> = names
             .iter()
             .map(|n| {
                 let p = live.get(n);
                 // Membership first: a decommissioned node is "removed" once it has left it.
                 let role = if voters.iter().any(|m| &m.name == n) {
-                    "voter"
+                    Role::Voter
                 } else if learners.iter().any(|m| &m.name == n) {
-                    "learner"
+                    Role::Learner
                 } else if state.state.removed.contains(n) {
-                    "removed"
+                    Role::Removed
                 } else {
-                    "joining"
+                    Role::Joining
                 };
                 let mode = self.mode_of(n, p);
                 let services: Vec<String> = state
@@ -43,42 +44,39 @@ impl Cluster {
                     .filter(|(_, m)| m.get(n).is_some_and(|&c| c > 0))
                     .map(|(s, _)| s.clone())
                     .collect();
-                serde_json::json!({
-                    "id": n,
-                    "mode": mode,
-                    "live": p.is_some(),
-                    "role": role,
-                    "removed": state.state.removed.contains(n),
-                    "addr": p.map(|p| p.addr.clone()),
-                    "admin_addr": p.map(|p| p.admin_addr.clone()),
-                    "peer_addr": p.map(|p| p.peer.clone()),
-                    "load": p.map(|p| p.load),
-                    "services": services,
-                })
+                ClusterNode {
+                    id: n.clone(),
+                    mode,
+                    live: p.is_some(),
+                    role,
+                    removed: state.state.removed.contains(n),
+                    addr: p.map(|p| p.addr.clone()),
+                    admin_addr: p.map(|p| p.admin_addr.clone()),
+                    peer_addr: p.map(|p| p.peer.clone()),
+                    load: p.map(|p| p.load),
+                    services,
+                }
             })
             .collect();
-        serde_json::json!({
-            "node": self.name,
-            "mode": self.mode(),
-            "leader": leader,
-            "term": metrics.current_term,
-            "last_applied": metrics.last_applied.map(|l| l.index),
-            // Log entries up to here are only in the snapshot: a node further behind is
-            // sent the snapshot.
-            "snapshot_index": metrics.snapshot.map(|l| l.index),
-            "purged_index": metrics.purged.map(|l| l.index),
-            "voters_target": self.config.voters,
-            // A membership change is half done (joint configuration) on this node.
-            "joint": metrics.membership_config.membership().get_joint_config().len() > 1,
-            "nodes": nodes,
+        ClusterView {
+            node: self.name.clone(),
+            mode: self.mode().as_str().to_string(),
+            leader,
+            term: metrics.current_term,
+            last_applied: metrics.last_applied.map(|l| l.index),
+            snapshot_index: metrics.snapshot.map(|l| l.index),
+            purged_index: metrics.purged.map(|l| l.index),
+            voters_target: self.config.voters,
+            joint: metrics.membership_config.membership().get_joint_config().len() > 1,
+            nodes,
             // How this node authenticates its peers (cluster identity, docs/SECURITY.md).
-            "security": {
-                "cluster_id": self.cluster_id,
-                "peer_tls": self.tls.is_some(),
-                "certificate_expires": self.cert_expires,
-                "gossip_running": self.gossip_running(),
-            },
-        })
+            security: Some(PeerSecurity {
+                cluster_id: self.cluster_id.clone(),
+                peer_tls: self.tls.is_some(),
+                certificate_expires: self.cert_expires,
+                gossip_running: self.gossip_running(),
+            }),
+        }
     }
 
     /// The call graph of every live node added up, and the nodes that answered.

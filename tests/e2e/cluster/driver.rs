@@ -10,8 +10,8 @@
 
 use bytes::Bytes;
 use http::Method;
+use nanogrid::api::{ClusterView, Role};
 use nanogrid::client::{Client, Reply};
-use serde_json::Value;
 
 use crate::support::TestNode;
 pub use crate::support::eventually;
@@ -292,13 +292,18 @@ impl Cluster {
     }
 
     /// `GET /v1/cluster` on node `i` (None if it does not answer).
-    pub async fn status(&self, i: usize) -> Option<Value> {
+    pub async fn status(&self, i: usize) -> Option<ClusterView> {
         let r = self.nodes[i].node.admin().get("/v1/cluster").await.ok()?;
-        (r.status == 200).then(|| r.json().ok()).flatten()
+        (r.status == 200).then(|| serde_json::from_slice(&r.body).ok()).flatten()
+    }
+
+    /// Node `id`'s role as node `i` shows it.
+    pub async fn role(&self, i: usize, id: &str) -> Option<Role> {
+        Some(self.status(i).await?.node(id)?.role)
     }
 
     pub async fn mode(&self, i: usize) -> Option<String> {
-        Some(self.status(i).await?["mode"].as_str()?.to_string())
+        Some(self.status(i).await?.mode)
     }
 
     /// The leader every node in `among` agrees on, when exactly one of them is leader.
@@ -307,14 +312,14 @@ impl Cluster {
         let mut leaders = 0;
         for &i in among {
             let s = self.status(i).await?;
-            let l = s["leader"].as_str()?.to_string();
+            let l = s.leader?;
             if leader.get_or_insert_with(|| l.clone()) != &l {
                 return None;
             }
-            if s["mode"] == "leader" {
+            if s.mode == "leader" {
                 leaders += 1;
             }
-            if !matches!(s["mode"].as_str(), Some("leader" | "follower")) {
+            if !matches!(s.mode.as_str(), "leader" | "follower") {
                 return None;
             }
         }

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::json;
 
+use nanogrid::api::Role;
+
 use crate::support::assert_error;
 use driver::{Cluster, eventually};
 
@@ -60,9 +62,9 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     let c = Cluster::start(3).await;
     let leader = formed(&c).await;
     let status = c.status(0).await.unwrap();
-    assert_eq!(status["nodes"].as_array().unwrap().len(), 3, "{status}");
-    assert!(status["nodes"].as_array().unwrap().iter().all(|n| n["role"] == "voter" && n["live"] == true));
-    assert!(status["term"].as_u64().unwrap() >= 1);
+    assert_eq!(status.nodes.len(), 3, "{status:?}");
+    assert!(status.nodes.iter().all(|n| n.role == Role::Voter && n.live), "{status:?}");
+    assert!(status.term >= 1);
 
     // Deploy through node 1 only; nodes 2 and 3 fetch the component from a peer by digest.
     c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
@@ -413,8 +415,7 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
     let n4 = c.add_node_from_config().await;
     placement_is(&c, 0, "hello", &[("n1", 2), ("n2", 2), ("n3", 2), ("n4", 2)]).await;
     let status = c.status(0).await.unwrap();
-    let row = status["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "n4").cloned().unwrap();
-    assert_eq!(row["role"], "learner", "voters stay at 3: {status}");
+    assert_eq!(status.node("n4").map(|n| n.role), Some(Role::Learner), "voters stay at 3: {status:?}");
     serves(&c, n4, "/hello/", Duration::from_secs(10)).await;
 
     // It holds kv partitions too.
@@ -470,8 +471,7 @@ async fn a_cluster_grows_from_one_node_to_three_voters() {
     c.add_node_from_config().await;
     eventually("three voters", FORM, || async {
         let s = c.status(0).await?;
-        let voters = s["nodes"].as_array()?.iter().filter(|n| n["role"] == "voter").count();
-        (voters == 3).then_some(())
+        (s.nodes.iter().filter(|n| n.role == Role::Voter).count() == 3).then_some(())
     })
     .await;
     formed(&c).await;
@@ -497,8 +497,7 @@ async fn a_node_far_behind_catches_up_from_a_snapshot() {
     let away = (0..3).find(|&i| c.nodes[i].name != leader).unwrap();
     let via = (0..3).find(|&i| i != away).unwrap();
     c.nodes[via].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
-    let index = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or(0);
-    let behind = index(&c.status(away).await.unwrap(), "last_applied");
+    let behind = c.status(away).await.unwrap().last_applied.unwrap_or(0);
     c.stop(away);
     // Write until the leader has dropped from its log what the stopped node lacks (it
     // postpones that while a replication to the stopped node is in flight).
@@ -508,7 +507,7 @@ async fn a_node_far_behind_catches_up_from_a_snapshot() {
         let out = c.nodes[via].node.cli(&["scale", "hello", &(2 + writes % 4).to_string()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         writes += 1;
-        let purged = index(&c.status(lead).await.unwrap(), "purged_index");
+        let purged = c.status(lead).await.unwrap().purged_index.unwrap_or(0);
         if writes >= 30 && purged > behind + 5 {
             break;
         }
@@ -533,14 +532,7 @@ async fn a_dead_voter_is_decommissioned_and_a_learner_takes_its_vote() {
     let mut c = Cluster::start(3).await;
     let leader = formed(&c).await;
     c.add_node_from_config().await;
-    let role_of = |s: &serde_json::Value, id: &str| {
-        s["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).map(|n| n["role"].as_str().unwrap().to_string())
-    };
-    eventually("n4 is a learner", FORM, || async {
-        let s = c.status(0).await?;
-        (role_of(&s, "n4").as_deref() == Some("learner")).then_some(())
-    })
-    .await;
+    eventually("n4 is a learner", FORM, || async { (c.role(0, "n4").await? == Role::Learner).then_some(()) }).await;
     // A follower dies for good; decommission it through a live node.
     let dead = (0..3).find(|&i| c.nodes[i].name != leader).unwrap();
     let dead_name = c.nodes[dead].name.clone();
@@ -555,21 +547,21 @@ async fn a_dead_voter_is_decommissioned_and_a_learner_takes_its_vote() {
         let mut last = None;
         for &i in &live {
             let s = c.status(i).await?;
-            let voters = s["nodes"].as_array()?.iter().filter(|n| n["role"] == "voter").count();
-            let done = role_of(&s, "n4").as_deref() == Some("voter")
+            let voters = s.nodes.iter().filter(|n| n.role == Role::Voter).count();
+            let done = s.node("n4").map(|n| n.role) == Some(Role::Voter)
                 && voters == 3
-                && role_of(&s, &dead_name).as_deref() == Some("removed")
-                && s["joint"] == false;
+                && s.node(&dead_name).map(|n| n.role) == Some(Role::Removed)
+                && !s.joint;
             if !done {
                 return None;
             }
-            applied.insert(s["last_applied"].as_u64()?);
+            applied.insert(s.last_applied?);
             last = Some(s);
         }
         (applied.len() == 1).then_some(last).flatten()
     })
     .await;
-    eprintln!("after decommissioning {dead_name}: {status}");
+    eprintln!("after decommissioning {dead_name}: {status:?}");
     // The three live voters tolerate one more failure: kill the leader too.
     let leader_idx = c.index_of(&leader);
     c.kill(leader_idx);

@@ -5,17 +5,15 @@
 use std::time::Duration;
 
 use http::Method;
+use nanogrid::api::Role;
 use serde_json::{Value, json};
 
 use super::driver::{Cluster, eventually};
 use super::{FORM, formed, serves};
 
 /// Node `i`'s role as node `at` shows it in `GET /v1/cluster`.
-async fn role(c: &Cluster, at: usize, i: usize) -> Option<String> {
-    let v = c.status(at).await?;
-    let name = &c.nodes[i].name;
-    let node = v["nodes"].as_array()?.iter().find(|n| n["id"] == name.as_str())?.clone();
-    Some(node["role"].as_str()?.to_string())
+async fn role(c: &Cluster, at: usize, i: usize) -> Option<Role> {
+    c.role(at, &c.nodes[i].name).await
 }
 
 #[tokio::test]
@@ -55,12 +53,12 @@ async fn a_grid_of_64_partitions_serves_kv_and_nodes_of_another_count_are_refuse
     eventually("the leader refuses n4", FORM, || async {
         let said = c.nodes[leader].node.log();
         let refused = said.contains("not adding n4") && said.contains("--partitions 64");
-        (refused && role(&c, leader, n4).await.as_deref() == Some("joining")).then_some(())
+        (refused && role(&c, leader, n4).await == Some(Role::Joining)).then_some(())
     })
     .await;
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     while tokio::time::Instant::now() < until {
-        assert_eq!(role(&c, leader, n4).await.as_deref(), Some("joining"), "n4 stays out of the cluster");
+        assert_eq!(role(&c, leader, n4).await, Some(Role::Joining), "n4 stays out of the cluster");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -72,9 +70,5 @@ async fn a_grid_of_64_partitions_serves_kv_and_nodes_of_another_count_are_refuse
     // With an empty data dir and the cluster's count it joins.
     std::fs::remove_dir_all(c.nodes[n4].node.data.path().join("node")).unwrap();
     c.nodes[n4].node.restart_with(&["--partitions", "64"]);
-    eventually("n4 becomes a member", FORM, || async {
-        let r = role(&c, 0, n4).await?;
-        (r == "learner" || r == "voter").then_some(())
-    })
-    .await;
+    eventually("n4 becomes a member", FORM, || async { role(&c, 0, n4).await?.is_member().then_some(()) }).await;
 }

@@ -57,13 +57,9 @@ async fn view(c: &Cluster) -> Vec<Value> {
     let mut out = Vec::new();
     for i in 0..c.nodes.len() {
         let s = c.status(i).await.unwrap();
-        let nodes: Vec<Value> = s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| json!([n["id"], n["role"], n["live"], n["peer_addr"], n["addr"]]))
-            .collect();
-        out.push(json!({ "nodes": nodes, "leader": s["leader"] }));
+        let nodes: Vec<Value> =
+            s.nodes.iter().map(|n| json!([n.id, n.role.as_str(), n.live, n.peer_addr, n.addr])).collect();
+        out.push(json!({ "nodes": nodes, "leader": s.leader }));
     }
     out
 }
@@ -266,8 +262,7 @@ async fn every_peer_route_refuses_strangers() {
     };
     let e = n3.call(n2, &at, &vote, Duration::from_secs(5)).await.unwrap_err();
     assert!(matches!(&e, RpcError::Refused { status: 403, code, .. } if code == "wrong-node"), "{e}");
-    let term = |s: Value| s["term"].as_u64().unwrap();
-    assert!(term(c.status(1).await.unwrap()) < 99, "the forged vote did not move n2's term");
+    assert!(c.status(1).await.unwrap().term < 99, "the forged vote did not move n2's term");
 
     // Plain HTTP gets no HTTP answer at all.
     for (m, path) in &routes {
@@ -329,7 +324,7 @@ async fn a_gossip_task_that_stops_is_restarted_and_its_node_is_dormant_meanwhile
     for i in 0..3 {
         eventually("every node sees all three live", Duration::from_secs(20), || async move {
             let s = c.status(i).await?;
-            s["nodes"].as_array()?.iter().all(|n| n["live"] == true).then_some(())
+            s.nodes.iter().all(|n| n.live).then_some(())
         })
         .await;
     }

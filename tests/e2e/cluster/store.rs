@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use http::Method;
 use serde_json::json;
 
+use nanogrid::api::Role;
 use nanogrid::grid::{Storage, Table};
 
 use super::driver::{Cluster, eventually};
@@ -103,13 +104,13 @@ async fn a_cluster_node_rebuilds_a_damaged_store_from_its_peers_and_nothing_is_l
     // partition's primary has n2 in sync with nothing left to send it.
     eventually("n2 is a voter again and every partition has caught it up", FORM * 2, || async {
         let s = c.status(0).await?;
-        let n2 = s["nodes"].as_array()?.iter().find(|n| n["id"] == "n2")?.clone();
+        let n2 = s.node("n2")?.clone();
         let g: serde_json::Value = c.nodes[0].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
         let synced = g["table"]
             .as_array()?
             .iter()
             .all(|p| p["in_sync"].as_array().is_some_and(|isr| isr.iter().any(|n| n == "n2")) && p["lag"]["n2"] == 0);
-        (n2["role"] == "voter" && n2["mode"] == "follower" && synced).then_some(())
+        (n2.role == Role::Voter && n2.mode == "follower" && synced).then_some(())
     })
     .await;
     // Its own store holds every acknowledged write: read it directly once it has stopped.
