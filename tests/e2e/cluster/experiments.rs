@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::driver::{Cluster, eventually};
-use super::{formed, serves};
+use super::{formed, holds_for, serves};
 
 /// Calls `path` on node `i` one after another until the returned flag is set.
 fn load(c: &Arc<Cluster>, i: usize, path: &str) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
@@ -22,20 +22,6 @@ fn load(c: &Arc<Cluster>, i: usize, path: &str) -> (Arc<AtomicBool>, tokio::task
         }
     });
     (stop, task)
-}
-
-/// Check `what` on every poll (every 100 ms) for `window`: an absence is watched for a
-/// bounded time, and a change at any moment of it fails.
-async fn holds_for<F, Fut>(window: Duration, mut what: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let until = tokio::time::Instant::now() + window;
-    while tokio::time::Instant::now() < until {
-        what().await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// `serve` flags with a short traffic window, co-location from `rate` calls/s and
@@ -51,6 +37,27 @@ fn flags(rate: &str, window_ms: &str, min: &str, more: &[&'static str]) -> Vec<S
 async fn start(flags: &[String]) -> Arc<Cluster> {
     let f: Vec<&str> = flags.iter().map(String::as_str).collect();
     Arc::new(Cluster::start_with(3, &f).await)
+}
+
+/// Until every node shows the experiment about `tail` on `here` passing `check`.
+async fn every_node_shows(c: &Cluster, here: &str, what: &str, check: impl Fn(&Value) -> bool) {
+    eventually(what, Duration::from_secs(10), || async {
+        for j in 0..3 {
+            if !check(&experiment(c, j, "tail", here).await?) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// `nanogrid ACTION ID` (approve or reject) through node `i`: it succeeds; its output.
+fn decide(c: &Cluster, i: usize, action: &str, id: &str) -> String {
+    let out = c.nodes[i].node.cli(&[action, id]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{action}: {text} {}", String::from_utf8_lossy(&out.stderr));
+    text
 }
 
 /// The newest experiment about `service` on `node`, as node `i` shows it.
@@ -167,16 +174,7 @@ async fn pending_move() -> (Arc<Cluster>, Value, (String, String), Vec<(String, 
     assert_eq!(seen, want);
     // Experiments are Raft-replicated control state: another node shows the verdict once it
     // has applied the entry, a moment after the node that answered first.
-    eventually("every node shows the experiment pending", Duration::from_secs(10), || async {
-        for j in 0..3 {
-            let e = experiment(&c, j, "tail", &here).await?;
-            if e["stage"] != "pending" {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    every_node_shows(&c, &here, "every node shows the experiment pending", |e| e["stage"] == "pending").await;
     (c, e, (here, first), want, load)
 }
 
@@ -200,9 +198,7 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
     let out = c.nodes[2].node.cli(&["experiments"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains(&format!("#{id} pending")) && text.contains("p50"), "{text}");
-    let out = c.nodes[2].node.cli(&["approve", &id]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let text = decide(&c, 2, "approve", &id);
     assert!(text.contains(&format!("#{id} kept")) && text.contains("approved"), "{text}");
     let moved = vec![(here.clone(), 1)];
     eventually("tail moves next to head once approved", Duration::from_secs(20), || async {
@@ -224,23 +220,15 @@ async fn in_propose_mode_a_rejected_move_is_rolled_back() {
     let _cpu = crate::support::latency_sensitive().await;
     let (c, e, (here, first), _, (stop, task)) = pending_move().await;
     let id = e["id"].as_u64().unwrap().to_string();
-    let out = c.nodes[1].node.cli(&["reject", &id]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let text = decide(&c, 1, "reject", &id);
     assert!(text.contains(&format!("#{id} rolled-back")) && text.contains("rejected"), "{text}");
     let back = vec![(first.clone(), 1)];
     eventually("the trial instance of tail goes once rejected", Duration::from_secs(20), || async {
         (c.placement(0, "tail").await == back).then_some(())
     })
     .await;
-    eventually("every node shows the experiment rolled back", Duration::from_secs(10), || async {
-        for j in 0..3 {
-            let e = experiment(&c, j, "tail", &here).await?;
-            if e["stage"] != "rolled-back" || !e["verdict"].as_str()?.contains("rejected") {
-                return None;
-            }
-        }
-        Some(())
+    every_node_shows(&c, &here, "every node shows the experiment rolled back", |e| {
+        e["stage"] == "rolled-back" && e["verdict"].as_str().is_some_and(|v| v.contains("rejected"))
     })
     .await;
     // The load still makes tail's node hot for it, but a rejected move waits out its

@@ -37,6 +37,20 @@ async fn formed(c: &Cluster) -> String {
     eventually("the cluster has one agreed leader", FORM, || c.agreed_leader(&all)).await
 }
 
+/// Check `what` on every poll (every 100 ms) for `window`: an absence is watched for a
+/// bounded time, and a change at any moment of it fails.
+pub(super) async fn holds_for<F, Fut>(window: Duration, mut what: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let until = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < until {
+        what().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Until node `i` answers `path` with 200; returns the body.
 async fn serves(c: &Cluster, i: usize, path: &str, within: Duration) -> String {
     let what = format!("{} serves {path}", c.nodes[i].name);

@@ -9,7 +9,7 @@ use nanogrid::api::Role;
 use serde_json::{Value, json};
 
 use super::driver::{Cluster, eventually};
-use super::{FORM, formed, serves};
+use super::{FORM, formed, holds_for, serves};
 
 /// Node `i`'s role as node `at` shows it in `GET /v1/cluster`.
 async fn role(c: &Cluster, at: usize, i: usize) -> Option<Role> {
@@ -56,11 +56,10 @@ async fn a_grid_of_64_partitions_serves_kv_and_nodes_of_another_count_are_refuse
         (refused && role(&c, leader, n4).await == Some(Role::Joining)).then_some(())
     })
     .await;
-    let until = tokio::time::Instant::now() + Duration::from_secs(3);
-    while tokio::time::Instant::now() < until {
+    holds_for(Duration::from_secs(3), || async {
         assert_eq!(role(&c, leader, n4).await, Some(Role::Joining), "n4 stays out of the cluster");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 
     // Its data dir was made with 256: a restart asking for 64 on it is refused.
     c.stop(n4);
