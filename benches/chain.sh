@@ -63,6 +63,7 @@ declare -A url=(
     [http]="$ingress$hops"
 )
 order=(single fused single_r fused_r linked invoke http)
+for i in 1 2 3 4 5; do wait_optimized "$admin" bench "chain-$i" "lchain-$i" "rchain-$i" "inv-$i" "hop-$i"; done
 for k in "${order[@]}"; do
     out=$(curl -sf "${url[$k]}") || { echo "$k: ${url[$k]} failed" >&2; exit 1; }
     echo "$k: $out" >&2

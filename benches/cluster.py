@@ -161,6 +161,15 @@ def p50_of(node, path, n=400):
     return statistics.median(times[n // 10:])
 
 
+def optimized(node, service, within=300.0):
+    """Wait until `service` runs optimized code on `node`: a new component serves Winch's
+    baseline code until Cranelift's is swapped in (tiered compilation)."""
+    def check():
+        status, data = node.call("GET", f"/v1/services/{service}")
+        return status == 200 and json.loads(data)["status"]["local"]["code"] == "optimized"
+    wait(f"{service} runs optimized code", check, within)
+
+
 def placed(node, service):
     """Names of the nodes the assignment gives `service` instances (sorted)."""
     status, data = node.call("GET", f"/v1/services/{service}")

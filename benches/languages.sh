@@ -65,6 +65,7 @@ for lang in "${langs[@]}"; do
 done
 
 declare -A rps p50 p99 one50
+for lang in "${langs[@]}"; do wait_optimized "$admin" "$token" "hello-$lang"; done
 for lang in "${langs[@]}"; do wrk -t1 -c"$CONNS" -d1s "$ingress/hello-$lang/hi" >/dev/null; done
 for r in $(seq 1 "$ROUNDS"); do
     for i in "${!langs[@]}"; do

@@ -13,6 +13,22 @@ wait_line() { # file prefix -> the rest of the first line starting with prefix
     echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
 
+# wait_optimized ADMIN TOKEN NAME...: until each service runs optimized code here (a new
+# component serves Winch's baseline code until Cranelift's is swapped in): steady-state
+# figures are measured on the code a node keeps.
+wait_optimized() {
+    local admin=$1 token=$2; shift 2
+    for name in "$@"; do
+        for _ in $(seq 1 1200); do
+            curl -sf -H "Authorization: Bearer $token" "$admin/v1/services/$name" |
+                grep -q '"code":"optimized"' && continue 2
+            sleep 0.1
+        done
+        echo "timed out waiting for $name to run optimized code" >&2
+        return 1
+    done
+}
+
 # wrk output -> "rps p50_us p99_us"
 parse() {
     awk '

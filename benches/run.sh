@@ -45,6 +45,7 @@ admin=$(wait_line "$tmp/node.out" "admin listening on ")
     --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
 "$target/release/nanogrid" deploy "$http_hello_wasm" --name web --instances "$INSTANCES" \
     --admin "$admin" --token bench >/dev/null
+wait_optimized "$admin" bench hello hello-reuse web
 curl -sf "$ingress/hello/world" >/dev/null
 curl -sf "$ingress/hello-reuse/world" >/dev/null
 curl -sf "$ingress/web/world" >/dev/null

@@ -76,6 +76,7 @@ start() { # node extra-args...
     ingress[$name]=$(wait_line "$tmp/$name.out" "ingress listening on ")
     admin[$name]=$(wait_line "$tmp/$name.out" "admin listening on ")
     "$BIN" deploy "$hello_wasm" --name hello --instances "$INSTANCES" --admin "${admin[$name]}" --token bench >/dev/null
+    wait_optimized "${admin[$name]}" bench hello
     curl -sf "${ingress[$name]}/hello/world" >/dev/null
 }
 sample() { # node share

@@ -26,6 +26,8 @@ async fn main() -> anyhow::Result<()> {
         pool_max_memory: 1 << 30,
         fuel: false,
         outbound: None,
+        // Measures the steady state: optimized code from the first request.
+        tiered: false,
     })?;
     let registry = Registry::new(Arc::new(runtime), Arc::new(Grid::new(Arc::new(storage))));
     let up = registry.put_component(wasm.into()).await?;

@@ -21,6 +21,7 @@ use serde::Deserialize;
 /// max_body_bytes = 8388608
 /// max_upload_bytes = 67108864
 /// fuel = false                  # meter fuel so services can set limits.fuel
+/// compile = "tiered"            # new components: tiered | optimized (see --compile)
 /// sync = "batch"                # kv writes on disk before acknowledged: always | batch | never
 /// trace_sample = 1.0            # share of new traces recorded (0 to 1)
 /// trace_ring = 20000            # spans kept for GET /v1/traces
@@ -78,6 +79,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub max_upload_bytes: Option<usize>,
     pub fuel: Option<bool>,
+    pub compile: Option<crate::runtime::CompileMode>,
     pub sync: Option<crate::grid::SyncMode>,
     pub min_free_mib: Option<u64>,
     pub trace_sample: Option<f64>,

@@ -121,7 +121,39 @@ pub fn render(node: &Node) -> String {
     latency_histograms(&mut out, &services);
     barrier_waits(&mut out, &edges);
     tracing_metrics(&mut out, node);
+    compiles(&mut out, node, &services);
     out
+}
+
+/// Tiered compilation: compiles by tier and their time, and services still on baseline code.
+fn compiles(out: &mut String, node: &Node, services: &[Arc<crate::services::Service>]) {
+    let Some(t) = node.registry.tier_stats() else { return };
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_compiles_total Components compiled, by tier (baseline: Winch, served at once; optimized: Cranelift, swapped in when done).\n# TYPE nanogrid_compiles_total counter"
+    );
+    let _ = writeln!(out, "nanogrid_compiles_total{{tier=\"baseline\"}} {}", t.baseline_compiles.load(Relaxed));
+    let _ = writeln!(out, "nanogrid_compiles_total{{tier=\"optimized\"}} {}", t.optimized_compiles.load(Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_compile_seconds_total Time spent compiling, by tier.\n# TYPE nanogrid_compile_seconds_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "nanogrid_compile_seconds_total{{tier=\"baseline\"}} {:.3}",
+        t.baseline_ms.load(Relaxed) as f64 / 1e3
+    );
+    let _ = writeln!(
+        out,
+        "nanogrid_compile_seconds_total{{tier=\"optimized\"}} {:.3}",
+        t.optimized_ms.load(Relaxed) as f64 / 1e3
+    );
+    let baseline = services.iter().filter(|s| s.current().tier() == Some(crate::runtime::Tier::Baseline)).count();
+    let _ = writeln!(
+        out,
+        "# HELP nanogrid_tier_up_failures_total Optimized compiles that failed (the service keeps its baseline code).\n# TYPE nanogrid_tier_up_failures_total counter\nnanogrid_tier_up_failures_total {}\n# HELP nanogrid_services_on_baseline_code Services whose requests run baseline code here.\n# TYPE nanogrid_services_on_baseline_code gauge\nnanogrid_services_on_baseline_code {baseline}",
+        t.failed.load(Relaxed)
+    );
 }
 
 /// The cluster as this node sees it: term, members, leadership, forwarding.

@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub max_upload_bytes: usize,
     /// Meter fuel so services can set `limits.fuel`.
     pub fuel: bool,
+    /// New components: baseline code first, or wait for the optimized (`--compile`).
+    pub compile: crate::runtime::CompileMode,
     /// When kv writes reach the disk (`--sync`).
     pub sync: crate::grid::SyncMode,
     /// Bytes kept free on the data dir's disk: kv writes are refused below it (`--min-free-mib`).
@@ -91,6 +93,7 @@ impl Default for NodeConfig {
             max_body_bytes: 8 << 20,
             max_upload_bytes: 64 << 20,
             fuel: false,
+            compile: crate::runtime::CompileMode::Tiered,
             sync: crate::grid::SyncMode::default(),
             min_free: crate::grid::disk::DEFAULT_MIN_FREE,
             rebuild_store: false,
@@ -271,6 +274,7 @@ async fn start_runtime(config: &NodeConfig, listeners: &[SocketAddr]) -> anyhow:
         pool_instances: config.pool_instances,
         pool_max_memory: 1 << 30,
         fuel: config.fuel,
+        tiered: config.compile == crate::runtime::CompileMode::Tiered,
         outbound: Some(Arc::new(crate::runtime::outbound::OutboundNet::new(&config.extra_ca, config.resolve.clone())?)),
     };
     let runtime = Arc::new(tokio::task::spawn_blocking(move || Runtime::new(&runtime_cfg)).await??);

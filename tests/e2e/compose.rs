@@ -131,6 +131,8 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     // After a restart every chain is rebuilt from the stored specs, and the fused
     // component comes from the compile cache (keyed by its parts), not the compiler.
     let chain_digest = node.service("text-stats").await["graph"]["digest"].as_str().unwrap().to_string();
+    // Tiered compilation: the fused component's optimized code is compiled after the deploy.
+    node.wait_optimized("text-stats").await;
     let compiles =
         |log: String| log.lines().filter(|l| l.contains("compiled component") && l.contains(&chain_digest)).count();
     let before = compiles(node.log());

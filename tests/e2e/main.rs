@@ -26,6 +26,7 @@ mod scopes;
 mod sdks;
 mod security;
 mod signals;
+mod tiering;
 mod tls;
 mod toolchains;
 mod tracing;

@@ -12,6 +12,9 @@ async fn restart_restores_services_and_kv_without_recompiling() {
     for _ in 0..3 {
         node.post("/counter/n", "").await;
     }
+    // Tiered compilation: the optimized code is compiled (and cached) after the deploy.
+    node.wait_optimized("counter").await;
+    node.wait_optimized("hello").await;
     let compiled_before = node.log().matches("compiled component").count();
     assert_eq!(compiled_before, 2, "each component compiles once:\n{}", node.log());
 

@@ -409,6 +409,15 @@ impl TestNode {
         r.json().unwrap()
     }
 
+    /// Wait until `name` runs optimized code here (tiered compilation swapped it in).
+    pub async fn wait_optimized(&self, name: &str) {
+        eventually(&format!("{name} runs optimized code"), std::time::Duration::from_secs(120), || async {
+            let v: Value = self.admin().get(&format!("/v1/services/{name}")).await.ok()?.json().ok()?;
+            (v["status"]["local"]["code"] == "optimized").then_some(())
+        })
+        .await
+    }
+
     /// One sample of a Prometheus metric with exactly these labels (`""`: none).
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
         let text = self.admin().get("/metrics").await.unwrap().text();

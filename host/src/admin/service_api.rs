@@ -121,6 +121,8 @@ fn summary(node: &Node, s: &Service) -> serde_json::Value {
         "autoscale": d.spec.autoscale,
         "reuse": d.spec.reuse,
         "idle_instances": d.warm_pool_idle(),
+        // Which compiler's code serves here: "baseline" until the optimized is swapped in.
+        "code": d.tier(),
         // Counted on this node since it started (a reader takes differences for rates).
         "requests": counters(s),
         "latency_us": {
@@ -196,6 +198,8 @@ fn detail(node: &Node, s: &Service, scope: Scope) -> serde_json::Value {
                 "peak_running": g.peak_running,
                 // Instances kept between requests (a spec with "reuse").
                 "idle_instances": d.warm_pool_idle(),
+                // "baseline" (Winch) until the optimized code (Cranelift) is swapped in.
+                "code": d.tier(),
             },
             "nodes": node.plane.placement_of(&s.name, json!({
                 "node": node.config.node_id,

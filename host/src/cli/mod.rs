@@ -271,6 +271,11 @@ pub struct NodeArgs {
     /// the address is checked like a resolved one
     #[arg(long, value_name = "NAME=IP")]
     pub resolve: Vec<String>,
+    /// How a new component is compiled: `tiered` (Winch's baseline code serves at once,
+    /// Cranelift's optimized code is swapped in when ready) or `optimized` (the upload
+    /// waits for Cranelift) [default: tiered]
+    #[arg(long, value_name = "MODE")]
+    pub compile: Option<crate::runtime::CompileMode>,
     /// When kv writes reach the disk: `always` (fsync each), `batch` (group commit: writers
     /// share fsyncs, nothing acknowledged before it is on disk) or `never` (acknowledged in
     /// the log, synced every second: survives a crash of the process, not of the machine)

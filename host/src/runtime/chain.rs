@@ -19,7 +19,7 @@ use wac_graph::{CompositionGraph, EncodeOptions, types::Package};
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use super::state::{ImportLimits, StoreState};
-use super::{Prepared, Runtime};
+use super::{Compiled, Prepared, Runtime, Tier};
 
 /// Who a provider is while it runs.
 #[derive(Clone)]
@@ -44,7 +44,7 @@ pub struct Edge {
 pub struct Part {
     pub service: Arc<str>,
     pub digest: String,
-    pub component: Component,
+    pub component: Compiled,
     pub identity: Identity,
     pub edges: Vec<Edge>,
 }
@@ -91,8 +91,9 @@ pub fn compose(chain: &Chain, bytes: &[Vec<u8>]) -> anyhow::Result<Vec<u8>> {
     }
     let root = chain.parts.last().context("an empty chain")?;
     let root_instance = *instances.last().context("an empty chain")?;
-    let engine = root.component.engine();
-    let names: Vec<String> = root.component.component_type().exports(engine).map(|(n, _)| n.to_string()).collect();
+    let root_code = root.component.component();
+    let engine = root_code.engine();
+    let names: Vec<String> = root_code.component_type().exports(engine).map(|(n, _)| n.to_string()).collect();
     for name in names {
         let export = graph.alias_instance_export(root_instance, &name)?;
         graph.export(export, &name)?;
@@ -107,40 +108,47 @@ impl Runtime {
         &self,
         chain: &Chain,
         bytes: impl FnOnce() -> anyhow::Result<Vec<Vec<u8>>>,
-    ) -> anyhow::Result<Prepared> {
+    ) -> anyhow::Result<Arc<Prepared>> {
         let key = chain.key();
-        let component = self.load_with(&key, || compose(chain, &bytes()?))?;
-        self.prepare_with(&self.flavor_of(&component).linker, &key, &component)
+        let compiled = self.load_with(&key, || compose(chain, &bytes()?))?;
+        self.prepare(&key, &compiled)
     }
 
-    /// Link a chain host-mediated: one instance per part, in the request's Store. Blocking.
-    pub fn prepare_linked(&self, chain: &Chain) -> anyhow::Result<Prepared> {
+    /// Link a chain host-mediated: one instance per part, in the request's Store. Every
+    /// part runs its optimized code (a request's instances share one engine), so this
+    /// waits for parts still being optimized. Blocking.
+    pub fn prepare_linked(&self, chain: &Chain) -> anyhow::Result<Arc<Prepared>> {
+        let code = chain.parts.iter().map(|p| p.component.wait_optimized()).collect::<anyhow::Result<Vec<_>>>()?;
         let mut pres: Vec<Arc<InstancePre<StoreState>>> = Vec::with_capacity(chain.parts.len());
         let (root, providers) = chain.parts.split_last().context("an empty chain")?;
+        let (root_code, provider_code) = code.split_last().context("an empty chain")?;
         // Every part is instantiated in the root's Store, so all must share its engine.
-        let engine = root.component.engine();
-        if let Some(other) = providers.iter().find(|p| !wasmtime::Engine::same(p.component.engine(), engine)) {
+        let engine = root_code.engine();
+        if let Some((other, _)) =
+            providers.iter().zip(provider_code).find(|(_, c)| !wasmtime::Engine::same(c.engine(), engine))
+        {
             anyhow::bail!(
                 "{} and {} cannot be linked in one request: only one of them uses the component model's async ABI",
                 other.service,
                 root.service
             );
         }
-        let base = &self.flavor_of(&root.component).linker;
+        let base = &self.flavor_of(root_code).linker;
         let linker_for = |part: &Part, pres: &[Arc<InstancePre<StoreState>>]| -> anyhow::Result<Linker<StoreState>> {
             let mut linker = base.clone();
             for e in &part.edges {
                 let provider = &chain.parts[e.provider];
-                link_edge(&mut linker, e, provider, pres[e.provider].clone())
+                link_edge(&mut linker, e, provider, &code[e.provider], pres[e.provider].clone())
                     .with_context(|| format!("linking {} of {} to {}", e.import, part.service, provider.service))?;
             }
             Ok(linker)
         };
-        for part in providers {
-            let pre = linker_for(part, &pres)?.instantiate_pre(&part.component).map_err(anyhow::Error::from)?;
+        for (part, c) in providers.iter().zip(provider_code) {
+            let pre = linker_for(part, &pres)?.instantiate_pre(c).map_err(anyhow::Error::from)?;
             pres.push(Arc::new(pre));
         }
-        self.prepare_with(&linker_for(root, &pres)?, &chain.key(), &root.component)
+        let code = super::link(&linker_for(root, &pres)?, root_code, Tier::Optimized)?;
+        Ok(Arc::new(Prepared::new(&chain.key(), code)))
     }
 }
 
@@ -149,10 +157,10 @@ fn link_edge(
     linker: &mut Linker<StoreState>,
     edge: &Edge,
     provider: &Part,
+    component: &Component,
     pre: Arc<InstancePre<StoreState>>,
 ) -> anyhow::Result<()> {
     use wasmtime::component::types::ComponentItem;
-    let component = &provider.component;
     let Some((ComponentItem::ComponentInstance(inst_ty), iface)) = component.get_export(None, &edge.export) else {
         anyhow::bail!("{} does not export the interface {}", provider.service, edge.export);
     };

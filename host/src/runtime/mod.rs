@@ -26,10 +26,11 @@ pub mod outbound;
 mod output;
 mod reuse;
 mod state;
+mod tier;
 pub mod typed;
 
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +51,7 @@ pub use imports::check_request;
 pub use inspect::{ComponentInfo, HTTP_WORLD, HTTP3_WORLD, InspectError, PROVIDER_WORLD, is_http_world};
 pub use reuse::WarmPool;
 pub use state::{BarrierResults, CallContext, Capabilities, ImportLimits, Invoker};
+pub use tier::{CompileMode, Compiled, HOLD_ENV as HOLD_TIER_UP_ENV, Tier, TierStats};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use bindings::{Nanoservice, NanoservicePre};
@@ -76,6 +78,9 @@ pub struct RuntimeConfig {
     pub fuel: bool,
     /// Guests' outgoing HTTP: name pins, extra CAs (`None`: the defaults).
     pub outbound: Option<Arc<outbound::OutboundNet>>,
+    /// Serve new components from Winch's baseline code while Cranelift compiles them
+    /// (tier.rs); false: every component waits for Cranelift.
+    pub tiered: bool,
 }
 
 /// Per-request execution limits, from the service spec.
@@ -115,11 +120,50 @@ pub enum PreparedKind {
     Http3(wasmtime_wasi_http::p3::bindings::ServicePre<StoreState>),
 }
 
+/// A service's component, linked: what a request instantiates. Its code is swapped once,
+/// from baseline to optimized, when the component was new (tier.rs).
 pub struct Prepared {
-    pub kind: PreparedKind,
     pub digest: String,
+    code: arc_swap::ArcSwap<Code>,
+}
+
+/// Linked code at one tier.
+pub struct Code {
+    pub kind: PreparedKind,
     /// The engine the component was compiled for: its Stores come from it.
     engine: Engine,
+    pub tier: Tier,
+}
+
+impl Code {
+    /// Mark a sampled run that starts on baseline code (its span says so).
+    fn note(&self, call: &CallContext) {
+        if self.tier == Tier::Baseline
+            && let Some(run) = &call.trace.run
+        {
+            run.ran_baseline();
+        }
+    }
+}
+
+impl Prepared {
+    fn new(digest: &str, code: Code) -> Self {
+        Prepared { digest: digest.to_string(), code: arc_swap::ArcSwap::from_pointee(code) }
+    }
+
+    /// The code a request starts on (it keeps it to its end).
+    pub fn code(&self) -> Arc<Code> {
+        self.code.load_full()
+    }
+
+    pub fn tier(&self) -> Tier {
+        self.code.load().tier
+    }
+
+    fn swap(&self, code: Code) {
+        tracing::info!(digest = %self.digest, "optimized code swapped in");
+        self.code.store(Arc::new(code));
+    }
 }
 
 /// One wasmtime engine, its linker and its compile cache directory. The node keeps two:
@@ -136,6 +180,9 @@ struct Flavor {
 pub struct Runtime {
     plain: Flavor,
     concurrent: Flavor,
+    /// Winch's engines for plain and concurrent components, with tiering on.
+    baseline: Option<[Flavor; 2]>,
+    tier_up: Option<tier::TierUp>,
     ticker_stop: Arc<AtomicBool>,
     fuel: bool,
     outbound: Arc<outbound::OutboundNet>,
@@ -144,11 +191,13 @@ pub struct Runtime {
 }
 
 impl Flavor {
-    fn new(cfg: &RuntimeConfig, async_abi: bool) -> anyhow::Result<Self> {
-        let mut config = engine_config(cfg, async_abi);
-        // Compiled functions, shared by every component of this engine (see fncache.rs).
-        let functions = fncache::FunctionCache::new(fncache::BUDGET);
-        config.enable_incremental_compilation(Arc::new(functions)).map_err(anyhow::Error::from)?;
+    fn new(cfg: &RuntimeConfig, async_abi: bool, baseline: bool) -> anyhow::Result<Self> {
+        let mut config = engine_config(cfg, async_abi, baseline);
+        if !baseline {
+            // Compiled functions, shared by every component of this engine (see fncache.rs).
+            let functions = fncache::FunctionCache::new(fncache::BUDGET);
+            config.enable_incremental_compilation(Arc::new(functions)).map_err(anyhow::Error::from)?;
+        }
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -162,18 +211,19 @@ impl Flavor {
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let cache_dir = cfg.compile_cache.join(format!("{:016x}", h.finish()));
-        std::fs::create_dir_all(&cache_dir)
-            .with_context(|| format!("creating the compile cache {}", cache_dir.display()))?;
+        if !baseline {
+            std::fs::create_dir_all(&cache_dir)
+                .with_context(|| format!("creating the compile cache {}", cache_dir.display()))?;
+        }
         Ok(Flavor { engine, linker, cache_dir })
     }
 
     fn cache_path(&self, digest: &str) -> PathBuf {
-        let name = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.cache_dir.join(format!("{name}.cwasm"))
+        tier::cache_path(&self.cache_dir, digest)
     }
 }
 
-fn engine_config(cfg: &RuntimeConfig, async_abi: bool) -> Config {
+fn engine_config(cfg: &RuntimeConfig, async_abi: bool, baseline: bool) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let n = cfg.pool_instances.max(1);
     // A fused chain is one component with a memory and a few core instances per part.
@@ -213,16 +263,31 @@ fn engine_config(cfg: &RuntimeConfig, async_abi: bool) -> Config {
         // WASI 0.3 components (`wasi:http@0.3`) use the component-model async ABI.
         .wasm_component_model_async(async_abi)
         .concurrency_support(async_abi);
+    if baseline {
+        // Baseline code serves until the optimized arrives: instances come from mmap
+        // (no second pool reserved beside the Cranelift engine's).
+        config.strategy(wasmtime::Strategy::Winch).allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    }
     config
 }
 
 impl Runtime {
     pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Self> {
-        let plain = Flavor::new(cfg, false)?;
-        let concurrent = Flavor::new(cfg, true)?;
+        let plain = Flavor::new(cfg, false, false)?;
+        let concurrent = Flavor::new(cfg, true, false)?;
+        let baseline = if cfg.tiered { baseline_flavors(cfg) } else { None };
+        let tier_up = match &baseline {
+            Some(_) => Some(tier::TierUp::start([&plain, &concurrent].map(|f| tier::Target {
+                engine: f.engine.clone(),
+                linker: f.linker.clone(),
+                cache_dir: f.cache_dir.clone(),
+            }))?),
+            None => None,
+        };
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
-            let engines = [plain.engine.clone(), concurrent.engine.clone()];
+            let mut engines = vec![plain.engine.clone(), concurrent.engine.clone()];
+            engines.extend(baseline.iter().flatten().map(|f| f.engine.clone()));
             let stop = ticker_stop.clone();
             std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
@@ -237,7 +302,12 @@ impl Runtime {
         };
         // Idle reused instances may hold at most a quarter of the node's instance slots.
         let idle = reuse::IdleBudget::new((cfg.pool_instances / 4) as usize);
-        Ok(Runtime { plain, concurrent, ticker_stop, fuel: cfg.fuel, outbound, idle })
+        Ok(Runtime { plain, concurrent, baseline, tier_up, ticker_stop, fuel: cfg.fuel, outbound, idle })
+    }
+
+    /// Compile counters of tiered compilation (`None` with it off).
+    pub fn tier_stats(&self) -> Option<&TierStats> {
+        self.tier_up.as_ref().map(|t| &*t.stats)
     }
 
     /// Guests' outgoing HTTP settings (the node records its listeners there).
@@ -252,89 +322,76 @@ impl Runtime {
 
     /// Validate bytes as a deployable nanoservice and compile them (through the cache).
     /// Blocking: call from a blocking thread.
-    pub fn inspect(&self, digest: &str, bytes: &[u8]) -> Result<(Component, ComponentInfo), InspectError> {
+    pub fn inspect(&self, digest: &str, bytes: &[u8]) -> Result<(Compiled, ComponentInfo), InspectError> {
         inspect::check_header(bytes)?;
-        let component = self.load(digest, bytes).map_err(|e| InspectError::Invalid(format!("{e:#}")))?;
+        let compiled = self.load(digest, bytes).map_err(|e| InspectError::Invalid(format!("{e:#}")))?;
+        let component = compiled.component();
         let flavor = self.flavor_of(&component);
         let mut info = inspect::describe(&flavor.engine, &flavor.linker, &component)?;
         info.min_memory_bytes = nanogrid_wire::upload::min_memory_bytes(bytes);
-        Ok((component, info))
+        Ok((compiled, info))
     }
 
     /// Compile a component, or load it from the on-disk cache. Blocking.
-    pub fn load(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+    pub fn load(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<Compiled> {
         self.load_with(digest, || Ok(bytes.to_vec()))
     }
 
     /// [`Runtime::load`] for bytes that cost something to produce (a composition): they
-    /// are only made when the cache has no entry for `key`. Blocking.
-    pub fn load_with(
-        &self,
-        digest: &str,
-        bytes: impl FnOnce() -> anyhow::Result<Vec<u8>>,
-    ) -> anyhow::Result<Component> {
+    /// are only made when the cache has no entry for `key`. A component nothing was
+    /// compiled for gets baseline code first when tiering is on (tier.rs). Blocking.
+    pub fn load_with(&self, digest: &str, bytes: impl FnOnce() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<Compiled> {
+        if let Some(c) = self.tier_up.as_ref().and_then(|t| t.pending(digest)) {
+            return Ok(c);
+        }
         for flavor in [&self.plain, &self.concurrent] {
             let path = flavor.cache_path(digest);
             if !path.exists() {
                 continue;
             }
-            // SAFETY: the cache directory belongs to this node and holds only files this
-            // function wrote with `Component::serialize`, keyed by an engine-compatibility
-            // hash; wasmtime also checks the header before using the file.
+            // SAFETY: the cache directory belongs to this node and holds only files
+            // `tier::write_cache` wrote with `Component::serialize`, keyed by an
+            // engine-compatibility hash; wasmtime also checks the header before using it.
             match unsafe { Component::deserialize_file(&flavor.engine, &path) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok(Compiled::optimized(digest, c)),
                 Err(e) => tracing::warn!(%digest, error = %e, "ignoring unusable compile cache entry"),
             }
         }
         let bytes = bytes()?;
-        let flavor = if nanogrid_wire::upload::uses_async_abi(&bytes) { &self.concurrent } else { &self.plain };
+        let concurrent = nanogrid_wire::upload::uses_async_abi(&bytes);
+        let flavor = if concurrent { &self.concurrent } else { &self.plain };
+        if let (Some(tier_up), Some(baseline)) = (&self.tier_up, &self.baseline) {
+            let started = Instant::now();
+            match Component::new(&baseline[usize::from(concurrent)].engine, &bytes) {
+                Ok(c) => {
+                    let ms = started.elapsed().as_millis() as u64;
+                    tier_up.stats.baseline_compiles.fetch_add(1, Ordering::Relaxed);
+                    tier_up.stats.baseline_ms.fetch_add(ms, Ordering::Relaxed);
+                    tracing::info!(%digest, ms, tier = "baseline", "compiled baseline code");
+                    return Ok(tier_up.baseline(digest, c, bytes, usize::from(concurrent)));
+                }
+                // A proposal Winch lacks, say; an invalid component fails below as well.
+                Err(e) => tracing::debug!(%digest, error = %e, "no baseline code; compiling with Cranelift now"),
+            }
+        }
         let started = Instant::now();
         let component = Component::new(&flavor.engine, bytes).map_err(anyhow::Error::from)?;
         tracing::info!(%digest, ms = started.elapsed().as_millis() as u64, "compiled component");
-        if let Err(e) = self.write_cache(&flavor.cache_path(digest), &component) {
+        if let Err(e) = tier::write_cache(&flavor.cache_path(digest), &component) {
             tracing::warn!(%digest, error = %e, "could not write compile cache entry");
         }
-        Ok(component)
+        Ok(Compiled::optimized(digest, component))
     }
 
     /// The engine (and linker) a compiled component belongs to.
     fn flavor_of(&self, component: &Component) -> &Flavor {
-        if Engine::same(component.engine(), &self.concurrent.engine) { &self.concurrent } else { &self.plain }
-    }
-
-    fn write_cache(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
-        let bytes = component.serialize().map_err(anyhow::Error::from)?;
-        // Write then rename, so a crash never leaves a torn entry under the final name.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        let mut all = [&self.plain, &self.concurrent].into_iter().chain(self.baseline.iter().flatten());
+        all.find(|f| Engine::same(component.engine(), &f.engine)).unwrap_or(&self.plain)
     }
 
     /// Link a compiled component once; requests then only instantiate.
-    pub fn prepare(&self, digest: &str, component: &Component) -> anyhow::Result<Prepared> {
-        self.prepare_with(&self.flavor_of(component).linker, digest, component)
-    }
-
-    fn prepare_with(
-        &self,
-        linker: &Linker<StoreState>,
-        digest: &str,
-        component: &Component,
-    ) -> anyhow::Result<Prepared> {
-        let pre = linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
-        let ty = component.component_type();
-        let engine = component.engine();
-        let nanoservice = ty.exports(engine).any(|(n, _)| n == inspect::HANDLER_EXPORT);
-        let http3 = ty.exports(engine).any(|(n, _)| n.starts_with(inspect::HTTP3_EXPORT_PREFIX));
-        let kind = if nanoservice {
-            PreparedKind::Nanoservice(NanoservicePre::new(pre).map_err(anyhow::Error::from)?)
-        } else if http3 {
-            PreparedKind::Http3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre).map_err(anyhow::Error::from)?)
-        } else {
-            PreparedKind::Http(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from)?)
-        };
-        Ok(Prepared { kind, digest: digest.to_string(), engine: engine.clone() })
+    pub fn prepare(&self, digest: &str, compiled: &Compiled) -> anyhow::Result<Arc<Prepared>> {
+        compiled.prepare(digest, |c, tier| link(&self.flavor_of(c).linker, c, tier))
     }
 
     fn new_store(
@@ -400,8 +457,9 @@ impl Runtime {
         limits: ExecLimits,
     ) -> Result<(), CallError> {
         let tail = OutputTail::new(256);
-        let mut store = self.new_store(&prepared.engine, call, limits, &tail)?;
-        let result = match &prepared.kind {
+        let code = prepared.code();
+        let mut store = self.new_store(&code.engine, call, limits, &tail)?;
+        let result = match &code.kind {
             PreparedKind::Nanoservice(pre) => pre.instantiate_async(&mut store).await.map(drop),
             PreparedKind::Http(pre) => pre.instantiate_async(&mut store).await.map(drop),
             PreparedKind::Http3(pre) => pre.instantiate_async(&mut store).await.map(drop),
@@ -418,14 +476,16 @@ impl Runtime {
         req: Request,
         limits: ExecLimits,
     ) -> Result<Response, CallError> {
-        let pre = match &prepared.kind {
+        let code = prepared.code();
+        let pre = match &code.kind {
             PreparedKind::Nanoservice(pre) => pre,
             PreparedKind::Http(_) | PreparedKind::Http3(_) => {
                 return self.handle_http_collected(prepared, call, req, limits).await;
             }
         };
+        code.note(&call);
         let tail = OutputTail::new(2048);
-        let mut store = self.new_store(&prepared.engine, call, limits, &tail)?;
+        let mut store = self.new_store(&code.engine, call, limits, &tail)?;
         let traced = store.data().call.trace.run.clone();
         let run = async {
             let t = Instant::now();
@@ -491,18 +551,21 @@ impl Runtime {
         req: Request,
         limits: ExecLimits,
     ) -> Result<Response, CallError> {
-        let PreparedKind::Nanoservice(pre) = &prepared.kind else {
+        let code = prepared.code();
+        let PreparedKind::Nanoservice(pre) = &code.kind else {
             return self.handle(prepared, call, req, limits).await;
         };
+        code.note(&call);
         let traced = call.trace.run.clone();
-        let mut warm = match pool.take() {
+        // An instance of code since swapped for optimized code is not taken again.
+        let mut warm = match pool.take().filter(|w| Engine::same(w.store.engine(), &code.engine)) {
             Some(mut w) => {
                 w.rebind(call, limits, self.fuel)?;
                 w
             }
             None => {
                 let tail = OutputTail::new(2048);
-                let mut store = self.new_store(&prepared.engine, call, limits, &tail)?;
+                let mut store = self.new_store(&code.engine, call, limits, &tail)?;
                 let t = Instant::now();
                 let instance = self.instantiate(pre, &mut store).await.map_err(|e| classify(e, limits, &tail))?;
                 if let Some(r) = &traced {
@@ -551,6 +614,34 @@ fn classify(err: wasmtime::Error, limits: ExecLimits, tail: &OutputTail) -> Call
         return CallError::PoolExhausted(err.to_string());
     }
     CallError::Internal(format!("{:#}", anyhow::Error::from(err)))
+}
+
+/// Link `component` with `linker` (its engine's, perhaps with a chain's edges added).
+fn link(linker: &Linker<StoreState>, component: &Component, tier: Tier) -> anyhow::Result<Code> {
+    let pre = linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
+    let ty = component.component_type();
+    let engine = component.engine();
+    let nanoservice = ty.exports(engine).any(|(n, _)| n == inspect::HANDLER_EXPORT);
+    let http3 = ty.exports(engine).any(|(n, _)| n.starts_with(inspect::HTTP3_EXPORT_PREFIX));
+    let kind = if nanoservice {
+        PreparedKind::Nanoservice(NanoservicePre::new(pre).map_err(anyhow::Error::from)?)
+    } else if http3 {
+        PreparedKind::Http3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre).map_err(anyhow::Error::from)?)
+    } else {
+        PreparedKind::Http(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from)?)
+    };
+    Ok(Code { kind, engine: engine.clone(), tier })
+}
+
+/// Winch's engines, or `None` (tiering off, said once) where Winch cannot make them.
+fn baseline_flavors(cfg: &RuntimeConfig) -> Option<[Flavor; 2]> {
+    match (Flavor::new(cfg, false, true), Flavor::new(cfg, true, true)) {
+        (Ok(plain), Ok(concurrent)) => Some([plain, concurrent]),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "no baseline compiler here: every component waits for Cranelift");
+            None
+        }
+    }
 }
 
 impl Drop for Runtime {

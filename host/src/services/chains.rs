@@ -227,7 +227,7 @@ impl Registry {
                 .await
                 .map_err(internal)?
                 .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
-            return Ok(Serving::Ready { prepared: Arc::new(prepared), graph: None });
+            return Ok(Serving::Ready { prepared, graph: None });
         }
         let parts = plan
             .services
@@ -269,6 +269,6 @@ impl Registry {
         };
         let prepared = prepared.map_err(internal)?.map_err(|e| AdminError::Internal(format!("{e:#}")))?;
         tracing::info!(service = name, mode = graph.mode, parts = plan.services.len(), "chain prepared");
-        Ok(Serving::Ready { prepared: Arc::new(prepared), graph: Some(graph) })
+        Ok(Serving::Ready { prepared, graph: Some(graph) })
     }
 }

@@ -249,6 +249,9 @@ impl Registry {
         if let Some(parts) = fused {
             a.insert("chain.fused", trace::Attr::Str(parts.to_string().into()));
         }
+        if stats.baseline {
+            a.insert("code.tier", trace::Attr::text("baseline"));
+        }
         if stats.outbound.0 > 0 {
             a.insert("outbound.count", stats.outbound.0);
             a.insert("outbound.us", stats.outbound.1);

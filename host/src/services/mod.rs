@@ -102,6 +102,14 @@ impl Deployed {
             .as_ref()
     }
 
+    /// Which compiler's code requests run (`None`: nothing serves here).
+    pub fn tier(&self) -> Option<crate::runtime::Tier> {
+        match &self.serving {
+            Serving::Ready { prepared, .. } => Some(prepared.tier()),
+            _ => None,
+        }
+    }
+
     /// What requests run, or why none can.
     pub fn prepared(&self) -> Result<&Arc<Prepared>, DispatchError> {
         match &self.serving {
@@ -341,6 +349,11 @@ fn internal<E: std::fmt::Display>(e: E) -> AdminError {
 }
 
 impl Registry {
+    /// Compile counters of tiered compilation (`None` with `--compile optimized`).
+    pub fn tier_stats(&self) -> Option<&crate::runtime::TierStats> {
+        self.runtime.tier_stats()
+    }
+
     /// Drop the instances reused services keep between requests (node shutdown).
     pub fn drop_idle_instances(&self) -> usize {
         self.runtime.drop_idle()

@@ -6,17 +6,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use wasmtime::component::Component;
-
 use super::spec::{Grants, ServiceSpec};
-use crate::runtime::ComponentInfo;
 use crate::runtime::Edge;
 use crate::runtime::typed::{Interface, differences};
+use crate::runtime::{Compiled, ComponentInfo};
 
 /// A service's own component, compiled and described.
 pub struct Unit {
     pub digest: String,
-    pub component: Component,
+    pub component: Compiled,
     pub info: ComponentInfo,
 }
 
@@ -242,7 +240,7 @@ mod tests {
         }))
         .unwrap();
         let engine = wasmtime::Engine::default();
-        let component = Component::new(&engine, "(component)").unwrap();
+        let component = Compiled::optimized("", wasmtime::component::Component::new(&engine, "(component)").unwrap());
         (name.to_string(), (spec, Arc::new(Unit { digest: String::new(), component, info })))
     }
 

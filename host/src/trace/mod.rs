@@ -298,6 +298,8 @@ pub struct RunStats {
     /// Calls into a linked chain's providers (typed composition): name, provider service,
     /// start, duration; recorded as child spans of the run.
     pub parts: Vec<(Arc<str>, Arc<str>, u64, u64)>,
+    /// The guest ran baseline code (tiered compilation: optimized code not swapped in yet).
+    pub baseline: bool,
 }
 
 /// A sampled run: its span context (what its calls are children of) and its counters.
@@ -331,6 +333,10 @@ impl RunTrace {
 
     pub fn instantiated(&self, micros: u64) {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).instantiate_us += micros;
+    }
+
+    pub fn ran_baseline(&self) {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).baseline = true;
     }
 }
 
