@@ -1,11 +1,14 @@
 //! Bodies of the admin API as types, shared by the server (which serialises them), the
 //! CLI and the tests (which read them back), so a field's name and meaning live in one
-//! place. So far: `GET /v1/cluster`, `GET /v1/grid` and `GET /v1/health`; the other
-//! routes still build `serde_json::Value`s.
+//! place. So far: `GET /v1/cluster`, `GET /v1/grid`, `GET /v1/health` and
+//! `GET /v1/services`; the other routes still build `serde_json::Value`s.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::runtime::Tier;
+use crate::services::spec::{Autoscale, Reuse};
 
 /// `GET /v1/cluster`: this node's view of the members, their modes and what they serve.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,4 +143,56 @@ pub struct Health {
     pub status: String,
     pub node: String,
     pub mode: String,
+}
+
+/// `GET /v1/services`: every service deployed, as this node serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceList {
+    pub services: Vec<ServiceSummary>,
+}
+
+/// One service in [`ServiceList`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub name: String,
+    /// The component's digest.
+    pub component: String,
+    /// The spec's instance count (cluster-wide in a cluster).
+    pub instances: u32,
+    /// Executions running and requests waiting on this node.
+    pub running: u32,
+    pub queued: u32,
+    /// Requests can run now (not stopped, every typed import resolved).
+    pub ready: bool,
+    /// The node that answered.
+    pub node: String,
+    pub autoscale: Option<Autoscale>,
+    pub reuse: Option<Reuse>,
+    /// Instances kept between requests (a spec with `reuse`).
+    pub idle_instances: usize,
+    /// Which compiler's code serves here (`None`: nothing serves it on this node):
+    /// `baseline` until the optimized code is swapped in (tiered compilation).
+    pub code: Option<Tier>,
+    /// Counted on this node since it started (a reader takes differences for rates).
+    pub requests: RequestCounts,
+    pub latency_us: LatencyCounts,
+}
+
+/// A service's requests on one node, by outcome, since the node started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    pub ok: u64,
+    pub guest_error: u64,
+    pub trapped: u64,
+    pub timed_out: u64,
+    /// Refused at admission (stopped, queue full or waited too long).
+    pub rejected: u64,
+}
+
+/// Request durations as a histogram: `counts[i]` requests took at most `bounds[i]` µs
+/// (and more than the bound before); the last count is the rest. Not cumulative.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyCounts {
+    pub bounds: Vec<u64>,
+    pub counts: Vec<u64>,
 }

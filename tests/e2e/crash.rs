@@ -103,9 +103,9 @@ async fn sigkill_during_deploys_and_writes_loses_nothing_acknowledged() {
             "round {round}: counter is {value}, acknowledged {acked_count} (at most one more may have landed unacknowledged)"
         );
         acked_count = value;
-        let listed = node.admin().get("/v1/services").await.unwrap().json().unwrap();
-        let names: BTreeSet<String> =
-            listed["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+        let listed: nanogrid::api::ServiceList =
+            serde_json::from_value(node.admin().get("/v1/services").await.unwrap().json().unwrap()).unwrap();
+        let names: BTreeSet<String> = listed.services.into_iter().map(|s| s.name).collect();
         for name in deployed.lock().unwrap().iter() {
             assert!(names.contains(name), "round {round}: acknowledged deploy {name} is missing");
         }

@@ -91,6 +91,9 @@ async fn cli_deploys_scales_lists_invokes_and_removes() {
     assert!(out.contains("deployed greeter"), "{out}");
     let out = ok(&node.cli(&["ls"]));
     assert!(out.lines().any(|l| l.starts_with("greeter") && l.contains(" 2 ")), "{out}");
+    node.wait_optimized("greeter").await;
+    let out = ok(&node.cli(&["ls"]));
+    assert!(out.lines().any(|l| l.starts_with("greeter") && l.contains(" optimized ")), "{out}");
     assert_eq!(ok(&node.cli(&["invoke", "greeter", "/x?name=Bo"])), "hey, Bo! you asked for GET /x?name=Bo\n");
     let out = ok(&node.cli(&["invoke", "greeter", "x", "-d", "payload"]));
     assert!(out.contains("POST /x") && out.contains("you sent: payload"), "{out}");

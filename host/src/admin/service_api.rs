@@ -6,6 +6,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::{admin_error, err, json_body, unmatched};
+use crate::api;
 use crate::auth::Scope;
 use crate::http::{self as h, Body, BodyError};
 use crate::node::Node;
@@ -41,8 +42,8 @@ pub(super) async fn route(
             h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "scope": scope.as_str() }), rid)
         }
         (&Method::GET, ["v1", "services"]) => {
-            let list: Vec<_> = registry.list().iter().map(|s| summary(node, s)).collect();
-            h::json(StatusCode::OK, &json!({ "services": list }), rid)
+            let services = registry.list().iter().map(|s| summary(node, s)).collect();
+            h::json(StatusCode::OK, &api::ServiceList { services }, rid)
         }
         (&Method::GET, ["v1", "services", name]) => match registry.get(name) {
             Some(s) => h::json(StatusCode::OK, &detail(node, &s, scope), rid),
@@ -91,15 +92,15 @@ pub(super) async fn route(
     }
 }
 
-fn counters(s: &Service) -> serde_json::Value {
+fn counters(s: &Service) -> api::RequestCounts {
     use crate::services::Stats as S;
-    json!({
-        "ok": S::get(&s.stats.ok),
-        "guest_error": S::get(&s.stats.guest_error),
-        "trapped": S::get(&s.stats.trapped),
-        "timed_out": S::get(&s.stats.timed_out),
-        "rejected": S::get(&s.stats.rejected),
-    })
+    api::RequestCounts {
+        ok: S::get(&s.stats.ok),
+        guest_error: S::get(&s.stats.guest_error),
+        trapped: S::get(&s.stats.trapped),
+        timed_out: S::get(&s.stats.timed_out),
+        rejected: S::get(&s.stats.rejected),
+    }
 }
 
 /// Whether requests to the service can run now.
@@ -107,29 +108,27 @@ fn ready(d: &Deployed) -> bool {
     !d.spec.stopped() && !matches!(d.serving, Serving::Unresolved(_))
 }
 
-fn summary(node: &Node, s: &Service) -> serde_json::Value {
+fn summary(node: &Node, s: &Service) -> api::ServiceSummary {
     let d = s.current();
     let g = s.gate();
-    json!({
-        "name": &*s.name,
-        "component": d.spec.component,
-        "instances": d.spec.instances,
-        "running": g.running,
-        "queued": g.queued,
-        "ready": ready(&d),
-        "node": node.config.node_id,
-        "autoscale": d.spec.autoscale,
-        "reuse": d.spec.reuse,
-        "idle_instances": d.warm_pool_idle(),
-        // Which compiler's code serves here: "baseline" until the optimized is swapped in.
-        "code": d.tier(),
-        // Counted on this node since it started (a reader takes differences for rates).
-        "requests": counters(s),
-        "latency_us": {
-            "bounds": crate::services::stats::LATENCY_BOUNDS_US,
-            "counts": s.stats.latency_counts(),
+    api::ServiceSummary {
+        name: s.name.to_string(),
+        component: d.spec.component.clone(),
+        instances: d.spec.instances,
+        running: g.running,
+        queued: g.queued,
+        ready: ready(&d),
+        node: node.config.node_id.clone(),
+        autoscale: d.spec.autoscale,
+        reuse: d.spec.reuse,
+        idle_instances: d.warm_pool_idle(),
+        code: d.tier(),
+        requests: counters(s),
+        latency_us: api::LatencyCounts {
+            bounds: crate::services::stats::LATENCY_BOUNDS_US.to_vec(),
+            counts: s.stats.latency_counts(),
         },
-    })
+    }
 }
 
 /// The service's detail after a change, or just the stored spec if a later change (on

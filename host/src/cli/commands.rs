@@ -193,22 +193,26 @@ pub async fn scale(client: &ClientArgs, name: &str, instances: i64) -> anyhow::R
 
 pub async fn ls(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
-    let list = check(c.get("/v1/services").await?)?;
-    let services = list["services"].as_array().cloned().unwrap_or_default();
-    if services.is_empty() {
+    let list: crate::api::ServiceList = serde_json::from_value(check(c.get("/v1/services").await?)?)?;
+    if list.services.is_empty() {
         println!("no services deployed; try `nanogrid deploy FILE.wasm --name NAME`");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<20} {:>9} {:>7} {:>6}  COMPONENT", "NAME", "INSTANCES", "RUNNING", "QUEUED");
-    for s in services {
-        let digest = s["component"].as_str().unwrap_or("");
+    println!("{:<20} {:>9} {:>7} {:>6}  {:<9}  COMPONENT", "NAME", "INSTANCES", "RUNNING", "QUEUED", "CODE");
+    for s in list.services {
+        let code = match s.code {
+            Some(crate::runtime::Tier::Optimized) => "optimized",
+            Some(crate::runtime::Tier::Baseline) => "baseline",
+            None => "-",
+        };
         println!(
-            "{:<20} {:>9} {:>7} {:>6}  {}",
-            s["name"].as_str().unwrap_or("?"),
-            s["instances"].as_u64().unwrap_or(0),
-            s["running"].as_u64().unwrap_or(0),
-            s["queued"].as_u64().unwrap_or(0),
-            &digest[..digest.len().min(19)]
+            "{:<20} {:>9} {:>7} {:>6}  {:<9}  {}",
+            s.name,
+            s.instances,
+            s.running,
+            s.queued,
+            code,
+            &s.component[..s.component.len().min(19)]
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -25,7 +25,7 @@ use super::state::StoreState;
 use super::{Code, Prepared};
 
 /// Which compiler's code a component runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
     /// Winch's: compiled quickly, runs slower; Cranelift's is on its way.

@@ -411,8 +411,9 @@ async fn restarting_every_node_brings_the_cluster_back_with_its_services() {
         let body = serves(&c, i, "/greet/", Duration::from_secs(20)).await;
         assert!(body.starts_with("hi, world!"), "{body}");
     }
-    let list = c.nodes[0].node.admin().get("/v1/services").await.unwrap().json().unwrap();
-    assert_eq!(list["services"].as_array().unwrap().len(), 2, "{list}");
+    let list: nanogrid::api::ServiceList =
+        serde_json::from_value(c.nodes[0].node.admin().get("/v1/services").await.unwrap().json().unwrap()).unwrap();
+    assert_eq!(list.services.len(), 2, "{list:?}");
 }
 
 #[tokio::test]
