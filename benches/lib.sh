@@ -17,14 +17,14 @@ wait_line() { # file prefix -> the rest of the first line starting with prefix
 # component serves Winch's baseline code until Cranelift's is swapped in): steady-state
 # figures are measured on the code a node keeps.
 wait_optimized() {
-    local admin=$1 token=$2; shift 2
-    for name in "$@"; do
+    local admin=$1 token=$2 svc body; shift 2
+    for svc in "$@"; do
         for _ in $(seq 1 1200); do
-            curl -sf -H "Authorization: Bearer $token" "$admin/v1/services/$name" |
-                grep -q '"code":"optimized"' && continue 2
+            body=$(curl -sf -H "Authorization: Bearer $token" "$admin/v1/services/$svc" || true)
+            grep -Eq '"code": ?"optimized"' <<<"$body" && continue 2
             sleep 0.1
         done
-        echo "timed out waiting for $name to run optimized code" >&2
+        echo "timed out waiting for $svc to run optimized code" >&2
         return 1
     done
 }

@@ -1,12 +1,15 @@
 //! Bodies of the admin API as types, shared by the server (which serialises them), the
 //! CLI and the tests (which read them back), so a field's name and meaning live in one
-//! place. So far: `GET /v1/cluster`, `GET /v1/grid`, `GET /v1/health` and
-//! `GET /v1/services`; the other routes still build `serde_json::Value`s.
+//! place: `GET /v1/cluster`, `/v1/grid`, `/v1/health`, `/v1/services`, `/v1/events`,
+//! `/v1/experiments[/{id}]` and `/v1/barriers/stats`. A service's detail, traces and a
+//! barrier's report still build `serde_json::Value`s.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::events::Event;
+use crate::control::experiment::{Experiment, Reprovision};
 use crate::runtime::Tier;
 use crate::services::spec::{Autoscale, Reuse};
 
@@ -195,4 +198,73 @@ pub struct RequestCounts {
 pub struct LatencyCounts {
     pub bounds: Vec<u64>,
     pub counts: Vec<u64>,
+}
+
+/// `GET /v1/events`: the control plane's decisions, oldest first (the same on every node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventList {
+    pub node: String,
+    pub events: Vec<Event>,
+}
+
+/// `GET /v1/experiments`: the re-provisioning experiments, newest first, with the rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentList {
+    pub node: String,
+    pub mode: Reprovision,
+    /// How long a trial runs at least.
+    pub window_ms: u64,
+    /// Calls per arm a verdict needs.
+    pub min_samples: usize,
+    /// Relative p50 gain a change must show to be kept.
+    pub min_gain: f64,
+    /// The verdict rule in words.
+    pub rule: String,
+    pub experiments: Vec<ExperimentView>,
+}
+
+/// One experiment (`GET /v1/experiments/{id}`, and the answer to approve / reject): the
+/// record, and for a running trial when its window ends and each arm's calls so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentView {
+    #[serde(flatten)]
+    pub record: Experiment,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ends_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub so_far: Option<ArmCalls>,
+}
+
+/// Calls each arm of a running trial has had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmCalls {
+    pub old: usize,
+    pub new: usize,
+}
+
+/// `GET /v1/barriers/stats`: per caller and callee with barrier calls, who kept the
+/// barriers waiting; the largest share first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BarrierStats {
+    pub node: String,
+    pub callees: Vec<CalleeWait>,
+}
+
+/// One callee's part in its caller's barrier waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalleeWait {
+    pub caller: String,
+    pub callee: String,
+    pub calls: u64,
+    /// Calls answered on another node.
+    pub remote: u64,
+    /// Barriers in which it answered last.
+    pub waited_on: u64,
+    /// Milliseconds of barrier wait it caused (as the last to answer).
+    pub wait_caused_ms: u64,
+    /// Its share of the caller's whole barrier wait (0 to 1).
+    pub wait_share: f64,
+    /// Call latency percentiles (`None` without calls).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }

@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::{admin_error, err, json_body, unmatched};
+use crate::api;
 use crate::http::{self as h, Body};
 use crate::node::Node;
 
@@ -37,7 +38,7 @@ pub(super) async fn route(
             };
             let (after, limit) = (q("after").unwrap_or(0), q("limit").unwrap_or(100).clamp(1, 1000) as usize);
             let events = node.plane.events(after, limit);
-            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "events": events }), rid)
+            h::json(StatusCode::OK, &api::EventList { node: node.config.node_id.clone(), events }, rid)
         }
         (&Method::GET, ["v1", "autoscale"]) => match node.plane.autoscale_view() {
             Ok(v) => h::json(StatusCode::OK, &v, rid),
@@ -53,8 +54,8 @@ pub(super) async fn route(
         },
         (&Method::GET, ["v1", "barriers", "stats"]) => {
             let (edges, _) = node.plane.graph(false).await;
-            let stats = crate::services::calls::barrier_stats(&edges);
-            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "callees": stats }), rid)
+            let callees = crate::services::calls::barrier_stats(&edges);
+            h::json(StatusCode::OK, &api::BarrierStats { node: node.config.node_id.clone(), callees }, rid)
         }
         (&Method::GET, ["v1", "barriers", id]) => match registry.barrier_report(id).await {
             Ok(Some(v)) => h::json(StatusCode::OK, &v, rid),

@@ -10,9 +10,9 @@
 
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
-use serde_json::{Value, json};
 
 use super::{admin_error, err};
+use crate::api::{ArmCalls, ExperimentList, ExperimentView};
 use crate::control::Cluster;
 use crate::control::experiment::{Experiment, Stage, verdict};
 use crate::http::{self as h, Body};
@@ -46,15 +46,15 @@ pub(super) async fn route(
                 list.push(view(c, &e).await);
             }
             let cfg = &c.config.experiments;
-            let body = json!({
-                "node": node.config.node_id,
-                "mode": cfg.mode,
-                "window_ms": cfg.window.as_millis() as u64,
-                "min_samples": cfg.min_samples,
-                "min_gain": cfg.min_gain,
-                "rule": verdict::rule(cfg.min_gain),
-                "experiments": list,
-            });
+            let body = ExperimentList {
+                node: node.config.node_id.clone(),
+                mode: cfg.mode,
+                window_ms: cfg.window.as_millis() as u64,
+                min_samples: cfg.min_samples,
+                min_gain: cfg.min_gain,
+                rule: verdict::rule(cfg.min_gain),
+                experiments: list,
+            };
             h::json(StatusCode::OK, &body, rid)
         }
         (&Method::GET, [_], Some(id)) => match c.experiments().into_iter().find(|e| e.id == id) {
@@ -87,13 +87,11 @@ pub(super) async fn route(
 
 /// One experiment as the API shows it: the record, its stage's name, and for a running
 /// trial when its window ends and the calls each arm has had so far.
-async fn view(c: &Cluster, e: &Experiment) -> Value {
-    let mut v = serde_json::to_value(e).unwrap_or_default();
+async fn view(c: &Cluster, e: &Experiment) -> ExperimentView {
+    let mut v = ExperimentView { record: e.clone(), window_ends_ms: None, so_far: None };
     if e.stage == Stage::Trial {
-        v["window_ends_ms"] = (e.started_ms + c.config.experiments.window.as_millis() as u64).into();
-        if let Some((old, new)) = c.trial_counts(e).await {
-            v["so_far"] = json!({ "old": old, "new": new });
-        }
+        v.window_ends_ms = Some(e.started_ms + c.config.experiments.window.as_millis() as u64);
+        v.so_far = c.trial_counts(e).await.map(|(old, new)| ArmCalls { old, new });
     }
     v
 }

@@ -237,13 +237,13 @@ pub async fn events(client: &ClientArgs, follow: bool) -> anyhow::Result<ExitCod
     let c = admin_client(client);
     let mut after = 0u64;
     loop {
-        let list = check(c.get(&format!("/v1/events?after={after}&limit=1000")).await?)?;
-        let events = list["events"].as_array().cloned().unwrap_or_default();
-        if events.is_empty() && after == 0 && !follow {
+        let path = format!("/v1/events?after={after}&limit=1000");
+        let list: crate::api::EventList = serde_json::from_value(check(c.get(&path).await?)?)?;
+        if list.events.is_empty() && after == 0 && !follow {
             println!("no events yet");
         }
-        for e in &events {
-            after = after.max(e["seq"].as_u64().unwrap_or(0));
+        for e in &list.events {
+            after = after.max(e.seq);
             println!("{}", event_line(e));
         }
         if !follow {
@@ -254,22 +254,22 @@ pub async fn events(client: &ClientArgs, follow: bool) -> anyhow::Result<ExitCod
     }
 }
 
-fn event_line(e: &Value) -> String {
+fn event_line(e: &crate::control::events::Event) -> String {
     // The time of day in UTC is enough to read a list of recent events by.
-    let day = e["at_ms"].as_u64().unwrap_or(0) / 1000 % 86_400;
+    let day = e.at_ms / 1000 % 86_400;
     let at = format!("{:02}:{:02}:{:02}Z", day / 3600, day / 60 % 60, day % 60);
-    let mut line = format!("{:>5} {at} {:<11}", e["seq"], e["kind"].as_str().unwrap_or("?"));
-    for key in ["service", "node"] {
-        if let Some(v) = e[key].as_str() {
+    let mut line = format!("{:>5} {at} {:<11}", e.seq, e.kind.as_str());
+    for (key, v) in [("service", &e.service), ("node", &e.node)] {
+        if let Some(v) = v {
             line.push_str(&format!(" {key}={v}"));
         }
     }
-    if let (Some(a), Some(b)) = (e["from"].as_u64(), e["to"].as_u64()) {
+    if let (Some(a), Some(b)) = (e.from, e.to) {
         line.push_str(&format!(" {a}->{b}"));
     }
-    line.push_str(&format!(": {}", e["reason"].as_str().unwrap_or("")));
-    if let Some(inputs) = e["inputs"].as_object().filter(|m| !m.is_empty()) {
-        let shown: Vec<String> = inputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    line.push_str(&format!(": {}", e.reason));
+    if !e.inputs.is_empty() {
+        let shown: Vec<String> = e.inputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         line.push_str(&format!(" [{}]", shown.join(" ")));
     }
     line

@@ -31,6 +31,21 @@ pub enum EventKind {
     Experiment,
 }
 
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Scale => "scale",
+            EventKind::Wake => "wake",
+            EventKind::Placement => "placement",
+            EventKind::Nodes => "nodes",
+            EventKind::Drain => "drain",
+            EventKind::Undrain => "undrain",
+            EventKind::RemoveNode => "remove-node",
+            EventKind::Experiment => "experiment",
+        }
+    }
+}
+
 /// One decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

@@ -169,29 +169,32 @@ pub fn quantile_us(latency: &[u64], q: f64) -> Option<u64> {
 
 /// `GET /v1/barriers/stats`: per (caller, callee) with barrier calls, the share of the
 /// caller's barrier wait the callee caused (it answered last), and its tail latency.
-pub fn barrier_stats(edges: &[EdgeReport]) -> Vec<serde_json::Value> {
+pub fn barrier_stats(edges: &[EdgeReport]) -> Vec<crate::api::CalleeWait> {
     let mut total: HashMap<&str, u64> = HashMap::new();
     for e in edges {
         *total.entry(e.from.as_str()).or_default() += e.barrier_wait_ms;
     }
-    let mut out: Vec<(f64, serde_json::Value)> = edges
+    let mut out: Vec<crate::api::CalleeWait> = edges
         .iter()
         .filter(|e| total.get(e.from.as_str()).is_some_and(|t| *t > 0))
         .map(|e| {
-            let t = total[e.from.as_str()];
-            let share = e.barrier_wait_ms as f64 / t as f64;
+            let share = e.barrier_wait_ms as f64 / total[e.from.as_str()] as f64;
             let ms = |q| quantile_us(&e.latency, q).map(|us| us as f64 / 1000.0);
-            let v = serde_json::json!({
-                "caller": e.from, "callee": e.to, "calls": e.calls, "remote": e.remote,
-                "waited_on": e.barrier_last, "wait_caused_ms": e.barrier_wait_ms,
-                "wait_share": (share * 1000.0).round() / 1000.0,
-                "p50_ms": ms(0.5), "p99_ms": ms(0.99),
-            });
-            (share, v)
+            crate::api::CalleeWait {
+                caller: e.from.clone(),
+                callee: e.to.clone(),
+                calls: e.calls,
+                remote: e.remote,
+                waited_on: e.barrier_last,
+                wait_caused_ms: e.barrier_wait_ms,
+                wait_share: (share * 1000.0).round() / 1000.0,
+                p50_ms: ms(0.5),
+                p99_ms: ms(0.99),
+            }
         })
         .collect();
-    out.sort_by(|a, b| b.0.total_cmp(&a.0));
-    out.into_iter().map(|(_, v)| v).collect()
+    out.sort_by(|a, b| b.wait_share.total_cmp(&a.wait_share));
+    out
 }
 
 #[cfg(test)]
@@ -235,12 +238,12 @@ mod tests {
         }
         g.record_wait("jobs", "fast", 40);
         let stats = barrier_stats(&g.report());
-        assert_eq!(stats[0]["callee"], "slow");
-        assert_eq!(stats[0]["wait_share"], 0.75);
-        assert_eq!(stats[0]["waited_on"], 3);
-        assert_eq!(stats[0]["p50_ms"], 50.0);
-        assert_eq!(stats[0]["p99_ms"], 1000.0);
-        assert_eq!(stats[1]["wait_share"], 0.25);
-        assert_eq!(stats[1]["p99_ms"], 0.5);
+        assert_eq!(stats[0].callee, "slow");
+        assert_eq!(stats[0].wait_share, 0.75);
+        assert_eq!(stats[0].waited_on, 3);
+        assert_eq!(stats[0].p50_ms, Some(50.0));
+        assert_eq!(stats[0].p99_ms, Some(1000.0));
+        assert_eq!(stats[1].wait_share, 0.25);
+        assert_eq!(stats[1].p99_ms, Some(0.5));
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use nanogrid::control::events::{Event, EventKind};
+use serde_json::json;
 
 use super::driver::{Cluster, eventually};
 use super::formed;
@@ -21,10 +22,8 @@ async fn instances(c: &Cluster, i: usize, service: &str) -> Option<u64> {
 }
 
 /// The cluster's events as node `i` lists them.
-async fn events(c: &Cluster, i: usize) -> Vec<Value> {
-    let r = c.nodes[i].node.admin().get("/v1/events?limit=1000").await.unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json().unwrap()["events"].as_array().unwrap().clone()
+async fn events(c: &Cluster, i: usize) -> Vec<Event> {
+    c.events(i, 1000).await.expect("the events list").events
 }
 
 /// Clients that keep `n` requests to `path` in flight, spread over the nodes' ingress,
@@ -138,14 +137,16 @@ async fn an_autoscaled_service_follows_a_step_load_within_its_bounds_and_fails_n
 
     // Every decision is listed on every node, with its inputs.
     let ev = events(&c, 2).await;
-    let scales: Vec<&Value> = ev.iter().filter(|e| e["kind"] == "scale" && e["service"] == "slow").collect();
-    let up = scales.iter().find(|e| e["to"].as_u64() > e["from"].as_u64()).expect("a scale-up event");
-    let demand = up["inputs"]["busy"].as_f64().unwrap() + up["inputs"]["queued"].as_f64().unwrap();
-    assert!(demand > 0.5 * up["from"].as_f64().unwrap(), "the demand it acted on was above the target: {up}");
-    assert_eq!(up["inputs"]["target_busy"], 0.5, "{up}");
-    let down = scales.iter().find(|e| e["to"].as_u64() < e["from"].as_u64()).expect("a scale-down event");
-    assert!(down["reason"].as_str().unwrap().contains("3s"), "the cool-down is named: {down}");
-    assert!(ev.iter().any(|e| e["kind"] == "placement" && e["service"] == "slow"), "placement moves are events too");
+    let slow = |e: &&Event| e.service.as_deref() == Some("slow");
+    let scales: Vec<&Event> = ev.iter().filter(|e| e.kind == EventKind::Scale).filter(slow).collect();
+    let up = scales.iter().find(|e| e.to > e.from).expect("a scale-up event");
+    let input = |name: &str| up.inputs.get(name).copied().unwrap_or_else(|| panic!("{name} in {up:#?}"));
+    let demand = input("busy") + input("queued");
+    assert!(demand > 0.5 * f64::from(up.from.unwrap()), "the demand it acted on was above the target: {up:#?}");
+    assert_eq!(input("target_busy"), 0.5, "{up:#?}");
+    let down = scales.iter().find(|e| e.to < e.from).expect("a scale-down event");
+    assert!(down.reason.contains("3s"), "the cool-down is named: {down:#?}");
+    assert!(ev.iter().filter(slow).any(|e| e.kind == EventKind::Placement), "placement moves are events too");
     let cli = c.nodes[1].node.cli(&["events"]);
     let text = String::from_utf8_lossy(&cli.stdout);
     assert!(cli.status.success() && text.contains("scale") && text.contains("service=slow"), "{text}");
@@ -188,10 +189,10 @@ async fn an_idle_service_scales_to_zero_and_its_next_request_wakes_it() {
     assert!(r.text().starts_with("hello"), "{}", r.text());
     assert_eq!(instances(&c, 2, "hello").await, Some(1), "the node that woke it applied the wake");
     let wake = eventually("node 1 lists the wake", Duration::from_secs(10), || async {
-        events(&c, 0).await.into_iter().find(|e| e["kind"] == "wake")
+        events(&c, 0).await.into_iter().find(|e| e.kind == EventKind::Wake)
     })
     .await;
-    assert_eq!((wake["service"].as_str(), wake["node"].as_str()), (Some("hello"), Some("n3")), "{wake}");
+    assert_eq!((wake.service.as_deref(), wake.node.as_deref()), (Some("hello"), Some("n3")), "{wake:#?}");
     // The other nodes reach it too (by forwarding to n3).
     for i in 0..2 {
         let r = c.get(i, "/hello/").await.unwrap();
@@ -343,12 +344,12 @@ async fn the_leader_asks_the_local_scaler_for_a_fourth_node_and_drains_it_when_l
         assert_eq!(got, (200, format!("w{k}")), "write during-{k} was acknowledged during the drain");
     }
     let ev = events(&c, 1).await;
-    let kinds: Vec<&str> = ev.iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
     for kind in ["nodes", "drain", "remove-node"] {
         assert!(kinds.contains(&kind), "a {kind} event in {kinds:?}");
     }
-    let ask = ev.iter().find(|e| e["kind"] == "nodes" && e["to"] == 4).expect("the leader asked for 4 nodes");
-    assert!(ask["reason"].as_str().unwrap().contains("per node"), "{ask}");
+    let ask = ev.iter().find(|e| e.kind == EventKind::Nodes && e.to == Some(4)).expect("the leader asked for 4 nodes");
+    assert!(ask.reason.contains("per node"), "{ask:#?}");
     println!(
         "node scaler: {ok} requests during the step; n4 got {placed:?}; {} quorum writes acknowledged during the drain, all read back; events {kinds:?}",
         acked.len()

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use nanogrid::api::BarrierStats;
+use nanogrid::control::events::EventKind;
+use nanogrid::control::experiment::{Change, Stage};
 use serde_json::{Value, json};
 
 use super::driver::{Cluster, eventually};
@@ -84,19 +87,20 @@ async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them
         panic!("slow was never moved next to fan (leader {leader}); experiments: {exps}");
     }
     assert!(before.len() >= 2, "barriers waited on slow before the move: {before:?}");
-    let stats = c.nodes[caller].node.admin().get("/v1/barriers/stats").await.unwrap().json().unwrap();
-    let row = stats["callees"].as_array().unwrap().iter().find(|r| r["callee"] == "slow").cloned().unwrap();
-    assert!(row["wait_share"].as_f64().unwrap() >= 0.5, "{stats}");
-    assert!(row["p99_ms"].as_f64().is_some(), "{row}");
+    let stats: BarrierStats =
+        serde_json::from_value(c.nodes[caller].node.admin().get("/v1/barriers/stats").await.unwrap().json().unwrap())
+            .unwrap();
+    let row = stats.callees.iter().find(|r| r.callee == "slow").expect("a row for slow");
+    assert!(row.wait_share >= 0.5, "{stats:#?}");
+    assert!(row.p99_ms.is_some(), "{row:#?}");
     let i = c.index_of(&leader);
-    let events = c.nodes[i].node.admin().get("/v1/events?limit=200").await.unwrap().json().unwrap();
-    let placed =
-        events["events"].as_array().unwrap().iter().any(|e| e["kind"] == "placement" && e["service"] == "slow");
-    assert!(placed, "the move is an event: {events}");
-    let exps: Value = c.nodes[i].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
-    let e = exps["experiments"].as_array().unwrap().iter().find(|e| e["service"] == "slow").cloned().unwrap();
-    assert_eq!(e["stage"], "kept", "{e:#}");
-    assert!(e["hypothesis"].as_str().unwrap().contains("barrier wait"), "the wait share made it hot: {e:#}");
+    let events = c.events(i, 200).await.expect("the events list");
+    let placed = events.events.iter().any(|e| e.kind == EventKind::Placement && e.service.as_deref() == Some("slow"));
+    assert!(placed, "the move is an event: {events:#?}");
+    let exps = c.experiments(i).await.expect("the experiments list");
+    let e = &exps.experiments.iter().find(|e| e.record.service == "slow").expect("an experiment on slow").record;
+    assert_eq!(e.stage, Stage::Kept, "{e:#?}");
+    assert!(e.hypothesis.contains("barrier wait"), "the wait share made it hot: {e:#?}");
 
     // Now next to its caller: the barriers' wait drops.
     let mut after = Vec::new();
@@ -155,30 +159,27 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
     };
 
     let li = c.index_of(&leader);
-    let e: Value = eventually("a count trial for slow ends", Duration::from_secs(90), || async {
-        let v: Value = c.nodes[li].node.admin().get("/v1/experiments").await.ok()?.json().ok()?;
-        let e = v["experiments"].as_array()?.iter().find(|e| e["service"] == "slow").cloned()?;
-        (e["stage"] != "trial").then_some(e)
+    let e = eventually("a count trial for slow ends", Duration::from_secs(90), || async {
+        let e = c.experiments(li).await?.experiments.into_iter().find(|e| e.record.service == "slow")?.record;
+        (e.stage != Stage::Trial).then_some(e)
     })
     .await;
-    assert_eq!(e["change"]["kind"], "add-instance", "{e:#}");
-    assert_eq!(e["change"]["from"], 1, "{e:#}");
-    assert_eq!(e["node"], here.as_str(), "{e:#}");
-    assert!(e["hypothesis"].as_str().unwrap().contains("barrier wait"), "the wait share made it hot: {e:#}");
-    assert!(e["inputs"]["queued"].as_f64().unwrap() >= 0.2, "it queued: {e:#}");
-    let f = &e["figures"];
-    assert!(f["old"]["arrangement"].as_str().unwrap().starts_with("1 instances"), "{f:#}");
-    assert!(f["new"]["arrangement"].as_str().unwrap().starts_with("2 instances"), "{f:#}");
-    let calls = |arm: &str| f[arm]["samples"].as_u64().unwrap() + f[arm]["errors"].as_u64().unwrap();
-    assert!(calls("old") >= 10 && calls("new") >= 10, "{f:#}");
-    assert_eq!(e["stage"], "kept", "one more instance of a queueing callee wins: {e:#}");
+    assert_eq!(e.change, Change::AddInstance { from: 1 }, "{e:#?}");
+    assert_eq!(e.node, here, "{e:#?}");
+    assert!(e.hypothesis.contains("barrier wait"), "the wait share made it hot: {e:#?}");
+    assert!(e.inputs.get("queued").is_some_and(|q| *q >= 0.2), "it queued: {e:#?}");
+    let f = e.figures.as_ref().expect("a judged experiment has figures");
+    assert!(f.old.arrangement.starts_with("1 instances"), "{f:#?}");
+    assert!(f.new.arrangement.starts_with("2 instances"), "{f:#?}");
+    assert!(f.old.samples + f.old.errors >= 10 && f.new.samples + f.new.errors >= 10, "{f:#?}");
+    assert_eq!(e.stage, Stage::Kept, "one more instance of a queueing callee wins: {e:#?}");
     // The arms ran interleaved in time under the same load (a before/after comparison
     // would measure whatever else the machine was doing too): the barriers' wait, which
     // is this call's time, dropped with the extra instance. On a slow machine the single
     // instance's queue overflows and calls time out: they count as slower than any answer
     // (the old p50 may be "failed", null).
-    let (old, new) = (f["old"]["p50_ms"].as_f64().unwrap_or(f64::INFINITY), f["new"]["p50_ms"].as_f64().unwrap());
-    assert!(new < old && f["p50_gain"]["lo"].as_f64().unwrap() > 0.05, "{f:#}");
+    let (old, new) = (f.old.p50_ms.unwrap_or(f64::INFINITY), f.new.p50_ms.expect("the new arm's p50"));
+    assert!(new < old && f.p50_gain.lo > 0.05, "{f:#?}");
 
     // Kept: the count is 2, both on the node, and barriers still end.
     eventually("slow has two instances on its node", Duration::from_secs(20), || async {
@@ -191,11 +192,11 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
     // Every node records the new count once it has applied it (a moment after node i).
     eventually("the new count is an event on every node", Duration::from_secs(10), || async {
         for j in 0..3 {
-            let events: Value = c.nodes[j].node.admin().get("/v1/events?limit=500").await.ok()?.json().ok()?;
-            let scaled = events["events"]
-                .as_array()?
-                .iter()
-                .any(|ev| ev["kind"] == "scale" && ev["service"] == "slow" && ev["from"] == 1 && ev["to"] == 2);
+            let scaled = c.events(j, 500).await?.events.iter().any(|ev| {
+                ev.kind == EventKind::Scale
+                    && ev.service.as_deref() == Some("slow")
+                    && (ev.from, ev.to) == (Some(1), Some(2))
+            });
             if !scaled {
                 return None;
             }
@@ -218,5 +219,5 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
     })
     .await;
     assert_eq!(b["waited_on"]["service"], "slow", "{b}");
-    println!("count trial: {}; a barrier after it waited {} ms", e["verdict"], b["waited_on"]["after_ms"]);
+    println!("count trial: {}; a barrier after it waited {} ms", e.verdict, b["waited_on"]["after_ms"]);
 }

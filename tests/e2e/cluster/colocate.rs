@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nanogrid::control::experiment::Stage;
 use serde_json::{Value, json};
 
 use super::driver::{Cluster, eventually};
@@ -88,21 +89,20 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
     // The move was an experiment the leader kept: both arms measured, the new one faster.
     // (Read on another node than the placement: it shows the verdict once it has applied it.)
     let e = eventually("the caller's node shows the experiment ended", Duration::from_secs(10), || async {
-        let exps: Value = c.nodes[caller].node.admin().get("/v1/experiments").await.ok()?.json().ok()?;
-        let e = exps["experiments"].as_array()?.iter().find(|e| e["service"] == "tail").cloned()?;
-        (e["stage"] != "trial").then_some(e)
+        let e = c.experiments(caller).await?.experiments.into_iter().find(|e| e.record.service == "tail")?.record;
+        (e.stage != Stage::Trial).then_some(e)
     })
     .await;
-    let f = &e["figures"];
-    eprintln!("experiment {}: {}", e["id"], e["verdict"]);
-    assert_eq!((e["stage"].as_str(), e["node"].as_str()), (Some("kept"), Some(here.as_str())), "{e:#}");
-    assert_eq!(e["before"], json!({ first.as_str(): 1 }), "the old arm is where tail ran: {e:#}");
-    for arm in ["old", "new"] {
-        assert!(f[arm]["samples"].as_u64().unwrap() >= 30, "{arm} arm: {f:#}");
+    eprintln!("experiment {}: {}", e.id, e.verdict);
+    assert_eq!((e.stage, e.node.as_str()), (Stage::Kept, here.as_str()), "{e:#?}");
+    assert_eq!(e.before, [(first.clone(), 1)].into(), "the old arm is where tail ran: {e:#?}");
+    let f = e.figures.as_ref().expect("a judged experiment has figures");
+    for (arm, a) in [("old", &f.old), ("new", &f.new)] {
+        assert!(a.samples >= 30, "{arm} arm: {f:#?}");
     }
-    assert!(f["new"]["p50_ms"].as_f64().unwrap() < f["old"]["p50_ms"].as_f64().unwrap(), "{f:#}");
-    assert!(f["p50_gain"]["lo"].as_f64().unwrap() > 0.05, "{f:#}");
-    assert!(e["hypothesis"].as_str().unwrap().contains("calls/s"), "{e:#}");
+    assert!(f.new.p50_ms.expect("new p50") < f.old.p50_ms.expect("old p50"), "{f:#?}");
+    assert!(f.p50_gain.lo > 0.05, "{f:#?}");
+    assert!(e.hypothesis.contains("calls/s"), "{e:#?}");
     // Once the new instance serves, calls stay on the node.
     eventually("tail serves on the caller's node", Duration::from_secs(20), || async {
         let v = c.nodes[caller].node.service("tail").await;

@@ -297,6 +297,22 @@ impl Cluster {
         (r.status == 200).then(|| serde_json::from_slice(&r.body).ok()).flatten()
     }
 
+    /// `GET /v1/experiments` on node `i` (`None` while it does not answer 200).
+    pub async fn experiments(&self, i: usize) -> Option<nanogrid::api::ExperimentList> {
+        self.typed(i, "/v1/experiments").await
+    }
+
+    /// `GET /v1/events?limit=LIMIT` on node `i`.
+    pub async fn events(&self, i: usize, limit: usize) -> Option<nanogrid::api::EventList> {
+        self.typed(i, &format!("/v1/events?limit={limit}")).await
+    }
+
+    /// A typed admin body from node `i`.
+    async fn typed<T: serde::de::DeserializeOwned>(&self, i: usize, path: &str) -> Option<T> {
+        let r = self.nodes[i].node.admin().get(path).await.ok()?;
+        (r.status == 200).then(|| serde_json::from_slice(&r.body).ok()).flatten()
+    }
+
     /// Node `id`'s role as node `i` shows it.
     pub async fn role(&self, i: usize, id: &str) -> Option<Role> {
         Some(self.status(i).await?.node(id)?.role)

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use nanogrid::api::ExperimentView;
+use nanogrid::control::events::EventKind;
+use nanogrid::control::experiment::{Experiment, Reprovision, Stage};
 use serde_json::{Value, json};
 
 use super::driver::{Cluster, eventually};
@@ -40,10 +43,10 @@ async fn start(flags: &[String]) -> Arc<Cluster> {
 }
 
 /// Until every node shows the experiment about `tail` on `here` passing `check`.
-async fn every_node_shows(c: &Cluster, here: &str, what: &str, check: impl Fn(&Value) -> bool) {
+async fn every_node_shows(c: &Cluster, here: &str, what: &str, check: impl Fn(&Experiment) -> bool) {
     eventually(what, Duration::from_secs(10), || async {
         for j in 0..3 {
-            if !check(&experiment(c, j, "tail", here).await?) {
+            if !check(&experiment(c, j, "tail", here).await?.record) {
                 return None;
             }
         }
@@ -61,9 +64,8 @@ fn decide(c: &Cluster, i: usize, action: &str, id: &str) -> String {
 }
 
 /// The newest experiment about `service` on `node`, as node `i` shows it.
-async fn experiment(c: &Cluster, i: usize, service: &str, node: &str) -> Option<Value> {
-    let v: Value = c.nodes[i].node.admin().get("/v1/experiments").await.ok()?.json().ok()?;
-    v["experiments"].as_array()?.iter().find(|e| e["service"] == service && e["node"] == node).cloned()
+async fn experiment(c: &Cluster, i: usize, service: &str, node: &str) -> Option<ExperimentView> {
+    c.experiments(i).await?.experiments.into_iter().find(|e| e.record.service == service && e.record.node == node)
 }
 
 /// The two-stage chain `head` → `tail` deployed [`across`] nodes.
@@ -106,20 +108,20 @@ async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
     let (i, here, first) = across(&c, ("sleepy", "misbehave", json!({})), ("caller", "misbehave", json!({}))).await;
     let (stop, task) = load(&c, i, "/caller/call-path?to=sleepy&path=/sleep/400");
     let e = eventually("the experiment on sleepy ends", Duration::from_secs(90), || async {
-        let e = experiment(&c, 0, "sleepy", &here).await?;
-        (e["stage"] != "trial").then_some(e)
+        let e = experiment(&c, 0, "sleepy", &here).await?.record;
+        (e.stage != Stage::Trial).then_some(e)
     })
     .await;
-    let f = &e["figures"];
-    eprintln!("sleepy on {here}: {}", e["verdict"]);
-    assert_eq!(e["stage"], "rolled-back", "{e:#}");
-    for arm in ["old", "new"] {
-        assert!(f[arm]["samples"].as_u64().unwrap() >= 20, "{arm} arm: {f:#}");
-        assert!(f[arm]["p50_ms"].as_f64().unwrap() >= 400.0, "the sleep dominates both arms: {f:#}");
+    eprintln!("sleepy on {here}: {}", e.verdict);
+    assert_eq!(e.stage, Stage::RolledBack, "{e:#?}");
+    let f = e.figures.as_ref().expect("a judged experiment has figures");
+    for (arm, a) in [("old", &f.old), ("new", &f.new)] {
+        assert!(a.samples >= 20, "{arm} arm: {f:#?}");
+        assert!(a.p50_ms.is_some_and(|ms| ms >= 400.0), "the sleep dominates both arms: {f:#?}");
     }
-    assert!(f["p50_gain"]["lo"].as_f64().unwrap() <= 0.05, "the gain's interval reaches below 5 %: {f:#}");
-    assert!(e["verdict"].as_str().unwrap().contains("not clearly better"), "{e:#}");
-    assert_eq!(e["before"], json!({ first.as_str(): 1 }), "{e:#}");
+    assert!(f.p50_gain.lo <= 0.05, "the gain's interval reaches below 5 %: {f:#?}");
+    assert!(e.verdict.contains("not clearly better"), "{e:#?}");
+    assert_eq!(e.before, [(first.clone(), 1)].into(), "{e:#?}");
     // The trial instance goes; sleepy stays where it was.
     let back = vec![(first.clone(), 1)];
     eventually("sleepy is back on its old arrangement", Duration::from_secs(20), || async {
@@ -130,41 +132,36 @@ async fn a_move_that_does_not_speed_calls_up_is_rolled_back() {
     // (20 windows): three seconds (six traffic windows) later there is still only the one
     // experiment (an absence, so watched for a bounded time).
     holds_for(Duration::from_secs(3), || async {
-        let all: Value = c.nodes[1].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
-        let tries = all["experiments"].as_array().unwrap().iter().filter(|x| x["service"] == "sleepy").count();
-        assert_eq!(tries, 1, "{all:#}");
+        let all = c.experiments(1).await.expect("the experiments list");
+        let tries = all.experiments.iter().filter(|x| x.record.service == "sleepy").count();
+        assert_eq!(tries, 1, "{all:#?}");
         assert_eq!(c.placement(0, "sleepy").await, back);
     })
     .await;
     stop.store(true, Ordering::Relaxed);
     task.await.unwrap();
-    let events: Value = c.nodes[2].node.admin().get("/v1/events?limit=200").await.unwrap().json().unwrap();
-    let words: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "experiment")
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    let events = c.events(2, 200).await.expect("the events list");
+    let words: Vec<&str> =
+        events.events.iter().filter(|e| e.kind == EventKind::Experiment).map(|e| e.reason.as_str()).collect();
     assert!(words.iter().any(|w| w.contains("started")) && words.iter().any(|w| w.contains("rolled")), "{words:?}");
 }
 
 /// Under `--reprovision propose`: a winning move of `tail` next to `head`, held for a
 /// person's decision while the load runs. Returns the cluster, the experiment, tail's trial
 /// node and its node before, the placement while it waits, and the load's stop flag and task.
-async fn pending_move() -> (Arc<Cluster>, Value, (String, String), Vec<(String, u64)>, Load) {
+async fn pending_move() -> (Arc<Cluster>, Experiment, (String, String), Vec<(String, u64)>, Load) {
     let c = start(&flags("5", "2000", "30", &["--reprovision", "propose"])).await;
     formed(&c).await;
     let (i, here, first) = chain_across(&c).await;
     let load = load(&c, i, "/head/");
     let e = eventually("the experiment on tail ends", Duration::from_secs(90), || async {
-        let e = experiment(&c, 1, "tail", &here).await?;
-        (e["stage"] != "trial").then_some(e)
+        let e = experiment(&c, 1, "tail", &here).await?.record;
+        (e.stage != Stage::Trial).then_some(e)
     })
     .await;
-    eprintln!("tail on {here}: {}", e["verdict"]);
-    assert_eq!(e["stage"], "pending", "the move wins and waits: {e:#}");
-    assert!(e["figures"]["won"] == true, "{e:#}");
+    eprintln!("tail on {here}: {}", e.verdict);
+    assert_eq!(e.stage, Stage::Pending, "the move wins and waits: {e:#?}");
+    assert!(e.figures.as_ref().is_some_and(|f| f.won), "{e:#?}");
     // Nothing applies to all traffic yet: the old instance stays beside the trial one,
     // while the leader keeps judging windows.
     let mut seen = c.placement(0, "tail").await;
@@ -174,7 +171,7 @@ async fn pending_move() -> (Arc<Cluster>, Value, (String, String), Vec<(String, 
     assert_eq!(seen, want);
     // Experiments are Raft-replicated control state: another node shows the verdict once it
     // has applied the entry, a moment after the node that answered first.
-    every_node_shows(&c, &here, "every node shows the experiment pending", |e| e["stage"] == "pending").await;
+    every_node_shows(&c, &here, "every node shows the experiment pending", |e| e.stage == Stage::Pending).await;
     (c, e, (here, first), want, load)
 }
 
@@ -185,8 +182,8 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
     let _cpu = crate::support::latency_sensitive().await;
     let (c, e, (here, _first), want, (stop, task)) = pending_move().await;
     holds_for(Duration::from_secs(3), || async {
-        let again = experiment(&c, 2, "tail", &here).await.unwrap();
-        assert_eq!(again["stage"], "pending", "{again:#}");
+        let again = experiment(&c, 2, "tail", &here).await.unwrap().record;
+        assert_eq!(again.stage, Stage::Pending, "{again:#?}");
         let mut still = c.placement(0, "tail").await;
         still.sort();
         assert_eq!(still, want, "no move without approval");
@@ -194,7 +191,7 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
     .await;
 
     // `nanogrid experiments` shows it; `nanogrid approve ID` applies it.
-    let id = e["id"].as_u64().unwrap().to_string();
+    let id = e.id.to_string();
     let out = c.nodes[2].node.cli(&["experiments"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains(&format!("#{id} pending")) && text.contains("p50"), "{text}");
@@ -219,7 +216,7 @@ async fn in_propose_mode_a_winning_move_waits_for_approval() {
 async fn in_propose_mode_a_rejected_move_is_rolled_back() {
     let _cpu = crate::support::latency_sensitive().await;
     let (c, e, (here, first), _, (stop, task)) = pending_move().await;
-    let id = e["id"].as_u64().unwrap().to_string();
+    let id = e.id.to_string();
     let text = decide(&c, 1, "reject", &id);
     assert!(text.contains(&format!("#{id} rolled-back")) && text.contains("rejected"), "{text}");
     let back = vec![(first.clone(), 1)];
@@ -228,15 +225,15 @@ async fn in_propose_mode_a_rejected_move_is_rolled_back() {
     })
     .await;
     every_node_shows(&c, &here, "every node shows the experiment rolled back", |e| {
-        e["stage"] == "rolled-back" && e["verdict"].as_str().is_some_and(|v| v.contains("rejected"))
+        e.stage == Stage::RolledBack && e.verdict.contains("rejected")
     })
     .await;
     // The load still makes tail's node hot for it, but a rejected move waits out its
     // cooldown (20 windows): no new trial, no move.
     holds_for(Duration::from_secs(4), || async {
         assert_eq!(c.placement(0, "tail").await, back, "tail stays where it was");
-        let latest = experiment(&c, 0, "tail", &here).await.unwrap();
-        assert_eq!(latest["id"], e["id"], "no new experiment on tail: {latest:#}");
+        let latest = experiment(&c, 0, "tail", &here).await.unwrap().record;
+        assert_eq!(latest.id, e.id, "no new experiment on tail: {latest:#?}");
     })
     .await;
     // Neither decision applies twice.
@@ -269,9 +266,9 @@ async fn with_reprovision_off_hot_traffic_moves_nothing() {
     // tries nor makes a move.
     let there = vec![(first, 1)];
     holds_for(Duration::from_secs(3), || async {
-        let v: Value = c.nodes[li].node.admin().get("/v1/experiments").await.unwrap().json().unwrap();
-        assert_eq!(v["mode"], "off");
-        assert_eq!(v["experiments"], json!([]), "{v:#}");
+        let v = c.experiments(li).await.expect("the experiments list");
+        assert_eq!(v.mode, Reprovision::Off);
+        assert!(v.experiments.is_empty(), "{v:#?}");
         assert_eq!(c.placement(0, "tail").await, there);
     })
     .await;

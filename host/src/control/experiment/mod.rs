@@ -50,6 +50,16 @@ pub enum Reprovision {
     Off,
 }
 
+impl Reprovision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reprovision::Auto => "auto",
+            Reprovision::Propose => "propose",
+            Reprovision::Off => "off",
+        }
+    }
+}
+
 impl std::str::FromStr for Reprovision {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
