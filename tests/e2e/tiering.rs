@@ -71,6 +71,17 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
     assert_eq!(node.metric("nanogrid_services_on_baseline_code", "").await, 2.0);
     assert_eq!(cached(&node), 0, "baseline code is never cached");
 
+    // The sandbox's limits hold on baseline code: memory, and the deadline.
+    node.deploy("m", "misbehave", json!({ "limits": { "memory_mib": 16, "timeout_ms": 300 } })).await;
+    assert_eq!(node.service("m").await["status"]["local"]["code"], "baseline");
+    let r = node.get("/m/alloc/64").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("allocation failed"), "{}", r.text());
+    assert_eq!(node.get("/m/alloc/4").await.status, 200);
+    let r = node.get("/m/loop").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some("timeout"), "{}", r.text());
+
     // Released under load: every request answers while the code is swapped.
     let (stop, answered, failed) =
         (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -99,9 +110,10 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
     assert_eq!(node.request_with(Method::GET, "/hello/", &traced(second)).await.status, 200);
     let run = run_span(&node, second, "hello").await;
     assert!(run["attrs"].get("code.tier").is_none(), "optimized runs carry no tier mark: {run}");
-    assert_eq!(node.metric("nanogrid_compiles_total", "tier=\"optimized\"").await, 2.0);
+    node.wait_optimized("m").await;
+    assert_eq!(node.metric("nanogrid_compiles_total", "tier=\"optimized\"").await, 3.0);
     assert_eq!(node.metric("nanogrid_services_on_baseline_code", "").await, 0.0);
-    assert_eq!(cached(&node), 2, "the optimized code is cached");
+    assert_eq!(cached(&node), 3, "the optimized code is cached");
 
     // A restart loads the optimized code from the cache: nothing is compiled again.
     let log_before = node.log().len();

@@ -222,13 +222,13 @@ impl Runtime {
         let pre = match &code.kind {
             PreparedKind::Http(pre) => pre,
             PreparedKind::Http3(pre) => {
-                return self.handle_http3(pre.clone(), &code.engine, call, req, limits, done).await;
+                return self.handle_http3(pre.clone(), &code, call, req, limits, done).await;
             }
             PreparedKind::Nanoservice(_) => return Err(CallError::Internal("not a wasi:http component".into())),
         };
         let pre = pre.clone();
         let tail = OutputTail::new(2048);
-        let mut store: Store<StoreState> = self.new_store(&code.engine, call, limits, &tail)?;
+        let mut store: Store<StoreState> = self.new_store(&code, call, limits, &tail)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let data = store.data_mut();
         let scheme = if req.extensions().get::<OverTls>().is_some() { Scheme::Https } else { Scheme::Http };

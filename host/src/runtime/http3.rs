@@ -71,7 +71,7 @@ impl Runtime {
     pub(super) async fn handle_http3<B>(
         self: &Arc<Self>,
         pre: ServicePre<StoreState>,
-        engine: &wasmtime::Engine,
+        code: &super::Code,
         call: CallContext,
         req: http::Request<B>,
         limits: ExecLimits,
@@ -82,7 +82,7 @@ impl Runtime {
         B::Error: Into<HttpError>,
     {
         let tail = OutputTail::new(2048);
-        let mut store: Store<StoreState> = self.new_store(engine, call, limits, &tail)?;
+        let mut store: Store<StoreState> = self.new_store(code, call, limits, &tail)?;
         let (head_tx, head_rx) = oneshot::channel::<Head>();
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
         let idle = self.idle.clone();

@@ -62,6 +62,28 @@ use state::StoreState;
 /// tasks) at this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// What a load found or made: code to use, or baseline code whose optimized compile is
+/// still to be queued ([`Runtime::queue`]).
+enum Loaded {
+    Ready(Compiled),
+    Baseline(tier::Unsent),
+}
+
+impl Loaded {
+    fn component(&self) -> Component {
+        match self {
+            Loaded::Ready(c) => c.component(),
+            Loaded::Baseline(u) => u.component(),
+        }
+    }
+}
+
+/// Per component (the pooling allocator's limits, and baseline Stores' too).
+const MEMORIES_PER_COMPONENT: usize = 16;
+const TABLES_PER_COMPONENT: usize = 64;
+/// Elements per table (wasmtime's pool default, stated so both tiers share it).
+const TABLE_ELEMENTS: usize = 20_000;
+
 /// How many of a trapped guest's last output lines its error carries.
 const TRAP_OUTPUT_LINES: usize = 12;
 
@@ -232,8 +254,9 @@ fn engine_config(cfg: &RuntimeConfig, async_abi: bool, baseline: bool) -> Config
         .total_memories(n.saturating_mul(4))
         .total_tables(n.saturating_mul(8))
         .total_stacks(n)
-        .max_memories_per_component(16)
-        .max_tables_per_component(64)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT as u32)
+        .max_tables_per_component(TABLES_PER_COMPONENT as u32)
+        .table_elements(TABLE_ELEMENTS)
         .max_core_instances_per_component(128)
         .max_memory_size(cfg.pool_max_memory)
         // Rust guests start with about 1.1 MiB of memory; keeping that resident between
@@ -267,6 +290,11 @@ fn engine_config(cfg: &RuntimeConfig, async_abi: bool, baseline: bool) -> Config
         // Baseline code serves until the optimized arrives: instances come from mmap
         // (no second pool reserved beside the Cranelift engine's).
         config.strategy(wasmtime::Strategy::Winch).allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    } else if cfg.tiered {
+        // Cranelift then runs only on the tier-up thread, in the background: on that one
+        // thread (at a lower priority, tier.rs) rather than on every core, so requests
+        // and other components' baseline compiles are not held up by it.
+        config.parallel_compilation(false);
     }
     config
 }
@@ -324,11 +352,14 @@ impl Runtime {
     /// Blocking: call from a blocking thread.
     pub fn inspect(&self, digest: &str, bytes: &[u8]) -> Result<(Compiled, ComponentInfo), InspectError> {
         inspect::check_header(bytes)?;
-        let compiled = self.load(digest, bytes).map_err(|e| InspectError::Invalid(format!("{e:#}")))?;
-        let component = compiled.component();
+        let loaded =
+            self.load_inner(digest, || Ok(bytes.to_vec())).map_err(|e| InspectError::Invalid(format!("{e:#}")))?;
+        let component = loaded.component();
         let flavor = self.flavor_of(&component);
         let mut info = inspect::describe(&flavor.engine, &flavor.linker, &component)?;
         info.min_memory_bytes = nanogrid_wire::upload::min_memory_bytes(bytes);
+        // Only a component that passed inspection gets its optimized compile queued.
+        let compiled = self.queue(loaded);
         Ok((compiled, info))
     }
 
@@ -341,8 +372,21 @@ impl Runtime {
     /// are only made when the cache has no entry for `key`. A component nothing was
     /// compiled for gets baseline code first when tiering is on (tier.rs). Blocking.
     pub fn load_with(&self, digest: &str, bytes: impl FnOnce() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<Compiled> {
+        Ok(self.queue(self.load_inner(digest, bytes)?))
+    }
+
+    /// A loaded component, its optimized compile queued if it has baseline code.
+    fn queue(&self, loaded: Loaded) -> Compiled {
+        match (loaded, &self.tier_up) {
+            (Loaded::Ready(c), _) => c,
+            (Loaded::Baseline(unsent), Some(t)) => t.submit(unsent),
+            (Loaded::Baseline(unsent), None) => unsent.abandon(),
+        }
+    }
+
+    fn load_inner(&self, digest: &str, bytes: impl FnOnce() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<Loaded> {
         if let Some(c) = self.tier_up.as_ref().and_then(|t| t.pending(digest)) {
-            return Ok(c);
+            return Ok(Loaded::Ready(c));
         }
         for flavor in [&self.plain, &self.concurrent] {
             let path = flavor.cache_path(digest);
@@ -353,7 +397,7 @@ impl Runtime {
             // `tier::write_cache` wrote with `Component::serialize`, keyed by an
             // engine-compatibility hash; wasmtime also checks the header before using it.
             match unsafe { Component::deserialize_file(&flavor.engine, &path) } {
-                Ok(c) => return Ok(Compiled::optimized(digest, c)),
+                Ok(c) => return Ok(Loaded::Ready(Compiled::optimized(digest, c))),
                 Err(e) => tracing::warn!(%digest, error = %e, "ignoring unusable compile cache entry"),
             }
         }
@@ -368,7 +412,8 @@ impl Runtime {
                     tier_up.stats.baseline_compiles.fetch_add(1, Ordering::Relaxed);
                     tier_up.stats.baseline_ms.fetch_add(ms, Ordering::Relaxed);
                     tracing::info!(%digest, ms, tier = "baseline", "compiled baseline code");
-                    return Ok(tier_up.baseline(digest, c, bytes, usize::from(concurrent)));
+                    let unsent = tier_up.baseline(digest, c, bytes, usize::from(concurrent));
+                    return Ok(Loaded::Baseline(unsent));
                 }
                 // A proposal Winch lacks, say; an invalid component fails below as well.
                 Err(e) => tracing::debug!(%digest, error = %e, "no baseline code; compiling with Cranelift now"),
@@ -380,7 +425,7 @@ impl Runtime {
         if let Err(e) = tier::write_cache(&flavor.cache_path(digest), &component) {
             tracing::warn!(%digest, error = %e, "could not write compile cache entry");
         }
-        Ok(Compiled::optimized(digest, component))
+        Ok(Loaded::Ready(Compiled::optimized(digest, component)))
     }
 
     /// The engine (and linker) a compiled component belongs to.
@@ -396,7 +441,7 @@ impl Runtime {
 
     fn new_store(
         &self,
-        engine: &Engine,
+        code: &Code,
         call: CallContext,
         limits: ExecLimits,
         tail: &OutputTail,
@@ -435,11 +480,11 @@ impl Runtime {
                 trace: call.trace.clone(),
             },
             table: Default::default(),
-            limits: StoreLimitsBuilder::new().memory_size(limits.max_memory).instances(64).build(),
+            limits: store_limits(code.tier, limits.max_memory),
             call,
             linked: Vec::new(),
         };
-        let mut store = Store::new(engine, state);
+        let mut store = Store::new(&code.engine, state);
         store.limiter(|s| &mut s.limits);
         arm_deadline(&mut store, limits.timeout);
         if self.fuel {
@@ -458,7 +503,7 @@ impl Runtime {
     ) -> Result<(), CallError> {
         let tail = OutputTail::new(256);
         let code = prepared.code();
-        let mut store = self.new_store(&code.engine, call, limits, &tail)?;
+        let mut store = self.new_store(&code, call, limits, &tail)?;
         let result = match &code.kind {
             PreparedKind::Nanoservice(pre) => pre.instantiate_async(&mut store).await.map(drop),
             PreparedKind::Http(pre) => pre.instantiate_async(&mut store).await.map(drop),
@@ -485,7 +530,7 @@ impl Runtime {
         };
         code.note(&call);
         let tail = OutputTail::new(2048);
-        let mut store = self.new_store(&code.engine, call, limits, &tail)?;
+        let mut store = self.new_store(&code, call, limits, &tail)?;
         let traced = store.data().call.trace.run.clone();
         let run = async {
             let t = Instant::now();
@@ -565,7 +610,7 @@ impl Runtime {
             }
             None => {
                 let tail = OutputTail::new(2048);
-                let mut store = self.new_store(&code.engine, call, limits, &tail)?;
+                let mut store = self.new_store(&code, call, limits, &tail)?;
                 let t = Instant::now();
                 let instance = self.instantiate(pre, &mut store).await.map_err(|e| classify(e, limits, &tail))?;
                 if let Some(r) = &traced {
@@ -614,6 +659,19 @@ fn classify(err: wasmtime::Error, limits: ExecLimits, tail: &OutputTail) -> Call
         return CallError::PoolExhausted(err.to_string());
     }
     CallError::Internal(format!("{:#}", anyhow::Error::from(err)))
+}
+
+/// A Store's resource limits. Baseline code's instances come from mmap, not the pool,
+/// so its Stores get the pool's per-component counts as limits (optimized code is held to
+/// them by the pool itself): memories and tables, and elements per table.
+fn store_limits(tier: Tier, max_memory: usize) -> wasmtime::StoreLimits {
+    let limits = StoreLimitsBuilder::new().memory_size(max_memory).instances(64);
+    match tier {
+        Tier::Optimized => limits.build(),
+        Tier::Baseline => {
+            limits.memories(MEMORIES_PER_COMPONENT).tables(TABLES_PER_COMPONENT).table_elements(TABLE_ELEMENTS).build()
+        }
+    }
 }
 
 /// Link `component` with `linker` (its engine's, perhaps with a chain's edges added).

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak, mpsc};
 use std::time::{Duration, Instant};
 
@@ -186,65 +186,148 @@ pub struct TierStats {
 }
 
 /// The tier-up thread and the components waiting for it. Dropping it stops the thread
-/// after the compile it is in.
+/// before its next compile (the ones still queued settle with an error: their services
+/// keep baseline code, which a node shutting down no longer serves anyway).
 pub(super) struct TierUp {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    /// Components with baseline code whose optimized compile has not ended, by digest:
-    /// a second load (the deploy after the upload) shares them instead of compiling again.
-    pending: Arc<Mutex<HashMap<String, Compiled>>>,
+    shared: Arc<Shared>,
     pub stats: Arc<TierStats>,
+}
+
+/// What the tier-up thread and the submitting threads share.
+struct Shared {
+    /// Components with baseline code whose optimized compile is queued or running, by
+    /// digest: a second load (the deploy after the upload) shares them.
+    pending: Mutex<HashMap<String, Compiled>>,
+    /// Jobs sent and not yet taken by the thread.
+    queued: AtomicUsize,
+    stop: AtomicBool,
+    targets: [Target; 2],
+    stats: Arc<TierStats>,
+}
+
+/// A baseline compile whose optimized one is not queued yet ([`TierUp::submit`]):
+/// uploads queue it only once the component passed inspection.
+pub(super) struct Unsent(Job);
+
+impl Unsent {
+    pub(super) fn component(&self) -> Component {
+        self.0.compiled.component()
+    }
+
+    /// Keep the baseline code for good (no tiering to queue it on).
+    pub(super) fn abandon(self) -> Compiled {
+        let Unsent(job) = self;
+        let linker = Linker::new(job.compiled.component().engine());
+        job.compiled.settle(Err(anyhow::anyhow!("no optimizing compiler here")), &linker);
+        job.compiled
+    }
 }
 
 /// Environment variable naming a file: while it exists the tier-up thread waits before
 /// each compile. For tests that must see baseline code serve; unset in production.
 pub const HOLD_ENV: &str = "NANOGRID_HOLD_TIER_UP";
 
+/// Optimized compiles queued at most; beyond, the submitting thread compiles itself
+/// (backpressure on uploads instead of a queue, and its memory, without bound).
+const MAX_QUEUED: usize = 8;
+
 impl TierUp {
     pub(super) fn start(targets: [Target; 2]) -> anyhow::Result<TierUp> {
         let (tx, rx) = mpsc::channel::<Job>();
-        let pending: Arc<Mutex<HashMap<String, Compiled>>> = Arc::default();
         let stats = Arc::new(TierStats::default());
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            queued: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            targets,
+            stats: stats.clone(),
+        });
         let hold = std::env::var_os(HOLD_ENV).map(PathBuf::from);
-        let (p, s) = (pending.clone(), stats.clone());
+        let s = shared.clone();
         std::thread::Builder::new().name("tier-up".into()).spawn(move || {
+            lower_priority();
             while let Ok(job) = rx.recv() {
+                s.queued.fetch_sub(1, Ordering::Relaxed);
                 if let Some(file) = &hold {
-                    while file.exists() {
+                    while file.exists() && !s.stop.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(20));
                     }
                 }
-                let digest = job.compiled.0.digest.clone();
-                let target = &targets[job.target];
-                let result = optimize(&digest, &job.bytes, target, &s);
-                job.compiled.settle(result, &target.linker);
-                p.lock().unwrap_or_else(|e| e.into_inner()).remove(&digest);
+                if s.stop.load(Ordering::Relaxed) {
+                    s.finish(job, Err(anyhow::anyhow!("the node is shutting down")));
+                } else {
+                    s.run(job);
+                }
             }
         })?;
-        Ok(TierUp { jobs: Mutex::new(Some(tx)), pending, stats })
+        Ok(TierUp { jobs: Mutex::new(Some(tx)), shared, stats })
     }
 
     /// A component whose optimized compile is still to come.
     pub(super) fn pending(&self, digest: &str) -> Option<Compiled> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(digest).cloned()
+        self.shared.lock_pending().get(digest).cloned()
     }
 
-    /// Serve `component` (Winch's code for `bytes`) now and queue Cranelift's.
-    pub(super) fn baseline(&self, digest: &str, component: Component, bytes: Vec<u8>, target: usize) -> Compiled {
-        let compiled = Compiled::baseline(digest, component);
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(digest.to_string(), compiled.clone());
-        let job = Job { compiled: compiled.clone(), bytes, target };
-        let sent = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|tx| tx.send(job));
-        if !matches!(sent, Some(Ok(()))) {
-            compiled
-                .settle(Err(anyhow::anyhow!("the node is shutting down")), &Linker::new(compiled.component().engine()));
+    /// Serve `component` (Winch's code for `bytes`) now; Cranelift's once submitted.
+    pub(super) fn baseline(&self, digest: &str, component: Component, bytes: Vec<u8>, target: usize) -> Unsent {
+        Unsent(Job { compiled: Compiled::baseline(digest, component), bytes, target })
+    }
+
+    /// Queue the optimized compile (or, with the queue full or the thread gone, run it
+    /// on the calling thread: a blocking one). Returns the component.
+    pub(super) fn submit(&self, Unsent(job): Unsent) -> Compiled {
+        let compiled = job.compiled.clone();
+        let s = &self.shared;
+        if s.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
+            s.run(job);
+            return compiled;
+        }
+        s.lock_pending().insert(compiled.0.digest.clone(), compiled.clone());
+        s.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = match self.jobs.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        };
+        if let Err(job) = sent {
+            s.queued.fetch_sub(1, Ordering::Relaxed);
+            s.run(job);
         }
         compiled
     }
 }
 
+impl Shared {
+    fn lock_pending(&self) -> MutexGuard<'_, HashMap<String, Compiled>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Compile the optimized code and swap it in. A panic inside the compiler settles the
+    /// job with an error (its services keep their baseline code; nothing waits forever).
+    fn run(&self, job: Job) {
+        let target = &self.targets[job.target];
+        let digest = &job.compiled.0.digest;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            optimize(digest, &job.bytes, target, &self.stats)
+        }))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the optimizing compiler panicked")));
+        self.finish(job, result);
+    }
+
+    fn finish(&self, job: Job, result: anyhow::Result<Component>) {
+        job.compiled.settle(result, &self.targets[job.target].linker);
+        let mut pending = self.lock_pending();
+        // Only this job's entry: a concurrent load of the same digest may have put its own.
+        if pending.get(&job.compiled.0.digest).is_some_and(|c| Arc::ptr_eq(&c.0, &job.compiled.0)) {
+            pending.remove(&job.compiled.0.digest);
+        }
+    }
+}
+
 impl Drop for TierUp {
     fn drop(&mut self) {
-        // The thread ends when its channel closes.
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // The thread settles what is queued, then ends when its channel is empty and closed.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
@@ -277,6 +360,17 @@ fn optimize(digest: &str, bytes: &[u8], target: &Target, stats: &TierStats) -> a
         }
     }
     component
+}
+
+/// Give the calling thread a nice value of 10: the scheduler prefers the node's other
+/// threads (requests, baseline compiles) when the cores are busy. Best effort.
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread (on Linux a thread id names one thread
+    // for setpriority).
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "the tier-up thread keeps its priority");
+    }
 }
 
 /// A digest's entry in a compile cache directory.
