@@ -324,7 +324,8 @@ def main():
             "service 30.9 ms (ratio 0.77), 0 answers other than 200 for both. The same day's earlier run measured "
             "8.0 ms (1.1 ms on one node); three later runs on a fresh VM measured 9.2-21.7 ms (1.8-3.8 ms on "
             "one node), so the three-node verdict moves with the machine. Both arms include each cluster's first "
-            "deploy of the digest (about 0.6 s then).",
+            "deploy of the digest (about 0.6 s then). On 2026-12-04 one binary (7dbad12) measured 11.5-23.5 ms in "
+            "six runs of this benchmark within half an hour (8.1 ms twice earlier that day).",
         ]
     lines.append("<!-- density:end -->")
     rewrite_section(out, "density", lines)
