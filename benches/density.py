@@ -316,7 +316,10 @@ def main():
             "(not met; 117 ms of it the upload's Cranelift compile), the digest's first deploy in three nodes "
             "361 ms, the Python component 9022 ms and the JavaScript one 13777 ms from upload to deployed. "
             "Compile alone, `wasmtime compile` 48.0.8 on this machine: hello 50-60 ms with Cranelift, 20 ms "
-            "with Winch (process start included); the Python component 4.6 s / 1.4 s; JavaScript 5.2 s / 1.1 s.",
+            "with Winch (process start included); the Python component 4.6 s / 1.4 s; JavaScript 5.2 s / 1.1 s. "
+            "Since 63c55d2 Cranelift runs on the tier-up thread alone at nice 10 (in 1cd3f62 on both cores): the "
+            "swap comes later (hello 94 -> ~200 ms, Python 7.7 -> ~13.8 s, JavaScript 10.2 -> ~18.5 s) and "
+            "requests and other components' baseline compiles do not wait behind it.",
             "",
             "The leader places a new service as soon as it has loaded it (36887ac: only then, not after every "
             "Service Manager pass, which disturbed count trials). Side by side on 2026-12-03, 3 clusters x 5 "
