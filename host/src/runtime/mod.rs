@@ -17,6 +17,7 @@
 pub mod bindings;
 mod chain;
 pub mod codec;
+mod engine;
 mod fncache;
 mod http;
 mod http3;
@@ -29,18 +30,13 @@ mod state;
 mod tier;
 pub mod typed;
 
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, Trap,
-    UpdateDeadline,
-};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 pub use bindings::{GuestError, Request, Response};
@@ -55,6 +51,7 @@ pub use tier::{CompileMode, Compiled, HOLD_ENV as HOLD_TIER_UP_ENV, Tier, TierSt
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use bindings::{Nanoservice, NanoservicePre};
+use engine::{Flavor, baseline_flavors, store_limits};
 use output::OutputTail;
 use state::StoreState;
 
@@ -77,12 +74,6 @@ impl Loaded {
         }
     }
 }
-
-/// Per component (the pooling allocator's limits, and baseline Stores' too).
-const MEMORIES_PER_COMPONENT: usize = 16;
-const TABLES_PER_COMPONENT: usize = 64;
-/// Elements per table (wasmtime's pool default, stated so both tiers share it).
-const TABLE_ELEMENTS: usize = 20_000;
 
 /// How many of a trapped guest's last output lines its error carries.
 const TRAP_OUTPUT_LINES: usize = 12;
@@ -188,17 +179,6 @@ impl Prepared {
     }
 }
 
-/// One wasmtime engine, its linker and its compile cache directory. The node keeps two:
-/// `plain` for every component that does not use the component model's async ABI, and
-/// `concurrent` (concurrency support on, WASI 0.3 linked) for those that do. Concurrency
-/// support makes every request in its engine dearer (a hello request: about 13 µs in
-/// `plain`, 22 µs with it, host/examples/instantiate.rs), so only async components pay.
-struct Flavor {
-    engine: Engine,
-    linker: Linker<StoreState>,
-    cache_dir: PathBuf,
-}
-
 pub struct Runtime {
     plain: Flavor,
     concurrent: Flavor,
@@ -210,93 +190,6 @@ pub struct Runtime {
     outbound: Arc<outbound::OutboundNet>,
     /// Instances kept between requests for services with `reuse` (see reuse.rs).
     idle: Arc<reuse::IdleBudget>,
-}
-
-impl Flavor {
-    fn new(cfg: &RuntimeConfig, async_abi: bool, baseline: bool) -> anyhow::Result<Self> {
-        let mut config = engine_config(cfg, async_abi, baseline);
-        if !baseline {
-            // Compiled functions, shared by every component of this engine (see fncache.rs).
-            let functions = fncache::FunctionCache::new(fncache::BUDGET);
-            config.enable_incremental_compilation(Arc::new(functions)).map_err(anyhow::Error::from)?;
-        }
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        Nanoservice::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        if async_abi {
-            // WASI 0.3 next to 0.2: same WasiCtx (grants, deny-at-use) and outbound policy.
-            wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
-            wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
-        }
-        let mut h = std::hash::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        let cache_dir = cfg.compile_cache.join(format!("{:016x}", h.finish()));
-        if !baseline {
-            std::fs::create_dir_all(&cache_dir)
-                .with_context(|| format!("creating the compile cache {}", cache_dir.display()))?;
-        }
-        Ok(Flavor { engine, linker, cache_dir })
-    }
-
-    fn cache_path(&self, digest: &str) -> PathBuf {
-        tier::cache_path(&self.cache_dir, digest)
-    }
-}
-
-fn engine_config(cfg: &RuntimeConfig, async_abi: bool, baseline: bool) -> Config {
-    let mut pool = PoolingAllocationConfig::default();
-    let n = cfg.pool_instances.max(1);
-    // A fused chain is one component with a memory and a few core instances per part.
-    pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(8))
-        .total_memories(n.saturating_mul(4))
-        .total_tables(n.saturating_mul(8))
-        .total_stacks(n)
-        .max_memories_per_component(MEMORIES_PER_COMPONENT as u32)
-        .max_tables_per_component(TABLES_PER_COMPONENT as u32)
-        .table_elements(TABLE_ELEMENTS)
-        .max_core_instances_per_component(128)
-        .max_memory_size(cfg.pool_max_memory)
-        // Rust guests start with about 1.1 MiB of memory; keeping that resident between
-        // instances halves instantiation time.
-        .table_keep_resident(64 << 10);
-    // Resetting a used instance slot dominates per-request cost. With Linux's
-    // PAGEMAP_SCAN (6.7+) wasmtime resets only the pages a guest dirtied, so a large
-    // resident window is cheap and spares page faults: 13 µs per hello request here,
-    // against 35 µs with the memset-or-madvise reset (see docs/BENCHMARKS.md).
-    // Probe the ioctl itself: a recent kernel can still block it (seccomp, containers).
-    if PoolingAllocationConfig::is_pagemap_scan_available() {
-        pool.pagemap_scan(wasmtime::Enabled::Yes).linear_memory_keep_resident(16 << 20);
-    } else {
-        pool.linear_memory_keep_resident(1 << 20);
-    }
-    let mut config = Config::new();
-    config
-        .epoch_interruption(true)
-        .consume_fuel(cfg.fuel)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-        .max_wasm_stack(1 << 20)
-        .async_stack_size(2 << 20)
-        // Guests do not get to use more than the pool slot; smaller reservations let
-        // many instances coexist in the address space.
-        .memory_reservation(cfg.pool_max_memory as u64)
-        .memory_guard_size(32 << 20)
-        // WASI 0.3 components (`wasi:http@0.3`) use the component-model async ABI.
-        .wasm_component_model_async(async_abi)
-        .concurrency_support(async_abi);
-    if baseline {
-        // Baseline code serves until the optimized arrives: instances come from mmap
-        // (no second pool reserved beside the Cranelift engine's).
-        config.strategy(wasmtime::Strategy::Winch).allocation_strategy(InstanceAllocationStrategy::OnDemand);
-    } else if cfg.tiered {
-        // Cranelift then runs only on the tier-up thread, in the background: on that one
-        // thread (at a lower priority, tier.rs) rather than on every core, so requests
-        // and other components' baseline compiles are not held up by it.
-        config.parallel_compilation(false);
-    }
-    config
 }
 
 impl Runtime {
@@ -661,19 +554,6 @@ fn classify(err: wasmtime::Error, limits: ExecLimits, tail: &OutputTail) -> Call
     CallError::Internal(format!("{:#}", anyhow::Error::from(err)))
 }
 
-/// A Store's resource limits. Baseline code's instances come from mmap, not the pool,
-/// so its Stores get the pool's per-component counts as limits (optimized code is held to
-/// them by the pool itself): memories and tables, and elements per table.
-fn store_limits(tier: Tier, max_memory: usize) -> wasmtime::StoreLimits {
-    let limits = StoreLimitsBuilder::new().memory_size(max_memory).instances(64);
-    match tier {
-        Tier::Optimized => limits.build(),
-        Tier::Baseline => {
-            limits.memories(MEMORIES_PER_COMPONENT).tables(TABLES_PER_COMPONENT).table_elements(TABLE_ELEMENTS).build()
-        }
-    }
-}
-
 /// Link `component` with `linker` (its engine's, perhaps with a chain's edges added).
 fn link(linker: &Linker<StoreState>, component: &Component, tier: Tier) -> anyhow::Result<Code> {
     let pre = linker.instantiate_pre(component).map_err(anyhow::Error::from)?;
@@ -689,17 +569,6 @@ fn link(linker: &Linker<StoreState>, component: &Component, tier: Tier) -> anyho
         PreparedKind::Http(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(anyhow::Error::from)?)
     };
     Ok(Code { kind, engine: engine.clone(), tier })
-}
-
-/// Winch's engines, or `None` (tiering off, said once) where Winch cannot make them.
-fn baseline_flavors(cfg: &RuntimeConfig) -> Option<[Flavor; 2]> {
-    match (Flavor::new(cfg, false, true), Flavor::new(cfg, true, true)) {
-        (Ok(plain), Ok(concurrent)) => Some([plain, concurrent]),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %format!("{e:#}"), "no baseline compiler here: every component waits for Cranelift");
-            None
-        }
-    }
 }
 
 impl Drop for Runtime {
