@@ -1,7 +1,7 @@
 //! Tiered compilation: a new component serves from Winch's baseline code at once, and
 //! Cranelift's optimized code is swapped in under live traffic and cached for restarts.
-//! The node's tier-up thread is held (NANOGRID_HOLD_TIER_UP names a file; while it exists
-//! no optimized compile starts), so the baseline phase is a state the test controls, not a
+//! The node's tier-up thread is held (NANOGRID_HOLD_TIER_UP names a FIFO it reads before
+//! its first compile), so the baseline phase is a state the test controls, not a
 //! race against the compiler.
 
 use std::sync::Arc;
@@ -13,19 +13,11 @@ use http::Method;
 use nanogrid::client::Client;
 use serde_json::{Value, json};
 
-use crate::support::{TestNode, eventually};
+use crate::support::TestNode;
 
-/// The run span of `service` in trace `id`.
+/// The run span of `service` in trace `id` (the client's span is [`CLIENT_SPAN`]).
 async fn run_span(node: &TestNode, id: &str, service: &str) -> Value {
-    let name = format!("run {service}");
-    eventually("the run span is recorded", Duration::from_secs(20), || {
-        let (admin, name) = (node.admin(), name.clone());
-        async move {
-            let v: Value = admin.get(&format!("/v1/traces/{id}")).await.ok()?.json().ok()?;
-            v["spans"].as_array()?.iter().find(|s| s["name"] == name.as_str()).cloned()
-        }
-    })
-    .await
+    crate::tracing::runs_in_trace(node, id, service, 1, CLIENT_SPAN).await.remove(0)
 }
 
 /// The `.cwasm` files of the node's own compile cache.
@@ -40,15 +32,19 @@ fn cached(node: &TestNode) -> usize {
         .count()
 }
 
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
 fn traced(id: &str) -> Vec<(&'static str, String)> {
-    vec![("traceparent", format!("00-{id}-00f067aa0ba902b7-01"))]
+    vec![("traceparent", format!("00-{id}-{CLIENT_SPAN}-01"))]
 }
 
 #[tokio::test]
 async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in() {
     let mut node = TestNode::unstarted(false, &["--trace-sample", "1"]);
     let hold = node.data.path().join("hold-tier-up");
-    std::fs::write(&hold, "").unwrap();
+    let path = std::ffi::CString::new(hold.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a plain syscall on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo {}", hold.display());
     node.env.push((nanogrid::runtime::HOLD_TIER_UP_ENV.into(), hold.display().to_string()));
     node.restart();
 
@@ -98,7 +94,14 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
             }
         })
     };
-    std::fs::remove_file(&hold).unwrap();
+    // The tier-up thread waits in open(2) for a writer: this write releases it (a bounded
+    // wait, so a thread that never reads fails the test instead of hanging it).
+    let release = tokio::task::spawn_blocking(move || std::fs::write(&hold, "go"));
+    tokio::time::timeout(Duration::from_secs(30), release)
+        .await
+        .expect("the tier-up thread reads the FIFO")
+        .unwrap()
+        .unwrap();
     node.wait_optimized("hello").await;
     node.wait_optimized("web").await;
     stop.store(true, Ordering::Relaxed);

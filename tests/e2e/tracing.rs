@@ -82,7 +82,7 @@ async fn sampling_changes_while_the_node_runs_and_bad_shares_are_refused() {
 
 /// The runs of `service` in trace `id`, once there are at least `n`, after checking that
 /// every span's parent is in the trace or is the client's span.
-async fn runs_in_trace(node: &TestNode, id: &str, service: &str, n: usize, client_span: &str) -> Vec<Value> {
+pub(crate) async fn runs_in_trace(node: &TestNode, id: &str, service: &str, n: usize, client_span: &str) -> Vec<Value> {
     let name = format!("run {service}");
     let spans: Vec<Value> = crate::support::eventually("the trace's runs", std::time::Duration::from_secs(20), || {
         let (admin, name) = (node.admin(), name.clone());

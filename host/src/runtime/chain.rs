@@ -111,7 +111,7 @@ impl Runtime {
     ) -> anyhow::Result<Arc<Prepared>> {
         let key = chain.key();
         let compiled = self.load_with(&key, || compose(chain, &bytes()?))?;
-        self.prepare(&key, &compiled)
+        self.prepare(&compiled)
     }
 
     /// Link a chain host-mediated: one instance per part, in the request's Store. Every

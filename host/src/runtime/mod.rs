@@ -60,19 +60,33 @@ use state::StoreState;
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// What a load found or made: code to use, or baseline code whose optimized compile is
-/// still to be queued ([`Runtime::queue`]).
-enum Loaded {
+/// still to be queued on the tier-up thread ([`Loaded::queue`]).
+enum Loaded<'a> {
     Ready(Compiled),
-    Baseline(tier::Unsent),
+    Baseline(&'a tier::TierUp, tier::Unsent),
 }
 
-impl Loaded {
+impl Loaded<'_> {
     fn component(&self) -> Component {
         match self {
             Loaded::Ready(c) => c.component(),
-            Loaded::Baseline(u) => u.component(),
+            Loaded::Baseline(_, u) => u.component(),
         }
     }
+
+    /// The component, its optimized compile queued if it has baseline code.
+    fn queue(self) -> Compiled {
+        match self {
+            Loaded::Ready(c) => c,
+            Loaded::Baseline(tier_up, unsent) => tier_up.submit(unsent),
+        }
+    }
+}
+
+/// Tiered compilation's parts: Winch's engines (plain, concurrent) and the tier-up thread.
+struct Tiering {
+    baseline: [Flavor; 2],
+    up: tier::TierUp,
 }
 
 /// How many of a trapped guest's last output lines its error carries.
@@ -182,9 +196,8 @@ impl Prepared {
 pub struct Runtime {
     plain: Flavor,
     concurrent: Flavor,
-    /// Winch's engines for plain and concurrent components, with tiering on.
-    baseline: Option<[Flavor; 2]>,
-    tier_up: Option<tier::TierUp>,
+    /// With `--compile tiered` (and Winch usable here).
+    tiering: Option<Tiering>,
     ticker_stop: Arc<AtomicBool>,
     fuel: bool,
     outbound: Arc<outbound::OutboundNet>,
@@ -196,19 +209,21 @@ impl Runtime {
     pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Self> {
         let plain = Flavor::new(cfg, false, false)?;
         let concurrent = Flavor::new(cfg, true, false)?;
-        let baseline = if cfg.tiered { baseline_flavors(cfg) } else { None };
-        let tier_up = match &baseline {
-            Some(_) => Some(tier::TierUp::start([&plain, &concurrent].map(|f| tier::Target {
-                engine: f.engine.clone(),
-                linker: f.linker.clone(),
-                cache_dir: f.cache_dir.clone(),
-            }))?),
+        let tiering = match cfg.tiered.then(|| baseline_flavors(cfg)).flatten() {
+            Some(baseline) => Some(Tiering {
+                baseline,
+                up: tier::TierUp::start([&plain, &concurrent].map(|f| tier::Target {
+                    engine: f.engine.clone(),
+                    linker: f.linker.clone(),
+                    cache_dir: f.cache_dir.clone(),
+                }))?,
+            }),
             None => None,
         };
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let mut engines = vec![plain.engine.clone(), concurrent.engine.clone()];
-            engines.extend(baseline.iter().flatten().map(|f| f.engine.clone()));
+            engines.extend(tiering.iter().flat_map(|t| &t.baseline).map(|f| f.engine.clone()));
             let stop = ticker_stop.clone();
             std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
@@ -223,12 +238,12 @@ impl Runtime {
         };
         // Idle reused instances may hold at most a quarter of the node's instance slots.
         let idle = reuse::IdleBudget::new((cfg.pool_instances / 4) as usize);
-        Ok(Runtime { plain, concurrent, baseline, tier_up, ticker_stop, fuel: cfg.fuel, outbound, idle })
+        Ok(Runtime { plain, concurrent, tiering, ticker_stop, fuel: cfg.fuel, outbound, idle })
     }
 
     /// Compile counters of tiered compilation (`None` with it off).
     pub fn tier_stats(&self) -> Option<&TierStats> {
-        self.tier_up.as_ref().map(|t| &*t.stats)
+        self.tiering.as_ref().map(|t| &*t.up.stats)
     }
 
     /// Guests' outgoing HTTP settings (the node records its listeners there).
@@ -252,7 +267,7 @@ impl Runtime {
         let mut info = inspect::describe(&flavor.engine, &flavor.linker, &component)?;
         info.min_memory_bytes = nanogrid_wire::upload::min_memory_bytes(bytes);
         // Only a component that passed inspection gets its optimized compile queued.
-        let compiled = self.queue(loaded);
+        let compiled = loaded.queue();
         Ok((compiled, info))
     }
 
@@ -265,20 +280,11 @@ impl Runtime {
     /// are only made when the cache has no entry for `key`. A component nothing was
     /// compiled for gets baseline code first when tiering is on (tier.rs). Blocking.
     pub fn load_with(&self, digest: &str, bytes: impl FnOnce() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<Compiled> {
-        Ok(self.queue(self.load_inner(digest, bytes)?))
+        Ok(self.load_inner(digest, bytes)?.queue())
     }
 
-    /// A loaded component, its optimized compile queued if it has baseline code.
-    fn queue(&self, loaded: Loaded) -> Compiled {
-        match (loaded, &self.tier_up) {
-            (Loaded::Ready(c), _) => c,
-            (Loaded::Baseline(unsent), Some(t)) => t.submit(unsent),
-            (Loaded::Baseline(unsent), None) => unsent.abandon(),
-        }
-    }
-
-    fn load_inner(&self, digest: &str, bytes: impl FnOnce() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<Loaded> {
-        if let Some(c) = self.tier_up.as_ref().and_then(|t| t.pending(digest)) {
+    fn load_inner(&self, digest: &str, bytes: impl FnOnce() -> anyhow::Result<Vec<u8>>) -> anyhow::Result<Loaded<'_>> {
+        if let Some(c) = self.tiering.as_ref().and_then(|t| t.up.pending(digest)) {
             return Ok(Loaded::Ready(c));
         }
         for flavor in [&self.plain, &self.concurrent] {
@@ -297,16 +303,15 @@ impl Runtime {
         let bytes = bytes()?;
         let concurrent = nanogrid_wire::upload::uses_async_abi(&bytes);
         let flavor = if concurrent { &self.concurrent } else { &self.plain };
-        if let (Some(tier_up), Some(baseline)) = (&self.tier_up, &self.baseline) {
+        if let Some(Tiering { baseline, up }) = &self.tiering {
             let started = Instant::now();
             match Component::new(&baseline[usize::from(concurrent)].engine, &bytes) {
                 Ok(c) => {
                     let ms = started.elapsed().as_millis() as u64;
-                    tier_up.stats.baseline_compiles.fetch_add(1, Ordering::Relaxed);
-                    tier_up.stats.baseline_ms.fetch_add(ms, Ordering::Relaxed);
+                    up.stats.baseline_compiles.fetch_add(1, Ordering::Relaxed);
+                    up.stats.baseline_ms.fetch_add(ms, Ordering::Relaxed);
                     tracing::info!(%digest, ms, tier = "baseline", "compiled baseline code");
-                    let unsent = tier_up.baseline(digest, c, bytes, usize::from(concurrent));
-                    return Ok(Loaded::Baseline(unsent));
+                    return Ok(Loaded::Baseline(up, up.baseline(digest, c, bytes, usize::from(concurrent))));
                 }
                 // A proposal Winch lacks, say; an invalid component fails below as well.
                 Err(e) => tracing::debug!(%digest, error = %e, "no baseline code; compiling with Cranelift now"),
@@ -323,13 +328,13 @@ impl Runtime {
 
     /// The engine (and linker) a compiled component belongs to.
     fn flavor_of(&self, component: &Component) -> &Flavor {
-        let mut all = [&self.plain, &self.concurrent].into_iter().chain(self.baseline.iter().flatten());
+        let mut all = [&self.plain, &self.concurrent].into_iter().chain(self.tiering.iter().flat_map(|t| &t.baseline));
         all.find(|f| Engine::same(component.engine(), &f.engine)).unwrap_or(&self.plain)
     }
 
     /// Link a compiled component once; requests then only instantiate.
-    pub fn prepare(&self, digest: &str, compiled: &Compiled) -> anyhow::Result<Arc<Prepared>> {
-        compiled.prepare(digest, |c, tier| link(&self.flavor_of(c).linker, c, tier))
+    pub fn prepare(&self, compiled: &Compiled) -> anyhow::Result<Arc<Prepared>> {
+        compiled.prepare(|c, tier| link(&self.flavor_of(c).linker, c, tier))
     }
 
     fn new_store(

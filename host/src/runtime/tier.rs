@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use wasmtime::Engine;
@@ -101,10 +101,6 @@ impl Compiled {
         self.lock().component.clone()
     }
 
-    pub fn tier(&self) -> Tier {
-        self.lock().tier
-    }
-
     /// The optimized code, waiting while Cranelift compiles it. Blocking.
     pub fn wait_optimized(&self) -> anyhow::Result<Component> {
         let mut state = self.lock();
@@ -121,11 +117,10 @@ impl Compiled {
     /// linked again (by the tier-up thread) when the optimized code arrives.
     pub(super) fn prepare(
         &self,
-        digest: &str,
         link: impl FnOnce(&Component, Tier) -> anyhow::Result<Code>,
     ) -> anyhow::Result<Arc<Prepared>> {
         let mut state = self.lock();
-        let prepared = Arc::new(Prepared::new(digest, link(&state.component, state.tier)?));
+        let prepared = Arc::new(Prepared::new(&self.0.digest, link(&state.component, state.tier)?));
         if state.pending {
             state.watchers.retain(|w| w.strong_count() > 0);
             state.watchers.push(Arc::downgrade(&prepared));
@@ -135,22 +130,24 @@ impl Compiled {
 
     /// The optimized compile ended: swap its code in everywhere (or keep the baseline).
     fn settle(&self, result: anyhow::Result<Component>, linker: &Linker<StoreState>) {
-        let (component, watchers) = {
+        let (optimized, watchers) = {
             let mut state = self.lock();
             state.pending = false;
-            match result {
+            let optimized = match result {
                 Ok(c) => {
                     state.component = c.clone();
                     state.tier = Tier::Optimized;
+                    Some(c)
                 }
-                Err(e) => state.failure = Some(format!("{e:#}")),
-            }
-            (state.component.clone(), std::mem::take(&mut state.watchers))
+                Err(e) => {
+                    state.failure = Some(format!("{e:#}"));
+                    None
+                }
+            };
+            (optimized, std::mem::take(&mut state.watchers))
         };
         self.0.settled.notify_all();
-        if self.tier() != Tier::Optimized {
-            return;
-        }
+        let Some(component) = optimized else { return };
         for prepared in watchers.iter().filter_map(Weak::upgrade) {
             match super::link(linker, &component, Tier::Optimized) {
                 Ok(code) => prepared.swap(code),
@@ -214,18 +211,11 @@ impl Unsent {
     pub(super) fn component(&self) -> Component {
         self.0.compiled.component()
     }
-
-    /// Keep the baseline code for good (no tiering to queue it on).
-    pub(super) fn abandon(self) -> Compiled {
-        let Unsent(job) = self;
-        let linker = Linker::new(job.compiled.component().engine());
-        job.compiled.settle(Err(anyhow::anyhow!("no optimizing compiler here")), &linker);
-        job.compiled
-    }
 }
 
-/// Environment variable naming a file: while it exists the tier-up thread waits before
-/// each compile. For tests that must see baseline code serve; unset in production.
+/// Environment variable naming a FIFO: the tier-up thread opens it for reading before its
+/// first compile, so it waits until someone writes to it (and closes it). For tests that
+/// must see baseline code serve; unset in production.
 pub const HOLD_ENV: &str = "NANOGRID_HOLD_TIER_UP";
 
 /// Optimized compiles queued at most; beyond, the submitting thread compiles itself
@@ -243,16 +233,15 @@ impl TierUp {
             targets,
             stats: stats.clone(),
         });
-        let hold = std::env::var_os(HOLD_ENV).map(PathBuf::from);
+        let mut hold = std::env::var_os(HOLD_ENV).map(PathBuf::from);
         let s = shared.clone();
         std::thread::Builder::new().name("tier-up".into()).spawn(move || {
             lower_priority();
             while let Ok(job) = rx.recv() {
                 s.queued.fetch_sub(1, Ordering::Relaxed);
-                if let Some(file) = &hold {
-                    while file.exists() && !s.stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                if let Some(fifo) = hold.take() {
+                    // Blocks until the test writes; what it reads does not matter.
+                    let _ = std::fs::read(&fifo);
                 }
                 if s.stop.load(Ordering::Relaxed) {
                     s.finish(job, Err(anyhow::anyhow!("the node is shutting down")));

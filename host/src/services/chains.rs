@@ -223,7 +223,7 @@ impl Registry {
                 return Ok(Serving::Provider { graph: None });
             }
             let unit = unit.clone();
-            let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&unit.digest, &unit.component))
+            let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&unit.component))
                 .await
                 .map_err(internal)?
                 .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
