@@ -13,8 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use http::Method;
+use nanogrid::boot;
 use nanogrid::client::Client;
-use nanogrid::node::{self, NodeConfig};
+use nanogrid::node::NodeConfig;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -29,7 +30,7 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         NodeConfig { data_dir: dir.path().to_path_buf(), admin_token: Some("bench".into()), ..NodeConfig::default() };
     let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let handle = node::start(cfg, ingress, admin).await?;
+    let handle = boot::start(cfg, ingress, admin).await?;
     let n = handle.node.clone();
     let bytes = std::fs::read(wasm).with_context(|| format!("reading {wasm}"))?;
     let up = n.registry.put_component(bytes.into()).await?;

@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use http::Method;
+use nanogrid::boot::{self, NodeHandle};
 use nanogrid::client::Client;
 use nanogrid::control::ClusterConfig;
 use nanogrid::grid::part::Consistency;
 use nanogrid::grid::{BatchOp, Durability, Grid, RocksStorage, Storage, SyncMode, Table};
-use nanogrid::node::{self, NodeConfig, NodeHandle};
+use nanogrid::node::NodeConfig;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -72,7 +73,7 @@ async fn start_cluster(dirs: &[tempfile::TempDir], sync: SyncMode) -> anyhow::Re
         };
         let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        nodes.push(node::start(cfg, ingress, admin).await?);
+        nodes.push(boot::start(cfg, ingress, admin).await?);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -2,7 +2,7 @@
 //!
 //! A request flows `ingress` → `services` (admission gate) → `runtime` (fresh instance from
 //! a pre-linked component) → guest; guest imports reach `grid` (kv) and back into
-//! `services` (invoke). `admin` changes the service table; `node` wires it all together;
+//! `services` (invoke). `admin` changes the service table; `boot` wires it all together;
 //! `cli` is the `nanogrid` binary's front end.
 //!
 //! | module | owns |
@@ -15,7 +15,8 @@
 //! | [`transport`] | cluster secrets, mutual TLS, typed peer calls over HTTP/2 |
 //! | [`ingress`] | `/{service}/...` HTTP front door |
 //! | [`admin`] | `/v1` JSON API, bearer-token auth, `/metrics` |
-//! | [`node`] | start-up and shutdown of one node |
+//! | [`node`] | a node's configuration and shared state (what admin and metrics read) |
+//! | [`boot`] | start-up and shutdown of one node: the composition root |
 //! | [`cli`] | `nanogrid` subcommands |
 //!
 //! Start a node in-process (as the tests and `nanogrid up` do):
@@ -25,7 +26,7 @@
 //! let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let config = nanogrid::node::NodeConfig { data_dir: "/tmp/ng".into(), ..Default::default() };
-//! let handle = nanogrid::node::start(config, ingress, admin).await?;
+//! let handle = nanogrid::boot::start(config, ingress, admin).await?;
 //! println!("ingress on {}", handle.node.ingress_addr());
 //! handle.shutdown().await;
 //! # Ok(()) }
@@ -35,6 +36,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod autoscale;
+pub mod boot;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -48,6 +50,7 @@ pub mod metrics;
 pub mod node;
 pub mod pace;
 pub mod ratelog;
+pub mod route;
 pub mod runtime;
 pub mod server;
 pub mod services;

@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 
 use super::node_config::{cluster_config, node_config};
 use super::{ClientArgs, DeployArgs, InvokeArgs, ServeArgs};
+use crate::boot::{self, NodeHandle};
 use crate::client::{AdminClient, Client, Reply};
 use crate::config::FileConfig;
-use crate::node::{self, NodeConfig, NodeHandle};
+use crate::node::NodeConfig;
 
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -39,7 +40,7 @@ pub async fn start_node(
     })?;
     let admin_l = bind(admin, "admin").await?;
     let explicit_token = cfg.admin_token.is_some();
-    let handle = node::start(cfg, ingress_l, admin_l).await?;
+    let handle = boot::start(cfg, ingress_l, admin_l).await?;
     let n = &handle.node;
     let mut out = std::io::stdout().lock();
     match &n.cluster {
@@ -61,7 +62,7 @@ pub async fn start_node(
     if let (false, Some(c)) = (explicit_token, &n.cluster) {
         let _ = writeln!(out, "admin token in {}", c.config.cluster_dir.join("admin-token").display());
     } else if !explicit_token {
-        let _ = writeln!(out, "admin token in {}", node::token_path(&n.config.data_dir).display());
+        let _ = writeln!(out, "admin token in {}", boot::token_path(&n.config.data_dir).display());
     }
     let _ = out.flush();
     Ok(handle)
@@ -77,7 +78,7 @@ pub async fn wait_for_signal() {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    node::private_files();
+    boot::private_files();
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -95,7 +96,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub fn admin_client(args: &ClientArgs) -> AdminClient {
     let token = args.token.clone().or_else(|| {
         let dir = args.data_dir.clone().unwrap_or_else(|| ".nanogrid".into());
-        std::fs::read_to_string(node::token_path(&dir)).ok().map(|t| t.trim().to_string())
+        std::fs::read_to_string(boot::token_path(&dir)).ok().map(|t| t.trim().to_string())
     });
     AdminClient::new(&args.admin, token)
 }

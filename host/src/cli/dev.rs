@@ -43,10 +43,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             (c, args.ingress.clone().unwrap_or_else(|| "(the node's ingress)".into()), None)
         }
         None => {
-            crate::node::private_files();
+            crate::boot::private_files();
             let (cfg, listen, admin) = node_config(&node_args, FileConfig::default())?;
             let handle = start_node(cfg, listen, admin).await?;
-            let token = crate::node::token_path(node_args.data_dir.as_deref().unwrap_or(&dir));
+            let token = crate::boot::token_path(node_args.data_dir.as_deref().unwrap_or(&dir));
             println!("admin API at http://{} (token in {})", handle.node.admin_addr(), token.display());
             let c = ClientArgs {
                 admin: format!("http://{}", handle.node.admin_addr()),

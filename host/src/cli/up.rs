@@ -73,7 +73,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         tokio::task::spawn_blocking(move || build_samples(&d)).await??
     };
     // After the build: the samples' target dir stays the user's as usual.
-    crate::node::private_files();
+    crate::boot::private_files();
     let (cfg, listen, admin) = node_config(&args.node, FileConfig::default())?;
     let handle = start_node(cfg, listen, admin).await?;
     let registry = handle.node.registry.clone();
@@ -117,7 +117,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  curl {adm}/metrics");
     println!(
         "  nanogrid ls --admin {adm}        (token: {})",
-        crate::node::token_path(&handle.node.config.data_dir).display()
+        crate::boot::token_path(&handle.node.config.data_dir).display()
     );
     println!();
     println!("Press Ctrl-C to stop.");

@@ -13,11 +13,11 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::types::Command;
+use super::views::{GridRow, GridShare, GridView};
 use super::{Cluster, PeerInfo};
-use crate::api::{GridRow, GridShare, GridView};
 use crate::grid::part::{self, PartInfo, PartitionTable};
 use crate::grid::replica::{Net, NetError, Replicas};
-use crate::grid::wire::{self, FenceReply, FenceReq, GridReply, GridRequest, GridRpc, PartStatus, StatusReq};
+use crate::grid::wire::{FenceReply, FenceReq, GridReply, GridRequest, GridRpc, PartStatus, StatusReq};
 use crate::transport::{Codec, PeerRpc, PeerTarget, RpcError};
 
 impl PeerRpc for GridRequest {
@@ -30,7 +30,7 @@ impl PeerRpc for GridRequest {
 
 /// Serve a grid request that arrived on the peer listener.
 pub async fn serve_grid(replicas: &Arc<Replicas>, req: GridRequest) -> GridReply {
-    wire::dispatch(replicas, req).await
+    replicas.serve(req).await
 }
 
 impl From<RpcError> for NetError {
@@ -114,7 +114,7 @@ impl Cluster {
     /// A grid RPC to `node` (served in-process when it is this node).
     pub async fn grid_call(&self, node: &str, req: GridRequest) -> Result<GridReply, NetError> {
         if node == self.name {
-            return Ok(wire::dispatch(self.registry.grid().replicas(), req).await);
+            return Ok(self.registry.grid().replicas().serve(req).await);
         }
         let Some(addr) = self.peer_addr(node) else {
             return Err(NetError::NotSent(format!("{node} is not a live member")));

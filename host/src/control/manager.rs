@@ -144,7 +144,7 @@ impl Cluster {
         let clear = grid
             .blocking(|s| {
                 use crate::grid::{BatchOp, Durability, Table};
-                s.write(vec![BatchOp::Delete(Table::Meta, crate::node::REBUILT_KEY.to_vec())], Durability::Synced)
+                s.write(vec![BatchOp::Delete(Table::Meta, crate::grid::REBUILT_KEY.to_vec())], Durability::Synced)
             })
             .await;
         match clear {

@@ -7,6 +7,7 @@
 //! against its copy of the committed state, forwards it to the leader, waits until its own
 //! state machine has applied it, and reconciles its services before answering.
 
+pub mod assignment;
 pub mod events;
 pub mod experiment;
 mod gossip;
@@ -20,12 +21,13 @@ pub mod placement;
 pub mod plane;
 pub mod ready;
 mod remote;
+mod reprovision;
 pub use remote::RemoteCalls;
 pub mod scaling;
 mod store;
 pub mod traffic;
 pub mod types;
-mod views;
+pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -236,7 +238,7 @@ impl Cluster {
         registry: Arc<Registry>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let faults = Arc::new(Faults::default());
-        let tls = if config.plaintext_peers { None } else { Some(PeerTls::new(secrets)?) };
+        let tls = if config.plaintext_peers { None } else { Some(secrets.peer_tls()?) };
         let peers = PeerClient::new(name, tls.as_ref().map(|t| t.client.clone()));
         let log = LogStore::open(grid.clone()).await?;
         let log_growth = log.growth.clone();

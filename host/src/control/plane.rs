@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::Cluster;
 use super::events::Event;
-use crate::api::{ClusterNode, ClusterView, GridView, Role};
+use super::views::{ClusterNode, ClusterView, GridView, Role};
 use crate::services::calls::EdgeReport;
 use crate::services::spec::ServiceRequest;
 use crate::services::{AdminError, Deploy, Registry, ServiceSpec};

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl crate::ingress::Peers for Cluster {
+impl crate::route::Peers for Cluster {
     fn dormant(&self) -> bool {
         self.mode() == Mode::Dormant
     }
@@ -25,14 +25,14 @@ impl crate::ingress::Peers for Cluster {
 
 /// The value of a request's routing key header, if it has one.
 fn routing_key(req: &crate::runtime::Request) -> Option<&str> {
-    let name = crate::ingress::ROUTING_KEY;
+    let name = crate::route::ROUTING_KEY;
     req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// `invoke` of a service with no instance on this node: forwarded like ingress does.
 pub struct RemoteCalls {
     pub cluster: std::sync::Weak<Cluster>,
-    pub forwarder: crate::ingress::Forwarder,
+    pub forwarder: crate::route::Forwarder,
 }
 
 impl crate::services::Remote for RemoteCalls {
@@ -93,7 +93,7 @@ impl crate::services::Remote for RemoteCalls {
                 return Err(DispatchError::Internal("the node is shutting down".into()));
             };
             let first = routing_key(&req).and_then(|k| cluster.key_holder(service, k));
-            let holders = crate::ingress::Peers::holders_first(&*cluster, service, first);
+            let holders = crate::route::Peers::holders_first(&*cluster, service, first);
             if holders.is_empty() {
                 if cluster.registry.get(service).is_none() {
                     return Err(DispatchError::NotFound(service.to_string()));

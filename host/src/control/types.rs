@@ -158,7 +158,7 @@ pub struct Applied {
     pub changed: bool,
 }
 
-pub type Assignment = BTreeMap<String, BTreeMap<String, u32>>;
+pub use super::assignment::Assignment;
 
 openraft::declare_raft_types!(
     /// The control plane's Raft types.

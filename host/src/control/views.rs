@@ -1,11 +1,12 @@
-//! Read-only views of the cluster for the admin API: `GET /v1/cluster`, a service's
+//! Read-only views of the cluster for the admin API (their types, re-exported by
+//! [`crate::api`], and how they are built): `GET /v1/cluster`, `GET /v1/grid`, a service's
 //! placement, the cluster-wide call graph and the leader's measured demand.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Cluster, Mode, PeerInfo, network};
-use crate::api::{ClusterNode, ClusterView, PeerSecurity, Role};
+use serde::{Deserialize, Serialize};
 
 impl Cluster {
     /// `GET /v1/cluster`.
@@ -175,4 +176,130 @@ impl Cluster {
             })
             .unwrap_or_default()
     }
+}
+
+/// `GET /v1/cluster`: this node's view of the members, their modes and what they serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The node that answered.
+    pub node: String,
+    /// Its mode: `single`, `dormant`, `follower` or `leader`.
+    pub mode: String,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub last_applied: Option<u64>,
+    /// Log entries up to here are only in the snapshot: a node further behind is sent it.
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    /// Voters the cluster keeps (0 on a single node).
+    pub voters_target: usize,
+    /// A membership change is half done (joint configuration) on this node.
+    pub joint: bool,
+    pub nodes: Vec<ClusterNode>,
+    /// How this node authenticates its peers (none on a single node).
+    pub security: Option<PeerSecurity>,
+}
+
+impl ClusterView {
+    /// The entry for node `id`, if this view has one.
+    pub fn node(&self, id: &str) -> Option<&ClusterNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+}
+
+/// One node in [`ClusterView`]: a member, a live non-member, or a removed node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub id: String,
+    /// Its mode as gossip shows it (`leader`, `follower`, `dormant`, `joining`,
+    /// `rebuilding`), `unreachable` when gossip has not heard from it, `single` alone.
+    pub mode: String,
+    pub live: bool,
+    pub role: Role,
+    #[serde(default)]
+    pub removed: bool,
+    pub addr: Option<String>,
+    pub admin_addr: Option<String>,
+    #[serde(default)]
+    pub peer_addr: Option<String>,
+    /// Executions running there, as it gossips them.
+    #[serde(default)]
+    pub load: Option<u64>,
+    /// Services placed there.
+    pub services: Vec<String>,
+}
+
+/// A node's part in the cluster's Raft configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Voter,
+    Learner,
+    /// Seen through gossip, not (yet) a member.
+    Joining,
+    /// Decommissioned.
+    Removed,
+    /// A node without a cluster.
+    Single,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Voter => "voter",
+            Role::Learner => "learner",
+            Role::Joining => "joining",
+            Role::Removed => "removed",
+            Role::Single => "single",
+        }
+    }
+
+    /// A member of the Raft configuration (voting or not).
+    pub fn is_member(self) -> bool {
+        matches!(self, Role::Voter | Role::Learner)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSecurity {
+    pub cluster_id: String,
+    pub peer_tls: bool,
+    /// When this node's certificate expires (Unix seconds; 0 when unknown).
+    pub certificate_expires: i64,
+    pub gossip_running: bool,
+}
+
+/// `GET /v1/grid`: the partition table with each node's share and each partition's lag.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridView {
+    pub version: u64,
+    pub partitions: usize,
+    pub replication: usize,
+    /// Partitions with fewer in-sync replicas than they should have.
+    pub under_replicated: usize,
+    pub nodes: BTreeMap<String, GridShare>,
+    pub table: Vec<GridRow>,
+}
+
+/// One node's share of the grid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridShare {
+    pub primaries: usize,
+    pub replicas: usize,
+    pub in_sync: usize,
+    pub live: bool,
+}
+
+/// One partition of the grid.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridRow {
+    pub partition: usize,
+    pub primary: String,
+    pub epoch: u64,
+    pub replicas: Vec<String>,
+    pub in_sync: Vec<String>,
+    /// The primary's last log position, when it answered.
+    pub last_lsn: Option<u64>,
+    /// Entries each replica is behind the primary (none when unknown).
+    pub lag: BTreeMap<String, Option<u64>>,
 }

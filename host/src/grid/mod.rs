@@ -29,6 +29,10 @@ pub use disk::DiskFull;
 pub use memory::MemoryStorage;
 pub use rocks::{RocksStorage, StoreDamaged};
 
+/// The `Table::Meta` key present while this node's store is a rebuilt one that the
+/// control plane has not yet taken back as a learner.
+pub const REBUILT_KEY: &[u8] = b"rebuilt";
+
 /// Where a record lives. Each table is a separate keyspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {

@@ -4,8 +4,6 @@
 //! response and in every error body. Platform errors are JSON
 //! `{"error":{"code","message","request_id"}}`; overload answers carry `Retry-After`.
 
-mod forward;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +20,8 @@ use crate::trace::{self, Open, SpanKind};
 
 /// The response header that tells a client its request's trace id (`nanogrid trace ID`).
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
-pub use forward::{FORWARD_PREFIX, FORWARDED, ForwardCounts, Forwarder, NOT_RUN, Peers, ROUTING_KEY};
+use crate::route as forward;
+pub use crate::route::{FORWARD_PREFIX, FORWARDED, ForwardCounts, Forwarder, NOT_RUN, Peers, ROUTING_KEY};
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngressConfig {

@@ -1,6 +1,6 @@
 //! WASI 0.3 `wasi:http/service` components (`wasi:http/handler@0.3`, async), served next to
 //! 0.2 ones on the same terms: a fresh instance per request, the service's limits and
-//! grants, outbound requests through the same [`super::http::OutboundPolicy`].
+//! grants, outbound requests through the same [`super::outbound::OutboundPolicy`].
 //!
 //! A 0.3 guest returns its response head from `handle` and usually keeps writing the body
 //! from a task it spawned. Such tasks only run while the store's `run_concurrent` event

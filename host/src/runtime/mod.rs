@@ -41,10 +41,10 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 pub use bindings::{GuestError, Request, Response};
 pub use chain::{Chain, Edge, Identity, Part as ChainPart};
-use http::OutboundPolicy;
 pub use http::{Completion, OverTls};
 pub use imports::check_request;
 pub use inspect::{ComponentInfo, HTTP_WORLD, HTTP3_WORLD, InspectError, PROVIDER_WORLD, is_http_world};
+use outbound::OutboundPolicy;
 pub use reuse::WarmPool;
 pub use state::{BarrierResults, CallContext, Capabilities, ImportLimits, Invoker};
 pub use tier::{CompileMode, Compiled, HOLD_ENV as HOLD_TIER_UP_ENV, Tier, TierStats};

@@ -18,6 +18,13 @@ use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 
+use std::future::Future;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
 /// Node-wide settings of outgoing HTTP.
 #[derive(Debug)]
 pub struct OutboundNet {
@@ -172,6 +179,127 @@ fn internal_v6(ip: Ipv6Addr) -> bool {
         || (s[0] == 0x2001 && s[1] == 0) // Teredo: tunnels to addresses it hides
         || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
         || (s[0] == 0x2002 && internal_v4(six_to_four))
+}
+
+/// Where a service's outgoing HTTP may go.
+#[derive(Clone)]
+pub struct OutboundPolicy {
+    /// `host:port` entries from the service's `outbound_http` grant.
+    pub allowed: Arc<Vec<String>>,
+    /// Name resolution, the address check and TLS ([`super::outbound`]).
+    pub net: Arc<OutboundNet>,
+    /// The calling run's trace: outgoing requests carry it (`traceparent`) and are counted.
+    pub trace: crate::trace::CallTrace,
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+impl OutboundPolicy {
+    /// The granted `(host, port)` the request is for.
+    fn permits(&self, uri: &http::Uri) -> Option<(String, u16)> {
+        let host = uri.host()?;
+        let port = uri.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
+        let target = format!("{host}:{port}");
+        self.allowed.iter().any(|a| a.eq_ignore_ascii_case(&target)).then(|| (host.to_string(), port))
+    }
+}
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send> {
+        let target = self.permits(request.uri());
+        let net = self.net.clone();
+        let trace = self.trace.clone();
+        if let Some(c) = trace.ctx {
+            let h = request.headers_mut();
+            h.insert(crate::trace::context::TRACEPARENT, c.header_value());
+            // The guest's own tracestate on the request is replaced by its run's.
+            h.remove(crate::trace::context::TRACESTATE);
+            if let Some(v) = trace.state.as_deref().and_then(|s| http::HeaderValue::from_str(s).ok()) {
+                h.insert(crate::trace::context::TRACESTATE, v);
+            }
+        }
+        Box::new(async move {
+            let started = std::time::Instant::now();
+            let out = send_checked(request, target, net).await;
+            if let Some(run) = &trace.run {
+                run.outbound(started.elapsed().as_micros() as u64);
+            }
+            out
+        })
+    }
+}
+
+/// Send a request the grant allows (`target`) to an address that passes the check.
+async fn send_checked(
+    mut request: http::Request<WasiBody>,
+    target: Option<(String, u16)>,
+    net: Arc<OutboundNet>,
+) -> Result<(http::Response<WasiBody>, IoFuture), HttpError> {
+    {
+        let Some((host, port)) = target else {
+            tracing::info!(uri = %request.uri(), "outbound request denied: not in the outbound_http grant");
+            return Err(HttpError::HttpRequestDenied);
+        };
+        let addrs = net.resolve(&host, port).await.map_err(|e| {
+            tracing::info!(uri = %request.uri(), reason = %e, "outbound request denied");
+            match e {
+                Refused::NoAddress { .. } => HttpError::DestinationNotFound,
+                Refused::Internal { .. } => HttpError::DestinationIpProhibited,
+            }
+        })?;
+        let tcp = connect(&addrs).await?;
+        // HTTP/1.1 on the wire wants the origin form.
+        let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+        let origin = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+        *request.uri_mut() = origin.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        if !https {
+            return exchange(tcp, request).await;
+        }
+        let name = OutboundNet::server_name(&host).ok_or(HttpError::HttpRequestUriInvalid)?;
+        let tls = tokio_rustls::TlsConnector::from(net.tls()).connect(name, tcp).await.map_err(|e| {
+            tracing::info!(%host, error = %e, "outbound TLS handshake failed");
+            HttpError::TlsCertificateError
+        })?;
+        exchange(tls, request).await
+    }
+}
+
+/// A connection to the first of `addrs` that answers within 10 s.
+async fn connect(addrs: &[std::net::SocketAddr]) -> Result<tokio::net::TcpStream, HttpError> {
+    let mut last = HttpError::ConnectionRefused;
+    for a in addrs {
+        match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(a)).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => last = HttpError::Connect(e),
+            Err(_) => last = HttpError::ConnectionTimeout,
+        }
+    }
+    Err(last)
+}
+
+/// Send one HTTP/1.1 request over `io`; the connection is driven until the body is read.
+async fn exchange<IO>(
+    io: IO,
+    request: http::Request<WasiBody>,
+) -> Result<(http::Response<WasiBody>, IoFuture), HttpError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    let io = tokio::spawn(conn);
+    let resp = sender.send_request(request).await?;
+    let io: IoFuture = Box::new(async move {
+        match io.await {
+            Ok(r) => r.map_err(HttpError::from),
+            Err(e) => Err(HttpError::InternalError(Some(e.to_string()))),
+        }
+    });
+    Ok((resp.map(|b| b.map_err(HttpError::from).boxed_unsync()), io))
 }
 
 #[cfg(test)]

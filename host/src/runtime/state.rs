@@ -90,7 +90,7 @@ impl CallContext {
 pub struct StoreState {
     pub(crate) wasi: WasiCtx,
     pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
-    pub(crate) outbound: super::http::OutboundPolicy,
+    pub(crate) outbound: super::outbound::OutboundPolicy,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     pub(crate) call: CallContext,
@@ -101,5 +101,13 @@ pub struct StoreState {
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Outgoing HTTP of a wasi:http guest goes through its service's grant and the node's
+/// address check ([`super::outbound::OutboundPolicy`]).
+impl wasmtime_wasi_http::WasiHttpView for StoreState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::stats::LATENCY_BOUNDS_US;
 
@@ -169,18 +169,18 @@ pub fn quantile_us(latency: &[u64], q: f64) -> Option<u64> {
 
 /// `GET /v1/barriers/stats`: per (caller, callee) with barrier calls, the share of the
 /// caller's barrier wait the callee caused (it answered last), and its tail latency.
-pub fn barrier_stats(edges: &[EdgeReport]) -> Vec<crate::api::CalleeWait> {
+pub fn barrier_stats(edges: &[EdgeReport]) -> Vec<CalleeWait> {
     let mut total: HashMap<&str, u64> = HashMap::new();
     for e in edges {
         *total.entry(e.from.as_str()).or_default() += e.barrier_wait_ms;
     }
-    let mut out: Vec<crate::api::CalleeWait> = edges
+    let mut out: Vec<CalleeWait> = edges
         .iter()
         .filter(|e| total.get(e.from.as_str()).is_some_and(|t| *t > 0))
         .map(|e| {
             let share = e.barrier_wait_ms as f64 / total[e.from.as_str()] as f64;
             let ms = |q| quantile_us(&e.latency, q).map(|us| us as f64 / 1000.0);
-            crate::api::CalleeWait {
+            CalleeWait {
                 caller: e.from.clone(),
                 callee: e.to.clone(),
                 calls: e.calls,
@@ -195,6 +195,25 @@ pub fn barrier_stats(edges: &[EdgeReport]) -> Vec<crate::api::CalleeWait> {
         .collect();
     out.sort_by(|a, b| b.wait_share.total_cmp(&a.wait_share));
     out
+}
+
+/// One callee's part in its caller's barrier waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalleeWait {
+    pub caller: String,
+    pub callee: String,
+    pub calls: u64,
+    /// Calls answered on another node.
+    pub remote: u64,
+    /// Barriers in which it answered last.
+    pub waited_on: u64,
+    /// Milliseconds of barrier wait it caused (as the last to answer).
+    pub wait_caused_ms: u64,
+    /// Its share of the caller's whole barrier wait (0 to 1).
+    pub wait_share: f64,
+    /// Call latency percentiles (`None` without calls).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 #[cfg(test)]

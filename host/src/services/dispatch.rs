@@ -102,7 +102,7 @@ impl Registry {
         crate::runtime::check_request(&req).map_err(DispatchError::BadRequest)?;
         // Only a barrier's driver marks a continuation; a guest's call cannot.
         let mut req = req;
-        req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(super::barrier::HEADER));
+        req.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(super::BARRIER_HEADER));
         let span = self.client_span(&mut req.headers);
         let arm = self.trial_arm(service);
         let started = Instant::now();

@@ -25,6 +25,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use chains::{Graph, Serving};
+
+/// The header that tells a barrier's continuation which barrier resumed it (only the
+/// barrier's driver sets it; `invoke` and ingress strip it from what guests send).
+pub const BARRIER_HEADER: &str = "x-nanogrid-barrier";
+
 pub use gate::{GateError, GateSnapshot};
 pub use resolve::{ResolveError, Unit};
 pub use spec::{Limits, ServiceSpec};

@@ -225,6 +225,11 @@ fn warn_if_readable(path: &Path) {
 }
 
 impl ClusterSecrets {
+    /// This node's TLS settings for peer connections, both directions.
+    pub fn peer_tls(&self) -> anyhow::Result<super::tls::PeerTls> {
+        super::tls::PeerTls::new(&self.ca, &self.node_cert, &self.node_key)
+    }
+
     /// Load what node `node_id` needs from `dir`, checking that its certificate chains to
     /// the cluster CA and names `node_id`.
     pub fn load(dir: &Path, node_id: &str) -> anyhow::Result<ClusterSecrets> {

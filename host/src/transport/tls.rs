@@ -12,8 +12,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use super::secrets::ClusterSecrets;
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -32,18 +30,24 @@ fn roots(ca: &CertificateDer<'static>) -> anyhow::Result<Arc<RootCertStore>> {
 }
 
 impl PeerTls {
-    pub fn new(s: &ClusterSecrets) -> anyhow::Result<PeerTls> {
-        let roots = roots(&s.ca)?;
+    /// Trust `ca`, present `cert` with `key` (a node's own; see
+    /// [`super::secrets::ClusterSecrets::peer_tls`]).
+    pub fn new(
+        ca: &CertificateDer<'static>,
+        cert: &CertificateDer<'static>,
+        key: &rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> anyhow::Result<PeerTls> {
+        let roots = roots(ca)?;
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
             .context("building the client certificate verifier")?;
         let mut server = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![s.node_cert.clone()], s.node_key.clone_key())
+            .with_single_cert(vec![cert.clone()], key.clone_key())
             .context("the node certificate and key do not match")?;
         server.alpn_protocols = vec![b"h2".to_vec()];
-        let client = client_config(&s.ca, s.node_cert.clone(), s.node_key.clone_key())?;
+        let client = client_config(ca, cert.clone(), key.clone_key())?;
         Ok(PeerTls { server: Arc::new(server), client })
     }
 }
@@ -98,6 +102,7 @@ pub fn server_name(id: &str) -> Option<ServerName<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::secrets::ClusterSecrets;
 
     #[test]
     fn a_node_certificate_names_its_node_and_chains_to_its_ca() {
@@ -110,6 +115,6 @@ mod tests {
         let wrong = check_chain(&s.ca, &s.node_cert, "n8").unwrap_err().to_string();
         assert!(wrong.contains("not valid for name \"n8\""), "{wrong}");
         assert_eq!(identity_of(&s.ca), None, "the CA names no node");
-        PeerTls::new(&s).unwrap();
+        s.peer_tls().unwrap();
     }
 }

@@ -187,7 +187,7 @@ impl Cluster {
     /// does (mutual TLS against the cluster CA).
     pub fn peer_client(&self, as_node: &str) -> nanogrid::transport::PeerClient {
         let secrets = nanogrid::transport::secrets::ClusterSecrets::load(&self.cluster_dir(), as_node).unwrap();
-        let tls = nanogrid::transport::tls::PeerTls::new(&secrets).unwrap();
+        let tls = secrets.peer_tls().unwrap();
         nanogrid::transport::PeerClient::new(as_node, Some(tls.client))
     }
 

@@ -23,15 +23,14 @@
 //! `reject`). Experiments live in the replicated control state, so any node shows them
 //! and a new leader carries on where the old one stopped.
 
-pub mod leader;
 pub mod verdict;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::assignment::Assignment;
 use super::traffic::Affinity;
-use super::types::Assignment;
 pub use verdict::Figures;
 
 /// Experiments kept after they end (older ones are dropped).

@@ -149,6 +149,19 @@ impl Replicas {
         .map_err(|e| OpFail::Unavailable(e.to_string()))
     }
 
+    /// Serve one grid request on this node (what arrives on `POST /grid`).
+    pub async fn serve(self: &Arc<Self>, req: GridRequest) -> GridReply {
+        match req {
+            GridRequest::Append(a) => GridReply::Append(self.on_append(a).await),
+            GridRequest::Snapshot(s) => GridReply::Append(self.on_snapshot(s).await),
+            GridRequest::Fence(f) => GridReply::Fence(self.on_fence(f).await),
+            GridRequest::Confirm(c) => GridReply::Confirm(self.on_confirm(c.p, c.epoch).await),
+            GridRequest::Op(o) => GridReply::Op(self.execute(o.p, o.op, o.consistency).await),
+            GridRequest::List(l) => GridReply::List(self.on_list(l).await),
+            GridRequest::Status(_) => GridReply::Status(self.status().await),
+        }
+    }
+
     pub async fn status(&self) -> Vec<PartStatus> {
         let mut out = Vec::with_capacity(self.parts.len());
         for part in &self.parts {

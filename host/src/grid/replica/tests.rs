@@ -22,7 +22,7 @@ impl Net for Loopback {
             }
             let r = self.nodes.lock().unwrap().get(node).cloned();
             let r = r.ok_or(NetError::NotSent(format!("no node {node}")))?;
-            Ok(dispatch(&r, req).await)
+            Ok(r.serve(req).await)
         })
     }
     fn in_sync(&self, p: u32, epoch: u64, node: String) {

@@ -34,8 +34,7 @@ mod tests;
 
 /// The grid namespace of barrier records (not a valid service name, so no guest reaches it).
 pub const NAMESPACE: &str = "nanogrid.barriers";
-/// The header that tells a continuation which barrier resumed it.
-pub const HEADER: &str = "x-nanogrid-barrier";
+pub use super::BARRIER_HEADER as HEADER;
 /// How long a driver's claim lasts without a write; it renews at a third of this.
 const LEASE: Duration = Duration::from_secs(6);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::verdict::{self, Figures};
-use super::{COOLDOWN, Change, Ending, Experiment, INCONCLUSIVE_AFTER, Reprovision, Stage};
+use super::experiment::verdict::{self, Figures};
+use super::experiment::{self, COOLDOWN, Change, Ending, Experiment, INCONCLUSIVE_AFTER, Reprovision, Stage};
 use crate::control::network::TrialReq;
 use crate::control::placement::place;
 use crate::control::traffic::{Affinity, Demand};
@@ -43,7 +43,7 @@ impl Cluster {
         let cfg = &self.config.experiments;
         let exps = &state.experiments;
         let cooldown = (cfg.window * COOLDOWN).as_millis() as u64;
-        let current = super::baseline(&state.assignment, exps, now_ms(), cooldown);
+        let current = experiment::baseline(&state.assignment, exps, now_ms(), cooldown);
         if cfg.mode == Reprovision::Off {
             return Ok(Some((current, Affinity::new())));
         }
@@ -51,7 +51,7 @@ impl Cluster {
             let t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
             (t.affinity.clone(), t.demand.clone())
         };
-        let sorted = super::sort(&hot, exps, now_ms(), cooldown);
+        let sorted = experiment::sort(&hot, exps, now_ms(), cooldown);
         let mut affinity = sorted.proven;
         let base = place(loaded, serving, &current, &affinity);
         for (service, nodes) in &sorted.untried {
@@ -89,7 +89,8 @@ impl Cluster {
         // experiments another leader started.
         let cfg = &self.config.experiments;
         // Often enough to switch count trials' phases on time.
-        let every = (super::phase_length(cfg.window) / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let every =
+            (experiment::phase_length(cfg.window) / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -110,7 +111,7 @@ impl Cluster {
         }
     }
 
-    /// A count trial whose phase has lasted [`super::phase_length`] switches to the
+    /// A count trial whose phase has lasted [`experiment::phase_length`] switches to the
     /// other arm (it starts with the old count).
     async fn switch_phase(&self, e: &Experiment) {
         if !matches!(e.change, Change::AddInstance { .. }) {
@@ -118,7 +119,7 @@ impl Cluster {
         }
         let at_ms = now_ms();
         let since = e.phase_ms.max(e.started_ms);
-        if at_ms.saturating_sub(since) < super::phase_length(self.config.experiments.window).as_millis() as u64 {
+        if at_ms.saturating_sub(since) < experiment::phase_length(self.config.experiments.window).as_millis() as u64 {
             return;
         }
         let cmd = Command::ExperimentSwitch { id: e.id, new: !e.phase_new, at_ms };

@@ -1,4 +1,7 @@
-//! Forwarding a request to another node that has instances of the service (cluster mode).
+//! Routing between nodes: what ingress and `invoke` need to know about the cluster
+//! ([`Peers`]) and forwarding a request to another node that has instances of the service
+//! (cluster mode). Below both ingress and the control plane: ingress decides with it,
+//! the control plane implements [`Peers`] and hands `invoke` a [`Forwarder`].
 //!
 //! Targets come from the cluster view (nodes gossip shows serving the service, then nodes
 //! the assignment gives instances). A request travels over the peer transport (mutual
