@@ -481,10 +481,8 @@ async fn join_cluster(
     let cluster = Cluster::start(&config.node_id, cc.clone(), secrets, me, grid, registry.clone()).await?;
     let forwarder =
         ingress::Forwarder::new(Some(cluster.clone() as Arc<dyn ingress::Peers>), Some(cluster.peers.clone()));
-    registry.set_remote(Arc::new(crate::control::RemoteCalls {
-        cluster: Arc::downgrade(&cluster),
-        forwarder: forwarder.without_peers(),
-    }));
+    let peers: std::sync::Weak<dyn ingress::Peers> = Arc::downgrade(&cluster) as _;
+    registry.set_routes(crate::services::route::Routes { peers, forward: Arc::new(forwarder.without_peers()) });
     let handler = peer_handler(&cluster, config);
     let tls = cluster.tls.as_ref().map(|t| t.server.clone());
     let stats = cluster.peer_stats.clone();

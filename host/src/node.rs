@@ -105,7 +105,7 @@ pub struct Node {
     /// What the admin API talks to: the cluster, or this node alone.
     pub plane: Arc<dyn crate::control::plane::ControlPlane>,
     /// Requests and `invoke` calls this node sent to others, by outcome (`/metrics`).
-    pub forwards: Arc<crate::route::ForwardCounts>,
+    pub forwards: Arc<crate::forward::ForwardCounts>,
     pub started: Instant,
     pub(crate) tokens: crate::auth::Tokens,
     pub(crate) ingress_addr: SocketAddr,

@@ -22,7 +22,6 @@ pub mod plane;
 pub mod ready;
 mod remote;
 mod reprovision;
-pub use remote::RemoteCalls;
 pub mod scaling;
 mod store;
 pub mod traffic;

@@ -20,8 +20,10 @@ use crate::trace::{self, Open, SpanKind};
 
 /// The response header that tells a client its request's trace id (`nanogrid trace ID`).
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
-use crate::route as forward;
-pub use crate::route::{FORWARD_PREFIX, FORWARDED, ForwardCounts, Forwarder, NOT_RUN, Peers, ROUTING_KEY};
+use crate::forward;
+pub use crate::forward::{FORWARD_PREFIX, FORWARDED, ForwardCounts, Forwarder, NOT_RUN, ROUTING_KEY};
+pub use crate::services::route::Peers;
+use crate::services::route::{self, Policy, Route};
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngressConfig {
@@ -134,8 +136,8 @@ fn method_attr(m: &http::Method) -> trace::Attr {
     }
 }
 
-/// In a cluster: refuse while dormant, serve locally when this node has instances,
-/// otherwise forward to a node that has.
+/// In a cluster: where [`route::decide`] sends it (the same rule as `invoke`, without
+/// spilling: a request finding every instance here busy queues here).
 async fn route_clustered(
     registry: &Arc<Registry>,
     cfg: IngressConfig,
@@ -145,49 +147,27 @@ async fn route_clustered(
     request_id: &str,
     target: &str,
 ) -> http::Response<Body> {
-    if peers.dormant() {
-        h::drain(req.into_body()).await;
-        return forward::dormant(request_id);
-    }
-    let Some((service, path)) = split_target(target) else {
+    let Some((service, path)) = split_target(target).filter(|_| !peers.dormant()) else {
+        if peers.dormant() {
+            h::drain(req.into_body()).await;
+            return forward::dormant(request_id);
+        }
         return route(registry, cfg, req, request_id, target).await;
     };
-    let mut svc = registry.get(service);
-    let mut local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
-    let version = svc.as_ref().map(|s| s.current());
-    let stopped = version.as_ref().is_some_and(|d| d.spec.stopped());
-    // A routing key sends the request to its data's node.
-    let affinity = match req.headers().get(forward::ROUTING_KEY).and_then(|v| v.to_str().ok()) {
-        Some(key) if !stopped => peers.key_holder(service, key),
-        _ => None,
+    let key = req.headers().get(forward::ROUTING_KEY).and_then(|v| v.to_str().ok());
+    let holders = match route::decide(registry, peers, service, key, Policy::default()).await {
+        Route::Here(svc) => return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await,
+        Route::Forward(holders) => holders,
+        Route::Dormant => {
+            h::drain(req.into_body()).await;
+            return forward::dormant(request_id);
+        }
+        Route::Nowhere(why) => {
+            h::drain(req.into_body()).await;
+            return forward::no_instance(&why, request_id);
+        }
     };
-    if (local || stopped) && affinity.is_none() {
-        return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await;
-    }
-    let mut holders = peers.holders_first(service, affinity.clone());
-    // Scaled to zero: whatever gossip still says, no node runs it.
-    let idle = version.as_ref().is_some_and(|d| d.spec.autoscale.is_some() && d.spec.instances == 0);
-    if holders.is_empty() || idle {
-        let Some(spec) = version.as_ref().map(|d| &d.spec) else {
-            return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await; // not found
-        };
-        // An autoscaled service with no instance anywhere (scaled to zero): the request
-        // waits while one is made, instead of failing.
-        if spec.autoscale.is_none() {
-            h::drain(req.into_body()).await;
-            return forward::no_instance("none is assigned to a live node yet", request_id);
-        }
-        if let Err(e) = peers.wake(service, Duration::from_millis(spec.queue_timeout_ms)).await {
-            h::drain(req.into_body()).await;
-            return forward::no_instance(&e.to_string(), request_id);
-        }
-        svc = registry.get(service);
-        local = svc.as_ref().is_some_and(|s| s.gate().limit > 0);
-        if local {
-            return serve_here(registry, cfg, req, request_id, service, path, svc, 0).await;
-        }
-        holders = peers.holders_first(service, affinity);
-    }
+    let svc = registry.get(service);
     let limit = cfg.max_body.min(svc.map_or(usize::MAX, |s| s.current().spec.limits.max_request_bytes));
     let (parts, body) = req.into_parts();
     let body = match h::read_body_paced(body, limit, cfg.pace).await {

@@ -64,9 +64,19 @@ impl Registry {
         }
     }
 
-    /// Route calls to services without local instances through `remote` (set once).
-    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
-        let _ = self.remote.set(remote);
+    /// In a cluster: reach other nodes' services through `routes` (set once).
+    pub fn set_routes(&self, routes: super::route::Routes) {
+        let _ = self.routes.set(routes);
+    }
+
+    /// In a cluster: whether this node is cut off from its majority (and serves nothing).
+    pub fn dormant(&self) -> bool {
+        self.routes.get().and_then(|r| r.peers.upgrade()).is_some_and(|p| p.dormant())
+    }
+
+    /// Whether this node is part of a cluster.
+    pub(super) fn clustered(&self) -> bool {
+        self.routes.get().is_some()
     }
 
     /// Swap in new versions. Each service switches atomically: a request sees either its

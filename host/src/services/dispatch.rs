@@ -8,6 +8,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::gate::{self, GateError};
+use super::route;
 use super::trials::Split;
 use super::{Deployed, DispatchError, Outcome, Registry, Service};
 use crate::runtime::{
@@ -71,7 +72,7 @@ impl Registry {
 
     /// A single node's autoscaled service at zero: its first request gives it an instance.
     async fn wake_single(&self, svc: &Service) -> Result<(), DispatchError> {
-        if self.remote.get().is_none() && svc.current().spec.autoscale.is_some() && svc.gate().limit == 0 {
+        if !self.clustered() && svc.current().spec.autoscale.is_some() && svc.gate().limit == 0 {
             self.autoscale_to(&svc.name, 1).await.map_err(|e| DispatchError::Internal(e.to_string()))?;
         }
         Ok(())
@@ -132,12 +133,12 @@ impl Registry {
     /// co-location, the instance here serves and another node serves it too (`true`: the
     /// new arm, run here); for a count, this node runs either count.
     fn trial_arm(&self, service: &str) -> Option<(u64, bool, Split)> {
-        let remote = self.remote.get()?;
-        let (id, split) = remote.trial(service)?;
+        let peers = self.routes.get()?.peers.upgrade()?;
+        let (id, split) = peers.trial(service)?;
         let limit = self.get(service).map_or(0, |s| s.gate().limit);
         match split {
             Split::Alternate => {
-                (limit > 0 && remote.has_holders(service)).then(|| (id, self.trials.next_is_new(id), split))
+                (limit > 0 && !peers.holders(service).is_empty()).then(|| (id, self.trials.next_is_new(id), split))
             }
             Split::Slots { .. } => split.arm_of(limit).map(|new| (id, new, split)),
         }
@@ -290,45 +291,33 @@ impl Registry {
         elsewhere: bool,
     ) -> (Result<Response, DispatchError>, bool) {
         let mut svc = self.get(name);
-        if let Some(remote) = self.remote.get() {
-            if remote.dormant() {
-                let reason = "this node is dormant (cut off from its cluster's majority)".to_string();
-                return (Err(DispatchError::NoInstance { service: name.to_string(), reason }), false);
-            }
-            // Scaled to zero: make an instance (here, as a rule) before routing.
-            let version = svc.as_ref().map(|s| s.current());
-            if let (Some(s), Some(spec)) = (&svc, version.as_ref().map(|d| &d.spec))
-                && spec.autoscale.is_some()
-                && s.gate().limit == 0
-                && (spec.instances == 0 || !remote.has_holders(name))
-            {
-                if let Err(e) = remote.wake(name, Duration::from_millis(spec.queue_timeout_ms)).await {
-                    return (Err(e), false);
+        if let Some(routes) = self.routes.get() {
+            let Some(peers) = routes.peers.upgrade() else {
+                return (Err(DispatchError::Internal("the node is shutting down".into())), false);
+            };
+            let no_instance = |reason: String| DispatchError::NoInstance { service: name.to_string(), reason };
+            let policy = route::Policy { spill: true, elsewhere };
+            match route::decide(self, &*peers, name, route::key_of(&req.headers), policy).await {
+                route::Route::Dormant => {
+                    let reason = "this node is dormant (cut off from its cluster's majority)";
+                    return (Err(no_instance(reason.into())), false);
                 }
-                svc = self.get(name);
-            }
-            // In a cluster, a service without instances here runs wherever it has some, and
-            // a call finding every instance here busy goes to another node that runs it
-            // (a service calling itself with one instance here would otherwise wait for
-            // the instance its caller holds).
-            let gate = svc.as_ref().map(|s| s.gate());
-            let local = gate.as_ref().is_some_and(|g| g.limit > 0);
-            let busy = gate.as_ref().is_some_and(|g| g.limit > 0 && g.running >= g.limit);
-            let stopped = version.as_ref().is_some_and(|d| d.spec.stopped());
-            let spill = busy && remote.runs_elsewhere(name);
-            if !stopped && (!local || spill || elsewhere || remote.elsewhere(name, &req)) {
-                let hop = self.client_span(&mut req.headers);
-                let (result, node) = match remote.call(name, req, request_id, depth).await {
-                    Ok((resp, node)) => (Ok(resp), node),
-                    Err(e) => (Err(e), None),
-                };
-                if let Some(open) = hop {
-                    // The node that ran it, when one answered.
-                    let to = node.map(|n| ("forward.node", trace::Attr::text(&n)));
-                    let attrs = || [("forwarded", true.into()), result_attr(&result)].into_iter().chain(to);
-                    self.record_span(&open, ("forward", name), SpanKind::Client, name, attrs, error_code(&result));
+                route::Route::Nowhere(reason) => return (Err(no_instance(reason)), false),
+                route::Route::Here(here) => svc = here,
+                route::Route::Forward(holders) => {
+                    let hop = self.client_span(&mut req.headers);
+                    let (result, node) = match routes.forward.call(holders, name, req, &request_id, depth).await {
+                        Ok((resp, node)) => (Ok(resp), node),
+                        Err(e) => (Err(e), None),
+                    };
+                    if let Some(open) = hop {
+                        // The node that ran it, when one answered.
+                        let to = node.map(|n| ("forward.node", trace::Attr::text(&n)));
+                        let attrs = || [("forwarded", true.into()), result_attr(&result)].into_iter().chain(to);
+                        self.record_span(&open, ("forward", name), SpanKind::Client, name, attrs, error_code(&result));
+                    }
+                    return (result, true);
                 }
-                return (result, true);
             }
         }
         let Some(svc) = svc else {
@@ -351,7 +340,7 @@ impl Registry {
         let permit = match self.admit(&svc).await {
             // This node's instances went elsewhere (a scale-down or a move) while the
             // request waited: it was not run, so it runs where they went.
-            Err(DispatchError::Stopped(_)) if !svc.current().spec.stopped() && self.remote.get().is_some() => {
+            Err(DispatchError::Stopped(_)) if !svc.current().spec.stopped() && self.clustered() => {
                 // Routed again: to a node that has instances, or woken if none has.
                 return Box::pin(self.dispatch_routed(name, req, request_id, depth, false)).await.0;
             }

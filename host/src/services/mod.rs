@@ -12,6 +12,7 @@ mod deploy;
 mod dispatch;
 pub mod gate;
 pub mod resolve;
+pub mod route;
 pub mod spec;
 pub mod stats;
 pub mod trials;
@@ -225,40 +226,6 @@ impl DispatchError {
     }
 }
 
-/// Runs a call on another node (cluster mode): how `invoke` reaches a service that has no
-/// instances here.
-pub trait Remote: Send + Sync {
-    /// The node is cut off from its cluster's majority: no service may run here.
-    fn dormant(&self) -> bool;
-    /// The request carries a routing key whose data lives on another node that runs
-    /// `service`: call it there even if this node has instances.
-    fn elsewhere(&self, service: &str, req: &crate::runtime::Request) -> bool;
-    /// Another live node that is less loaded than this one runs `service` (somewhere to
-    /// send a call when every instance here is busy).
-    fn runs_elsewhere(&self, service: &str) -> bool;
-    /// Some other live node serves `service`.
-    fn has_holders(&self, service: &str) -> bool;
-    /// The re-provisioning experiment trying an instance of `service` on this node, if
-    /// one is on, and how it splits the calls from here to it.
-    fn trial(&self, service: &str) -> Option<(u64, trials::Split)>;
-    /// Give an autoscaled service scaled to zero an instance and wait, at most `wait`,
-    /// until a node serves it.
-    fn wake<'a>(
-        &'a self,
-        service: &'a str,
-        wait: Duration,
-    ) -> futures::future::BoxFuture<'a, Result<(), DispatchError>>;
-    /// Run the call on a node that serves `service`: its answer, and the node that gave it
-    /// (none when the answer is this node's error about sending it).
-    fn call<'a>(
-        &'a self,
-        service: &'a str,
-        req: crate::runtime::Request,
-        request_id: Arc<str>,
-        depth: u32,
-    ) -> futures::future::BoxFuture<'a, RemoteAnswer>;
-}
-
 /// A call run on another node: its answer and the node that gave it (none when the answer
 /// is this node's error about sending it).
 pub type RemoteAnswer = Result<(crate::runtime::Response, Option<Arc<str>>), DispatchError>;
@@ -326,7 +293,8 @@ pub struct Registry {
     /// In a cluster, this node's instance slots per service (the Service Manager sets
     /// them from the assignment); `None` on a single node, where slots = `instances`.
     slots: RwLock<Option<HashMap<String, u32>>>,
-    remote: std::sync::OnceLock<Arc<dyn Remote>>,
+    /// How this node reaches other nodes' services (cluster mode only).
+    routes: std::sync::OnceLock<route::Routes>,
     /// Who called whom through `invoke` (`GET /v1/graph`).
     pub calls: calls::CallGraph,
     /// Per-arm call samples of the re-provisioning experiments trying an instance here.
@@ -375,7 +343,7 @@ impl Registry {
             units: Default::default(),
             admin: tokio::sync::Mutex::new(()),
             slots: RwLock::new(None),
-            remote: std::sync::OnceLock::new(),
+            routes: std::sync::OnceLock::new(),
             calls: Default::default(),
             trials: Default::default(),
             barriers: barrier::Barriers::new(seed),

@@ -13,7 +13,7 @@ impl Registry {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
             }
-            if self.remote.get().is_some_and(|r| r.dormant()) {
+            if self.dormant() {
                 continue;
             }
             if let Err(e) = self.take_over_stalled().await {

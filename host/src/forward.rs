@@ -1,7 +1,7 @@
-//! Routing between nodes: what ingress and `invoke` need to know about the cluster
-//! ([`Peers`]) and forwarding a request to another node that has instances of the service
-//! (cluster mode). Below both ingress and the control plane: ingress decides with it,
-//! the control plane implements [`Peers`] and hands `invoke` a [`Forwarder`].
+//! Forwarding a request to another node that has instances of the service (cluster mode),
+//! once [`crate::services::route::decide`] has chosen the nodes: ingress forwards client
+//! requests with it and `invoke` calls ([`Forwarder`] is the registry's
+//! [`crate::services::route::Forward`]).
 //!
 //! Targets come from the cluster view (nodes gossip shows serving the service, then nodes
 //! the assignment gives instances). A request travels over the peer transport (mutual
@@ -22,14 +22,13 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use crate::http::{self as h, Body};
+use crate::services::route::{Forward, Peers};
 use crate::transport::{PeerClient, PeerTarget, RpcError};
 
 /// Marks a request one node forwarded to another (kept for the guest's view of the
 /// request; the receiver knows a forward by the route it arrived on).
 pub const FORWARDED: &str = "x-nanogrid-forwarded";
-/// A request's routing key: it is served on the node holding that key's primary (of the
-/// called service's kv namespace), so processing runs next to its data.
-pub const ROUTING_KEY: &str = "x-nanogrid-key";
+pub use crate::services::route::ROUTING_KEY;
 /// The `invoke` depth of a forwarded call (only read on the peer listener).
 pub const DEPTH: &str = "x-nanogrid-depth";
 /// Set by the receiving node, and only by it, when it did not run a forwarded request
@@ -46,34 +45,7 @@ pub const FORWARD_HEADERS: [&str; 5] = [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOS
 /// Headers a client may not send: the forwarder's, and the barrier header that marks a
 /// barrier's continuation (only the barrier's driver sets it).
 pub const PLATFORM_HEADERS: [&str; 6] =
-    [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER, crate::services::barrier::HEADER];
-
-/// What ingress needs to know about the cluster.
-pub trait Peers: Send + Sync {
-    /// Not part of a majority: serve nothing.
-    fn dormant(&self) -> bool;
-    /// Other serving nodes with instances of `service`, in the order to try them.
-    fn holders(&self, service: &str) -> Vec<PeerTarget>;
-    /// The other node that holds `key`'s primary and runs `service`; `None` when that is
-    /// this node or no such node can take it.
-    fn key_holder(&self, service: &str, key: &str) -> Option<PeerTarget>;
-    /// Give an autoscaled service that no node runs an instance (it was scaled to zero)
-    /// and wait, at most `wait`, until a node serves it.
-    fn wake<'a>(
-        &'a self,
-        service: &'a str,
-        wait: Duration,
-    ) -> futures::future::BoxFuture<'a, Result<(), crate::services::DispatchError>>;
-    /// [`Peers::holders`] with a routing key's holder (if any) tried first.
-    fn holders_first(&self, service: &str, first: Option<PeerTarget>) -> Vec<PeerTarget> {
-        let mut holders = self.holders(service);
-        if let Some(a) = first {
-            holders.retain(|h| h.node != a.node);
-            holders.insert(0, a);
-        }
-        holders
-    }
-}
+    [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER, crate::services::BARRIER_HEADER];
 
 /// Which node answered a forwarded request (an extension of the relayed response, for
 /// the forward span; never a header the client sees).
@@ -261,6 +233,19 @@ impl Forwarder {
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
         Ok((crate::runtime::Response { status: parts.status.as_u16(), headers, body: body.to_vec() }, node))
+    }
+}
+
+impl Forward for Forwarder {
+    fn call<'a>(
+        &'a self,
+        holders: Vec<PeerTarget>,
+        service: &'a str,
+        req: crate::runtime::Request,
+        request_id: &'a str,
+        depth: u32,
+    ) -> futures::future::BoxFuture<'a, crate::services::RemoteAnswer> {
+        Box::pin(Forwarder::call(self, holders, service, req, request_id, depth))
     }
 }
 
