@@ -4,7 +4,6 @@
 //! Raft with an [`Event`] that says why, so `GET /v1/events` shows it on every node.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -228,20 +227,18 @@ impl Cluster {
 
     /// Prometheus gauges: wanted and serving instances per autoscaled service, wanted and
     /// live nodes.
-    pub fn scaling_metrics(&self, out: &mut String) {
+    pub fn scaling_metrics(&self, out: &mut crate::metrics::Scrape) {
         let state = self.sm.current();
         let live = self.live();
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_instances_wanted Instances a service should have (the autoscaler's count, or the fixed one).\n# TYPE nanogrid_instances_wanted gauge"
+        let wanted = out.gauge(
+            "nanogrid_instances_wanted",
+            "Instances a service should have (the autoscaler's count, or the fixed one).",
         );
         for (name, spec) in &state.state.services {
-            let _ = writeln!(out, "nanogrid_instances_wanted{{service=\"{name}\"}} {}", spec.instances);
+            wanted.sample(&[("service", name)], spec.instances);
         }
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_instances_serving Instances assigned to live nodes that serve the service.\n# TYPE nanogrid_instances_serving gauge"
-        );
+        let serving_family =
+            out.gauge("nanogrid_instances_serving", "Instances assigned to live nodes that serve the service.");
         for name in state.state.services.keys() {
             let serving: u32 = state
                 .state
@@ -257,19 +254,12 @@ impl Cluster {
                         .sum()
                 })
                 .unwrap_or(0);
-            let _ = writeln!(out, "nanogrid_instances_serving{{service=\"{name}\"}} {serving}");
+            serving_family.sample(&[("service", name)], serving);
         }
         let plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_nodes_wanted Nodes the leader wants (0 on other nodes).\n# TYPE nanogrid_nodes_wanted gauge\nnanogrid_nodes_wanted {}",
-            plan.wanted
-        );
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_nodes_serving Members gossip shows live and not removed.\n# TYPE nanogrid_nodes_serving gauge\nnanogrid_nodes_serving {}",
-            self.member_names().iter().filter(|n| live.contains_key(*n)).count()
-        );
+        out.gauge("nanogrid_nodes_wanted", "Nodes the leader wants (0 on other nodes).").sample(&[], plan.wanted);
+        out.gauge("nanogrid_nodes_serving", "Members gossip shows live and not removed.")
+            .sample(&[], self.member_names().iter().filter(|n| live.contains_key(*n)).count());
     }
 
     /// The cluster's recent decisions after `seq` (every node holds the same list).
