@@ -165,7 +165,7 @@ async fn route(node: &Arc<Node>, req: http::Request<Incoming>, rid: &str, path: 
         (&Method::GET, ["metrics"]) => {
             let mut resp = http::Response::new(h::full(metrics::render(node)));
             resp.headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(metrics::CONTENT_TYPE));
             return resp;
         }
         _ => {}

@@ -4,7 +4,6 @@
 //! Raft with an [`Event`] that says why, so `GET /v1/events` shows it on every node.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -226,28 +225,18 @@ impl Cluster {
             .map_err(|e| no(format!("could not give it an instance: {e}")))
     }
 
-    /// Prometheus gauges: wanted and serving instances per autoscaled service, wanted and
-    /// live nodes.
-    pub fn scaling_metrics(&self, out: &mut String) {
+    /// Wanted and serving instances per service, wanted and live nodes (`/metrics`).
+    pub fn scaling_figures(&self) -> ScalingFigures {
         let state = self.sm.current();
         let live = self.live();
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_instances_wanted Instances a service should have (the autoscaler's count, or the fixed one).\n# TYPE nanogrid_instances_wanted gauge"
-        );
-        for (name, spec) in &state.state.services {
-            let _ = writeln!(out, "nanogrid_instances_wanted{{service=\"{name}\"}} {}", spec.instances);
-        }
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_instances_serving Instances assigned to live nodes that serve the service.\n# TYPE nanogrid_instances_serving gauge"
-        );
-        for name in state.state.services.keys() {
-            let serving: u32 = state
-                .state
-                .assignment
-                .get(name)
-                .map(|row| {
+        let wanted = state.state.services.iter().map(|(name, spec)| (name.clone(), spec.instances)).collect();
+        let serving = state
+            .state
+            .services
+            .keys()
+            .map(|name| {
+                let row = state.state.assignment.get(name);
+                let serving = row.map_or(0, |row| {
                     row.iter()
                         .filter(|(n, _)| {
                             live.get(*n).is_some_and(|p| p.services.iter().any(|s| s == name))
@@ -255,21 +244,13 @@ impl Cluster {
                         })
                         .map(|(_, c)| c)
                         .sum()
-                })
-                .unwrap_or(0);
-            let _ = writeln!(out, "nanogrid_instances_serving{{service=\"{name}\"}} {serving}");
-        }
-        let plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_nodes_wanted Nodes the leader wants (0 on other nodes).\n# TYPE nanogrid_nodes_wanted gauge\nnanogrid_nodes_wanted {}",
-            plan.wanted
-        );
-        let _ = writeln!(
-            out,
-            "# HELP nanogrid_nodes_serving Members gossip shows live and not removed.\n# TYPE nanogrid_nodes_serving gauge\nnanogrid_nodes_serving {}",
-            self.member_names().iter().filter(|n| live.contains_key(*n)).count()
-        );
+                });
+                (name.clone(), serving)
+            })
+            .collect();
+        let nodes_wanted = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).wanted;
+        let nodes_serving = self.member_names().iter().filter(|n| live.contains_key(*n)).count();
+        ScalingFigures { wanted, serving, nodes_wanted, nodes_serving }
     }
 
     /// The cluster's recent decisions after `seq` (every node holds the same list).
@@ -309,4 +290,17 @@ impl Cluster {
                        "draining": state.state.draining },
         }))
     }
+}
+
+/// Instances and nodes wanted and serving, as `/metrics` shows them.
+#[derive(Debug, Clone, Default)]
+pub struct ScalingFigures {
+    /// Per service: the instances it should have (the autoscaler's count, or the fixed one).
+    pub wanted: Vec<(String, u32)>,
+    /// Per service: instances assigned to live nodes that serve it.
+    pub serving: Vec<(String, u32)>,
+    /// Nodes the leader wants (0 on other nodes).
+    pub nodes_wanted: usize,
+    /// Members gossip shows live and not removed.
+    pub nodes_serving: usize,
 }
