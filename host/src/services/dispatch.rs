@@ -519,7 +519,7 @@ impl Invoker for Registry {
             return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
         };
         let caller = caller.clone();
-        async move { this.barrier_start(&caller, calls, then).await }.boxed()
+        async move { this.barrier_engine.start(&caller, calls, then).await }.boxed()
     }
 
     fn barrier_results(&self, caller: &CallContext, id: String) -> BoxFuture<'static, crate::runtime::BarrierResults> {
@@ -527,7 +527,7 @@ impl Invoker for Registry {
             return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
         };
         let caller = caller.clone();
-        async move { this.barrier_results(&caller, &id).await }.boxed()
+        async move { this.barrier_engine.results(&caller, &id).await }.boxed()
     }
 }
 
