@@ -50,9 +50,9 @@ pub struct NodeHandle {
 
 impl NodeHandle {
     /// Stop accepting, let requests in flight finish, then return.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
         if let Some(c) = &self.node.cluster {
@@ -60,6 +60,17 @@ impl NodeHandle {
         }
         // Idle reused instances hold the registry through their call context.
         self.node.registry.drop_idle_instances();
+    }
+}
+
+/// A handle dropped without [`NodeHandle::shutdown`] (a test that failed half way) still
+/// stops the node's tasks: told to stop, then aborted.
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 

@@ -54,5 +54,6 @@ pub mod ratelog;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod tasks;
 pub mod trace;
 pub mod transport;

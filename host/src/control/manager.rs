@@ -57,20 +57,18 @@ const JOINING: &str = "joining";
 pub const REBUILDING: &str = "rebuilding";
 
 impl Cluster {
-    /// Run the control loops until `stop` turns true.
+    /// Run the control loops until `stop` turns true. The loops are this future's own
+    /// tasks: they end with `stop`, and are aborted if the future is dropped first.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        let loops = [
-            tokio::spawn(self.clone().mode_loop(stop.clone())),
-            tokio::spawn(self.clone().service_loop(stop.clone())),
-            tokio::spawn(self.clone().grid_loop(stop.clone())),
-            tokio::spawn(self.clone().traffic_loop(stop.clone())),
-            tokio::spawn(self.clone().autoscale_loop(stop.clone())),
-            tokio::spawn(self.clone().experiment_loop(stop.clone())),
-            tokio::spawn(self.clone().leader_loop(stop)),
-        ];
-        for l in loops {
-            let _ = l.await;
-        }
+        let mut loops = tokio::task::JoinSet::new();
+        loops.spawn(self.clone().mode_loop(stop.clone()));
+        loops.spawn(self.clone().service_loop(stop.clone()));
+        loops.spawn(self.clone().grid_loop(stop.clone()));
+        loops.spawn(self.clone().traffic_loop(stop.clone()));
+        loops.spawn(self.clone().autoscale_loop(stop.clone()));
+        loops.spawn(self.clone().experiment_loop(stop.clone()));
+        loops.spawn(self.leader_loop(stop));
+        while loops.join_next().await.is_some() {}
     }
 
     fn tick(&self) -> Duration {
@@ -311,7 +309,7 @@ impl Cluster {
             .filter(|n| !removed.contains(n) && !stored.state.draining.contains(n))
             .collect();
         members.sort();
-        self.manage_grid(live, &members, removed).await
+        self.partitions.step(self, live, &members, removed).await
     }
 
     /// The membership part of a step: at most one Raft membership change (true when one

@@ -16,6 +16,7 @@ mod k8s_scaler;
 mod manager;
 pub mod network;
 mod nodescaler;
+pub mod partitions;
 pub mod peer;
 pub mod placement;
 pub mod plane;
@@ -208,13 +209,10 @@ pub struct Cluster {
     reconciled: tokio::sync::watch::Sender<u64>,
     started: Instant,
     rotor: AtomicU64,
-    /// Partitions fenced for a new primary the table does not name yet (leader only).
-    grid_pending: std::sync::Mutex<std::collections::BTreeSet<u32>>,
-    /// The highest fence seen per partition (a promotion must go above it).
-    grid_floor: std::sync::Mutex<BTreeMap<u32, u64>>,
-    /// Partitions whose primary was not serving at the last check, and steps taken.
-    grid_suspects: std::sync::Mutex<std::collections::BTreeSet<u32>>,
-    grid_ticks: AtomicU64,
+    /// The leader's Partition Manager (its state between steps).
+    partitions: partitions::PartitionManager,
+    /// How the grid reaches other nodes (attached to the replicas; owns its report tasks).
+    grid_net: Arc<grid::GridNet>,
     /// Calls per second per (calling node, callee), sampled by the leader.
     traffic: std::sync::Mutex<traffic::Traffic>,
     /// The leader's autoscaler and node plan.
@@ -271,7 +269,8 @@ impl Cluster {
             faults.clone(),
         )
         .await?;
-        let cluster = Arc::new(Cluster {
+        let cluster = Arc::new_cyclic(|me| Cluster {
+            grid_net: Arc::new(grid::GridNet::new(me.clone())),
             name: name.to_string(),
             config,
             raft,
@@ -291,15 +290,12 @@ impl Cluster {
             reconciled: tokio::sync::watch::Sender::new(0),
             started: Instant::now(),
             rotor: AtomicU64::new(0),
-            grid_pending: Default::default(),
-            grid_floor: Default::default(),
-            grid_suspects: Default::default(),
-            grid_ticks: AtomicU64::new(0),
+            partitions: Default::default(),
             traffic: Default::default(),
             scaling: Default::default(),
             mismatch_log: crate::ratelog::RateLimited::new(Duration::from_secs(30)),
         });
-        cluster.registry.grid().replicas().attach(Arc::new(grid::GridNet(Arc::downgrade(&cluster))));
+        cluster.registry.grid().replicas().attach(cluster.grid_net.clone());
         Ok(cluster)
     }
 
@@ -515,8 +511,17 @@ impl Cluster {
         (v, l)
     }
 
+    /// Stop what the cluster runs besides its loops (those stop with the node's stop
+    /// signal): gossip, the grid's report tasks and replicators, a node scaler run in
+    /// progress, and Raft.
     pub async fn shutdown(&self) {
         self.gossip.shutdown().await;
+        self.grid_net.shutdown().await;
+        let replicas = self.registry.grid().replicas();
+        if tokio::time::timeout(Duration::from_secs(5), replicas.stop_replicators()).await.is_err() {
+            tracing::warn!("the grid's replicators did not stop within 5 s; leaving them");
+        }
+        self.scaling.stop_scaler();
         // Bounded: a Raft write waiting for room on a full disk (`store.rs`) would hold
         // the Raft core, and with it the shutdown, for as long as the disk stays full.
         if tokio::time::timeout(Duration::from_secs(10), self.raft.shutdown()).await.is_err() {

@@ -119,7 +119,7 @@ impl ControlPlane for Single {
     async fn grid_report(&self) -> GridView {
         let replicas = self.registry.grid().replicas();
         let statuses = std::collections::BTreeMap::from([(self.node_id.clone(), replicas.status().await)]);
-        super::grid::report(&replicas.table(), &statuses, std::slice::from_ref(&self.node_id))
+        super::partitions::report(&replicas.table(), &statuses, std::slice::from_ref(&self.node_id))
     }
 
     async fn traces(&self, q: &TraceQuery) -> Vec<TraceSummary> {

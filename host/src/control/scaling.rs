@@ -65,6 +65,13 @@ pub struct Scaling {
     wake: tokio::sync::Mutex<()>,
 }
 
+impl Scaling {
+    /// Node shutdown: abort a node scaler run in progress (the next leader asks again).
+    pub(super) fn stop_scaler(&self) {
+        *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = NodePlan::default();
+    }
+}
+
 impl Cluster {
     /// Every `window` on the leader: sample usage, decide instance counts, then nodes.
     pub(super) async fn autoscale_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {

@@ -508,7 +508,7 @@ impl Invoker for Registry {
             return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
         };
         let caller = caller.clone();
-        async move { this.barrier_start(&caller, calls, then).await }.boxed()
+        async move { this.barrier_engine.start(&caller, calls, then).await }.boxed()
     }
 
     fn barrier_results(&self, caller: &CallContext, id: String) -> BoxFuture<'static, crate::runtime::BarrierResults> {
@@ -516,7 +516,7 @@ impl Invoker for Registry {
             return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
         };
         let caller = caller.clone();
-        async move { this.barrier_results(&caller, &id).await }.boxed()
+        async move { this.barrier_engine.results(&caller, &id).await }.boxed()
     }
 }
 

@@ -299,8 +299,10 @@ pub struct Registry {
     pub calls: calls::CallGraph,
     /// Per-arm call samples of the re-provisioning experiments trying an instance here.
     pub trials: trials::Trials,
-    /// Durable barriers this node drives (`barrier.fan-out`).
-    pub barriers: barrier::Barriers,
+    /// Durable barriers this node drives (`barrier.fan-out`): bookkeeping and counters.
+    pub barriers: Arc<barrier::Barriers>,
+    /// Starts, drives and sweeps the barriers (and owns the drive tasks).
+    barrier_engine: Arc<barrier::BarrierEngine>,
     request_seq: std::sync::atomic::AtomicU64,
     seed: u64,
     tracer: std::sync::OnceLock<Arc<crate::trace::Tracer>>,
@@ -335,8 +337,11 @@ impl Registry {
     pub fn new(runtime: Arc<Runtime>, grid: Arc<Grid>) -> Arc<Self> {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
+        let barriers = Arc::new(barrier::Barriers::new(seed));
         Arc::new_cyclic(|me| Registry {
             me: me.clone(),
+            barrier_engine: Arc::new(barrier::BarrierEngine::new(me.clone(), grid.clone(), barriers.clone())),
+            barriers,
             runtime,
             grid,
             services: RwLock::new(HashMap::new()),
@@ -346,7 +351,6 @@ impl Registry {
             routes: std::sync::OnceLock::new(),
             calls: Default::default(),
             trials: Default::default(),
-            barriers: barrier::Barriers::new(seed),
             request_seq: Default::default(),
             seed,
             tracer: std::sync::OnceLock::new(),

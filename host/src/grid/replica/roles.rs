@@ -157,4 +157,21 @@ impl Replicas {
             pr.matched.retain(|n, _| *n == me);
         });
     }
+
+    /// Node shutdown: stop every replicator and wait until they have stopped. Roles stay
+    /// as they are (the node serves no more writes); the next start takes them up again
+    /// from the table.
+    pub async fn stop_replicators(&self) {
+        let mut stopping = Vec::new();
+        for part in &self.parts {
+            let mut st = part.state.lock().await;
+            for (_, h) in st.replicators.drain() {
+                h.abort();
+                stopping.push(h);
+            }
+        }
+        for h in stopping {
+            let _ = h.await;
+        }
+    }
 }

@@ -11,23 +11,29 @@
 //! Every node sweeps the pending index and takes over a barrier whose lease ran out, or
 //! whose owner is an earlier run of itself (a restart), sending again only the calls that
 //! had not answered: calls and the continuation run at least once.
+//!
+//! [`BarrierEngine`] does the driving and the sweep; its drive tasks are its own, stopped
+//! when the sweep is told to stop (node shutdown) or the engine is dropped. A stopped
+//! drive is taken up again by the sweep: the barrier's state is in the grid.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::dispatch::to_guest_error;
 use super::{DispatchError, Registry, now_ms};
-use crate::grid::KvError;
 use crate::grid::part::Consistency;
+use crate::grid::{Grid, KvError};
 use crate::runtime::{CallContext, GuestError, Request, Response};
+use crate::tasks::Tasks;
+use record::*;
 
+mod record;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -48,105 +54,8 @@ const KEEP_ENDED: Duration = Duration::from_secs(3600);
 /// `max_kv_value_bytes`): the record is rewritten as answers arrive.
 const MAX_ANSWERS_BYTES: usize = 16 << 20;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct WireRequest {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct WireResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-enum WireError {
-    NotFound(String),
-    Unavailable(String),
-    Timeout,
-    Denied(String),
-    Invalid(String),
-    Internal(String),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Answer {
-    /// Milliseconds after the barrier was created.
-    after_ms: u64,
-    result: Result<WireResponse, WireError>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Call {
-    service: String,
-    request: WireRequest,
-    answer: Option<Answer>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-enum State {
-    Waiting,
-    Resuming { attempts: u32 },
-    Done { status: u16, at_ms: u64 },
-    Failed { reason: String, at_ms: u64 },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Record {
-    id: String,
-    service: String,
-    request_id: String,
-    depth: u32,
-    created_ms: u64,
-    calls: Vec<Call>,
-    then: WireRequest,
-    /// `node/run`: who drives it, until `lease_until_ms`.
-    owner: String,
-    lease_until_ms: u64,
-    takeovers: u32,
-    state: State,
-    /// The call that answered last: the one the barrier waited for.
-    last: Option<usize>,
-    /// The largest answer body kept (the service's `max_kv_value_bytes`).
-    max_answer: usize,
-}
-
-impl Record {
-    /// An answer as the barrier keeps it: bodies over the limits become a `denied` error.
-    fn keepable(&self, result: Result<WireResponse, WireError>) -> Result<WireResponse, WireError> {
-        let Ok(r) = result else { return result };
-        let kept: usize =
-            self.calls.iter().filter_map(|c| c.answer.as_ref()?.result.as_ref().ok()).map(|r| r.body.len()).sum();
-        if r.body.len() > self.max_answer {
-            Err(WireError::Denied(format!(
-                "the answer ({} {} bytes) is over the {} bytes a barrier keeps per answer (limits.max_kv_value_bytes)",
-                r.status,
-                r.body.len(),
-                self.max_answer
-            )))
-        } else if kept + r.body.len() > MAX_ANSWERS_BYTES {
-            Err(WireError::Denied(format!(
-                "the barrier's answers would be over {MAX_ANSWERS_BYTES} bytes in all; the answer of {} bytes was dropped",
-                r.body.len()
-            )))
-        } else {
-            Ok(r)
-        }
-    }
-
-    fn ended(&self) -> Option<u64> {
-        match self.state {
-            State::Done { at_ms, .. } | State::Failed { at_ms, .. } => Some(at_ms),
-            _ => None,
-        }
-    }
-}
-
-/// This node's barrier bookkeeping (inside the [`Registry`]).
+/// This node's barrier bookkeeping and counters (the [`Registry`]'s `barriers`, shared
+/// with its [`BarrierEngine`], which updates it).
 pub struct Barriers {
     node: OnceLock<String>,
     run: String,
@@ -203,48 +112,6 @@ impl Barriers {
     }
 }
 
-fn to_wire_request(r: Request) -> WireRequest {
-    WireRequest { method: r.method, path: r.path, headers: r.headers, body: r.body }
-}
-
-fn from_wire_request(r: WireRequest) -> Request {
-    Request { method: r.method, path: r.path, headers: r.headers, body: r.body }
-}
-
-fn to_wire_error(e: GuestError) -> WireError {
-    match e {
-        GuestError::NotFound(m) => WireError::NotFound(m),
-        GuestError::Unavailable(m) => WireError::Unavailable(m),
-        GuestError::Timeout => WireError::Timeout,
-        GuestError::Denied(m) => WireError::Denied(m),
-        GuestError::Invalid(m) => WireError::Invalid(m),
-        GuestError::Internal(m) => WireError::Internal(m),
-    }
-}
-
-fn from_wire_error(e: WireError) -> GuestError {
-    match e {
-        WireError::NotFound(m) => GuestError::NotFound(m),
-        WireError::Unavailable(m) => GuestError::Unavailable(m),
-        WireError::Timeout => GuestError::Timeout,
-        WireError::Denied(m) => GuestError::Denied(m),
-        WireError::Invalid(m) => GuestError::Invalid(m),
-        WireError::Internal(m) => GuestError::Internal(m),
-    }
-}
-
-fn encode(r: &Record) -> Vec<u8> {
-    postcard::to_allocvec(r).expect("a barrier record always encodes")
-}
-
-fn decode(b: &[u8]) -> Option<Record> {
-    postcard::from_bytes(b).ok()
-}
-
-fn record_key(id: &str) -> String {
-    format!("b/{id}")
-}
-
 fn kv_error(e: KvError) -> GuestError {
     match e {
         KvError::Unavailable(m) => GuestError::Unavailable(format!("the barrier could not be stored: {m}")),
@@ -275,9 +142,41 @@ enum Stop {
     Grid(String),
 }
 
-impl Registry {
+/// The barrier engine: starts barriers, drives them (a task per barrier this node drives,
+/// owned here) and sweeps for barriers nobody drives (`sweep.rs`). The [`Registry`] holds
+/// it; it reaches the registry (to send calls and continuations) through a weak pointer,
+/// and the grid directly.
+pub struct BarrierEngine {
+    registry: Weak<Registry>,
+    grid: Arc<Grid>,
+    table: Arc<Barriers>,
+    /// The drive tasks: stopped by [`BarrierEngine::shutdown`] or on drop.
+    drives: Tasks,
+}
+
+impl BarrierEngine {
+    pub(super) fn new(registry: Weak<Registry>, grid: Arc<Grid>, table: Arc<Barriers>) -> Self {
+        BarrierEngine { registry, grid, table, drives: Tasks::new() }
+    }
+
+    /// Stop driving: abort every drive task and wait for them (their barriers are taken
+    /// over later, by this node's next run or another node).
+    pub async fn shutdown(&self) {
+        self.drives.shutdown().await;
+        self.table.active.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Drive `record` (claimed in the table) in a task of this engine's.
+    fn spawn_drive(self: &Arc<Self>, registry: Arc<Registry>, record: Record, stored: Vec<u8>) {
+        let id = record.id.clone();
+        if !self.drives.spawn(self.clone().drive(registry, record, stored)) {
+            tracing::debug!(barrier = %id, "not driving a barrier: the node is shutting down");
+            self.table.release(&id);
+        }
+    }
+
     /// `barrier.fan-out`: store the barrier, start driving it, return its id.
-    pub(super) async fn barrier_start(
+    pub(super) async fn start(
         self: &Arc<Self>,
         caller: &CallContext,
         calls: Vec<(String, Request)>,
@@ -305,7 +204,10 @@ impl Registry {
             super::dispatch::platform_parent(&mut req.headers, caller);
         }
         super::dispatch::platform_parent(&mut then.headers, caller);
-        let id = self.new_request_id();
+        let Some(registry) = self.registry.upgrade() else {
+            return Err(GuestError::Internal("the node is shutting down".into()));
+        };
+        let id = registry.new_request_id();
         let created_ms = now_ms();
         let record = Record {
             id: id.clone(),
@@ -318,7 +220,7 @@ impl Registry {
                 .map(|(service, req)| Call { service, request: to_wire_request(req), answer: None })
                 .collect(),
             then: to_wire_request(then),
-            owner: self.barriers.me(),
+            owner: self.table.me(),
             lease_until_ms: created_ms + LEASE.as_millis() as u64,
             takeovers: 0,
             state: State::Waiting,
@@ -338,15 +240,15 @@ impl Registry {
             let _ = self.grid.kv_delete(NAMESPACE, &record_key(&id), Consistency::Quorum).await;
             return Err(kv_error(e));
         }
-        self.barriers.started.fetch_add(1, Ordering::Relaxed);
-        self.barriers.claim(&id);
+        self.table.started.fetch_add(1, Ordering::Relaxed);
+        self.table.claim(&id);
         tracing::info!(barrier = %id, service = %record.service, request_id = %record.request_id, calls = record.calls.len(), "barrier started");
-        tokio::spawn(self.clone().drive(record, bytes));
+        self.spawn_drive(registry, record, bytes);
         Ok(id)
     }
 
     /// `barrier.results`: the answers of one of the caller's barriers.
-    pub(super) async fn barrier_results(&self, caller: &CallContext, id: &str) -> crate::runtime::BarrierResults {
+    pub(super) async fn results(&self, caller: &CallContext, id: &str) -> crate::runtime::BarrierResults {
         let not_found = || GuestError::NotFound(format!("service {:?} has no barrier {id:?}", caller.service));
         if id.is_empty() || id.len() > 64 {
             return Err(not_found());
@@ -371,16 +273,22 @@ impl Registry {
             .collect())
     }
 
-    async fn drive(self: Arc<Self>, mut record: Record, mut stored: Vec<u8>) {
+    /// Drive one barrier to its end (the registry sends its calls and continuation).
+    async fn drive(self: Arc<Self>, registry: Arc<Registry>, mut record: Record, mut stored: Vec<u8>) {
         let id = record.id.clone();
-        match self.drive_to_end(&mut record, &mut stored).await {
+        match self.drive_to_end(&registry, &mut record, &mut stored).await {
             Ok(()) => {}
             Err(e) => tracing::warn!(barrier = %id, error = %e, "stopped driving a barrier; a node will take it over"),
         }
-        self.barriers.release(&id);
+        self.table.release(&id);
     }
 
-    async fn drive_to_end(self: &Arc<Self>, record: &mut Record, stored: &mut Vec<u8>) -> Result<(), Stop> {
+    async fn drive_to_end(
+        &self,
+        registry: &Arc<Registry>,
+        record: &mut Record,
+        stored: &mut Vec<u8>,
+    ) -> Result<(), Stop> {
         // The first renewal is due a third of a lease from now (an interval's immediate
         // first tick would still wait for the timer wheel, about a millisecond).
         let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + LEASE / 3, LEASE / 3);
@@ -392,10 +300,10 @@ impl Registry {
                 .enumerate()
                 .filter(|(_, c)| c.answer.is_none())
                 .map(|(i, c)| {
-                    let (this, call) = (self.clone(), c.clone());
+                    let (registry, call) = (registry.clone(), c.clone());
                     let (from, request_id, depth) =
                         (record.service.clone(), record.request_id.clone(), record.depth + 1);
-                    async move { (i, this.barrier_call(&from, call, request_id, depth).await) }
+                    async move { (i, barrier_call(&registry, &from, call, request_id, depth).await) }
                 })
                 .collect();
             while !pending.is_empty() {
@@ -420,11 +328,11 @@ impl Registry {
             // Who the barrier waited for: the callee that answered last, and how long.
             if let Some(c) = record.last.and_then(|i| record.calls.get(i)) {
                 let waited = c.answer.as_ref().map_or(0, |a| a.after_ms);
-                self.calls.record_wait(&record.service, &c.service, waited);
+                registry.calls.record_wait(&record.service, &c.service, waited);
             }
         }
         if record.ended().is_none() {
-            self.resume(record, stored, &mut renew).await?;
+            self.resume(registry, record, stored, &mut renew).await?;
         }
         self.save(record, stored).await?;
         let id = &record.id;
@@ -434,46 +342,23 @@ impl Registry {
         let _ = self.grid.kv_delete(NAMESPACE, &format!("pending/{id}"), Consistency::Quorum).await;
         match &record.state {
             State::Done { status, .. } => {
-                self.barriers.resumed.fetch_add(1, Ordering::Relaxed);
+                self.table.resumed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(barrier = %id, service = %record.service, request_id = %record.request_id, status, "barrier resumed its service");
             }
             State::Failed { reason, .. } => {
-                self.barriers.failed.fetch_add(1, Ordering::Relaxed);
+                self.table.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(barrier = %id, service = %record.service, request_id = %record.request_id, reason = %reason, "barrier could not resume its service");
             }
             _ => {}
         }
-        self.barriers.ended.send_modify(|n| *n += 1);
+        self.table.ended.send_modify(|n| *n += 1);
         Ok(())
-    }
-
-    /// One fanned-out call, tried again while it could not run at all.
-    async fn barrier_call(
-        self: &Arc<Self>,
-        from: &str,
-        call: Call,
-        request_id: String,
-        depth: u32,
-    ) -> Result<WireResponse, WireError> {
-        let give_up = Instant::now() + RETRY_FOR;
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let req = from_wire_request(call.request.clone());
-            match self.call_from((from, "barrier-call"), &call.service, req, request_id.as_str().into(), depth).await {
-                Ok(r) => return Ok(WireResponse { status: r.status, headers: r.headers, body: r.body }),
-                Err(e) if retryable(&e) && Instant::now() + backoff < give_up => {
-                    tracing::debug!(service = %call.service, error = %e, "barrier call could not run yet; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => return Err(to_wire_error(to_guest_error(&e))),
-            }
-        }
     }
 
     /// Send the continuation until it answers below 500 or the attempts run out.
     async fn resume(
-        self: &Arc<Self>,
+        &self,
+        registry: &Arc<Registry>,
         record: &mut Record,
         stored: &mut Vec<u8>,
         renew: &mut tokio::time::Interval,
@@ -489,7 +374,7 @@ impl Registry {
             then.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(HEADER));
             then.headers.push((HEADER.to_string(), record.id.clone()));
             let service = record.service.clone();
-            let run = self.dispatch(&service, then, record.request_id.as_str().into(), record.depth);
+            let run = registry.dispatch(&service, then, record.request_id.as_str().into(), record.depth);
             tokio::pin!(run);
             let result = loop {
                 tokio::select! {
@@ -521,7 +406,7 @@ impl Registry {
             // Who the barrier waited for: the callee that answered last, and how long.
             if let Some(c) = record.last.and_then(|i| record.calls.get(i)) {
                 let waited = c.answer.as_ref().map_or(0, |a| a.after_ms);
-                self.calls.record_wait(&record.service, &c.service, waited);
+                registry.calls.record_wait(&record.service, &c.service, waited);
             }
         }
     }
@@ -529,7 +414,7 @@ impl Registry {
     /// Write the record (renewing this node's lease) if it is still what this node last
     /// wrote.
     async fn save(&self, record: &mut Record, stored: &mut Vec<u8>) -> Result<(), Stop> {
-        record.owner = self.barriers.me();
+        record.owner = self.table.me();
         record.lease_until_ms = now_ms() + LEASE.as_millis() as u64;
         let new = encode(record);
         let key = record_key(&record.id);
@@ -556,5 +441,29 @@ impl Registry {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Err(Stop::Grid(last_error))
+    }
+}
+
+/// One fanned-out call, tried again while it could not run at all.
+async fn barrier_call(
+    registry: &Arc<Registry>,
+    from: &str,
+    call: Call,
+    request_id: String,
+    depth: u32,
+) -> Result<WireResponse, WireError> {
+    let give_up = Instant::now() + RETRY_FOR;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let req = from_wire_request(call.request.clone());
+        match registry.call_from((from, "barrier-call"), &call.service, req, request_id.as_str().into(), depth).await {
+            Ok(r) => return Ok(WireResponse { status: r.status, headers: r.headers, body: r.body }),
+            Err(e) if retryable(&e) && Instant::now() + backoff < give_up => {
+                tracing::debug!(service = %call.service, error = %e, "barrier call could not run yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(to_wire_error(to_guest_error(&e))),
+        }
     }
 }

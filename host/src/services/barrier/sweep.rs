@@ -5,18 +5,40 @@
 use super::*;
 
 impl Registry {
-    /// Every node: take over barriers nobody drives, and forget ended ones after a while.
-    pub async fn sweep_barriers(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Every node: run the barrier engine's sweep until `stop`, then stop its drives.
+    pub async fn sweep_barriers(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let engine = self.barrier_engine.clone();
+        drop(self);
+        engine.run(stop).await;
+    }
+
+    /// Barriers still running (`GET /v1/barriers`), up to `limit`.
+    pub async fn pending_barriers(&self, limit: usize) -> Result<Vec<String>, KvError> {
+        self.barrier_engine.pending(limit).await
+    }
+
+    /// One barrier as JSON (`GET /v1/barriers/{id}`), `None` if there is none.
+    pub async fn barrier_report(&self, id: &str) -> Result<Option<serde_json::Value>, KvError> {
+        self.barrier_engine.report(id).await
+    }
+}
+
+impl BarrierEngine {
+    /// Take over barriers nobody drives, and forget ended ones after a while, until
+    /// `stop` turns true; then stop every drive of this engine (see [`Self::shutdown`]).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut rounds = 0u64;
         loop {
             tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
             }
-            if self.dormant() {
+            // Between rounds the engine holds the registry only weakly.
+            let Some(registry) = self.registry.upgrade() else { break };
+            if registry.dormant() {
                 continue;
             }
-            if let Err(e) = self.take_over_stalled().await {
+            if let Err(e) = self.take_over_stalled(registry).await {
                 tracing::debug!(error = %e, "barrier sweep did not finish; next round");
             }
             rounds += 1;
@@ -26,10 +48,11 @@ impl Registry {
                 tracing::debug!(error = %e, "could not drop ended barriers; later");
             }
         }
+        self.shutdown().await;
     }
 
-    async fn take_over_stalled(self: &Arc<Self>) -> Result<(), KvError> {
-        let me = self.barriers.me();
+    async fn take_over_stalled(self: &Arc<Self>, registry: Arc<Registry>) -> Result<(), KvError> {
+        let me = self.table.me();
         let my_node = me.split('/').next().unwrap_or_default().to_string();
         let mut after = None;
         loop {
@@ -37,7 +60,7 @@ impl Registry {
             let Some(last) = keys.last().cloned() else { return Ok(()) };
             for key in &keys {
                 let id = &key["pending/".len()..];
-                if self.barriers.active.lock().unwrap_or_else(|e| e.into_inner()).contains(id) {
+                if self.table.active.lock().unwrap_or_else(|e| e.into_inner()).contains(id) {
                     continue;
                 }
                 let Some(bytes) = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await? else {
@@ -60,7 +83,7 @@ impl Registry {
                 if record.lease_until_ms > now_ms() && !restarted {
                     continue;
                 }
-                if !self.barriers.claim(id) {
+                if !self.table.claim(id) {
                     continue;
                 }
                 let previous = std::mem::take(&mut record.owner);
@@ -68,11 +91,11 @@ impl Registry {
                 let mut stored = bytes;
                 match self.save(&mut record, &mut stored).await {
                     Ok(()) => {
-                        self.barriers.taken_over.fetch_add(1, Ordering::Relaxed);
+                        self.table.taken_over.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(barrier = %id, from = %previous, service = %record.service, "took over a barrier");
-                        tokio::spawn(self.clone().drive(record, stored));
+                        self.spawn_drive(registry.clone(), record, stored);
                     }
-                    Err(_) => self.barriers.release(id),
+                    Err(_) => self.table.release(id),
                 }
             }
             after = Some(last);
@@ -97,14 +120,14 @@ impl Registry {
         }
     }
 
-    /// Barriers still running (`GET /v1/barriers`), up to `limit`.
-    pub async fn pending_barriers(&self, limit: usize) -> Result<Vec<String>, KvError> {
+    /// Barriers still running, up to `limit`.
+    pub async fn pending(&self, limit: usize) -> Result<Vec<String>, KvError> {
         let keys = self.grid.kv_list_keys(NAMESPACE, "pending/", None, limit).await?;
         Ok(keys.into_iter().map(|k| k["pending/".len()..].to_string()).collect())
     }
 
-    /// One barrier as JSON (`GET /v1/barriers/{id}`), `None` if there is none.
-    pub async fn barrier_report(&self, id: &str) -> Result<Option<serde_json::Value>, KvError> {
+    /// One barrier as JSON, `None` if there is none.
+    pub async fn report(&self, id: &str) -> Result<Option<serde_json::Value>, KvError> {
         if id.is_empty() || id.len() > 64 {
             return Ok(None);
         }

@@ -50,3 +50,78 @@ fn records_round_trip_and_report_what_was_waited_for() {
     assert_eq!(r.keepable(Ok(small.clone())), Ok(small));
     assert!(decode(b"\xff\xff not a record").is_none());
 }
+
+/// A registry over `grid` with a small runtime (no service is deployed).
+fn registry(grid: &Arc<crate::grid::Grid>, cache: &std::path::Path) -> Arc<Registry> {
+    let runtime = crate::runtime::Runtime::new(&crate::runtime::RuntimeConfig {
+        compile_cache: cache.to_path_buf(),
+        pool_instances: 4,
+        pool_max_memory: 1 << 20,
+        fuel: false,
+        outbound: None,
+        tiered: false,
+    })
+    .unwrap();
+    Registry::new(Arc::new(runtime), grid.clone())
+}
+
+/// Run `registry`'s sweep until it has taken a barrier over; returns the stop signal and
+/// the sweep's task.
+async fn sweep_until_taken_over(registry: &Arc<Registry>) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, rx) = watch::channel(false);
+    let sweep = tokio::spawn(registry.clone().sweep_barriers(rx));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.barriers.taken_over.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the sweep did not take the barrier over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (stop, sweep)
+}
+
+#[tokio::test]
+async fn a_stopped_sweep_stops_its_drives_and_the_next_run_takes_them_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = Arc::new(crate::grid::Grid::new(Arc::new(crate::grid::MemoryStorage::default())));
+    let call = |service: &str| Call {
+        service: service.into(),
+        request: WireRequest { method: "GET".into(), path: "/".into(), headers: vec![], body: vec![] },
+        answer: None,
+    };
+    // A barrier an earlier run drove: its calls and continuation go to services that do
+    // not exist, so a drive keeps retrying the continuation for seconds.
+    let record = Record {
+        id: "b1".into(),
+        service: "jobs".into(),
+        request_id: "r1".into(),
+        depth: 0,
+        created_ms: now_ms(),
+        calls: vec![call("missing")],
+        then: WireRequest { method: "POST".into(), path: "/done".into(), headers: vec![], body: vec![] },
+        owner: "elsewhere/0".into(),
+        lease_until_ms: 0,
+        takeovers: 0,
+        state: State::Waiting,
+        last: None,
+        max_answer: 1024,
+    };
+    assert!(grid.kv_compare_and_swap(NAMESPACE, &record_key("b1"), None, encode(&record)).await.unwrap());
+    grid.kv_set(NAMESPACE, "pending/b1", Vec::new(), Consistency::Quorum).await.unwrap();
+
+    let first = registry(&grid, dir.path());
+    let (stop, sweep) = sweep_until_taken_over(&first).await;
+    assert_eq!(first.barrier_engine.drives.running(), 1, "the taken-over barrier is driven");
+    stop.send(true).unwrap();
+    sweep.await.unwrap();
+    assert_eq!(first.barrier_engine.drives.running(), 0, "the drive outlived the sweep's stop");
+    assert_eq!(first.barriers.active(), 0);
+    let pending = first.pending_barriers(10).await.unwrap();
+    assert_eq!(pending, vec!["b1".to_string()], "the stopped barrier stays pending");
+
+    // The next run of this node takes it over at once (its owner is an earlier run).
+    let second = registry(&grid, dir.path());
+    let (stop, sweep) = sweep_until_taken_over(&second).await;
+    let taken = decode(&grid.kv_get(NAMESPACE, &record_key("b1"), Consistency::Quorum).await.unwrap().unwrap());
+    assert_eq!(taken.map(|r| r.takeovers), Some(2));
+    stop.send(true).unwrap();
+    sweep.await.unwrap();
+}
