@@ -28,6 +28,7 @@ use crate::grid::KvError;
 use crate::grid::part::Consistency;
 use crate::runtime::{CallContext, GuestError, Request, Response};
 
+pub mod report;
 mod sweep;
 #[cfg(test)]
 mod tests;
