@@ -69,7 +69,7 @@ async fn samples_answer_through_ingress() {
 
     // invoke calls are counted on the callee.
     let counter = node.service("counter").await;
-    assert_eq!(counter["status"]["requests"]["ok"], 8);
+    assert_eq!(counter.status.requests.ok, 8);
 }
 
 #[tokio::test]
@@ -99,7 +99,7 @@ async fn cli_deploys_scales_lists_invokes_and_removes() {
     assert!(out.contains("POST /x") && out.contains("you sent: payload"), "{out}");
 
     ok(&node.cli(&["scale", "greeter", "5"]));
-    assert_eq!(node.service("greeter").await["spec"]["instances"], 5);
+    assert_eq!(node.service("greeter").await.spec.instances, 5);
     let bad = node.cli(&["scale", "greeter", "-1"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("between 0 and"), "{}", String::from_utf8_lossy(&bad.stderr));
@@ -137,8 +137,8 @@ async fn scale_one_eight_zero_two() {
         let r = admin.call_json(Method::POST, "/v1/services/m/scale", &json!({ "instances": n })).await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         let v = node.service("m").await;
-        assert_eq!(v["spec"]["instances"], n);
-        assert_eq!(v["status"]["nodes"][0]["instances"], n);
+        assert_eq!(v.spec.instances, n);
+        assert_eq!(v.status.nodes[0].instances, n);
         if n == 0 {
             let r = node.get("/m/").await;
             assert_error(&r, 503, "stopped");
@@ -162,7 +162,7 @@ async fn scale_one_eight_zero_two() {
             }
         }
     }
-    assert_eq!(node.service("m").await["spec"]["generation"], 4);
+    assert_eq!(node.service("m").await.spec.generation, 4);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use nanogrid::client::Client;
+use nanogrid::runtime::Tier;
 use serde_json::{Value, json};
 
 use crate::support::TestNode;
@@ -53,7 +54,7 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
     node.deploy("web", "http-hello", json!({})).await;
     for name in ["hello", "web"] {
         let svc = node.service(name).await;
-        assert_eq!(svc["status"]["local"]["code"], "baseline", "{svc}");
+        assert_eq!(svc.status.local.code, Some(Tier::Baseline), "{svc:?}");
     }
     let first = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = node.request_with(Method::GET, "/hello/", &traced(first)).await;
@@ -69,7 +70,7 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
 
     // The sandbox's limits hold on baseline code: memory, and the deadline.
     node.deploy("m", "misbehave", json!({ "limits": { "memory_mib": 16, "timeout_ms": 300 } })).await;
-    assert_eq!(node.service("m").await["status"]["local"]["code"], "baseline");
+    assert_eq!(node.service("m").await.status.local.code, Some(Tier::Baseline));
     let r = node.get("/m/alloc/64").await;
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(r.text().contains("allocation failed"), "{}", r.text());
@@ -122,13 +123,13 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
     let log_before = node.log().len();
     node.stop();
     node.restart_with(&["--compile", "optimized"]);
-    assert_eq!(node.service("hello").await["status"]["local"]["code"], "optimized");
+    assert_eq!(node.service("hello").await.status.local.code, Some(Tier::Optimized));
     assert!(node.get("/hello/").await.text().starts_with("hello, world!"));
     let log = node.log()[log_before..].to_string();
     assert!(!log.contains("compiled"), "nothing compiled after the restart:\n{log}");
     // `--compile optimized`: a new component waits for Cranelift and never runs baseline code.
     node.deploy("wc", "wordcount", json!({})).await;
-    assert_eq!(node.service("wc").await["status"]["local"]["code"], "optimized");
+    assert_eq!(node.service("wc").await.status.local.code, Some(Tier::Optimized));
     let log = node.log()[log_before..].to_string();
     assert_eq!(log.matches("compiled component").count(), 1, "{log}");
     assert!(!log.contains("compiled baseline code"), "{log}");

@@ -178,7 +178,7 @@ async fn an_idle_service_scales_to_zero_and_its_next_request_wakes_it() {
     })
     .await;
     eventually("n3 has no instance of its own", Duration::from_secs(10), || async {
-        (c.nodes[2].node.service("hello").await["status"]["local"]["instances"] == 0).then_some(())
+        (c.nodes[2].node.service("hello").await.status.local.instances == 0).then_some(())
     })
     .await;
     // A fixed service at zero is stopped; an autoscaled one at zero wakes.

@@ -106,7 +106,7 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
     // Once the new instance serves, calls stay on the node.
     eventually("tail serves on the caller's node", Duration::from_secs(20), || async {
         let v = c.nodes[caller].node.service("tail").await;
-        (v["status"]["local"]["instances"].as_u64()? >= 1).then_some(())
+        (v.status.local.instances >= 1).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -143,9 +143,9 @@ async fn calls_that_find_every_local_instance_busy_run_on_another_node() {
     // for a moment, and a call then runs next to its caller.
     eventually("n1 sees every node serving misbehave, one instance each", Duration::from_secs(20), || async {
         let v = c.nodes[0].node.service("misbehave").await;
-        let nodes = v["status"]["nodes"].as_array()?.clone();
-        let spread = nodes.len() == 3 && nodes.iter().all(|n| n["serving"] == true && n["instances"] == 1);
-        (spread && v["status"]["local"]["instances"] == 1).then_some(())
+        let nodes = &v.status.nodes;
+        let spread = nodes.len() == 3 && nodes.iter().all(|n| n.serving == Some(true) && n.instances == 1);
+        (spread && v.status.local.instances == 1).then_some(())
     })
     .await;
     let metric = ("nanogrid_forwarded_total", "outcome=\"answered\"");
@@ -154,6 +154,6 @@ async fn calls_that_find_every_local_instance_busy_run_on_another_node() {
     let r = c.get(0, "/misbehave/fanout/2?sleep=300").await.unwrap();
     assert_eq!((r.status.as_u16(), r.text()), (200, "2 calls answered".to_string()));
     let after = c.nodes[0].node.metric(metric.0, metric.1).await;
-    let local = c.nodes[0].node.service("misbehave").await["status"]["local"].clone();
-    assert!(after >= before + 2.0, "both calls went to other nodes ({before} → {after} forwarded; n1: {local})");
+    let local = c.nodes[0].node.service("misbehave").await.status.local;
+    assert!(after >= before + 2.0, "both calls went to other nodes ({before} → {after} forwarded; n1: {local:?})");
 }

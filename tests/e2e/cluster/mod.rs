@@ -86,15 +86,15 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     for i in [1, 2] {
         let body = serves(&c, i, "/hello/x?name=grid", Duration::from_secs(10)).await;
         assert_eq!(body, "hello, grid! you asked for GET /x?name=grid\n");
-        let local = c.nodes[i].node.service("hello").await["status"]["local"].clone();
-        assert_eq!(local["instances"], 1, "{local}");
+        let local = c.nodes[i].node.service("hello").await.status.local;
+        assert_eq!(local.instances, 1, "{local:?}");
         assert!(c.nodes[i].node.log().contains("fetched component from peer"), "node {i} fetched by digest");
     }
 
     // A deploy returns when the service serves: right after it, every node answers (the
     // digest is known everywhere now). Before, nodes answered 404 or 503 for 0.1-0.9 s.
     let answer = c.nodes[0].node.deploy("greet", "hello", json!({ "instances": 1 })).await;
-    assert!(answer.get("not_serving_yet").is_none(), "{answer}");
+    assert!(answer.not_serving_yet().is_empty(), "{answer:?}");
     for i in 0..3 {
         let r = c.get(i, "/greet/now").await.unwrap();
         assert_eq!(r.status, 200, "{} right after the deploy returned: {}", c.nodes[i].name, r.text());
@@ -105,8 +105,7 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     let t = std::time::Instant::now();
     let answer = c.nodes[0].node.deploy("nowhere", "hello", json!({ "instances": 1, "placement": ["n9"] })).await;
     let waited = t.elapsed();
-    let late: Vec<&str> = answer["not_serving_yet"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
-    assert_eq!(late, ["n1", "n2", "n3"], "{answer}");
+    assert_eq!(answer.not_serving_yet(), ["n1", "n2", "n3"], "{answer:?}");
     assert!(waited < Duration::from_secs(4), "an unplaceable deploy waited {waited:?}");
 
     // Admin writes through a follower are forwarded to the leader; reads anywhere agree.
@@ -132,7 +131,7 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
         assert!(r.text().ends_with("you sent: payload\n"), "{}", r.text());
         assert!(r.header("x-request-id").is_some());
     }
-    let ok = c.nodes[holder].node.service("hello").await["status"]["requests"]["ok"].as_u64().unwrap();
+    let ok = c.nodes[holder].node.service("hello").await.status.requests.ok;
     assert!(ok >= 3, "the holder ran the forwarded requests (ok = {ok})");
     let other = (0..3).find(|&i| i != holder).unwrap();
     let answered = c.nodes[other].node.metric("nanogrid_forwarded_total", "outcome=\"answered\"").await;
@@ -172,7 +171,7 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     })
     .await;
     assert!(again["documents"].as_i64().unwrap() > docs, "the count went on from {docs}: {again}");
-    let ran = c.nodes[2].node.service("counter").await["status"]["requests"]["ok"].as_u64().unwrap();
+    let ran = c.nodes[2].node.service("counter").await.status.requests.ok;
     assert!(ran >= 2, "counter ran on n3 (ok = {ran})");
     // The call graph: n1, where gateway runs, saw its calls to the other nodes' services;
     // asked on n2, the graph adds up every live node.
