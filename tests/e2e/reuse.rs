@@ -4,11 +4,12 @@
 //! trapped is never reused.
 
 use http::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use nanogrid::api::ServiceDetail;
+use nanogrid::api::{ServiceDetail, TraceView};
 
-use crate::support::{TestNode, assert_error};
+use crate::support::{TestNode, assert_error, parse};
+use crate::tracing::attr_int;
 
 /// `/whoami` on `svc`: (the guest's static run count, request id, trace id) and the trace
 /// id the node answered with.
@@ -58,15 +59,15 @@ async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_ne
 
     // Each run's span counts its own kv calls and instantiation, not the instance's.
     for (i, t) in traces.iter().enumerate() {
-        let v: Value = node.admin().get(&format!("/v1/traces/{t}")).await.unwrap().json().unwrap();
-        let run = v["spans"].as_array().unwrap().iter().find(|s| s["name"] == "run r").cloned();
-        let a = &run.unwrap_or_else(|| panic!("no run span in {v}"))["attrs"];
-        assert_eq!(a["kv.cas.count"], 1, "request {i}: {a}");
-        let instantiated = a["instantiate_us"].as_u64().unwrap_or(0);
+        let v: TraceView = parse(&node.admin().get(&format!("/v1/traces/{t}")).await.unwrap());
+        let run = v.spans.iter().find(|s| &*s.name == "run r").unwrap_or_else(|| panic!("no run span in {v:?}"));
+        let a = &run.attrs;
+        assert_eq!(attr_int(run, "kv.cas.count"), Some(1), "request {i}: {a:?}");
+        let instantiated = attr_int(run, "instantiate_us").unwrap_or(0);
         if runs[i] == 1 {
-            assert!(instantiated > 0, "request {i} made its instance: {a}");
+            assert!(instantiated > 0, "request {i} made its instance: {a:?}");
         } else {
-            assert_eq!(instantiated, 0, "request {i} reused one: {a}");
+            assert_eq!(instantiated, 0, "request {i} reused one: {a:?}");
         }
     }
 

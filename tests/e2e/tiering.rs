@@ -12,12 +12,13 @@ use bytes::Bytes;
 use http::Method;
 use nanogrid::client::Client;
 use nanogrid::runtime::Tier;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::TestNode;
+use crate::tracing::attr_str;
 
 /// The run span of `service` in trace `id` (the client's span is [`CLIENT_SPAN`]).
-async fn run_span(node: &TestNode, id: &str, service: &str) -> Value {
+async fn run_span(node: &TestNode, id: &str, service: &str) -> nanogrid::trace::SpanRecord {
     crate::tracing::runs_in_trace(node, id, service, 1, CLIENT_SPAN).await.remove(0)
 }
 
@@ -60,7 +61,7 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
     let r = node.request_with(Method::GET, "/hello/", &traced(first)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().starts_with("hello, world!"), "{}", r.text());
-    assert_eq!(run_span(&node, first, "hello").await["attrs"]["code.tier"], "baseline");
+    assert_eq!(attr_str(&run_span(&node, first, "hello").await, "code.tier"), Some("baseline"));
     let r = node.get("/web/x").await;
     assert_eq!(r.text(), "hello from wasi:http! you asked for GET /x\n");
     assert_eq!(node.metric("nanogrid_compiles_total", "tier=\"baseline\"").await, 2.0);
@@ -113,7 +114,7 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
     let second = "5bf92f3577b34da6a3ce929d0e0e4737";
     assert_eq!(node.request_with(Method::GET, "/hello/", &traced(second)).await.status, 200);
     let run = run_span(&node, second, "hello").await;
-    assert!(run["attrs"].get("code.tier").is_none(), "optimized runs carry no tier mark: {run}");
+    assert!(run.attrs.get("code.tier").is_none(), "optimized runs carry no tier mark: {run:?}");
     node.wait_optimized("m").await;
     assert_eq!(node.metric("nanogrid_compiles_total", "tier=\"optimized\"").await, 3.0);
     assert_eq!(node.metric("nanogrid_services_on_baseline_code", "").await, 0.0);
