@@ -5,20 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nanogrid::api::GraphView;
 use nanogrid::control::experiment::Stage;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::driver::{Cluster, eventually};
+use crate::support::parse;
 use super::{formed, serves};
 
 /// `from → to` as node `i` alone saw it: (calls, calls that ran on another node).
 async fn edge(c: &Cluster, i: usize, from: &str, to: &str) -> (u64, u64) {
-    let g = c.nodes[i].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
-    let edges = g["edges"].as_array().cloned().unwrap_or_default();
-    edges
-        .iter()
-        .find(|e| e["from"] == from && e["to"] == to)
-        .map_or((0, 0), |e| (e["calls"].as_u64().unwrap(), e["remote"].as_u64().unwrap()))
+    let g: GraphView = parse(&c.nodes[i].node.admin().get("/v1/graph?scope=node").await.unwrap());
+    g.edges.iter().find(|e| e.from == from && e.to == to).map_or((0, 0), |e| (e.calls, e.remote))
 }
 
 #[tokio::test]
@@ -80,11 +78,11 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
     let moved_after = started.elapsed();
     // The leader shows the demand it acted on.
     let li = c.index_of(&leader);
-    let g: Value = c.nodes[li].node.admin().get("/v1/graph").await.unwrap().json().unwrap();
-    let rows = g["demand"]["calls"].as_array().cloned().unwrap_or_default();
+    let g: GraphView = parse(&c.nodes[li].node.admin().get("/v1/graph").await.unwrap());
+    let rows = g.demand.as_ref().map(|d| d.calls.as_slice()).unwrap_or_default();
     assert!(
-        rows.iter().any(|r| r["service"] == "tail" && r["node"] == here.as_str() && r["level"].as_u64() >= Some(1)),
-        "the leader's demand names {here} as hot for tail: {g}"
+        rows.iter().any(|r| r.service == "tail" && r.node == here && r.level >= 1),
+        "the leader's demand names {here} as hot for tail: {g:?}"
     );
     // The move was an experiment the leader kept: both arms measured, the new one faster.
     // (Read on another node than the placement: it shows the verdict once it has applied it.)

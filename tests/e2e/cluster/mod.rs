@@ -175,16 +175,20 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     assert!(ran >= 2, "counter ran on n3 (ok = {ran})");
     // The call graph: n1, where gateway runs, saw its calls to the other nodes' services;
     // asked on n2, the graph adds up every live node.
-    let on_n1 = c.nodes[0].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
-    let edge = |g: &serde_json::Value, to: &str| {
-        g["edges"].as_array().unwrap().iter().find(|e| e["from"] == "gateway" && e["to"] == to).cloned()
+    let graph = |i: usize, path: &'static str| {
+        let admin = c.nodes[i].node.admin();
+        async move { crate::support::parse::<nanogrid::api::GraphView>(&admin.get(path).await.unwrap()) }
     };
-    let local = edge(&on_n1, "counter").unwrap_or_else(|| panic!("{on_n1}"));
-    let all = c.nodes[1].node.admin().get("/v1/graph").await.unwrap().json().unwrap();
-    assert_eq!(all["nodes"], json!(["n1", "n2", "n3"]), "{all}");
-    assert_eq!(edge(&all, "counter").unwrap()["calls"], local["calls"], "only n1 calls counter: {all}");
-    let on_n2 = c.nodes[1].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
-    assert!(edge(&on_n2, "counter").is_none(), "n2 itself made no gateway calls: {on_n2}");
+    let edge = |g: &nanogrid::api::GraphView, to: &str| {
+        g.edges.iter().find(|e| e.from == "gateway" && e.to == to).cloned()
+    };
+    let on_n1 = graph(0, "/v1/graph?scope=node").await;
+    let local = edge(&on_n1, "counter").unwrap_or_else(|| panic!("{on_n1:?}"));
+    let all = graph(1, "/v1/graph").await;
+    assert_eq!(all.nodes, ["n1", "n2", "n3"], "{all:?}");
+    assert_eq!(edge(&all, "counter").unwrap().calls, local.calls, "only n1 calls counter: {all:?}");
+    let on_n2 = graph(1, "/v1/graph?scope=node").await;
+    assert!(edge(&on_n2, "counter").is_none(), "n2 itself made no gateway calls: {on_n2:?}");
 
     // A service with kv state spreads like any other: its keys live in the grid, so a
     // counter counts right whichever node runs the call, and the grid shows every
