@@ -86,7 +86,8 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     assert_eq!(g.mode, ChainMode::Fused, "{g:?}");
     let names: Vec<&str> = g.services.iter().map(|s| s.service.as_str()).collect();
     assert_eq!(names, ["text-normalize", "text-tokenize", "text-stats"]);
-    let edge = |from: &str, import: &str, to: &str| ChainEdge { from: from.into(), import: import.into(), to: to.into() };
+    let edge =
+        |from: &str, import: &str, to: &str| ChainEdge { from: from.into(), import: import.into(), to: to.into() };
     assert_eq!(
         g.edges,
         [
@@ -115,10 +116,8 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
         } else {
             assert_eq!(fused_attr, None, "{run:?}");
             for provider in ["text-normalize", "text-tokenize"] {
-                let part = parts
-                    .iter()
-                    .find(|p| p.service.as_deref() == Some(provider))
-                    .unwrap_or_else(|| panic!("{t:#?}"));
+                let part =
+                    parts.iter().find(|p| p.service.as_deref() == Some(provider)).unwrap_or_else(|| panic!("{t:#?}"));
                 assert!(part.name.starts_with(&format!("part {provider}.")), "{part:?}");
                 assert_eq!(part.parent_id, Some(run.span_id), "{part:?}");
             }

@@ -6,8 +6,8 @@ use nanogrid::api::{BarrierReport, BarrierState};
 use serde_json::json;
 
 use super::driver::{Cluster, eventually};
-use crate::support::parse;
 use super::{formed, serves};
+use crate::support::parse;
 
 #[tokio::test]
 async fn another_node_finishes_a_barrier_whose_node_died() {

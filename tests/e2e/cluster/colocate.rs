@@ -10,8 +10,8 @@ use nanogrid::control::experiment::Stage;
 use serde_json::json;
 
 use super::driver::{Cluster, eventually};
-use crate::support::parse;
 use super::{formed, serves};
+use crate::support::parse;
 
 /// `from → to` as node `i` alone saw it: (calls, calls that ran on another node).
 async fn edge(c: &Cluster, i: usize, from: &str, to: &str) -> (u64, u64) {

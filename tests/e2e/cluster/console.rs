@@ -77,10 +77,10 @@ async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_cal
     b.wait_text("#deploy-result", WAIT, |t| t.contains("Deployed hello")).await;
     let svc = eventually("another node has what the form deployed", WAIT, || async {
         let r = c.nodes[1].node.admin().get("/v1/services/hello").await.ok()?;
-        (r.status == 200).then(|| r.json().unwrap())
+        (r.status == 200).then(|| crate::support::parse::<nanogrid::api::ServiceDetail>(&r))
     })
     .await;
-    assert_eq!(svc["spec"]["instances"], 1, "{svc}");
+    assert_eq!(svc.spec.instances, 1, "{svc:?}");
     b.wait_text("#services-table tr[data-service='hello'] .instances", WAIT, |t| t == "1").await;
 
     // Scale it to 3 through the confirmation dialog; Cancel first changes nothing.

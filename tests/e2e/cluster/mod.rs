@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::json;
 
-use nanogrid::api::Role;
+use nanogrid::api::{Role, ServiceDetail};
 
 use crate::support::assert_error;
 use driver::{Cluster, eventually};
@@ -179,9 +179,8 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
         let admin = c.nodes[i].node.admin();
         async move { crate::support::parse::<nanogrid::api::GraphView>(&admin.get(path).await.unwrap()) }
     };
-    let edge = |g: &nanogrid::api::GraphView, to: &str| {
-        g.edges.iter().find(|e| e.from == "gateway" && e.to == to).cloned()
-    };
+    let edge =
+        |g: &nanogrid::api::GraphView, to: &str| g.edges.iter().find(|e| e.from == "gateway" && e.to == to).cloned();
     let on_n1 = graph(0, "/v1/graph?scope=node").await;
     let local = edge(&on_n1, "counter").unwrap_or_else(|| panic!("{on_n1:?}"));
     let all = graph(1, "/v1/graph").await;
@@ -383,8 +382,8 @@ async fn a_node_cut_off_goes_dormant_and_catches_up_when_healed() {
     eventually("the healed node gets instances again", Duration::from_secs(20), || async {
         // Not known here yet (404) is a state to wait out, not a failure.
         let r = c.nodes[cut].node.admin().get("/v1/services/late").await.ok()?;
-        let v = r.json().ok().filter(|_| r.status == 200)?;
-        (v["status"]["local"]["instances"].as_u64()? >= 1).then_some(())
+        let v: ServiceDetail = serde_json::from_slice(&r.body).ok().filter(|_| r.status == 200)?;
+        (v.status.local.instances >= 1).then_some(())
     })
     .await;
 }
@@ -532,13 +531,16 @@ async fn a_node_far_behind_catches_up_from_a_snapshot() {
         assert!(writes < 300, "the leader never purged its log past {behind} (purged {purged})");
     }
     c.nodes[via].node.deploy("late", "hello", json!({ "instances": 2, "config": { "greeting": "late" } })).await;
-    let want = c.nodes[via].node.admin().get("/v1/services/hello").await.unwrap().json().unwrap()["spec"].clone();
+    let want =
+        crate::support::parse::<ServiceDetail>(&c.nodes[via].node.admin().get("/v1/services/hello").await.unwrap())
+            .spec;
     c.restart(away);
     let body = serves(&c, away, "/late/", Duration::from_secs(30)).await;
     assert!(body.starts_with("late, world!"), "{body}");
     eventually("the returning node has the latest spec", Duration::from_secs(20), || async {
-        let v = c.nodes[away].node.admin().get("/v1/services/hello").await.ok()?.json().ok()?;
-        (v["spec"]["instances"] == want["instances"] && v["spec"]["generation"] == want["generation"]).then_some(())
+        let r = c.nodes[away].node.admin().get("/v1/services/hello").await.ok()?;
+        let v: ServiceDetail = serde_json::from_slice(&r.body).ok()?;
+        (v.spec.instances == want.instances && v.spec.generation == want.generation).then_some(())
     })
     .await;
     let log = c.nodes[away].node.log();

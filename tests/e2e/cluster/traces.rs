@@ -166,8 +166,7 @@ async fn a_request_across_three_nodes_is_one_trace_with_its_spans_from_every_nod
     assert!(attr_int(counter, "kv.cas.count").unwrap() >= 1, "counter's compare-and-swap is counted: {counter:?}");
 
     // The list finds it by service; the CLI draws it.
-    let list: TraceList =
-        parse(&c.nodes[1].node.admin().get("/v1/traces?service=wordcount&limit=5").await.unwrap());
+    let list: TraceList = parse(&c.nodes[1].node.admin().get("/v1/traces?service=wordcount&limit=5").await.unwrap());
     let t = list.traces.iter().find(|t| t.trace_id == trace_id).unwrap_or_else(|| panic!("{list:?}"));
     assert_eq!(t.nodes.len(), 3, "{t:?}");
     let out = c.nodes[1].node.cli(&["trace", trace_id]);
