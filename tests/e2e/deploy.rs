@@ -172,7 +172,8 @@ async fn delete_removes_the_service_and_keeps_its_data() {
     let admin = node.admin();
     let r = admin.call(Method::DELETE, "/v1/services/counter", None, Bytes::new()).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json().unwrap()["deleted"], "counter");
+    let deleted: nanogrid::api::Deleted = crate::support::parse(&r);
+    assert_eq!((deleted.deleted.as_str(), deleted.spec.name.as_str()), ("counter", "counter"));
     assert_error(&node.post("/counter/a", "").await, 404, "not-found");
     assert_error(&admin.get("/v1/services/counter").await.unwrap(), 404, "not-found");
     assert_error(
