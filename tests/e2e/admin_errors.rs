@@ -115,7 +115,7 @@ async fn bad_specs_and_unknown_services() {
     let r =
         admin.call(Method::POST, "/v1/services/ok/scale", Some("application/json"), Bytes::from("[]")).await.unwrap();
     assert_error(&r, 400, "bad-json");
-    assert_eq!(node.service("ok").await["spec"]["instances"], 2);
+    assert_eq!(node.service("ok").await.spec.instances, 2);
 
     // Routes and methods.
     assert_error(&admin.get("/v1/nothing").await.unwrap(), 404, "no-route");

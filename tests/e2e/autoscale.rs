@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::support::{TestNode, assert_error, eventually, repo_root};
 
 async fn count(node: &TestNode, name: &str) -> u64 {
-    node.service(name).await["spec"]["instances"].as_u64().unwrap()
+    node.service(name).await.spec.instances.into()
 }
 
 #[tokio::test]
@@ -38,12 +38,12 @@ async fn a_single_node_autoscales_to_zero_and_a_request_wakes_the_service() {
     })
     .await;
     assert!(idle.elapsed() >= Duration::from_secs(1), "not before the cool-down");
-    assert_eq!(node.service("hello").await["status"]["local"]["instances"], 0);
+    assert_eq!(node.service("hello").await.status.local.instances, 0);
     let r = node.get("/hello/x").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().starts_with("hello"), "{}", r.text());
     assert_eq!(count(&node, "hello").await, 1);
-    assert_eq!(node.service("hello").await["status"]["local"]["instances"], 1);
+    assert_eq!(node.service("hello").await.status.local.instances, 1);
 }
 
 /// A stand-in for a CLI that writes its arguments to a file.

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use nanogrid::api::{BarrierList, BarrierReport, BarrierState, GraphView};
 use serde_json::{Value, json};
 
-use crate::support::{TestNode, assert_error, eventually};
+use crate::support::{TestNode, assert_error, eventually, parse};
 
 /// An error the guest passed on (the SDK's error shape, without the platform's request id).
 fn guest_error(r: &nanogrid::client::Reply, status: u16, code: &str) {
@@ -34,17 +35,17 @@ async fn a_fan_out_resumes_the_service_with_every_answer() {
     assert_eq!(done["top"][0], json!(["the", 2]), "{done}");
 
     // The admin API shows what happened, and which call the barrier waited for.
-    let b = node.admin().get(&format!("/v1/barriers/{id}")).await.unwrap().json().unwrap();
-    assert_eq!(b["state"], "done", "{b}");
-    assert_eq!(b["service"], "jobs");
-    assert_eq!(b["end"]["status"], 200);
-    assert_eq!(b["answered"], 3);
-    assert!(b["calls"].as_array().unwrap().iter().all(|c| c["status"] == 200 && c["service"] == "wordcount"), "{b}");
-    let last = b["waited_on"]["call"].as_u64().unwrap() as usize;
-    let slowest = b["calls"].as_array().unwrap().iter().map(|c| c["after_ms"].as_u64().unwrap()).max().unwrap();
-    assert_eq!(b["calls"][last]["after_ms"].as_u64(), Some(slowest), "{b}");
-    let pending = node.admin().get("/v1/barriers").await.unwrap().json().unwrap();
-    assert_eq!(pending["pending"], json!([]), "{pending}");
+    let b: BarrierReport = parse(&node.admin().get(&format!("/v1/barriers/{id}")).await.unwrap());
+    assert_eq!(b.state, BarrierState::Done, "{b:?}");
+    assert_eq!(b.service, "jobs");
+    assert_eq!(b.end.as_ref().and_then(|e| e.status), Some(200), "{b:?}");
+    assert_eq!(b.answered, 3);
+    assert!(b.calls.iter().all(|c| c.status == Some(200) && c.service == "wordcount"), "{b:?}");
+    let last = b.waited_on.as_ref().expect("the call waited for").call;
+    let slowest = b.calls.iter().map(|c| c.after_ms.unwrap()).max().unwrap();
+    assert_eq!(b.calls[last].after_ms, Some(slowest), "{b:?}");
+    let pending: BarrierList = parse(&node.admin().get("/v1/barriers").await.unwrap());
+    assert!(pending.pending.is_empty(), "{pending:?}");
     // The CLI shows the same.
     let out = node.cli(&["barriers", &id]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -58,11 +59,8 @@ async fn a_fan_out_resumes_the_service_with_every_answer() {
     assert_eq!(node.metric("nanogrid_barriers_total", "event=\"started\"").await, 1.0);
     assert_eq!(node.metric("nanogrid_barriers_total", "event=\"resumed\"").await, 1.0);
     // The fan-out calls are edges of the call graph like `invoke` calls.
-    let g = node.admin().get("/v1/graph").await.unwrap().json().unwrap();
-    assert!(
-        g["edges"].as_array().unwrap().iter().any(|e| e["from"] == "jobs" && e["to"] == "wordcount" && e["calls"] == 3),
-        "{g}"
-    );
+    let g: GraphView = parse(&node.admin().get("/v1/graph").await.unwrap());
+    assert!(g.edges.iter().any(|e| e.from == "jobs" && e.to == "wordcount" && e.calls == 3), "{g:?}");
 
     // Another service cannot read it; unknown ids are named; limits hold.
     let r = node.get(&format!("/misbehave/barrier-peek/{id}")).await;
@@ -96,6 +94,6 @@ async fn a_barrier_outlives_a_kill_and_resumes_after_the_restart() {
     // The promise is at least once: a continuation cut short by the restart may run again.
     let runs: u32 = node.get(&format!("/misbehave/kv-get/resumes-{id}")).await.text().parse().unwrap();
     assert!(runs >= 1, "the continuation ran ({runs} times)");
-    let b = node.admin().get(&format!("/v1/barriers/{id}")).await.unwrap().json().unwrap();
-    assert_eq!((b["state"].as_str(), b["takeovers"].as_u64()), (Some("done"), Some(1)), "{b}");
+    let b: BarrierReport = parse(&node.admin().get(&format!("/v1/barriers/{id}")).await.unwrap());
+    assert_eq!((b.state, b.takeovers), (BarrierState::Done, 1), "{b:?}");
 }

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::support::{TestNode, assert_error};
+use nanogrid::api::{ChainEdge, ChainMode, TraceView};
+use nanogrid::trace::SpanRecord;
+
+use crate::support::{TestNode, assert_error, parse};
 
 const TEXTS: [&str; 6] = [
     "The cat and the hat",
@@ -27,8 +30,9 @@ async fn stats(node: &TestNode, service: &str, text: &str) -> Value {
 async fn deploy_pipeline_out_of_order(node: &TestNode) {
     // The entry point first: accepted, not ready, and it says what it waits for.
     let v = node.deploy("text-stats", "text-stats", json!({ "instances": 4 })).await;
-    assert_eq!(v["status"]["ready"], false, "{v}");
-    assert_eq!(v["unresolved"]["interface"], "acme:text/tokenize@0.1.0", "{v}");
+    let v = v.detail().expect("served here");
+    assert!(!v.status.ready, "{v:?}");
+    assert_eq!(v.unresolved.as_ref().map(|u| u.interface.as_str()), Some("acme:text/tokenize@0.1.0"), "{v:?}");
     let r = node.post("/text-stats/", "x").await;
     let e = assert_error(&r, 503, "unresolved-import");
     assert!(e["error"]["message"].as_str().unwrap().contains("acme:text/tokenize@0.1.0"), "{e}");
@@ -36,17 +40,19 @@ async fn deploy_pipeline_out_of_order(node: &TestNode) {
 
     // The middle stage: the chain still lacks its last provider, said from the root.
     let v = node.deploy("text-tokenize", "text-tokenize", json!({})).await;
-    assert_eq!(v["unresolved"]["interface"], "acme:text/normalize@0.1.0", "{v}");
+    let v = v.detail().expect("served here");
+    assert_eq!(v.unresolved.as_ref().map(|u| u.interface.as_str()), Some("acme:text/normalize@0.1.0"), "{v:?}");
     let s = node.service("text-stats").await;
-    assert_eq!(s["unresolved"]["interface"], "acme:text/normalize@0.1.0", "{s}");
-    assert!(s["unresolved"]["reason"].as_str().unwrap().contains("text-tokenize"), "{s}");
+    let u = s.unresolved.as_ref().unwrap_or_else(|| panic!("{s:?}"));
+    assert_eq!(u.interface, "acme:text/normalize@0.1.0", "{s:?}");
+    assert!(u.reason.contains("text-tokenize"), "{s:?}");
     assert_error(&node.post("/text-stats/", "x").await, 503, "unresolved-import");
 
     // The last provider arrives: the whole chain becomes ready without touching text-stats.
     node.deploy("text-normalize", "text-normalize", json!({})).await;
     let s = node.service("text-stats").await;
-    assert_eq!(s["status"]["ready"], true, "{s}");
-    assert_eq!(s["unresolved"], Value::Null);
+    assert!(s.status.ready, "{s:?}");
+    assert_eq!(s.unresolved, None);
 }
 
 #[tokio::test]
@@ -76,40 +82,44 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     }
 
     // The graphs: one fused component of three parts; the linked one says why.
-    let g = &node.service("text-stats").await["graph"];
-    assert_eq!(g["mode"], "fused", "{g}");
-    let names: Vec<&str> = g["services"].as_array().unwrap().iter().map(|s| s["service"].as_str().unwrap()).collect();
+    let g = node.service("text-stats").await.graph.expect("a chain");
+    assert_eq!(g.mode, ChainMode::Fused, "{g:?}");
+    let names: Vec<&str> = g.services.iter().map(|s| s.service.as_str()).collect();
     assert_eq!(names, ["text-normalize", "text-tokenize", "text-stats"]);
+    let edge =
+        |from: &str, import: &str, to: &str| ChainEdge { from: from.into(), import: import.into(), to: to.into() };
     assert_eq!(
-        g["edges"],
-        json!([
-            {"from": "text-tokenize", "import": "acme:text/normalize@0.1.0", "to": "text-normalize"},
-            {"from": "text-stats", "import": "acme:text/tokenize@0.1.0", "to": "text-tokenize"},
-        ])
+        g.edges,
+        [
+            edge("text-tokenize", "acme:text/normalize@0.1.0", "text-normalize"),
+            edge("text-stats", "acme:text/tokenize@0.1.0", "text-tokenize"),
+        ]
     );
-    assert!(g["digest"].as_str().unwrap().starts_with("sha256:"));
-    let g = &node.service("stats-linked").await["graph"];
-    assert_eq!(g["mode"], "linked", "{g}");
-    assert!(g["reason"].as_str().unwrap().contains("fuse"), "{g}");
+    assert!(g.digest.starts_with("sha256:"));
+    let g = node.service("stats-linked").await.graph.expect("a chain");
+    assert_eq!(g.mode, ChainMode::Linked, "{g:?}");
+    assert!(g.reason.as_deref().unwrap().contains("fuse"), "{g:?}");
 
     // Traces: a linked chain's typed calls are spans under its run; a fused chain's parts
     // call each other inside one component, so its run span names them instead.
     for (svc, fused) in [("text-stats", true), ("stats-linked", false)] {
         let r = node.post(&format!("/{svc}/"), "a b").await;
         let id = r.header("x-trace-id").expect("every answer names its trace").to_string();
-        let t: Value = node.admin().get(&format!("/v1/traces/{id}")).await.unwrap().json().unwrap();
-        let spans = t["spans"].as_array().unwrap();
-        let run = spans.iter().find(|s| s["name"] == format!("run {svc}")).unwrap_or_else(|| panic!("{t:#}"));
-        let parts: Vec<&Value> = spans.iter().filter(|s| s["name"].as_str().unwrap().starts_with("part ")).collect();
+        let t: TraceView = parse(&node.admin().get(&format!("/v1/traces/{id}")).await.unwrap());
+        let spans = &t.spans;
+        let run = spans.iter().find(|s| *s.name == format!("run {svc}")).unwrap_or_else(|| panic!("{t:#?}"));
+        let parts: Vec<&SpanRecord> = spans.iter().filter(|s| s.name.starts_with("part ")).collect();
+        let fused_attr = run.attrs.get("chain.fused").and_then(|a| a.as_str());
         if fused {
-            assert_eq!(run["attrs"]["chain.fused"], "text-normalize,text-tokenize,text-stats", "{run}");
+            assert_eq!(fused_attr, Some("text-normalize,text-tokenize,text-stats"), "{run:?}");
             assert!(parts.is_empty(), "{parts:?}");
         } else {
-            assert!(run["attrs"]["chain.fused"].is_null(), "{run}");
+            assert_eq!(fused_attr, None, "{run:?}");
             for provider in ["text-normalize", "text-tokenize"] {
-                let part = parts.iter().find(|p| p["service"] == provider).unwrap_or_else(|| panic!("{t:#}"));
-                assert!(part["name"].as_str().unwrap().starts_with(&format!("part {provider}.")), "{part}");
-                assert_eq!(part["parent_id"], run["span_id"], "{part}");
+                let part =
+                    parts.iter().find(|p| p.service.as_deref() == Some(provider)).unwrap_or_else(|| panic!("{t:#?}"));
+                assert!(part.name.starts_with(&format!("part {provider}.")), "{part:?}");
+                assert_eq!(part.parent_id, Some(run.span_id), "{part:?}");
             }
         }
     }
@@ -126,11 +136,11 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
         json!({"input": "in", "stage-1": "ok", "stage-2": "ok", "stage-3": "ok", "stage-4": "ok", "stage-5": "ok"});
     assert_eq!(fused, expected);
     assert_eq!(node.post("/lchain-1/", "in").await.json().unwrap(), expected);
-    assert_eq!(node.service("chain-1").await["graph"]["services"].as_array().unwrap().len(), 5);
+    assert_eq!(node.service("chain-1").await.graph.expect("a chain").services.len(), 5);
 
     // After a restart every chain is rebuilt from the stored specs, and the fused
     // component comes from the compile cache (keyed by its parts), not the compiler.
-    let chain_digest = node.service("text-stats").await["graph"]["digest"].as_str().unwrap().to_string();
+    let chain_digest = node.service("text-stats").await.graph.expect("a chain").digest;
     // Tiered compilation: the fused component's optimized code is compiled after the deploy.
     node.wait_optimized("text-stats").await;
     let compiles =
@@ -143,8 +153,8 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
         assert_eq!(stats(&node, "text-stats", text).await, stats(&node, "stats-linked", text).await);
     }
     assert_eq!(node.post("/chain-1/", "in").await.json().unwrap(), expected);
-    assert_eq!(node.service("text-stats").await["graph"]["mode"], "fused");
-    assert_eq!(node.service("text-stats").await["graph"]["digest"], chain_digest.as_str());
+    let g = node.service("text-stats").await.graph.expect("a chain");
+    assert_eq!((g.mode, g.digest.as_str()), (ChainMode::Fused, chain_digest.as_str()));
     assert_eq!(compiles(node.log()), before, "the restart recompiled the fused chain:\n{}", node.log());
 }
 
@@ -202,7 +212,7 @@ async fn refusals_name_the_problem_and_change_nothing() {
 
     let v =
         node.deploy("text-stats", "text-stats", json!({ "bindings": { "acme:text/tokenize": "text-tokenize" } })).await;
-    assert_eq!(v["status"]["ready"], true, "{v}");
+    assert!(v.detail().expect("served here").status.ready, "{v:?}");
     let good = stats(&node, "text-stats", TEXTS[0]).await;
 
     // A provider redeploy that would break its consumer is refused; the chain keeps serving.
@@ -221,7 +231,7 @@ async fn refusals_name_the_problem_and_change_nothing() {
     let m = assert_error(&r, 422, "import-cycle")["error"]["message"].as_str().unwrap().to_string();
     assert!(m.contains("chain-2 -> chain-2"), "{m}");
     let v = node.deploy("chain-2", "chain-2", json!({ "bindings": { "bench:chain/stage": "chain-3" } })).await;
-    assert_eq!(v["status"]["ready"], false, "bound to a service not deployed yet: {v}");
+    assert!(!v.detail().expect("served here").status.ready, "bound to a service not deployed yet: {v:?}");
     let r = node.try_deploy("chain-3", "chain-3", json!({ "bindings": { "bench:chain/stage": "chain-2" } })).await;
     let m = assert_error(&r, 422, "import-cycle")["error"]["message"].as_str().unwrap().to_string();
     assert!(m.contains("chain-2 -> chain-3 -> chain-2") || m.contains("chain-3 -> chain-2 -> chain-3"), "{m}");

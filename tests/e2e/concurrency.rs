@@ -18,9 +18,8 @@ async fn two_hundred_requests_against_two_instances() {
     assert_eq!(node.metric("nanogrid_requests_total", "service=\"slow\",outcome=\"ok\"").await, 200.0);
     assert_eq!(node.metric("nanogrid_requests_total", "service=\"slow\",outcome=\"rejected\"").await, 0.0);
     let v = node.service("slow").await;
-    assert_eq!(v["status"]["nodes"][0]["peak_running"], 2);
-    assert_eq!(v["status"]["nodes"][0]["running"], 0);
-    assert_eq!(v["status"]["nodes"][0]["queued"], 0);
+    let n = &v.status.nodes[0];
+    assert_eq!((n.peak_running, n.running, n.queued), (Some(2), Some(0), Some(0)), "{n:?}");
 }
 
 #[tokio::test]
@@ -98,8 +97,8 @@ async fn clients_that_hang_up_while_queued_leave_no_slot_taken() {
     }
     crate::support::eventually("every slot is free again", std::time::Duration::from_secs(20), || async {
         let v = node.service("slow").await;
-        let n = &v["status"]["nodes"][0];
-        (n["running"] == 0 && n["queued"] == 0).then_some(())
+        let n = &v.status.nodes[0];
+        (n.running == Some(0) && n.queued == Some(0)).then_some(())
     })
     .await;
     let r = node.get("/slow/sleep/1").await;

@@ -58,18 +58,17 @@ async fn samples_answer_through_ingress() {
     assert_eq!(node.post("/gateway/", "again").await.json().unwrap()["documents"], 2);
 
     // The node learns the call graph: two gateway requests, each calling both services.
-    let graph = node.admin().get("/v1/graph").await.unwrap().json().unwrap();
-    let edges = graph["edges"].as_array().unwrap();
+    let graph: nanogrid::api::GraphView = crate::support::parse(&node.admin().get("/v1/graph").await.unwrap());
     for to in ["wordcount", "counter"] {
-        let e = edges.iter().find(|e| e["from"] == "gateway" && e["to"] == to).unwrap_or_else(|| panic!("{graph}"));
-        assert_eq!((e["calls"].as_u64(), e["errors"].as_u64()), (Some(2), Some(0)), "{e}");
-        assert!(e["mean_us"].as_u64().unwrap() > 0 && e["max_us"].as_u64() >= e["mean_us"].as_u64(), "{e}");
+        let e = graph.edges.iter().find(|e| e.from == "gateway" && e.to == to).unwrap_or_else(|| panic!("{graph:?}"));
+        assert_eq!((e.calls, e.errors), (2, 0), "{e:?}");
+        assert!(e.mean_us > 0 && e.max_us >= e.mean_us, "{e:?}");
     }
     assert_eq!(node.metric("nanogrid_calls_total", "from=\"gateway\",to=\"counter\",outcome=\"ok\"").await, 2.0);
 
     // invoke calls are counted on the callee.
     let counter = node.service("counter").await;
-    assert_eq!(counter["status"]["requests"]["ok"], 8);
+    assert_eq!(counter.status.requests.ok, 8);
 }
 
 #[tokio::test]
@@ -99,7 +98,7 @@ async fn cli_deploys_scales_lists_invokes_and_removes() {
     assert!(out.contains("POST /x") && out.contains("you sent: payload"), "{out}");
 
     ok(&node.cli(&["scale", "greeter", "5"]));
-    assert_eq!(node.service("greeter").await["spec"]["instances"], 5);
+    assert_eq!(node.service("greeter").await.spec.instances, 5);
     let bad = node.cli(&["scale", "greeter", "-1"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("between 0 and"), "{}", String::from_utf8_lossy(&bad.stderr));
@@ -137,8 +136,8 @@ async fn scale_one_eight_zero_two() {
         let r = admin.call_json(Method::POST, "/v1/services/m/scale", &json!({ "instances": n })).await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         let v = node.service("m").await;
-        assert_eq!(v["spec"]["instances"], n);
-        assert_eq!(v["status"]["nodes"][0]["instances"], n);
+        assert_eq!(v.spec.instances, n);
+        assert_eq!(v.status.nodes[0].instances, n);
         if n == 0 {
             let r = node.get("/m/").await;
             assert_error(&r, 503, "stopped");
@@ -162,7 +161,7 @@ async fn scale_one_eight_zero_two() {
             }
         }
     }
-    assert_eq!(node.service("m").await["spec"]["generation"], 4);
+    assert_eq!(node.service("m").await.spec.generation, 4);
 }
 
 #[tokio::test]
@@ -173,7 +172,8 @@ async fn delete_removes_the_service_and_keeps_its_data() {
     let admin = node.admin();
     let r = admin.call(Method::DELETE, "/v1/services/counter", None, Bytes::new()).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json().unwrap()["deleted"], "counter");
+    let deleted: nanogrid::api::Deleted = crate::support::parse(&r);
+    assert_eq!((deleted.deleted.as_str(), deleted.spec.name.as_str()), ("counter", "counter"));
     assert_error(&node.post("/counter/a", "").await, 404, "not-found");
     assert_error(&admin.get("/v1/services/counter").await.unwrap(), 404, "not-found");
     assert_error(

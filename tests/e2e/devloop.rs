@@ -146,8 +146,9 @@ async fn new_build_and_dev_serve_a_project_and_a_saved_edit_keeps_its_kv() {
     let took = saved.elapsed();
     let r = client.send(http::Method::GET, &format!("{url}visits"), &[], bytes::Bytes::new()).await.unwrap();
     assert_eq!(r.json().unwrap(), json!({ "key": "visits", "value": 2, "v": 2 }), "new code, same data");
-    let spec = admin.get("/v1/services/tally").await.unwrap().json().unwrap()["spec"].clone();
-    assert_eq!((spec["instances"].as_u64(), spec["generation"].as_u64()), (Some(3), Some(3)), "{spec}");
+    let spec =
+        crate::support::parse::<nanogrid::api::ServiceDetail>(&admin.get("/v1/services/tally").await.unwrap()).spec;
+    assert_eq!((spec.instances, spec.generation), (3, 3), "{spec:?}");
     println!("dev: a one-line change served {:.1} s after the save", took.as_secs_f64());
     // The requests' status lines show in dev's output.
     let log = dev.log.lock().unwrap().clone();

@@ -7,7 +7,9 @@ use http::Method;
 use nanogrid::client::Client;
 use serde_json::json;
 
-use crate::support::{TestNode, assert_error, counting_server, wasm};
+use nanogrid::api::ServiceAnswer;
+
+use crate::support::{TestNode, assert_error, counting_server, parse, wasm};
 
 #[tokio::test]
 async fn http_hello_runs_unmodified() {
@@ -29,8 +31,8 @@ async fn http_hello_runs_unmodified() {
     node.admin().call_json(Method::POST, "/v1/services/web/scale", &json!({ "instances": 2 })).await.unwrap();
     assert_eq!(node.get("/web/").await.status, 200);
     let v = node.service("web").await;
-    assert_eq!(v["status"]["requests"]["ok"], 3);
-    assert_eq!(v["status"]["requests"]["rejected"], 1);
+    assert_eq!(v.status.requests.ok, 3);
+    assert_eq!(v.status.requests.rejected, 1);
 }
 
 #[tokio::test]
@@ -91,9 +93,9 @@ pub async fn trap_mid_body_breaks_the_response(guest: &str) {
     assert!(r.is_err(), "{guest}: a truncated body must not look complete: {:?}", r.map(|r| r.body.len()));
     assert_eq!(node.get("/stream/1").await.body.len(), 1 << 20, "the node serves on");
     let v = node.service("stream").await;
-    assert_eq!(v["status"]["requests"]["trapped"], 1, "{v}");
-    assert_eq!(v["status"]["requests"]["ok"], 1, "{v}");
-    assert_eq!(v["status"]["nodes"][0]["running"], 0, "{v}");
+    assert_eq!(v.status.requests.trapped, 1, "{v:?}");
+    assert_eq!(v.status.requests.ok, 1, "{v:?}");
+    assert_eq!(v.status.nodes[0].running, Some(0), "{v:?}");
 }
 
 #[tokio::test]
@@ -120,10 +122,11 @@ async fn outbound_requests_only_to_granted_hosts() {
     // Without strict_imports and without a grant: deployed, every request denied at use.
     let r = admin.call_json(Method::PUT, "/v1/services/fetch", &json!({ "component": digest })).await.unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
-    let denied = r.json().unwrap()["denied_imports"].clone();
-    assert_eq!(denied.as_array().map(Vec::len), Some(1), "{denied}");
-    assert_eq!(denied[0]["grant"], "grants.outbound_http", "{denied}");
-    assert!(denied[0]["import"].as_str().unwrap().starts_with("wasi:http/outgoing-handler@0.2."), "{denied}");
+    let v: ServiceAnswer = parse(&r);
+    let denied = v.denied_imports();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0].grant, "grants.outbound_http", "{denied:?}");
+    assert!(denied[0].import.starts_with("wasi:http/outgoing-handler@0.2."), "{denied:?}");
     let r = node.get(&format!("/fetch/fetch/{granted}/x")).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("HttpRequestDenied"), "the guest sees the standard error: {}", r.text());
@@ -133,7 +136,7 @@ async fn outbound_requests_only_to_granted_hosts() {
     let body = json!({ "component": digest, "grants": { "outbound_http": [granted] } });
     let r = admin.call_json(Method::PUT, "/v1/services/fetch", &body).await.unwrap();
     assert_eq!(r.status, 200, "a redeploy: {}", r.text());
-    assert_eq!(r.json().unwrap()["denied_imports"], json!([]), "granted now");
+    assert!(parse::<ServiceAnswer>(&r).denied_imports().is_empty(), "granted now: {}", r.text());
 
     let r = node.get(&format!("/fetch/fetch/{granted}/x")).await;
     assert_eq!((r.status.as_u16(), r.text()), (200, "pong".to_string()));

@@ -25,7 +25,7 @@ async fn restart_restores_services_and_kv_without_recompiling() {
     let names: Vec<&str> = list.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["counter", "hello"]);
     assert!(list.services.iter().all(|s| s.code == Some(nanogrid::runtime::Tier::Optimized)), "{list:?}");
-    assert_eq!(node.service("counter").await["spec"]["instances"], 3);
+    assert_eq!(node.service("counter").await.spec.instances, 3);
     assert_eq!(node.post("/counter/n", "").await.json().unwrap()["value"], 4);
     assert!(node.get("/hello/").await.text().starts_with("back, world!"));
 

@@ -4,9 +4,12 @@
 //! trapped is never reused.
 
 use http::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{TestNode, assert_error};
+use nanogrid::api::{ServiceDetail, TraceView};
+
+use crate::support::{TestNode, assert_error, parse};
+use crate::tracing::attr_int;
 
 /// `/whoami` on `svc`: (the guest's static run count, request id, trace id) and the trace
 /// id the node answered with.
@@ -25,8 +28,8 @@ async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_ne
     let node = TestNode::start_with_args(true, &["--trace-sample", "1"]).await;
     node.deploy("r", "misbehave", json!({ "instances": 1, "reuse": { "requests": 3 } })).await;
     node.deploy("f", "misbehave", json!({ "instances": 1 })).await;
-    let spec: Value = node.service("r").await;
-    assert_eq!(spec["spec"]["reuse"]["requests"], 3, "{spec}");
+    let spec = node.service("r").await.spec;
+    assert_eq!(spec.reuse.map(|r| r.requests), Some(3), "{spec:?}");
 
     // One instance, requests in sequence: it serves three, then a fresh one does.
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -56,15 +59,15 @@ async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_ne
 
     // Each run's span counts its own kv calls and instantiation, not the instance's.
     for (i, t) in traces.iter().enumerate() {
-        let v: Value = node.admin().get(&format!("/v1/traces/{t}")).await.unwrap().json().unwrap();
-        let run = v["spans"].as_array().unwrap().iter().find(|s| s["name"] == "run r").cloned();
-        let a = &run.unwrap_or_else(|| panic!("no run span in {v}"))["attrs"];
-        assert_eq!(a["kv.cas.count"], 1, "request {i}: {a}");
-        let instantiated = a["instantiate_us"].as_u64().unwrap_or(0);
+        let v: TraceView = parse(&node.admin().get(&format!("/v1/traces/{t}")).await.unwrap());
+        let run = v.spans.iter().find(|s| &*s.name == "run r").unwrap_or_else(|| panic!("no run span in {v:?}"));
+        let a = &run.attrs;
+        assert_eq!(attr_int(run, "kv.cas.count"), Some(1), "request {i}: {a:?}");
+        let instantiated = attr_int(run, "instantiate_us").unwrap_or(0);
         if runs[i] == 1 {
-            assert!(instantiated > 0, "request {i} made its instance: {a}");
+            assert!(instantiated > 0, "request {i} made its instance: {a:?}");
         } else {
-            assert_eq!(instantiated, 0, "request {i} reused one: {a}");
+            assert_eq!(instantiated, 0, "request {i} reused one: {a:?}");
         }
     }
 
@@ -75,7 +78,7 @@ async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_ne
 
     // The seventh request's instance is idle; a trap in it ends it, and the next request
     // gets a fresh one (and no part of the trapped request's output).
-    assert_eq!(node.service("r").await["status"]["local"]["idle_instances"], 1);
+    assert_eq!(node.service("r").await.status.local.idle_instances, 1);
     let trap = node.get("/r/trap").await;
     assert_eq!(trap.status, 500, "{}", trap.text());
     assert!(trap.text().contains("misbehave was asked to trap"), "{}", trap.text());
@@ -100,7 +103,7 @@ async fn reuse_is_refused_for_wasi_http_components_and_out_of_range_counts() {
     let wasm = crate::support::wasm_dir().join("misbehave.wasm");
     let out = node.cli(&["deploy", wasm.to_str().unwrap(), "--name", "r", "--reuse", "4"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(node.service("r").await["spec"]["reuse"]["requests"], 4);
+    assert_eq!(node.service("r").await.spec.reuse.map(|r| r.requests), Some(4));
 }
 
 #[tokio::test]
@@ -110,7 +113,7 @@ async fn a_chain_is_reused_only_when_every_service_in_it_asks_for_reuse() {
     node.deploy("c5", "chain-5", json!({ "instances": 1 })).await;
     let bind = json!({ "bench:chain/stage": "c5" });
     node.deploy("c1", "chain-1", json!({ "instances": 1, "bindings": bind, "reuse": { "requests": 10 } })).await;
-    let idle = |v: Value| v["status"]["local"]["idle_instances"].as_u64();
+    let idle = |v: ServiceDetail| Some(v.status.local.idle_instances);
     for _ in 0..2 {
         let r = node.get("/c1/").await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -136,13 +139,13 @@ async fn idle_instances_make_room_when_the_node_runs_out_of_instance_slots() {
     for r in futures::future::join_all(two).await {
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    assert_eq!(node.service("r").await["status"]["local"]["idle_instances"], 2);
+    assert_eq!(node.service("r").await.status.local.idle_instances, 2);
     // Eight at once on w need every slot: the idle ones give theirs up.
     let eight: Vec<_> = (0..8).map(|_| node.get("/w/sleep/300")).collect();
     for r in futures::future::join_all(eight).await {
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    assert_eq!(node.service("r").await["status"]["local"]["idle_instances"], 0);
+    assert_eq!(node.service("r").await.status.local.idle_instances, 0);
     // r still serves (a fresh instance).
     assert_eq!(whoami(&node, "r", &[]).await.0, 1);
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 use http::Method;
 use serde_json::json;
 
-use crate::support::{TestNode, assert_error, counting_server, wasm};
+use nanogrid::api::{ServiceAnswer, ServiceDetail};
+use nanogrid::services::spec::DeniedImport;
+
+use crate::support::{TestNode, assert_error, counting_server, parse, wasm};
 
 #[tokio::test]
 async fn capabilities_are_denied_unless_granted() {
@@ -29,11 +32,10 @@ async fn capabilities_are_denied_unless_granted() {
     let (target, target_count) = counting_server(b"pong");
     let r = admin.call_json(Method::PUT, "/v1/services/reach", &json!({ "component": digest })).await.unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
-    let denied = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
-        let rows = v["denied_imports"].as_array().unwrap_or_else(|| panic!("no denied_imports: {v}"));
-        rows.iter().map(|d| format!("{} {}", d["grant"].as_str().unwrap(), d["import"].as_str().unwrap())).collect()
+    let denied = |rows: &[DeniedImport]| -> std::collections::BTreeSet<String> {
+        rows.iter().map(|d| format!("{} {}", d.grant, d.import)).collect()
     };
-    let answered = denied(&r.json().unwrap());
+    let answered = denied(parse::<ServiceAnswer>(&r).denied_imports());
     assert!(answered.iter().any(|d| d.starts_with("grants.sockets wasi:sockets/")), "{answered:?}");
     assert!(answered.iter().any(|d| d.starts_with("grants.files wasi:filesystem/")), "{answered:?}");
     assert!(
@@ -42,8 +44,8 @@ async fn capabilities_are_denied_unless_granted() {
             .all(|d| d.starts_with("grants.sockets wasi:sockets/") || d.starts_with("grants.files wasi:filesystem/")),
         "{answered:?}"
     );
-    let shown = admin.get("/v1/services/reach").await.unwrap().json().unwrap();
-    assert_eq!(denied(&shown), answered, "GET shows the same denied imports");
+    let shown: ServiceDetail = parse(&admin.get("/v1/services/reach").await.unwrap());
+    assert_eq!(denied(&shown.denied_imports), answered, "GET shows the same denied imports");
     // Every use fails inside the guest with the standard error, and the node serves on.
     let r = node.get(&format!("/reach/connect/{target}")).await;
     assert_eq!(r.status, 403, "{}", r.text());
@@ -83,8 +85,9 @@ async fn capabilities_are_denied_unless_granted() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "a redeploy: {}", r.text());
-    assert_eq!(r.json().unwrap()["spec"]["grants"]["env"]["GREETING"], "hi");
-    assert_eq!(r.json().unwrap()["denied_imports"], json!([]), "everything it imports is granted now");
+    let v: ServiceAnswer = parse(&r);
+    assert_eq!(v.spec().grants.env.get("GREETING").map(String::as_str), Some("hi"), "{v:?}");
+    assert!(v.denied_imports().is_empty(), "everything it imports is granted now: {v:?}");
 
     let r = node.get(&format!("/reach/connect/{allowed}")).await;
     assert_eq!((r.status.as_u16(), r.text()), (200, "pong".to_string()));

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
+use nanogrid::api::{ServiceAnswer, ServiceDetail};
 use nanogrid::client::{AdminClient, Client, Reply};
+use nanogrid::runtime::Tier;
 use serde_json::{Value, json};
 
 pub fn repo_root() -> PathBuf {
@@ -358,10 +360,10 @@ impl TestNode {
     }
 
     /// Upload a built guest and deploy it; panics with the reply if either step fails.
-    pub async fn deploy(&self, name: &str, guest: &str, spec: Value) -> Value {
+    pub async fn deploy(&self, name: &str, guest: &str, spec: Value) -> ServiceAnswer {
         let r = self.try_deploy(name, guest, spec).await;
         assert!(r.status.is_success(), "deploy of {name} failed: {} {}", r.status, r.text());
-        r.json().unwrap()
+        parse(&r)
     }
 
     /// Upload a built guest and try to deploy it; returns the admin API's reply.
@@ -403,17 +405,18 @@ impl TestNode {
         self.request(Method::POST, path, body).await
     }
 
-    pub async fn service(&self, name: &str) -> Value {
+    pub async fn service(&self, name: &str) -> ServiceDetail {
         let r = self.admin().get(&format!("/v1/services/{name}")).await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
-        r.json().unwrap()
+        parse(&r)
     }
 
     /// Wait until `name` runs optimized code here (tiered compilation swapped it in).
     pub async fn wait_optimized(&self, name: &str) {
         eventually(&format!("{name} runs optimized code"), std::time::Duration::from_secs(120), || async {
-            let v: Value = self.admin().get(&format!("/v1/services/{name}")).await.ok()?.json().ok()?;
-            (v["status"]["local"]["code"] == "optimized").then_some(())
+            let r = self.admin().get(&format!("/v1/services/{name}")).await.ok()?;
+            let v: ServiceDetail = serde_json::from_slice(&r.body).ok()?;
+            (v.status.local.code == Some(Tier::Optimized)).then_some(())
         })
         .await
     }
@@ -463,6 +466,13 @@ impl Drop for TestNode {
         }
         self.kill();
     }
+}
+
+/// A reply's body as one of the admin API's types (`nanogrid::api`); panics with the
+/// body when it is not one.
+pub fn parse<T: serde::de::DeserializeOwned>(r: &Reply) -> T {
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("not a {}: {e}: {}", std::any::type_name::<T>(), r.text()))
 }
 
 /// Assert a platform error: status, `error.code`, and that a request id is present.

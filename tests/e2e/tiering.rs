@@ -11,12 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use nanogrid::client::Client;
-use serde_json::{Value, json};
+use nanogrid::runtime::Tier;
+use serde_json::json;
 
 use crate::support::TestNode;
+use crate::tracing::attr_str;
 
 /// The run span of `service` in trace `id` (the client's span is [`CLIENT_SPAN`]).
-async fn run_span(node: &TestNode, id: &str, service: &str) -> Value {
+async fn run_span(node: &TestNode, id: &str, service: &str) -> nanogrid::trace::SpanRecord {
     crate::tracing::runs_in_trace(node, id, service, 1, CLIENT_SPAN).await.remove(0)
 }
 
@@ -53,13 +55,13 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
     node.deploy("web", "http-hello", json!({})).await;
     for name in ["hello", "web"] {
         let svc = node.service(name).await;
-        assert_eq!(svc["status"]["local"]["code"], "baseline", "{svc}");
+        assert_eq!(svc.status.local.code, Some(Tier::Baseline), "{svc:?}");
     }
     let first = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = node.request_with(Method::GET, "/hello/", &traced(first)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().starts_with("hello, world!"), "{}", r.text());
-    assert_eq!(run_span(&node, first, "hello").await["attrs"]["code.tier"], "baseline");
+    assert_eq!(attr_str(&run_span(&node, first, "hello").await, "code.tier"), Some("baseline"));
     let r = node.get("/web/x").await;
     assert_eq!(r.text(), "hello from wasi:http! you asked for GET /x\n");
     assert_eq!(node.metric("nanogrid_compiles_total", "tier=\"baseline\"").await, 2.0);
@@ -69,7 +71,7 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
 
     // The sandbox's limits hold on baseline code: memory, and the deadline.
     node.deploy("m", "misbehave", json!({ "limits": { "memory_mib": 16, "timeout_ms": 300 } })).await;
-    assert_eq!(node.service("m").await["status"]["local"]["code"], "baseline");
+    assert_eq!(node.service("m").await.status.local.code, Some(Tier::Baseline));
     let r = node.get("/m/alloc/64").await;
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(r.text().contains("allocation failed"), "{}", r.text());
@@ -112,7 +114,7 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
     let second = "5bf92f3577b34da6a3ce929d0e0e4737";
     assert_eq!(node.request_with(Method::GET, "/hello/", &traced(second)).await.status, 200);
     let run = run_span(&node, second, "hello").await;
-    assert!(run["attrs"].get("code.tier").is_none(), "optimized runs carry no tier mark: {run}");
+    assert!(run.attrs.get("code.tier").is_none(), "optimized runs carry no tier mark: {run:?}");
     node.wait_optimized("m").await;
     assert_eq!(node.metric("nanogrid_compiles_total", "tier=\"optimized\"").await, 3.0);
     assert_eq!(node.metric("nanogrid_services_on_baseline_code", "").await, 0.0);
@@ -122,13 +124,13 @@ async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in(
     let log_before = node.log().len();
     node.stop();
     node.restart_with(&["--compile", "optimized"]);
-    assert_eq!(node.service("hello").await["status"]["local"]["code"], "optimized");
+    assert_eq!(node.service("hello").await.status.local.code, Some(Tier::Optimized));
     assert!(node.get("/hello/").await.text().starts_with("hello, world!"));
     let log = node.log()[log_before..].to_string();
     assert!(!log.contains("compiled"), "nothing compiled after the restart:\n{log}");
     // `--compile optimized`: a new component waits for Cranelift and never runs baseline code.
     node.deploy("wc", "wordcount", json!({})).await;
-    assert_eq!(node.service("wc").await["status"]["local"]["code"], "optimized");
+    assert_eq!(node.service("wc").await.status.local.code, Some(Tier::Optimized));
     let log = node.log()[log_before..].to_string();
     assert_eq!(log.matches("compiled component").count(), 1, "{log}");
     assert!(!log.contains("compiled baseline code"), "{log}");

@@ -7,18 +7,15 @@
 use std::sync::atomic::Ordering;
 
 use http::Method;
-use serde_json::{Value, json};
+use nanogrid::api::{ServiceAnswer, ServiceDetail};
+use nanogrid::services::spec::DeniedImport;
+use serde_json::json;
 
-use crate::support::{TestNode, assert_error, counting_server, toolchain_wasm};
+use crate::support::{TestNode, assert_error, counting_server, parse, toolchain_wasm};
 
 /// Each denied import's grant, deduplicated: e.g. `["grants.files", "grants.outbound_http"]`.
-fn denied_grants(v: &Value) -> Vec<String> {
-    let mut g: Vec<String> = v["denied_imports"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no denied_imports: {v}"))
-        .iter()
-        .map(|d| d["grant"].as_str().unwrap().to_string())
-        .collect();
+fn denied_grants(denied: &[DeniedImport]) -> Vec<String> {
+    let mut g: Vec<String> = denied.iter().map(|d| d.grant.clone()).collect();
     g.sort();
     g.dedup();
     g
@@ -48,9 +45,10 @@ async fn python_and_js_components_deploy_without_grants_and_their_doors_stay_shu
 
         let r = admin.call_json(Method::PUT, &path, &json!({ "component": digest })).await.unwrap();
         assert_eq!(r.status, 201, "{name}: {}", r.text());
-        let v = r.json().unwrap();
-        assert_eq!(v["component"]["world"], "wasi:http/proxy", "{name}: {v}");
-        assert_eq!(denied_grants(&v), grants, "{name}: {v}");
+        let v: ServiceAnswer = parse(&r);
+        let detail = v.detail().expect("served here");
+        assert_eq!(detail.component.world, "wasi:http/proxy", "{name}: {v:?}");
+        assert_eq!(denied_grants(v.denied_imports()), grants, "{name}: {v:?}");
 
         let ok = node.get(&format!("/{name}/ok")).await;
         assert_eq!((ok.status.as_u16(), ok.text()), (200, "ok".to_string()), "{name}");
@@ -71,8 +69,8 @@ async fn python_and_js_components_deploy_without_grants_and_their_doors_stay_shu
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     // The node serves on, and GET shows what each service has denied.
     assert_eq!(admin.get("/v1/health").await.unwrap().status, 200);
-    let shown = admin.get("/v1/services/reach-js").await.unwrap().json().unwrap();
-    assert_eq!(denied_grants(&shown), ["grants.files", "grants.outbound_http"]);
+    let shown: ServiceDetail = parse(&admin.get("/v1/services/reach-js").await.unwrap());
+    assert_eq!(denied_grants(&shown.denied_imports), ["grants.files", "grants.outbound_http"]);
     assert_eq!(node.get("/reach-py/ok").await.text(), "ok");
 
     // An uncaught Python exception traps; the error carries the traceback's frames and the

@@ -102,7 +102,7 @@ async fn cli_deploys_every_sample() {
     let out = node.cli(&["invoke", "stats", "/", "-d", "b a b"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["top"][0], json!({"word": "b", "count": 2}));
-    assert_eq!(node.service("stats").await["graph"]["mode"], "linked");
+    assert_eq!(node.service("stats").await.graph.map(|g| g.mode), Some(nanogrid::api::ChainMode::Linked));
     let out = node.cli(&["deploy", &file("text_stats"), "--name", "stats", "--bind", "nonsense"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("INTERFACE=SERVICE"));
 

@@ -2,14 +2,12 @@
 //! call graph, events, autoscaler, barriers, the grid; removing a member; fault injection.
 //! Each asks `Node::plane`, whichever mode the node runs in.
 
-use http::{Method, StatusCode};
-use hyper::body::Incoming;
-use serde_json::json;
-
 use super::{admin_error, err, json_body, unmatched};
 use crate::api;
 use crate::http::{self as h, Body};
 use crate::node::Node;
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
 
 pub(super) async fn route(
     node: &Node,
@@ -27,7 +25,7 @@ pub(super) async fn route(
             let (edges, nodes) = node.plane.graph(node_only).await;
             // On the leader: calls per second per calling node, what co-location acts on.
             let demand = node.plane.demand();
-            let body = json!({ "node": node.config.node_id, "nodes": nodes, "edges": edges, "demand": demand });
+            let body = api::GraphView { node: node.config.node_id.clone(), nodes, edges, demand };
             h::json(StatusCode::OK, &body, rid)
         }
         (&Method::GET, ["v1", "events"]) => {
@@ -45,8 +43,8 @@ pub(super) async fn route(
             Err(e) => admin_error(e, rid),
         },
         (&Method::GET, ["v1", "barriers"]) => match registry.pending_barriers(1000).await {
-            Ok(ids) => {
-                h::json(StatusCode::OK, &json!({ "pending": ids, "driven_here": registry.barriers.active() }), rid)
+            Ok(pending) => {
+                h::json(StatusCode::OK, &api::BarrierList { pending, driven_here: registry.barriers.active() }, rid)
             }
             Err(e) => {
                 err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("barriers could not be listed: {e}"), rid)
@@ -74,7 +72,7 @@ pub(super) async fn route(
         },
         (&Method::GET, ["v1", "grid"]) => h::json(StatusCode::OK, &node.plane.grid_report().await, rid),
         (&Method::DELETE, ["v1", "cluster", "nodes", id]) => match node.plane.remove_node(id).await {
-            Ok(()) => h::json(StatusCode::OK, &json!({ "removed": id }), rid),
+            Ok(()) => h::json(StatusCode::OK, &api::NodeRemoved { removed: id.to_string() }, rid),
             Err(e) => admin_error(e, rid),
         },
         (&Method::POST, ["v1", "debug", "gossip"]) => gossip_fault(node, req, rid).await,
@@ -109,11 +107,15 @@ async fn gossip_fault(node: &Node, req: http::Request<Incoming>, rid: &str) -> h
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    match body.get("fault").and_then(|v| v.as_str()) {
-        Some("fail") => c.faults.set_gossip_fail(),
-        Some("stall") => c.faults.set_gossip_stall(),
+    let fault = match body.get("fault").and_then(|v| v.as_str()) {
+        Some("fail") => api::GossipFault::Fail,
+        Some("stall") => api::GossipFault::Stall,
         _ => return err(StatusCode::BAD_REQUEST, "bad-request", "give {\"fault\": \"fail\" | \"stall\"}", rid),
+    };
+    match fault {
+        api::GossipFault::Fail => c.faults.set_gossip_fail(),
+        api::GossipFault::Stall => c.faults.set_gossip_stall(),
     }
     tracing::warn!(fault = %body["fault"], "fault injection: gossip fault armed");
-    h::json(StatusCode::OK, &json!({ "armed": body["fault"] }), rid)
+    h::json(StatusCode::OK, &api::GossipFaultArmed { armed: fault }, rid)
 }

@@ -1,10 +1,6 @@
 //! The admin routes of components and services: upload, deploy, list, show, scale,
 //! delete (`/v1/components`, `/v1/services[/{name}[/scale]]`, `/v1/whoami`).
 
-use http::{Method, StatusCode};
-use hyper::body::Incoming;
-use serde_json::json;
-
 use super::{admin_error, err, json_body, unmatched};
 use crate::api;
 use crate::auth::Scope;
@@ -12,6 +8,8 @@ use crate::http::{self as h, Body, BodyError};
 use crate::node::Node;
 use crate::services::spec::{self, ScaleRequest, ServiceRequest};
 use crate::services::{Deployed, Service, Serving};
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
 
 pub(super) async fn route(
     node: &Node,
@@ -39,7 +37,7 @@ pub(super) async fn route(
             }
         }
         (&Method::GET, ["v1", "whoami"]) => {
-            h::json(StatusCode::OK, &json!({ "node": node.config.node_id, "scope": scope.as_str() }), rid)
+            h::json(StatusCode::OK, &api::Whoami { node: node.config.node_id.clone(), scope }, rid)
         }
         (&Method::GET, ["v1", "services"]) => {
             let services = registry.list().iter().map(|s| summary(node, s)).collect();
@@ -77,7 +75,7 @@ pub(super) async fn route(
             }
         }
         (&Method::DELETE, ["v1", "services", name]) => match node.plane.delete(name).await {
-            Ok(spec) => h::json(StatusCode::OK, &json!({ "deleted": spec.name, "spec": spec }), rid),
+            Ok(spec) => h::json(StatusCode::OK, &api::Deleted { deleted: spec.name.clone(), spec }, rid),
             Err(e) => admin_error(e, rid),
         },
         (
@@ -133,10 +131,15 @@ fn summary(node: &Node, s: &Service) -> api::ServiceSummary {
 
 /// The service's detail after a change, or just the stored spec if a later change (on
 /// another node of a cluster) already removed it here.
-fn detail_or_spec(node: &Node, spec: &crate::services::ServiceSpec) -> serde_json::Value {
+fn detail_or_spec(node: &Node, spec: &crate::services::ServiceSpec) -> api::ServiceAnswer {
     match node.registry.get(&spec.name) {
-        Some(svc) => detail(node, &svc, Scope::Deploy),
-        None => json!({ "name": spec.name, "spec": spec }),
+        Some(svc) => api::ServiceAnswer::Detail(Box::new(detail(node, &svc, Scope::Deploy))),
+        None => api::ServiceAnswer::Spec(Box::new(api::SpecAnswer {
+            name: spec.name.clone(),
+            spec: spec.clone(),
+            denied_imports: None,
+            not_serving_yet: Vec::new(),
+        })),
     }
 }
 
@@ -154,9 +157,15 @@ async fn put_service(node: &Node, name: &str, body: ServiceRequest, scope: Scope
             let status = if deploy.created { StatusCode::CREATED } else { StatusCode::OK };
             let mut answer = detail_or_spec(node, &deploy.spec);
             // From the deploy itself: in a cluster this node may not run the new version yet.
-            answer["denied_imports"] = json!(deploy.denied);
-            if !deploy.not_serving.is_empty() {
-                answer["not_serving_yet"] = json!(deploy.not_serving);
+            match &mut answer {
+                api::ServiceAnswer::Detail(d) => {
+                    d.denied_imports = deploy.denied;
+                    d.not_serving_yet = deploy.not_serving;
+                }
+                api::ServiceAnswer::Spec(s) => {
+                    s.denied_imports = Some(deploy.denied);
+                    s.not_serving_yet = deploy.not_serving;
+                }
             }
             h::json(status, &answer, rid)
         }
@@ -166,7 +175,7 @@ async fn put_service(node: &Node, name: &str, body: ServiceRequest, scope: Scope
 
 /// A service as `GET /v1/services/{name}` shows it. Below the deploy scope, environment
 /// and config values are hidden (they often hold secrets).
-fn detail(node: &Node, s: &Service, scope: Scope) -> serde_json::Value {
+fn detail(node: &Node, s: &Service, scope: Scope) -> api::ServiceDetail {
     let d = s.current();
     let g = s.gate();
     let mut spec = d.spec.clone();
@@ -175,40 +184,45 @@ fn detail(node: &Node, s: &Service, scope: Scope) -> serde_json::Value {
             *v = "(hidden: needs the deploy scope)".to_string();
         }
     }
-    json!({
-        "name": &*s.name,
-        "spec": spec,
-        "component": &d.unit.info,
-        "denied_imports": d.spec.grants.denied(&d.unit.info.imports),
-        "graph": d.serving.graph().map(|g| &**g),
-        "unresolved": match &d.serving {
-            Serving::Unresolved(u) => json!({ "interface": u.interface, "reason": u.reason }),
-            _ => serde_json::Value::Null,
+    let here = api::NodeInstances {
+        node: node.config.node_id.clone(),
+        instances: g.limit,
+        mode: node.mode().as_str().to_string(),
+        live: None,
+        serving: None,
+        max_queue: Some(g.max_queue),
+        running: Some(g.running),
+        queued: Some(g.queued),
+        peak_running: Some(g.peak_running),
+    };
+    api::ServiceDetail {
+        name: s.name.to_string(),
+        spec,
+        component: (&d.unit.info).into(),
+        denied_imports: d.spec.grants.denied(&d.unit.info.imports),
+        graph: d.serving.graph().map(|g| (&**g).into()),
+        unresolved: match &d.serving {
+            Serving::Unresolved(u) => {
+                Some(api::UnresolvedImport { interface: u.interface.clone(), reason: u.reason.clone() })
+            }
+            _ => None,
         },
-        "status": {
-            "ready": ready(&d),
-            "local": {
-                "node": node.config.node_id,
-                "mode": node.mode(),
-                "instances": g.limit,
-                "max_queue": g.max_queue,
-                "running": g.running,
-                "queued": g.queued,
-                "peak_running": g.peak_running,
-                // Instances kept between requests (a spec with "reuse").
-                "idle_instances": d.warm_pool_idle(),
-                // "baseline" (Winch) until the optimized code (Cranelift) is swapped in.
-                "code": d.tier(),
+        status: api::ServiceStatus {
+            ready: ready(&d),
+            local: api::LocalStatus {
+                node: node.config.node_id.clone(),
+                mode: node.mode(),
+                instances: g.limit,
+                max_queue: g.max_queue,
+                running: g.running,
+                queued: g.queued,
+                peak_running: g.peak_running,
+                idle_instances: d.warm_pool_idle(),
+                code: d.tier(),
             },
-            "nodes": node.plane.placement_of(&s.name, json!({
-                "node": node.config.node_id,
-                "instances": g.limit,
-                "max_queue": g.max_queue,
-                "running": g.running,
-                "queued": g.queued,
-                "peak_running": g.peak_running,
-            })),
-            "requests": counters(s),
+            nodes: node.plane.placement_of(&s.name, here),
+            requests: counters(s),
         },
-    })
+        not_serving_yet: Vec::new(),
+    }
 }

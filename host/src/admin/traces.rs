@@ -11,15 +11,14 @@
 
 use std::sync::atomic::Ordering;
 
-use http::{Method, StatusCode};
-use hyper::body::Incoming;
-use serde::Deserialize;
-use serde_json::{Value, json};
-
 use super::{err, json_body, query_of};
+use crate::api;
 use crate::http::{self as h, Body};
 use crate::node::Node;
 use crate::trace::Tracer;
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
 
 /// What `PUT /v1/tracing` takes.
 #[derive(Deserialize)]
@@ -58,7 +57,7 @@ pub(super) async fn route(
                 ids: None,
             };
             let traces = node.plane.traces(&query).await;
-            h::json(StatusCode::OK, &json!({ "traces": traces }), rid)
+            h::json(StatusCode::OK, &api::TraceList { traces }, rid)
         }
         (&Method::GET, ["v1", "traces", id]) => {
             if crate::trace::TraceId::parse(id).is_none() {
@@ -73,7 +72,7 @@ pub(super) async fn route(
                 );
                 return err(StatusCode::NOT_FOUND, "not-found", msg, rid);
             }
-            h::json(StatusCode::OK, &json!({ "trace_id": id, "spans": spans }), rid)
+            h::json(StatusCode::OK, &api::TraceView { trace_id: id.to_string(), spans }, rid)
         }
         // Only /v1/traces and /v1/traces/{id} come here.
         _ => {
@@ -108,8 +107,7 @@ pub(super) async fn settings(node: &Node, req: http::Request<Incoming>, rid: &st
                 return err(StatusCode::BAD_REQUEST, "bad-request", msg, rid);
             };
             tracing::info!(was, now = settings.sample, "trace sampling changed");
-            let mut v = view(node, &tracer);
-            v["was"] = json!(was);
+            let v = api::TracingView { was: Some(was), ..view(node, &tracer) };
             h::json(StatusCode::OK, &v, rid)
         }
         m => {
@@ -120,18 +118,17 @@ pub(super) async fn settings(node: &Node, req: http::Request<Incoming>, rid: &st
     }
 }
 
-fn view(node: &Node, t: &Tracer) -> Value {
-    let otlp = t.exporter().map(|e| {
-        json!({
-            "exported": e.stats.exported.load(Ordering::Relaxed),
-            "dropped": e.stats.dropped.load(Ordering::Relaxed),
-            "failed_batches": e.stats.failed_batches.load(Ordering::Relaxed),
-        })
+fn view(node: &Node, t: &Tracer) -> api::TracingView {
+    let otlp = t.exporter().map(|e| api::OtlpCounts {
+        exported: e.stats.exported.load(Ordering::Relaxed),
+        dropped: e.stats.dropped.load(Ordering::Relaxed),
+        failed_batches: e.stats.failed_batches.load(Ordering::Relaxed),
     });
-    json!({
-        "node": node.config.node_id,
-        "sample": t.sample(),
-        "ring": { "spans": t.ring.len(), "capacity": t.ring.capacity() },
-        "otlp": otlp,
-    })
+    api::TracingView {
+        node: node.config.node_id.clone(),
+        sample: t.sample(),
+        ring: api::RingUse { spans: t.ring.len(), capacity: t.ring.capacity() },
+        otlp,
+        was: None,
+    }
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::node_config::{cluster_config, node_config};
 use super::{ClientArgs, DeployArgs, InvokeArgs, ServeArgs};
+use crate::api::{BarrierList, BarrierReport, ChainMode, ServiceAnswer};
 use crate::boot::{self, NodeHandle};
 use crate::client::{AdminClient, Client, Reply};
 use crate::config::FileConfig;
@@ -162,33 +163,35 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         }
         spec["limits"] = Value::Object(limits);
     }
-    let svc = check(client.call_json(Method::PUT, &format!("/v1/services/{}", args.name), &spec).await?)
-        .with_context(|| format!("deploying service {}", args.name))?;
-    println!(
-        "deployed {} ({}) with {} instance(s), generation {}",
-        args.name, digest, svc["spec"]["instances"], svc["spec"]["generation"]
-    );
-    for d in svc["denied_imports"].as_array().into_iter().flatten() {
-        let (import, grant) = (d["import"].as_str().unwrap_or("?"), d["grant"].as_str().unwrap_or("?"));
-        println!("denied at use: {import} (no {grant}; every use fails inside the service)");
+    let svc: ServiceAnswer = serde_json::from_value(check(
+        client.call_json(Method::PUT, &format!("/v1/services/{}", args.name), &spec).await?,
+    )?)
+    .with_context(|| format!("deploying service {}", args.name))?;
+    let spec = svc.spec();
+    println!("deployed {} ({}) with {} instance(s), generation {}", args.name, digest, spec.instances, spec.generation);
+    for d in svc.denied_imports() {
+        println!("denied at use: {} (no {}; every use fails inside the service)", d.import, d.grant);
     }
-    if let Some(u) = svc["unresolved"].as_object() {
-        println!("not ready yet: {} is unresolved ({})", u["interface"], u["reason"].as_str().unwrap_or(""));
+    if let Some(u) = svc.detail().and_then(|d| d.unresolved.as_ref()) {
+        println!("not ready yet: {:?} is unresolved ({})", u.interface, u.reason);
     }
-    if let Some(g) = svc["graph"].as_object() {
-        let parts: Vec<&str> =
-            g["services"].as_array().into_iter().flatten().filter_map(|p| p["service"].as_str()).collect();
-        println!("chain ({}): {}", g["mode"].as_str().unwrap_or("?"), parts.join(" <- "));
+    if let Some(g) = svc.detail().and_then(|d| d.graph.as_ref()) {
+        let parts: Vec<&str> = g.services.iter().map(|p| p.service.as_str()).collect();
+        let mode = match g.mode {
+            ChainMode::Fused => "fused",
+            ChainMode::Linked => "linked",
+        };
+        println!("chain ({mode}): {}", parts.join(" <- "));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn scale(client: &ClientArgs, name: &str, instances: i64) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
-    let svc = check(
+    let svc: ServiceAnswer = serde_json::from_value(check(
         c.call_json(Method::POST, &format!("/v1/services/{name}/scale"), &json!({ "instances": instances })).await?,
-    )?;
-    println!("{name}: {} instance(s)", svc["spec"]["instances"]);
+    )?)?;
+    println!("{name}: {} instance(s)", svc.spec().instances);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -279,45 +282,44 @@ fn event_line(e: &crate::control::events::Event) -> String {
 pub async fn barriers(client: &ClientArgs, id: Option<&str>) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
     let Some(id) = id else {
-        let list = check(c.get("/v1/barriers").await?)?;
-        let pending = list["pending"].as_array().cloned().unwrap_or_default();
-        if pending.is_empty() {
+        let list: BarrierList = serde_json::from_value(check(c.get("/v1/barriers").await?)?)?;
+        if list.pending.is_empty() {
             println!("no barriers running");
         }
-        for id in pending {
-            println!("{}", id.as_str().unwrap_or("?"));
+        for id in list.pending {
+            println!("{id}");
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let b = check(c.get(&format!("/v1/barriers/{id}")).await?)?;
+    let b: BarrierReport = serde_json::from_value(check(c.get(&format!("/v1/barriers/{id}")).await?)?)?;
     println!(
         "barrier {id}: {} for service {} (request {}), {} of {} answered, owner {}, takeovers {}",
-        b["state"].as_str().unwrap_or("?"),
-        b["service"].as_str().unwrap_or("?"),
-        b["request_id"].as_str().unwrap_or("?"),
-        b["answered"],
-        b["calls"].as_array().map_or(0, Vec::len),
-        b["owner"].as_str().unwrap_or("?"),
-        b["takeovers"]
+        b.state.as_str(),
+        b.service,
+        b.request_id,
+        b.answered,
+        b.calls.len(),
+        b.owner,
+        b.takeovers
     );
-    if !b["end"].is_null() {
-        println!("end: {}", b["end"]);
+    if let Some(end) = &b.end {
+        println!("end: {}", serde_json::to_string(end)?);
     }
     println!("{:>4} {:<20} {:<30} {:>8} ANSWER", "CALL", "SERVICE", "PATH", "AFTER_MS");
-    let waited = b["waited_on"]["call"].as_u64();
-    for (i, call) in b["calls"].as_array().cloned().unwrap_or_default().iter().enumerate() {
-        let answer = match (&call["status"], &call["error"]) {
-            (s, _) if s.is_u64() => s.to_string(),
-            (_, e) if e.is_string() => e.as_str().unwrap_or("?").to_string(),
+    let waited = b.waited_on.as_ref().map(|w| w.call);
+    for (i, call) in b.calls.iter().enumerate() {
+        let answer = match (call.status, &call.error) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(e)) => e.clone(),
             _ => "(waiting)".to_string(),
         };
-        let mark = if waited == Some(i as u64) { "  <- waited for" } else { "" };
+        let mark = if waited == Some(i) { "  <- waited for" } else { "" };
         println!(
             "{:>4} {:<20} {:<30} {:>8} {answer}{mark}",
             i,
-            call["service"].as_str().unwrap_or("?"),
-            format!("{} {}", call["method"].as_str().unwrap_or("?"), call["path"].as_str().unwrap_or("?")),
-            call["after_ms"].as_u64().map_or("-".to_string(), |ms| ms.to_string()),
+            call.service,
+            format!("{} {}", call.method, call.path),
+            call.after_ms.map_or("-".to_string(), |ms| ms.to_string()),
         );
     }
     Ok(ExitCode::SUCCESS)

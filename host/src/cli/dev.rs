@@ -108,17 +108,20 @@ async fn build_and_deploy(dir: &Path, project: &Project, client: &ClientArgs) ->
         404 => json!({ "component": digest }),
         _ => {
             let svc = check(existing).with_context(|| format!("reading {}'s spec", project.name))?;
-            let spec: ServiceSpec = serde_json::from_value(svc["spec"].clone())
-                .with_context(|| format!("the node's spec of {} is not one this nanogrid reads", project.name))?;
-            redeploy(&spec, digest)
+            let svc: crate::api::ServiceDetail = serde_json::from_value(svc)
+                .with_context(|| format!("the node's detail of {} is not one this nanogrid reads", project.name))?;
+            redeploy(&svc.spec, digest)
         }
     };
-    let svc = check(admin.call_json(Method::PUT, &path, &spec).await?)
-        .with_context(|| format!("deploying {}", project.name))?;
-    for d in svc["denied_imports"].as_array().into_iter().flatten() {
-        println!("denied at use: {} (no {})", d["import"].as_str().unwrap_or("?"), d["grant"].as_str().unwrap_or("?"));
+    let svc: crate::api::ServiceAnswer = serde_json::from_value(
+        check(admin.call_json(Method::PUT, &path, &spec).await?)
+            .with_context(|| format!("deploying {}", project.name))?,
+    )
+    .with_context(|| format!("the deploy of {} answered something else than a service", project.name))?;
+    for d in svc.denied_imports() {
+        println!("denied at use: {} (no {})", d.import, d.grant);
     }
-    Ok(svc["spec"]["generation"].as_u64().unwrap_or(0))
+    Ok(svc.spec().generation)
 }
 
 /// The deploy request that runs `component` the way `spec` runs its service now.

@@ -6,35 +6,36 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use http::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::ClientArgs;
 use super::commands::{admin_client, check};
+use crate::api::{TraceList, TraceView, TracingView};
+use crate::trace::SpanRecord;
 
 const BAR: usize = 40;
 
 pub async fn trace(client: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
-    let t = check(c.get(&format!("/v1/traces/{id}")).await?)?;
-    let spans = t["spans"].as_array().cloned().unwrap_or_default();
-    print!("{}", waterfall(id, &spans));
+    let t: TraceView = serde_json::from_value(check(c.get(&format!("/v1/traces/{id}")).await?)?)?;
+    print!("{}", waterfall(id, &t.spans));
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn sample(client: &ClientArgs, share: Option<f64>) -> anyhow::Result<ExitCode> {
     let c = admin_client(client);
-    let v = match share {
+    let v: TracingView = serde_json::from_value(match share {
         Some(r) => check(c.call_json(Method::PUT, "/v1/tracing", &json!({ "sample": r })).await?)?,
         None => check(c.get("/v1/tracing").await?)?,
-    };
-    let was = v["was"].as_f64().map(|w| format!(" (was {w})")).unwrap_or_default();
-    println!("node {}: records {} of new traces{was}", v["node"].as_str().unwrap_or("?"), v["sample"]);
-    println!("ring: {} of {} spans", v["ring"]["spans"], v["ring"]["capacity"]);
-    match v["otlp"].as_object() {
-        Some(o) => println!(
-            "otlp: {} exported, {} dropped, {} failed batches",
-            o["exported"], o["dropped"], o["failed_batches"]
-        ),
+    })?;
+    let was = v.was.map(|w| format!(" (was {w})")).unwrap_or_default();
+    // As JSON writes it (1.0, not 1).
+    println!("node {}: records {} of new traces{was}", v.node, json!(v.sample));
+    println!("ring: {} of {} spans", v.ring.spans, v.ring.capacity);
+    match v.otlp {
+        Some(o) => {
+            println!("otlp: {} exported, {} dropped, {} failed batches", o.exported, o.dropped, o.failed_batches)
+        }
         None => println!("otlp: off (--otlp-endpoint)"),
     }
     Ok(ExitCode::SUCCESS)
@@ -46,44 +47,43 @@ pub async fn traces(client: &ClientArgs, service: Option<&str>, min_ms: u64) -> 
     if let Some(s) = service {
         path.push_str(&format!("&service={s}"));
     }
-    let list = check(c.get(&path).await?)?;
-    let traces = list["traces"].as_array().cloned().unwrap_or_default();
+    let list: TraceList = serde_json::from_value(check(c.get(&path).await?)?)?;
+    let traces = list.traces;
     if traces.is_empty() {
         println!("no traces (each node keeps its most recent spans; try without filters)");
     }
     println!("{:<32} {:>9} {:>5} {:<24} SERVICES", "TRACE", "MS", "SPANS", "ROOT");
     for t in traces {
-        let services: Vec<&str> =
-            t["services"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let services: Vec<&str> = t.services.iter().map(String::as_str).collect();
         println!(
             "{:<32} {:>9.2} {:>5} {:<24} {}{}",
-            t["trace_id"].as_str().unwrap_or("?"),
-            t["duration_us"].as_u64().unwrap_or(0) as f64 / 1000.0,
-            t["spans"],
-            t["root"].as_str().unwrap_or("?"),
+            t.trace_id,
+            t.duration_us as f64 / 1000.0,
+            t.spans,
+            t.root,
             services.join(","),
-            if t["errors"].as_u64().unwrap_or(0) > 0 { "  (errors)" } else { "" },
+            if t.errors > 0 { "  (errors)" } else { "" },
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The spans as a tree by their parent links, each with a bar on a common time axis.
-pub fn waterfall(id: &str, spans: &[Value]) -> String {
-    let start = |s: &Value| s["start_unix_us"].as_u64().unwrap_or(0);
-    let dur = |s: &Value| s["duration_us"].as_u64().unwrap_or(0);
+pub fn waterfall(id: &str, spans: &[SpanRecord]) -> String {
+    let start = |s: &SpanRecord| s.start_unix_us;
+    let dur = |s: &SpanRecord| s.duration_us;
     let t0 = spans.iter().map(start).min().unwrap_or(0);
     let t1 = spans.iter().map(|s| start(s) + dur(s)).max().unwrap_or(t0).max(t0 + 1);
-    let ids: BTreeSet<&str> = spans.iter().filter_map(|s| s["span_id"].as_str()).collect();
-    let mut children: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    let ids: BTreeSet<_> = spans.iter().map(|s| s.span_id).collect();
+    let mut children: BTreeMap<_, Vec<&SpanRecord>> = BTreeMap::new();
     let mut roots = Vec::new();
     for s in spans {
-        match s["parent_id"].as_str().filter(|p| ids.contains(p)) {
+        match s.parent_id.filter(|p| ids.contains(p)) {
             Some(p) => children.entry(p).or_default().push(s),
             None => roots.push(s),
         }
     }
-    let nodes: BTreeSet<&str> = spans.iter().filter_map(|s| s["node"].as_str()).collect();
+    let nodes: BTreeSet<&str> = spans.iter().map(|s| &*s.node).collect();
     let mut out = format!(
         "trace {id} · {:.2} ms · {} spans · nodes {}\n",
         (t1 - t0) as f64 / 1000.0,
@@ -91,23 +91,23 @@ pub fn waterfall(id: &str, spans: &[Value]) -> String {
         nodes.into_iter().collect::<Vec<_>>().join(", ")
     );
     out.push_str(&format!("{:<40} {:<10} {:>9} {:>9}  {}\n", "SPAN", "NODE", "START_MS", "MS", "TIME"));
-    let mut stack: Vec<(&Value, usize)> = roots.into_iter().rev().map(|s| (s, 0)).collect();
+    let mut stack: Vec<(&SpanRecord, usize)> = roots.into_iter().rev().map(|s| (s, 0)).collect();
     while let Some((s, depth)) = stack.pop() {
         let scale = |t: u64| ((t - t0) as f64 / (t1 - t0) as f64 * BAR as f64).round() as usize;
         let (a, b) = (scale(start(s)), scale(start(s) + dur(s)).max(scale(start(s)) + 1).min(BAR));
         let bar = format!("{}{}", " ".repeat(a.min(BAR)), "█".repeat(b.saturating_sub(a)));
-        let mut name = format!("{}{}", "  ".repeat(depth), s["name"].as_str().unwrap_or("?"));
-        if let Some(e) = s["error"].as_str() {
-            name.push_str(&format!(" !{e}"));
+        let mut name = format!("{}{}", "  ".repeat(depth), &*s.name);
+        if !s.error.is_empty() {
+            name.push_str(&format!(" !{}", s.error));
         }
         out.push_str(&format!(
             "{:<40} {:<10} {:>9.2} {:>9.2}  {bar}\n",
             name,
-            s["node"].as_str().unwrap_or("?"),
+            &*s.node,
             (start(s) - t0) as f64 / 1000.0,
             dur(s) as f64 / 1000.0,
         ));
-        if let Some(kids) = s["span_id"].as_str().and_then(|id| children.get(id)) {
+        if let Some(kids) = children.get(&s.span_id) {
             let mut kids = kids.clone();
             kids.sort_by_key(|k| std::cmp::Reverse(start(k)));
             stack.extend(kids.into_iter().map(|k| (k, depth + 1)));
@@ -122,11 +122,14 @@ mod tests {
 
     #[test]
     fn the_waterfall_nests_children_under_parents_on_one_time_axis() {
-        let spans = vec![
-            json!({"span_id": "b", "parent_id": "a", "name": "run hello", "node": "n2", "start_unix_us": 1_500, "duration_us": 500}),
-            json!({"span_id": "a", "parent_id": "client", "name": "ingress hello", "node": "n1", "start_unix_us": 1_000, "duration_us": 2_000}),
-            json!({"span_id": "c", "parent_id": "b", "name": "run x", "node": "n2", "start_unix_us": 1_600, "duration_us": 100, "error": "trap"}),
-        ];
+        const T: &str = "0af7651916cd43dd8448eb211c80319c";
+        let (a, b, c, client) = ("00000000000000a0", "00000000000000b0", "00000000000000c0", "00000000000000f0");
+        let spans: Vec<crate::trace::SpanRecord> = serde_json::from_value(json!([
+            {"trace_id": T, "span_id": b, "parent_id": a, "name": "run hello", "kind": "internal", "node": "n2", "start_unix_us": 1_500, "duration_us": 500},
+            {"trace_id": T, "span_id": a, "parent_id": client, "name": "ingress hello", "kind": "server", "node": "n1", "start_unix_us": 1_000, "duration_us": 2_000},
+            {"trace_id": T, "span_id": c, "parent_id": b, "name": "run x", "kind": "internal", "node": "n2", "start_unix_us": 1_600, "duration_us": 100, "error": "trap"},
+        ]))
+        .unwrap();
         let text = super::waterfall("t", &spans);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].contains("2.00 ms · 3 spans · nodes n1, n2"), "{text}");

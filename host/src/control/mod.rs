@@ -56,7 +56,7 @@ use store::{LogStore, StateMachine};
 use types::{Control, raft_id};
 
 /// How a node takes part in its cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// No cluster configured.

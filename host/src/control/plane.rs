@@ -7,11 +7,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serde_json::json;
-
 use super::Cluster;
 use super::events::Event;
-use super::views::{ClusterNode, ClusterView, GridView, Role};
+use super::views::{ClusterNode, ClusterView, DemandView, GridView, NodeInstances, Role};
 use crate::services::calls::EdgeReport;
 use crate::services::spec::ServiceRequest;
 use crate::services::{AdminError, Deploy, Registry, ServiceSpec};
@@ -29,12 +27,12 @@ pub trait ControlPlane: Send + Sync {
     /// `GET /v1/cluster`: the members, their modes and what they serve.
     fn status(&self) -> ClusterView;
     /// Where `service` runs, a row per node; `local` is this node's own row.
-    fn placement_of(&self, service: &str, local: serde_json::Value) -> serde_json::Value;
+    fn placement_of(&self, service: &str, local: NodeInstances) -> Vec<NodeInstances>;
     /// Who called whom: every live node's calls added up, or this node's only; and the
     /// nodes that answered.
     async fn graph(&self, this_node_only: bool) -> (Vec<EdgeReport>, Vec<String>);
     /// What the leader acts on: calls per second per calling node.
-    fn demand(&self) -> Option<serde_json::Value>;
+    fn demand(&self) -> Option<DemandView>;
     /// The control plane's events after `after`, at most `limit`.
     fn events(&self, after: u64, limit: usize) -> Vec<Event>;
     /// The autoscaler's view (on the leader).
@@ -95,16 +93,15 @@ impl ControlPlane for Single {
         }
     }
 
-    fn placement_of(&self, _service: &str, mut local: serde_json::Value) -> serde_json::Value {
-        local["mode"] = json!("single");
-        json!([local])
+    fn placement_of(&self, _service: &str, local: NodeInstances) -> Vec<NodeInstances> {
+        vec![NodeInstances { mode: "single".into(), ..local }]
     }
 
     async fn graph(&self, _this_node_only: bool) -> (Vec<EdgeReport>, Vec<String>) {
         (self.registry.calls.report(), vec![self.node_id.clone()])
     }
 
-    fn demand(&self) -> Option<serde_json::Value> {
+    fn demand(&self) -> Option<DemandView> {
         None
     }
 
@@ -153,8 +150,8 @@ impl ControlPlane for Cluster {
         Cluster::status(self)
     }
 
-    fn placement_of(&self, service: &str, _local: serde_json::Value) -> serde_json::Value {
-        json!(Cluster::placement_of(self, service))
+    fn placement_of(&self, service: &str, _local: NodeInstances) -> Vec<NodeInstances> {
+        Cluster::placement_of(self, service)
     }
 
     async fn graph(&self, this_node_only: bool) -> (Vec<EdgeReport>, Vec<String>) {
@@ -164,7 +161,7 @@ impl ControlPlane for Cluster {
         Cluster::graph(self).await
     }
 
-    fn demand(&self) -> Option<serde_json::Value> {
+    fn demand(&self) -> Option<DemandView> {
         Cluster::demand(self)
     }
 

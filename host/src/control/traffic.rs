@@ -26,7 +26,7 @@ pub type Affinity = BTreeMap<String, BTreeMap<String, u32>>;
 type Counts = BTreeMap<(String, String), u64>;
 
 /// One row of `GET /v1/graph`'s `demand`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Demand {
     pub service: String,
     pub node: String,

@@ -133,14 +133,14 @@ impl Cluster {
 
     /// Where calls come from, as the leader measured them over its last window (`None` on
     /// other nodes: ask the leader).
-    pub fn demand(&self) -> Option<serde_json::Value> {
+    pub fn demand(&self) -> Option<DemandView> {
         (self.mode() == Mode::Leader).then(|| {
             let t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
-            serde_json::json!({
-                "window_ms": self.config.traffic_window.as_millis() as u64,
-                "min_rate": self.config.colocate_min_rate,
-                "calls": t.demand,
-            })
+            DemandView {
+                window_ms: self.config.traffic_window.as_millis() as u64,
+                min_rate: self.config.colocate_min_rate,
+                calls: t.demand.clone(),
+            }
         })
     }
 
@@ -153,7 +153,7 @@ impl Cluster {
     }
 
     /// Per-node instances of one service (for `GET /v1/services/{name}`).
-    pub fn placement_of(&self, service: &str) -> Vec<serde_json::Value> {
+    pub fn placement_of(&self, service: &str) -> Vec<NodeInstances> {
         let live = self.live();
         let state = self.sm.current();
         state
@@ -164,13 +164,17 @@ impl Cluster {
                 row.iter()
                     .map(|(n, c)| {
                         let p = live.get(n);
-                        serde_json::json!({
-                            "node": n,
-                            "instances": c,
-                            "live": p.is_some(),
-                            "mode": self.mode_of(n, p),
-                            "serving": p.is_some_and(|p| p.services.iter().any(|s| s == service)),
-                        })
+                        NodeInstances {
+                            node: n.clone(),
+                            instances: *c,
+                            mode: self.mode_of(n, p),
+                            live: Some(p.is_some()),
+                            serving: Some(p.is_some_and(|p| p.services.iter().any(|s| s == service))),
+                            max_queue: None,
+                            running: None,
+                            queued: None,
+                            peak_running: None,
+                        }
                     })
                     .collect()
             })
@@ -302,4 +306,36 @@ pub struct GridRow {
     pub last_lsn: Option<u64>,
     /// Entries each replica is behind the primary (none when unknown).
     pub lag: BTreeMap<String, Option<u64>>,
+}
+
+/// The leader's measure of call demand over its last window: what co-location acts on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DemandView {
+    pub window_ms: u64,
+    /// Calls per second from a node that make a callee hot there.
+    pub min_rate: f64,
+    pub calls: Vec<super::traffic::Demand>,
+}
+
+/// One node's row in `GET /v1/services/{name}`'s `status.nodes`. In a cluster: the
+/// instances placed there, whether gossip hears from it and whether it serves the service;
+/// on a single node: this node's gate (`max_queue`, `running`, `queued`, `peak_running`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInstances {
+    pub node: String,
+    pub instances: u32,
+    /// The node's mode, as gossip shows it in a cluster (`unreachable` when unheard).
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_running: Option<u32>,
 }

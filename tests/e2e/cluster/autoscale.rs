@@ -18,7 +18,8 @@ const FAST: &[&str] = &["--autoscale-window-ms", "300"];
 /// The committed instance count of `service` as node `i` sees it.
 async fn instances(c: &Cluster, i: usize, service: &str) -> Option<u64> {
     let r = c.nodes[i].node.admin().get(&format!("/v1/services/{service}")).await.ok()?;
-    r.json().ok()?["spec"]["instances"].as_u64()
+    let v: nanogrid::api::ServiceDetail = serde_json::from_slice(&r.body).ok()?;
+    Some(v.spec.instances.into())
 }
 
 /// The cluster's events as node `i` lists them.
@@ -178,7 +179,7 @@ async fn an_idle_service_scales_to_zero_and_its_next_request_wakes_it() {
     })
     .await;
     eventually("n3 has no instance of its own", Duration::from_secs(10), || async {
-        (c.nodes[2].node.service("hello").await["status"]["local"]["instances"] == 0).then_some(())
+        (c.nodes[2].node.service("hello").await.status.local.instances == 0).then_some(())
     })
     .await;
     // A fixed service at zero is stopped; an autoscaled one at zero wakes.

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nanogrid::api::BarrierStats;
+use nanogrid::api::{BarrierReport, BarrierState, BarrierStats, ServiceDetail};
 use nanogrid::control::events::EventKind;
 use nanogrid::control::experiment::{Change, Stage};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::driver::{Cluster, eventually};
 use super::formed;
+use crate::support::parse;
 
 /// Start one barrier through `fan` on node `i` and return its wait (fan-out to last
 /// answer, ms) and the callee it waited on, once it has ended.
@@ -21,12 +22,19 @@ async fn one_barrier(c: &Cluster, i: usize) -> (u64, String) {
     let r = c.get(i, "/fan/barrier/1?also=slow").await.unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.text();
-    let b: Value = eventually("the barrier ends", Duration::from_secs(20), || async {
-        let v = c.nodes[i].node.admin().get(&format!("/v1/barriers/{id}")).await.ok()?.json().ok()?;
-        (v["state"] == "done").then_some(v)
+    let b = ended_barrier(c, i, &id).await;
+    let w = b.waited_on.unwrap_or_else(|| panic!("no call waited for in barrier {id}"));
+    (w.after_ms, w.service)
+}
+
+/// Barrier `id` as node `i` reports it, once it is done.
+async fn ended_barrier(c: &Cluster, i: usize, id: &str) -> BarrierReport {
+    eventually("the barrier ends", Duration::from_secs(20), || async {
+        let r = c.nodes[i].node.admin().get(&format!("/v1/barriers/{id}")).await.ok()?;
+        let v: BarrierReport = serde_json::from_slice(&r.body).ok()?;
+        (v.state == BarrierState::Done).then_some(v)
     })
-    .await;
-    (b["waited_on"]["after_ms"].as_u64().unwrap(), b["waited_on"]["service"].as_str().unwrap().to_string())
+    .await
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -187,8 +195,8 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
         (p == vec![(here.clone(), 2)]).then_some(())
     })
     .await;
-    let spec: Value = c.nodes[0].node.admin().get("/v1/services/slow").await.unwrap().json().unwrap();
-    assert_eq!(spec["spec"]["instances"], 2, "{spec}");
+    let spec = parse::<ServiceDetail>(&c.nodes[0].node.admin().get("/v1/services/slow").await.unwrap()).spec;
+    assert_eq!(spec.instances, 2, "{spec:?}");
     // Every node records the new count once it has applied it (a moment after node i).
     eventually("the new count is an event on every node", Duration::from_secs(10), || async {
         for j in 0..3 {
@@ -213,11 +221,8 @@ async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_
         (r.status == 202).then(|| r.text())
     })
     .await;
-    let b: Value = eventually("it ends", Duration::from_secs(20), || async {
-        let v: Value = c.nodes[i].node.admin().get(&format!("/v1/barriers/{id}")).await.ok()?.json().ok()?;
-        (v["state"] == "done").then_some(v)
-    })
-    .await;
-    assert_eq!(b["waited_on"]["service"], "slow", "{b}");
-    println!("count trial: {}; a barrier after it waited {} ms", e.verdict, b["waited_on"]["after_ms"]);
+    let b = ended_barrier(&c, i, &id).await;
+    let w = b.waited_on.as_ref().unwrap_or_else(|| panic!("{b:?}"));
+    assert_eq!(w.service, "slow", "{b:?}");
+    println!("count trial: {}; a barrier after it waited {} ms", e.verdict, w.after_ms);
 }

@@ -2,10 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use nanogrid::api::{BarrierReport, BarrierState};
 use serde_json::json;
 
 use super::driver::{Cluster, eventually};
 use super::{formed, serves};
+use crate::support::parse;
 
 #[tokio::test]
 async fn another_node_finishes_a_barrier_whose_node_died() {
@@ -29,11 +31,10 @@ async fn another_node_finishes_a_barrier_whose_node_died() {
     .await;
     eprintln!("barrier {id} finished {:?} after its node was killed", killed.elapsed());
     assert_eq!(stored, "3/3:state");
-    let b = c.nodes[1].node.admin().get(&format!("/v1/barriers/{id}")).await.unwrap().json().unwrap();
-    assert_eq!(b["state"], "done", "{b}");
-    assert!(b["takeovers"].as_u64() >= Some(1), "{b}");
-    let owner = b["owner"].as_str().unwrap();
-    assert!(owner.starts_with("n2/") || owner.starts_with("n3/"), "a survivor drove it to the end: {b}");
+    let b: BarrierReport = parse(&c.nodes[1].node.admin().get(&format!("/v1/barriers/{id}")).await.unwrap());
+    assert_eq!(b.state, BarrierState::Done, "{b:?}");
+    assert!(b.takeovers >= 1, "{b:?}");
+    assert!(b.owner.starts_with("n2/") || b.owner.starts_with("n3/"), "a survivor drove it to the end: {b:?}");
     // The promise is at least once: a continuation cut short by the kill may run again.
     let runs: u32 = c.get(1, &format!("/misbehave/kv-get/resumes-{id}")).await.unwrap().text().parse().unwrap();
     assert!(runs >= 1, "the continuation ran ({runs} times)");

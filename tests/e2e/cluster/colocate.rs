@@ -5,20 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nanogrid::api::GraphView;
 use nanogrid::control::experiment::Stage;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::driver::{Cluster, eventually};
 use super::{formed, serves};
+use crate::support::parse;
 
 /// `from → to` as node `i` alone saw it: (calls, calls that ran on another node).
 async fn edge(c: &Cluster, i: usize, from: &str, to: &str) -> (u64, u64) {
-    let g = c.nodes[i].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
-    let edges = g["edges"].as_array().cloned().unwrap_or_default();
-    edges
-        .iter()
-        .find(|e| e["from"] == from && e["to"] == to)
-        .map_or((0, 0), |e| (e["calls"].as_u64().unwrap(), e["remote"].as_u64().unwrap()))
+    let g: GraphView = parse(&c.nodes[i].node.admin().get("/v1/graph?scope=node").await.unwrap());
+    g.edges.iter().find(|e| e.from == from && e.to == to).map_or((0, 0), |e| (e.calls, e.remote))
 }
 
 #[tokio::test]
@@ -80,11 +78,11 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
     let moved_after = started.elapsed();
     // The leader shows the demand it acted on.
     let li = c.index_of(&leader);
-    let g: Value = c.nodes[li].node.admin().get("/v1/graph").await.unwrap().json().unwrap();
-    let rows = g["demand"]["calls"].as_array().cloned().unwrap_or_default();
+    let g: GraphView = parse(&c.nodes[li].node.admin().get("/v1/graph").await.unwrap());
+    let rows = g.demand.as_ref().map(|d| d.calls.as_slice()).unwrap_or_default();
     assert!(
-        rows.iter().any(|r| r["service"] == "tail" && r["node"] == here.as_str() && r["level"].as_u64() >= Some(1)),
-        "the leader's demand names {here} as hot for tail: {g}"
+        rows.iter().any(|r| r.service == "tail" && r.node == here && r.level >= 1),
+        "the leader's demand names {here} as hot for tail: {g:?}"
     );
     // The move was an experiment the leader kept: both arms measured, the new one faster.
     // (Read on another node than the placement: it shows the verdict once it has applied it.)
@@ -106,7 +104,7 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
     // Once the new instance serves, calls stay on the node.
     eventually("tail serves on the caller's node", Duration::from_secs(20), || async {
         let v = c.nodes[caller].node.service("tail").await;
-        (v["status"]["local"]["instances"].as_u64()? >= 1).then_some(())
+        (v.status.local.instances >= 1).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -143,9 +141,9 @@ async fn calls_that_find_every_local_instance_busy_run_on_another_node() {
     // for a moment, and a call then runs next to its caller.
     eventually("n1 sees every node serving misbehave, one instance each", Duration::from_secs(20), || async {
         let v = c.nodes[0].node.service("misbehave").await;
-        let nodes = v["status"]["nodes"].as_array()?.clone();
-        let spread = nodes.len() == 3 && nodes.iter().all(|n| n["serving"] == true && n["instances"] == 1);
-        (spread && v["status"]["local"]["instances"] == 1).then_some(())
+        let nodes = &v.status.nodes;
+        let spread = nodes.len() == 3 && nodes.iter().all(|n| n.serving == Some(true) && n.instances == 1);
+        (spread && v.status.local.instances == 1).then_some(())
     })
     .await;
     let metric = ("nanogrid_forwarded_total", "outcome=\"answered\"");
@@ -154,6 +152,6 @@ async fn calls_that_find_every_local_instance_busy_run_on_another_node() {
     let r = c.get(0, "/misbehave/fanout/2?sleep=300").await.unwrap();
     assert_eq!((r.status.as_u16(), r.text()), (200, "2 calls answered".to_string()));
     let after = c.nodes[0].node.metric(metric.0, metric.1).await;
-    let local = c.nodes[0].node.service("misbehave").await["status"]["local"].clone();
-    assert!(after >= before + 2.0, "both calls went to other nodes ({before} → {after} forwarded; n1: {local})");
+    let local = c.nodes[0].node.service("misbehave").await.status.local;
+    assert!(after >= before + 2.0, "both calls went to other nodes ({before} → {after} forwarded; n1: {local:?})");
 }

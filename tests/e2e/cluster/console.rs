@@ -77,10 +77,10 @@ async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_cal
     b.wait_text("#deploy-result", WAIT, |t| t.contains("Deployed hello")).await;
     let svc = eventually("another node has what the form deployed", WAIT, || async {
         let r = c.nodes[1].node.admin().get("/v1/services/hello").await.ok()?;
-        (r.status == 200).then(|| r.json().unwrap())
+        (r.status == 200).then(|| crate::support::parse::<nanogrid::api::ServiceDetail>(&r))
     })
     .await;
-    assert_eq!(svc["spec"]["instances"], 1, "{svc}");
+    assert_eq!(svc.spec.instances, 1, "{svc:?}");
     b.wait_text("#services-table tr[data-service='hello'] .instances", WAIT, |t| t == "1").await;
 
     // Scale it to 3 through the confirmation dialog; Cancel first changes nothing.
@@ -90,7 +90,7 @@ async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_cal
     b.click(&b.find("#services-table tr[data-service='hello'] button.scale").await).await;
     b.wait_text("#confirm-text", WAIT, |t| t.contains("Scale hello from 1 to 3")).await;
     b.click(&b.find("#confirm-cancel").await).await;
-    assert_eq!(c.nodes[0].node.service("hello").await["spec"]["instances"], 1, "cancel scales nothing");
+    assert_eq!(c.nodes[0].node.service("hello").await.spec.instances, 1, "cancel scales nothing");
     let input = b.find("#services-table tr[data-service='hello'] .scale-input").await;
     b.clear(&input).await;
     b.type_into(&input, "3").await;

@@ -363,12 +363,7 @@ impl Cluster {
         if r.status == 404 {
             return Vec::new();
         }
-        let v = r.json().unwrap();
-        v["status"]["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| (n["node"].as_str().unwrap().to_string(), n["instances"].as_u64().unwrap()))
-            .collect()
+        let v: nanogrid::api::ServiceDetail = crate::support::parse(&r);
+        v.status.nodes.into_iter().map(|n| (n.node, u64::from(n.instances))).collect()
     }
 }

@@ -255,11 +255,9 @@ async fn with_reprovision_off_hot_traffic_moves_nothing() {
     // The leader sees the caller's node as hot for tail...
     let li = c.index_of(&leader);
     eventually("the leader's demand names the caller's node hot for tail", Duration::from_secs(30), || async {
-        let g: Value = c.nodes[li].node.admin().get("/v1/graph").await.ok()?.json().ok()?;
-        let rows = g["demand"]["calls"].as_array()?.clone();
-        rows.iter()
-            .any(|r| r["service"] == "tail" && r["node"] == here.as_str() && r["level"].as_u64() >= Some(1))
-            .then_some(())
+        let r = c.nodes[li].node.admin().get("/v1/graph").await.ok()?;
+        let g: nanogrid::api::GraphView = serde_json::from_slice(&r.body).ok()?;
+        g.demand?.calls.iter().any(|r| r.service == "tail" && r.node == here && r.level >= 1).then_some(())
     })
     .await;
     // ... and, over the next windows (an absence, watched for a bounded time), neither

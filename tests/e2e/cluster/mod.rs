@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::json;
 
-use nanogrid::api::Role;
+use nanogrid::api::{Role, ServiceDetail};
 
 use crate::support::assert_error;
 use driver::{Cluster, eventually};
@@ -86,15 +86,15 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     for i in [1, 2] {
         let body = serves(&c, i, "/hello/x?name=grid", Duration::from_secs(10)).await;
         assert_eq!(body, "hello, grid! you asked for GET /x?name=grid\n");
-        let local = c.nodes[i].node.service("hello").await["status"]["local"].clone();
-        assert_eq!(local["instances"], 1, "{local}");
+        let local = c.nodes[i].node.service("hello").await.status.local;
+        assert_eq!(local.instances, 1, "{local:?}");
         assert!(c.nodes[i].node.log().contains("fetched component from peer"), "node {i} fetched by digest");
     }
 
     // A deploy returns when the service serves: right after it, every node answers (the
     // digest is known everywhere now). Before, nodes answered 404 or 503 for 0.1-0.9 s.
     let answer = c.nodes[0].node.deploy("greet", "hello", json!({ "instances": 1 })).await;
-    assert!(answer.get("not_serving_yet").is_none(), "{answer}");
+    assert!(answer.not_serving_yet().is_empty(), "{answer:?}");
     for i in 0..3 {
         let r = c.get(i, "/greet/now").await.unwrap();
         assert_eq!(r.status, 200, "{} right after the deploy returned: {}", c.nodes[i].name, r.text());
@@ -105,8 +105,7 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     let t = std::time::Instant::now();
     let answer = c.nodes[0].node.deploy("nowhere", "hello", json!({ "instances": 1, "placement": ["n9"] })).await;
     let waited = t.elapsed();
-    let late: Vec<&str> = answer["not_serving_yet"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
-    assert_eq!(late, ["n1", "n2", "n3"], "{answer}");
+    assert_eq!(answer.not_serving_yet(), ["n1", "n2", "n3"], "{answer:?}");
     assert!(waited < Duration::from_secs(4), "an unplaceable deploy waited {waited:?}");
 
     // Admin writes through a follower are forwarded to the leader; reads anywhere agree.
@@ -132,7 +131,7 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
         assert!(r.text().ends_with("you sent: payload\n"), "{}", r.text());
         assert!(r.header("x-request-id").is_some());
     }
-    let ok = c.nodes[holder].node.service("hello").await["status"]["requests"]["ok"].as_u64().unwrap();
+    let ok = c.nodes[holder].node.service("hello").await.status.requests.ok;
     assert!(ok >= 3, "the holder ran the forwarded requests (ok = {ok})");
     let other = (0..3).find(|&i| i != holder).unwrap();
     let answered = c.nodes[other].node.metric("nanogrid_forwarded_total", "outcome=\"answered\"").await;
@@ -172,20 +171,23 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     })
     .await;
     assert!(again["documents"].as_i64().unwrap() > docs, "the count went on from {docs}: {again}");
-    let ran = c.nodes[2].node.service("counter").await["status"]["requests"]["ok"].as_u64().unwrap();
+    let ran = c.nodes[2].node.service("counter").await.status.requests.ok;
     assert!(ran >= 2, "counter ran on n3 (ok = {ran})");
     // The call graph: n1, where gateway runs, saw its calls to the other nodes' services;
     // asked on n2, the graph adds up every live node.
-    let on_n1 = c.nodes[0].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
-    let edge = |g: &serde_json::Value, to: &str| {
-        g["edges"].as_array().unwrap().iter().find(|e| e["from"] == "gateway" && e["to"] == to).cloned()
+    let graph = |i: usize, path: &'static str| {
+        let admin = c.nodes[i].node.admin();
+        async move { crate::support::parse::<nanogrid::api::GraphView>(&admin.get(path).await.unwrap()) }
     };
-    let local = edge(&on_n1, "counter").unwrap_or_else(|| panic!("{on_n1}"));
-    let all = c.nodes[1].node.admin().get("/v1/graph").await.unwrap().json().unwrap();
-    assert_eq!(all["nodes"], json!(["n1", "n2", "n3"]), "{all}");
-    assert_eq!(edge(&all, "counter").unwrap()["calls"], local["calls"], "only n1 calls counter: {all}");
-    let on_n2 = c.nodes[1].node.admin().get("/v1/graph?scope=node").await.unwrap().json().unwrap();
-    assert!(edge(&on_n2, "counter").is_none(), "n2 itself made no gateway calls: {on_n2}");
+    let edge =
+        |g: &nanogrid::api::GraphView, to: &str| g.edges.iter().find(|e| e.from == "gateway" && e.to == to).cloned();
+    let on_n1 = graph(0, "/v1/graph?scope=node").await;
+    let local = edge(&on_n1, "counter").unwrap_or_else(|| panic!("{on_n1:?}"));
+    let all = graph(1, "/v1/graph").await;
+    assert_eq!(all.nodes, ["n1", "n2", "n3"], "{all:?}");
+    assert_eq!(edge(&all, "counter").unwrap().calls, local.calls, "only n1 calls counter: {all:?}");
+    let on_n2 = graph(1, "/v1/graph?scope=node").await;
+    assert!(edge(&on_n2, "counter").is_none(), "n2 itself made no gateway calls: {on_n2:?}");
 
     // A service with kv state spreads like any other: its keys live in the grid, so a
     // counter counts right whichever node runs the call, and the grid shows every
@@ -380,8 +382,8 @@ async fn a_node_cut_off_goes_dormant_and_catches_up_when_healed() {
     eventually("the healed node gets instances again", Duration::from_secs(20), || async {
         // Not known here yet (404) is a state to wait out, not a failure.
         let r = c.nodes[cut].node.admin().get("/v1/services/late").await.ok()?;
-        let v = r.json().ok().filter(|_| r.status == 200)?;
-        (v["status"]["local"]["instances"].as_u64()? >= 1).then_some(())
+        let v: ServiceDetail = serde_json::from_slice(&r.body).ok().filter(|_| r.status == 200)?;
+        (v.status.local.instances >= 1).then_some(())
     })
     .await;
 }
@@ -529,13 +531,16 @@ async fn a_node_far_behind_catches_up_from_a_snapshot() {
         assert!(writes < 300, "the leader never purged its log past {behind} (purged {purged})");
     }
     c.nodes[via].node.deploy("late", "hello", json!({ "instances": 2, "config": { "greeting": "late" } })).await;
-    let want = c.nodes[via].node.admin().get("/v1/services/hello").await.unwrap().json().unwrap()["spec"].clone();
+    let want =
+        crate::support::parse::<ServiceDetail>(&c.nodes[via].node.admin().get("/v1/services/hello").await.unwrap())
+            .spec;
     c.restart(away);
     let body = serves(&c, away, "/late/", Duration::from_secs(30)).await;
     assert!(body.starts_with("late, world!"), "{body}");
     eventually("the returning node has the latest spec", Duration::from_secs(20), || async {
-        let v = c.nodes[away].node.admin().get("/v1/services/hello").await.ok()?.json().ok()?;
-        (v["spec"]["instances"] == want["instances"] && v["spec"]["generation"] == want["generation"]).then_some(())
+        let r = c.nodes[away].node.admin().get("/v1/services/hello").await.ok()?;
+        let v: ServiceDetail = serde_json::from_slice(&r.body).ok()?;
+        (v.spec.instances == want.instances && v.spec.generation == want.generation).then_some(())
     })
     .await;
     let log = c.nodes[away].node.log();

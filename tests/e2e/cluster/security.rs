@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::Method;
+use nanogrid::api::{GossipFault, GossipFaultArmed};
 use nanogrid::transport::{PeerClient, RpcError, secrets::ClusterSecrets, tls};
 use nanogrid_wire::chitchat::craft::{self, Op};
 use nanogrid_wire::seal::{self, GossipKey};
@@ -292,11 +293,12 @@ async fn a_gossip_task_that_stops_is_restarted_and_its_node_is_dormant_meanwhile
     // can make a socket report an error or a send hang).
     let c = Cluster::start_with(3, &["--fault-injection"]).await;
     formed(&c).await;
-    for (i, fault) in [(1, "fail"), (2, "stall")] {
+    for (i, fault, kind) in [(1, "fail", GossipFault::Fail), (2, "stall", GossipFault::Stall)] {
         let n = &c.nodes[i].node;
         let armed = Instant::now();
         let r = n.admin().call_json(Method::POST, "/v1/debug/gossip", &json!({ "fault": fault })).await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(crate::support::parse::<GossipFaultArmed>(&r).armed, kind);
         eventually(
             &format!("{}'s gossip ({fault}) is restarted", c.nodes[i].name),
             Duration::from_secs(15),

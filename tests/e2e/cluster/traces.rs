@@ -11,10 +11,15 @@ use bytes::Bytes;
 use http::Method;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
-use serde_json::{Value, json};
+use serde_json::json;
+
+use nanogrid::api::{TraceList, TraceView};
+use nanogrid::trace::{SpanId, SpanRecord};
 
 use super::driver::{Cluster, eventually};
 use super::formed;
+use crate::support::parse;
+use crate::tracing::{attr_int, attr_str};
 
 /// OTLP spans received: span id (hex) → (trace id, parent id, name, node).
 type Received = Arc<Mutex<BTreeMap<String, (String, String, String, String)>>>;
@@ -110,64 +115,60 @@ async fn a_request_across_three_nodes_is_one_trace_with_its_spans_from_every_nod
     assert_eq!(body["trace_id"], trace_id, "the guest SDK sees the trace id: {body}");
 
     // The trace from any node: spans from all three, every parent present or the client's.
-    let spans: Vec<Value> = eventually("spans from three nodes", Duration::from_secs(10), || async {
-        let v = c.nodes[2].node.admin().get(&format!("/v1/traces/{trace_id}")).await.ok()?.json().ok()?;
-        let spans = v["spans"].as_array()?.clone();
-        let nodes: BTreeSet<&str> = spans.iter().filter_map(|s| s["node"].as_str()).collect();
-        let runs = spans.iter().filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with("run "))).count();
-        (nodes.len() == 3 && runs >= 3).then_some(spans)
+    let spans: Vec<SpanRecord> = eventually("spans from three nodes", Duration::from_secs(10), || async {
+        let r = c.nodes[2].node.admin().get(&format!("/v1/traces/{trace_id}")).await.ok()?;
+        let v: TraceView = serde_json::from_slice(&r.body).ok()?;
+        let nodes: BTreeSet<&str> = v.spans.iter().map(|s| &*s.node).collect();
+        let runs = v.spans.iter().filter(|s| s.name.starts_with("run ")).count();
+        (nodes.len() == 3 && runs >= 3).then_some(v.spans)
     })
     .await;
-    let ids: BTreeSet<&str> = spans.iter().map(|s| s["span_id"].as_str().unwrap()).collect();
+    let span_hex = |id: Option<SpanId>| id.map(|i| i.to_string());
+    let ids: BTreeSet<String> = spans.iter().map(|s| s.span_id.to_string()).collect();
     for s in &spans {
-        assert_eq!(s["trace_id"], trace_id);
-        let parent = s["parent_id"].as_str().unwrap_or_else(|| panic!("a span without a parent: {s}"));
-        assert!(parent == client_span || ids.contains(parent), "broken parent link: {s}");
+        assert_eq!(s.trace_id.to_string(), trace_id);
+        let parent = span_hex(s.parent_id).unwrap_or_else(|| panic!("a span without a parent: {s:?}"));
+        assert!(parent == client_span || ids.contains(&parent), "broken parent link: {s:?}");
     }
     let find = |name: &str, node: &str| {
         spans
             .iter()
-            .find(|s| s["name"] == name && s["node"] == node)
+            .find(|s| &*s.name == name && &*s.node == node)
             .unwrap_or_else(|| panic!("no {name} on {node}: {spans:#?}"))
     };
     let ingress = find("ingress gateway", "n1");
-    assert_eq!(ingress["parent_id"], client_span, "ingress is the client's child");
+    assert_eq!(span_hex(ingress.parent_id).as_deref(), Some(client_span), "ingress is the client's child");
     let gw = find("run gateway", "n1");
-    assert_eq!(gw["parent_id"], ingress["span_id"]);
+    assert_eq!(gw.parent_id, Some(ingress.span_id));
     for (svc, node) in [("wordcount", "n2"), ("counter", "n3")] {
         let run = find(&format!("run {svc}"), node);
         // run ← (forward hop on n1) ← invoke on n1 ← run gateway
         let mut at = run;
-        let mut path = vec![at["name"].as_str().unwrap().to_string()];
-        while at["span_id"] != gw["span_id"] {
-            let p = at["parent_id"].as_str().unwrap();
-            at = spans.iter().find(|s| s["span_id"] == p).unwrap_or_else(|| panic!("{path:?} ends before gateway"));
-            path.push(format!("{}@{}", at["name"].as_str().unwrap(), at["node"].as_str().unwrap()));
+        let mut path = vec![at.name.to_string()];
+        while at.span_id != gw.span_id {
+            let p = at.parent_id.unwrap();
+            at = spans.iter().find(|s| s.span_id == p).unwrap_or_else(|| panic!("{path:?} ends before gateway"));
+            path.push(format!("{}@{}", &*at.name, &*at.node));
         }
         assert!(path.iter().any(|p| p == &format!("invoke {svc}@n1")), "{path:?}");
         // The forward hop names the node that ran the call.
         let hop = find(&format!("forward {svc}"), "n1");
-        assert_eq!(hop["attrs"]["forward.node"], node, "{hop}");
-        assert_eq!(run["parent_id"], hop["span_id"], "{path:?}");
-        let a = &run["attrs"];
+        assert_eq!(attr_str(hop, "forward.node"), Some(node), "{hop:?}");
+        assert_eq!(run.parent_id, Some(hop.span_id), "{path:?}");
         for key in ["queue_wait_us", "instantiate_us", "guest_us"] {
-            assert!(a[key].is_u64(), "{key} on run {svc}: {a}");
+            assert!(attr_int(run, key).is_some_and(|v| v >= 0), "{key} on run {svc}: {run:?}");
         }
-        assert_eq!(a["status"], 200);
-        assert_eq!(a["tracestate"], tracestate, "the client's tracestate reached {svc} on {node}");
+        assert_eq!(attr_int(run, "status"), Some(200));
+        assert_eq!(attr_str(run, "tracestate"), Some(tracestate), "the client's tracestate reached {svc} on {node}");
     }
-    assert_eq!(gw["attrs"]["tracestate"], tracestate, "{gw}");
+    assert_eq!(attr_str(gw, "tracestate"), Some(tracestate), "{gw:?}");
     let counter = find("run counter", "n3");
-    assert!(
-        counter["attrs"]["kv.cas.count"].as_u64().unwrap() >= 1,
-        "counter's compare-and-swap is counted: {counter}"
-    );
+    assert!(attr_int(counter, "kv.cas.count").unwrap() >= 1, "counter's compare-and-swap is counted: {counter:?}");
 
     // The list finds it by service; the CLI draws it.
-    let list = c.nodes[1].node.admin().get("/v1/traces?service=wordcount&limit=5").await.unwrap().json().unwrap();
-    let listed = list["traces"].as_array().unwrap();
-    let t = listed.iter().find(|t| t["trace_id"] == trace_id).unwrap_or_else(|| panic!("{list}"));
-    assert_eq!(t["nodes"].as_array().unwrap().len(), 3, "{t}");
+    let list: TraceList = parse(&c.nodes[1].node.admin().get("/v1/traces?service=wordcount&limit=5").await.unwrap());
+    let t = list.traces.iter().find(|t| t.trace_id == trace_id).unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(t.nodes.len(), 3, "{t:?}");
     let out = c.nodes[1].node.cli(&["trace", trace_id]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -180,14 +181,14 @@ async fn a_request_across_three_nodes_is_one_trace_with_its_spans_from_every_nod
     // The OTLP receiver got the same spans, as protobuf, from every node.
     eventually("the collector has every span", Duration::from_secs(10), || async {
         let got = received.lock().unwrap();
-        ids.iter().all(|id| got.get(*id).is_some_and(|(t, _, _, _)| t == trace_id)).then_some(())
+        ids.iter().all(|id| got.get(id).is_some_and(|(t, _, _, _)| t == trace_id)).then_some(())
     })
     .await;
     let got = received.lock().unwrap().clone();
     for s in &spans {
-        let (_, parent, name, _) = &got[s["span_id"].as_str().unwrap()];
-        assert_eq!(parent, s["parent_id"].as_str().unwrap());
-        assert_eq!(name, s["name"].as_str().unwrap());
+        let (_, parent, name, _) = &got[&s.span_id.to_string()];
+        assert_eq!(Some(parent), span_hex(s.parent_id).as_ref());
+        assert_eq!(name, &*s.name);
     }
     assert!(content_types.lock().unwrap().iter().all(|t| t == "application/x-protobuf"));
 }
@@ -217,11 +218,12 @@ async fn requests_without_a_valid_traceparent_start_new_traces() {
     assert_eq!(r.status, 200, "{}", r.text());
     let id = r.headers["x-trace-id"].to_str().unwrap().to_string();
     let hop = eventually("the forward span on n2", Duration::from_secs(10), || async {
-        let v = c.nodes[1].node.admin().get(&format!("/v1/traces/{id}")).await.ok()?.json().ok()?;
-        v["spans"].as_array()?.iter().find(|s| s["name"] == "forward hello" && s["node"] == "n2").cloned()
+        let r = c.nodes[1].node.admin().get(&format!("/v1/traces/{id}")).await.ok()?;
+        let v: TraceView = serde_json::from_slice(&r.body).ok()?;
+        v.spans.into_iter().find(|s| &*s.name == "forward hello" && &*s.node == "n2")
     })
     .await;
-    assert_eq!((&hop["attrs"]["forward.node"], &hop["attrs"]["http.status"]), (&json!("n1"), &json!(200)), "{hop}");
+    assert_eq!((attr_str(&hop, "forward.node"), attr_int(&hop, "http.status")), (Some("n1"), Some(200)), "{hop:?}");
     let missing = c.nodes[0].node.admin().get("/v1/traces/0123456789abcdef0123456789abcdef").await.unwrap();
     assert_eq!(missing.status, 404);
     let bad = c.nodes[0].node.admin().get("/v1/traces/xyz").await.unwrap();

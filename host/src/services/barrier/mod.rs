@@ -34,6 +34,7 @@ use crate::tasks::Tasks;
 use record::*;
 
 mod record;
+pub mod report;
 mod sweep;
 #[cfg(test)]
 mod tests;

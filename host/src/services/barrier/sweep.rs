@@ -17,8 +17,8 @@ impl Registry {
         self.barrier_engine.pending(limit).await
     }
 
-    /// One barrier as JSON (`GET /v1/barriers/{id}`), `None` if there is none.
-    pub async fn barrier_report(&self, id: &str) -> Result<Option<serde_json::Value>, KvError> {
+    /// One barrier (`GET /v1/barriers/{id}`), `None` if there is none.
+    pub async fn barrier_report(&self, id: &str) -> Result<Option<super::report::BarrierReport>, KvError> {
         self.barrier_engine.report(id).await
     }
 }
@@ -126,56 +126,12 @@ impl BarrierEngine {
         Ok(keys.into_iter().map(|k| k["pending/".len()..].to_string()).collect())
     }
 
-    /// One barrier as JSON, `None` if there is none.
-    pub async fn report(&self, id: &str) -> Result<Option<serde_json::Value>, KvError> {
+    /// One barrier (`GET /v1/barriers/{id}`), `None` if there is none.
+    pub async fn report(&self, id: &str) -> Result<Option<super::report::BarrierReport>, KvError> {
         if id.is_empty() || id.len() > 64 {
             return Ok(None);
         }
         let bytes = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await?;
-        Ok(bytes.as_deref().and_then(decode).map(|r| report(&r)))
+        Ok(bytes.as_deref().and_then(decode).map(|r| super::report::report(&r)))
     }
-}
-
-pub(super) fn report(r: &Record) -> serde_json::Value {
-    use serde_json::json;
-    let calls: Vec<serde_json::Value> = r
-        .calls
-        .iter()
-        .map(|c| {
-            let mut v = json!({ "service": c.service, "method": c.request.method, "path": c.request.path });
-            if let Some(a) = &c.answer {
-                v["after_ms"] = json!(a.after_ms);
-                match &a.result {
-                    Ok(resp) => v["status"] = json!(resp.status),
-                    Err(e) => v["error"] = json!(format!("{e:?}")),
-                }
-            }
-            v
-        })
-        .collect();
-    let (state, extra) = match &r.state {
-        State::Waiting => ("waiting", json!(null)),
-        State::Resuming { attempts } => ("resuming", json!({ "attempts": attempts })),
-        State::Done { status, at_ms } => ("done", json!({ "status": status, "ended_ms": at_ms })),
-        State::Failed { reason, at_ms } => ("failed", json!({ "reason": reason, "ended_ms": at_ms })),
-    };
-    let answered = r.calls.iter().filter(|c| c.answer.is_some()).count();
-    let waited_on = r.last.and_then(|i| {
-        let c = r.calls.get(i)?;
-        Some(json!({ "call": i, "service": c.service, "after_ms": c.answer.as_ref()?.after_ms }))
-    });
-    json!({
-        "id": r.id,
-        "service": r.service,
-        "request_id": r.request_id,
-        "state": state,
-        "end": extra,
-        "created_ms": r.created_ms,
-        "calls": calls,
-        "answered": answered,
-        "waited_on": waited_on,
-        "owner": r.owner,
-        "lease_until_ms": r.lease_until_ms,
-        "takeovers": r.takeovers,
-    })
 }

@@ -1,4 +1,4 @@
-use super::sweep::report;
+use super::report::{BarrierState, report};
 use super::*;
 
 #[test]
@@ -34,12 +34,18 @@ fn records_round_trip_and_report_what_was_waited_for() {
     };
     assert_eq!(decode(&encode(&r)).as_ref(), Some(&r));
     let v = report(&r);
-    assert_eq!(v["state"], "done");
-    assert_eq!(v["waited_on"]["service"], "b");
-    assert_eq!(v["waited_on"]["after_ms"], 40);
-    assert_eq!(v["calls"][0]["status"], 200);
-    assert_eq!(v["calls"][1]["error"], "Timeout");
-    assert_eq!(v["answered"], 2);
+    assert_eq!(v.state, BarrierState::Done);
+    let waited = v.waited_on.as_ref().unwrap();
+    assert_eq!((waited.service.as_str(), waited.after_ms), ("b", 40));
+    assert_eq!(v.calls[0].status, Some(200));
+    assert_eq!(v.calls[1].error.as_deref(), Some("Timeout"));
+    assert_eq!(v.answered, 2);
+    // The wire format: `end` and each call show only the fields they have.
+    let json = serde_json::to_value(&v).unwrap();
+    assert_eq!(json["state"], "done");
+    assert_eq!(json["end"], serde_json::json!({ "status": 200, "ended_ms": 1100 }));
+    assert_eq!(json["calls"][0]["status"], 200);
+    assert!(json["calls"][0].get("error").is_none() && json["calls"][1].get("status").is_none(), "{json}");
     r.state = State::Waiting;
     assert_eq!(r.ended(), None);
     // Answers over the per-answer limit are kept as an error naming it.

@@ -1,8 +1,17 @@
 //! Bodies of the admin API as types, shared by the server (which serialises them), the
 //! CLI and the tests (which read them back), so a field's name and meaning live in one
 //! place: `GET /v1/cluster`, `/v1/grid`, `/v1/health`, `/v1/services`, `/v1/events`,
-//! `/v1/experiments[/{id}]` and `/v1/barriers/stats`. A service's detail, traces and a
-//! barrier's report still build `serde_json::Value`s.
+//! `/v1/experiments[/{id}]` and `/v1/barriers/stats` here; a service's detail and what
+//! changing a service answers in [`service`]; traces and tracing settings in [`trace`];
+//! the call graph, barriers, removing a member and fault injection in [`cluster`].
+
+pub mod cluster;
+pub mod service;
+pub mod trace;
+
+pub use cluster::*;
+pub use service::*;
+pub use trace::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,9 +20,11 @@ use crate::control::experiment::{Experiment, Reprovision};
 use crate::runtime::Tier;
 use crate::services::spec::{Autoscale, Reuse};
 
-/// Cluster and grid views are the control plane's own types (it builds them); the admin
-/// API serves them as they are.
-pub use crate::control::views::{ClusterNode, ClusterView, GridRow, GridShare, GridView, PeerSecurity, Role};
+/// Cluster and grid views, a service's placement and the leader's demand are the control
+/// plane's own types (it builds them); the admin API serves them as they are.
+pub use crate::control::views::{
+    ClusterNode, ClusterView, DemandView, GridRow, GridShare, GridView, NodeInstances, PeerSecurity, Role,
+};
 /// Per-callee barrier wait is the call graph's own figure.
 pub use crate::services::calls::CalleeWait;
 
