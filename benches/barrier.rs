@@ -62,26 +62,7 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
     let started = n.registry.barriers.started.load(Ordering::Relaxed);
     until_ended(started - 1).await;
 
-    // The unit a barrier is made of: one compare-and-swap at quorum on this node's grid.
-    let grid = n.registry.grid().clone();
-    let mut value = Vec::new();
-    let cas = timed(ROUNDS * 3, |i| {
-        let (g, old, new) = (grid.clone(), value.clone(), i.to_string().into_bytes());
-        value = new.clone();
-        async move {
-            let old = (!old.is_empty()).then_some(old);
-            assert!(g.kv_compare_and_swap("bench", "k", old, new).await.expect("cas"));
-        }
-    })
-    .await;
-    let set = timed(ROUNDS * 3, |i| {
-        let g = grid.clone();
-        async move {
-            let c = nanogrid::grid::part::Consistency::Quorum;
-            g.kv_set("bench", &format!("k{i}"), vec![7; 100], c).await.expect("set");
-        }
-    })
-    .await;
+    let (cas, set) = kv_units(n.registry.grid()).await;
 
     let mut rows: Vec<(usize, Stats, Stats, Stats)> = Vec::new();
     for width in WIDTHS {
@@ -103,6 +84,40 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         rows.push((width, call_all, started, whole));
     }
 
+    let out = render(&rows, cas, set);
+    println!("{out}");
+    write_section(doc, "barrier", &out)?;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// What a barrier is made of, on this node's grid: one compare-and-swap at quorum, and
+/// one set at quorum.
+async fn kv_units(grid: &std::sync::Arc<nanogrid::grid::Grid>) -> (Stats, Stats) {
+    let mut value = Vec::new();
+    let cas = timed(ROUNDS * 3, |i| {
+        let (g, old, new) = (grid.clone(), value.clone(), i.to_string().into_bytes());
+        value = new.clone();
+        async move {
+            let old = (!old.is_empty()).then_some(old);
+            assert!(g.kv_compare_and_swap("bench", "k", old, new).await.expect("cas"));
+        }
+    })
+    .await;
+    let set = timed(ROUNDS * 3, |i| {
+        let g = grid.clone();
+        async move {
+            let c = nanogrid::grid::part::Consistency::Quorum;
+            g.kv_set("bench", &format!("k{i}"), vec![7; 100], c).await.expect("set");
+        }
+    })
+    .await;
+
+    (cas, set)
+}
+
+/// The section's text: a row per width, then the kv units for scale.
+fn render(rows: &[(usize, Stats, Stats, Stats)], cas: Stats, set: Stats) -> String {
     let mut out = String::new();
     out.push_str("## Durable barriers\n\n");
     out.push_str(&format!(
@@ -115,7 +130,7 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         today()
     ));
     out.push_str("| calls | call-all p50 µs | barrier, start p50 µs | barrier, whole p50 µs | whole p99 µs | whole / call-all |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n");
-    for (w, all, start, whole) in &rows {
+    for (w, all, start, whole) in rows {
         out.push_str(&format!(
             "| {w} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |\n",
             all.p50,
@@ -131,10 +146,7 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
          that arrive apart, resuming, end) plus three index keys, and its continuation is a request of its own.\n",
         cas.p50, cas.p99, set.p50, set.p99
     ));
-    println!("{out}");
-    write_section(doc, "barrier", &out)?;
-    handle.shutdown().await;
-    Ok(())
+    out
 }
 
 fn main() -> anyhow::Result<()> {

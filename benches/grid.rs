@@ -230,6 +230,9 @@ fn section(out: &mut String, rows: &[(String, Stats, Option<f64>)]) {
     }
 }
 
+/// Rows of a table: operation, latency, and throughput where measured.
+type Rows = Vec<(String, Stats, Option<f64>)>;
+
 async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir()).collect::<Result<_, _>>()?;
     let nodes = start_cluster(&dirs[..3], SyncMode::Batch).await?;
@@ -241,7 +244,30 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
     for i in 0..KEYS {
         grid.kv_set("bench", &format!("key-{i}"), vec![7u8; 100], Consistency::Quorum).await?;
     }
+    let (api, rtt, get) = api_rows(&cluster, &grid, &dirs[3].path().join("raw")).await?;
+    let guests = guest_rows(&n1, &cluster, wasm).await?;
+    for n in nodes {
+        n.shutdown().await;
+    }
 
+    // What each sync mode costs, each on its own fresh cluster.
+    let mut sync = Vec::new();
+    for mode in SyncMode::ALL {
+        sync.extend(sync_rows(mode).await?);
+    }
+    let out = render(&api, &guests, &sync, rtt, get);
+    println!("{out}");
+    write_section(doc, "grid", &out)?;
+    Ok(())
+}
+
+/// The grid's kv API on n1 at each level, raw RocksDB, and one loopback grid RPC; with
+/// the RPC's and the raw get's figures apart.
+async fn api_rows(
+    cluster: &Arc<nanogrid::control::Cluster>,
+    grid: &Arc<nanogrid::grid::Grid>,
+    raw_dir: &std::path::Path,
+) -> anyhow::Result<(Rows, Stats, Stats)> {
     // One grid RPC that does no work on the far side (an epoch check), over mutual TLS.
     let confirm = nanogrid::grid::wire::ConfirmReq { p: 0, epoch: u64::MAX };
     for _ in 0..200 {
@@ -258,27 +284,35 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
     // Keys whose primary is n1 (where a routing key sends their requests), and any keys
     // (two in three are sent on to their primary on another node).
     let all: Vec<String> = (0..KEYS).map(key).collect();
-    let here = keys_on_n1(&grid);
+    let here = keys_on_n1(grid);
     let (all, here) = (Arc::new(all), Arc::new(here));
     let mut api = Vec::new();
     for write in [true, false] {
         let op = if write { "set" } else { "get" };
         for c in LEVELS {
-            settle(&cluster).await;
-            let (s, _) = grid_api(&grid, &here, c, write).await;
+            settle(cluster).await;
+            let (s, _) = grid_api(grid, &here, c, write).await;
             api.push((format!("{op} at {}, on the primary", c.as_str()), s, None));
-            settle(&cluster).await;
-            let (s, r) = grid_api(&grid, &all, c, write).await;
+            settle(cluster).await;
+            let (s, r) = grid_api(grid, &all, c, write).await;
             api.push((format!("{op} at {}, any key", c.as_str()), s, Some(r)));
         }
     }
-    let raw_dir = dirs[3].path().join("raw");
+    let raw_dir = raw_dir.to_path_buf();
     let ((put, put_rate), (get, get_rate)) = tokio::task::spawn_blocking(move || raw_rocksdb(&raw_dir)).await??;
     api.push(("raw RocksDB put".into(), put, Some(put_rate)));
     api.push(("raw RocksDB get".into(), get, Some(get_rate)));
     api.push(("one loopback grid RPC round trip".into(), rtt, None));
 
-    // Guests: kvstore over HTTP on every node, called through n1.
+    Ok((api, rtt, get))
+}
+
+/// The `kvstore` sample over HTTP on every node, called through n1.
+async fn guest_rows(
+    n1: &Arc<nanogrid::node::Node>,
+    cluster: &nanogrid::control::Cluster,
+    wasm: &str,
+) -> anyhow::Result<Rows> {
     let bytes = std::fs::read(wasm).with_context(|| format!("reading {wasm}"))?;
     let up = n1.registry.put_component(bytes.into()).await?;
     let req = serde_json::from_value(serde_json::json!({ "component": up.digest, "instances": 3 }))?;
@@ -298,25 +332,21 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         }
     }
 
-    for n in nodes {
-        n.shutdown().await;
-    }
+    Ok(guests)
+}
 
-    // What each sync mode costs, each on its own fresh cluster.
-    let mut sync = Vec::new();
-    for mode in SyncMode::ALL {
-        sync.extend(sync_rows(mode).await?);
-    }
+/// The section's text from the measured rows.
+fn render(api: &Rows, guests: &Rows, sync: &[(String, Stats, Option<f64>, f64)], rtt: Stats, get: Stats) -> String {
     let sync_p50 = |name: &str| sync.iter().find(|r| r.0 == name).map_or(f64::NAN, |r| r.1.p50);
     let sync_rate = |name: &str| sync.iter().find(|r| r.0 == name).and_then(|r| r.2).unwrap_or(f64::NAN);
     let (batch, never) = ("`--sync batch`, set at quorum", "`--sync never`, set at quorum");
     let verdict = |met: bool| if met { "met" } else { "not met" };
 
     let find = |rows: &[(String, Stats, Option<f64>)], name: &str| rows.iter().find(|r| r.0 == name).unwrap().1;
-    let quorum = find(&api, "set at quorum, on the primary").p50;
+    let quorum = find(api, "set at quorum, on the primary").p50;
     let quorum_write = quorum / rtt.p50;
     let quorum_never = sync_p50(never) / rtt.p50;
-    let one_read = find(&api, "get at one, any key").p50 / get.p50;
+    let one_read = find(api, "get at one, any key").p50 / get.p50;
     let throughput = sync_rate(batch) / sync_rate(never);
     let mut out = String::new();
     out.push_str("## Data grid (issues 7 and 15)\n\n");
@@ -340,7 +370,7 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         "- **`one` read p50 / raw RocksDB get p50: {one_read:.2}x** (target ≤ 3: {}; {:.2} vs {:.2} µs, cached \
          keys, served by n1's own replica)\n",
         verdict(one_read <= 3.0),
-        find(&api, "get at one, any key").p50,
+        find(api, "get at one, any key").p50,
         get.p50
     ));
     out.push_str(&format!(
@@ -356,9 +386,9 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         "The grid's kv API on node n1 (what a guest's kv call runs, without the wasm boundary), raw RocksDB in \
          the same process (its put synced like a `batch` write), and the RPC:\n\n",
     );
-    section(&mut out, &api);
+    section(&mut out, api);
     out.push_str("\nThrough a guest (the `kvstore` sample, one HTTP request per operation into n1, sequential):\n\n");
-    section(&mut out, &guests);
+    section(&mut out, guests);
     out.push_str(
         "\nWhat durability costs: writes at each level with each `--sync` mode, each mode on a fresh three-node \
          cluster. *Writes per fsync* is n1's store during the 32-caller run: the group commit shares one fsync \
@@ -371,14 +401,12 @@ async fn run(wasm: &str, doc: &str) -> anyhow::Result<()> {
         "| operation | p50 µs | p99 µs | ops/s (32 callers, any key) | writes per fsync |\n\
          | --- | ---: | ---: | ---: | ---: |\n",
     );
-    for (name, s, rate, per) in &sync {
+    for (name, s, rate, per) in sync {
         let rate = rate.map_or("".to_string(), |r| format!("{r:.0}"));
         let per = if *per == 0.0 { "no fsync".to_string() } else { format!("{per:.1}") };
         out.push_str(&format!("| {name} | {:.1} | {:.1} | {rate} | {per} |\n", s.p50, s.p99));
     }
-    println!("{out}");
-    write_section(doc, "grid", &out)?;
-    Ok(())
+    out
 }
 
 fn main() -> anyhow::Result<()> {

@@ -373,8 +373,17 @@ impl Cluster {
             self.raft.change_membership(ChangeMembers::SetNodes(moved), true).await?;
             return Ok(true);
         }
+        self.admit_learners(view).await?;
+        Ok(false)
+    }
+
+    /// Nodes gossip shows joining, with this cluster's partition count and an address a
+    /// TLS handshake proved theirs, join as learners.
+    async fn admit_learners(&self, view: &StepView) -> anyhow::Result<()> {
+        let removed = &view.stored.state.removed;
         let count = self.registry.grid().replicas().count();
-        for p in live.values().filter(|p| p.mode == JOINING && !is_member(&p.id) && !removed.contains(&p.id)) {
+        for p in view.live.values().filter(|p| p.mode == JOINING && !view.is_member(&p.id) && !removed.contains(&p.id))
+        {
             if p.partitions != count {
                 if self.mismatch_log.allow("join").is_some() {
                     tracing::warn!(
@@ -395,7 +404,7 @@ impl Cluster {
             self.raft.add_learner(raft_id(&p.id), member, false).await?;
             tracing::info!(node = %p.id, "added node as a learner");
         }
-        Ok(false)
+        Ok(())
     }
 
     /// The placement part of a step: write the instance assignment when it should change.

@@ -207,6 +207,33 @@ pub struct ControlState {
 impl ControlState {
     pub fn apply(&mut self, cmd: &Command) -> Applied {
         let changed = match cmd {
+            Command::PutService { .. }
+            | Command::DeleteService { .. }
+            | Command::Scale { .. }
+            | Command::Wake { .. } => self.apply_services(cmd),
+            Command::Assign { .. } | Command::AssignChanges { .. } => self.apply_assignment(cmd),
+            Command::Note { event } => {
+                self.events.push(event.clone());
+                true
+            }
+            Command::GridTable { .. }
+            | Command::GridChanges { .. }
+            | Command::GridInSync { .. }
+            | Command::GridOutOfSync { .. }
+            | Command::GridRelinquish { .. } => self.apply_grid(cmd),
+            Command::Drain { .. } | Command::Stopped { .. } | Command::Undrain { .. } | Command::RemoveNode { .. } => {
+                self.apply_nodes(cmd)
+            }
+            Command::ExperimentStart { .. } | Command::ExperimentEnd { .. } | Command::ExperimentSwitch { .. } => {
+                self.apply_experiments(cmd)
+            }
+        };
+        Applied { changed }
+    }
+
+    /// A service's spec and count commands.
+    fn apply_services(&mut self, cmd: &Command) -> bool {
+        match cmd {
             Command::PutService { spec } => {
                 let mut spec = (**spec).clone();
                 // A redeploy of an autoscaled service keeps the count the autoscaler set
@@ -225,6 +252,39 @@ impl ControlState {
                 }
                 self.services.remove(name).is_some()
             }
+            Command::Scale { service, instances, from, event } => match self.services.get_mut(service) {
+                Some(spec)
+                    if spec.autoscale.is_some_and(|a| a.clamp(*instances) == *instances)
+                        && from.is_none_or(|f| f == spec.instances) =>
+                {
+                    let changed = spec.instances != *instances;
+                    if changed {
+                        spec.instances = *instances;
+                        self.events.push(event.clone());
+                    }
+                    changed
+                }
+                _ => false,
+            },
+            Command::Wake { service, node, at_ms } => match self.services.get_mut(service) {
+                Some(spec) if spec.instances == 0 && spec.autoscale.is_some_and(|a| a.max > 0) => {
+                    spec.instances = 1;
+                    self.assignment.insert(service.clone(), BTreeMap::from([(node.clone(), 1)]));
+                    self.assign_version += 1;
+                    let reason = "a request arrived while it had no instances";
+                    self.events
+                        .push(Event::at(EventKind::Wake, reason, *at_ms).service(service).node(node).counts(0, 1));
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The assignment table's commands (ignored when computed from an older table).
+    fn apply_assignment(&mut self, cmd: &Command) -> bool {
+        match cmd {
             Command::Assign { base: Some(b), .. } if *b != self.assign_version => false,
             Command::Assign { assignment, events, .. } => {
                 // Drop rows of services deleted since the manager computed this table.
@@ -264,49 +324,8 @@ impl ControlState {
                 }
                 changed
             }
-            Command::Scale { service, instances, from, event } => match self.services.get_mut(service) {
-                Some(spec)
-                    if spec.autoscale.is_some_and(|a| a.clamp(*instances) == *instances)
-                        && from.is_none_or(|f| f == spec.instances) =>
-                {
-                    let changed = spec.instances != *instances;
-                    if changed {
-                        spec.instances = *instances;
-                        self.events.push(event.clone());
-                    }
-                    changed
-                }
-                _ => false,
-            },
-            Command::Wake { service, node, at_ms } => match self.services.get_mut(service) {
-                Some(spec) if spec.instances == 0 && spec.autoscale.is_some_and(|a| a.max > 0) => {
-                    spec.instances = 1;
-                    self.assignment.insert(service.clone(), BTreeMap::from([(node.clone(), 1)]));
-                    self.assign_version += 1;
-                    let reason = "a request arrived while it had no instances";
-                    self.events
-                        .push(Event::at(EventKind::Wake, reason, *at_ms).service(service).node(node).counts(0, 1));
-                    true
-                }
-                _ => false,
-            },
-            Command::Note { event } => {
-                self.events.push(event.clone());
-                true
-            }
-            Command::GridTable { .. }
-            | Command::GridChanges { .. }
-            | Command::GridInSync { .. }
-            | Command::GridOutOfSync { .. }
-            | Command::GridRelinquish { .. } => self.apply_grid(cmd),
-            Command::Drain { .. } | Command::Stopped { .. } | Command::Undrain { .. } | Command::RemoveNode { .. } => {
-                self.apply_nodes(cmd)
-            }
-            Command::ExperimentStart { .. } | Command::ExperimentEnd { .. } | Command::ExperimentSwitch { .. } => {
-                self.apply_experiments(cmd)
-            }
-        };
-        Applied { changed }
+            _ => false,
+        }
     }
 
     /// The grid's partition table commands.
