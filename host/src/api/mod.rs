@@ -1,7 +1,7 @@
 //! Bodies of the admin API as types, shared by the server (which serialises them), the
 //! CLI and the tests (which read them back), so a field's name and meaning live in one
 //! place: `GET /v1/cluster`, `/v1/grid`, `/v1/health`, `/v1/services`, `/v1/events`,
-//! `/v1/experiments[/{id}]` and `/v1/barriers/stats` here; a service's detail and what
+//! `/v1/experiments[/{id}]`, `/v1/autoscale` and `/v1/barriers/stats` here; a service's detail and what
 //! changing a service answers in [`service`]; traces and tracing settings in [`trace`];
 //! the call graph, barriers, removing a member and fault injection in [`cluster`].
 
@@ -20,6 +20,8 @@ use crate::control::experiment::{Experiment, Reprovision};
 use crate::runtime::Tier;
 use crate::services::spec::{Autoscale, Reuse};
 
+/// `GET /v1/autoscale` is the leader's autoscaler's own view.
+pub use crate::control::scaling::{AutoscaleView, AutoscaledService, NodesView};
 /// Cluster and grid views, a service's placement and the leader's demand are the control
 /// plane's own types (it builds them); the admin API serves them as they are.
 pub use crate::control::views::{

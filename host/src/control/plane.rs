@@ -36,7 +36,7 @@ pub trait ControlPlane: Send + Sync {
     /// The control plane's events after `after`, at most `limit`.
     fn events(&self, after: u64, limit: usize) -> Vec<Event>;
     /// The autoscaler's view (on the leader).
-    fn autoscale_view(&self) -> Result<serde_json::Value, AdminError>;
+    fn autoscale_view(&self) -> Result<super::scaling::AutoscaleView, AdminError>;
     /// `GET /v1/grid`: partitions, their replicas and lag.
     async fn grid_report(&self) -> GridView;
     /// Traces, from every node that has spans of them.
@@ -109,7 +109,7 @@ impl ControlPlane for Single {
         Vec::new()
     }
 
-    fn autoscale_view(&self) -> Result<serde_json::Value, AdminError> {
+    fn autoscale_view(&self) -> Result<super::scaling::AutoscaleView, AdminError> {
         Err(AdminError::NotClustered("autoscaling runs in a cluster (start with --peer-listen)"))
     }
 
@@ -169,7 +169,7 @@ impl ControlPlane for Cluster {
         Cluster::events(self, after, limit)
     }
 
-    fn autoscale_view(&self) -> Result<serde_json::Value, AdminError> {
+    fn autoscale_view(&self) -> Result<super::scaling::AutoscaleView, AdminError> {
         Cluster::autoscale_view(self).ok_or(AdminError::NotLeader(
             "the autoscaler runs on the leader; ask the node GET /v1/cluster names as leader",
         ))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::events::{Event, EventKind};
@@ -267,35 +268,45 @@ impl Cluster {
 
     /// What the leader measured in its last window, per autoscaled service (for
     /// `GET /v1/autoscale`); `None` on other nodes.
-    pub fn autoscale_view(&self) -> Option<serde_json::Value> {
+    pub fn autoscale_view(&self) -> Option<AutoscaleView> {
         if self.mode() != Mode::Leader {
             return None;
         }
         let state = self.sm.current();
         let auto = self.scaling.auto.lock().unwrap_or_else(|e| e.into_inner());
-        let services: Vec<serde_json::Value> = state
+        let services = state
             .state
             .services
             .iter()
             .filter_map(|(name, spec)| {
                 let a = spec.autoscale.as_ref()?;
                 let l = auto.loads.get(name).copied().unwrap_or_default();
-                Some(serde_json::json!({
-                    "service": name, "instances": spec.instances, "min": a.min, "max": a.max,
-                    "target_busy": a.target_busy, "cooldown_s": a.cooldown_s,
-                    "busy": l.busy, "queued": l.queued, "wait_ms": l.wait_ms,
-                    "admitted_per_s": l.admitted_per_s, "refused_per_s": l.refused_per_s,
-                    "wanted": crate::autoscale::wanted(&l, a.target_busy),
-                }))
+                Some(AutoscaledService {
+                    service: name.clone(),
+                    instances: spec.instances,
+                    min: a.min,
+                    max: a.max,
+                    target_busy: a.target_busy,
+                    cooldown_s: a.cooldown_s,
+                    busy: l.busy,
+                    queued: l.queued,
+                    wait_ms: l.wait_ms,
+                    admitted_per_s: l.admitted_per_s,
+                    refused_per_s: l.refused_per_s,
+                    wanted: crate::autoscale::wanted(&l, a.target_busy),
+                })
             })
             .collect();
         let plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        Some(serde_json::json!({
-            "window_ms": self.config.scaling.window.as_millis() as u64,
-            "services": services,
-            "nodes": { "wanted": plan.wanted, "node_instances": self.config.scaling.node_instances,
-                       "draining": state.state.draining },
-        }))
+        Some(AutoscaleView {
+            window_ms: self.config.scaling.window.as_millis() as u64,
+            services,
+            nodes: NodesView {
+                wanted: plan.wanted,
+                node_instances: self.config.scaling.node_instances,
+                draining: state.state.draining.clone(),
+            },
+        })
     }
 }
 
@@ -310,4 +321,43 @@ pub struct ScalingFigures {
     pub nodes_wanted: usize,
     /// Members gossip shows live and not removed.
     pub nodes_serving: usize,
+}
+
+/// `GET /v1/autoscale` (the leader only): what it measured in its last window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleView {
+    /// The autoscaler's window, in milliseconds.
+    pub window_ms: u64,
+    pub services: Vec<AutoscaledService>,
+    pub nodes: NodesView,
+}
+
+/// One autoscaled service: its bounds, its load over the window and the count it wants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaledService {
+    pub service: String,
+    /// Instances it has now (across the cluster).
+    pub instances: u32,
+    pub min: u32,
+    pub max: u32,
+    pub target_busy: f64,
+    pub cooldown_s: u32,
+    /// Instances running, on average.
+    pub busy: f64,
+    /// Requests waiting for an instance, on average.
+    pub queued: f64,
+    /// Mean wait of the requests admitted, in milliseconds.
+    pub wait_ms: f64,
+    pub admitted_per_s: f64,
+    pub refused_per_s: f64,
+    /// The count the rule asks for now.
+    pub wanted: u32,
+}
+
+/// The node plan: nodes the leader wants, instances a node takes, nodes draining.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesView {
+    pub wanted: usize,
+    pub node_instances: u32,
+    pub draining: Vec<String>,
 }

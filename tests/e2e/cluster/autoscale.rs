@@ -296,6 +296,20 @@ async fn the_leader_asks_the_local_scaler_for_a_fourth_node_and_drains_it_when_l
         p.iter().any(|(n, k)| n == "n4" && *k > 0).then_some(p)
     })
     .await;
+    // The leader's autoscaler shows why (`GET /v1/autoscale`, answered by the leader only).
+    let mut views = Vec::new();
+    for m in &c.nodes {
+        let r = m.node.admin().get("/v1/autoscale").await.unwrap();
+        if r.status == 200 {
+            views.push(crate::support::parse::<nanogrid::api::AutoscaleView>(&r));
+        } else {
+            crate::support::assert_error(&r, 409, "not-leader");
+        }
+    }
+    assert_eq!(views.len(), 1, "exactly one node leads: {views:?}");
+    let slow = views[0].services.iter().find(|s| s.service == "slow").expect("slow is autoscaled");
+    assert_eq!((slow.min, slow.max, slow.target_busy), (1, 8, 0.5), "{slow:?}");
+    assert!(views[0].nodes.wanted >= 4, "the leader wants a fourth node: {:?}", views[0].nodes);
     let admin4 = scaler.admin("n4").expect("n4's admin address");
     let r = admin4.get("/v1/cluster").await.unwrap();
     assert!(r.text().contains("\"n4\""), "{}", r.text());
