@@ -2,10 +2,11 @@
 
 use bytes::Bytes;
 use http::Method;
+use nanogrid::api::{Health, Uploaded};
 use nanogrid::client::AdminClient;
 use serde_json::json;
 
-use crate::support::{TestNode, assert_error};
+use crate::support::{TestNode, assert_error, parse};
 
 #[tokio::test]
 async fn uploads_that_cannot_be_deployed() {
@@ -48,7 +49,7 @@ async fn uploads_that_cannot_be_deployed() {
     let second = admin.upload(hello).await.unwrap();
     assert_eq!(first.status, 201);
     assert_eq!(second.status, 200);
-    assert_eq!(first.json().unwrap()["digest"], second.json().unwrap()["digest"]);
+    assert_eq!(parse::<Uploaded>(&first).digest, parse::<Uploaded>(&second).digest);
 
     node.deploy("hello", "hello", json!({})).await;
     assert_eq!(node.get("/hello/").await.status, 200);
@@ -58,10 +59,7 @@ async fn uploads_that_cannot_be_deployed() {
 async fn bad_specs_and_unknown_services() {
     let node = TestNode::start().await;
     let admin = node.admin();
-    let digest = admin.upload(crate::support::wasm("hello")).await.unwrap().json().unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = parse::<Uploaded>(&admin.upload(crate::support::wasm("hello")).await.unwrap()).digest;
     let put = |name: &str, body: &str| {
         let admin = admin.clone();
         let path = format!("/v1/services/{name}");
@@ -137,7 +135,7 @@ async fn admin_api_needs_the_token() {
         assert_error(&anon.upload(crate::support::wasm("hello")).await.unwrap(), 401, "unauthorized");
     }
     let anon = AdminClient::new(&node.admin_url, None);
-    assert_eq!(anon.get("/v1/health").await.unwrap().json().unwrap()["status"], "ok");
+    assert_eq!(parse::<Health>(&anon.get("/v1/health").await.unwrap()).status, "ok");
     assert!(anon.get("/metrics").await.unwrap().text().contains("nanogrid_node_info"));
     let cluster = node.admin().get("/v1/cluster").await.unwrap().json().unwrap();
     assert_eq!(cluster["leader"], "n1");
@@ -147,9 +145,9 @@ async fn admin_api_needs_the_token() {
 #[tokio::test]
 async fn a_memory_limit_below_the_components_initial_memory_is_refused_at_deploy() {
     let node = TestNode::start().await;
-    let up = node.admin().upload(crate::support::wasm("hello")).await.unwrap().json().unwrap();
-    let min = up["min_memory_bytes"].as_u64().unwrap();
-    assert!(min > 1 << 20 && min <= 2 << 20, "a Rust guest starts with a 1 MiB stack and its data: {up}");
+    let up: Uploaded = parse(&node.admin().upload(crate::support::wasm("hello")).await.unwrap());
+    let min = up.component.min_memory_bytes;
+    assert!(min > 1 << 20 && min <= 2 << 20, "a Rust guest starts with a 1 MiB stack and its data: {up:?}");
 
     // Every request would fail; the deploy says so and names the smallest limit that works.
     let r = node.try_deploy("h", "hello", json!({ "limits": { "memory_mib": 1 } })).await;

@@ -65,7 +65,7 @@ async fn sigkill_during_deploys_and_writes_loses_nothing_acknowledged() {
                 if !up.status.is_success() {
                     return;
                 }
-                let digest = up.json().unwrap()["digest"].clone();
+                let digest = crate::support::parse::<nanogrid::api::Uploaded>(&up).digest;
                 for i in 0.. {
                     let name = format!("s{round}x{i}");
                     let body = json!({ "component": digest, "config": { "greeting": name } });

@@ -7,9 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nanogrid::api::Uploaded;
 use serde_json::json;
 
-use crate::support::{TestNode, repo_root};
+use crate::support::{TestNode, parse, repo_root};
 
 /// The toolchain this repository pins (a new project outside it would otherwise get the
 /// machine's default, which may lack the wasm32-wasip2 target).
@@ -179,7 +180,7 @@ async fn the_http_template_builds_to_a_component_that_serves_unmodified() {
     let wasm = built.split(": ").nth(1).unwrap().split(" (").next().unwrap();
     let node = TestNode::start().await;
     let up = node.admin().upload(std::fs::read(project.join(wasm)).unwrap()).await.unwrap();
-    let digest = up.json().unwrap()["digest"].clone();
+    let digest = parse::<Uploaded>(&up).digest;
     let r =
         node.admin().call_json(http::Method::PUT, "/v1/services/web", &json!({ "component": digest })).await.unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
@@ -208,9 +209,9 @@ async fn python_and_js_http_templates_build_to_components_that_serve_unmodified(
             c
         });
         let wasm = std::fs::read(project.join(format!("target/{name}.wasm"))).unwrap();
-        let up = node.admin().upload(wasm).await.unwrap().json().unwrap();
-        assert_eq!(up["world"], "wasi:http/proxy", "{lang}: {up}");
-        let spec = json!({ "component": up["digest"] });
+        let up: Uploaded = parse(&node.admin().upload(wasm).await.unwrap());
+        assert_eq!(up.component.world, "wasi:http/proxy", "{lang}: {up:?}");
+        let spec = json!({ "component": up.digest });
         let r = node.admin().call_json(http::Method::PUT, &format!("/v1/services/{name}"), &spec).await.unwrap();
         assert_eq!(r.status, 201, "{lang}: {}", r.text());
         let r = node.get(&format!("/{name}/hi?x=1")).await;
@@ -243,7 +244,7 @@ async fn python_and_js_projects_go_from_new_to_a_served_counter() {
         assert!(built.starts_with(&format!("built {name} in ")), "{built}");
         let wasm = std::fs::read(project.join(format!("target/{name}.wasm"))).unwrap();
         let up = node.admin().upload(wasm).await.unwrap();
-        let spec = json!({ "component": up.json().unwrap()["digest"], "instances": 2 });
+        let spec = json!({ "component": parse::<Uploaded>(&up).digest, "instances": 2 });
         let r = node.admin().call_json(http::Method::PUT, &format!("/v1/services/{name}"), &spec).await.unwrap();
         assert_eq!(r.status, 201, "{lang}: {}", r.text());
         node.post(&format!("/{name}/visits"), "").await;

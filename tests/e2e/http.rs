@@ -7,15 +7,15 @@ use http::Method;
 use nanogrid::client::Client;
 use serde_json::json;
 
-use nanogrid::api::ServiceAnswer;
+use nanogrid::api::{ServiceAnswer, Uploaded};
 
 use crate::support::{TestNode, assert_error, counting_server, parse, wasm};
 
 #[tokio::test]
 async fn http_hello_runs_unmodified() {
     let node = TestNode::start().await;
-    let up = node.admin().upload(wasm("http-hello")).await.unwrap().json().unwrap();
-    assert_eq!(up["world"], "wasi:http/proxy");
+    let up: Uploaded = parse(&node.admin().upload(wasm("http-hello")).await.unwrap());
+    assert_eq!(up.component.world, "wasi:http/proxy");
     node.deploy("web", "http-hello", json!({ "instances": 4 })).await;
     let r = node.get("/web/some/path?x=1").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -110,7 +110,7 @@ async fn declared_oversized_bodies_get_413() {
 async fn outbound_requests_only_to_granted_hosts() {
     let node = TestNode::start().await;
     let admin = node.admin();
-    let digest = admin.upload(wasm("http-fetch")).await.unwrap().json().unwrap()["digest"].clone();
+    let digest = parse::<Uploaded>(&admin.upload(wasm("http-fetch")).await.unwrap()).digest;
     let strict = json!({ "component": digest, "strict_imports": true });
     let r = admin.call_json(Method::PUT, "/v1/services/fetch", &strict).await.unwrap();
     let v = assert_error(&r, 422, "ungranted-import");

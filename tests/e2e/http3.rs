@@ -4,18 +4,18 @@
 
 use bytes::Bytes;
 use http::Method;
+use nanogrid::api::Uploaded;
 use nanogrid::client::Client;
 use serde_json::json;
 
-use crate::support::{TestNode, wasm};
+use crate::support::{TestNode, parse, wasm};
 
 #[tokio::test]
 async fn wasi_http_03_components_serve_next_to_02_ones() {
     let node = TestNode::start().await;
-    let up = node.admin().upload(wasm("http3-stream")).await.unwrap().json().unwrap();
-    assert_eq!(up["world"], "wasi:http/service", "{up}");
-    let exports = up["exports"].to_string();
-    assert!(exports.contains("wasi:http/handler@0.3.0"), "{up}");
+    let up: Uploaded = parse(&node.admin().upload(wasm("http3-stream")).await.unwrap());
+    assert_eq!(up.component.world, "wasi:http/service", "{up:?}");
+    assert!(up.component.exports.iter().any(|e| e.contains("wasi:http/handler@0.3.0")), "{up:?}");
     node.deploy("p3", "http3-stream", json!({ "instances": 4 })).await;
     node.deploy("p2", "http-hello", json!({})).await;
 

@@ -14,7 +14,7 @@ async fn deploy_wasm(node: &TestNode, name: &str, bytes: Vec<u8>, spec: Value) {
     let up = node.admin().upload(bytes).await.unwrap();
     assert_eq!(up.status, 201, "{name}: {}", up.text());
     let mut spec = spec;
-    spec["component"] = up.json().unwrap()["digest"].clone();
+    spec["component"] = crate::support::parse::<nanogrid::api::Uploaded>(&up).digest.into();
     let r = node.admin().call_json(Method::PUT, &format!("/v1/services/{name}"), &spec).await.unwrap();
     assert!(r.status == 201 || r.status == 200, "{name}: {}", r.text());
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::Method;
 use serde_json::json;
 
-use nanogrid::api::{ServiceAnswer, ServiceDetail};
+use nanogrid::api::{ServiceAnswer, ServiceDetail, Uploaded};
 use nanogrid::services::spec::DeniedImport;
 
 use crate::support::{TestNode, assert_error, counting_server, parse, wasm};
@@ -17,7 +17,7 @@ async fn capabilities_are_denied_unless_granted() {
     let admin = node.admin();
     let up = admin.upload(wasm("reach")).await.unwrap();
     assert_eq!(up.status, 201, "{}", up.text());
-    let digest = up.json().unwrap()["digest"].clone();
+    let digest = parse::<Uploaded>(&up).digest;
 
     // With strict_imports, an import without its grant refuses the deploy.
     let strict = json!({ "component": digest, "strict_imports": true });

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use nanogrid::api::{ServiceAnswer, ServiceDetail};
+use nanogrid::api::{ServiceAnswer, ServiceDetail, Uploaded};
 use nanogrid::client::{AdminClient, Client, Reply};
 use nanogrid::runtime::Tier;
 use serde_json::{Value, json};
@@ -371,7 +371,7 @@ impl TestNode {
         let admin = self.admin();
         let up = admin.upload(wasm(guest)).await.expect("upload");
         assert!(up.status.is_success(), "upload of {guest} failed: {} {}", up.status, up.text());
-        let mut body = json!({ "component": up.json().unwrap()["digest"] });
+        let mut body = json!({ "component": parse::<Uploaded>(&up).digest });
         for (k, v) in spec.as_object().cloned().unwrap_or_default() {
             body[k] = v;
         }

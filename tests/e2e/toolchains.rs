@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use http::Method;
-use nanogrid::api::{ServiceAnswer, ServiceDetail};
+use nanogrid::api::{ServiceAnswer, ServiceDetail, Uploaded};
 use nanogrid::services::spec::DeniedImport;
 use serde_json::json;
 
@@ -35,7 +35,7 @@ async fn python_and_js_components_deploy_without_grants_and_their_doors_stay_shu
     ] {
         let up = admin.upload(toolchain_wasm(name)).await.unwrap();
         assert_eq!(up.status, 201, "{name}: {}", up.text());
-        let digest = up.json().unwrap()["digest"].clone();
+        let digest = parse::<Uploaded>(&up).digest;
         let path = format!("/v1/services/{name}");
 
         let r =

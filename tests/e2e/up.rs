@@ -127,8 +127,8 @@ async fn serve_reads_a_config_file() {
     let file = dir.path().join("node.toml");
     std::fs::write(&file, "node_id = \"from-file\"\nmax_body_bytes = 1024\n").unwrap();
     let node = TestNode::start_with_args(true, &["--config", file.to_str().unwrap()]).await;
-    let health = node.admin().get("/v1/health").await.unwrap().json().unwrap();
-    assert_eq!(health["node"], "from-file");
+    let health: nanogrid::api::Health = crate::support::parse(&node.admin().get("/v1/health").await.unwrap());
+    assert_eq!(health.node, "from-file");
     node.deploy("hello", "hello", json!({})).await;
     assert_error(&node.post("/hello/", &"x".repeat(2048)).await, 413, "payload-too-large");
     assert_eq!(node.post("/hello/", "small").await.status, 200);

@@ -32,7 +32,10 @@ pub(super) async fn route(
                 Err(e) => return h::body_error(e, rid),
             };
             match registry.put_component(bytes).await {
-                Ok(up) => h::json(if up.created { StatusCode::CREATED } else { StatusCode::OK }, &up, rid),
+                Ok(up) => {
+                    let status = if up.created { StatusCode::CREATED } else { StatusCode::OK };
+                    h::json(status, &api::Uploaded::from(&up), rid)
+                }
                 Err(e) => admin_error(e, rid),
             }
         }

@@ -1,8 +1,8 @@
 //! Bodies of the admin API as types, shared by the server (which serialises them), the
 //! CLI and the tests (which read them back), so a field's name and meaning live in one
 //! place: `GET /v1/cluster`, `/v1/grid`, `/v1/health`, `/v1/services`, `/v1/events`,
-//! `/v1/experiments[/{id}]`, `/v1/autoscale` and `/v1/barriers/stats` here; a service's detail and what
-//! changing a service answers in [`service`]; traces and tracing settings in [`trace`];
+//! `/v1/experiments[/{id}]`, `/v1/autoscale` and `/v1/barriers/stats` here; a service's detail, what
+//! changing a service answers and what a component upload answers in [`service`]; traces and tracing settings in [`trace`];
 //! the call graph, barriers, removing a member and fault injection in [`cluster`].
 
 pub mod cluster;

@@ -1,6 +1,6 @@
 //! A service's bodies: `GET /v1/services/{name}` ([`ServiceDetail`]), what a deploy or a
-//! scale answers ([`ServiceAnswer`]), `DELETE /v1/services/{name}` ([`Deleted`]) and
-//! `GET /v1/whoami` ([`Whoami`]).
+//! scale answers ([`ServiceAnswer`]), `DELETE /v1/services/{name}` ([`Deleted`]),
+//! `GET /v1/whoami` ([`Whoami`]) and what a component upload answers ([`Uploaded`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +137,26 @@ impl From<&ComponentInfo> for ComponentView {
             typed_exports: typed(&c.typed_exports),
             min_memory_bytes: c.min_memory_bytes,
         }
+    }
+}
+
+/// `PUT` / `POST /v1/components`: the stored component (201 when this upload stored it,
+/// 200 when it was there already) and what it is. The registry's own result
+/// ([`crate::services::Uploaded`]) keeps the typed interfaces as signatures; their WIT text
+/// does not read back into one, so the answer carries the [`ComponentView`] (same JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    pub digest: String,
+    pub size: usize,
+    /// This upload stored it (false: the same bytes were stored before).
+    pub created: bool,
+    #[serde(flatten)]
+    pub component: ComponentView,
+}
+
+impl From<&crate::services::Uploaded> for Uploaded {
+    fn from(u: &crate::services::Uploaded) -> Uploaded {
+        Uploaded { digest: u.digest.clone(), size: u.size, created: u.created, component: (&u.info).into() }
     }
 }
 
@@ -314,6 +334,34 @@ mod tests {
         assert_eq!(keys, ["instances", "live", "mode", "node", "serving"], "{v}");
         let back: ServiceAnswer = serde_json::from_value(v).unwrap();
         assert_eq!(back.detail(), Some(&detail()));
+    }
+
+    #[test]
+    fn an_upload_answers_as_the_registry_stored_it_and_reads_back() {
+        use crate::runtime::codec::WitType;
+        use crate::runtime::typed::{FuncSig, Interface};
+        let tokenize = FuncSig {
+            name: "tokenize".into(),
+            params: vec![("text".into(), WitType::String)],
+            results: vec![WitType::List(Box::new(WitType::String))],
+        };
+        let info = ComponentInfo {
+            world: "provider".into(),
+            imports: vec![],
+            exports: vec!["acme:text/tokenize@0.1.0".into()],
+            typed_imports: vec![],
+            typed_exports: vec![Interface { name: "acme:text/tokenize@0.1.0".into(), funcs: vec![tokenize] }],
+            min_memory_bytes: 65536,
+        };
+        let stored =
+            crate::services::Uploaded { digest: format!("sha256:{}", "0".repeat(64)), size: 42, created: true, info };
+        let answer = Uploaded::from(&stored);
+        let v = serde_json::to_value(&answer).unwrap();
+        assert_eq!(v, serde_json::to_value(&stored).unwrap(), "the same JSON as the registry's result");
+        assert!(v.get("typed_imports").is_none(), "{v}");
+        assert_eq!(v["typed_exports"][0]["functions"][0], "tokenize: func(text: string) -> list<string>", "{v}");
+        let back: Uploaded = serde_json::from_value(v).unwrap();
+        assert_eq!(back, answer);
     }
 
     #[test]

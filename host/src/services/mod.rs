@@ -273,7 +273,7 @@ pub enum AdminError {
     Internal(String),
 }
 
-/// The result of storing a component.
+/// The result of storing a component (the admin API answers it as `api::Uploaded`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Uploaded {
     pub digest: String,

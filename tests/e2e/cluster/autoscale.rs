@@ -343,8 +343,14 @@ async fn the_leader_asks_the_local_scaler_for_a_fourth_node_and_drains_it_when_l
     assert!(acked.len() > 10, "writes went on during the drain ({} acknowledged)", acked.len());
     let status = c.status(0).await.unwrap();
     assert!(status.node("n4").is_none_or(|r| r.removed), "n4 is gone or marked removed: {status:?}");
-    let grid = c.nodes[0].node.admin().get("/v1/grid").await.unwrap().text();
-    assert!(!grid.contains("\"n4\""), "no partition names n4 after it left: {grid}");
+    let grid = c.grid(0).await.unwrap();
+    assert!(!grid.nodes.contains_key("n4"), "n4 has no share of the grid after it left: {grid:?}");
+    let named: Vec<_> = grid
+        .table
+        .iter()
+        .filter(|p| p.primary == "n4" || p.replicas.iter().chain(&p.in_sync).chain(p.lag.keys()).any(|n| n == "n4"))
+        .collect();
+    assert!(named.is_empty(), "no partition names n4 after it left: {named:?}");
     for k in 0..40 {
         let r = c.call(k % 3, http::Method::GET, &format!("/kv/key-{k}?consistency=quorum"), "").await.unwrap();
         assert_eq!(

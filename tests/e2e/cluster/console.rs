@@ -152,8 +152,8 @@ async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_cal
         n.as_u64().filter(|&n| n > 1)
     })
     .await;
-    let parts = c.nodes[0].node.admin().get("/v1/grid").await.unwrap().json().unwrap()["partitions"].as_u64().unwrap();
-    assert_eq!(grid, parts, "one row per partition");
+    let parts = c.grid(0).await.unwrap().partitions;
+    assert_eq!(grid, parts as u64, "one row per partition");
     b.screenshot("grid").await;
 
     // Barriers: none running, and who barriers wait for (nobody yet).

@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 use http::Method;
-use nanogrid::api::{ClusterView, Role};
+use nanogrid::api::{ClusterView, GridView, Role};
 use nanogrid::client::{Client, Reply};
 
 use crate::support::TestNode;
@@ -305,6 +305,13 @@ impl Cluster {
     /// `GET /v1/events?limit=LIMIT` on node `i`.
     pub async fn events(&self, i: usize, limit: usize) -> Option<nanogrid::api::EventList> {
         self.typed(i, &format!("/v1/events?limit={limit}")).await
+    }
+
+    /// `GET /v1/grid` on node `i` (Err while it is down or does not answer 200).
+    pub async fn grid(&self, i: usize) -> anyhow::Result<GridView> {
+        let r = self.nodes[i].node.admin().get("/v1/grid").await?;
+        anyhow::ensure!(r.status == 200, "GET /v1/grid on {}: {}: {}", self.nodes[i].name, r.status, r.text());
+        serde_json::from_slice(&r.body).map_err(|e| anyhow::anyhow!("not a grid: {e}: {}", r.text()))
     }
 
     /// A typed admin body from node `i`.

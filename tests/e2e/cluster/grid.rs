@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
+use nanogrid::api::GridView;
 use nanogrid::client::Client;
 use nanogrid::grid::wire::{FenceReq, GridReply, GridRequest};
 use serde_json::{Value, json};
@@ -29,10 +30,10 @@ async fn kv_ready(c: &Cluster) {
 }
 
 /// Until node `i`'s `GET /v1/grid` shows no partition short of in-sync replicas.
-async fn settled(c: &Cluster, i: usize) -> Value {
+async fn settled(c: &Cluster, i: usize) -> GridView {
     eventually("every partition is fully in sync", Duration::from_secs(60), || async {
-        let g: Value = c.nodes[i].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
-        (g["partitions"] == 256 && g["under_replicated"] == 0).then_some(g)
+        let g = c.grid(i).await.ok()?;
+        (g.partitions == 256 && g.under_replicated == 0).then_some(g)
     })
     .await
 }
@@ -40,8 +41,7 @@ async fn settled(c: &Cluster, i: usize) -> Value {
 /// The node that is primary of `key` (of service `kv`), as node `i` sees the table.
 async fn primary_of(c: &Cluster, i: usize, key: &str) -> String {
     let p = nanogrid::grid::part::partition_of(format!("kv\0{key}").as_bytes(), 256);
-    let g: Value = c.nodes[i].node.admin().get("/v1/grid").await.unwrap().json().unwrap();
-    g["table"][p as usize]["primary"].as_str().unwrap().to_string()
+    c.grid(i).await.unwrap().table[p as usize].primary.clone()
 }
 
 /// Until node `i`'s table names a primary other than node `gone` for every partition: the
@@ -49,9 +49,8 @@ async fn primary_of(c: &Cluster, i: usize, key: &str) -> String {
 async fn failed_over(c: &Cluster, i: usize, gone: usize) {
     let name = c.nodes[gone].name.clone();
     eventually("no partition has the killed node as primary", FORM, || async {
-        let g: Value = c.nodes[i].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
-        let table = g["table"].as_array()?;
-        (table.len() == 256 && table.iter().all(|p| p["primary"].as_str() != Some(name.as_str()))).then_some(())
+        let table = c.grid(i).await.ok()?.table;
+        (table.len() == 256 && table.iter().all(|p| p.primary != name)).then_some(())
     })
     .await;
 }
@@ -333,12 +332,11 @@ async fn a_fourth_node_takes_its_share_of_partitions_under_load_and_nothing_is_l
     })
     .await;
     let n4 = c.add_node_from_config().await;
-    let g = eventually("n4 holds partitions and all are in sync", Duration::from_secs(90), || async {
-        let g: Value = c.nodes[0].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
-        let n4 = &g["nodes"]["n4"];
-        let full = g["table"].as_array()?.iter().all(|p| p["replicas"].as_array().map(Vec::len) == Some(3));
-        (n4["replicas"].as_u64()? > 100 && n4["primaries"].as_u64()? > 20 && g["under_replicated"] == 0 && full)
-            .then_some(g)
+    let share = eventually("n4 holds partitions and all are in sync", Duration::from_secs(90), || async {
+        let g = c.grid(0).await.ok()?;
+        let n4 = *g.nodes.get("n4")?;
+        let full = g.table.iter().all(|p| p.replicas.len() == 3);
+        (n4.replicas > 100 && n4.primaries > 20 && g.under_replicated == 0 && full).then_some(n4)
     })
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -347,7 +345,7 @@ async fn a_fourth_node_takes_its_share_of_partitions_under_load_and_nothing_is_l
         failed += w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    eprintln!("n4: {}; {} writes acknowledged, {failed} failed during the move", g["nodes"]["n4"], acked.len());
+    eprintln!("n4: {share:?}; {} writes acknowledged, {failed} failed during the move", acked.len());
     assert!(acked.len() >= 50, "the load was too light ({} writes)", acked.len());
     // Partitions move make-before-break: a write fails only around a primary's handover.
     assert!(failed * 20 <= acked.len(), "{failed} writes failed while n4 joined ({} acknowledged)", acked.len());
@@ -419,9 +417,8 @@ async fn a_primary_left_fenced_by_an_unfinished_promotion_is_replaced() {
     kv_ready(&c).await;
     let key = "stuck";
     let p = nanogrid::grid::part::partition_of(format!("kv\0{key}").as_bytes(), 256) as usize;
-    let g: Value = c.nodes[0].node.admin().get("/v1/grid").await.unwrap().json().unwrap();
-    let (primary, epoch) =
-        (g["table"][p]["primary"].as_str().unwrap().to_string(), g["table"][p]["epoch"].as_u64().unwrap());
+    let row = c.grid(0).await.unwrap().table[p].clone();
+    let (primary, epoch) = (row.primary, row.epoch);
     // What a leader that died mid-promotion leaves behind: the named primary has promised
     // a newer epoch that no table names, so it refuses to act as primary.
     // Sent as the leader would, over mutual TLS with a node certificate of the cluster.
@@ -436,7 +433,7 @@ async fn a_primary_left_fenced_by_an_unfinished_promotion_is_replaced() {
         (r.status == 200).then_some(())
     })
     .await;
-    let g: Value = c.nodes[0].node.admin().get("/v1/grid").await.unwrap().json().unwrap();
-    assert!(g["table"][p]["epoch"].as_u64().unwrap() > epoch, "{}", g["table"][p]);
+    let row = c.grid(0).await.unwrap().table[p].clone();
+    assert!(row.epoch > epoch, "{row:?}");
     assert_eq!(c.get(1, &format!("/kv/{key}")).await.unwrap().text(), "v");
 }

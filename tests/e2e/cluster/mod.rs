@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use serde_json::json;
 
-use nanogrid::api::{Role, ServiceDetail};
+use nanogrid::api::{GridView, Health, Role, ServiceDetail, Uploaded};
 
 use crate::support::assert_error;
 use driver::{Cluster, eventually};
@@ -203,13 +203,14 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
         assert_eq!(r.json().unwrap()["value"], n as i64, "call {n} through node {}", n % 3);
     }
     let grid = eventually("every partition has three in-sync replicas", FORM, || async {
-        let g: serde_json::Value = c.nodes[2].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
-        (g["partitions"] == 256 && g["under_replicated"] == 0).then_some(g)
+        let g = c.grid(2).await.ok()?;
+        (g.partitions == 256 && g.under_replicated == 0).then_some(g)
     })
     .await;
     for n in ["n1", "n2", "n3"] {
-        assert_eq!(grid["nodes"][n]["replicas"], 256, "{n}: {}", grid["nodes"][n]);
-        assert!(grid["nodes"][n]["primaries"].as_u64().unwrap() > 40, "{n}: {}", grid["nodes"][n]);
+        let share = grid.nodes.get(n).unwrap_or_else(|| panic!("{n} has no share of the grid: {grid:?}"));
+        assert_eq!(share.replicas, 256, "{n}: {share:?}");
+        assert!(share.primaries > 40, "{n}: {share:?}");
     }
 
     // A wasi:http download on n1 streams through n3 without being held in n3's memory,
@@ -347,13 +348,13 @@ async fn a_node_cut_off_goes_dormant_and_catches_up_when_healed() {
     // Health checks take it out of a load balancer; metrics say why.
     let health = c.nodes[cut].node.admin().get("/v1/health").await.unwrap();
     assert_eq!(health.status, 503, "{}", health.text());
-    assert_eq!(health.json().unwrap()["mode"], "dormant");
+    assert_eq!(crate::support::parse::<Health>(&health).mode, "dormant");
     let metrics = c.nodes[cut].node.admin().get("/metrics").await.unwrap().text();
     assert!(metrics.contains("mode=\"dormant\""), "{metrics}");
     assert!(metrics.contains("nanogrid_cluster_nodes{live=\"false\"} 2"), "{metrics}");
     // Writes on the dormant node are refused, not lost.
     let up = c.nodes[cut].node.admin().upload(crate::support::wasm("hello")).await.unwrap();
-    let digest = up.json().unwrap()["digest"].clone();
+    let digest = crate::support::parse::<Uploaded>(&up).digest;
     let r = c.nodes[cut]
         .node
         .admin()
@@ -436,10 +437,10 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
     serves(&c, n4, "/hello/", Duration::from_secs(10)).await;
 
     // It holds kv partitions too.
-    let grid_share = |g: &serde_json::Value| g["nodes"]["n4"]["replicas"].as_u64().unwrap_or(0);
+    let grid_share = |g: &GridView| g.nodes.get("n4").map_or(0, |n4| n4.replicas);
     eventually("n4 holds grid partitions", FORM, || async {
-        let g = c.nodes[0].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
-        (grid_share(&g) > 0 && g["under_replicated"] == 0).then_some(())
+        let g = c.grid(0).await.ok()?;
+        (grid_share(&g) > 0 && g.under_replicated == 0).then_some(())
     })
     .await;
 
@@ -457,8 +458,8 @@ async fn a_new_node_joins_as_learner_gets_instances_and_can_be_decommissioned() 
     .await;
     assert_error(&c.get(n4, "/hello/").await.unwrap(), 503, "dormant");
     eventually("n4's partitions move back, fully in sync", FORM, || async {
-        let g = c.nodes[0].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
-        (grid_share(&g) == 0 && g["under_replicated"] == 0).then_some(())
+        let g = c.grid(0).await.ok()?;
+        (grid_share(&g) == 0 && g.under_replicated == 0).then_some(())
     })
     .await;
     let r =
@@ -497,8 +498,8 @@ async fn a_cluster_grows_from_one_node_to_three_voters() {
         serves(&c, i, "/hello/", Duration::from_secs(10)).await;
     }
     eventually("every partition on three in-sync replicas", FORM, || async {
-        let g = c.nodes[2].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
-        (g["replication"] == 3 && g["under_replicated"] == 0).then_some(())
+        let g = c.grid(2).await.ok()?;
+        (g.replication == 3 && g.under_replicated == 0).then_some(())
     })
     .await;
     let r = c.call(2, Method::GET, "/tally/k", "").await.unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Method;
 use nanogrid::api::Role;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::driver::{Cluster, eventually};
 use super::{FORM, formed, holds_for, serves};
@@ -25,12 +25,13 @@ async fn a_grid_of_64_partitions_serves_kv_and_nodes_of_another_count_are_refuse
         serves(&c, i, "/kv/", FORM).await;
     }
     let g = eventually("64 partitions, all with three in-sync replicas", Duration::from_secs(60), || async {
-        let g: Value = c.nodes[1].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
-        (g["partitions"] == 64 && g["table"].as_array()?.len() == 64 && g["under_replicated"] == 0).then_some(g)
+        let g = c.grid(1).await.ok()?;
+        (g.partitions == 64 && g.table.len() == 64 && g.under_replicated == 0).then_some(g)
     })
     .await;
-    let primaries: u64 = (1..=3).map(|n| g["nodes"][format!("n{n}")]["primaries"].as_u64().unwrap()).sum();
-    assert_eq!(primaries, 64, "{g:#}");
+    let share = |n: &str| g.nodes.get(n).unwrap_or_else(|| panic!("{n} has no share of the grid: {g:#?}")).primaries;
+    let primaries: usize = ["n1", "n2", "n3"].into_iter().map(share).sum();
+    assert_eq!(primaries, 64, "{g:#?}");
     // Writes through every node read back through another.
     for k in 0..24 {
         let r = c.call(k % 3, Method::PUT, &format!("/kv/key{k}?consistency=quorum"), &format!("v{k}")).await;

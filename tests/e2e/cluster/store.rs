@@ -105,11 +105,8 @@ async fn a_cluster_node_rebuilds_a_damaged_store_from_its_peers_and_nothing_is_l
     eventually("n2 is a voter again and every partition has caught it up", FORM * 2, || async {
         let s = c.status(0).await?;
         let n2 = s.node("n2")?.clone();
-        let g: serde_json::Value = c.nodes[0].node.admin().get("/v1/grid").await.ok()?.json().ok()?;
-        let synced = g["table"]
-            .as_array()?
-            .iter()
-            .all(|p| p["in_sync"].as_array().is_some_and(|isr| isr.iter().any(|n| n == "n2")) && p["lag"]["n2"] == 0);
+        let g = c.grid(0).await.ok()?;
+        let synced = g.table.iter().all(|p| p.in_sync.iter().any(|n| n == "n2") && p.lag.get("n2") == Some(&Some(0)));
         (n2.role == Role::Voter && n2.mode == "follower" && synced).then_some(())
     })
     .await;
