@@ -3,7 +3,8 @@
 #  1. the `hello` nanoservice through nanogrid's ingress vs a native hyper server answering
 #     the same greeting;
 #  2. the standard wasi:http `http-hello` component under nanogrid vs under `wasmtime serve`
-#     of the same wasmtime version (installed by this script into ~/.cache/nanogrid);
+#     of the same wasmtime version (installed by this script into ~/.cache/nanogrid), with
+#     its defaults and with the pooling allocator and the node's resident-memory settings;
 #  3. per-request instantiation time inside the node.
 # Rewrites docs/BENCHMARKS.md. Run it with `./dev bench` (which installs wrk).
 #
@@ -53,13 +54,27 @@ wt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0))
 "$wasmtime" serve -Scli --addr "127.0.0.1:$wt_port" "$http_hello_wasm" >"$tmp/wt.out" 2>&1 &
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wt_port/world" >/dev/null && break; sleep 0.1; done
 wt="http://127.0.0.1:$wt_port"
+# Like for like: the pooling allocator with the settings the node's engine uses
+# (host/src/runtime/engine.rs): linear memory kept resident (16 MiB with PAGEMAP_SCAN,
+# Linux 6.7+, else 1 MiB), 64 KiB of tables, 1 GiB reservations with 32 MiB guards.
+if python3 -c 'import os,sys; k=tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2]); sys.exit(0 if k >= (6, 7) else 1)'; then
+    keep=$((16 << 20)) scan=y
+else
+    keep=$((1 << 20)) scan=n
+fi
+WT_POOL="pooling-allocator=y,pooling-memory-keep-resident=$keep,pooling-table-keep-resident=65536,pooling-pagemap-scan=$scan,pooling-max-memory-size=$((1 << 30)),memory-reservation=$((1 << 30)),memory-guard-size=$((32 << 20))"
+wtp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$wasmtime" serve -Scli -O "$WT_POOL" --addr "127.0.0.1:$wtp_port" "$http_hello_wasm" >"$tmp/wtp.out" 2>&1 &
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null || { echo "wasmtime serve -O $WT_POOL did not serve:" >&2; cat "$tmp/wtp.out" >&2; exit 1; }
+wtp="http://127.0.0.1:$wtp_port"
 
 run() { # name url round
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2" >"$tmp/$1.$3.wrk"
     parse "$tmp/$1.$3.wrk"
 }
 
-for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$wt/world"; do
+for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$wt/world" "$wtp/world"; do
     wrk -t1 -c"$CONNS" -d2s "$u" >/dev/null
 done
 rows=""
@@ -68,16 +83,26 @@ sum_ratio=0
 sum_reuse=0
 sum_http=0
 sum_p99=0
+sum_http_pool=0
+sum_p99_pool=0
 sum_wasi=0
 for r in $(seq 1 "$ROUNDS"); do
     read -r w_rps w_p50 w_p99 < <(run wasmtime "$wt/world" "$r")
+    read -r wp_rps wp_p50 wp_p99 < <(run wasmtime-pool "$wtp/world" "$r")
     read -r h_rps h_p50 h_p99 < <(run nanohttp "$ingress/web/world" "$r")
     tr=$(awk -v a="$h_rps" -v b="$w_rps" 'BEGIN { printf "%.2f", a/b }')
     pr=$(awk -v a="$h_p99" -v b="$w_p99" 'BEGIN { printf "%.2f", a/b }')
-    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION | $w_rps | $w_p50 | $w_p99 | | |"$'\n'
-    http_rows+="| $r | nanogrid | $h_rps | $h_p50 | $h_p99 | **$tr** | **$pr** |"$'\n'
+    tpr=$(awk -v a="$h_rps" -v b="$wp_rps" 'BEGIN { printf "%.2f", a/b }')
+    ppr=$(awk -v a="$h_p99" -v b="$wp_p99" 'BEGIN { printf "%.2f", a/b }')
+    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, defaults | $w_rps | $w_p50 | $w_p99 | | |"$'\n'
+    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, pooling as the node | $wp_rps | $wp_p50 | $wp_p99 | | |"$'\n'
+    http_rows+="| $r | nanogrid vs defaults | $h_rps | $h_p50 | $h_p99 | **$tr** | **$pr** |"$'\n'
+    http_rows+="| $r | nanogrid vs pooling | $h_rps | $h_p50 | $h_p99 | **$tpr** | **$ppr** |"$'\n'
     sum_http=$(awk -v s="$sum_http" -v x="$tr" 'BEGIN { print s+x }')
     sum_p99=$(awk -v s="$sum_p99" -v x="$pr" 'BEGIN { print s+x }')
+    sum_http_pool=$(awk -v s="$sum_http_pool" -v x="$tpr" 'BEGIN { print s+x }')
+    sum_p99_pool=$(awk -v s="$sum_p99_pool" -v x="$ppr" 'BEGIN { print s+x }')
+    echo "round $r: wasmtime serve with pooling $wp_rps req/s (p99 ${wp_p99}us): nanogrid throughput x$tpr, p99 x$ppr" >&2
     echo "round $r: wasmtime serve $w_rps req/s (p99 ${w_p99}us), nanogrid wasi:http $h_rps req/s (p99 ${h_p99}us): throughput x$tr, p99 x$pr" >&2
     read -r n_rps n_p50 n_p99 < <(run native "$native/hello/world" "$r")
     read -r g_rps g_p50 g_p99 < <(run nanogrid "$ingress/hello/world" "$r")
@@ -100,6 +125,8 @@ mean_reuse=$(awk -v s="$sum_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }'
 mean_wasi=$(awk -v s="$sum_wasi" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_http=$(awk -v s="$sum_http" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_p99=$(awk -v s="$sum_p99" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
+mean_http_pool=$(awk -v s="$sum_http_pool" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
+mean_p99_pool=$(awk -v s="$sum_p99_pool" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 inst=$("$target/release/examples/instantiate" "$hello_wasm" 20000)
 echo "$inst" >&2
 inst_us=$(echo "$inst" | sed -n 's/.*instantiate_us=\([0-9.]*\).*/\1/p')
@@ -112,6 +139,8 @@ v_reuse=$(verdict "$mean_reuse" ge 0.5)
 v_wasi=$(verdict "$mean_wasi" ge 0.5)
 v_http=$(verdict "$mean_http" ge 1.0)
 v_p99=$(verdict "$mean_p99" le 1.1)
+v_http_pool=$(verdict "$mean_http_pool" ge 1.0)
+v_p99_pool=$(verdict "$mean_p99_pool" le 1.1)
 # Only this script's section is replaced; the others (chain, cluster, barrier, tls, grid)
 # stay as their scripts last wrote them.
 section="$tmp/core.md"
@@ -141,12 +170,16 @@ The wasi:http guest, fresh instance per request: **$mean_wasi** (issue 20's targ
 The same \`samples/http-hello\` component (built with the \`wasi\` crate, no nanogrid SDK)
 under \`wasmtime serve -Scli\` $WASMTIME_VERSION (\`cargo install wasmtime-cli --version
 $WASMTIME_VERSION --locked\`) and under nanogrid (instances = $INSTANCES), \`GET /world\` with
-\`wrk -t1 -c$CONNS -d${DURATION}s --latency\`. Rounds alternate between the two.
+\`wrk -t1 -c$CONNS -d${DURATION}s --latency\`. \`wasmtime serve\` runs twice: with its defaults
+(on-demand allocation) and, like for like, with the pooling allocator and the node's
+resident-memory settings (\`-O $WT_POOL\`). Rounds alternate between the three.
 
 | round | server | requests/s | p50 (µs) | p99 (µs) | throughput nanogrid / wasmtime | p99 nanogrid / wasmtime |
 | --- | --- | ---: | ---: | ---: | ---: | ---: |
 $http_rows
-Mean: throughput **$mean_http** × \`wasmtime serve\` (target ≥ 1.0: $v_http), p99 **$mean_p99** × (target ≤ 1.1: $v_p99).
+Mean against \`wasmtime serve\` with pooling as the node (like for like): throughput
+**$mean_http_pool** × (target ≥ 1.0: $v_http_pool), p99 **$mean_p99_pool** × (target ≤ 1.1: $v_p99_pool).
+Against its defaults: throughput **$mean_http** × (target ≥ 1.0: $v_http), p99 **$mean_p99** × (target ≤ 1.1: $v_p99).
 
 ## Per-request cost inside the node
 

@@ -147,6 +147,7 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
         |log: String| log.lines().filter(|l| l.contains("compiled component") && l.contains(&chain_digest)).count();
     let before = compiles(node.log());
     assert_eq!(before, 1, "the fused chain was compiled once before the restart:\n{}", node.log());
+    let log_before = node.log().len();
     node.stop();
     node.restart();
     for text in TEXTS {
@@ -155,7 +156,11 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     assert_eq!(node.post("/chain-1/", "in").await.json().unwrap(), expected);
     let g = node.service("text-stats").await.graph.expect("a chain");
     assert_eq!((g.mode, g.digest.as_str()), (ChainMode::Fused, chain_digest.as_str()));
-    assert_eq!(compiles(node.log()), before, "the restart recompiled the fused chain:\n{}", node.log());
+    // Neither tier: a cache miss would compile baseline code ("compiled baseline code")
+    // before the chain serves, and Cranelift's only later, in the background.
+    let after = node.log()[log_before..].to_string();
+    let recompiled: Vec<&str> = after.lines().filter(|l| l.contains("compiled") && l.contains(&chain_digest)).collect();
+    assert!(recompiled.is_empty(), "the restart recompiled the fused chain:\n{}", recompiled.join("\n"));
 }
 
 /// Deploy chain-5 .. chain-1 as `{prefix}chain-N`, each bound to the next.

@@ -12,7 +12,7 @@ use nanogrid::client::{AdminClient, Client};
 use nanogrid::runtime::codec::put_uleb;
 use serde_json::json;
 
-use crate::support::{TOKEN, TestNode, wasm};
+use crate::support::{TOKEN, TestNode, eventually, wasm};
 
 /// The same component with a custom section appended: new bytes, new digest, same code.
 fn variant(base: &[u8], tag: &str) -> Vec<u8> {
@@ -84,12 +84,11 @@ async fn sigkill_during_deploys_and_writes_loses_nothing_acknowledged() {
         if round % 2 == 0 {
             let before = deployed.lock().unwrap().len();
             let start = *acked.lock().unwrap();
-            for _ in 0..200 {
-                if deployed.lock().unwrap().len() > before && *acked.lock().unwrap() > start {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let what = format!("round {round} has deployed and written something");
+            eventually(&what, Duration::from_secs(10), || async {
+                (deployed.lock().unwrap().len() > before && *acked.lock().unwrap() > start).then_some(())
+            })
+            .await;
         }
         tokio::time::sleep(Duration::from_millis(50 + (round * 73) % 400)).await;
         node.kill();

@@ -56,6 +56,9 @@ pub async fn streams_both_ways_in_bounded_memory(guest: &str) -> u64 {
     let limits = json!({ "max_request_bytes": 256 << 20, "max_response_bytes": 256 << 20, "timeout_ms": 60000 });
     node.deploy("stream", guest, json!({ "instances": 2, "limits": limits })).await;
     assert_eq!(node.get("/stream/1").await.body.len(), 1 << 20);
+    // Tiered compilation: Cranelift compiles the component in the background after the
+    // deploy; wait for it, so the window below holds the transfer and not a compile.
+    node.wait_optimized("stream").await;
     let before = node.reset_peak_rss();
 
     let r = node.get("/stream/64").await;

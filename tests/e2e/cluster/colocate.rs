@@ -107,7 +107,13 @@ async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
         (v.status.local.instances >= 1).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The load is one request at a time: two more answers mean the one in flight when the
+    // instance was seen serving has ended, and the next began after it.
+    let seen = sent.load(Ordering::Relaxed);
+    eventually("a request begun after the move is answered", Duration::from_secs(10), || async {
+        (sent.load(Ordering::Relaxed) >= seen + 2).then_some(())
+    })
+    .await;
     let (calls0, remote0) = edge(&c, caller, "head", "tail").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (calls1, remote1) = edge(&c, caller, "head", "tail").await;

@@ -219,6 +219,13 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     c.nodes[0].node.deploy("stream", "http-stream", json!({ "placement": ["n1"], "limits": limits })).await;
     placement_is(&c, 2, "stream", &[("n1", 1)]).await;
     serves(&c, 2, "/stream/1", Duration::from_secs(10)).await;
+    // No compile still running on n3 (tiered compilation swaps optimized code in after a
+    // deploy): the window below measures the forwarded transfer only.
+    let n3 = &c.nodes[2].node;
+    eventually("n3 runs no baseline code", Duration::from_secs(120), || async {
+        (n3.metric("nanogrid_services_on_baseline_code", "").await == 0.0).then_some(())
+    })
+    .await;
     let before = c.nodes[2].node.reset_peak_rss();
     let r = c.get(2, "/stream/64").await.unwrap();
     assert_eq!(r.status, 200);
@@ -262,16 +269,20 @@ async fn killing_the_leader_elects_another_and_services_keep_answering() {
     // Load through both survivors while the leader dies.
     let failures: Arc<Mutex<Vec<Instant>>> = Default::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Requests answered 200 by each survivor's loop, so the kill waits until both run.
+    let served: Arc<[std::sync::atomic::AtomicU64; 2]> = Arc::default();
     let c = Arc::new(tokio::sync::RwLock::new(c));
     let mut loops = Vec::new();
-    for &i in &survivors {
-        let (c, failures, stop) = (c.clone(), failures.clone(), stop.clone());
+    for (l, &i) in survivors.iter().enumerate() {
+        let (c, failures, stop, served) = (c.clone(), failures.clone(), stop.clone(), served.clone());
         loops.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for path in ["/hello/", "/pair/"] {
                     let ok = matches!(c.read().await.get(i, path).await, Ok(r) if r.status == 200);
-                    if !ok {
+                    if ok {
+                        served[l].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    } else {
                         failures.lock().unwrap().push(Instant::now());
                     }
                     n += 1;
@@ -281,7 +292,10 @@ async fn killing_the_leader_elects_another_and_services_keep_answering() {
             n
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("both survivors' load loops are under way", Duration::from_secs(10), || async {
+        served.iter().all(|s| s.load(std::sync::atomic::Ordering::Relaxed) >= 10).then_some(())
+    })
+    .await;
     let killed = Instant::now();
     c.write().await.kill(dead);
     let new = eventually("a new leader is elected", Duration::from_secs(10), || async {

@@ -281,6 +281,12 @@ async fn every_peer_route_refuses_strangers() {
     let cleartext = PeerClient::new("n1", None);
     let e = cleartext.call(n2, &at, &nanogrid::control::GraphReq, Duration::from_secs(5)).await.unwrap_err();
     assert!(!matches!(e, RpcError::Refused { .. }), "{e}");
+    // Any failure passes the check above (a refused connection too); on the wire, the
+    // listener accepts the connection and answers an HTTP/2 preface with no HTTP/2 frame
+    // (a server speaking h2c would send its SETTINGS frame: 9-byte header, type 4).
+    let preface = [&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], &[0, 0, 0, 4, 0, 0, 0, 0, 0]].concat();
+    let got = crate::support::raw_exchange(&at, &preface);
+    assert!(got.len() < 9 || got[3] != 4, "cleartext HTTP/2 was answered with a frame: {got:?}");
     // The cluster is as it was.
     assert!(c.agreed_leader(&[0, 1, 2]).await.is_some());
 }
