@@ -16,6 +16,7 @@ mod ledger;
 mod linearizable;
 mod net;
 mod nodes;
+mod outcome;
 mod rng;
 mod workload;
 
@@ -143,7 +144,7 @@ fn spawn_workloads(t: &Target, h: &Arc<Histories>, rng: &mut Rng, stop: Instant)
 /// A quorum read after healing, retried while the answer is neither a value nor "absent".
 async fn read_back(t: &Target, rng: &mut Rng, path: &str) -> Option<Option<String>> {
     for _ in 0..20 {
-        if let Some(r) = t.send(rng, Method::GET, path, "").await {
+        if let Some(r) = t.send(rng, Method::GET, path, "").await.reply() {
             match r.status.as_u16() {
                 200 => return Some(Some(r.text())),
                 404 if r.error_code().as_deref() == Some("not-found") => return Some(None),
@@ -218,7 +219,7 @@ async fn final_checks(t: &Target, h: &Histories, rng: &mut Rng, r: &mut Report) 
     for job in &jobs {
         let mut result = None;
         while Instant::now() < deadline {
-            match t.send(rng, Method::GET, &format!("/jobs/{}", job.id), "").await {
+            match t.send(rng, Method::GET, &format!("/jobs/{}", job.id), "").await.reply() {
                 Some(reply) if reply.status == 200 => {
                     result = reply.json().ok();
                     break;
@@ -231,6 +232,7 @@ async fn final_checks(t: &Target, h: &Histories, rng: &mut Rng, r: &mut Report) 
     r.availability = check::availability(&h.availability.lock().unwrap_or_else(|e| e.into_inner()));
     r.ops = h.ops.load(std::sync::atomic::Ordering::Relaxed);
     r.unknown = h.unknown.load(std::sync::atomic::Ordering::Relaxed);
+    r.violations.extend(h.outcomes.findings(r.ops, r.unknown));
 }
 
 /// One run, start to end. `Err` is a failure of the campaign itself (it could not set up).

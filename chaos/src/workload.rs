@@ -9,8 +9,9 @@
 //! - barriers: jobs fanned out through the `jobs` sample's durable barrier;
 //! - plain requests to `hello`, counted per second (availability).
 //!
-//! An outcome the client cannot know (a timeout, a reset, a 5xx) is `Unknown`: the
-//! operation may or may not have happened. Each run reports how many there were.
+//! Each request is judged by `outcome.rs`: an answer, not applied (nothing was sent, or a
+//! 4xx rejected it, which is a finding), or unknown (a timeout, a reset, a 5xx: it may or
+//! may not have happened). Each run reports how many were unknown, and fails past a bound.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use nanogrid::client::{Client, Reply};
 use serde_json::{Value, json};
 
 use crate::linearizable::{Call, Op, Ret};
+use crate::outcome::{Ended, Judged, Outcomes};
 use crate::rng::Rng;
 
 /// Register keys in use at once; every few seconds the clients move to fresh keys (as
@@ -62,6 +64,7 @@ pub struct Histories {
     pub availability: Mutex<BTreeMap<u64, (u64, u64)>>,
     pub ops: AtomicU64,
     pub unknown: AtomicU64,
+    pub outcomes: Outcomes,
 }
 
 impl Histories {
@@ -75,6 +78,7 @@ impl Histories {
             availability: Default::default(),
             ops: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
+            outcomes: Outcomes::default(),
         }
     }
 
@@ -91,17 +95,20 @@ pub struct Target {
 }
 
 impl Target {
-    /// One request to a random node; `None` when there was no answer in time.
-    pub async fn send(&self, rng: &mut Rng, method: Method, path: &str, body: &str) -> Option<Reply> {
+    /// One request to a random node.
+    pub async fn send(&self, rng: &mut Rng, method: Method, path: &str, body: &str) -> Ended {
         let node = rng.pick(&self.ingress).clone();
         self.send_to(&node, method, path, body).await
     }
 
     /// One request to the node whose ingress is `node`.
-    pub async fn send_to(&self, node: &str, method: Method, path: &str, body: &str) -> Option<Reply> {
+    pub async fn send_to(&self, node: &str, method: Method, path: &str, body: &str) -> Ended {
         let url = format!("{node}{path}");
         let sent = self.http.send(method, &url, &[], Bytes::from(body.to_string()));
-        tokio::time::timeout(TIMEOUT, sent).await.ok()?.ok()
+        match tokio::time::timeout(TIMEOUT, sent).await {
+            Ok(r) => Ended::from_result(r),
+            Err(_) => Ended::Lost,
+        }
     }
 }
 
@@ -119,59 +126,97 @@ pub async fn register_client(t: Target, h: Arc<Histories>, client: usize, mut rn
         n += 1;
         let value = format!("c{client}-{n}");
         let start = h.micros();
-        let (call, ret) = match rng.range(0, 10) {
-            0..4 => {
-                let path = format!("/kv/{key}?consistency={}", level(&mut rng));
-                let r = t.send(&mut rng, Method::GET, &path, "").await;
-                let ret = match r {
-                    Some(r) if r.status == 200 => Ret::Read(Some(r.text())),
-                    Some(r) if r.status == 404 && r.error_code().as_deref() == Some("not-found") => Ret::Read(None),
-                    _ => Ret::Unknown,
-                };
-                if let Ret::Read(v) = &ret {
-                    seen.insert(key.clone(), v.clone());
-                }
-                (Call::Read, ret)
-            }
-            4..7 => {
-                let path = format!("/kv/{key}?consistency={}", level(&mut rng));
-                let r = t.send(&mut rng, Method::PUT, &path, &value).await;
-                (
-                    Call::Write(value.clone()),
-                    if r.is_some_and(|r| r.status == 200) { Ret::Written } else { Ret::Unknown },
-                )
-            }
-            _ => {
-                let expected = seen.get(&key).cloned().flatten();
-                let body = json!({ "expected": expected, "new": value }).to_string();
-                let r = t.send(&mut rng, Method::POST, &format!("/kv/{key}?cas"), &body).await;
-                let swapped =
-                    r.filter(|r| r.status == 200).and_then(|r| r.json().ok()).and_then(|v| v["swapped"].as_bool());
-                (Call::Cas { expected, new: value.clone() }, swapped.map_or(Ret::Unknown, Ret::Swapped))
-            }
-        };
+        let (call, judged) = register_op(&t, &h, &mut rng, &key, &value, seen.get(&key).cloned().flatten()).await;
         let end = h.micros();
+        let ret = match judged {
+            // It did not happen: no operation in the history (it would only weaken it).
+            None => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Some(ret) => ret,
+        };
         h.ops.fetch_add(1, Ordering::Relaxed);
         if ret == Ret::Unknown {
             h.unknown.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ret::Read(v) = &ret {
+            seen.insert(key.clone(), v.clone());
         }
         let op = Op { client, call, ret, start, end };
         h.registers.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().push(op);
     }
 }
 
+/// One read, write or compare-and-swap of `key`: the call and its return, `None` when it
+/// was not applied.
+async fn register_op(
+    t: &Target,
+    h: &Histories,
+    rng: &mut Rng,
+    key: &str,
+    value: &str,
+    expected: Option<String>,
+) -> (Call, Option<Ret>) {
+    match rng.range(0, 10) {
+        0..4 => {
+            let path = format!("/kv/{key}?consistency={}", level(rng));
+            let ret = match h.outcomes.judge(t.send(rng, Method::GET, &path, "").await, &path, true) {
+                Judged::Answered(r) if r.status == 200 => Some(Ret::Read(Some(r.text()))),
+                Judged::Answered(_) => Some(Ret::Read(None)),
+                Judged::NotApplied => None,
+                Judged::Unknown => Some(Ret::Unknown),
+            };
+            (Call::Read, ret)
+        }
+        4..7 => {
+            let path = format!("/kv/{key}?consistency={}", level(rng));
+            let ret = match h.outcomes.judge(t.send(rng, Method::PUT, &path, value).await, &path, false) {
+                Judged::Answered(_) => Some(Ret::Written),
+                Judged::NotApplied => None,
+                Judged::Unknown => Some(Ret::Unknown),
+            };
+            (Call::Write(value.to_string()), ret)
+        }
+        _ => {
+            let body = json!({ "expected": expected, "new": value }).to_string();
+            let path = format!("/kv/{key}?cas");
+            let ret = match h.outcomes.judge(t.send(rng, Method::POST, &path, &body).await, &path, false) {
+                Judged::Answered(r) => Some(swapped(h, &path, &r).map_or(Ret::Unknown, Ret::Swapped)),
+                Judged::NotApplied => None,
+                Judged::Unknown => Some(Ret::Unknown),
+            };
+            (Call::Cas { expected, new: value.to_string() }, ret)
+        }
+    }
+}
+
+/// A compare-and-swap answer's `swapped`; an answer without it is unexpected.
+fn swapped(h: &Histories, what: &str, r: &Reply) -> Option<bool> {
+    let swapped = r.json().ok().and_then(|v: Value| v["swapped"].as_bool());
+    if swapped.is_none() {
+        h.outcomes.unexpected(what, r);
+    }
+    swapped
+}
+
 /// Increment `counter` by compare-and-swap until `stop`.
 pub async fn counter_client(t: Target, h: Arc<Histories>, mut rng: Rng, stop: Instant) {
+    const PATH: &str = "/kv/counter?cas";
     while Instant::now() < stop {
-        let Some(r) = t.send(&mut rng, Method::GET, "/kv/counter?consistency=quorum", "").await else { continue };
-        let Some(v) = (r.status == 200).then(|| r.text().parse::<u64>().ok()).flatten() else {
+        let read = t.send(&mut rng, Method::GET, "/kv/counter?consistency=quorum", "").await;
+        let Some(v) = read.reply().filter(|r| r.status == 200).and_then(|r| r.text().parse::<u64>().ok()) else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let body = json!({ "expected": v.to_string(), "new": (v + 1).to_string() }).to_string();
-        let r = t.send(&mut rng, Method::POST, "/kv/counter?cas", &body).await;
+        let judged = h.outcomes.judge(t.send(&mut rng, Method::POST, PATH, &body).await, PATH, false);
+        let swapped = match judged {
+            Judged::NotApplied => continue,
+            Judged::Answered(r) => swapped(&h, PATH, &r),
+            Judged::Unknown => None,
+        };
         h.ops.fetch_add(1, Ordering::Relaxed);
-        let swapped = r.filter(|r| r.status == 200).and_then(|r| r.json().ok()).and_then(|v| v["swapped"].as_bool());
         let mut c = h.counter.lock().unwrap_or_else(|e| e.into_inner());
         match swapped {
             Some(true) => c.acked += 1,
@@ -192,16 +237,23 @@ pub async fn set_client(t: Target, h: Arc<Histories>, client: usize, mut rng: Rn
         let key = format!("set-{client}-{n}");
         let node = rng.pick(&t.ingress).clone();
         let start = h.micros();
-        let r = t.send_to(&node, Method::PUT, &format!("/kv/{key}?consistency=quorum"), "1").await;
+        let path = format!("/kv/{key}?consistency=quorum");
+        let sent = t.send_to(&node, Method::PUT, &path, "1").await;
+        let status = match &sent {
+            Ended::Answer(r) => r.status.as_u16(),
+            Ended::NotSent | Ended::Lost => 0,
+        };
+        let judged = h.outcomes.judge(sent, &path, false);
         h.ops.fetch_add(1, Ordering::Relaxed);
         let mut s = h.set.lock().unwrap_or_else(|e| e.into_inner());
-        let status = r.as_ref().map_or(0, |r| r.status.as_u16());
         s.log.push((key.clone(), node, start, h.micros(), status));
-        if r.is_some_and(|r| r.status == 200) {
-            s.acked.push(key);
-        } else {
-            s.unknown += 1;
-            h.unknown.fetch_add(1, Ordering::Relaxed);
+        match judged {
+            Judged::Answered(_) => s.acked.push(key),
+            Judged::NotApplied => {}
+            Judged::Unknown => {
+                s.unknown += 1;
+                h.unknown.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -212,15 +264,15 @@ pub async fn barrier_client(t: Target, h: Arc<Histories>, mut rng: Rng, stop: In
         let lines = rng.range(2, 6);
         let text: Vec<String> = (0..lines).map(|l| vec!["word"; l as usize + 1].join(" ")).collect();
         let words = (1..=lines).sum();
-        let r = t.send(&mut rng, Method::POST, "/jobs/", &text.join("\n")).await;
+        let sent = t.send(&mut rng, Method::POST, "/jobs/", &text.join("\n")).await;
         h.ops.fetch_add(1, Ordering::Relaxed);
-        match r
-            .filter(|r| r.status == 202)
-            .and_then(|r| r.json().ok())
-            .and_then(|v: Value| v["job"].as_str().map(String::from))
-        {
-            Some(id) => h.jobs.lock().unwrap_or_else(|e| e.into_inner()).push(Job { id, words, lines }),
-            None => {
+        match h.outcomes.judge(sent, "POST /jobs/", false) {
+            Judged::Answered(r) => match r.json().ok().and_then(|v: Value| v["job"].as_str().map(String::from)) {
+                Some(id) => h.jobs.lock().unwrap_or_else(|e| e.into_inner()).push(Job { id, words, lines }),
+                None => h.outcomes.unexpected("POST /jobs/", &r),
+            },
+            Judged::NotApplied => {}
+            Judged::Unknown => {
                 h.unknown.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -232,7 +284,7 @@ pub async fn barrier_client(t: Target, h: Arc<Histories>, mut rng: Rng, stop: In
 pub async fn availability_client(t: Target, h: Arc<Histories>, mut rng: Rng, stop: Instant) {
     while Instant::now() < stop {
         let second = h.t0.elapsed().as_secs();
-        let ok = t.send(&mut rng, Method::GET, "/hello/", "").await.is_some_and(|r| r.status == 200);
+        let ok = t.send(&mut rng, Method::GET, "/hello/", "").await.reply().is_some_and(|r| r.status == 200);
         {
             let mut a = h.availability.lock().unwrap_or_else(|e| e.into_inner());
             let e = a.entry(second).or_default();
