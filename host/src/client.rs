@@ -28,9 +28,14 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The `error.code` of a platform error body, if it is one.
+    /// The error body, if this is one (from the platform or a guest).
+    pub fn error(&self) -> Option<crate::http::ErrorDetail> {
+        serde_json::from_slice::<crate::http::ErrorBody>(&self.body).ok().map(|b| b.error)
+    }
+
+    /// The `error.code` of an error body, if it is one.
     pub fn error_code(&self) -> Option<String> {
-        self.json().ok()?.get("error")?.get("code")?.as_str().map(str::to_string)
+        self.error().map(|e| e.code)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -21,12 +21,33 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// A `{"error":{"code","message","request_id"}}` response.
+/// The body of every error answer, from the platform or a guest:
+/// `{"error":{"code","message","request_id"}}` (a guest's error has no request id).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code (`not-found`, `no-quorum`, …).
+    pub code: String,
+    /// What went wrong and how to fix it, for a person.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request_id: String,
+}
+
+impl std::fmt::Display for ErrorDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// An error response: an [`ErrorBody`].
 pub fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": { "code": code, "message": message, "request_id": request_id }
-    });
-    json(status, &body, request_id)
+    let error = ErrorDetail { code: code.into(), message: message.into(), request_id: request_id.into() };
+    json(status, &ErrorBody { error }, request_id)
 }
 
 pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T, request_id: &str) -> Response<Body> {

@@ -19,7 +19,7 @@ async fn uploads_that_cannot_be_deployed() {
 
     let r = admin.upload(wat::parse_str("(module (func (export \"f\")))").unwrap()).await.unwrap();
     let v = assert_error(&r, 400, "core-module");
-    assert!(v["error"]["message"].as_str().unwrap().contains("wasm32-wasip2"), "{v}");
+    assert!(v.message.as_str().contains("wasm32-wasip2"), "{v}");
 
     let r = admin.upload(b"\0asm\x0d\0\x01\0garbage".to_vec()).await.unwrap();
     assert_error(&r, 400, "invalid-component");
@@ -31,7 +31,7 @@ async fn uploads_that_cannot_be_deployed() {
         (export "run" (func $run)))"#;
     let r = admin.upload(wat::parse_str(other_export).unwrap()).await.unwrap();
     let v = assert_error(&r, 422, "no-handler");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = v.message.as_str();
     assert!(msg.contains("[run]") && msg.contains("nanogrid:service/handler"), "{msg}");
 
     let bad_import = r#"(component
@@ -39,7 +39,7 @@ async fn uploads_that_cannot_be_deployed() {
         (import "wasi:keyvalue/store@0.2.0" (instance)))"#;
     let r = admin.upload(wat::parse_str(bad_import).unwrap()).await.unwrap();
     let v = assert_error(&r, 422, "unsatisfied-imports");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = v.message.as_str();
     // acme:text/tokenize could come from another service; wasi:* only from the platform.
     assert!(msg.contains("[wasi:keyvalue/store@0.2.0]") && !msg.contains("acme:text"), "{msg}");
 
@@ -69,28 +69,29 @@ async fn bad_specs_and_unknown_services() {
 
     assert_error(&put("x", "{not json").await, 400, "bad-json");
     let v = assert_error(&put("x", &format!(r#"{{"component":"{digest}","instnces":2}}"#)).await, 400, "bad-json");
-    assert!(v["error"]["message"].as_str().unwrap().contains("instnces"), "{v}");
+    assert!(v.message.as_str().contains("instnces"), "{v}");
     for bad in ["-1", "1000000", "\"two\"", "1.5"] {
         let v = assert_error(
             &put("x", &format!(r#"{{"component":"{digest}","instances":{bad}}}"#)).await,
             400,
             "bad-request",
         );
-        assert!(v["error"]["message"].as_str().unwrap().contains("instances"), "{v}");
+        assert!(v.message.as_str().contains("instances"), "{v}");
     }
     let v = assert_error(&put("Bad_Name", &format!(r#"{{"component":"{digest}"}}"#)).await, 400, "bad-request");
-    assert!(v["error"]["message"].as_str().unwrap().contains("Bad_Name"), "{v}");
+    assert!(v.message.as_str().contains("Bad_Name"), "{v}");
     assert_error(&put("x", r#"{"component":"sha256:nothex"}"#).await, 400, "bad-request");
     let unknown = format!("sha256:{}", "0".repeat(64));
     let v = assert_error(&put("x", &format!(r#"{{"component":"{unknown}"}}"#)).await, 400, "bad-request");
-    assert!(v["error"]["message"].as_str().unwrap().contains("upload it first"), "{v}");
+    assert!(v.message.as_str().contains("upload it first"), "{v}");
     let v = assert_error(
         &put("x", &format!(r#"{{"component":"{digest}","limits":{{"memory_mib":0}}}}"#)).await,
         400,
         "bad-request",
     );
-    assert!(v["error"]["message"].as_str().unwrap().contains("memory_mib"), "{v}");
-    assert_eq!(admin.get("/v1/services").await.unwrap().json().unwrap()["services"], json!([]), "nothing half-created");
+    assert!(v.message.as_str().contains("memory_mib"), "{v}");
+    let list: nanogrid::api::ServiceList = parse(&admin.get("/v1/services").await.unwrap());
+    assert!(list.services.is_empty(), "nothing half-created: {list:?}");
 
     // Unknown services, everywhere.
     assert_error(&node.get("/nosuch/x").await, 404, "not-found");
@@ -137,9 +138,9 @@ async fn admin_api_needs_the_token() {
     let anon = AdminClient::new(&node.admin_url, None);
     assert_eq!(parse::<Health>(&anon.get("/v1/health").await.unwrap()).status, "ok");
     assert!(anon.get("/metrics").await.unwrap().text().contains("nanogrid_node_info"));
-    let cluster = node.admin().get("/v1/cluster").await.unwrap().json().unwrap();
-    assert_eq!(cluster["leader"], "n1");
-    assert_eq!(cluster["nodes"][0]["mode"], "single");
+    let cluster: nanogrid::api::ClusterView = parse(&node.admin().get("/v1/cluster").await.unwrap());
+    assert_eq!(cluster.leader.as_deref(), Some("n1"), "{cluster:?}");
+    assert_eq!(cluster.nodes.iter().map(|n| n.mode.as_str()).collect::<Vec<_>>(), ["single"], "{cluster:?}");
 }
 
 #[tokio::test]
@@ -152,7 +153,7 @@ async fn a_memory_limit_below_the_components_initial_memory_is_refused_at_deploy
     // Every request would fail; the deploy says so and names the smallest limit that works.
     let r = node.try_deploy("h", "hello", json!({ "limits": { "memory_mib": 1 } })).await;
     let v = assert_error(&r, 400, "bad-request");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = v.message.as_str();
     assert!(msg.contains(&format!("({min} bytes)")) && msg.contains("limits.memory_mib to at least 2"), "{msg}");
     assert_eq!(node.admin().get("/v1/services/h").await.unwrap().status, 404, "nothing was deployed");
 

@@ -17,7 +17,7 @@ async fn a_single_node_autoscales_to_zero_and_a_request_wakes_the_service() {
     let node = TestNode::start().await;
     // Bad specs are refused, naming the field and the fix.
     let r = node.try_deploy("a", "hello", json!({ "instances": 2, "autoscale": { "max": 4 } })).await;
-    assert!(assert_error(&r, 400, "bad-request")["error"]["message"].as_str().unwrap().contains("exclusive"));
+    assert!(assert_error(&r, 400, "bad-request").message.contains("exclusive"));
     let r = node.try_deploy("a", "hello", json!({ "autoscale": { "min": 5, "max": 4 } })).await;
     assert!(r.text().contains("autoscale.min (5) is above autoscale.max (4)"), "{}", r.text());
     let r = node.try_deploy("a", "hello", json!({ "autoscale": { "max": 4, "target_busy": 0 } })).await;
@@ -28,7 +28,7 @@ async fn a_single_node_autoscales_to_zero_and_a_request_wakes_the_service() {
     let scale = json!({ "instances": 3 });
     let r = node.admin().call_json(http::Method::POST, "/v1/services/hello/scale", &scale).await.unwrap();
     let e = assert_error(&r, 409, "autoscaled");
-    assert!(e["error"]["message"].as_str().unwrap().contains("0..=4"), "{e}");
+    assert!(e.message.as_str().contains("0..=4"), "{e}");
     assert_eq!(node.get("/hello/").await.status, 200);
 
     // Idle: zero after the cool-down; the next request wakes it and is answered.

@@ -11,7 +11,7 @@ use crate::support::{TestNode, assert_error, eventually, parse};
 /// An error the guest passed on (the SDK's error shape, without the platform's request id).
 fn guest_error(r: &nanogrid::client::Reply, status: u16, code: &str) {
     assert_eq!(r.status.as_u16(), status, "body: {}", r.text());
-    assert_eq!(r.json().unwrap()["error"]["code"], code, "body: {}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some(code), "body: {}", r.text());
 }
 
 #[tokio::test]

@@ -35,7 +35,7 @@ async fn deploy_pipeline_out_of_order(node: &TestNode) {
     assert_eq!(v.unresolved.as_ref().map(|u| u.interface.as_str()), Some("acme:text/tokenize@0.1.0"), "{v:?}");
     let r = node.post("/text-stats/", "x").await;
     let e = assert_error(&r, 503, "unresolved-import");
-    assert!(e["error"]["message"].as_str().unwrap().contains("acme:text/tokenize@0.1.0"), "{e}");
+    assert!(e.message.as_str().contains("acme:text/tokenize@0.1.0"), "{e}");
     assert!(r.header("retry-after").is_some());
 
     // The middle stage: the chain still lacks its last provider, said from the root.
@@ -126,7 +126,7 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
 
     // A provider has no handler of its own.
     let e = assert_error(&node.post("/text-normalize/", "x").await, 404, "no-handler");
-    assert!(e["error"]["message"].as_str().unwrap().contains("acme:text/normalize@0.1.0"), "{e}");
+    assert!(e.message.as_str().contains("acme:text/normalize@0.1.0"), "{e}");
 
     // The five-stage chain, bound explicitly (every stage exports the same interface).
     deploy_chain(&node, "", true).await;
@@ -186,7 +186,7 @@ async fn refusals_name_the_problem_and_change_nothing() {
     // Two providers, no binding.
     let r = node.try_deploy("text-stats", "text-stats", json!({})).await;
     let e = assert_error(&r, 422, "ambiguous-binding");
-    let m = e["error"]["message"].as_str().unwrap();
+    let m = e.message.as_str();
     assert!(m.contains("text-tokenize") && m.contains("tokenize-alt") && m.contains("bindings"), "{m}");
     // Auto-binding matches the interface regardless of version; a wrong version is then a
     // mismatch, below.
@@ -194,7 +194,7 @@ async fn refusals_name_the_problem_and_change_nothing() {
 
     // A binding to a service that does not export the interface.
     let r = node.try_deploy("text-stats", "text-stats", json!({ "bindings": { "acme:text/tokenize": "hello" } })).await;
-    let m = assert_error(&r, 422, "bad-binding")["error"]["message"].as_str().unwrap().to_string();
+    let m = assert_error(&r, 422, "bad-binding").message;
     assert!(m.contains("\"hello\"") && m.contains("acme:text/tokenize"), "{m}");
 
     // A binding for an interface the component does not import.
@@ -207,7 +207,7 @@ async fn refusals_name_the_problem_and_change_nothing() {
     let r = node
         .try_deploy("text-stats", "text-stats", json!({ "bindings": { "acme:text/tokenize": "tokenize-v2" } }))
         .await;
-    let m = assert_error(&r, 422, "interface-mismatch")["error"]["message"].as_str().unwrap().to_string();
+    let m = assert_error(&r, 422, "interface-mismatch").message;
     assert!(m.contains("acme:text/tokenize@0.1.0") && m.contains("acme:text/tokenize@0.2.0"), "{m}");
     assert!(m.contains("tokenize: func(text: string) -> list<record { word: string, offset: u32 }>"), "{m}");
     assert!(m.contains("tokenize: func(text: string) -> list<string>"), "{m}");
@@ -225,7 +225,7 @@ async fn refusals_name_the_problem_and_change_nothing() {
     assert_error(&r, 422, "interface-mismatch");
     // Taking a provider away from a consumer is refused, by delete or by redeploy.
     let r = node.admin().call_json(http::Method::DELETE, "/v1/services/text-normalize", &json!({})).await.unwrap();
-    let m = assert_error(&r, 409, "in-use")["error"]["message"].as_str().unwrap().to_string();
+    let m = assert_error(&r, 409, "in-use").message;
     assert!(m.contains("text-stats"), "{m}");
     let r = node.try_deploy("text-normalize", "hello", json!({})).await;
     assert_error(&r, 409, "in-use");
@@ -233,12 +233,12 @@ async fn refusals_name_the_problem_and_change_nothing() {
 
     // Cycles: a stage bound to itself, and two stages bound to each other.
     let r = node.try_deploy("chain-2", "chain-2", json!({ "bindings": { "bench:chain/stage": "chain-2" } })).await;
-    let m = assert_error(&r, 422, "import-cycle")["error"]["message"].as_str().unwrap().to_string();
+    let m = assert_error(&r, 422, "import-cycle").message;
     assert!(m.contains("chain-2 -> chain-2"), "{m}");
     let v = node.deploy("chain-2", "chain-2", json!({ "bindings": { "bench:chain/stage": "chain-3" } })).await;
     assert!(!v.detail().expect("served here").status.ready, "bound to a service not deployed yet: {v:?}");
     let r = node.try_deploy("chain-3", "chain-3", json!({ "bindings": { "bench:chain/stage": "chain-2" } })).await;
-    let m = assert_error(&r, 422, "import-cycle")["error"]["message"].as_str().unwrap().to_string();
+    let m = assert_error(&r, 422, "import-cycle").message;
     assert!(m.contains("chain-2 -> chain-3 -> chain-2") || m.contains("chain-3 -> chain-2 -> chain-3"), "{m}");
 }
 

@@ -152,7 +152,7 @@ async fn the_kubernetes_secret_loads_as_a_pod_mounts_it_and_the_probes_answer() 
     // Readiness: 200 once the node serves; liveness: 200 whatever the mode.
     let live = node.admin().get("/v1/health/live").await.unwrap();
     assert_eq!(live.status, 200, "{}", live.text());
-    assert_eq!(live.json().unwrap()["node"], "nanogrid-1");
+    assert_eq!(crate::support::parse::<nanogrid::api::Health>(&live).node, "nanogrid-1");
     eventually("the node is ready", Duration::from_secs(30), || async {
         (node.admin().get("/v1/health").await.ok()?.status == 200).then_some(())
     })

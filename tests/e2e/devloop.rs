@@ -184,7 +184,8 @@ async fn the_http_template_builds_to_a_component_that_serves_unmodified() {
     let r =
         node.admin().call_json(http::Method::PUT, "/v1/services/web", &json!({ "component": digest })).await.unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(r.json().unwrap()["component"]["world"], "wasi:http/proxy");
+    let svc: nanogrid::api::ServiceAnswer = parse(&r);
+    assert_eq!(svc.detail().map(|d| d.component.world.as_str()), Some("wasi:http/proxy"), "{svc:?}");
     assert_eq!(node.get("/web/hi").await.text(), "hello from web! you asked for /hi\n");
 }
 
@@ -251,6 +252,6 @@ async fn python_and_js_projects_go_from_new_to_a_served_counter() {
         let r = node.post(&format!("/{name}/visits"), "").await;
         assert_eq!(r.json().unwrap(), json!({ "key": "visits", "value": 2 }), "{lang}");
         let r = node.request(http::Method::DELETE, &format!("/{name}/visits"), "").await;
-        assert_eq!((r.status.as_u16(), &r.json().unwrap()["error"]["code"]), (400, &json!("invalid")), "{lang}");
+        assert_eq!((r.status.as_u16(), r.error_code().as_deref()), (400, Some("invalid")), "{lang}");
     }
 }

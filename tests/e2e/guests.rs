@@ -11,9 +11,9 @@ async fn trap_is_a_500_with_the_message_and_request_id() {
     node.deploy("m", "misbehave", json!({ "instances": 2 })).await;
     let r = node.get("/m/trap").await;
     let v = assert_error(&r, 500, "trap");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = v.message.as_str();
     assert!(msg.contains("misbehave was asked to trap"), "{msg}");
-    assert_eq!(v["error"]["request_id"].as_str(), r.header("x-request-id"));
+    assert_eq!(Some(v.request_id.as_str()), r.header("x-request-id"));
     assert_eq!(node.get("/m/ok").await.status, 200);
     let v = node.service("m").await;
     assert_eq!(v.status.requests.trapped, 1);
@@ -76,7 +76,7 @@ async fn trap_after_a_kv_write_keeps_the_completed_write() {
     node.deploy("m", "misbehave", json!({})).await;
     assert_eq!(node.get("/m/kv-get/before-trap").await.status, 404);
     let v = assert_error(&node.get("/m/kv-trap").await, 500, "trap");
-    assert!(v["error"]["message"].as_str().unwrap().contains("trapped after a kv write"));
+    assert!(v.message.as_str().contains("trapped after a kv write"));
     // kv writes are not transactional with the request: a write that returned is durable,
     // whole, and visible; the trap only ends the request.
     let r = node.get("/m/kv-get/before-trap").await;

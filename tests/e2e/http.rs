@@ -117,7 +117,7 @@ async fn outbound_requests_only_to_granted_hosts() {
     let strict = json!({ "component": digest, "strict_imports": true });
     let r = admin.call_json(Method::PUT, "/v1/services/fetch", &strict).await.unwrap();
     let v = assert_error(&r, 422, "ungranted-import");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = v.message.as_str();
     assert!(msg.contains("wasi:http/outgoing-handler") && msg.contains("grants.outbound_http"), "{msg}");
 
     let (granted, granted_hits) =

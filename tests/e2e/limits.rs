@@ -39,7 +39,7 @@ async fn request_and_response_size_limits() {
     assert_error(&node.post("/m/ok", &"x".repeat(2048)).await, 413, "payload-too-large");
     assert_eq!(node.post("/m/ok", &"x".repeat(1000)).await.status, 200);
     let v = assert_error(&node.get("/m/huge/3").await, 500, "response-too-large");
-    assert!(v["error"]["message"].as_str().unwrap().contains("max_response_bytes"));
+    assert!(v.message.as_str().contains("max_response_bytes"));
     let r = node.get("/m/huge/1").await;
     assert_eq!((r.status.as_u16(), r.body.len()), (200, 1 << 20));
 }
@@ -88,17 +88,18 @@ async fn fuel_budget() {
     node.deploy("m", "misbehave", json!({ "limits": { "fuel": 5_000_000 } })).await;
     let started = Instant::now();
     let v = assert_error(&node.get("/m/loop").await, 504, "fuel-exhausted");
-    assert!(v["error"]["message"].as_str().unwrap().contains("5000000"));
+    assert!(v.message.as_str().contains("5000000"));
     assert!(started.elapsed() < Duration::from_secs(4), "fuel ran out before the 5 s deadline");
     assert_eq!(node.get("/m/ok").await.status, 200);
 
     // Without --fuel, a fuel limit is refused rather than silently ignored.
     let plain = TestNode::start().await;
-    let up = plain.admin().upload(crate::support::wasm("misbehave")).await.unwrap().json().unwrap();
-    let body = json!({ "component": up["digest"], "limits": { "fuel": 1000 } });
+    let up: nanogrid::api::Uploaded =
+        crate::support::parse(&plain.admin().upload(crate::support::wasm("misbehave")).await.unwrap());
+    let body = json!({ "component": up.digest, "limits": { "fuel": 1000 } });
     let v =
         assert_error(&plain.admin().call_json(Method::PUT, "/v1/services/m", &body).await.unwrap(), 400, "bad-request");
-    assert!(v["error"]["message"].as_str().unwrap().contains("--fuel"));
+    assert!(v.message.as_str().contains("--fuel"));
 }
 
 #[tokio::test]

@@ -92,10 +92,10 @@ async fn reuse_is_refused_for_wasi_http_components_and_out_of_range_counts() {
     let node = TestNode::start().await;
     let r = node.try_deploy("web", "http-hello", json!({ "reuse": { "requests": 10 } })).await;
     let e = assert_error(&r, 400, "bad-request");
-    assert!(e["error"]["message"].as_str().unwrap().contains("reuse is for nanoservices"), "{e}");
+    assert!(e.message.as_str().contains("reuse is for nanoservices"), "{e}");
     let r = node.try_deploy("r", "misbehave", json!({ "reuse": { "requests": 0 } })).await;
     let e = assert_error(&r, 400, "bad-request");
-    assert!(e["error"]["message"].as_str().unwrap().contains("reuse.requests must be between 1 and 1000000"), "{e}");
+    assert!(e.message.as_str().contains("reuse.requests must be between 1 and 1000000"), "{e}");
     let r = node.try_deploy("r", "misbehave", json!({ "reuse": { "requests": 2, "idle_s": 1 } })).await;
     assert_eq!(r.status, 400, "an unknown field is refused: {}", r.text());
     assert!(r.text().contains("idle_s"), "{}", r.text());

@@ -65,7 +65,10 @@ async fn grants_that_reach_the_host_need_the_admin_scope_and_reads_hide_secrets(
     std::fs::write(&deploy, DEPLOY).unwrap();
     let args = ["--read-token-file", read.to_str().unwrap(), "--deploy-token-file", deploy.to_str().unwrap()];
     let node = TestNode::start_with_args(true, &args).await;
-    let digest = node.admin().upload(crate::support::wasm("hello")).await.unwrap().json().unwrap()["digest"].clone();
+    let digest = crate::support::parse::<nanogrid::api::Uploaded>(
+        &node.admin().upload(crate::support::wasm("hello")).await.unwrap(),
+    )
+    .digest;
     let as_deploy = AdminClient::new(&node.admin_url, Some(DEPLOY.to_string()));
     let dir = files.path().to_str().unwrap();
     for (grants, named) in [

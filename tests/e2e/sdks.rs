@@ -64,7 +64,7 @@ async fn python_and_js_counters_count_exactly_and_their_gateways_call_rust_wordc
         assert_eq!(v, json!({ "key": "hits", "value": ok }), "{counter}: one count per answered POST");
         let r = node.post(&format!("/{counter}/hits?by=x"), "").await;
         assert_eq!(r.status, 400, "{counter}: {}", r.text());
-        assert_eq!(r.json().unwrap()["error"]["code"], "invalid", "{counter}");
+        assert_eq!(r.error_code().as_deref(), Some("invalid"), "{counter}");
 
         let gateway = format!("gateway-{lang}");
         deploy_wasm(&node, &gateway, toolchain_wasm(&gateway), json!({})).await;

@@ -23,7 +23,7 @@ async fn capabilities_are_denied_unless_granted() {
     let strict = json!({ "component": digest, "strict_imports": true });
     let r = admin.call_json(Method::PUT, "/v1/services/reach", &strict).await.unwrap();
     let v = assert_error(&r, 422, "ungranted-import");
-    let msg = v["error"]["message"].as_str().unwrap();
+    let msg = v.message.as_str();
     assert!(msg.contains("wasi:sockets/") && msg.contains("grants.sockets"), "{msg}");
     assert!(msg.contains("wasi:filesystem/") && msg.contains("grants.files"), "{msg}");
     assert_eq!(admin.get("/v1/services/reach").await.unwrap().status, 404, "a refused deploy stores nothing");

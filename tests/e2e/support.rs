@@ -476,13 +476,13 @@ pub fn parse<T: serde::de::DeserializeOwned>(r: &Reply) -> T {
 }
 
 /// Assert a platform error: status, `error.code`, and that a request id is present.
-pub fn assert_error(r: &Reply, status: u16, code: &str) -> Value {
+pub fn assert_error(r: &Reply, status: u16, code: &str) -> nanogrid::http::ErrorDetail {
     assert_eq!(r.status.as_u16(), status, "body: {}", r.text());
-    let v = r.json().unwrap();
-    assert_eq!(v["error"]["code"], code, "body: {v}");
-    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {v}");
-    assert!(v["error"]["request_id"].as_str().is_some_and(|m| !m.is_empty()), "body: {v}");
-    v
+    let e = r.error().unwrap_or_else(|| panic!("not an error body: {}", r.text()));
+    assert_eq!(e.code, code, "{e:?}");
+    assert!(!e.message.is_empty(), "{e:?}");
+    assert!(!e.request_id.is_empty(), "{e:?}");
+    e
 }
 
 /// Send `request` as raw bytes to `addr` over a fresh TCP connection (which must be

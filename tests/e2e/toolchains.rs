@@ -40,7 +40,7 @@ async fn python_and_js_components_deploy_without_grants_and_their_doors_stay_shu
 
         let r =
             admin.call_json(Method::PUT, &path, &json!({ "component": digest, "strict_imports": true })).await.unwrap();
-        let msg = assert_error(&r, 422, "ungranted-import")["error"]["message"].as_str().unwrap().to_string();
+        let msg = assert_error(&r, 422, "ungranted-import").message;
         assert!(msg.contains("wasi:filesystem/") && msg.contains("wasi:http/outgoing-handler"), "{name}: {msg}");
 
         let r = admin.call_json(Method::PUT, &path, &json!({ "component": digest })).await.unwrap();

@@ -5,9 +5,9 @@
 use http::Method;
 use nanogrid::api::{BarrierReport, BarrierState, TraceList, TraceView, TracingView};
 use nanogrid::trace::{Attr, SpanRecord};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{TestNode, parse};
+use crate::support::{TestNode, assert_error, parse};
 
 /// A span's text attribute `key`.
 pub(crate) fn attr_str<'a>(s: &'a SpanRecord, key: &str) -> Option<&'a str> {
@@ -58,8 +58,8 @@ async fn sampling_changes_while_the_node_runs_and_bad_shares_are_refused() {
     let slow: TraceList = parse(&admin.get("/v1/traces?service=hello&min_ms=600000").await.unwrap());
     assert!(slow.traces.is_empty(), "no hello took ten minutes: {slow:?}");
     let r = admin.get("/v1/traces?min_ms=slow").await.unwrap();
-    let msg = r.json().unwrap()["error"]["message"].as_str().unwrap_or_default().to_string();
-    assert!(r.status == 400 && msg.contains("min_ms=\"slow\" is not a whole number"), "{}", r.text());
+    let msg = assert_error(&r, 400, "bad-request").message;
+    assert!(msg.contains("min_ms=\"slow\" is not a whole number"), "{}", r.text());
     let list: TraceList = parse(&admin.get("/v1/traces?service=hello&min_ms=0").await.unwrap());
     let ids: Vec<&str> = list.traces.iter().map(|t| t.trace_id.as_str()).collect();
     assert_eq!(ids, vec![sampled.as_str()], "only the sampled request's trace is listed: {list:?}");
@@ -73,9 +73,7 @@ async fn sampling_changes_while_the_node_runs_and_bad_shares_are_refused() {
     ];
     for (body, code) in bad {
         let r = admin.call_json(Method::PUT, "/v1/tracing", &body).await.unwrap();
-        assert_eq!(r.status, 400, "{body}: {}", r.text());
-        let e: Value = r.json().unwrap();
-        assert_eq!(e["error"]["code"], code, "{body}: {e}");
+        assert_error(&r, 400, code);
     }
     let v: TracingView = parse(&admin.get("/v1/tracing").await.unwrap());
     assert_eq!(v.sample, 1.0, "{v:?}");

@@ -107,13 +107,8 @@ pub(super) fn check(reply: Reply) -> anyhow::Result<Value> {
     if reply.status.is_success() {
         return reply.json();
     }
-    match reply.json().ok().and_then(|v| v.get("error").cloned()) {
-        Some(e) => bail!(
-            "{} ({}, HTTP {})",
-            e["message"].as_str().unwrap_or("?"),
-            e["code"].as_str().unwrap_or("?"),
-            reply.status.as_u16()
-        ),
+    match reply.error() {
+        Some(e) => bail!("{} ({}, HTTP {})", e.message, e.code, reply.status.as_u16()),
         None => bail!("HTTP {}: {}", reply.status, reply.text()),
     }
 }
@@ -122,7 +117,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let client = admin_client(&args.client);
     let up = check(client.upload(bytes).await?).with_context(|| format!("uploading {}", args.file.display()))?;
-    let digest = up["digest"].as_str().context("upload reply has no digest")?.to_string();
+    let digest = serde_json::from_value::<crate::api::Uploaded>(up).context("reading the upload's answer")?.digest;
     let mut config = serde_json::Map::new();
     for kv in &args.config {
         let (k, v) = kv.split_once('=').with_context(|| format!("--config {kv:?} is not KEY=VALUE"))?;

@@ -99,7 +99,7 @@ async fn build_and_deploy(dir: &Path, project: &Project, client: &ClientArgs) ->
     let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let admin = admin_client(client);
     let up = check(admin.upload(bytes).await?).context("uploading the component")?;
-    let digest = up["digest"].as_str().context("the upload reply has no digest")?;
+    let digest = &serde_json::from_value::<crate::api::Uploaded>(up).context("reading the upload's answer")?.digest;
     let path = format!("/v1/services/{}", project.name);
     // A save changes the code, not how the service is run: a redeploy keeps the count,
     // limits, grants and config the service has (scaled or set through the admin API).

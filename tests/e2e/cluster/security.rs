@@ -250,8 +250,8 @@ async fn every_peer_route_refuses_strangers() {
         let resp = impostor.send(n2, &at, request(m, path), Duration::from_secs(5)).await.unwrap();
         assert_eq!(resp.status(), 403, "{path}");
         let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
-        let v: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["error"]["code"], "wrong-node", "{path}: {v}");
+        let v: nanogrid::http::ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v.error.code, "wrong-node", "{path}: {v:?}");
     }
     // n3 speaking as itself, but carrying n1's Raft vote.
     let n3 = c.peer_client("n3");
@@ -354,7 +354,7 @@ async fn a_guests_own_503_is_passed_through_and_runs_once() {
     serves(&c, 0, "/m/", Duration::from_secs(20)).await;
     let r = c.get(0, "/m/fake-no-instance").await.unwrap();
     assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(r.json().unwrap()["error"]["message"], "not me", "the guest's own answer came through");
+    assert_eq!(r.error().map(|e| e.message).as_deref(), Some("not me"), "the guest's own answer came through");
     let runs = c.get(0, "/m/kv-get/fake-runs").await.unwrap();
     assert_eq!((runs.status.as_u16(), runs.text()), (200, "1".to_string()), "the guest ran exactly once");
 }
