@@ -55,6 +55,7 @@ async fn deploy_pipeline_out_of_order(node: &TestNode) {
     assert_eq!(s.unresolved, None);
 }
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn pipeline_in_any_order_fused_and_linked_agree() {
     // Its own compile cache: the recompile check below reads this node's log, and a

@@ -28,6 +28,7 @@ fn variant(base: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn sigkill_during_deploys_and_writes_loses_nothing_acknowledged() {
     let mut node = TestNode::start().await;

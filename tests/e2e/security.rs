@@ -11,6 +11,7 @@ use nanogrid::services::spec::DeniedImport;
 
 use crate::support::{TestNode, assert_error, counting_server, parse, wasm};
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn capabilities_are_denied_unless_granted() {
     let node = TestNode::start().await;

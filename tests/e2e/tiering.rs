@@ -40,6 +40,7 @@ fn traced(id: &str) -> Vec<(&'static str, String)> {
     vec![("traceparent", format!("00-{id}-{CLIENT_SPAN}-01"))]
 }
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn a_new_component_serves_baseline_code_until_the_optimized_is_swapped_in() {
     let mut node = TestNode::unstarted(false, &["--trace-sample", "1"]);

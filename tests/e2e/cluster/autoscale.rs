@@ -243,6 +243,7 @@ fn alive(pid: i32) -> bool {
     matches!(state, Some(s) if s != "Z" && s != "X")
 }
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn the_leader_asks_the_local_scaler_for_a_fourth_node_and_drains_it_when_load_stops() {
     let scaler = LocalScaler { dir: tempfile::tempdir().unwrap() };

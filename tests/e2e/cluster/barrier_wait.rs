@@ -122,6 +122,7 @@ async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them
     assert!(m >= before.len() as f64, "{m}");
 }
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn a_callee_that_queues_next_to_its_barriers_gets_one_more_instance_after_a_switchback_trial() {
     let _cpu = crate::support::latency_sensitive().await;

@@ -19,6 +19,7 @@ async fn edge(c: &Cluster, i: usize, from: &str, to: &str) -> (u64, u64) {
     g.edges.iter().find(|e| e.from == from && e.to == to).map_or((0, 0), |e| (e.calls, e.remote))
 }
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn a_hot_invoke_edge_pulls_the_callee_next_to_its_caller() {
     let _cpu = crate::support::latency_sensitive().await;

@@ -37,6 +37,7 @@ async fn rows(b: &Browser, css: &str, attr: &str) -> Vec<String> {
     v.as_array().unwrap().iter().filter_map(|s| s.as_str().map(str::to_string)).collect()
 }
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn the_console_signs_in_shows_the_cluster_deploys_scales_and_draws_the_call_graph() {
     let c = Cluster::start(3).await;

@@ -71,6 +71,7 @@ async fn placement_is(c: &Cluster, i: usize, service: &str, want: &[(&str, u64)]
     .await;
 }
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     let c = Cluster::start(3).await;

@@ -77,6 +77,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+// One scenario read top to bottom: its steps share the nodes, ids and figures of the ones before, so it stays one function though longer than 80 lines.
 #[tokio::test]
 async fn a_request_across_three_nodes_is_one_trace_with_its_spans_from_every_node_and_in_otlp() {
     let (collector, received, content_types) = otlp_receiver().await;
