@@ -147,7 +147,7 @@ async fn read_back(t: &Target, rng: &mut Rng, path: &str) -> Option<Option<Strin
         if let Some(r) = t.send(rng, Method::GET, path, "").await.reply() {
             match r.status.as_u16() {
                 200 => return Some(Some(r.text())),
-                404 if r.error_code().as_deref() == Some("not-found") => return Some(None),
+                404 if outcome::absent(&r) => return Some(None),
                 _ => {}
             }
         }

@@ -5,7 +5,8 @@
 //! placed anywhere), and an answer the workload never provokes (a 400, a 409) is a
 //! finding in itself, not noise. So each request ends as one of three things:
 //!
-//! - **answered**: a 2xx, or a 404 `not-found` where absence is an answer (a read);
+//! - **answered**: a 2xx, or the kv guest's 404 `not-found` where absence is an answer
+//!   (a read; the host's own 404 for an unknown service is told apart by its request id);
 //! - **not applied**: the connection was refused or the host unreachable (nothing was
 //!   sent), or a 4xx rejected the request before it acted; a 4xx is also recorded as an
 //!   unexpected answer, which fails the run;
@@ -63,6 +64,12 @@ impl Ended {
     }
 }
 
+/// The kv guest's "no such key". It is a guest error, which carries no request id; the
+/// host's 404 for a service it does not know has the same code but carries one.
+pub fn absent(reply: &Reply) -> bool {
+    reply.status == 404 && reply.error().is_some_and(|e| e.code == "not-found" && e.request_id.is_empty())
+}
+
 /// What a request means for the history of its operation.
 #[derive(Debug)]
 pub enum Judged {
@@ -91,8 +98,7 @@ impl Outcomes {
             }
             Ended::Lost => return Judged::Unknown,
         };
-        let absent = reply.status == 404 && reply.error_code().as_deref() == Some("not-found");
-        if reply.status.is_success() || (absent_is_answer && absent) {
+        if reply.status.is_success() || (absent_is_answer && absent(&reply)) {
             Judged::Answered(reply)
         } else if reply.status.is_server_error() {
             Judged::Unknown
@@ -159,12 +165,15 @@ mod tests {
         assert!(matches!(o.judge(Ended::NotSent, "PUT k", false), Judged::NotApplied));
         assert_eq!(o.not_sent.load(Ordering::Relaxed), 1);
         assert!(o.findings(10, 2).is_empty(), "{:?}", o.findings(10, 2));
-        // A 404 where absence is no answer, and a 400, are findings.
+        // A 404 where absence is no answer, the host's 404 (no such service: it has a
+        // request id) even for a read, and a 400, are findings.
         assert!(matches!(o.judge(reply(404, absent), "PUT k", false), Judged::NotApplied));
+        let no_service = r#"{"error":{"code":"not-found","message":"no service","request_id":"r1"}}"#;
+        assert!(matches!(o.judge(reply(404, no_service), "GET k", true), Judged::NotApplied));
         assert!(matches!(o.judge(reply(400, "bad"), "POST k?cas", false), Judged::NotApplied));
         let f = o.findings(10, 2);
         assert_eq!(f.len(), 1, "{f:?}");
-        assert!(f[0].starts_with("2 unexpected answers") && f[0].contains("POST k?cas answered 400"), "{f:?}");
+        assert!(f[0].starts_with("3 unexpected answers") && f[0].contains("POST k?cas answered 400"), "{f:?}");
     }
 
     #[test]
