@@ -83,6 +83,8 @@ struct Report {
     undecided: usize,
     availability: (f64, f64),
     jobs: usize,
+    /// Requests that reached no node (refused, unreachable): left out of the histories.
+    not_sent: u64,
 }
 
 impl Report {
@@ -233,6 +235,7 @@ async fn final_checks(t: &Target, h: &Histories, rng: &mut Rng, r: &mut Report) 
     r.ops = h.ops.load(std::sync::atomic::Ordering::Relaxed);
     r.unknown = h.unknown.load(std::sync::atomic::Ordering::Relaxed);
     r.violations.extend(h.outcomes.findings(r.ops, r.unknown));
+    r.not_sent = h.outcomes.not_sent.load(std::sync::atomic::Ordering::Relaxed);
 }
 
 /// One run, start to end. `Err` is a failure of the campaign itself (it could not set up).
@@ -277,6 +280,7 @@ async fn run(args: &Args, seed: u64, dir: &Path) -> anyhow::Result<Report> {
         undecided: 0,
         availability: (0.0, 0.0),
         jobs: 0,
+        not_sent: 0,
     };
     final_checks(&target, &h, &mut rng, &mut report).await;
     nodes.disks.keep = !report.violations.is_empty();
@@ -345,6 +349,7 @@ async fn campaign(args: Args) -> anyhow::Result<bool> {
         };
         let entry = report.entry(&commit, build);
         println!("{}", entry.line());
+        println!("  requests that reached no node (refused, unreachable; not in the histories): {}", report.not_sent);
         for f in &report.faults {
             println!("  fault: {f}");
         }

@@ -24,7 +24,7 @@ use nanogrid::client::{Client, Reply};
 use serde_json::{Value, json};
 
 use crate::linearizable::{Call, Op, Ret};
-use crate::outcome::{Ended, Judged, Outcomes};
+use crate::outcome::{Ended, Judged, Outcomes, absent};
 use crate::rng::Rng;
 
 /// Register keys in use at once; every few seconds the clients move to fresh keys (as
@@ -162,8 +162,8 @@ async fn register_op(
         0..4 => {
             let path = format!("/kv/{key}?consistency={}", level(rng));
             let ret = match h.outcomes.judge(t.send(rng, Method::GET, &path, "").await, &path, true) {
-                Judged::Answered(r) if r.status == 200 => Some(Ret::Read(Some(r.text()))),
-                Judged::Answered(_) => Some(Ret::Read(None)),
+                Judged::Answered(r) if absent(&r) => Some(Ret::Read(None)),
+                Judged::Answered(r) => Some(Ret::Read(Some(r.text()))),
                 Judged::NotApplied => None,
                 Judged::Unknown => Some(Ret::Unknown),
             };
