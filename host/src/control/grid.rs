@@ -109,6 +109,11 @@ impl Net for GridNet {
     }
 
     fn in_sync(&self, partition: u32, epoch: u64, node: String) {
+        // A node refilling a rebuilt store joins no in-sync set until it has stopped
+        // rebuilding: the leader drops it from every one meanwhile (`PartitionManager`).
+        if self.cluster.upgrade().is_some_and(|c| c.rebuilding(&node)) {
+            return;
+        }
         self.propose(Command::GridInSync { partition, epoch, node });
     }
 
@@ -156,6 +161,12 @@ impl Cluster {
         let peer = live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str())?;
         let runs = peer.services.iter().any(|s| s == service) || self.sm.current().state.slots(service, primary) > 0;
         runs.then(|| PeerTarget { node: peer.id.clone(), addr: peer.peer.clone() })
+    }
+
+    /// Whether `node` says (in gossip) that it is refilling a rebuilt store.
+    pub(super) fn rebuilding(&self, node: &str) -> bool {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.get(node).is_some_and(|p| p.mode == super::manager::REBUILDING)
     }
 
     fn peer_addr(&self, node: &str) -> Option<String> {

@@ -53,7 +53,8 @@ pub fn decide_mode(
 /// What an uninitialised node publishes as its mode, so others know it wants to join.
 const JOINING: &str = "joining";
 /// What a node whose store was rebuilt publishes until the leader has made it a learner
-/// (it lost its Raft vote, so it must not count as a voter).
+/// (it lost its Raft vote, so it must not count as a voter) and dropped it from every
+/// partition's in-sync set (it holds none of what that place promised).
 pub const REBUILDING: &str = "rebuilding";
 
 impl Cluster {
@@ -111,7 +112,7 @@ impl Cluster {
             // A rebuilt node neither campaigns nor votes (see `peer.rs`): its own vote
             // would count too.
             self.raft.runtime_config().elect(!rebuilt);
-            if rebuilt && learners.iter().any(|m| m.name == self.name) {
+            if rebuilt && learners.iter().any(|m| m.name == self.name) && !self.in_sync_anywhere() {
                 self.rebuilt_done().await;
             }
             let shown = match (rebuilt, voters.is_empty()) {
@@ -135,8 +136,16 @@ impl Cluster {
         }
     }
 
-    /// The leader made this rebuilt node a learner: from here on it is a learner like any
-    /// other (caught up, it is promoted again), so the mark goes.
+    /// Whether the committed partition table counts this node in sync as a backup of any
+    /// partition (a rebuilt node keeps its mark until none: see `PartitionManager`).
+    fn in_sync_anywhere(&self) -> bool {
+        let state = self.sm.current();
+        state.state.grid.parts.iter().any(|i| i.primary != self.name && i.isr.contains(&self.name))
+    }
+
+    /// The leader made this rebuilt node a learner and dropped it from every in-sync set:
+    /// from here on it is a learner like any other (caught up, it is promoted again and
+    /// its partitions' primaries count it in sync again), so the mark goes.
     async fn rebuilt_done(&self) {
         let grid = self.registry.grid();
         let clear = grid

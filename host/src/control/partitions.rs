@@ -108,8 +108,14 @@ impl PartitionManager {
         let mut transfers = 0;
         let mut adding =
             table.parts.iter().filter(|i| i.replicas.iter().any(|n| !i.isr.contains(n) && is_live(n))).count();
+        let rebuilding = |n: &str| live.get(n).is_some_and(|p| p.mode == super::manager::REBUILDING);
         for (p, info) in next.parts.iter_mut().enumerate() {
             let p = p as u32;
+            // A node refilling a rebuilt store holds none of what its in-sync place
+            // promised: it leaves every in-sync set (a primary it still is gives the
+            // partition up itself) and joins again once a primary has caught it up.
+            let primary = info.primary.clone();
+            info.isr.retain(|n| *n == primary || !rebuilding(n));
             if !is_live(&info.primary) || pending.contains(&p) {
                 promotions.push((p, None));
                 continue;

@@ -49,24 +49,24 @@ impl Replicas {
                 self.propose_isr(p, epoch, &target, false);
             }
             let reply = match acked {
-                Some((l, _)) if l >= pr.last => {
-                    // Caught up: say so once, then wait for more.
-                    if !pr.isr.contains(&target) && proposed.elapsed() > Duration::from_secs(1) {
-                        proposed = Instant::now();
-                        self.propose_isr(p, epoch, &target, true);
-                    }
-                    let (l, le) = acked.unwrap_or_default();
-                    tokio::select! {
-                        r = rx.changed() => {
-                            if r.is_err() { return }
-                            continue;
+                Some((l, le)) if l >= pr.last => {
+                    // Caught up as far as is known. A replica outside the in-sync set is
+                    // asked right away (and proposed below once it answers); one inside
+                    // it now and then, or when there is more to send.
+                    let joining = !pr.isr.contains(&target) && proposed.elapsed() > Duration::from_secs(1);
+                    if !joining {
+                        tokio::select! {
+                            r = rx.changed() => {
+                                if r.is_err() { return }
+                                continue;
+                            }
+                            _ = tokio::time::sleep(PROBE_EVERY) => {}
                         }
-                        // Re-check now and then (the in-sync set may still lack it).
-                        _ = tokio::time::sleep(PROBE_EVERY) => {}
                     }
-                    // Idle: ask whether it still holds what it acknowledged. A replica
-                    // whose store was rebuilt (or that lost unsynced writes with the
-                    // machine) answers a mismatch and is caught up again.
+                    // Ask whether it still holds what it acknowledged. A replica whose
+                    // store was rebuilt (or that lost unsynced writes with the machine)
+                    // answers a mismatch and is caught up again: what it acknowledged in
+                    // an earlier life never makes it in sync.
                     let req = AppendReq { p, epoch, prev: (l, le), entries: vec![] };
                     self.send(&target, req).await.map(|r| (r, Some((l, le))))
                 }
@@ -87,6 +87,12 @@ impl Replicas {
                 Ok((AppendReply::Ok { last }, Some(end))) if last == end.0 => {
                     if last >= pr.last {
                         caught_up = Instant::now();
+                        // It answered that it holds everything: only now may it join the
+                        // in-sync set (never on an acknowledgement from before).
+                        if !pr.isr.contains(&target) && proposed.elapsed() > Duration::from_secs(1) {
+                            proposed = Instant::now();
+                            self.propose_isr(p, epoch, &target, true);
+                        }
                     }
                     acked = Some(end);
                     backoff = Duration::from_millis(20);

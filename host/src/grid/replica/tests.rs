@@ -258,3 +258,23 @@ async fn a_write_whose_caller_went_away_keeps_its_lsn() {
         t.until("every replica holds c", async || t.local(i).await.as_deref() == Some(b"c".as_slice())).await;
     }
 }
+
+#[tokio::test]
+async fn a_replica_whose_store_was_replaced_is_caught_up_before_it_counts_in_sync_again() {
+    let t = Trio::start().await;
+    assert_eq!(t.put(0, "a", Consistency::All).await, Ok(OpResult::Done));
+    // n3 comes back with an empty store (rebuilt): n1's replicator still holds what the
+    // old n3 acknowledged. The leader drops n3 from the in-sync set.
+    let fresh = Arc::new(Replicas::new(Arc::new(MemoryStorage::default()), "n3", true, 100, DEFAULT_PARTITIONS));
+    fresh.attach(t.net.clone());
+    t.net.nodes.lock().unwrap().insert("n3".into(), fresh.clone());
+    t.net.reports.lock().unwrap().clear();
+    fresh.apply_table(table("n1", &["n1", "n2"], 1)).await;
+    for r in &t.nodes[..2] {
+        r.apply_table(table("n1", &["n1", "n2"], 1)).await;
+    }
+    let report = format!("in-sync {P} 1 n3");
+    t.until("n3 is reported in sync again", async || t.reported(&report)).await;
+    // Reported only after it answered that it holds the log, "a" included.
+    assert_eq!(fresh.read_local(P, b"s\0k".to_vec()).await.unwrap().as_deref(), Some(&b"a"[..]));
+}
