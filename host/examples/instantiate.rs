@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         outbound: None,
         // Measures the steady state: optimized code from the first request.
         tiered: false,
+        fused_parts: 0.0,
     })?;
     let registry = Registry::new(Arc::new(runtime), Arc::new(Grid::new(Arc::new(storage))));
     let up = registry.put_component(wasm.into()).await?;

@@ -170,6 +170,7 @@ async fn start_runtime(config: &NodeConfig, listeners: &[SocketAddr]) -> anyhow:
         pool_max_memory: 1 << 30,
         fuel: config.fuel,
         tiered: config.compile == crate::runtime::CompileMode::Tiered,
+        fused_parts: config.tracing.fused_parts,
         outbound: Some(Arc::new(crate::runtime::outbound::OutboundNet::new(&config.extra_ca, config.resolve.clone())?)),
     };
     let runtime = Arc::new(tokio::task::spawn_blocking(move || Runtime::new(&runtime_cfg)).await??);

@@ -25,6 +25,7 @@ use serde::Deserialize;
 /// sync = "batch"                # kv writes on disk before acknowledged: always | batch | never
 /// trace_sample = 1.0            # share of new traces recorded (0 to 1)
 /// trace_ring = 20000            # spans kept for GET /v1/traces
+/// trace_fused_parts = 0         # share of sampled fused-chain requests that time each part
 /// otlp_endpoint = "http://127.0.0.1:4318"   # export spans over OTLP/HTTP
 /// min_free_mib = 64             # kv writes are refused while the data dir's disk has less free
 /// tls_cert = "/etc/nanogrid/tls.pem"   # HTTPS on ingress and admin (reloaded on change/SIGHUP)
@@ -84,6 +85,7 @@ pub struct FileConfig {
     pub min_free_mib: Option<u64>,
     pub trace_sample: Option<f64>,
     pub trace_ring: Option<usize>,
+    pub trace_fused_parts: Option<f64>,
     pub otlp_endpoint: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub extra_ca: Option<Vec<PathBuf>>,

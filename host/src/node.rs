@@ -61,11 +61,13 @@ pub struct TracingConfig {
     pub ring_spans: usize,
     /// The collector's `/v1/traces` URL (checked by `trace::otlp::traces_url`).
     pub otlp: Option<String>,
+    /// Share of sampled requests to a fused chain that run its timed composition.
+    pub fused_parts: f64,
 }
 
 impl Default for TracingConfig {
     fn default() -> Self {
-        TracingConfig { sample: 1.0, ring_spans: 20_000, otlp: None }
+        TracingConfig { sample: 1.0, ring_spans: 20_000, otlp: None, fused_parts: 0.0 }
     }
 }
 

@@ -59,8 +59,9 @@ async fn deploy_pipeline_out_of_order(node: &TestNode) {
 #[tokio::test]
 async fn pipeline_in_any_order_fused_and_linked_agree() {
     // Its own compile cache: the recompile check below reads this node's log, and a
-    // shared cache filled by another test would leave nothing to compile here.
-    let mut node = TestNode::start_with(false).await;
+    // shared cache filled by another test would leave nothing to compile here. Every
+    // sampled request to a fused chain runs its timed composition.
+    let mut node = TestNode::start_with_args(false, &["--trace-fused-parts", "1"]).await;
     deploy_pipeline_out_of_order(&node).await;
     node.deploy("stats-linked", "text-stats", json!({ "fuse": false, "instances": 2 })).await;
 
@@ -101,8 +102,9 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     assert_eq!(g.mode, ChainMode::Linked, "{g:?}");
     assert!(g.reason.as_deref().unwrap().contains("fuse"), "{g:?}");
 
-    // Traces: a linked chain's typed calls are spans under its run; a fused chain's parts
-    // call each other inside one component, so its run span names them instead.
+    // Traces: each typed call to a provider is a span under the run, linked or fused (a
+    // fused chain's calls pass through timing shims inside its component); a fused run
+    // also names its parts.
     for (svc, fused) in [("text-stats", true), ("stats-linked", false)] {
         let r = node.post(&format!("/{svc}/"), "a b").await;
         let id = r.header("x-trace-id").expect("every answer names its trace").to_string();
@@ -111,18 +113,37 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
         let run = spans.iter().find(|s| *s.name == format!("run {svc}")).unwrap_or_else(|| panic!("{t:#?}"));
         let parts: Vec<&SpanRecord> = spans.iter().filter(|s| s.name.starts_with("part ")).collect();
         let fused_attr = run.attrs.get("chain.fused").and_then(|a| a.as_str());
-        if fused {
-            assert_eq!(fused_attr, Some("text-normalize,text-tokenize,text-stats"), "{run:?}");
-            assert!(parts.is_empty(), "{parts:?}");
-        } else {
-            assert_eq!(fused_attr, None, "{run:?}");
-            for provider in ["text-normalize", "text-tokenize"] {
-                let part =
-                    parts.iter().find(|p| p.service.as_deref() == Some(provider)).unwrap_or_else(|| panic!("{t:#?}"));
-                assert!(part.name.starts_with(&format!("part {provider}.")), "{part:?}");
-                assert_eq!(part.parent_id, Some(run.span_id), "{part:?}");
-            }
+        let names = fused.then_some("text-normalize,text-tokenize,text-stats");
+        assert_eq!(fused_attr, names, "{run:?}");
+        // A fused run went through its timed composition, and says so.
+        let timed = run.attrs.get("chain.timed").map(|a| matches!(a, nanogrid::trace::Attr::Bool(true)));
+        assert_eq!(timed, fused.then_some(true), "{run:?}");
+        // text-tokenize once, and it normalizes each of the two words.
+        let mut names: Vec<&str> = parts.iter().map(|p| &*p.name).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["part text-normalize.normalize-word", "part text-normalize.normalize-word", "part text-tokenize.tokenize"],
+            "{svc}"
+        );
+        for provider in ["text-normalize", "text-tokenize"] {
+            let part =
+                parts.iter().find(|p| p.service.as_deref() == Some(provider)).unwrap_or_else(|| panic!("{t:#?}"));
+            assert!(part.name.starts_with(&format!("part {provider}.")), "{part:?}");
+            assert_eq!(part.parent_id, Some(run.span_id), "{part:?}");
+            // Inside the run: it starts no earlier and ends no later.
+            assert!(part.start_unix_us >= run.start_unix_us, "{part:?} {run:?}");
+            let end = part.start_unix_us + part.duration_us;
+            assert!(end <= run.start_unix_us + run.duration_us + 1, "{part:?} {run:?}");
         }
+        // tokenize calls normalize: its span encloses normalize's.
+        let span = |svc: &str| parts.iter().find(|p| p.service.as_deref() == Some(svc)).unwrap();
+        let (outer, inner) = (span("text-tokenize"), span("text-normalize"));
+        assert!(outer.start_unix_us <= inner.start_unix_us, "{outer:?} {inner:?}");
+        assert!(
+            inner.start_unix_us + inner.duration_us <= outer.start_unix_us + outer.duration_us + 1,
+            "{outer:?} {inner:?}"
+        );
     }
 
     // A provider has no handler of its own.
@@ -144,8 +165,9 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     let chain_digest = node.service("text-stats").await.graph.expect("a chain").digest;
     // Tiered compilation: the fused component's optimized code is compiled after the deploy.
     node.wait_optimized("text-stats").await;
-    let compiles =
-        |log: String| log.lines().filter(|l| l.contains("compiled component") && l.contains(&chain_digest)).count();
+    // The chain's own composition, not its timed one ("<digest>+timed", compiled too).
+    let plain = |l: &str| l.contains(&chain_digest) && !l.contains(&format!("{chain_digest}+timed"));
+    let compiles = |log: String| log.lines().filter(|l| l.contains("compiled component") && plain(l)).count();
     let before = compiles(node.log());
     assert_eq!(before, 1, "the fused chain was compiled once before the restart:\n{}", node.log());
     let log_before = node.log().len();
@@ -160,7 +182,7 @@ async fn pipeline_in_any_order_fused_and_linked_agree() {
     // Neither tier: a cache miss would compile baseline code ("compiled baseline code")
     // before the chain serves, and Cranelift's only later, in the background.
     let after = node.log()[log_before..].to_string();
-    let recompiled: Vec<&str> = after.lines().filter(|l| l.contains("compiled") && l.contains(&chain_digest)).collect();
+    let recompiled: Vec<&str> = after.lines().filter(|l| l.contains("compiled") && plain(l)).collect();
     assert!(recompiled.is_empty(), "the restart recompiled the fused chain:\n{}", recompiled.join("\n"));
 }
 
@@ -265,8 +287,9 @@ async fn redeploying_a_provider_under_load_switches_whole_chains() {
             (node.clone(), failures.clone(), seen_old.clone(), seen_new.clone(), stop.clone(), old.clone());
         let service = if i % 2 == 0 { "text-stats" } else { "stats-linked" };
         tasks.push(tokio::spawn(async move {
-            // Bounded: at most 2000 requests per task.
-            for _ in 0..2000 {
+            // Bounded: at most 10000 requests per task (each redeploy compiles the chain's
+            // two compositions while these run).
+            for _ in 0..10_000 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }

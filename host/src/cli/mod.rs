@@ -294,6 +294,12 @@ pub struct NodeArgs {
     /// follows its sampled flag) [default: 1]
     #[arg(long, value_name = "RATIO")]
     pub trace_sample: Option<f64>,
+    /// Share of sampled requests to a fused chain that run its timed composition, whose
+    /// parts each get a span, 0 to 1; above 0 every fused chain is also composed and
+    /// compiled timed (a timed request loses about a quarter of its throughput: README,
+    /// "Tracing") [default: 0]
+    #[arg(long, value_name = "RATIO")]
+    pub trace_fused_parts: Option<f64>,
     /// Spans this node keeps for `GET /v1/traces` (the oldest go first) [default: 20000]
     #[arg(long, value_name = "N")]
     pub trace_ring: Option<usize>,

@@ -275,10 +275,18 @@ fn tracing_config(args: &NodeArgs, file: &crate::config::FileConfig) -> anyhow::
     if !(0.0..=1.0).contains(&sample) {
         bail!("--trace-sample {sample} is not a share: give a number from 0 (no new traces) to 1 (all)");
     }
+    let fused_parts = args.trace_fused_parts.or(file.trace_fused_parts).unwrap_or(d.fused_parts);
+    if !(0.0..=1.0).contains(&fused_parts) {
+        bail!(
+            "--trace-fused-parts {fused_parts} is not a share: give a number from 0 (fused parts never timed) to 1 \
+             (every sampled request)"
+        );
+    }
     let otlp = args.otlp_endpoint.as_ref().or(file.otlp_endpoint.as_ref());
     Ok(crate::node::TracingConfig {
         sample,
         ring_spans: args.trace_ring.or(file.trace_ring).unwrap_or(d.ring_spans).clamp(1, 1_000_000),
+        fused_parts,
         otlp: otlp.map(|u| crate::trace::otlp::traces_url(u)).transpose().map_err(anyhow::Error::msg)?,
     })
 }

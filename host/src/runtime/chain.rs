@@ -29,6 +29,13 @@ pub struct Identity {
     pub limits: Arc<ImportLimits>,
 }
 
+/// A fused chain gets a timed composition while its parts and edges (one shim memory
+/// each) stay within this many of the pool's 16 memories per component.
+const TIMED_MEMORIES: usize = 12;
+
+/// What a timed composition's key adds to its chain's.
+pub(super) const TIMED_SUFFIX: &str = "+timed";
+
 /// One consumer import wired to one provider export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edge {
@@ -72,9 +79,11 @@ impl Chain {
 }
 
 /// Compose the parts into one component with wac-graph. `bytes[i]` is part i's component.
-pub fn compose(chain: &Chain, bytes: &[Vec<u8>]) -> anyhow::Result<Vec<u8>> {
+/// `timed`: each call from one part to another passes through a timing shim (`shim.rs`).
+pub fn compose(chain: &Chain, bytes: &[Vec<u8>], timed: bool) -> anyhow::Result<Vec<u8>> {
     let mut graph = CompositionGraph::new();
     let mut instances = Vec::with_capacity(chain.parts.len());
+    let mut shims = 0;
     for (i, part) in chain.parts.iter().enumerate() {
         // Package names only label parts inside the composition.
         let pkg = Package::from_bytes(&format!("nanogrid:part{i}"), None, bytes[i].clone(), graph.types_mut())
@@ -82,7 +91,20 @@ pub fn compose(chain: &Chain, bytes: &[Vec<u8>]) -> anyhow::Result<Vec<u8>> {
         let pkg = graph.register_package(pkg)?;
         let instance = graph.instantiate(pkg);
         for e in &part.edges {
-            let export = graph.alias_instance_export(instances[e.provider], &e.export)?;
+            let mut export = graph.alias_instance_export(instances[e.provider], &e.export)?;
+            let provider = &chain.parts[e.provider];
+            if timed {
+                let shim = super::shim::build(&bytes[e.provider], &e.export, &provider.service)
+                    .with_context(|| format!("timing calls to {} of {}", e.export, provider.service))?;
+                if let Some(shim) = shim {
+                    shims += 1;
+                    let pkg = Package::from_bytes(&format!("nanogrid:timing{shims}"), None, shim, graph.types_mut())?;
+                    let pkg = graph.register_package(pkg)?;
+                    let shim = graph.instantiate(pkg);
+                    graph.set_instantiation_argument(shim, &e.export, export)?;
+                    export = graph.alias_instance_export(shim, &e.export)?;
+                }
+            }
             graph
                 .set_instantiation_argument(instance, &e.import, export)
                 .with_context(|| format!("wiring {} of {}", e.import, part.service))?;
@@ -104,14 +126,33 @@ pub fn compose(chain: &Chain, bytes: &[Vec<u8>]) -> anyhow::Result<Vec<u8>> {
 impl Runtime {
     /// Fuse a chain into one component (through the compile cache, so a known chain is
     /// neither composed nor compiled again). Blocking.
+    /// With `--trace-fused-parts` above 0 (and a chain short enough), its timed
+    /// composition is prepared too, for the requests chosen to time their parts.
     pub fn prepare_fused(
         &self,
         chain: &Chain,
         bytes: impl FnOnce() -> anyhow::Result<Vec<Vec<u8>>>,
     ) -> anyhow::Result<Arc<Prepared>> {
         let key = chain.key();
-        let compiled = self.load_with(&key, || compose(chain, &bytes()?))?;
-        self.prepare(&compiled)
+        // The parts' bytes are read once, and only if a composition is not cached.
+        let (mut bytes, mut parts) = (Some(bytes), None);
+        let compiled = self.load_with(&key, || compose(chain, read_once(&mut parts, &mut bytes)?, false))?;
+        let prepared = self.prepare(&compiled)?;
+        let edges: usize = chain.parts.iter().map(|p| p.edges.len()).sum();
+        if self.fused_parts > 0.0 && chain.parts.len() + edges <= TIMED_MEMORIES {
+            let timed_key = format!("{key}{TIMED_SUFFIX}");
+            let timed = self
+                .load_with(&timed_key, || compose(chain, read_once(&mut parts, &mut bytes)?, true))
+                .and_then(|c| self.prepare(&c));
+            // Timing is optional: the chain serves untimed if its timed composition fails.
+            match timed {
+                Ok(timed) => {
+                    let _ = prepared.timed.set(timed);
+                }
+                Err(e) => tracing::warn!(chain = %key, error = %format!("{e:#}"), "no timed composition"),
+            }
+        }
+        Ok(prepared)
     }
 
     /// Link a chain host-mediated: one instance per part, in the request's Store. Every
@@ -150,6 +191,36 @@ impl Runtime {
         let code = super::link(&linker_for(root, &pres)?, root_code, Tier::Optimized)?;
         Ok(Arc::new(Prepared::new(&chain.key(), code)))
     }
+}
+
+impl Runtime {
+    /// What a request runs: a fused chain's timed composition for the share of sampled
+    /// requests `fused_parts` names (when it has one), else `prepared`.
+    pub(super) fn pick<'a>(&self, prepared: &'a Arc<Prepared>, call: &super::CallContext) -> &'a Arc<Prepared> {
+        match prepared.timed.get() {
+            Some(timed) if call.trace.run.is_some() && crate::trace::chance(self.fused_parts) => timed,
+            _ => prepared,
+        }
+    }
+}
+
+impl Prepared {
+    /// Whether this is a fused chain's timed composition.
+    pub(super) fn is_timed(&self) -> bool {
+        self.digest.ends_with(TIMED_SUFFIX)
+    }
+}
+
+/// The parts' bytes, read by `bytes` the first time.
+fn read_once<'a, F: FnOnce() -> anyhow::Result<Vec<Vec<u8>>>>(
+    parts: &'a mut Option<Vec<Vec<u8>>>,
+    bytes: &mut Option<F>,
+) -> anyhow::Result<&'a [Vec<u8>]> {
+    if parts.is_none() {
+        let read = bytes.take().context("the parts' bytes are read once")?;
+        *parts = Some(read()?);
+    }
+    Ok(parts.as_deref().unwrap_or_default())
 }
 
 /// Define every function of `edge.export` as a host function calling `provider`.

@@ -20,6 +20,34 @@ const TABLES_PER_COMPONENT: usize = 64;
 /// Elements per table (wasmtime's pool default, stated so both tiers share it).
 const TABLE_ELEMENTS: usize = 20_000;
 
+/// A fused chain's timing shims (`shim.rs`) report each part's call here: it becomes a
+/// `part SERVICE.FUNCTION` span of the run, as in a linked chain. Calls beyond the
+/// 64 still open, or a `leave` without its `enter`, record nothing.
+fn add_timing(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
+    use wasmtime::component::WasmStr;
+    let mut timing = linker.instance(super::shim::TIMING)?;
+    timing.func_wrap("enter", |mut store: wasmtime::StoreContextMut<'_, StoreState>, (): ()| {
+        let starts = &mut store.data_mut().part_starts;
+        if starts.len() < 64 {
+            starts.push((std::time::Instant::now(), crate::trace::now_unix_us()));
+        }
+        Ok(())
+    })?;
+    timing.func_wrap(
+        "leave",
+        |mut store: wasmtime::StoreContextMut<'_, StoreState>, (service, name): (WasmStr, WasmStr)| {
+            let Some((at, unix_us)) = store.data_mut().part_starts.pop() else { return Ok(()) };
+            let Some(run) = store.data().call.trace.run.clone() else { return Ok(()) };
+            let micros = at.elapsed().as_micros() as u64;
+            let service: std::sync::Arc<str> = service.to_str(&store)?.into();
+            let name: std::sync::Arc<str> = format!("part {service}.{}", name.to_str(&store)?).into();
+            run.part(&name, &service, unix_us, micros);
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
 /// One wasmtime engine, its linker and its compile cache directory. The node keeps two:
 /// `plain` for every component that does not use the component model's async ABI, and
 /// `concurrent` (concurrency support on, WASI 0.3 linked) for those that do. Concurrency
@@ -44,6 +72,7 @@ impl Flavor {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         Nanoservice::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        add_timing(&mut linker)?;
         if async_abi {
             // WASI 0.3 next to 0.2: same WasiCtx (grants, deny-at-use) and outbound policy.
             wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;

@@ -88,6 +88,7 @@ impl Runtime {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<HttpError>,
     {
+        let prepared = self.pick(&prepared, &call).clone();
         let code = prepared.code();
         code.note(&call);
         let pre = match &code.kind {

@@ -26,6 +26,7 @@ mod inspect;
 pub mod outbound;
 mod output;
 mod reuse;
+mod shim;
 mod state;
 mod tier;
 pub mod typed;
@@ -108,6 +109,9 @@ pub struct RuntimeConfig {
     /// Serve new components from Winch's baseline code while Cranelift compiles them
     /// (tier.rs); false: every component waits for Cranelift.
     pub tiered: bool,
+    /// Share of sampled requests to a fused chain that run its timed composition (its
+    /// parts' calls pass through timing shims, see shim.rs); 0: none is composed.
+    pub fused_parts: f64,
 }
 
 /// Per-request execution limits, from the service spec.
@@ -152,6 +156,9 @@ pub enum PreparedKind {
 pub struct Prepared {
     pub digest: String,
     code: arc_swap::ArcSwap<Code>,
+    /// A fused chain's timed composition (its parts' calls pass through timing shims),
+    /// run by the share of sampled requests `--trace-fused-parts` names.
+    timed: std::sync::OnceLock<Arc<Prepared>>,
 }
 
 /// Linked code at one tier.
@@ -175,7 +182,7 @@ impl Code {
 
 impl Prepared {
     fn new(digest: &str, code: Code) -> Self {
-        Prepared { digest: digest.to_string(), code: arc_swap::ArcSwap::from_pointee(code) }
+        Prepared { digest: digest.to_string(), code: arc_swap::ArcSwap::from_pointee(code), timed: Default::default() }
     }
 
     /// The code a request starts on (it keeps it to its end).
@@ -203,6 +210,8 @@ pub struct Runtime {
     outbound: Arc<outbound::OutboundNet>,
     /// Instances kept between requests for services with `reuse` (see reuse.rs).
     idle: Arc<reuse::IdleBudget>,
+    /// `RuntimeConfig::fused_parts`.
+    fused_parts: f64,
 }
 
 impl Runtime {
@@ -238,7 +247,16 @@ impl Runtime {
         };
         // Idle reused instances may hold at most a quarter of the node's instance slots.
         let idle = reuse::IdleBudget::new((cfg.pool_instances / 4) as usize);
-        Ok(Runtime { plain, concurrent, tiering, ticker_stop, fuel: cfg.fuel, outbound, idle })
+        Ok(Runtime {
+            plain,
+            concurrent,
+            tiering,
+            ticker_stop,
+            fuel: cfg.fuel,
+            outbound,
+            idle,
+            fused_parts: cfg.fused_parts,
+        })
     }
 
     /// Compile counters of tiered compilation (`None` with it off).
@@ -381,6 +399,7 @@ impl Runtime {
             limits: store_limits(code.tier, limits.max_memory),
             call,
             linked: Vec::new(),
+            part_starts: Vec::new(),
         };
         let mut store = Store::new(&code.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -419,6 +438,7 @@ impl Runtime {
         req: Request,
         limits: ExecLimits,
     ) -> Result<Response, CallError> {
+        let prepared = self.pick(prepared, &call);
         let code = prepared.code();
         let pre = match &code.kind {
             PreparedKind::Nanoservice(pre) => pre,
@@ -430,6 +450,11 @@ impl Runtime {
         let tail = OutputTail::new(2048);
         let mut store = self.new_store(&code, call, limits, &tail)?;
         let traced = store.data().call.trace.run.clone();
+        if prepared.is_timed()
+            && let Some(run) = &traced
+        {
+            run.timed_parts();
+        }
         let run = async {
             let t = Instant::now();
             let instance = self.instantiate(pre, &mut store).await?;
@@ -495,9 +520,14 @@ impl Runtime {
         limits: ExecLimits,
     ) -> Result<Response, CallError> {
         let code = prepared.code();
+        let timed = !Arc::ptr_eq(self.pick(prepared, &call), prepared);
         let PreparedKind::Nanoservice(pre) = &code.kind else {
             return self.handle(prepared, call, req, limits).await;
         };
+        if timed {
+            // Its timed composition is another component: a fresh instance of it.
+            return self.handle(prepared, call, req, limits).await;
+        }
         code.note(&call);
         let traced = call.trace.run.clone();
         // An instance of code since swapped for optimized code is not taken again.

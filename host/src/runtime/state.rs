@@ -96,6 +96,9 @@ pub struct StoreState {
     pub(crate) call: CallContext,
     /// Provider instances of a linked chain, by part index (created on first call).
     pub(crate) linked: Vec<Option<wasmtime::component::Instance>>,
+    /// When each fused part's call in progress started (a timing shim's `enter`; the
+    /// innermost last), as (instant, unix µs).
+    pub(crate) part_starts: Vec<(std::time::Instant, u64)>,
 }
 
 impl WasiView for StoreState {

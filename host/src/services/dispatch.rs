@@ -253,6 +253,9 @@ impl Registry {
         if stats.baseline {
             a.insert("code.tier", trace::Attr::text("baseline"));
         }
+        if stats.timed {
+            a.insert("chain.timed", true);
+        }
         if stats.outbound.0 > 0 {
             a.insert("outbound.count", stats.outbound.0);
             a.insert("outbound.us", stats.outbound.1);

@@ -295,11 +295,13 @@ pub struct RunStats {
     pub kv: BTreeMap<&'static str, (u64, u64)>,
     pub outbound: (u64, u64),
     pub instantiate_us: u64,
-    /// Calls into a linked chain's providers (typed composition): name, provider service,
-    /// start, duration; recorded as child spans of the run.
+    /// Calls into a chain's providers (typed composition, linked or a fused chain's timed
+    /// composition): name, provider service, start, duration; child spans of the run.
     pub parts: Vec<(Arc<str>, Arc<str>, u64, u64)>,
     /// The guest ran baseline code (tiered compilation: optimized code not swapped in yet).
     pub baseline: bool,
+    /// The run was a fused chain's timed composition (its span says so: timing costs).
+    pub timed: bool,
 }
 
 /// A sampled run: its span context (what its calls are children of) and its counters.
@@ -337,6 +339,10 @@ impl RunTrace {
 
     pub fn ran_baseline(&self) {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).baseline = true;
+    }
+
+    pub fn timed_parts(&self) {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).timed = true;
     }
 }
 
@@ -444,6 +450,11 @@ impl Tracer {
 
 fn rand_unit() -> f64 {
     (SpanId::random().0 >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// True with probability `share` (0 never, 1 always).
+pub fn chance(share: f64) -> bool {
+    share >= 1.0 || (share > 0.0 && rand_unit() < share)
 }
 
 /// The `traceparent` among a request's headers, if a valid one is there.

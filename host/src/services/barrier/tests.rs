@@ -66,6 +66,7 @@ fn registry(grid: &Arc<crate::grid::Grid>, cache: &std::path::Path) -> Arc<Regis
         fuel: false,
         outbound: None,
         tiered: false,
+        fused_parts: 0.0,
     })
     .unwrap();
     Registry::new(Arc::new(runtime), grid.clone())
