@@ -14,6 +14,9 @@ pub struct RocksStorage {
     inner: Arc<Inner>,
     /// Stopped (and joined) before the last sync on drop.
     syncer: Option<Syncer>,
+    /// `get_cached`'s read options (memory only), made once: a `ReadOptions` is a C++
+    /// object, and making one per read cost a cached read a tenth of its time.
+    cached_read: rocksdb::ReadOptions,
 }
 
 struct Inner {
@@ -223,7 +226,9 @@ impl RocksStorage {
         let ticker = inner.clone();
         let syncer = Syncer::spawn(dir.to_path_buf(), move || ticker.sync_and_mark())
             .map_err(|e| StorageError::Io(format!("starting the store's sync thread: {e}")))?;
-        Ok(RocksStorage { inner, syncer: Some(syncer) })
+        let mut cached_read = rocksdb::ReadOptions::default();
+        cached_read.set_read_tier(rocksdb::ReadTier::BlockCache);
+        Ok(RocksStorage { inner, syncer: Some(syncer), cached_read })
     }
 }
 
@@ -242,12 +247,10 @@ impl Storage for RocksStorage {
     }
 
     fn get_cached(&self, table: Table, key: &[u8]) -> StorageResult<Option<Option<Vec<u8>>>> {
-        let mut opts = rocksdb::ReadOptions::default();
-        opts.set_read_tier(rocksdb::ReadTier::BlockCache);
         // Called from async code: never wait for a store being opened again.
         let Ok(db) = self.inner.db.try_read() else { return Ok(None) };
         let Some(db) = db.as_ref() else { return Ok(None) };
-        match db.get_cf_opt(cf(db, table)?, key, &opts) {
+        match db.get_cf_opt(cf(db, table)?, key, &self.cached_read) {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
             Err(e) => Err(io(e)),
