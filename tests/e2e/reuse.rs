@@ -134,6 +134,10 @@ async fn idle_instances_make_room_when_the_node_runs_out_of_instance_slots() {
     let node = TestNode::start_with_args(true, &["--pool-instances", "8"]).await;
     node.deploy("r", "misbehave", json!({ "instances": 2, "reuse": { "requests": 100 } })).await;
     node.deploy("w", "misbehave", json!({ "instances": 8, "max_queue": 0 })).await;
+    // Only optimized code runs in the pooling allocator's slots (a new component's
+    // baseline code does not), so wait for it: run alone, this test compiles misbehave.
+    node.wait_optimized("r").await;
+    node.wait_optimized("w").await;
     // Two at once: two instances of r, both kept idle after.
     let two: Vec<_> = (0..2).map(|_| node.get("/r/sleep/200")).collect();
     for r in futures::future::join_all(two).await {

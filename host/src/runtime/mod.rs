@@ -520,14 +520,15 @@ impl Runtime {
         limits: ExecLimits,
     ) -> Result<Response, CallError> {
         let code = prepared.code();
-        let timed = !Arc::ptr_eq(self.pick(prepared, &call), prepared);
+        let picked = self.pick(prepared, &call);
+        if !Arc::ptr_eq(picked, prepared) {
+            // Its timed composition is another component: a fresh instance of it (chosen
+            // once: `handle` keeps what it is given, a timed one has no timed variant).
+            return self.handle(picked, call, req, limits).await;
+        }
         let PreparedKind::Nanoservice(pre) = &code.kind else {
             return self.handle(prepared, call, req, limits).await;
         };
-        if timed {
-            // Its timed composition is another component: a fresh instance of it.
-            return self.handle(prepared, call, req, limits).await;
-        }
         code.note(&call);
         let traced = call.trace.run.clone();
         // An instance of code since swapped for optimized code is not taken again.
