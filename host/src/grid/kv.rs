@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::part::{Consistency, partition_of};
+use super::part::{Consistency, partition_of, partition_of_kv};
 use super::replica::{ACK_TIMEOUT, NetError, rpc};
 use super::wire::{GridRpc, KvOp, ListReq, OpFail, OpReq, OpResult};
-use super::{Grid, KvError, kv_key};
+use super::{Grid, KvError, kv_key, plog};
 
 /// A node's guest kv operations since start, for `/metrics`.
 #[derive(Debug, Default)]
@@ -23,10 +23,10 @@ pub struct KvCounts {
 
 impl Grid {
     pub async fn kv_get(&self, service: &str, key: &str, c: Consistency) -> Result<Option<Vec<u8>>, KvError> {
-        let key = kv_key(service, key);
         if c == Consistency::One {
-            let p = partition_of(&key, self.replicas.count());
-            match self.replicas.read_cached(p, &key) {
+            // The stored row's key is built straight away (one allocation, no `kv_key`).
+            let p = partition_of_kv(service, key, self.replicas.count());
+            match self.replicas.read_cached(p, &plog::kv_data_key(p, service, key)) {
                 Ok(Some(v)) => {
                     self.kv_counts.ops[0].fetch_add(1, Ordering::Relaxed);
                     return Ok(v);
@@ -38,7 +38,7 @@ impl Grid {
                 }
             }
         }
-        match self.run(KvOp::Get { key }, c).await? {
+        match self.run(KvOp::Get { key: kv_key(service, key) }, c).await? {
             OpResult::Value(v) => Ok(v),
             other => Err(KvError::Unavailable(format!("unexpected answer to a get: {other:?}"))),
         }

@@ -19,8 +19,17 @@ pub use nanogrid_wire::grid::Consistency;
 
 /// The partition of a storage key (`service \0 key`): FNV-1a, stable across builds.
 pub fn partition_of(data_key: &[u8], count: u32) -> u32 {
+    partition_of_parts(&[data_key], count)
+}
+
+/// [`partition_of`] of `service \0 key` without building it.
+pub fn partition_of_kv(service: &str, key: &str, count: u32) -> u32 {
+    partition_of_parts(&[service.as_bytes(), &[0], key.as_bytes()], count)
+}
+
+fn partition_of_parts(parts: &[&[u8]], count: u32) -> u32 {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in data_key {
+    for b in parts.iter().flat_map(|p| p.iter()) {
         h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
     }
     (h % u64::from(count.max(1))) as u32

@@ -32,6 +32,16 @@ pub fn data_key(p: u32, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// [`data_key`] of `service \0 key`, built in one allocation.
+pub fn kv_data_key(p: u32, service: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + service.len() + 1 + key.len());
+    k.extend_from_slice(&(p as u16).to_be_bytes());
+    k.extend_from_slice(service.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
 fn log_key(p: u32, lsn: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(10);
     k.extend_from_slice(&(p as u16).to_be_bytes());
@@ -187,6 +197,19 @@ pub fn migrate(s: &dyn Storage, keep: u64, count: u32) -> StorageResult<usize> {
 mod tests {
     use super::*;
     use crate::grid::{Durability, MemoryStorage};
+
+    #[test]
+    fn a_kv_row_built_in_one_go_is_the_row_built_in_two() {
+        use crate::grid::part::{partition_of, partition_of_kv};
+        for (service, key) in [("svc", "a"), ("bench", "key-9"), ("", ""), ("s", "\0x"), ("ünï", "cödé")] {
+            let joined = crate::grid::kv_key(service, key);
+            for count in [1, 7, 256, 4096] {
+                let p = partition_of(&joined, count);
+                assert_eq!(partition_of_kv(service, key, count), p, "{service:?} {key:?} over {count}");
+                assert_eq!(kv_data_key(p, service, key), data_key(p, &joined));
+            }
+        }
+    }
 
     #[test]
     fn the_log_keeps_its_tail_and_reads_back_in_order() {

@@ -223,10 +223,10 @@ impl Replicas {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A `one` read of `key` (in partition `p`) from this node's replica, if it holds one
-    /// and the answer is in memory; `None`: read it the usual way. Synchronous: the
-    /// common read needs no future and no blocking pool.
-    pub fn read_cached(&self, p: u32, key: &[u8]) -> Result<Option<Option<Vec<u8>>>, KvError> {
+    /// A `one` read of the stored row `row` (partition `p`'s [`plog::data_key`]) from this
+    /// node's replica, if it holds one and the answer is in memory; `None`: read it the
+    /// usual way. Synchronous: the common read needs no future and no blocking pool.
+    pub fn read_cached(&self, p: u32, row: &[u8]) -> Result<Option<Option<Vec<u8>>>, KvError> {
         let holds = {
             let table = self.table.read().unwrap_or_else(|e| e.into_inner());
             table.parts.get(p as usize).is_some_and(|i| i.replicas.contains(&self.me))
@@ -234,7 +234,7 @@ impl Replicas {
         if !holds {
             return Ok(None);
         }
-        Ok(self.storage.get_cached(Table::Kv, &plog::data_key(p, key))?)
+        Ok(self.storage.get_cached(Table::Kv, row)?)
     }
 
     async fn blocking<R: Send + 'static>(
