@@ -22,7 +22,8 @@ use super::experiment::Change;
 use super::gossip::{KEY_LOAD, KEY_MODE, PeerInfo};
 use super::placement::{hold_until_ready, place};
 use super::store::Stored;
-use super::types::{Command, Member, raft_id};
+use super::traffic::Affinity;
+use super::types::{Assignment, Command, Member, raft_id};
 use super::{Cluster, Mode};
 
 /// A clustered node's mode: dormant unless it is a member that sees a majority of the
@@ -485,6 +486,36 @@ impl Cluster {
             && !state.removed.contains(&p.id)
             && !state.draining.contains(&p.id)
             && (p.id == self.name || p.mode == Mode::Follower.as_str() || p.mode == Mode::Leader.as_str())
+    }
+
+    /// On the leader, about to commit `cmd`: a new service's spec goes into the log with
+    /// its first placement, as one entry (see [`Command::Several`]), where otherwise the
+    /// Cluster Manager would place it in a second commit after this node loaded it. The
+    /// rule is [`place`]'s, over the nodes a step would use; a new service has no calls
+    /// yet, so no affinity. Any other command (a redeploy, a scale) is returned as it is.
+    pub(super) fn with_first_placement(&self, cmd: Command) -> Command {
+        let Command::PutService { spec } = &cmd else { return cmd };
+        let stored = self.sm.current();
+        let state = &stored.state;
+        if state.services.contains_key(&spec.name) || state.assignment.contains_key(&spec.name) {
+            return cmd;
+        }
+        let members = self.member_names();
+        let mut serving: Vec<String> = self
+            .live()
+            .values()
+            .filter(|p| self.may_place_on(state, p, members.contains(&p.id)))
+            .map(|p| p.id.clone())
+            .collect();
+        serving.sort();
+        let new = BTreeMap::from([(spec.name.clone(), (**spec).clone())]);
+        let none = Assignment::new();
+        let next = place(&new, &serving, &none, &Affinity::new());
+        let Some(row) = next.get(&spec.name) else { return cmd };
+        let changes = vec![(spec.name.clone(), Some(row.clone()))];
+        let events = super::placement::moves(&none, &next, &serving);
+        let placed = Command::AssignChanges { changes, events, base: state.assign_version };
+        Command::Several { cmds: vec![cmd, placed] }
     }
 }
 

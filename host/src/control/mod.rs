@@ -367,7 +367,7 @@ impl Cluster {
             if left.is_zero() {
                 return Err(ClusterError::Timeout(WRITE_TIMEOUT));
             }
-            match tokio::time::timeout(left, self.raft.client_write(cmd.clone())).await {
+            match tokio::time::timeout(left, self.raft.client_write(self.with_first_placement(cmd.clone()))).await {
                 Err(_) => return Err(ClusterError::Timeout(WRITE_TIMEOUT)),
                 Ok(Ok(r)) => {
                     self.announce_commit().await;
@@ -393,7 +393,8 @@ impl Cluster {
 
     /// On the leader, after a commit: tell the followers now rather than at the next
     /// heartbeat (up to 100 ms later), so they apply it at once. A deploy waits for every
-    /// node to serve it (`ready.rs`), and takes two commits (the spec, then its placement).
+    /// node to serve it (`ready.rs`): one commit for a new service (its spec with its first
+    /// placement), two for a redeploy that moves instances (the spec, then its placement).
     pub async fn announce_commit(&self) {
         if let Err(e) = self.raft.trigger().heartbeat().await {
             tracing::debug!(error = %e, "could not send the commit to followers early");

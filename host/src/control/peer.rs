@@ -181,7 +181,7 @@ fn sender_is(peer: &Peer, vote: &Vote<u64>) -> Result<(), Refusal> {
 }
 
 async fn forwarded_write(c: &Cluster, cmd: Command) -> Result<WriteReply, Refusal> {
-    match tokio::time::timeout(Duration::from_secs(5), c.raft.client_write(cmd)).await {
+    match tokio::time::timeout(Duration::from_secs(5), c.raft.client_write(c.with_first_placement(cmd))).await {
         Ok(Ok(r)) => {
             c.announce_commit().await;
             Ok(WriteReply { index: r.log_id.index })

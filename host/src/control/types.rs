@@ -55,6 +55,13 @@ pub enum Command {
         events: Vec<Event>,
         base: u64,
     },
+    /// Several commands applied in order as one log entry: a new service's spec and its
+    /// first placement (`PutService`, then `AssignChanges`), so a deploy waits for one
+    /// commit instead of two. Each part applies as it would alone (the placement only at
+    /// its `base`; otherwise the Cluster Manager places the service at its next step).
+    Several {
+        cmds: Vec<Command>,
+    },
     /// The autoscaler's count for an autoscaled service (only its `instances` changes),
     /// if it still has the count `from` the decision was made on.
     Scale {
@@ -227,6 +234,7 @@ impl ControlState {
             Command::ExperimentStart { .. } | Command::ExperimentEnd { .. } | Command::ExperimentSwitch { .. } => {
                 self.apply_experiments(cmd)
             }
+            Command::Several { cmds } => cmds.iter().fold(false, |changed, cmd| self.apply(cmd).changed | changed),
         };
         Applied { changed }
     }

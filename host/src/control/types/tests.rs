@@ -169,3 +169,24 @@ fn assignment_changes_apply_as_rows_at_their_base_only() {
     assert!(!s.apply(&Command::AssignChanges { changes: step, events: vec![], base: 2 }).changed, "nothing new");
     assert_eq!(s.assign_version, 2);
 }
+
+#[test]
+fn a_new_service_and_its_first_placement_apply_as_one_entry_placed_only_at_its_base() {
+    let row = |n: u32| Some(BTreeMap::from([("n1".to_string(), n)]));
+    let several = |name: &str, base: u64| Command::Several {
+        cmds: vec![
+            Command::PutService { spec: Box::new(fixed_spec(name, 2)) },
+            Command::AssignChanges { changes: vec![(name.to_string(), row(2))], events: vec![], base },
+        ],
+    };
+    let mut s = ControlState::default();
+    // It goes through the log as any command does.
+    let logged: Command = serde_json::from_str(&serde_json::to_string(&several("a", 0)).unwrap()).unwrap();
+    assert!(s.apply(&logged).changed);
+    assert_eq!((s.services.contains_key("a"), s.slots("a", "n1"), s.assign_version), (true, 2, 1));
+    // Placed from a table that changed meanwhile: the spec applies, the placement waits
+    // for the Cluster Manager.
+    assert!(s.apply(&several("b", 0)).changed);
+    assert!(s.services.contains_key("b"));
+    assert_eq!((s.assignment.get("b"), s.assign_version), (None, 1));
+}
