@@ -75,16 +75,14 @@ pub struct AppendReq {
 pub enum AppendReply {
     Ok {
         last: u64,
+        /// The replica gave the primary a read lease with this reply: it answers no fence
+        /// for a newer primary until the lease ran out (none while such a fence waits).
+        lease: bool,
     },
     /// The replica's log ends elsewhere.
-    Mismatch {
-        last: u64,
-        last_epoch: u64,
-    },
+    Mismatch { last: u64, last_epoch: u64 },
     /// The replica promised a newer primary.
-    Fenced {
-        fence: u64,
-    },
+    Fenced { fence: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,8 +292,8 @@ mod tests {
         assert_eq!(OpReq::from_reply(GridReply::Confirm(true)), None);
         assert_eq!(ConfirmReq::from_reply(GridReply::Confirm(false)), Some(false));
         assert_eq!(
-            SnapshotReq::from_reply(GridReply::Append(AppendReply::Ok { last: 4 })),
-            Some(AppendReply::Ok { last: 4 })
+            SnapshotReq::from_reply(GridReply::Append(AppendReply::Ok { last: 4, lease: true })),
+            Some(AppendReply::Ok { last: 4, lease: true })
         );
     }
 

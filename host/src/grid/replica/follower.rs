@@ -21,7 +21,25 @@ impl Replicas {
         if matches!(st.role, Role::Primary(e) if e < epoch) {
             self.demote(p, &mut st, Role::Backup);
         }
+        // A read lease for this primary, unless a fence for a newer one is waiting.
+        if epoch >= st.fencing {
+            st.lease = Some((epoch, Instant::now() + LEASE));
+        }
         Ok(st)
+    }
+
+    /// How long a fence for `epoch` must wait: until the lease this replica gave an older
+    /// primary ran out, and until [`LEASE`] after this process started, since leases an
+    /// earlier life of it gave are not known (also when its store was rebuilt empty).
+    fn lease_wait(&self, st: &State, epoch: u64) -> Duration {
+        if epoch <= st.meta.fence {
+            return Duration::ZERO;
+        }
+        let mut until = self.started + LEASE;
+        if let Some((_, t)) = st.lease.filter(|(e, _)| *e < epoch) {
+            until = until.max(t);
+        }
+        until.saturating_duration_since(Instant::now())
     }
 
     pub async fn on_append(self: &Arc<Self>, req: AppendReq) -> AppendReply {
@@ -52,7 +70,8 @@ impl Replicas {
             st.meta = meta;
             tracing::debug!(partition = p, epoch = req.epoch, prev = ?req.prev, last = meta.last, "appended");
         }
-        AppendReply::Ok { last: st.meta.last }
+        // `admit` gave this primary a lease unless a fence for a newer one waits.
+        AppendReply::Ok { last: st.meta.last, lease: req.epoch >= st.fencing }
     }
 
     pub async fn on_snapshot(self: &Arc<Self>, req: SnapshotReq) -> AppendReply {
@@ -92,22 +111,35 @@ impl Replicas {
         if req.done.is_some() {
             tracing::info!(partition = p, lsn = meta.last, "installed a partition snapshot");
         }
-        AppendReply::Ok { last: meta.last }
+        AppendReply::Ok { last: meta.last, lease: req.epoch >= st.fencing }
     }
 
     pub async fn on_fence(self: &Arc<Self>, req: FenceReq) -> FenceReply {
         let p = req.p;
+        let refused = FenceReply { last: 0, last_epoch: 0, fence: u64::MAX };
         // A partition this grid does not have is refused, never another one fenced.
-        let st = if p < self.count() { self.lock(p).await.ok() } else { None };
-        let Some(mut st) = st else {
-            return FenceReply { last: 0, last_epoch: 0, fence: u64::MAX };
+        if p >= self.count() {
+            return refused;
+        }
+        // A read lease given to an older primary is waited out first (the lock is not held
+        // meanwhile: that primary's appends still land, and the answer reports them).
+        let mut st = loop {
+            let Ok(mut st) = self.lock(p).await else { return refused };
+            let wait = self.lease_wait(&st, req.epoch);
+            if wait.is_zero() {
+                break st;
+            }
+            st.fencing = st.fencing.max(req.epoch);
+            drop(st);
+            tracing::debug!(partition = p, epoch = req.epoch, ?wait, "a fence waits for a read lease to run out");
+            tokio::time::sleep(wait).await;
         };
         if req.epoch > st.meta.fence {
             let mut meta = st.meta;
             meta.fence = req.epoch;
             let op = plog::meta_op(p, &meta);
             if self.blocking(move |s| s.write(vec![op], Durability::Synced)).await.is_err() {
-                return FenceReply { last: 0, last_epoch: 0, fence: u64::MAX };
+                return refused;
             }
             st.meta = meta;
             if matches!(st.role, Role::Primary(e) if e < req.epoch) {

@@ -79,6 +79,18 @@ pub async fn rpc<R: GridRpc>(net: &dyn Net, node: &str, req: R) -> Result<R::Rep
     R::from_reply(reply).ok_or_else(|| NetError::Failed(format!("{node} answered with a reply of another kind")))
 }
 
+/// Read leases: each append a replica admits from a primary promises that primary not to
+/// be fenced for a newer one for this long (the replica waits out the promise before it
+/// answers such a fence), so a primary that heard from enough replicas within it answers
+/// `quorum`/`all` reads without asking them again. Longer than [`PROBE_EVERY`], so an idle
+/// partition's lease does not lapse between probes; the price is that a primary change
+/// waits up to this long after the old primary was last heard from.
+pub const LEASE: Duration = Duration::from_secs(2);
+/// What the primary takes off each lease, counted from when it sent the append the lease
+/// came with (the replica counts from when it received it): room for clocks that run at
+/// slightly different rates on two machines.
+const LEASE_MARGIN: Duration = Duration::from_millis(300);
+
 /// How long an in-sync replica may stay behind the primary before the primary asks for it
 /// to leave the in-sync set (so `all` writes stop waiting for it).
 pub const LAG_LIMIT: Duration = Duration::from_secs(2);
@@ -100,9 +112,17 @@ pub struct Progress {
     pub matched: BTreeMap<String, u64>,
     pub replicas: Vec<String>,
     pub isr: Vec<String>,
+    /// Until when each other replica promised not to follow a newer primary (see [`LEASE`]).
+    pub leases: BTreeMap<String, Instant>,
 }
 
 impl Progress {
+    /// Whether `n` of the replicas in `among` hold a lease for this primary that runs past now.
+    fn leased(&self, among: &[&String], n: usize) -> bool {
+        let now = Instant::now();
+        among.iter().filter(|r| self.leases.get(r.as_str()).is_some_and(|&t| t > now)).count() >= n
+    }
+
     fn acked(&self, lsn: u64, c: Consistency) -> bool {
         let has = |n: &String| self.matched.get(n).is_some_and(|&m| m >= lsn);
         match c {
@@ -131,6 +151,12 @@ struct State {
     /// a write whose caller went away still runs, and the next one waits for it, so the
     /// partition's writes reach the store in log order.
     inflight: Option<tokio::task::JoinHandle<super::StorageResult<()>>>,
+    /// As a replica: the read lease this node last gave (the primary's epoch, until when);
+    /// a fence for a newer epoch waits until it ran out.
+    lease: Option<(u64, Instant)>,
+    /// The newest epoch a fence waiting out a lease asks for: from then on no primary of an
+    /// older epoch gets a new lease (else it could hold the fence off for ever).
+    fencing: u64,
 }
 
 struct Part {
@@ -159,6 +185,9 @@ pub struct Replicas {
     /// This node's store was rebuilt empty (`--rebuild-store`): it becomes primary only
     /// of partitions a promotion fenced it for, never of one the table named before.
     rebuilt: std::sync::atomic::AtomicBool,
+    /// When this process started: leases given by an earlier life of it are not known, so
+    /// a partition that has data waits [`LEASE`] from here before a fence.
+    started: Instant,
 }
 
 fn not_primary(p: u32) -> OpFail {
@@ -180,6 +209,8 @@ impl Replicas {
                     replicators: HashMap::new(),
                     led: None,
                     inflight: None,
+                    lease: None,
+                    fencing: 0,
                 }),
                 progress: watch::channel(Progress::default()).0,
                 tail: Default::default(),
@@ -196,6 +227,7 @@ impl Replicas {
             table: RwLock::new(Arc::new(table)),
             net: OnceLock::new(),
             rebuilt: Default::default(),
+            started: Instant::now(),
         }
     }
 
@@ -278,6 +310,7 @@ impl Replicas {
                     matched: BTreeMap::from([(self.me.clone(), last)]),
                     replicas: vec![self.me.clone()],
                     isr: vec![self.me.clone()],
+                    leases: BTreeMap::new(),
                 });
             }
         }
@@ -474,6 +507,12 @@ impl Replicas {
             _ => Vec::new(),
         };
         if need == 0 && must.is_empty() {
+            return Ok(());
+        }
+        // Enough replicas promised, recently enough, not to follow a newer primary (and
+        // every in-sync one, for `all`): no newer primary can exist yet, so none can have
+        // written since.
+        if pr.epoch == epoch && pr.leased(&others.iter().collect::<Vec<_>>(), need) && pr.leased(&must, must.len()) {
             return Ok(());
         }
         let Some(net) = self.net.get() else {

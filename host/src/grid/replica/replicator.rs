@@ -5,15 +5,32 @@
 use super::*;
 
 impl Replicas {
-    /// An append or snapshot chunk to a replica (both answer an [`AppendReply`]).
+    /// An append or snapshot chunk to a replica (both answer an [`AppendReply`]) from this
+    /// primary of partition `p` in `epoch`. A reply that took it gives a read lease,
+    /// counted from before the request was sent.
     pub(super) async fn send<R: GridRpc<Reply = AppendReply>>(
         &self,
+        (p, epoch): (u32, u64),
         node: &str,
         req: R,
     ) -> Result<AppendReply, String> {
         let net = self.net.get().ok_or("not connected")?;
+        let sent = Instant::now();
         match tokio::time::timeout(RPC_TIMEOUT, rpc(net.as_ref(), node, req)).await {
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => {
+                if matches!(r, AppendReply::Ok { lease: true, .. }) {
+                    let until = sent + LEASE.saturating_sub(LEASE_MARGIN);
+                    self.parts[p as usize].progress.send_if_modified(|pr| {
+                        let fresh = pr.epoch == epoch && pr.primary;
+                        if fresh {
+                            pr.leases.insert(node.to_string(), until);
+                        }
+                        // Nobody waits on a lease: no wake-up for it.
+                        false
+                    });
+                }
+                Ok(r)
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {RPC_TIMEOUT:?}")),
         }
@@ -33,6 +50,10 @@ impl Replicas {
         // When `target` last held everything this primary had at the time (Kafka's
         // "last caught up"): under steady load a healthy replica keeps renewing it.
         let mut caught_up = Instant::now();
+        // When a caught-up replica is asked again: a deadline, not a sleep restarted at
+        // every change of the progress (other replicas' answers change it), so an idle
+        // partition's probes, which renew its read leases, keep their pace.
+        let mut probe_at = Instant::now() + PROBE_EVERY;
         loop {
             let pr = rx.borrow_and_update().clone();
             if pr.epoch != epoch || !pr.primary {
@@ -60,7 +81,7 @@ impl Replicas {
                                 if r.is_err() { return }
                                 continue;
                             }
-                            _ = tokio::time::sleep(PROBE_EVERY) => {}
+                            _ = tokio::time::sleep_until(probe_at.into()) => {}
                         }
                     }
                     // Ask whether it still holds what it acknowledged. A replica whose
@@ -68,7 +89,7 @@ impl Replicas {
                     // answers a mismatch and is caught up again: what it acknowledged in
                     // an earlier life never makes it in sync.
                     let req = AppendReq { p, epoch, prev: (l, le), entries: vec![] };
-                    self.send(&target, req).await.map(|r| (r, Some((l, le))))
+                    self.send((p, epoch), &target, req).await.map(|r| (r, Some((l, le))))
                 }
                 None => {
                     let (last, last_epoch) = {
@@ -76,15 +97,16 @@ impl Replicas {
                         (st.meta.last, st.meta.last_epoch)
                     };
                     let req = AppendReq { p, epoch, prev: (last, last_epoch), entries: vec![] };
-                    self.send(&target, req).await.map(|r| (r, Some((last, last_epoch))))
+                    self.send((p, epoch), &target, req).await.map(|r| (r, Some((last, last_epoch))))
                 }
                 Some(held) => match self.send_after(p, epoch, &target, held).await {
                     Some(reply) => reply,
                     None => continue,
                 },
             };
+            probe_at = Instant::now() + PROBE_EVERY;
             match reply {
-                Ok((AppendReply::Ok { last }, Some(end))) if last == end.0 => {
+                Ok((AppendReply::Ok { last, .. }, Some(end))) if last == end.0 => {
                     if last >= pr.last {
                         caught_up = Instant::now();
                         // It answered that it holds everything: only now may it join the
@@ -118,11 +140,10 @@ impl Replicas {
 
     /// `target` holds the partition's log up to `last` (in this primary's epoch).
     fn record_match(&self, p: u32, epoch: u64, target: &str, last: u64) {
-        self.parts[p as usize].progress.send_modify(|pr| {
-            if pr.epoch == epoch {
-                pr.matched.insert(target.to_string(), last);
-            }
-        });
+        // Waiting writers and the other replicators wake only when it moved.
+        self.parts[p as usize]
+            .progress
+            .send_if_modified(|pr| pr.epoch == epoch && pr.matched.insert(target.to_string(), last) != Some(last));
     }
 
     /// Ask the leader to add `target` to the in-sync set (or drop it from it).
@@ -164,7 +185,7 @@ impl Replicas {
         }
         let end = entries.last().map(|e| (e.lsn, e.epoch));
         let req = AppendReq { p, epoch, prev: (l, le), entries };
-        Some(self.send(target, req).await.map(|r| (r, end)))
+        Some(self.send((p, epoch), target, req).await.map(|r| (r, end)))
     }
 
     /// `target` answered that it holds `(last, last_epoch)`, not what was sent after: what
@@ -192,7 +213,7 @@ impl Replicas {
             return Ok(Some((last, last_epoch)));
         }
         match self.send_snapshot(p, epoch, target).await {
-            Ok((AppendReply::Ok { last }, Some(end))) if last == end.0 => {
+            Ok((AppendReply::Ok { last, .. }, Some(end))) if last == end.0 => {
                 self.record_match(p, epoch, target, last);
                 Ok(Some(end))
             }
@@ -243,7 +264,7 @@ impl Replicas {
         let mut reply = AppendReply::Mismatch { last: 0, last_epoch: 0 };
         for (i, rows) in chunks.into_iter().enumerate() {
             let req = SnapshotReq { p, epoch, first: i == 0, rows, done: (i + 1 == n).then_some(at) };
-            reply = self.send(target, req).await?;
+            reply = self.send((p, epoch), target, req).await?;
             if !matches!(reply, AppendReply::Ok { .. }) {
                 return Ok((reply, None));
             }
@@ -267,6 +288,7 @@ impl Replicas {
             self.parts[p as usize].progress.send_modify(|pr| {
                 pr.primary = false;
                 pr.matched.retain(|n, _| *n == me);
+                pr.leases.clear();
             });
         }
     }

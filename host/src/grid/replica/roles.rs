@@ -95,6 +95,7 @@ impl Replicas {
             matched: BTreeMap::from([(self.me.clone(), last)]),
             replicas: st.info.replicas.clone(),
             isr: st.info.isr.clone(),
+            leases: BTreeMap::new(),
         });
         // A no-op entry of the new epoch: earlier entries commit with it.
         if let Err(e) = self.append_local(p, st, epoch, vec![Op::Noop]).await {
@@ -155,6 +156,7 @@ impl Replicas {
         self.parts[p as usize].progress.send_modify(|pr| {
             pr.primary = false;
             pr.matched.retain(|n, _| *n == me);
+            pr.leases.clear();
         });
     }
 

@@ -172,16 +172,20 @@ async fn writes_reach_the_replicas_and_a_silent_one_leaves_the_in_sync_set() {
 async fn a_fenced_primary_cannot_commit_and_its_unacknowledged_write_is_undone() {
     let t = Trio::start().await;
     t.put(0, "a", Consistency::Quorum).await.unwrap();
-    // The leader fences n2 and n3 at epoch 2: n1 can no longer reach a quorum.
-    for i in [1, 2] {
-        let f = t.nodes[i].on_fence(FenceReq { p: P, epoch: 2 }).await;
-        assert_eq!(f.fence, 2);
-    }
-    // It does not know yet: its read cannot be confirmed, its write not acknowledged.
-    assert!(matches!(t.get(0, Consistency::Quorum).await, Err(OpFail::Unavailable(_))), "cannot confirm a read");
-    assert!(matches!(t.put(0, "stale", Consistency::Quorum).await, Err(OpFail::Unavailable(_))));
-    // Now it knows (a replica answered "fenced"): it refuses outright.
-    assert_eq!(t.get(0, Consistency::Quorum).await, Err(not_primary(P)));
+    // The leader fences n2 and n3 at epoch 2 (each first waits out the read lease it gave
+    // n1): n1 can no longer reach a quorum. It hears nothing from them meanwhile.
+    t.net.silent.lock().unwrap().extend(["n2".to_string(), "n3".to_string()]);
+    let fence = FenceReq { p: P, epoch: 2 };
+    let (f2, f3) = tokio::join!(t.nodes[1].on_fence(fence.clone()), t.nodes[2].on_fence(fence));
+    assert_eq!((f2.fence, f3.fence), (2, 2));
+    // It does not know yet, and its leases ran out: its read cannot be confirmed, its
+    // write not acknowledged.
+    let (read, write) = tokio::join!(t.get(0, Consistency::Quorum), t.put(0, "stale", Consistency::Quorum));
+    assert!(matches!(read, Err(OpFail::Unavailable(_))), "cannot confirm a read: {read:?}");
+    assert!(matches!(write, Err(OpFail::Unavailable(_))), "{write:?}");
+    // Once a replica answers it "fenced", it refuses outright.
+    t.net.silent.lock().unwrap().clear();
+    t.until("n1 knows it was fenced", async || t.get(0, Consistency::Quorum).await == Err(not_primary(P))).await;
     assert_eq!(t.local(0).await.as_deref(), Some(&b"stale"[..]), "only in n1's own copy");
     // n2 becomes primary at epoch 2; n1's divergent entry is replaced by n2's state.
     t.apply(table("n2", &["n2", "n3"], 2)).await;
@@ -189,6 +193,31 @@ async fn a_fenced_primary_cannot_commit_and_its_unacknowledged_write_is_undone()
     assert_eq!(t.put(1, "b", Consistency::Quorum).await, Ok(OpResult::Done));
     t.until("n1 holds n2's state", async || t.local(0).await.as_deref() == Some(&b"b"[..])).await;
     assert_eq!(t.put(0, "x", Consistency::One).await, Err(not_primary(P)));
+}
+
+#[tokio::test]
+async fn a_primary_with_read_leases_answers_without_asking_and_a_fence_waits_them_out() {
+    let t = Trio::start().await;
+    assert_eq!(t.put(0, "a", Consistency::All).await, Ok(OpResult::Done));
+    // Both replicas now hang. Their acknowledgements gave n1 leases: its `quorum` and
+    // `all` reads need no confirmation round trip (one would never be answered).
+    t.net.silent.lock().unwrap().extend(["n2".to_string(), "n3".to_string()]);
+    assert_eq!(t.get(0, Consistency::Quorum).await, value("a"));
+    assert_eq!(t.get(0, Consistency::All).await, value("a"));
+    // Once the leases ran out, a read must be confirmed again, and the silent replicas
+    // cannot.
+    tokio::time::sleep(LEASE).await;
+    assert!(matches!(t.get(0, Consistency::Quorum).await, Err(OpFail::Unavailable(_))));
+
+    // A fence for a newer primary waits out the lease the replica gave the old one, and
+    // while it waits the old primary's appends (probes every second) renew nothing.
+    t.net.silent.lock().unwrap().clear();
+    let t0 = Instant::now();
+    assert_eq!(t.put(0, "b", Consistency::All).await, Ok(OpResult::Done));
+    assert_eq!(t.nodes[1].on_fence(FenceReq { p: P, epoch: 2 }).await.fence, 2);
+    assert!(t0.elapsed() >= LEASE, "n2 was fenced {:?} after it gave a lease", t0.elapsed());
+    let lease = t.nodes[0].parts[P as usize].progress.borrow().leases.get("n2").copied();
+    assert!(lease.is_none_or(|until| until <= Instant::now()), "n1 holds a lease from n2 after its fence");
 }
 
 #[test]
@@ -200,6 +229,7 @@ fn all_is_never_weaker_than_quorum_when_the_in_sync_set_shrinks() {
         matched: matched.iter().map(|(n, m)| (n.to_string(), *m)).collect(),
         replicas: vec!["a".into(), "b".into(), "c".into()],
         isr: isr.iter().map(|s| s.to_string()).collect(),
+        leases: BTreeMap::new(),
     };
     // The in-sync set is the primary alone: its own copy is not `all`.
     assert!(!pr(&[("a", 5)], &["a"]).acked(5, Consistency::All));
