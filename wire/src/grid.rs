@@ -101,6 +101,10 @@ pub struct SnapshotReq {
 pub struct FenceReq {
     pub p: u32,
     pub epoch: u64,
+    /// The table's primary, of this epoch, promised `epoch` already (the leader fenced it
+    /// first): it serves no more reads as primary, so read leases given to primaries of
+    /// this epoch or older need not be waited out.
+    pub primary_fenced: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

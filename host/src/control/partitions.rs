@@ -192,12 +192,25 @@ impl PartitionManager {
             let floors = self.floor.lock().unwrap_or_else(|e| e.into_inner());
             info.epoch.max(floors.get(&p).copied().unwrap_or(0)) + 1
         };
-        let asks = info
-            .replicas
-            .iter()
-            .filter(|n| live.contains_key(*n))
-            .map(|n| async move { c.grid_rpc(n, FenceReq { p, epoch }).await.ok().map(|f| (n.clone(), f)) });
-        let answers: Vec<(String, FenceReply)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+        let fence = |n: &String, primary_fenced: Option<u64>| {
+            let (n, req) = (n.clone(), FenceReq { p, epoch, primary_fenced });
+            async move { c.grid_rpc(&n, req).await.ok().map(|f| (n, f)) }
+        };
+        // The live primary first: once it promised the new epoch it answers no more reads
+        // as primary, so the others need not wait out the read leases they gave it (a
+        // planned move would otherwise leave the partition without a primary for up to
+        // `LEASE`). A primary that is down or does not answer: they wait them out.
+        let mut answers: Vec<(String, FenceReply)> = Vec::new();
+        let mut primary_fenced = None;
+        if live.contains_key(&info.primary) && info.replicas.contains(&info.primary) {
+            if let Some((n, f)) = fence(&info.primary, None).await {
+                primary_fenced = (f.fence == epoch).then_some(info.epoch);
+                answers.push((n, f));
+            }
+        }
+        let others = info.replicas.iter().filter(|n| live.contains_key(*n) && **n != info.primary);
+        let asks = others.map(|n| fence(n, primary_fenced));
+        answers.extend(futures::future::join_all(asks).await.into_iter().flatten());
         let newest = answers.iter().map(|(_, f)| f.fence).max().unwrap_or(0);
         if newest > epoch {
             self.floor.lock().unwrap_or_else(|e| e.into_inner()).insert(p, newest);

@@ -423,7 +423,7 @@ async fn a_primary_left_fenced_by_an_unfinished_promotion_is_replaced() {
     // a newer epoch that no table names, so it refuses to act as primary.
     // Sent as the leader would, over mutual TLS with a node certificate of the cluster.
     let leader = c.agreed_leader(&[0, 1, 2]).await.unwrap();
-    let fence = GridRequest::Fence(FenceReq { p: p as u32, epoch: epoch + 1 });
+    let fence = GridRequest::Fence(FenceReq { p: p as u32, epoch: epoch + 1, primary_fenced: None });
     let at = c.peer_addr(c.index_of(&primary));
     let reply = c.peer_client(&leader).call(&primary, &at, &fence, Duration::from_secs(5)).await.unwrap();
     assert!(matches!(reply, GridReply::Fence(f) if f.fence == epoch + 1), "{reply:?}");

@@ -21,22 +21,32 @@ impl Replicas {
         if matches!(st.role, Role::Primary(e) if e < epoch) {
             self.demote(p, &mut st, Role::Backup);
         }
-        // A read lease for this primary, unless a fence for a newer one is waiting.
-        if epoch >= st.fencing {
+        if self.gives_lease(&st, epoch) {
             st.lease = Some((epoch, Instant::now() + LEASE));
         }
         Ok(st)
     }
 
+    /// Whether an append from a primary of `epoch` comes with a read lease: not while a
+    /// fence for a newer one waits, and not from a store rebuilt empty (it may have
+    /// promised a newer epoch in its earlier life, which its fence no longer shows).
+    fn gives_lease(&self, st: &State, epoch: u64) -> bool {
+        epoch >= st.fencing && !self.is_rebuilt()
+    }
+
     /// How long a fence for `epoch` must wait: until the lease this replica gave an older
     /// primary ran out, and until [`LEASE`] after this process started, since leases an
     /// earlier life of it gave are not known (also when its store was rebuilt empty).
-    fn lease_wait(&self, st: &State, epoch: u64) -> Duration {
-        if epoch <= st.meta.fence {
+    /// A lease given to a primary of `primary_fenced` or older is not waited for: the
+    /// leader fenced that primary first, and a primary older than it was deposed by a
+    /// fenced majority that left it too few leases to answer with.
+    fn lease_wait(&self, st: &State, req: &FenceReq) -> Duration {
+        if req.epoch <= st.meta.fence {
             return Duration::ZERO;
         }
         let mut until = self.started + LEASE;
-        if let Some((_, t)) = st.lease.filter(|(e, _)| *e < epoch) {
+        let counts = |e: u64| e < req.epoch && req.primary_fenced.is_none_or(|f| e > f);
+        if let Some((_, t)) = st.lease.filter(|(e, _)| counts(*e)) {
             until = until.max(t);
         }
         until.saturating_duration_since(Instant::now())
@@ -70,8 +80,8 @@ impl Replicas {
             st.meta = meta;
             tracing::debug!(partition = p, epoch = req.epoch, prev = ?req.prev, last = meta.last, "appended");
         }
-        // `admit` gave this primary a lease unless a fence for a newer one waits.
-        AppendReply::Ok { last: st.meta.last, lease: req.epoch >= st.fencing }
+        // As `admit` decided, under the same lock.
+        AppendReply::Ok { last: st.meta.last, lease: self.gives_lease(&st, req.epoch) }
     }
 
     pub async fn on_snapshot(self: &Arc<Self>, req: SnapshotReq) -> AppendReply {
@@ -111,7 +121,7 @@ impl Replicas {
         if req.done.is_some() {
             tracing::info!(partition = p, lsn = meta.last, "installed a partition snapshot");
         }
-        AppendReply::Ok { last: meta.last, lease: req.epoch >= st.fencing }
+        AppendReply::Ok { last: meta.last, lease: self.gives_lease(&st, req.epoch) }
     }
 
     pub async fn on_fence(self: &Arc<Self>, req: FenceReq) -> FenceReply {
@@ -125,7 +135,7 @@ impl Replicas {
         // meanwhile: that primary's appends still land, and the answer reports them).
         let mut st = loop {
             let Ok(mut st) = self.lock(p).await else { return refused };
-            let wait = self.lease_wait(&st, req.epoch);
+            let wait = self.lease_wait(&st, &req);
             if wait.is_zero() {
                 break st;
             }

@@ -88,7 +88,10 @@ pub async fn rpc<R: GridRpc>(net: &dyn Net, node: &str, req: R) -> Result<R::Rep
 pub const LEASE: Duration = Duration::from_secs(2);
 /// What the primary takes off each lease, counted from when it sent the append the lease
 /// came with (the replica counts from when it received it): room for clocks that run at
-/// slightly different rates on two machines.
+/// slightly different rates on two machines. (Leases are timed by the monotonic clock,
+/// which does not run while a machine is suspended: a primary whose machine slept for
+/// longer than a lease must not count on that lease, and does not know it slept. Nodes
+/// are servers; a suspended node is a limit of this scheme, written in docs/RELIABILITY.md.)
 const LEASE_MARGIN: Duration = Duration::from_millis(300);
 
 /// How long an in-sync replica may stay behind the primary before the primary asks for it
@@ -186,7 +189,7 @@ pub struct Replicas {
     /// of partitions a promotion fenced it for, never of one the table named before.
     rebuilt: std::sync::atomic::AtomicBool,
     /// When this process started: leases given by an earlier life of it are not known, so
-    /// a partition that has data waits [`LEASE`] from here before a fence.
+    /// every fence waits until [`LEASE`] from here.
     started: Instant,
 }
 

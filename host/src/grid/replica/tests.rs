@@ -175,7 +175,7 @@ async fn a_fenced_primary_cannot_commit_and_its_unacknowledged_write_is_undone()
     // The leader fences n2 and n3 at epoch 2 (each first waits out the read lease it gave
     // n1): n1 can no longer reach a quorum. It hears nothing from them meanwhile.
     t.net.silent.lock().unwrap().extend(["n2".to_string(), "n3".to_string()]);
-    let fence = FenceReq { p: P, epoch: 2 };
+    let fence = FenceReq { p: P, epoch: 2, primary_fenced: None };
     let (f2, f3) = tokio::join!(t.nodes[1].on_fence(fence.clone()), t.nodes[2].on_fence(fence));
     assert_eq!((f2.fence, f3.fence), (2, 2));
     // It does not know yet, and its leases ran out: its read cannot be confirmed, its
@@ -214,10 +214,30 @@ async fn a_primary_with_read_leases_answers_without_asking_and_a_fence_waits_the
     t.net.silent.lock().unwrap().clear();
     let t0 = Instant::now();
     assert_eq!(t.put(0, "b", Consistency::All).await, Ok(OpResult::Done));
-    assert_eq!(t.nodes[1].on_fence(FenceReq { p: P, epoch: 2 }).await.fence, 2);
+    assert_eq!(t.nodes[1].on_fence(FenceReq { p: P, epoch: 2, primary_fenced: None }).await.fence, 2);
     assert!(t0.elapsed() >= LEASE, "n2 was fenced {:?} after it gave a lease", t0.elapsed());
     let lease = t.nodes[0].parts[P as usize].progress.borrow().leases.get("n2").copied();
     assert!(lease.is_none_or(|until| until <= Instant::now()), "n1 holds a lease from n2 after its fence");
+}
+
+#[tokio::test]
+async fn a_planned_move_fences_the_primary_first_and_waits_for_no_lease() {
+    let t = Trio::start().await;
+    // Past the wait every replica keeps after its own start.
+    tokio::time::sleep(LEASE).await;
+    assert_eq!(t.put(0, "a", Consistency::All).await, Ok(OpResult::Done));
+    // The leader fences the primary, n1, first: it steps down at once.
+    assert_eq!(t.nodes[0].on_fence(FenceReq { p: P, epoch: 2, primary_fenced: None }).await.fence, 2);
+    assert_eq!(t.get(0, Consistency::Quorum).await, Err(not_primary(P)));
+    // So n2 need not wait out the lease it just gave n1.
+    let t0 = Instant::now();
+    let f = t.nodes[1].on_fence(FenceReq { p: P, epoch: 2, primary_fenced: Some(1) }).await;
+    assert_eq!(f.fence, 2);
+    assert!(t0.elapsed() < LEASE / 2, "n2 waited {:?} for a lease of a fenced primary", t0.elapsed());
+    // Without that word from the leader it would have waited.
+    let t1 = Instant::now();
+    assert_eq!(t.nodes[2].on_fence(FenceReq { p: P, epoch: 2, primary_fenced: None }).await.fence, 2);
+    assert!(t1.elapsed() >= LEASE / 4, "n3 was fenced after {:?}", t1.elapsed());
 }
 
 #[test]
@@ -248,7 +268,7 @@ async fn a_primary_fenced_and_chosen_again_replicates_to_every_replica() {
     t.put(0, "b", Consistency::Quorum).await.unwrap();
     // The leader fences n2 and n3 at epoch 2; n1 learns it from n2 and steps down.
     for i in [1, 2] {
-        t.nodes[i].on_fence(FenceReq { p: P, epoch: 2 }).await;
+        t.nodes[i].on_fence(FenceReq { p: P, epoch: 2, primary_fenced: None }).await;
     }
     // n2 has promised epoch 2 and n3 does not answer: no quorum for n1's write.
     assert!(matches!(t.put(0, "stale", Consistency::Quorum).await, Err(OpFail::Unavailable(_))));
