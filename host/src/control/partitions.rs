@@ -202,11 +202,12 @@ impl PartitionManager {
         // `LEASE`). A primary that is down or does not answer: they wait them out.
         let mut answers: Vec<(String, FenceReply)> = Vec::new();
         let mut primary_fenced = None;
-        if live.contains_key(&info.primary) && info.replicas.contains(&info.primary) {
-            if let Some((n, f)) = fence(&info.primary, None).await {
-                primary_fenced = (f.fence == epoch).then_some(info.epoch);
-                answers.push((n, f));
-            }
+        if live.contains_key(&info.primary)
+            && info.replicas.contains(&info.primary)
+            && let Some((n, f)) = fence(&info.primary, None).await
+        {
+            primary_fenced = (f.fence == epoch).then_some(info.epoch);
+            answers.push((n, f));
         }
         let others = info.replicas.iter().filter(|n| live.contains_key(*n) && **n != info.primary);
         let asks = others.map(|n| fence(n, primary_fenced));

@@ -160,6 +160,10 @@ struct State {
     /// The newest epoch a fence waiting out a lease asks for: from then on no primary of an
     /// older epoch gets a new lease (else it could hold the fence off for ever).
     fencing: u64,
+    /// The epoch this node stepped down from as primary after a failed log write: it never
+    /// takes that epoch up again (replicas may hold entries at positions its log lacks),
+    /// and asks for a new primary instead.
+    abandoned: Option<u64>,
 }
 
 struct Part {
@@ -214,6 +218,7 @@ impl Replicas {
                     inflight: None,
                     lease: None,
                     fencing: 0,
+                    abandoned: None,
                 }),
                 progress: watch::channel(Progress::default()).0,
                 tail: Default::default(),

@@ -39,6 +39,14 @@ impl Replicas {
                         "a newer primary is being chosen"
                     );
                     self.demote(p, &mut st, Role::Backup);
+                } else if st.abandoned == Some(info.epoch) {
+                    // It stepped down from this epoch after a failed log write: taking it up
+                    // again (say when the row's in-sync set changes) would reuse positions
+                    // its replicas may hold other entries at.
+                    self.demote(p, &mut st, Role::Backup);
+                    if let Some(net) = self.net.get() {
+                        net.relinquish(p, info.epoch);
+                    }
                 } else if self.is_rebuilt() && st.meta.fence < info.epoch {
                     // The table named this node before its store was lost: the data of
                     // this epoch is on the other replicas, one of which must lead.
@@ -138,6 +146,12 @@ impl Replicas {
     pub(super) fn write_failed(&self, p: u32, st: &mut State, on_disk: PartMeta) {
         if self.clustered {
             tracing::error!(partition = p, "stepping down as primary after a failed log write");
+            if let Role::Primary(epoch) = st.role {
+                st.abandoned = Some(epoch);
+                if let Some(net) = self.net.get() {
+                    net.relinquish(p, epoch);
+                }
+            }
             self.demote(p, st, Role::Backup);
         } else {
             self.parts[p as usize].tail.lock().unwrap_or_else(|e| e.into_inner()).clear();

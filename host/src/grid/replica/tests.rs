@@ -84,6 +84,34 @@ impl crate::grid::Storage for Holding {
     }
 }
 
+/// A store whose writes fail while `fail` is set (an I/O error).
+#[derive(Default)]
+struct Failing {
+    inner: MemoryStorage,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl crate::grid::Storage for Failing {
+    fn get(&self, t: Table, k: &[u8]) -> crate::grid::StorageResult<Option<Vec<u8>>> {
+        self.inner.get(t, k)
+    }
+    fn write(&self, ops: Vec<crate::grid::BatchOp>, d: Durability) -> crate::grid::StorageResult<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::grid::StorageError::Io("injected write failure".into()));
+        }
+        self.inner.write(ops, d)
+    }
+    fn scan(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> crate::grid::StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan(t, prefix, after, limit)
+    }
+}
+
 impl Trio {
     async fn start() -> Trio {
         Self::start_with(Arc::new(MemoryStorage::default())).await
@@ -238,6 +266,25 @@ async fn a_planned_move_fences_the_primary_first_and_waits_for_no_lease() {
     let t1 = Instant::now();
     assert_eq!(t.nodes[2].on_fence(FenceReq { p: P, epoch: 2, primary_fenced: None }).await.fence, 2);
     assert!(t1.elapsed() >= LEASE / 4, "n3 was fenced after {:?}", t1.elapsed());
+}
+
+#[tokio::test]
+async fn a_primary_whose_log_write_failed_never_takes_that_epoch_up_again() {
+    let store = Arc::new(Failing::default());
+    let t = Trio::start_with(store.clone()).await;
+    assert_eq!(t.put(0, "a", Consistency::Quorum).await, Ok(OpResult::Done));
+    // n1's own log write fails after the entry went to the replicators: it steps down
+    // and asks for a new primary.
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = t.put(0, "lost", Consistency::One).await;
+    assert!(matches!(failed, Err(OpFail::Unavailable(_))), "{failed:?}");
+    store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(t.reported(&format!("relinquish {P} 1")));
+    // The row changes at the same epoch (its in-sync set shrinks) before a new primary
+    // is chosen: n1 must not lead epoch 1 again, whose next positions n2 and n3 may
+    // hold "lost" at.
+    t.apply(table("n1", &["n1", "n2"], 1)).await;
+    assert_eq!(t.put(0, "b", Consistency::One).await, Err(not_primary(P)));
 }
 
 #[test]
