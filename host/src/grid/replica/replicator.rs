@@ -37,9 +37,10 @@ impl Replicas {
     }
 
     /// Keep `target` in step with this primary's log of partition `p` while this node is
-    /// its primary in `epoch`. A little over 80 lines: one loop whose four pieces of state
-    /// (acked, backoff, proposed, caught_up) every branch reads; the calls and what follows
-    /// their replies are the methods below.
+    /// its primary in `epoch`. About 95 lines: one loop whose five pieces of state (acked,
+    /// backoff, proposed, caught_up, probe_at) every branch reads; the calls and what
+    /// follows their replies are the methods below (splitting the loop would pass all five
+    /// back and forth).
     pub(super) async fn replicate(self: Arc<Self>, p: u32, epoch: u64, target: String) {
         let part = &self.parts[p as usize];
         let mut rx = part.progress.subscribe();
