@@ -421,13 +421,7 @@ impl Cluster {
     /// False when the step started an experiment instead (it places nothing then).
     async fn assign(&self, view: &StepView) -> anyhow::Result<bool> {
         let StepView { live, stored, .. } = view;
-        // Placement over members that gossip shows serving (this node counts as serving).
-        let mut serving: Vec<String> = live
-            .values()
-            .filter(|p| self.may_place_on(&stored.state, p, view.is_member(&p.id)))
-            .map(|p| p.id.clone())
-            .collect();
-        serving.sort();
+        let serving = self.placeable_nodes(&stored.state, live, |n| view.is_member(n));
         // Place only what this node has loaded at its committed version (it must know
         // whether a service keeps kv state); others keep their rows until it has.
         let loaded: BTreeMap<String, crate::services::ServiceSpec> = stored
@@ -488,6 +482,20 @@ impl Cluster {
             && (p.id == self.name || p.mode == Mode::Follower.as_str() || p.mode == Mode::Leader.as_str())
     }
 
+    /// The nodes placement uses, sorted: members (`is_member`) that gossip shows serving
+    /// (this node counts as serving), neither removed nor draining.
+    fn placeable_nodes(
+        &self,
+        state: &super::types::ControlState,
+        live: &BTreeMap<String, PeerInfo>,
+        is_member: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let mut nodes: Vec<String> =
+            live.values().filter(|p| self.may_place_on(state, p, is_member(&p.id))).map(|p| p.id.clone()).collect();
+        nodes.sort();
+        nodes
+    }
+
     /// On the leader, about to commit `cmd`: a new service's spec goes into the log with
     /// its first placement, as one entry (see [`Command::Several`]), where otherwise the
     /// Cluster Manager would place it in a second commit after this node loaded it. The
@@ -501,13 +509,7 @@ impl Cluster {
             return cmd;
         }
         let members = self.member_names();
-        let mut serving: Vec<String> = self
-            .live()
-            .values()
-            .filter(|p| self.may_place_on(state, p, members.contains(&p.id)))
-            .map(|p| p.id.clone())
-            .collect();
-        serving.sort();
+        let serving = self.placeable_nodes(state, &self.live(), |n| members.contains(n));
         let new = BTreeMap::from([(spec.name.clone(), (**spec).clone())]);
         let none = Assignment::new();
         let next = place(&new, &serving, &none, &Affinity::new());

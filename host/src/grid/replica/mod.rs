@@ -121,9 +121,9 @@ pub struct Progress {
 
 impl Progress {
     /// Whether `n` of the replicas in `among` hold a lease for this primary that runs past now.
-    fn leased(&self, among: &[&String], n: usize) -> bool {
+    fn leased<'a>(&self, among: impl IntoIterator<Item = &'a String>, n: usize) -> bool {
         let now = Instant::now();
-        among.iter().filter(|r| self.leases.get(r.as_str()).is_some_and(|&t| t > now)).count() >= n
+        among.into_iter().filter(|r| self.leases.get(r.as_str()).is_some_and(|&t| t > now)).count() >= n
     }
 
     fn acked(&self, lsn: u64, c: Consistency) -> bool {
@@ -520,7 +520,7 @@ impl Replicas {
         // Enough replicas promised, recently enough, not to follow a newer primary (and
         // every in-sync one, for `all`): no newer primary can exist yet, so none can have
         // written since.
-        if pr.epoch == epoch && pr.leased(&others.iter().collect::<Vec<_>>(), need) && pr.leased(&must, must.len()) {
+        if pr.epoch == epoch && pr.leased(&others, need) && pr.leased(must.iter().copied(), must.len()) {
             return Ok(());
         }
         let Some(net) = self.net.get() else {

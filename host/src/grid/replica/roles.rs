@@ -39,35 +39,9 @@ impl Replicas {
                         "a newer primary is being chosen"
                     );
                     self.demote(p, &mut st, Role::Backup);
-                } else if st.abandoned == Some(info.epoch) {
-                    // It stepped down from this epoch after a failed log write: taking it up
-                    // again (say when the row's in-sync set changes) would reuse positions
-                    // its replicas may hold other entries at.
-                    self.demote(p, &mut st, Role::Backup);
-                    if let Some(net) = self.net.get() {
-                        net.relinquish(p, info.epoch);
-                    }
-                } else if self.is_rebuilt() && st.meta.fence < info.epoch {
-                    // The table named this node before its store was lost: the data of
-                    // this epoch is on the other replicas, one of which must lead.
-                    tracing::info!(partition = p, epoch = info.epoch, "store rebuilt; asking for a new primary");
-                    self.demote(p, &mut st, Role::Backup);
-                    if let Some(net) = self.net.get() {
-                        net.relinquish(p, info.epoch);
-                    }
-                } else if st.meta.last_epoch == info.epoch && st.led != Some(info.epoch) {
-                    // This node led this epoch before it restarted. Replicas may hold an
-                    // entry it sent but never wrote itself, so it must not append at this
-                    // epoch again: a new epoch (and the most up-to-date replica) it is.
-                    tracing::info!(
-                        partition = p,
-                        epoch = info.epoch,
-                        "led this epoch before a restart; asking for a new one"
-                    );
-                    self.demote(p, &mut st, Role::Backup);
-                    if let Some(net) = self.net.get() {
-                        net.relinquish(p, info.epoch);
-                    }
+                } else if let Some(why) = self.must_not_lead(&st, info.epoch) {
+                    tracing::info!(partition = p, epoch = info.epoch, "{why}; asking for a new primary");
+                    self.step_aside(p, &mut st, info.epoch);
                 } else {
                     self.become_primary(p, &mut st, info.epoch).await;
                 }
@@ -76,6 +50,37 @@ impl Replicas {
             } else {
                 self.demote(p, &mut st, Role::None);
             }
+        }
+    }
+
+    /// Why this node must not lead `epoch` although the table names it, if it must not:
+    /// its replicas may hold entries at positions its own log lacks or reuses.
+    fn must_not_lead(&self, st: &State, epoch: u64) -> Option<&'static str> {
+        if st.abandoned == Some(epoch) {
+            // It stepped down from this epoch after a failed log write: taking it up again
+            // (say when the row's in-sync set changes) would reuse positions its replicas
+            // may hold other entries at.
+            Some("stepped down from this epoch after a failed log write")
+        } else if self.is_rebuilt() && st.meta.fence < epoch {
+            // The table named this node before its store was lost: the data of this epoch
+            // is on the other replicas, one of which must lead.
+            Some("store rebuilt")
+        } else if st.meta.last_epoch == epoch && st.led != Some(epoch) {
+            // This node led this epoch before it restarted. Replicas may hold an entry it
+            // sent but never wrote itself, so it must not append at this epoch again: a
+            // new epoch (and the most up-to-date replica) it is.
+            Some("led this epoch before a restart")
+        } else {
+            None
+        }
+    }
+
+    /// Stop acting as primary of `p` and ask the control plane for a new one (this node
+    /// may lack entries of `epoch` that its replicas have).
+    fn step_aside(&self, p: u32, st: &mut State, epoch: u64) {
+        self.demote(p, st, Role::Backup);
+        if let Some(net) = self.net.get() {
+            net.relinquish(p, epoch);
         }
     }
 
@@ -146,13 +151,13 @@ impl Replicas {
     pub(super) fn write_failed(&self, p: u32, st: &mut State, on_disk: PartMeta) {
         if self.clustered {
             tracing::error!(partition = p, "stepping down as primary after a failed log write");
-            if let Role::Primary(epoch) = st.role {
-                st.abandoned = Some(epoch);
-                if let Some(net) = self.net.get() {
-                    net.relinquish(p, epoch);
+            match st.role {
+                Role::Primary(epoch) => {
+                    st.abandoned = Some(epoch);
+                    self.step_aside(p, st, epoch);
                 }
+                _ => self.demote(p, st, Role::Backup),
             }
-            self.demote(p, st, Role::Backup);
         } else {
             self.parts[p as usize].tail.lock().unwrap_or_else(|e| e.into_inner()).clear();
             self.parts[p as usize].progress.send_modify(|pr| pr.last = on_disk.last);
