@@ -49,13 +49,15 @@ fn table(primary: &str, isr: &[&str], epoch: u64) -> PartitionTable {
     PartitionTable { version: epoch, replication: 3, parts: vec![part; DEFAULT_PARTITIONS as usize] }
 }
 
-/// A store whose writes wait while `held` (to cancel a write in the middle).
+/// A store whose writes wait while `held` (to cancel a write in the middle), and fail
+/// while `fail` is set (an I/O error).
 #[derive(Default)]
 struct Holding {
     inner: MemoryStorage,
     held: std::sync::Mutex<bool>,
     released: std::sync::Condvar,
     waiting: std::sync::atomic::AtomicUsize,
+    fail: std::sync::atomic::AtomicBool,
 }
 
 impl crate::grid::Storage for Holding {
@@ -63,6 +65,9 @@ impl crate::grid::Storage for Holding {
         self.inner.get(t, k)
     }
     fn write(&self, ops: Vec<crate::grid::BatchOp>, d: Durability) -> crate::grid::StorageResult<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::grid::StorageError::Io("injected write failure".into()));
+        }
         let mut held = self.held.lock().unwrap();
         if *held {
             self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -71,34 +76,6 @@ impl crate::grid::Storage for Holding {
             }
         }
         drop(held);
-        self.inner.write(ops, d)
-    }
-    fn scan(
-        &self,
-        t: Table,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> crate::grid::StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.scan(t, prefix, after, limit)
-    }
-}
-
-/// A store whose writes fail while `fail` is set (an I/O error).
-#[derive(Default)]
-struct Failing {
-    inner: MemoryStorage,
-    fail: std::sync::atomic::AtomicBool,
-}
-
-impl crate::grid::Storage for Failing {
-    fn get(&self, t: Table, k: &[u8]) -> crate::grid::StorageResult<Option<Vec<u8>>> {
-        self.inner.get(t, k)
-    }
-    fn write(&self, ops: Vec<crate::grid::BatchOp>, d: Durability) -> crate::grid::StorageResult<()> {
-        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(crate::grid::StorageError::Io("injected write failure".into()));
-        }
         self.inner.write(ops, d)
     }
     fn scan(
@@ -270,7 +247,7 @@ async fn a_planned_move_fences_the_primary_first_and_waits_for_no_lease() {
 
 #[tokio::test]
 async fn a_primary_whose_log_write_failed_never_takes_that_epoch_up_again() {
-    let store = Arc::new(Failing::default());
+    let store = Arc::new(Holding::default());
     let t = Trio::start_with(store.clone()).await;
     assert_eq!(t.put(0, "a", Consistency::Quorum).await, Ok(OpResult::Done));
     // n1's own log write fails after the entry went to the replicators: it steps down
@@ -313,10 +290,11 @@ async fn a_primary_fenced_and_chosen_again_replicates_to_every_replica() {
     // n3 hangs: n1's replicator to n3 sits in a call that does not answer.
     t.net.silent.lock().unwrap().insert("n3".into());
     t.put(0, "b", Consistency::Quorum).await.unwrap();
-    // The leader fences n2 and n3 at epoch 2; n1 learns it from n2 and steps down.
-    for i in [1, 2] {
-        t.nodes[i].on_fence(FenceReq { p: P, epoch: 2, primary_fenced: None }).await;
-    }
+    // The leader fences n2 and n3 at epoch 2, at once as it does (each waits out the read
+    // lease it gave n1; one after the other, n1 could hear of the first before the write
+    // below); n1 learns it from n2 and steps down.
+    let fence = FenceReq { p: P, epoch: 2, primary_fenced: None };
+    tokio::join!(t.nodes[1].on_fence(fence.clone()), t.nodes[2].on_fence(fence));
     // n2 has promised epoch 2 and n3 does not answer: no quorum for n1's write.
     assert!(matches!(t.put(0, "stale", Consistency::Quorum).await, Err(OpFail::Unavailable(_))));
     t.until("n1 knows it was fenced", async || t.put(0, "x", Consistency::One).await == Err(not_primary(P))).await;
