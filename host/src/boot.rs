@@ -490,7 +490,7 @@ async fn join_cluster(
     };
     let mut cc = cc.clone();
     cc.max_component_bytes = config.max_upload_bytes;
-    let cluster = Cluster::start(&config.node_id, cc.clone(), secrets, me, grid, registry.clone()).await?;
+    let cluster = Cluster::start(&config.node_id, cc.clone(), secrets, me, grid, registry.clone(), rx.clone()).await?;
     let forwarder =
         ingress::Forwarder::new(Some(cluster.clone() as Arc<dyn ingress::Peers>), Some(cluster.peers.clone()));
     let peers: std::sync::Weak<dyn ingress::Peers> = Arc::downgrade(&cluster) as _;

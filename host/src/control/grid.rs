@@ -157,21 +157,20 @@ impl Cluster {
         if !self.member_names().contains(primary) || self.sm.current().state.removed.contains(primary) {
             return None;
         }
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        let peer = live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str())?;
+        let peer =
+            self.live.read(|live| live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str()).cloned())?;
         let runs = peer.services.iter().any(|s| s == service) || self.sm.current().state.slots(service, primary) > 0;
         runs.then(|| PeerTarget { node: peer.id.clone(), addr: peer.peer.clone() })
     }
 
     /// Whether `node` says (in gossip) that it is refilling a rebuilt store.
     pub(super) fn rebuilding(&self, node: &str) -> bool {
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        live.get(node).is_some_and(|p| p.mode == super::manager::REBUILDING)
+        self.live.read(|live| live.get(node).is_some_and(|p| p.mode == super::manager::REBUILDING))
     }
 
     fn peer_addr(&self, node: &str) -> Option<String> {
-        if let Some(p) = self.live.read().unwrap_or_else(|e| e.into_inner()).get(node) {
-            return Some(p.peer.clone());
+        if let Some(peer) = self.live.read(|live| live.get(node).map(|p| p.peer.clone())) {
+            return Some(peer);
         }
         let (voters, learners) = self.members();
         voters.into_iter().chain(learners).find(|m| m.name == node).map(|m| m.peer)

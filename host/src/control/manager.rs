@@ -2,12 +2,11 @@
 //!
 //! - mode: refresh the gossip view, derive the node's mode (dormant unless a majority of
 //!   voters is visible), publish mode and load, and bootstrap a brand-new cluster.
-//! - Service Manager: reconcile local services with the committed state on every change.
+//! - (The Service Manager, on every node, is its own owner: [`super::service_manager`].)
 //! - Cluster Manager (leader only): admit new nodes as learners, promote learners up to the
 //!   voter count, drop decommissioned nodes, and keep the instance assignment spread over
 //!   the serving nodes, odd instances next to their busiest callers.
-//! - traffic (leader only): sample every node's call graph once per window for the
-//!   Cluster Manager's co-location (see [`super::traffic`]).
+//! - (The leader's traffic sampler is its own owner: [`super::traffic_sampler`].)
 //! - experiments (leader only): judge each re-provisioning trial once its window has
 //!   passed (see [`super::experiment`]).
 
@@ -64,9 +63,7 @@ impl Cluster {
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let mut loops = tokio::task::JoinSet::new();
         loops.spawn(self.clone().mode_loop(stop.clone()));
-        loops.spawn(self.clone().service_loop(stop.clone()));
         loops.spawn(self.clone().grid_loop(stop.clone()));
-        loops.spawn(self.clone().traffic_loop(stop.clone()));
         loops.spawn(self.clone().autoscale_loop(stop.clone()));
         loops.spawn(self.clone().experiment_loop(stop.clone()));
         loops.spawn(self.leader_loop(stop));
@@ -92,7 +89,7 @@ impl Cluster {
             };
             let gossiping = view.is_some();
             let live = view.unwrap_or_default();
-            *self.live.write().unwrap_or_else(|e| e.into_inner()) = live.clone();
+            self.live.set(live.clone());
             let (voters, learners) = self.members();
             let removed = self.sm.current().state.removed.contains(&self.name);
             let leading = self.raft.metrics().borrow().current_leader == Some(raft_id(&self.name));
@@ -210,26 +207,13 @@ impl Cluster {
         }
     }
 
-    async fn service_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut changes = self.sm.subscribe();
-        loop {
-            self.reconcile().await;
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = changes.changed() => {}
-                // Retry what could not be done (a component no peer could send yet).
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-        }
-    }
-
     async fn leader_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         // A new service is placed as soon as this node has loaded it (after its Service
         // Manager's pass), not at the next tick: a deploy waits for its placement
         // (`ready.rs`). Other passes wait for the tick: a step at every pass (a count
         // trial switches every 2 s) made the trial in
         // `cluster::barrier_wait::..._after_a_switchback_trial` judge its arms wrongly.
-        let mut passes = self.reconciled.subscribe();
+        let mut passes = self.services.passes();
         let mut tick = tokio::time::interval(self.tick() * 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -260,29 +244,6 @@ impl Cluster {
                 && !state.assignment.contains_key(name)
                 && self.registry.get(name).is_some_and(|s| &s.current().spec == spec)
         })
-    }
-
-    async fn traffic_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        if self.config.colocate_min_rate <= 0.0 {
-            return;
-        }
-        loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep(self.config.traffic_window) => {}
-            }
-            if self.mode() != Mode::Leader {
-                self.traffic.lock().unwrap_or_else(|e| e.into_inner()).reset();
-                continue;
-            }
-            let reports = self.graph_by_node().await;
-            let mut t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
-            let before = t.affinity.clone();
-            t.observe(std::time::Instant::now(), &reports, self.config.colocate_min_rate);
-            if t.affinity != before {
-                tracing::info!(hot = ?t.affinity, "call traffic changed which nodes are hot for which services");
-            }
-        }
     }
 
     /// Whether `node` answers at `addr` with its own certificate (a TLS handshake that
@@ -518,6 +479,16 @@ impl Cluster {
         let events = super::placement::moves(&none, &next, &serving);
         let placed = Command::AssignChanges { changes, events, base: state.assign_version };
         Command::Several { cmds: vec![cmd, placed] }
+    }
+}
+
+impl super::traffic_sampler::TrafficSource for Cluster {
+    fn leading(&self) -> bool {
+        self.mode() == Mode::Leader
+    }
+
+    fn graphs(&self) -> futures::future::BoxFuture<'_, Vec<(String, Vec<crate::services::calls::EdgeReport>)>> {
+        Box::pin(self.graph_by_node())
     }
 }
 

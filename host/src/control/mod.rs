@@ -24,12 +24,14 @@ pub mod ready;
 mod remote;
 mod reprovision;
 pub mod scaling;
+pub mod service_manager;
 mod store;
 pub mod traffic;
+pub mod traffic_sampler;
 pub mod types;
 pub mod views;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -51,6 +53,7 @@ use crate::transport::{PeerClient, PeerTarget};
 use crate::grid::Grid;
 use crate::services::{AdminError, Deploy, Registry, ServiceSpec, spec::ServiceRequest};
 use gossip::{Gossip, GossipConfig};
+use service_manager::{LiveView, ServiceManager, ServiceManagerDeps};
 pub use store::LogGrowth;
 use store::{LogStore, StateMachine};
 use types::{Control, raft_id};
@@ -203,10 +206,9 @@ pub struct Cluster {
     sm: StateMachine,
     gossip: Arc<Gossip>,
     mode: RwLock<Mode>,
-    live: RwLock<BTreeMap<String, PeerInfo>>,
-    reconcile: tokio::sync::Mutex<()>,
-    /// Bumped after each pass of [`Cluster::reconcile`] (what [`ready`] waits on).
-    reconciled: tokio::sync::watch::Sender<u64>,
+    live: Arc<LiveView>,
+    /// This node's Service Manager (its loop, and what a deploy waits for: [`ready`]).
+    pub services: ServiceManager,
     started: Instant,
     rotor: AtomicU64,
     /// The leader's Partition Manager (its state between steps).
@@ -214,7 +216,7 @@ pub struct Cluster {
     /// How the grid reaches other nodes (attached to the replicas; owns its report tasks).
     grid_net: Arc<grid::GridNet>,
     /// Calls per second per (calling node, callee), sampled by the leader.
-    traffic: std::sync::Mutex<traffic::Traffic>,
+    traffic: traffic_sampler::TrafficSampler,
     /// The leader's autoscaler and node plan.
     scaling: scaling::Scaling,
     /// Warnings about nodes whose grid has another partition count (once in a while).
@@ -233,6 +235,7 @@ impl Cluster {
         me: PeerInfo,
         grid: Arc<Grid>,
         registry: Arc<Registry>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let faults = Arc::new(Faults::default());
         let tls = if config.plaintext_peers { None } else { Some(secrets.peer_tls()?) };
@@ -269,7 +272,23 @@ impl Cluster {
             faults.clone(),
         )
         .await?;
-        let cluster = Arc::new_cyclic(|me| Cluster {
+        let live = Arc::new(LiveView::default());
+        let services = ServiceManager::spawn(
+            ServiceManagerDeps {
+                name: name.to_string(),
+                sm: sm.clone(),
+                registry: registry.clone(),
+                peers: peers.clone(),
+                live: live.clone(),
+                gossip: gossip.clone(),
+                max_component_bytes: config.max_component_bytes,
+            },
+            stop.clone(),
+        );
+        let sampling =
+            traffic_sampler::TrafficConfig { window: config.traffic_window, min_rate: config.colocate_min_rate };
+        let cluster = Arc::new_cyclic(|me: &std::sync::Weak<Cluster>| Cluster {
+            traffic: traffic_sampler::TrafficSampler::spawn(sampling, me.clone(), stop),
             grid_net: Arc::new(grid::GridNet::new(me.clone())),
             name: name.to_string(),
             config,
@@ -285,13 +304,11 @@ impl Cluster {
             sm,
             gossip,
             mode: RwLock::new(Mode::Dormant),
-            live: RwLock::new(BTreeMap::new()),
-            reconcile: tokio::sync::Mutex::new(()),
-            reconciled: tokio::sync::watch::Sender::new(0),
+            live,
+            services,
             started: Instant::now(),
             rotor: AtomicU64::new(0),
             partitions: Default::default(),
-            traffic: Default::default(),
             scaling: Default::default(),
             mismatch_log: crate::ratelog::RateLimited::new(Duration::from_secs(30)),
         });
@@ -315,7 +332,7 @@ impl Cluster {
 
     /// Live nodes as gossip last showed them (this node included).
     pub fn live(&self) -> BTreeMap<String, PeerInfo> {
-        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.live.get()
     }
 
     /// Other live, serving nodes that have instances of `service`:
@@ -323,7 +340,6 @@ impl Cluster {
     /// assignment gives instances (gossip may lag a deploy by a few rounds). Each group
     /// is rotated before sorting, so equally loaded nodes share forwarded requests.
     pub fn holders(&self, service: &str) -> Vec<PeerTarget> {
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let state = self.sm.current();
         let (mut serving, mut assigned) = (Vec::new(), Vec::new());
         // Only members that were not removed: a removed node keeps its certificate and the
@@ -335,13 +351,15 @@ impl Cluster {
                 && members.contains(&p.id)
                 && !state.state.removed.contains(&p.id)
         };
-        for p in live.values().filter(|p| ok(p)) {
-            if p.services.iter().any(|s| s == service) {
-                serving.push(p);
-            } else if state.state.slots(service, &p.id) > 0 {
-                assigned.push(p);
+        self.live.read(|live| {
+            for p in live.values().filter(|p| ok(p)) {
+                if p.services.iter().any(|s| s == service) {
+                    serving.push(p.clone());
+                } else if state.state.slots(service, &p.id) > 0 {
+                    assigned.push(p.clone());
+                }
             }
-        }
+        });
         let n = self.rotor.fetch_add(1, Ordering::Relaxed) as usize;
         for group in [&mut serving, &mut assigned] {
             if !group.is_empty() {
@@ -361,7 +379,8 @@ impl Cluster {
         if mode == Mode::Dormant {
             return Err(ClusterError::NoQuorum(mode.as_str()));
         }
-        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + WRITE_TIMEOUT;
         let index = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -386,8 +405,11 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        let committed = started.elapsed();
         self.wait_applied(index, deadline).await?;
-        self.reconcile().await;
+        let applied = started.elapsed();
+        self.services.reconcile().await;
+        tracing::debug!(index, ?committed, ?applied, reconciled = ?started.elapsed(), "write done");
         Ok(())
     }
 
@@ -411,37 +433,10 @@ impl Cluster {
         }
     }
 
-    /// Make sure a component is stored here, fetching it from a live peer by digest.
-    pub async fn ensure_component(&self, digest: &str) -> Result<(), AdminError> {
-        if self.registry.component_bytes(digest).await?.is_some() {
-            return Ok(());
-        }
-        let max = self.config.max_component_bytes;
-        for p in self.live().values().filter(|p| p.id != self.name) {
-            let path = format!("/components/{digest}");
-            match self.peers.fetch(&p.id, &p.peer, &path, max, Duration::from_secs(30)).await {
-                Ok(bytes) => {
-                    let got = crate::services::digest_of(&bytes);
-                    if got != digest {
-                        tracing::warn!(peer = %p.id, digest, got, "peer sent a component with the wrong digest; ignored");
-                        continue;
-                    }
-                    self.registry.put_component(bytes).await?;
-                    tracing::info!(peer = %p.id, digest, "fetched component from peer");
-                    return Ok(());
-                }
-                Err(e) => tracing::debug!(peer = %p.id, digest, error = %e, "component fetch failed"),
-            }
-        }
-        Err(AdminError::BadRequest(format!(
-            "component {digest} is not stored on this node or on any live peer; upload it first with PUT /v1/components"
-        )))
-    }
-
     /// Deploy or replace a service cluster-wide.
     pub async fn put_service(&self, name: &str, req: ServiceRequest) -> Result<Deploy, AdminError> {
         crate::services::spec::validate_digest(&req.component).map_err(AdminError::BadRequest)?;
-        self.ensure_component(&req.component).await?;
+        self.services.ensure_component(&req.component).await?;
         let mut deploy = self.registry.validate_service(name, req).await?;
         self.write(Command::PutService { spec: Box::new(deploy.spec.clone()) }).await?;
         deploy.not_serving = self.await_serving(&deploy.spec).await;
@@ -471,30 +466,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// Make this node's services match the committed state (the Service Manager's step).
-    pub async fn reconcile(&self) {
-        let _one = self.reconcile.lock().await;
-        let stored = self.sm.current();
-        let state = &stored.state;
-        // Components of services already running at that digest are here: skip them.
-        let missing = state
-            .services
-            .values()
-            .filter(|spec| self.registry.get(&spec.name).is_none_or(|s| s.current().unit.digest != spec.component));
-        for spec in missing {
-            if let Err(e) = self.ensure_component(&spec.component).await {
-                tracing::warn!(service = %spec.name, error = %e, "cannot run service here yet");
-            }
-        }
-        let slots: HashMap<String, u32> =
-            state.services.keys().map(|s| (s.clone(), state.slots(s, &self.name))).collect();
-        self.registry.apply_desired(&state.services, slots).await;
-        let serving: Vec<String> =
-            self.registry.list().iter().filter(|s| s.gate().limit > 0).map(|s| s.name.to_string()).collect();
-        self.gossip.publish(gossip::KEY_SERVICES, &serving.join(",")).await;
-        self.reconciled.send_modify(|n| *n += 1);
-    }
-
     /// Names of every member (voters and learners).
     pub fn member_names(&self) -> std::collections::BTreeSet<String> {
         let m = self.raft.metrics().borrow().membership_config.clone();
@@ -516,6 +487,8 @@ impl Cluster {
     /// signal): gossip, the grid's report tasks and replicators, a node scaler run in
     /// progress, and Raft.
     pub async fn shutdown(&self) {
+        self.services.shutdown().await;
+        self.traffic.shutdown().await;
         self.gossip.shutdown().await;
         self.grid_net.shutdown().await;
         let replicas = self.registry.grid().replicas();

@@ -117,7 +117,7 @@ pub async fn handle(
         (&Method::POST, p) if p == <ReadyReq as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |r: ReadyReq| async move {
                 let wait = Duration::from_millis(r.wait_ms).min(super::ready::READY_WAIT);
-                Ok(c.await_ready_here(&r.service, r.generation, wait).await)
+                Ok(c.services.await_ready_here(&r.service, r.generation, wait).await)
             })
             .await
         }

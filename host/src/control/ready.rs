@@ -5,7 +5,7 @@
 //! (before, a node that had not applied the change yet answered 404 and one without its
 //! placement 503, for 100-900 ms: docs/BENCHMARKS.md, "Deploy latency and density").
 //!
-//! Each member answers [`ReadyReq`] when its Service Manager's last pass ([`Cluster::reconcile`])
+//! Each member answers [`ReadyReq`] when its Service Manager's last pass ([`super::service_manager`])
 //! left it ready, or when the wait the request carries runs out.
 
 use std::time::Duration;
@@ -35,36 +35,6 @@ impl PeerRpc for ReadyReq {
 }
 
 impl Cluster {
-    /// Whether this node serves `service` as committed at `generation` or later: it has
-    /// applied that spec and a placement of it, and runs its own share of the instances.
-    fn ready_here(&self, service: &str, generation: u64) -> bool {
-        let stored = self.sm.current();
-        let state = &stored.state;
-        let Some(spec) = state.services.get(service).filter(|s| s.generation >= generation) else { return false };
-        let placed = spec.instances == 0 || state.assignment.get(service).is_some_and(|r| r.values().any(|&n| n > 0));
-        let installed = self.registry.get(service).is_some_and(|s| {
-            s.current().spec.generation >= spec.generation && s.gate().limit == state.slots(service, &self.name)
-        });
-        placed && installed
-    }
-
-    /// Wait until [`Cluster::ready_here`] holds, at most `within`; whether it does.
-    pub async fn await_ready_here(&self, service: &str, generation: u64, within: Duration) -> bool {
-        let mut passes = self.reconciled.subscribe();
-        let ready = async {
-            loop {
-                passes.borrow_and_update();
-                if self.ready_here(service, generation) {
-                    return;
-                }
-                if passes.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        tokio::time::timeout(within, ready).await.is_ok()
-    }
-
     /// Whether some live member may run `spec`'s instances (its placement, if any, names
     /// one that placement would use: a member, not removed or draining, serving): a
     /// service no node may run is not waited for. The committed spec decides (an
@@ -100,13 +70,17 @@ impl Cluster {
             .collect();
         let wait_ms = READY_WAIT.as_millis() as u64;
         let req = ReadyReq { service: service.to_string(), generation, wait_ms };
+        let started = std::time::Instant::now();
         let asks = others.iter().map(|p| async {
             // The peer's own wait, plus time for the answer to arrive.
             let ok = self.peers.call(&p.id, &p.peer, &req, READY_WAIT + Duration::from_secs(1)).await;
+            tracing::debug!(service, generation, node = %p.id, took = ?started.elapsed(), ?ok, "readiness answered");
             (p.id.clone(), matches!(ok, Ok(true)))
         });
-        let (here, there) =
-            tokio::join!(self.await_ready_here(service, generation, READY_WAIT), futures::future::join_all(asks));
+        let (here, there) = tokio::join!(
+            self.services.await_ready_here(service, generation, READY_WAIT),
+            futures::future::join_all(asks)
+        );
         let mut late: Vec<String> = there.into_iter().filter(|(_, ok)| !ok).map(|(id, _)| id).collect();
         if !here {
             late.push(self.name.clone());

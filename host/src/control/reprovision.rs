@@ -47,10 +47,7 @@ impl Cluster {
         if cfg.mode == Reprovision::Off {
             return Ok(Some((current, Affinity::new())));
         }
-        let (hot, demand) = {
-            let t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
-            (t.affinity.clone(), t.demand.clone())
-        };
+        let (hot, demand) = self.traffic.hot();
         let sorted = experiment::sort(&hot, exps, now_ms(), cooldown);
         let mut affinity = sorted.proven;
         let base = place(loaded, serving, &current, &affinity);

@@ -135,11 +135,11 @@ impl Cluster {
     /// other nodes: ask the leader).
     pub fn demand(&self) -> Option<DemandView> {
         (self.mode() == Mode::Leader).then(|| {
-            let t = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+            let config = self.traffic.config();
             DemandView {
-                window_ms: self.config.traffic_window.as_millis() as u64,
-                min_rate: self.config.colocate_min_rate,
-                calls: t.demand.clone(),
+                window_ms: config.window.as_millis() as u64,
+                min_rate: config.min_rate,
+                calls: self.traffic.hot().1,
             }
         })
     }
