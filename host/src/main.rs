@@ -2,7 +2,8 @@
 /// request from every worker thread while keeping tens of thousands of others (the trace
 /// ring's spans, cached responses, kv buffers) alive; under glibc that mix made free-list
 /// consolidation (`malloc_consolidate`, `unlink_chunk`) a tenth of a busy node's CPU
-/// (`./dev bench tracing` measures the difference).
+/// (`./dev bench tracing` measures the difference). Built without transparent huge pages
+/// (`no_thp`, see host/Cargo.toml).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -178,7 +178,7 @@ impl Inner {
 
     async fn ensure_component(&self, digest: &str) -> Result<(), AdminError> {
         let d = &self.deps;
-        if d.registry.component_bytes(digest).await?.is_some() {
+        if d.registry.has_component(digest).await? {
             return Ok(());
         }
         for p in d.live.get().values().filter(|p| p.id != d.name) {

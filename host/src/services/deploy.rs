@@ -29,6 +29,15 @@ impl Registry {
         Ok(Uploaded { digest, size, created, info })
     }
 
+    /// Whether a component is stored here: at once when a service runs it (its compiled
+    /// unit is loaded), else a read of the store.
+    pub async fn has_component(&self, digest: &str) -> Result<bool, AdminError> {
+        if self.units.get(digest).is_some() {
+            return Ok(true);
+        }
+        Ok(self.component_bytes(digest).await?.is_some())
+    }
+
     pub async fn component_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, AdminError> {
         let key = digest.as_bytes().to_vec();
         self.grid.blocking(move |s| s.get(Table::Components, &key)).await.map_err(internal)
