@@ -293,6 +293,12 @@ def write(out, phase, adapt, inst_s, failed, reqs, steady, cold, warm, counts):
             if reqs["autoscaled"] < 0.9 * reqs["fixed"]
             else f"; throughput was about the same ({reqs['autoscaled']} requests against {reqs['fixed']})."
         ),
+        "",
+        "The cold start's p50 was 10.26 ms (not met) on 2026-12-02 and 3.5-4.0 ms on 2026-12-04. Not from",
+        "the allocator change of that day (mimalloc without transparent huge pages, which took the cluster",
+        "deploy from 14 to 5 ms): side by side, two runs each, the binary before it 3.52 / 3.66 ms and the",
+        "one after 3.81 / 4.04 ms, the same within noise. What changed between the two days is not",
+        "isolated (the commits between them, and this VM: its kernel build differs).",
         "<!-- autoscale:end -->",
     ]
     rewrite_section(out, "autoscale", lines)
