@@ -157,19 +157,21 @@ impl Cluster {
         if !self.member_names().contains(primary) || self.sm.current().state.removed.contains(primary) {
             return None;
         }
-        let peer =
-            self.live.read(|live| live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str()).cloned())?;
+        let peer = self
+            .membership
+            .live()
+            .read(|live| live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str()).cloned())?;
         let runs = peer.services.iter().any(|s| s == service) || self.sm.current().state.slots(service, primary) > 0;
         runs.then(|| PeerTarget { node: peer.id.clone(), addr: peer.peer.clone() })
     }
 
     /// Whether `node` says (in gossip) that it is refilling a rebuilt store.
     pub(super) fn rebuilding(&self, node: &str) -> bool {
-        self.live.read(|live| live.get(node).is_some_and(|p| p.mode == super::manager::REBUILDING))
+        self.membership.live().read(|live| live.get(node).is_some_and(|p| p.mode == super::membership::REBUILDING))
     }
 
     fn peer_addr(&self, node: &str) -> Option<String> {
-        if let Some(peer) = self.live.read(|live| live.get(node).map(|p| p.peer.clone())) {
+        if let Some(peer) = self.membership.live().read(|live| live.get(node).map(|p| p.peer.clone())) {
             return Some(peer);
         }
         let (voters, learners) = self.members();

@@ -1,12 +1,10 @@
-//! The control loops of a clustered node.
+//! The control loops of a clustered node that are `Cluster`'s own (membership and the
+//! mode, the Service Manager and the traffic sampler are owners of their own:
+//! [`super::membership`], [`super::service_manager`], [`super::traffic_sampler`]).
 //!
-//! - mode: refresh the gossip view, derive the node's mode (dormant unless a majority of
-//!   voters is visible), publish mode and load, and bootstrap a brand-new cluster.
-//! - (The Service Manager, on every node, is its own owner: [`super::service_manager`].)
 //! - Cluster Manager (leader only): admit new nodes as learners, promote learners up to the
 //!   voter count, drop decommissioned nodes, and keep the instance assignment spread over
 //!   the serving nodes, odd instances next to their busiest callers.
-//! - (The leader's traffic sampler is its own owner: [`super::traffic_sampler`].)
 //! - experiments (leader only): judge each re-provisioning trial once its window has
 //!   passed (see [`super::experiment`]).
 
@@ -18,193 +16,24 @@ use openraft::ChangeMembers;
 use tokio::sync::watch;
 
 use super::experiment::Change;
-use super::gossip::{KEY_LOAD, KEY_MODE, PeerInfo};
+use super::gossip::PeerInfo;
+use super::membership::{JOINING, REBUILDING};
 use super::placement::{hold_until_ready, place};
 use super::store::Stored;
 use super::traffic::Affinity;
 use super::types::{Assignment, Command, Member, raft_id};
 use super::{Cluster, Mode};
 
-/// A clustered node's mode: dormant unless it is a member that sees a majority of the
-/// voters (itself included) through gossip; then leader or follower as Raft says. An
-/// election in progress is not dormant: services keep running while a majority is there.
-pub fn decide_mode(
-    me: &str,
-    voters: &[Member],
-    learners: &[Member],
-    live: &BTreeMap<String, PeerInfo>,
-    leading: bool,
-    removed: bool,
-) -> Mode {
-    let member = voters.iter().chain(learners).any(|m| m.name == me);
-    if voters.is_empty() || !member || removed {
-        return Mode::Dormant;
-    }
-    let visible = voters.iter().filter(|v| v.name == me || live.contains_key(&v.name)).count();
-    if visible * 2 <= voters.len() {
-        Mode::Dormant
-    } else if leading {
-        Mode::Leader
-    } else {
-        Mode::Follower
-    }
-}
-
-/// What an uninitialised node publishes as its mode, so others know it wants to join.
-const JOINING: &str = "joining";
-/// What a node whose store was rebuilt publishes until the leader has made it a learner
-/// (it lost its Raft vote, so it must not count as a voter) and dropped it from every
-/// partition's in-sync set (it holds none of what that place promised).
-pub const REBUILDING: &str = "rebuilding";
-
 impl Cluster {
     /// Run the control loops until `stop` turns true. The loops are this future's own
     /// tasks: they end with `stop`, and are aborted if the future is dropped first.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let mut loops = tokio::task::JoinSet::new();
-        loops.spawn(self.clone().mode_loop(stop.clone()));
         loops.spawn(self.clone().grid_loop(stop.clone()));
         loops.spawn(self.clone().autoscale_loop(stop.clone()));
         loops.spawn(self.clone().experiment_loop(stop.clone()));
         loops.spawn(self.leader_loop(stop));
         while loops.join_next().await.is_some() {}
-    }
-
-    fn tick(&self) -> Duration {
-        (self.config.gossip_interval / 2).clamp(Duration::from_millis(20), Duration::from_millis(100))
-    }
-
-    async fn mode_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut removed_shutdown = false;
-        loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep(self.tick()) => {}
-            }
-            // A view from gossip that is not running is frozen: serve nothing on it. (A
-            // view that cannot be read within a second counts as frozen too.)
-            let view = match self.gossip.running() {
-                true => tokio::time::timeout(Duration::from_secs(1), self.gossip.live()).await.ok(),
-                false => None,
-            };
-            let gossiping = view.is_some();
-            let live = view.unwrap_or_default();
-            self.live.set(live.clone());
-            let (voters, learners) = self.members();
-            let removed = self.sm.current().state.removed.contains(&self.name);
-            let leading = self.raft.metrics().borrow().current_leader == Some(raft_id(&self.name));
-            let mode = match gossiping {
-                true => decide_mode(&self.name, &voters, &learners, &live, leading, removed),
-                false => Mode::Dormant,
-            };
-            let old = std::mem::replace(&mut *self.mode.write().unwrap_or_else(|e| e.into_inner()), mode);
-            if old != mode && gossiping {
-                tracing::info!(from = old.as_str(), to = mode.as_str(), "node mode changed");
-            } else if old != mode {
-                tracing::warn!(from = old.as_str(), "node is dormant: its gossip is not running");
-            }
-            if !gossiping {
-                continue;
-            }
-            let rebuilt = self.registry.grid().replicas().is_rebuilt();
-            // A rebuilt node neither campaigns nor votes (see `peer.rs`): its own vote
-            // would count too.
-            self.raft.runtime_config().elect(!rebuilt);
-            if rebuilt && learners.iter().any(|m| m.name == self.name) && !self.in_sync_anywhere() {
-                self.rebuilt_done().await;
-            }
-            let shown = match (rebuilt, voters.is_empty()) {
-                (true, _) => REBUILDING,
-                (false, true) => JOINING,
-                (false, false) => mode.as_str(),
-            };
-            self.gossip.publish(KEY_MODE, shown).await;
-            let load: u32 = self.registry.list().iter().map(|s| s.gate().running).sum();
-            self.gossip.publish(KEY_LOAD, &load.to_string()).await;
-            if voters.is_empty() {
-                self.partitions_differ(&live);
-                self.maybe_bootstrap(&live).await;
-            }
-            if removed && !removed_shutdown {
-                // A decommissioned node must not disturb the cluster with elections.
-                tracing::warn!("this node was removed from the cluster; stopping its Raft member");
-                let _ = self.raft.shutdown().await;
-                removed_shutdown = true;
-            }
-        }
-    }
-
-    /// Whether the committed partition table counts this node in sync as a backup of any
-    /// partition (a rebuilt node keeps its mark until none: see `PartitionManager`).
-    fn in_sync_anywhere(&self) -> bool {
-        let state = self.sm.current();
-        state.state.grid.parts.iter().any(|i| i.primary != self.name && i.isr.contains(&self.name))
-    }
-
-    /// The leader made this rebuilt node a learner and dropped it from every in-sync set:
-    /// from here on it is a learner like any other (caught up, it is promoted again and
-    /// its partitions' primaries count it in sync again), so the mark goes.
-    async fn rebuilt_done(&self) {
-        let grid = self.registry.grid();
-        let clear = grid
-            .blocking(|s| {
-                use crate::grid::{BatchOp, Durability, Table};
-                s.write(vec![BatchOp::Delete(Table::Meta, crate::grid::REBUILT_KEY.to_vec())], Durability::Synced)
-            })
-            .await;
-        match clear {
-            Ok(()) => {
-                grid.replicas().set_rebuilt(false);
-                tracing::info!("rebuilt store: this node is a learner now and votes again once promoted");
-            }
-            Err(e) => tracing::error!(error = %e, "could not clear the rebuilt mark"),
-        }
-    }
-
-    /// While this node waits to join: say so when the cluster's nodes run another partition
-    /// count (the leader will not add it).
-    fn partitions_differ(&self, live: &BTreeMap<String, PeerInfo>) {
-        let count = self.registry.grid().replicas().count();
-        let Some(p) = live.values().find(|p| p.mode != JOINING && p.id != self.name && p.partitions != count) else {
-            return;
-        };
-        if self.mismatch_log.allow("joining").is_some() {
-            tracing::error!(
-                "this node's grid has {count} partitions but the cluster's has {} (as {} says): it cannot join; \
-                 restart it with --partitions {} and an empty --data-dir",
-                p.partitions,
-                p.id,
-                p.partitions
-            );
-        }
-    }
-
-    /// A brand-new cluster: once gossip has settled, the node with the smallest name among
-    /// nodes that are all still joining initialises Raft with up to `voters` of them.
-    async fn maybe_bootstrap(&self, live: &BTreeMap<String, PeerInfo>) {
-        let settle = (self.config.gossip_interval * 10).max(Duration::from_secs(2));
-        if self.uptime() < settle {
-            return;
-        }
-        if live.values().any(|p| p.id != self.name && p.mode != JOINING) {
-            return; // a cluster exists; its leader adds this node as a learner
-        }
-        if live.keys().next() != Some(&self.name) {
-            return;
-        }
-        // Only nodes whose grid has this node's partition count (the others are told).
-        let count = self.registry.grid().replicas().count();
-        let members: BTreeMap<u64, Member> = live
-            .values()
-            .filter(|p| p.partitions == count)
-            .take(self.config.voters)
-            .map(|p| (raft_id(&p.id), Member { name: p.id.clone(), peer: p.peer.clone() }))
-            .collect();
-        let names: Vec<String> = members.values().map(|m| m.name.clone()).collect();
-        match self.raft.initialize(members).await {
-            Ok(()) => tracing::info!(voters = ?names, "bootstrapped a new cluster"),
-            Err(e) => tracing::debug!(error = %e, "bootstrap skipped"),
-        }
     }
 
     async fn leader_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
@@ -214,7 +43,7 @@ impl Cluster {
         // trial switches every 2 s) made the trial in
         // `cluster::barrier_wait::..._after_a_switchback_trial` judge its arms wrongly.
         let mut passes = self.services.passes();
-        let mut tick = tokio::time::interval(self.tick() * 3);
+        let mut tick = tokio::time::interval(super::membership::tick(self.config.gossip_interval) * 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -504,40 +333,5 @@ struct StepView {
 impl StepView {
     fn is_member(&self, node: &str) -> bool {
         self.voters.iter().chain(&self.learners).any(|m| m.name == node)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn members(names: &[&str]) -> Vec<Member> {
-        names.iter().map(|n| Member { name: n.to_string(), peer: String::new() }).collect()
-    }
-
-    fn live(names: &[&str]) -> BTreeMap<String, PeerInfo> {
-        names.iter().map(|n| (n.to_string(), PeerInfo { id: n.to_string(), ..Default::default() })).collect()
-    }
-
-    #[test]
-    fn modes_follow_the_visible_majority() {
-        let v = members(&["n1", "n2", "n3"]);
-        let none = members(&[]);
-        // Sees all or two of three: serving.
-        assert_eq!(decide_mode("n1", &v, &none, &live(&["n1", "n2", "n3"]), true, false), Mode::Leader);
-        assert_eq!(decide_mode("n1", &v, &none, &live(&["n1", "n3"]), false, false), Mode::Follower);
-        // Alone of three (even as Raft leader): dormant.
-        assert_eq!(decide_mode("n1", &v, &none, &live(&["n1"]), true, false), Mode::Dormant);
-        // Two voters: one alone is not a majority.
-        let two = members(&["n1", "n2"]);
-        assert_eq!(decide_mode("n1", &two, &none, &live(&["n1"]), false, false), Mode::Dormant);
-        // A learner counts voters, not itself.
-        let l = members(&["n4"]);
-        assert_eq!(decide_mode("n4", &v, &l, &live(&["n4", "n1", "n2"]), false, false), Mode::Follower);
-        assert_eq!(decide_mode("n4", &v, &l, &live(&["n4", "n1"]), false, false), Mode::Dormant);
-        // Not yet a member, no cluster yet, or removed: dormant.
-        assert_eq!(decide_mode("n9", &v, &none, &live(&["n1", "n2", "n3", "n9"]), false, false), Mode::Dormant);
-        assert_eq!(decide_mode("n1", &none, &none, &live(&["n1"]), false, false), Mode::Dormant);
-        assert_eq!(decide_mode("n1", &v, &none, &live(&["n1", "n2", "n3"]), false, true), Mode::Dormant);
     }
 }

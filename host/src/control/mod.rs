@@ -14,6 +14,7 @@ mod gossip;
 pub mod grid;
 mod k8s_scaler;
 mod manager;
+pub mod membership;
 pub mod network;
 mod nodescaler;
 pub mod partitions;
@@ -33,8 +34,8 @@ pub mod views;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -53,7 +54,8 @@ use crate::transport::{PeerClient, PeerTarget};
 use crate::grid::Grid;
 use crate::services::{AdminError, Deploy, Registry, ServiceSpec, spec::ServiceRequest};
 use gossip::{Gossip, GossipConfig};
-use service_manager::{LiveView, ServiceManager, ServiceManagerDeps};
+use membership::{Membership, MembershipDeps};
+use service_manager::{ServiceManager, ServiceManagerDeps};
 pub use store::LogGrowth;
 use store::{LogStore, StateMachine};
 use types::{Control, raft_id};
@@ -204,12 +206,10 @@ pub struct Cluster {
     /// The cluster's id (inside every sealed gossip packet).
     pub cluster_id: String,
     sm: StateMachine,
-    gossip: Arc<Gossip>,
-    mode: RwLock<Mode>,
-    live: Arc<LiveView>,
+    /// The gossip view and this node's mode (its own loop; owns gossip).
+    membership: Membership,
     /// This node's Service Manager (its loop, and what a deploy waits for: [`ready`]).
     pub services: ServiceManager,
-    started: Instant,
     rotor: AtomicU64,
     /// The leader's Partition Manager (its state between steps).
     partitions: partitions::PartitionManager,
@@ -272,14 +272,25 @@ impl Cluster {
             faults.clone(),
         )
         .await?;
-        let live = Arc::new(LiveView::default());
+        let membership = Membership::spawn(
+            MembershipDeps {
+                name: name.to_string(),
+                raft: raft.clone(),
+                sm: sm.clone(),
+                registry: registry.clone(),
+                gossip: gossip.clone(),
+                gossip_interval: config.gossip_interval,
+                voters: config.voters,
+            },
+            stop.clone(),
+        );
         let services = ServiceManager::spawn(
             ServiceManagerDeps {
                 name: name.to_string(),
                 sm: sm.clone(),
                 registry: registry.clone(),
                 peers: peers.clone(),
-                live: live.clone(),
+                live: membership.live().clone(),
                 gossip: gossip.clone(),
                 max_component_bytes: config.max_component_bytes,
             },
@@ -302,11 +313,8 @@ impl Cluster {
             cert_expires: secrets.node_cert_expires,
             cluster_id: secrets.cluster_id.clone(),
             sm,
-            gossip,
-            mode: RwLock::new(Mode::Dormant),
-            live,
+            membership,
             services,
-            started: Instant::now(),
             rotor: AtomicU64::new(0),
             partitions: Default::default(),
             scaling: Default::default(),
@@ -318,21 +326,21 @@ impl Cluster {
 
     /// Gossip counters (sealed packets dropped by reason, restarts).
     pub fn gossip_stats(&self) -> &gossip::GossipStats {
-        &self.gossip.stats
+        self.membership.gossip_stats()
     }
 
     /// Whether the gossip task runs (a node whose gossip stopped is dormant).
     pub fn gossip_running(&self) -> bool {
-        self.gossip.running()
+        self.membership.gossip().running()
     }
 
     pub fn mode(&self) -> Mode {
-        *self.mode.read().unwrap_or_else(|e| e.into_inner())
+        self.membership.mode()
     }
 
     /// Live nodes as gossip last showed them (this node included).
     pub fn live(&self) -> BTreeMap<String, PeerInfo> {
-        self.live.get()
+        self.membership.live().get()
     }
 
     /// Other live, serving nodes that have instances of `service`:
@@ -351,7 +359,7 @@ impl Cluster {
                 && members.contains(&p.id)
                 && !state.state.removed.contains(&p.id)
         };
-        self.live.read(|live| {
+        self.membership.live().read(|live| {
             for p in live.values().filter(|p| ok(p)) {
                 if p.services.iter().any(|s| s == service) {
                     serving.push(p.clone());
@@ -474,13 +482,7 @@ impl Cluster {
 
     /// Members of the Raft configuration by name: (voters, learners).
     pub fn members(&self) -> (Vec<Member>, Vec<Member>) {
-        let m = self.raft.metrics().borrow().membership_config.clone();
-        let voters: Vec<u64> = m.membership().voter_ids().collect();
-        let (mut v, mut l) = (Vec::new(), Vec::new());
-        for (id, member) in m.membership().nodes() {
-            if voters.contains(id) { v.push(member.clone()) } else { l.push(member.clone()) }
-        }
-        (v, l)
+        membership::members(&self.raft)
     }
 
     /// Stop what the cluster runs besides its loops (those stop with the node's stop
@@ -489,7 +491,7 @@ impl Cluster {
     pub async fn shutdown(&self) {
         self.services.shutdown().await;
         self.traffic.shutdown().await;
-        self.gossip.shutdown().await;
+        self.membership.shutdown().await;
         self.grid_net.shutdown().await;
         let replicas = self.registry.grid().replicas();
         if tokio::time::timeout(Duration::from_secs(5), replicas.stop_replicators()).await.is_err() {
@@ -504,7 +506,7 @@ impl Cluster {
     }
 
     pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
+        self.membership.uptime()
     }
 }
 

@@ -108,7 +108,7 @@ impl PartitionManager {
         let mut transfers = 0;
         let mut adding =
             table.parts.iter().filter(|i| i.replicas.iter().any(|n| !i.isr.contains(n) && is_live(n))).count();
-        let rebuilding = |n: &str| live.get(n).is_some_and(|p| p.mode == super::manager::REBUILDING);
+        let rebuilding = |n: &str| live.get(n).is_some_and(|p| p.mode == super::membership::REBUILDING);
         for (p, info) in next.parts.iter_mut().enumerate() {
             let p = p as u32;
             // A node refilling a rebuilt store holds none of what its in-sync place

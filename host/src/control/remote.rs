@@ -22,7 +22,7 @@ impl Peers for Cluster {
         // Only worth a hop if some node running it is less loaded than this one (gossip
         // load: executions running there); under even saturation calls stay and queue here.
         let here: u64 = self.registry.list().iter().map(|s| u64::from(s.gate().running)).sum();
-        self.live.read(|live| {
+        self.membership.live().read(|live| {
             live.values().any(|p| {
                 p.id != self.name
                     && p.mode != Mode::Dormant.as_str()

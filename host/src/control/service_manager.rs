@@ -7,39 +7,18 @@
 //! starts the loop, which ends with the node's stop signal, [`ServiceManager::shutdown`],
 //! or when the manager is dropped.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::PeerInfo;
 use super::gossip::{self, Gossip};
+use super::membership::LiveView;
 use super::store::StateMachine;
 use crate::services::{AdminError, Registry};
 use crate::tasks::Tasks;
 use crate::transport::PeerClient;
-
-/// Live nodes as gossip last showed them (this node included): written by the mode loop
-/// once per tick, read by placement, routing and the Service Manager.
-#[derive(Default)]
-pub struct LiveView(RwLock<BTreeMap<String, PeerInfo>>);
-
-impl LiveView {
-    /// A copy of the view.
-    pub fn get(&self) -> BTreeMap<String, PeerInfo> {
-        self.read(BTreeMap::clone)
-    }
-
-    /// Look at the view without copying it.
-    pub fn read<R>(&self, f: impl FnOnce(&BTreeMap<String, PeerInfo>) -> R) -> R {
-        f(&self.0.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    pub(super) fn set(&self, live: BTreeMap<String, PeerInfo>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = live;
-    }
-}
 
 /// What the Service Manager works with.
 pub struct ServiceManagerDeps {
