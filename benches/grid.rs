@@ -461,17 +461,20 @@ fn render(api: &Rows, guests: &Rows, sync: &[(String, Stats, Option<f64>, f64)],
     out
 }
 
-/// Tried and not kept (kept here so the next attempt starts from it).
-const NOT_KEPT: &str = "\nTried on 2026-12-04 and not kept (`GRID_BENCH_PROFILE=25` runs only sequential quorum \
-     writes on the primary with `--sync never`, for `perf record -p`): 252.5 µs against a 116.2 µs round trip \
-     (2.17x), and a third of the CPU samples were the kernel switching threads (`finish_task_switch`, \
-     wake-ups). With the acknowledging replica writing its appended entries inline on the async runtime instead \
-     of through the blocking pool: 149.5 µs against 130.4 µs (1.15x; 1.19x in a second run), so that hop is most \
-     of what stands between a quorum write and issue 20's 1.5x on this two-core machine. Not kept: an inline \
-     write can wait in RocksDB's write group behind a synced Raft write to the same store, and the runtime must \
-     never wait for an fsync. What would keep the gain: unsynced writes that skip the pool and never queue \
-     behind a sync (the Raft log in a store of its own), or one writer thread per store fed by a queue that \
-     batches replica writes.\n";
+/// How the `--sync never` quorum write came under 1.5x (kept here so the next attempt
+/// starts from it).
+const NOT_KEPT: &str = "\nThe quorum write with `--sync never`, 2026-12-04: `GRID_BENCH_PROFILE=25` (only sequential \
+     quorum writes on the primary, for `perf record -p`) measured 252.5 µs against a 116.2 µs round trip \
+     (2.17x), a third of the CPU samples the kernel switching threads (`finish_task_switch`, wake-ups). Tried \
+     first and not kept: the acknowledging replica writing inline on the async runtime, 149.5 vs 130.4 µs \
+     (1.15x; 1.19x in a second run), but such a write can wait in RocksDB's write group behind a synced Raft \
+     write to the same store, and the runtime must never wait for an fsync. Kept: `Storage::write_now`, an \
+     unsynced write made at once only when nothing can make it wait (every sync of a `--sync never` store \
+     holds a gate the write only tries; RocksDB's `no_slowdown` refuses rather than stalls), else through the \
+     pool as before; the primary's own log write and the replica's append use it: 126.6 vs 114.3 µs and \
+     123.9 vs 120.9 µs in the profiling mode (1.11x, 1.02x). The 32-caller `never` throughput rose with it \
+     (6269 writes/s in the run before, 2026-12-04), so `batch` / `never` fell below 0.5: the synced modes \
+     still hop through the pool, since their writes wait for an fsync anyway.\n";
 
 /// `GRID_BENCH_PROFILE=<seconds>`: only quorum writes on the primary with `--sync never`,
 /// one after another for that long, and the RPC round trip beside them, printed and not

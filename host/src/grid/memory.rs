@@ -26,6 +26,12 @@ impl Storage for MemoryStorage {
         self.get(table, key).map(Some)
     }
 
+    /// In memory nothing waits: every write may happen at once (so the replication tests
+    /// run the path a `--sync never` store takes; their holding store takes the other).
+    fn write_now(&self, ops: &[BatchOp]) -> Option<StorageResult<()>> {
+        Some(self.write(ops.to_vec(), Durability::Acked))
+    }
+
     fn write(&self, ops: Vec<BatchOp>, _durability: Durability) -> StorageResult<()> {
         let mut t = self.tables.lock().unwrap();
         for op in ops {

@@ -169,6 +169,13 @@ pub trait Storage: Send + Sync + 'static {
     }
     /// Apply every op or none.
     fn write(&self, ops: Vec<BatchOp>, durability: Durability) -> StorageResult<()>;
+    /// [`Storage::write`] of an `Acked` batch, done at once when nothing can make it wait
+    /// (no fsync, no stall, no store being opened again); `None`, and nothing written,
+    /// otherwise: the caller then writes through the blocking pool. Never blocks, so async
+    /// code may call it directly (saving the pool's two thread switches).
+    fn write_now(&self, _ops: &[BatchOp]) -> Option<StorageResult<()>> {
+        None
+    }
     /// What the write path did so far.
     fn sync_stats(&self) -> SyncStats {
         SyncStats::default()

@@ -31,6 +31,10 @@ struct Inner {
     mode: SyncMode,
     group: GroupCommit,
     disk: DiskSpace,
+    /// Held (written) by every sync of a `--sync never` store (a synced write, the syncer's
+    /// log sync), and tried (read) by [`Storage::write_now`]: a write on the async runtime
+    /// never joins a RocksDB write group that waits for an fsync.
+    syncing: RwLock<()>,
 }
 
 /// Why a store was refused: it is damaged, and serving from it could lose acknowledged
@@ -59,6 +63,13 @@ fn cf(db: &DB, t: Table) -> StorageResult<&rocksdb::ColumnFamily> {
 }
 
 impl Inner {
+    /// Shut out [`Storage::write_now`] while this sync runs (`--sync never` only: in the
+    /// other modes nothing is written on the runtime, and syncs must not queue behind one
+    /// another).
+    fn sync_gate(&self) -> Option<std::sync::RwLockWriteGuard<'_, ()>> {
+        (self.mode == SyncMode::Never).then(|| self.syncing.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
     fn with_db<R>(&self, f: impl FnOnce(&DB) -> StorageResult<R>) -> StorageResult<R> {
         let db = self.db.read().unwrap_or_else(|e| e.into_inner());
         db.as_ref().map_or(Err(StorageError::Closed), f)
@@ -118,6 +129,7 @@ impl Inner {
             }
         }
         let seq = self.with_db(|db| {
+            let _sync = self.sync_gate();
             let seq = db.latest_sequence_number();
             db.flush_wal(true).map_err(|e| self.write_error(e))?;
             Ok(seq)
@@ -221,6 +233,7 @@ impl RocksStorage {
             dir: dir.to_path_buf(),
             mode,
             group: GroupCommit::default(),
+            syncing: RwLock::new(()),
             disk,
         });
         let ticker = inner.clone();
@@ -288,6 +301,7 @@ impl Storage for RocksStorage {
                     })
                 }
                 (Durability::Synced, _) | (Durability::Acked, SyncMode::Always) => {
+                    let _sync = inner.sync_gate();
                     let mut wo = WriteOptions::default();
                     wo.set_sync(true);
                     db.write_opt(batch, &wo).map_err(err)?;
@@ -296,6 +310,35 @@ impl Storage for RocksStorage {
                 }
             }
         })
+    }
+
+    /// Only with `--sync never` (elsewhere an `Acked` write waits for a sync), and only
+    /// when nothing can make it wait: no sync running or waiting to run (`syncing`), the
+    /// store open and not stuck, room on the disk, and RocksDB not slowing writers down
+    /// (`no_slowdown`: it refuses rather than waits, writing nothing). What is left is a
+    /// memtable insert and an append to the log in the page cache.
+    fn write_now(&self, ops: &[BatchOp]) -> Option<StorageResult<()>> {
+        let inner = &self.inner;
+        if inner.mode != SyncMode::Never || inner.stuck.load(Ordering::SeqCst) || inner.disk.check().is_err() {
+            return None;
+        }
+        let _no_sync = inner.syncing.try_read().ok()?;
+        let db = inner.db.try_read().ok()?;
+        let db = db.as_ref()?;
+        let mut batch = WriteBatch::default();
+        for op in ops {
+            match op {
+                BatchOp::Put(t, k, v) => batch.put_cf(cf(db, *t).ok()?, k, v),
+                BatchOp::Delete(t, k) => batch.delete_cf(cf(db, *t).ok()?, k),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_no_slowdown(true);
+        match db.write_opt(batch, &wo) {
+            Ok(()) => Some(Ok(())),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => None,
+            Err(e) => Some(Err(inner.write_error(e))),
+        }
     }
 
     fn sync_stats(&self) -> SyncStats {
@@ -356,6 +399,27 @@ impl Storage for RocksStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_now_happens_only_where_it_cannot_wait_for_a_sync() {
+        let put = |k: &[u8]| vec![BatchOp::Put(Table::Kv, k.to_vec(), b"v".to_vec())];
+        let dir = tempfile::tempdir().unwrap();
+        let never = RocksStorage::open_with(dir.path(), SyncMode::Never).unwrap();
+        assert!(matches!(never.write_now(&put(b"a")), Some(Ok(()))));
+        assert_eq!(never.get(Table::Kv, b"a").unwrap(), Some(b"v".to_vec()));
+        // While a sync runs (here: one holding the gate), nothing is written at once.
+        {
+            let _sync = never.inner.sync_gate();
+            assert!(never.write_now(&put(b"b")).is_none());
+        }
+        assert_eq!(never.get(Table::Kv, b"b").unwrap(), None);
+        assert!(matches!(never.write_now(&put(b"b")), Some(Ok(()))));
+        // A store whose acknowledged writes wait for a sync never writes at once.
+        let dir = tempfile::tempdir().unwrap();
+        let batch = RocksStorage::open_with(dir.path(), SyncMode::Batch).unwrap();
+        assert!(batch.write_now(&put(b"a")).is_none());
+        assert_eq!(batch.get(Table::Kv, b"a").unwrap(), None);
+    }
 
     #[test]
     fn survives_reopen_and_scans_in_order() {

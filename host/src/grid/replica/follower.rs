@@ -73,7 +73,14 @@ impl Replicas {
         }
         if meta != st.meta {
             let batch = plog::append_ops(p, &req.entries, &meta, self.keep);
-            if let Err(e) = self.blocking(move |s| s.write(batch, Durability::Acked)).await {
+            // At once when the store can take it without waiting (`--sync never`): the
+            // pool's two thread switches were most of a quorum write's cost above its
+            // round trip (docs/BENCHMARKS.md, the grid section).
+            let written = match self.storage.write_now(&batch) {
+                Some(r) => r.map_err(KvError::from),
+                None => self.blocking(move |s| s.write(batch, Durability::Acked)).await,
+            };
+            if let Err(e) = written {
                 tracing::warn!(partition = p, error = %e, "could not apply replicated entries");
                 return AppendReply::Mismatch { last: st.meta.last, last_epoch: st.meta.last_epoch };
             }

@@ -382,17 +382,24 @@ impl Replicas {
         // held the first entry of that number.
         let durable = st.meta;
         st.meta = meta;
-        let (failed, storage) = (part.write_failed.clone(), self.storage.clone());
-        let handle = st.inflight.insert(tokio::task::spawn_blocking(move || {
-            let r = storage.write(batch, Durability::Acked);
-            if r.is_err() {
-                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        // At once when the store can take it without waiting (see `Storage::write_now`):
+        // nothing is left in flight for a caller that goes away.
+        let written = match self.storage.write_now(&batch) {
+            Some(r) => r.map_err(KvError::from),
+            None => {
+                let (failed, storage) = (part.write_failed.clone(), self.storage.clone());
+                let handle = st.inflight.insert(tokio::task::spawn_blocking(move || {
+                    let r = storage.write(batch, Durability::Acked);
+                    if r.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    r
+                }));
+                let written = handle.await;
+                st.inflight = None;
+                written.map_err(|e| KvError::Join(e.to_string())).and_then(|r| r.map_err(KvError::from))
             }
-            r
-        }));
-        let written = handle.await;
-        st.inflight = None;
-        let written = written.map_err(|e| KvError::Join(e.to_string())).and_then(|r| r.map_err(KvError::from));
+        };
         if let Err(e) = written {
             part.write_failed.store(false, std::sync::atomic::Ordering::SeqCst);
             tracing::error!(partition = p, error = %e, "cannot write the partition log");
