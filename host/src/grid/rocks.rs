@@ -65,7 +65,8 @@ fn cf(db: &DB, t: Table) -> StorageResult<&rocksdb::ColumnFamily> {
 impl Inner {
     /// Shut out [`Storage::write_now`] while this sync runs (`--sync never` only: in the
     /// other modes nothing is written on the runtime, and syncs must not queue behind one
-    /// another).
+    /// another). The cost: a `never` store's synced writes (fences, Raft, deploys) run one
+    /// at a time instead of sharing an fsync when they come together.
     fn sync_gate(&self) -> Option<std::sync::RwLockWriteGuard<'_, ()>> {
         (self.mode == SyncMode::Never).then(|| self.syncing.write().unwrap_or_else(|e| e.into_inner()))
     }
@@ -316,7 +317,10 @@ impl Storage for RocksStorage {
     /// when nothing can make it wait: no sync running or waiting to run (`syncing`), the
     /// store open and not stuck, room on the disk, and RocksDB not slowing writers down
     /// (`no_slowdown`: it refuses rather than waits, writing nothing). What is left is a
-    /// memtable insert and an append to the log in the page cache.
+    /// memtable insert and an append to the log in the page cache, and, about once per
+    /// write buffer, the switch to a new memtable and log file; the kernel may also
+    /// throttle a page-cache write under heavy dirty-page pressure. Those are the waits
+    /// this path accepts.
     fn write_now(&self, ops: &[BatchOp]) -> Option<StorageResult<()>> {
         let inner = &self.inner;
         if inner.mode != SyncMode::Never || inner.stuck.load(Ordering::SeqCst) || inner.disk.check().is_err() {

@@ -75,10 +75,13 @@ impl Replicas {
             let batch = plog::append_ops(p, &req.entries, &meta, self.keep);
             // At once when the store can take it without waiting (`--sync never`): the
             // pool's two thread switches were most of a quorum write's cost above its
-            // round trip (docs/BENCHMARKS.md, the grid section).
+            // round trip (docs/BENCHMARKS.md, the grid section). Either way only after an
+            // append whose caller went away has landed (an older batch must not land
+            // after this one and put older values and an older log end back).
+            Self::settle(&mut st).await;
             let written = match self.storage.write_now(&batch) {
                 Some(r) => r.map_err(KvError::from),
-                None => self.blocking(move |s| s.write(batch, Durability::Acked)).await,
+                None => self.pooled(&mut st, move |s| s.write(batch, Durability::Acked)).await,
             };
             if let Err(e) = written {
                 tracing::warn!(partition = p, error = %e, "could not apply replicated entries");
@@ -111,7 +114,7 @@ impl Replicas {
         let first = req.first;
         let rows = req.rows;
         let write = self
-            .blocking(move |s| {
+            .pooled(&mut st, move |s| {
                 let mut ops = if first { plog::clear_ops(s, p)? } else { Vec::new() };
                 ops.extend(
                     rows.into_iter().map(|(k, v)| crate::grid::BatchOp::Put(Table::Kv, plog::data_key(p, &k), v)),

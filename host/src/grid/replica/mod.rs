@@ -150,9 +150,10 @@ struct State {
     replicators: HashMap<String, tokio::task::JoinHandle<()>>,
     /// The epoch this process became primary at, if it did.
     led: Option<u64>,
-    /// The primary's log write under way. Kept here, not only in its caller's future:
-    /// a write whose caller went away still runs, and the next one waits for it, so the
-    /// partition's writes reach the store in log order.
+    /// The partition's log write under way in the blocking pool (the primary's own, or a
+    /// replica's append or snapshot chunk). Kept here, not only in its caller's future: a
+    /// write whose caller went away still runs, and the next one waits for it
+    /// ([`Replicas::settle`]), so the partition's writes reach the store in log order.
     inflight: Option<tokio::task::JoinHandle<super::StorageResult<()>>>,
     /// As a replica: the read lease this node last gave (the primary's epoch, until when);
     /// a fence for a newer epoch waits until it ran out.
@@ -333,6 +334,31 @@ impl Replicas {
         }
     }
 
+    /// Wait for a write of this partition's that a caller left behind (it went away while
+    /// the write ran in the blocking pool): no later write may reach the store before it.
+    /// Awaited through `&mut`, so a caller that goes away here leaves it for the next.
+    async fn settle(st: &mut State) {
+        if let Some(prev) = st.inflight.as_mut() {
+            let _ = prev.await;
+            st.inflight = None;
+        }
+    }
+
+    /// Run `write` in the blocking pool as the partition's write in flight (after settling
+    /// an earlier one), so a caller that goes away cannot let a later write land first.
+    async fn pooled(
+        &self,
+        st: &mut State,
+        write: impl FnOnce(&dyn Storage) -> super::StorageResult<()> + Send + 'static,
+    ) -> Result<(), KvError> {
+        Self::settle(st).await;
+        let s = self.storage.clone();
+        let handle = st.inflight.insert(tokio::task::spawn_blocking(move || write(s.as_ref())));
+        let written = handle.await;
+        st.inflight = None;
+        written.map_err(|e| KvError::Join(e.to_string())).and_then(|r| r.map_err(KvError::from))
+    }
+
     /// Append entries as primary (the caller holds the partition lock). The replicators
     /// start sending them while this node writes them: the primary's own copy is one of
     /// the acknowledgements, not a step before the others.
@@ -342,10 +368,7 @@ impl Replicas {
         // whose caller went away landed after the next one and put the older value back
         // in the primary's own copy. Awaited through `&mut`, so a caller that goes away
         // here leaves it for the next.
-        if let Some(prev) = st.inflight.as_mut() {
-            let _ = prev.await;
-            st.inflight = None;
-        }
+        Self::settle(st).await;
         if part.write_failed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             // Report what is on disk, not the entries that never got there.
             let on_disk = self.blocking(move |s| plog::load_meta(s, p)).await?;

@@ -353,3 +353,41 @@ async fn a_replica_whose_store_was_replaced_is_caught_up_before_it_counts_in_syn
     // Reported only after it answered that it holds the log, "a" included.
     assert_eq!(fresh.read_local(P, b"s\0k".to_vec()).await.unwrap().as_deref(), Some(&b"a"[..]));
 }
+
+#[tokio::test]
+async fn an_append_whose_caller_went_away_lands_before_the_next_one() {
+    // n2 as a replica of n1, its store holding writes: an append's write waits in the
+    // blocking pool while the primary gives up on it (its RPC timed out) and sends the
+    // entry again with the next one. Both writes are released at once; the older one must
+    // not land last and put the older value and log end back. Twenty partitions: without
+    // the ordering, which of two released writes lands last is a coin toss each time.
+    let store = Arc::new(Holding::default());
+    let r = Arc::new(Replicas::new(store.clone(), "n2", true, 100, DEFAULT_PARTITIONS));
+    r.apply_table(table("n1", &["n1", "n2", "n3"], 1)).await;
+    let put = |lsn: u64, v: &str| Entry { lsn, epoch: 1, op: Op::Put { key: b"s\0k".to_vec(), value: v.into() } };
+    let append = |p: u32, entries: Vec<Entry>| {
+        let r = r.clone();
+        tokio::spawn(async move { r.on_append(AppendReq { p, epoch: 1, prev: (0, 0), entries }).await })
+    };
+    for p in 0..20 {
+        *store.held.lock().unwrap() = true;
+        let first = append(p, vec![put(1, "old")]);
+        let held = p as usize + 1;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while store.waiting.load(std::sync::atomic::Ordering::SeqCst) < held {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the first append's write is held");
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled(), "the first append was still writing when dropped");
+        let next = append(p, vec![put(1, "old"), put(2, "new")]);
+        tokio::task::yield_now().await;
+        *store.held.lock().unwrap() = false;
+        store.released.notify_all();
+        assert!(matches!(next.await.unwrap(), AppendReply::Ok { last: 2, .. }), "partition {p}");
+        assert_eq!(r.read_local(p, b"s\0k".to_vec()).await.unwrap().as_deref(), Some(&b"new"[..]), "partition {p}");
+        assert_eq!(plog::load_meta(store.as_ref(), p).unwrap().last, 2, "partition {p}");
+    }
+}
