@@ -157,12 +157,12 @@ impl Cluster {
         if !self.member_names().contains(primary) || self.sm.current().state.removed.contains(primary) {
             return None;
         }
-        let peer = self
-            .membership
-            .live()
-            .read(|live| live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str()).cloned())?;
-        let runs = peer.services.iter().any(|s| s == service) || self.sm.current().state.slots(service, primary) > 0;
-        runs.then(|| PeerTarget { node: peer.id.clone(), addr: peer.peer.clone() })
+        self.membership.live().read(|live| {
+            let peer = live.get(primary).filter(|p| p.mode != super::Mode::Dormant.as_str())?;
+            let runs =
+                peer.services.iter().any(|s| s == service) || self.sm.current().state.slots(service, primary) > 0;
+            runs.then(|| PeerTarget { node: peer.id.clone(), addr: peer.peer.clone() })
+        })
     }
 
     /// Whether `node` says (in gossip) that it is refilling a rebuilt store.

@@ -230,7 +230,9 @@ impl Inner {
             if removed && !removed_shutdown {
                 // A decommissioned node must not disturb the cluster with elections.
                 tracing::warn!("this node was removed from the cluster; stopping its Raft member");
-                let _ = self.raft.shutdown().await;
+                if let Err(e) = self.raft.shutdown().await {
+                    tracing::warn!(error = %e, "stopping the removed node's Raft member failed");
+                }
                 removed_shutdown = true;
             }
         }

@@ -349,7 +349,6 @@ impl Cluster {
     /// is rotated before sorting, so equally loaded nodes share forwarded requests.
     pub fn holders(&self, service: &str) -> Vec<PeerTarget> {
         let state = self.sm.current();
-        let (mut serving, mut assigned) = (Vec::new(), Vec::new());
         // Only members that were not removed: a removed node keeps its certificate and the
         // gossip key, and may still gossip that it serves.
         let members = self.member_names();
@@ -359,24 +358,26 @@ impl Cluster {
                 && members.contains(&p.id)
                 && !state.state.removed.contains(&p.id)
         };
+        let n = self.rotor.fetch_add(1, Ordering::Relaxed) as usize;
+        // Per forwarded request: the view is read in place, not copied.
         self.membership.live().read(|live| {
+            let (mut serving, mut assigned) = (Vec::new(), Vec::new());
             for p in live.values().filter(|p| ok(p)) {
                 if p.services.iter().any(|s| s == service) {
-                    serving.push(p.clone());
+                    serving.push(p);
                 } else if state.state.slots(service, &p.id) > 0 {
-                    assigned.push(p.clone());
+                    assigned.push(p);
                 }
             }
-        });
-        let n = self.rotor.fetch_add(1, Ordering::Relaxed) as usize;
-        for group in [&mut serving, &mut assigned] {
-            if !group.is_empty() {
-                let k = n % group.len();
-                group.rotate_left(k);
+            for group in [&mut serving, &mut assigned] {
+                if !group.is_empty() {
+                    let k = n % group.len();
+                    group.rotate_left(k);
+                }
             }
-        }
-        serving.sort_by_key(|p| p.load);
-        serving.iter().chain(&assigned).map(|p| PeerTarget { node: p.id.clone(), addr: p.peer.clone() }).collect()
+            serving.sort_by_key(|p| p.load);
+            serving.iter().chain(&assigned).map(|p| PeerTarget { node: p.id.clone(), addr: p.peer.clone() }).collect()
+        })
     }
 
     /// Commit a command through Raft (forwarding to the leader) and wait until this node
@@ -486,8 +487,9 @@ impl Cluster {
     }
 
     /// Stop what the cluster runs besides its loops (those stop with the node's stop
-    /// signal): gossip, the grid's report tasks and replicators, a node scaler run in
-    /// progress, and Raft.
+    /// signal): its owners (the Service Manager, the traffic sampler, membership and with
+    /// it gossip), the grid's report tasks and replicators, a node scaler run in progress,
+    /// and Raft.
     pub async fn shutdown(&self) {
         self.services.shutdown().await;
         self.traffic.shutdown().await;

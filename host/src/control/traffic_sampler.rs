@@ -58,6 +58,11 @@ impl TrafficSampler {
         (t.affinity.clone(), t.demand.clone())
     }
 
+    /// The demand of the last window alone.
+    pub fn demand(&self) -> Vec<Demand> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).demand.clone()
+    }
+
     pub async fn shutdown(&self) {
         self.tasks.shutdown().await;
     }

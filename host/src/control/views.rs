@@ -139,7 +139,7 @@ impl Cluster {
             DemandView {
                 window_ms: config.window.as_millis() as u64,
                 min_rate: config.min_rate,
-                calls: self.traffic.hot().1,
+                calls: self.traffic.demand(),
             }
         })
     }

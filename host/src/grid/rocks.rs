@@ -62,6 +62,18 @@ fn cf(db: &DB, t: Table) -> StorageResult<&rocksdb::ColumnFamily> {
     db.cf_handle(t.name()).ok_or(StorageError::Closed)
 }
 
+/// `ops` as one RocksDB batch (applied all or nothing).
+fn batch_of(db: &DB, ops: &[BatchOp]) -> StorageResult<WriteBatch> {
+    let mut batch = WriteBatch::default();
+    for op in ops {
+        match op {
+            BatchOp::Put(t, k, v) => batch.put_cf(cf(db, *t)?, k, v),
+            BatchOp::Delete(t, k) => batch.delete_cf(cf(db, *t)?, k),
+        }
+    }
+    Ok(batch)
+}
+
 impl Inner {
     /// Shut out [`Storage::write_now`] while this sync runs (`--sync never` only: in the
     /// other modes nothing is written on the runtime, and syncs must not queue behind one
@@ -281,13 +293,7 @@ impl Storage for RocksStorage {
         }
         let err = |e| inner.write_error(e);
         inner.with_db(|db| {
-            let mut batch = WriteBatch::default();
-            for op in ops {
-                match op {
-                    BatchOp::Put(t, k, v) => batch.put_cf(cf(db, t)?, k, v),
-                    BatchOp::Delete(t, k) => batch.delete_cf(cf(db, t)?, k),
-                }
-            }
+            let batch = batch_of(db, &ops)?;
             match (durability, inner.mode) {
                 (Durability::Acked, SyncMode::Never) => db.write_opt(batch, &WriteOptions::default()).map_err(err),
                 (Durability::Acked, SyncMode::Batch) => {
@@ -329,13 +335,7 @@ impl Storage for RocksStorage {
         let _no_sync = inner.syncing.try_read().ok()?;
         let db = inner.db.try_read().ok()?;
         let db = db.as_ref()?;
-        let mut batch = WriteBatch::default();
-        for op in ops {
-            match op {
-                BatchOp::Put(t, k, v) => batch.put_cf(cf(db, *t).ok()?, k, v),
-                BatchOp::Delete(t, k) => batch.delete_cf(cf(db, *t).ok()?, k),
-            }
-        }
+        let batch = batch_of(db, ops).ok()?;
         let mut wo = WriteOptions::default();
         wo.set_no_slowdown(true);
         match db.write_opt(batch, &wo) {

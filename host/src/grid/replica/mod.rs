@@ -339,6 +339,9 @@ impl Replicas {
     /// Awaited through `&mut`, so a caller that goes away here leaves it for the next.
     async fn settle(st: &mut State) {
         if let Some(prev) = st.inflight.as_mut() {
+            // Its result was for the caller that went away: the state in memory never
+            // counted it (a primary's failure also sets `write_failed`, read next), so
+            // only its landing matters here.
             let _ = prev.await;
             st.inflight = None;
         }
@@ -410,17 +413,15 @@ impl Replicas {
         let written = match self.storage.write_now(&batch) {
             Some(r) => r.map_err(KvError::from),
             None => {
-                let (failed, storage) = (part.write_failed.clone(), self.storage.clone());
-                let handle = st.inflight.insert(tokio::task::spawn_blocking(move || {
-                    let r = storage.write(batch, Durability::Acked);
+                let failed = part.write_failed.clone();
+                self.pooled(st, move |s| {
+                    let r = s.write(batch, Durability::Acked);
                     if r.is_err() {
                         failed.store(true, std::sync::atomic::Ordering::SeqCst);
                     }
                     r
-                }));
-                let written = handle.await;
-                st.inflight = None;
-                written.map_err(|e| KvError::Join(e.to_string())).and_then(|r| r.map_err(KvError::from))
+                })
+                .await
             }
         };
         if let Err(e) = written {
