@@ -496,8 +496,8 @@ async fn join_cluster(
     let peers: std::sync::Weak<dyn ingress::Peers> = Arc::downgrade(&cluster) as _;
     registry.set_routes(crate::services::route::Routes { peers, forward: Arc::new(forwarder.without_peers()) });
     let handler = peer_handler(&cluster, config);
-    let tls = cluster.tls.as_ref().map(|t| t.server.clone());
-    let stats = cluster.peer_stats.clone();
+    let tls = cluster.security.tls.as_ref().map(|t| t.server.clone());
+    let stats = cluster.security.stats.clone();
     let serve = crate::transport::server::serve(peer_listener, tls, config.server, stats, rx.clone(), handler);
     tasks.push(tokio::spawn(serve));
     tasks.push(tokio::spawn(cluster.clone().run(rx.clone())));

@@ -49,11 +49,11 @@ pub async fn start_node(
             let _ = writeln!(out, "nanogrid node {} (mode single)", n.config.node_id);
         }
         Some(c) => {
-            let tls = if c.tls.is_some() { "mutual TLS" } else { "cleartext (benchmark mode)" };
+            let tls = if c.security.tls.is_some() { "mutual TLS" } else { "cleartext (benchmark mode)" };
             let _ = writeln!(
                 out,
                 "nanogrid node {} (clustered: cluster {}, peer {} over {tls}, gossip {} sealed)",
-                n.config.node_id, c.cluster_id, c.config.peer_listen, c.config.gossip_listen
+                n.config.node_id, c.security.cluster_id, c.config.peer_listen, c.config.gossip_listen
             );
         }
     }

@@ -1,17 +1,19 @@
 //! The control loops of a clustered node that are `Cluster`'s own (membership and the
-//! mode, the Service Manager and the traffic sampler are owners of their own:
-//! [`super::membership`], [`super::service_manager`], [`super::traffic_sampler`]).
+//! mode, the Service Manager, the traffic sampler, the autoscaler and the experiments are
+//! owners of their own: [`super::membership`], [`super::service_manager`],
+//! [`super::traffic_sampler`], [`super::scaling`], [`super::reprovision`]; the last two
+//! reach the cluster through [`super::leader::LeaderOps`], implemented here).
 //!
 //! - Cluster Manager (leader only): admit new nodes as learners, promote learners up to the
 //!   voter count, drop decommissioned nodes, and keep the instance assignment spread over
 //!   the serving nodes, odd instances next to their busiest callers.
-//! - experiments (leader only): judge each re-provisioning trial once its window has
-//!   passed (see [`super::experiment`]).
+//! - the grid's table: apply each committed partition table to this node's replicas.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use openraft::ChangeMembers;
 use tokio::sync::watch;
 
@@ -22,7 +24,7 @@ use super::placement::{hold_until_ready, place};
 use super::store::Stored;
 use super::traffic::Affinity;
 use super::types::{Assignment, Command, Member, raft_id};
-use super::{Cluster, Mode};
+use super::{Cluster, ClusterError, Mode};
 
 impl Cluster {
     /// Run the control loops until `stop` turns true. The loops are this future's own
@@ -30,8 +32,6 @@ impl Cluster {
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let mut loops = tokio::task::JoinSet::new();
         loops.spawn(self.clone().grid_loop(stop.clone()));
-        loops.spawn(self.clone().autoscale_loop(stop.clone()));
-        loops.spawn(self.clone().experiment_loop(stop.clone()));
         loops.spawn(self.leader_loop(stop));
         while loops.join_next().await.is_some() {}
     }
@@ -223,7 +223,16 @@ impl Cluster {
             .collect();
         // Traffic-driven moves go through experiments: what placement starts from and the
         // hot pairs it may act on; a step that starts an experiment places nothing.
-        let Some((start, affinity)) = self.reprovision(&loaded, &serving, &stored.state).await? else {
+        let (hot, demand) = self.traffic.hot();
+        let step = super::reprovision::StepInputs {
+            loaded: &loaded,
+            serving: &serving,
+            hot,
+            demand,
+            load_of: &|service: &str| self.autoscaling.load_of(service),
+            node_instances: self.config.scaling.node_instances,
+        };
+        let Some((start, affinity)) = self.experiments.reprovision(self, step, &stored.state).await? else {
             return Ok(false);
         };
         let mut next = place(&loaded, &serving, &start, &affinity);
@@ -308,6 +317,54 @@ impl Cluster {
         let events = super::placement::moves(&none, &next, &serving);
         let placed = Command::AssignChanges { changes, events, base: state.assign_version };
         Command::Several { cmds: vec![cmd, placed] }
+    }
+}
+
+impl super::leader::LeaderOps for Cluster {
+    fn node(&self) -> &str {
+        &self.name
+    }
+
+    fn leading(&self) -> bool {
+        self.mode() == Mode::Leader
+    }
+
+    fn committed(&self) -> Arc<Stored> {
+        self.sm.current()
+    }
+
+    fn live(&self) -> BTreeMap<String, PeerInfo> {
+        Cluster::live(self)
+    }
+
+    fn members(&self) -> (Vec<Member>, Vec<Member>) {
+        Cluster::members(self)
+    }
+
+    fn voters(&self) -> usize {
+        self.config.voters
+    }
+
+    fn commit(&self, cmd: Command) -> BoxFuture<'_, Result<(), ClusterError>> {
+        Box::pin(async move {
+            self.raft.client_write(cmd).await.map(|_| ()).map_err(|e| ClusterError::Internal(e.to_string()))
+        })
+    }
+
+    fn write(&self, cmd: Command) -> BoxFuture<'_, Result<(), ClusterError>> {
+        Box::pin(Cluster::write(self, cmd))
+    }
+
+    fn peers(&self) -> &crate::transport::PeerClient {
+        &self.peers
+    }
+
+    fn registry(&self) -> &Arc<crate::services::Registry> {
+        &self.registry
+    }
+
+    fn member_names(&self) -> BTreeSet<String> {
+        Cluster::member_names(self)
     }
 }
 

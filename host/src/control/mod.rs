@@ -13,10 +13,10 @@ pub mod experiment;
 mod gossip;
 pub mod grid;
 mod k8s_scaler;
+pub mod leader;
 mod manager;
 pub mod membership;
 pub mod network;
-mod nodescaler;
 pub mod partitions;
 pub mod peer;
 pub mod placement;
@@ -195,16 +195,10 @@ pub struct Cluster {
     pub peers: PeerClient,
     pub faults: Arc<Faults>,
     pub registry: Arc<Registry>,
-    /// TLS of the peer listener and of calls to peers (`None` in cleartext benchmark mode).
-    pub tls: Option<PeerTls>,
-    /// What the peer listener refused.
-    pub peer_stats: Arc<PeerStats>,
+    /// The cluster's id, this node's TLS and what the peer listener refused.
+    pub security: PeerSecurity,
     /// What the Raft log took in (entries, bytes) since the node started.
     pub log_growth: Arc<store::LogGrowth>,
-    /// When this node's certificate expires (seconds since the epoch).
-    pub cert_expires: i64,
-    /// The cluster's id (inside every sealed gossip packet).
-    pub cluster_id: String,
     sm: StateMachine,
     /// The gossip view and this node's mode (its own loop; owns gossip).
     membership: Membership,
@@ -217,13 +211,68 @@ pub struct Cluster {
     grid_net: Arc<grid::GridNet>,
     /// Calls per second per (calling node, callee), sampled by the leader.
     traffic: traffic_sampler::TrafficSampler,
-    /// The leader's autoscaler and node plan.
-    scaling: scaling::Scaling,
+    /// The leader's autoscaler and node plan (its own loop).
+    autoscaling: scaling::Autoscaling,
+    /// The leader's experiments (its own loop judges them).
+    experiments: reprovision::Experiments,
     /// Warnings about nodes whose grid has another partition count (once in a while).
     mismatch_log: crate::ratelog::RateLimited,
 }
 
+/// The cluster's identity and the peer listener's security, as this node holds them.
+pub struct PeerSecurity {
+    /// The cluster's id (inside every sealed gossip packet).
+    pub cluster_id: String,
+    /// TLS of the peer listener and of calls to peers (`None` in cleartext benchmark mode).
+    pub tls: Option<PeerTls>,
+    /// When this node's certificate expires (seconds since the epoch).
+    pub cert_expires: i64,
+    /// What the peer listener refused.
+    pub stats: Arc<PeerStats>,
+}
+
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open the control-plane log and state machine in the node's store and start Raft over
+/// them (not yet a member of anything: bootstrap or a leader adds it).
+async fn open_raft(
+    name: &str,
+    config: &ClusterConfig,
+    peers: &PeerClient,
+    grid: Arc<Grid>,
+) -> anyhow::Result<(openraft::Raft<Control>, StateMachine, Arc<LogGrowth>)> {
+    let log = LogStore::open(grid.clone()).await?;
+    let log_growth = log.growth.clone();
+    let sm = StateMachine::open(grid).await?;
+    let raft_config = openraft::Config {
+        cluster_name: "nanogrid".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 600,
+        election_timeout_max: 1200,
+        install_snapshot_timeout: 2000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: config.snapshot_every,
+        ..Default::default()
+    }
+    .validate()?;
+    let network = network::Network { client: peers.clone() };
+    let raft = openraft::Raft::new(raft_id(name), Arc::new(raft_config), network, log, sm.clone()).await?;
+    Ok((raft, sm, log_growth))
+}
+
+fn gossip_config(name: &str, config: &ClusterConfig, secrets: &ClusterSecrets) -> anyhow::Result<GossipConfig> {
+    Ok(GossipConfig {
+        node_id: name.to_string(),
+        listen: config.gossip_listen,
+        advertise: advertised(config.gossip_listen, config.advertise_host, "gossip")?,
+        seeds: config.seeds.clone(),
+        interval: config.gossip_interval,
+        phi_threshold: config.phi_threshold,
+        cluster_id: secrets.cluster_id.clone(),
+        key: secrets.gossip_key.clone(),
+        window: config.gossip_window,
+    })
+}
 
 impl Cluster {
     /// Open the Raft storage, start gossip and Raft. The caller serves the peer listener
@@ -240,38 +289,8 @@ impl Cluster {
         let faults = Arc::new(Faults::default());
         let tls = if config.plaintext_peers { None } else { Some(secrets.peer_tls()?) };
         let peers = PeerClient::new(name, tls.as_ref().map(|t| t.client.clone()));
-        let log = LogStore::open(grid.clone()).await?;
-        let log_growth = log.growth.clone();
-        let sm = StateMachine::open(grid).await?;
-        let raft_config = openraft::Config {
-            cluster_name: "nanogrid".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 600,
-            election_timeout_max: 1200,
-            install_snapshot_timeout: 2000,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: config.snapshot_every,
-            ..Default::default()
-        }
-        .validate()?;
-        let network = network::Network { client: peers.clone() };
-        let raft = openraft::Raft::new(raft_id(name), Arc::new(raft_config), network, log, sm.clone()).await?;
-        let gossip = Gossip::start(
-            GossipConfig {
-                node_id: name.to_string(),
-                listen: config.gossip_listen,
-                advertise: advertised(config.gossip_listen, config.advertise_host, "gossip")?,
-                seeds: config.seeds.clone(),
-                interval: config.gossip_interval,
-                phi_threshold: config.phi_threshold,
-                cluster_id: secrets.cluster_id.clone(),
-                key: secrets.gossip_key.clone(),
-                window: config.gossip_window,
-            },
-            &me,
-            faults.clone(),
-        )
-        .await?;
+        let (raft, sm, log_growth) = open_raft(name, &config, &peers, grid).await?;
+        let gossip = Gossip::start(gossip_config(name, &config, secrets)?, &me, faults.clone()).await?;
         let membership = Membership::spawn(
             MembershipDeps {
                 name: name.to_string(),
@@ -298,7 +317,10 @@ impl Cluster {
         );
         let sampling =
             traffic_sampler::TrafficConfig { window: config.traffic_window, min_rate: config.colocate_min_rate };
+        let (scaling, experiments) = (config.scaling.clone(), config.experiments.clone());
         let cluster = Arc::new_cyclic(|me: &std::sync::Weak<Cluster>| Cluster {
+            autoscaling: scaling::Autoscaling::spawn(scaling, me.clone(), stop.clone()),
+            experiments: reprovision::Experiments::spawn(experiments, me.clone(), stop.clone()),
             traffic: traffic_sampler::TrafficSampler::spawn(sampling, me.clone(), stop),
             grid_net: Arc::new(grid::GridNet::new(me.clone())),
             name: name.to_string(),
@@ -307,17 +329,18 @@ impl Cluster {
             peers,
             faults,
             registry,
-            tls,
-            peer_stats: Arc::new(PeerStats::default()),
+            security: PeerSecurity {
+                cluster_id: secrets.cluster_id.clone(),
+                tls,
+                cert_expires: secrets.node_cert_expires,
+                stats: Arc::new(PeerStats::default()),
+            },
             log_growth,
-            cert_expires: secrets.node_cert_expires,
-            cluster_id: secrets.cluster_id.clone(),
             sm,
             membership,
             services,
             rotor: AtomicU64::new(0),
             partitions: Default::default(),
-            scaling: Default::default(),
             mismatch_log: crate::ratelog::RateLimited::new(Duration::from_secs(30)),
         });
         cluster.registry.grid().replicas().attach(cluster.grid_net.clone());
@@ -488,8 +511,8 @@ impl Cluster {
 
     /// Stop what the cluster runs besides its loops (those stop with the node's stop
     /// signal): its owners (the Service Manager, the traffic sampler, membership and with
-    /// it gossip), the grid's report tasks and replicators, a node scaler run in progress,
-    /// and Raft.
+    /// it gossip, the autoscaler with a node scaler run in progress, the experiments), the
+    /// grid's report tasks and replicators, and Raft.
     pub async fn shutdown(&self) {
         self.services.shutdown().await;
         self.traffic.shutdown().await;
@@ -499,7 +522,8 @@ impl Cluster {
         if tokio::time::timeout(Duration::from_secs(5), replicas.stop_replicators()).await.is_err() {
             tracing::warn!("the grid's replicators did not stop within 5 s; leaving them");
         }
-        self.scaling.stop_scaler();
+        self.autoscaling.shutdown().await;
+        self.experiments.shutdown().await;
         // Bounded: a Raft write waiting for room on a full disk (`store.rs`) would hold
         // the Raft core, and with it the shutdown, for as long as the disk stays full.
         if tokio::time::timeout(Duration::from_secs(10), self.raft.shutdown()).await.is_err() {

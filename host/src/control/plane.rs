@@ -170,7 +170,7 @@ impl ControlPlane for Cluster {
     }
 
     fn autoscale_view(&self) -> Result<super::scaling::AutoscaleView, AdminError> {
-        Cluster::autoscale_view(self).ok_or(AdminError::NotLeader(
+        self.autoscaling.view(self).ok_or(AdminError::NotLeader(
             "the autoscaler runs on the leader; ask the node GET /v1/cluster names as leader",
         ))
     }

@@ -41,6 +41,6 @@ impl Peers for Cluster {
         service: &'a str,
         wait: Duration,
     ) -> futures::future::BoxFuture<'a, Result<(), crate::services::DispatchError>> {
-        Box::pin(Cluster::wake(self, service, wait))
+        Box::pin(self.autoscaling.wake(self, service, wait))
     }
 }

@@ -72,9 +72,9 @@ impl Cluster {
             nodes,
             // How this node authenticates its peers (cluster identity, docs/SECURITY.md).
             security: Some(PeerSecurity {
-                cluster_id: self.cluster_id.clone(),
-                peer_tls: self.tls.is_some(),
-                certificate_expires: self.cert_expires,
+                cluster_id: self.security.cluster_id.clone(),
+                peer_tls: self.security.tls.is_some(),
+                certificate_expires: self.security.cert_expires,
                 gossip_running: self.gossip_running(),
             }),
         }
@@ -96,11 +96,7 @@ impl Cluster {
 
     /// Ask every other live node `req`: the answers that came within a second, by node.
     pub(super) async fn ask_live<Q: crate::transport::PeerRpc>(&self, req: &Q) -> BTreeMap<String, Q::Reply> {
-        let peers: Vec<PeerInfo> = self.live().into_values().filter(|p| p.id != self.name).collect();
-        let asks = peers.iter().map(|p| async move {
-            (p.id.clone(), self.peers.call(&p.id, &p.peer, req, Duration::from_secs(1)).await.ok())
-        });
-        futures::future::join_all(asks).await.into_iter().filter_map(|(id, r)| Some((id, r?))).collect()
+        super::leader::ask_live(&self.peers, &self.name, self.live(), req, Duration::from_secs(1)).await
     }
 
     /// Every live node's spans of one trace, in start order (a span seen twice once).
@@ -129,6 +125,35 @@ impl Cluster {
         let ids = candidates.into_iter().map(|t| t.trace_id).collect::<std::collections::BTreeSet<_>>();
         let second = TraceQuery { service: None, min_ms: 0, limit: ids.len().max(1), ids: Some(ids) };
         merge_summaries(ask(second).await, q)
+    }
+
+    /// The cluster's recent decisions after `seq` (every node holds the same list).
+    pub fn events(&self, after: u64, limit: usize) -> Vec<super::events::Event> {
+        self.sm.current().state.events.after(after, limit)
+    }
+
+    /// Wanted and serving instances per service, wanted and live nodes (`/metrics`).
+    pub fn scaling_figures(&self) -> super::scaling::ScalingFigures {
+        self.autoscaling.figures(self)
+    }
+
+    /// Every experiment the control state holds, newest first.
+    pub fn experiments(&self) -> Vec<super::experiment::Experiment> {
+        self.experiments.list(self)
+    }
+
+    /// A person's decision on a pending experiment (see [`super::reprovision::Experiments::decide`]).
+    pub async fn decide(
+        &self,
+        id: u64,
+        approve: bool,
+    ) -> Result<super::experiment::Experiment, crate::services::AdminError> {
+        self.experiments.decide(self, id, approve).await
+    }
+
+    /// A running trial's calls so far per arm (old, new), from its node.
+    pub async fn trial_counts(&self, e: &super::experiment::Experiment) -> Option<(usize, usize)> {
+        self.experiments.trial_counts(self, e).await
     }
 
     /// Where calls come from, as the leader measured them over its last window (`None` on

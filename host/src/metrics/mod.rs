@@ -76,7 +76,7 @@ fn cluster_security(out: &mut Scrape, c: &crate::control::Cluster) {
         "nanogrid_peer_refused_total",
         "Peer-listener connections and requests refused, by reason (handshake: no or untrusted client certificate, or not TLS; wrong-node: the request claims another node than its certificate).",
     );
-    for (reason, n) in c.peer_stats.refused() {
+    for (reason, n) in c.security.stats.refused() {
         refused.sample(&[("reason", reason)], n);
     }
     out.counter(
@@ -90,7 +90,7 @@ fn cluster_security(out: &mut Scrape, c: &crate::control::Cluster) {
     )
     .sample(&[], c.log_growth.bytes.load(Relaxed));
     out.gauge("nanogrid_tls_cert_expiry_seconds", "When this node's certificate expires (Unix time).")
-        .sample(&[], c.cert_expires);
+        .sample(&[], c.security.cert_expires);
 }
 
 /// Room on the data dir's disk, and whether kv writes are refused for want of it.

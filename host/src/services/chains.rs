@@ -158,10 +158,7 @@ impl Registry {
         changes: HashMap<String, Change>,
         lenient: bool,
     ) -> Result<Vec<Arc<Deployed>>, AdminError> {
-        let current: HashMap<String, Arc<Deployed>> = {
-            let map = self.services.read().unwrap_or_else(|e| e.into_inner());
-            map.iter().map(|(n, s)| (n.clone(), s.current())).collect()
-        };
+        let current: HashMap<String, Arc<Deployed>> = self.table.versions();
         let snapshot = Snapshot { current, changes: &changes };
         // Only changed services and chains (whose parts may have changed) need a look.
         let mut names = snapshot.names();

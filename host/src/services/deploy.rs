@@ -65,14 +65,6 @@ impl Registry {
         Ok(self.units.share(unit))
     }
 
-    /// Instance slots this node gives a service.
-    pub(super) fn slots_for(&self, spec: &ServiceSpec) -> u32 {
-        match &*self.slots.read().unwrap_or_else(|e| e.into_inner()) {
-            Some(map) if spec.instances > 0 => map.get(&spec.name).copied().unwrap_or(0),
-            _ => spec.instances,
-        }
-    }
-
     /// In a cluster: reach other nodes' services through `routes` (set once).
     pub fn set_routes(&self, routes: super::route::Routes) {
         let _ = self.routes.set(routes);
@@ -86,32 +78,6 @@ impl Registry {
     /// Whether this node is part of a cluster.
     pub(super) fn clustered(&self) -> bool {
         self.routes.get().is_some()
-    }
-
-    /// Swap in new versions. Each service switches atomically: a request sees either its
-    /// old chain or its new one.
-    pub(super) fn install_all(&self, versions: Vec<Arc<Deployed>>) {
-        let mut map = self.services.write().unwrap_or_else(|e| e.into_inner());
-        for deployed in versions {
-            let name = deployed.spec.name.clone();
-            if let Some(svc) = map.get(&name) {
-                // Same gate across versions: the instance limit holds through a redeploy.
-                let slots = self.slots_for(&deployed.spec);
-                svc.gate.resize(slots, deployed.spec.queue_for(slots));
-                *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
-                continue;
-            }
-            let svc = Arc::new(Service {
-                name: name.as_str().into(),
-                gate: Gate::new(
-                    self.slots_for(&deployed.spec),
-                    deployed.spec.queue_for(self.slots_for(&deployed.spec)),
-                ),
-                stats: Stats::default(),
-                current: RwLock::new(deployed),
-            });
-            map.insert(name, svc);
-        }
     }
 
     pub(super) async fn persist(&self, spec: &ServiceSpec) -> Result<(), AdminError> {
@@ -128,7 +94,7 @@ impl Registry {
         let _admin = self.admin.lock().await;
         let (deploy, versions) = self.plan_service(name, req).await?;
         self.persist(&deploy.spec).await?;
-        self.install_all(versions);
+        self.table.install_all(versions);
         let spec = &deploy.spec;
         tracing::info!(service = name, digest = %spec.component, instances = spec.instances, "service deployed");
         Ok(deploy)
@@ -246,7 +212,7 @@ impl Registry {
     /// retried on the next call).
     pub async fn apply_desired(&self, specs: &BTreeMap<String, ServiceSpec>, slots: HashMap<String, u32>) {
         let _admin = self.admin.lock().await;
-        *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Some(slots);
+        self.table.set_slots(slots);
         let mut changes = HashMap::new();
         for (name, spec) in specs {
             if let Some(s) = self.get(name) {
@@ -274,21 +240,15 @@ impl Registry {
         }
         if !changes.is_empty() {
             match self.rebuild(changes, true).await {
-                Ok(versions) => self.install_all(versions),
+                Ok(versions) => self.table.install_all(versions),
                 Err(e) => tracing::error!(error = %e, "could not apply the committed services"),
             }
-            let mut map = self.services.write().unwrap_or_else(|e| e.into_inner());
             for s in gone {
-                map.remove(&*s.name);
-                s.gate.resize(0, 0);
+                self.table.remove(&s.name);
                 tracing::info!(service = %s.name, "service removed");
             }
         }
-        for s in self.list() {
-            let spec = &s.current().spec;
-            let slots = self.slots_for(spec);
-            s.gate.resize(slots, spec.queue_for(slots));
-        }
+        self.table.resize_all();
     }
 
     pub async fn scale(&self, name: &str, instances: u32, max_queue: Option<u32>) -> Result<ServiceSpec, AdminError> {
@@ -304,7 +264,7 @@ impl Registry {
     /// count (single mode; the caller holds the admin lock).
     pub(super) async fn set_count(&self, svc: &Service, spec: &ServiceSpec) -> Result<(), AdminError> {
         self.persist(spec).await?;
-        let slots = self.slots_for(spec);
+        let slots = self.table.slots_for(spec);
         svc.gate.resize(slots, spec.queue_for(slots));
         svc.recount(spec.clone());
         Ok(())
@@ -340,8 +300,7 @@ impl Registry {
             .blocking(move |s| s.write(vec![BatchOp::Delete(Table::Services, key)], Durability::Synced))
             .await
             .map_err(internal)?;
-        self.services.write().unwrap_or_else(|e| e.into_inner()).remove(name);
-        svc.gate.resize(0, 0);
+        self.table.remove(name);
         tracing::info!(service = name, "service deleted");
         Ok(svc.current().spec.clone())
     }

@@ -11,10 +11,12 @@ mod chains;
 mod deploy;
 mod dispatch;
 pub mod gate;
+mod ids;
 pub mod resolve;
 pub mod route;
 pub mod spec;
 pub mod stats;
+mod table;
 pub mod trials;
 mod units;
 
@@ -286,13 +288,13 @@ pub struct Uploaded {
 pub struct Registry {
     runtime: Arc<Runtime>,
     grid: Arc<Grid>,
-    services: RwLock<HashMap<String, Arc<Service>>>,
+    /// The services this node serves, and its instance slots for each.
+    table: table::ServiceTable,
     /// Compiled components in use, one per digest.
     units: units::Units,
+    /// Serialises admin changes (deploy, scale, delete, the Service Manager's step):
+    /// each reads the table, does its I/O, then installs.
     admin: tokio::sync::Mutex<()>,
-    /// In a cluster, this node's instance slots per service (the Service Manager sets
-    /// them from the assignment); `None` on a single node, where slots = `instances`.
-    slots: RwLock<Option<HashMap<String, u32>>>,
     /// How this node reaches other nodes' services (cluster mode only).
     routes: std::sync::OnceLock<route::Routes>,
     /// Who called whom through `invoke` (`GET /v1/graph`).
@@ -303,8 +305,8 @@ pub struct Registry {
     pub barriers: Arc<barrier::Barriers>,
     /// Starts, drives and sweeps the barriers (and owns the drive tasks).
     barrier_engine: Arc<barrier::BarrierEngine>,
-    request_seq: std::sync::atomic::AtomicU64,
-    seed: u64,
+    /// Request ids for requests that came without one.
+    ids: ids::RequestIds,
     tracer: std::sync::OnceLock<Arc<crate::trace::Tracer>>,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
     // itself lets it hand out owned handles without a reference cycle.
@@ -335,24 +337,21 @@ impl Registry {
     }
 
     pub fn new(runtime: Arc<Runtime>, grid: Arc<Grid>) -> Arc<Self> {
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id());
-        let barriers = Arc::new(barrier::Barriers::new(seed));
+        let ids = ids::RequestIds::new();
+        let barriers = Arc::new(barrier::Barriers::new(ids.seed()));
         Arc::new_cyclic(|me| Registry {
             me: me.clone(),
             barrier_engine: Arc::new(barrier::BarrierEngine::new(me.clone(), grid.clone(), barriers.clone())),
             barriers,
             runtime,
             grid,
-            services: RwLock::new(HashMap::new()),
+            table: Default::default(),
             units: Default::default(),
             admin: tokio::sync::Mutex::new(()),
-            slots: RwLock::new(None),
             routes: std::sync::OnceLock::new(),
             calls: Default::default(),
             trials: Default::default(),
-            request_seq: Default::default(),
-            seed,
+            ids,
             tracer: std::sync::OnceLock::new(),
         })
     }
@@ -385,16 +384,11 @@ impl Registry {
 
     /// A new request id: 16 hex digits, unique per node run.
     pub fn new_request_id(&self) -> String {
-        let n = self.request_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // splitmix64 over seed+counter: unique and unguessable enough for correlation.
-        let mut z = self.seed.wrapping_add(n.wrapping_mul(0x9e3779b97f4a7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        format!("{:016x}", z ^ (z >> 31))
+        self.ids.next()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Service>> {
-        self.services.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.table.get(name)
     }
 
     /// Every service's usage totals on this node (what `/usage` answers the leader).
@@ -403,9 +397,7 @@ impl Registry {
     }
 
     pub fn list(&self) -> Vec<Arc<Service>> {
-        let mut v: Vec<_> = self.services.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        self.table.list()
     }
 
     /// Load every stored service (after a restart), then resolve their chains. A service
@@ -431,7 +423,7 @@ impl Registry {
         let _admin = self.admin.lock().await;
         let versions = self.rebuild(changes, true).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let n = versions.len();
-        self.install_all(versions);
+        self.table.install_all(versions);
         Ok(n)
     }
 }

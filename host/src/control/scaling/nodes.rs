@@ -17,14 +17,14 @@
 //! a POST. The JSON: `{"want": N, "have": [names], "remove": [names], "reason": "..."}`.
 //! deploy/scalers/ has ones for Kubernetes, Docker Compose and local processes.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Cluster;
-use super::events::{Event, EventKind};
-use super::types::Command;
+use super::Scaler;
+use crate::control::events::{Event, EventKind};
+use crate::control::leader::LeaderOps;
+use crate::control::types::Command;
 
 /// How the leader reaches the outside system that adds and removes nodes.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +32,7 @@ pub enum NodeScaler {
     Exec(std::path::PathBuf),
     Webhook(String),
     /// Built in: patch a StatefulSet's replicas through the API server.
-    Kubernetes(super::k8s_scaler::KubeTarget),
+    Kubernetes(crate::control::k8s_scaler::KubeTarget),
 }
 
 /// What a scaler is told.
@@ -51,7 +51,7 @@ const ASK_AGAIN: Duration = Duration::from_secs(60);
 impl NodeScaler {
     /// `--node-scaler`: a URL, `kubernetes:statefulset/NAME` or the path of an executable.
     pub fn parse(s: &str) -> Result<NodeScaler, String> {
-        if let Some(k) = super::k8s_scaler::KubeTarget::parse(s) {
+        if let Some(k) = crate::control::k8s_scaler::KubeTarget::parse(s) {
             return k.map(NodeScaler::Kubernetes);
         }
         if s.starts_with("http://") {
@@ -82,7 +82,7 @@ impl NodeScaler {
         match self {
             NodeScaler::Exec(path) => run_exec(path, req.want, &body).await,
             NodeScaler::Kubernetes(target) => {
-                super::k8s_scaler::KubeApi::in_cluster()?.scale(target, req.want, SCALER_TIMEOUT).await
+                crate::control::k8s_scaler::KubeApi::in_cluster()?.scale(target, req.want, SCALER_TIMEOUT).await
             }
             NodeScaler::Webhook(url) => {
                 let client = crate::client::Client::new();
@@ -179,24 +179,25 @@ pub fn nodes_for(instances: u64, per_node: u32, min: usize, max: usize) -> usize
     need.max(min).min(max.max(min))
 }
 
-impl Cluster {
+impl Scaler {
     /// One node-dimension step (see the module docs).
     pub(super) async fn manage_nodes(
-        self: &Arc<Self>,
+        &self,
+        ops: &dyn LeaderOps,
         now: Instant,
         scaler: Option<&NodeScaler>,
     ) -> anyhow::Result<()> {
-        let cfg = &self.config.scaling;
-        let state = self.sm.current().state.clone();
-        let live = self.live();
-        let (voters, learners) = self.members();
+        let cfg = &self.config;
+        let state = ops.committed().state.clone();
+        let live = ops.live();
+        let (voters, learners) = ops.members();
         // Every member not removed, live or not (a restarting pod still counts).
         let members: Vec<String> =
             voters.iter().chain(&learners).map(|m| m.name.clone()).filter(|n| !state.removed.contains(n)).collect();
         let active: Vec<String> =
             members.iter().filter(|n| live.contains_key(*n) && !state.draining.contains(n)).cloned().collect();
         let instances: u64 = state.services.values().map(|s| u64::from(s.instances)).sum();
-        let wanted = nodes_for(instances, cfg.node_instances, cfg.min_nodes.max(self.config.voters), cfg.max_nodes);
+        let wanted = nodes_for(instances, cfg.node_instances, cfg.min_nodes.max(ops.voters()), cfg.max_nodes);
         let reason = format!(
             "{instances} instances wanted at {} per node need {} nodes; {} serving",
             cfg.node_instances,
@@ -205,25 +206,26 @@ impl Cluster {
         );
         let step = NodeStep { now, scaler, state: &state, members: &members, active: &active, reason, instances };
         {
-            let mut plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut plan = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
             plan.wanted = wanted;
         }
-        self.node_step(step, wanted, &live).await
+        self.node_step(ops, step, wanted, &live).await
     }
 
     async fn node_step(
-        self: &Arc<Self>,
+        &self,
+        ops: &dyn LeaderOps,
         s: NodeStep<'_>,
         wanted: usize,
-        live: &std::collections::BTreeMap<String, super::gossip::PeerInfo>,
+        live: &std::collections::BTreeMap<String, crate::control::PeerInfo>,
     ) -> anyhow::Result<()> {
         let busy = {
-            let plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            let plan = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
             plan.running.as_ref().is_some_and(|h| !h.is_finished())
         };
         // Removed nodes the scaler has not confirmed stopping: ask (again) until it does.
         if !s.state.stopping.is_empty() {
-            let again = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).stop_due(s.now);
+            let again = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).stop_due(s.now);
             if again && !busy {
                 let req = ScaleRequest {
                     want: s.members.len(),
@@ -231,24 +233,24 @@ impl Cluster {
                     remove: s.state.stopping.clone(),
                     reason: format!("{} drained and removed: {}", s.state.stopping.join(", "), s.reason),
                 };
-                self.ask(s.scaler, req, s.now, s.instances).await;
+                self.ask(ops, s.scaler, req, s.now, s.instances).await;
             }
             return Ok(());
         }
         let draining = s.state.draining.iter().find(|n| !s.state.removed.contains(n));
         if wanted > s.active.len() {
-            self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
+            self.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
             if let Some(node) = draining {
                 // Load came back during a drain: keep the node.
                 let event = Event::new(EventKind::Undrain, format!("needed again: {}", s.reason)).node(node);
-                self.raft.client_write(Command::Undrain { node: node.clone(), event }).await?;
+                ops.commit(Command::Undrain { node: node.clone(), event }).await?;
                 return Ok(());
             }
-            let again = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).ask_due(wanted, s.now);
+            let again = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).ask_due(wanted, s.now);
             if again && !busy {
                 let req =
                     ScaleRequest { want: wanted, have: s.members.to_vec(), remove: vec![], reason: s.reason.clone() };
-                self.ask(s.scaler, req, s.now, s.instances).await;
+                self.ask(ops, s.scaler, req, s.now, s.instances).await;
             }
             return Ok(());
         }
@@ -260,87 +262,91 @@ impl Cluster {
             let running = live.get(node).is_some_and(|p| p.load > 0);
             if !(holds_instances || holds_data || running) {
                 tracing::info!(%node, "drained; removing it from the cluster");
-                self.raft
-                    .client_write(Command::RemoveNode {
-                        name: node.clone(),
-                        stop: true,
-                        at_ms: crate::services::now_ms(),
-                    })
+                ops.commit(Command::RemoveNode { name: node.clone(), stop: true, at_ms: crate::services::now_ms() })
                     .await?;
             }
             return Ok(());
         }
         if wanted >= s.active.len() {
-            self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
+            self.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
             return Ok(());
         }
-        self.drain_surplus(&s, wanted, live, busy).await
+        self.drain_surplus(ops, &s, wanted, live, busy).await
     }
 
     /// More nodes are active than `wanted`: once that has lasted `node_idle` with every
     /// member up and no scaler call running, drain the last node by name.
     async fn drain_surplus(
         &self,
+        ops: &dyn LeaderOps,
         s: &NodeStep<'_>,
         wanted: usize,
-        live: &std::collections::BTreeMap<String, super::gossip::PeerInfo>,
+        live: &std::collections::BTreeMap<String, crate::control::PeerInfo>,
         busy: bool,
     ) -> anyhow::Result<()> {
-        let since = *self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since.get_or_insert(s.now);
+        let since = *self.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since.get_or_insert(s.now);
         // Only with every member up: a drain waits for the partitions' other replicas.
         let all_up = s.members.iter().all(|n| live.contains_key(n));
-        if s.now.duration_since(since) < self.config.scaling.node_idle || busy || !all_up {
+        if s.now.duration_since(since) < self.config.node_idle || busy || !all_up {
             return Ok(());
         }
         // The last by (length, name), so n10 goes before n9 and a StatefulSet's highest
         // ordinal is the one drained; never this node (it leads the drain).
         let mut names: Vec<&String> = s.active.iter().collect();
         names.sort_by_key(|n| (n.len(), (*n).clone()));
-        let Some(victim) = names.last().filter(|v| ***v != self.name) else {
+        let Some(victim) = names.last().filter(|v| ***v != ops.node()) else {
             tracing::info!("the node to drain next is the leader itself; waiting for another leader");
             return Ok(());
         };
-        let idle = self.config.scaling.node_idle.as_secs();
+        let idle = self.config.node_idle.as_secs();
         let event = Event::new(EventKind::Drain, format!("more nodes than needed for {idle}s: {}", s.reason))
             .node(victim)
             .counts(s.active.len() as u32, wanted as u32)
             .input("instances", s.instances as f64)
-            .input("node_instances", f64::from(self.config.scaling.node_instances));
+            .input("node_instances", f64::from(self.config.node_instances));
         tracing::info!(node = %victim, "draining a node the cluster no longer needs");
-        self.raft.client_write(Command::Drain { node: (*victim).clone(), event }).await?;
-        self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
+        ops.commit(Command::Drain { node: (*victim).clone(), event }).await?;
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).surplus_since = None;
         Ok(())
     }
 
     /// Record the request as an event and run the scaler (if any) in the background; when
     /// it succeeds for removed nodes, they are marked stopped.
-    async fn ask(self: &Arc<Self>, scaler: Option<&NodeScaler>, req: ScaleRequest, now: Instant, instances: u64) {
+    async fn ask(
+        &self,
+        ops: &dyn LeaderOps,
+        scaler: Option<&NodeScaler>,
+        req: ScaleRequest,
+        now: Instant,
+        instances: u64,
+    ) {
         let from = req.have.len() as u32;
         let event = Event::new(EventKind::Nodes, req.reason.clone())
             .counts(from, req.want as u32)
             .input("instances", instances as f64)
-            .input("node_instances", f64::from(self.config.scaling.node_instances));
+            .input("node_instances", f64::from(self.config.node_instances));
         let event = match &req.remove[..] {
             [one] => event.node(one),
             _ => event,
         };
         tracing::info!(want = req.want, remove = ?req.remove, scaler = scaler.is_some(), "asking for another node count");
-        if let Err(e) = self.raft.client_write(Command::Note { event }).await {
+        if let Err(e) = ops.commit(Command::Note { event }).await {
             tracing::warn!(error = %e, "could not record the node count decision");
         }
-        let mut plan = self.scaling.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut plan = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         match req.remove.is_empty() {
             true => plan.asked = Some((req.want, now)),
             false => plan.stop_asked = Some(now),
         }
         let Some(scaler) = scaler.cloned() else { return };
-        let raft = self.raft.clone();
+        let cluster = self.ops.clone();
         plan.running = Some(tokio::spawn(async move {
             match scaler.run(&req).await {
                 Ok(out) => {
                     tracing::info!(want = req.want, output = %out, "node scaler done");
+                    let Some(ops) = cluster.upgrade() else { return };
                     for node in req.remove {
-                        if let Err(e) = raft.client_write(Command::Stopped { node }).await {
+                        if let Err(e) = ops.commit(Command::Stopped { node }).await {
                             tracing::warn!(error = %e, "could not record a stopped node; the scaler is asked again");
                         }
                     }
@@ -355,7 +361,7 @@ impl Cluster {
 struct NodeStep<'a> {
     now: Instant,
     scaler: Option<&'a NodeScaler>,
-    state: &'a super::ControlState,
+    state: &'a crate::control::ControlState,
     /// Members not removed (live or not), and those of them serving and not draining.
     members: &'a [String],
     active: &'a [String],
