@@ -351,7 +351,7 @@ pub struct ClusterArgs {
     /// Failure detector's phi threshold: higher detects a dead node later but more surely [default: 8]
     #[arg(long, value_name = "PHI")]
     pub phi_threshold: Option<f64>,
-    /// This node's address for other nodes, when listeners bind 0.0.0.0 or [::]
+    /// This node's address for other nodes, when listeners bind `0.0.0.0` or `[::]`
     #[arg(long, value_name = "IP")]
     pub advertise_host: Option<std::net::IpAddr>,
     /// Replicas of each kv partition, capped at the node count [default: 3]

@@ -1,8 +1,9 @@
 //! The narrow seam the leader's owners work through: the autoscaler ([`super::scaling`])
 //! and the experiments ([`super::reprovision`]) read the committed state, the gossip view
 //! and the Raft membership, commit commands and ask other nodes, and nothing else of the
-//! cluster. [`super::Cluster`] implements it; an owner holds a `Weak<dyn LeaderOps>`, so it
-//! neither keeps the cluster alive nor reaches past this list.
+//! cluster. [`super::Cluster`] implements it; an owner's loop holds a `Weak<dyn LeaderOps>`
+//! and upgrades it for one step at a time (so it does not keep the cluster alive between
+//! steps), and the cluster's own calls into an owner pass `self`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,8 +29,10 @@ pub trait LeaderOps: Send + Sync + 'static {
     fn members(&self) -> (Vec<Member>, Vec<Member>);
     /// How many members vote (`--voters`).
     fn voters(&self) -> usize;
-    /// Commit `cmd` as the leader and return once it is committed (not waiting for this
-    /// node to apply it): what a leader's own loop does.
+    /// Commit `cmd` on this node as the leader (Raft's `client_write`: it returns once the
+    /// entry is committed and applied here; on another node it fails, nothing is
+    /// forwarded), without the early heartbeat, the reconcile and the timeout of
+    /// [`LeaderOps::write`]: what a leader's own loop does.
     fn commit(&self, cmd: Command) -> BoxFuture<'_, Result<(), ClusterError>>;
     /// Commit `cmd` from any node (forwarded to the leader) and wait until this node has
     /// applied it ([`super::Cluster::write`]).

@@ -223,12 +223,10 @@ impl Cluster {
             .collect();
         // Traffic-driven moves go through experiments: what placement starts from and the
         // hot pairs it may act on; a step that starts an experiment places nothing.
-        let (hot, demand) = self.traffic.hot();
         let step = super::reprovision::StepInputs {
             loaded: &loaded,
             serving: &serving,
-            hot,
-            demand,
+            traffic: &self.traffic,
             load_of: &|service: &str| self.autoscaling.load_of(service),
             node_instances: self.config.scaling.node_instances,
         };

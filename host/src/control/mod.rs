@@ -23,7 +23,7 @@ pub mod placement;
 pub mod plane;
 pub mod ready;
 mod remote;
-mod reprovision;
+pub mod reprovision;
 pub mod scaling;
 pub mod service_manager;
 mod store;
@@ -196,7 +196,7 @@ pub struct Cluster {
     pub faults: Arc<Faults>,
     pub registry: Arc<Registry>,
     /// The cluster's id, this node's TLS and what the peer listener refused.
-    pub security: PeerSecurity,
+    pub security: SecurityState,
     /// What the Raft log took in (entries, bytes) since the node started.
     pub log_growth: Arc<store::LogGrowth>,
     sm: StateMachine,
@@ -220,7 +220,7 @@ pub struct Cluster {
 }
 
 /// The cluster's identity and the peer listener's security, as this node holds them.
-pub struct PeerSecurity {
+pub struct SecurityState {
     /// The cluster's id (inside every sealed gossip packet).
     pub cluster_id: String,
     /// TLS of the peer listener and of calls to peers (`None` in cleartext benchmark mode).
@@ -329,7 +329,7 @@ impl Cluster {
             peers,
             faults,
             registry,
-            security: PeerSecurity {
+            security: SecurityState {
                 cluster_id: secrets.cluster_id.clone(),
                 tls,
                 cert_expires: secrets.node_cert_expires,
@@ -510,10 +510,15 @@ impl Cluster {
     }
 
     /// Stop what the cluster runs besides its loops (those stop with the node's stop
-    /// signal): its owners (the Service Manager, the traffic sampler, membership and with
-    /// it gossip, the autoscaler with a node scaler run in progress, the experiments), the
-    /// grid's report tasks and replicators, and Raft.
+    /// signal): its owners (the autoscaler with a node scaler run in progress and the
+    /// experiments first, then the Service Manager, the traffic sampler, membership and
+    /// with it gossip), the grid's report tasks and replicators, and Raft.
     pub async fn shutdown(&self) {
+        // First the owners whose steps commit and read the others: a step in progress is
+        // cut off here (every command is idempotent; the next leader decides again), not
+        // left running against a Service Manager or gossip already stopped.
+        self.autoscaling.shutdown().await;
+        self.experiments.shutdown().await;
         self.services.shutdown().await;
         self.traffic.shutdown().await;
         self.membership.shutdown().await;
@@ -522,8 +527,6 @@ impl Cluster {
         if tokio::time::timeout(Duration::from_secs(5), replicas.stop_replicators()).await.is_err() {
             tracing::warn!("the grid's replicators did not stop within 5 s; leaving them");
         }
-        self.autoscaling.shutdown().await;
-        self.experiments.shutdown().await;
         // Bounded: a Raft write waiting for room on a full disk (`store.rs`) would hold
         // the Raft core, and with it the shutdown, for as long as the disk stays full.
         if tokio::time::timeout(Duration::from_secs(10), self.raft.shutdown()).await.is_err() {

@@ -22,7 +22,7 @@ const MAX_TRANSFERS: usize = 16;
 const STUCK_CHECK_EVERY: u64 = 10;
 
 /// The Partition Manager's memory between steps (the partition table itself is in the
-/// committed state). The [`Cluster`] holds one; its leader loop calls [`Self::step`],
+/// committed state). The [`Cluster`] holds one; its leader loop calls `step`,
 /// which reaches nodes and Raft through the cluster it is given. It starts no tasks.
 #[derive(Default)]
 pub struct PartitionManager {

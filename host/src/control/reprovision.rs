@@ -54,9 +54,9 @@ pub(super) struct StepInputs<'a> {
     pub loaded: &'a BTreeMap<String, ServiceSpec>,
     /// The nodes placement uses.
     pub serving: &'a [String],
-    /// The traffic sampler's hot levels and demand.
-    pub hot: Affinity,
-    pub demand: Vec<Demand>,
+    /// The traffic sampler (its hot levels and demand are read only when re-provisioning
+    /// is on).
+    pub traffic: &'a super::traffic_sampler::TrafficSampler,
     /// A service's load over the autoscaler's last window.
     pub load_of: &'a (dyn Fn(&str) -> Option<Load> + Sync),
     /// Instances one node is meant to run (`--node-instances`).
@@ -85,14 +85,15 @@ impl Experiments {
         state: &ControlState,
     ) -> anyhow::Result<Option<(Assignment, Affinity)>> {
         let cfg = &self.config;
-        let StepInputs { loaded, serving, hot, demand, .. } = &step;
+        let StepInputs { loaded, serving, traffic, .. } = &step;
         let exps = &state.experiments;
         let cooldown = (cfg.window * COOLDOWN).as_millis() as u64;
         let current = experiment::baseline(&state.assignment, exps, now_ms(), cooldown);
         if cfg.mode == Reprovision::Off {
             return Ok(Some((current, Affinity::new())));
         }
-        let sorted = experiment::sort(hot, exps, now_ms(), cooldown);
+        let (hot, demand) = traffic.hot();
+        let sorted = experiment::sort(&hot, exps, now_ms(), cooldown);
         let mut affinity = sorted.proven;
         let base = place(loaded, serving, &current, &affinity);
         for (service, nodes) in &sorted.untried {
@@ -104,7 +105,7 @@ impl Experiments {
                     // Acting on it moves nothing: the service is there already. If its
                     // calls queue, one more instance is worth a try.
                     affinity = with;
-                    let Some(e) = count_proposal(service, node, &before, &step, state) else {
+                    let Some(e) = count_proposal(service, node, &before, &step, &demand, state) else {
                         continue;
                     };
                     tracing::info!(%service, %node, hypothesis = %e.hypothesis, "starting a count experiment");
@@ -115,7 +116,7 @@ impl Experiments {
                 if exps.active_for(service).is_some() || !serving.contains(node) || !elsewhere {
                     continue;
                 }
-                let e = proposal(service, node, before, demand, Change::Colocate, String::new());
+                let e = proposal(service, node, before, &demand, Change::Colocate, String::new());
                 tracing::info!(%service, %node, hypothesis = %e.hypothesis, "starting a re-provisioning experiment");
                 ops.write(Command::ExperimentStart { experiment: Box::new(e) }).await?;
                 return Ok(None);
@@ -213,6 +214,7 @@ fn count_proposal(
     node: &str,
     before: &BTreeMap<String, u32>,
     step: &StepInputs<'_>,
+    demand: &[Demand],
     state: &ControlState,
 ) -> Option<Experiment> {
     let spec = step.loaded.get(service).filter(|s| s.autoscale.is_none())?;
@@ -229,7 +231,7 @@ fn count_proposal(
         service,
         node,
         before.clone(),
-        &step.demand,
+        demand,
         Change::AddInstance { from: spec.instances },
         format!("{:.1} of its requests wait for an instance on average ({:.1} ms each)", load.queued, load.wait_ms),
     );

@@ -54,7 +54,7 @@ const RETRY: Duration = Duration::from_secs(2);
 
 impl ServiceManager {
     /// Start the loop: a pass now, after every change the state machine applies, and
-    /// every [`RETRY`], until `stop` turns true.
+    /// every `RETRY`, until `stop` turns true.
     pub fn spawn(deps: ServiceManagerDeps, mut stop: watch::Receiver<bool>) -> ServiceManager {
         let inner = Arc::new(Inner { deps, one: Default::default(), passes: watch::Sender::new(0) });
         let tasks = Tasks::new();

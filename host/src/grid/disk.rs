@@ -44,7 +44,7 @@ impl std::fmt::Display for DiskFull {
     }
 }
 
-/// Free space on the disk of one directory, measured at most every [`MEASURED_FOR`].
+/// Free space on the disk of one directory, measured at most every `MEASURED_FOR`.
 pub struct DiskSpace {
     dir: PathBuf,
     min_free: u64,

@@ -1,6 +1,6 @@
 //! Grid RPCs between nodes: the messages live in `nanogrid_wire::grid` (each request
 //! tied to its reply type by `GridRpc`), postcard bodies on the peer listener's
-//! `POST /grid`. [`super::Replicas::serve`] serves them; a node calls itself through it
+//! `POST /grid`. [`super::replica::Replicas::serve`] serves them; a node calls itself through it
 //! directly.
 //!
 //! | request | from → to | |

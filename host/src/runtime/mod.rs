@@ -1,4 +1,4 @@
-//! The runtime: two wasmtime [`Engine`]s per node (see [`Flavor`]: components using the
+//! The runtime: two wasmtime [`Engine`]s per node (see `Flavor`: components using the
 //! component model's async ABI, such as WASI 0.3 ones, get the one with concurrency
 //! support), a compiled-component cache on disk, a pre-instantiated [`Prepared`] per
 //! deployed service, and a fresh instance per request.

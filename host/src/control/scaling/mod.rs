@@ -1,6 +1,6 @@
 //! Scaling in both dimensions, on the leader: instance counts of autoscaled services from
-//! measured load (the rule is in [`super::autoscale`]), and the node count through the
-//! configured node scaler (see [`nodes`]). Every decision is committed through
+//! measured load (the rule is in [`crate::autoscale`]), and the node count through the
+//! configured node scaler (see `nodes.rs`). Every decision is committed through
 //! Raft with an [`Event`] that says why, so `GET /v1/events` shows it on every node.
 
 use std::collections::BTreeMap;

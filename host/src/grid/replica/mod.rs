@@ -82,7 +82,7 @@ pub async fn rpc<R: GridRpc>(net: &dyn Net, node: &str, req: R) -> Result<R::Rep
 /// Read leases: each append a replica admits from a primary promises that primary not to
 /// be fenced for a newer one for this long (the replica waits out the promise before it
 /// answers such a fence), so a primary that heard from enough replicas within it answers
-/// `quorum`/`all` reads without asking them again. Longer than [`PROBE_EVERY`], so an idle
+/// `quorum`/`all` reads without asking them again. Longer than `PROBE_EVERY`, so an idle
 /// partition's lease does not lapse between probes; the price is that a primary change
 /// waits up to this long after the old primary was last heard from.
 pub const LEASE: Duration = Duration::from_secs(2);
