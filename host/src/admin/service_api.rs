@@ -21,24 +21,7 @@ pub(super) async fn route(
     let registry = &node.registry;
     let method = req.method().clone();
     match (&method, segments) {
-        (&Method::PUT | &Method::POST, ["v1", "components"]) => {
-            let bytes = match h::read_body_paced(req.into_body(), node.config.max_upload_bytes, node.config.pace).await
-            {
-                Ok(b) => b,
-                Err(BodyError::TooLarge(l)) => {
-                    let msg = format!("component uploads are limited to {l} bytes");
-                    return h::close_connection(err(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, rid));
-                }
-                Err(e) => return h::body_error(e, rid),
-            };
-            match registry.put_component(bytes).await {
-                Ok(up) => {
-                    let status = if up.created { StatusCode::CREATED } else { StatusCode::OK };
-                    h::json(status, &api::Uploaded::from(&up), rid)
-                }
-                Err(e) => admin_error(e, rid),
-            }
-        }
+        (&Method::PUT | &Method::POST, ["v1", "components"]) => upload(node, req, rid).await,
         (&Method::GET, ["v1", "whoami"]) => {
             h::json(StatusCode::OK, &api::Whoami { node: node.config.node_id.clone(), scope }, rid)
         }
@@ -60,22 +43,7 @@ pub(super) async fn route(
         }
         (&Method::POST, ["v1", "services", name, "scale"]) => {
             let name = name.to_string();
-            let body: ScaleRequest = match json_body(req, rid).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
-            let instances = match spec::parse_instances(&body.instances) {
-                Ok(n) => n,
-                Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
-            };
-            let max_queue = match body.max_queue.as_ref().map(spec::parse_queue).transpose() {
-                Ok(q) => q,
-                Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
-            };
-            match node.plane.scale(&name, instances, max_queue).await {
-                Ok(spec) => h::json(StatusCode::OK, &detail_or_spec(node, &spec), rid),
-                Err(e) => admin_error(e, rid),
-            }
+            scale(node, &name, req, rid).await
         }
         (&Method::DELETE, ["v1", "services", name]) => match node.plane.delete(name).await {
             Ok(spec) => h::json(StatusCode::OK, &api::Deleted { deleted: spec.name.clone(), spec }, rid),
@@ -90,6 +58,45 @@ pub(super) async fn route(
             | ["v1", "whoami"],
         ) => unmatched(req, true, rid).await,
         _ => unmatched(req, false, rid).await,
+    }
+}
+
+/// `PUT /v1/components`: store a component (its digest names it).
+async fn upload(node: &Node, req: http::Request<Incoming>, rid: &str) -> http::Response<Body> {
+    let bytes = match h::read_body_paced(req.into_body(), node.config.max_upload_bytes, node.config.pace).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(l)) => {
+            let msg = format!("component uploads are limited to {l} bytes");
+            return h::close_connection(err(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", &msg, rid));
+        }
+        Err(e) => return h::body_error(e, rid),
+    };
+    match node.registry.put_component(bytes).await {
+        Ok(up) => {
+            let status = if up.created { StatusCode::CREATED } else { StatusCode::OK };
+            h::json(status, &api::Uploaded::from(&up), rid)
+        }
+        Err(e) => admin_error(e, rid),
+    }
+}
+
+/// `POST /v1/services/{name}/scale`.
+async fn scale(node: &Node, name: &str, req: http::Request<Incoming>, rid: &str) -> http::Response<Body> {
+    let body: ScaleRequest = match json_body(req, rid).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let instances = match spec::parse_instances(&body.instances) {
+        Ok(n) => n,
+        Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
+    };
+    let max_queue = match body.max_queue.as_ref().map(spec::parse_queue).transpose() {
+        Ok(q) => q,
+        Err(m) => return err(StatusCode::BAD_REQUEST, "bad-request", m, rid),
+    };
+    match node.plane.scale(name, instances, max_queue).await {
+        Ok(spec) => h::json(StatusCode::OK, &detail_or_spec(node, &spec), rid),
+        Err(e) => admin_error(e, rid),
     }
 }
 
