@@ -341,9 +341,16 @@ impl Replicas {
         if let Some(prev) = st.inflight.as_mut() {
             // Its result was for the caller that went away: the state in memory never
             // counted it (a primary's failure also sets `write_failed`, read next), so
-            // only its landing matters here.
-            let _ = prev.await;
+            // only its landing matters here; a failure is still worth a line in the log.
+            let failed = match prev.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
             st.inflight = None;
+            if let Some(error) = failed {
+                tracing::warn!(%error, "a partition write whose caller went away failed; the next write goes on");
+            }
         }
     }
 
