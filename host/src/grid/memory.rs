@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{BatchOp, Durability, Storage, StorageResult, Table};
+use super::{BatchOp, Durability, Storage, StorageResult, SyncWait, Table};
 
 /// Rows keyed by (table tag, key).
 type Rows = BTreeMap<(u8, Vec<u8>), Vec<u8>>;
@@ -28,8 +28,8 @@ impl Storage for MemoryStorage {
 
     /// In memory nothing waits: every write may happen at once (so the replication tests
     /// run the path a `--sync never` store takes; their holding store takes the other).
-    fn write_now(&self, ops: &[BatchOp]) -> Option<StorageResult<()>> {
-        Some(self.write(ops.to_vec(), Durability::Acked))
+    fn write_now(&self, ops: &[BatchOp]) -> Option<StorageResult<SyncWait>> {
+        Some(self.write(ops.to_vec(), Durability::Acked).map(|()| SyncWait::done()))
     }
 
     fn write(&self, ops: Vec<BatchOp>, _durability: Durability) -> StorageResult<()> {

@@ -28,6 +28,7 @@ use std::sync::Arc;
 pub use disk::DiskFull;
 pub use memory::MemoryStorage;
 pub use rocks::{RocksStorage, StoreDamaged};
+pub use sync::SyncWait;
 
 /// The `Table::Meta` key present while this node's store is a rebuilt one that the
 /// control plane has not yet taken back as a learner.
@@ -172,8 +173,9 @@ pub trait Storage: Send + Sync + 'static {
     /// [`Storage::write`] of an `Acked` batch, done at once when nothing can make it wait
     /// (no fsync, no stall, no store being opened again); `None`, and nothing written,
     /// otherwise: the caller then writes through the blocking pool. Never blocks, so async
-    /// code may call it directly (saving the pool's two thread switches).
-    fn write_now(&self, _ops: &[BatchOp]) -> Option<StorageResult<()>> {
+    /// code may call it directly (saving the pool's two thread switches). The write counts
+    /// once the returned [`SyncWait`] ends (at once unless the mode syncs in groups).
+    fn write_now(&self, _ops: &[BatchOp]) -> Option<StorageResult<SyncWait>> {
         None
     }
     /// What the write path did so far.

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use super::disk::{self, DiskSpace};
-use super::sync::{self, GroupCommit, Syncer};
+use super::sync::{self, GroupCommit, SyncWait, Syncer};
 use super::{BatchOp, Durability, Storage, StorageError, StorageResult, SyncMode, SyncStats, Table};
 
 pub struct RocksStorage {
@@ -29,11 +29,13 @@ struct Inner {
     stuck: AtomicBool,
     dir: PathBuf,
     mode: SyncMode,
-    group: GroupCommit,
+    group: Arc<GroupCommit>,
     disk: DiskSpace,
-    /// Held (written) by every sync of a `--sync never` store (a synced write, the syncer's
-    /// log sync), and tried (read) by [`Storage::write_now`]: a write on the async runtime
-    /// never joins a RocksDB write group that waits for an fsync.
+    /// Held (written) by every synced write of a `never` or `batch` store and by the
+    /// syncer's once-a-second log sync of a `never` store, and tried (read) by
+    /// [`Storage::write_now`]: a write on the async runtime never joins a RocksDB write
+    /// group that waits for an fsync. (A `batch` store's group syncs do not hold it:
+    /// RocksDB's `SyncWAL` syncs the log beside writes, it never makes one wait.)
     syncing: RwLock<()>,
 }
 
@@ -75,12 +77,22 @@ fn batch_of(db: &DB, ops: &[BatchOp]) -> StorageResult<WriteBatch> {
 }
 
 impl Inner {
-    /// Shut out [`Storage::write_now`] while this sync runs (`--sync never` only: in the
-    /// other modes nothing is written on the runtime, and syncs must not queue behind one
-    /// another). The cost: a `never` store's synced writes (fences, Raft, deploys) run one
-    /// at a time instead of sharing an fsync when they come together.
+    /// Shut out [`Storage::write_now`] while this synced write runs (`never` and `batch`:
+    /// with `always` nothing is written on the runtime, and synced writes must not queue
+    /// behind one another). The cost: synced writes (fences, Raft, deploys) run one at a
+    /// time instead of sharing an fsync when they come together.
+    fn write_gate(&self) -> Option<std::sync::RwLockWriteGuard<'_, ()>> {
+        (self.mode != SyncMode::Always).then(|| self.syncing.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// [`Inner::write_gate`] for the once-a-second log sync, a `never` store's only.
     fn sync_gate(&self) -> Option<std::sync::RwLockWriteGuard<'_, ()>> {
         (self.mode == SyncMode::Never).then(|| self.syncing.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// One group sync of the write-ahead log (the syncer thread's, for `batch` tickets).
+    fn group_sync(&self) -> Result<(), String> {
+        self.with_db(|db| db.flush_wal(true).map_err(|e| self.write_error(e))).map_err(|e| e.to_string())
     }
 
     fn with_db<R>(&self, f: impl FnOnce(&DB) -> StorageResult<R>) -> StorageResult<R> {
@@ -245,12 +257,13 @@ impl RocksStorage {
             stuck: AtomicBool::new(false),
             dir: dir.to_path_buf(),
             mode,
-            group: GroupCommit::default(),
+            group: Arc::new(GroupCommit::default()),
             syncing: RwLock::new(()),
             disk,
         });
-        let ticker = inner.clone();
-        let syncer = Syncer::spawn(dir.to_path_buf(), move || ticker.sync_and_mark())
+        let (ticker, syncs) = (inner.clone(), inner.clone());
+        let sync = move || syncs.group_sync();
+        let syncer = Syncer::spawn(dir.to_path_buf(), inner.group.clone(), sync, move || ticker.sync_and_mark())
             .map_err(|e| StorageError::Io(format!("starting the store's sync thread: {e}")))?;
         let mut cached_read = rocksdb::ReadOptions::default();
         cached_read.set_read_tier(rocksdb::ReadTier::BlockCache);
@@ -292,44 +305,42 @@ impl Storage for RocksStorage {
             inner.recover()?;
         }
         let err = |e| inner.write_error(e);
-        inner.with_db(|db| {
+        // Whether the write waits for a group sync (after the database's lock is let go:
+        // the syncer takes it too, and a store being opened again waits for it).
+        let wait = inner.with_db(|db| {
             let batch = batch_of(db, &ops)?;
             match (durability, inner.mode) {
-                (Durability::Acked, SyncMode::Never) => db.write_opt(batch, &WriteOptions::default()).map_err(err),
+                (Durability::Acked, SyncMode::Never) => db.write_opt(batch, &WriteOptions::default()).map_err(err)?,
                 (Durability::Acked, SyncMode::Batch) => {
                     db.write_opt(batch, &WriteOptions::default()).map_err(err)?;
-                    // The write is in the log and readable: a failed sync (another
-                    // writer's failure, a full disk) leaves its fate unknown, not refused.
-                    inner.group.wait_synced(|| db.flush_wal(true)).map_err(|e| match err(e) {
-                        StorageError::Full(full) => StorageError::Unsynced(format!(
-                            "the write is in the store's log but its sync failed, so it may or may not be kept: {full}"
-                        )),
-                        e => e,
-                    })
+                    return Ok(true);
                 }
                 (Durability::Synced, _) | (Durability::Acked, SyncMode::Always) => {
-                    let _sync = inner.sync_gate();
+                    let _sync = inner.write_gate();
                     let mut wo = WriteOptions::default();
                     wo.set_sync(true);
                     db.write_opt(batch, &wo).map_err(err)?;
                     inner.group.count_own_sync();
-                    Ok(())
                 }
             }
-        })
+            Ok(false)
+        })?;
+        // A failed sync leaves the write's fate unknown, not refused (it is in the log).
+        if wait { inner.group.wait_synced() } else { Ok(()) }
     }
 
-    /// Only with `--sync never` (elsewhere an `Acked` write waits for a sync), and only
-    /// when nothing can make it wait: no sync running or waiting to run (`syncing`), the
+    /// With `--sync never` and `batch` (with `always` each write is a synced one), and only
+    /// when nothing can make it wait: no synced write running or waiting to run (`syncing`), the
     /// store open and not stuck, room on the disk, and RocksDB not slowing writers down
     /// (`no_slowdown`: it refuses rather than waits, writing nothing). What is left is a
     /// memtable insert and an append to the log in the page cache, and, about once per
     /// write buffer, the switch to a new memtable and log file; the kernel may also
     /// throttle a page-cache write under heavy dirty-page pressure. Those are the waits
-    /// this path accepts.
-    fn write_now(&self, ops: &[BatchOp]) -> Option<StorageResult<()>> {
+    /// this path accepts. A `batch` write then takes a ticket for the syncer's next group
+    /// sync, which the caller awaits without holding a thread.
+    fn write_now(&self, ops: &[BatchOp]) -> Option<StorageResult<SyncWait>> {
         let inner = &self.inner;
-        if inner.mode != SyncMode::Never || inner.stuck.load(Ordering::SeqCst) || inner.disk.check().is_err() {
+        if inner.mode == SyncMode::Always || inner.stuck.load(Ordering::SeqCst) || inner.disk.check().is_err() {
             return None;
         }
         let _no_sync = inner.syncing.try_read().ok()?;
@@ -339,7 +350,8 @@ impl Storage for RocksStorage {
         let mut wo = WriteOptions::default();
         wo.set_no_slowdown(true);
         match db.write_opt(batch, &wo) {
-            Ok(()) => Some(Ok(())),
+            Ok(()) if inner.mode == SyncMode::Batch => Some(Ok(inner.group.ticket())),
+            Ok(()) => Some(Ok(SyncWait::done())),
             Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => None,
             Err(e) => Some(Err(inner.write_error(e))),
         }
@@ -409,7 +421,7 @@ mod tests {
         let put = |k: &[u8]| vec![BatchOp::Put(Table::Kv, k.to_vec(), b"v".to_vec())];
         let dir = tempfile::tempdir().unwrap();
         let never = RocksStorage::open_with(dir.path(), SyncMode::Never).unwrap();
-        assert!(matches!(never.write_now(&put(b"a")), Some(Ok(()))));
+        assert!(matches!(never.write_now(&put(b"a")), Some(Ok(w)) if w.is_done()));
         assert_eq!(never.get(Table::Kv, b"a").unwrap(), Some(b"v".to_vec()));
         // While a sync runs (here: one holding the gate), nothing is written at once.
         {
@@ -417,12 +429,24 @@ mod tests {
             assert!(never.write_now(&put(b"b")).is_none());
         }
         assert_eq!(never.get(Table::Kv, b"b").unwrap(), None);
-        assert!(matches!(never.write_now(&put(b"b")), Some(Ok(()))));
-        // A store whose acknowledged writes wait for a sync never writes at once.
+        assert!(matches!(never.write_now(&put(b"b")), Some(Ok(_))));
+        // A `batch` write is made at once and waits for a group sync of the syncer's.
         let dir = tempfile::tempdir().unwrap();
         let batch = RocksStorage::open_with(dir.path(), SyncMode::Batch).unwrap();
-        assert!(batch.write_now(&put(b"a")).is_none());
-        assert_eq!(batch.get(Table::Kv, b"a").unwrap(), None);
+        let Some(Ok(mut wait)) = batch.write_now(&put(b"a")) else { panic!("a batch store writes at once") };
+        assert_eq!(batch.get(Table::Kv, b"a").unwrap(), Some(b"v".to_vec()));
+        futures::executor::block_on(wait.wait()).unwrap();
+        assert_eq!(batch.sync_stats(), SyncStats { synced_writes: 1, syncs: 1 });
+        // Not while a synced write (Raft, a fence) runs: it could join its write group.
+        {
+            let _synced = batch.inner.write_gate();
+            assert!(batch.write_now(&put(b"b")).is_none());
+        }
+        // With `always` every acknowledged write is a synced one: never at once.
+        let dir = tempfile::tempdir().unwrap();
+        let always = RocksStorage::open_with(dir.path(), SyncMode::Always).unwrap();
+        assert!(always.write_now(&put(b"a")).is_none());
+        assert_eq!(always.get(Table::Kv, b"a").unwrap(), None);
     }
 
     #[test]

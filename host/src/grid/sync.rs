@@ -1,12 +1,15 @@
-//! Getting writes onto the disk: the group commit behind `--sync batch`, the background
-//! syncer every mode runs, and the store's high-water mark.
+//! Getting writes onto the disk: the group commit behind `--sync batch`, the syncer thread
+//! every mode runs, and the store's high-water mark.
 //!
 //! **Group commit.** A `batch` writer puts its batch into RocksDB's write-ahead log
 //! unsynced, takes a ticket, and waits until a sync that started after its write covers
-//! it. Whoever finds no sync running becomes the leader: it notes the newest ticket, syncs
-//! the log once, and wakes everyone up to that ticket. Writers that arrive meanwhile wait
-//! for the next sync, which one of them leads. So many concurrent writers share one fsync,
-//! and nothing is acknowledged before it is on the disk.
+//! it. The store's syncer thread runs those syncs: woken by a ticket, it takes every ticket
+//! waiting, syncs the log once and answers each; tickets taken meanwhile wait for its
+//! next sync. So many concurrent writers share one fsync, nothing is acknowledged before
+//! it is on the disk, and a writer on the async runtime waits without holding a thread
+//! ([`SyncWait`], a one-shot channel the syncer answers: only the writers a sync covered
+//! are woken); a writer in the blocking pool blocks on the same channel. A sync that fails fails every ticket it covered (their
+//! writes are in the log, so their fate is unknown, not refused).
 //!
 //! **High-water mark.** Every second (and when the store closes) the syncer reads RocksDB's
 //! last sequence number, syncs the log, then records that number in `NANOGRID-SEQ` next to
@@ -18,65 +21,125 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::SyncStats;
+use tokio::sync::oneshot;
+
+use super::{StorageError, StorageResult, SyncStats};
 
 /// The file holding the high-water mark, inside the database directory (RocksDB leaves
 /// files it does not know alone).
 pub const MARK_FILE: &str = "NANOGRID-SEQ";
 
-/// How often the background syncer syncs the log and moves the mark.
+/// How often the syncer syncs the log and moves the mark.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a sync may wait for more writers when the one before covered several: each
+/// fsync costs the machine CPU time as well as the writers' wait (docs/BENCHMARKS.md, the
+/// grid section).
+const GATHER: Duration = Duration::from_micros(100);
+
+/// A ticket: where a writer hears the outcome of the sync that covers its write.
+type Ticket = oneshot::Sender<Result<(), String>>;
+
+/// The syncer's side: writers waiting for the next sync, whether one runs, whether to stop.
 #[derive(Default)]
 struct Tickets {
-    /// Tickets handed out (one per finished unsynced write that waits).
-    written: u64,
-    /// Every ticket up to this one is on the disk.
-    synced: u64,
+    waiting: Vec<Ticket>,
+    /// How many tickets the last sync covered.
+    last_covered: usize,
     syncing: bool,
+    stopped: bool,
 }
 
 /// The group-commit state of one store.
 #[derive(Default)]
 pub struct GroupCommit {
     tickets: Mutex<Tickets>,
-    done: Condvar,
+    /// Wakes the syncer thread.
+    wake: Condvar,
     synced_writes: AtomicU64,
     syncs: AtomicU64,
 }
 
-impl GroupCommit {
-    /// Wait until a write that has just finished (unsynced) is on the disk; `sync` syncs
-    /// the write-ahead log. Blocking. An error is the failed sync's, given to the writer
-    /// that ran it; the writers it would have covered try again themselves.
-    pub fn wait_synced<E>(&self, sync: impl Fn() -> Result<(), E>) -> Result<(), E> {
-        let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-        t.written += 1;
-        let ticket = t.written;
-        self.synced_writes.fetch_add(1, Ordering::Relaxed);
-        loop {
-            if t.synced >= ticket {
-                return Ok(());
+/// What an `Acked` write made at once still waits for before it counts: nothing (`never`,
+/// or a store in memory), or the group sync that covers its ticket (`batch`).
+#[must_use = "the write is not on the disk until the wait ends"]
+pub struct SyncWait(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl SyncWait {
+    /// A write that waits for nothing.
+    pub fn done() -> Self {
+        SyncWait(None)
+    }
+
+    /// Whether there is nothing to wait for.
+    pub fn is_done(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Wait until the write is on the disk. A failed sync is [`StorageError::Unsynced`]: the
+    /// write is in the log, so it may or may not be kept. Cancel-safe: the sync runs
+    /// whether anyone waits for it or not.
+    pub async fn wait(&mut self) -> StorageResult<()> {
+        let Some(rx) = self.0.as_mut() else { return Ok(()) };
+        let outcome = rx.await;
+        self.0 = None;
+        outcome.unwrap_or_else(|_| Err("the store closed before the write was synced".to_string())).map_err(|e| {
+            StorageError::Unsynced(format!(
+                "the write is in the store's log but its sync failed, so it may or may not be kept: {e}"
+            ))
+        })
+    }
+
+    /// [`SyncWait::wait`] that, when its caller goes away before the sync ends, leaves a
+    /// task behind which sets `failed` if the sync fails (so the next write of the same
+    /// log looks at what is on the disk).
+    pub async fn wait_flagging(self, failed: Arc<std::sync::atomic::AtomicBool>) -> StorageResult<()> {
+        struct LeftBehind(SyncWait, Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for LeftBehind {
+            fn drop(&mut self) {
+                if self.0.is_done() {
+                    return;
+                }
+                let mut wait = std::mem::replace(&mut self.0, SyncWait::done());
+                let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+                let failed = self.1.clone();
+                rt.spawn(async move {
+                    if wait.wait().await.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                });
             }
-            if t.syncing {
-                t = self.done.wait(t).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            t.syncing = true;
-            let target = t.written;
-            drop(t);
-            let result = sync();
-            self.syncs.fetch_add(1, Ordering::Relaxed);
-            t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-            t.syncing = false;
-            if result.is_ok() {
-                t.synced = t.synced.max(target);
-            }
-            self.done.notify_all();
-            result?;
         }
+        let mut left = LeftBehind(self, failed);
+        left.0.wait().await
+    }
+}
+
+impl GroupCommit {
+    /// Take a ticket for a write that has just gone into the log unsynced, and wake the
+    /// syncer if it sleeps. The write is on the disk once [`SyncWait::wait`] says so.
+    pub fn ticket(&self) -> SyncWait {
+        let (tx, rx) = oneshot::channel();
+        let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        // A stopped syncer takes no tickets: the dropped sender says the store closed.
+        if !t.stopped {
+            t.waiting.push(tx);
+            if !t.syncing {
+                // A running sync looks for new tickets when it ends: no wake-up then.
+                self.wake.notify_one();
+            }
+        }
+        drop(t);
+        self.synced_writes.fetch_add(1, Ordering::Relaxed);
+        SyncWait(Some(rx))
+    }
+
+    /// Wait, blocking the thread, until a write that has just finished unsynced is on the
+    /// disk (a writer in the blocking pool).
+    pub fn wait_synced(&self) -> StorageResult<()> {
+        futures::executor::block_on(self.ticket().wait())
     }
 
     /// Count a write that synced itself (`Synced`, or `--sync always`).
@@ -90,6 +153,70 @@ impl GroupCommit {
             synced_writes: self.synced_writes.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
         }
+    }
+
+    /// One sync for every ticket taken so far, if there are any (the caller holds the
+    /// ticket lock and gets it back): every one of them was taken after its write ended,
+    /// so before the sync starts. Each hears the outcome. When the sync before covered
+    /// several writes (writers arrive together), it first gathers for up to [`GATHER`]
+    /// while fewer wait; a writer alone never waits for that.
+    fn sync_waiting<'a>(
+        &'a self,
+        mut t: std::sync::MutexGuard<'a, Tickets>,
+        sync: &impl Fn() -> Result<(), String>,
+    ) -> std::sync::MutexGuard<'a, Tickets> {
+        if t.waiting.is_empty() {
+            return t;
+        }
+        if t.last_covered > 1 && t.waiting.len() < t.last_covered && !t.stopped {
+            // `syncing` spares the writers arriving meanwhile a wake-up of this thread.
+            t.syncing = true;
+            t = self.wake.wait_timeout(t, GATHER).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        let covered = std::mem::take(&mut t.waiting);
+        t.last_covered = covered.len();
+        t.syncing = true;
+        drop(t);
+        let result = sync();
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        for ticket in covered {
+            // A writer that went away dropped its receiver: nothing to tell.
+            let _ = ticket.send(result.clone());
+        }
+        let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        t.syncing = false;
+        t
+    }
+
+    /// The syncer thread's loop: group syncs whenever tickets wait, `tick` every
+    /// [`SYNC_EVERY`], until stopped (tickets taken before the stop are still synced).
+    fn run(&self, sync: impl Fn() -> Result<(), String>, tick: impl Fn(), mut next_tick: Instant) {
+        let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            t = self.sync_waiting(t, &sync);
+            let now = Instant::now();
+            // Also under a steady stream of tickets (the store's closing sync moves the
+            // mark once more after a stop).
+            if now >= next_tick && !t.stopped {
+                drop(t);
+                tick();
+                next_tick = Instant::now() + SYNC_EVERY;
+                t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            if !t.waiting.is_empty() {
+                continue;
+            }
+            if t.stopped {
+                return;
+            }
+            t = self.wake.wait_timeout(t, next_tick - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    fn stop(&self) {
+        self.tickets.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
+        self.wake.notify_all();
     }
 }
 
@@ -151,39 +278,37 @@ pub fn manifest_cut(dir: &Path, mark: &Mark) -> Option<String> {
         .then(|| format!("{name} is {now} bytes but had {len} bytes on disk: it was cut short"))
 }
 
-/// The background syncer: a thread that, every [`SYNC_EVERY`], runs `tick` (sync the log,
-/// move the mark) until stopped. Dropping the handle stops it and waits for it.
+/// The syncer thread of one store: group syncs for the tickets of [`GroupCommit`] (`sync`
+/// syncs the write-ahead log), and every [`SYNC_EVERY`] `tick` (sync the log, move the
+/// mark). Dropping the handle stops it after it synced every ticket taken, and waits for it.
 pub struct Syncer {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    group: Arc<GroupCommit>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Syncer {
-    pub fn spawn(dir: PathBuf, tick: impl Fn() -> Result<(), String> + Send + 'static) -> std::io::Result<Self> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let flag = stop.clone();
+    pub fn spawn(
+        dir: PathBuf,
+        group: Arc<GroupCommit>,
+        sync: impl Fn() -> Result<(), String> + Send + 'static,
+        tick: impl Fn() -> Result<(), String> + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let runs = group.clone();
         let thread = std::thread::Builder::new().name("nanogrid-sync".into()).spawn(move || {
-            let (lock, cv) = &*flag;
-            let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                let (s, _) = cv.wait_timeout(stopped, SYNC_EVERY).unwrap_or_else(|e| e.into_inner());
-                stopped = s;
-                if *stopped {
-                    return;
-                }
+            let tick = || {
                 if let Err(e) = tick() {
                     tracing::error!(dir = %dir.display(), error = %e, "background sync of the store failed");
                 }
-            }
+            };
+            runs.run(sync, tick, Instant::now() + SYNC_EVERY);
         })?;
-        Ok(Syncer { stop, thread: Some(thread) })
+        Ok(Syncer { group, thread: Some(thread) })
     }
 }
 
 impl Drop for Syncer {
     fn drop(&mut self) {
-        *self.stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.stop.1.notify_all();
+        self.group.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -194,12 +319,27 @@ impl Drop for Syncer {
 mod tests {
     use super::*;
 
+    /// A syncer over `group` whose "sync" runs `sync`; no ticks within a test.
+    fn syncer(group: &Arc<GroupCommit>, sync: impl Fn() -> Result<(), String> + Send + 'static) -> Syncer {
+        let group = group.clone();
+        let runs = group.clone();
+        let thread = std::thread::spawn(move || runs.run(sync, || {}, Instant::now() + Duration::from_secs(3600)));
+        Syncer { group, thread: Some(thread) }
+    }
+
     #[test]
     fn concurrent_writers_share_syncs_and_none_returns_unsynced() {
         let group = Arc::new(GroupCommit::default());
-        // The "disk": the highest ticket a sync has covered, checked by each writer.
+        // The "disk": the highest write a sync has covered, checked by each writer.
         let on_disk = Arc::new(AtomicU64::new(0));
         let issued = Arc::new(AtomicU64::new(0));
+        let (disk, written) = (on_disk.clone(), issued.clone());
+        let _syncer = syncer(&group, move || {
+            let upto = written.load(Ordering::SeqCst);
+            std::thread::sleep(Duration::from_micros(200));
+            disk.fetch_max(upto, Ordering::SeqCst);
+            Ok(())
+        });
         let threads: Vec<_> = (0..16)
             .map(|_| {
                 let (group, on_disk, issued) = (group.clone(), on_disk.clone(), issued.clone());
@@ -207,13 +347,7 @@ mod tests {
                     for _ in 0..200 {
                         // The write itself: numbered before the wait, like a WAL append.
                         let mine = issued.fetch_add(1, Ordering::SeqCst) + 1;
-                        group
-                            .wait_synced(|| {
-                                std::thread::sleep(Duration::from_micros(200));
-                                on_disk.fetch_max(issued.load(Ordering::SeqCst), Ordering::SeqCst);
-                                Ok::<(), ()>(())
-                            })
-                            .unwrap();
+                        group.wait_synced().unwrap();
                         assert!(on_disk.load(Ordering::SeqCst) >= mine, "acknowledged before its sync");
                     }
                 })
@@ -227,12 +361,81 @@ mod tests {
         assert!(stats.syncs < 3200 / 2, "16 writers should share syncs: {stats:?}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_writers_wait_without_a_thread_and_a_failed_sync_fails_only_its_writers() {
+        let group = Arc::new(GroupCommit::default());
+        // The first sync fails, every later one succeeds.
+        let calls = Arc::new(AtomicU64::new(0));
+        let counted = calls.clone();
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let held = gate.clone();
+        let _syncer = syncer(&group, move || {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                held.wait(); // until the test took a second ticket
+                return Err("disk on fire".into());
+            }
+            // A sync takes a while, as on a disk: tickets taken meanwhile share the next.
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(())
+        });
+        let mut first = group.ticket();
+        let mut second = loop {
+            // The first sync has started (and covers only the first ticket) once it waits.
+            if group.tickets.lock().unwrap().syncing {
+                break group.ticket();
+            }
+            tokio::task::yield_now().await;
+        };
+        gate.wait();
+        let failed = first.wait().await.unwrap_err();
+        assert!(matches!(&failed, StorageError::Unsynced(m) if m.contains("disk on fire")), "{failed}");
+        second.wait().await.unwrap();
+        // 100 waiters at once on two worker threads: they share syncs.
+        let waits: Vec<_> = (0..100).map(|_| group.ticket()).collect();
+        let joined = futures::future::join_all(waits.into_iter().map(|mut w| async move { w.wait().await })).await;
+        assert!(joined.iter().all(|r| r.is_ok()), "{joined:?}");
+        // Taken within far less than a sync's millisecond: a handful of syncs at most.
+        assert!(calls.load(Ordering::SeqCst) < 20, "{} syncs for 102 tickets", calls.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_that_goes_away_still_hears_of_its_failed_sync() {
+        let group = Arc::new(GroupCommit::default());
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let held = gate.clone();
+        let _syncer = syncer(&group, move || {
+            held.wait();
+            Err("disk on fire".into())
+        });
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wait = group.ticket().wait_flagging(failed.clone());
+        // The caller goes away while the sync runs.
+        assert!(tokio::time::timeout(Duration::from_millis(20), wait).await.is_err());
+        assert!(!failed.load(Ordering::SeqCst));
+        gate.wait();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !failed.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the failure was recorded for the next write");
+    }
+
     #[test]
-    fn a_failed_sync_fails_its_writer_and_the_next_one_retries() {
-        let group = GroupCommit::default();
-        assert_eq!(group.wait_synced(|| Err("disk full")), Err("disk full"));
-        assert_eq!(group.wait_synced(|| Ok::<(), &str>(())), Ok(()));
-        assert_eq!(group.stats().syncs, 2);
+    fn a_stopped_syncer_syncs_what_was_written_and_later_waits_fail() {
+        let group = Arc::new(GroupCommit::default());
+        let syncs = Arc::new(AtomicU64::new(0));
+        let counted = syncs.clone();
+        let s = syncer(&group, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let mut before = group.ticket();
+        drop(s);
+        futures::executor::block_on(before.wait()).unwrap();
+        let err = group.wait_synced().unwrap_err();
+        assert!(err.to_string().contains("store closed"), "{err}");
     }
 
     #[test]

@@ -73,14 +73,19 @@ impl Replicas {
         }
         if meta != st.meta {
             let batch = plog::append_ops(p, &req.entries, &meta, self.keep);
-            // At once when the store can take it without waiting (`--sync never`): the
+            // At once when the store can take it without waiting (`--sync never`, and
+            // `batch`, which then awaits its group sync without holding a thread): the
             // pool's two thread switches were most of a quorum write's cost above its
             // round trip (docs/BENCHMARKS.md, the grid section). Either way only after an
             // append whose caller went away has landed (an older batch must not land
-            // after this one and put older values and an older log end back).
+            // after this one and put older values and an older log end back). The
+            // position in memory moves only once the entries are on the disk: a caller
+            // that goes away during the sync leaves it where it was (the primary sends
+            // the entries again; writing them twice is harmless).
             Self::settle(&mut st).await;
             let written = match self.storage.write_now(&batch) {
-                Some(r) => r.map_err(KvError::from),
+                Some(Ok(mut wait)) => wait.wait().await.map_err(KvError::from),
+                Some(Err(e)) => Err(KvError::from(e)),
                 None => self.pooled(&mut st, move |s| s.write(batch, Durability::Acked)).await,
             };
             if let Err(e) = written {

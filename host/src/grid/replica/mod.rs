@@ -415,10 +415,13 @@ impl Replicas {
         // held the first entry of that number.
         let durable = st.meta;
         st.meta = meta;
-        // At once when the store can take it without waiting (see `Storage::write_now`):
-        // nothing is left in flight for a caller that goes away.
+        // At once when the store can take it without waiting (see `Storage::write_now`),
+        // then (`--sync batch`) its group sync awaited without holding a thread: nothing is
+        // left in flight for a caller that goes away but that sync, whose failure is still
+        // recorded for the next write.
         let written = match self.storage.write_now(&batch) {
-            Some(r) => r.map_err(KvError::from),
+            Some(Ok(wait)) => wait.wait_flagging(part.write_failed.clone()).await.map_err(KvError::from),
+            Some(Err(e)) => Err(KvError::from(e)),
             None => {
                 let failed = part.write_failed.clone();
                 self.pooled(st, move |s| {
