@@ -166,6 +166,10 @@ $rows
   (\`func_loc\` lookups, ~5%); guest code, including copying the field list across four
   component boundaries, is ~13%. Throughput is where fusion falls short ($fused_tp x a
   single service); latency at one connection, dominated by HTTP, much less so.
+- The one-connection fused / single p50 swings between runs: 0.83 on 2026-12-04, 1.31
+  and 1.49 on 2026-12-05. Not the allocator: the run before this script's last one had
+  the nodes run with \`MIMALLOC_ALLOW_THP=1\` (mimalloc as before 1d58fe8 turned its
+  huge pages off) and gave 1.43 (rounds 1.26, 1.62) against 1.49 (1.61, 1.36) right after.
 
 Measured on: $(nproc) cores, $(uname -m), kernel $(uname -r), $(date -u +%Y-%m-%d).
 <!-- chain:end -->
