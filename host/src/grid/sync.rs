@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -78,7 +78,8 @@ impl SyncWait {
         self.0.is_none()
     }
 
-    /// Wait until the write is on the disk. A failed sync is [`StorageError::Unsynced`]: the
+    /// Wait until the write is on the disk (once: a second call finds nothing to wait
+    /// for). A failed sync is [`StorageError::Unsynced`]: the
     /// write is in the log, so it may or may not be kept. Cancel-safe: the sync runs
     /// whether anyone waits for it or not.
     pub async fn wait(&mut self) -> StorageResult<()> {
@@ -158,8 +159,8 @@ impl GroupCommit {
     /// One sync for every ticket taken so far, if there are any (the caller holds the
     /// ticket lock and gets it back): every one of them was taken after its write ended,
     /// so before the sync starts. Each hears the outcome. When the sync before covered
-    /// several writes (writers arrive together), it first gathers for up to [`GATHER`]
-    /// while fewer wait; a writer alone never waits for that.
+    /// several writes (writers arrive together) and fewer wait now, it first gathers for
+    /// [`GATHER`]; a writer alone never waits for that.
     fn sync_waiting<'a>(
         &'a self,
         mut t: std::sync::MutexGuard<'a, Tickets>,
@@ -188,29 +189,31 @@ impl GroupCommit {
         t
     }
 
-    /// The syncer thread's loop: group syncs whenever tickets wait, `tick` every
-    /// [`SYNC_EVERY`], until stopped (tickets taken before the stop are still synced).
-    fn run(&self, sync: impl Fn() -> Result<(), String>, tick: impl Fn(), mut next_tick: Instant) {
+    /// The group-sync thread's loop: a sync whenever tickets wait, until stopped (tickets
+    /// taken before the stop are still synced). Should `sync` panic, the tickets waiting
+    /// and every later one are told the store closed, rather than left waiting.
+    fn run(&self, sync: impl Fn() -> Result<(), String>) {
+        struct OnPanic<'a>(&'a GroupCommit);
+        impl Drop for OnPanic<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut t = self.0.tickets.lock().unwrap_or_else(|e| e.into_inner());
+                    t.stopped = true;
+                    t.waiting.clear();
+                }
+            }
+        }
+        let _guard = OnPanic(self);
         let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             t = self.sync_waiting(t, &sync);
-            let now = Instant::now();
-            // Also under a steady stream of tickets (the store's closing sync moves the
-            // mark once more after a stop).
-            if now >= next_tick && !t.stopped {
-                drop(t);
-                tick();
-                next_tick = Instant::now() + SYNC_EVERY;
-                t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
             if !t.waiting.is_empty() {
                 continue;
             }
             if t.stopped {
                 return;
             }
-            t = self.wake.wait_timeout(t, next_tick - now).unwrap_or_else(|e| e.into_inner()).0;
+            t = self.wake.wait(t).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -278,13 +281,19 @@ pub fn manifest_cut(dir: &Path, mark: &Mark) -> Option<String> {
         .then(|| format!("{name} is {now} bytes but had {len} bytes on disk: it was cut short"))
 }
 
-/// The syncer thread of one store: group syncs for the tickets of [`GroupCommit`] (`sync`
-/// syncs the write-ahead log), and every [`SYNC_EVERY`] `tick` (sync the log, move the
-/// mark). Dropping the handle stops it after it synced every ticket taken, and waits for it.
+/// The sync threads of one store: one runs the group syncs for the tickets of
+/// [`GroupCommit`] (`sync` syncs the write-ahead log), the other, every [`SYNC_EVERY`],
+/// `tick` (sync the log, move the mark: two file syncs and a rename, which tickets do not
+/// wait behind). Dropping the handle stops both, the first after it synced every ticket
+/// taken, and waits for them.
 pub struct Syncer {
     group: Arc<GroupCommit>,
     thread: Option<std::thread::JoinHandle<()>>,
+    ticker: Option<(Arc<StopFlag>, std::thread::JoinHandle<()>)>,
 }
+
+/// A flag a sleeping thread is woken for.
+type StopFlag = (Mutex<bool>, Condvar);
 
 impl Syncer {
     pub fn spawn(
@@ -294,20 +303,36 @@ impl Syncer {
         tick: impl Fn() -> Result<(), String> + Send + 'static,
     ) -> std::io::Result<Self> {
         let runs = group.clone();
-        let thread = std::thread::Builder::new().name("nanogrid-sync".into()).spawn(move || {
-            let tick = || {
+        let thread = std::thread::Builder::new().name("nanogrid-sync".into()).spawn(move || runs.run(sync))?;
+        let mut syncer = Syncer { group, thread: Some(thread), ticker: None };
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let ticker = std::thread::Builder::new().name("nanogrid-mark".into()).spawn(move || {
+            let (lock, cv) = &*flag;
+            let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let (s, _) = cv.wait_timeout(stopped, SYNC_EVERY).unwrap_or_else(|e| e.into_inner());
+                stopped = s;
+                if *stopped {
+                    return;
+                }
                 if let Err(e) = tick() {
                     tracing::error!(dir = %dir.display(), error = %e, "background sync of the store failed");
                 }
-            };
-            runs.run(sync, tick, Instant::now() + SYNC_EVERY);
+            }
         })?;
-        Ok(Syncer { group, thread: Some(thread) })
+        syncer.ticker = Some((stop, ticker));
+        Ok(syncer)
     }
 }
 
 impl Drop for Syncer {
     fn drop(&mut self) {
+        if let Some((stop, ticker)) = self.ticker.take() {
+            *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            stop.1.notify_all();
+            let _ = ticker.join();
+        }
         self.group.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -323,8 +348,8 @@ mod tests {
     fn syncer(group: &Arc<GroupCommit>, sync: impl Fn() -> Result<(), String> + Send + 'static) -> Syncer {
         let group = group.clone();
         let runs = group.clone();
-        let thread = std::thread::spawn(move || runs.run(sync, || {}, Instant::now() + Duration::from_secs(3600)));
-        Syncer { group, thread: Some(thread) }
+        let thread = std::thread::spawn(move || runs.run(sync));
+        Syncer { group, thread: Some(thread), ticker: None }
     }
 
     #[test]
@@ -420,6 +445,16 @@ mod tests {
         })
         .await
         .expect("the failure was recorded for the next write");
+    }
+
+    #[test]
+    fn a_panicking_sync_tells_its_writers_and_later_ones_the_store_closed() {
+        let group = Arc::new(GroupCommit::default());
+        let _syncer = syncer(&group, || panic!("a bug in the sync"));
+        let err = group.wait_synced().unwrap_err();
+        assert!(err.to_string().contains("store closed"), "{err}");
+        let err = group.wait_synced().unwrap_err();
+        assert!(err.to_string().contains("store closed"), "{err}");
     }
 
     #[test]
