@@ -479,7 +479,8 @@ fn render(api: &Rows, guests: &Rows, rounds: &[Vec<SyncRow>], rtt: Stats, get: S
     section(&mut out, guests);
     out.push_str(&format!(
         "\nWhat durability costs: writes at each level with each `--sync` mode, each mode on a fresh three-node \
-         cluster, the modes alternating over {SYNC_ROUNDS} rounds (each figure the rounds' mean). *Writes per fsync* is n1's store during the 32-caller run: the group commit shares one fsync \
+         cluster, the modes alternating over {SYNC_ROUNDS} rounds (each figure the rounds' mean). *Writes per \
+         fsync* is n1's store during the 32-caller run: the group commit shares one fsync \
          among the writes that finished while the previous one ran (`always` asks RocksDB for a synced write \
          each time and counts one fsync per write, though RocksDB merges concurrent ones). `batch` and `always` \
          acknowledge nothing before it is on disk on every counted replica; `never` acknowledges from the page \

@@ -1,22 +1,24 @@
-//! Getting writes onto the disk: the group commit behind `--sync batch`, the syncer thread
-//! every mode runs, and the store's high-water mark.
+//! Getting writes onto the disk: the group commit behind `--sync batch`, the sync threads
+//! every store runs, and the store's high-water mark.
 //!
 //! **Group commit.** A `batch` writer puts its batch into RocksDB's write-ahead log
 //! unsynced, takes a ticket, and waits until a sync that started after its write covers
-//! it. The store's syncer thread runs those syncs: woken by a ticket, it takes every ticket
-//! waiting, syncs the log once and answers each; tickets taken meanwhile wait for its
-//! next sync. So many concurrent writers share one fsync, nothing is acknowledged before
-//! it is on the disk, and a writer on the async runtime waits without holding a thread
-//! ([`SyncWait`], a one-shot channel the syncer answers: only the writers a sync covered
-//! are woken); a writer in the blocking pool blocks on the same channel. A sync that fails fails every ticket it covered (their
-//! writes are in the log, so their fate is unknown, not refused).
+//! it. The store's group-sync thread runs those syncs: woken by a ticket, it takes every
+//! ticket waiting, syncs the log once and answers each; tickets taken meanwhile wait for
+//! its next sync. So many concurrent writers share one fsync, nothing is acknowledged
+//! before it is on the disk, and a writer on the async runtime waits without holding a
+//! thread ([`SyncWait`], a one-shot channel the sync thread answers: only the writers a
+//! sync covered are woken); a writer in the blocking pool blocks on the same channel. A
+//! sync that fails fails every ticket it covered (their writes are in the log, so their
+//! fate is unknown, not refused).
 //!
-//! **High-water mark.** Every second (and when the store closes) the syncer reads RocksDB's
-//! last sequence number, syncs the log, then records that number in `NANOGRID-SEQ` next to
-//! the database (written to a temporary file, synced, renamed). On open, a database whose
-//! last sequence number is below the mark has lost records it once had on disk: a truncated
-//! or rolled-back MANIFEST, a deleted log file. RocksDB's own checks cannot see that kind of
-//! damage (an older MANIFEST is a valid MANIFEST), the mark can.
+//! **High-water mark.** Every second (and when the store closes) the mark thread reads
+//! RocksDB's last sequence number, syncs the log, then records that number in
+//! `NANOGRID-SEQ` next to the database (written to a temporary file, synced, renamed). On
+//! open, a database whose last sequence number is below the mark has lost records it once
+//! had on disk: a truncated or rolled-back MANIFEST, a deleted log file. RocksDB's own
+//! checks cannot see that kind of damage (an older MANIFEST is a valid MANIFEST), the
+//! mark can.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +33,7 @@ use super::{StorageError, StorageResult, SyncStats};
 /// files it does not know alone).
 pub const MARK_FILE: &str = "NANOGRID-SEQ";
 
-/// How often the syncer syncs the log and moves the mark.
+/// How often the mark thread syncs the log and moves the mark.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a sync may wait for more writers when the one before covered several: each
@@ -79,9 +81,8 @@ impl SyncWait {
     }
 
     /// Wait until the write is on the disk (once: a second call finds nothing to wait
-    /// for). A failed sync is [`StorageError::Unsynced`]: the
-    /// write is in the log, so it may or may not be kept. Cancel-safe: the sync runs
-    /// whether anyone waits for it or not.
+    /// for). A failed sync is [`StorageError::Unsynced`]: the write is in the log, so it
+    /// may or may not be kept. Cancel-safe: the sync runs whether anyone waits or not.
     pub async fn wait(&mut self) -> StorageResult<()> {
         let Some(rx) = self.0.as_mut() else { return Ok(()) };
         let outcome = rx.await;
