@@ -47,6 +47,17 @@ pub const FORWARD_HEADERS: [&str; 5] = [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOS
 pub const PLATFORM_HEADERS: [&str; 6] =
     [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER, crate::services::BARRIER_HEADER];
 
+/// Drop the [`PLATFORM_HEADERS`] a client sent. One look at each header's name first:
+/// most requests carry none of ours, and six removals hash six names.
+pub fn strip_platform_headers(headers: &mut http::HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().starts_with("x-nanogrid-")) {
+        return;
+    }
+    for name in PLATFORM_HEADERS {
+        headers.remove(name);
+    }
+}
+
 /// Which node answered a forwarded request (an extension of the relayed response, for
 /// the forward span; never a header the client sees).
 #[derive(Debug, Clone)]
@@ -280,4 +291,25 @@ pub fn dormant(request_id: &str) -> http::Response<Body> {
 pub fn not_run(mut r: http::Response<Body>, why: &'static str) -> http::Response<Body> {
     r.headers_mut().insert(NOT_RUN, HeaderValue::from_static(why));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_headers_are_stripped_and_others_kept() {
+        // The quick look in `strip_platform_headers` relies on the common prefix.
+        assert!(PLATFORM_HEADERS.iter().all(|h| h.starts_with("x-nanogrid-")));
+        let mut h = http::HeaderMap::new();
+        for name in PLATFORM_HEADERS {
+            h.insert(name, http::HeaderValue::from_static("1"));
+        }
+        h.insert(ROUTING_KEY, http::HeaderValue::from_static("k"));
+        h.insert("x-other", http::HeaderValue::from_static("2"));
+        strip_platform_headers(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["x-nanogrid-key", "x-other"]);
+    }
 }

@@ -524,10 +524,11 @@ impl Runtime {
         if !Arc::ptr_eq(picked, prepared) {
             // Its timed composition is another component: a fresh instance of it (chosen
             // once: `handle` keeps what it is given, a timed one has no timed variant).
-            return self.handle(picked, call, req, limits).await;
+            // Boxed, like the other way out below: rare, and kept out of this future's size.
+            return Box::pin(self.handle(picked, call, req, limits)).await;
         }
         let PreparedKind::Nanoservice(pre) = &code.kind else {
-            return self.handle(prepared, call, req, limits).await;
+            return Box::pin(self.handle(prepared, call, req, limits)).await;
         };
         code.note(&call);
         let traced = call.trace.run.clone();

@@ -59,7 +59,7 @@ impl Registry {
 
     async fn admit(&self, svc: &Service) -> Result<gate::Permit, DispatchError> {
         let name = &*svc.name;
-        let wait = Duration::from_millis(svc.current().spec.queue_timeout_ms);
+        let wait = Duration::from_millis(svc.peek().spec.queue_timeout_ms);
         svc.gate.acquire(wait).await.map_err(|e| {
             svc.stats.record(Outcome::Rejected, 0);
             match e {
@@ -72,7 +72,7 @@ impl Registry {
 
     /// A single node's autoscaled service at zero: its first request gives it an instance.
     async fn wake_single(&self, svc: &Service) -> Result<(), DispatchError> {
-        if !self.clustered() && svc.current().spec.autoscale.is_some() && svc.gate().limit == 0 {
+        if !self.clustered() && svc.peek().spec.autoscale.is_some() && svc.gate().limit == 0 {
             self.autoscale_to(&svc.name, 1).await.map_err(|e| DispatchError::Internal(e.to_string()))?;
         }
         Ok(())
@@ -343,7 +343,7 @@ impl Registry {
         let permit = match self.admit(&svc).await {
             // This node's instances went elsewhere (a scale-down or a move) while the
             // request waited: it was not run, so it runs where they went.
-            Err(DispatchError::Stopped(_)) if !svc.current().spec.stopped() && self.clustered() => {
+            Err(DispatchError::Stopped(_)) if !svc.peek().spec.stopped() && self.clustered() => {
                 // Routed again: to a node that has instances, or woken if none has.
                 return Box::pin(self.dispatch_routed(name, req, request_id, depth, false)).await.0;
             }
@@ -356,7 +356,7 @@ impl Registry {
         let (call, limits) = self.call_context(&svc, &deployed, request_id, depth, trace.clone());
         let started = Instant::now();
         let prepared = deployed.prepared()?;
-        let reuses = |part: &str| self.get(part).is_some_and(|s| s.current().spec.reuse.is_some());
+        let reuses = |part: &str| self.get(part).is_some_and(|s| s.peek().spec.reuse.is_some());
         let result = match deployed.warm_pool(&self.runtime, reuses) {
             Some(pool) => self.runtime.handle_reused(pool, prepared, call, req, limits).await,
             None => self.runtime.handle(prepared, call, req, limits).await,

@@ -28,7 +28,8 @@ impl RequestIds {
         let mut z = self.seed.wrapping_add(n.wrapping_mul(0x9e3779b97f4a7c15));
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        format!("{:016x}", z ^ (z >> 31))
+        let hex = crate::trace::context::hex_u64(z ^ (z >> 31));
+        std::str::from_utf8(&hex).expect("hex digits").to_owned()
     }
 }
 

@@ -21,7 +21,7 @@ pub mod trials;
 mod units;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -140,17 +140,26 @@ pub struct Service {
     pub name: Arc<str>,
     gate: Arc<Gate>,
     pub stats: Stats,
-    current: RwLock<Arc<Deployed>>,
+    /// Read on every request by both cores: an `ArcSwap` reads without writing a shared
+    /// counter (a lock and an `Arc` clone each did), see [`Service::peek`].
+    current: arc_swap::ArcSwap<Deployed>,
 }
 
 impl Service {
     /// Whether this is a standard wasi:http component (served with streaming bodies).
     pub fn is_http(&self) -> bool {
-        crate::runtime::is_http_world(&self.current().unit.info.world)
+        crate::runtime::is_http_world(&self.peek().unit.info.world)
     }
 
+    /// The version serving now, to keep (across an `await`, or after a redeploy).
     pub fn current(&self) -> Arc<Deployed> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current.load_full()
+    }
+
+    /// The version serving now, for a quick look: no shared counter is written. Drop it
+    /// before the next `await` (a thread holds only a few of these cheaply).
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Deployed>> {
+        self.current.load()
     }
 
     pub fn gate(&self) -> GateSnapshot {
@@ -160,8 +169,7 @@ impl Service {
     /// Install `spec`, which differs from the current one only in its count: the same
     /// unit and chain serve (nothing is loaded or built).
     fn recount(&self, spec: ServiceSpec) {
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        *current = Arc::new(Deployed::new(spec, current.unit.clone(), current.serving.clone()));
+        self.current.rcu(|cur| Arc::new(Deployed::new(spec.clone(), cur.unit.clone(), cur.serving.clone())));
     }
 
     /// The gate's running totals, for the autoscaler.

@@ -122,7 +122,7 @@ pub async fn decide(registry: &Registry, peers: &dyn Peers, service: &str, key: 
     let local = gate.as_ref().is_some_and(|g| g.limit > 0);
     let busy = gate.as_ref().is_some_and(|g| g.limit > 0 && g.running >= g.limit);
     // A stopped service answers here that it is stopped.
-    let stopped = svc.as_ref().is_some_and(|s| s.current().spec.stopped());
+    let stopped = svc.as_ref().is_some_and(|s| s.peek().spec.stopped());
     let affinity = key.filter(|_| !stopped).and_then(|k| peers.key_holder(service, k));
     let spill = policy.spill && busy && peers.less_loaded_holder(service);
     if stopped || (local && affinity.is_none() && !spill && !policy.elsewhere) {

@@ -61,14 +61,14 @@ impl ServiceTable {
             if let Some(svc) = map.get(&name) {
                 // Same gate across versions: the instance limit holds through a redeploy.
                 svc.gate.resize(slots, queue);
-                *svc.current.write().unwrap_or_else(|e| e.into_inner()) = deployed;
+                svc.current.store(deployed);
                 continue;
             }
             let svc = Arc::new(Service {
                 name: name.as_str().into(),
                 gate: Gate::new(slots, queue),
                 stats: Stats::default(),
-                current: RwLock::new(deployed),
+                current: arc_swap::ArcSwap::new(deployed),
             });
             map.insert(name, svc);
         }

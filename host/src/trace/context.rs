@@ -48,6 +48,15 @@ impl TraceId {
         }
     }
 
+    /// The 32 lower-case hex digits, without `format!` (an `x-trace-id` on every
+    /// response).
+    pub fn hex(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out[..16].copy_from_slice(&hex_u64((self.0 >> 64) as u64));
+        out[16..].copy_from_slice(&hex_u64(self.0 as u64));
+        out
+    }
+
     /// 32 lower-case hex digits, not all zero.
     pub fn parse(s: &str) -> Option<TraceId> {
         (s.len() == 32 && is_lower_hex(s))
@@ -76,6 +85,16 @@ impl SpanId {
             .filter(|v| *v != 0)
             .map(SpanId)
     }
+}
+
+/// `v` as 16 lower-case hex digits (zero-padded).
+pub fn hex_u64(v: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = HEX[(v >> (60 - 4 * i)) as usize & 0xf];
+    }
+    out
 }
 
 fn is_lower_hex(s: &str) -> bool {
@@ -142,7 +161,7 @@ impl SpanContext {
 
     pub fn header(&self) -> String {
         // The bytes are ASCII hex digits and dashes.
-        String::from_utf8_lossy(&self.header_bytes()).into_owned()
+        std::str::from_utf8(&self.header_bytes()).expect("hex digits and dashes").to_owned()
     }
 
     /// `traceparent` as an HTTP header value. Written by hand: every request on every
@@ -152,14 +171,9 @@ impl SpanContext {
     }
 
     fn header_bytes(&self) -> [u8; 55] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        for (i, slot) in out[3..35].iter_mut().enumerate() {
-            *slot = HEX[(self.trace_id.0 >> (124 - 4 * i)) as usize & 0xf];
-        }
-        for (i, slot) in out[36..52].iter_mut().enumerate() {
-            *slot = HEX[(self.span_id.0 >> (60 - 4 * i)) as usize & 0xf];
-        }
+        out[3..35].copy_from_slice(&self.trace_id.hex());
+        out[36..52].copy_from_slice(&hex_u64(self.span_id.0));
         out[54] = b'0' + self.sampled as u8;
         out
     }
@@ -186,7 +200,9 @@ mod tests {
             let c = SpanContext { trace_id: TraceId::random(), span_id: SpanId::random(), sampled: false };
             assert_eq!(c.header(), format!("00-{}-{}-00", c.trace_id, c.span_id));
             assert_eq!(SpanContext::parse(&c.header()), Some(c));
+            assert_eq!(std::str::from_utf8(&c.trace_id.hex()).unwrap(), c.trace_id.to_string());
         }
+        assert_eq!(&TraceId(1).hex(), b"00000000000000000000000000000001");
         assert!(!SpanContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap().sampled);
         // A later version with more fields is read by its first four.
         assert!(SpanContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra").is_some());
