@@ -90,9 +90,15 @@ impl Inner {
         (self.mode == SyncMode::Never).then(|| self.syncing.write().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// One group sync of the write-ahead log (the syncer thread's, for `batch` tickets).
-    fn group_sync(&self) -> Result<(), String> {
-        self.with_db(|db| db.flush_wal(true).map_err(|e| self.write_error(e))).map_err(|e| e.to_string())
+    /// One group sync of the write-ahead log (the syncer thread's, for `batch` tickets):
+    /// the generation of the database whose log it synced.
+    fn group_sync(&self) -> sync::SyncOutcome {
+        self.with_db(|db| {
+            db.flush_wal(true).map_err(|e| self.write_error(e))?;
+            // Read under the database's lock, which a reopening holds to move it on.
+            Ok(self.group.generation())
+        })
+        .map_err(|e| e.to_string())
     }
 
     fn with_db<R>(&self, f: impl FnOnce(&DB) -> StorageResult<R>) -> StorageResult<R> {
@@ -138,6 +144,9 @@ impl Inner {
             e => e,
         })?;
         *db = Some(reopened);
+        // Writes waiting for a sync went to the database closed above: no sync of this one
+        // covers them.
+        self.group.reopened();
         self.stuck.store(false, Ordering::SeqCst);
         tracing::info!(dir = %self.dir.display(), free, "the store's disk has room again; the store is open and takes writes");
         Ok(())
@@ -305,15 +314,16 @@ impl Storage for RocksStorage {
             inner.recover()?;
         }
         let err = |e| inner.write_error(e);
-        // Whether the write waits for a group sync (after the database's lock is let go:
-        // the syncer takes it too, and a store being opened again waits for it).
+        // What the write waits for: a group sync's ticket, taken while the database is held
+        // (its generation is this database's), waited for after the lock is let go (the
+        // syncer takes it too, and a store being opened again waits for it).
         let wait = inner.with_db(|db| {
             let batch = batch_of(db, &ops)?;
             match (durability, inner.mode) {
                 (Durability::Acked, SyncMode::Never) => db.write_opt(batch, &WriteOptions::default()).map_err(err)?,
                 (Durability::Acked, SyncMode::Batch) => {
                     db.write_opt(batch, &WriteOptions::default()).map_err(err)?;
-                    return Ok(true);
+                    return Ok(inner.group.ticket());
                 }
                 (Durability::Synced, _) | (Durability::Acked, SyncMode::Always) => {
                     let _sync = inner.write_gate();
@@ -323,10 +333,10 @@ impl Storage for RocksStorage {
                     inner.group.count_own_sync();
                 }
             }
-            Ok(false)
+            Ok(SyncWait::done())
         })?;
         // A failed sync leaves the write's fate unknown, not refused (it is in the log).
-        if wait { inner.group.wait_synced() } else { Ok(()) }
+        wait.wait_blocking()
     }
 
     /// With `--sync never` and `batch` (with `always` each write is a synced one), and only

@@ -10,7 +10,9 @@
 //! thread ([`SyncWait`], a one-shot channel the sync thread answers: only the writers a
 //! sync covered are woken); a writer in the blocking pool blocks on the same channel. A
 //! sync that fails fails every ticket it covered (their writes are in the log, so their
-//! fate is unknown, not refused).
+//! fate is unknown, not refused). So does one of a database opened again since the write
+//! (after a full disk): each ticket carries the generation of the database its write went
+//! to, and a sync answers only the tickets of the generation it synced.
 //!
 //! **High-water mark.** Every second (and when the store closes) the mark thread reads
 //! RocksDB's last sequence number, syncs the log, then records that number in
@@ -41,8 +43,12 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// grid section).
 const GATHER: Duration = Duration::from_micros(100);
 
-/// A ticket: where a writer hears the outcome of the sync that covers its write.
-type Ticket = oneshot::Sender<Result<(), String>>;
+/// A ticket: the generation of the database the write went to, and where its writer hears
+/// the outcome of the sync that covers it.
+type Ticket = (u64, oneshot::Sender<Result<(), String>>);
+
+/// What a group sync did: synced the log of this generation of the database, or failed.
+pub type SyncOutcome = Result<u64, String>;
 
 /// The syncer's side: writers waiting for the next sync, whether one runs, whether to stop.
 #[derive(Default)]
@@ -62,6 +68,8 @@ pub struct GroupCommit {
     wake: Condvar,
     synced_writes: AtomicU64,
     syncs: AtomicU64,
+    /// Which opening of the database writes go to: moved on when the store is opened again.
+    generation: AtomicU64,
 }
 
 /// What an `Acked` write made at once still waits for before it counts: nothing (`never`,
@@ -94,40 +102,32 @@ impl SyncWait {
         })
     }
 
-    /// [`SyncWait::wait`] that, when its caller goes away before the sync ends, leaves a
-    /// task behind which sets `failed` if the sync fails (so the next write of the same
-    /// log looks at what is on the disk).
-    pub async fn wait_flagging(self, failed: Arc<std::sync::atomic::AtomicBool>) -> StorageResult<()> {
-        struct LeftBehind(SyncWait, Arc<std::sync::atomic::AtomicBool>);
-        impl Drop for LeftBehind {
-            fn drop(&mut self) {
-                if self.0.is_done() {
-                    return;
-                }
-                let mut wait = std::mem::replace(&mut self.0, SyncWait::done());
-                let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-                let failed = self.1.clone();
-                rt.spawn(async move {
-                    if wait.wait().await.is_err() {
-                        failed.store(true, Ordering::SeqCst);
-                    }
-                });
-            }
-        }
-        let mut left = LeftBehind(self, failed);
-        left.0.wait().await
+    /// [`SyncWait::wait`], blocking the thread (a writer in the blocking pool).
+    pub fn wait_blocking(mut self) -> StorageResult<()> {
+        futures::executor::block_on(self.wait())
+    }
+}
+
+#[cfg(test)]
+impl SyncWait {
+    /// A wait the test answers through the returned sender (a store's group sync).
+    pub(crate) fn answered_by() -> (oneshot::Sender<Result<(), String>>, SyncWait) {
+        let (tx, rx) = oneshot::channel();
+        (tx, SyncWait(Some(rx)))
     }
 }
 
 impl GroupCommit {
     /// Take a ticket for a write that has just gone into the log unsynced, and wake the
-    /// syncer if it sleeps. The write is on the disk once [`SyncWait::wait`] says so.
+    /// syncer if it sleeps. The write is on the disk once [`SyncWait::wait`] says so. Take
+    /// it while the database the write went to is still the one open (its generation).
     pub fn ticket(&self) -> SyncWait {
         let (tx, rx) = oneshot::channel();
+        let generation = self.generation();
         let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         // A stopped syncer takes no tickets: the dropped sender says the store closed.
         if !t.stopped {
-            t.waiting.push(tx);
+            t.waiting.push((generation, tx));
             if !t.syncing {
                 // A running sync looks for new tickets when it ends: no wake-up then.
                 self.wake.notify_one();
@@ -138,10 +138,16 @@ impl GroupCommit {
         SyncWait(Some(rx))
     }
 
-    /// Wait, blocking the thread, until a write that has just finished unsynced is on the
-    /// disk (a writer in the blocking pool).
-    pub fn wait_synced(&self) -> StorageResult<()> {
-        futures::executor::block_on(self.ticket().wait())
+    /// The generation of the database open now (see [`GroupCommit::reopened`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The database was opened again: tickets taken before wait for writes the new one's
+    /// syncs do not cover, so those syncs will fail them. Call it while no write or sync
+    /// can use either database.
+    pub fn reopened(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Count a write that synced itself (`Synced`, or `--sync always`).
@@ -165,7 +171,7 @@ impl GroupCommit {
     fn sync_waiting<'a>(
         &'a self,
         mut t: std::sync::MutexGuard<'a, Tickets>,
-        sync: &impl Fn() -> Result<(), String>,
+        sync: &impl Fn() -> SyncOutcome,
     ) -> std::sync::MutexGuard<'a, Tickets> {
         if t.waiting.is_empty() {
             return t;
@@ -181,9 +187,17 @@ impl GroupCommit {
         drop(t);
         let result = sync();
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        for ticket in covered {
+        for (generation, ticket) in covered {
+            let outcome = match &result {
+                Ok(synced) if *synced == generation => Ok(()),
+                Ok(_) => {
+                    Err("the store was closed and opened again (its disk was full) before the write was synced"
+                        .to_string())
+                }
+                Err(e) => Err(e.clone()),
+            };
             // A writer that went away dropped its receiver: nothing to tell.
-            let _ = ticket.send(result.clone());
+            let _ = ticket.send(outcome);
         }
         let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         t.syncing = false;
@@ -193,7 +207,7 @@ impl GroupCommit {
     /// The group-sync thread's loop: a sync whenever tickets wait, until stopped (tickets
     /// taken before the stop are still synced). Should `sync` panic, the tickets waiting
     /// and every later one are told the store closed, rather than left waiting.
-    fn run(&self, sync: impl Fn() -> Result<(), String>) {
+    fn run(&self, sync: impl Fn() -> SyncOutcome) {
         struct OnPanic<'a>(&'a GroupCommit);
         impl Drop for OnPanic<'_> {
             fn drop(&mut self) {
@@ -300,7 +314,7 @@ impl Syncer {
     pub fn spawn(
         dir: PathBuf,
         group: Arc<GroupCommit>,
-        sync: impl Fn() -> Result<(), String> + Send + 'static,
+        sync: impl Fn() -> SyncOutcome + Send + 'static,
         tick: impl Fn() -> Result<(), String> + Send + 'static,
     ) -> std::io::Result<Self> {
         let runs = group.clone();
@@ -346,7 +360,7 @@ mod tests {
     use super::*;
 
     /// A syncer over `group` whose "sync" runs `sync`; no ticks within a test.
-    fn syncer(group: &Arc<GroupCommit>, sync: impl Fn() -> Result<(), String> + Send + 'static) -> Syncer {
+    fn syncer(group: &Arc<GroupCommit>, sync: impl Fn() -> SyncOutcome + Send + 'static) -> Syncer {
         let group = group.clone();
         let runs = group.clone();
         let thread = std::thread::spawn(move || runs.run(sync));
@@ -364,7 +378,7 @@ mod tests {
             let upto = written.load(Ordering::SeqCst);
             std::thread::sleep(Duration::from_micros(200));
             disk.fetch_max(upto, Ordering::SeqCst);
-            Ok(())
+            Ok(0)
         });
         let threads: Vec<_> = (0..16)
             .map(|_| {
@@ -373,7 +387,7 @@ mod tests {
                     for _ in 0..200 {
                         // The write itself: numbered before the wait, like a WAL append.
                         let mine = issued.fetch_add(1, Ordering::SeqCst) + 1;
-                        group.wait_synced().unwrap();
+                        group.ticket().wait_blocking().unwrap();
                         assert!(on_disk.load(Ordering::SeqCst) >= mine, "acknowledged before its sync");
                     }
                 })
@@ -402,7 +416,7 @@ mod tests {
             }
             // A sync takes a while, as on a disk: tickets taken meanwhile share the next.
             std::thread::sleep(Duration::from_millis(1));
-            Ok(())
+            Ok(0)
         });
         let mut first = group.ticket();
         let mut second = loop {
@@ -424,39 +438,37 @@ mod tests {
         assert!(calls.load(Ordering::SeqCst) < 20, "{} syncs for 102 tickets", calls.load(Ordering::SeqCst));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_waiter_that_goes_away_still_hears_of_its_failed_sync() {
+    #[test]
+    fn a_sync_of_a_database_opened_again_fails_the_writes_made_before() {
         let group = Arc::new(GroupCommit::default());
+        let (seen, calls) = (group.clone(), Arc::new(AtomicU64::new(0)));
+        let counted = calls.clone();
         let gate = Arc::new(std::sync::Barrier::new(2));
         let held = gate.clone();
+        // The syncer reports the generation it synced, as the store's does.
         let _syncer = syncer(&group, move || {
-            held.wait();
-            Err("disk on fire".into())
-        });
-        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut wait = Box::pin(group.ticket().wait_flagging(failed.clone()));
-        // The caller polls once and goes away while the sync runs (it cannot end before
-        // the gate opens).
-        assert!(futures::FutureExt::now_or_never(wait.as_mut()).is_none());
-        drop(wait);
-        assert!(!failed.load(Ordering::SeqCst));
-        gate.wait();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while !failed.load(Ordering::SeqCst) {
-                tokio::task::yield_now().await;
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                held.wait(); // until the database was opened again
             }
-        })
-        .await
-        .expect("the failure was recorded for the next write");
+            Ok(seen.generation())
+        });
+        let before = group.ticket();
+        group.reopened();
+        gate.wait();
+        let err = before.wait_blocking().unwrap_err();
+        assert!(matches!(&err, StorageError::Unsynced(m) if m.contains("opened again")), "{err}");
+        // A write made to the database open now is synced by its syncs.
+        group.ticket().wait_blocking().unwrap();
+        assert_eq!(group.generation(), 1);
     }
 
     #[test]
     fn a_panicking_sync_tells_its_writers_and_later_ones_the_store_closed() {
         let group = Arc::new(GroupCommit::default());
         let _syncer = syncer(&group, || panic!("a bug in the sync"));
-        let err = group.wait_synced().unwrap_err();
+        let err = group.ticket().wait_blocking().unwrap_err();
         assert!(err.to_string().contains("store closed"), "{err}");
-        let err = group.wait_synced().unwrap_err();
+        let err = group.ticket().wait_blocking().unwrap_err();
         assert!(err.to_string().contains("store closed"), "{err}");
     }
 
@@ -467,12 +479,12 @@ mod tests {
         let counted = syncs.clone();
         let s = syncer(&group, move || {
             counted.fetch_add(1, Ordering::SeqCst);
-            Ok(())
+            Ok(0)
         });
         let mut before = group.ticket();
         drop(s);
         futures::executor::block_on(before.wait()).unwrap();
-        let err = group.wait_synced().unwrap_err();
+        let err = group.ticket().wait_blocking().unwrap_err();
         assert!(err.to_string().contains("store closed"), "{err}");
     }
 

@@ -155,6 +155,10 @@ struct State {
     /// write whose caller went away still runs, and the next one waits for it
     /// ([`Replicas::settle`]), so the partition's writes reach the store in log order.
     inflight: Option<tokio::task::JoinHandle<super::StorageResult<()>>>,
+    /// The primary's log write made at once whose group sync (`--sync batch`) is still to
+    /// come: kept here for the same reason as `inflight`. The next write waits for it and
+    /// reads its outcome before its own (a failed sync steps the primary down then).
+    syncing: Option<super::SyncWait>,
     /// As a replica: the read lease this node last gave (the primary's epoch, until when);
     /// a fence for a newer epoch waits until it ran out.
     lease: Option<(u64, Instant)>,
@@ -174,8 +178,8 @@ struct Part {
     /// As primary: the latest entries of this epoch, so replicators rarely read the log
     /// back from disk.
     tail: std::sync::Mutex<std::collections::VecDeque<Entry>>,
-    /// Set by a primary's log write that failed after its caller was gone (see
-    /// `append_local`); the next write steps down instead.
+    /// Set by a primary's log write in the blocking pool that failed after its caller was
+    /// gone (see `append_local`); the next write steps down instead.
     write_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -217,6 +221,7 @@ impl Replicas {
                     replicators: HashMap::new(),
                     led: None,
                     inflight: None,
+                    syncing: None,
                     lease: None,
                     fencing: 0,
                     abandoned: None,
@@ -379,6 +384,15 @@ impl Replicas {
         // in the primary's own copy. Awaited through `&mut`, so a caller that goes away
         // here leaves it for the next.
         Self::settle(st).await;
+        if let Some(wait) = st.syncing.as_mut() {
+            // Also through `&mut`: the outcome is read once, by whichever write gets it.
+            let synced = wait.wait().await;
+            st.syncing = None;
+            if let Err(e) = synced {
+                tracing::warn!(partition = p, error = %e, "a log write whose caller went away was not synced");
+                part.write_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         if part.write_failed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             // Report what is on disk, not the entries that never got there.
             let on_disk = self.blocking(move |s| plog::load_meta(s, p)).await?;
@@ -417,10 +431,14 @@ impl Replicas {
         st.meta = meta;
         // At once when the store can take it without waiting (see `Storage::write_now`),
         // then (`--sync batch`) its group sync awaited without holding a thread: nothing is
-        // left in flight for a caller that goes away but that sync, whose failure is still
-        // recorded for the next write.
+        // left in flight for a caller that goes away but that sync, which the next write
+        // waits for (`syncing`).
         let written = match self.storage.write_now(&batch) {
-            Some(Ok(wait)) => wait.wait_flagging(part.write_failed.clone()).await.map_err(KvError::from),
+            Some(Ok(wait)) => {
+                let synced = st.syncing.insert(wait).wait().await.map_err(KvError::from);
+                st.syncing = None;
+                synced
+            }
             Some(Err(e)) => Err(KvError::from(e)),
             None => {
                 let failed = part.write_failed.clone();

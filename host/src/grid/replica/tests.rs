@@ -50,7 +50,9 @@ fn table(primary: &str, isr: &[&str], epoch: u64) -> PartitionTable {
 }
 
 /// A store whose writes wait while `held` (to cancel a write in the middle), and fail
-/// while `fail` is set (an I/O error).
+/// while `fail` is set (an I/O error). While `syncs` is `Some`, writes are made at once
+/// and wait for a group sync the test answers through the senders kept there (`--sync
+/// batch`).
 #[derive(Default)]
 struct Holding {
     inner: MemoryStorage,
@@ -58,7 +60,11 @@ struct Holding {
     released: std::sync::Condvar,
     waiting: std::sync::atomic::AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
+    syncs: Mutex<Option<Vec<SyncAnswer>>>,
 }
+
+/// Where a test answers one group sync of [`Holding`].
+type SyncAnswer = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 impl crate::grid::Storage for Holding {
     fn get(&self, t: Table, k: &[u8]) -> crate::grid::StorageResult<Option<Vec<u8>>> {
@@ -77,6 +83,16 @@ impl crate::grid::Storage for Holding {
         }
         drop(held);
         self.inner.write(ops, d)
+    }
+    fn write_now(&self, ops: &[crate::grid::BatchOp]) -> Option<crate::grid::StorageResult<crate::grid::SyncWait>> {
+        let mut syncs = self.syncs.lock().unwrap();
+        let pending = syncs.as_mut()?;
+        if let Err(e) = self.inner.write(ops.to_vec(), Durability::Acked) {
+            return Some(Err(e));
+        }
+        let (sync, wait) = crate::grid::SyncWait::answered_by();
+        pending.push(sync);
+        Some(Ok(wait))
     }
     fn scan(
         &self,
@@ -306,6 +322,49 @@ async fn a_primary_fenced_and_chosen_again_replicates_to_every_replica() {
     t.net.silent.lock().unwrap().clear();
     t.until("n3 catches up", async || t.local(2).await.as_deref() == Some(&b"c"[..])).await;
     t.until("n3 is reported in sync", async || t.reported(&format!("in-sync {P} 2 n3"))).await;
+}
+
+#[tokio::test]
+async fn a_write_whose_caller_went_away_and_whose_sync_failed_steps_the_primary_down_at_the_next() {
+    let store = Arc::new(Holding::default());
+    let t = Trio::start_with(store.clone()).await;
+    assert_eq!(t.put(0, "a", Consistency::Quorum).await, Ok(OpResult::Done));
+    *store.syncs.lock().unwrap() = Some(Vec::new());
+    let pending = || store.syncs.lock().unwrap().as_ref().map_or(0, Vec::len);
+    // "b" is made at once and waits for its group sync; its caller goes away.
+    let nodes = t.nodes.clone();
+    let b = tokio::spawn(async move {
+        let op = KvOp::Put { key: b"s\0k".to_vec(), value: b"b".to_vec() };
+        nodes[0].execute(P, op, Consistency::Quorum).await
+    });
+    t.until("n1's write of b waits for its sync", async || pending() == 1).await;
+    b.abort();
+    assert!(b.await.unwrap_err().is_cancelled(), "the write of b was still waiting when its caller went away");
+    // The next write starts before that sync fails: it must wait for its outcome first.
+    let nodes = t.nodes.clone();
+    let c = tokio::spawn(async move {
+        let op = KvOp::Put { key: b"s\0k".to_vec(), value: b"c".to_vec() };
+        nodes[0].execute(P, op, Consistency::Quorum).await
+    });
+    tokio::task::yield_now().await;
+    let b_sync = store.syncs.lock().unwrap().as_mut().unwrap().remove(0);
+    b_sync.send(Err("disk on fire".into())).unwrap();
+    // Any sync a write made after it asks for succeeds: only b's failure can step n1 down.
+    let answer = tokio::spawn({
+        let store = store.clone();
+        async move {
+            loop {
+                for s in store.syncs.lock().unwrap().as_mut().unwrap().drain(..) {
+                    let _ = s.send(Ok(()));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let c = c.await.unwrap();
+    answer.abort();
+    assert!(matches!(&c, Err(OpFail::Unavailable(m)) if m.contains("could not write its log")), "{c:?}");
+    assert!(t.reported(&format!("relinquish {P} 1")));
 }
 
 #[tokio::test]
