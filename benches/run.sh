@@ -35,9 +35,11 @@ wasmtime="$wt_root/bin/wasmtime"
 . benches/lib.sh
 
 "$target/release/examples/native_hello" >"$tmp/native.out" &
+native_pid=$!
 native=$(wait_line "$tmp/native.out" "listening on ")
 "$target/release/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data-dir "$tmp/node" --admin-token bench >"$tmp/node.out" 2>"$tmp/node.log" &
+node_pid=$!
 ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
 admin=$(wait_line "$tmp/node.out" "admin listening on ")
 "$target/release/nanogrid" deploy "$hello_wasm" --name hello --instances "$INSTANCES" \
@@ -52,6 +54,7 @@ curl -sf "$ingress/hello-reuse/world" >/dev/null
 curl -sf "$ingress/web/world" >/dev/null
 wt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$wasmtime" serve -Scli --addr "127.0.0.1:$wt_port" "$http_hello_wasm" >"$tmp/wt.out" 2>&1 &
+wt_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wt_port/world" >/dev/null && break; sleep 0.1; done
 wt="http://127.0.0.1:$wt_port"
 # Like for like: the pooling allocator with the settings the node's engine uses
@@ -65,13 +68,23 @@ fi
 WT_POOL="pooling-allocator=y,pooling-memory-keep-resident=$keep,pooling-table-keep-resident=65536,pooling-pagemap-scan=$scan,pooling-max-memory-size=$((1 << 30)),memory-reservation=$((1 << 30)),memory-guard-size=$((32 << 20))"
 wtp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$wasmtime" serve -Scli -O "$WT_POOL" --addr "127.0.0.1:$wtp_port" "$http_hello_wasm" >"$tmp/wtp.out" 2>&1 &
+wtp_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null || { echo "wasmtime serve -O $WT_POOL did not serve:" >&2; cat "$tmp/wtp.out" >&2; exit 1; }
 wtp="http://127.0.0.1:$wtp_port"
 
-run() { # name url round
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+# run NAME URL ROUND PID -> "rps p50_us p99_us cpu_us": cpu_us is the server's own user +
+# system CPU time per request answered (from /proc): steadier than requests/s on a shared
+# machine, where what the kernel's loopback costs varies from day to day.
+run() {
+    local t0 t1 n
+    t0=$(cpu_ticks "$4")
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2" >"$tmp/$1.$3.wrk"
-    parse "$tmp/$1.$3.wrk"
+    t1=$(cpu_ticks "$4")
+    n=$(awk '/requests in/ { print $1 }' "$tmp/$1.$3.wrk")
+    echo "$(parse "$tmp/$1.$3.wrk") $(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')"
 }
 
 for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$wt/world" "$wtp/world"; do
@@ -86,43 +99,52 @@ sum_p99=0
 sum_http_pool=0
 sum_p99_pool=0
 sum_wasi=0
+cpu_native=0 cpu_hello=0 cpu_reuse=0 cpu_wasi=0
 for r in $(seq 1 "$ROUNDS"); do
-    read -r w_rps w_p50 w_p99 < <(run wasmtime "$wt/world" "$r")
-    read -r wp_rps wp_p50 wp_p99 < <(run wasmtime-pool "$wtp/world" "$r")
-    read -r h_rps h_p50 h_p99 < <(run nanohttp "$ingress/web/world" "$r")
+    read -r w_rps w_p50 w_p99 w_cpu < <(run wasmtime "$wt/world" "$r" "$wt_pid")
+    read -r wp_rps wp_p50 wp_p99 wp_cpu < <(run wasmtime-pool "$wtp/world" "$r" "$wtp_pid")
+    read -r h_rps h_p50 h_p99 h_cpu < <(run nanohttp "$ingress/web/world" "$r" "$node_pid")
     tr=$(awk -v a="$h_rps" -v b="$w_rps" 'BEGIN { printf "%.2f", a/b }')
     pr=$(awk -v a="$h_p99" -v b="$w_p99" 'BEGIN { printf "%.2f", a/b }')
     tpr=$(awk -v a="$h_rps" -v b="$wp_rps" 'BEGIN { printf "%.2f", a/b }')
     ppr=$(awk -v a="$h_p99" -v b="$wp_p99" 'BEGIN { printf "%.2f", a/b }')
-    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, defaults | $w_rps | $w_p50 | $w_p99 | | |"$'\n'
-    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, pooling as the node | $wp_rps | $wp_p50 | $wp_p99 | | |"$'\n'
-    http_rows+="| $r | nanogrid vs defaults | $h_rps | $h_p50 | $h_p99 | **$tr** | **$pr** |"$'\n'
-    http_rows+="| $r | nanogrid vs pooling | $h_rps | $h_p50 | $h_p99 | **$tpr** | **$ppr** |"$'\n'
+    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, defaults | $w_rps | $w_p50 | $w_p99 | $w_cpu | | |"$'\n'
+    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, pooling as the node | $wp_rps | $wp_p50 | $wp_p99 | $wp_cpu | | |"$'\n'
+    http_rows+="| $r | nanogrid vs defaults | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$tr** | **$pr** |"$'\n'
+    http_rows+="| $r | nanogrid vs pooling | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$tpr** | **$ppr** |"$'\n'
     sum_http=$(awk -v s="$sum_http" -v x="$tr" 'BEGIN { print s+x }')
     sum_p99=$(awk -v s="$sum_p99" -v x="$pr" 'BEGIN { print s+x }')
     sum_http_pool=$(awk -v s="$sum_http_pool" -v x="$tpr" 'BEGIN { print s+x }')
     sum_p99_pool=$(awk -v s="$sum_p99_pool" -v x="$ppr" 'BEGIN { print s+x }')
     echo "round $r: wasmtime serve with pooling $wp_rps req/s (p99 ${wp_p99}us): nanogrid throughput x$tpr, p99 x$ppr" >&2
     echo "round $r: wasmtime serve $w_rps req/s (p99 ${w_p99}us), nanogrid wasi:http $h_rps req/s (p99 ${h_p99}us): throughput x$tr, p99 x$pr" >&2
-    read -r n_rps n_p50 n_p99 < <(run native "$native/hello/world" "$r")
-    read -r g_rps g_p50 g_p99 < <(run nanogrid "$ingress/hello/world" "$r")
+    read -r n_rps n_p50 n_p99 n_cpu < <(run native "$native/hello/world" "$r" "$native_pid")
+    read -r g_rps g_p50 g_p99 g_cpu < <(run nanogrid "$ingress/hello/world" "$r" "$node_pid")
     ratio=$(awk -v a="$g_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
-    rows+="| $r | native hyper | $n_rps | $n_p50 | $n_p99 | |"$'\n'
-    rows+="| $r | nanogrid \`hello\` | $g_rps | $g_p50 | $g_p99 | **$ratio** |"$'\n'
+    rows+="| $r | native hyper | $n_rps | $n_p50 | $n_p99 | $n_cpu | |"$'\n'
+    rows+="| $r | nanogrid \`hello\` | $g_rps | $g_p50 | $g_p99 | $g_cpu | **$ratio** |"$'\n'
     sum_ratio=$(awk -v s="$sum_ratio" -v x="$ratio" 'BEGIN { print s+x }')
-    read -r u_rps u_p50 u_p99 < <(run reuse "$ingress/hello-reuse/world" "$r")
+    read -r u_rps u_p50 u_p99 u_cpu < <(run reuse "$ingress/hello-reuse/world" "$r" "$node_pid")
     u_ratio=$(awk -v a="$u_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
-    rows+="| $r | nanogrid \`hello\`, reuse $REUSE | $u_rps | $u_p50 | $u_p99 | **$u_ratio** |"$'\n'
+    rows+="| $r | nanogrid \`hello\`, reuse $REUSE | $u_rps | $u_p50 | $u_p99 | $u_cpu | **$u_ratio** |"$'\n'
     sum_reuse=$(awk -v s="$sum_reuse" -v x="$u_ratio" 'BEGIN { print s+x }')
     # The wasi:http guest of this round against this round's native server.
     hn=$(awk -v a="$h_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
-    rows+="| $r | nanogrid wasi:http \`http-hello\` | $h_rps | $h_p50 | $h_p99 | **$hn** |"$'\n'
+    rows+="| $r | nanogrid wasi:http \`http-hello\` | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$hn** |"$'\n'
     sum_wasi=$(awk -v s="$sum_wasi" -v x="$hn" 'BEGIN { print s+x }')
+    cpu_native=$(awk -v s="$cpu_native" -v x="$n_cpu" 'BEGIN { print s+x }')
+    cpu_hello=$(awk -v s="$cpu_hello" -v x="$g_cpu" 'BEGIN { print s+x }')
+    cpu_reuse=$(awk -v s="$cpu_reuse" -v x="$u_cpu" 'BEGIN { print s+x }')
+    cpu_wasi=$(awk -v s="$cpu_wasi" -v x="$h_cpu" 'BEGIN { print s+x }')
     echo "round $r: native $n_rps req/s (p50 ${n_p50}us p99 ${n_p99}us), nanogrid $g_rps req/s (p50 ${g_p50}us p99 ${g_p99}us), ratio $ratio; with reuse $u_rps req/s (p99 ${u_p99}us), ratio $u_ratio" >&2
 done
 mean_ratio=$(awk -v s="$sum_ratio" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_reuse=$(awk -v s="$sum_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_wasi=$(awk -v s="$sum_wasi" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
+# Native's CPU per request over each server's (summed over the rounds): the share of a
+# native request's CPU each costs, the throughput ratio it would give if the load
+# generator took nothing.
+cpu_of() { awk -v a="$cpu_native" -v b="$1" 'BEGIN { printf "%.2f", a/b }'; }
 mean_http=$(awk -v s="$sum_http" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_p99=$(awk -v s="$sum_p99" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_http_pool=$(awk -v s="$sum_http_pool" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
@@ -155,15 +177,23 @@ instance per request (the default), the same component deployed with
 recycled: opt-in, see docs/SECURITY.md), the standard wasi:http \`http-hello\` component
 (fresh instance per request; measured in the wasmtime comparison below, within the same
 round), and a native hyper server (\`host/examples/native_hello.rs\`, same accept loop)
-returning the same greeting. Rounds alternate between them.
+returning the same greeting. Rounds alternate between them. CPU/req is the server
+process's own user + system CPU time per request answered (from /proc; wrk shares the
+same 2 cores): it moves less from day to day than requests/s, which on this VM follow
+what the kernel's loopback costs that day (native hyper: 143-152k req/s on 2026-12-04,
+87-98k on 2026-12-05, same code).
 
-| round | server | requests/s | p50 (µs) | p99 (µs) | nanogrid / native |
-| --- | --- | ---: | ---: | ---: | ---: |
+| round | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | nanogrid / native |
+| --- | --- | ---: | ---: | ---: | ---: | ---: |
 $rows
 Mean throughput ratio nanogrid / native, fresh instance per request: **$mean_ratio** (target
 for the foundation: ≥ 0.3: $v_hello; issue 20's target ≥ 0.5: $v_hello5).
 With instance reuse: **$mean_reuse** (issue 20's target ≥ 0.5: $v_reuse).
 The wasi:http guest, fresh instance per request: **$mean_wasi** (issue 20's target ≥ 0.5: $v_wasi).
+Native's CPU per request over nanogrid's (no target; what the ratios would be if wrk
+cost nothing): \`hello\` $(cpu_of "$cpu_hello"), with reuse $(cpu_of "$cpu_reuse"), wasi:http $(cpu_of "$cpu_wasi").
+wrk's own share of the 2 cores lifts the throughput ratios above these, the more so
+the more the kernel's loopback costs it that day.
 
 ## A standard wasi:http component: nanogrid vs \`wasmtime serve\`
 
@@ -174,8 +204,8 @@ $WASMTIME_VERSION --locked\`) and under nanogrid (instances = $INSTANCES), \`GET
 (on-demand allocation) and, like for like, with the pooling allocator and the node's
 resident-memory settings (\`-O $WT_POOL\`). Rounds alternate between the three.
 
-| round | server | requests/s | p50 (µs) | p99 (µs) | throughput nanogrid / wasmtime | p99 nanogrid / wasmtime |
-| --- | --- | ---: | ---: | ---: | ---: | ---: |
+| round | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | throughput nanogrid / wasmtime | p99 nanogrid / wasmtime |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 $http_rows
 Mean against \`wasmtime serve\` with pooling as the node (like for like): throughput
 **$mean_http_pool** × (target ≥ 1.0: $v_http_pool), p99 **$mean_p99_pool** × (target ≤ 1.1: $v_p99_pool).
