@@ -84,7 +84,7 @@ run() {
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2" >"$tmp/$1.$3.wrk"
     t1=$(cpu_ticks "$4")
     n=$(awk '/requests in/ { print $1 }' "$tmp/$1.$3.wrk")
-    echo "$(parse "$tmp/$1.$3.wrk") $(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }')"
+    echo "$(parse "$tmp/$1.$3.wrk") $(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", n > 0 ? (b - a) / hz * 1e6 / n : 0 }')"
 }
 
 for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$wt/world" "$wtp/world"; do
@@ -180,8 +180,7 @@ round), and a native hyper server (\`host/examples/native_hello.rs\`, same accep
 returning the same greeting. Rounds alternate between them. CPU/req is the server
 process's own user + system CPU time per request answered (from /proc; wrk shares the
 same 2 cores): it moves less from day to day than requests/s, which on this VM follow
-what the kernel's loopback costs that day (native hyper: 143-152k req/s on 2026-12-04,
-87-98k on 2026-12-05, same code).
+what the kernel's loopback costs that day (see the notes at the end of this file).
 
 | round | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | nanogrid / native |
 | --- | --- | ---: | ---: | ---: | ---: | ---: |

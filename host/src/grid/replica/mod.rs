@@ -156,9 +156,11 @@ struct State {
     /// ([`Replicas::settle`]), so the partition's writes reach the store in log order.
     inflight: Option<tokio::task::JoinHandle<super::StorageResult<()>>>,
     /// The primary's log write made at once whose group sync (`--sync batch`) is still to
-    /// come: kept here for the same reason as `inflight`. The next write waits for it and
-    /// reads its outcome before its own (a failed sync steps the primary down then).
-    syncing: Option<super::SyncWait>,
+    /// come, with the epoch it was written at: kept here for the same reason as
+    /// `inflight`. The next write waits for it and reads its outcome before its own; a
+    /// failed sync of the same epoch counts as that write's failure then (see
+    /// [`Replicas::write_failed`]), one of an epoch since left is only logged.
+    syncing: Option<(u64, super::SyncWait)>,
     /// As a replica: the read lease this node last gave (the primary's epoch, until when);
     /// a fence for a newer epoch waits until it ran out.
     lease: Option<(u64, Instant)>,
@@ -178,8 +180,10 @@ struct Part {
     /// As primary: the latest entries of this epoch, so replicators rarely read the log
     /// back from disk.
     tail: std::sync::Mutex<std::collections::VecDeque<Entry>>,
-    /// Set by a primary's log write in the blocking pool that failed after its caller was
-    /// gone (see `append_local`); the next write steps down instead.
+    /// A primary's log write failed and was not yet dealt with (see `append_local`): set
+    /// by a write in the blocking pool that fails, and by a failed group sync whose caller
+    /// went away; the next write deals with it first. Cleared only once dealt with, so a
+    /// caller that goes away meanwhile leaves it for the next.
     write_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -384,19 +388,24 @@ impl Replicas {
         // in the primary's own copy. Awaited through `&mut`, so a caller that goes away
         // here leaves it for the next.
         Self::settle(st).await;
-        if let Some(wait) = st.syncing.as_mut() {
+        if let Some((at, wait)) = st.syncing.as_mut() {
             // Also through `&mut`: the outcome is read once, by whichever write gets it.
             let synced = wait.wait().await;
+            let at = *at;
             st.syncing = None;
             if let Err(e) = synced {
-                tracing::warn!(partition = p, error = %e, "a log write whose caller went away was not synced");
-                part.write_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::warn!(partition = p, epoch = at, error = %e, "a log write whose caller went away was not synced");
+                // Of an epoch this node has left since, its log was set right as a backup.
+                if at == epoch {
+                    part.write_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
             }
         }
-        if part.write_failed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        if part.write_failed.load(std::sync::atomic::Ordering::SeqCst) {
             // Report what is on disk, not the entries that never got there.
             let on_disk = self.blocking(move |s| plog::load_meta(s, p)).await?;
             self.write_failed(p, st, on_disk);
+            part.write_failed.store(false, std::sync::atomic::Ordering::SeqCst);
             if self.clustered {
                 return Err(KvError::Unavailable(format!("partition {p}: its primary could not write its log")));
             }
@@ -435,7 +444,7 @@ impl Replicas {
         // waits for (`syncing`).
         let written = match self.storage.write_now(&batch) {
             Some(Ok(wait)) => {
-                let synced = st.syncing.insert(wait).wait().await.map_err(KvError::from);
+                let synced = st.syncing.insert((epoch, wait)).1.wait().await.map_err(KvError::from);
                 st.syncing = None;
                 synced
             }
@@ -453,7 +462,9 @@ impl Replicas {
             }
         };
         if let Err(e) = written {
-            part.write_failed.store(false, std::sync::atomic::Ordering::SeqCst);
+            // Set until dealt with below: a caller that goes away meanwhile leaves it to the
+            // next write.
+            part.write_failed.store(true, std::sync::atomic::Ordering::SeqCst);
             tracing::error!(partition = p, error = %e, "cannot write the partition log");
             // The batch may be in the store although its sync failed: take the position
             // from the store, never one below what it holds (positions must not be reused).
@@ -462,6 +473,7 @@ impl Replicas {
                 _ => meta,
             };
             self.write_failed(p, st, on_disk);
+            part.write_failed.store(false, std::sync::atomic::Ordering::SeqCst);
             return Err(e);
         }
         let me = self.me.clone();
