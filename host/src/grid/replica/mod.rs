@@ -156,11 +156,12 @@ struct State {
     /// ([`Replicas::settle`]), so the partition's writes reach the store in log order.
     inflight: Option<tokio::task::JoinHandle<super::StorageResult<()>>>,
     /// The primary's log write made at once whose group sync (`--sync batch`) is still to
-    /// come, with the epoch it was written at: kept here for the same reason as
-    /// `inflight`. The next write waits for it and reads its outcome before its own; a
-    /// failed sync of the same epoch counts as that write's failure then (see
-    /// [`Replicas::write_failed`]), one of an epoch since left is only logged.
-    syncing: Option<(u64, super::SyncWait)>,
+    /// come: kept here for the same reason as `inflight`. The next write waits for it and
+    /// reads its outcome before its own; a failed sync counts as a failed log write then
+    /// (see [`Replicas::write_failed`]), even at a later epoch: after a failed fsync the
+    /// entry may be gone from this node's disk, so a crash could leave its log without a
+    /// position the replicas hold. That costs an election after a disk failure at most.
+    syncing: Option<super::SyncWait>,
     /// As a replica: the read lease this node last gave (the primary's epoch, until when);
     /// a fence for a newer epoch waits until it ran out.
     lease: Option<(u64, Instant)>,
@@ -388,17 +389,13 @@ impl Replicas {
         // in the primary's own copy. Awaited through `&mut`, so a caller that goes away
         // here leaves it for the next.
         Self::settle(st).await;
-        if let Some((at, wait)) = st.syncing.as_mut() {
+        if let Some(wait) = st.syncing.as_mut() {
             // Also through `&mut`: the outcome is read once, by whichever write gets it.
             let synced = wait.wait().await;
-            let at = *at;
             st.syncing = None;
             if let Err(e) = synced {
-                tracing::warn!(partition = p, epoch = at, error = %e, "a log write whose caller went away was not synced");
-                // Of an epoch this node has left since, its log was set right as a backup.
-                if at == epoch {
-                    part.write_failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
+                tracing::warn!(partition = p, error = %e, "a log write whose caller went away was not synced");
+                part.write_failed.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
         if part.write_failed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -444,7 +441,7 @@ impl Replicas {
         // waits for (`syncing`).
         let written = match self.storage.write_now(&batch) {
             Some(Ok(wait)) => {
-                let synced = st.syncing.insert((epoch, wait)).1.wait().await.map_err(KvError::from);
+                let synced = st.syncing.insert(wait).wait().await.map_err(KvError::from);
                 st.syncing = None;
                 synced
             }

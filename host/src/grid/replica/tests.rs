@@ -370,43 +370,6 @@ async fn a_write_whose_caller_went_away_and_whose_sync_failed_steps_the_primary_
 }
 
 #[tokio::test]
-async fn a_failed_sync_of_an_epoch_left_since_does_not_step_down_the_primary_of_the_next() {
-    let store = Arc::new(Holding::default());
-    let t = Trio::start_with(store.clone()).await;
-    assert_eq!(t.put(0, "a", Consistency::Quorum).await, Ok(OpResult::Done));
-    *store.syncs.lock().unwrap() = Some(Vec::new());
-    let pending = || store.syncs.lock().unwrap().as_ref().map_or(0, Vec::len);
-    let nodes = t.nodes.clone();
-    let b = tokio::spawn(async move {
-        let op = KvOp::Put { key: b"s\0k".to_vec(), value: b"b".to_vec() };
-        nodes[0].execute(P, op, Consistency::Quorum).await
-    });
-    t.until("n1's write of b waits for its sync", async || pending() == 1).await;
-    b.abort();
-    assert!(b.await.unwrap_err().is_cancelled());
-    // b's sync (epoch 1) fails; every later sync succeeds.
-    let b_sync = store.syncs.lock().unwrap().as_mut().unwrap().remove(0);
-    b_sync.send(Err("disk on fire".into())).unwrap();
-    let answer = tokio::spawn({
-        let store = store.clone();
-        async move {
-            loop {
-                for s in store.syncs.lock().unwrap().as_mut().unwrap().drain(..) {
-                    let _ = s.send(Ok(()));
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    });
-    // n1 is chosen again at epoch 2: its first write of that epoch (the no-op) finds b's
-    // failure of epoch 1 and goes on.
-    t.apply(table("n1", &["n1", "n2", "n3"], 2)).await;
-    assert_eq!(t.put(0, "c", Consistency::Quorum).await, Ok(OpResult::Done));
-    answer.abort();
-    assert!(!t.reported(&format!("relinquish {P} 2")));
-}
-
-#[tokio::test]
 async fn a_write_whose_caller_went_away_keeps_its_lsn() {
     let store = Arc::new(Holding::default());
     let t = Trio::start_with(store.clone()).await;
