@@ -458,7 +458,14 @@ async fn barrier_call(
     loop {
         let req = from_wire_request(call.request.clone());
         match registry.call_from((from, "barrier-call"), &call.service, req, request_id.as_str().into(), depth).await {
-            Ok(r) => return Ok(WireResponse { status: r.status, headers: r.headers, body: r.body }),
+            Ok(r) => {
+                if r.status >= 500 {
+                    // Not run again (it may have run: a forward that failed after sending
+                    // answers 502 or 504): the continuation sees this answer.
+                    tracing::warn!(service = %call.service, status = r.status, %request_id, "a barrier call answered with a server error");
+                }
+                return Ok(WireResponse { status: r.status, headers: r.headers, body: r.body });
+            }
             Err(e) if retryable(&e) && Instant::now() + backoff < give_up => {
                 tracing::debug!(service = %call.service, error = %e, "barrier call could not run yet; retrying");
                 tokio::time::sleep(backoff).await;
