@@ -48,10 +48,13 @@ admin=$(wait_line "$tmp/node.out" "admin listening on ")
     --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
 "$target/release/nanogrid" deploy "$http_hello_wasm" --name web --instances "$INSTANCES" \
     --admin "$admin" --token bench >/dev/null
-wait_optimized "$admin" bench hello hello-reuse web
+"$target/release/nanogrid" deploy "$http_hello_wasm" --name web-reuse --instances "$INSTANCES" \
+    --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
+wait_optimized "$admin" bench hello hello-reuse web web-reuse
 curl -sf "$ingress/hello/world" >/dev/null
 curl -sf "$ingress/hello-reuse/world" >/dev/null
 curl -sf "$ingress/web/world" >/dev/null
+curl -sf "$ingress/web-reuse/world" >/dev/null
 wt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$wasmtime" serve -Scli --addr "127.0.0.1:$wt_port" "$http_hello_wasm" >"$tmp/wt.out" 2>&1 &
 wt_pid=$!
@@ -72,6 +75,14 @@ wtp_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null || { echo "wasmtime serve -O $WT_POOL did not serve:" >&2; cat "$tmp/wtp.out" >&2; exit 1; }
 wtp="http://127.0.0.1:$wtp_port"
+# The same with instance reuse, like the node's web-reuse.
+wtr_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$wasmtime" serve -Scli -O "$WT_POOL" --max-instance-reuse-count "$REUSE" --addr "127.0.0.1:$wtr_port" \
+    "$http_hello_wasm" >"$tmp/wtr.out" 2>&1 &
+wtr_pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtr_port/world" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$wtr_port/world" >/dev/null || { echo "wasmtime serve with reuse did not serve:" >&2; cat "$tmp/wtr.out" >&2; exit 1; }
+wtr="http://127.0.0.1:$wtr_port"
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
@@ -87,7 +98,7 @@ run() {
     echo "$(parse "$tmp/$1.$3.wrk") $(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", n > 0 ? (b - a) / hz * 1e6 / n : 0 }')"
 }
 
-for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$wt/world" "$wtp/world"; do
+for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$ingress/web-reuse/world" "$wt/world" "$wtp/world" "$wtr/world"; do
     wrk -t1 -c"$CONNS" -d2s "$u" >/dev/null
 done
 rows=""
@@ -99,11 +110,18 @@ sum_p99=0
 sum_http_pool=0
 sum_p99_pool=0
 sum_wasi=0
-cpu_native=0 cpu_hello=0 cpu_reuse=0 cpu_wasi=0
+sum_wasi_reuse=0
+sum_http_reuse=0
+sum_p99_reuse=0
+cpu_native=0 cpu_hello=0 cpu_reuse=0 cpu_wasi=0 cpu_wasi_reuse=0
 for r in $(seq 1 "$ROUNDS"); do
     read -r w_rps w_p50 w_p99 w_cpu < <(run wasmtime "$wt/world" "$r" "$wt_pid")
     read -r wp_rps wp_p50 wp_p99 wp_cpu < <(run wasmtime-pool "$wtp/world" "$r" "$wtp_pid")
     read -r h_rps h_p50 h_p99 h_cpu < <(run nanohttp "$ingress/web/world" "$r" "$node_pid")
+    read -r wr_rps wr_p50 wr_p99 wr_cpu < <(run wasmtime-reuse "$wtr/world" "$r" "$wtr_pid")
+    read -r hr_rps hr_p50 hr_p99 hr_cpu < <(run nanohttp-reuse "$ingress/web-reuse/world" "$r" "$node_pid")
+    trr=$(awk -v a="$hr_rps" -v b="$wr_rps" 'BEGIN { printf "%.2f", a/b }')
+    prr=$(awk -v a="$hr_p99" -v b="$wr_p99" 'BEGIN { printf "%.2f", a/b }')
     tr=$(awk -v a="$h_rps" -v b="$w_rps" 'BEGIN { printf "%.2f", a/b }')
     pr=$(awk -v a="$h_p99" -v b="$w_p99" 'BEGIN { printf "%.2f", a/b }')
     tpr=$(awk -v a="$h_rps" -v b="$wp_rps" 'BEGIN { printf "%.2f", a/b }')
@@ -112,6 +130,10 @@ for r in $(seq 1 "$ROUNDS"); do
     http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, pooling as the node | $wp_rps | $wp_p50 | $wp_p99 | $wp_cpu | | |"$'\n'
     http_rows+="| $r | nanogrid vs defaults | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$tr** | **$pr** |"$'\n'
     http_rows+="| $r | nanogrid vs pooling | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$tpr** | **$ppr** |"$'\n'
+    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, pooling, reuse $REUSE | $wr_rps | $wr_p50 | $wr_p99 | $wr_cpu | | |"$'\n'
+    http_rows+="| $r | nanogrid reuse $REUSE vs pooling reuse $REUSE | $hr_rps | $hr_p50 | $hr_p99 | $hr_cpu | **$trr** | **$prr** |"$'\n'
+    sum_http_reuse=$(awk -v s="$sum_http_reuse" -v x="$trr" 'BEGIN { print s+x }')
+    sum_p99_reuse=$(awk -v s="$sum_p99_reuse" -v x="$prr" 'BEGIN { print s+x }')
     sum_http=$(awk -v s="$sum_http" -v x="$tr" 'BEGIN { print s+x }')
     sum_p99=$(awk -v s="$sum_p99" -v x="$pr" 'BEGIN { print s+x }')
     sum_http_pool=$(awk -v s="$sum_http_pool" -v x="$tpr" 'BEGIN { print s+x }')
@@ -132,6 +154,10 @@ for r in $(seq 1 "$ROUNDS"); do
     hn=$(awk -v a="$h_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
     rows+="| $r | nanogrid wasi:http \`http-hello\` | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$hn** |"$'\n'
     sum_wasi=$(awk -v s="$sum_wasi" -v x="$hn" 'BEGIN { print s+x }')
+    hrn=$(awk -v a="$hr_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
+    rows+="| $r | nanogrid wasi:http \`http-hello\`, reuse $REUSE | $hr_rps | $hr_p50 | $hr_p99 | $hr_cpu | **$hrn** |"$'\n'
+    sum_wasi_reuse=$(awk -v s="$sum_wasi_reuse" -v x="$hrn" 'BEGIN { print s+x }')
+    cpu_wasi_reuse=$(awk -v s="$cpu_wasi_reuse" -v x="$hr_cpu" 'BEGIN { print s+x }')
     cpu_native=$(awk -v s="$cpu_native" -v x="$n_cpu" 'BEGIN { print s+x }')
     cpu_hello=$(awk -v s="$cpu_hello" -v x="$g_cpu" 'BEGIN { print s+x }')
     cpu_reuse=$(awk -v s="$cpu_reuse" -v x="$u_cpu" 'BEGIN { print s+x }')
@@ -141,6 +167,9 @@ done
 mean_ratio=$(awk -v s="$sum_ratio" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_reuse=$(awk -v s="$sum_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_wasi=$(awk -v s="$sum_wasi" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
+mean_wasi_reuse=$(awk -v s="$sum_wasi_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
+mean_http_reuse=$(awk -v s="$sum_http_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
+mean_p99_reuse=$(awk -v s="$sum_p99_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 # Native's CPU per request over each server's (summed over the rounds): the share of a
 # native request's CPU each costs, the throughput ratio it would give if the load
 # generator took nothing.
@@ -159,6 +188,9 @@ v_hello=$(verdict "$mean_ratio" ge 0.3)
 v_hello5=$(verdict "$mean_ratio" ge 0.5)
 v_reuse=$(verdict "$mean_reuse" ge 0.5)
 v_wasi=$(verdict "$mean_wasi" ge 0.5)
+v_wasi_reuse=$(verdict "$mean_wasi_reuse" ge 0.5)
+v_http_reuse=$(verdict "$mean_http_reuse" ge 1.0)
+v_p99_reuse=$(verdict "$mean_p99_reuse" le 1.1)
 v_http=$(verdict "$mean_http" ge 1.0)
 v_p99=$(verdict "$mean_p99" le 1.1)
 v_http_pool=$(verdict "$mean_http_pool" ge 1.0)
@@ -175,8 +207,8 @@ nanogrid serving the \`hello\` sample (instances = $INSTANCES, release build) wi
 instance per request (the default), the same component deployed with
 \`"reuse": {"requests": $REUSE}\` (an instance serves $REUSE requests in sequence, then is
 recycled: opt-in, see docs/SECURITY.md), the standard wasi:http \`http-hello\` component
-(fresh instance per request; measured in the wasmtime comparison below, within the same
-round), and a native hyper server (\`host/examples/native_hello.rs\`, same accept loop)
+(fresh instance per request, and deployed with the same reuse; measured in the wasmtime
+comparison below, within the same round), and a native hyper server (\`host/examples/native_hello.rs\`, same accept loop)
 returning the same greeting. Rounds alternate between them. CPU/req is the server
 process's own user + system CPU time per request answered (from /proc; wrk shares the
 same 2 cores): it moves less from day to day than requests/s, which on this VM follow
@@ -188,9 +220,10 @@ $rows
 Mean throughput ratio nanogrid / native, fresh instance per request: **$mean_ratio** (target
 for the foundation: ≥ 0.3: $v_hello; issue 20's target ≥ 0.5: $v_hello5).
 With instance reuse: **$mean_reuse** (issue 20's target ≥ 0.5: $v_reuse).
-The wasi:http guest, fresh instance per request: **$mean_wasi** (issue 20's target ≥ 0.5: $v_wasi).
+The wasi:http guest, fresh instance per request: **$mean_wasi** (issue 20's target ≥ 0.5: $v_wasi);
+with instance reuse: **$mean_wasi_reuse** (issue 20's target ≥ 0.5: $v_wasi_reuse).
 Native's CPU per request over nanogrid's (no target; what the ratios would be if wrk
-cost nothing): \`hello\` $(cpu_of "$cpu_hello"), with reuse $(cpu_of "$cpu_reuse"), wasi:http $(cpu_of "$cpu_wasi").
+cost nothing): \`hello\` $(cpu_of "$cpu_hello"), with reuse $(cpu_of "$cpu_reuse"), wasi:http $(cpu_of "$cpu_wasi"), wasi:http with reuse $(cpu_of "$cpu_wasi_reuse").
 wrk's own share of the 2 cores lifts the throughput ratios above these, the more so
 the more the kernel's loopback costs it that day.
 
@@ -201,7 +234,9 @@ under \`wasmtime serve -Scli\` $WASMTIME_VERSION (\`cargo install wasmtime-cli -
 $WASMTIME_VERSION --locked\`) and under nanogrid (instances = $INSTANCES), \`GET /world\` with
 \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`. \`wasmtime serve\` runs twice: with its defaults
 (on-demand allocation) and, like for like, with the pooling allocator and the node's
-resident-memory settings (\`-O $WT_POOL\`). Rounds alternate between the three.
+resident-memory settings (\`-O $WT_POOL\`), and a third time with those and
+\`--max-instance-reuse-count $REUSE\`, against the node's \`web-reuse\` (the same component with
+\`"reuse": {"requests": $REUSE}\`). Rounds alternate between them.
 
 | round | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | throughput nanogrid / wasmtime | p99 nanogrid / wasmtime |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -209,6 +244,7 @@ $http_rows
 Mean against \`wasmtime serve\` with pooling as the node (like for like): throughput
 **$mean_http_pool** × (target ≥ 1.0: $v_http_pool), p99 **$mean_p99_pool** × (target ≤ 1.1: $v_p99_pool).
 Against its defaults: throughput **$mean_http** × (target ≥ 1.0: $v_http), p99 **$mean_p99** × (target ≤ 1.1: $v_p99).
+Both reusing instances, against pooling: throughput **$mean_http_reuse** × (target ≥ 1.0: $v_http_reuse), p99 **$mean_p99_reuse** × (target ≤ 1.1: $v_p99_reuse).
 
 ## Per-request cost inside the node
 

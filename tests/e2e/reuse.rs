@@ -1,7 +1,8 @@
 //! Opt-in instance reuse (`"reuse": {"requests": n}`): one instance serves n requests in
 //! sequence, then a fresh one takes over; nothing the host keeps per request (context,
 //! trace, kv attribution, output) passes from one request to the next, and an instance that
-//! trapped is never reused.
+//! trapped is never reused. The same for wasi:http 0.2 components, whose instance is also
+//! not reused when it kept a resource of its request.
 
 use http::Method;
 use serde_json::json;
@@ -88,11 +89,12 @@ async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_ne
 }
 
 #[tokio::test]
-async fn reuse_is_refused_for_wasi_http_components_and_out_of_range_counts() {
+async fn reuse_is_refused_for_wasi_http_0_3_components_and_out_of_range_counts() {
     let node = TestNode::start().await;
-    let r = node.try_deploy("web", "http-hello", json!({ "reuse": { "requests": 10 } })).await;
+    let r = node.try_deploy("web", "http3-stream", json!({ "reuse": { "requests": 10 } })).await;
     let e = assert_error(&r, 400, "bad-request");
-    assert!(e.message.as_str().contains("reuse is for nanoservices"), "{e}");
+    assert!(e.message.as_str().contains("reuse is for nanoservices and wasi:http 0.2 components"), "{e}");
+    assert!(e.message.as_str().contains("wasi:http/service"), "{e}");
     let r = node.try_deploy("r", "misbehave", json!({ "reuse": { "requests": 0 } })).await;
     let e = assert_error(&r, 400, "bad-request");
     assert!(e.message.as_str().contains("reuse.requests must be between 1 and 1000000"), "{e}");
@@ -152,4 +154,55 @@ async fn idle_instances_make_room_when_the_node_runs_out_of_instance_slots() {
     assert_eq!(node.service("r").await.status.local.idle_instances, 0);
     // r still serves (a fresh instance).
     assert_eq!(whoami(&node, "r", &[]).await.0, 1);
+}
+
+#[tokio::test]
+async fn a_wasi_http_instance_serves_n_requests_and_one_that_keeps_its_response_open_is_dropped() {
+    let node = TestNode::start_with_args(true, &["--trace-sample", "1"]).await;
+    node.deploy("hr", "http-kv", json!({ "instances": 1, "reuse": { "requests": 3 } })).await;
+    node.deploy("hf", "http-kv", json!({ "instances": 1 })).await;
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (mut runs, mut traces, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..7 {
+        let headers =
+            if i == 1 { vec![("traceparent", format!("00-{client_trace}-00f067aa0ba902b7-01"))] } else { vec![] };
+        let (n, rid, tid, answered) = whoami(&node, "hr", &headers).await;
+        assert_eq!(tid, answered, "the guest sees its own request's trace (request {i})");
+        runs.push(n);
+        traces.push(tid);
+        ids.push(rid);
+    }
+    assert_eq!(runs, [1, 2, 3, 1, 2, 3, 1], "the guest's static counts the requests of one instance");
+    assert_eq!(traces[1], client_trace);
+    for (what, mut v) in [("trace", traces.clone()), ("request id", ids)] {
+        v.sort();
+        v.dedup();
+        assert_eq!(v.len(), 7, "every request has its own {what}");
+    }
+    for (i, t) in traces.iter().enumerate() {
+        let v: TraceView = parse(&node.admin().get(&format!("/v1/traces/{t}")).await.unwrap());
+        let run = v.spans.iter().find(|s| &*s.name == "run hr").unwrap_or_else(|| panic!("no run span in {v:?}"));
+        let instantiated = attr_int(run, "instantiate_us").unwrap_or(0);
+        assert_eq!(instantiated > 0, runs[i] == 1, "request {i} made its instance iff it was first: {:?}", run.attrs);
+    }
+    for _ in 0..3 {
+        assert_eq!(whoami(&node, "hf", &[]).await.0, 1, "without reuse every request is fresh");
+    }
+    assert_eq!(node.service("hr").await.status.local.idle_instances, 1);
+
+    // The idle instance answers /keep but keeps its response body open: it is dropped, so
+    // the body ends and the next request gets a fresh instance.
+    let kept = tokio::time::timeout(std::time::Duration::from_secs(20), node.get("/hr/keep"))
+        .await
+        .expect("the body of /keep ends: the instance holding it open was dropped, not kept");
+    assert_eq!(kept.status, 200, "{}", kept.text());
+    assert_eq!(kept.text(), "kept");
+    assert_eq!(node.service("hr").await.status.local.idle_instances, 0, "the instance that kept its body is gone");
+    assert_eq!(whoami(&node, "hr", &[]).await.0, 1);
+
+    // A trap ends the instance too.
+    let trap = node.get("/hr/trap").await;
+    assert_eq!(trap.status, 500, "{}", trap.text());
+    assert!(trap.text().contains("http-kv was asked to trap"), "{}", trap.text());
+    assert_eq!(whoami(&node, "hr", &[]).await.0, 1, "a trapped instance is not reused");
 }

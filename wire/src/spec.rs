@@ -236,7 +236,7 @@ pub struct Autoscale {
 /// serves up to `requests` requests one after another before it is dropped, instead of
 /// one. Host-side state (context, trace, kv attribution, limits) is the request's own each
 /// time; the guest's own memory (statics, heap) carries over, which is the isolation given
-/// up for speed (docs/SECURITY.md). Nanoservices only.
+/// up for speed (docs/SECURITY.md). Nanoservices and wasi:http 0.2 components.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reuse {

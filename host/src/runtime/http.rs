@@ -7,15 +7,21 @@
 //! [`super::outbound`]'s check.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use wasmtime::Store;
+use tokio::sync::oneshot;
+use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 
+use super::http_body::{self as body, GuardedBody};
+use super::reuse::{IdleBudget, Instance, Warm, WarmPool, keeps_http_resources};
 use super::state::StoreState;
 use super::{CallContext, Prepared, PreparedKind};
 use super::{CallError, ExecLimits, OutputTail, Runtime, classify};
@@ -24,58 +30,15 @@ use super::{CallError, ExecLimits, OutputTail, Runtime, classify};
 #[derive(Debug, Clone, Copy)]
 pub struct OverTls;
 
-/// A response body that ends in an error, not a clean end, when the guest failed while
-/// writing it. wasmtime-wasi-http ends the body cleanly when the guest's store goes away
-/// without `finish`, which would make a truncated body look complete to the client.
-pub(super) struct GuardedBody {
-    inner: HyperOutgoingBody,
-    outcome: Option<tokio::sync::oneshot::Receiver<bool>>,
-}
-
-impl GuardedBody {
-    /// `inner`, ending in an error unless `outcome` says the guest finished well.
-    pub(super) fn new(inner: HyperOutgoingBody, outcome: tokio::sync::oneshot::Receiver<bool>) -> Self {
-        GuardedBody { inner, outcome: Some(outcome) }
-    }
-}
-
-impl hyper::body::Body for GuardedBody {
-    type Data = Bytes;
-    type Error = HttpError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, HttpError>>> {
-        use std::task::Poll;
-        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(None) => {}
-            other => return other,
-        }
-        let Some(outcome) = self.outcome.as_mut() else { return Poll::Ready(None) };
-        match std::pin::Pin::new(outcome).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(ok) => {
-                self.outcome = None;
-                if ok == Ok(true) {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Ready(Some(Err(HttpError::InternalError(Some(
-                        "the component failed while sending the body".into(),
-                    )))))
-                }
-            }
-        }
-    }
-}
-
 /// What happened to a wasi:http request, reported when the guest's task ends.
 pub type Completion = Box<dyn FnOnce(Result<(), CallError>) + Send>;
 
 impl Runtime {
-    /// Serve one HTTP request with a `wasi:http` component (WASI 0.2 or 0.3). The response head is returned as
-    /// soon as the guest sets it; the body streams while the guest keeps running. `done` is
-    /// called (and `hold` dropped) when the guest finishes.
+    /// Serve one HTTP request with a `wasi:http` component (WASI 0.2 or 0.3). The response
+    /// head is returned as soon as the guest sets it; the body streams while the guest keeps
+    /// running. `done` is called (and `hold` dropped) when the guest finishes. With `pool`
+    /// (the service reuses instances), a 0.2 component's idle instance serves the request
+    /// if there is one, and the instance goes back to `pool` when it ends well.
     pub async fn handle_http<B>(
         self: &Arc<Self>,
         prepared: Arc<Prepared>,
@@ -83,6 +46,7 @@ impl Runtime {
         req: http::Request<B>,
         limits: ExecLimits,
         done: Completion,
+        pool: Option<&Arc<WarmPool>>,
     ) -> Result<http::Response<HyperOutgoingBody>, CallError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -92,43 +56,99 @@ impl Runtime {
         let code = prepared.code();
         code.note(&call);
         let pre = match &code.kind {
-            PreparedKind::Http(pre) => pre,
+            PreparedKind::Http(pre) => pre.clone(),
             PreparedKind::Http3(pre) => {
                 return self.handle_http3(pre.clone(), &code, call, req, limits, done).await;
             }
             PreparedKind::Nanoservice(_) => return Err(CallError::Internal("not a wasi:http component".into())),
         };
-        let pre = pre.clone();
-        let tail = OutputTail::new(2048);
-        let mut store: Store<StoreState> = self.new_store(&code, call, limits, &tail)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let data = store.data_mut();
+        let usable = |w: &Warm| Engine::same(w.store.engine(), &code.engine) && matches!(w.instance, Instance::Http(_));
+        let mut run = match pool.and_then(|p| p.take(usable)) {
+            Some(mut w) => {
+                w.rebind(call, limits, self.fuel)?;
+                let Warm { store, instance: Instance::Http(proxy), tail, served, .. } = w else {
+                    return Err(CallError::Internal("a nanoservice instance in a wasi:http pool".into()));
+                };
+                HttpRun { store, proxy: Some(proxy), tail, served }
+            }
+            None => {
+                let tail = OutputTail::new(2048);
+                let store = self.new_store(&code, call, limits, &tail)?;
+                HttpRun { store, proxy: None, tail, served: 0 }
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let data = run.store.data_mut();
         let scheme = if req.extensions().get::<OverTls>().is_some() { Scheme::Https } else { Scheme::Http };
         let incoming = data.http().new_incoming_request(scheme, req).map_err(|e| CallError::Internal(e.to_string()))?;
         let out = data.http().new_response_outparam(tx).map_err(|e| CallError::Internal(e.to_string()))?;
-        let task_tail = tail.clone();
-        let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel::<bool>();
+        let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
         let idle = self.idle.clone();
-        let task = tokio::spawn(async move {
-            let traced = store.data().call.trace.run.clone();
-            let run = async {
-                let t = std::time::Instant::now();
-                let proxy = match pre.instantiate_async(&mut store).await {
-                    Err(e) if idle.made_room(&e) => pre.instantiate_async(&mut store).await?,
-                    other => other?,
-                };
-                if let Some(r) = &traced {
-                    r.instantiated(t.elapsed().as_micros() as u64);
-                }
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+        let pool = pool.cloned();
+        let task = async move {
+            let tail = run.tail.clone();
+            let handled = async {
+                let proxy = run.instantiate(&pre, &idle).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut run.store, incoming, out).await?;
+                Ok::<_, wasmtime::Error>(proxy)
             };
-            run_to_end(run, limits, &task_tail, outcome_tx, done).await
-        });
-        match rx.await {
-            Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync())),
-            Ok(Err(code)) => Err(CallError::Guest(format!("the component answered with an error: {code:?}"))),
-            Err(_) => Err(no_head(task).await),
+            let result = bounded(handled, limits, &tail).await;
+            // Kept before the outcome is told: the client's next request finds it idle.
+            let result = result.map(|proxy| {
+                if let Some(pool) = pool {
+                    run.keep(proxy, &pool);
+                }
+            });
+            report(result, outcome_tx, done)
+        };
+        let mut outcome_rx = outcome_rx;
+        match until_head(rx, task).await? {
+            (Ok(resp), true) => {
+                let ok = outcome_rx.try_recv() == Ok(true);
+                Ok(resp.map(|body| body::finished(body, ok)))
+            }
+            (Ok(resp), false) => Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync())),
+            (Err(code), _) => Err(CallError::Guest(format!("the component answered with an error: {code:?}"))),
         }
+    }
+}
+
+/// One wasi:http 0.2 request's store and instance: a kept one, or a store to instantiate in.
+struct HttpRun {
+    store: Store<StoreState>,
+    proxy: Option<Proxy>,
+    tail: OutputTail,
+    /// Requests the instance served before this one.
+    served: u32,
+}
+
+impl HttpRun {
+    /// The instance to call: the kept one, or a new one (timed in the run's trace).
+    async fn instantiate(&mut self, pre: &ProxyPre<StoreState>, idle: &IdleBudget) -> wasmtime::Result<Proxy> {
+        if let Some(proxy) = self.proxy.take() {
+            return Ok(proxy);
+        }
+        let t = std::time::Instant::now();
+        let proxy = match pre.instantiate_async(&mut self.store).await {
+            Err(e) if idle.made_room(&e) => pre.instantiate_async(&mut self.store).await?,
+            other => other?,
+        };
+        if let Some(r) = &self.store.data().call.trace.run {
+            r.instantiated(t.elapsed().as_micros() as u64);
+        }
+        Ok(proxy)
+    }
+
+    /// After a request that ended well: keep the instance in `pool`, unless it still holds
+    /// an HTTP resource of the request.
+    fn keep(mut self, proxy: Proxy, pool: &WarmPool) {
+        if keeps_http_resources(&mut self.store.data_mut().table) {
+            tracing::debug!("a wasi:http instance kept a resource of its request past handle: not reused");
+            return;
+        }
+        let mut w = Warm::new(self.store, Instance::Http(proxy), self.tail);
+        w.served = self.served;
+        pool.put(w);
     }
 }
 
@@ -139,24 +159,83 @@ pub(super) async fn run_to_end(
     run: impl Future<Output = wasmtime::Result<()>>,
     limits: ExecLimits,
     tail: &OutputTail,
-    outcome: tokio::sync::oneshot::Sender<bool>,
+    outcome: oneshot::Sender<bool>,
     done: Completion,
 ) -> Result<(), CallError> {
-    let result = match tokio::time::timeout(limits.timeout + super::EPOCH_TICK * 4, run).await {
+    let result = bounded(run, limits, tail).await;
+    report(result, outcome, done)
+}
+
+/// `run` within the service's deadline, its error classified.
+async fn bounded<T>(
+    run: impl Future<Output = wasmtime::Result<T>>,
+    limits: ExecLimits,
+    tail: &OutputTail,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(limits.timeout + super::EPOCH_TICK * 4, run).await {
         Ok(r) => r.map_err(|e| classify(e, limits, tail)),
         Err(_) => Err(CallError::Timeout(limits.timeout)),
-    };
+    }
+}
+
+/// Tell how a wasi:http request ended: to `outcome` (the response body's end) and `done`.
+fn report(result: Result<(), CallError>, outcome: oneshot::Sender<bool>, done: Completion) -> Result<(), CallError> {
     let _ = outcome.send(result.is_ok());
     done(result.clone());
     result
 }
 
-/// Why a guest produced no response head: its task says.
-pub(super) async fn no_head(task: tokio::task::JoinHandle<Result<(), CallError>>) -> CallError {
-    match task.await {
-        Ok(Ok(())) => CallError::Guest("the component returned without setting a response".into()),
-        Ok(Err(e)) => e,
-        Err(e) => CallError::Internal(format!("the request task failed: {e}")),
+/// A guest's whole request, run in place until its response head is out. A guest that
+/// finishes first (a small body, written at once) never needs a task of its own; one still
+/// writing its body when the head comes out, or whose caller went away, finishes in one.
+struct GuestRun<F: Future<Output = Result<(), CallError>> + Send + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future<Output = Result<(), CallError>> + Send + 'static> Drop for GuestRun<F> {
+    fn drop(&mut self) {
+        if let Some(rest) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(rest);
+        }
+    }
+}
+
+/// Drive `task` until `head` (the response head it sets) arrives, and say whether the task
+/// has ended by then; what went wrong if it ends without one.
+pub(super) async fn until_head<H, F>(mut head: oneshot::Receiver<H>, task: F) -> Result<(H, bool), CallError>
+where
+    F: Future<Output = Result<(), CallError>> + Send + 'static,
+{
+    let mut run = GuestRun(Some(Box::pin(task)));
+    let first = std::future::poll_fn(|cx| {
+        if let Some(task) = run.0.as_mut()
+            && let Poll::Ready(ended) = task.as_mut().poll(cx)
+        {
+            run.0 = None;
+            return Poll::Ready(Err(ended));
+        }
+        Pin::new(&mut head).poll(cx).map(Ok)
+    })
+    .await;
+    match first {
+        // The head is out and the guest may still be writing the body: `run` lets it go on.
+        Ok(Ok(h)) => Ok((h, false)),
+        // The guest dropped its response without setting it: its end says why.
+        Ok(Err(_)) => {
+            let ended = std::future::poll_fn(|cx| run.0.as_mut().map_or(Poll::Ready(Ok(())), |t| t.as_mut().poll(cx)));
+            let ended = ended.await;
+            run.0 = None;
+            Err(no_head(ended))
+        }
+        Err(ended) => head.try_recv().map(|h| (h, true)).map_err(|_| no_head(ended)),
+    }
+}
+
+/// Why a guest produced no response head, from how its request ended.
+fn no_head(ended: Result<(), CallError>) -> CallError {
+    match ended {
+        Ok(()) => CallError::Guest("the component returned without setting a response".into()),
+        Err(e) => e,
     }
 }
 
@@ -169,6 +248,7 @@ impl Runtime {
         call: CallContext,
         req: super::Request,
         limits: ExecLimits,
+        pool: Option<&Arc<WarmPool>>,
     ) -> Result<super::Response, CallError> {
         let mut builder = http::Request::builder().method(req.method.as_str()).uri(req.path.as_str());
         for (k, v) in &req.headers {
@@ -182,7 +262,7 @@ impl Runtime {
         let request = builder
             .body(body)
             .map_err(|e| CallError::Guest(format!("invalid request for a wasi:http service: {e}")))?;
-        let resp = self.handle_http(prepared.clone(), call, request, limits, Box::new(|_| ())).await?;
+        let resp = self.handle_http(prepared.clone(), call, request, limits, Box::new(|_| ()), pool).await?;
         let (parts, body) = resp.into_parts();
         let max = limits.max_memory;
         let bytes = http_body_util::Limited::new(body, max)

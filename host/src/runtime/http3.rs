@@ -20,7 +20,8 @@ use wasmtime_wasi_http::Error as HttpError;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-use super::http::{Completion, GuardedBody, no_head, run_to_end};
+use super::http::{Completion, run_to_end, until_head};
+use super::http_body::GuardedBody;
 use super::state::StoreState;
 use super::{CallContext, CallError, ExecLimits, OutputTail, Runtime};
 
@@ -86,7 +87,7 @@ impl Runtime {
         let (head_tx, head_rx) = oneshot::channel::<Head>();
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
         let idle = self.idle.clone();
-        let task = tokio::spawn(async move {
+        let task = async move {
             let traced = store.data().call.trace.run.clone();
             let run = async {
                 let t = Instant::now();
@@ -121,11 +122,9 @@ impl Runtime {
                     .await?
             };
             run_to_end(run, limits, &tail, outcome_tx, done).await
-        });
-        match head_rx.await {
-            Ok(Ok(resp)) => Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync())),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(no_head(task).await),
-        }
+        };
+        let (resp, _) = until_head(head_rx, task).await?;
+        let resp = resp?;
+        Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync()))
     }
 }

@@ -21,6 +21,7 @@ mod engine;
 mod fncache;
 mod http;
 mod http3;
+mod http_body;
 mod imports;
 mod inspect;
 pub mod outbound;
@@ -443,7 +444,7 @@ impl Runtime {
         let pre = match &code.kind {
             PreparedKind::Nanoservice(pre) => pre,
             PreparedKind::Http(_) | PreparedKind::Http3(_) => {
-                return self.handle_http_collected(prepared, call, req, limits).await;
+                return self.handle_http_collected(prepared, call, req, limits, None).await;
             }
         };
         code.note(&call);
@@ -506,62 +507,6 @@ impl Runtime {
     /// A pool of idle instances for a service that reuses each for `max_requests`.
     pub fn warm_pool(&self, max_requests: u32) -> Arc<WarmPool> {
         self.idle.pool(max_requests)
-    }
-
-    /// [`Runtime::handle`] for a service with `reuse`: an idle instance of `pool` serves
-    /// the request if there is one (a fresh one otherwise), and goes back to the pool if
-    /// the request ended without a trap, a timeout or a host error.
-    pub async fn handle_reused(
-        self: &Arc<Self>,
-        pool: &WarmPool,
-        prepared: &Arc<Prepared>,
-        call: CallContext,
-        req: Request,
-        limits: ExecLimits,
-    ) -> Result<Response, CallError> {
-        let code = prepared.code();
-        let picked = self.pick(prepared, &call);
-        if !Arc::ptr_eq(picked, prepared) {
-            // Its timed composition is another component: a fresh instance of it (chosen
-            // once: `handle` keeps what it is given, a timed one has no timed variant).
-            // Boxed, like the other way out below: rare, and kept out of this future's size.
-            return Box::pin(self.handle(picked, call, req, limits)).await;
-        }
-        let PreparedKind::Nanoservice(pre) = &code.kind else {
-            return Box::pin(self.handle(prepared, call, req, limits)).await;
-        };
-        code.note(&call);
-        let traced = call.trace.run.clone();
-        // An instance of code since swapped for optimized code is not taken again.
-        let mut warm = match pool.take().filter(|w| Engine::same(w.store.engine(), &code.engine)) {
-            Some(mut w) => {
-                w.rebind(call, limits, self.fuel)?;
-                w
-            }
-            None => {
-                let tail = OutputTail::new(2048);
-                let mut store = self.new_store(&code, call, limits, &tail)?;
-                let t = Instant::now();
-                let instance = self.instantiate(pre, &mut store).await.map_err(|e| classify(e, limits, &tail))?;
-                if let Some(r) = &traced {
-                    r.instantiated(t.elapsed().as_micros() as u64);
-                }
-                reuse::Warm::new(store, instance, tail)
-            }
-        };
-        // The instance is moved into the call: a call cut off by the timeout drops it.
-        let run = async move {
-            let result = warm.instance.nanogrid_service_handler().call_handle(&mut warm.store, &req).await;
-            (warm, result)
-        };
-        match tokio::time::timeout(limits.timeout + EPOCH_TICK * 4, run).await {
-            Err(_) => Err(CallError::Timeout(limits.timeout)),
-            Ok((warm, Ok(resp))) => {
-                pool.put(warm);
-                Ok(resp)
-            }
-            Ok((warm, Err(e))) => Err(classify(e, limits, &warm.tail)),
-        }
     }
 }
 

@@ -1,12 +1,14 @@
-//! Opt-in instance reuse (a spec's `"reuse": {"requests": n}`): a nanoservice instance
-//! serves up to n requests one after another, then is dropped. Fresh-per-request stays
-//! the default; docs/SECURITY.md states what reuse gives up.
+//! Opt-in instance reuse (a spec's `"reuse": {"requests": n}`): an instance of a nanoservice
+//! or a wasi:http 0.2 component serves up to n requests one after another, then is dropped.
+//! Fresh-per-request stays the default; docs/SECURITY.md states what reuse gives up.
 //!
 //! What never carries over: everything the host keeps per request lives in the Store's
 //! [`CallContext`] (request id, trace and its counters, caller depth) and is replaced
 //! before each request, with the deadline, the fuel and the output tail. What does carry
 //! over is the guest's own memory (statics, heap), and any resource it chose to keep.
-//! An instance that trapped, ran out of time or failed is never reused.
+//! An instance that trapped, ran out of time or failed is never reused, nor a wasi:http
+//! instance that kept any HTTP resource of its request past `handle` (its response body
+//! would stay open while the instance waits idle; see [`keeps_http_resources`]).
 //!
 //! Idle instances hold pooling-allocator slots, so they are bounded: a node keeps at most
 //! a quarter of its slots idle, drops an instance idle for [`IDLE_MAX`] (every pool is
@@ -19,20 +21,52 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use wasmtime::Store;
+use wasmtime::{Engine, Store};
 
-use super::bindings::Nanoservice;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p2::body::{HostFutureTrailers, HostIncomingBody, HostOutgoingBody};
+use wasmtime_wasi_http::p2::types::{
+    HostFutureIncomingResponse, HostIncomingRequest, HostIncomingResponse, HostOutgoingRequest, HostOutgoingResponse,
+    HostResponseOutparam,
+};
+
+use super::bindings::{Nanoservice, Request, Response};
 use super::output::OutputTail;
 use super::state::{CallContext, StoreState};
-use super::{CallError, ExecLimits};
+use super::{CallError, EPOCH_TICK, ExecLimits, Prepared, PreparedKind, Runtime, classify};
 
 /// An instance idle this long is dropped at the next visit to its pool.
 pub const IDLE_MAX: Duration = Duration::from_secs(30);
 
+/// What a kept instance is an instance of.
+pub(super) enum Instance {
+    Nano(Nanoservice),
+    /// A wasi:http 0.2 component (0.3 ones are not reused).
+    Http(Proxy),
+}
+
+/// Whether a wasi:http instance still holds an HTTP resource after its `handle` returned:
+/// its request or its body, its response (whose body then never ends while the instance
+/// is kept), trailers, or an outgoing request. Such an instance is dropped, not kept.
+pub(super) fn keeps_http_resources(table: &mut ResourceTable) -> bool {
+    table.iter_mut().any(|e| {
+        e.is::<HostIncomingRequest>()
+            || e.is::<HostIncomingBody>()
+            || e.is::<HostFutureTrailers>()
+            || e.is::<HostResponseOutparam>()
+            || e.is::<HostOutgoingResponse>()
+            || e.is::<HostOutgoingBody>()
+            || e.is::<HostOutgoingRequest>()
+            || e.is::<HostFutureIncomingResponse>()
+            || e.is::<HostIncomingResponse>()
+    })
+}
+
 /// One instance between requests.
 pub(super) struct Warm {
     pub(super) store: Store<StoreState>,
-    pub(super) instance: Nanoservice,
+    pub(super) instance: Instance,
     pub(super) tail: OutputTail,
     /// Requests it has served.
     pub(super) served: u32,
@@ -40,7 +74,7 @@ pub(super) struct Warm {
 }
 
 impl Warm {
-    pub(super) fn new(store: Store<StoreState>, instance: Nanoservice, tail: OutputTail) -> Self {
+    pub(super) fn new(store: Store<StoreState>, instance: Instance, tail: OutputTail) -> Self {
         Warm { store, instance, tail, served: 0, since: Instant::now() }
     }
 
@@ -156,8 +190,9 @@ impl WarmPool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used idle instance (its pages are the likeliest to be warm).
-    pub(super) fn take(&self) -> Option<Warm> {
+    /// The most recently used idle instance (its pages are the likeliest to be warm), if
+    /// it is one `usable` accepts (else it is dropped).
+    pub(super) fn take(&self, usable: impl FnOnce(&Warm) -> bool) -> Option<Warm> {
         let mut idle = self.lock();
         let stale = self.expire(&mut idle);
         let w = idle.pop();
@@ -165,7 +200,7 @@ impl WarmPool {
         drop(stale);
         let w = w?;
         self.budget.held.fetch_sub(1, Ordering::Relaxed);
-        Some(w)
+        usable(&w).then_some(w)
     }
 
     /// Keep an instance that served a request well for the next one, unless it has served
@@ -219,5 +254,71 @@ impl Drop for WarmPool {
     fn drop(&mut self) {
         let n = self.idle.get_mut().unwrap_or_else(|e| e.into_inner()).len();
         self.budget.held.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// [`Runtime::handle`] for a service with `reuse`: an idle instance of `pool` serves
+    /// the request if there is one (a fresh one otherwise), and goes back to the pool if
+    /// the request ended without a trap, a timeout or a host error.
+    pub async fn handle_reused(
+        self: &Arc<Self>,
+        pool: &Arc<WarmPool>,
+        prepared: &Arc<Prepared>,
+        call: CallContext,
+        req: Request,
+        limits: ExecLimits,
+    ) -> Result<Response, CallError> {
+        let code = prepared.code();
+        let picked = self.pick(prepared, &call);
+        if !Arc::ptr_eq(picked, prepared) {
+            // Its timed composition is another component: a fresh instance of it (chosen
+            // once: `handle` keeps what it is given, a timed one has no timed variant).
+            // Boxed, like the other way out below: rare, and kept out of this future's size.
+            return Box::pin(self.handle(picked, call, req, limits)).await;
+        }
+        let pre = match &code.kind {
+            PreparedKind::Nanoservice(pre) => pre,
+            PreparedKind::Http(_) => {
+                return Box::pin(self.handle_http_collected(prepared, call, req, limits, Some(pool))).await;
+            }
+            PreparedKind::Http3(_) => return Box::pin(self.handle(prepared, call, req, limits)).await,
+        };
+        code.note(&call);
+        let traced = call.trace.run.clone();
+        // An instance of code since swapped for optimized code is not taken again.
+        let usable = |w: &Warm| Engine::same(w.store.engine(), &code.engine) && matches!(w.instance, Instance::Nano(_));
+        let mut warm = match pool.take(usable) {
+            Some(mut w) => {
+                w.rebind(call, limits, self.fuel)?;
+                w
+            }
+            None => {
+                let tail = OutputTail::new(2048);
+                let mut store = self.new_store(&code, call, limits, &tail)?;
+                let t = Instant::now();
+                let instance = self.instantiate(pre, &mut store).await.map_err(|e| classify(e, limits, &tail))?;
+                if let Some(r) = &traced {
+                    r.instantiated(t.elapsed().as_micros() as u64);
+                }
+                Warm::new(store, Instance::Nano(instance), tail)
+            }
+        };
+        // The instance is moved into the call: a call cut off by the timeout drops it.
+        let run = async move {
+            let result = match &warm.instance {
+                Instance::Nano(i) => i.nanogrid_service_handler().call_handle(&mut warm.store, &req).await,
+                Instance::Http(_) => Err(wasmtime::format_err!("a wasi:http instance in a nanoservice's pool")),
+            };
+            (warm, result)
+        };
+        match tokio::time::timeout(limits.timeout + EPOCH_TICK * 4, run).await {
+            Err(_) => Err(CallError::Timeout(limits.timeout)),
+            Ok((warm, Ok(resp))) => {
+                pool.put(warm);
+                Ok(resp)
+            }
+            Ok((warm, Err(e))) => Err(classify(e, limits, &warm.tail)),
+        }
     }
 }

@@ -127,9 +127,9 @@ impl Registry {
         }
         let unit = self.load_unit(&req.component).await?;
         check_memory(&unit.info, &limits)?;
-        if req.reuse.is_some() && crate::runtime::is_http_world(&unit.info.world) {
+        if req.reuse.is_some() && unit.info.world == crate::runtime::HTTP3_WORLD {
             return Err(AdminError::BadRequest(format!(
-                "reuse is for nanoservices: {name:?} is a wasi:http component ({}), which gets a fresh instance per request; drop \"reuse\"",
+                "reuse is for nanoservices and wasi:http 0.2 components: {name:?} is a wasi:http 0.3 component ({}), which gets a fresh instance per request; drop \"reuse\"",
                 unit.info.world
             )));
         }

@@ -436,7 +436,9 @@ impl Registry {
             this.finish_run(&stats_svc.name, &trace, queue_wait, ran, (0, fused), end);
         });
         let max_response = deployed.spec.limits.max_response_bytes;
-        let resp = self.runtime.handle_http(prepared, call, req, limits, done).await;
+        // A wasi:http component has no chain: its own spec decides reuse.
+        let pool = deployed.warm_pool(&self.runtime, |_| false);
+        let resp = self.runtime.handle_http(prepared, call, req, limits, done, pool).await;
         let resp = resp.map_err(|e| dispatch_error(name, e))?;
         // A streamed body past the limit ends in an error, so the client sees a broken
         // response rather than a complete-looking short one.

@@ -1,5 +1,10 @@
-//! Test fixture: a `wasi:http` handler that counts its requests in nanogrid kv.
-//! `GET /` → `visit N`.
+//! Test fixture: a `wasi:http` handler that also uses nanogrid's own imports.
+//! - `GET /` → `visit N` (a count kept in nanogrid kv)
+//! - `GET /whoami` → `"{static count} {request id} {trace id}"` (the static shows instance
+//!   reuse; the ids come from nanogrid's context)
+//! - `GET /trap` → panics
+//! - `GET /keep` → answers `kept`, but keeps its response body open in a static instead of
+//!   finishing it (a guest holding a resource of its request past `handle`)
 
 use std::io::Write;
 
@@ -8,6 +13,7 @@ use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse,
 // Only the platform's imports: the export comes from the wasi crate's proxy world.
 wit_bindgen::generate!({ world: "nanogrid:service/platform@0.1.0", path: "../../../wit", generate_all });
 
+use nanogrid::service::context;
 use nanogrid::service::kv::{self, Consistency};
 
 struct HttpKv;
@@ -22,18 +28,40 @@ fn bump() -> Result<u64, String> {
     }
 }
 
+/// The body `/keep` never finishes.
+static KEPT: std::sync::Mutex<Option<OutgoingBody>> = std::sync::Mutex::new(None);
+
+fn answer(out: ResponseOutparam, status: u16, text: &str) -> OutgoingBody {
+    let resp = OutgoingResponse::new(Fields::new());
+    resp.set_status_code(status).expect("status");
+    let body = resp.body().expect("body");
+    ResponseOutparam::set(out, Ok(resp));
+    body.write().expect("stream").write_all(text.as_bytes()).expect("write");
+    body
+}
+
 impl wasi::exports::http::incoming_handler::Guest for HttpKv {
-    fn handle(_req: IncomingRequest, out: ResponseOutparam) {
-        let (status, text) = match bump() {
-            Ok(n) => (200, format!("visit {n}")),
-            Err(e) => (500, e),
+    fn handle(req: IncomingRequest, out: ResponseOutparam) {
+        let path = req.path_with_query().unwrap_or_default();
+        let (status, text) = match path.as_str() {
+            "/whoami" => {
+                use std::sync::atomic::{AtomicU64, Ordering};
+                static RUNS: AtomicU64 = AtomicU64::new(0);
+                let runs = RUNS.fetch_add(1, Ordering::Relaxed) + 1;
+                (200, format!("{runs} {} {}", context::request_id(), context::trace_id()))
+            }
+            "/trap" => panic!("http-kv was asked to trap"),
+            "/keep" => {
+                let body = answer(out, 200, "kept");
+                *KEPT.lock().unwrap() = Some(body);
+                return;
+            }
+            _ => match bump() {
+                Ok(n) => (200, format!("visit {n}")),
+                Err(e) => (500, e),
+            },
         };
-        let resp = OutgoingResponse::new(Fields::new());
-        resp.set_status_code(status).expect("status");
-        let body = resp.body().expect("body");
-        ResponseOutparam::set(out, Ok(resp));
-        body.write().expect("stream").write_all(text.as_bytes()).expect("write");
-        OutgoingBody::finish(body, None).expect("finish");
+        OutgoingBody::finish(answer(out, status, &text), None).expect("finish");
     }
 }
 
