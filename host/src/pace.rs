@@ -92,14 +92,14 @@ pub struct Paced<B> {
     /// Time spent waiting on the sender so far, and since when it is waited on now.
     waited: Duration,
     waiting_since: Option<Instant>,
-    timer: Pin<Box<Sleep>>,
+    /// Made the first time the reader waits (most bodies never make it wait).
+    timer: Option<Pin<Box<Sleep>>>,
     done: bool,
 }
 
 impl<B> Paced<B> {
     pub fn new(inner: B, pace: Pace) -> Self {
-        let timer = Box::pin(tokio::time::sleep(pace.idle));
-        Paced { inner, meter: Meter::new(pace), waited: Duration::ZERO, waiting_since: None, timer, done: false }
+        Paced { inner, meter: Meter::new(pace), waited: Duration::ZERO, waiting_since: None, timer: None, done: false }
     }
 }
 
@@ -152,9 +152,13 @@ where
                     let now = Instant::now();
                     self.waiting_since = Some(now);
                     let idle = self.meter.pace.idle;
-                    self.timer.as_mut().reset(now + idle);
+                    match self.timer.as_mut() {
+                        Some(t) => t.as_mut().reset(now + idle),
+                        None => self.timer = Some(Box::pin(tokio::time::sleep_until(now + idle))),
+                    }
                 }
-                match self.timer.as_mut().poll(cx) {
+                let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
+                match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         self.done = true;
                         Poll::Ready(Some(Err(PacedError::Slow(SlowBody::Idle(self.meter.pace.idle)))))

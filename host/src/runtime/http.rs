@@ -85,7 +85,8 @@ impl Runtime {
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
         let idle = self.idle.clone();
         let pool = pool.cloned();
-        let task = async move {
+        // Boxed where it is made: the futures that await this one stay small.
+        let task = Box::pin(async move {
             let tail = run.tail.clone();
             let handled = async {
                 let proxy = run.instantiate(&pre, &idle).await?;
@@ -100,7 +101,7 @@ impl Runtime {
                 }
             });
             report(result, outcome_tx, done)
-        };
+        });
         let mut outcome_rx = outcome_rx;
         match until_head(rx, task).await? {
             (Ok(resp), true) => {
@@ -202,11 +203,11 @@ impl<F: Future<Output = Result<(), CallError>> + Send + 'static> Drop for GuestR
 
 /// Drive `task` until `head` (the response head it sets) arrives, and say whether the task
 /// has ended by then; what went wrong if it ends without one.
-pub(super) async fn until_head<H, F>(mut head: oneshot::Receiver<H>, task: F) -> Result<(H, bool), CallError>
+pub(super) async fn until_head<H, F>(mut head: oneshot::Receiver<H>, task: Pin<Box<F>>) -> Result<(H, bool), CallError>
 where
     F: Future<Output = Result<(), CallError>> + Send + 'static,
 {
-    let mut run = GuestRun(Some(Box::pin(task)));
+    let mut run = GuestRun(Some(task));
     let first = std::future::poll_fn(|cx| {
         if let Some(task) = run.0.as_mut()
             && let Poll::Ready(ended) = task.as_mut().poll(cx)

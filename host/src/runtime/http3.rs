@@ -87,7 +87,7 @@ impl Runtime {
         let (head_tx, head_rx) = oneshot::channel::<Head>();
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
         let idle = self.idle.clone();
-        let task = async move {
+        let task = Box::pin(async move {
             let traced = store.data().call.trace.run.clone();
             let run = async {
                 let t = Instant::now();
@@ -122,7 +122,7 @@ impl Runtime {
                     .await?
             };
             run_to_end(run, limits, &tail, outcome_tx, done).await
-        };
+        });
         let (resp, _) = until_head(head_rx, task).await?;
         let resp = resp?;
         Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync()))

@@ -441,8 +441,12 @@ impl Registry {
         let resp = self.runtime.handle_http(prepared, call, req, limits, done, pool).await;
         let resp = resp.map_err(|e| dispatch_error(name, e))?;
         // A streamed body past the limit ends in an error, so the client sees a broken
-        // response rather than a complete-looking short one.
+        // response rather than a complete-looking short one. A body of known length
+        // within it (a guest that finished before its head went out) needs no watch.
         Ok(resp.map(move |b| {
+            if hyper::body::Body::size_hint(&b).exact().is_some_and(|n| n <= max_response as u64) {
+                return b;
+            }
             http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
                 http_body_util::Limited::new(b, max_response),
                 |e| {
