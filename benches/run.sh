@@ -95,7 +95,7 @@ run() {
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2" >"$tmp/$1.$3.wrk"
     t1=$(cpu_ticks "$4")
     n=$(awk '/requests in/ { print $1 }' "$tmp/$1.$3.wrk")
-    echo "$(parse "$tmp/$1.$3.wrk") $(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", n > 0 ? (b - a) / hz * 1e6 / n : 0 }')"
+    echo "$(parse "$tmp/$1.$3.wrk") $(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0) }')"
 }
 
 for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$ingress/web-reuse/world" "$wt/world" "$wtp/world" "$wtr/world"; do
@@ -173,7 +173,7 @@ mean_p99_reuse=$(awk -v s="$sum_p99_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f"
 # Native's CPU per request over each server's (summed over the rounds): the share of a
 # native request's CPU each costs, the throughput ratio it would give if the load
 # generator took nothing.
-cpu_of() { awk -v a="$cpu_native" -v b="$1" 'BEGIN { printf "%.2f", a/b }'; }
+cpu_of() { awk -v a="$cpu_native" -v b="$1" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 mean_http=$(awk -v s="$sum_http" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_p99=$(awk -v s="$sum_p99" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_http_pool=$(awk -v s="$sum_http_pool" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
