@@ -14,16 +14,18 @@ use std::task::Poll;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
+use wasmtime::component::Resource;
 use wasmtime::{Engine, Store};
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 
 use super::http_body::{self as body, GuardedBody};
 use super::reuse::{IdleBudget, Instance, Warm, WarmPool, keeps_http_resources};
 use super::state::StoreState;
-use super::{CallContext, Prepared, PreparedKind};
+use super::{CallContext, Code, Prepared, PreparedKind};
 use super::{CallError, ExecLimits, OutputTail, Runtime, classify};
 
 /// Marks a request that reached the node over TLS: the guest sees the `https` scheme.
@@ -52,36 +54,30 @@ impl Runtime {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<HttpError>,
     {
-        let prepared = self.pick(&prepared, &call).clone();
-        let code = prepared.code();
+        let picked = self.pick(&prepared, &call).clone();
+        // A timed composition (a sampled request of a fused chain) gets a fresh instance:
+        // the pool keeps instances of the untimed one.
+        let pool = pool.filter(|_| Arc::ptr_eq(&picked, &prepared));
+        let code = picked.code();
         code.note(&call);
         let pre = match &code.kind {
             PreparedKind::Http(pre) => pre.clone(),
             PreparedKind::Http3(pre) => {
                 return self.handle_http3(pre.clone(), &code, call, req, limits, done).await;
             }
-            PreparedKind::Nanoservice(_) => return Err(CallError::Internal("not a wasi:http component".into())),
-        };
-        let usable = |w: &Warm| Engine::same(w.store.engine(), &code.engine) && matches!(w.instance, Instance::Http(_));
-        let mut run = match pool.and_then(|p| p.take(usable)) {
-            Some(mut w) => {
-                w.rebind(call, limits, self.fuel)?;
-                let Warm { store, instance: Instance::Http(proxy), tail, served, .. } = w else {
-                    return Err(CallError::Internal("a nanoservice instance in a wasi:http pool".into()));
-                };
-                HttpRun { store, proxy: Some(proxy), tail, served }
-            }
-            None => {
-                let tail = OutputTail::new(2048);
-                let store = self.new_store(&code, call, limits, &tail)?;
-                HttpRun { store, proxy: None, tail, served: 0 }
+            PreparedKind::Nanoservice(_) => {
+                let e = CallError::Internal("not a wasi:http component".into());
+                done(Err(e.clone()));
+                return Err(e);
             }
         };
-        let (tx, rx) = oneshot::channel();
-        let data = run.store.data_mut();
-        let scheme = if req.extensions().get::<OverTls>().is_some() { Scheme::Https } else { Scheme::Http };
-        let incoming = data.http().new_incoming_request(scheme, req).map_err(|e| CallError::Internal(e.to_string()))?;
-        let out = data.http().new_response_outparam(tx).map_err(|e| CallError::Internal(e.to_string()))?;
+        let (mut run, incoming, out, rx) = match self.http_run(&code, call, req, limits, pool) {
+            Ok(started) => started,
+            Err(e) => {
+                done(Err(e.clone()));
+                return Err(e);
+            }
+        };
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
         let idle = self.idle.clone();
         let pool = pool.cloned();
@@ -110,6 +106,62 @@ impl Runtime {
             }
             (Ok(resp), false) => Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync())),
             (Err(code), _) => Err(CallError::Guest(format!("the component answered with an error: {code:?}"))),
+        }
+    }
+}
+
+type Head = Result<http::Response<HyperOutgoingBody>, ErrorCode>;
+
+impl Runtime {
+    /// Everything before a wasi:http 0.2 guest runs: a kept instance of `code` (from `pool`)
+    /// or a new store, and the request and its response slot in the store's table. A kept
+    /// instance goes back to `pool` if the request cannot be given to it.
+    #[allow(clippy::type_complexity)]
+    fn http_run<B>(
+        &self,
+        code: &Code,
+        call: CallContext,
+        req: http::Request<B>,
+        limits: ExecLimits,
+        pool: Option<&Arc<WarmPool>>,
+    ) -> Result<
+        (HttpRun, Resource<HostIncomingRequest>, Resource<HostResponseOutparam>, oneshot::Receiver<Head>),
+        CallError,
+    >
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<HttpError>,
+    {
+        let usable = |w: &Warm| Engine::same(w.store.engine(), &code.engine) && matches!(w.instance, Instance::Http(_));
+        let mut run = match pool.and_then(|p| p.take(usable)) {
+            Some(mut w) => {
+                w.rebind(call, limits, self.fuel)?;
+                let Warm { store, instance: Instance::Http(proxy), tail, served, .. } = w else {
+                    return Err(CallError::Internal("a nanoservice instance in a wasi:http pool".into()));
+                };
+                HttpRun { store, proxy: Some(proxy), tail, served }
+            }
+            None => {
+                let tail = OutputTail::new(2048);
+                let store = self.new_store(code, call, limits, &tail)?;
+                HttpRun { store, proxy: None, tail, served: 0 }
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let data = run.store.data_mut();
+        let scheme = if req.extensions().get::<OverTls>().is_some() { Scheme::Https } else { Scheme::Http };
+        let given = data.http().new_incoming_request(scheme, req).and_then(|incoming| {
+            let out = data.http().new_response_outparam(tx)?;
+            Ok((incoming, out))
+        });
+        match given {
+            Ok((incoming, out)) => Ok((run, incoming, out, rx)),
+            Err(e) => {
+                if let (Some(pool), Some(proxy)) = (pool, run.proxy.take()) {
+                    run.keep(proxy, pool);
+                }
+                Err(CallError::Internal(format!("the request cannot be given to the component: {e}")))
+            }
         }
     }
 }
@@ -193,6 +245,10 @@ struct GuestRun<F: Future<Output = Result<(), CallError>> + Send + 'static>(Opti
 
 impl<F: Future<Output = Result<(), CallError>> + Send + 'static> Drop for GuestRun<F> {
     fn drop(&mut self) {
+        // Not a future that panicked: it cannot be polled again.
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(rest) = self.0.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {

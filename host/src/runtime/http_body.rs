@@ -83,7 +83,8 @@ pub(super) fn finished(mut body: HyperOutgoingBody, ok: bool) -> HyperOutgoingBo
             }
             Poll::Ready(None) => break,
             Poll::Pending => {
-                let frames = data.into_iter().map(|d| Ok(Frame::data(d))).collect();
+                let mut frames: VecDeque<_> = data.into_iter().map(|d| Ok(Frame::data(d))).collect();
+                frames.extend(other);
                 return Replayed { frames, rest: Some(GuardedBody::settled(body, ok)) }.boxed_unsync();
             }
         }
@@ -193,5 +194,20 @@ mod tests {
         let got = frames(body).await;
         let texts: Vec<_> = got.iter().map(|f| data(f).map(<[u8]>::to_vec)).collect();
         assert_eq!(texts, [Some(b"first".to_vec()), Some(b"second".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn trailers_taken_before_the_body_was_found_incomplete_are_kept() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Frame<Bytes>, HttpError>>();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-sum", http::HeaderValue::from_static("7"));
+        tx.unbounded_send(Ok(Frame::data(Bytes::from("a")))).unwrap();
+        tx.unbounded_send(Ok(Frame::trailers(trailers))).unwrap();
+        let body = finished(StreamBody::new(rx).boxed_unsync(), true);
+        drop(tx);
+        let got = frames(body).await;
+        assert_eq!(data(&got[0]), Some(&b"a"[..]));
+        assert!(got[1].as_ref().ok().and_then(|f| f.trailers_ref()).is_some(), "{got:?}");
+        assert_eq!(got.len(), 2);
     }
 }

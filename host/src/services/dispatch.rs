@@ -436,8 +436,10 @@ impl Registry {
             this.finish_run(&stats_svc.name, &trace, queue_wait, ran, (0, fused), end);
         });
         let max_response = deployed.spec.limits.max_response_bytes;
-        // A wasi:http component has no chain: its own spec decides reuse.
-        let pool = deployed.warm_pool(&self.runtime, |_| false);
+        // A wasi:http component with typed imports is a chain: reused only when every
+        // service in it asks for reuse, as for invoke (the same pool either way).
+        let reuses = |part: &str| self.get(part).is_some_and(|s| s.peek().spec.reuse.is_some());
+        let pool = deployed.warm_pool(&self.runtime, reuses);
         let resp = self.runtime.handle_http(prepared, call, req, limits, done, pool).await;
         let resp = resp.map_err(|e| dispatch_error(name, e))?;
         // A streamed body past the limit ends in an error, so the client sees a broken
