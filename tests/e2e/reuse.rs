@@ -24,6 +24,34 @@ async fn whoami(node: &TestNode, svc: &str, headers: &[(&str, String)]) -> (u64,
     (runs, rid, tid, r.header("x-trace-id").expect("every answer names its trace").to_string())
 }
 
+/// Seven `/whoami`s in sequence on `svc` (deployed with one instance and reuse 3): the
+/// guest's static counts 1,2,3,1,2,3,1, each sees its own request's trace, the second's
+/// client trace reaches no other, and every request has its own trace and id. Returns
+/// the static counts and the trace ids.
+async fn seven_in_sequence(node: &TestNode, svc: &str) -> (Vec<u64>, Vec<String>) {
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let (mut runs, mut traces, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..7 {
+        // The second request carries the client's trace; the third must not see it.
+        let headers =
+            if i == 1 { vec![("traceparent", format!("00-{client_trace}-00f067aa0ba902b7-01"))] } else { vec![] };
+        let (n, rid, tid, answered) = whoami(node, svc, &headers).await;
+        assert_eq!(tid, answered, "the guest sees its own request's trace (request {i})");
+        runs.push(n);
+        traces.push(tid);
+        ids.push(rid);
+    }
+    assert_eq!(runs, [1, 2, 3, 1, 2, 3, 1], "the guest's static counts the requests of one instance");
+    assert_eq!(traces[1], client_trace);
+    for (what, v) in [("trace", &traces), ("request id", &ids)] {
+        let mut distinct = v.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 7, "every request has its own {what}: {v:?}");
+    }
+    (runs, traces)
+}
+
 #[tokio::test]
 async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_next() {
     let node = TestNode::start_with_args(true, &["--trace-sample", "1"]).await;
@@ -33,30 +61,7 @@ async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_ne
     assert_eq!(spec.reuse.map(|r| r.requests), Some(3), "{spec:?}");
 
     // One instance, requests in sequence: it serves three, then a fresh one does.
-    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut runs = Vec::new();
-    let mut traces = Vec::new();
-    let mut request_ids = Vec::new();
-    for i in 0..7 {
-        // The second request carries the client's trace; the third must not see it.
-        let headers =
-            if i == 1 { vec![("traceparent", format!("00-{client_trace}-00f067aa0ba902b7-01"))] } else { vec![] };
-        let (n, rid, tid, answered) = whoami(&node, "r", &headers).await;
-        assert_eq!(tid, answered, "the guest sees its own request's trace (request {i})");
-        runs.push(n);
-        traces.push(tid);
-        request_ids.push(rid);
-    }
-    assert_eq!(runs, [1, 2, 3, 1, 2, 3, 1], "the guest's static counts the requests of one instance");
-    assert_eq!(traces[1], client_trace);
-    let mut distinct = traces.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert_eq!(distinct.len(), 7, "every request has its own trace: {traces:?}");
-    let mut ids = request_ids.clone();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 7, "every request has its own id: {request_ids:?}");
+    let (runs, traces) = seven_in_sequence(&node, "r").await;
 
     // Each run's span counts its own kv calls and instantiation, not the instance's.
     for (i, t) in traces.iter().enumerate() {
@@ -161,24 +166,7 @@ async fn a_wasi_http_instance_serves_n_requests_and_one_that_keeps_its_response_
     let node = TestNode::start_with_args(true, &["--trace-sample", "1"]).await;
     node.deploy("hr", "http-kv", json!({ "instances": 1, "reuse": { "requests": 3 } })).await;
     node.deploy("hf", "http-kv", json!({ "instances": 1 })).await;
-    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let (mut runs, mut traces, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..7 {
-        let headers =
-            if i == 1 { vec![("traceparent", format!("00-{client_trace}-00f067aa0ba902b7-01"))] } else { vec![] };
-        let (n, rid, tid, answered) = whoami(&node, "hr", &headers).await;
-        assert_eq!(tid, answered, "the guest sees its own request's trace (request {i})");
-        runs.push(n);
-        traces.push(tid);
-        ids.push(rid);
-    }
-    assert_eq!(runs, [1, 2, 3, 1, 2, 3, 1], "the guest's static counts the requests of one instance");
-    assert_eq!(traces[1], client_trace);
-    for (what, mut v) in [("trace", traces.clone()), ("request id", ids)] {
-        v.sort();
-        v.dedup();
-        assert_eq!(v.len(), 7, "every request has its own {what}");
-    }
+    let (runs, traces) = seven_in_sequence(&node, "hr").await;
     for (i, t) in traces.iter().enumerate() {
         let v: TraceView = parse(&node.admin().get(&format!("/v1/traces/{t}")).await.unwrap());
         let run = v.spans.iter().find(|s| &*s.name == "run hr").unwrap_or_else(|| panic!("no run span in {v:?}"));
