@@ -199,6 +199,12 @@ impl Registry {
         run
     }
 
+    /// Whether the service `part` asks for instance reuse (a chain is reused only when
+    /// every service in it does).
+    fn reuses(&self, part: &str) -> bool {
+        self.get(part).is_some_and(|s| s.peek().spec.reuse.is_some())
+    }
+
     /// [`Registry::start_run`] for a wasi:http request's headers.
     fn start_http_run(&self, headers: &mut http::HeaderMap) -> CallTrace {
         let mut run = self.open_run(trace::parent_in_map(headers));
@@ -356,8 +362,7 @@ impl Registry {
         let (call, limits) = self.call_context(&svc, &deployed, request_id, depth, trace.clone());
         let started = Instant::now();
         let prepared = deployed.prepared()?;
-        let reuses = |part: &str| self.get(part).is_some_and(|s| s.peek().spec.reuse.is_some());
-        let result = match deployed.warm_pool(&self.runtime, reuses) {
+        let result = match deployed.warm_pool(&self.runtime, |part| self.reuses(part)) {
             Some(pool) => self.runtime.handle_reused(pool, prepared, call, req, limits).await,
             None => self.runtime.handle(prepared, call, req, limits).await,
         };
@@ -438,8 +443,7 @@ impl Registry {
         let max_response = deployed.spec.limits.max_response_bytes;
         // A wasi:http component with typed imports is a chain: reused only when every
         // service in it asks for reuse, as for invoke (the same pool either way).
-        let reuses = |part: &str| self.get(part).is_some_and(|s| s.peek().spec.reuse.is_some());
-        let pool = deployed.warm_pool(&self.runtime, reuses);
+        let pool = deployed.warm_pool(&self.runtime, |part| self.reuses(part));
         let resp = self.runtime.handle_http(prepared, call, req, limits, done, pool).await;
         let resp = resp.map_err(|e| dispatch_error(name, e))?;
         // A streamed body past the limit ends in an error, so the client sees a broken
