@@ -158,3 +158,30 @@ async fn streamed_responses_obey_the_response_limit() {
     assert!(r.is_err(), "a 4 MiB body past a 1 MiB limit must not arrive complete: {:?}", r.map(|r| r.body.len()));
     assert_eq!(node.get("/stream/1").await.body.len(), 1 << 20, "at the limit is fine");
 }
+
+/// A wasi:http guest that returns without setting its response, or sets an error code as
+/// its response: the client gets a 500 that says which, the request counts as a guest
+/// error (not as served), and a reused instance that did so is not kept.
+#[tokio::test]
+async fn a_guest_that_answers_nothing_or_an_error_code_counts_as_a_failed_request() {
+    let node = TestNode::start().await;
+    node.deploy("hkv", "http-kv", json!({ "instances": 1, "reuse": { "requests": 10 } })).await;
+    let runs = |r: nanogrid::client::Reply| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text().split(' ').next().and_then(|n| n.parse::<u64>().ok()).expect("a count")
+    };
+    assert_eq!(runs(node.get("/hkv/whoami").await), 1);
+    assert_eq!(runs(node.get("/hkv/whoami").await), 2, "the instance is reused");
+
+    let e = assert_error(&node.get("/hkv/no-answer").await, 500, "guest-error");
+    assert!(e.message.contains("returned without setting a response"), "{e:?}");
+    assert_eq!(runs(node.get("/hkv/whoami").await), 1, "an instance that answered nothing is not kept");
+
+    let e = assert_error(&node.get("/hkv/error-code").await, 500, "guest-error");
+    assert!(e.message.contains("InternalError"), "{e:?}");
+    assert!(e.message.contains("asked to fail"), "{e:?}");
+    assert_eq!(runs(node.get("/hkv/whoami").await), 1, "an instance that answered an error code is not kept");
+
+    let counts = node.service("hkv").await.status.requests;
+    assert_eq!((counts.ok, counts.guest_error, counts.trapped), (4, 2, 0), "{counts:?}");
+}

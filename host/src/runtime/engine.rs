@@ -134,6 +134,12 @@ fn engine_config(cfg: &RuntimeConfig, async_abi: bool, baseline: bool) -> Config
         // WASI 0.3 components (`wasi:http@0.3`) use the component-model async ABI.
         .wasm_component_model_async(async_abi)
         .concurrency_support(async_abi);
+    // For profiling guests: `NANOGRID_PERF_MAP=1` makes wasmtime write /tmp/perf-PID.map,
+    // which `perf report` reads to name guest functions (off by default: it writes a line
+    // per compiled function).
+    if std::env::var_os("NANOGRID_PERF_MAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if baseline {
         // Baseline code serves until the optimized arrives: instances come from mmap
         // (no second pool reserved beside the Cranelift engine's).

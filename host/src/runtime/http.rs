@@ -71,7 +71,7 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let (mut run, incoming, out, rx) = match self.http_run(&code, call, req, limits, pool) {
+        let (mut run, incoming, out, set) = match self.http_run(&code, call, req, limits, pool) {
             Ok(started) => started,
             Err(e) => {
                 done(Err(e.clone()));
@@ -79,6 +79,7 @@ impl Runtime {
             }
         };
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
+        let (head_tx, rx) = oneshot::channel::<Head>();
         let idle = self.idle.clone();
         let pool = pool.cloned();
         // Boxed where it is made: the futures that await this one stay small.
@@ -86,7 +87,8 @@ impl Runtime {
             let tail = run.tail.clone();
             let handled = async {
                 let proxy = run.instantiate(&pre, &idle).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut run.store, incoming, out).await?;
+                let call = proxy.wasi_http_incoming_handler().call_handle(&mut run.store, incoming, out);
+                relay_head(call, set, head_tx).await?;
                 Ok::<_, wasmtime::Error>(proxy)
             };
             let result = bounded(handled, limits, &tail).await;
@@ -105,7 +107,7 @@ impl Runtime {
                 Ok(resp.map(|body| body::finished(body, ok)))
             }
             (Ok(resp), false) => Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync())),
-            (Err(code), _) => Err(CallError::Guest(format!("the component answered with an error: {code:?}"))),
+            (Err(code), _) => Err(answered_error(&code)),
         }
     }
 }
@@ -205,6 +207,57 @@ impl HttpRun {
     }
 }
 
+/// Run a wasi:http 0.2 guest's `handle` (`call`), passing the response head it sets (on
+/// `set`) on to `head` as soon as it is set. A guest that returns without setting one (it
+/// dropped or kept its `response-outparam`) ends with an error, so its request is counted
+/// as failed, not as served, and its instance is not kept.
+async fn relay_head(
+    call: impl Future<Output = wasmtime::Result<()>>,
+    mut set: oneshot::Receiver<Head>,
+    head: oneshot::Sender<Head>,
+) -> wasmtime::Result<()> {
+    let mut head = Some(head);
+    let mut failed = None;
+    let mut pass_on = |h: Head, head: &mut Option<oneshot::Sender<Head>>| {
+        if let Err(code) = &h {
+            failed = Some(answered_error(code));
+        }
+        if let Some(tx) = head.take() {
+            let _ = tx.send(h);
+        }
+    };
+    let mut call = std::pin::pin!(call);
+    let mut waiting = true;
+    let ended = std::future::poll_fn(|cx| {
+        // The call first: a head set in this poll is passed on in this poll.
+        let ended = call.as_mut().poll(cx);
+        if waiting && let Poll::Ready(h) = Pin::new(&mut set).poll(cx) {
+            waiting = false;
+            if let Ok(h) = h {
+                pass_on(h, &mut head);
+            }
+        }
+        ended
+    })
+    .await;
+    ended?;
+    if waiting && let Ok(h) = set.try_recv() {
+        pass_on(h, &mut head);
+    }
+    match (head, failed) {
+        (Some(_), _) => Err(wasmtime::Error::new(CallError::Guest(NO_RESPONSE.into()))),
+        (None, Some(e)) => Err(wasmtime::Error::new(e)),
+        (None, None) => Ok(()),
+    }
+}
+
+/// A guest that set an error code as its response.
+fn answered_error(code: &ErrorCode) -> CallError {
+    CallError::Guest(format!("the component answered with an error: {code:?}"))
+}
+
+const NO_RESPONSE: &str = "the component returned without setting a response";
+
 /// Run a wasi:http guest's whole request (`run`, bounded by the service's deadline) and say
 /// how it ended: to `outcome`, which the response body waits on, and to `done`, which
 /// holds the admission permit and stats, so they are released only when the guest is done.
@@ -291,7 +344,7 @@ where
 /// Why a guest produced no response head, from how its request ended.
 fn no_head(ended: Result<(), CallError>) -> CallError {
     match ended {
-        Ok(()) => CallError::Guest("the component returned without setting a response".into()),
+        Ok(()) => CallError::Guest(NO_RESPONSE.into()),
         Err(e) => e,
     }
 }

@@ -105,9 +105,11 @@ impl Runtime {
                         let resp = match service.handle(acc, request).await? {
                             Ok(resp) => resp,
                             Err(code) => {
-                                let msg = format!("the component answered with an error: {code:?}");
-                                let _ = head_tx.send(Err(CallError::Guest(msg)));
-                                return Ok(());
+                                // Told to the client as the answer, and as the run's outcome (a
+                                // failed request in the service's stats, not a served one).
+                                let e = CallError::Guest(format!("the component answered with an error: {code:?}"));
+                                let _ = head_tx.send(Err(e.clone()));
+                                return Err(wasmtime::Error::new(e));
                             }
                         };
                         let resp = acc.with(|s| resp.into_http(s, request_io))?;

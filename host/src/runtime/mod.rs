@@ -511,6 +511,10 @@ impl Runtime {
 }
 
 fn classify(err: wasmtime::Error, limits: ExecLimits, tail: &OutputTail) -> CallError {
+    // A guest that returned without answering (see `http::relay_head`) says so itself.
+    if let Some(e) = err.downcast_ref::<CallError>() {
+        return e.clone();
+    }
     if let Some(trap) = err.downcast_ref::<Trap>() {
         if *trap == Trap::Interrupt {
             return CallError::Timeout(limits.timeout);

@@ -5,6 +5,8 @@
 //! - `GET /trap` → panics
 //! - `GET /keep` → answers `kept`, but keeps its response body open in a static instead of
 //!   finishing it (a guest holding a resource of its request past `handle`)
+//! - `GET /no-answer` → drops its response slot without setting it and returns
+//! - `GET /error-code` → sets an error code (`internal-error`) as its response
 
 use std::io::Write;
 
@@ -51,6 +53,15 @@ impl wasi::exports::http::incoming_handler::Guest for HttpKv {
                 (200, format!("{runs} {} {}", context::request_id(), context::trace_id()))
             }
             "/trap" => panic!("http-kv was asked to trap"),
+            "/no-answer" => {
+                drop(out);
+                return;
+            }
+            "/error-code" => {
+                let code = wasi::http::types::ErrorCode::InternalError(Some("asked to fail".into()));
+                ResponseOutparam::set(out, Err(code));
+                return;
+            }
             "/keep" => {
                 let body = answer(out, 200, "kept");
                 *KEPT.lock().unwrap() = Some(body);
