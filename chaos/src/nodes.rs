@@ -236,12 +236,12 @@ impl Nodes {
     }
 
     /// Upload `wasm` and deploy it as `name` with `instances`, through node 0.
-    pub async fn deploy(&self, name: &str, wasm: &Path, instances: u32) -> anyhow::Result<()> {
+    pub async fn deploy(&self, name: &str, wasm: &Path, instances: u32, idempotent: bool) -> anyhow::Result<()> {
         let admin = self.admin(0);
         let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
         let up = admin.upload(bytes).await?;
         anyhow::ensure!(up.status.is_success(), "upload of {name}: {} {}", up.status, up.text());
-        let body = json!({ "component": up.json()?["digest"], "instances": instances });
+        let body = json!({ "component": up.json()?["digest"], "instances": instances, "idempotent": idempotent });
         let r = admin.call_json(Method::PUT, &format!("/v1/services/{name}"), &body).await?;
         anyhow::ensure!(r.status.is_success(), "deploy of {name}: {} {}", r.status, r.text());
         Ok(())

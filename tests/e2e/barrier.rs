@@ -97,3 +97,28 @@ async fn a_barrier_outlives_a_kill_and_resumes_after_the_restart() {
     let b: BarrierReport = parse(&node.admin().get(&format!("/v1/barriers/{id}")).await.unwrap());
     assert_eq!((b.state, b.takeovers), (BarrierState::Done, 1), "{b:?}");
 }
+
+/// A barrier call answered 503 runs once for a service that does not say it is
+/// idempotent (the continuation gets the 503), and again until it answers for one that
+/// does.
+#[tokio::test]
+async fn a_barrier_tries_a_failed_call_again_only_for_an_idempotent_service() {
+    let node = TestNode::start().await;
+    node.deploy("once", "misbehave", json!({ "instances": 4 })).await;
+    node.deploy("again", "misbehave", json!({ "instances": 4, "idempotent": true })).await;
+    assert!(node.service("again").await.spec.idempotent);
+    assert!(!node.service("once").await.spec.idempotent);
+    for (svc, stored, runs) in [("once", "0/1:state", "1"), ("again", "1/1:state", "3")] {
+        // One call to itself, `GET /flaky/2`: it answers 503 twice, then 200.
+        let r = node.get(&format!("/{svc}/barrier/1?path=/flaky/2")).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        let id = r.text();
+        let got = eventually("the barrier resumes its service", Duration::from_secs(30), || async {
+            let r = node.get(&format!("/{svc}/kv-get/barrier-{id}")).await;
+            (r.status == 200).then(|| r.text())
+        })
+        .await;
+        assert_eq!(got, stored, "{svc}: the continuation's count of answered calls");
+        assert_eq!(node.get(&format!("/{svc}/kv-get/flaky-runs")).await.text(), runs, "{svc}: runs of the call");
+    }
+}

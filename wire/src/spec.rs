@@ -198,6 +198,13 @@ pub struct ServiceSpec {
     /// Opt-in instance reuse (`None`: a fresh instance per request, the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<Reuse>,
+    /// Calls to this service may run more than once (at-least-once instead of
+    /// at-most-once): a durable barrier's call to it that may have run but whose answer was
+    /// lost (a forward that failed after sending: 502 or 504) or that it answered 503 is
+    /// tried again while the barrier's retry window lasts. Default: such a call runs once
+    /// and the continuation gets that answer.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub idempotent: bool,
     /// Bumped on every change.
     pub generation: u64,
     /// Unix time of the last change, in milliseconds.
@@ -364,6 +371,9 @@ pub struct ServiceRequest {
     /// Let an instance serve several requests in sequence (see [`Reuse`]).
     #[serde(default)]
     pub reuse: Option<Reuse>,
+    /// Calls to it may be repeated (see [`ServiceSpec::idempotent`]).
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 /// Check the shape of `bindings` (whether they match the component is checked later).

@@ -130,7 +130,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     let mut spec = json!({
         "component": digest, "config": config, "bindings": bindings, "fuse": !args.no_fuse,
-        "strict_imports": args.strict_imports,
+        "strict_imports": args.strict_imports, "idempotent": args.idempotent,
     });
     match &args.autoscale {
         Some(range) => {

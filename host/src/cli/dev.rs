@@ -136,6 +136,7 @@ fn redeploy(spec: &ServiceSpec, component: &str) -> serde_json::Value {
         "bindings": spec.bindings,
         "fuse": spec.fuse,
         "placement": spec.placement,
+        "idempotent": spec.idempotent,
     });
     // An autoscaled service's count is the autoscaler's: the request gives its bounds.
     match &spec.autoscale {
@@ -210,6 +211,7 @@ mod tests {
             placement: vec!["n2".into()],
             autoscale: None,
             reuse: Some(spec::Reuse { requests: 5 }),
+            idempotent: true,
             generation: 4,
             updated_at_ms: 0,
         };
@@ -217,7 +219,7 @@ mod tests {
         let req: ServiceRequest = serde_json::from_value(redeploy(&spec, &next)).expect("a request the node accepts");
         let after = spec::check_request("svc", &req).unwrap();
         assert_eq!(req.component, next);
-        assert_eq!(req.reuse, spec.reuse);
+        assert_eq!((req.reuse, req.idempotent), (spec.reuse, true));
         assert_eq!((after.instances, after.max_queue), (3, Some(7)));
         assert_eq!((after.limits, after.grants), (before.limits, before.grants));
         assert_eq!(

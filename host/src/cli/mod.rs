@@ -496,6 +496,10 @@ pub struct DeployArgs {
     /// docs/SECURITY.md). Default: a fresh instance per request
     #[arg(long, value_name = "N")]
     pub reuse: Option<u32>,
+    /// Calls to this service may run more than once: a barrier call whose answer was lost
+    /// after it was sent (502/504) or that answered 503 is tried again
+    #[arg(long)]
+    pub idempotent: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }

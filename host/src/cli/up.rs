@@ -88,6 +88,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             spec["limits"] =
                 json!({ "max_request_bytes": 1u64 << 30, "max_response_bytes": 1u64 << 30, "timeout_ms": 60000 });
         }
+        if name == "wordcount" {
+            // It only counts: the jobs sample's barrier calls to it may be tried again.
+            spec["idempotent"] = json!(true);
+        }
         if let Some(n) = name.strip_prefix("chain-").and_then(|n| n.parse::<u32>().ok()).filter(|n| *n < 5) {
             // Every stage exports bench:chain/stage, so each binds to the next explicitly.
             spec["bindings"] = json!({ "bench:chain/stage": format!("chain-{}", n + 1) });

@@ -159,6 +159,7 @@ impl Registry {
             placement: req.placement,
             autoscale: req.autoscale,
             reuse: req.reuse,
+            idempotent: req.idempotent,
             generation: previous.map_or(1, |g| g + 1),
             updated_at_ms: now_ms(),
         };

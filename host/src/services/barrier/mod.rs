@@ -124,6 +124,13 @@ fn kv_error(e: KvError) -> GuestError {
 }
 
 /// Errors after which the call never ran and may run later.
+/// Whether a barrier call answered `status` is tried again: only for a service whose spec
+/// says calls to it may run more than once, and only for the answers a lost or refused
+/// call gets (502, 503, 504).
+fn again(registry: &Registry, service: &str, status: u16) -> bool {
+    matches!(status, 502..=504) && registry.get(service).is_some_and(|s| s.peek().spec.idempotent)
+}
+
 fn retryable(e: &DispatchError) -> bool {
     matches!(
         e,
@@ -458,10 +465,16 @@ async fn barrier_call(
     loop {
         let req = from_wire_request(call.request.clone());
         match registry.call_from((from, "barrier-call"), &call.service, req, request_id.as_str().into(), depth).await {
+            Ok(r) if again(registry, &call.service, r.status) && Instant::now() + backoff < give_up => {
+                tracing::info!(service = %call.service, status = r.status, %request_id, "an idempotent service's barrier call failed; trying it again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
             Ok(r) => {
                 if r.status >= 500 {
-                    // Not run again (it may have run: a forward that failed after sending
-                    // answers 502 or 504): the continuation sees this answer.
+                    // Not run again unless the service is idempotent (it may have run: a
+                    // forward that failed after sending answers 502 or 504): the
+                    // continuation sees this answer.
                     tracing::warn!(service = %call.service, status = r.status, %request_id, "a barrier call answered with a server error");
                 }
                 return Ok(WireResponse { status: r.status, headers: r.headers, body: r.body });

@@ -24,6 +24,8 @@
 //! - `/barrier-peek/{id}`: reads a barrier's results (another service's must be not-found)
 //! - `/fake-no-instance`: counts its runs under `fake-runs`, then answers 503 with the body
 //!   the platform uses for "no instance here" (a guest must not make a node re-run it)
+//! - `/flaky/{n}`: counts its runs under `flaky-runs`; the first n answer 503, later ones
+//!   200 `"ok after {runs} runs"`
 //! - `/whoami`: counts its runs in a static and in the key `whoami`, and answers
 //!   `"{static count} {request id} {trace id}"` (the static shows instance reuse)
 //! - anything else: 200 "ok"
@@ -119,6 +121,12 @@ impl Service for Misbehave {
             (Some("barrier-peek"), Some(id)) => {
                 let answers = barrier::results(id)?;
                 Ok(Response::text(200, format!("{} answers", answers.len())))
+            }
+            (Some("flaky"), Some(n)) => {
+                let n: i64 = n.parse().map_err(|_| Error::invalid("flaky/{n}"))?;
+                let runs = kv::increment("flaky-runs", 1)?;
+                let status = if runs <= n { 503 } else { 200 };
+                Ok(Response::text(status, format!("ok after {runs} runs")))
             }
             (Some("fake-no-instance"), _) => {
                 kv::increment("fake-runs", 1)?;
