@@ -41,14 +41,22 @@ pub const FORWARDED_HOST: &str = "x-nanogrid-host";
 pub const FORWARD_PREFIX: &str = "/forward";
 
 /// The forwarder's own headers: dropped from what it copies, then set by it.
-pub const FORWARD_HEADERS: [&str; 5] = [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER];
+pub const FORWARD_HEADERS: [&str; 6] =
+    [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER, crate::transport::PROTOCOL_HEADER];
 /// Headers a client may not send: the forwarder's, and the barrier header that marks a
 /// barrier's continuation (only the barrier's driver sets it).
-pub const PLATFORM_HEADERS: [&str; 6] =
-    [FORWARDED, DEPTH, NOT_RUN, FORWARDED_HOST, crate::transport::NODE_HEADER, crate::services::BARRIER_HEADER];
+pub const PLATFORM_HEADERS: [&str; 7] = [
+    FORWARDED,
+    DEPTH,
+    NOT_RUN,
+    FORWARDED_HOST,
+    crate::transport::NODE_HEADER,
+    crate::transport::PROTOCOL_HEADER,
+    crate::services::BARRIER_HEADER,
+];
 
 /// Drop the [`PLATFORM_HEADERS`] a client sent. One look at each header's name first:
-/// most requests carry none of ours, and six removals hash six names.
+/// most requests carry none of ours, and each removal hashes a name.
 pub fn strip_platform_headers(headers: &mut http::HeaderMap) {
     if !headers.keys().any(|k| k.as_str().starts_with("x-nanogrid-")) {
         return;
@@ -266,7 +274,8 @@ fn relay(parts: http::response::Parts, body: Body) -> http::Response<Body> {
     let mut out = http::Response::new(body);
     *out.status_mut() = parts.status;
     for (k, v) in &parts.headers {
-        if !matches!(k.as_str(), "connection" | "transfer-encoding") {
+        // The peer listener's protocol header is between the two nodes.
+        if !matches!(k.as_str(), "connection" | "transfer-encoding" | crate::transport::PROTOCOL_HEADER) {
             out.headers_mut().append(k, v.clone());
         }
     }

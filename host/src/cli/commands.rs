@@ -130,7 +130,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     let mut spec = json!({
         "component": digest, "config": config, "bindings": bindings, "fuse": !args.no_fuse,
-        "strict_imports": args.strict_imports, "idempotent": args.idempotent,
+        "strict_imports": args.strict_imports,
     });
     match &args.autoscale {
         Some(range) => {
@@ -147,6 +147,10 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(n) = args.reuse {
         spec["reuse"] = json!({ "requests": n });
+    }
+    // Sent only when set: a node older than the field refuses a request that names it.
+    if args.idempotent {
+        spec["idempotent"] = json!(true);
     }
     if args.memory_mib.is_some() || args.timeout_ms.is_some() {
         let mut limits = serde_json::Map::new();

@@ -136,7 +136,6 @@ fn redeploy(spec: &ServiceSpec, component: &str) -> serde_json::Value {
         "bindings": spec.bindings,
         "fuse": spec.fuse,
         "placement": spec.placement,
-        "idempotent": spec.idempotent,
     });
     // An autoscaled service's count is the autoscaler's: the request gives its bounds.
     match &spec.autoscale {
@@ -148,6 +147,9 @@ fn redeploy(spec: &ServiceSpec, component: &str) -> serde_json::Value {
     }
     if let Some(r) = spec.reuse {
         req["reuse"] = json!(r);
+    }
+    if spec.idempotent {
+        req["idempotent"] = json!(true);
     }
     req
 }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::time::Instant;
 
 use super::rpc::{self, PeerRpc, RpcError};
-use super::{NODE_HEADER, tls};
+use super::{NODE_HEADER, PROTOCOL, PROTOCOL_HEADER, protocol_mismatch, tls};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -159,6 +159,8 @@ impl PeerClient {
             format!("{scheme}://{node}{target}").parse().map_err(|e| not_sent(format!("bad target: {e}")))?;
         let me = HeaderValue::from_str(&self.inner.me).map_err(|e| not_sent(e.to_string()))?;
         req.headers_mut().insert(NODE_HEADER, me);
+        // Unless the request names one already (tests of the peer listener's refusal).
+        req.headers_mut().entry(PROTOCOL_HEADER).or_insert(http::HeaderValue::from(PROTOCOL));
         let (mut send, ended) = self.sender(node, addr, deadline).await?;
         match tokio::time::timeout_at(deadline, send.ready()).await {
             Err(_) => return Err(not_sent("the connection had no room for another request in time".into())),
@@ -167,7 +169,16 @@ impl PeerClient {
         }
         match tokio::time::timeout_at(deadline, send.try_send_request(req)).await {
             Err(_) => Err(RpcError::Failed { node: node.into(), reason: format!("no answer within {timeout:?}") }),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => match protocol_mismatch(resp.headers().get(PROTOCOL_HEADER)) {
+                None => Ok(resp),
+                // The peer may have acted on it: an older build does not check.
+                Some(why) => Err(RpcError::Refused {
+                    node: node.into(),
+                    status: resp.status().as_u16(),
+                    code: "protocol-mismatch".into(),
+                    message: format!("node {node} answered, but {why}"),
+                }),
+            },
             Ok(Err(mut e)) => {
                 let unsent = e.take_message().is_some();
                 // The connection's own end says more than "connection closed".

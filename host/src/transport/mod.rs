@@ -24,6 +24,35 @@ pub use server::Peer;
 /// client certificate (and is all there is in plaintext benchmark mode).
 pub const NODE_HEADER: &str = "x-nanogrid-node";
 
+/// The header every peer request and answer names the peer protocol it speaks in.
+pub const PROTOCOL_HEADER: &str = "x-nanogrid-peer-protocol";
+
+/// The peer protocol this build speaks: the shape of every message between nodes (Raft,
+/// the grid, barriers, forwarded requests). Bumped with any change a node of the previous
+/// protocol could misread (postcard messages carry no field names, so a changed one can
+/// decode as something else). A node refuses a request of another protocol, or without
+/// one (a build from before the header, whose messages may differ too), with
+/// `protocol-mismatch`; a caller treats such an answer the same way. Nodes of one cluster
+/// run one protocol: upgrade them together.
+pub const PROTOCOL: u32 = 1;
+
+/// Whether a peer message's `PROTOCOL_HEADER` (if any) names this build's protocol; if
+/// not, what to tell the operator about the sender.
+pub fn protocol_mismatch(value: Option<&http::HeaderValue>) -> Option<String> {
+    let theirs = value.map(|v| v.to_str().unwrap_or("?"));
+    match theirs {
+        Some(p) if p == PROTOCOL.to_string() => None,
+        Some(p) => Some(format!(
+            "it speaks peer protocol {p} and this node (nanogrid {}) speaks {PROTOCOL}; run one nanogrid release on every node of a cluster",
+            env!("CARGO_PKG_VERSION")
+        )),
+        None => Some(format!(
+            "it names no peer protocol (a nanogrid build from before peer protocol versions) and this node (nanogrid {}) speaks {PROTOCOL}; run one nanogrid release on every node of a cluster",
+            env!("CARGO_PKG_VERSION")
+        )),
+    }
+}
+
 /// Another node and the address of its peer listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerTarget {
@@ -57,5 +86,19 @@ impl Faults {
     }
     pub fn set_gossip_stall(&self) {
         self.gossip_stall.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_builds_peer_protocol_passes() {
+        assert_eq!(protocol_mismatch(Some(&http::HeaderValue::from(PROTOCOL))), None);
+        let other = protocol_mismatch(Some(&http::HeaderValue::from(PROTOCOL + 1))).unwrap();
+        assert!(other.contains(&format!("speaks peer protocol {}", PROTOCOL + 1)), "{other}");
+        let none = protocol_mismatch(None).unwrap();
+        assert!(none.contains("names no peer protocol"), "{none}");
     }
 }

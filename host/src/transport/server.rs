@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use super::{NODE_HEADER, tls};
+use super::{NODE_HEADER, PROTOCOL, PROTOCOL_HEADER, protocol_mismatch, tls};
 use crate::http::{self as h, Body};
 use crate::ratelog::RateLimited;
 use crate::server::ServerLimits;
@@ -29,12 +29,12 @@ pub struct Peer {
 }
 
 /// Why the peer listener refused a connection or request (metric labels).
-pub const REFUSALS: [&str; 5] = ["handshake", "busy", "no-identity", "no-sender", "wrong-node"];
+pub const REFUSALS: [&str; 6] = ["handshake", "busy", "no-identity", "no-sender", "wrong-node", "protocol"];
 
 /// Counts of what the peer listener refused, by [`REFUSALS`] reason.
 #[derive(Default)]
 pub struct PeerStats {
-    refused: [AtomicU64; 5],
+    refused: [AtomicU64; 6],
     pub accepted: AtomicU64,
 }
 
@@ -189,13 +189,29 @@ where
     H: Fn(Peer, http::Request<Incoming>) -> F,
     F: Future<Output = http::Response<Body>>,
 {
+    let mut resp = checked(identity, &stats, handler, req).await;
+    resp.headers_mut().insert(PROTOCOL_HEADER, http::HeaderValue::from(PROTOCOL));
+    Ok(resp)
+}
+
+/// [`authorize`]'s checks: the sender, its certificate, its peer protocol.
+async fn checked<H, F>(
+    identity: Option<String>,
+    stats: &PeerStats,
+    handler: H,
+    req: http::Request<Incoming>,
+) -> http::Response<Body>
+where
+    H: Fn(Peer, http::Request<Incoming>) -> F,
+    F: Future<Output = http::Response<Body>>,
+{
     let rid = h::incoming_request_id(req.headers()).unwrap_or_else(|| "peer".into());
     let claimed = req.headers().get(NODE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let Some(claimed) = claimed else {
         stats.refuse("no-sender");
         h::drain(req.into_body()).await;
         let msg = format!("peer requests name their sender in {NODE_HEADER}");
-        return Ok(h::error(StatusCode::BAD_REQUEST, "no-sender", &msg, &rid));
+        return h::error(StatusCode::BAD_REQUEST, "no-sender", &msg, &rid);
     };
     if let Some(node) = identity.as_deref()
         && node != claimed
@@ -203,7 +219,19 @@ where
         stats.refuse("wrong-node");
         h::drain(req.into_body()).await;
         let msg = format!("the client certificate names node {node:?}, but the request says it is from {claimed:?}");
-        return Ok(h::error(StatusCode::FORBIDDEN, "wrong-node", &msg, &rid));
+        return h::error(StatusCode::FORBIDDEN, "wrong-node", &msg, &rid);
     }
-    Ok(handler(Peer { node: claimed }, req).await)
+    if let Some(why) = protocol_mismatch(req.headers().get(PROTOCOL_HEADER)) {
+        stats.refuse("protocol");
+        h::drain(req.into_body()).await;
+        let msg = format!("refused a request from node {claimed}: {why}");
+        // A node of another release sends many (Raft heartbeats alone, ten a second).
+        static LOG: std::sync::LazyLock<RateLimited> =
+            std::sync::LazyLock::new(|| RateLimited::new(Duration::from_secs(10)));
+        if let Some(dropped) = LOG.allow("protocol") {
+            tracing::error!(node = %claimed, dropped, "{msg}");
+        }
+        return h::error(StatusCode::CONFLICT, "protocol-mismatch", &msg, &rid);
+    }
+    handler(Peer { node: claimed }, req).await
 }

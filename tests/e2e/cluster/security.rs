@@ -293,6 +293,48 @@ async fn every_peer_route_refuses_strangers() {
     assert!(c.agreed_leader(&[0, 1, 2]).await.is_some());
 }
 
+/// A peer request of another peer protocol (a node of another release) is refused on
+/// every route, counted and explained; answers name this node's protocol.
+#[tokio::test]
+async fn a_peer_request_of_another_protocol_is_refused() {
+    use nanogrid::transport::{PROTOCOL, PROTOCOL_HEADER};
+    let c = Cluster::start(3).await;
+    formed(&c).await;
+    let (n2, at) = ("n2", c.peer_addr(1));
+    let n1 = c.peer_client("n1");
+    let request = |m: Method, path: &str, protocol: Option<&'static str>| {
+        let mut b = http::Request::builder().method(m).uri(path);
+        if let Some(p) = protocol {
+            b = b.header(PROTOCOL_HEADER, p);
+        }
+        b.body(http_body_util::Full::new(bytes::Bytes::new())).unwrap()
+    };
+    let before = c.nodes[1].node.metric("nanogrid_peer_refused_total", "reason=\"protocol\"").await;
+    let routes = [(Method::POST, "/raft/vote"), (Method::POST, "/grid"), (Method::POST, "/forward/hello/")];
+    for (m, path) in &routes {
+        for theirs in ["2", "not-a-number"] {
+            let resp = n1.send(n2, &at, request(m.clone(), path, Some(theirs)), Duration::from_secs(5)).await;
+            // The caller reads the refusal as the answer of a node of its own protocol.
+            let resp = resp.unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(resp.status(), 409, "{path}");
+            assert_eq!(resp.headers().get(PROTOCOL_HEADER).unwrap(), &PROTOCOL.to_string(), "{path}");
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+            let v: nanogrid::http::ErrorBody = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v.error.code, "protocol-mismatch", "{path}: {v:?}");
+            let msg = &v.error.message;
+            assert!(msg.contains(&format!("speaks peer protocol {theirs}")), "{msg}");
+            assert!(msg.contains("run one nanogrid release on every node"), "{msg}");
+        }
+    }
+    let after = c.nodes[1].node.metric("nanogrid_peer_refused_total", "reason=\"protocol\"").await;
+    assert_eq!(after - before, (routes.len() * 2) as f64);
+    // Its own protocol is served, and the answer names it.
+    let resp = n1.send(n2, &at, request(Method::POST, "/graph", None), Duration::from_secs(5)).await.unwrap();
+    assert_ne!(resp.status(), 409);
+    assert_eq!(resp.headers().get(PROTOCOL_HEADER).unwrap(), &PROTOCOL.to_string());
+    assert!(c.agreed_leader(&[0, 1, 2]).await.is_some());
+}
+
 #[tokio::test]
 async fn a_gossip_task_that_stops_is_restarted_and_its_node_is_dormant_meanwhile() {
     // The gossip task's own failures are armed through the admin API (no network rule
