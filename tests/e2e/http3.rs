@@ -48,6 +48,13 @@ async fn wasi_http_03_components_serve_next_to_02_ones() {
     }
     let v = node.service("p3").await;
     assert_eq!(v.status.requests.ok, 19, "{v:?}");
+
+    // An error code instead of a response: the client gets a 500 that names it, and the
+    // request counts as a guest error, not as served.
+    let e = crate::support::assert_error(&node.get("/p3/fail").await, 500, "guest-error");
+    assert!(e.message.contains("InternalError") && e.message.contains("asked to fail"), "{e:?}");
+    let r = node.service("p3").await.status.requests;
+    assert_eq!((r.ok, r.guest_error), (19, 1), "{r:?}");
 }
 
 #[tokio::test]

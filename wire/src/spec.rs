@@ -200,7 +200,7 @@ pub struct ServiceSpec {
     pub reuse: Option<Reuse>,
     /// Calls to this service may run more than once (at-least-once instead of
     /// at-most-once): a durable barrier's call to it that may have run but whose answer was
-    /// lost (a forward that failed after sending: 502 or 504) or that it answered 503 is
+    /// lost (a forward that failed after sending: 502) or that it answered 502 or 503 is
     /// tried again while the barrier's retry window lasts. Default: such a call runs once
     /// and the continuation gets that answer.
     #[serde(default, skip_serializing_if = "is_false")]

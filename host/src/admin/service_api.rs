@@ -129,6 +129,7 @@ fn summary(node: &Node, s: &Service) -> api::ServiceSummary {
         node: node.config.node_id.clone(),
         autoscale: d.spec.autoscale,
         reuse: d.spec.reuse,
+        idempotent: d.spec.idempotent,
         idle_instances: d.warm_pool_idle(),
         code: d.tier(),
         requests: counters(s),

@@ -62,6 +62,9 @@ pub struct ServiceSummary {
     pub node: String,
     pub autoscale: Option<Autoscale>,
     pub reuse: Option<Reuse>,
+    /// Calls to it may run more than once (see `ServiceSpec::idempotent`).
+    #[serde(default)]
+    pub idempotent: bool,
     /// Instances kept between requests (a spec with `reuse`).
     pub idle_instances: usize,
     /// Which compiler's code serves here (`None`: nothing serves it on this node):

@@ -349,15 +349,19 @@ pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
         "grid: {} partitions, replication {}, {} under-replicated",
         grid.partitions, grid.replication, grid.under_replicated
     );
-    println!("{:<10} {:<11} {:<8} {:<22} {:>5} {:>9} SERVICES", "NODE", "MODE", "ROLE", "ADDRESS", "LOAD", "PRIM/REPL");
+    println!(
+        "{:<10} {:<11} {:<8} {:<22} {:<9} {:>5} {:>9} SERVICES",
+        "NODE", "MODE", "ROLE", "ADDRESS", "RELEASE", "LOAD", "PRIM/REPL"
+    );
     for n in &cluster.nodes {
         let parts = grid.nodes.get(&n.id).map_or("-".to_string(), |s| format!("{}/{}", s.primaries, s.replicas));
         println!(
-            "{:<10} {:<11} {:<8} {:<22} {:>5} {:>9} {}",
+            "{:<10} {:<11} {:<8} {:<22} {:<9} {:>5} {:>9} {}",
             n.id,
             n.mode,
             n.role.as_str(),
             n.addr.as_deref().unwrap_or("-"),
+            n.release.as_deref().unwrap_or("-"),
             n.load.map_or("-".to_string(), |l| l.to_string()),
             parts,
             n.services.join(", ")

@@ -497,7 +497,7 @@ pub struct DeployArgs {
     #[arg(long, value_name = "N")]
     pub reuse: Option<u32>,
     /// Calls to this service may run more than once: a barrier call whose answer was lost
-    /// after it was sent (502/504) or that answered 503 is tried again
+    /// after it was sent, or that answered 502 or 503, is tried again
     #[arg(long)]
     pub idempotent: bool,
     #[command(flatten)]

@@ -177,8 +177,8 @@ impl Cluster {
         Ok(false)
     }
 
-    /// Nodes gossip shows joining, with this cluster's partition count and an address a
-    /// TLS handshake proved theirs, join as learners.
+    /// Nodes gossip shows joining, with this cluster's partition count and peer protocol
+    /// and an address a TLS handshake proved theirs, join as learners.
     async fn admit_learners(&self, view: &StepView) -> anyhow::Result<()> {
         let removed = &view.stored.state.removed;
         let count = self.registry.grid().replicas().count();
@@ -193,6 +193,21 @@ impl Cluster {
                         p.id,
                         p.partitions,
                         count
+                    );
+                }
+                continue;
+            }
+            if p.protocol != Some(crate::transport::PROTOCOL) {
+                if self.mismatch_log.allow("join-protocol").is_some() {
+                    let theirs = p.protocol.map_or("none".to_string(), |n| n.to_string());
+                    tracing::warn!(
+                        node = %p.id,
+                        "not adding {} to the cluster: it runs nanogrid {} (peer protocol {theirs}), this node {} \
+                         (peer protocol {}); run one nanogrid release on every node",
+                        p.id,
+                        if p.release.is_empty() { "of an older release" } else { &p.release },
+                        env!("CARGO_PKG_VERSION"),
+                        crate::transport::PROTOCOL
                     );
                 }
                 continue;

@@ -88,6 +88,8 @@ impl ControlPlane for Single {
                 peer_addr: None,
                 load: None,
                 services,
+                release: Some(env!("CARGO_PKG_VERSION").to_string()),
+                protocol: Some(crate::transport::PROTOCOL),
             }],
             ..Default::default()
         }

@@ -56,6 +56,8 @@ impl Cluster {
                     peer_addr: p.map(|p| p.peer.clone()),
                     load: p.map(|p| p.load),
                     services,
+                    release: p.map(|p| p.release.clone()).filter(|r| !r.is_empty()),
+                    protocol: p.and_then(|p| p.protocol),
                 }
             })
             .collect();
@@ -256,6 +258,12 @@ pub struct ClusterNode {
     pub load: Option<u64>,
     /// Services placed there.
     pub services: Vec<String>,
+    /// The nanogrid release it runs and the peer protocol it speaks, as it gossips them
+    /// (`None` while gossip has not heard from it, or from a node that does not say).
+    #[serde(default)]
+    pub release: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<u32>,
 }
 
 /// A node's part in the cluster's Raft configuration.

@@ -287,6 +287,9 @@ pub async fn handle_forwarded(
     mut req: http::Request<Incoming>,
 ) -> http::Response<Body> {
     let request_id = h::incoming_request_id(req.headers()).unwrap_or_else(|| registry.new_request_id());
+    // Between the two nodes only: a guest run here sees what it would have on the first.
+    req.headers_mut().remove(crate::transport::NODE_HEADER);
+    req.headers_mut().remove(crate::transport::PROTOCOL_HEADER);
     // The client's Host, as the guest would have seen it on the first node.
     if let Some(host) = req.headers_mut().remove(forward::FORWARDED_HOST) {
         req.headers_mut().insert(http::header::HOST, host);

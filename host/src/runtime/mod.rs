@@ -511,7 +511,8 @@ impl Runtime {
 }
 
 fn classify(err: wasmtime::Error, limits: ExecLimits, tail: &OutputTail) -> CallError {
-    // A guest that returned without answering (see `http::relay_head`) says so itself.
+    // A wasi:http guest that returned without answering or answered an error code
+    // (`http::relay_head`, `http3.rs`) says so itself.
     if let Some(e) = err.downcast_ref::<CallError>() {
         return e.clone();
     }

@@ -171,6 +171,11 @@ impl PeerClient {
             Err(_) => Err(RpcError::Failed { node: node.into(), reason: format!("no answer within {timeout:?}") }),
             Ok(Ok(resp)) => match protocol_mismatch(resp.headers().get(PROTOCOL_HEADER)) {
                 None => Ok(resp),
+                // A build that checks refused it before any route saw it: nothing ran, so
+                // a forward may try the next node.
+                Some(why) if resp.status() == StatusCode::CONFLICT && resp.headers().contains_key(PROTOCOL_HEADER) => {
+                    Err(not_sent(format!("it refused the request: {why}")))
+                }
                 // The peer may have acted on it: an older build does not check.
                 Some(why) => Err(RpcError::Refused {
                     node: node.into(),

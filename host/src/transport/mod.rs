@@ -41,7 +41,7 @@ pub const PROTOCOL: u32 = 1;
 pub fn protocol_mismatch(value: Option<&http::HeaderValue>) -> Option<String> {
     let theirs = value.map(|v| v.to_str().unwrap_or("?"));
     match theirs {
-        Some(p) if p == PROTOCOL.to_string() => None,
+        Some(p) if p.parse::<u32>() == Ok(PROTOCOL) => None,
         Some(p) => Some(format!(
             "it speaks peer protocol {p} and this node (nanogrid {}) speaks {PROTOCOL}; run one nanogrid release on every node of a cluster",
             env!("CARGO_PKG_VERSION")

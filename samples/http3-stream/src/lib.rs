@@ -5,6 +5,7 @@
 //!   that runs on after `handle` has returned the response head (`?trap_after={mib}`
 //!   panics after that many MiB have been sent).
 //! - `POST /` reads the request body as a stream and answers `{"bytes": n, "sum": s}`.
+//! - `GET /fail` answers an error code (`internal-error`) instead of a response.
 //! - Anything else answers `hello from wasi:http 0.3! you asked for METHOD PATH`.
 
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
@@ -87,6 +88,9 @@ impl wasip3::exports::http::handler::Guest for HttpStream {
             }));
         }
         let route = path.split('?').next().unwrap_or("/");
+        if route == "/fail" {
+            return Err(ErrorCode::InternalError(Some("asked to fail".into())));
+        }
         let Ok(mib) = route.trim_matches('/').parse::<usize>() else {
             let text = format!("hello from wasi:http 0.3! you asked for {} {path}\n", method_name(&method)).into_bytes();
             return Ok(streamed("text/plain; charset=utf-8", |mut w| async move {

@@ -241,8 +241,17 @@ async fn three_nodes_form_a_cluster_and_serve_a_deploy_from_every_node() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains(&format!("leader: {leader}")), "{text}");
     assert!(text.contains("grid: 256 partitions, replication 3, 0 under-replicated"), "{text}");
+    let release = env!("CARGO_PKG_VERSION");
     for n in ["n1", "n2", "n3"] {
-        assert!(text.lines().any(|l| l.starts_with(n) && l.contains("voter") && l.contains("/256")), "{text}");
+        let row = |l: &&str| l.starts_with(n) && l.contains("voter") && l.contains("/256") && l.contains(release);
+        assert!(text.lines().any(|l| row(&l)), "{text}");
+    }
+    // Each node's release and peer protocol, as gossip shows them.
+    let view = c.status(1).await.unwrap();
+    for n in ["n1", "n2", "n3"] {
+        let node = view.node(n).unwrap_or_else(|| panic!("{n} missing: {view:?}"));
+        assert_eq!(node.release.as_deref(), Some(release), "{n}: {node:?}");
+        assert_eq!(node.protocol, Some(nanogrid::transport::PROTOCOL), "{n}: {node:?}");
     }
 }
 

@@ -333,6 +333,14 @@ async fn a_peer_request_of_another_protocol_is_refused() {
     assert_ne!(resp.status(), 409);
     assert_eq!(resp.headers().get(PROTOCOL_HEADER).unwrap(), &PROTOCOL.to_string());
     assert!(c.agreed_leader(&[0, 1, 2]).await.is_some());
+
+    // The header stays between nodes: a client's forwarded request is answered without it.
+    c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 1, "placement": ["n1"] })).await;
+    super::placement_is(&c, 1, "hello", &[("n1", 1)]).await;
+    serves(&c, 1, "/hello/", Duration::from_secs(10)).await;
+    let r = c.get(1, "/hello/").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header(PROTOCOL_HEADER), None, "relayed to the client");
 }
 
 #[tokio::test]

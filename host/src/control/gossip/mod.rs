@@ -37,6 +37,9 @@ pub const KEY_MODE: &str = "mode";
 pub const KEY_SERVICES: &str = "services";
 pub const KEY_LOAD: &str = "load";
 pub const KEY_PARTITIONS: &str = "partitions";
+/// The nanogrid release a node runs, and the peer protocol it speaks (`transport::PROTOCOL`).
+pub const KEY_RELEASE: &str = "release";
+pub const KEY_PROTOCOL: &str = "protocol";
 
 /// What a node tells the others about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -50,6 +53,10 @@ pub struct PeerInfo {
     pub load: u64,
     /// Partitions of the node's kv grid (all of a cluster's must agree).
     pub partitions: u32,
+    /// The nanogrid release it runs (empty: a node from before it said).
+    pub release: String,
+    /// The peer protocol it speaks (`None`: a node from before peer protocol versions).
+    pub protocol: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -102,6 +109,9 @@ impl Gossip {
             (KEY_SERVICES, String::new()),
             (KEY_LOAD, "0".to_string()),
             (KEY_PARTITIONS, me.partitions.to_string()),
+            // This build's, whatever `me` says.
+            (KEY_RELEASE, env!("CARGO_PKG_VERSION").to_string()),
+            (KEY_PROTOCOL, crate::transport::PROTOCOL.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -167,6 +177,8 @@ impl Gossip {
                     .get(KEY_PARTITIONS)
                     .and_then(|l| l.parse().ok())
                     .unwrap_or(crate::grid::part::DEFAULT_PARTITIONS),
+                release: state.get(KEY_RELEASE).unwrap_or_default().to_string(),
+                protocol: state.get(KEY_PROTOCOL).and_then(|p| p.parse().ok()),
             };
             // Two live incarnations of one name (a quick restart): keep the newer.
             let newest = generation.entry(info.id.clone()).or_insert(id.generation_id);

@@ -123,14 +123,16 @@ fn kv_error(e: KvError) -> GuestError {
     }
 }
 
-/// Errors after which the call never ran and may run later.
 /// Whether a barrier call answered `status` is tried again: only for a service whose spec
 /// says calls to it may run more than once, and only for the answers a lost or refused
-/// call gets (502, 503, 504).
+/// call gets: 502 (a forward that failed after sending, whose keep-alive gave up within
+/// 15 s) and 503. Not 504: a guest's own deadline or fuel ran out (it would again), or a
+/// forward waited out its 120 s, past the retry window anyway.
 fn again(registry: &Registry, service: &str, status: u16) -> bool {
-    matches!(status, 502..=504) && registry.get(service).is_some_and(|s| s.peek().spec.idempotent)
+    matches!(status, 502 | 503) && registry.get(service).is_some_and(|s| s.peek().spec.idempotent)
 }
 
+/// Errors after which the call never ran and may run later.
 fn retryable(e: &DispatchError) -> bool {
     matches!(
         e,
@@ -472,9 +474,9 @@ async fn barrier_call(
             }
             Ok(r) => {
                 if r.status >= 500 {
-                    // Not run again unless the service is idempotent (it may have run: a
-                    // forward that failed after sending answers 502 or 504): the
-                    // continuation sees this answer.
+                    // Not run again unless the service is idempotent and the answer one a
+                    // repeat may change ([`again`]; it may have run: a forward that failed
+                    // after sending answers 502 or 504): the continuation sees this answer.
                     tracing::warn!(service = %call.service, status = r.status, %request_id, "a barrier call answered with a server error");
                 }
                 return Ok(WireResponse { status: r.status, headers: r.headers, body: r.body });
