@@ -85,11 +85,8 @@ async fn a_barrier_outlives_a_kill_and_resumes_after_the_restart() {
     // Killed while all three calls sleep: none has answered.
     node.kill();
     node.restart();
-    let stored = eventually("the restarted node resumes the barrier", Duration::from_secs(30), || async {
-        let r = node.get(&format!("/misbehave/kv-get/barrier-{id}")).await;
-        (r.status == 200).then(|| r.text())
-    })
-    .await;
+    let stored =
+        node.barrier_result("misbehave", &id, "the restarted node resumes the barrier", Duration::from_secs(30)).await;
     assert_eq!(stored, "3/3:state", "every call was sent again and the continuation got its state");
     // The promise is at least once: a continuation cut short by the restart may run again.
     let runs: u32 = node.get(&format!("/misbehave/kv-get/resumes-{id}")).await.text().parse().unwrap();
@@ -113,11 +110,7 @@ async fn a_barrier_tries_a_failed_call_again_only_for_an_idempotent_service() {
         let r = node.get(&format!("/{svc}/barrier/1?path=/flaky/2")).await;
         assert_eq!(r.status, 202, "{}", r.text());
         let id = r.text();
-        let got = eventually("the barrier resumes its service", Duration::from_secs(30), || async {
-            let r = node.get(&format!("/{svc}/kv-get/barrier-{id}")).await;
-            (r.status == 200).then(|| r.text())
-        })
-        .await;
+        let got = node.barrier_result(svc, &id, "the barrier resumes its service", Duration::from_secs(30)).await;
         assert_eq!(got, stored, "{svc}: the continuation's count of answered calls");
         assert_eq!(node.get(&format!("/{svc}/kv-get/flaky-runs")).await.text(), runs, "{svc}: runs of the call");
     }

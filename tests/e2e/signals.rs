@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::json;
 
-use crate::support::{TestNode, eventually};
+use crate::support::TestNode;
 
 #[tokio::test]
 async fn a_client_cannot_send_the_platforms_own_headers() {
@@ -47,10 +47,6 @@ async fn a_guest_request_http_cannot_carry_is_invalid_and_a_barrier_with_it_comp
     let r = node.get("/m/barrier/2?path=/a+b").await;
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.text();
-    let stored = eventually("the barrier resumes", Duration::from_secs(20), || async {
-        let r = node.get(&format!("/m/kv-get/barrier-{id}")).await;
-        (r.status == 200).then(|| r.text())
-    })
-    .await;
+    let stored = node.barrier_result("m", &id, "the barrier resumes", Duration::from_secs(20)).await;
     assert_eq!(stored, "0/2:state", "no call succeeded, both were answered");
 }

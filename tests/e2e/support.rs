@@ -401,6 +401,16 @@ impl TestNode {
         self.request(Method::GET, path, "").await
     }
 
+    /// What the `misbehave` guest's continuation stored for barrier `id` of `service` (its
+    /// `barrier-{id}` kv key: "answered/calls:state"), once a continuation has run.
+    pub async fn barrier_result(&self, service: &str, id: &str, what: &str, within: Duration) -> String {
+        eventually(what, within, || async {
+            let r = self.get(&format!("/{service}/kv-get/barrier-{id}")).await;
+            (r.status == 200).then(|| r.text())
+        })
+        .await
+    }
+
     pub async fn post(&self, path: &str, body: &str) -> Reply {
         self.request(Method::POST, path, body).await
     }
