@@ -251,8 +251,8 @@ async fn relay_head(
     }
 }
 
-/// A guest that set an error code as its response.
-fn answered_error(code: &ErrorCode) -> CallError {
+/// A guest that set an error code as its response (a WASI 0.2 or 0.3 one).
+pub(super) fn answered_error(code: &impl std::fmt::Debug) -> CallError {
     CallError::Guest(format!("the component answered with an error: {code:?}"))
 }
 

@@ -107,7 +107,7 @@ impl Runtime {
                             Err(code) => {
                                 // Told to the client as the answer, and as the run's outcome (a
                                 // failed request in the service's stats, not a served one).
-                                let e = CallError::Guest(format!("the component answered with an error: {code:?}"));
+                                let e = super::http::answered_error(&code);
                                 let _ = head_tx.send(Err(e.clone()));
                                 return Err(wasmtime::Error::new(e));
                             }
