@@ -3,14 +3,19 @@
 //! platform sends the service its continuation request, which reads the answers.
 //!
 //! A barrier is one record in the grid (namespace [`NAMESPACE`], key `b/{id}`, postcard),
-//! plus the index key `pending/{id}` while it runs and `done/{id}` (when it ended) after.
-//! The node that created it *drives* it: sends the calls, writes each answer into the
-//! record as it arrives, then sends the continuation (retried on failure). Every write is a
-//! compare-and-swap at quorum against the driver's own last write and renews the driver's
-//! lease, so a driver that lost its barrier to another node stops at its next write.
-//! Every node sweeps the pending index and takes over a barrier whose lease ran out, or
-//! whose owner is an earlier run of itself (a restart), sending again only the calls that
-//! had not answered: calls and the continuation run at least once.
+//! plus the index key `pending/{id}` (when it was created) while it runs and `done/{id}`
+//! (when it ended) after. Writes that do not depend on each other go together (record and
+//! `pending` entry; the last answers and the first attempt to resume; the end and `done`
+//! entry): with synced writes each step waits for an fsync, so each round counts.
+//!
+//! The node that created it *drives* it: sends the calls, writes the answers into the
+//! record as they arrive (within `CHECKPOINT`, 100 ms), then sends the continuation (retried on
+//! failure). Every write is a compare-and-swap at quorum against the driver's own last
+//! write and renews the driver's lease, so a driver that lost its barrier to another node
+//! stops at its next write. Every node sweeps the pending index and takes over a barrier
+//! whose lease ran out, or whose owner is an earlier run of itself (a restart), sending
+//! again only the calls whose answers were not written: calls and the continuation run at
+//! least once.
 //!
 //! [`BarrierEngine`] does the driving and the sweep; its drive tasks are its own, stopped
 //! when the sweep is told to stop (node shutdown) or the engine is dropped. A stopped
@@ -49,6 +54,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// again for this long before its error is taken as the answer.
 const RETRY_FOR: Duration = Duration::from_secs(30);
 const RESUME_ATTEMPTS: u32 = 5;
+/// An answer is written into the record at most this long after it arrived, or at once
+/// if it is the last: the answers of calls that end close together share one write (one
+/// fsync), and a driver that stops loses at most this much of them (their calls run
+/// again: at least once).
+const CHECKPOINT: Duration = Duration::from_millis(100);
 /// Ended barriers stay readable (`GET /v1/barriers/{id}`, `barrier.results`) this long.
 const KEEP_ENDED: Duration = Duration::from_secs(3600);
 /// All answers of one barrier together (each is also capped at the service's
@@ -238,17 +248,28 @@ impl BarrierEngine {
             max_answer: max,
         };
         let bytes = encode(&record);
-        // The record first, then the index: a crash between leaves a record nothing drives
-        // (its fan-out never returned an id), never an index entry without a record.
-        let stored = self.grid.kv_compare_and_swap(NAMESPACE, &record_key(&id), None, bytes.clone()).await;
-        if !stored.map_err(kv_error)? {
-            return Err(GuestError::Internal(format!("barrier id {id} is already taken; retry")));
-        }
-        let pending = format!("pending/{id}");
-        if let Err(e) = self.grid.kv_set(NAMESPACE, &pending, Vec::new(), Consistency::Quorum).await {
-            // Nothing will drive it: take the record back (best effort) and say so.
-            let _ = self.grid.kv_delete(NAMESPACE, &record_key(&id), Consistency::Quorum).await;
-            return Err(kv_error(e));
+        // The record and its index entry are written together (their fsyncs overlap, or
+        // are one group commit): the sweep leaves an index entry without a record alone
+        // until it is older than a lease, so it never drops one whose record is on its
+        // way. A crash between leaves a record nothing drives (its fan-out never returned
+        // an id), or an index entry the sweep drops later.
+        let (key, pending) = (record_key(&id), format!("pending/{id}"));
+        let (stored, indexed) = futures::join!(
+            self.grid.kv_compare_and_swap(NAMESPACE, &key, None, bytes.clone()),
+            self.grid.kv_set(NAMESPACE, &pending, created_ms.to_string().into_bytes(), Consistency::Quorum),
+        );
+        let failed = match (stored, indexed) {
+            (Ok(true), Ok(())) => None,
+            // Another barrier's record and index entry (ids are unique: not expected).
+            (Ok(false), _) => return Err(GuestError::Internal(format!("barrier id {id} is already taken; retry"))),
+            (Err(e), _) | (Ok(true), Err(e)) => Some(kv_error(e)),
+        };
+        if let Some(e) = failed {
+            // Nothing will drive it: take back what was written (best effort), the index
+            // entry first, and say so.
+            let _ = self.grid.kv_delete(NAMESPACE, &pending, Consistency::Quorum).await;
+            let _ = self.grid.kv_delete(NAMESPACE, &key, Consistency::Quorum).await;
+            return Err(e);
         }
         self.table.started.fetch_add(1, Ordering::Relaxed);
         self.table.claim(&id);
@@ -303,53 +324,29 @@ impl BarrierEngine {
         // first tick would still wait for the timer wheel, about a millisecond).
         let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + LEASE / 3, LEASE / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        if matches!(record.state, State::Waiting) {
-            let mut pending: FuturesUnordered<_> = record
-                .calls
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.answer.is_none())
-                .map(|(i, c)| {
-                    let (registry, call) = (registry.clone(), c.clone());
-                    let (from, request_id, depth) =
-                        (record.service.clone(), record.request_id.clone(), record.depth + 1);
-                    async move { (i, barrier_call(&registry, &from, call, request_id, depth).await) }
-                })
-                .collect();
-            while !pending.is_empty() {
-                tokio::select! {
-                    Some(first) = pending.next() => {
-                        // Answers that are already in go into the same write.
-                        let mut ready = vec![first];
-                        while let Some(Some(more)) = pending.next().now_or_never() {
-                            ready.push(more);
-                        }
-                        let after_ms = now_ms().saturating_sub(record.created_ms);
-                        for (i, result) in ready {
-                            let result = record.keepable(result);
-                            record.calls[i].answer = Some(Answer { after_ms, result });
-                            record.last = Some(i);
-                        }
-                        self.save(record, stored).await?;
-                    }
-                    _ = renew.tick() => self.save(record, stored).await?,
-                }
-            }
+        // Whether the record as stored already counts the first attempt to resume.
+        let waiting = matches!(record.state, State::Waiting);
+        let announced = waiting && self.gather_answers(registry, record, stored, &mut renew).await?;
+        if let (true, Some(c)) = (waiting, record.last.and_then(|i| record.calls.get(i))) {
             // Who the barrier waited for: the callee that answered last, and how long.
-            if let Some(c) = record.last.and_then(|i| record.calls.get(i)) {
-                let waited = c.answer.as_ref().map_or(0, |a| a.after_ms);
-                registry.calls.record_wait(&record.service, &c.service, waited);
-            }
+            let waited = c.answer.as_ref().map_or(0, |a| a.after_ms);
+            registry.calls.record_wait(&record.service, &c.service, waited);
         }
         if record.ended().is_none() {
-            self.resume(registry, record, stored, &mut renew).await?;
+            self.resume(registry, record, stored, &mut renew, announced).await?;
         }
-        self.save(record, stored).await?;
-        let id = &record.id;
+        let id = record.id.clone();
         let ended = record.ended().unwrap_or_else(now_ms);
+        // The end and the `done` index entry together (`forget_ended` drops a record only
+        // once it says it ended, so an entry whose end was not saved harms nothing); the
+        // `pending` entry only after the end is saved: if another node took the barrier
+        // over meanwhile, its drive still needs it.
         let done = format!("done/{id}");
-        let _ = self.grid.kv_set(NAMESPACE, &done, ended.to_string().into_bytes(), Consistency::Quorum).await;
-        let _ = self.grid.kv_delete(NAMESPACE, &format!("pending/{id}"), Consistency::Quorum).await;
+        let (saved, _) = futures::join!(
+            self.save(record, stored),
+            self.grid.kv_set(NAMESPACE, &done, ended.to_string().into_bytes(), Consistency::Quorum),
+        );
+        saved?;
         match &record.state {
             State::Done { status, .. } => {
                 self.table.resumed.fetch_add(1, Ordering::Relaxed);
@@ -361,25 +358,102 @@ impl BarrierEngine {
             }
             _ => {}
         }
+        // Ended once the record says so; dropping the index entry is tidying (the sweep
+        // does it for a driver that stops first).
         self.table.ended.send_modify(|n| *n += 1);
+        let _ = self.grid.kv_delete(NAMESPACE, &format!("pending/{id}"), Consistency::Quorum).await;
         Ok(())
     }
 
+    /// Send the calls that have no answer yet and write their answers into the record as
+    /// they arrive (within [`CHECKPOINT`]; the last ones with the first attempt to resume).
+    /// Returns whether it waited for any, so the record now counts that attempt.
+    async fn gather_answers(
+        &self,
+        registry: &Arc<Registry>,
+        record: &mut Record,
+        stored: &mut Vec<u8>,
+        renew: &mut tokio::time::Interval,
+    ) -> Result<bool, Stop> {
+        let mut pending: FuturesUnordered<_> = record
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.answer.is_none())
+            .map(|(i, c)| {
+                let (registry, call) = (registry.clone(), c.clone());
+                let (from, request_id, depth) = (record.service.clone(), record.request_id.clone(), record.depth + 1);
+                async move { (i, barrier_call(&registry, &from, call, request_id, depth).await) }
+            })
+            .collect();
+        // The last answers' write will say resuming, if any answers are awaited here.
+        let announced = !pending.is_empty();
+        // When answers not yet written must be (see [`CHECKPOINT`]).
+        let mut unsaved: Option<tokio::time::Instant> = None;
+        while !pending.is_empty() {
+            let checkpoint = async {
+                match unsaved {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(first) = pending.next() => {
+                    // Answers that are already in go into the same write.
+                    let mut ready = vec![first];
+                    while let Some(Some(more)) = pending.next().now_or_never() {
+                        ready.push(more);
+                    }
+                    let after_ms = now_ms().saturating_sub(record.created_ms);
+                    for (i, result) in ready {
+                        let result = record.keepable(result);
+                        record.calls[i].answer = Some(Answer { after_ms, result });
+                        record.last = Some(i);
+                    }
+                    if pending.is_empty() {
+                        // The last answers and the first attempt to resume in one
+                        // write: one fsync fewer between the answers and the
+                        // continuation. `attempts` counts attempts that may have run.
+                        record.state = State::Resuming { attempts: 1 };
+                        self.save(record, stored).await?;
+                    } else if unsaved.is_none() {
+                        unsaved = Some(tokio::time::Instant::now() + CHECKPOINT);
+                    }
+                }
+                _ = checkpoint => {
+                    self.save(record, stored).await?;
+                    unsaved = None;
+                }
+                _ = renew.tick() => {
+                    self.save(record, stored).await?;
+                    unsaved = None;
+                }
+            }
+        }
+        Ok(announced)
+    }
+
     /// Send the continuation until it answers below 500 or the attempts run out.
+    /// `announced`: the record as stored already counts the first attempt made here (it
+    /// went into the write of the last answers).
     async fn resume(
         &self,
         registry: &Arc<Registry>,
         record: &mut Record,
         stored: &mut Vec<u8>,
         renew: &mut tokio::time::Interval,
+        mut announced: bool,
     ) -> Result<(), Stop> {
         loop {
             let attempts = match record.state {
+                State::Resuming { attempts } if announced => attempts,
                 State::Resuming { attempts } => attempts + 1,
                 _ => 1,
             };
-            record.state = State::Resuming { attempts };
-            self.save(record, stored).await?;
+            if !std::mem::take(&mut announced) {
+                record.state = State::Resuming { attempts };
+                self.save(record, stored).await?;
+            }
             let mut then = from_wire_request(record.then.clone());
             then.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(HEADER));
             then.headers.push((HEADER.to_string(), record.id.clone()));

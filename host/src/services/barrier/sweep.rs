@@ -51,7 +51,7 @@ impl BarrierEngine {
         self.shutdown().await;
     }
 
-    async fn take_over_stalled(self: &Arc<Self>, registry: Arc<Registry>) -> Result<(), KvError> {
+    pub(super) async fn take_over_stalled(self: &Arc<Self>, registry: Arc<Registry>) -> Result<(), KvError> {
         let me = self.table.me();
         let my_node = me.split('/').next().unwrap_or_default().to_string();
         let mut after = None;
@@ -64,7 +64,10 @@ impl BarrierEngine {
                     continue;
                 }
                 let Some(bytes) = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await? else {
-                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    // The record is written beside its index entry: give it a lease's time.
+                    if self.unrecorded_expired(key).await? {
+                        self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    }
                     continue;
                 };
                 let Some(mut record) = decode(&bytes) else {
@@ -102,7 +105,7 @@ impl BarrierEngine {
         }
     }
 
-    async fn forget_ended(&self) -> Result<(), KvError> {
+    pub(super) async fn forget_ended(&self) -> Result<(), KvError> {
         let cutoff = now_ms().saturating_sub(KEEP_ENDED.as_millis() as u64);
         let mut after = None;
         loop {
@@ -112,12 +115,27 @@ impl BarrierEngine {
                 let at = self.grid.kv_get(NAMESPACE, key, Consistency::One).await?;
                 let at: u64 = at.and_then(|b| String::from_utf8(b).ok()?.parse().ok()).unwrap_or(0);
                 if at < cutoff {
-                    self.grid.kv_delete(NAMESPACE, &record_key(&key["done/".len()..]), Consistency::Quorum).await?;
+                    // The entry is written beside the record's end: a driver that lost the
+                    // barrier at that write left an entry for a barrier still running,
+                    // whose own end writes it again.
+                    let id = &key["done/".len()..];
+                    let record = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await?;
+                    if record.as_deref().and_then(decode).is_none_or(|r| r.ended().is_some()) {
+                        self.grid.kv_delete(NAMESPACE, &record_key(id), Consistency::Quorum).await?;
+                    }
                     self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
                 }
             }
             after = Some(last);
         }
+    }
+
+    /// Whether the `pending` index entry `key`, whose record is not there, is older than a
+    /// lease (its value is when the barrier was created; an entry without one is old).
+    async fn unrecorded_expired(&self, key: &str) -> Result<bool, KvError> {
+        let value = self.grid.kv_get(NAMESPACE, key, Consistency::Quorum).await?;
+        let created: Option<u64> = value.and_then(|b| String::from_utf8(b).ok()?.parse().ok());
+        Ok(created.is_none_or(|at| at + LEASE.as_millis() as u64 <= now_ms()))
     }
 
     /// Barriers still running, up to `limit`.

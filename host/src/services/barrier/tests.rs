@@ -132,3 +132,62 @@ async fn a_stopped_sweep_stops_its_drives_and_the_next_run_takes_them_over() {
     stop.send(true).unwrap();
     sweep.await.unwrap();
 }
+
+/// A barrier record as an earlier run left it: one call, nothing answered.
+fn waiting_record(id: &str, created_ms: u64) -> Record {
+    Record {
+        id: id.into(),
+        service: "jobs".into(),
+        request_id: "r1".into(),
+        depth: 0,
+        created_ms,
+        calls: vec![],
+        then: WireRequest { method: "POST".into(), path: "/done".into(), headers: vec![], body: vec![] },
+        owner: "elsewhere/0".into(),
+        lease_until_ms: now_ms() + 60_000,
+        takeovers: 0,
+        state: State::Waiting,
+        last: None,
+        max_answer: 1024,
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_gives_an_index_entry_without_a_record_a_lease_to_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = Arc::new(crate::grid::Grid::new(Arc::new(crate::grid::MemoryStorage::default())));
+    let q = Consistency::Quorum;
+    // A fan-out writes its record and its index entry together: the entry may come first.
+    grid.kv_set(NAMESPACE, "pending/young", now_ms().to_string().into_bytes(), q).await.unwrap();
+    let old = now_ms() - LEASE.as_millis() as u64 - 1;
+    grid.kv_set(NAMESPACE, "pending/old", old.to_string().into_bytes(), q).await.unwrap();
+    // An entry written before entries held a time counts as old.
+    grid.kv_set(NAMESPACE, "pending/untimed", Vec::new(), q).await.unwrap();
+    let registry = registry(&grid, dir.path());
+    registry.barrier_engine.take_over_stalled(registry.clone()).await.unwrap();
+    assert_eq!(registry.pending_barriers(10).await.unwrap(), vec!["young".to_string()]);
+    assert_eq!(registry.barriers.taken_over.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn forgetting_ended_barriers_keeps_one_whose_end_was_not_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = Arc::new(crate::grid::Grid::new(Arc::new(crate::grid::MemoryStorage::default())));
+    let q = Consistency::Quorum;
+    let long_ago = now_ms() - KEEP_ENDED.as_millis() as u64 - 1;
+    // `running`: a driver wrote its `done` entry beside an end it lost to another node.
+    let running = waiting_record("running", long_ago);
+    let mut ended = waiting_record("ended", long_ago);
+    ended.state = State::Done { status: 200, at_ms: long_ago };
+    for r in [&running, &ended] {
+        assert!(grid.kv_compare_and_swap(NAMESPACE, &record_key(&r.id), None, encode(r)).await.unwrap());
+        grid.kv_set(NAMESPACE, &format!("done/{}", r.id), long_ago.to_string().into_bytes(), q).await.unwrap();
+    }
+    let registry = registry(&grid, dir.path());
+    registry.barrier_engine.forget_ended().await.unwrap();
+    assert!(grid.kv_get(NAMESPACE, &record_key("ended"), q).await.unwrap().is_none(), "an ended record is forgotten");
+    let kept = grid.kv_get(NAMESPACE, &record_key("running"), q).await.unwrap();
+    assert_eq!(kept.as_deref().and_then(decode), Some(running), "a running barrier's record was dropped");
+    let done = grid.kv_list_keys(NAMESPACE, "done/", None, 10).await.unwrap();
+    assert!(done.is_empty(), "the stale entries stay: {done:?}");
+}

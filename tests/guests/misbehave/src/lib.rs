@@ -17,8 +17,9 @@
 //! - `/kv-probe`: tries keys that look like escapes from its namespace
 //! - `/kv-get/{key}`: reads a key at `quorum` (404 when absent)
 //! - `/keyed/{service}/{key}`: `GET /{key}` on the service, with `key` as routing key
-//! - `/barrier/{n}` (`?sleep={ms}`, `?path=P`, `?also=S`): a durable barrier over n calls to
-//!   itself (and one to service S); answers its id.
+//! - `/barrier/{n}` (`?sleep={ms}`, `?spread={ms}`, `?path=P`, `?also=S`): a durable barrier
+//!   over n calls to itself (and one to service S); answers its id. With `spread`, call i
+//!   sleeps i * ms.
 //!   The continuation (any path, with the barrier header) stores `"{ok}/{n}:{body}"` under
 //!   `barrier-{id}` and counts its runs under `resumes-{id}`
 //! - `/barrier-peek/{id}`: reads a barrier's results (another service's must be not-found)
@@ -185,7 +186,13 @@ fn calls_to_self(req: &Request, n: &str) -> Result<Vec<(String, Request)>, Error
         (None, Some(path)) => path.replace('+', " "),
         (None, None) => "/".to_string(),
     };
-    let mut calls: Vec<(String, Request)> = (0..n).map(|_| (me.clone(), Request::get(&target))).collect();
+    // `?spread={ms}`: call i sleeps i * ms, so the answers arrive that far apart.
+    let spread: Option<u64> = req.query_param("spread").and_then(|ms| ms.parse().ok());
+    let call = |i: usize| match spread {
+        Some(ms) => Request::get(&format!("/sleep/{}", i as u64 * ms)),
+        None => Request::get(&target),
+    };
+    let mut calls: Vec<(String, Request)> = (0..n).map(|i| (me.clone(), call(i))).collect();
     if let Some(other) = req.query_param("also") {
         calls.push((other.to_string(), Request::get(&target)));
     }
