@@ -44,7 +44,8 @@ fn run(mut c: Command) -> String {
 struct Dev {
     child: Child,
     lines: mpsc::Receiver<String>,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// dev's stderr so far, and a signal each time more of it is read.
+    log: std::sync::Arc<(std::sync::Mutex<String>, std::sync::Condvar)>,
 }
 
 impl Dev {
@@ -59,7 +60,7 @@ impl Dev {
                 let _ = tx.send(line);
             }
         });
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log = std::sync::Arc::new((std::sync::Mutex::new(String::new()), std::sync::Condvar::new()));
         let (mut stderr, sink) = (child.stderr.take().unwrap(), log.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -67,7 +68,8 @@ impl Dev {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.0.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.1.notify_all();
             }
         });
         Dev { child, lines, log }
@@ -81,9 +83,18 @@ impl Dev {
             match self.lines.recv_timeout(left) {
                 Ok(l) if l.starts_with(prefix) => return l,
                 Ok(l) => eprintln!("dev: {l}"),
-                Err(_) => panic!("no line {prefix:?} within {within:?}; stderr:\n{}", self.log.lock().unwrap()),
+                Err(_) => panic!("no line {prefix:?} within {within:?}; stderr:\n{}", self.log.0.lock().unwrap()),
             }
         }
+    }
+}
+
+impl Dev {
+    /// Wait until a line of dev's stderr satisfies `found`, within `within`.
+    fn log_line(&self, found: impl Fn(&str) -> bool, within: Duration) {
+        let (log, more) = &*self.log;
+        let (log, waited) = more.wait_timeout_while(log.lock().unwrap(), within, |l| !l.lines().any(&found)).unwrap();
+        assert!(!waited.timed_out(), "no such line in dev's stderr within {within:?}:\n{log}");
     }
 }
 
@@ -151,10 +162,10 @@ async fn new_build_and_dev_serve_a_project_and_a_saved_edit_keeps_its_kv() {
         crate::support::parse::<nanogrid::api::ServiceDetail>(&admin.get("/v1/services/tally").await.unwrap()).spec;
     assert_eq!((spec.instances, spec.generation), (3, 3), "{spec:?}");
     println!("dev: a one-line change served {:.1} s after the save", took.as_secs_f64());
-    // The requests' status lines show in dev's output.
-    let log = dev.log.lock().unwrap().clone();
+    // The requests' status lines show in dev's output (read from its stderr by a thread
+    // of this test's, which may not have read the GET's line yet).
     let want = ["method=GET", "path=/tally/visits", "served status=200"];
-    assert!(log.lines().any(|l| want.iter().all(|w| l.contains(w))), "{log}");
+    dev.log_line(|l| want.iter().all(|w| l.contains(w)), Duration::from_secs(10));
 
     // A change that does not compile: the old version keeps serving, and dev says why.
     std::fs::write(&lib, "this is not rust").unwrap();
