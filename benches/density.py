@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Deploy latency and density (issue 20), release nodes on 127.0.0.1.
 
-  deploy   deploy -> first 200 on one node, for a new 128 KB component (the `hello`
-           sample with a unique custom section, so its digest is new; on a fresh node, so
+  deploy   deploy -> first 200 on one node, for a new component (the `hello` sample,
+           about 106 KB: the target names 128 KB, so the verdict scales a smaller one's time
+           up by its size; with a unique custom section, so its digest is new; on a fresh node, so
            nothing of it was compiled before), for the same code under a new digest on a
            node that compiled it before (Cranelift's function cache hits), and for a known digest (a new service name, a component already stored):
            the time from the upload (new) or the PUT (known) until GET answers 200,
@@ -253,6 +254,9 @@ def main():
         return "met" if v <= target else "not met"
 
     up, put, serve, swapped = (med(s[i] for s in split) for i in range(4))
+    # The target names a 128 KB component: a smaller `hello` is judged as if its time grew
+    # with its size.
+    size_kb = os.path.getsize(hello_path) / 1000
     lines = [
         "<!-- density:begin -->",
         "## Deploy latency and density (issue 20)",
@@ -262,8 +266,8 @@ def main():
         "",
         "| what | figure | target | verdict |",
         "| --- | ---: | --- | --- |",
-        f"| new 128 KB component (`hello`, new digest, fresh node: nothing compiled before): upload → first 200 (ms) "
-        f"| {med(new):.0f} | ≤ 100 ms | {verdict(med(new), 100)} |",
+        f"| new {size_kb:.0f} KB component (`hello`, new digest, fresh node: nothing compiled before): upload → first "
+        f"200 (ms) | {med(new):.0f} | ≤ 100 ms (for 128 KB) | {verdict(med(new) * max(1.0, 128 / size_kb), 100)} |",
         f"| … of which upload and compile / PUT / PUT returned → first 200 (ms) | {up:.0f} / {put:.0f} / {serve:.0f} | "
         "| reported |",
         f"| … upload → its optimized code swapped in (Cranelift, in the background) (ms) | {swapped:.0f} | | reported |",

@@ -95,7 +95,9 @@ async fn watch_loop(dir: &Path, project: &Project, client: &ClientArgs, url: &st
 /// Build (off the async runtime), upload and deploy; the new generation.
 async fn build_and_deploy(dir: &Path, project: &Project, client: &ClientArgs) -> anyhow::Result<u64> {
     let (d, p) = (dir.to_path_buf(), project.clone());
-    let wasm = tokio::task::spawn_blocking(move || new::build(&d, &p)).await.context("the build task failed")??;
+    let wasm = tokio::task::spawn_blocking(move || new::build(&d, &p, new::Build::Dev))
+        .await
+        .context("the build task failed")??;
     let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let admin = admin_client(client);
     let up = check(admin.upload(bytes).await?).context("uploading the component")?;

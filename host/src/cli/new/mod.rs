@@ -177,7 +177,7 @@ pub fn run_build(dir: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
     let dir = dir.unwrap_or(Path::new("."));
     let project = load(dir)?;
     let started = std::time::Instant::now();
-    let wasm = build(dir, &project)?;
+    let wasm = build(dir, &project, Build::Release)?;
     let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
     println!(
         "built {} in {:.1} s: {} ({} KiB)",
@@ -198,10 +198,18 @@ pub fn load(dir: &Path) -> anyhow::Result<Project> {
     toml::from_str(&text).with_context(|| format!("{} is not a valid project manifest", path.display()))
 }
 
+/// Which build: `nanogrid build`'s, or `nanogrid dev`'s (quicker to rebuild where the
+/// language has such a build: Rust's `nanogrid-dev` profile, without LTO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    Release,
+    Dev,
+}
+
 /// Where the build puts the component.
-pub fn wasm_path(dir: &Path, p: &Project) -> PathBuf {
+pub fn wasm_path(dir: &Path, p: &Project, build: Build) -> PathBuf {
     match p.lang {
-        Lang::Rust => rust::wasm_path(dir, p),
+        Lang::Rust => rust::wasm_path(dir, p, build),
         Lang::Python => python::wasm_path(dir, p),
         Lang::Js => js::wasm_path(dir, p),
     }
@@ -209,13 +217,13 @@ pub fn wasm_path(dir: &Path, p: &Project) -> PathBuf {
 
 /// Build the project in `dir`; returns the component's path. The tool's own output goes
 /// to this process's stderr.
-pub fn build(dir: &Path, p: &Project) -> anyhow::Result<PathBuf> {
+pub fn build(dir: &Path, p: &Project, build: Build) -> anyhow::Result<PathBuf> {
     match p.lang {
-        Lang::Rust => rust::build(dir)?,
+        Lang::Rust => rust::build(dir, build)?,
         Lang::Python => python::build(dir, p)?,
         Lang::Js => js::build(dir, p)?,
     }
-    let wasm = wasm_path(dir, p);
+    let wasm = wasm_path(dir, p, build);
     if !wasm.is_file() {
         bail!("the build finished but {} is missing", wasm.display());
     }
@@ -245,7 +253,14 @@ mod tests {
         assert_eq!((p.name.as_str(), p.lang, p.template), ("my-svc", Lang::Rust, Template::Kv));
         let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("`my-svc`") && !lib.contains("{{"), "{lib}");
-        assert!(wasm_path(&dir, &p).ends_with("wasm32-wasip2/release/my_svc.wasm"));
+        assert!(wasm_path(&dir, &p, Build::Release).ends_with("wasm32-wasip2/release/my_svc.wasm"));
+        // `nanogrid dev` builds with the project's quicker profile; a project made before
+        // there was one builds `release` there too.
+        assert!(wasm_path(&dir, &p, Build::Dev).ends_with("wasm32-wasip2/nanogrid-dev/my_svc.wasm"));
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let older = &manifest[..manifest.find("# `nanogrid dev`").expect("the dev profile")];
+        std::fs::write(dir.join("Cargo.toml"), older).unwrap();
+        assert!(wasm_path(&dir, &p, Build::Dev).ends_with("wasm32-wasip2/release/my_svc.wasm"));
         let err = create(&dir, "my-svc", Lang::Rust, Template::Kv).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
         let err = create(&tmp.path().join("x"), "Bad_Name", Lang::Rust, Template::Http).unwrap_err();
@@ -274,7 +289,7 @@ mod tests {
                 assert!(dir.join(f).is_file(), "{lang:?}: {f}");
             }
             let p = load(&dir).unwrap();
-            assert_eq!(wasm_path(&dir, &p), dir.join("target/tally.wasm"));
+            assert_eq!(wasm_path(&dir, &p, Build::Dev), dir.join("target/tally.wasm"));
         }
     }
 

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::{Files, Project, Template, need_tool};
+use super::{Build, Files, Project, Template, need_tool};
 
 /// The guest SDK's files as the project gets them (paths under `sdk/`).
 const SDK: [(&str, &str); 9] = [
@@ -52,11 +52,15 @@ fn crate_name(name: &str) -> String {
 pub fn files(name: &str, template: Template) -> Files {
     let uses_sdk = template != Template::Http;
     let deps = if uses_sdk { "nanogrid-sdk = { path = \"sdk\" }\nserde_json = \"1.0\"\n" } else { "wasi = \"0.14\"\n" };
-    // An empty [workspace] keeps the project its own even inside another workspace.
+    // An empty [workspace] keeps the project its own even inside another workspace. The
+    // release profile is the samples' (samples/Cargo.toml says what it buys).
     let manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
          [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\n{deps}\n[workspace]\n\n\
-         [profile.release]\nopt-level = \"s\"\nstrip = \"debuginfo\"\n"
+         [profile.release]\nopt-level = 3\nlto = true\ncodegen-units = 1\nstrip = \"debuginfo\"\n\n\
+         # `nanogrid dev` builds with this one: release without whole-program optimisation,\n\
+         # so a change is rebuilt in a fraction of a second.\n\
+         [profile.{DEV_PROFILE}]\ninherits = \"release\"\nlto = false\ncodegen-units = 16\n"
     );
     let mut files = vec![
         (PathBuf::from("Cargo.toml"), manifest),
@@ -74,10 +78,26 @@ pub fn files(name: &str, template: Template) -> Files {
 /// The source file a user edits and the command that runs its tests, for the README.
 pub const SOURCE_AND_TEST: (&str, &str) = ("src/lib.rs", "cargo test");
 
+/// The cargo profile `nanogrid dev` builds with, when the project defines it (projects
+/// made before it was added build with `release`).
+pub const DEV_PROFILE: &str = "nanogrid-dev";
+
+/// The cargo profile a build of the project in `dir` uses.
+fn profile(dir: &Path, build: Build) -> &'static str {
+    let defines = |dir: &Path| {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        manifest.contains(&format!("[profile.{DEV_PROFILE}]"))
+    };
+    match build {
+        Build::Dev if defines(dir) => DEV_PROFILE,
+        _ => "release",
+    }
+}
+
 /// Where cargo puts the component (its `CARGO_TARGET_DIR` is honoured).
-pub fn wasm_path(dir: &Path, p: &Project) -> PathBuf {
+pub fn wasm_path(dir: &Path, p: &Project, build: Build) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| dir.join("target"), |t| dir.join(t));
-    target.join(format!("wasm32-wasip2/release/{}.wasm", crate_name(&p.name)))
+    target.join(format!("wasm32-wasip2/{}/{}.wasm", profile(dir, build), crate_name(&p.name)))
 }
 
 /// The path the README shows (relative, without a `CARGO_TARGET_DIR`).
@@ -85,7 +105,7 @@ pub fn shown_wasm(name: &str) -> String {
     format!("target/wasm32-wasip2/release/{}.wasm", crate_name(name))
 }
 
-pub fn build(dir: &Path) -> anyhow::Result<()> {
+pub fn build(dir: &Path, build: Build) -> anyhow::Result<()> {
     need_tool("cargo", &["--version"], "install Rust with rustup: https://rustup.rs")?;
     let targets = Command::new("rustup").args(["target", "list", "--installed"]).output();
     if let Ok(out) = targets
@@ -95,7 +115,7 @@ pub fn build(dir: &Path) -> anyhow::Result<()> {
         bail!("the wasm32-wasip2 target is not installed; install it with: rustup target add wasm32-wasip2");
     }
     let status = Command::new("cargo")
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(["build", "--profile", profile(dir, build), "--target", "wasm32-wasip2"])
         .current_dir(dir)
         .status()
         .context("running cargo")?;
