@@ -67,6 +67,7 @@ fn registry(grid: &Arc<crate::grid::Grid>, cache: &std::path::Path) -> Arc<Regis
         outbound: None,
         tiered: false,
         fused_parts: 0.0,
+        spares: 0,
     })
     .unwrap();
     Registry::new(Arc::new(runtime), grid.clone())
