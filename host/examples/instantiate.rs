@@ -29,9 +29,6 @@ async fn main() -> anyhow::Result<()> {
         // Measures the steady state: optimized code from the first request.
         tiered: false,
         fused_parts: 0.0,
-        // Each request pays its instantiation in the loop (spares would move it to a task
-        // of its own, which the timing would not see).
-        spares: 0,
     })?;
     let registry = Registry::new(Arc::new(runtime), Arc::new(Grid::new(Arc::new(storage))));
     let up = registry.put_component(wasm.into()).await?;

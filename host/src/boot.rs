@@ -167,7 +167,6 @@ async fn start_runtime(config: &NodeConfig, listeners: &[SocketAddr]) -> anyhow:
     let runtime_cfg = RuntimeConfig {
         compile_cache: config.compile_cache.clone().unwrap_or_else(|| config.data_dir.join("compiled")),
         pool_instances: config.pool_instances,
-        spares: config.spares,
         pool_max_memory: 1 << 30,
         fuel: config.fuel,
         tiered: config.compile == crate::runtime::CompileMode::Tiered,

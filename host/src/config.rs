@@ -17,7 +17,6 @@ use serde::Deserialize;
 /// deploy_token_file = "/etc/nanogrid/deploy-token" # scope `deploy`: components and services
 /// read_token_file = "/etc/nanogrid/read-token"     # scope `read`: GET only
 /// pool_instances = 1000
-/// spares = 2                    # fresh instances made ahead per service in use (0: off)
 /// partitions = 256              # kv grid partitions; fixed when the data dir (and cluster) is made
 /// max_body_bytes = 8388608
 /// max_upload_bytes = 67108864
@@ -77,7 +76,6 @@ pub struct FileConfig {
     pub read_token_file: Option<PathBuf>,
     pub compile_cache: Option<PathBuf>,
     pub pool_instances: Option<u32>,
-    pub spares: Option<u32>,
     pub partitions: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub max_upload_bytes: Option<usize>,

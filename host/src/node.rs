@@ -25,8 +25,6 @@ pub struct NodeConfig {
     pub deploy_token: Option<String>,
     pub read_token: Option<String>,
     pub pool_instances: u32,
-    /// Fresh instances made ahead per fresh-per-request service in use (runtime/reuse.rs).
-    pub spares: u32,
     /// Partitions of the kv grid: a new data dir takes this count; an existing one must
     /// match it (as must every node of a cluster).
     pub partitions: u32,
@@ -83,7 +81,6 @@ impl Default for NodeConfig {
             deploy_token: None,
             read_token: None,
             pool_instances: 1000,
-            spares: 2,
             partitions: crate::grid::part::DEFAULT_PARTITIONS,
             max_body_bytes: 8 << 20,
             max_upload_bytes: 64 << 20,

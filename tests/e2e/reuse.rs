@@ -3,9 +3,6 @@
 //! trace, kv attribution, output) passes from one request to the next, and an instance that
 //! trapped is never reused. The same for wasi:http 0.2 components, whose instance is also
 //! not reused when it kept a resource of its request.
-//!
-//! Spares (`--spares`, runtime/spares.rs): a fresh-per-request service in use gets its next
-//! instance made ahead; each still serves one request, with its own context.
 
 use http::Method;
 use serde_json::json;
@@ -196,70 +193,4 @@ async fn a_wasi_http_instance_serves_n_requests_and_one_that_keeps_its_response_
     assert_eq!(trap.status, 500, "{}", trap.text());
     assert!(trap.text().contains("http-kv was asked to trap"), "{}", trap.text());
     assert_eq!(whoami(&node, "hr", &[]).await.0, 1, "a trapped instance is not reused");
-}
-
-/// The `instantiate_us` of the run span of `svc` in trace `t`, and its kv compare-and-swap
-/// count.
-async fn run_counts(node: &TestNode, svc: &str, t: &str) -> (i64, Option<i64>) {
-    let v: TraceView = parse(&node.admin().get(&format!("/v1/traces/{t}")).await.unwrap());
-    let name = format!("run {svc}");
-    let run = v.spans.iter().find(|s| *s.name == *name).unwrap_or_else(|| panic!("no run span in {v:?}"));
-    (
-        attr_int(run, "instantiate_us").expect("every run span names its instantiation time"),
-        attr_int(run, "kv.cas.count"),
-    )
-}
-
-#[tokio::test]
-async fn spares_are_fresh_instances_made_ahead_and_serve_one_request_each() {
-    let node = TestNode::start_with_args(true, &["--trace-sample", "1"]).await;
-    node.deploy("f", "misbehave", json!({ "instances": 1 })).await;
-    // A spare is made from the code serving then: let the optimized code swap in first.
-    node.wait_optimized("f").await;
-    // The first request makes its instance; the second follows within a second, so the
-    // version is in use and a spare is made after its answer.
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        seen.push(whoami(&node, "f", &[]).await);
-    }
-    crate::support::eventually("a spare is made", std::time::Duration::from_secs(10), || async {
-        (node.service("f").await.status.local.idle_instances >= 1).then_some(())
-    })
-    .await;
-    // The next request runs in the spare (no instantiation in its span), which had served
-    // no request: its static count is 1, it sees its own request's id and trace, and its
-    // kv call is counted in its own span.
-    let spared = whoami(&node, "f", &[]).await;
-    let (instantiated, cas) = run_counts(&node, "f", &spared.3).await;
-    assert_eq!(instantiated, 0, "the third request ran in the spare");
-    assert_eq!(cas, Some(1), "the spare's kv call counts in its request's span");
-    seen.push(spared);
-    for _ in 0..4 {
-        seen.push(whoami(&node, "f", &[]).await);
-    }
-    for (i, (runs, rid, tid, answered)) in seen.iter().enumerate() {
-        assert_eq!(*runs, 1, "request {i} ran in an instance that had served no request before");
-        assert_eq!(tid, answered, "request {i} sees its own trace");
-        assert!(!rid.is_empty(), "request {i} sees its request id");
-    }
-    for what in [0, 1] {
-        let mut v: Vec<&String> = seen.iter().map(|s| if what == 0 { &s.1 } else { &s.2 }).collect();
-        v.sort();
-        v.dedup();
-        assert_eq!(v.len(), seen.len(), "every request has its own request id and trace");
-    }
-}
-
-#[tokio::test]
-async fn with_no_spares_every_request_makes_its_instance() {
-    let node = TestNode::start_with_args(true, &["--trace-sample", "1", "--spares", "0"]).await;
-    node.deploy("f", "misbehave", json!({ "instances": 1 })).await;
-    node.wait_optimized("f").await;
-    for i in 0..4 {
-        let (runs, _, tid, _) = whoami(&node, "f", &[]).await;
-        assert_eq!(runs, 1);
-        let (instantiated, _) = run_counts(&node, "f", &tid).await;
-        assert!(instantiated > 0, "request {i} made its instance");
-    }
-    assert_eq!(node.service("f").await.status.local.idle_instances, 0);
 }

@@ -247,11 +247,6 @@ pub struct NodeArgs {
     /// Instance slots the node reserves memory for [default: 1000]
     #[arg(long, value_name = "N")]
     pub pool_instances: Option<u32>,
-    /// Instances made ahead, per fresh-per-request service in use, so a request finds its
-    /// fresh instance ready and the used one is dropped after the answer (0: off)
-    /// [default: 2]
-    #[arg(long, value_name = "N")]
-    pub spares: Option<u32>,
     /// Partitions of the kv grid (1 to 4096). Fixed when a data dir (and a cluster) is
     /// made: every node of a cluster needs the same count [default: 256]
     #[arg(long, value_name = "N")]

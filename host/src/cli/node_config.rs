@@ -40,7 +40,6 @@ pub fn node_config(
             .map(|p| read_token(p, "read"))
             .transpose()?,
         pool_instances: args.pool_instances.or(file.pool_instances).unwrap_or(d.pool_instances),
-        spares: args.spares.or(file.spares).unwrap_or(d.spares),
         partitions: match args.partitions.or(file.partitions).unwrap_or(d.partitions) {
             n @ 1..=crate::grid::part::MAX_PARTITIONS => n,
             n => {

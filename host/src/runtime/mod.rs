@@ -28,7 +28,6 @@ pub mod outbound;
 mod output;
 mod reuse;
 mod shim;
-mod spares;
 mod state;
 mod tier;
 pub mod typed;
@@ -114,8 +113,6 @@ pub struct RuntimeConfig {
     /// Share of sampled requests to a fused chain that run its timed composition (its
     /// parts' calls pass through timing shims, see shim.rs); 0: none is composed.
     pub fused_parts: f64,
-    /// Fresh instances made ahead per fresh-per-request nanoservice in use (reuse.rs).
-    pub spares: u32,
 }
 
 /// Per-request execution limits, from the service spec.
@@ -216,8 +213,6 @@ pub struct Runtime {
     idle: Arc<reuse::IdleBudget>,
     /// `RuntimeConfig::fused_parts`.
     fused_parts: f64,
-    /// `RuntimeConfig::spares`.
-    spares: usize,
 }
 
 impl Runtime {
@@ -262,7 +257,6 @@ impl Runtime {
             outbound,
             idle,
             fused_parts: cfg.fused_parts,
-            spares: cfg.spares as usize,
         })
     }
 
@@ -512,13 +506,7 @@ impl Runtime {
 
     /// A pool of idle instances for a service that reuses each for `max_requests`.
     pub fn warm_pool(&self, max_requests: u32) -> Arc<WarmPool> {
-        self.idle.pool(max_requests, 0)
-    }
-
-    /// A pool of instances made ahead for a fresh-per-request service (spares.rs), if the
-    /// node makes any.
-    pub fn spare_pool(&self) -> Option<Arc<WarmPool>> {
-        (self.spares > 0).then(|| self.idle.pool(1, self.spares))
+        self.idle.pool(max_requests)
     }
 }
 

@@ -17,7 +17,7 @@
 //! and tries once more. A chain's providers run inside its entry's instance, so a chain is
 //! reused only when every service in it asks for reuse.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -31,10 +31,10 @@ use wasmtime_wasi_http::p2::types::{
     HostResponseOutparam,
 };
 
-use super::bindings::{Nanoservice, NanoservicePre, Request, Response};
+use super::bindings::{Nanoservice, Request, Response};
 use super::output::OutputTail;
 use super::state::{CallContext, StoreState};
-use super::{CallError, Code, EPOCH_TICK, ExecLimits, Prepared, PreparedKind, Runtime, classify};
+use super::{CallError, EPOCH_TICK, ExecLimits, Prepared, PreparedKind, Runtime, classify};
 
 /// An instance idle this long is dropped at the next visit to its pool.
 pub const IDLE_MAX: Duration = Duration::from_secs(30);
@@ -92,17 +92,9 @@ impl Warm {
     }
 }
 
-/// The idle instances of one deployed version of a service: instances between requests
-/// (reuse), or instances made ahead that never served one (spares, see spares.rs).
+/// The idle instances of one deployed version of a service.
 pub struct WarmPool {
     max_requests: u32,
-    /// Spares kept ready at most (0 for a reuse pool).
-    spares: usize,
-    /// Spares being made now.
-    making: AtomicUsize,
-    /// When this version last had a request, in µs since `born` (0: never).
-    last_request_us: AtomicU64,
-    born: Instant,
     idle: Mutex<Vec<Warm>>,
     budget: Arc<IdleBudget>,
 }
@@ -153,18 +145,8 @@ impl IdleBudget {
         })
     }
 
-    /// A pool whose instances serve up to `max_requests` each, keeping up to `spares` made
-    /// ahead (spares.rs).
-    pub(super) fn pool(self: &Arc<Self>, max_requests: u32, spares: usize) -> Arc<WarmPool> {
-        let pool = Arc::new(WarmPool {
-            max_requests,
-            spares,
-            making: AtomicUsize::new(0),
-            last_request_us: AtomicU64::new(0),
-            born: Instant::now(),
-            idle: Mutex::new(Vec::new()),
-            budget: self.clone(),
-        });
+    pub(super) fn pool(self: &Arc<Self>, max_requests: u32) -> Arc<WarmPool> {
+        let pool = Arc::new(WarmPool { max_requests, idle: Mutex::new(Vec::new()), budget: self.clone() });
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools.retain(|p| p.strong_count() > 0);
         pools.push(Arc::downgrade(&pool));
@@ -228,11 +210,6 @@ impl WarmPool {
         if w.served >= self.max_requests {
             return;
         }
-        self.keep(w);
-    }
-
-    /// Keep an instance idle, unless the node keeps enough idle instances already.
-    fn keep(&self, mut w: Warm) {
         let b = &self.budget;
         if b.closed.load(Ordering::Relaxed) {
             return;
@@ -271,42 +248,7 @@ impl WarmPool {
     pub fn idle(&self) -> usize {
         self.lock().len()
     }
-
-    /// Note a request to this version; whether it had another within [`SPARES_AFTER`]
-    /// (spares are made only for a version in use).
-    pub(super) fn requested(&self) -> bool {
-        // Never 0 once a request came (0 means none did).
-        let now = self.born.elapsed().as_micros() as u64 + 1;
-        let before = self.last_request_us.swap(now, Ordering::Relaxed);
-        before != 0 && now.saturating_sub(before) < SPARES_AFTER.as_micros() as u64
-    }
-
-    /// Whether to make a spare now: fewer are kept and being made than the pool keeps. A
-    /// `true` must be answered by [`WarmPool::add_spare`].
-    pub(super) fn reserve_spare(&self) -> bool {
-        if self.spares == 0 || self.budget.closed.load(Ordering::Relaxed) {
-            return false;
-        }
-        let making = self.making.fetch_add(1, Ordering::Relaxed);
-        if making + self.idle() >= self.spares {
-            self.making.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    /// The spare a [`WarmPool::reserve_spare`] asked for, or `None` if it could not be made.
-    pub(super) fn add_spare(&self, made: Option<Warm>) {
-        self.making.fetch_sub(1, Ordering::Relaxed);
-        if let Some(w) = made {
-            self.keep(w);
-        }
-    }
 }
-
-/// A version of a fresh-per-request service gets spares once a request follows another
-/// within this long.
-pub const SPARES_AFTER: Duration = Duration::from_secs(1);
 
 impl Drop for WarmPool {
     fn drop(&mut self) {
@@ -316,26 +258,6 @@ impl Drop for WarmPool {
 }
 
 impl Runtime {
-    /// A new instance of a nanoservice for the request `call` (its instantiation time goes
-    /// into the request's trace).
-    pub(super) async fn fresh_warm(
-        &self,
-        code: &Code,
-        pre: &NanoservicePre<StoreState>,
-        call: CallContext,
-        limits: ExecLimits,
-    ) -> Result<Warm, CallError> {
-        let traced = call.trace.run.clone();
-        let tail = OutputTail::new(2048);
-        let mut store = self.new_store(code, call, limits, &tail)?;
-        let t = Instant::now();
-        let instance = self.instantiate(pre, &mut store).await.map_err(|e| classify(e, limits, &tail))?;
-        if let Some(r) = &traced {
-            r.instantiated(t.elapsed().as_micros() as u64);
-        }
-        Ok(Warm::new(store, Instance::Nano(instance), tail))
-    }
-
     /// [`Runtime::handle`] for a service with `reuse`: an idle instance of `pool` serves
     /// the request if there is one (a fresh one otherwise), and goes back to the pool if
     /// the request ended without a trap, a timeout or a host error.
@@ -363,6 +285,7 @@ impl Runtime {
             PreparedKind::Http3(_) => return Box::pin(self.handle(prepared, call, req, limits)).await,
         };
         code.note(&call);
+        let traced = call.trace.run.clone();
         // An instance of code since swapped for optimized code is not taken again.
         let usable = |w: &Warm| Engine::same(w.store.engine(), &code.engine) && matches!(w.instance, Instance::Nano(_));
         let mut warm = match pool.take(usable) {
@@ -370,7 +293,16 @@ impl Runtime {
                 w.rebind(call, limits, self.fuel)?;
                 w
             }
-            None => self.fresh_warm(&code, pre, call, limits).await?,
+            None => {
+                let tail = OutputTail::new(2048);
+                let mut store = self.new_store(&code, call, limits, &tail)?;
+                let t = Instant::now();
+                let instance = self.instantiate(pre, &mut store).await.map_err(|e| classify(e, limits, &tail))?;
+                if let Some(r) = &traced {
+                    r.instantiated(t.elapsed().as_micros() as u64);
+                }
+                Warm::new(store, Instance::Nano(instance), tail)
+            }
         };
         // The instance is moved into the call: a call cut off by the timeout drops it.
         let run = async move {

@@ -364,10 +364,7 @@ impl Registry {
         let prepared = deployed.prepared()?;
         let result = match deployed.warm_pool(&self.runtime, |part| self.reuses(part)) {
             Some(pool) => self.runtime.handle_reused(pool, prepared, call, req, limits).await,
-            None => match deployed.spare_pool(&self.runtime) {
-                Some(spares) => self.runtime.handle_spared(spares, prepared, call, req, limits).await,
-                None => self.runtime.handle(prepared, call, req, limits).await,
-            },
+            None => self.runtime.handle(prepared, call, req, limits).await,
         };
         drop(permit);
         let ran = started.elapsed();

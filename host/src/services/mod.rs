@@ -54,9 +54,6 @@ pub struct Deployed {
     /// Decided at its first request (`None`: fresh instances); a change to any service of
     /// its chain builds a new version, so the decision never goes stale.
     warm: std::sync::OnceLock<Option<Arc<WarmPool>>>,
-    /// Instances made ahead for a nanoservice without reuse (runtime/spares.rs), made at
-    /// its first request if the node makes spares.
-    spares: std::sync::OnceLock<Option<Arc<WarmPool>>>,
 }
 
 /// The limits host imports enforce for a service.
@@ -86,23 +83,15 @@ impl Deployed {
             import_limits: Arc::new(import_limits),
             caps: Arc::new(caps),
             warm: std::sync::OnceLock::new(),
-            spares: std::sync::OnceLock::new(),
             spec,
             unit,
             serving,
         }
     }
 
-    /// Instances of this version idle between requests (reuse) or made ahead for the next
-    /// (spares).
+    /// Instances of this version idle between requests (reuse), 0 without reuse.
     pub fn warm_pool_idle(&self) -> usize {
-        [&self.warm, &self.spares].iter().filter_map(|p| p.get()?.as_ref()).map(|p| p.idle()).sum()
-    }
-
-    /// Where this version keeps the instances made ahead for its next requests, if it has
-    /// fresh instances (no `reuse`) and the node makes spares.
-    pub fn spare_pool(&self, runtime: &Runtime) -> Option<&Arc<WarmPool>> {
-        self.spares.get_or_init(|| runtime.spare_pool()).as_ref()
+        self.warm.get().and_then(Option::as_ref).map_or(0, |p| p.idle())
     }
 
     /// Where this version keeps instances between requests, if its spec reuses them. A

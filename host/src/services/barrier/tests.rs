@@ -67,7 +67,6 @@ fn registry(grid: &Arc<crate::grid::Grid>, cache: &std::path::Path) -> Arc<Regis
         outbound: None,
         tiered: false,
         fused_parts: 0.0,
-        spares: 0,
     })
     .unwrap();
     Registry::new(Arc::new(runtime), grid.clone())
