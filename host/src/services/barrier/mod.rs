@@ -59,6 +59,11 @@ const RESUME_ATTEMPTS: u32 = 5;
 /// fsync), and a driver that stops loses at most this much of them (their calls run
 /// again: at least once).
 const CHECKPOINT: Duration = Duration::from_millis(100);
+/// How long the sweep leaves a `pending` entry without a record alone: the record is
+/// written beside it, and a quorum write may retry through a failover for several seconds
+/// (the grid's 5 s acknowledgement timeout, then a forwarded call's own); long enough for
+/// clocks some seconds apart, since the entry holds the creating node's time.
+const UNRECORDED_GRACE: Duration = Duration::from_secs(60);
 /// Ended barriers stay readable (`GET /v1/barriers/{id}`, `barrier.results`) this long.
 const KEEP_ENDED: Duration = Duration::from_secs(3600);
 /// All answers of one barrier together (each is also capped at the service's
@@ -250,9 +255,9 @@ impl BarrierEngine {
         let bytes = encode(&record);
         // The record and its index entry are written together (their fsyncs overlap, or
         // are one group commit): the sweep leaves an index entry without a record alone
-        // until it is older than a lease, so it never drops one whose record is on its
-        // way. A crash between leaves a record nothing drives (its fan-out never returned
-        // an id), or an index entry the sweep drops later.
+        // for `UNRECORDED_GRACE`, so it never drops one whose record is on its way. A
+        // crash between leaves a record nothing drives (its fan-out never returned an id),
+        // or an index entry the sweep drops later.
         let (key, pending) = (record_key(&id), format!("pending/{id}"));
         let (stored, indexed) = futures::join!(
             self.grid.kv_compare_and_swap(NAMESPACE, &key, None, bytes.clone()),
@@ -265,9 +270,20 @@ impl BarrierEngine {
             (Err(e), _) | (Ok(true), Err(e)) => Some(kv_error(e)),
         };
         if let Some(e) = failed {
-            // Nothing will drive it: take back what was written (best effort), the index
-            // entry first, and say so.
-            let _ = self.grid.kv_delete(NAMESPACE, &pending, Consistency::Quorum).await;
+            // Nothing will drive it: take back what was written, the index entry first (a
+            // failed write may still have landed, and the sweep finds a barrier by its
+            // entry). If the entry cannot be taken back, the barrier may still run: say so.
+            if self.grid.kv_delete(NAMESPACE, &pending, Consistency::Quorum).await.is_err() {
+                let note = format!(
+                    "; barrier {id} may still run (its index entry could not be taken back): its calls and \
+                     continuation carry that id"
+                );
+                return Err(match e {
+                    GuestError::Unavailable(m) => GuestError::Unavailable(m + &note),
+                    GuestError::Internal(m) => GuestError::Internal(m + &note),
+                    other => other,
+                });
+            }
             let _ = self.grid.kv_delete(NAMESPACE, &key, Consistency::Quorum).await;
             return Err(e);
         }
@@ -342,7 +358,7 @@ impl BarrierEngine {
         // `pending` entry only after the end is saved: if another node took the barrier
         // over meanwhile, its drive still needs it.
         let done = format!("done/{id}");
-        let (saved, _) = futures::join!(
+        let (saved, indexed) = futures::join!(
             self.save(record, stored),
             self.grid.kv_set(NAMESPACE, &done, ended.to_string().into_bytes(), Consistency::Quorum),
         );
@@ -359,9 +375,12 @@ impl BarrierEngine {
             _ => {}
         }
         // Ended once the record says so; dropping the index entry is tidying (the sweep
-        // does it for a driver that stops first).
+        // does it for a driver that stops first). Without a `done` entry the record would
+        // never be forgotten: the `pending` entry then stays, and the sweep writes `done`.
         self.table.ended.send_modify(|n| *n += 1);
-        let _ = self.grid.kv_delete(NAMESPACE, &format!("pending/{id}"), Consistency::Quorum).await;
+        if indexed.is_ok() {
+            let _ = self.grid.kv_delete(NAMESPACE, &format!("pending/{id}"), Consistency::Quorum).await;
+        }
         Ok(())
     }
 

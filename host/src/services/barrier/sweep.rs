@@ -64,7 +64,7 @@ impl BarrierEngine {
                     continue;
                 }
                 let Some(bytes) = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await? else {
-                    // The record is written beside its index entry: give it a lease's time.
+                    // The record is written beside its index entry: give it time to land.
                     if self.unrecorded_expired(key).await? {
                         self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
                     }
@@ -114,28 +114,39 @@ impl BarrierEngine {
             for key in &keys {
                 let at = self.grid.kv_get(NAMESPACE, key, Consistency::One).await?;
                 let at: u64 = at.and_then(|b| String::from_utf8(b).ok()?.parse().ok()).unwrap_or(0);
-                if at < cutoff {
-                    // The entry is written beside the record's end: a driver that lost the
-                    // barrier at that write left an entry for a barrier still running,
-                    // whose own end writes it again.
-                    let id = &key["done/".len()..];
-                    let record = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await?;
-                    if record.as_deref().and_then(decode).is_none_or(|r| r.ended().is_some()) {
-                        self.grid.kv_delete(NAMESPACE, &record_key(id), Consistency::Quorum).await?;
+                if at >= cutoff {
+                    continue;
+                }
+                // The entry is written beside the record's end, so it may be older than the
+                // end that counts: a driver that lost the barrier at that write left it for a
+                // barrier still running (or ended later by the node that took it over).
+                // The record's own end decides; the entry stays while the record runs (its
+                // end writes the entry again, which a delete here could undo).
+                let id = &key["done/".len()..];
+                let record = self.grid.kv_get(NAMESPACE, &record_key(id), Consistency::Quorum).await?;
+                match record.as_deref().and_then(decode).map(|r| r.ended()) {
+                    Some(None) => {}
+                    Some(Some(ended)) if ended >= cutoff => {
+                        let when = ended.to_string().into_bytes();
+                        self.grid.kv_set(NAMESPACE, key, when, Consistency::Quorum).await?;
                     }
-                    self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    _ => {
+                        self.grid.kv_delete(NAMESPACE, &record_key(id), Consistency::Quorum).await?;
+                        self.grid.kv_delete(NAMESPACE, key, Consistency::Quorum).await?;
+                    }
                 }
             }
             after = Some(last);
         }
     }
 
-    /// Whether the `pending` index entry `key`, whose record is not there, is older than a
-    /// lease (its value is when the barrier was created; an entry without one is old).
+    /// Whether the `pending` index entry `key`, whose record is not there, is older than
+    /// [`UNRECORDED_GRACE`] (its value is when the barrier was created; an entry without
+    /// one is old).
     async fn unrecorded_expired(&self, key: &str) -> Result<bool, KvError> {
         let value = self.grid.kv_get(NAMESPACE, key, Consistency::Quorum).await?;
         let created: Option<u64> = value.and_then(|b| String::from_utf8(b).ok()?.parse().ok());
-        Ok(created.is_none_or(|at| at + LEASE.as_millis() as u64 <= now_ms()))
+        Ok(created.is_none_or(|at| at.saturating_add(UNRECORDED_GRACE.as_millis() as u64) <= now_ms()))
     }
 
     /// Barriers still running, up to `limit`.

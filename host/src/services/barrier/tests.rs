@@ -133,7 +133,7 @@ async fn a_stopped_sweep_stops_its_drives_and_the_next_run_takes_them_over() {
     sweep.await.unwrap();
 }
 
-/// A barrier record as an earlier run left it: one call, nothing answered.
+/// A barrier record as an earlier run left it: no calls, not ended.
 fn waiting_record(id: &str, created_ms: u64) -> Record {
     Record {
         id: id.into(),
@@ -153,41 +153,54 @@ fn waiting_record(id: &str, created_ms: u64) -> Record {
 }
 
 #[tokio::test]
-async fn the_sweep_gives_an_index_entry_without_a_record_a_lease_to_appear() {
+async fn the_sweep_gives_an_index_entry_without_a_record_time_to_appear() {
     let dir = tempfile::tempdir().unwrap();
     let grid = Arc::new(crate::grid::Grid::new(Arc::new(crate::grid::MemoryStorage::default())));
     let q = Consistency::Quorum;
     // A fan-out writes its record and its index entry together: the entry may come first.
     grid.kv_set(NAMESPACE, "pending/young", now_ms().to_string().into_bytes(), q).await.unwrap();
-    let old = now_ms() - LEASE.as_millis() as u64 - 1;
+    // Older than a lease: a record write retrying through a failover can take that long.
+    let slow = now_ms() - 2 * LEASE.as_millis() as u64;
+    grid.kv_set(NAMESPACE, "pending/slow", slow.to_string().into_bytes(), q).await.unwrap();
+    let old = now_ms() - UNRECORDED_GRACE.as_millis() as u64 - 1;
     grid.kv_set(NAMESPACE, "pending/old", old.to_string().into_bytes(), q).await.unwrap();
-    // An entry written before entries held a time counts as old.
+    // An entry written before entries held a time counts as old, as does one past any clock.
     grid.kv_set(NAMESPACE, "pending/untimed", Vec::new(), q).await.unwrap();
+    grid.kv_set(NAMESPACE, "pending/far", u64::MAX.to_string().into_bytes(), q).await.unwrap();
     let registry = registry(&grid, dir.path());
     registry.barrier_engine.take_over_stalled(registry.clone()).await.unwrap();
-    assert_eq!(registry.pending_barriers(10).await.unwrap(), vec!["young".to_string()]);
-    assert_eq!(registry.barriers.taken_over.load(Ordering::Relaxed), 0);
+    let mut left = registry.pending_barriers(10).await.unwrap();
+    left.sort();
+    assert_eq!(left, ["far", "slow", "young"]);
 }
 
 #[tokio::test]
-async fn forgetting_ended_barriers_keeps_one_whose_end_was_not_saved() {
+async fn forgetting_ended_barriers_goes_by_the_records_own_end() {
     let dir = tempfile::tempdir().unwrap();
     let grid = Arc::new(crate::grid::Grid::new(Arc::new(crate::grid::MemoryStorage::default())));
     let q = Consistency::Quorum;
     let long_ago = now_ms() - KEEP_ENDED.as_millis() as u64 - 1;
-    // `running`: a driver wrote its `done` entry beside an end it lost to another node.
+    // `running`: a driver wrote its `done` entry beside an end it lost to another node,
+    // which still drives it; `late`: that node ended it since.
     let running = waiting_record("running", long_ago);
     let mut ended = waiting_record("ended", long_ago);
     ended.state = State::Done { status: 200, at_ms: long_ago };
-    for r in [&running, &ended] {
+    let mut late = waiting_record("late", long_ago);
+    let late_end = now_ms();
+    late.state = State::Done { status: 200, at_ms: late_end };
+    for r in [&running, &ended, &late] {
         assert!(grid.kv_compare_and_swap(NAMESPACE, &record_key(&r.id), None, encode(r)).await.unwrap());
         grid.kv_set(NAMESPACE, &format!("done/{}", r.id), long_ago.to_string().into_bytes(), q).await.unwrap();
     }
     let registry = registry(&grid, dir.path());
     registry.barrier_engine.forget_ended().await.unwrap();
     assert!(grid.kv_get(NAMESPACE, &record_key("ended"), q).await.unwrap().is_none(), "an ended record is forgotten");
-    let kept = grid.kv_get(NAMESPACE, &record_key("running"), q).await.unwrap();
-    assert_eq!(kept.as_deref().and_then(decode), Some(running), "a running barrier's record was dropped");
+    for r in [&running, &late] {
+        let kept = grid.kv_get(NAMESPACE, &record_key(&r.id), q).await.unwrap();
+        assert_eq!(kept.as_deref().and_then(decode).as_ref(), Some(r), "{}'s record was dropped", r.id);
+    }
     let done = grid.kv_list_keys(NAMESPACE, "done/", None, 10).await.unwrap();
-    assert!(done.is_empty(), "the stale entries stay: {done:?}");
+    assert_eq!(done, ["done/late", "done/running"], "only the forgotten barrier's entry goes");
+    let at = grid.kv_get(NAMESPACE, "done/late", q).await.unwrap();
+    assert_eq!(at, Some(late_end.to_string().into_bytes()), "the entry now says when the barrier ended");
 }
