@@ -13,12 +13,12 @@
 # Each is measured at 1 connection (latency) and at CONNS connections (throughput), in
 # alternating rounds. Rewrites the composition section of docs/BENCHMARKS.md.
 # Settings (environment): DURATION (s per run, default 5), CONNS (default 32),
-# ROUNDS (default 2), INSTANCES (default 64), REUSE (default 1000).
+# ROUNDS (default 4), INSTANCES (default 64), REUSE (default 1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-32}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-4}
 INSTANCES=${INSTANCES:-64}
 REUSE=${REUSE:-1000}
 target=${CARGO_TARGET_DIR:-target}
@@ -89,6 +89,7 @@ for k in "${order[@]}"; do wrk -t1 -c"$CONNS" -d2s "${url[$k]}" >/dev/null; done
 
 declare -A sum
 per_round=""
+per_round_r=""
 for r in $(seq 1 "$ROUNDS"); do
     for c in 1 "$CONNS"; do
         for k in "${order[@]}"; do
@@ -103,7 +104,14 @@ for r in $(seq 1 "$ROUNDS"); do
     read -r _ s50 _ < <(parse "$tmp/single.1.$r.wrk")
     read -r _ f50 _ < <(parse "$tmp/fused.1.$r.wrk")
     per_round+="${per_round:+, }$(awk -v a="$f50" -v b="$s50" 'BEGIN { printf "%.2f", a / b }')"
+    read -r _ s50 _ < <(parse "$tmp/single_r.1.$r.wrk")
+    read -r _ f50 _ < <(parse "$tmp/fused_r.1.$r.wrk")
+    per_round_r+="${per_round_r:+, }$(awk -v a="$f50" -v b="$s50" 'BEGIN { printf "%.2f", a / b }')"
 done
+# The median of per-round ratios: at one connection a round's p50 follows how this VM
+# schedules wake-ups in those seconds (a run's two rounds have read 1.48 and 1.19), and a
+# median of ratios measured seconds apart is not swayed by one such round.
+median() { tr -d ' ' <<<"$1" | tr ',' '\n' | sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f", m }'; }
 mean() { awk -v s="${sum[$1]}" -v n="$ROUNDS" 'BEGIN { printf "%.0f", s / n }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 label() { case $1 in
@@ -121,11 +129,12 @@ for k in "${order[@]}"; do
     p50=$(mean "$k.1.p50"); p99=$(mean "$k.1.p99"); rps=$(mean "$k.$CONNS.rps"); tp99=$(mean "$k.$CONNS.p99")
     rows+="| $(label "$k") | $p50 | $p99 | $rps | $tp99 | $(ratio "$p50" "$(mean single.1.p50)") |"$'\n'
 done
-fused_vs_single=$(ratio "$(mean fused.1.p50)" "$(mean single.1.p50)")
+fused_vs_single=$(median "$per_round")
+fused_vs_single_mean=$(ratio "$(mean fused.1.p50)" "$(mean single.1.p50)")
 linked_vs_fused=$(ratio "$(mean linked.1.p50)" "$(mean fused.1.p50)")
 fused_tp=$(ratio "$(mean fused.$CONNS.rps)" "$(mean single.$CONNS.rps)")
 fused_r_tp=$(ratio "$(mean fused_r.$CONNS.rps)" "$(mean single_r.$CONNS.rps)")
-fused_r_p50=$(ratio "$(mean fused_r.1.p50)" "$(mean single_r.1.p50)")
+fused_r_p50=$(median "$per_round_r")
 fused_r_vs_fresh=$(ratio "$(mean fused_r.$CONNS.rps)" "$(mean single.$CONNS.rps)")
 timed_tp=$(ratio "$(mean fused_t.$CONNS.rps)" "$(mean fused.$CONNS.rps)")
 timed_p50=$(ratio "$(mean fused_t.1.p50)" "$(mean fused.1.p50)")
@@ -139,17 +148,18 @@ cat >"$section" <<MD
 that each add a field and call the next through the typed import \`bench:chain/stage\`.
 All traffic goes through ingress on 127.0.0.1 (\`GET\`, release build, instances = $INSTANCES).
 Latency is \`wrk -t1 -c1\`, throughput \`wrk -t1 -c$CONNS\`, ${DURATION}s each, means of
-$ROUNDS alternating rounds.
+$ROUNDS alternating rounds (the one-connection ratios below: medians of per-round ratios).
 
 | served as | p50 (µs), 1 conn | p99 (µs), 1 conn | requests/s, $CONNS conns | p99 (µs), $CONNS conns | p50 / single |
 | --- | ---: | ---: | ---: | ---: | ---: |
 $rows
-- Fused chain p50 / single service p50: **$fused_vs_single** (target ≤ 1.15: $(verdict "$fused_vs_single" le 1.15); per round:
-  $per_round — single-connection latency is noisy here); throughput fused / single:
-  **$fused_tp** (issue 20's target ≥ 0.8: $(verdict "$fused_tp" ge 0.8)).
+- Fused chain p50 / single service p50, the median of the per-round ratios ($per_round;
+  the ratio of the mean p50s above is $fused_vs_single_mean): **$fused_vs_single** (issue 20's target
+  ≤ 1.1: $(verdict "$fused_vs_single" le 1.1); the composition issue's ≤ 1.15: $(verdict "$fused_vs_single" le 1.15));
+  throughput fused / single: **$fused_tp** (issue 20's target ≥ 0.8: $(verdict "$fused_tp" ge 0.8)).
 - With instance reuse on both (like with like): throughput fused / single **$fused_r_tp**
   (target ≥ 0.8: $(verdict "$fused_r_tp" ge 0.8)), p50 at one connection fused / single
-  **$fused_r_p50** (target ≤ 1.1: $(verdict "$fused_r_p50" le 1.1)). The reused fused chain
+  **$fused_r_p50** (median of $per_round_r; target ≤ 1.1: $(verdict "$fused_r_p50" le 1.1)). The reused fused chain
   against the fresh single service: **$fused_r_vs_fresh** × its throughput.
 - Linked (unfused) p50 / fused p50: **$linked_vs_fused** (target ≤ 1.5: $(verdict "$linked_vs_fused" le 1.5)).
 - Per-part spans of a fused chain (issue 17): a request that runs the timed composition
@@ -166,10 +176,13 @@ $rows
   (\`func_loc\` lookups, ~5%); guest code, including copying the field list across four
   component boundaries, is ~13%. Throughput is where fusion falls short ($fused_tp x a
   single service); latency at one connection, dominated by HTTP, much less so.
-- The one-connection fused / single p50 swings between runs: 0.83 on 2026-12-04, 1.31
-  and 1.49 on 2026-12-05. Not the allocator: the run before this script's last one had
-  the nodes run with \`MIMALLOC_ALLOW_THP=1\` (mimalloc as before 1d58fe8 turned its
-  huge pages off) and gave 1.43 (rounds 1.26, 1.62) against 1.49 (1.61, 1.36) right after.
+- The one-connection fused / single p50 swings between runs (0.83 on 2026-12-04, 1.31,
+  1.49 and 0.73 on 2026-12-05) because a single service's p50 there is bimodal on this
+  VM: steady within a run, between runs (each a new connection) either 26-30 µs or
+  70-103 µs, while the fused chain's stays at 59-74 µs. Against the fast mode the ratio
+  reads about 2.2, against the slow one about 0.7 (docs/BENCHMARKS.md, "Tried for hello
+  throughput"), so a "met" here says which mode the rounds found, not that the target
+  holds; the median of per-round ratios only keeps one odd round from deciding it.
 
 Measured on: $(nproc) cores, $(uname -m), kernel $(uname -r), $(date -u +%Y-%m-%d).
 <!-- chain:end -->
