@@ -43,7 +43,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 pub use bindings::{GuestError, Request, Response};
 pub use chain::{Chain, Edge, Identity, Part as ChainPart};
-pub use http::{Completion, OverTls};
+pub use http::{Completion, OverTls, Teardown};
 pub use imports::check_request;
 pub use inspect::{ComponentInfo, HTTP_WORLD, HTTP3_WORLD, InspectError, PROVIDER_WORLD, is_http_world};
 use outbound::OutboundPolicy;

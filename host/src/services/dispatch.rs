@@ -12,7 +12,7 @@ use super::route;
 use super::trials::Split;
 use super::{Deployed, DispatchError, Outcome, Registry, Service};
 use crate::runtime::{
-    CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response,
+    CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response, Teardown,
 };
 use crate::trace::{self, CallTrace, Open, SpanKind};
 
@@ -426,6 +426,7 @@ impl Registry {
         let stats_svc = svc.clone();
         let this = self.clone();
         let fused_parts = deployed.serving.graph().and_then(|g| g.fused.clone());
+        let teardown = if permit.alone() { Teardown::AfterAnswer } else { Teardown::InPlace };
         let done: Completion = Box::new(move |result| {
             drop(permit);
             let ran = started.elapsed();
@@ -444,7 +445,7 @@ impl Registry {
         // A wasi:http component with typed imports is a chain: reused only when every
         // service in it asks for reuse, as for invoke (the same pool either way).
         let pool = deployed.warm_pool(&self.runtime, |part| self.reuses(part));
-        let resp = self.runtime.handle_http(prepared, call, req, limits, done, pool).await;
+        let resp = self.runtime.handle_http(prepared, call, req, limits, done, pool, teardown).await;
         let resp = resp.map_err(|e| dispatch_error(name, e))?;
         // A streamed body past the limit ends in an error, so the client sees a broken
         // response rather than a complete-looking short one. A body of known length

@@ -77,11 +77,19 @@ pub struct Gate {
 pub struct Permit {
     /// `None` once disarmed (a hand-over that found its waiter gone, under the lock).
     gate: Option<Arc<Gate>>,
+    /// No other request of the service was running when this one was admitted.
+    alone: bool,
 }
 
 impl Permit {
-    fn new(gate: &Arc<Gate>) -> Self {
-        Permit { gate: Some(gate.clone()) }
+    fn new(gate: &Arc<Gate>, alone: bool) -> Self {
+        Permit { gate: Some(gate.clone()), alone }
+    }
+
+    /// Whether this request was admitted while no other request of its service ran: a
+    /// service this idle can spend a little more CPU to answer sooner.
+    pub fn alone(&self) -> bool {
+        self.alone
     }
 }
 
@@ -116,7 +124,7 @@ impl Gate {
                 st.running += 1;
                 st.peak_running = st.peak_running.max(st.running);
                 st.usage.admitted += 1;
-                return Ok(Permit::new(self));
+                return Ok(Permit::new(self, st.running == 1));
             }
             if st.waiters.len() >= st.max_queue as usize {
                 st.usage.refused += 1;
@@ -198,7 +206,8 @@ fn admit(gate: &Arc<Gate>, st: &mut State) {
     while st.running < st.limit {
         let Some(tx) = st.waiters.pop_front() else { break };
         st.running += 1;
-        match tx.send(Permit::new(gate)) {
+        // A request that waited for its slot had company.
+        match tx.send(Permit::new(gate, false)) {
             Ok(()) => st.peak_running = st.peak_running.max(st.running),
             Err(mut unwanted) => {
                 // The waiter gave up first. Dropping the permit armed would take the lock
@@ -236,6 +245,24 @@ mod tests {
         drop(a);
         waiter.await.unwrap().unwrap();
         assert_eq!(g.snapshot().peak_running, 2);
+    }
+
+    #[tokio::test]
+    async fn a_permit_knows_whether_its_request_had_company() {
+        let g = Gate::new(1, 4);
+        let a = g.acquire(LONG).await.unwrap();
+        assert!(a.alone(), "the only request running");
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move { g2.acquire(LONG).await.map(|p| p.alone()) });
+        while g.snapshot().queued == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(a);
+        assert!(!waiter.await.unwrap().unwrap(), "a request that waited for its slot had company");
+        g.resize(2, 4);
+        let b = g.acquire(LONG).await.unwrap();
+        let c = g.acquire(LONG).await.unwrap();
+        assert!(b.alone() && !c.alone(), "the second of two running is not alone");
     }
 
     #[tokio::test]
