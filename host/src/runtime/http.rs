@@ -41,7 +41,7 @@ pub enum Teardown {
     /// Where the guest's task ends: before the answer goes out if the guest finished
     /// first. The cheapest under load.
     InPlace,
-    /// Once the answer is out (see [`drop_later`]). Measured with one client on this
+    /// Once the answer is out (see `drop_later`). Measured with one client on this
     /// 2-core VM: the p50 of a fresh `http-hello` fell from 88-111 µs to 34 µs, but at 32
     /// connections throughput fell 7 % (docs/BENCHMARKS.md, "Tried for hello
     /// throughput"); so it is for a service with no other request running.
