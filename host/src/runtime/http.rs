@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -35,26 +36,32 @@ pub struct OverTls;
 /// What happened to a wasi:http request, reported when the guest's task ends.
 pub type Completion = Box<dyn FnOnce(Result<(), CallError>) + Send>;
 
-/// When a wasi:http request's fresh instance (or one not kept for reuse) is torn down.
+/// When a wasi:http 0.2 request's instance is torn down if it ends in an error or
+/// without a pool to go back to (an instance a pool turns away is dropped in place).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Teardown {
     /// Where the guest's task ends: before the answer goes out if the guest finished
     /// first. The cheapest under load.
     InPlace,
-    /// Once the answer is out (see `drop_later`). Measured with one client on this
-    /// 2-core VM: the p50 of a fresh `http-hello` fell from 88-111 µs to 34 µs, but at 32
-    /// connections throughput fell 7 % (docs/BENCHMARKS.md, "Tried for hello
-    /// throughput"); so it is for a service with no other request running.
+    /// Once the answer is out, if the guest's task ended in place, before its head went
+    /// out (see `drop_later`); where the task ends otherwise (one that ran on in a task
+    /// of its own). For an HTTP/1 request alone on its service and on the node (the
+    /// caller decides): measured with one client on this 2-core VM, the p50 of a fresh
+    /// `http-hello` fell from 105-117 µs to 34-35 µs, while deferring every teardown cost
+    /// 5-7 % of throughput at 32 connections (docs/BENCHMARKS.md, "Tried for hello
+    /// throughput").
+    /// The request's admission permit is released before the deferred teardown: the
+    /// instance's pool slots stay taken until the task that drops it runs.
     AfterAnswer,
 }
 
 impl Runtime {
     /// Serve one HTTP request with a `wasi:http` component (WASI 0.2 or 0.3). The response
     /// head is returned as soon as the guest sets it; the body streams while the guest keeps
-    /// running. `done` is called (and `hold` dropped) when the guest finishes. With `pool`
-    /// (the service reuses instances), a 0.2 component's idle instance serves the request
-    /// if there is one, and the instance goes back to `pool` when it ends well; an
-    /// instance not kept is dropped as `teardown` says.
+    /// running. `done` is called when the guest finishes. With `pool` (the service reuses
+    /// instances), a 0.2 component's idle instance serves the request if there is one, and
+    /// the instance goes back to `pool` when it ends well; `teardown` says when one that
+    /// ends in an error, or without a pool, is dropped.
     #[allow(clippy::too_many_arguments)] // each is a different part of one request
     pub async fn handle_http<B>(
         self: &Arc<Self>,
@@ -98,6 +105,8 @@ impl Runtime {
         let (head_tx, rx) = oneshot::channel::<Head>();
         let idle = self.idle.clone();
         let pool = pool.cloned();
+        let detached = Arc::new(AtomicBool::new(false));
+        let ran_on = detached.clone();
         // Boxed where it is made: the futures that await this one stay small.
         let task = Box::pin(async move {
             let tail = run.tail.clone();
@@ -115,7 +124,9 @@ impl Runtime {
                 }
                 (result, _) => {
                     let result = report(result.map(drop), outcome_tx, done);
-                    if teardown == Teardown::AfterAnswer {
+                    // A task that ran on by itself is past the answer, and a task spawned
+                    // from it would go to another thread.
+                    if teardown == Teardown::AfterAnswer && !ran_on.load(Ordering::SeqCst) {
                         drop_later(run);
                     }
                     result
@@ -123,7 +134,7 @@ impl Runtime {
             }
         });
         let mut outcome_rx = outcome_rx;
-        match until_head(rx, task).await? {
+        match until_head(rx, task, Some(detached)).await? {
             (Ok(resp), true) => {
                 let ok = outcome_rx.try_recv() == Ok(true);
                 Ok(resp.map(|body| body::finished(body, ok)))
@@ -328,8 +339,12 @@ fn drop_later<T: Send + 'static>(x: T) {
 
 /// A guest's whole request, run in place until its response head is out. A guest that
 /// finishes first (a small body, written at once) never needs a task of its own; one still
-/// writing its body when the head comes out, or whose caller went away, finishes in one.
-struct GuestRun<F: Future<Output = Result<(), CallError>> + Send + 'static>(Option<Pin<Box<F>>>);
+/// writing its body when the head comes out, or whose caller went away, finishes in one
+/// (and `detached`, if given, is set first).
+struct GuestRun<F: Future<Output = Result<(), CallError>> + Send + 'static> {
+    task: Option<Pin<Box<F>>>,
+    detached: Option<Arc<AtomicBool>>,
+}
 
 impl<F: Future<Output = Result<(), CallError>> + Send + 'static> Drop for GuestRun<F> {
     fn drop(&mut self) {
@@ -337,26 +352,34 @@ impl<F: Future<Output = Result<(), CallError>> + Send + 'static> Drop for GuestR
         if std::thread::panicking() {
             return;
         }
-        if let Some(rest) = self.0.take()
+        if let Some(rest) = self.task.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
+            if let Some(d) = &self.detached {
+                d.store(true, Ordering::SeqCst);
+            }
             rt.spawn(rest);
         }
     }
 }
 
 /// Drive `task` until `head` (the response head it sets) arrives, and say whether the task
-/// has ended by then; what went wrong if it ends without one.
-pub(super) async fn until_head<H, F>(mut head: oneshot::Receiver<H>, task: Pin<Box<F>>) -> Result<(H, bool), CallError>
+/// has ended by then; what went wrong if it ends without one. `detached` is set if the
+/// task goes on in a task of its own.
+pub(super) async fn until_head<H, F>(
+    mut head: oneshot::Receiver<H>,
+    task: Pin<Box<F>>,
+    detached: Option<Arc<AtomicBool>>,
+) -> Result<(H, bool), CallError>
 where
     F: Future<Output = Result<(), CallError>> + Send + 'static,
 {
-    let mut run = GuestRun(Some(task));
+    let mut run = GuestRun { task: Some(task), detached };
     let first = std::future::poll_fn(|cx| {
-        if let Some(task) = run.0.as_mut()
+        if let Some(task) = run.task.as_mut()
             && let Poll::Ready(ended) = task.as_mut().poll(cx)
         {
-            run.0 = None;
+            run.task = None;
             return Poll::Ready(Err(ended));
         }
         Pin::new(&mut head).poll(cx).map(Ok)
@@ -367,9 +390,10 @@ where
         Ok(Ok(h)) => Ok((h, false)),
         // The guest dropped its response without setting it: its end says why.
         Ok(Err(_)) => {
-            let ended = std::future::poll_fn(|cx| run.0.as_mut().map_or(Poll::Ready(Ok(())), |t| t.as_mut().poll(cx)));
+            let ended =
+                std::future::poll_fn(|cx| run.task.as_mut().map_or(Poll::Ready(Ok(())), |t| t.as_mut().poll(cx)));
             let ended = ended.await;
-            run.0 = None;
+            run.task = None;
             Err(no_head(ended))
         }
         Err(ended) => head.try_recv().map(|h| (h, true)).map_err(|_| no_head(ended)),

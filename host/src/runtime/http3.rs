@@ -125,7 +125,7 @@ impl Runtime {
             };
             run_to_end(run, limits, &tail, outcome_tx, done).await
         });
-        let (resp, _) = until_head(head_rx, task).await?;
+        let (resp, _) = until_head(head_rx, task, None).await?;
         let resp = resp?;
         Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync()))
     }

@@ -411,6 +411,7 @@ impl Registry {
         let permit = self.admit(&svc).await?;
         let queue_wait = queued.elapsed();
         let mut req = req;
+        let version = req.version();
         let trace = self.start_http_run(req.headers_mut());
         let deployed = svc.current();
         let prepared = deployed.prepared()?.clone();
@@ -426,9 +427,16 @@ impl Registry {
         let stats_svc = svc.clone();
         let this = self.clone();
         let fused_parts = deployed.serving.graph().and_then(|g| g.fused.clone());
-        let teardown = if permit.alone() { Teardown::AfterAnswer } else { Teardown::InPlace };
+        // Counted only when alone on its service: a busy service's requests never defer
+        // their teardown, and do not touch a counter both cores write.
+        let running = permit.alone().then(|| HttpRunning::start(self));
+        // Alone on the node too, over HTTP/1 (whose connection task runs the guest's, so
+        // the teardown's task runs on its thread after the answer is written).
+        let first = running.as_ref().is_some_and(|r| r.first);
+        let teardown = if first && version < http::Version::HTTP_2 { Teardown::AfterAnswer } else { Teardown::InPlace };
         let done: Completion = Box::new(move |result| {
             drop(permit);
+            drop(running);
             let ran = started.elapsed();
             stats_svc.stats.record(result.as_ref().map_or_else(outcome_of, |()| Outcome::Ok), ran.as_micros() as u64);
             let end = match &result {
@@ -463,6 +471,26 @@ impl Registry {
                 },
             ))
         }))
+    }
+}
+
+/// A wasi:http request running alone on its service, counted in `Registry::http_running`
+/// until dropped; `first`: no other one was counted when it started.
+struct HttpRunning {
+    registry: Arc<Registry>,
+    first: bool,
+}
+
+impl HttpRunning {
+    fn start(registry: &Arc<Registry>) -> Self {
+        let before = registry.http_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HttpRunning { registry: registry.clone(), first: before == 0 }
+    }
+}
+
+impl Drop for HttpRunning {
+    fn drop(&mut self) {
+        self.registry.http_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -77,7 +77,7 @@ pub struct Gate {
 pub struct Permit {
     /// `None` once disarmed (a hand-over that found its waiter gone, under the lock).
     gate: Option<Arc<Gate>>,
-    /// No other request of the service was running when this one was admitted.
+    /// Admitted at once (not from the queue) while no other request of the service ran.
     alone: bool,
 }
 
@@ -86,8 +86,9 @@ impl Permit {
         Permit { gate: Some(gate.clone()), alone }
     }
 
-    /// Whether this request was admitted while no other request of its service ran: a
-    /// service this idle can spend a little more CPU to answer sooner.
+    /// Whether this request was admitted at once, without queueing, while no other
+    /// request of its service ran: a service this idle can spend a little more CPU to
+    /// answer sooner. A request handed its slot from the queue counts as having company.
     pub fn alone(&self) -> bool {
         self.alone
     }

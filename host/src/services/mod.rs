@@ -316,6 +316,10 @@ pub struct Registry {
     /// Request ids for requests that came without one.
     ids: ids::RequestIds,
     tracer: std::sync::OnceLock<Arc<crate::trace::Tracer>>,
+    /// wasi:http requests running on this node alone on their service (`dispatch_http`):
+    /// one with none beside it has its fresh instance torn down after its answer
+    /// (`Teardown::AfterAnswer`).
+    http_running: std::sync::atomic::AtomicU32,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
     // itself lets it hand out owned handles without a reference cycle.
     me: std::sync::Weak<Registry>,
@@ -361,6 +365,7 @@ impl Registry {
             trials: Default::default(),
             ids,
             tracer: std::sync::OnceLock::new(),
+            http_running: Default::default(),
         })
     }
 
