@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use super::gate::{self, GateError};
 use super::route;
 use super::trials::Split;
-use super::{Deployed, DispatchError, Outcome, Registry, Service};
+use super::{Deployed, DispatchError, HttpRunning, Outcome, Registry, Service};
 use crate::runtime::{
     CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response, Teardown,
 };
@@ -471,26 +471,6 @@ impl Registry {
                 },
             ))
         }))
-    }
-}
-
-/// A wasi:http request running alone on its service, counted in `Registry::http_running`
-/// until dropped; `first`: no other one was counted when it started.
-struct HttpRunning {
-    registry: Arc<Registry>,
-    first: bool,
-}
-
-impl HttpRunning {
-    fn start(registry: &Arc<Registry>) -> Self {
-        let before = registry.http_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HttpRunning { registry: registry.clone(), first: before == 0 }
-    }
-}
-
-impl Drop for HttpRunning {
-    fn drop(&mut self) {
-        self.registry.http_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -325,6 +325,26 @@ pub struct Registry {
     me: std::sync::Weak<Registry>,
 }
 
+/// A wasi:http request running alone on its service, counted in `Registry::http_running`
+/// until dropped; `first`: no other one was counted when it started.
+pub(super) struct HttpRunning {
+    registry: Arc<Registry>,
+    pub(super) first: bool,
+}
+
+impl HttpRunning {
+    pub(super) fn start(registry: &Arc<Registry>) -> Self {
+        let before = registry.http_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HttpRunning { registry: registry.clone(), first: before == 0 }
+    }
+}
+
+impl Drop for HttpRunning {
+    fn drop(&mut self) {
+        self.registry.http_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
