@@ -9,10 +9,12 @@
 # Rewrites docs/BENCHMARKS.md. Run it with `./dev bench` (which installs wrk).
 #
 # Settings (environment): DURATION (s per run, default 10), CONNS (default 32),
-# ROUNDS (alternating native/nanogrid rounds, default 2), INSTANCES (default 64).
+# ROUNDS (alternating native/nanogrid rounds, default 2), INSTANCES (default 64),
+# DURATION1 (s per one-client run, default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
+DURATION1=${DURATION1:-5}
 CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-2}
 INSTANCES=${INSTANCES:-64}
@@ -114,7 +116,22 @@ sum_wasi_reuse=0
 sum_http_reuse=0
 sum_p99_reuse=0
 cpu_native=0 cpu_hello=0 cpu_reuse=0 cpu_wasi=0 cpu_wasi_reuse=0
+# run1 NAME URL ROUND -> "rps p50_us p99_us" with one client.
+run1() {
+    wrk -t1 -c1 -d"${DURATION1}s" --latency "$2" >"$tmp/$1.$3.c1.wrk"
+    parse "$tmp/$1.$3.c1.wrk"
+}
+lone_rows=""
 for r in $(seq 1 "$ROUNDS"); do
+    # One client first: what a lone caller waits (no target; see the table's notes).
+    for k in "native hyper|$native/hello/world" "nanogrid \`hello\`|$ingress/hello/world" \
+        "nanogrid \`hello\`, reuse $REUSE|$ingress/hello-reuse/world" \
+        "nanogrid wasi:http \`http-hello\`|$ingress/web/world" \
+        "nanogrid wasi:http \`http-hello\`, reuse $REUSE|$ingress/web-reuse/world" \
+        "\`wasmtime serve\` $WASMTIME_VERSION, pooling as the node|$wtp/world"; do
+        read -r o_rps o_p50 o_p99 < <(run1 lone "${k#*|}" "$r")
+        lone_rows+="| $r | ${k%%|*} | $o_rps | $o_p50 | $o_p99 |"$'\n'
+    done
     read -r w_rps w_p50 w_p99 w_cpu < <(run wasmtime "$wt/world" "$r" "$wt_pid")
     read -r wp_rps wp_p50 wp_p99 wp_cpu < <(run wasmtime-pool "$wtp/world" "$r" "$wtp_pid")
     read -r h_rps h_p50 h_p99 h_cpu < <(run nanohttp "$ingress/web/world" "$r" "$node_pid")
@@ -226,6 +243,18 @@ Native's CPU per request over nanogrid's (no target; what the ratios would be if
 cost nothing): \`hello\` $(cpu_of "$cpu_hello"), with reuse $(cpu_of "$cpu_reuse"), wasi:http $(cpu_of "$cpu_wasi"), wasi:http with reuse $(cpu_of "$cpu_wasi_reuse").
 wrk's own share of the 2 cores lifts the throughput ratios above these, the more so
 the more the kernel's loopback costs it that day.
+
+One client (\`wrk -t1 -c1 -d${DURATION1}s --latency\`, the same servers, at the start of each
+round; no target: what a lone caller waits):
+
+| round | server | requests/s | p50 (µs) | p99 (µs) |
+| --- | --- | ---: | ---: | ---: |
+$lone_rows
+A fresh wasi:http instance of a request with no company is torn down after its answer
+is written (\`Teardown::AfterAnswer\`; nanoservices tear down in place). On this VM a
+server's p50 at one connection is often bimodal between runs (each a new connection):
+steady within a run, either about 30 µs or 70-110 µs (see "Tried for hello throughput"
+below).
 
 ## A standard wasi:http component: nanogrid vs \`wasmtime serve\`
 
