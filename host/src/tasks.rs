@@ -55,13 +55,14 @@ impl Tasks {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::Tasks;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// Set when dropped: a task's future is dropped once the task is aborted.
-    struct Flag(Arc<AtomicBool>);
+    /// Set when dropped: a task's future is dropped once the task is aborted (also what
+    /// runtime/http.rs's tests watch for).
+    pub(crate) struct Flag(pub(crate) Arc<AtomicBool>);
 
     impl Drop for Flag {
         fn drop(&mut self) {

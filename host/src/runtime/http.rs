@@ -454,13 +454,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    struct Flag(Arc<AtomicBool>);
-
-    impl Drop for Flag {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
+    use crate::tasks::tests::Flag;
 
     #[tokio::test]
     async fn drop_later_waits_until_the_task_yields() {
