@@ -92,6 +92,7 @@ per_round=""
 per_round_r=""
 for r in $(seq 1 "$ROUNDS"); do
     for c in 1 "$CONNS"; do
+        if [ "$c" = 1 ]; then lone_begin; else lone_end; fi
         for k in "${order[@]}"; do
             wrk -t1 -c"$c" -d"${DURATION}s" --latency "${url[$k]}" >"$tmp/$k.$c.$r.wrk"
             read -r rps p50 p99 < <(parse "$tmp/$k.$c.$r.wrk")
@@ -108,9 +109,9 @@ for r in $(seq 1 "$ROUNDS"); do
     read -r _ f50 _ < <(parse "$tmp/fused_r.1.$r.wrk")
     per_round_r+="${per_round_r:+, }$(awk -v a="$f50" -v b="$s50" 'BEGIN { printf "%.2f", a / b }')"
 done
-# The median of per-round ratios: at one connection a round's p50 follows how this VM
-# schedules wake-ups in those seconds (a run's two rounds have read 1.48 and 1.19), and a
-# median of ratios measured seconds apart is not swayed by one such round.
+lone_end
+# The median of per-round ratios: a median of ratios measured seconds apart is not
+# swayed by one odd round.
 median() { tr -d ' ' <<<"$1" | tr ',' '\n' | sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f", m }'; }
 mean() { awk -v s="${sum[$1]}" -v n="$ROUNDS" 'BEGIN { printf "%.0f", s / n }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -147,7 +148,7 @@ cat >"$section" <<MD
 \`benches/chain.sh\` (\`./dev bench chain\`): \`chain-1\` … \`chain-5\` are pass-through stages
 that each add a field and call the next through the typed import \`bench:chain/stage\`.
 All traffic goes through ingress on 127.0.0.1 (\`GET\`, release build, instances = $INSTANCES).
-Latency is \`wrk -t1 -c1\`, throughput \`wrk -t1 -c$CONNS\`, ${DURATION}s each, means of
+Latency is \`wrk -t1 -c1\` ($(halt_poll_note)), throughput \`wrk -t1 -c$CONNS\`, ${DURATION}s each, means of
 $ROUNDS alternating rounds (the one-connection ratios below: medians of per-round ratios).
 
 | served as | p50 (µs), 1 conn | p99 (µs), 1 conn | requests/s, $CONNS conns | p99 (µs), $CONNS conns | p50 / single |
@@ -174,15 +175,16 @@ $rows
   composite of five components is five core instances with five linear memories to
   reset (one \`PAGEMAP_SCAN\` ioctl each, ~9% of CPU) and their import tables
   (\`func_loc\` lookups, ~5%); guest code, including copying the field list across four
-  component boundaries, is ~13%. Throughput is where fusion falls short ($fused_tp x a
-  single service); latency at one connection, dominated by HTTP, much less so.
-- The one-connection fused / single p50 swings between runs (0.83 on 2026-12-04, 1.31,
-  1.49 and 0.73 on 2026-12-05) because a single service's p50 there is bimodal on this
-  VM: steady within a run, between runs (each a new connection) either 26-30 µs or
-  70-103 µs, while the fused chain's stays at 59-74 µs. Against the fast mode the ratio
-  reads about 2.2, against the slow one about 0.7 (docs/BENCHMARKS.md, "Tried for hello
-  throughput"), so a "met" here says which mode the rounds found, not that the target
-  holds; the median of per-round ratios only keeps one odd round from deciding it.
+  component boundaries, is ~13%. At one connection, where the vCPU wake-ups no longer
+  decide the figure (see below), the same costs show in latency: $(mean fused.1.p50) against
+  $(mean single.1.p50) µs fresh, $(mean fused_r.1.p50) against $(mean single_r.1.p50) µs reused.
+- Until 2026-12-06 the one-connection rows ran with this VM's halt polling off, and the
+  fused / single p50 swung between runs (0.83 on 2026-12-04; 1.31, 1.49 and 0.73 on
+  2026-12-05): a single service's p50 was steady within a run but either 26-30 µs or
+  70-103 µs between runs, while the fused chain's stayed at 59-74 µs. The slow mode was
+  the wake-up of a halted vCPU (native hyper has it too: 80-90 µs against 16 µs with halt
+  polling; "Tried for hello throughput"), so those "met" readings said which mode the
+  rounds found, not that the target held.
 
 Measured on: $(nproc) cores, $(uname -m), kernel $(uname -r), $(date -u +%Y-%m-%d).
 <!-- chain:end -->

@@ -1,8 +1,38 @@
 # Shared by the benchmark scripts (sourced): a temp dir removed on exit with every
 # background job, waiting for a line a server prints, and parsing wrk's output.
 tmp=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() { lone_end; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
+
+# One-connection rows run with the guest kernel's halt polling on. On a VM booted with
+# it off (haltpoll.guest_halt_poll_ns=0, as this one is), every request of a lone client
+# wakes a halted vCPU on each side of the round trip, and which server's thread lands
+# where decides whether a run reads 16-35 us or 70-110 us at p50 (docs/BENCHMARKS.md,
+# "Tried for hello throughput"). Halt polling for 200 us (the kernel's default) removes
+# that bimodality and the wake-up from every server alike; throughput rows run on the
+# machine as it is. BENCH_HALT_POLL=off leaves the setting alone; the knob is restored on
+# exit. halt_poll_note says what the rows ran with.
+halt_poll_knob=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+halt_poll_saved=""
+lone_begin() {
+    [ "${BENCH_HALT_POLL:-on}" = off ] && return 0
+    [ -w "$halt_poll_knob" ] || return 0
+    [ -n "$halt_poll_saved" ] || halt_poll_saved=$(cat "$halt_poll_knob")
+    echo "${BENCH_HALT_POLL_NS:-200000}" >"$halt_poll_knob"
+}
+lone_end() {
+    [ -n "$halt_poll_saved" ] && echo "$halt_poll_saved" >"$halt_poll_knob"
+    return 0
+}
+halt_poll_note() {
+    if [ "${BENCH_HALT_POLL:-on}" != off ] && [ -w "$halt_poll_knob" ]; then
+        echo "with the guest kernel's halt polling at ${BENCH_HALT_POLL_NS:-200000} ns for those runs; this machine runs with ${halt_poll_saved:-$(cat "$halt_poll_knob")} ns"
+    elif [ -r "$halt_poll_knob" ]; then
+        echo "with the guest kernel's halt polling as booted ($(cat "$halt_poll_knob") ns)"
+    else
+        echo "on a kernel without guest halt polling"
+    fi
+}
 
 wait_line() { # file prefix -> the rest of the first line starting with prefix
     for _ in $(seq 1 300); do

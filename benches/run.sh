@@ -122,8 +122,14 @@ run1() {
     parse "$tmp/$1.$3.c1.wrk"
 }
 lone_rows=""
+servers=("native|$native/hello/world|$native_pid" "nanogrid|$ingress/hello/world|$node_pid"
+    "reuse|$ingress/hello-reuse/world|$node_pid" "nanohttp|$ingress/web/world|$node_pid"
+    "nanohttp-reuse|$ingress/web-reuse/world|$node_pid" "wasmtime|$wt/world|$wt_pid"
+    "wasmtime-pool|$wtp/world|$wtp_pid" "wasmtime-reuse|$wtr/world|$wtr_pid")
+declare -A res
 for r in $(seq 1 "$ROUNDS"); do
     # One client first: what a lone caller waits (no target; see the table's notes).
+    lone_begin
     for k in "native hyper|$native/hello/world" "nanogrid \`hello\`|$ingress/hello/world" \
         "nanogrid \`hello\`, reuse $REUSE|$ingress/hello-reuse/world" \
         "nanogrid wasi:http \`http-hello\`|$ingress/web/world" \
@@ -132,11 +138,21 @@ for r in $(seq 1 "$ROUNDS"); do
         read -r o_rps o_p50 o_p99 < <(run1 lone "${k#*|}" "$r")
         lone_rows+="| $r | ${k%%|*} | $o_rps | $o_p50 | $o_p99 |"$'\n'
     done
-    read -r w_rps w_p50 w_p99 w_cpu < <(run wasmtime "$wt/world" "$r" "$wt_pid")
-    read -r wp_rps wp_p50 wp_p99 wp_cpu < <(run wasmtime-pool "$wtp/world" "$r" "$wtp_pid")
-    read -r h_rps h_p50 h_p99 h_cpu < <(run nanohttp "$ingress/web/world" "$r" "$node_pid")
-    read -r wr_rps wr_p50 wr_p99 wr_cpu < <(run wasmtime-reuse "$wtr/world" "$r" "$wtr_pid")
-    read -r hr_rps hr_p50 hr_p99 hr_cpu < <(run nanohttp-reuse "$ingress/web-reuse/world" "$r" "$node_pid")
+    lone_end
+    # The throughput runs, in reverse order every other round: with a fixed order the
+    # later of two servers compared read about 3 % lower in every round, whichever it was
+    # (docs/BENCHMARKS.md, "Tried for hello throughput").
+    order=("${servers[@]}")
+    (( r % 2 == 0 )) && for ((i = 0, j = ${#servers[@]} - 1; i < ${#servers[@]}; i++, j--)); do order[i]=${servers[j]}; done
+    for s in "${order[@]}"; do
+        IFS='|' read -r name url pid <<<"$s"
+        res[$name]=$(run "$name" "$url" "$r" "$pid")
+    done
+    read -r w_rps w_p50 w_p99 w_cpu <<<"${res[wasmtime]}"
+    read -r wp_rps wp_p50 wp_p99 wp_cpu <<<"${res[wasmtime-pool]}"
+    read -r h_rps h_p50 h_p99 h_cpu <<<"${res[nanohttp]}"
+    read -r wr_rps wr_p50 wr_p99 wr_cpu <<<"${res[wasmtime-reuse]}"
+    read -r hr_rps hr_p50 hr_p99 hr_cpu <<<"${res[nanohttp-reuse]}"
     trr=$(awk -v a="$hr_rps" -v b="$wr_rps" 'BEGIN { printf "%.2f", a/b }')
     prr=$(awk -v a="$hr_p99" -v b="$wr_p99" 'BEGIN { printf "%.2f", a/b }')
     tr=$(awk -v a="$h_rps" -v b="$w_rps" 'BEGIN { printf "%.2f", a/b }')
@@ -157,13 +173,13 @@ for r in $(seq 1 "$ROUNDS"); do
     sum_p99_pool=$(awk -v s="$sum_p99_pool" -v x="$ppr" 'BEGIN { print s+x }')
     echo "round $r: wasmtime serve with pooling $wp_rps req/s (p99 ${wp_p99}us): nanogrid throughput x$tpr, p99 x$ppr" >&2
     echo "round $r: wasmtime serve $w_rps req/s (p99 ${w_p99}us), nanogrid wasi:http $h_rps req/s (p99 ${h_p99}us): throughput x$tr, p99 x$pr" >&2
-    read -r n_rps n_p50 n_p99 n_cpu < <(run native "$native/hello/world" "$r" "$native_pid")
-    read -r g_rps g_p50 g_p99 g_cpu < <(run nanogrid "$ingress/hello/world" "$r" "$node_pid")
+    read -r n_rps n_p50 n_p99 n_cpu <<<"${res[native]}"
+    read -r g_rps g_p50 g_p99 g_cpu <<<"${res[nanogrid]}"
     ratio=$(awk -v a="$g_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
     rows+="| $r | native hyper | $n_rps | $n_p50 | $n_p99 | $n_cpu | |"$'\n'
     rows+="| $r | nanogrid \`hello\` | $g_rps | $g_p50 | $g_p99 | $g_cpu | **$ratio** |"$'\n'
     sum_ratio=$(awk -v s="$sum_ratio" -v x="$ratio" 'BEGIN { print s+x }')
-    read -r u_rps u_p50 u_p99 u_cpu < <(run reuse "$ingress/hello-reuse/world" "$r" "$node_pid")
+    read -r u_rps u_p50 u_p99 u_cpu <<<"${res[reuse]}"
     u_ratio=$(awk -v a="$u_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
     rows+="| $r | nanogrid \`hello\`, reuse $REUSE | $u_rps | $u_p50 | $u_p99 | $u_cpu | **$u_ratio** |"$'\n'
     sum_reuse=$(awk -v s="$sum_reuse" -v x="$u_ratio" 'BEGIN { print s+x }')
@@ -226,7 +242,7 @@ instance per request (the default), the same component deployed with
 recycled: opt-in, see docs/SECURITY.md), the standard wasi:http \`http-hello\` component
 (fresh instance per request, and deployed with the same reuse; measured in the wasmtime
 comparison below, within the same round), and a native hyper server (\`host/examples/native_hello.rs\`, same accept loop)
-returning the same greeting. Rounds alternate between them. CPU/req is the server
+returning the same greeting. Each round runs every server once, the order reversed every other round. CPU/req is the server
 process's own user + system CPU time per request answered (from /proc; wrk shares the
 same 2 cores): it moves less from day to day than requests/s, which on this VM follow
 what the kernel's loopback costs that day (see the notes at the end of this file).
@@ -245,16 +261,17 @@ wrk's own share of the 2 cores lifts the throughput ratios above these, the more
 the more the kernel's loopback costs it that day.
 
 One client (\`wrk -t1 -c1 -d${DURATION1}s --latency\`, the same servers, at the start of each
-round; no target: what a lone caller waits):
+round, $(halt_poll_note); no target: what a lone caller waits):
 
 | round | server | requests/s | p50 (µs) | p99 (µs) |
 | --- | --- | ---: | ---: | ---: |
 $lone_rows
 A fresh wasi:http instance of a request with no company is torn down after its answer
-is written (\`Teardown::AfterAnswer\`; nanoservices tear down in place). On this VM a
-server's p50 at one connection is often bimodal between runs (each a new connection):
-steady within a run, either about 30 µs or 70-110 µs (see "Tried for hello throughput"
-below).
+is written (\`Teardown::AfterAnswer\`; nanoservices tear down in place). With this VM's
+halt polling off, as it boots, a server's p50 at one connection is bimodal between runs
+(each a new connection): steady within a run, either about 16-35 µs or 70-110 µs, native
+hyper's as well; that is the wake-up of a halted vCPU, so these rows run with halt
+polling on (see "Tried for hello throughput" below).
 
 ## A standard wasi:http component: nanogrid vs \`wasmtime serve\`
 
@@ -265,7 +282,7 @@ $WASMTIME_VERSION --locked\`) and under nanogrid (instances = $INSTANCES), \`GET
 (on-demand allocation) and, like for like, with the pooling allocator and the node's
 resident-memory settings (\`-O $WT_POOL\`), and a third time with those and
 \`--max-instance-reuse-count $REUSE\`, against the node's \`web-reuse\` (the same component with
-\`"reuse": {"requests": $REUSE}\`). Rounds alternate between them.
+\`"reuse": {"requests": $REUSE}\`). Each round runs every server once, the order reversed every other round.
 
 | round | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | throughput nanogrid / wasmtime | p99 nanogrid / wasmtime |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |

@@ -189,6 +189,7 @@ pub async fn start(
         None => None,
     };
     private_dir(&config.data_dir)?;
+    halt_poll_hint();
     let tokens = crate::auth::Tokens {
         admin: admin_token(&config, secrets.as_ref(), admin_addr)?,
         deploy: config.deploy_token.clone().or_else(|| secrets.as_ref().and_then(|s| s.deploy_token.clone())),
@@ -322,6 +323,29 @@ fn listener_tls(
     let cfg = certs.server_config()?;
     tasks.push(tokio::spawn(certs.watch(rx.clone())));
     Ok(Some(cfg))
+}
+
+/// Tell the operator of a VM whose guest halt polling is off what it costs a lone client.
+/// Such a VM halts an idle vCPU at once, and waking it again is slow: measured here
+/// (docs/BENCHMARKS.md, "Tried for hello throughput"), one client's p50 read 70-110 µs
+/// instead of 16-35 µs, native hyper's as much as the node's. Nothing else changes.
+fn halt_poll_hint() {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
+    let ns = read(HALT_POLL_KNOB);
+    if halt_poll_off(driver.as_deref(), ns.as_deref()) {
+        tracing::info!(
+            knob = HALT_POLL_KNOB,
+            "guest halt polling is off on this VM: a lone client's request waits for halted vCPUs to wake (50-70 µs more at p50 where measured); writing 200000 to the knob trades idle CPU for that latency (deploy/README.md)"
+        );
+    }
+}
+
+const HALT_POLL_KNOB: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+
+/// The cpuidle driver is the guest's `haltpoll` one and its polling window is zero.
+fn halt_poll_off(driver: Option<&str>, ns: Option<&str>) -> bool {
+    driver.is_some_and(|d| d.trim() == "haltpoll") && ns.is_some_and(|n| n.trim() == "0")
 }
 
 /// Create the data dir readable by its owner only (it holds every kv value and the admin
@@ -503,4 +527,19 @@ async fn join_cluster(
     tasks.push(tokio::spawn(cluster.clone().run(rx.clone())));
     tracing::info!(node = %config.node_id, peer = %cc.peer_listen, gossip = %cc.gossip_listen, seeds = ?cc.seeds, "joining a cluster");
     Ok((cluster, forwarder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::halt_poll_off;
+
+    #[test]
+    fn halt_polling_is_off_only_with_the_haltpoll_driver_and_a_zero_window() {
+        assert!(halt_poll_off(Some("haltpoll\n"), Some("0\n")));
+        assert!(!halt_poll_off(Some("haltpoll\n"), Some("200000\n")));
+        // Bare metal or another idle driver: the knob means nothing there.
+        assert!(!halt_poll_off(Some("intel_idle\n"), Some("0\n")));
+        assert!(!halt_poll_off(None, Some("0\n")));
+        assert!(!halt_poll_off(Some("haltpoll\n"), None));
+    }
 }
