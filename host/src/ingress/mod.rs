@@ -391,7 +391,8 @@ async fn dispatch_buffered(
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
     let guest_req = GuestRequest { method: parts.method.as_str().to_string(), path, headers, body: body.to_vec() };
-    match registry.dispatch_to(svc, guest_req, request_id.into(), depth).await {
+    let http1 = parts.version < http::Version::HTTP_2;
+    match registry.dispatch_to(svc, guest_req, request_id.into(), depth, http1).await {
         Ok(resp) => to_http(resp, request_id),
         Err(e) => dispatch_error(&e, request_id),
     }

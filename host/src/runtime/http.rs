@@ -36,20 +36,23 @@ pub struct OverTls;
 /// What happened to a wasi:http request, reported when the guest's task ends.
 pub type Completion = Box<dyn FnOnce(Result<(), CallError>) + Send>;
 
-/// When a wasi:http 0.2 request's instance is torn down if it ends in an error or
-/// without a pool to go back to (an instance a pool turns away is dropped in place).
+/// When a fresh instance is torn down: a nanoservice's, or a wasi:http 0.2 request's if it
+/// ends in an error or without a pool to go back to (an instance a pool turns away is
+/// dropped in place).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Teardown {
     /// Where the guest's task ends: before the answer goes out if the guest finished
     /// first. The cheapest under load.
     InPlace,
-    /// Once the answer is out, if the guest's task ended in place, before its head went
-    /// out (see `drop_later`); where the task ends otherwise (one that ran on in a task
-    /// of its own). For an HTTP/1 request alone on its service and on the node (the
-    /// caller decides): measured with one client on this 2-core VM, the p50 of a fresh
-    /// `http-hello` fell from 105-117 µs to 34-35 µs, while deferring every teardown cost
-    /// 5-7 % of throughput at 32 connections (docs/BENCHMARKS.md, "Tried for hello
-    /// throughput").
+    /// Once the answer is out (see `drop_later`): a nanoservice's always; a wasi:http
+    /// guest's if its task ended in place, before its head went out, else where the task
+    /// ends (one that ran on in a task of its own). For an HTTP/1 request alone on its
+    /// service and on the node (the caller decides). Measured with one client on this
+    /// 2-core VM, the p50 of a fresh `http-hello` fell from 105-117 µs to 34-35 µs (the
+    /// VM's halt polling off, which this also hid), a fresh `hello`'s from 30-31 µs to
+    /// 28-29 µs and a fused chain of five's from 62-63 µs to 58 µs (polling on), while
+    /// deferring every teardown at 32 connections gained nothing and may cost a few
+    /// percent (docs/BENCHMARKS.md, "Tried for hello throughput").
     /// The request's admission permit is released before the deferred teardown: the
     /// instance's pool slots stay taken until the task that drops it runs.
     AfterAnswer,
@@ -330,7 +333,7 @@ fn report(result: Result<(), CallError>, outcome: oneshot::Sender<bool>, done: C
 /// worker (its next-to-run slot, which other workers do not steal from) without waking
 /// another thread. Outside a runtime (or in one shutting down) `x` is dropped at once (or
 /// with the runtime).
-fn drop_later<T: Send + 'static>(x: T) {
+pub(super) fn drop_later<T: Send + 'static>(x: T) {
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => drop(rt.spawn(async move { drop(x) })),
         Err(_) => drop(x),

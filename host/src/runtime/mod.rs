@@ -432,12 +432,15 @@ impl Runtime {
 
     /// Run one request in a fresh instance. A wasi:http component gets it as an HTTP
     /// request and its streamed answer is collected, so `invoke` works on both kinds.
+    /// `teardown` says when a nanoservice's instance is dropped (a wasi:http one's in
+    /// place here: the answer is collected first).
     pub async fn handle(
         self: &Arc<Self>,
         prepared: &Arc<Prepared>,
         call: CallContext,
         req: Request,
         limits: ExecLimits,
+        teardown: Teardown,
     ) -> Result<Response, CallError> {
         let prepared = self.pick(prepared, &call);
         let code = prepared.code();
@@ -467,10 +470,13 @@ impl Runtime {
         // The epoch deadline stops guest code; this outer timeout also bounds time spent
         // waiting in host calls (an `invoke` of a slow service, say).
         let result = match tokio::time::timeout(limits.timeout + EPOCH_TICK * 4, run).await {
-            Ok(r) => r,
-            Err(_) => return Err(CallError::Timeout(limits.timeout)),
+            Ok(r) => r.map_err(|e| classify(e, limits, &tail)),
+            Err(_) => Err(CallError::Timeout(limits.timeout)),
         };
-        result.map_err(|e| classify(e, limits, &tail))
+        if teardown == Teardown::AfterAnswer {
+            http::drop_later(store);
+        }
+        result
     }
 }
 

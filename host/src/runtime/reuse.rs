@@ -34,7 +34,7 @@ use wasmtime_wasi_http::p2::types::{
 use super::bindings::{Nanoservice, Request, Response};
 use super::output::OutputTail;
 use super::state::{CallContext, StoreState};
-use super::{CallError, EPOCH_TICK, ExecLimits, Prepared, PreparedKind, Runtime, classify};
+use super::{CallError, EPOCH_TICK, ExecLimits, Prepared, PreparedKind, Runtime, Teardown, classify};
 
 /// An instance idle this long is dropped at the next visit to its pool.
 pub const IDLE_MAX: Duration = Duration::from_secs(30);
@@ -275,14 +275,16 @@ impl Runtime {
             // Its timed composition is another component: a fresh instance of it (chosen
             // once: `handle` keeps what it is given, a timed one has no timed variant).
             // Boxed, like the other way out below: rare, and kept out of this future's size.
-            return Box::pin(self.handle(picked, call, req, limits)).await;
+            return Box::pin(self.handle(picked, call, req, limits, Teardown::InPlace)).await;
         }
         let pre = match &code.kind {
             PreparedKind::Nanoservice(pre) => pre,
             PreparedKind::Http(_) => {
                 return Box::pin(self.handle_http_collected(prepared, call, req, limits, Some(pool))).await;
             }
-            PreparedKind::Http3(_) => return Box::pin(self.handle(prepared, call, req, limits)).await,
+            PreparedKind::Http3(_) => {
+                return Box::pin(self.handle(prepared, call, req, limits, Teardown::InPlace)).await;
+            }
         };
         code.note(&call);
         let traced = call.trace.run.clone();

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use super::gate::{self, GateError};
 use super::route;
 use super::trials::Split;
-use super::{Deployed, DispatchError, HttpRunning, Outcome, Registry, Service};
+use super::{Deployed, DispatchError, LoneRun, Outcome, Registry, Service};
 use crate::runtime::{
     CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response, Teardown,
 };
@@ -332,16 +332,19 @@ impl Registry {
         let Some(svc) = svc else {
             return (Err(DispatchError::NotFound(name.to_string())), false);
         };
-        (self.dispatch_to(svc, req, request_id, depth).await, false)
+        (self.dispatch_to(svc, req, request_id, depth, false).await, false)
     }
 
     /// [`Registry::dispatch`] for a service already looked up (ingress has it in hand).
+    /// `http1`: a client's request over HTTP/1, whose fresh instance may be torn down
+    /// after the answer (as in `dispatch_http`).
     pub async fn dispatch_to(
         self: &Arc<Self>,
         svc: Arc<Service>,
         mut req: Request,
         request_id: Arc<str>,
         depth: u32,
+        http1: bool,
     ) -> Result<Response, DispatchError> {
         let name = &*svc.name;
         self.wake_single(&svc).await?;
@@ -356,6 +359,9 @@ impl Registry {
             other => other?,
         };
         let queue_wait = queued.elapsed();
+        let running = (http1 && permit.alone()).then(|| LoneRun::start(self));
+        let first = running.as_ref().is_some_and(|r| r.first);
+        let teardown = if first { Teardown::AfterAnswer } else { Teardown::InPlace };
         let trace = self.start_run(&mut req.headers);
         // Read the version after admission so a request admitted after a redeploy runs it.
         let deployed = svc.current();
@@ -364,9 +370,9 @@ impl Registry {
         let prepared = deployed.prepared()?;
         let result = match deployed.warm_pool(&self.runtime, |part| self.reuses(part)) {
             Some(pool) => self.runtime.handle_reused(pool, prepared, call, req, limits).await,
-            None => self.runtime.handle(prepared, call, req, limits).await,
+            None => self.runtime.handle(prepared, call, req, limits, teardown).await,
         };
-        drop(permit);
+        drop((permit, running));
         let ran = started.elapsed();
         let micros = ran.as_micros() as u64;
         let max_response = deployed.spec.limits.max_response_bytes;
@@ -429,7 +435,7 @@ impl Registry {
         let fused_parts = deployed.serving.graph().and_then(|g| g.fused.clone());
         // Counted only when alone on its service: a busy service's requests never defer
         // their teardown, and do not touch a counter both cores write.
-        let running = permit.alone().then(|| HttpRunning::start(self));
+        let running = permit.alone().then(|| LoneRun::start(self));
         // Alone on the node too, over HTTP/1 (whose connection task runs the guest's, so
         // the teardown's task runs on its thread after the answer is written).
         let first = running.as_ref().is_some_and(|r| r.first);

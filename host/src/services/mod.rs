@@ -316,32 +316,32 @@ pub struct Registry {
     /// Request ids for requests that came without one.
     ids: ids::RequestIds,
     tracer: std::sync::OnceLock<Arc<crate::trace::Tracer>>,
-    /// wasi:http requests running on this node alone on their service (`dispatch_http`):
-    /// one with none beside it has its fresh instance torn down after its answer
-    /// (`Teardown::AfterAnswer`).
-    http_running: std::sync::atomic::AtomicU32,
+    /// Client requests over HTTP/1 running on this node alone on their service
+    /// (`dispatch_http`, `dispatch_to`): one with none beside it has its fresh instance
+    /// torn down after its answer (`Teardown::AfterAnswer`).
+    lone_running: std::sync::atomic::AtomicU32,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
     // itself lets it hand out owned handles without a reference cycle.
     me: std::sync::Weak<Registry>,
 }
 
-/// A wasi:http request running alone on its service, counted in `Registry::http_running`
-/// until dropped; `first`: no other one was counted when it started.
-pub(super) struct HttpRunning {
+/// A request running alone on its service, counted in `Registry::lone_running` until
+/// dropped; `first`: no other one was counted when it started.
+pub(super) struct LoneRun {
     registry: Arc<Registry>,
     pub(super) first: bool,
 }
 
-impl HttpRunning {
+impl LoneRun {
     pub(super) fn start(registry: &Arc<Registry>) -> Self {
-        let before = registry.http_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HttpRunning { registry: registry.clone(), first: before == 0 }
+        let before = registry.lone_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LoneRun { registry: registry.clone(), first: before == 0 }
     }
 }
 
-impl Drop for HttpRunning {
+impl Drop for LoneRun {
     fn drop(&mut self) {
-        self.registry.http_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.registry.lone_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -385,7 +385,7 @@ impl Registry {
             trials: Default::default(),
             ids,
             tracer: std::sync::OnceLock::new(),
-            http_running: Default::default(),
+            lone_running: Default::default(),
         })
     }
 
@@ -458,5 +458,36 @@ impl Registry {
         let n = versions.len();
         self.table.install_all(versions);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lone_request_is_first_only_while_no_other_lone_request_runs() {
+        let grid = Arc::new(crate::grid::Grid::new(Arc::new(crate::grid::MemoryStorage::default())));
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = crate::runtime::Runtime::new(&crate::runtime::RuntimeConfig {
+            compile_cache: dir.path().to_path_buf(),
+            pool_instances: 4,
+            pool_max_memory: 1 << 20,
+            fuel: false,
+            outbound: None,
+            tiered: false,
+            fused_parts: 0.0,
+        })
+        .unwrap();
+        let registry = Registry::new(Arc::new(runtime), grid);
+        let a = LoneRun::start(&registry);
+        let b = LoneRun::start(&registry);
+        assert!(a.first && !b.first);
+        drop(a);
+        // `b` still runs: a third has company, though the first has ended.
+        let c = LoneRun::start(&registry);
+        assert!(!c.first);
+        drop((b, c));
+        assert!(LoneRun::start(&registry).first, "first again once none runs");
     }
 }
