@@ -266,8 +266,9 @@ round, $(halt_poll_note); no target: what a lone caller waits):
 | round | server | requests/s | p50 (µs) | p99 (µs) |
 | --- | --- | ---: | ---: | ---: |
 $lone_rows
-A fresh wasi:http instance of a request with no company is torn down after its answer
-is written (\`Teardown::AfterAnswer\`; nanoservices tear down in place). With this VM's
+A fresh instance of a request with no company (over HTTP/1, alone on its service and on
+the node) is torn down after its answer is written (\`Teardown::AfterAnswer\`), a
+nanoservice's as a wasi:http guest's; with company, in place. With this VM's
 halt polling off, as it boots, a server's p50 at one connection is bimodal between runs
 (each a new connection): steady within a run, either about 16-35 µs or 70-110 µs, native
 hyper's as well; that is the wake-up of a halted vCPU, so these rows run with halt
