@@ -175,8 +175,8 @@ $rows
   composite of five components is five core instances with five linear memories to
   reset (one \`PAGEMAP_SCAN\` ioctl each, ~9% of CPU) and their import tables
   (\`func_loc\` lookups, ~5%); guest code, including copying the field list across four
-  component boundaries, is ~13%. At one connection, where the vCPU wake-ups no longer
-  decide the figure (see below), the same costs show in latency: $(mean fused.1.p50) against
+  component boundaries, is ~13%. At one connection (with halt polling on, the vCPU
+  wake-ups no longer decide the figure; see below), the same costs show in latency: $(mean fused.1.p50) against
   $(mean single.1.p50) µs fresh, $(mean fused_r.1.p50) against $(mean single_r.1.p50) µs reused.
 - Until 2026-12-06 the one-connection rows ran with this VM's halt polling off, and the
   fused / single p50 swung between runs (0.83 on 2026-12-04; 1.31, 1.49 and 0.73 on

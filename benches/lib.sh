@@ -1,7 +1,7 @@
 # Shared by the benchmark scripts (sourced): a temp dir removed on exit with every
 # background job, waiting for a line a server prints, and parsing wrk's output.
 tmp=$(mktemp -d)
-cleanup() { lone_end; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() { lone_end || true; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 # One-connection rows run with the guest kernel's halt polling on. On a VM booted with
@@ -14,21 +14,24 @@ trap cleanup EXIT
 # exit. halt_poll_note says what the rows ran with.
 halt_poll_knob=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 halt_poll_saved=""
+# Set once lone_begin has turned polling on (the knob only acts with the haltpoll driver).
+halt_poll_on=""
 lone_begin() {
     [ "${BENCH_HALT_POLL:-on}" = off ] && return 0
     [ -w "$halt_poll_knob" ] || return 0
+    [ "$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null)" = haltpoll ] || return 0
     [ -n "$halt_poll_saved" ] || halt_poll_saved=$(cat "$halt_poll_knob")
-    echo "${BENCH_HALT_POLL_NS:-200000}" >"$halt_poll_knob"
+    echo "${BENCH_HALT_POLL_NS:-200000}" >"$halt_poll_knob" && halt_poll_on=1
 }
 lone_end() {
-    [ -n "$halt_poll_saved" ] && echo "$halt_poll_saved" >"$halt_poll_knob"
+    if [ -n "$halt_poll_saved" ]; then echo "$halt_poll_saved" >"$halt_poll_knob" || true; fi
     return 0
 }
 halt_poll_note() {
-    if [ "${BENCH_HALT_POLL:-on}" != off ] && [ -w "$halt_poll_knob" ]; then
-        echo "with the guest kernel's halt polling at ${BENCH_HALT_POLL_NS:-200000} ns for those runs; this machine runs with ${halt_poll_saved:-$(cat "$halt_poll_knob")} ns"
+    if [ -n "$halt_poll_on" ]; then
+        echo "with the guest kernel's halt polling at ${BENCH_HALT_POLL_NS:-200000} ns for those runs; this machine runs with $halt_poll_saved ns"
     elif [ -r "$halt_poll_knob" ]; then
-        echo "with the guest kernel's halt polling as booted ($(cat "$halt_poll_knob") ns)"
+        echo "with the guest kernel's halt polling as it is, $(cat "$halt_poll_knob") ns"
     else
         echo "on a kernel without guest halt polling"
     fi

@@ -9,7 +9,7 @@
 # Rewrites docs/BENCHMARKS.md. Run it with `./dev bench` (which installs wrk).
 #
 # Settings (environment): DURATION (s per run, default 10), CONNS (default 32),
-# ROUNDS (alternating native/nanogrid rounds, default 2), INSTANCES (default 64),
+# ROUNDS (rounds of every server, the order reversed every other round; default 2), INSTANCES (default 64),
 # DURATION1 (s per one-client run, default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -271,8 +271,9 @@ the node) is torn down after its answer is written (\`Teardown::AfterAnswer\`), 
 nanoservice's as a wasi:http guest's; with company, in place. With this VM's
 halt polling off, as it boots, a server's p50 at one connection is bimodal between runs
 (each a new connection): steady within a run, either about 16-35 µs or 70-110 µs, native
-hyper's as well; that is the wake-up of a halted vCPU, so these rows run with halt
-polling on (see "Tried for hello throughput" below).
+hyper's as well; that is the wake-up of a halted vCPU, which is why these rows run with
+halt polling on where the script can turn it on (what they ran with is said above; see
+"Tried for hello throughput" below).
 
 ## A standard wasi:http component: nanogrid vs \`wasmtime serve\`
 

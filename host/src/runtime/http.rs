@@ -50,7 +50,7 @@ pub enum Teardown {
     /// service and on the node (the caller decides). Measured with one client on this
     /// 2-core VM, the p50 of a fresh `http-hello` fell from 105-117 µs to 34-35 µs (the
     /// VM's halt polling off, which this also hid), a fresh `hello`'s from 30-31 µs to
-    /// 28-29 µs and a fused chain of five's from 62-63 µs to 58 µs (polling on), while
+    /// 28-29 µs and a fused chain of five's from 61-63 µs to 58-59 µs (polling on), while
     /// deferring every teardown at 32 connections gained nothing and may cost a few
     /// percent (docs/BENCHMARKS.md, "Tried for hello throughput").
     /// The request's admission permit is released before the deferred teardown: the

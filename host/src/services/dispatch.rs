@@ -359,9 +359,9 @@ impl Registry {
             other => other?,
         };
         let queue_wait = queued.elapsed();
-        let running = (http1 && permit.alone()).then(|| LoneRun::start(self));
+        let running = permit.alone().then(|| LoneRun::start(self));
         let first = running.as_ref().is_some_and(|r| r.first);
-        let teardown = if first { Teardown::AfterAnswer } else { Teardown::InPlace };
+        let teardown = if first && http1 { Teardown::AfterAnswer } else { Teardown::InPlace };
         let trace = self.start_run(&mut req.headers);
         // Read the version after admission so a request admitted after a redeploy runs it.
         let deployed = svc.current();

@@ -316,9 +316,9 @@ pub struct Registry {
     /// Request ids for requests that came without one.
     ids: ids::RequestIds,
     tracer: std::sync::OnceLock<Arc<crate::trace::Tracer>>,
-    /// Client requests over HTTP/1 running on this node alone on their service
-    /// (`dispatch_http`, `dispatch_to`): one with none beside it has its fresh instance
-    /// torn down after its answer (`Teardown::AfterAnswer`).
+    /// Requests running on this node alone on their service (`dispatch_http`,
+    /// `dispatch_to`), whatever their protocol: one over HTTP/1 with none beside it has its
+    /// fresh instance torn down after its answer (`Teardown::AfterAnswer`).
     lone_running: std::sync::atomic::AtomicU32,
     // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
     // itself lets it hand out owned handles without a reference cycle.
