@@ -12,7 +12,7 @@ use super::route;
 use super::trials::Split;
 use super::{Deployed, DispatchError, LoneRun, Outcome, Registry, Service};
 use crate::runtime::{
-    CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response, Teardown,
+    CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response,
 };
 use crate::trace::{self, CallTrace, Open, SpanKind};
 
@@ -359,9 +359,7 @@ impl Registry {
             other => other?,
         };
         let queue_wait = queued.elapsed();
-        let running = permit.alone().then(|| LoneRun::start(self));
-        let first = running.as_ref().is_some_and(|r| r.first);
-        let teardown = if first && http1 { Teardown::AfterAnswer } else { Teardown::InPlace };
+        let (running, teardown) = LoneRun::teardown(self, permit.alone(), http1);
         let trace = self.start_run(&mut req.headers);
         // Read the version after admission so a request admitted after a redeploy runs it.
         let deployed = svc.current();
@@ -433,13 +431,7 @@ impl Registry {
         let stats_svc = svc.clone();
         let this = self.clone();
         let fused_parts = deployed.serving.graph().and_then(|g| g.fused.clone());
-        // Counted only when alone on its service: a busy service's requests never defer
-        // their teardown, and do not touch a counter both cores write.
-        let running = permit.alone().then(|| LoneRun::start(self));
-        // Alone on the node too, over HTTP/1 (whose connection task runs the guest's, so
-        // the teardown's task runs on its thread after the answer is written).
-        let first = running.as_ref().is_some_and(|r| r.first);
-        let teardown = if first && version < http::Version::HTTP_2 { Teardown::AfterAnswer } else { Teardown::InPlace };
+        let (running, teardown) = LoneRun::teardown(self, permit.alone(), version < http::Version::HTTP_2);
         let done: Completion = Box::new(move |result| {
             drop(permit);
             drop(running);

@@ -39,7 +39,7 @@ pub use spec::{Limits, ServiceSpec};
 pub use stats::{Outcome, Stats};
 
 use crate::grid::{BatchOp, Durability, Grid, Table};
-use crate::runtime::{Capabilities, ComponentInfo, ImportLimits, InspectError, Prepared, Runtime, WarmPool};
+use crate::runtime::{Capabilities, ComponentInfo, ImportLimits, InspectError, Prepared, Runtime, Teardown, WarmPool};
 use gate::Gate;
 
 /// A version of a service: its spec, its own component, and how it serves requests.
@@ -329,13 +329,25 @@ pub struct Registry {
 /// dropped; `first`: no other one was counted when it started.
 pub(super) struct LoneRun {
     registry: Arc<Registry>,
-    pub(super) first: bool,
+    first: bool,
 }
 
 impl LoneRun {
-    pub(super) fn start(registry: &Arc<Registry>) -> Self {
+    fn start(registry: &Arc<Registry>) -> Self {
         let before = registry.lone_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         LoneRun { registry: registry.clone(), first: before == 0 }
+    }
+
+    /// How a request's fresh instance is torn down, and its count while it runs (held
+    /// until it ends). Counted only when `alone` on its service (`Permit::alone`): a busy
+    /// service's requests never defer their teardown, and touch no counter both cores
+    /// write. Deferred only when alone on the node too and over HTTP/1, whose connection
+    /// task runs the request, so the teardown's task runs on its thread after the answer
+    /// is written.
+    pub(super) fn teardown(registry: &Arc<Registry>, alone: bool, http1: bool) -> (Option<LoneRun>, Teardown) {
+        let running = alone.then(|| LoneRun::start(registry));
+        let late = http1 && running.as_ref().is_some_and(|r| r.first);
+        (running, if late { Teardown::AfterAnswer } else { Teardown::InPlace })
     }
 }
 
@@ -462,15 +474,13 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_lone_request_is_first_only_while_no_other_lone_request_runs() {
-        let grid = Arc::new(crate::grid::Grid::new(Arc::new(crate::grid::MemoryStorage::default())));
-        let dir = tempfile::tempdir().unwrap();
+    /// A registry over `grid` with a small runtime (no service is deployed).
+    pub(crate) fn registry(grid: &Arc<crate::grid::Grid>, cache: &std::path::Path) -> Arc<Registry> {
         let runtime = crate::runtime::Runtime::new(&crate::runtime::RuntimeConfig {
-            compile_cache: dir.path().to_path_buf(),
+            compile_cache: cache.to_path_buf(),
             pool_instances: 4,
             pool_max_memory: 1 << 20,
             fuel: false,
@@ -479,7 +489,14 @@ mod tests {
             fused_parts: 0.0,
         })
         .unwrap();
-        let registry = Registry::new(Arc::new(runtime), grid);
+        Registry::new(Arc::new(runtime), grid.clone())
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_is_first_only_while_no_other_lone_request_runs() {
+        let grid = Arc::new(crate::grid::Grid::new(Arc::new(crate::grid::MemoryStorage::default())));
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(&grid, dir.path());
         let a = LoneRun::start(&registry);
         let b = LoneRun::start(&registry);
         assert!(a.first && !b.first);
@@ -489,5 +506,24 @@ mod tests {
         assert!(!c.first);
         drop((b, c));
         assert!(LoneRun::start(&registry).first, "first again once none runs");
+    }
+
+    #[tokio::test]
+    async fn only_a_first_lone_request_over_http1_defers_its_teardown() {
+        let grid = Arc::new(crate::grid::Grid::new(Arc::new(crate::grid::MemoryStorage::default())));
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(&grid, dir.path());
+        // With company on its service: not counted, in place.
+        let (none, t) = LoneRun::teardown(&registry, false, true);
+        assert!(none.is_none() && t == Teardown::InPlace);
+        // Alone but over HTTP/2: counted (others see it), in place.
+        let (h2, t) = LoneRun::teardown(&registry, true, false);
+        assert!(h2.is_some() && t == Teardown::InPlace);
+        // Another lone HTTP/1 request beside it has company on the node.
+        let (_, t) = LoneRun::teardown(&registry, true, true);
+        assert_eq!(t, Teardown::InPlace);
+        drop(h2);
+        let (_, t) = LoneRun::teardown(&registry, true, true);
+        assert_eq!(t, Teardown::AfterAnswer);
     }
 }

@@ -1,5 +1,6 @@
 use super::report::{BarrierState, report};
 use super::*;
+use crate::services::tests::registry;
 
 #[test]
 fn records_round_trip_and_report_what_was_waited_for() {
@@ -55,21 +56,6 @@ fn records_round_trip_and_report_what_was_waited_for() {
     let small = WireResponse { status: 201, headers: vec![], body: vec![0; 4] };
     assert_eq!(r.keepable(Ok(small.clone())), Ok(small));
     assert!(decode(b"\xff\xff not a record").is_none());
-}
-
-/// A registry over `grid` with a small runtime (no service is deployed).
-fn registry(grid: &Arc<crate::grid::Grid>, cache: &std::path::Path) -> Arc<Registry> {
-    let runtime = crate::runtime::Runtime::new(&crate::runtime::RuntimeConfig {
-        compile_cache: cache.to_path_buf(),
-        pool_instances: 4,
-        pool_max_memory: 1 << 20,
-        fuel: false,
-        outbound: None,
-        tiered: false,
-        fused_parts: 0.0,
-    })
-    .unwrap();
-    Registry::new(Arc::new(runtime), grid.clone())
 }
 
 /// Run `registry`'s sweep until it has taken a barrier over; returns the stop signal and
