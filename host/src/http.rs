@@ -20,6 +20,8 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// [`REQUEST_ID_HEADER`] as a header name (inserted without copying the name).
+pub static REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// The body of every error answer, from the platform or a guest:
 /// `{"error":{"code","message","request_id"}}` (a guest's error has no request id).
@@ -63,7 +65,7 @@ pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T, request
 
 pub fn set_request_id(h: &mut http::HeaderMap, request_id: &str) {
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(REQUEST_ID_HEADER, v);
+        h.insert(REQUEST_ID_NAME.clone(), v);
     }
 }
 

@@ -216,7 +216,7 @@ impl WasiHttpHooks for OutboundPolicy {
         let trace = self.trace.clone();
         if let Some(c) = trace.ctx {
             let h = request.headers_mut();
-            h.insert(crate::trace::context::TRACEPARENT, c.header_value());
+            h.insert(crate::trace::context::TRACEPARENT_NAME.clone(), c.header_value());
             // The guest's own tracestate on the request is replaced by its run's.
             h.remove(crate::trace::context::TRACESTATE);
             if let Some(v) = trace.state.as_deref().and_then(|s| http::HeaderValue::from_str(s).ok()) {

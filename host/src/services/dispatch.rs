@@ -210,7 +210,7 @@ impl Registry {
         let mut run = self.open_run(trace::parent_in_map(headers));
         run.state = trace::state_in_map(headers);
         if let Some(c) = run.ctx {
-            headers.insert(trace::context::TRACEPARENT, c.header_value());
+            headers.insert(trace::context::TRACEPARENT_NAME.clone(), c.header_value());
         }
         run
     }
@@ -358,13 +358,14 @@ impl Registry {
             }
             other => other?,
         };
-        let queue_wait = queued.elapsed();
+        // One clock read ends the wait and starts the run.
+        let started = Instant::now();
+        let queue_wait = started.saturating_duration_since(queued);
         let (running, teardown) = LoneRun::teardown(self, permit.alone(), http1);
         let trace = self.start_run(&mut req.headers);
         // Read the version after admission so a request admitted after a redeploy runs it.
         let deployed = svc.current();
         let (call, limits) = self.call_context(&svc, &deployed, request_id, depth, trace.clone());
-        let started = Instant::now();
         let prepared = deployed.prepared()?;
         let result = match deployed.warm_pool(&self.runtime, |part| self.reuses(part)) {
             Some(pool) => self.runtime.handle_reused(pool, prepared, call, req, limits).await,
@@ -413,7 +414,8 @@ impl Registry {
         self.wake_single(&svc).await?;
         let queued = Instant::now();
         let permit = self.admit(&svc).await?;
-        let queue_wait = queued.elapsed();
+        let started = Instant::now();
+        let queue_wait = started.saturating_duration_since(queued);
         let mut req = req;
         let version = req.version();
         let trace = self.start_http_run(req.headers_mut());
@@ -427,7 +429,6 @@ impl Registry {
                 wasmtime_wasi_http::Error::InternalError(Some(format!("request body: {e}")))
             })
         });
-        let started = Instant::now();
         let stats_svc = svc.clone();
         let this = self.clone();
         let fused_parts = deployed.serving.graph().and_then(|g| g.fused.clone());

@@ -5,6 +5,9 @@ use std::fmt;
 
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
+/// [`TRACEPARENT`] as a header name: inserting one made from a `&str` copies the name
+/// into a new allocation every time, this one is shared.
+pub static TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
 
 /// A trace id (16 bytes, never all zero).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
