@@ -11,9 +11,11 @@
 #   invoke  five chain-invoke services calling each other with invoke.call
 #   http    five HTTP hops through ingress (http-fetch forwarding, then chain-5)
 # Each is measured at 1 connection (latency) and at CONNS connections (throughput), in
-# alternating rounds. Rewrites the composition section of docs/BENCHMARKS.md.
+# alternating rounds. Rewrites the composition section of docs/BENCHMARKS.md (OUT=...
+# writes elsewhere).
 # Settings (environment): DURATION (s per run, default 5), CONNS (default 32),
-# ROUNDS (default 4), INSTANCES (default 64), REUSE (default 1000).
+# ROUNDS (default 4), INSTANCES (default 64), REUSE (default 1000), BIN (a nanogrid
+# binary to measure instead of building the release one: the test suite's smoke).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
@@ -22,19 +24,24 @@ ROUNDS=${ROUNDS:-4}
 INSTANCES=${INSTANCES:-64}
 REUSE=${REUSE:-1000}
 target=${CARGO_TARGET_DIR:-target}
-
-cargo build --release -q -p nanogrid --bin nanogrid
+BIN=${BIN:-}
+built="\`$BIN\`"
+if [ -z "$BIN" ]; then
+    cargo build --release -q -p nanogrid --bin nanogrid
+    BIN="$target/release/nanogrid"
+    built="release build"
+fi
 cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml
 wasm=samples/target/wasm32-wasip2/release
 
 . benches/lib.sh
 
-"$target/release/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+"$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data-dir "$tmp/node" --admin-token bench >"$tmp/node.out" 2>"$tmp/node.log" &
 ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
 admin=$(wait_line "$tmp/node.out" "admin listening on ")
 hostport=${ingress#http://}
-"$target/release/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --trace-fused-parts 1 \
+"$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --trace-fused-parts 1 \
     --data-dir "$tmp/tnode" --admin-token bench >"$tmp/tnode.out" 2>"$tmp/tnode.log" &
 tingress=$(wait_line "$tmp/tnode.out" "ingress listening on ")
 tadmin=$(wait_line "$tmp/tnode.out" "admin listening on ")
@@ -147,7 +154,7 @@ cat >"$section" <<MD
 
 \`benches/chain.sh\` (\`./dev bench chain\`): \`chain-1\` … \`chain-5\` are pass-through stages
 that each add a field and call the next through the typed import \`bench:chain/stage\`.
-All traffic goes through ingress on 127.0.0.1 (\`GET\`, release build, instances = $INSTANCES).
+All traffic goes through ingress on 127.0.0.1 (\`GET\`, $built, instances = $INSTANCES).
 Latency is \`wrk -t1 -c1\` ($(halt_poll_note)), throughput \`wrk -t1 -c$CONNS\`, ${DURATION}s each, means of
 $ROUNDS alternating rounds (the one-connection ratios below: medians of per-round ratios).
 
@@ -189,5 +196,6 @@ $rows
 Measured on: $(nproc) cores, $(uname -m), kernel $(uname -r), $(date -u +%Y-%m-%d).
 <!-- chain:end -->
 MD
+if [ -n "${OUT:-}" ]; then cp "$section" "$OUT"; exit 0; fi
 write_section chain "$section"
 echo "updated docs/BENCHMARKS.md: fused/single p50 $fused_vs_single, linked/fused p50 $linked_vs_fused" >&2
