@@ -6,7 +6,7 @@
   election   kill -9 the leader; time until both survivors agree on a new leader
   window     during the leader kill, requests loop through both survivors' ingress;
              the error window is last failure - first failure (0 when none failed)
-  dormant    cut a node off (transport fault injection); time until it reports dormant
+  dormant    kill the last other voter a survivor sees; time until it reports dormant
   forward    p50 of sequential requests to a service with its only instance on n1,
              sent to n1 (local) and to n2 (forwarded one hop)
   colocate   `head` (pinned to one node) calls `tail` (one instance, elsewhere) through
@@ -298,10 +298,12 @@ def round_(binary, wasm, chain_wasm):
         time.sleep(3.0)
         window, failed, total = load.finish()
 
-        # Cut a survivor off.
+        # Leave a survivor alone: its last peer dies, so no majority of the voters is in
+        # sight (what a node cut off sees; the in-process isolate switch this used is gone,
+        # and a real cut needs network namespaces, as the cluster tests build).
         t = time.time()
-        survivors[0].call("POST", "/v1/debug/isolate", {"isolated": True})
-        wait("the cut-off node is dormant", lambda: (survivors[0].cluster() or {}).get("mode") == "dormant")
+        survivors[1].kill()
+        wait("the node left alone is dormant", lambda: (survivors[0].cluster() or {}).get("mode") == "dormant")
         dormant = time.time() - t
         return dict(formed=formed, detection=detection, rejoin=rejoin, election=election,
                     window=window, failed=failed, total=total, dormant=dormant,
@@ -349,7 +351,7 @@ def main():
         f"| rejoin (restart → follower serving again) | {ms('rejoin')} |",
         f"| election (kill -9 leader → survivors agree on a new one) | {ms('election')} |",
         f"| error window under load during the leader kill | {ms('window')} |",
-        f"| dormant after being cut off (fault injection) | {ms('dormant')} |",
+        f"| dormant after losing the majority (its last peer killed) | {ms('dormant')} |",
         "",
         "Forwarding cost: p50 of 400 sequential keep-alive requests to a service whose only",
         "instance runs on n1, sent to n1 and to n2 (which forwards over loopback):",
