@@ -30,7 +30,6 @@ struct Shard {
 /// A shard's spans: filled up to its cap, then each new span takes the place of the
 /// oldest, written over it where it lies (a span is a few hundred bytes: taking the
 /// oldest out first, as a queue's `pop_front` does, was a copy of it every request).
-#[derive(Default)]
 struct Slots {
     spans: Vec<SpanRecord>,
     /// The oldest span once the shard is full (the next to be written over).
@@ -114,7 +113,7 @@ impl SpanRing {
     pub fn push(&self, span: SpanRecord) {
         let shard = &self.shards[this_thread() % self.shards.len()];
         let mut slots = shard.spans();
-        if slots.spans.len() < shard.cap {
+        if slots.len() < shard.cap {
             slots.spans.push(span);
         } else {
             // The oldest is dropped under the lock: what it frees is a few small strings at
