@@ -48,7 +48,7 @@ pub use imports::check_request;
 pub use inspect::{ComponentInfo, HTTP_WORLD, HTTP3_WORLD, InspectError, PROVIDER_WORLD, is_http_world};
 use outbound::OutboundPolicy;
 pub use reuse::WarmPool;
-pub use state::{BarrierResults, CallContext, Capabilities, ImportLimits, Invoker};
+pub use state::{BarrierResults, CallContext, CallSite, Capabilities, ImportLimits, Invoker};
 pub use tier::{CompileMode, Compiled, HOLD_ENV as HOLD_TIER_UP_ENV, Tier, TierStats};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -401,10 +401,12 @@ impl Runtime {
             call,
             linked: Vec::new(),
             part_starts: Vec::new(),
+            deadline: Instant::now() + limits.timeout,
         };
         let mut store = Store::new(&code.engine, state);
         store.limiter(|s| &mut s.limits);
-        arm_deadline(&mut store, limits.timeout);
+        watch_deadline(&mut store);
+        store.set_epoch_deadline(1);
         if self.fuel {
             store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| CallError::Internal(e.to_string()))?;
         }
@@ -483,10 +485,17 @@ impl Runtime {
 /// Interrupt the guest `timeout` from now. Each epoch tick before that yields to other
 /// tasks, so a busy guest cannot starve the async workers.
 fn arm_deadline(store: &mut Store<StoreState>, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
+    store.data_mut().deadline = Instant::now() + timeout;
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+}
+
+/// A new Store's epoch callback: at every epoch tick while its guest runs, interrupt it
+/// past its request's deadline (`StoreState::deadline`, which `arm_deadline` sets per
+/// request), else yield to the executor. Set once per Store: a reused instance's next
+/// request only moves the deadline (no closure boxed per request).
+fn watch_deadline(store: &mut Store<StoreState>) {
+    store.epoch_deadline_callback(|s| {
+        if Instant::now() >= s.data().deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
     });
 }
 

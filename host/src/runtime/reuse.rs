@@ -105,10 +105,12 @@ pub(super) struct IdleBudget {
     cap: usize,
     pools: Mutex<Vec<Weak<WarmPool>>>,
     /// When every pool was last swept for instances idle past [`IDLE_MAX`] (a pool whose
-    /// service gets no more requests here is not visited otherwise).
-    swept: Mutex<Instant>,
-    /// Set at shutdown: nothing is kept idle any more (an idle instance's context holds
-    /// the registry that holds its pool).
+    /// service gets no more requests here is not visited otherwise), in milliseconds
+    /// since `born`.
+    swept_ms: std::sync::atomic::AtomicU64,
+    born: Instant,
+    /// Set at shutdown: nothing is kept idle any more (an idle instance holds its Store,
+    /// its slot in the pooling allocator and its context's grid until dropped).
     closed: std::sync::atomic::AtomicBool,
     /// Held while idle instances are dropped for room, so a request that finds nothing
     /// left to drop retries only once another's eviction has freed its slots.
@@ -139,7 +141,8 @@ impl IdleBudget {
             held: AtomicUsize::new(0),
             cap,
             pools: Mutex::new(Vec::new()),
-            swept: Mutex::new(Instant::now()),
+            swept_ms: Default::default(),
+            born: Instant::now(),
             closed: Default::default(),
             evicting: Mutex::new(()),
         })
@@ -170,16 +173,19 @@ impl IdleBudget {
     }
 
     /// Every [`IDLE_MAX`] / 2 at most: drop instances idle past [`IDLE_MAX`] in every pool.
-    fn sweep(&self) {
-        {
-            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
-            if swept.elapsed() < IDLE_MAX / 2 {
-                return;
-            }
-            *swept = Instant::now();
+    /// Lock-free until it is time: every request's `put` asks.
+    fn sweep(&self, now: Instant) {
+        let at = now.saturating_duration_since(self.born).as_millis() as u64;
+        let last = self.swept_ms.load(Ordering::Relaxed);
+        if at < last + (IDLE_MAX / 2).as_millis() as u64 {
+            return;
+        }
+        // One sweeper per turn: another `put` that saw the same turn leaves it.
+        if self.swept_ms.compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
         }
         for p in self.live_pools() {
-            let stale = p.expire(&mut p.lock());
+            let stale = p.expire(&mut p.lock(), now);
             drop(stale);
         }
     }
@@ -191,14 +197,10 @@ impl WarmPool {
     }
 
     /// The most recently used idle instance (its pages are the likeliest to be warm), if
-    /// it is one `usable` accepts (else it is dropped).
+    /// it is one `usable` accepts (else it is dropped). Instances idle too long are left to
+    /// the next `put`, which every request that takes one makes: no clock read here.
     pub(super) fn take(&self, usable: impl FnOnce(&Warm) -> bool) -> Option<Warm> {
-        let mut idle = self.lock();
-        let stale = self.expire(&mut idle);
-        let w = idle.pop();
-        drop(idle);
-        drop(stale);
-        let w = w?;
+        let w = self.lock().pop()?;
         self.budget.held.fetch_sub(1, Ordering::Relaxed);
         usable(&w).then_some(w)
     }
@@ -218,19 +220,21 @@ impl WarmPool {
             b.held.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        w.since = Instant::now();
+        // One clock read for the instance's idle start, the expiry and the sweep's turn.
+        let now = Instant::now();
+        w.since = now;
         let mut idle = self.lock();
         idle.push(w);
-        let stale = self.expire(&mut idle);
+        let stale = self.expire(&mut idle, now);
         drop(idle);
         drop(stale);
-        b.sweep();
+        b.sweep(now);
     }
 
     /// Take out the instances idle for longer than [`IDLE_MAX`] (the oldest are at the
     /// bottom), for the caller to drop after the lock.
-    fn expire(&self, idle: &mut Vec<Warm>) -> Vec<Warm> {
-        let stale = idle.iter().take_while(|w| w.since.elapsed() > IDLE_MAX).count();
+    fn expire(&self, idle: &mut Vec<Warm>, now: Instant) -> Vec<Warm> {
+        let stale = idle.iter().take_while(|w| now.saturating_duration_since(w.since) > IDLE_MAX).count();
         if stale == 0 {
             return Vec::new();
         }

@@ -4,21 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-
 use super::gate::{self, GateError};
 use super::route;
 use super::trials::Split;
 use super::{Deployed, DispatchError, LoneRun, Outcome, Registry, Service};
-use crate::runtime::{
-    CallContext, CallError, Completion, ExecLimits, GuestError, HyperOutgoingBody, Invoker, Request, Response,
-};
+use crate::runtime::{CallContext, CallError, Completion, ExecLimits, HyperOutgoingBody, Request, Response};
 use crate::trace::{self, CallTrace, Open, SpanKind};
 
 impl Registry {
     fn call_context(
-        self: &Arc<Self>,
+        &self,
         svc: &Service,
         deployed: &Deployed,
         request_id: Arc<str>,
@@ -30,18 +25,7 @@ impl Registry {
             timeout: Duration::from_millis(deployed.spec.limits.timeout_ms),
             fuel: deployed.spec.limits.fuel,
         };
-        let invoker: Arc<dyn Invoker> = self.clone();
-        let call = CallContext {
-            service: svc.name.clone(),
-            request_id,
-            depth,
-            config: deployed.config.clone(),
-            limits: deployed.import_limits.clone(),
-            caps: deployed.caps.clone(),
-            grid: self.grid.clone(),
-            invoker,
-            trace,
-        };
+        let call = CallContext { site: self.call_site(&svc.name, deployed), request_id, depth, trace };
         (call, limits)
     }
 
@@ -494,71 +478,6 @@ fn dispatch_error(name: &str, e: CallError) -> DispatchError {
     }
 }
 
-impl Invoker for Registry {
-    fn invoke(
-        &self,
-        caller: &CallContext,
-        service: String,
-        req: Request,
-    ) -> BoxFuture<'static, Result<Response, GuestError>> {
-        let Some(this) = self.me.upgrade() else {
-            return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
-        };
-        let depth = caller.depth.saturating_add(1);
-        let max = caller.limits.max_call_depth;
-        let request_id = caller.request_id.clone();
-        let from = caller.service.clone();
-        let mut req = req;
-        platform_parent(&mut req.headers, caller);
-        async move {
-            if depth > max {
-                return Err(GuestError::Denied(format!(
-                    "call depth limit {max} reached calling {service:?} from {from:?}; is there a cycle of invoke calls?"
-                )));
-            }
-            this.call_from((&from, "invoke"), &service, req, request_id, depth).await.map_err(|e| to_guest_error(&e))
-        }
-        .boxed()
-    }
-
-    fn fan_out(
-        &self,
-        caller: &CallContext,
-        calls: Vec<(String, Request)>,
-        then: Request,
-    ) -> BoxFuture<'static, Result<String, GuestError>> {
-        let Some(this) = self.me.upgrade() else {
-            return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
-        };
-        let caller = caller.clone();
-        async move { this.barrier_engine.start(&caller, calls, then).await }.boxed()
-    }
-
-    fn barrier_results(&self, caller: &CallContext, id: String) -> BoxFuture<'static, crate::runtime::BarrierResults> {
-        let Some(this) = self.me.upgrade() else {
-            return futures::future::ready(Err(GuestError::Internal("the node is shutting down".into()))).boxed();
-        };
-        let caller = caller.clone();
-        async move { this.barrier_engine.results(&caller, &id).await }.boxed()
-    }
-}
-
-/// The WIT error a calling guest sees for a failed dispatch.
-pub fn to_guest_error(e: &DispatchError) -> GuestError {
-    match e {
-        DispatchError::NotFound(_) | DispatchError::NoHandler { .. } => GuestError::NotFound(e.to_string()),
-        DispatchError::Unresolved { .. }
-        | DispatchError::NoInstance { .. }
-        | DispatchError::Stopped(_)
-        | DispatchError::QueueFull(_)
-        | DispatchError::WaitTimeout(..) => GuestError::Unavailable(e.to_string()),
-        DispatchError::Timeout { .. } | DispatchError::OutOfFuel { .. } => GuestError::Timeout,
-        DispatchError::ResponseTooLarge { .. } | DispatchError::Guest { .. } => GuestError::Internal(e.to_string()),
-        DispatchError::Trap { .. } | DispatchError::Internal(_) => GuestError::Internal(e.to_string()),
-        DispatchError::BadRequest(m) => GuestError::Invalid(m.clone()),
-    }
-}
-
 /// A result as a span attribute: the guest's status, or the error code.
 fn result_attr<E: std::borrow::Borrow<DispatchError>>(r: &Result<Response, E>) -> (&'static str, trace::Attr) {
     match r {
@@ -573,20 +492,5 @@ fn error_code(r: &Result<Response, DispatchError>) -> &'static str {
         Ok(resp) if resp.status >= 500 => "status-5xx",
         Ok(_) => "",
         Err(e) => e.code(),
-    }
-}
-
-/// The platform, not the guest, says where a call sits in its trace: a guest's own
-/// `traceparent`/`tracestate` on a call are replaced by the calling run's context and the
-/// `tracestate` its request came with.
-pub(super) fn platform_parent(headers: &mut Vec<(String, String)>, caller: &CallContext) {
-    headers.retain(|(k, _)| {
-        !k.eq_ignore_ascii_case(trace::context::TRACEPARENT) && !k.eq_ignore_ascii_case(trace::context::TRACESTATE)
-    });
-    if let Some(ctx) = &caller.trace.ctx {
-        trace::set_parent(headers, ctx);
-        if let Some(state) = &caller.trace.state {
-            headers.push((trace::context::TRACESTATE.to_string(), state.to_string()));
-        }
     }
 }

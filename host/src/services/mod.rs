@@ -12,6 +12,7 @@ mod deploy;
 mod dispatch;
 pub mod gate;
 mod ids;
+mod invoker;
 pub mod resolve;
 pub mod route;
 pub mod spec;
@@ -54,6 +55,8 @@ pub struct Deployed {
     /// Decided at its first request (`None`: fresh instances); a change to any service of
     /// its chain builds a new version, so the decision never goes stale.
     warm: std::sync::OnceLock<Option<Arc<WarmPool>>>,
+    /// What its requests' calls carry (built at the first: it names the registry).
+    site: std::sync::OnceLock<Arc<crate::runtime::CallSite>>,
 }
 
 /// The limits host imports enforce for a service.
@@ -83,6 +86,7 @@ impl Deployed {
             import_limits: Arc::new(import_limits),
             caps: Arc::new(caps),
             warm: std::sync::OnceLock::new(),
+            site: std::sync::OnceLock::new(),
             spec,
             unit,
             serving,
@@ -320,9 +324,9 @@ pub struct Registry {
     /// `dispatch_to`), whatever their protocol: one over HTTP/1 with none beside it has its
     /// fresh instance torn down after its answer (`Teardown::AfterAnswer`).
     lone_running: std::sync::atomic::AtomicU32,
-    // `invoke` calls re-enter the registry from inside a guest call; a weak pointer to
-    // itself lets it hand out owned handles without a reference cycle.
-    me: std::sync::Weak<Registry>,
+    /// The registry as its services' calls reach it: `invoke` calls re-enter the
+    /// registry from inside a guest call, through a weak pointer to it (no cycle).
+    invoker: Arc<dyn crate::runtime::Invoker>,
 }
 
 /// A request running alone on its service, counted in `Registry::lone_running` until
@@ -384,7 +388,7 @@ impl Registry {
         let ids = ids::RequestIds::new();
         let barriers = Arc::new(barrier::Barriers::new(ids.seed()));
         Arc::new_cyclic(|me| Registry {
-            me: me.clone(),
+            invoker: Arc::new(invoker::RegistryInvoker(me.clone())),
             barrier_engine: Arc::new(barrier::BarrierEngine::new(me.clone(), grid.clone(), barriers.clone())),
             barriers,
             runtime,

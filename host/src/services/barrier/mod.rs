@@ -30,7 +30,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use super::dispatch::to_guest_error;
+use super::invoker::to_guest_error;
 use super::{DispatchError, Registry, now_ms};
 use crate::grid::part::Consistency;
 use crate::grid::{Grid, KvError};
@@ -226,9 +226,9 @@ impl BarrierEngine {
         let mut calls = calls;
         let mut then = then;
         for (_, req) in calls.iter_mut() {
-            super::dispatch::platform_parent(&mut req.headers, caller);
+            super::invoker::platform_parent(&mut req.headers, caller);
         }
-        super::dispatch::platform_parent(&mut then.headers, caller);
+        super::invoker::platform_parent(&mut then.headers, caller);
         let Some(registry) = self.registry.upgrade() else {
             return Err(GuestError::Internal("the node is shutting down".into()));
         };
