@@ -90,6 +90,8 @@ pub struct ForwardCounts {
     pub answered: AtomicU64,
     pub skipped: AtomicU64,
     pub failed: AtomicU64,
+    /// Failed after sending and sent to the next holder (an idempotent service).
+    pub retried: AtomicU64,
 }
 
 fn count(c: &AtomicU64) {
@@ -115,7 +117,8 @@ impl Forwarder {
 
     /// Send the request to the first holder that takes it, or say why none did (then it
     /// ran nowhere). `target` is the ingress path (`/{service}/...`); `uri` the client's
-    /// request URI (its authority, over HTTP/2).
+    /// request URI (its authority, over HTTP/2). `again`: the service is idempotent (see
+    /// [`Forwarder::send`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn forward(
         &self,
@@ -126,13 +129,17 @@ impl Forwarder {
         headers: &HeaderMap,
         body: Bytes,
         request_id: &str,
+        again: bool,
     ) -> Result<http::Response<Body>, String> {
         let authority = uri.authority().map(|a| a.as_str());
-        self.send(holders, method, target, authority, headers, body, request_id, None).await
+        self.send(holders, method, target, authority, headers, body, (request_id, None), again).await
     }
 
     /// The answer of the first holder that ran the request (or a platform error about
-    /// sending it), or why none took it. `depth` is set for `invoke` calls.
+    /// sending it), or why none took it. `depth` is set for `invoke` calls. A request
+    /// that failed after it was sent may have run, so it is not sent again (502), unless
+    /// `again`: its service is idempotent (`ServiceSpec::idempotent`), so the next holder
+    /// is tried (a holder that died with the request in flight costs no error).
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
@@ -142,8 +149,8 @@ impl Forwarder {
         uri_authority: Option<&str>,
         headers: &HeaderMap,
         body: Bytes,
-        request_id: &str,
-        depth: Option<u32>,
+        (request_id, depth): (&str, Option<u32>),
+        again: bool,
     ) -> Result<http::Response<Body>, String> {
         let Some(client) = &self.client else {
             return Err("this node is not in a cluster".into());
@@ -189,6 +196,12 @@ impl Forwarder {
                     count(&self.counts.failed);
                     return Ok(h::error(StatusCode::GATEWAY_TIMEOUT, "timeout", &e.to_string(), request_id));
                 }
+                Err(e) if again => {
+                    count(&self.counts.retried);
+                    tracing::info!(node = %t.node, error = %e, request_id, "an idempotent service's forwarded request failed after sending; trying the next holder");
+                    last = format!("{} failed after it was sent ({e})", t.node);
+                    continue;
+                }
                 Err(e) => {
                     count(&self.counts.failed);
                     let msg = format!("forwarding to {} failed after sending: {e}", t.node);
@@ -218,8 +231,8 @@ impl Forwarder {
         holders: Vec<PeerTarget>,
         service: &str,
         req: crate::runtime::Request,
-        request_id: &str,
-        depth: u32,
+        (request_id, depth): (&str, u32),
+        again: bool,
     ) -> Result<(crate::runtime::Response, Option<Arc<str>>), crate::services::DispatchError> {
         use crate::services::DispatchError;
         let method = Method::from_bytes(req.method.as_bytes())
@@ -234,8 +247,8 @@ impl Forwarder {
                 headers.append(k, v);
             }
         }
-        let sent =
-            self.send(holders, &method, &target, None, &headers, Bytes::from(req.body), request_id, Some(depth)).await;
+        let body = Bytes::from(req.body);
+        let sent = self.send(holders, &method, &target, None, &headers, body, (request_id, Some(depth)), again).await;
         let resp = sent.map_err(|why| DispatchError::NoInstance {
             service: service.to_string(),
             reason: format!("no node with an instance took the call ({why})"),
@@ -261,10 +274,10 @@ impl Forward for Forwarder {
         holders: Vec<PeerTarget>,
         service: &'a str,
         req: crate::runtime::Request,
-        request_id: &'a str,
-        depth: u32,
+        (request_id, depth): (&'a str, u32),
+        again: bool,
     ) -> futures::future::BoxFuture<'a, crate::services::RemoteAnswer> {
-        Box::pin(Forwarder::call(self, holders, service, req, request_id, depth))
+        Box::pin(Forwarder::call(self, holders, service, req, (request_id, depth), again))
     }
 }
 

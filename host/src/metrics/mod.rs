@@ -175,10 +175,11 @@ fn cluster(out: &mut Scrape, node: &Node, c: &crate::control::Cluster) {
     out.gauge("nanogrid_cluster_is_leader", "1 on the leader.").sample(&[], s.mode == "leader");
     let forwarded = out.counter(
         "nanogrid_forwarded_total",
-        "Requests and invoke calls sent to another node, by outcome (skipped: that node could not take it, the next was tried).",
+        "Requests and invoke calls sent to another node, by outcome (skipped: that node could not take it, the next was tried; retried: an idempotent service's request failed after it was sent, the next was tried).",
     );
     let f = &node.forwards;
-    for (outcome, c) in [("answered", &f.answered), ("skipped", &f.skipped), ("failed", &f.failed)] {
+    let outcomes = [("answered", &f.answered), ("skipped", &f.skipped), ("failed", &f.failed), ("retried", &f.retried)];
+    for (outcome, c) in outcomes {
         forwarded.sample(&[("outcome", outcome)], c.load(Relaxed));
     }
 }

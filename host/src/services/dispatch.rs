@@ -299,10 +299,12 @@ impl Registry {
                 route::Route::Here(here) => svc = here,
                 route::Route::Forward(holders) => {
                     let hop = self.client_span(&mut req.headers);
-                    let (result, node) = match routes.forward.call(holders, name, req, &request_id, depth).await {
-                        Ok((resp, node)) => (Ok(resp), node),
-                        Err(e) => (Err(e), None),
-                    };
+                    let again = self.get(name).is_some_and(|s| s.peek().spec.idempotent);
+                    let (result, node) =
+                        match routes.forward.call(holders, name, req, (&request_id, depth), again).await {
+                            Ok((resp, node)) => (Ok(resp), node),
+                            Err(e) => (Err(e), None),
+                        };
                     if let Some(open) = hop {
                         // The node that ran it, when one answered.
                         let to = node.map(|n| ("forward.node", trace::Attr::text(&n)));

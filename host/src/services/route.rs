@@ -52,13 +52,16 @@ pub trait Peers: Send + Sync {
 /// Sends an `invoke` call to other nodes: the answer of the first of `holders` that ran it
 /// and that node (none when the answer is this node's error about sending it).
 pub trait Forward: Send + Sync {
+    /// `call`: the request id and `invoke` depth. `again`: the service is idempotent, so a
+    /// call that failed after it was sent (the holder died with it) is tried on the next
+    /// holder.
     fn call<'a>(
         &'a self,
         holders: Vec<PeerTarget>,
         service: &'a str,
         req: Request,
-        request_id: &'a str,
-        depth: u32,
+        call: (&'a str, u32),
+        again: bool,
     ) -> BoxFuture<'a, RemoteAnswer>;
 }
 

@@ -10,6 +10,7 @@ mod colocate;
 mod console;
 mod driver;
 mod experiments;
+mod forwarding;
 mod grid;
 #[path = "../../../chaos/src/linearizable.rs"]
 mod linearizable;
