@@ -117,8 +117,8 @@ impl Forwarder {
 
     /// Send the request to the first holder that takes it, or say why none did (then it
     /// ran nowhere). `target` is the ingress path (`/{service}/...`); `uri` the client's
-    /// request URI (its authority, over HTTP/2). `again`: the service is idempotent (see
-    /// [`Forwarder::send`]).
+    /// request URI (its authority, over HTTP/2). `again`: the service is idempotent, so a
+    /// holder that fails after the request was sent is followed by the next.
     #[allow(clippy::too_many_arguments)]
     pub async fn forward(
         &self,
