@@ -10,7 +10,12 @@
 #
 # Settings (environment): DURATION (s per run, default 10), CONNS (default 32),
 # ROUNDS (rounds of every server, the order reversed every other round; default 2), INSTANCES (default 64),
-# DURATION1 (s per one-client run, default 5).
+# DURATION1 (s per one-client run, default 5), WARMUP (s per server before the rounds,
+# default 2), INSTANTIATE_RUNS (default 20000).
+# The test suite's smoke: PROFILE=debug (the test build's binaries), WASMTIME=skip (no
+# wasmtime-cli to build: the node's own wasi:http services stand in for the three
+# `wasmtime serve` servers, so every path of the script runs but those rows compare the
+# node with itself), OUT=FILE (write the section there, not into docs/BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -19,16 +24,25 @@ CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-2}
 INSTANCES=${INSTANCES:-64}
 REUSE=${REUSE:-1000}
+WARMUP=${WARMUP:-2}
+INSTANTIATE_RUNS=${INSTANTIATE_RUNS:-20000}
+PROFILE=${PROFILE:-release}
+WASMTIME=${WASMTIME:-install}
 target=${CARGO_TARGET_DIR:-target}
 
-cargo build --release -q -p nanogrid --bin nanogrid --example native_hello --example instantiate
+case $PROFILE in
+    release) cargo build --release -q -p nanogrid --bin nanogrid --example native_hello --example instantiate ;;
+    debug) cargo build -q -p nanogrid --bin nanogrid --example native_hello --example instantiate ;;
+    *) echo "PROFILE must be release or debug, not $PROFILE" >&2; exit 2 ;;
+esac
+bin="$target/$PROFILE"
 cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml
 hello_wasm=samples/target/wasm32-wasip2/release/hello.wasm
 http_hello_wasm=samples/target/wasm32-wasip2/release/http_hello.wasm
 
 WASMTIME_VERSION=48.0.8
 wt_root="$HOME/.cache/nanogrid/wasmtime-cli-$WASMTIME_VERSION"
-if [ ! -x "$wt_root/bin/wasmtime" ]; then
+if [ "$WASMTIME" != skip ] && [ ! -x "$wt_root/bin/wasmtime" ]; then
     echo "installing wasmtime-cli $WASMTIME_VERSION into $wt_root (one time, ~15 min)" >&2
     cargo install -q wasmtime-cli --version "$WASMTIME_VERSION" --locked --root "$wt_root"
 fi
@@ -36,55 +50,63 @@ wasmtime="$wt_root/bin/wasmtime"
 
 . benches/lib.sh
 
-"$target/release/examples/native_hello" >"$tmp/native.out" &
+"$bin/examples/native_hello" >"$tmp/native.out" &
 native_pid=$!
 native=$(wait_line "$tmp/native.out" "listening on ")
-"$target/release/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+"$bin/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --data-dir "$tmp/node" --admin-token bench >"$tmp/node.out" 2>"$tmp/node.log" &
 node_pid=$!
 ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
 admin=$(wait_line "$tmp/node.out" "admin listening on ")
-"$target/release/nanogrid" deploy "$hello_wasm" --name hello --instances "$INSTANCES" \
+"$bin/nanogrid" deploy "$hello_wasm" --name hello --instances "$INSTANCES" \
     --admin "$admin" --token bench >/dev/null
-"$target/release/nanogrid" deploy "$hello_wasm" --name hello-reuse --instances "$INSTANCES" \
+"$bin/nanogrid" deploy "$hello_wasm" --name hello-reuse --instances "$INSTANCES" \
     --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
-"$target/release/nanogrid" deploy "$http_hello_wasm" --name web --instances "$INSTANCES" \
+"$bin/nanogrid" deploy "$http_hello_wasm" --name web --instances "$INSTANCES" \
     --admin "$admin" --token bench >/dev/null
-"$target/release/nanogrid" deploy "$http_hello_wasm" --name web-reuse --instances "$INSTANCES" \
+"$bin/nanogrid" deploy "$http_hello_wasm" --name web-reuse --instances "$INSTANCES" \
     --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
 wait_optimized "$admin" bench hello hello-reuse web web-reuse
 curl -sf "$ingress/hello/world" >/dev/null
 curl -sf "$ingress/hello-reuse/world" >/dev/null
 curl -sf "$ingress/web/world" >/dev/null
 curl -sf "$ingress/web-reuse/world" >/dev/null
-wt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$wasmtime" serve -Scli --addr "127.0.0.1:$wt_port" "$http_hello_wasm" >"$tmp/wt.out" 2>&1 &
-wt_pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wt_port/world" >/dev/null && break; sleep 0.1; done
-wt="http://127.0.0.1:$wt_port"
-# Like for like: the pooling allocator with the settings the node's engine uses
-# (host/src/runtime/engine.rs): linear memory kept resident (16 MiB with PAGEMAP_SCAN,
-# Linux 6.7+, else 1 MiB), 64 KiB of tables, 1 GiB reservations with 32 MiB guards.
-if python3 -c 'import os,sys; k=tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2]); sys.exit(0 if k >= (6, 7) else 1)'; then
-    keep=$((16 << 20)) scan=y
+if [ "$WASMTIME" = skip ]; then
+    # The smoke: the node's own wasi:http services stand in (see the settings above).
+    wt="$ingress/web" wtp="$ingress/web" wtr="$ingress/web-reuse"
+    wt_pid=$node_pid wtp_pid=$node_pid wtr_pid=$node_pid
+    WT_POOL="(skipped: WASMTIME=skip)"
 else
-    keep=$((1 << 20)) scan=n
+    wt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$wasmtime" serve -Scli --addr "127.0.0.1:$wt_port" "$http_hello_wasm" >"$tmp/wt.out" 2>&1 &
+    wt_pid=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wt_port/world" >/dev/null && break; sleep 0.1; done
+    wt="http://127.0.0.1:$wt_port"
+    # Like for like: the pooling allocator with the settings the node's engine uses
+    # (host/src/runtime/engine.rs): linear memory kept resident (16 MiB with PAGEMAP_SCAN,
+    # Linux 6.7+, else 1 MiB), 64 KiB of tables, 1 GiB reservations with 32 MiB guards.
+    if python3 -c 'import os,sys; k=tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2]); sys.exit(0 if k >= (6, 7) else 1)'; then
+        keep=$((16 << 20)) scan=y
+    else
+        keep=$((1 << 20)) scan=n
+    fi
+    WT_POOL="pooling-allocator=y,pooling-memory-keep-resident=$keep,pooling-table-keep-resident=65536,pooling-pagemap-scan=$scan,pooling-max-memory-size=$((1 << 30)),memory-reservation=$((1 << 30)),memory-guard-size=$((32 << 20))"
+    wtp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$wasmtime" serve -Scli -O "$WT_POOL" --addr "127.0.0.1:$wtp_port" "$http_hello_wasm" >"$tmp/wtp.out" 2>&1 &
+    wtp_pid=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null && break; sleep 0.1; done
+    curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null || { echo "wasmtime serve -O $WT_POOL did not serve:" >&2; cat "$tmp/wtp.out" >&2; exit 1; }
+    wtp="http://127.0.0.1:$wtp_port"
+    # The same with instance reuse, like the node's web-reuse.
+    wtr_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$wasmtime" serve -Scli -O "$WT_POOL" --max-instance-reuse-count "$REUSE" --addr "127.0.0.1:$wtr_port" \
+        "$http_hello_wasm" >"$tmp/wtr.out" 2>&1 &
+    wtr_pid=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtr_port/world" >/dev/null && break; sleep 0.1; done
+    curl -sf "http://127.0.0.1:$wtr_port/world" >/dev/null || { echo "wasmtime serve with reuse did not serve:" >&2; cat "$tmp/wtr.out" >&2; exit 1; }
+    wtr="http://127.0.0.1:$wtr_port"
+
 fi
-WT_POOL="pooling-allocator=y,pooling-memory-keep-resident=$keep,pooling-table-keep-resident=65536,pooling-pagemap-scan=$scan,pooling-max-memory-size=$((1 << 30)),memory-reservation=$((1 << 30)),memory-guard-size=$((32 << 20))"
-wtp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$wasmtime" serve -Scli -O "$WT_POOL" --addr "127.0.0.1:$wtp_port" "$http_hello_wasm" >"$tmp/wtp.out" 2>&1 &
-wtp_pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null || { echo "wasmtime serve -O $WT_POOL did not serve:" >&2; cat "$tmp/wtp.out" >&2; exit 1; }
-wtp="http://127.0.0.1:$wtp_port"
-# The same with instance reuse, like the node's web-reuse.
-wtr_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$wasmtime" serve -Scli -O "$WT_POOL" --max-instance-reuse-count "$REUSE" --addr "127.0.0.1:$wtr_port" \
-    "$http_hello_wasm" >"$tmp/wtr.out" 2>&1 &
-wtr_pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtr_port/world" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$wtr_port/world" >/dev/null || { echo "wasmtime serve with reuse did not serve:" >&2; cat "$tmp/wtr.out" >&2; exit 1; }
-wtr="http://127.0.0.1:$wtr_port"
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
@@ -101,7 +123,7 @@ run() {
 }
 
 for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$ingress/web-reuse/world" "$wt/world" "$wtp/world" "$wtr/world"; do
-    wrk -t1 -c"$CONNS" -d2s "$u" >/dev/null
+    wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$u" >/dev/null
 done
 rows=""
 http_rows=""
@@ -211,7 +233,7 @@ mean_http=$(awk -v s="$sum_http" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_p99=$(awk -v s="$sum_p99" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_http_pool=$(awk -v s="$sum_http_pool" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 mean_p99_pool=$(awk -v s="$sum_p99_pool" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
-inst=$("$target/release/examples/instantiate" "$hello_wasm" 20000)
+inst=$("$bin/examples/instantiate" "$hello_wasm" "$INSTANTIATE_RUNS")
 echo "$inst" >&2
 inst_us=$(echo "$inst" | sed -n 's/.*instantiate_us=\([0-9.]*\).*/\1/p')
 req_us=$(echo "$inst" | sed -n 's/.*request_us=\([0-9.]*\).*/\1/p')
@@ -236,7 +258,7 @@ cat >"$section" <<MD
 ## Hello world through ingress vs native hyper
 
 \`wrk -t1 -c$CONNS -d${DURATION}s --latency\` against \`GET /hello/world\` on 127.0.0.1:
-nanogrid serving the \`hello\` sample (instances = $INSTANCES, release build) with a fresh
+nanogrid serving the \`hello\` sample (instances = $INSTANCES, $PROFILE build) with a fresh
 instance per request (the default), the same component deployed with
 \`"reuse": {"requests": $REUSE}\` (an instance serves $REUSE requests in sequence, then is
 recycled: opt-in, see docs/SECURITY.md), the standard wasi:http \`http-hello\` component
@@ -285,6 +307,7 @@ $WASMTIME_VERSION --locked\`) and under nanogrid (instances = $INSTANCES), \`GET
 resident-memory settings (\`-O $WT_POOL\`), and a third time with those and
 \`--max-instance-reuse-count $REUSE\`, against the node's \`web-reuse\` (the same component with
 \`"reuse": {"requests": $REUSE}\`). Each round runs every server once, the order reversed every other round.
+$([ "$WASMTIME" = skip ] && echo $'\n'"**A smoke run (WASMTIME=skip): the \`wasmtime serve\` rows below are the node's own wasi:http services.**")
 
 | round | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | throughput nanogrid / wasmtime | p99 nanogrid / wasmtime |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -314,5 +337,6 @@ reset with 1 MiB resident.
 Measured on: $(nproc) cores, $(uname -m), kernel $(uname -r), $(date -u +%Y-%m-%d).
 <!-- core:end -->
 MD
+if [ -n "${OUT:-}" ]; then cp "$section" "$OUT"; exit 0; fi
 write_section core "$section"
 echo "updated docs/BENCHMARKS.md (mean ratio $mean_ratio, with reuse $mean_reuse)" >&2
