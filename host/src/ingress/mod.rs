@@ -254,7 +254,7 @@ async fn forward_attempts(
     request_id: &str,
 ) -> http::Response<Body> {
     let mut pause = Duration::from_millis(50);
-    let again = registry.get(service).is_some_and(|s| s.peek().spec.idempotent);
+    let again = registry.get(service).is_some_and(|s| s.idempotent());
     for attempt in 0.. {
         let (m, u, hd) = (&parts.method, &parts.uri, &parts.headers);
         let why = match forwarder.forward(holders, m, target, u, hd, body.clone(), request_id, again).await {

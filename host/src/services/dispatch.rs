@@ -299,7 +299,7 @@ impl Registry {
                 route::Route::Here(here) => svc = here,
                 route::Route::Forward(holders) => {
                     let hop = self.client_span(&mut req.headers);
-                    let again = self.get(name).is_some_and(|s| s.peek().spec.idempotent);
+                    let again = svc.as_ref().is_some_and(|s| s.idempotent());
                     let (result, node) =
                         match routes.forward.call(holders, name, req, (&request_id, depth), again).await {
                             Ok((resp, node)) => (Ok(resp), node),

@@ -155,6 +155,12 @@ impl Service {
         crate::runtime::is_http_world(&self.peek().unit.info.world)
     }
 
+    /// Whether its spec says calls to it may run more than once (`idempotent`): a call
+    /// lost after it was sent is then sent again (a forward, a barrier call).
+    pub fn idempotent(&self) -> bool {
+        self.peek().spec.idempotent
+    }
+
     /// The version serving now, to keep (across an `await`, or after a redeploy).
     pub fn current(&self) -> Arc<Deployed> {
         self.current.load_full()

@@ -144,7 +144,7 @@ fn kv_error(e: KvError) -> GuestError {
 /// 15 s) and 503. Not 504: a guest's own deadline or fuel ran out (it would again), or a
 /// forward waited out its 120 s, past the retry window anyway.
 fn again(registry: &Registry, service: &str, status: u16) -> bool {
-    matches!(status, 502 | 503) && registry.get(service).is_some_and(|s| s.peek().spec.idempotent)
+    matches!(status, 502 | 503) && registry.get(service).is_some_and(|s| s.idempotent())
 }
 
 /// Errors after which the call never ran and may run later.
