@@ -6,6 +6,11 @@
   election   kill -9 the leader; time until both survivors agree on a new leader
   window     during the leader kill, requests loop through both survivors' ingress;
              the error window is last failure - first failure (0 when none failed)
+  retry      in the same loops, two copies of a service that answers after 100 ms (the
+             misbehave test guest beside HELLO_WASM, `/sleep/100`) placed on the leader
+             and one survivor, one deployed `idempotent`: the other survivor forwards
+             both, and a request in flight to the leader when it dies fails only for the
+             copy that is not idempotent
   dormant    kill the last other voter a survivor sees; time until it reports dormant
   forward    p50 of sequential requests to a service with its only instance on n1,
              sent to n1 (local) and to n2 (forwarded one hop)
@@ -14,6 +19,7 @@
              until the leader moves `tail` next to `head`, and p50 after
 
 Usage: benches/cluster.py NANOGRID_BIN HELLO_WASM CHAIN_INVOKE_WASM OUT_MD [ROUNDS]
+(misbehave.wasm is taken from HELLO_WASM's directory.)
 Rewrites the section between <!-- cluster:begin --> and <!-- cluster:end --> in OUT_MD.
 """
 
@@ -185,40 +191,45 @@ def local_instances(node, service):
 
 
 class Load:
-    """Request loops through the given nodes' ingress, recording failure times."""
+    """Request loops through the given nodes' ingress, one per (node, path), recording
+    each path's failure times and requests."""
 
-    def __init__(self, nodes):
-        self.nodes, self.stop, self.failures, self.total = nodes, False, [], 0
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.loop, args=(n,)) for n in nodes]
+    def __init__(self, nodes, paths):
+        self.stop, self.lock = False, threading.Lock()
+        self.failures = {p: [] for p in paths}
+        self.total = {p: 0 for p in paths}
+        self.threads = [threading.Thread(target=self.loop, args=(n, p)) for n in nodes for p in paths]
         for t in self.threads:
             t.start()
 
-    def loop(self, node):
+    def loop(self, node, path):
         conn = None
         while not self.stop:
             ok = False
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(node.ingress, timeout=2.0)
-                conn.request("GET", "/hello/")
+                conn.request("GET", path)
                 r = conn.getresponse()
                 r.read()
                 ok = r.status == 200
             except OSError:
                 conn = None
             with self.lock:
-                self.total += 1
+                self.total[path] += 1
                 if not ok:
-                    self.failures.append(time.time())
+                    self.failures[path].append(time.time())
             time.sleep(0.005)
 
-    def finish(self):
+    def finish(self, path):
+        """Stop; `path`'s error window, failures and requests, and every path's
+        (failures, requests)."""
         self.stop = True
         for t in self.threads:
             t.join()
-        f = self.failures
-        return (f[-1] - f[0] if f else 0.0), len(f), self.total
+        f = self.failures[path]
+        each = {p: (len(self.failures[p]), self.total[p]) for p in self.total}
+        return (f[-1] - f[0] if f else 0.0), len(f), self.total[path], each
 
 
 def round_(binary, wasm, chain_wasm):
@@ -289,14 +300,28 @@ def round_(binary, wasm, chain_wasm):
         leader = agreed_leader(nodes)
         lead = next(n for n in nodes if n.name == leader)
         survivors = [n for n in nodes if n is not lead]
-        load = Load(survivors)
+        # Two copies of a slow service on the leader and one survivor only, so the other
+        # survivor forwards every request for them, some to the leader, and one is most
+        # likely in flight when it dies; one copy idempotent.
+        slow_wasm = os.path.join(os.path.dirname(wasm), "misbehave.wasm")
+        status, data = nodes[0].call("PUT", "/v1/components", open(slow_wasm, "rb").read())
+        slow = json.loads(data)["digest"]
+        for name, idem in (("pinned", False), ("pinned-idem", True)):
+            spec = {"component": slow, "instances": 2, "placement": [lead.name, survivors[1].name],
+                    "idempotent": idem}
+            status, data = nodes[0].call("PUT", f"/v1/services/{name}", spec, 15)
+            assert status in (200, 201), data
+            wait(f"{name} serves on the leader and through the other survivor",
+                 lambda: placed(lead, name) == sorted([lead.name, survivors[1].name])
+                 and serves(survivors[0], f"/{name}/sleep/1"))
+        load = Load(survivors, ["/hello/", "/pinned/sleep/100", "/pinned-idem/sleep/100"])
         time.sleep(0.5)
         t = time.time()
         lead.kill()
         wait("a new leader", lambda: (lambda l: l and l != leader)(agreed_leader(survivors)))
         election = time.time() - t
         time.sleep(3.0)
-        window, failed, total = load.finish()
+        window, failed, total, each = load.finish("/hello/")
 
         # Leave a survivor alone: its last peer dies, so no majority of the voters is in
         # sight (what a node cut off sees; the in-process isolate switch this used is gone,
@@ -307,6 +332,8 @@ def round_(binary, wasm, chain_wasm):
         dormant = time.time() - t
         return dict(formed=formed, detection=detection, rejoin=rejoin, election=election,
                     window=window, failed=failed, total=total, dormant=dormant,
+                    once_failed=each["/pinned/sleep/100"][0], once_total=each["/pinned/sleep/100"][1],
+                    idem_failed=each["/pinned-idem/sleep/100"][0], idem_total=each["/pinned-idem/sleep/100"][1],
                     local=local_p50, forwarded=forwarded_p50,
                     crossing=crossing_p50, moved=moved, colocated=colocated_p50)
     finally:
@@ -382,9 +409,26 @@ def main():
         "leader's death does not interrupt serving; only control-plane writes wait for the election.",
         "A survivor without an instance of `hello` at that moment forwards to the others (placement",
         "is not always one per node after the detection step's restart); a request it had sent to",
-        "the leader when the leader died answers 502 `forward-failed` (it may have run; `hello` is",
-        "not deployed `idempotent`, which would send it on to the next holder). Seen on 2026-12-06:",
-        "one such request per round, from the same survivor.",
+        "the leader when the leader died answers 502 `forward-failed` (it may have run, and `hello`",
+        "is not deployed `idempotent`).",
+        "",
+        "The same loops also call two copies of a service that answers after 100 ms (the misbehave",
+        "test guest's `/sleep/100`), each with its 2 instances placed on the leader and one survivor",
+        "only (deployed just before the kill), so the other survivor forwards every request for",
+        "them, some to the leader, and has one in flight most of the time; one copy is deployed",
+        "`\"idempotent\": true`, whose request that fails after it was sent goes on to the next",
+        "holder instead of answering 502:",
+        "",
+        "| copy | requests | failed | rounds with a failure |",
+        "| --- | ---: | ---: | ---: |",
+        f"| not idempotent | {sum(r['once_total'] for r in results)} | {sum(r['once_failed'] for r in results)} "
+        f"| {sum(1 for r in results if r['once_failed'])} of {rounds} |",
+        f"| idempotent | {sum(r['idem_total'] for r in results)} | {sum(r['idem_failed'] for r in results)} "
+        f"| {sum(1 for r in results if r['idem_failed'])} of {rounds} |",
+        "",
+        "No failure of the idempotent copy is what the platform promises (target: 0 failed: "
+        f"{'met' if sum(r['idem_failed'] for r in results) == 0 else 'not met'}); the other copy's failures are the "
+        "at-most-once promise for a service that did not say it may run twice.",
         "",
         f"Error window: median {col('window')[0] * 1000:.0f} ms (target ≤ 3000 ms, the bound the e2e suite asserts: "
         f"{'met' if col('window')[2] <= 3.0 else 'not met'} in every round). No target is set for the other figures (reported).",
