@@ -159,23 +159,7 @@ impl Forwarder {
         // An HTTP/2 client names the host in the URI's authority, not in a header.
         let authority = uri_authority.and_then(|a| HeaderValue::from_str(a).ok());
         for t in holders {
-            let mut req = http::Request::builder().method(method.clone()).uri(format!("{FORWARD_PREFIX}{target}"));
-            for (k, v) in headers {
-                let hop = matches!(
-                    k.as_str(),
-                    "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade"
-                );
-                if !hop && !FORWARD_HEADERS.contains(&k.as_str()) {
-                    req = req.header(k, v);
-                }
-            }
-            req = req.header(FORWARDED, "1").header("x-request-id", request_id);
-            if let Some(host) = headers.get(http::header::HOST).cloned().or_else(|| authority.clone()) {
-                req = req.header(FORWARDED_HOST, host);
-            }
-            if let Some(d) = depth {
-                req = req.header(DEPTH, d);
-            }
+            let req = forwarded_request(method, target, headers, authority.as_ref(), (request_id, depth));
             let req = match req.body(Full::new(body.clone())) {
                 Ok(r) => r,
                 Err(e) => {
@@ -313,6 +297,34 @@ pub fn dormant(request_id: &str) -> http::Response<Body> {
 pub fn not_run(mut r: http::Response<Body>, why: &'static str) -> http::Response<Body> {
     r.headers_mut().insert(NOT_RUN, HeaderValue::from_static(why));
     r
+}
+
+/// The request a holder is sent: `target` under the forward prefix, the client's headers
+/// but hop-by-hop and platform ones, marked forwarded, with the request id, the host the
+/// client named (`authority` for HTTP/2, which names it there) and the `invoke` depth.
+fn forwarded_request(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    authority: Option<&HeaderValue>,
+    (request_id, depth): (&str, Option<u32>),
+) -> http::request::Builder {
+    let mut req = http::Request::builder().method(method.clone()).uri(format!("{FORWARD_PREFIX}{target}"));
+    for (k, v) in headers {
+        let hop =
+            matches!(k.as_str(), "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade");
+        if !hop && !FORWARD_HEADERS.contains(&k.as_str()) {
+            req = req.header(k, v);
+        }
+    }
+    req = req.header(FORWARDED, "1").header("x-request-id", request_id);
+    if let Some(host) = headers.get(http::header::HOST).or(authority) {
+        req = req.header(FORWARDED_HOST, host.clone());
+    }
+    if let Some(d) = depth {
+        req = req.header(DEPTH, d);
+    }
+    req
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::http::Body;
 use crate::ratelog::RateLimited;
@@ -123,22 +123,7 @@ pub async fn serve<H, F>(
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
+        let Some((permit, stream, peer)) = accept_next(name, &listener, &conns, &mut shutdown).await else { break };
         // 0: no limit per address.
         let slot = match limits.max_connections_per_ip {
             0 => None,
@@ -182,6 +167,33 @@ pub async fn serve<H, F>(
         _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!(listener = name, "drain timed out; closing connections"),
     }
     tasks.abort_all();
+}
+
+/// The next connection `listener` accepts, with one of `conns`' permits held for it;
+/// `None` once `shutdown` turns true (or its sender is gone). A failed accept (usually
+/// out of file descriptors) is logged and tried again 50 ms later instead of spinning.
+pub(crate) async fn accept_next(
+    name: &'static str,
+    listener: &TcpListener,
+    conns: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        p = conns.clone().acquire_owned() => p.ok()?,
+        _ = shutdown.changed() => return None,
+    };
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => return Some((permit, stream, peer)),
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
 }
 
 /// One HTTP/1.1 connection (keep-alive; the next request's head must come within the

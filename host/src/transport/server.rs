@@ -79,20 +79,9 @@ pub async fn serve<H, F>(
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let (tcp, from) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(listener = "peer", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
+        let Some((permit, tcp, from)) = crate::server::accept_next("peer", &listener, &conns, &mut shutdown).await
+        else {
+            break;
         };
         let slot = budget.clone().try_acquire_owned().ok().zip(handshakes.take(from.ip(), MAX_HANDSHAKES_PER_IP));
         let Some(slot) = slot else {

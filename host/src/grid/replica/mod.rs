@@ -379,10 +379,10 @@ impl Replicas {
         written.map_err(|e| KvError::Join(e.to_string())).and_then(|r| r.map_err(KvError::from))
     }
 
-    /// Append entries as primary (the caller holds the partition lock). The replicators
-    /// start sending them while this node writes them: the primary's own copy is one of
-    /// the acknowledgements, not a step before the others.
-    async fn append_local(&self, p: u32, st: &mut State, epoch: u64, ops: Vec<Op>) -> Result<u64, KvError> {
+    /// Before a primary's append: earlier writes settled (a caller that went away left
+    /// its write or its sync to this one), a failed log write dealt with (the position
+    /// taken back from what is on disk), and room on the disk.
+    async fn ready_to_append(&self, p: u32, st: &mut State) -> Result<(), KvError> {
         let part = &self.parts[p as usize];
         // Found flaky in `a_write_whose_caller_went_away_keeps_its_lsn`: an earlier write
         // whose caller went away landed after the next one and put the older value back
@@ -410,6 +410,15 @@ impl Replicas {
         // A full disk refuses the write before it takes log positions: nothing was sent
         // to a replica, so the primary keeps its role.
         self.storage.check_room()?;
+        Ok(())
+    }
+
+    /// Append entries as primary (the caller holds the partition lock). The replicators
+    /// start sending them while this node writes them: the primary's own copy is one of
+    /// the acknowledgements, not a step before the others.
+    async fn append_local(&self, p: u32, st: &mut State, epoch: u64, ops: Vec<Op>) -> Result<u64, KvError> {
+        self.ready_to_append(p, st).await?;
+        let part = &self.parts[p as usize];
         let mut meta = st.meta;
         let entries: Vec<Entry> = ops
             .into_iter()

@@ -41,6 +41,7 @@ use record::*;
 mod record;
 pub mod report;
 mod sweep;
+
 #[cfg(test)]
 mod tests;
 
@@ -207,20 +208,8 @@ impl BarrierEngine {
         calls: Vec<(String, Request)>,
         then: Request,
     ) -> Result<String, GuestError> {
-        let max_depth = caller.limits.max_call_depth;
-        if caller.depth + 1 > max_depth {
-            return Err(GuestError::Denied(format!(
-                "call depth limit {max_depth} reached fanning out from {:?}",
-                caller.service
-            )));
-        }
+        check_fan_out(caller, &calls, &then)?;
         let max = caller.limits.max_value_bytes;
-        let size: usize = calls.iter().map(|(_, r)| r.body.len()).sum::<usize>() + then.body.len();
-        if size > max {
-            return Err(GuestError::Invalid(format!(
-                "the fan-out's request bodies (calls and then) are {size} bytes in all; a barrier keeps up to limits.max_kv_value_bytes ({max}): pass keys to kv data instead"
-            )));
-        }
         // The calls and the continuation run later, maybe on another node: they carry the
         // fan-out's trace context with them.
         let mut calls = calls;
@@ -582,4 +571,24 @@ async fn barrier_call(
             Err(e) => return Err(to_wire_error(to_guest_error(&e))),
         }
     }
+}
+
+/// Whether `caller` may fan out `calls` with `then`: within its call depth, and the
+/// request bodies small enough for the barrier's record.
+fn check_fan_out(caller: &CallContext, calls: &[(String, Request)], then: &Request) -> Result<(), GuestError> {
+    let max_depth = caller.limits.max_call_depth;
+    if caller.depth + 1 > max_depth {
+        return Err(GuestError::Denied(format!(
+            "call depth limit {max_depth} reached fanning out from {:?}",
+            caller.service
+        )));
+    }
+    let max = caller.limits.max_value_bytes;
+    let size: usize = calls.iter().map(|(_, r)| r.body.len()).sum::<usize>() + then.body.len();
+    if size > max {
+        return Err(GuestError::Invalid(format!(
+            "the fan-out's request bodies (calls and then) are {size} bytes in all; a barrier keeps up to limits.max_kv_value_bytes ({max}): pass keys to kv data instead"
+        )));
+    }
+    Ok(())
 }
