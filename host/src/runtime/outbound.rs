@@ -205,6 +205,13 @@ impl OutboundPolicy {
 }
 
 impl WasiHttpHooks for OutboundPolicy {
+    /// The default set, checked in place: the trait's default builds an `Arc`'d closure
+    /// for every header it checks (an allocation per header of every request and
+    /// response; docs/BENCHMARKS.md, "Allocations per request").
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
     fn send_request(
         &mut self,
         mut request: http::Request<WasiBody>,
@@ -364,5 +371,17 @@ mod tests {
         // The address itself in the grant is the operator's choice.
         assert_eq!(net.resolve("127.0.0.1", 8081).await.unwrap(), vec!["127.0.0.1:8081".parse().unwrap()]);
         assert_eq!(net.resolve("[::1]", 80).await.unwrap(), vec!["[::1]:80".parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_guest_may_not_set_the_hop_by_hop_and_host_headers_and_may_set_others() {
+        let net = Arc::new(OutboundNet::new(&[] as &[&str], HashMap::new()).unwrap());
+        let mut policy = OutboundPolicy { allowed: Arc::new(Vec::new()), net, trace: Default::default() };
+        for name in ["connection", "keep-alive", "transfer-encoding", "upgrade", "host", "proxy-authorization"] {
+            assert!(policy.is_forbidden_header(&http::HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-type", "authorization", "x-request-id", "traceparent"] {
+            assert!(!policy.is_forbidden_header(&http::HeaderName::from_static(name)), "{name}");
+        }
     }
 }
