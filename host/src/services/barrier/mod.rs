@@ -41,7 +41,6 @@ use record::*;
 mod record;
 pub mod report;
 mod sweep;
-
 #[cfg(test)]
 mod tests;
 
