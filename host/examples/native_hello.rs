@@ -1,13 +1,22 @@
 //! The benchmark's baseline: a native hyper server that answers every request with the same
-//! greeting as the `hello` sample, through the same accept loop as nanogrid's ingress.
+//! greeting as the `hello` sample, through the same accept loop as nanogrid's ingress. Its
+//! connections run on the shared multi-threaded runtime unless told `per-core`: native
+//! hyper serves fewer requests a second on threads per core (75-77k against 83-101k at 32
+//! connections where measured, docs/BENCHMARKS.md), so the baseline runs at its best.
 //!
-//! `cargo run --release --example native_hello -- [ADDR]` prints `listening on http://ADDR`.
+//! `cargo run --release --example native_hello -- [ADDR] [shared|per-core]` prints
+//! `listening on http://ADDR`.
 
 use bytes::Bytes;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let threads: nanogrid::cores::IngressThreads = std::env::args()
+        .nth(2)
+        .map_or(Ok(nanogrid::cores::IngressThreads::Shared), |t| t.parse())
+        .map_err(anyhow::Error::msg)?;
+    let cores = nanogrid::cores::Cores::for_mode(threads, "native-core")?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -18,6 +27,6 @@ async fn main() -> anyhow::Result<()> {
             .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
         resp
     };
-    nanogrid::server::serve("native", listener, Default::default(), None, rx, handler).await;
+    nanogrid::server::serve("native", listener, Default::default(), None, rx, cores, handler).await;
     Ok(())
 }

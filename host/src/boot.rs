@@ -189,7 +189,7 @@ pub async fn start(
         None => None,
     };
     private_dir(&config.data_dir)?;
-    halt_poll_hint();
+    halt_poll_hint(config.ingress_threads);
     let tokens = crate::auth::Tokens {
         admin: admin_token(&config, secrets.as_ref(), admin_addr)?,
         deploy: config.deploy_token.clone().or_else(|| secrets.as_ref().and_then(|s| s.deploy_token.clone())),
@@ -244,13 +244,15 @@ pub async fn start(
         let registry = node.registry.clone();
         let cfg = IngressConfig { max_body: node.config.max_body_bytes, pace: node.config.pace, tls: tls.is_some() };
         let handler = move |req| ingress::handle(registry.clone(), cfg, forwarder.clone(), req);
-        let serve = server::serve("ingress", ingress_listener, node.config.server, tls.clone(), rx.clone(), handler);
+        let cores = crate::cores::Cores::for_mode(node.config.ingress_threads, "ingress-core")?;
+        let serve =
+            server::serve("ingress", ingress_listener, node.config.server, tls.clone(), rx.clone(), cores, handler);
         tasks.push(tokio::spawn(serve));
     }
     {
         let n = node.clone();
         let handler = move |req| crate::admin::handle(n.clone(), req);
-        tasks.push(tokio::spawn(server::serve("admin", admin_listener, node.config.server, tls, rx, handler)));
+        tasks.push(tokio::spawn(server::serve("admin", admin_listener, node.config.server, tls, rx, None, handler)));
     }
     Ok(NodeHandle { node, shutdown: tx, tasks })
 }
@@ -328,15 +330,24 @@ fn listener_tls(
 /// Tell the operator of a VM whose guest halt polling is off what it costs a lone client.
 /// Such a VM halts an idle vCPU at once, and waking it again is slow: measured here
 /// (docs/BENCHMARKS.md, "Tried for hello throughput"), one client's p50 read 70-110 µs
-/// instead of 16-35 µs, native hyper's as much as the node's. Nothing else changes.
-fn halt_poll_hint() {
+/// instead of 16-35 µs, native hyper's as much as the node's. A runtime per core pays it
+/// more often than the shared one (a lone client served 15-25 % fewer requests a second
+/// there, none fewer with polling on: "Kept, 2026-12-06: ingress connections on a runtime
+/// per core"). Nothing else changes.
+fn halt_poll_hint(threads: crate::cores::IngressThreads) {
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
     let ns = read(HALT_POLL_KNOB);
-    if halt_poll_off(driver.as_deref(), ns.as_deref()) {
+    if !halt_poll_off(driver.as_deref(), ns.as_deref()) {
+        return;
+    }
+    tracing::info!(
+        knob = HALT_POLL_KNOB,
+        "guest halt polling is off on this VM: a lone client's request waits for halted vCPUs to wake (50-70 µs more at p50 where measured); writing 200000 to the knob trades idle CPU for that latency (deploy/README.md)"
+    );
+    if threads == crate::cores::IngressThreads::PerCore {
         tracing::info!(
-            knob = HALT_POLL_KNOB,
-            "guest halt polling is off on this VM: a lone client's request waits for halted vCPUs to wake (50-70 µs more at p50 where measured); writing 200000 to the knob trades idle CPU for that latency (deploy/README.md)"
+            "with halt polling off, ingress threads per core cost a lone client 15-25 % of its requests per second where measured (they gain 10-25 % for wasi:http under load); turn polling on, or pass --ingress-threads shared if lone clients matter more"
         );
     }
 }

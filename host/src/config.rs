@@ -22,6 +22,7 @@ use serde::Deserialize;
 /// max_upload_bytes = 67108864
 /// fuel = false                  # meter fuel so services can set limits.fuel
 /// compile = "tiered"            # new components: tiered | optimized (see --compile)
+/// ingress_threads = "per-core"  # ingress connections: per-core | shared (see --ingress-threads)
 /// sync = "batch"                # kv writes on disk before acknowledged: always | batch | never
 /// trace_sample = 1.0            # share of new traces recorded (0 to 1)
 /// trace_ring = 20000            # spans kept for GET /v1/traces
@@ -81,6 +82,7 @@ pub struct FileConfig {
     pub max_upload_bytes: Option<usize>,
     pub fuel: Option<bool>,
     pub compile: Option<crate::runtime::CompileMode>,
+    pub ingress_threads: Option<crate::cores::IngressThreads>,
     pub sync: Option<crate::grid::SyncMode>,
     pub min_free_mib: Option<u64>,
     pub trace_sample: Option<f64>,

@@ -42,6 +42,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod cores;
 pub mod forward;
 pub mod grid;
 pub mod http;

@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub fuel: bool,
     /// New components: baseline code first, or wait for the optimized (`--compile`).
     pub compile: crate::runtime::CompileMode,
+    /// Where ingress connections run (`--ingress-threads`).
+    pub ingress_threads: crate::cores::IngressThreads,
     /// When kv writes reach the disk (`--sync`).
     pub sync: crate::grid::SyncMode,
     /// Bytes kept free on the data dir's disk: kv writes are refused below it (`--min-free-mib`).
@@ -86,6 +88,7 @@ impl Default for NodeConfig {
             max_upload_bytes: 64 << 20,
             fuel: false,
             compile: crate::runtime::CompileMode::Tiered,
+            ingress_threads: crate::cores::IngressThreads::PerCore,
             sync: crate::grid::SyncMode::default(),
             min_free: crate::grid::disk::DEFAULT_MIN_FREE,
             rebuild_store: false,

@@ -110,6 +110,7 @@ pub async fn serve<H, F>(
     limits: ServerLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
+    cores: Option<crate::cores::Cores>,
     handler: H,
 ) where
     H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -139,8 +140,16 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let (handler, watcher, tls, stop) = (handler.clone(), graceful.watcher(), tls.clone(), shutdown.clone());
-        tasks.spawn(async move {
+        let (stream, rt) = match &cores {
+            None => (Moving::Here(stream), tokio::runtime::Handle::current()),
+            Some(c) => (Moving::to_thread(stream), c.next().clone()),
+        };
+        tasks.spawn_on(async move {
             let _held = (permit, slot);
+            let stream = match stream.arrive() {
+                Ok(s) => s,
+                Err(e) => return tracing::debug!(listener = name, %peer, error = %e, "connection lost moving to its thread"),
+            };
             let Some(tls) = tls else {
                 return serve_http1(name, peer, stream, limits, watcher, handler).await;
             };
@@ -153,7 +162,7 @@ pub async fn serve<H, F>(
                 Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(listener = name, %peer, "no TLS handshake in time"),
             }
-        });
+        }, &rt);
     }
     drop(listener);
     // Requests in flight finish (HTTP/1 connections through `graceful`, HTTP/2 ones on
@@ -167,6 +176,31 @@ pub async fn serve<H, F>(
         _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!(listener = name, "drain timed out; closing connections"),
     }
     tasks.abort_all();
+    if let Some(cores) = cores {
+        cores.stop().await;
+    }
+}
+
+/// An accepted connection on its way to the runtime that serves it: a stream belongs to
+/// the runtime whose I/O driver it was registered with, so one bound for a connection
+/// thread ([`crate::cores`]) is let go here and registered again there.
+enum Moving {
+    Here(TcpStream),
+    ToThread(std::io::Result<std::net::TcpStream>),
+}
+
+impl Moving {
+    fn to_thread(stream: TcpStream) -> Moving {
+        Moving::ToThread(stream.into_std())
+    }
+
+    /// The stream, on the runtime this runs on.
+    fn arrive(self) -> std::io::Result<TcpStream> {
+        match self {
+            Moving::Here(s) => Ok(s),
+            Moving::ToThread(s) => TcpStream::from_std(s?),
+        }
+    }
 }
 
 /// The next connection `listener` accepts, with one of `conns`' permits held for it;

@@ -13,6 +13,12 @@ use tokio::task::JoinSet;
 pub struct Tasks {
     /// `None` once shut down: nothing is spawned after that.
     set: Mutex<Option<JoinSet<()>>>,
+    /// The runtime the owner was made on, which its tasks run on wherever they are
+    /// spawned from: a request on an ingress thread (`crate::cores`) may start a task
+    /// that outlives it (a barrier's drive), and that belongs with the node's other
+    /// background work, not on the thread serving that connection. `None` outside a
+    /// runtime: the spawner's.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Tasks {
@@ -23,7 +29,7 @@ impl Default for Tasks {
 
 impl Tasks {
     pub fn new() -> Self {
-        Tasks { set: Mutex::new(Some(JoinSet::new())) }
+        Tasks { set: Mutex::new(Some(JoinSet::new())), runtime: tokio::runtime::Handle::try_current().ok() }
     }
 
     /// Run `task` in the background until it ends or the owner shuts down. False (and
@@ -32,7 +38,10 @@ impl Tasks {
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         let Some(set) = set.as_mut() else { return false };
         while set.try_join_next().is_some() {}
-        set.spawn(task);
+        match &self.runtime {
+            Some(rt) => drop(set.spawn_on(task, rt)),
+            None => drop(set.spawn(task)),
+        }
         true
     }
 
@@ -105,5 +114,25 @@ pub(crate) mod tests {
         })
         .await
         .expect("the task was not aborted when its owner dropped");
+    }
+
+    #[tokio::test]
+    async fn tasks_run_on_the_owners_runtime_wherever_they_are_spawned_from() {
+        let tasks = Arc::new(Tasks::new());
+        let owner = std::thread::current().id();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A request on an ingress thread: another runtime, on another thread.
+        let t = tasks.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async move {
+                assert!(t.spawn(async move {
+                    let _ = tx.send(std::thread::current().id());
+                }));
+            });
+        })
+        .join()
+        .unwrap();
+        assert_eq!(rx.await.unwrap(), owner, "the task ran off the owner's runtime");
     }
 }

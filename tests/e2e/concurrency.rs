@@ -104,3 +104,37 @@ async fn clients_that_hang_up_while_queued_leave_no_slot_taken() {
     let r = node.get("/slow/sleep/1").await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// A connection's requests run on one ingress thread (a runtime per core, the default) with
+/// no other worker to steal them, so a guest that never yields must still give way at each
+/// epoch tick: with two spinning guests on every thread, a new connection's request is
+/// answered while they spin. The same on the shared runtime.
+#[tokio::test]
+async fn spinning_guests_on_every_ingress_thread_leave_room_for_other_connections() {
+    let _cpu = crate::support::cpu_heavy().await;
+    for mode in ["per-core", "shared"] {
+        let node = TestNode::start_with_args(true, &["--ingress-threads", mode]).await;
+        // Connections go to the threads in turn: two per core puts two on each.
+        let n = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        node.deploy("spin", "misbehave", json!({ "instances": n, "limits": { "timeout_ms": 60000 } })).await;
+        node.deploy("hello", "hello", json!({})).await;
+        let spinning = futures::future::join_all((0..n).map(|_| node.get("/spin/loop")));
+        tokio::pin!(spinning);
+        let all_running =
+            crate::support::eventually("every guest spins", std::time::Duration::from_secs(20), || async {
+                (node.service("spin").await.status.nodes[0].running == Some(n as u32)).then_some(())
+            });
+        tokio::select! {
+            r = &mut spinning => panic!("{mode}: the spinning requests ended early: {:?}", r.iter().map(|r| r.status).collect::<Vec<_>>()),
+            () = all_running => {}
+        }
+        let hello = tokio::select! {
+            r = node.get("/hello/there") => r,
+            _ = &mut spinning => panic!("{mode}: a request on a new connection waited for the spinning guests' deadline"),
+        };
+        assert_eq!(hello.status, 200, "{mode}: {}", hello.text());
+        assert!(hello.text().ends_with("GET /there\n"), "{mode}: {}", hello.text());
+        // Answered while every spinning guest still ran, not after some hit their deadline.
+        assert_eq!(node.service("spin").await.status.nodes[0].running, Some(n as u32), "{mode}");
+    }
+}

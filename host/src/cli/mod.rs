@@ -276,6 +276,13 @@ pub struct NodeArgs {
     /// waits for Cranelift) [default: tiered]
     #[arg(long, value_name = "MODE")]
     pub compile: Option<crate::runtime::CompileMode>,
+    /// Where ingress connections run: `per-core` (a single-threaded runtime per core, each
+    /// connection on one of them: the most requests per second) or `shared` (the node's
+    /// multi-threaded runtime, whose workers steal work from each other: better for a lone
+    /// client on a VM that halts idle vCPUs at once, and for guests of very uneven cost)
+    /// [default: per-core]
+    #[arg(long, value_name = "MODE")]
+    pub ingress_threads: Option<crate::cores::IngressThreads>,
     /// When kv writes reach the disk: `always` (fsync each), `batch` (group commit: writers
     /// share fsyncs, nothing acknowledged before it is on disk) or `never` (acknowledged in
     /// the log, synced every second: survives a crash of the process, not of the machine)

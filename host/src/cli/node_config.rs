@@ -50,6 +50,7 @@ pub fn node_config(
         max_upload_bytes: file.max_upload_bytes.unwrap_or(d.max_upload_bytes),
         fuel: args.fuel || file.fuel.unwrap_or(false),
         compile: args.compile.or(file.compile).unwrap_or_default(),
+        ingress_threads: args.ingress_threads.or(file.ingress_threads).unwrap_or_default(),
         sync: args.sync.or(file.sync).unwrap_or_default(),
         min_free: args.min_free_mib.or(file.min_free_mib).map_or(d.min_free, |m| m << 20),
         rebuild_store: args.rebuild_store,

@@ -1,0 +1,142 @@
+//! Connection threads (`--ingress-threads per-core`, the default): one thread per core,
+//! each running its own single-threaded tokio runtime, to which the ingress hands the
+//! connections it accepts, in turn. A request on such a connection is read, run and
+//! answered on one thread: never woken on another or stolen by another worker, which a
+//! multi-threaded runtime does for every request at this rate (docs/BENCHMARKS.md, "Kept,
+//! 2026-12-06: ingress connections on a runtime per core").
+//!
+//! The trade-off: connections, not requests, are balanced. A long guest shares its thread
+//! with the connections placed there (epoch interruption still gives them turns) while the
+//! other may idle; and a lone client waits for its thread's wake-up on a VM that halts idle
+//! vCPUs at once (the start-up hint says so). `--ingress-threads shared` runs connections
+//! on the node's multi-threaded runtime instead.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// Where the ingress runs its connections (`--ingress-threads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngressThreads {
+    /// A runtime per core; connections spread over them in turn.
+    #[default]
+    PerCore,
+    /// The node's multi-threaded runtime, whose workers share every connection.
+    Shared,
+}
+
+impl std::str::FromStr for IngressThreads {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "per-core" => Ok(IngressThreads::PerCore),
+            "shared" => Ok(IngressThreads::Shared),
+            _ => Err(format!("unknown ingress threading {s:?}: use per-core or shared")),
+        }
+    }
+}
+
+/// How long a connection thread's runtime waits, once stopped, for blocking work its
+/// requests started (a RocksDB call) before it lets go of it.
+const BLOCKING_GRACE: Duration = Duration::from_secs(2);
+
+/// The threads. [`Cores::stop`] (or dropping this) stops them: whatever still runs on
+/// them is cut.
+pub struct Cores {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Cores {
+    /// `n` (at least one) threads named `{name}-{i}`.
+    pub fn start(name: &str, n: usize) -> std::io::Result<Cores> {
+        let mut cores = Cores { handles: vec![], next: AtomicUsize::new(0), stops: vec![], threads: vec![] };
+        for i in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            cores.handles.push(rt.handle().clone());
+            cores.stops.push(stop);
+            let thread = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
+                let _ = rt.block_on(stopped);
+                rt.shutdown_timeout(BLOCKING_GRACE);
+            })?;
+            cores.threads.push(thread);
+        }
+        Ok(cores)
+    }
+
+    /// One per core this process may use.
+    pub fn per_core(name: &str) -> std::io::Result<Cores> {
+        Cores::start(name, std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// What `mode` asks for: threads per core, or none (the shared runtime).
+    pub fn for_mode(mode: IngressThreads, name: &str) -> std::io::Result<Option<Cores>> {
+        match mode {
+            IngressThreads::PerCore => Cores::per_core(name).map(Some),
+            IngressThreads::Shared => Ok(None),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// The runtime the next connection goes to (each in turn).
+    pub fn next(&self) -> &Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        &self.handles[i]
+    }
+
+    /// Stop the threads and wait for them (off the async runtime: a thread ends once its
+    /// runtime has dropped what ran on it).
+    pub async fn stop(mut self) {
+        self.stops.clear();
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+    }
+}
+
+impl Drop for Cores {
+    /// Tells the threads to stop; [`Cores::stop`] also waits for them.
+    fn drop(&mut self) {
+        self.stops.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_by_name() {
+        assert_eq!("per-core".parse(), Ok(IngressThreads::PerCore));
+        assert_eq!("shared".parse(), Ok(IngressThreads::Shared));
+        let e = "threads".parse::<IngressThreads>().unwrap_err();
+        assert!(e.contains("use per-core or shared"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn work_goes_to_each_thread_in_turn_and_stop_ends_them() {
+        let cores = Cores::start("t-core", 2).unwrap();
+        let mut names = vec![];
+        for _ in 0..4 {
+            let name = cores.next().spawn(async { std::thread::current().name().map(str::to_string) });
+            names.push(name.await.unwrap().unwrap());
+        }
+        assert_eq!(names, ["t-core-0", "t-core-1", "t-core-0", "t-core-1"]);
+        // A task still running when the threads stop is cut, not waited for.
+        let forever = cores.next().spawn(std::future::pending::<()>());
+        cores.stop().await;
+        assert!(forever.await.unwrap_err().is_cancelled());
+    }
+}
