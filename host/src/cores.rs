@@ -1,6 +1,6 @@
 //! Connection threads (`--ingress-threads per-core`, the default): one thread per core,
-//! each running its own single-threaded tokio runtime, to which the ingress hands the
-//! connections it accepts, in turn. A request on such a connection is read, run and
+//! each running its own single-threaded tokio runtime, to which the ingress hands each
+//! connection it accepts (to the thread with the fewest open). A request on such a connection is read, run and
 //! answered on one thread: never woken on another or stolen by another worker, which a
 //! multi-threaded runtime does for every request at this rate (docs/BENCHMARKS.md, "Kept,
 //! 2026-12-06: ingress connections on a runtime per core").
@@ -11,6 +11,7 @@
 //! vCPUs at once (the start-up hint says so). `--ingress-threads shared` runs connections
 //! on the node's multi-threaded runtime instead.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -47,7 +48,8 @@ const BLOCKING_GRACE: Duration = Duration::from_secs(2);
 /// them is cut.
 pub struct Cores {
     handles: Vec<Handle>,
-    next: AtomicUsize,
+    /// Connections open on each thread.
+    open: Arc<[AtomicUsize]>,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -55,8 +57,10 @@ pub struct Cores {
 impl Cores {
     /// `n` (at least one) threads named `{name}-{i}`.
     pub fn start(name: &str, n: usize) -> std::io::Result<Cores> {
-        let mut cores = Cores { handles: vec![], next: AtomicUsize::new(0), stops: vec![], threads: vec![] };
-        for i in 0..n.max(1) {
+        let n = n.max(1);
+        let open = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        let mut cores = Cores { handles: vec![], open, stops: vec![], threads: vec![] };
+        for i in 0..n {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (stop, stopped) = oneshot::channel::<()>();
             cores.handles.push(rt.handle().clone());
@@ -91,10 +95,13 @@ impl Cores {
         self.handles.is_empty()
     }
 
-    /// The runtime the next connection goes to (each in turn).
-    pub fn next(&self) -> &Handle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        &self.handles[i]
+    /// The runtime a new connection goes to: the one with the fewest open (the first of
+    /// those on a tie), counted until the returned [`OnCore`] drops.
+    pub fn next(&self) -> (&Handle, OnCore) {
+        let loads = self.open.iter().map(|n| n.load(Ordering::Relaxed));
+        let i = loads.enumerate().min_by_key(|&(_, n)| n).map_or(0, |(i, _)| i);
+        self.open[i].fetch_add(1, Ordering::Relaxed);
+        (&self.handles[i], OnCore { open: self.open.clone(), i })
     }
 
     /// Stop the threads and wait for them (off the async runtime: a thread ends once its
@@ -103,6 +110,18 @@ impl Cores {
         self.stops.clear();
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+    }
+}
+
+/// A connection counted on its thread ([`Cores::next`]) while this lives.
+pub struct OnCore {
+    open: Arc<[AtomicUsize]>,
+    i: usize,
+}
+
+impl Drop for OnCore {
+    fn drop(&mut self) {
+        self.open[self.i].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -125,17 +144,28 @@ mod tests {
         assert!(e.contains("use per-core or shared"), "{e}");
     }
 
+    async fn thread_of(cores: &Cores) -> (String, OnCore) {
+        let (rt, on) = cores.next();
+        let name = rt.spawn(async { std::thread::current().name().map(str::to_string) });
+        (name.await.unwrap().unwrap(), on)
+    }
+
     #[tokio::test]
-    async fn work_goes_to_each_thread_in_turn_and_stop_ends_them() {
+    async fn connections_go_to_the_thread_with_the_fewest_and_stop_ends_them() {
         let cores = Cores::start("t-core", 2).unwrap();
-        let mut names = vec![];
-        for _ in 0..4 {
-            let name = cores.next().spawn(async { std::thread::current().name().map(str::to_string) });
-            names.push(name.await.unwrap().unwrap());
-        }
-        assert_eq!(names, ["t-core-0", "t-core-1", "t-core-0", "t-core-1"]);
+        let (a, on_a) = thread_of(&cores).await;
+        let (b, _on_b) = thread_of(&cores).await;
+        let (c, on_c) = thread_of(&cores).await;
+        assert_eq!([a.as_str(), b.as_str(), c.as_str()], ["t-core-0", "t-core-1", "t-core-0"]);
+        // Both of thread 0's connections close: the next goes there (1 still has one),
+        // and on a tie the first thread takes it.
+        drop((on_a, on_c));
+        let (d, _on_d) = thread_of(&cores).await;
+        let (e, _on_e) = thread_of(&cores).await;
+        let (f, _on_f) = thread_of(&cores).await;
+        assert_eq!([d.as_str(), e.as_str(), f.as_str()], ["t-core-0", "t-core-0", "t-core-1"]);
         // A task still running when the threads stop is cut, not waited for.
-        let forever = cores.next().spawn(std::future::pending::<()>());
+        let forever = cores.next().0.spawn(std::future::pending::<()>());
         cores.stop().await;
         assert!(forever.await.unwrap_err().is_cancelled());
     }

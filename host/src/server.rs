@@ -140,12 +140,15 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let (handler, watcher, tls, stop) = (handler.clone(), graceful.watcher(), tls.clone(), shutdown.clone());
-        let (stream, rt) = match &cores {
-            None => (Moving::Here(stream), tokio::runtime::Handle::current()),
-            Some(c) => (Moving::to_thread(stream), c.next().clone()),
+        let (stream, rt, on_core) = match &cores {
+            None => (Moving::Here(stream), tokio::runtime::Handle::current(), None),
+            Some(c) => {
+                let (rt, on) = c.next();
+                (Moving::to_thread(stream), rt.clone(), Some(on))
+            }
         };
         tasks.spawn_on(async move {
-            let _held = (permit, slot);
+            let _held = (permit, slot, on_core);
             let stream = match stream.arrive() {
                 Ok(s) => s,
                 Err(e) => return tracing::debug!(listener = name, %peer, error = %e, "connection lost moving to its thread"),
