@@ -258,12 +258,12 @@ cat >"$section" <<MD
 ## Hello world through ingress vs native hyper
 
 \`wrk -t1 -c$CONNS -d${DURATION}s --latency\` against \`GET /hello/world\` on 127.0.0.1:
-nanogrid serving the \`hello\` sample (instances = $INSTANCES, $PROFILE build) with a fresh
+nanogrid (its defaults: ingress connections on a runtime per core) serving the \`hello\` sample (instances = $INSTANCES, $PROFILE build) with a fresh
 instance per request (the default), the same component deployed with
 \`"reuse": {"requests": $REUSE}\` (an instance serves $REUSE requests in sequence, then is
 recycled: opt-in, see docs/SECURITY.md), the standard wasi:http \`http-hello\` component
 (fresh instance per request, and deployed with the same reuse; measured in the wasmtime
-comparison below, within the same round), and a native hyper server (\`host/examples/native_hello.rs\`, same accept loop)
+comparison below, within the same round), and a native hyper server (\`host/examples/native_hello.rs\`, same accept loop, on the shared multi-threaded runtime: its faster setting)
 returning the same greeting. Each round runs every server once, the order reversed every other round. CPU/req is the server
 process's own user + system CPU time per request answered (from /proc; wrk shares the
 same 2 cores): it moves less from day to day than requests/s, which on this VM follow
