@@ -7,8 +7,9 @@
 //!
 //! The trade-off: connections, not requests, are balanced. A long guest shares its thread
 //! with the connections placed there (epoch interruption still gives them turns) while the
-//! other may idle; and a lone client waits for its thread's wake-up on a VM that halts idle
-//! vCPUs at once (the start-up hint says so). `--ingress-threads shared` runs connections
+//! other may idle; a thread the kernel sets aside holds its connections' requests (p99 rose
+//! where the client shared the cores, while p50 fell); and a lone client waits for its
+//! thread's wake-up on a VM that halts idle vCPUs at once (the start-up hint says so). `--ingress-threads shared` runs connections
 //! on the node's multi-threaded runtime instead.
 
 use std::sync::Arc;
