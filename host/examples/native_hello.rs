@@ -1,7 +1,7 @@
 //! The benchmark's baseline: a native hyper server that answers every request with the same
 //! greeting as the `hello` sample, through the same accept loop as nanogrid's ingress. Its
 //! connections run on the shared multi-threaded runtime unless told `per-core`: native
-//! hyper serves fewer requests a second on threads per core (75-77k against 83-101k at 32
+//! hyper serves fewer requests a second on threads per core (74-77k against 83-101k at 32
 //! connections where measured, docs/BENCHMARKS.md), so the baseline runs at its best.
 //!
 //! `cargo run --release --example native_hello -- [ADDR] [shared|per-core]` prints

@@ -1,16 +1,17 @@
 //! Connection threads (`--ingress-threads per-core`, the default): one thread per core,
 //! each running its own single-threaded tokio runtime, to which the ingress hands each
-//! connection it accepts (to the thread with the fewest open). A request on such a connection is read, run and
-//! answered on one thread: never woken on another or stolen by another worker, which a
-//! multi-threaded runtime does for every request at this rate (docs/BENCHMARKS.md, "Kept,
-//! 2026-12-06: ingress connections on a runtime per core").
+//! connection it accepts (to the thread with the fewest open). A request on such a
+//! connection is read, run and answered on one thread: never woken on another or stolen
+//! by another worker, which a multi-threaded runtime does for every request at this rate
+//! (docs/BENCHMARKS.md, "Kept, 2026-12-06: ingress connections on a runtime per core").
 //!
 //! The trade-off: connections, not requests, are balanced. A long guest shares its thread
 //! with the connections placed there (epoch interruption still gives them turns) while the
 //! other may idle; a thread the kernel sets aside holds its connections' requests (p99 rose
 //! where the client shared the cores, while p50 fell); and a lone client waits for its
-//! thread's wake-up on a VM that halts idle vCPUs at once (the start-up hint says so). `--ingress-threads shared` runs connections
-//! on the node's multi-threaded runtime instead.
+//! thread's wake-up on a VM that halts idle vCPUs at once (the start-up hint says so).
+//! `--ingress-threads shared` runs connections on the node's multi-threaded runtime
+//! instead.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +24,7 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IngressThreads {
-    /// A runtime per core; connections spread over them in turn.
+    /// A runtime per core; each connection on the one with the fewest open.
     #[default]
     PerCore,
     /// The node's multi-threaded runtime, whose workers share every connection.
@@ -86,14 +87,6 @@ impl Cores {
             IngressThreads::PerCore => Cores::per_core(name).map(Some),
             IngressThreads::Shared => Ok(None),
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
     }
 
     /// The runtime a new connection goes to: the one with the fewest open (the first of

@@ -109,15 +109,20 @@ async fn a_callee_that_ends_the_barriers_from_another_node_is_moved_next_to_them
     let e = &exps.experiments.iter().find(|e| e.record.service == "slow").expect("an experiment on slow").record;
     assert_eq!(e.stage, Stage::Kept, "{e:#?}");
     assert!(e.hypothesis.contains("barrier wait"), "the wait share made it hot: {e:#?}");
+    // The barriers' wait dropped: the trial's arms ran interleaved in time under the same
+    // load, timed in µs (a before/after comparison of whole-ms waits measures whatever
+    // else the machine was doing too: on a loaded CI run both medians read 10 ms).
+    let f = e.figures.as_ref().expect("a judged experiment has figures");
+    let (old, new) = (f.old.p50_ms.unwrap_or(f64::INFINITY), f.new.p50_ms.expect("the new arm's p50"));
+    assert!(new < old && f.p50_gain.lo > 0.0, "{f:#?}");
 
-    // Now next to its caller: the barriers' wait drops.
+    // Now next to its caller: barriers still end, waiting on slow here.
     let mut after = Vec::new();
     for _ in 0..15 {
         after.push(one_barrier(&c, caller).await.0);
     }
     let (b, a) = (median(before.clone()), median(after.clone()));
     println!("barrier wait: median {b} ms while slow was remote ({before:?}), {a} ms next to fan ({after:?})");
-    assert!(a < b, "the barriers' wait did not drop: {b} ms before, {a} ms after");
     let m = c.nodes[caller].node.metric("nanogrid_barrier_waited_on_total", "from=\"fan\",to=\"slow\"").await;
     assert!(m >= before.len() as f64, "{m}");
 }
