@@ -114,7 +114,8 @@ async fn spinning_guests_on_every_ingress_thread_leave_room_for_other_connection
     let _cpu = crate::support::cpu_heavy().await;
     for mode in ["per-core", "shared"] {
         let node = TestNode::start_with_args(true, &["--ingress-threads", mode]).await;
-        // Connections go to the threads in turn: two per core puts two on each.
+        // Each connection goes to the thread with the fewest open: two per core, opened
+        // together, puts two on each.
         let n = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
         node.deploy("spin", "misbehave", json!({ "instances": n, "limits": { "timeout_ms": 60000 } })).await;
         node.deploy("hello", "hello", json!({})).await;
