@@ -245,6 +245,9 @@ pub async fn start(
         let cfg = IngressConfig { max_body: node.config.max_body_bytes, pace: node.config.pace, tls: tls.is_some() };
         let handler = move |req| ingress::handle(registry.clone(), cfg, forwarder.clone(), req);
         let cores = crate::cores::Cores::for_mode(node.config.ingress_threads, "ingress-core")?;
+        if let Some(c) = &cores {
+            tracing::info!(threads = c.threads(), pinned_to_cpus = ?c.pinned(), "ingress connection threads");
+        }
         let serve =
             server::serve("ingress", ingress_listener, node.config.server, tls.clone(), rx.clone(), cores, handler);
         tasks.push(tokio::spawn(serve));
@@ -347,7 +350,7 @@ fn halt_poll_hint(threads: crate::cores::IngressThreads) {
     );
     if threads == crate::cores::IngressThreads::PerCore {
         tracing::info!(
-            "with halt polling off, ingress threads per core cost a lone client 15-25 % of its requests per second where measured (under load they served wasi:http 11-42 % more); turn polling on, or pass --ingress-threads shared if lone clients matter more"
+            "with halt polling off, ingress threads per core cost a lone client 10-25 % of its requests per second where measured (under load they served wasi:http 11-42 % more); turn polling on, or pass --ingress-threads shared if lone clients matter more"
         );
     }
 }

@@ -5,13 +5,15 @@
 //! by another worker, which a multi-threaded runtime does for every request at this rate
 //! (docs/BENCHMARKS.md, "Kept, 2026-12-06: ingress connections on a runtime per core").
 //!
+//! The threads are pinned one per CPU when they cover the process's CPUs: unpinned, the
+//! kernel at times put two on one core, and their connections' p99 was three to four times
+//! the shared runtime's (pinned, it is below it).
+//!
 //! The trade-off: connections, not requests, are balanced. A long guest shares its thread
 //! with the connections placed there (epoch interruption still gives them turns) while the
-//! other may idle; a thread the kernel sets aside holds its connections' requests (p99 rose
-//! where the client shared the cores, while p50 fell); and a lone client waits for its
-//! thread's wake-up on a VM that halts idle vCPUs at once (the start-up hint says so).
-//! `--ingress-threads shared` runs connections on the node's multi-threaded runtime
-//! instead.
+//! other may idle, and a lone client waits for its thread's wake-up on a VM that halts idle
+//! vCPUs at once (the start-up hint says so). `--ingress-threads shared` runs connections
+//! on the node's multi-threaded runtime instead.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,20 +56,34 @@ pub struct Cores {
     open: Arc<[AtomicUsize]>,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The CPU each thread is pinned to, if they are.
+    pins: Option<Vec<usize>>,
 }
 
 impl Cores {
-    /// `n` (at least one) threads named `{name}-{i}`.
+    /// `n` (at least one) threads named `{name}-{i}`. When they are as many as the CPUs
+    /// this process may run on (its affinity mask), each is pinned to its own: left to
+    /// the kernel, two of them at times shared one core while the other ran the client,
+    /// and that thread's connections waited (docs/BENCHMARKS.md, "Kept, 2026-12-06:
+    /// connection threads pinned"). Fewer threads than CPUs (a CPU quota) stay unpinned.
     pub fn start(name: &str, n: usize) -> std::io::Result<Cores> {
         let n = n.max(1);
+        let cpus = affinity::allowed();
+        let pins = (cpus.len() == n).then_some(cpus);
         let open = (0..n).map(|_| AtomicUsize::new(0)).collect();
-        let mut cores = Cores { handles: vec![], open, stops: vec![], threads: vec![] };
+        let mut cores = Cores { handles: vec![], open, stops: vec![], threads: vec![], pins: pins.clone() };
         for i in 0..n {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (stop, stopped) = oneshot::channel::<()>();
             cores.handles.push(rt.handle().clone());
             cores.stops.push(stop);
+            let pin = pins.as_ref().map(|cpus| cpus[i]);
             let thread = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
+                if let Some(cpu) = pin
+                    && let Err(e) = affinity::pin(cpu)
+                {
+                    tracing::warn!(cpu, error = %e, "could not pin a connection thread to its CPU; it runs unpinned");
+                }
                 let _ = rt.block_on(stopped);
                 rt.shutdown_timeout(BLOCKING_GRACE);
             })?;
@@ -79,6 +95,16 @@ impl Cores {
     /// One per core this process may use.
     pub fn per_core(name: &str) -> std::io::Result<Cores> {
         Cores::start(name, std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// How many threads there are.
+    pub fn threads(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The CPU each thread was pinned to (thread `i` to the `i`th), or `None`: unpinned.
+    pub fn pinned(&self) -> Option<&[usize]> {
+        self.pins.as_deref()
     }
 
     /// What `mode` asks for: threads per core, or none (the shared runtime).
@@ -126,6 +152,31 @@ impl Drop for Cores {
     }
 }
 
+/// The process's CPU affinity, through `sched_getaffinity` / `sched_setaffinity`.
+mod affinity {
+    /// The CPUs the calling thread may run on (the process's mask, inherited), in order;
+    /// empty where the mask cannot be read.
+    pub fn allowed() -> Vec<usize> {
+        // SAFETY: `cpu_set_t` is plain bits; the call writes at most its size.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+            return vec![];
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    }
+
+    /// Pin the calling thread to `cpu`.
+    pub fn pin(cpu: usize) -> std::io::Result<()> {
+        // SAFETY: as above; `cpu` is below `CPU_SETSIZE` (it came from `allowed`).
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        match unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +213,33 @@ mod tests {
         let forever = cores.next().0.spawn(std::future::pending::<()>());
         cores.stop().await;
         assert!(forever.await.unwrap_err().is_cancelled());
+    }
+
+    async fn cpus_of(cores: &Cores) -> Vec<Vec<usize>> {
+        let (mut out, mut held) = (vec![], vec![]);
+        for _ in 0..cores.handles.len() {
+            let (rt, on) = cores.next();
+            out.push(rt.spawn(async { affinity::allowed() }).await.unwrap());
+            held.push(on);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn threads_are_pinned_one_per_cpu_only_when_they_cover_the_mask() {
+        let cpus = affinity::allowed();
+        assert!(!cpus.is_empty(), "the affinity mask reads");
+        let cores = Cores::start("t-pin", cpus.len()).unwrap();
+        assert_eq!(cores.pinned(), Some(&cpus[..]));
+        // Each connection held, `next` hands out the threads in order.
+        let each: Vec<Vec<usize>> = cpus.iter().map(|&c| vec![c]).collect();
+        assert_eq!(cpus_of(&cores).await, each);
+        cores.stop().await;
+
+        // One thread more than CPUs (a quota would give fewer): nobody is pinned.
+        let cores = Cores::start("t-free", cpus.len() + 1).unwrap();
+        assert_eq!(cores.pinned(), None);
+        assert!(cpus_of(&cores).await.iter().all(|mask| *mask == cpus));
+        cores.stop().await;
     }
 }

@@ -276,11 +276,11 @@ pub struct NodeArgs {
     /// waits for Cranelift) [default: tiered]
     #[arg(long, value_name = "MODE")]
     pub compile: Option<crate::runtime::CompileMode>,
-    /// Where ingress connections run: `per-core` (a single-threaded runtime per core, each
-    /// connection on one of them: the most requests per second, the lowest median) or
-    /// `shared` (the node's multi-threaded runtime, whose workers steal work from each
-    /// other: a lower p99 on a busy machine, better for a lone client on a VM that halts
-    /// idle vCPUs at once, and for guests of very uneven cost)
+    /// Where ingress connections run: `per-core` (a single-threaded runtime per core on a
+    /// thread pinned to it, each connection on one of them: the most requests per second,
+    /// the lowest median and p99) or `shared` (the node's multi-threaded runtime, whose
+    /// workers steal work from each other: better for a lone client on a VM that halts
+    /// idle vCPUs at once, and for a few connections carrying guests of very uneven cost)
     /// [default: per-core]
     #[arg(long, value_name = "MODE")]
     pub ingress_threads: Option<crate::cores::IngressThreads>,
