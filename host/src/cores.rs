@@ -58,6 +58,10 @@ pub struct Cores {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// The CPU each thread is pinned to, if they are.
     pins: Option<Vec<usize>>,
+    /// Where ties start: the process id modulo the threads. Nodes sharing a machine
+    /// (a dev cluster, tests) would otherwise put each one's lone connection on thread 0,
+    /// all pinned to the same CPU.
+    first: usize,
 }
 
 impl Cores {
@@ -67,11 +71,17 @@ impl Cores {
     /// and that thread's connections waited (docs/BENCHMARKS.md, "Kept, 2026-12-06:
     /// connection threads pinned"). Fewer threads than CPUs (a CPU quota) stay unpinned.
     pub fn start(name: &str, n: usize) -> std::io::Result<Cores> {
+        Cores::start_at(name, n, std::process::id() as usize)
+    }
+
+    /// [`Cores::start`] with ties starting at thread `seed % n`.
+    fn start_at(name: &str, n: usize, seed: usize) -> std::io::Result<Cores> {
         let n = n.max(1);
         let cpus = affinity::allowed();
         let pins = (cpus.len() == n).then_some(cpus);
         let open = (0..n).map(|_| AtomicUsize::new(0)).collect();
-        let mut cores = Cores { handles: vec![], open, stops: vec![], threads: vec![], pins: pins.clone() };
+        let first = seed % n;
+        let mut cores = Cores { handles: vec![], open, stops: vec![], threads: vec![], pins: pins.clone(), first };
         for i in 0..n {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (stop, stopped) = oneshot::channel::<()>();
@@ -115,11 +125,11 @@ impl Cores {
         }
     }
 
-    /// The runtime a new connection goes to: the one with the fewest open (the first of
-    /// those on a tie), counted until the returned [`OnCore`] drops.
+    /// The runtime a new connection goes to: the one with the fewest open, counted until
+    /// the returned [`OnCore`] drops. A tie goes to the first of them from a thread the process id picks.
     pub fn next(&self) -> (&Handle, OnCore) {
-        let loads = self.open.iter().map(|n| n.load(Ordering::Relaxed));
-        let i = loads.enumerate().min_by_key(|&(_, n)| n).map_or(0, |(i, _)| i);
+        let n = self.open.len();
+        let i = (0..n).map(|k| (self.first + k) % n).min_by_key(|&i| self.open[i].load(Ordering::Relaxed)).unwrap_or(0);
         self.open[i].fetch_add(1, Ordering::Relaxed);
         (&self.handles[i], OnCore { open: self.open.clone(), i })
     }
@@ -197,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_go_to_the_thread_with_the_fewest_and_stop_ends_them() {
-        let cores = Cores::start("t-core", 2).unwrap();
+        let cores = Cores::start_at("t-core", 2, 0).unwrap();
         let (a, on_a) = thread_of(&cores).await;
         let (b, _on_b) = thread_of(&cores).await;
         let (c, on_c) = thread_of(&cores).await;
@@ -215,12 +225,25 @@ mod tests {
         assert!(forever.await.unwrap_err().is_cancelled());
     }
 
+    #[tokio::test]
+    async fn ties_start_where_the_seed_says_so_lone_connections_of_two_nodes_part() {
+        let one = Cores::start_at("t-one", 2, 4).unwrap();
+        let other = Cores::start_at("t-other", 2, 5).unwrap();
+        let (a, _on_a) = thread_of(&one).await;
+        let (b, _on_b) = thread_of(&other).await;
+        assert_eq!([a.as_str(), b.as_str()], ["t-one-0", "t-other-1"]);
+        // From there on, the fewest open: the other thread, then the seed's again.
+        let (c, _on_c) = thread_of(&other).await;
+        let (d, _on_d) = thread_of(&other).await;
+        assert_eq!([c.as_str(), d.as_str()], ["t-other-0", "t-other-1"]);
+        one.stop().await;
+        other.stop().await;
+    }
+
     async fn cpus_of(cores: &Cores) -> Vec<Vec<usize>> {
-        let (mut out, mut held) = (vec![], vec![]);
-        for _ in 0..cores.handles.len() {
-            let (rt, on) = cores.next();
+        let mut out = vec![];
+        for rt in &cores.handles {
             out.push(rt.spawn(async { affinity::allowed() }).await.unwrap());
-            held.push(on);
         }
         out
     }
@@ -231,7 +254,7 @@ mod tests {
         assert!(!cpus.is_empty(), "the affinity mask reads");
         let cores = Cores::start("t-pin", cpus.len()).unwrap();
         assert_eq!(cores.pinned(), Some(&cpus[..]));
-        // Each connection held, `next` hands out the threads in order.
+        // Thread i on the ith CPU.
         let each: Vec<Vec<usize>> = cpus.iter().map(|&c| vec![c]).collect();
         assert_eq!(cpus_of(&cores).await, each);
         cores.stop().await;
