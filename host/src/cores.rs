@@ -126,7 +126,8 @@ impl Cores {
     }
 
     /// The runtime a new connection goes to: the one with the fewest open, counted until
-    /// the returned [`OnCore`] drops. A tie goes to the first of them from a thread the process id picks.
+    /// the returned [`OnCore`] drops. A tie goes to the first of them counting from a
+    /// thread the process id picks.
     pub fn next(&self) -> (&Handle, OnCore) {
         let n = self.open.len();
         let i = (0..n).map(|k| (self.first + k) % n).min_by_key(|&i| self.open[i].load(Ordering::Relaxed)).unwrap_or(0);
