@@ -258,7 +258,7 @@ cat >"$section" <<MD
 ## Hello world through ingress vs native hyper
 
 \`wrk -t1 -c$CONNS -d${DURATION}s --latency\` against \`GET /hello/world\` on 127.0.0.1:
-nanogrid (its defaults: ingress connections on a runtime per core) serving the \`hello\` sample (instances = $INSTANCES, $PROFILE build) with a fresh
+nanogrid (its defaults: ingress connections on a runtime per core, each thread pinned to its CPU) serving the \`hello\` sample (instances = $INSTANCES, $PROFILE build) with a fresh
 instance per request (the default), the same component deployed with
 \`"reuse": {"requests": $REUSE}\` (an instance serves $REUSE requests in sequence, then is
 recycled: opt-in, see docs/SECURITY.md), the standard wasi:http \`http-hello\` component
