@@ -83,7 +83,13 @@ impl Cores {
         let first = seed % n;
         let mut cores = Cores { handles: vec![], open, stops: vec![], threads: vec![], pins: pins.clone(), first };
         for i in 0..n {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            if let Some(all) = pins.clone() {
+                // A thread inherits its creator's mask, and a thread's runtime starts its
+                // blocking threads (the grid's RocksDB calls) from it: those go anywhere.
+                builder.on_thread_start(move || drop(affinity::set(&all)));
+            }
+            let rt = builder.enable_all().build()?;
             let (stop, stopped) = oneshot::channel::<()>();
             cores.handles.push(rt.handle().clone());
             cores.stops.push(stop);
@@ -178,9 +184,16 @@ mod affinity {
 
     /// Pin the calling thread to `cpu`.
     pub fn pin(cpu: usize) -> std::io::Result<()> {
-        // SAFETY: as above; `cpu` is below `CPU_SETSIZE` (it came from `allowed`).
+        set(&[cpu])
+    }
+
+    /// Let the calling thread run on `cpus`.
+    pub fn set(cpus: &[usize]) -> std::io::Result<()> {
+        // SAFETY: as above; each CPU is below `CPU_SETSIZE` (they came from `allowed`).
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        unsafe { libc::CPU_SET(cpu, &mut set) };
+        for &cpu in cpus {
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
         match unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } {
             0 => Ok(()),
             _ => Err(std::io::Error::last_os_error()),
@@ -258,6 +271,9 @@ mod tests {
         // Thread i on the ith CPU.
         let each: Vec<Vec<usize>> = cpus.iter().map(|&c| vec![c]).collect();
         assert_eq!(cpus_of(&cores).await, each);
+        // Their blocking work (RocksDB calls) runs anywhere.
+        let blocking = cores.handles[0].spawn(async { tokio::task::spawn_blocking(affinity::allowed).await.unwrap() });
+        assert_eq!(blocking.await.unwrap(), cpus);
         cores.stop().await;
 
         // One thread more than CPUs (a quota would give fewer): nobody is pinned.
