@@ -96,7 +96,7 @@ impl Cores {
             let pin = pins.as_ref().map(|cpus| cpus[i]);
             let thread = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
                 if let Some(cpu) = pin
-                    && let Err(e) = affinity::pin(cpu)
+                    && let Err(e) = affinity::set(&[cpu])
                 {
                     tracing::warn!(cpu, error = %e, "could not pin a connection thread to its CPU; it runs unpinned");
                 }
@@ -180,11 +180,6 @@ mod affinity {
             return vec![];
         }
         (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
-    }
-
-    /// Pin the calling thread to `cpu`.
-    pub fn pin(cpu: usize) -> std::io::Result<()> {
-        set(&[cpu])
     }
 
     /// Let the calling thread run on `cpus`.
