@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# `./dev profile [SAMPLE]`: where one request's CPU goes on a node serving a sample under
+# load. Starts a node (release build unless BIN is given), deploys the sample (`hello` or
+# `http-hello`; REUSE=N deploys it with `"reuse": {"requests": N}`), drives it with
+# `wrk -t1 -c$CONNS`, records the node with `perf record --call-graph dwarf` for DURATION
+# seconds and prints a table: buckets (instantiation, teardown, guest code, host calls,
+# spans, the kernel's loopback, ...) in microseconds of CPU per request
+# (benches/profile.py). Nothing is written to docs/BENCHMARKS.md: this is for looking
+# before optimising. NANOGRID_PERF_MAP=1 in the environment names guest functions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+
+SAMPLE=${1:-hello}
+PROFILE=${PROFILE:-release}
+DURATION=${DURATION:-4}
+FREQ=${FREQ:-500}
+CONNS=${CONNS:-32}
+INSTANCES=${INSTANCES:-64}
+case $SAMPLE in
+    hello) wasm=hello.wasm ;;
+    http-hello) wasm=http_hello.wasm ;;
+    *) echo "unknown sample '$SAMPLE' (hello or http-hello)" >&2; exit 2 ;;
+esac
+command -v perf >/dev/null || { echo "perf is not installed (Debian: linux-perf; ./dev profile installs it)" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "wrk is not installed (./dev profile installs it)" >&2; exit 1; }
+
+if [ -z "${BIN:-}" ]; then
+    case $PROFILE in
+        release) cargo build --release -q -p nanogrid --bin nanogrid ;;
+        debug) cargo build -q -p nanogrid --bin nanogrid ;;
+    esac
+    BIN="${CARGO_TARGET_DIR:-target}/$PROFILE/nanogrid"
+fi
+cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml --target-dir samples/target -p "$SAMPLE"
+wasm_path=samples/target/wasm32-wasip2/release/$wasm
+
+"$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/node" \
+    --admin-token profile >"$tmp/node.out" 2>"$tmp/node.log" &
+pid=$!
+ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
+admin=$(wait_line "$tmp/node.out" "admin listening on ")
+"$BIN" deploy "$wasm_path" --name "$SAMPLE" --instances "$INSTANCES" ${REUSE:+--reuse "$REUSE"} \
+    --admin "$admin" --token profile >/dev/null
+wait_optimized "$admin" profile "$SAMPLE"
+url="$ingress/$SAMPLE/world"
+curl -sf "$url" >/dev/null
+wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null
+
+# CPU per request over the same load perf samples: the node's user + system ticks around
+# a run of wrk as long as the recording, started together.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+t0=$(cpu_ticks)
+wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$tmp/wrk" &
+wrk_pid=$!
+perf record -q -F "$FREQ" --call-graph dwarf,32768 -p "$pid" -o "$tmp/perf.data" -- sleep "$DURATION" \
+    >/dev/null 2>"$tmp/perf.log" || { cat "$tmp/perf.log" >&2; exit 1; }
+wait "$wrk_pid"
+t1=$(cpu_ticks)
+requests=$(awk '/requests in/ { print $1 }' "$tmp/wrk")
+[ "${requests:-0}" -gt 0 ] || { echo "wrk got no answers from $url:" >&2; cat "$tmp/wrk" >&2; exit 1; }
+cpu_us=$(awk -v a="$t0" -v b="$t1" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / n }')
+
+echo "## $SAMPLE${REUSE:+, reuse $REUSE}: $(awk '/Requests\/sec/ { print $2 }' "$tmp/wrk") requests/s at $CONNS connections ($PROFILE build)"
+echo
+# Without inlined frames: resolving them runs addr2line per address (minutes, against a
+# second), and the buckets name functions that are not inlined.
+perf script --no-inline -i "$tmp/perf.data" 2>/dev/null | python3 benches/profile.py "$cpu_us"
