@@ -6,7 +6,9 @@
 # seconds and prints a table: buckets (instantiation, teardown, guest code, host calls,
 # spans, the kernel's loopback, ...) in microseconds of CPU per request
 # (benches/profile.py). Nothing is written to docs/BENCHMARKS.md: this is for looking
-# before optimising. NANOGRID_PERF_MAP=1 in the environment names guest functions.
+# before optimising. PERF_DATA=FILE keeps the recording (for `perf report -i FILE`);
+# NANOGRID_PERF_MAP=1 in the environment has the node write /tmp/perf-PID.map, so perf
+# names the guest's own functions there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -63,6 +65,7 @@ cpu_us=$(awk -v a="$t0" -v b="$t1" -v n="$requests" -v hz="$(getconf CLK_TCK)" '
 
 echo "## $SAMPLE${REUSE:+, reuse $REUSE}: $(awk '/Requests\/sec/ { print $2 }' "$tmp/wrk") requests/s at $CONNS connections ($PROFILE build)"
 echo
+[ -z "${PERF_DATA:-}" ] || cp "$tmp/perf.data" "$PERF_DATA"
 # Without inlined frames: resolving them runs addr2line per address (minutes, against a
 # second), and the buckets name functions that are not inlined.
 perf script --no-inline -i "$tmp/perf.data" 2>/dev/null | python3 benches/profile.py "$cpu_us"
