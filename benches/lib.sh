@@ -62,6 +62,18 @@ wait_optimized() {
     done
 }
 
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (the fields
+# after the command name, which may hold spaces).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+
+# cpu_per_request TICKS_BEFORE TICKS_AFTER WRK_OUTPUT -> µs of CPU per request answered:
+# steadier than requests/s on a shared machine. A run that got no answers fails.
+cpu_per_request() {
+    local n; n=$(awk '/requests in/ { print $1 }' "$3")
+    [ "${n:-0}" -gt 0 ] || { echo "no answers in this wrk run:" >&2; cat "$3" >&2; return 1; }
+    awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / n }'
+}
+
 # wrk output -> "rps p50_us p99_us"
 parse() {
     awk '

@@ -51,17 +51,14 @@ wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null
 
 # CPU per request over the same load perf samples: the node's user + system ticks around
 # a run of wrk as long as the recording, started together.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
-t0=$(cpu_ticks)
+t0=$(cpu_ticks "$pid")
 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$tmp/wrk" &
 wrk_pid=$!
 perf record -q -F "$FREQ" --call-graph dwarf,32768 -p "$pid" -o "$tmp/perf.data" -- sleep "$DURATION" \
     >/dev/null 2>"$tmp/perf.log" || { cat "$tmp/perf.log" >&2; exit 1; }
 wait "$wrk_pid"
-t1=$(cpu_ticks)
-requests=$(awk '/requests in/ { print $1 }' "$tmp/wrk")
-[ "${requests:-0}" -gt 0 ] || { echo "wrk got no answers from $url:" >&2; cat "$tmp/wrk" >&2; exit 1; }
-cpu_us=$(awk -v a="$t0" -v b="$t1" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / n }')
+t1=$(cpu_ticks "$pid")
+cpu_us=$(cpu_per_request "$t0" "$t1" "$tmp/wrk")
 
 echo "## $SAMPLE${REUSE:+, reuse $REUSE}: $(awk '/Requests\/sec/ { print $2 }' "$tmp/wrk") requests/s at $CONNS connections ($PROFILE build)"
 echo

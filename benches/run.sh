@@ -108,18 +108,16 @@ else
 
 fi
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
 # run NAME URL ROUND PID -> "rps p50_us p99_us cpu_us": cpu_us is the server's own user +
 # system CPU time per request answered (from /proc): steadier than requests/s on a shared
 # machine, where what the kernel's loopback costs varies from day to day.
 run() {
-    local t0 t1 n
+    local t0 t1 cpu
     t0=$(cpu_ticks "$4")
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2" >"$tmp/$1.$3.wrk"
     t1=$(cpu_ticks "$4")
-    n=$(awk '/requests in/ { print $1 }' "$tmp/$1.$3.wrk")
-    echo "$(parse "$tmp/$1.$3.wrk") $(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", (n > 0 ? (b - a) / hz * 1e6 / n : 0) }')"
+    cpu=$(cpu_per_request "$t0" "$t1" "$tmp/$1.$3.wrk")
+    echo "$(parse "$tmp/$1.$3.wrk") $(printf '%.1f' "$cpu")"
 }
 
 for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$ingress/web-reuse/world" "$wt/world" "$wtp/world" "$wtr/world"; do

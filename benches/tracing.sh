@@ -66,8 +66,6 @@ python3 "$tmp/sink.py" >"$tmp/sink.out" 2>&1 &
 sink=$(wait_line "$tmp/sink.out" "sink listening on ")
 
 declare -A ingress admin pid
-# A process's CPU time so far, in clock ticks (user + system).
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 start() { # node extra-args...
     local name=$1; shift
     "${node_cpu[@]}" "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/$name" \
@@ -123,8 +121,8 @@ for r in $(seq 1 "$ROUNDS"); do
             before=$(cpu_ticks "${pid[$n]}")
             "${load_cpu[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${ingress[$n]}/hello/world" >"$f.wrk"
             # The node's CPU time per request, in µs.
-            awk -v t="$(( $(cpu_ticks "${pid[$n]}") - before ))" -v hz="$(getconf CLK_TCK)" \
-                -v n="$(awk '/requests in/ { print $1 }' "$f.wrk")" 'BEGIN { printf "%.2f\n", t / hz * 1e6 / n }' >"$f.cpu"
+            cpu_per_request "$before" "$(cpu_ticks "${pid[$n]}")" "$f.wrk" >"$f.cpu"
+            echo >>"$f.cpu"
             echo "round $r $n $s: $(parse "$f.wrk") cpu/req $(cat "$f.cpu") us" >&2
         done
     done
