@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `./dev profile [SAMPLE]`: where one request's CPU goes on a node serving a sample under
-# load. Starts a node (release build unless BIN is given), deploys the sample (`hello` or
-# `http-hello`; REUSE=N deploys it with `"reuse": {"requests": N}`), drives it with
+# load. Starts a node (release build unless BIN is given), deploys the sample (`hello`,
+# `http-hello`, `chain-5` alone, or `chain`: `chain-1` bound to `chain-2` ... `chain-5`,
+# fused; REUSE=N deploys each with `"reuse": {"requests": N}`), drives it with
 # `wrk -t1 -c$CONNS`, records the node with `perf record --call-graph dwarf` for DURATION
 # seconds and prints a table: buckets (instantiation, teardown, guest code, host calls,
 # spans, the kernel's loopback, ...) in microseconds of CPU per request
@@ -20,9 +21,9 @@ FREQ=${FREQ:-500}
 CONNS=${CONNS:-32}
 INSTANCES=${INSTANCES:-64}
 case $SAMPLE in
-    hello) wasm=hello.wasm ;;
-    http-hello) wasm=http_hello.wasm ;;
-    *) echo "unknown sample '$SAMPLE' (hello or http-hello)" >&2; exit 2 ;;
+    hello | http-hello | chain-5) stages=("$SAMPLE") ;;
+    chain) stages=(chain-5 chain-4 chain-3 chain-2 chain-1) ;;
+    *) echo "unknown sample '$SAMPLE' (hello, http-hello, chain-5 or chain)" >&2; exit 2 ;;
 esac
 command -v perf >/dev/null || { echo "perf is not installed (Debian: linux-perf; ./dev profile installs it)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is not installed (./dev profile installs it)" >&2; exit 1; }
@@ -34,18 +35,23 @@ if [ -z "${BIN:-}" ]; then
     esac
     BIN="${CARGO_TARGET_DIR:-target}/$PROFILE/nanogrid"
 fi
-cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml --target-dir samples/target -p "$SAMPLE"
-wasm_path=samples/target/wasm32-wasip2/release/$wasm
+cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml --target-dir samples/target \
+    "${stages[@]/#/-p=}"
 
 "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/node" \
     --admin-token profile >"$tmp/node.out" 2>"$tmp/node.log" &
 pid=$!
 ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
 admin=$(wait_line "$tmp/node.out" "admin listening on ")
-"$BIN" deploy "$wasm_path" --name "$SAMPLE" --instances "$INSTANCES" ${REUSE:+--reuse "$REUSE"} \
-    --admin "$admin" --token profile >/dev/null
-wait_optimized "$admin" profile "$SAMPLE"
-url="$ingress/$SAMPLE/world"
+next=""
+for stage in "${stages[@]}"; do # the last stage first, so each binds to the one after it
+    "$BIN" deploy "samples/target/wasm32-wasip2/release/${stage//-/_}.wasm" --name "$stage" \
+        --instances "$INSTANCES" ${REUSE:+--reuse "$REUSE"} ${next:+--bind "bench:chain/stage=$next"} \
+        --admin "$admin" --token profile >/dev/null
+    next=$stage
+done
+wait_optimized "$admin" profile "$next"
+url="$ingress/$next/world"
 curl -sf "$url" >/dev/null
 wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null
 
