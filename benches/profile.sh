@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# `./dev profile [SAMPLE]`: where one request's CPU goes on a node serving a sample under
-# load. Starts a node (release build unless BIN is given), deploys the sample (`hello`,
-# `http-hello`, `chain-5` alone, or `chain`: `chain-1` bound to `chain-2` ... `chain-5`,
-# fused; REUSE=N deploys each with `"reuse": {"requests": N}`), drives it with
-# `wrk -t1 -c$CONNS`, records the node with `perf record --call-graph dwarf` for DURATION
+# `./dev profile [SAMPLE | FILE.wasm]`: where one request's CPU goes on a node serving a
+# sample or your own component under load. Starts a node (release build unless BIN is
+# given), deploys the sample (`hello`, `http-hello`, `chain-5` alone, or `chain`: `chain-1`
+# bound to `chain-2` ... `chain-5`, fused) or the component (named after its file, GETs to
+# REQUEST_PATH, default `/`; samples get `/world`); REUSE=N deploys each with
+# `"reuse": {"requests": N}`. Drives it with `wrk -t1 -c$CONNS`, records the node with `perf record --call-graph dwarf` for DURATION
 # seconds and prints a table: buckets (instantiation, teardown, guest code, host calls,
 # spans, the kernel's loopback, ...) in microseconds of CPU per request
 # (benches/profile.py). Nothing is written to docs/BENCHMARKS.md: this is for looking
@@ -11,19 +12,28 @@
 # NANOGRID_PERF_MAP=1 in the environment has the node write /tmp/perf-PID.map, so perf
 # names the guest's own functions there.
 set -euo pipefail
+SAMPLE=${1:-hello}
+own=""
+case $SAMPLE in
+    *.wasm)
+        [ -f "$SAMPLE" ] || { echo "no such component file: $SAMPLE" >&2; exit 2; }
+        own=$(realpath "$SAMPLE")
+        # A service name from the file name: lowercase letters, digits and '-'.
+        SAMPLE=$(basename "$own" .wasm | tr 'A-Z_.' 'a-z--' | tr -cd 'a-z0-9-')
+        [ -n "$SAMPLE" ] || { echo "cannot make a service name from $own; rename the file" >&2; exit 2; } ;;
+esac
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 
-SAMPLE=${1:-hello}
 PROFILE=${PROFILE:-release}
 DURATION=${DURATION:-4}
 FREQ=${FREQ:-500}
 CONNS=${CONNS:-32}
 INSTANCES=${INSTANCES:-64}
-case $SAMPLE in
-    hello | http-hello | chain-5) stages=("$SAMPLE") ;;
+case ${own:+file}$SAMPLE in
+    hello | http-hello | chain-5 | file*) stages=("$SAMPLE") ;;
     chain) stages=(chain-5 chain-4 chain-3 chain-2 chain-1) ;;
-    *) echo "unknown sample '$SAMPLE' (hello, http-hello, chain-5 or chain)" >&2; exit 2 ;;
+    *) echo "unknown sample '$SAMPLE' (hello, http-hello, chain-5, chain, or a .wasm file)" >&2; exit 2 ;;
 esac
 command -v perf >/dev/null || { echo "perf is not installed (Debian: linux-perf; ./dev profile installs it)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is not installed (./dev profile installs it)" >&2; exit 1; }
@@ -35,8 +45,8 @@ if [ -z "${BIN:-}" ]; then
     esac
     BIN="${CARGO_TARGET_DIR:-target}/$PROFILE/nanogrid"
 fi
-cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml --target-dir samples/target \
-    "${stages[@]/#/-p=}"
+[ -n "$own" ] || cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml \
+    --target-dir samples/target "${stages[@]/#/-p=}"
 
 "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/node" \
     --admin-token profile >"$tmp/node.out" 2>"$tmp/node.log" &
@@ -45,14 +55,17 @@ ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
 admin=$(wait_line "$tmp/node.out" "admin listening on ")
 next=""
 for stage in "${stages[@]}"; do # the last stage first, so each binds to the one after it
-    "$BIN" deploy "samples/target/wasm32-wasip2/release/${stage//-/_}.wasm" --name "$stage" \
+    "$BIN" deploy "${own:-samples/target/wasm32-wasip2/release/${stage//-/_}.wasm}" --name "$stage" \
         --instances "$INSTANCES" ${REUSE:+--reuse "$REUSE"} ${next:+--bind "bench:chain/stage=$next"} \
         --admin "$admin" --token profile >/dev/null
     next=$stage
 done
 wait_optimized "$admin" profile "$next"
-url="$ingress/$next/world"
-curl -sf "$url" >/dev/null
+path=${REQUEST_PATH:-$([ -n "$own" ] && echo / || echo /world)}
+url="$ingress/$next$path"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$url") || true
+[ "${code:0:1}" = 2 ] ||
+    { echo "GET $path answered ${code:-nothing}, not 2xx: set REQUEST_PATH to a path the service answers" >&2; exit 1; }
 wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null
 
 # CPU per request over the same load perf samples: the node's user + system ticks around
