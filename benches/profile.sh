@@ -7,10 +7,10 @@
 # `"reuse": {"requests": N}`. Drives it with `wrk -t1 -c$CONNS`, records the node with
 # `perf record --call-graph dwarf` for DURATION seconds and prints a table: buckets
 # (instantiation, teardown, guest code, host calls, spans, the kernel's loopback, ...) in
-# microseconds of CPU per request (benches/profile.py). Nothing is written to docs/BENCHMARKS.md: this is for looking
-# before optimising. PERF_DATA=FILE keeps the recording (for `perf report -i FILE`);
-# NANOGRID_PERF_MAP=1 in the environment has the node write /tmp/perf-PID.map, so perf
-# names the guest's own functions there.
+# microseconds of CPU per request (benches/profile.py). Nothing is written to
+# docs/BENCHMARKS.md: this is for looking before optimising. PERF_DATA=FILE keeps the
+# recording (for `perf report -i FILE`); NANOGRID_PERF_MAP=1 in the environment has the
+# node write /tmp/perf-PID.map, so perf names the guest's own functions there.
 set -euo pipefail
 SAMPLE=${1:-hello}
 own=""
