@@ -14,6 +14,45 @@ around the same load) turns them into microseconds. Run by `benches/profile.sh`.
 import re
 import sys
 
+# Rust's legacy symbol mangling, as guest functions carry it in the names wasmtime gives
+# perf: `_ZN10serde_core3ser...17h0123456789abcdefE` -> `serde_core::ser::...`.
+MANGLED = re.compile(r"_ZN((?:\d+[^\d]\S*?)+)E")
+ESCAPES = {"$LT$": "<", "$GT$": ">", "$RF$": "&", "$BP$": "*", "$C$": ",", "$SP$": "@",
+           "$u20$": " ", "$u27$": "'", "$u5b$": "[", "$u5d$": "]", "$u7b$": "{", "$u7d$": "}",
+           "$u7e$": "~", "..": "::"}
+
+
+def demangle(name):
+    """A legacy-mangled Rust symbol in `name` made readable (its hash dropped); anything
+    else as it is."""
+    m = MANGLED.search(name)
+    if not m:
+        return name
+    body, parts, i = m.group(1), [], 0
+    while i < len(body) and body[i].isdigit():
+        j = i
+        while body[j].isdigit():
+            j += 1
+        n = int(body[i:j])
+        parts.append(body[j:j + n])
+        i = j + n
+    if parts and re.fullmatch(r"h[0-9a-f]{16}", parts[-1]):
+        parts.pop()
+    text = "::".join(parts)
+    for k, v in ESCAPES.items():
+        text = text.replace(k, v)
+    return name[:m.start()] + text + name[m.end():]
+
+
+def guest_function(frame):
+    """A guest frame's function as the node's perf map names it (`wasm[12]::function[221]::
+    dlfree`, a trampoline, or a bare name), else `guest code (unnamed)`."""
+    sym = re.sub(r"^[0-9a-f]+ ", "", frame)
+    sym = re.sub(r"(\+0x[0-9a-f]+)? \([^)]*\)\s*$", "", sym)
+    if "perf-" not in frame or sym.startswith("[unknown]"):
+        return "guest code (unnamed: the node ran without NANOGRID_PERF_MAP=1)"
+    return demangle(sym)
+
 # (bucket, patterns): the first that matches a sample's stack takes it.
 BUCKETS = [
     ("memory reset at teardown (PAGEMAP_SCAN, copies)", ("deallocate_memory",)),
@@ -82,11 +121,15 @@ def main():
     cpu = float(sys.argv[1])
     min_share = float(sys.argv[sys.argv.index("--min-share") + 1]) if "--min-share" in sys.argv else 0.5
     counts = {}
+    guest = {}
     total = 0
     for frames in stacks(sys.stdin):
         total += 1
         b = bucket(frames)
         counts[b] = counts.get(b, 0) + 1
+        if b == "guest code":
+            f = guest_function(frames[0])
+            guest[f] = guest.get(f, 0) + 1
     if total == 0:
         sys.exit("no samples with call stacks in the input (was perf recording the node?)")
     print(f"{total} samples; {cpu:.2f} µs of CPU per request\n")
@@ -101,6 +144,13 @@ def main():
         print(f"| {name} | {share:.1f} % | {cpu * n / total:.2f} |")
     if rest:
         print(f"| everything under {min_share} % each | {100 * rest / total:.1f} % | {cpu * rest / total:.2f} |")
+    top = [(f, n) for f, n in sorted(guest.items(), key=lambda kv: -kv[1]) if 100 * n / total >= min_share][:12]
+    if top:
+        print("\nThe guest code's hottest functions (innermost frame; `wasm[N]` is a core module of the component):\n")
+        print("| guest function | share of samples | µs per request |")
+        print("| --- | ---: | ---: |")
+        for f, n in top:
+            print(f"| `{f}` | {100 * n / total:.1f} % | {cpu * n / total:.2f} |")
 
 
 if __name__ == "__main__":

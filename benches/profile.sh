@@ -7,10 +7,12 @@
 # `"reuse": {"requests": N}`. Drives it with `wrk -t1 -c$CONNS`, records the node with
 # `perf record --call-graph dwarf` for DURATION seconds and prints a table: buckets
 # (instantiation, teardown, guest code, host calls, spans, the kernel's loopback, ...) in
-# microseconds of CPU per request (benches/profile.py). Nothing is written to
-# docs/BENCHMARKS.md: this is for looking before optimising. PERF_DATA=FILE keeps the
-# recording (for `perf report -i FILE`); NANOGRID_PERF_MAP=1 in the environment has the
-# node write /tmp/perf-PID.map, so perf names the guest's own functions there.
+# microseconds of CPU per request, then the guest code's hottest functions
+# (benches/profile.py). Nothing is written to docs/BENCHMARKS.md: this is for looking
+# before optimising. The node runs with NANOGRID_PERF_MAP=1 (unless the environment says
+# 0): it writes /tmp/perf-PID.map, by which perf names guest functions; the map is removed
+# at the end unless PERF_DATA=FILE keeps the recording (for `perf report -i FILE`, which
+# needs the map too).
 set -euo pipefail
 SAMPLE=${1:-hello}
 own=""
@@ -48,9 +50,11 @@ fi
 [ -n "$own" ] || cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml \
     --target-dir samples/target "${stages[@]/#/-p=}"
 
-"$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/node" \
+NANOGRID_PERF_MAP=${NANOGRID_PERF_MAP:-1} "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/node" \
     --admin-token profile >"$tmp/node.out" 2>"$tmp/node.log" &
 pid=$!
+# The node's perf map goes with it, unless PERF_DATA keeps the recording it names.
+trap 'cleanup; [ -n "${PERF_DATA:-}" ] || rm -f "/tmp/perf-$pid.map"' EXIT
 ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
 admin=$(wait_line "$tmp/node.out" "admin listening on ")
 next=""
