@@ -24,7 +24,15 @@ ESCAPES = {"$LT$": "<", "$GT$": ">", "$RF$": "&", "$BP$": "*", "$C$": ",", "$SP$
 
 def demangle(name):
     """A legacy-mangled Rust symbol in `name` made readable (its hash dropped); anything
-    else as it is."""
+    else as it is.
+
+    >>> demangle("wasm[12]::function[23]::_ZN10serde_core3ser12SerializeMap15serialize_entry17h6d6745a690edb9b6E")
+    'wasm[12]::function[23]::serde_core::ser::SerializeMap::serialize_entry'
+    >>> demangle("_ZN5alloc11collections5btree3map25IntoIter$LT$K$C$V$C$A$GT$10dying_next17hec653fd0749da42dE")
+    'alloc::collections::btree::map::IntoIter<K,V,A>::dying_next'
+    >>> demangle("dlfree")
+    'dlfree'
+    """
     m = MANGLED.search(name)
     if not m:
         return name
@@ -46,7 +54,13 @@ def demangle(name):
 
 def guest_function(frame):
     """A guest frame's function as the node's perf map names it (`wasm[12]::function[221]::
-    dlfree`, a trampoline, or a bare name), else `guest code (unnamed)`."""
+    dlfree`, a trampoline, or a bare name), else `guest code (unnamed)`.
+
+    >>> guest_function("7f880f07c65b wasm[12]::function[221]::dlfree+0x59b (/tmp/perf-15698.map)")
+    'wasm[12]::function[221]::dlfree'
+    >>> guest_function("7fc028053294 [unknown] (/tmp/perf-19448.map)")[:30]
+    'guest code (unnamed: the node '
+    """
     sym = re.sub(r"^[0-9a-f]+ ", "", frame)
     sym = re.sub(r"(\+0x[0-9a-f]+)? \([^)]*\)\s*$", "", sym)
     if "perf-" not in frame or sym.startswith("[unknown]"):
