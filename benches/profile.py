@@ -16,7 +16,6 @@ import sys
 
 # Rust's legacy symbol mangling, as guest functions carry it in the names wasmtime gives
 # perf: `_ZN10serde_core3ser...17h0123456789abcdefE` -> `serde_core::ser::...`.
-MANGLED = re.compile(r"_ZN((?:\d+[^\d]\S*?)+)E")
 ESCAPES = {"$LT$": "<", "$GT$": ">", "$RF$": "&", "$BP$": "*", "$C$": ",", "$SP$": "@",
            "$u20$": " ", "$u27$": "'", "$u5b$": "[", "$u5d$": "]", "$u7b$": "{", "$u7d$": "}",
            "$u7e$": "~", "..": "::"}
@@ -30,26 +29,31 @@ def demangle(name):
     'wasm[12]::function[23]::serde_core::ser::SerializeMap::serialize_entry'
     >>> demangle("_ZN5alloc11collections5btree3map25IntoIter$LT$K$C$V$C$A$GT$10dying_next17hec653fd0749da42dE")
     'alloc::collections::btree::map::IntoIter<K,V,A>::dying_next'
+    >>> demangle("_ZN4core3fmt5Error3new17h0123456789abcdefE+0x10")
+    'core::fmt::Error::new+0x10'
     >>> demangle("dlfree")
     'dlfree'
     """
-    m = MANGLED.search(name)
-    if not m:
+    start = name.find("_ZN")
+    if start < 0:
         return name
-    body, parts, i = m.group(1), [], 0
-    while i < len(body) and body[i].isdigit():
+    # Length-prefixed identifiers up to the closing `E`.
+    parts, i = [], start + 3
+    while i < len(name) and name[i].isdigit():
         j = i
-        while body[j].isdigit():
+        while j < len(name) and name[j].isdigit():
             j += 1
-        n = int(body[i:j])
-        parts.append(body[j:j + n])
+        n = int(name[i:j])
+        parts.append(name[j:j + n])
         i = j + n
-    if parts and re.fullmatch(r"h[0-9a-f]{16}", parts[-1]):
+    if not parts or i >= len(name) or name[i] != "E":
+        return name
+    if re.fullmatch(r"h[0-9a-f]{16}", parts[-1]):
         parts.pop()
     text = "::".join(parts)
     for k, v in ESCAPES.items():
         text = text.replace(k, v)
-    return name[:m.start()] + text + name[m.end():]
+    return name[:start] + text + name[i + 1:]
 
 
 def guest_function(frame):
