@@ -58,17 +58,17 @@ def demangle(name):
 
 def guest_function(frame):
     """A guest frame's function as the node's perf map names it (`wasm[12]::function[221]::
-    dlfree`, a trampoline, or a bare name), else `guest code (unnamed)`.
+    dlfree`, a trampoline, or a bare name), else one row for code with no name.
 
     >>> guest_function("7f880f07c65b wasm[12]::function[221]::dlfree+0x59b (/tmp/perf-15698.map)")
     'wasm[12]::function[221]::dlfree'
     >>> guest_function("7fc028053294 [unknown] (/tmp/perf-19448.map)")[:30]
-    'guest code (unnamed: the node '
+    'guest code with no name (not i'
     """
     sym = re.sub(r"^[0-9a-f]+ ", "", frame)
     sym = re.sub(r"(\+0x[0-9a-f]+)? \([^)]*\)\s*$", "", sym)
     if "perf-" not in frame or sym.startswith("[unknown]"):
-        return "guest code (unnamed: the node ran without NANOGRID_PERF_MAP=1)"
+        return "guest code with no name (not in a perf map: the node writes one with NANOGRID_PERF_MAP=1)"
     return demangle(sym)
 
 # (bucket, patterns): the first that matches a sample's stack takes it.
