@@ -71,7 +71,7 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 cpu_per_request() {
     local n; n=$(awk '/requests in/ { print $1 }' "$3")
     [ "${n:-0}" -gt 0 ] || { echo "no answers in this wrk run:" >&2; cat "$3" >&2; return 1; }
-    awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / n }'
+    awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.2f\n", (b - a) / hz * 1e6 / n }'
 }
 
 # wrk output -> "rps p50_us p99_us"

@@ -32,11 +32,15 @@ DURATION=${DURATION:-4}
 FREQ=${FREQ:-500}
 CONNS=${CONNS:-32}
 INSTANCES=${INSTANCES:-64}
-case ${own:+file}$SAMPLE in
-    hello | http-hello | chain-5 | file*) stages=("$SAMPLE") ;;
-    chain) stages=(chain-5 chain-4 chain-3 chain-2 chain-1) ;;
-    *) echo "unknown sample '$SAMPLE' (hello, http-hello, chain-5, chain, or a .wasm file)" >&2; exit 2 ;;
-esac
+if [ -n "$own" ]; then
+    stages=("$SAMPLE")
+else
+    case $SAMPLE in
+        hello | http-hello | chain-5) stages=("$SAMPLE") ;;
+        chain) stages=(chain-5 chain-4 chain-3 chain-2 chain-1) ;;
+        *) echo "unknown sample '$SAMPLE' (hello, http-hello, chain-5, chain, or a .wasm file)" >&2; exit 2 ;;
+    esac
+fi
 command -v perf >/dev/null || { echo "perf is not installed (Debian: linux-perf; ./dev profile installs it)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is not installed (./dev profile installs it)" >&2; exit 1; }
 

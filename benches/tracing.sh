@@ -122,7 +122,6 @@ for r in $(seq 1 "$ROUNDS"); do
             "${load_cpu[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${ingress[$n]}/hello/world" >"$f.wrk"
             # The node's CPU time per request, in µs.
             cpu_per_request "$before" "$(cpu_ticks "${pid[$n]}")" "$f.wrk" >"$f.cpu"
-            echo >>"$f.cpu"
             echo "round $r $n $s: $(parse "$f.wrk") cpu/req $(cat "$f.cpu") us" >&2
         done
     done
