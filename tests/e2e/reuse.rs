@@ -2,7 +2,8 @@
 //! sequence, then a fresh one takes over; nothing the host keeps per request (context,
 //! trace, kv attribution, output) passes from one request to the next, and an instance that
 //! trapped is never reused. The same for wasi:http 0.2 components, whose instance is also
-//! not reused when it kept a resource of its request.
+//! not reused when it kept a resource of its request, and for 0.3 ones, whose instance is
+//! not reused while a task of the guest's still runs after its response.
 
 use http::Method;
 use serde_json::json;
@@ -94,12 +95,8 @@ async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_ne
 }
 
 #[tokio::test]
-async fn reuse_is_refused_for_wasi_http_0_3_components_and_out_of_range_counts() {
+async fn out_of_range_counts_and_unknown_fields_of_reuse_are_refused() {
     let node = TestNode::start().await;
-    let r = node.try_deploy("web", "http3-stream", json!({ "reuse": { "requests": 10 } })).await;
-    let e = assert_error(&r, 400, "bad-request");
-    assert!(e.message.as_str().contains("reuse is for nanoservices and wasi:http 0.2 components"), "{e}");
-    assert!(e.message.as_str().contains("wasi:http/service"), "{e}");
     let r = node.try_deploy("r", "misbehave", json!({ "reuse": { "requests": 0 } })).await;
     let e = assert_error(&r, 400, "bad-request");
     assert!(e.message.as_str().contains("reuse.requests must be between 1 and 1000000"), "{e}");
@@ -193,4 +190,40 @@ async fn a_wasi_http_instance_serves_n_requests_and_one_that_keeps_its_response_
     assert_eq!(trap.status, 500, "{}", trap.text());
     assert!(trap.text().contains("http-kv was asked to trap"), "{}", trap.text());
     assert_eq!(whoami(&node, "hr", &[]).await.0, 1, "a trapped instance is not reused");
+}
+
+#[tokio::test]
+async fn a_wasi_http_0_3_instance_serves_n_requests_and_one_with_a_task_left_running_is_dropped() {
+    let node = TestNode::start_with_args(true, &["--trace-sample", "1"]).await;
+    node.deploy("h3r", "http3-kv", json!({ "instances": 1, "reuse": { "requests": 3 } })).await;
+    node.deploy("h3f", "http3-kv", json!({ "instances": 1 })).await;
+    // Each answer's body is written by a task that ends only after the host has read its
+    // trailers: the instance is idle (and kept) once that task has ended.
+    let (runs, traces) = seven_in_sequence(&node, "h3r").await;
+    for (i, t) in traces.iter().enumerate() {
+        let v: TraceView = parse(&node.admin().get(&format!("/v1/traces/{t}")).await.unwrap());
+        let run = v.spans.iter().find(|s| &*s.name == "run h3r").unwrap_or_else(|| panic!("no run span in {v:?}"));
+        let instantiated = attr_int(run, "instantiate_us").unwrap_or(0);
+        assert_eq!(instantiated > 0, runs[i] == 1, "request {i} made its instance iff it was first: {:?}", run.attrs);
+    }
+    for _ in 0..3 {
+        assert_eq!(whoami(&node, "h3f", &[]).await.0, 1, "without reuse every request is fresh");
+    }
+    assert_eq!(node.service("h3f").await.status.local.idle_instances, 0);
+    assert_eq!(node.service("h3r").await.status.local.idle_instances, 1);
+
+    // The idle instance answers /linger and leaves a task running: it is dropped (the task
+    // would otherwise run on under the next request's context), and the next request gets
+    // a fresh instance.
+    let lingered = node.get("/h3r/linger").await;
+    assert_eq!(lingered.status, 200, "{}", lingered.text());
+    assert_eq!(lingered.text(), "lingering");
+    assert_eq!(node.service("h3r").await.status.local.idle_instances, 0, "the instance with a task left is gone");
+    assert_eq!(whoami(&node, "h3r", &[]).await.0, 1);
+
+    // A trap ends the instance too.
+    let trap = node.get("/h3r/trap").await;
+    assert_eq!(trap.status, 500, "{}", trap.text());
+    assert!(trap.text().contains("http3-kv was asked to trap"), "{}", trap.text());
+    assert_eq!(whoami(&node, "h3r", &[]).await.0, 1, "a trapped instance is not reused");
 }

@@ -500,7 +500,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub strict_imports: bool,
     /// Let one instance serve up to N requests in sequence before it is recycled
-    /// (nanoservices and wasi:http 0.2 components; the guest's memory carries over: see
+    /// (nanoservices and wasi:http components; the guest's memory carries over: see
     /// docs/SECURITY.md). Default: a fresh instance per request
     #[arg(long, value_name = "N")]
     pub reuse: Option<u32>,

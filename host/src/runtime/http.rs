@@ -62,9 +62,9 @@ impl Runtime {
     /// Serve one HTTP request with a `wasi:http` component (WASI 0.2 or 0.3). The response
     /// head is returned as soon as the guest sets it; the body streams while the guest keeps
     /// running. `done` is called when the guest finishes. With `pool` (the service reuses
-    /// instances), a 0.2 component's idle instance serves the request if there is one, and
-    /// the instance goes back to `pool` when it ends well; `teardown` says when one that
-    /// ends in an error, or without a pool, is dropped.
+    /// instances), an idle instance serves the request if there is one, and the instance
+    /// goes back to `pool` when it ends well; `teardown` says when a 0.2 one that ends in
+    /// an error, or without a pool, is dropped.
     #[allow(clippy::too_many_arguments)] // each is a different part of one request
     pub async fn handle_http<B>(
         self: &Arc<Self>,
@@ -89,7 +89,7 @@ impl Runtime {
         let pre = match &code.kind {
             PreparedKind::Http(pre) => pre.clone(),
             PreparedKind::Http3(pre) => {
-                return self.handle_http3(pre.clone(), &code, call, req, limits, done).await;
+                return self.handle_http3(pre.clone(), &code, call, req, limits, done, pool).await;
             }
             PreparedKind::Nanoservice(_) => {
                 let e = CallError::Internal("not a wasi:http component".into());
@@ -294,22 +294,8 @@ pub(super) fn answered_error(code: &impl std::fmt::Debug) -> CallError {
 
 const NO_RESPONSE: &str = "the component returned without setting a response";
 
-/// Run a wasi:http guest's whole request (`run`, bounded by the service's deadline) and say
-/// how it ended: to `outcome`, which the response body waits on, and to `done`, which
-/// holds the admission permit and stats, so they are released only when the guest is done.
-pub(super) async fn run_to_end(
-    run: impl Future<Output = wasmtime::Result<()>>,
-    limits: ExecLimits,
-    tail: &OutputTail,
-    outcome: oneshot::Sender<bool>,
-    done: Completion,
-) -> Result<(), CallError> {
-    let result = bounded(run, limits, tail).await;
-    report(result, outcome, done)
-}
-
 /// `run` within the service's deadline, its error classified.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     run: impl Future<Output = wasmtime::Result<T>>,
     limits: ExecLimits,
     tail: &OutputTail,
@@ -320,8 +306,14 @@ async fn bounded<T>(
     }
 }
 
-/// Tell how a wasi:http request ended: to `outcome` (the response body's end) and `done`.
-fn report(result: Result<(), CallError>, outcome: oneshot::Sender<bool>, done: Completion) -> Result<(), CallError> {
+/// Tell how a wasi:http request ended: to `outcome` (the response body's end) and `done`,
+/// which holds the admission permit and stats, so they are released only when the guest is
+/// done.
+pub(super) fn report(
+    result: Result<(), CallError>,
+    outcome: oneshot::Sender<bool>,
+    done: Completion,
+) -> Result<(), CallError> {
     let _ = outcome.send(result.is_ok());
     done(result.clone());
     result

@@ -1,5 +1,6 @@
 //! WASI 0.3 `wasi:http/service` components (`wasi:http/handler@0.3`, async), served next to
-//! 0.2 ones on the same terms: a fresh instance per request, the service's limits and
+//! 0.2 ones on the same terms: a fresh instance per request unless the service asks for
+//! reuse (then one request at a time per instance, as for 0.2), the service's limits and
 //! grants, outbound requests through the same [`super::outbound::OutboundPolicy`].
 //!
 //! A 0.3 guest returns its response head from `handle` and usually keeps writing the body
@@ -10,18 +11,19 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
-use wasmtime::Store;
+use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::Error as HttpError;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::p3::bindings::ServicePre;
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
-use super::http::{Completion, run_to_end, until_head};
+use super::http::{Completion, bounded, report, until_head};
 use super::http_body::GuardedBody;
+use super::reuse::{IdleBudget, Instance, Warm, WarmPool};
 use super::state::StoreState;
 use super::{CallContext, CallError, ExecLimits, OutputTail, Runtime};
 
@@ -67,8 +69,62 @@ impl Drop for EndSignal {
 
 type Head = Result<http::Response<HyperOutgoingBody>, CallError>;
 
+/// How long a reused instance's tasks get, once its response body has ended, to finish
+/// before the instance counts as idle: the task that wrote the body returns only after
+/// the host has read its trailers, an event or two later. A task still running then
+/// (work of the guest's own past its request) would run on under the next request's
+/// context, so its instance is dropped, which ends the task as a fresh instance's end.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// One 0.3 request's store and instance: a kept one, or a store to instantiate in.
+struct Http3Run {
+    store: Store<StoreState>,
+    service: Option<Service>,
+    tail: OutputTail,
+    /// Requests the instance served before this one.
+    served: u32,
+}
+
+impl Http3Run {
+    /// The instance to call: the kept one, or a new one (timed in the run's trace).
+    async fn instantiate(&mut self, pre: &ServicePre<StoreState>, idle: &IdleBudget) -> wasmtime::Result<Service> {
+        if let Some(service) = self.service.take() {
+            return Ok(service);
+        }
+        let t = Instant::now();
+        let service = match pre.instantiate_async(&mut self.store).await {
+            Err(e) if idle.made_room(&e) => pre.instantiate_async(&mut self.store).await?,
+            other => other?,
+        };
+        if let Some(r) = &self.store.data().call.trace.run {
+            r.instantiated(t.elapsed().as_micros() as u64);
+        }
+        Ok(service)
+    }
+
+    /// After a request that ended well with no task left: keep the instance in `pool`,
+    /// unless its table still holds a request or a response (one the guest kept).
+    fn keep(mut self, service: Service, pool: &WarmPool) {
+        let table = &mut self.store.data_mut().table;
+        if table
+            .iter_mut()
+            .any(|e| e.is::<wasmtime_wasi_http::p3::Request>() || e.is::<wasmtime_wasi_http::p3::Response>())
+        {
+            tracing::debug!("a wasi:http 0.3 instance kept a request or response past its request: not reused");
+            return;
+        }
+        let mut w = Warm::new(self.store, Instance::Http3(service), self.tail);
+        w.served = self.served;
+        pool.put(w);
+    }
+}
+
 impl Runtime {
-    /// Serve one HTTP request with a WASI 0.3 component; see [`Runtime::handle_http`].
+    /// Serve one HTTP request with a WASI 0.3 component; see [`Runtime::handle_http`]. With
+    /// `pool`, an idle instance serves it if there is one, and the instance goes back to
+    /// `pool` if the request ended well and, within [`SETTLE`] of its response body's
+    /// end, no task of the guest's is left running.
+    #[allow(clippy::too_many_arguments)] // each is a different part of one request
     pub(super) async fn handle_http3<B>(
         self: &Arc<Self>,
         pre: ServicePre<StoreState>,
@@ -77,32 +133,34 @@ impl Runtime {
         req: http::Request<B>,
         limits: ExecLimits,
         done: Completion,
+        pool: Option<&Arc<WarmPool>>,
     ) -> Result<http::Response<HyperOutgoingBody>, CallError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<HttpError>,
     {
-        let tail = OutputTail::new(2048);
-        let mut store: Store<StoreState> = self.new_store(code, call, limits, &tail)?;
+        let mut run = match self.http3_run(code, call, limits, pool) {
+            Ok(run) => run,
+            Err(e) => {
+                done(Err(e.clone()));
+                return Err(e);
+            }
+        };
         let (head_tx, head_rx) = oneshot::channel::<Head>();
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
         let idle = self.idle.clone();
+        let pool = pool.cloned();
         let task = Box::pin(async move {
-            let traced = store.data().call.trace.run.clone();
-            let run = async {
-                let t = Instant::now();
-                let service = match pre.instantiate_async(&mut store).await {
-                    Err(e) if idle.made_room(&e) => pre.instantiate_async(&mut store).await?,
-                    other => other?,
-                };
-                if let Some(r) = &traced {
-                    r.instantiated(t.elapsed().as_micros() as u64);
-                }
+            let tail = run.tail.clone();
+            let served = async {
+                let service = run.instantiate(&pre, &idle).await?;
                 let (request, request_io) =
-                    wasmtime_wasi_http::p3::Request::from_http(&mut store.data_mut().outbound, req);
-                store
-                    .run_concurrent(async move |acc| -> wasmtime::Result<()> {
-                        let resp = match service.handle(acc, request).await? {
+                    wasmtime_wasi_http::p3::Request::from_http(&mut run.store.data_mut().outbound, req);
+                let handler = &service;
+                let settled = run
+                    .store
+                    .run_concurrent(async move |acc| -> wasmtime::Result<bool> {
+                        let resp = match handler.handle(acc, request).await? {
                             Ok(resp) => resp,
                             Err(code) => {
                                 // Told to the client as the answer, and as the run's outcome (a
@@ -115,18 +173,51 @@ impl Runtime {
                         let resp = acc.with(|s| resp.into_http(s, request_io))?;
                         let (end_tx, end_rx) = oneshot::channel();
                         let resp = resp.map(|inner| EndSignal { inner, end: Some(end_tx) }.boxed_unsync());
-                        if head_tx.send(Ok(resp)).is_ok() {
-                            // The guest's tasks write the body: drive them until it is out.
-                            let _ = end_rx.await;
+                        if head_tx.send(Ok(resp)).is_err() {
+                            return Ok(false);
                         }
-                        Ok(())
+                        // The guest's tasks write the body: drive them until it is out, then
+                        // give them a moment to finish.
+                        let _ = end_rx.await;
+                        let no_tasks = std::future::poll_fn(|cx| acc.poll_no_interesting_tasks(cx));
+                        Ok(tokio::time::timeout(SETTLE, no_tasks).await.is_ok())
                     })
-                    .await?
+                    .await??;
+                Ok((service, settled))
             };
-            run_to_end(run, limits, &tail, outcome_tx, done).await
+            match (bounded(served, limits, &tail).await, pool) {
+                (Ok((service, true)), Some(pool)) => {
+                    // Kept before the outcome is told: the client's next request finds it idle.
+                    run.keep(service, &pool);
+                    report(Ok(()), outcome_tx, done)
+                }
+                (result, _) => report(result.map(drop), outcome_tx, done),
+            }
         });
         let (resp, _) = until_head(head_rx, task, None).await?;
         let resp = resp?;
         Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync()))
+    }
+
+    /// A kept instance of `code` (from `pool`), or a new store to instantiate one in.
+    fn http3_run(
+        &self,
+        code: &super::Code,
+        call: CallContext,
+        limits: ExecLimits,
+        pool: Option<&Arc<WarmPool>>,
+    ) -> Result<Http3Run, CallError> {
+        let usable =
+            |w: &Warm| Engine::same(w.store.engine(), &code.engine) && matches!(w.instance, Instance::Http3(_));
+        if let Some(mut w) = pool.and_then(|p| p.take(usable)) {
+            w.rebind(call, limits, self.fuel)?;
+            let Warm { store, instance: Instance::Http3(service), tail, served, .. } = w else {
+                return Err(CallError::Internal("another kind of instance in a wasi:http 0.3 pool".into()));
+            };
+            return Ok(Http3Run { store, service: Some(service), tail, served });
+        }
+        let tail = OutputTail::new(2048);
+        let store = self.new_store(code, call, limits, &tail)?;
+        Ok(Http3Run { store, service: None, tail, served: 0 })
     }
 }

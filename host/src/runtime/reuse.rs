@@ -1,5 +1,6 @@
 //! Opt-in instance reuse (a spec's `"reuse": {"requests": n}`): an instance of a nanoservice
-//! or a wasi:http 0.2 component serves up to n requests one after another, then is dropped.
+//! or a wasi:http component (0.2 or 0.3) serves up to n requests one after another, then is
+//! dropped.
 //! Fresh-per-request stays the default; docs/SECURITY.md states what reuse gives up.
 //!
 //! What never carries over: everything the host keeps per request lives in the Store's
@@ -8,7 +9,8 @@
 //! over is the guest's own memory (statics, heap), and any resource it chose to keep.
 //! An instance that trapped, ran out of time or failed is never reused, nor a wasi:http
 //! instance that kept any HTTP resource of its request past `handle` (its response body
-//! would stay open while the instance waits idle; see [`keeps_http_resources`]).
+//! would stay open while the instance waits idle; see [`keeps_http_resources`]), nor a
+//! 0.3 one with a task still running shortly after its response ended (`http3.rs`).
 //!
 //! Idle instances hold pooling-allocator slots, so they are bounded: a node keeps at most
 //! a quarter of its slots idle, drops an instance idle for [`IDLE_MAX`] (every pool is
@@ -42,8 +44,10 @@ pub const IDLE_MAX: Duration = Duration::from_secs(30);
 /// What a kept instance is an instance of.
 pub(super) enum Instance {
     Nano(Nanoservice),
-    /// A wasi:http 0.2 component (0.3 ones are not reused).
+    /// A wasi:http 0.2 component.
     Http(Proxy),
+    /// A wasi:http 0.3 component (`http3.rs`).
+    Http3(wasmtime_wasi_http::p3::bindings::Service),
 }
 
 /// Whether a wasi:http instance still holds an HTTP resource after its `handle` returned:
@@ -283,11 +287,8 @@ impl Runtime {
         }
         let pre = match &code.kind {
             PreparedKind::Nanoservice(pre) => pre,
-            PreparedKind::Http(_) => {
+            PreparedKind::Http(_) | PreparedKind::Http3(_) => {
                 return Box::pin(self.handle_http_collected(prepared, call, req, limits, Some(pool))).await;
-            }
-            PreparedKind::Http3(_) => {
-                return Box::pin(self.handle(prepared, call, req, limits, Teardown::InPlace)).await;
             }
         };
         code.note(&call);
@@ -314,7 +315,9 @@ impl Runtime {
         let run = async move {
             let result = match &warm.instance {
                 Instance::Nano(i) => i.nanogrid_service_handler().call_handle(&mut warm.store, &req).await,
-                Instance::Http(_) => Err(wasmtime::format_err!("a wasi:http instance in a nanoservice's pool")),
+                Instance::Http(_) | Instance::Http3(_) => {
+                    Err(wasmtime::format_err!("a wasi:http instance in a nanoservice's pool"))
+                }
             };
             (warm, result)
         };

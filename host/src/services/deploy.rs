@@ -127,12 +127,6 @@ impl Registry {
         }
         let unit = self.load_unit(&req.component).await?;
         check_memory(&unit.info, &limits)?;
-        if req.reuse.is_some() && unit.info.world == crate::runtime::HTTP3_WORLD {
-            return Err(AdminError::BadRequest(format!(
-                "reuse is for nanoservices and wasi:http 0.2 components: {name:?} is a wasi:http 0.3 component ({}), which gets a fresh instance per request; drop \"reuse\"",
-                unit.info.world
-            )));
-        }
         let denied = grants.denied(&unit.info.imports);
         if req.strict_imports && !denied.is_empty() {
             return Err(ungranted(&denied));
