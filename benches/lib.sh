@@ -107,3 +107,51 @@ doc = pattern.sub(lambda _: section, doc) if pattern.search(doc) else doc.rstrip
 open(path, "w").write(doc)
 PY
 }
+
+# wasmtime_cli VERSION: the path of wasmtime-cli VERSION's binary, installed into
+# ~/.cache/nanogrid on first use (~15 min), for `wasmtime serve` baselines.
+wasmtime_cli() {
+    local root="$HOME/.cache/nanogrid/wasmtime-cli-$1"
+    if [ ! -x "$root/bin/wasmtime" ]; then
+        echo "installing wasmtime-cli $1 into $root (one time, ~15 min)" >&2
+        cargo install -q wasmtime-cli --version "$1" --locked --root "$root" >&2
+    fi
+    echo "$root/bin/wasmtime"
+}
+
+# wasmtime_pool_opts: `wasmtime serve -O` settings like for like with the node's engine
+# (host/src/runtime/engine.rs): the pooling allocator, linear memory kept resident (16 MiB
+# with PAGEMAP_SCAN, Linux 6.7+, else 1 MiB), 64 KiB of tables, 1 GiB reservations with
+# 32 MiB guards.
+wasmtime_pool_opts() {
+    local keep scan
+    if python3 -c 'import os,sys; k=tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2]); sys.exit(0 if k >= (6, 7) else 1)'; then
+        keep=$((16 << 20)) scan=y
+    else
+        keep=$((1 << 20)) scan=n
+    fi
+    echo "pooling-allocator=y,pooling-memory-keep-resident=$keep,pooling-table-keep-resident=65536,pooling-pagemap-scan=$scan,pooling-max-memory-size=$((1 << 30)),memory-reservation=$((1 << 30)),memory-guard-size=$((32 << 20))"
+}
+
+# free_port: a free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# serve_until_up URL OUTFILE WHAT: wait (10 s at most) until URL answers 2xx, else print
+# OUTFILE and fail.
+serve_until_up() {
+    for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
+    echo "$3 did not serve $1:" >&2; cat "$2" >&2; return 1
+}
+
+# wrk_run NAME URL ROUND PID -> "rps p50_us p99_us cpu_us" of `wrk -t1 -c$CONNS` for
+# $DURATION s: cpu_us is the server's own user + system CPU time per request answered
+# (from /proc): steadier than requests/s on a shared machine, where what the kernel's
+# loopback costs varies from day to day.
+wrk_run() {
+    local t0 t1 cpu
+    t0=$(cpu_ticks "$4")
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2" >"$tmp/$1.$3.wrk"
+    t1=$(cpu_ticks "$4")
+    cpu=$(cpu_per_request "$t0" "$t1" "$tmp/$1.$3.wrk")
+    echo "$(parse "$tmp/$1.$3.wrk") $(printf '%.1f' "$cpu")"
+}

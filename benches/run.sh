@@ -41,14 +41,8 @@ hello_wasm=samples/target/wasm32-wasip2/release/hello.wasm
 http_hello_wasm=samples/target/wasm32-wasip2/release/http_hello.wasm
 
 WASMTIME_VERSION=48.0.8
-wt_root="$HOME/.cache/nanogrid/wasmtime-cli-$WASMTIME_VERSION"
-if [ "$WASMTIME" != skip ] && [ ! -x "$wt_root/bin/wasmtime" ]; then
-    echo "installing wasmtime-cli $WASMTIME_VERSION into $wt_root (one time, ~15 min)" >&2
-    cargo install -q wasmtime-cli --version "$WASMTIME_VERSION" --locked --root "$wt_root"
-fi
-wasmtime="$wt_root/bin/wasmtime"
-
 . benches/lib.sh
+[ "$WASMTIME" = skip ] || wasmtime=$(wasmtime_cli "$WASMTIME_VERSION")
 
 "$bin/examples/native_hello" >"$tmp/native.out" &
 native_pid=$!
@@ -77,48 +71,28 @@ if [ "$WASMTIME" = skip ]; then
     wt_pid=$node_pid wtp_pid=$node_pid wtr_pid=$node_pid
     WT_POOL="(skipped: WASMTIME=skip)"
 else
-    wt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    wt_port=$(free_port)
     "$wasmtime" serve -Scli --addr "127.0.0.1:$wt_port" "$http_hello_wasm" >"$tmp/wt.out" 2>&1 &
     wt_pid=$!
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wt_port/world" >/dev/null && break; sleep 0.1; done
     wt="http://127.0.0.1:$wt_port"
-    # Like for like: the pooling allocator with the settings the node's engine uses
-    # (host/src/runtime/engine.rs): linear memory kept resident (16 MiB with PAGEMAP_SCAN,
-    # Linux 6.7+, else 1 MiB), 64 KiB of tables, 1 GiB reservations with 32 MiB guards.
-    if python3 -c 'import os,sys; k=tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2]); sys.exit(0 if k >= (6, 7) else 1)'; then
-        keep=$((16 << 20)) scan=y
-    else
-        keep=$((1 << 20)) scan=n
-    fi
-    WT_POOL="pooling-allocator=y,pooling-memory-keep-resident=$keep,pooling-table-keep-resident=65536,pooling-pagemap-scan=$scan,pooling-max-memory-size=$((1 << 30)),memory-reservation=$((1 << 30)),memory-guard-size=$((32 << 20))"
-    wtp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    serve_until_up "$wt/world" "$tmp/wt.out" "wasmtime serve"
+    # Like for like: the pooling allocator with the settings the node's engine uses.
+    WT_POOL=$(wasmtime_pool_opts)
+    wtp_port=$(free_port)
     "$wasmtime" serve -Scli -O "$WT_POOL" --addr "127.0.0.1:$wtp_port" "$http_hello_wasm" >"$tmp/wtp.out" 2>&1 &
     wtp_pid=$!
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null && break; sleep 0.1; done
-    curl -sf "http://127.0.0.1:$wtp_port/world" >/dev/null || { echo "wasmtime serve -O $WT_POOL did not serve:" >&2; cat "$tmp/wtp.out" >&2; exit 1; }
     wtp="http://127.0.0.1:$wtp_port"
+    serve_until_up "$wtp/world" "$tmp/wtp.out" "wasmtime serve -O $WT_POOL"
     # The same with instance reuse, like the node's web-reuse.
-    wtr_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    wtr_port=$(free_port)
     "$wasmtime" serve -Scli -O "$WT_POOL" --max-instance-reuse-count "$REUSE" --addr "127.0.0.1:$wtr_port" \
         "$http_hello_wasm" >"$tmp/wtr.out" 2>&1 &
     wtr_pid=$!
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$wtr_port/world" >/dev/null && break; sleep 0.1; done
-    curl -sf "http://127.0.0.1:$wtr_port/world" >/dev/null || { echo "wasmtime serve with reuse did not serve:" >&2; cat "$tmp/wtr.out" >&2; exit 1; }
     wtr="http://127.0.0.1:$wtr_port"
+    serve_until_up "$wtr/world" "$tmp/wtr.out" "wasmtime serve with reuse"
 
 fi
 
-# run NAME URL ROUND PID -> "rps p50_us p99_us cpu_us": cpu_us is the server's own user +
-# system CPU time per request answered (from /proc): steadier than requests/s on a shared
-# machine, where what the kernel's loopback costs varies from day to day.
-run() {
-    local t0 t1 cpu
-    t0=$(cpu_ticks "$4")
-    wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$2" >"$tmp/$1.$3.wrk"
-    t1=$(cpu_ticks "$4")
-    cpu=$(cpu_per_request "$t0" "$t1" "$tmp/$1.$3.wrk")
-    echo "$(parse "$tmp/$1.$3.wrk") $(printf '%.1f' "$cpu")"
-}
 
 for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$ingress/web-reuse/world" "$wt/world" "$wtp/world" "$wtr/world"; do
     wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$u" >/dev/null
@@ -166,7 +140,7 @@ for r in $(seq 1 "$ROUNDS"); do
     (( r % 2 == 0 )) && for ((i = 0, j = ${#servers[@]} - 1; i < ${#servers[@]}; i++, j--)); do order[i]=${servers[j]}; done
     for s in "${order[@]}"; do
         IFS='|' read -r name url pid <<<"$s"
-        res[$name]=$(run "$name" "$url" "$r" "$pid")
+        res[$name]=$(wrk_run "$name" "$url" "$r" "$pid")
     done
     read -r w_rps w_p50 w_p99 w_cpu <<<"${res[wasmtime]}"
     read -r wp_rps wp_p50 wp_p99 wp_cpu <<<"${res[wasmtime-pool]}"
