@@ -347,14 +347,23 @@ impl<F: Future<Output = Result<(), CallError>> + Send + 'static> Drop for GuestR
         if std::thread::panicking() {
             return;
         }
-        if let Some(rest) = self.task.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            if let Some(d) = &self.detached {
-                d.store(true, Ordering::SeqCst);
-            }
-            rt.spawn(rest);
+        if let Some(rest) = self.task.take() {
+            go_on(rest, self.detached.take());
         }
+    }
+}
+
+/// Run what is left of a guest's request in a task of its own (`detached`, if given, is
+/// set first). Outside a runtime it is dropped, which ends the guest.
+pub(super) fn go_on<F>(rest: Pin<Box<F>>, detached: Option<Arc<AtomicBool>>)
+where
+    F: Future<Output = Result<(), CallError>> + Send + 'static + ?Sized,
+{
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let Some(d) = &detached {
+            d.store(true, Ordering::SeqCst);
+        }
+        rt.spawn(rest);
     }
 }
 
@@ -362,10 +371,28 @@ impl<F: Future<Output = Result<(), CallError>> + Send + 'static> Drop for GuestR
 /// has ended by then; what went wrong if it ends without one. `detached` is set if the
 /// task goes on in a task of its own.
 pub(super) async fn until_head<H, F>(
-    mut head: oneshot::Receiver<H>,
+    head: oneshot::Receiver<H>,
     task: Pin<Box<F>>,
     detached: Option<Arc<AtomicBool>>,
 ) -> Result<(H, bool), CallError>
+where
+    F: Future<Output = Result<(), CallError>> + Send + 'static,
+{
+    let (h, rest) = head_in_place(head, task, detached.clone()).await?;
+    let ended = rest.is_none();
+    if let Some(rest) = rest {
+        go_on(rest, detached);
+    }
+    Ok((h, ended))
+}
+
+/// [`until_head`], but the task, if it has not ended, is given back to run on (if this
+/// future is dropped before the head, the task goes on in a task of its own).
+pub(super) async fn head_in_place<H, F>(
+    mut head: oneshot::Receiver<H>,
+    task: Pin<Box<F>>,
+    detached: Option<Arc<AtomicBool>>,
+) -> Result<(H, Option<Pin<Box<F>>>), CallError>
 where
     F: Future<Output = Result<(), CallError>> + Send + 'static,
 {
@@ -381,8 +408,8 @@ where
     })
     .await;
     match first {
-        // The head is out and the guest may still be writing the body: `run` lets it go on.
-        Ok(Ok(h)) => Ok((h, false)),
+        // The head is out and the guest may still be writing the body.
+        Ok(Ok(h)) => Ok((h, run.task.take())),
         // The guest dropped its response without setting it: its end says why.
         Ok(Err(_)) => {
             let ended =
@@ -391,7 +418,7 @@ where
             run.task = None;
             Err(no_head(ended))
         }
-        Err(ended) => head.try_recv().map(|h| (h, true)).map_err(|_| no_head(ended)),
+        Err(ended) => head.try_recv().map(|h| (h, None)).map_err(|_| no_head(ended)),
     }
 }
 

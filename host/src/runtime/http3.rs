@@ -11,7 +11,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -21,8 +21,8 @@ use wasmtime_wasi_http::Error as HttpError;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
-use super::http::{Completion, bounded, report, until_head};
-use super::http_body::GuardedBody;
+use super::http::{Completion, bounded, drop_later, head_in_place, report};
+use super::http_body::{GuardedBody, InPlace, Rest};
 use super::reuse::{IdleBudget, Instance, Warm, WarmPool};
 use super::state::StoreState;
 use super::{CallContext, CallError, ExecLimits, OutputTail, Runtime};
@@ -69,12 +69,14 @@ impl Drop for EndSignal {
 
 type Head = Result<http::Response<HyperOutgoingBody>, CallError>;
 
-/// How long a reused instance's tasks get, once its response body has ended, to finish
-/// before the instance counts as idle: the task that wrote the body returns only after
-/// the host has read its trailers, an event or two later. A task still running then
-/// (work of the guest's own past its request) would run on under the next request's
-/// context, so its instance is dropped, which ends the task as a fresh instance's end.
-const SETTLE: Duration = Duration::from_millis(10);
+/// How many turns of its event loop a reused instance's tasks get, once its response body
+/// has ended, to finish before the instance counts as idle: the task that wrote the body
+/// ends only after the host has taken its trailers, a turn or two later. A task still
+/// running then (work of the guest's own past its request, such as a timer) would run on
+/// under the next request's context, so its instance is dropped, which ends the task as a
+/// fresh instance's end does. Counted in turns, not time: a timer armed per request cost
+/// each one a wake-up of the runtime's driver (an eventfd write).
+const SETTLE_TURNS: u32 = 8;
 
 /// One 0.3 request's store and instance: a kept one, or a store to instantiate in.
 struct Http3Run {
@@ -122,8 +124,9 @@ impl Http3Run {
 impl Runtime {
     /// Serve one HTTP request with a WASI 0.3 component; see [`Runtime::handle_http`]. With
     /// `pool`, an idle instance serves it if there is one, and the instance goes back to
-    /// `pool` if the request ended well and, within [`SETTLE`] of its response body's
-    /// end, no task of the guest's is left running.
+    /// `pool` if the request ended well and, within [`SETTLE_TURNS`] of its response
+    /// body's end, no task of the guest's is left running. The body runs the rest of the
+    /// request from its own polls while it can ([`InPlace`]).
     #[allow(clippy::too_many_arguments)] // each is a different part of one request
     pub(super) async fn handle_http3<B>(
         self: &Arc<Self>,
@@ -150,6 +153,7 @@ impl Runtime {
         let (outcome_tx, outcome_rx) = oneshot::channel::<bool>();
         let idle = self.idle.clone();
         let pool = pool.cloned();
+        let reusable = pool.is_some();
         let task = Box::pin(async move {
             let tail = run.tail.clone();
             let served = async {
@@ -177,10 +181,25 @@ impl Runtime {
                             return Ok(false);
                         }
                         // The guest's tasks write the body: drive them until it is out, then
-                        // give them a moment to finish.
+                        // (if the instance may be kept) give them a moment to finish.
                         let _ = end_rx.await;
-                        let no_tasks = std::future::poll_fn(|cx| acc.poll_no_interesting_tasks(cx));
-                        Ok(tokio::time::timeout(SETTLE, no_tasks).await.is_ok())
+                        if !reusable {
+                            return Ok(false);
+                        }
+                        let mut turns = 0;
+                        let settled = std::future::poll_fn(|cx| {
+                            if acc.poll_no_interesting_tasks(cx).is_ready() {
+                                return Poll::Ready(true);
+                            }
+                            if turns == SETTLE_TURNS {
+                                return Poll::Ready(false);
+                            }
+                            // Let the event loop run the guest once more, then look again.
+                            turns += 1;
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        });
+                        Ok(settled.await)
                     })
                     .await??;
                 Ok((service, settled))
@@ -191,12 +210,19 @@ impl Runtime {
                     run.keep(service, &pool);
                     report(Ok(()), outcome_tx, done)
                 }
-                (result, _) => report(result.map(drop), outcome_tx, done),
+                (result, _) => {
+                    let result = report(result.map(drop), outcome_tx, done);
+                    // Torn down once the answer is out: this runs from the response body's
+                    // own poll (`InPlace`), before hyper writes what it took.
+                    drop_later(run);
+                    result
+                }
             }
         });
-        let (resp, _) = until_head(head_rx, task, None).await?;
+        let (resp, rest) = head_in_place(head_rx, task, None).await?;
         let resp = resp?;
-        Ok(resp.map(|body| GuardedBody::new(body, outcome_rx).boxed_unsync()))
+        let rest = rest.map(|r| r as Rest);
+        Ok(resp.map(|body| InPlace::new(GuardedBody::new(body, outcome_rx).boxed_unsync(), rest).boxed_unsync()))
     }
 
     /// A kept instance of `code` (from `pool`), or a new store to instantiate one in.

@@ -1,8 +1,10 @@
 //! Response bodies of wasi:http guests: one that ends in an error when its guest failed
-//! ([`GuardedBody`]), and one taken whole when its guest had already finished
-//! ([`finished`]).
+//! ([`GuardedBody`]), one taken whole when its guest had already finished
+//! ([`finished`]), and one that runs the rest of its guest's request from its own polls
+//! ([`InPlace`]).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -111,6 +113,75 @@ pub(super) fn finished(mut body: HyperOutgoingBody, ok: bool) -> HyperOutgoingBo
     Replayed { frames, rest: None }.boxed_unsync()
 }
 
+/// What is left of a guest's request once its response head is out (a WASI 0.3 guest's:
+/// its tasks write the body).
+pub(super) type Rest = Pin<Box<dyn Future<Output = Result<(), super::CallError>> + Send>>;
+
+/// A response body that runs the rest of its guest's request in place, from its own polls,
+/// for as long as that keeps it going: a small body's last frames, the guest's end and its
+/// outcome then come in one poll of hyper's, which sends them in one write with the head
+/// (run in a task of its own, the guest's end came a wake-up later, and hyper had written
+/// the data alone by then). The first time the body has to wait and the guest has not
+/// ended, the guest goes on in a task of its own, as before: a client that stops reading
+/// stops hyper polling the body, and the guest's deadline must not wait on that.
+pub(super) struct InPlace {
+    body: HyperOutgoingBody,
+    rest: Option<Rest>,
+}
+
+impl InPlace {
+    pub(super) fn new(body: HyperOutgoingBody, rest: Option<Rest>) -> Self {
+        InPlace { body, rest }
+    }
+
+    /// One turn of the guest, if it runs here still; whether it has ended now.
+    fn turn(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(rest) = self.rest.as_mut() else { return false };
+        if rest.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.rest = None;
+        true
+    }
+}
+
+impl Body for InPlace {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        this.turn(cx);
+        if let Poll::Ready(f) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(f);
+        }
+        // What the body just took (its end) may be what the guest waits for.
+        if this.turn(cx) {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        }
+        if let Some(rest) = this.rest.take() {
+            super::http::go_on(rest, None);
+        }
+        Poll::Pending
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for InPlace {
+    fn drop(&mut self) {
+        // The client went away: the guest finishes (and reports) on its own, as it would
+        // have in a task of its own.
+        if let Some(rest) = self.rest.take()
+            && !std::thread::panicking()
+        {
+            super::http::go_on(rest, None);
+        }
+    }
+}
+
 /// Frames already taken from a body, then what is left of it.
 struct Replayed {
     frames: VecDeque<Result<Frame<Bytes>, HttpError>>,
@@ -134,6 +205,9 @@ impl Body for Replayed {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
@@ -153,6 +227,77 @@ mod tests {
 
     fn data(f: &Result<Frame<Bytes>, String>) -> Option<&[u8]> {
         f.as_ref().ok()?.data_ref().map(|d| &d[..])
+    }
+
+    /// A body of `data` that says on `end` when it has given its last frame (as http3.rs's
+    /// `EndSignal` does).
+    struct Ends(HyperOutgoingBody, Option<oneshot::Sender<()>>);
+
+    impl Body for Ends {
+        type Data = Bytes;
+        type Error = HttpError;
+
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+            let polled = Pin::new(&mut self.0).poll_frame(cx);
+            if matches!(polled, Poll::Ready(None))
+                && let Some(end) = self.1.take()
+            {
+                let _ = end.send(());
+            }
+            polled
+        }
+    }
+
+    /// A guarded body of "hi" and the rest of its guest's request: waits for the body's end,
+    /// then for `go` (if given), then tells the outcome (ok) and sets `ended`.
+    fn guest(go: Option<oneshot::Receiver<()>>, ended: Arc<AtomicBool>) -> InPlace {
+        let (end_tx, end_rx) = oneshot::channel();
+        let (outcome_tx, outcome_rx) = oneshot::channel();
+        let inner = Ends(body_of(vec![Ok(Frame::data(Bytes::from("hi")))]), Some(end_tx)).boxed_unsync();
+        let rest: Rest = Box::pin(async move {
+            let _ = end_rx.await;
+            if let Some(go) = go {
+                let _ = go.await;
+            }
+            let _ = outcome_tx.send(true);
+            ended.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        InPlace::new(GuardedBody::new(inner, outcome_rx).boxed_unsync(), Some(rest))
+    }
+
+    #[tokio::test]
+    async fn a_guest_that_ends_with_its_body_ends_it_in_the_same_poll() {
+        let ended = Arc::new(AtomicBool::new(false));
+        let mut body = guest(None, ended.clone());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let first = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(matches!(&first, Poll::Ready(Some(Ok(f))) if f.data_ref().is_some_and(|d| d == "hi")), "{first:?}");
+        // No wake-up in between: the end and the guest's outcome come in the next poll.
+        let second = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(matches!(second, Poll::Ready(None)), "{second:?}");
+        assert!(ended.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_guest_still_busy_when_its_body_waits_goes_on_in_a_task_of_its_own() {
+        let ended = Arc::new(AtomicBool::new(false));
+        let (go_tx, go_rx) = oneshot::channel();
+        let mut body = guest(Some(go_rx), ended.clone());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_ready());
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending(), "the outcome waits for the guest");
+        assert!(body.rest.is_none(), "the guest was handed to a task of its own");
+        // Never polled again (a client that stopped reading): the guest still finishes.
+        go_tx.send(()).unwrap();
+        for _ in 0..100 {
+            if ended.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(ended.load(Ordering::SeqCst), "the guest ran on without the body being polled");
+        drop(body);
     }
 
     #[tokio::test]
