@@ -23,7 +23,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 
-use super::http_body::{self as body, GuardedBody};
+use super::http_body::{self as body, GuardedBody, go_on};
 use super::reuse::{IdleBudget, Instance, Warm, WarmPool, keeps_http_resources};
 use super::state::StoreState;
 use super::{CallContext, Code, Prepared, PreparedKind};
@@ -350,20 +350,6 @@ impl<F: Future<Output = Result<(), CallError>> + Send + 'static> Drop for GuestR
         if let Some(rest) = self.task.take() {
             go_on(rest, self.detached.take());
         }
-    }
-}
-
-/// Run what is left of a guest's request in a task of its own (`detached`, if given, is
-/// set first). Outside a runtime it is dropped, which ends the guest.
-pub(super) fn go_on<F>(rest: Pin<Box<F>>, detached: Option<Arc<AtomicBool>>)
-where
-    F: Future<Output = Result<(), CallError>> + Send + 'static + ?Sized,
-{
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        if let Some(d) = &detached {
-            d.store(true, Ordering::SeqCst);
-        }
-        rt.spawn(rest);
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
+use wasmtime::component::Accessor;
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::Error as HttpError;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -77,6 +78,24 @@ type Head = Result<http::Response<HyperOutgoingBody>, CallError>;
 /// fresh instance's end does. Counted in turns, not time: a timer armed per request cost
 /// each one a wake-up of the runtime's driver (an eventfd write).
 const SETTLE_TURNS: u32 = 8;
+
+/// Whether no task of the guest's is left in the store, within [`SETTLE_TURNS`] turns of
+/// its event loop (each turn runs what the guest has ready, then looks again).
+async fn settled(acc: &Accessor<StoreState>) -> bool {
+    let mut turns = 0;
+    std::future::poll_fn(|cx| {
+        if acc.poll_no_interesting_tasks(cx).is_ready() {
+            return Poll::Ready(true);
+        }
+        if turns == SETTLE_TURNS {
+            return Poll::Ready(false);
+        }
+        turns += 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
 
 /// One 0.3 request's store and instance: a kept one, or a store to instantiate in.
 struct Http3Run {
@@ -186,20 +205,7 @@ impl Runtime {
                         if !reusable {
                             return Ok(false);
                         }
-                        let mut turns = 0;
-                        let settled = std::future::poll_fn(|cx| {
-                            if acc.poll_no_interesting_tasks(cx).is_ready() {
-                                return Poll::Ready(true);
-                            }
-                            if turns == SETTLE_TURNS {
-                                return Poll::Ready(false);
-                            }
-                            // Let the event loop run the guest once more, then look again.
-                            turns += 1;
-                            cx.waker().wake_by_ref();
-                            Poll::Pending
-                        });
-                        Ok(settled.await)
+                        Ok(settled(acc).await)
                     })
                     .await??;
                 Ok((service, settled))

@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -160,7 +162,7 @@ impl Body for InPlace {
             return Pin::new(&mut this.body).poll_frame(cx);
         }
         if let Some(rest) = this.rest.take() {
-            super::http::go_on(rest, None);
+            go_on(rest, None);
         }
         Poll::Pending
     }
@@ -177,8 +179,22 @@ impl Drop for InPlace {
         if let Some(rest) = self.rest.take()
             && !std::thread::panicking()
         {
-            super::http::go_on(rest, None);
+            go_on(rest, None);
         }
+    }
+}
+
+/// Run what is left of a guest's request in a task of its own (`detached`, if given, is
+/// set first). Outside a runtime it is dropped, which ends the guest.
+pub(super) fn go_on<F>(rest: Pin<Box<F>>, detached: Option<Arc<AtomicBool>>)
+where
+    F: Future<Output = Result<(), super::CallError>> + Send + 'static + ?Sized,
+{
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let Some(d) = &detached {
+            d.store(true, Ordering::SeqCst);
+        }
+        rt.spawn(rest);
     }
 }
 
@@ -205,9 +221,6 @@ impl Body for Replayed {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
