@@ -53,6 +53,18 @@ async fn seven_in_sequence(node: &TestNode, svc: &str) -> (Vec<u64>, Vec<String>
     (runs, traces)
 }
 
+/// Each of `traces` (requests to `svc`) records an instantiation in its run span exactly
+/// when the guest's static count (`runs`) says the request was its instance's first.
+async fn made_instance_iff_first(node: &TestNode, svc: &str, runs: &[u64], traces: &[String]) {
+    for (i, t) in traces.iter().enumerate() {
+        let v: TraceView = parse(&node.admin().get(&format!("/v1/traces/{t}")).await.unwrap());
+        let name = format!("run {svc}");
+        let run = v.spans.iter().find(|s| *s.name == name).unwrap_or_else(|| panic!("no run span in {v:?}"));
+        let instantiated = attr_int(run, "instantiate_us").unwrap_or(0);
+        assert_eq!(instantiated > 0, runs[i] == 1, "request {i} made its instance iff it was first: {:?}", run.attrs);
+    }
+}
+
 #[tokio::test]
 async fn an_instance_serves_n_requests_and_nothing_of_one_request_reaches_the_next() {
     let node = TestNode::start_with_args(true, &["--trace-sample", "1"]).await;
@@ -164,12 +176,7 @@ async fn a_wasi_http_instance_serves_n_requests_and_one_that_keeps_its_response_
     node.deploy("hr", "http-kv", json!({ "instances": 1, "reuse": { "requests": 3 } })).await;
     node.deploy("hf", "http-kv", json!({ "instances": 1 })).await;
     let (runs, traces) = seven_in_sequence(&node, "hr").await;
-    for (i, t) in traces.iter().enumerate() {
-        let v: TraceView = parse(&node.admin().get(&format!("/v1/traces/{t}")).await.unwrap());
-        let run = v.spans.iter().find(|s| &*s.name == "run hr").unwrap_or_else(|| panic!("no run span in {v:?}"));
-        let instantiated = attr_int(run, "instantiate_us").unwrap_or(0);
-        assert_eq!(instantiated > 0, runs[i] == 1, "request {i} made its instance iff it was first: {:?}", run.attrs);
-    }
+    made_instance_iff_first(&node, "hr", &runs, &traces).await;
     for _ in 0..3 {
         assert_eq!(whoami(&node, "hf", &[]).await.0, 1, "without reuse every request is fresh");
     }
@@ -200,12 +207,7 @@ async fn a_wasi_http_0_3_instance_serves_n_requests_and_one_with_a_task_left_run
     // Each answer's body is written by a task that ends only after the host has read its
     // trailers: the instance is idle (and kept) once that task has ended.
     let (runs, traces) = seven_in_sequence(&node, "h3r").await;
-    for (i, t) in traces.iter().enumerate() {
-        let v: TraceView = parse(&node.admin().get(&format!("/v1/traces/{t}")).await.unwrap());
-        let run = v.spans.iter().find(|s| &*s.name == "run h3r").unwrap_or_else(|| panic!("no run span in {v:?}"));
-        let instantiated = attr_int(run, "instantiate_us").unwrap_or(0);
-        assert_eq!(instantiated > 0, runs[i] == 1, "request {i} made its instance iff it was first: {:?}", run.attrs);
-    }
+    made_instance_iff_first(&node, "h3r", &runs, &traces).await;
     for _ in 0..3 {
         assert_eq!(whoami(&node, "h3f", &[]).await.0, 1, "without reuse every request is fresh");
     }

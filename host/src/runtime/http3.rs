@@ -24,7 +24,7 @@ use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
 use super::http::{Completion, bounded, drop_later, head_in_place, report};
 use super::http_body::{GuardedBody, InPlace, Rest};
-use super::reuse::{IdleBudget, Instance, Warm, WarmPool};
+use super::reuse::{IdleBudget, Instance, Warm, WarmPool, keeps_http_resources};
 use super::state::StoreState;
 use super::{CallContext, CallError, ExecLimits, OutputTail, Runtime};
 
@@ -126,11 +126,7 @@ impl Http3Run {
     /// After a request that ended well with no task left: keep the instance in `pool`,
     /// unless its table still holds a request or a response (one the guest kept).
     fn keep(mut self, service: Service, pool: &WarmPool) {
-        let table = &mut self.store.data_mut().table;
-        if table
-            .iter_mut()
-            .any(|e| e.is::<wasmtime_wasi_http::p3::Request>() || e.is::<wasmtime_wasi_http::p3::Response>())
-        {
+        if keeps_http_resources(&mut self.store.data_mut().table) {
             tracing::debug!("a wasi:http 0.3 instance kept a request or response past its request: not reused");
             return;
         }
@@ -228,7 +224,7 @@ impl Runtime {
         let (resp, rest) = head_in_place(head_rx, task, None).await?;
         let resp = resp?;
         let rest = rest.map(|r| r as Rest);
-        Ok(resp.map(|body| InPlace::new(GuardedBody::new(body, outcome_rx).boxed_unsync(), rest).boxed_unsync()))
+        Ok(resp.map(|body| InPlace::new(GuardedBody::new(body, outcome_rx), rest).boxed_unsync()))
     }
 
     /// A kept instance of `code` (from `pool`), or a new store to instantiate one in.

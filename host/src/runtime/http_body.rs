@@ -127,12 +127,12 @@ pub(super) type Rest = Pin<Box<dyn Future<Output = Result<(), super::CallError>>
 /// ended, the guest goes on in a task of its own, as before: a client that stops reading
 /// stops hyper polling the body, and the guest's deadline must not wait on that.
 pub(super) struct InPlace {
-    body: HyperOutgoingBody,
+    body: GuardedBody,
     rest: Option<Rest>,
 }
 
 impl InPlace {
-    pub(super) fn new(body: HyperOutgoingBody, rest: Option<Rest>) -> Self {
+    pub(super) fn new(body: GuardedBody, rest: Option<Rest>) -> Self {
         InPlace { body, rest }
     }
 
@@ -276,7 +276,7 @@ mod tests {
             ended.store(true, Ordering::SeqCst);
             Ok(())
         });
-        InPlace::new(GuardedBody::new(inner, outcome_rx).boxed_unsync(), Some(rest))
+        InPlace::new(GuardedBody::new(inner, outcome_rx), Some(rest))
     }
 
     #[tokio::test]

@@ -50,12 +50,15 @@ pub(super) enum Instance {
     Http3(wasmtime_wasi_http::p3::bindings::Service),
 }
 
-/// Whether a wasi:http instance still holds an HTTP resource after its `handle` returned:
-/// its request or its body, its response (whose body then never ends while the instance
-/// is kept), trailers, or an outgoing request. Such an instance is dropped, not kept.
+/// Whether a wasi:http instance still holds an HTTP resource after its request: its
+/// request or its body, its response (whose body then never ends while the instance is
+/// kept), trailers, or an outgoing request (0.2); a request or a response (0.3). Such an
+/// instance is dropped, not kept.
 pub(super) fn keeps_http_resources(table: &mut ResourceTable) -> bool {
     table.iter_mut().any(|e| {
-        e.is::<HostIncomingRequest>()
+        e.is::<wasmtime_wasi_http::p3::Request>()
+            || e.is::<wasmtime_wasi_http::p3::Response>()
+            || e.is::<HostIncomingRequest>()
             || e.is::<HostIncomingBody>()
             || e.is::<HostFutureTrailers>()
             || e.is::<HostResponseOutparam>()
