@@ -219,15 +219,7 @@ impl HttpRun {
         if let Some(proxy) = self.proxy.take() {
             return Ok(proxy);
         }
-        let t = std::time::Instant::now();
-        let proxy = match pre.instantiate_async(&mut self.store).await {
-            Err(e) if idle.made_room(&e) => pre.instantiate_async(&mut self.store).await?,
-            other => other?,
-        };
-        if let Some(r) = &self.store.data().call.trace.run {
-            r.instantiated(t.elapsed().as_micros() as u64);
-        }
-        Ok(proxy)
+        idle.instantiate(pre, &mut self.store).await
     }
 
     /// After a request that ended well: keep the instance in `pool`, unless it still holds

@@ -11,7 +11,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -112,15 +111,7 @@ impl Http3Run {
         if let Some(service) = self.service.take() {
             return Ok(service);
         }
-        let t = Instant::now();
-        let service = match pre.instantiate_async(&mut self.store).await {
-            Err(e) if idle.made_room(&e) => pre.instantiate_async(&mut self.store).await?,
-            other => other?,
-        };
-        if let Some(r) = &self.store.data().call.trace.run {
-            r.instantiated(t.elapsed().as_micros() as u64);
-        }
-        Ok(service)
+        idle.instantiate(pre, &mut self.store).await
     }
 
     /// After a request that ended well with no task left: keep the instance in `pool`,

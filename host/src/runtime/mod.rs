@@ -52,7 +52,7 @@ pub use state::{BarrierResults, CallContext, CallSite, Capabilities, ImportLimit
 pub use tier::{CompileMode, Compiled, HOLD_ENV as HOLD_TIER_UP_ENV, Tier, TierStats};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use bindings::{Nanoservice, NanoservicePre};
+use bindings::NanoservicePre;
 use engine::{Flavor, baseline_flavors, store_limits};
 use output::OutputTail;
 use state::StoreState;
@@ -462,11 +462,7 @@ impl Runtime {
             run.timed_parts();
         }
         let run = async {
-            let t = Instant::now();
-            let instance = self.instantiate(pre, &mut store).await?;
-            if let Some(r) = &traced {
-                r.instantiated(t.elapsed().as_micros() as u64);
-            }
+            let instance = self.idle.instantiate(pre, &mut store).await?;
             instance.nanogrid_service_handler().call_handle(&mut store, &req).await
         };
         // The epoch deadline stops guest code; this outer timeout also bounds time spent
@@ -500,19 +496,6 @@ fn watch_deadline(store: &mut Store<StoreState>) {
 }
 
 impl Runtime {
-    /// Instantiate a nanoservice; when the pooling allocator is full and reused services
-    /// keep idle instances, drop those and try once more.
-    async fn instantiate(
-        &self,
-        pre: &NanoservicePre<StoreState>,
-        store: &mut Store<StoreState>,
-    ) -> wasmtime::Result<Nanoservice> {
-        match pre.instantiate_async(&mut *store).await {
-            Err(e) if self.idle.made_room(&e) => pre.instantiate_async(store).await,
-            other => other,
-        }
-    }
-
     /// Drop every idle reused instance on the node (at shutdown: an idle instance's
     /// context holds the registry, which holds the instance's pool); how many.
     pub fn drop_idle(&self) -> usize {

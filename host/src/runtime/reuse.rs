@@ -124,12 +124,68 @@ pub(super) struct IdleBudget {
     evicting: Mutex<()>,
 }
 
+/// A pre-instantiated component of one of the kinds a node runs: a nanoservice, a
+/// wasi:http 0.2 proxy or a 0.3 service (each `bindgen!` type has its own
+/// `instantiate_async`; this is the one [`IdleBudget::instantiate`] calls).
+pub(super) trait Pre: Sync {
+    type Instance: Send;
+    fn instantiate_in(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send;
+}
+
+impl Pre for super::bindings::NanoservicePre<StoreState> {
+    type Instance = Nanoservice;
+    fn instantiate_in(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Nanoservice>> + Send {
+        self.instantiate_async(store)
+    }
+}
+
+impl Pre for wasmtime_wasi_http::p2::bindings::ProxyPre<StoreState> {
+    type Instance = Proxy;
+    fn instantiate_in(&self, store: &mut Store<StoreState>) -> impl Future<Output = wasmtime::Result<Proxy>> + Send {
+        self.instantiate_async(store)
+    }
+}
+
+impl Pre for wasmtime_wasi_http::p3::bindings::ServicePre<StoreState> {
+    type Instance = wasmtime_wasi_http::p3::bindings::Service;
+    fn instantiate_in(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send {
+        self.instantiate_async(store)
+    }
+}
+
 /// Whether an instantiation failed because the pooling allocator has no free slot.
 pub(super) fn is_pool_full(e: &wasmtime::Error) -> bool {
     e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some()
 }
 
 impl IdleBudget {
+    /// A new instance of `pre` in `store`; if the pooling allocator was full, once more
+    /// after dropping the idle instances (`made_room`). Timed in the store's trace run.
+    pub(super) async fn instantiate<P: Pre>(
+        &self,
+        pre: &P,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<P::Instance> {
+        let t = Instant::now();
+        let instance = match pre.instantiate_in(store).await {
+            Err(e) if self.made_room(&e) => pre.instantiate_in(store).await?,
+            other => other?,
+        };
+        if let Some(r) = &store.data().call.trace.run {
+            r.instantiated(t.elapsed().as_micros() as u64);
+        }
+        Ok(instance)
+    }
+
     /// After an instantiation failed: whether to try once more, having dropped every idle
     /// instance. Yes whenever the pool was full: requests that find it full at the same
     /// moment race to evict, and the one that finds nothing left to drop retries too, once
@@ -295,7 +351,6 @@ impl Runtime {
             }
         };
         code.note(&call);
-        let traced = call.trace.run.clone();
         // An instance of code since swapped for optimized code is not taken again.
         let usable = |w: &Warm| Engine::same(w.store.engine(), &code.engine) && matches!(w.instance, Instance::Nano(_));
         let mut warm = match pool.take(usable) {
@@ -306,11 +361,7 @@ impl Runtime {
             None => {
                 let tail = OutputTail::new(2048);
                 let mut store = self.new_store(&code, call, limits, &tail)?;
-                let t = Instant::now();
-                let instance = self.instantiate(pre, &mut store).await.map_err(|e| classify(e, limits, &tail))?;
-                if let Some(r) = &traced {
-                    r.instantiated(t.elapsed().as_micros() as u64);
-                }
+                let instance = self.idle.instantiate(pre, &mut store).await.map_err(|e| classify(e, limits, &tail))?;
                 Warm::new(store, Instance::Nano(instance), tail)
             }
         };
