@@ -140,14 +140,17 @@ impl Pre for super::bindings::NanoservicePre<StoreState> {
     fn instantiate_in(
         &self,
         store: &mut Store<StoreState>,
-    ) -> impl Future<Output = wasmtime::Result<Nanoservice>> + Send {
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send {
         self.instantiate_async(store)
     }
 }
 
 impl Pre for wasmtime_wasi_http::p2::bindings::ProxyPre<StoreState> {
     type Instance = Proxy;
-    fn instantiate_in(&self, store: &mut Store<StoreState>) -> impl Future<Output = wasmtime::Result<Proxy>> + Send {
+    fn instantiate_in(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send {
         self.instantiate_async(store)
     }
 }
@@ -190,7 +193,7 @@ impl IdleBudget {
     /// instance. Yes whenever the pool was full: requests that find it full at the same
     /// moment race to evict, and the one that finds nothing left to drop retries too, once
     /// the other's eviction has returned the slots (the lock).
-    pub(super) fn made_room(&self, e: &wasmtime::Error) -> bool {
+    fn made_room(&self, e: &wasmtime::Error) -> bool {
         if !is_pool_full(e) {
             return false;
         }
