@@ -155,3 +155,54 @@ wrk_run() {
     cpu=$(cpu_per_request "$t0" "$t1" "$tmp/$1.$3.wrk")
     echo "$(parse "$tmp/$1.$3.wrk") $(printf '%.1f' "$cpu")"
 }
+
+# Two processes of one binary differ by 5-20 % in CPU per request on this machine (where
+# their memory landed; docs/BENCHMARKS.md), so a script that compares servers can start
+# NODES sets of them (the same binaries, side by side) and give each round to one set in
+# turn. Each figure then has a mean over all rounds and one per set, and a verdict says
+# in how many sets it holds: a verdict near its line is worth no more than that.
+# proc_of ROUND -> the set the round runs on (1-based); is_reversed ROUND: whether the
+# round runs its servers in reverse order (each set gets both orders in turn).
+proc_of() { echo $(( ($1 - 1) % NODES + 1 )); }
+is_reversed() { (( (($1 - 1) / NODES) % 2 == 1 )); }
+# clamp_nodes: at most one set per round (a set with no round has no figures).
+clamp_nodes() { NODES=${NODES:-2}; [ "$NODES" -ge 1 ] || NODES=1; [ "$NODES" -le "$ROUNDS" ] || NODES=$ROUNDS; }
+declare -A fig_sum fig_n
+# fig_add KEY VALUE SET: one round's value of a figure, for its means.
+fig_add() {
+    local k
+    for k in "$1" "$1@$3"; do
+        fig_sum[$k]=$(awk -v s="${fig_sum[$k]:-0}" -v x="$2" 'BEGIN { print s + x }')
+        fig_n[$k]=$(( ${fig_n[$k]:-0} + 1 ))
+    done
+}
+# fig_mean KEY[@SET] -> the mean of its rounds, to two places.
+fig_mean() { awk -v s="${fig_sum[$1]:-0}" -v n="${fig_n[$1]:-0}" 'BEGIN { printf "%.2f", (n > 0 ? s / n : 0) }'; }
+# fig_show KEY -> "**mean**", and each set's mean when there are several.
+fig_show() {
+    local p per=""
+    if [ "$NODES" -gt 1 ]; then
+        for p in $(seq 1 "$NODES"); do per+="${per:+, }$(fig_mean "$1@$p")"; done
+    fi
+    echo "**$(fig_mean "$1")**${per:+ (sets: $per)}"
+}
+# fig_verdict KEY OP TARGET -> the verdict on the mean, and each set's when there are several.
+fig_verdict() {
+    local v p per=""
+    v=$(verdict "$(fig_mean "$1")" "$2" "$3")
+    if [ "$NODES" -gt 1 ]; then
+        for p in $(seq 1 "$NODES"); do per+="${per:+, }$(verdict "$(fig_mean "$1@$p")" "$2" "$3")"; done
+    fi
+    echo "$v${per:+ (sets: $per)}"
+}
+# sets_note -> a sentence on how rounds and process sets were run, for a section's text.
+sets_note() {
+    if [ "$NODES" -gt 1 ]; then
+        echo "Each round runs every server once, on one of $NODES sets of server processes (the same binaries, started side by side) in turn, each set's order reversed every other round it runs; each figure is the mean over all $ROUNDS rounds with each set's mean after it, and each verdict is on the mean with each set's after it (two processes of one binary differ by 5-20 % here)."
+    else
+        echo "Each round runs every server once, the order reversed every other round."
+    fi
+}
+# fig_set KEY VALUE [SET]: a figure computed whole (a ratio of means, a median), over all
+# rounds or for one set, for fig_show and fig_verdict.
+fig_set() { local k=$1${3:+@$3}; fig_sum[$k]=$2; fig_n[$k]=1; }

@@ -9,7 +9,9 @@
 # Rewrites docs/BENCHMARKS.md. Run it with `./dev bench` (which installs wrk).
 #
 # Settings (environment): DURATION (s per run, default 10), CONNS (default 32),
-# ROUNDS (rounds of every server, the order reversed every other round; default 2), INSTANCES (default 64),
+# ROUNDS (rounds of every server, the order reversed every other round of a set; default 4),
+# NODES (sets of server processes, the same binaries side by side, taking rounds in turn;
+# default 2: benches/lib.sh, "proc_of"), INSTANCES (default 64),
 # DURATION1 (s per one-client run, default 5), WARMUP (s per server before the rounds,
 # default 2), INSTANTIATE_RUNS (default 20000).
 # The test suite's smoke: PROFILE=debug (the test build's binaries), WASMTIME=skip (no
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 DURATION1=${DURATION1:-5}
 CONNS=${CONNS:-32}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-4}
 INSTANCES=${INSTANCES:-64}
 REUSE=${REUSE:-1000}
 WARMUP=${WARMUP:-2}
@@ -36,79 +38,74 @@ case $PROFILE in
     *) echo "PROFILE must be release or debug, not $PROFILE" >&2; exit 2 ;;
 esac
 bin="$target/$PROFILE"
-cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml
+env -u CARGO_TARGET_DIR -u RUSTFLAGS cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml
 hello_wasm=samples/target/wasm32-wasip2/release/hello.wasm
 http_hello_wasm=samples/target/wasm32-wasip2/release/http_hello.wasm
 
 WASMTIME_VERSION=48.0.8
 . benches/lib.sh
+clamp_nodes
 [ "$WASMTIME" = skip ] || wasmtime=$(wasmtime_cli "$WASMTIME_VERSION")
 
-"$bin/examples/native_hello" >"$tmp/native.out" &
-native_pid=$!
-native=$(wait_line "$tmp/native.out" "listening on ")
-"$bin/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --data-dir "$tmp/node" --admin-token bench >"$tmp/node.out" 2>"$tmp/node.log" &
-node_pid=$!
-ingress=$(wait_line "$tmp/node.out" "ingress listening on ")
-admin=$(wait_line "$tmp/node.out" "admin listening on ")
-"$bin/nanogrid" deploy "$hello_wasm" --name hello --instances "$INSTANCES" \
-    --admin "$admin" --token bench >/dev/null
-"$bin/nanogrid" deploy "$hello_wasm" --name hello-reuse --instances "$INSTANCES" \
-    --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
-"$bin/nanogrid" deploy "$http_hello_wasm" --name web --instances "$INSTANCES" \
-    --admin "$admin" --token bench >/dev/null
-"$bin/nanogrid" deploy "$http_hello_wasm" --name web-reuse --instances "$INSTANCES" \
-    --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
-wait_optimized "$admin" bench hello hello-reuse web web-reuse
-curl -sf "$ingress/hello/world" >/dev/null
-curl -sf "$ingress/hello-reuse/world" >/dev/null
-curl -sf "$ingress/web/world" >/dev/null
-curl -sf "$ingress/web-reuse/world" >/dev/null
-if [ "$WASMTIME" = skip ]; then
-    # The smoke: the node's own wasi:http services stand in (see the settings above).
-    wt="$ingress/web" wtp="$ingress/web" wtr="$ingress/web-reuse"
-    wt_pid=$node_pid wtp_pid=$node_pid wtr_pid=$node_pid
-    WT_POOL="(skipped: WASMTIME=skip)"
-else
-    wt_port=$(free_port)
-    "$wasmtime" serve -Scli --addr "127.0.0.1:$wt_port" "$http_hello_wasm" >"$tmp/wt.out" 2>&1 &
-    wt_pid=$!
-    wt="http://127.0.0.1:$wt_port"
-    serve_until_up "$wt/world" "$tmp/wt.out" "wasmtime serve"
+# start_set P: server set P (native hyper, a node with the four services and, unless
+# skipped, the three `wasmtime serve`s); url[NAME.P] and pid[NAME.P] name its servers.
+declare -A url pid
+start_set() {
+    local p=$1 native ingress admin svc port
+    "$bin/examples/native_hello" >"$tmp/native$p.out" &
+    pid[native.$p]=$!
+    native=$(wait_line "$tmp/native$p.out" "listening on ")
+    url[native.$p]="$native/hello/world"
+    "$bin/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+        --data-dir "$tmp/node$p" --admin-token bench >"$tmp/node$p.out" 2>"$tmp/node$p.log" &
+    pid[node.$p]=$!
+    ingress=$(wait_line "$tmp/node$p.out" "ingress listening on ")
+    admin=$(wait_line "$tmp/node$p.out" "admin listening on ")
+    "$bin/nanogrid" deploy "$hello_wasm" --name hello --instances "$INSTANCES" \
+        --admin "$admin" --token bench >/dev/null
+    "$bin/nanogrid" deploy "$hello_wasm" --name hello-reuse --instances "$INSTANCES" \
+        --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
+    "$bin/nanogrid" deploy "$http_hello_wasm" --name web --instances "$INSTANCES" \
+        --admin "$admin" --token bench >/dev/null
+    "$bin/nanogrid" deploy "$http_hello_wasm" --name web-reuse --instances "$INSTANCES" \
+        --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
+    wait_optimized "$admin" bench hello hello-reuse web web-reuse
+    for svc in hello hello-reuse web web-reuse; do curl -sf "$ingress/$svc/world" >/dev/null; done
+    url[nanogrid.$p]="$ingress/hello/world" url[reuse.$p]="$ingress/hello-reuse/world"
+    url[nanohttp.$p]="$ingress/web/world" url[nanohttp-reuse.$p]="$ingress/web-reuse/world"
+    for svc in nanogrid reuse nanohttp nanohttp-reuse; do pid[$svc.$p]=${pid[node.$p]}; done
+    if [ "$WASMTIME" = skip ]; then
+        # The smoke: the node's own wasi:http services stand in (see the settings above).
+        url[wasmtime.$p]="$ingress/web/world" url[wasmtime-pool.$p]="$ingress/web/world"
+        url[wasmtime-reuse.$p]="$ingress/web-reuse/world"
+        for svc in wasmtime wasmtime-pool wasmtime-reuse; do pid[$svc.$p]=${pid[node.$p]}; done
+        return 0
+    fi
+    port=$(free_port)
+    "$wasmtime" serve -Scli --addr "127.0.0.1:$port" "$http_hello_wasm" >"$tmp/wt$p.out" 2>&1 &
+    pid[wasmtime.$p]=$! url[wasmtime.$p]="http://127.0.0.1:$port/world"
+    serve_until_up "${url[wasmtime.$p]}" "$tmp/wt$p.out" "wasmtime serve"
     # Like for like: the pooling allocator with the settings the node's engine uses.
-    WT_POOL=$(wasmtime_pool_opts)
-    wtp_port=$(free_port)
-    "$wasmtime" serve -Scli -O "$WT_POOL" --addr "127.0.0.1:$wtp_port" "$http_hello_wasm" >"$tmp/wtp.out" 2>&1 &
-    wtp_pid=$!
-    wtp="http://127.0.0.1:$wtp_port"
-    serve_until_up "$wtp/world" "$tmp/wtp.out" "wasmtime serve -O $WT_POOL"
+    port=$(free_port)
+    "$wasmtime" serve -Scli -O "$WT_POOL" --addr "127.0.0.1:$port" "$http_hello_wasm" >"$tmp/wtp$p.out" 2>&1 &
+    pid[wasmtime-pool.$p]=$! url[wasmtime-pool.$p]="http://127.0.0.1:$port/world"
+    serve_until_up "${url[wasmtime-pool.$p]}" "$tmp/wtp$p.out" "wasmtime serve -O $WT_POOL"
     # The same with instance reuse, like the node's web-reuse.
-    wtr_port=$(free_port)
-    "$wasmtime" serve -Scli -O "$WT_POOL" --max-instance-reuse-count "$REUSE" --addr "127.0.0.1:$wtr_port" \
-        "$http_hello_wasm" >"$tmp/wtr.out" 2>&1 &
-    wtr_pid=$!
-    wtr="http://127.0.0.1:$wtr_port"
-    serve_until_up "$wtr/world" "$tmp/wtr.out" "wasmtime serve with reuse"
-
-fi
-
-
-for u in "$native/hello/world" "$ingress/hello/world" "$ingress/hello-reuse/world" "$ingress/web/world" "$ingress/web-reuse/world" "$wt/world" "$wtp/world" "$wtr/world"; do
-    wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$u" >/dev/null
+    port=$(free_port)
+    "$wasmtime" serve -Scli -O "$WT_POOL" --max-instance-reuse-count "$REUSE" --addr "127.0.0.1:$port" \
+        "$http_hello_wasm" >"$tmp/wtr$p.out" 2>&1 &
+    pid[wasmtime-reuse.$p]=$! url[wasmtime-reuse.$p]="http://127.0.0.1:$port/world"
+    serve_until_up "${url[wasmtime-reuse.$p]}" "$tmp/wtr$p.out" "wasmtime serve with reuse"
+}
+WT_POOL="(skipped: WASMTIME=skip)"
+[ "$WASMTIME" = skip ] || WT_POOL=$(wasmtime_pool_opts)
+names=(native nanogrid reuse nanohttp nanohttp-reuse wasmtime wasmtime-pool wasmtime-reuse)
+for p in $(seq 1 "$NODES"); do
+    start_set "$p"
+    for name in "${names[@]}"; do wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${url[$name.$p]}" >/dev/null; done
 done
 rows=""
 http_rows=""
-sum_ratio=0
-sum_reuse=0
-sum_http=0
-sum_p99=0
-sum_http_pool=0
-sum_p99_pool=0
-sum_wasi=0
-sum_wasi_reuse=0
-sum_http_reuse=0
-sum_p99_reuse=0
 cpu_native=0 cpu_hello=0 cpu_reuse=0 cpu_wasi=0 cpu_wasi_reuse=0
 # run1 NAME URL ROUND -> "rps p50_us p99_us" with one client.
 run1() {
@@ -116,112 +113,79 @@ run1() {
     parse "$tmp/$1.$3.c1.wrk"
 }
 lone_rows=""
-servers=("native|$native/hello/world|$native_pid" "nanogrid|$ingress/hello/world|$node_pid"
-    "reuse|$ingress/hello-reuse/world|$node_pid" "nanohttp|$ingress/web/world|$node_pid"
-    "nanohttp-reuse|$ingress/web-reuse/world|$node_pid" "wasmtime|$wt/world|$wt_pid"
-    "wasmtime-pool|$wtp/world|$wtp_pid" "wasmtime-reuse|$wtr/world|$wtr_pid")
+# ratio A B -> A / B to two places
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a/b }'; }
 declare -A res
 for r in $(seq 1 "$ROUNDS"); do
+    p=$(proc_of "$r")
     # One client first: what a lone caller waits (no target; see the table's notes).
     lone_begin
-    for k in "native hyper|$native/hello/world" "nanogrid \`hello\`|$ingress/hello/world" \
-        "nanogrid \`hello\`, reuse $REUSE|$ingress/hello-reuse/world" \
-        "nanogrid wasi:http \`http-hello\`|$ingress/web/world" \
-        "nanogrid wasi:http \`http-hello\`, reuse $REUSE|$ingress/web-reuse/world" \
-        "\`wasmtime serve\` $WASMTIME_VERSION, pooling as the node|$wtp/world"; do
-        read -r o_rps o_p50 o_p99 < <(run1 lone "${k#*|}" "$r")
-        lone_rows+="| $r | ${k%%|*} | $o_rps | $o_p50 | $o_p99 |"$'\n'
+    for k in "native hyper|native" "nanogrid \`hello\`|nanogrid" \
+        "nanogrid \`hello\`, reuse $REUSE|reuse" \
+        "nanogrid wasi:http \`http-hello\`|nanohttp" \
+        "nanogrid wasi:http \`http-hello\`, reuse $REUSE|nanohttp-reuse" \
+        "\`wasmtime serve\` $WASMTIME_VERSION, pooling as the node|wasmtime-pool"; do
+        read -r o_rps o_p50 o_p99 < <(run1 lone "${url[${k#*|}.$p]}" "$r")
+        lone_rows+="| $r | $p | ${k%%|*} | $o_rps | $o_p50 | $o_p99 |"$'\n'
     done
     lone_end
-    # The throughput runs, in reverse order every other round: with a fixed order the
-    # later of two servers compared read about 3 % lower in every round, whichever it was
-    # (docs/BENCHMARKS.md, "Tried for hello throughput").
-    order=("${servers[@]}")
-    (( r % 2 == 0 )) && for ((i = 0, j = ${#servers[@]} - 1; i < ${#servers[@]}; i++, j--)); do order[i]=${servers[j]}; done
-    for s in "${order[@]}"; do
-        IFS='|' read -r name url pid <<<"$s"
-        res[$name]=$(wrk_run "$name" "$url" "$r" "$pid")
+    # The throughput runs, in reverse order every other round of a set: with a fixed order
+    # the later of two servers compared read about 3 % lower in every round, whichever it
+    # was (docs/BENCHMARKS.md, "Tried for hello throughput").
+    order=("${names[@]}")
+    is_reversed "$r" && for ((i = 0, j = ${#names[@]} - 1; i < ${#names[@]}; i++, j--)); do order[i]=${names[j]}; done
+    for name in "${order[@]}"; do
+        res[$name]=$(wrk_run "$name" "${url[$name.$p]}" "$r" "${pid[$name.$p]}")
     done
     read -r w_rps w_p50 w_p99 w_cpu <<<"${res[wasmtime]}"
     read -r wp_rps wp_p50 wp_p99 wp_cpu <<<"${res[wasmtime-pool]}"
     read -r h_rps h_p50 h_p99 h_cpu <<<"${res[nanohttp]}"
     read -r wr_rps wr_p50 wr_p99 wr_cpu <<<"${res[wasmtime-reuse]}"
     read -r hr_rps hr_p50 hr_p99 hr_cpu <<<"${res[nanohttp-reuse]}"
-    trr=$(awk -v a="$hr_rps" -v b="$wr_rps" 'BEGIN { printf "%.2f", a/b }')
-    prr=$(awk -v a="$hr_p99" -v b="$wr_p99" 'BEGIN { printf "%.2f", a/b }')
-    tr=$(awk -v a="$h_rps" -v b="$w_rps" 'BEGIN { printf "%.2f", a/b }')
-    pr=$(awk -v a="$h_p99" -v b="$w_p99" 'BEGIN { printf "%.2f", a/b }')
-    tpr=$(awk -v a="$h_rps" -v b="$wp_rps" 'BEGIN { printf "%.2f", a/b }')
-    ppr=$(awk -v a="$h_p99" -v b="$wp_p99" 'BEGIN { printf "%.2f", a/b }')
-    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, defaults | $w_rps | $w_p50 | $w_p99 | $w_cpu | | |"$'\n'
-    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, pooling as the node | $wp_rps | $wp_p50 | $wp_p99 | $wp_cpu | | |"$'\n'
-    http_rows+="| $r | nanogrid vs defaults | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$tr** | **$pr** |"$'\n'
-    http_rows+="| $r | nanogrid vs pooling | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$tpr** | **$ppr** |"$'\n'
-    http_rows+="| $r | \`wasmtime serve\` $WASMTIME_VERSION, pooling, reuse $REUSE | $wr_rps | $wr_p50 | $wr_p99 | $wr_cpu | | |"$'\n'
-    http_rows+="| $r | nanogrid reuse $REUSE vs pooling reuse $REUSE | $hr_rps | $hr_p50 | $hr_p99 | $hr_cpu | **$trr** | **$prr** |"$'\n'
-    sum_http_reuse=$(awk -v s="$sum_http_reuse" -v x="$trr" 'BEGIN { print s+x }')
-    sum_p99_reuse=$(awk -v s="$sum_p99_reuse" -v x="$prr" 'BEGIN { print s+x }')
-    sum_http=$(awk -v s="$sum_http" -v x="$tr" 'BEGIN { print s+x }')
-    sum_p99=$(awk -v s="$sum_p99" -v x="$pr" 'BEGIN { print s+x }')
-    sum_http_pool=$(awk -v s="$sum_http_pool" -v x="$tpr" 'BEGIN { print s+x }')
-    sum_p99_pool=$(awk -v s="$sum_p99_pool" -v x="$ppr" 'BEGIN { print s+x }')
-    echo "round $r: wasmtime serve with pooling $wp_rps req/s (p99 ${wp_p99}us): nanogrid throughput x$tpr, p99 x$ppr" >&2
-    echo "round $r: wasmtime serve $w_rps req/s (p99 ${w_p99}us), nanogrid wasi:http $h_rps req/s (p99 ${h_p99}us): throughput x$tr, p99 x$pr" >&2
+    trr=$(ratio "$hr_rps" "$wr_rps") prr=$(ratio "$hr_p99" "$wr_p99")
+    tr=$(ratio "$h_rps" "$w_rps") pr=$(ratio "$h_p99" "$w_p99")
+    tpr=$(ratio "$h_rps" "$wp_rps") ppr=$(ratio "$h_p99" "$wp_p99")
+    http_rows+="| $r | $p | \`wasmtime serve\` $WASMTIME_VERSION, defaults | $w_rps | $w_p50 | $w_p99 | $w_cpu | | |"$'\n'
+    http_rows+="| $r | $p | \`wasmtime serve\` $WASMTIME_VERSION, pooling as the node | $wp_rps | $wp_p50 | $wp_p99 | $wp_cpu | | |"$'\n'
+    http_rows+="| $r | $p | nanogrid vs defaults | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$tr** | **$pr** |"$'\n'
+    http_rows+="| $r | $p | nanogrid vs pooling | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$tpr** | **$ppr** |"$'\n'
+    http_rows+="| $r | $p | \`wasmtime serve\` $WASMTIME_VERSION, pooling, reuse $REUSE | $wr_rps | $wr_p50 | $wr_p99 | $wr_cpu | | |"$'\n'
+    http_rows+="| $r | $p | nanogrid reuse $REUSE vs pooling reuse $REUSE | $hr_rps | $hr_p50 | $hr_p99 | $hr_cpu | **$trr** | **$prr** |"$'\n'
+    fig_add http_reuse "$trr" "$p"; fig_add p99_reuse "$prr" "$p"
+    fig_add http "$tr" "$p"; fig_add p99 "$pr" "$p"
+    fig_add http_pool "$tpr" "$p"; fig_add p99_pool "$ppr" "$p"
+    echo "round $r (set $p): wasmtime serve with pooling $wp_rps req/s (p99 ${wp_p99}us): nanogrid throughput x$tpr, p99 x$ppr" >&2
+    echo "round $r (set $p): wasmtime serve $w_rps req/s (p99 ${w_p99}us), nanogrid wasi:http $h_rps req/s (p99 ${h_p99}us): throughput x$tr, p99 x$pr" >&2
     read -r n_rps n_p50 n_p99 n_cpu <<<"${res[native]}"
     read -r g_rps g_p50 g_p99 g_cpu <<<"${res[nanogrid]}"
-    ratio=$(awk -v a="$g_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
-    rows+="| $r | native hyper | $n_rps | $n_p50 | $n_p99 | $n_cpu | |"$'\n'
-    rows+="| $r | nanogrid \`hello\` | $g_rps | $g_p50 | $g_p99 | $g_cpu | **$ratio** |"$'\n'
-    sum_ratio=$(awk -v s="$sum_ratio" -v x="$ratio" 'BEGIN { print s+x }')
     read -r u_rps u_p50 u_p99 u_cpu <<<"${res[reuse]}"
-    u_ratio=$(awk -v a="$u_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
-    rows+="| $r | nanogrid \`hello\`, reuse $REUSE | $u_rps | $u_p50 | $u_p99 | $u_cpu | **$u_ratio** |"$'\n'
-    sum_reuse=$(awk -v s="$sum_reuse" -v x="$u_ratio" 'BEGIN { print s+x }')
+    ratio=$(ratio "$g_rps" "$n_rps") u_ratio=$(ratio "$u_rps" "$n_rps")
     # The wasi:http guest of this round against this round's native server.
-    hn=$(awk -v a="$h_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
-    rows+="| $r | nanogrid wasi:http \`http-hello\` | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$hn** |"$'\n'
-    sum_wasi=$(awk -v s="$sum_wasi" -v x="$hn" 'BEGIN { print s+x }')
-    hrn=$(awk -v a="$hr_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", a/b }')
-    rows+="| $r | nanogrid wasi:http \`http-hello\`, reuse $REUSE | $hr_rps | $hr_p50 | $hr_p99 | $hr_cpu | **$hrn** |"$'\n'
-    sum_wasi_reuse=$(awk -v s="$sum_wasi_reuse" -v x="$hrn" 'BEGIN { print s+x }')
+    hn=$(ratio "$h_rps" "$n_rps") hrn=$(ratio "$hr_rps" "$n_rps")
+    rows+="| $r | $p | native hyper | $n_rps | $n_p50 | $n_p99 | $n_cpu | |"$'\n'
+    rows+="| $r | $p | nanogrid \`hello\` | $g_rps | $g_p50 | $g_p99 | $g_cpu | **$ratio** |"$'\n'
+    rows+="| $r | $p | nanogrid \`hello\`, reuse $REUSE | $u_rps | $u_p50 | $u_p99 | $u_cpu | **$u_ratio** |"$'\n'
+    rows+="| $r | $p | nanogrid wasi:http \`http-hello\` | $h_rps | $h_p50 | $h_p99 | $h_cpu | **$hn** |"$'\n'
+    rows+="| $r | $p | nanogrid wasi:http \`http-hello\`, reuse $REUSE | $hr_rps | $hr_p50 | $hr_p99 | $hr_cpu | **$hrn** |"$'\n'
+    fig_add hello "$ratio" "$p"; fig_add reuse "$u_ratio" "$p"
+    fig_add wasi "$hn" "$p"; fig_add wasi_reuse "$hrn" "$p"
     cpu_wasi_reuse=$(awk -v s="$cpu_wasi_reuse" -v x="$hr_cpu" 'BEGIN { print s+x }')
     cpu_native=$(awk -v s="$cpu_native" -v x="$n_cpu" 'BEGIN { print s+x }')
     cpu_hello=$(awk -v s="$cpu_hello" -v x="$g_cpu" 'BEGIN { print s+x }')
     cpu_reuse=$(awk -v s="$cpu_reuse" -v x="$u_cpu" 'BEGIN { print s+x }')
     cpu_wasi=$(awk -v s="$cpu_wasi" -v x="$h_cpu" 'BEGIN { print s+x }')
-    echo "round $r: native $n_rps req/s (p50 ${n_p50}us p99 ${n_p99}us), nanogrid $g_rps req/s (p50 ${g_p50}us p99 ${g_p99}us), ratio $ratio; with reuse $u_rps req/s (p99 ${u_p99}us), ratio $u_ratio" >&2
+    echo "round $r (set $p): native $n_rps req/s (p50 ${n_p50}us p99 ${n_p99}us), nanogrid $g_rps req/s (p50 ${g_p50}us p99 ${g_p99}us), ratio $ratio; with reuse $u_rps req/s (p99 ${u_p99}us), ratio $u_ratio" >&2
 done
-mean_ratio=$(awk -v s="$sum_ratio" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
-mean_reuse=$(awk -v s="$sum_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
-mean_wasi=$(awk -v s="$sum_wasi" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
-mean_wasi_reuse=$(awk -v s="$sum_wasi_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
-mean_http_reuse=$(awk -v s="$sum_http_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
-mean_p99_reuse=$(awk -v s="$sum_p99_reuse" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 # Native's CPU per request over each server's (summed over the rounds): the share of a
 # native request's CPU each costs, the throughput ratio it would give if the load
 # generator took nothing.
 cpu_of() { awk -v a="$cpu_native" -v b="$1" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-mean_http=$(awk -v s="$sum_http" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
-mean_p99=$(awk -v s="$sum_p99" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
-mean_http_pool=$(awk -v s="$sum_http_pool" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
-mean_p99_pool=$(awk -v s="$sum_p99_pool" -v n="$ROUNDS" 'BEGIN { printf "%.2f", s/n }')
 inst=$("$bin/examples/instantiate" "$hello_wasm" "$INSTANTIATE_RUNS")
 echo "$inst" >&2
 inst_us=$(echo "$inst" | sed -n 's/.*instantiate_us=\([0-9.]*\).*/\1/p')
 req_us=$(echo "$inst" | sed -n 's/.*request_us=\([0-9.]*\).*/\1/p')
 
 mkdir -p docs
-v_hello=$(verdict "$mean_ratio" ge 0.3)
-v_hello5=$(verdict "$mean_ratio" ge 0.5)
-v_reuse=$(verdict "$mean_reuse" ge 0.5)
-v_wasi=$(verdict "$mean_wasi" ge 0.5)
-v_wasi_reuse=$(verdict "$mean_wasi_reuse" ge 0.5)
-v_http_reuse=$(verdict "$mean_http_reuse" ge 1.0)
-v_p99_reuse=$(verdict "$mean_p99_reuse" le 1.1)
-v_http=$(verdict "$mean_http" ge 1.0)
-v_p99=$(verdict "$mean_p99" le 1.1)
-v_http_pool=$(verdict "$mean_http_pool" ge 1.0)
-v_p99_pool=$(verdict "$mean_p99_pool" le 1.1)
 # Only this script's section is replaced; the others (chain, cluster, barrier, tls, grid)
 # stay as their scripts last wrote them.
 section="$tmp/core.md"
@@ -236,19 +200,19 @@ instance per request (the default), the same component deployed with
 recycled: opt-in, see docs/SECURITY.md), the standard wasi:http \`http-hello\` component
 (fresh instance per request, and deployed with the same reuse; measured in the wasmtime
 comparison below, within the same round), and a native hyper server (\`host/examples/native_hello.rs\`, same accept loop, on the shared multi-threaded runtime: its faster setting)
-returning the same greeting. Each round runs every server once, the order reversed every other round. CPU/req is the server
+returning the same greeting. $(sets_note) CPU/req is the server
 process's own user + system CPU time per request answered (from /proc; wrk shares the
 same 2 cores): it moves less from day to day than requests/s, which on this VM follow
 what the kernel's loopback costs that day (see the notes at the end of this file).
 
-| round | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | nanogrid / native |
-| --- | --- | ---: | ---: | ---: | ---: | ---: |
+| round | set | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | nanogrid / native |
+| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |
 $rows
-Mean throughput ratio nanogrid / native, fresh instance per request: **$mean_ratio** (target
-for the foundation: ≥ 0.3: $v_hello; issue 20's target ≥ 0.5: $v_hello5).
-With instance reuse: **$mean_reuse** (issue 20's target ≥ 0.5: $v_reuse).
-The wasi:http guest, fresh instance per request: **$mean_wasi** (issue 20's target ≥ 0.5: $v_wasi);
-with instance reuse: **$mean_wasi_reuse** (issue 20's target ≥ 0.5: $v_wasi_reuse).
+Mean throughput ratio nanogrid / native, fresh instance per request: $(fig_show hello) (target
+for the foundation: ≥ 0.3: $(fig_verdict hello ge 0.3); issue 20's target ≥ 0.5: $(fig_verdict hello ge 0.5)).
+With instance reuse: $(fig_show reuse) (issue 20's target ≥ 0.5: $(fig_verdict reuse ge 0.5)).
+The wasi:http guest, fresh instance per request: $(fig_show wasi) (issue 20's target ≥ 0.5: $(fig_verdict wasi ge 0.5));
+with instance reuse: $(fig_show wasi_reuse) (issue 20's target ≥ 0.5: $(fig_verdict wasi_reuse ge 0.5)).
 Native's CPU per request over nanogrid's (no target; what the ratios would be if wrk
 cost nothing): \`hello\` $(cpu_of "$cpu_hello"), with reuse $(cpu_of "$cpu_reuse"), wasi:http $(cpu_of "$cpu_wasi"), wasi:http with reuse $(cpu_of "$cpu_wasi_reuse").
 wrk's own share of the 2 cores lifts the throughput ratios above these, the more so
@@ -257,8 +221,8 @@ the more the kernel's loopback costs it that day.
 One client (\`wrk -t1 -c1 -d${DURATION1}s --latency\`, the same servers, at the start of each
 round, $(halt_poll_note); no target: what a lone caller waits):
 
-| round | server | requests/s | p50 (µs) | p99 (µs) |
-| --- | --- | ---: | ---: | ---: |
+| round | set | server | requests/s | p50 (µs) | p99 (µs) |
+| --- | ---: | --- | ---: | ---: | ---: |
 $lone_rows
 A fresh instance of a request with no company (over HTTP/1, alone on its service and on
 the node) is torn down after its answer is written (\`Teardown::AfterAnswer\`), a
@@ -278,16 +242,16 @@ $WASMTIME_VERSION --locked\`) and under nanogrid (instances = $INSTANCES), \`GET
 (on-demand allocation) and, like for like, with the pooling allocator and the node's
 resident-memory settings (\`-O $WT_POOL\`), and a third time with those and
 \`--max-instance-reuse-count $REUSE\`, against the node's \`web-reuse\` (the same component with
-\`"reuse": {"requests": $REUSE}\`). Each round runs every server once, the order reversed every other round.
+\`"reuse": {"requests": $REUSE}\`). Rounds and process sets as above.
 $([ "$WASMTIME" = skip ] && echo $'\n'"**A smoke run (WASMTIME=skip): the \`wasmtime serve\` rows below are the node's own wasi:http services.**")
 
-| round | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | throughput nanogrid / wasmtime | p99 nanogrid / wasmtime |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| round | set | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | throughput nanogrid / wasmtime | p99 nanogrid / wasmtime |
+| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 $http_rows
 Mean against \`wasmtime serve\` with pooling as the node (like for like): throughput
-**$mean_http_pool** × (target ≥ 1.0: $v_http_pool), p99 **$mean_p99_pool** × (target ≤ 1.1: $v_p99_pool).
-Against its defaults: throughput **$mean_http** × (target ≥ 1.0: $v_http), p99 **$mean_p99** × (target ≤ 1.1: $v_p99).
-Both reusing instances, against pooling: throughput **$mean_http_reuse** × (target ≥ 1.0: $v_http_reuse), p99 **$mean_p99_reuse** × (target ≤ 1.1: $v_p99_reuse).
+$(fig_show http_pool) × (target ≥ 1.0: $(fig_verdict http_pool ge 1.0)), p99 $(fig_show p99_pool) × (target ≤ 1.1: $(fig_verdict p99_pool le 1.1)).
+Against its defaults: throughput $(fig_show http) × (target ≥ 1.0: $(fig_verdict http ge 1.0)), p99 $(fig_show p99) × (target ≤ 1.1: $(fig_verdict p99 le 1.1)).
+Both reusing instances, against pooling: throughput $(fig_show http_reuse) × (target ≥ 1.0: $(fig_verdict http_reuse ge 1.0)), p99 $(fig_show p99_reuse) × (target ≤ 1.1: $(fig_verdict p99_reuse le 1.1)).
 
 ## Per-request cost inside the node
 
@@ -311,4 +275,4 @@ Measured on: $(nproc) cores, $(uname -m), kernel $(uname -r), $(date -u +%Y-%m-%
 MD
 if [ -n "${OUT:-}" ]; then cp "$section" "$OUT"; exit 0; fi
 write_section core "$section"
-echo "updated docs/BENCHMARKS.md (mean ratio $mean_ratio, with reuse $mean_reuse)" >&2
+echo "updated docs/BENCHMARKS.md (mean ratio $(fig_mean hello), with reuse $(fig_mean reuse))" >&2
