@@ -156,11 +156,12 @@ wrk_run() {
     echo "$(parse "$tmp/$1.$3.wrk") $(printf '%.1f' "$cpu")"
 }
 
-# Two processes of one binary differ by 5-20 % in CPU per request on this machine (where
-# their memory landed; docs/BENCHMARKS.md), so a script that compares servers can start
-# NODES sets of them (the same binaries, side by side) and give each round to one set in
-# turn. Each figure then has a mean over all rounds and one per set, and a verdict says
-# in how many sets it holds: a verdict near its line is worth no more than that.
+# Two processes of one binary differ by 5-20 % in CPU per request on this machine
+# (docs/BENCHMARKS.md, "Two process sets per benchmark"), so a script that compares
+# servers can start NODES sets of them (the same binaries, side by side) and give each
+# round to one set in turn. Each figure then has a mean over all rounds and one per set,
+# and each verdict is given for each set too: a verdict whose sets disagree is inside
+# that spread.
 # proc_of ROUND -> the set the round runs on (1-based); is_reversed ROUND: whether the
 # round runs its servers in reverse order (each set gets both orders in turn).
 proc_of() { echo $(( ($1 - 1) % NODES + 1 )); }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tracing overhead (issue 17): the `hello` nanoservice through ingress on release nodes,
 # each setting against tracing off *in the same process*, switched between runs with
-# `PUT /v1/tracing` (two identical node processes differ by several percent, from where
-# their memory landed, which a process per setting would read as tracing's cost):
+# `PUT /v1/tracing` (two identical node processes differ by several percent, which a
+# process per setting would read as tracing's cost):
 #   off       sample 0 (contexts still travel; no span is recorded)
 #   ring      sample 1, spans kept in the node's ring only (the default)
 #   otlp 1%   sample 0.01 on a node with --otlp-endpoint to a local OTLP/HTTP receiver
@@ -178,7 +178,7 @@ out="$tmp/section.md"
     echo "same process with \`PUT /v1/tracing\` and compared with that process's own \`off\` run in the same round"
     echo "($ROUNDS rounds; each node runs each of its settings once per round, each setting first on a node as often as the others;"
     echo "wrk -t1 -c$CONNS -d${DURATION}s per run, each once the OTLP receiver is idle). Two identical processes differ by"
-    echo "several percent on this machine, so a process per setting would measure where memory landed."
+    echo "several percent on this machine, so a process per setting would measure which process ran faster."
     echo "Loss: the median over (node, round) of the loss against \`off\` on that node in that round, with the quartiles"
     echo "and a bootstrap 95 % interval of the median. Verdict: met when that interval lies within the target, not met"
     echo "when it lies beyond, else undecided."
