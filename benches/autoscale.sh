@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p nanogrid --bin nanogrid
-env -u CARGO_TARGET_DIR -u RUSTFLAGS cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml
+cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml --target-dir samples/target
 exec python3 benches/autoscale.py "$target/release/nanogrid" samples/target/wasm32-wasip2/release/hello.wasm \
     docs/BENCHMARKS.md "${PHASE_S:-10}" "${ROUNDS:-20}"

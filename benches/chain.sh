@@ -31,7 +31,7 @@ if [ -z "$BIN" ]; then
     BIN="$target/release/nanogrid"
     built="release build"
 fi
-env -u CARGO_TARGET_DIR -u RUSTFLAGS cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml
+cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml --target-dir samples/target
 wasm=samples/target/wasm32-wasip2/release
 
 . benches/lib.sh
@@ -41,15 +41,11 @@ clamp_nodes
 # every fused part timed (no target) is one process.
 declare -A admin_of ingress_of
 for p in $(seq 1 "$NODES"); do
-    "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-        --data-dir "$tmp/node$p" --admin-token bench >"$tmp/node$p.out" 2>"$tmp/node$p.log" &
-    ingress_of[$p]=$(wait_line "$tmp/node$p.out" "ingress listening on ")
-    admin_of[$p]=$(wait_line "$tmp/node$p.out" "admin listening on ")
+    start_node "node$p" "$BIN"
+    ingress_of[$p]=$node_ingress admin_of[$p]=$node_admin
 done
-"$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --trace-fused-parts 1 \
-    --data-dir "$tmp/tnode" --admin-token bench >"$tmp/tnode.out" 2>"$tmp/tnode.log" &
-tingress=$(wait_line "$tmp/tnode.out" "ingress listening on ")
-tadmin=$(wait_line "$tmp/tnode.out" "admin listening on ")
+start_node tnode "$BIN" --trace-fused-parts 1
+tingress=$node_ingress tadmin=$node_admin
 
 upload() { curl -sf -H 'Authorization: Bearer bench' --data-binary "@$wasm/$1.wasm" "$at/v1/components" |
     python3 -c 'import sys, json; print(json.load(sys.stdin)["digest"])'; }

@@ -4,5 +4,5 @@
 # of docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-env -u CARGO_TARGET_DIR -u RUSTFLAGS cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml
+cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml --target-dir samples/target
 exec cargo bench -q -p nanogrid --bench grid -- "$PWD/samples/target/wasm32-wasip2/release/kvstore.wasm" "$PWD/docs/BENCHMARKS.md"

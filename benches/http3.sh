@@ -38,7 +38,7 @@ case $PROFILE in
     *) echo "PROFILE must be release or debug, not $PROFILE" >&2; exit 2 ;;
 esac
 bin="$target/$PROFILE"
-env -u CARGO_TARGET_DIR -u RUSTFLAGS cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml
+cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml --target-dir samples/target
 h3_wasm=samples/target/wasm32-wasip2/release/http3_stream.wasm
 
 . benches/lib.sh
@@ -59,16 +59,10 @@ wt_serve() {
 # and unless skipped the three `wasmtime serve`s).
 declare -A url pid
 start_set() {
-    local p=$1 native ingress admin
-    "$bin/examples/native_hello" >"$tmp/native$p.out" &
-    pid[native.$p]=$!
-    native=$(wait_line "$tmp/native$p.out" "listening on ")
-    url[native.$p]="$native/hello/world"
-    "$bin/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-        --data-dir "$tmp/node$p" --admin-token bench >"$tmp/node$p.out" 2>"$tmp/node$p.log" &
-    pid[fresh.$p]=$! pid[reused.$p]=$!
-    ingress=$(wait_line "$tmp/node$p.out" "ingress listening on ")
-    admin=$(wait_line "$tmp/node$p.out" "admin listening on ")
+    local p=$1 ingress admin
+    start_native "$p" "$bin/examples/native_hello"
+    start_node "node$p" "$bin/nanogrid"
+    pid[fresh.$p]=$node_pid pid[reused.$p]=$node_pid ingress=$node_ingress admin=$node_admin
     "$bin/nanogrid" deploy "$h3_wasm" --name h3 --instances "$INSTANCES" --admin "$admin" --token bench >/dev/null
     "$bin/nanogrid" deploy "$h3_wasm" --name h3-reuse --instances "$INSTANCES" --reuse "$REUSE" \
         --admin "$admin" --token bench >/dev/null

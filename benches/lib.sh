@@ -177,6 +177,9 @@ fig_add() {
         fig_n[$k]=$(( ${fig_n[$k]:-0} + 1 ))
     done
 }
+# fig_set KEY VALUE [SET]: a figure computed whole (a ratio of means, a median), over all
+# rounds or for one set, for fig_show and fig_verdict.
+fig_set() { local k=$1${3:+@$3}; fig_sum[$k]=$2; fig_n[$k]=1; }
 # fig_mean KEY[@SET] -> the mean of its rounds, to two places.
 fig_mean() { awk -v s="${fig_sum[$1]:-0}" -v n="${fig_n[$1]:-0}" 'BEGIN { printf "%.2f", (n > 0 ? s / n : 0) }'; }
 # fig_show KEY -> "**mean**", and each set's mean when there are several.
@@ -204,6 +207,21 @@ sets_note() {
         echo "Each round runs every server once, the order reversed every other round."
     fi
 }
-# fig_set KEY VALUE [SET]: a figure computed whole (a ratio of means, a median), over all
-# rounds or for one set, for fig_show and fig_verdict.
-fig_set() { local k=$1${3:+@$3}; fig_sum[$k]=$2; fig_n[$k]=1; }
+
+# start_node NAME BIN [ARGS...]: `BIN serve` on free loopback ports (data in $tmp/NAME,
+# admin token "bench"); sets node_pid, node_ingress and node_admin.
+start_node() {
+    local name=$1 bin=$2; shift 2
+    "$bin" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$tmp/$name" \
+        --admin-token bench "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
+    node_pid=$!
+    node_ingress=$(wait_line "$tmp/$name.out" "ingress listening on ")
+    node_admin=$(wait_line "$tmp/$name.out" "admin listening on ")
+}
+# start_native SET BIN: native hyper (host/examples/native_hello) as url[native.SET] and
+# pid[native.SET] (the caller's arrays).
+start_native() {
+    "$2" >"$tmp/native$1.out" &
+    pid[native.$1]=$!
+    url[native.$1]="$(wait_line "$tmp/native$1.out" "listening on ")/hello/world"
+}

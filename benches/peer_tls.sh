@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p nanogrid --bin nanogrid
-env -u CARGO_TARGET_DIR -u RUSTFLAGS cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml
+cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml --target-dir samples/target
 seal=$(cargo bench -q -p nanogrid-wire --bench seal 2>/dev/null | sed -n 's/^seal+open: \([0-9.]*\) us.*/\1/p')
 wasm=samples/target/wasm32-wasip2/release
 exec python3 benches/peer_tls.py "$target/release/nanogrid" "$wasm/hello.wasm" "$wasm/kvstore.wasm" \

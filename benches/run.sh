@@ -38,7 +38,7 @@ case $PROFILE in
     *) echo "PROFILE must be release or debug, not $PROFILE" >&2; exit 2 ;;
 esac
 bin="$target/$PROFILE"
-env -u CARGO_TARGET_DIR -u RUSTFLAGS cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml
+cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml --target-dir samples/target
 hello_wasm=samples/target/wasm32-wasip2/release/hello.wasm
 http_hello_wasm=samples/target/wasm32-wasip2/release/http_hello.wasm
 
@@ -51,16 +51,10 @@ clamp_nodes
 # skipped, the three `wasmtime serve`s); url[NAME.P] and pid[NAME.P] name its servers.
 declare -A url pid
 start_set() {
-    local p=$1 native ingress admin svc port
-    "$bin/examples/native_hello" >"$tmp/native$p.out" &
-    pid[native.$p]=$!
-    native=$(wait_line "$tmp/native$p.out" "listening on ")
-    url[native.$p]="$native/hello/world"
-    "$bin/nanogrid" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-        --data-dir "$tmp/node$p" --admin-token bench >"$tmp/node$p.out" 2>"$tmp/node$p.log" &
-    pid[node.$p]=$!
-    ingress=$(wait_line "$tmp/node$p.out" "ingress listening on ")
-    admin=$(wait_line "$tmp/node$p.out" "admin listening on ")
+    local p=$1 ingress admin svc port
+    start_native "$p" "$bin/examples/native_hello"
+    start_node "node$p" "$bin/nanogrid"
+    pid[node.$p]=$node_pid ingress=$node_ingress admin=$node_admin
     "$bin/nanogrid" deploy "$hello_wasm" --name hello --instances "$INSTANCES" \
         --admin "$admin" --token bench >/dev/null
     "$bin/nanogrid" deploy "$hello_wasm" --name hello-reuse --instances "$INSTANCES" \

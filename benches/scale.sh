@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p nanogrid --bin nanogrid --example placement
-env -u CARGO_TARGET_DIR -u RUSTFLAGS cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml
+cargo build --release -q --target wasm32-wasip2 --workspace --manifest-path samples/Cargo.toml --target-dir samples/target
 model=$("$target/release/examples/placement" "${SERVICES:-10000}" "${MODEL_NODES:-100}")
 echo "$model" >&2
 exec python3 benches/scale.py "$target/release/nanogrid" samples/target/wasm32-wasip2/release/hello.wasm \

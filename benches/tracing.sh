@@ -39,7 +39,7 @@ if [ -z "$BIN" ]; then
     cargo build --release -q -p nanogrid --bin nanogrid
     BIN="$target/release/nanogrid"
 fi
-env -u CARGO_TARGET_DIR -u RUSTFLAGS cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml
+cargo build --release -q --target wasm32-wasip2 --manifest-path samples/Cargo.toml --target-dir samples/target
 hello_wasm=samples/target/wasm32-wasip2/release/hello.wasm
 
 . benches/lib.sh
