@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks, all on 127.0.0.1 with the same load generator (wrk) in one run:
 #  1. the `hello` nanoservice through nanogrid's ingress vs a native hyper server answering
-#     the same greeting;
+#     the same greeting, with keep-alive connections, one client, and a new connection per
+#     request;
 #  2. the standard wasi:http `http-hello` component under nanogrid vs under `wasmtime serve`
 #     of the same wasmtime version (installed by this script into ~/.cache/nanogrid), with
 #     its defaults and with the pooling allocator and the node's resident-memory settings;
@@ -12,7 +13,8 @@
 # ROUNDS (rounds of every server, the order reversed every other round of a set; default 4),
 # NODES (sets of server processes, the same binaries side by side, taking rounds in turn;
 # default 2: benches/lib.sh, "proc_of"), INSTANCES (default 64),
-# DURATION1 (s per one-client run, default 5), WARMUP (s per server before the rounds,
+# DURATION1 (s per one-client run, default 5), DURATION_CLOSE (s per run with a new
+# connection per request, default 5), WARMUP (s per server before the rounds,
 # default 2), INSTANTIATE_RUNS (default 20000).
 # The test suite's smoke: PROFILE=debug (the test build's binaries), WASMTIME=skip (no
 # wasmtime-cli to build: the node's own wasi:http services stand in for the three
@@ -22,6 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 DURATION1=${DURATION1:-5}
+DURATION_CLOSE=${DURATION_CLOSE:-5}
 CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-4}
 INSTANCES=${INSTANCES:-64}
@@ -107,6 +110,20 @@ run1() {
     parse "$tmp/$1.$3.c1.wrk"
 }
 lone_rows=""
+# close_run NAME URL ROUND PID -> "rps p50_us p99_us cpu_us errors": wrk at $CONNS
+# connections, each request on a new one (`Connection: close`, which the server honours by
+# closing after its answer). errors: wrk's socket errors and non-2xx answers, which must
+# stay 0 for the row to mean anything.
+close_run() {
+    local t0 t1 cpu errs f="$tmp/$1.$3.close.wrk"
+    t0=$(cpu_ticks "$4")
+    wrk -t1 -c"$CONNS" -d"${DURATION_CLOSE}s" --latency -H "Connection: close" "$2" >"$f"
+    t1=$(cpu_ticks "$4")
+    cpu=$(cpu_per_request "$t0" "$t1" "$f")
+    errs=$(awk '/Socket errors:/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } /Non-2xx/ { n += $NF } END { print n + 0 }' "$f")
+    echo "$(parse "$f") $(printf '%.1f' "$cpu") $errs"
+}
+close_rows=""
 # ratio A B -> A / B to two places
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a/b }'; }
 declare -A res
@@ -123,6 +140,17 @@ for r in $(seq 1 "$ROUNDS"); do
         lone_rows+="| $r | $p | ${k%%|*} | $o_rps | $o_p50 | $o_p99 |"$'\n'
     done
     lone_end
+    # A new connection per request: the accept path's cost (no target; see the notes).
+    for k in "native hyper|native" "nanogrid \`hello\`|nanogrid" \
+        "nanogrid \`hello\`, reuse $REUSE|reuse" \
+        "nanogrid wasi:http \`http-hello\`, reuse $REUSE|nanohttp-reuse" \
+        "\`wasmtime serve\` $WASMTIME_VERSION, pooling, reuse $REUSE|wasmtime-reuse"; do
+        name=${k#*|}
+        read -r c_rps c_p50 c_p99 c_cpu c_err < <(close_run "$name" "${url[$name.$p]}" "$r" "${pid[$name.$p]}")
+        [ "$name" = native ] && c_native=$c_rps c_ratio="" || c_ratio="**$(ratio "$c_rps" "$c_native")**"
+        [ "$name" = native ] || fig_add "close_$name" "$(ratio "$c_rps" "$c_native")" "$p"
+        close_rows+="| $r | $p | ${k%%|*} | $c_rps | $c_p50 | $c_p99 | $c_cpu | $c_err | $c_ratio |"$'\n'
+    done
     # The throughput runs, in reverse order every other round of a set: with a fixed order
     # the later of two servers compared read about 3 % lower in every round, whichever it
     # was (docs/BENCHMARKS.md, "Tried for hello throughput").
@@ -218,6 +246,21 @@ round, $(halt_poll_note); no target: what a lone caller waits):
 | round | set | server | requests/s | p50 (µs) | p99 (µs) |
 | --- | ---: | --- | ---: | ---: | ---: |
 $lone_rows
+A new connection for every request (\`wrk -t1 -c$CONNS -d${DURATION_CLOSE}s --latency -H
+"Connection: close"\`, the same servers, after the one-client runs of each round; no
+target: what clients that do not keep connections open get; errors: wrk's socket errors
+and non-2xx answers):
+
+| round | set | server | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | errors | / native |
+| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |
+$close_rows
+Mean throughput ratio to native hyper with a new connection per request: \`hello\`
+$(fig_show close_nanogrid), with reuse $(fig_show close_reuse), wasi:http with reuse
+$(fig_show close_nanohttp-reuse); \`wasmtime serve\` with pooling and reuse $(fig_show close_wasmtime-reuse).
+Each connection is accepted on the node's accept loop and handed to the connection
+thread with the fewest open (\`host/src/cores.rs\`); issue 20 named per-core accept loops
+(\`SO_REUSEPORT\`) as a candidate, and these rows are where that hand-off would show.
+
 A fresh instance of a request with no company (over HTTP/1, alone on its service and on
 the node) is torn down after its answer is written (\`Teardown::AfterAnswer\`), a
 nanoservice's as a wasi:http guest's; with company, in place. With this VM's
