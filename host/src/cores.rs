@@ -135,10 +135,29 @@ impl Cores {
     /// the returned [`OnCore`] drops. A tie goes to the first of them counting from a
     /// thread the process id picks.
     pub fn next(&self) -> (&Handle, OnCore) {
+        let (_, rt, on) = self.place(usize::MAX);
+        (rt, on)
+    }
+
+    /// Where a connection accepted on thread `here` runs: there, unless another thread
+    /// has fewer open (then on the one with the fewest, as [`Cores::next`]), so threads
+    /// stay balanced and a connection moves only when they are not. Returns the thread's
+    /// index with its runtime.
+    pub fn place(&self, here: usize) -> (usize, &Handle, OnCore) {
         let n = self.open.len();
-        let i = (0..n).map(|k| (self.first + k) % n).min_by_key(|&i| self.open[i].load(Ordering::Relaxed)).unwrap_or(0);
+        let least =
+            (0..n).map(|k| (self.first + k) % n).min_by_key(|&i| self.open[i].load(Ordering::Relaxed)).unwrap_or(0);
+        let i = match self.open.get(here) {
+            Some(o) if o.load(Ordering::Relaxed) <= self.open[least].load(Ordering::Relaxed) => here,
+            _ => least,
+        };
         self.open[i].fetch_add(1, Ordering::Relaxed);
-        (&self.handles[i], OnCore { open: self.open.clone(), i })
+        (i, &self.handles[i], OnCore { open: self.open.clone(), i })
+    }
+
+    /// Thread `i`'s runtime.
+    pub fn handle(&self, i: usize) -> &Handle {
+        &self.handles[i]
     }
 
     /// Stop the threads and wait for them (off the async runtime: a thread ends once its
@@ -247,6 +266,24 @@ mod tests {
         assert_eq!([c.as_str(), d.as_str()], ["t-other-0", "t-other-1"]);
         one.stop().await;
         other.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_stays_on_the_thread_that_accepted_it_unless_another_has_fewer() {
+        let cores = Cores::start_at("t-place", 2, 0).unwrap();
+        // A tie: where it was accepted.
+        let (i, _, a) = cores.place(1);
+        assert_eq!(i, 1);
+        // Thread 1 has one more than thread 0: it moves there.
+        let (i, _, b) = cores.place(1);
+        assert_eq!(i, 0);
+        let (i, _, c) = cores.place(0);
+        assert_eq!(i, 0);
+        // Thread 0 now has two, thread 1 one.
+        let (i, _, _d) = cores.place(0);
+        assert_eq!(i, 1);
+        drop((a, b, c));
+        cores.stop().await;
     }
 
     async fn cpus_of(cores: &Cores) -> Vec<Vec<usize>> {

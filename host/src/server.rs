@@ -101,37 +101,130 @@ impl Drop for IpSlot {
     }
 }
 
+/// What the accept loops of one listener share: the limits, the connection permits and
+/// per-address counts, the graceful-shutdown signal and every connection's task.
+struct Shared<H> {
+    name: &'static str,
+    limits: ServerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: watch::Receiver<bool>,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    conns: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    log: RateLimited,
+    /// Every connection's task, so none outlives the listener.
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+    handler: H,
+}
+
 /// Serve `handler` on `listener` until `shutdown` turns true, then drain. With `tls`,
 /// every connection starts with a TLS handshake (the certificate comes from `tls`, which
-/// may change while serving).
+/// may change while serving). With `cores`, each connection thread accepts on its own
+/// socket of the listener's address (`SO_REUSEPORT`; `reuseport_group`).
 pub async fn serve<H, F>(
     name: &'static str,
     listener: TcpListener,
     limits: ServerLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     cores: Option<crate::cores::Cores>,
     handler: H,
 ) where
     H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = http::Response<Body>> + Send + 'static,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let conns = Arc::new(Semaphore::new(limits.max_connections));
-    let per_ip = Arc::new(PerIp::default());
-    let log = RateLimited::new(Duration::from_secs(10));
-    // Every connection's task, so none outlives the listener.
-    let mut tasks = tokio::task::JoinSet::new();
+    let shared = Arc::new(Shared {
+        name,
+        limits,
+        tls,
+        stop: shutdown.clone(),
+        graceful: hyper_util::server::graceful::GracefulShutdown::new(),
+        conns: Arc::new(Semaphore::new(limits.max_connections)),
+        per_ip: Arc::new(PerIp::default()),
+        log: RateLimited::new(Duration::from_secs(10)),
+        tasks: Mutex::new(tokio::task::JoinSet::new()),
+        handler,
+    });
+    let cores = cores.map(Arc::new);
+    match cores.clone() {
+        None => accept_loop(&shared, listener, shutdown, None).await,
+        Some(c) => match reuseport_group(listener, c.threads()) {
+            Ok(group) => {
+                let loops: Vec<_> = group
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        let (shared, stop, c) = (shared.clone(), shutdown.clone(), c.clone());
+                        c.handle(i).clone().spawn(async move {
+                            match TcpListener::from_std(l) {
+                                Ok(l) => accept_loop(&shared, l, stop, Some((&c, i))).await,
+                                Err(e) => tracing::error!(listener = shared.name, error = %e, "a connection thread could not take its socket; it accepts nothing"),
+                            }
+                        })
+                    })
+                    .collect();
+                for l in loops {
+                    let _ = l.await;
+                }
+            }
+            Err((listener, e)) => {
+                tracing::warn!(listener = name, error = %e, "no socket per connection thread (SO_REUSEPORT); one accept loop hands connections to the threads");
+                accept_loop(&shared, listener, shutdown, Some((&c, usize::MAX))).await;
+            }
+        },
+    }
+    drain(shared).await;
+    if let Some(cores) = cores.and_then(Arc::into_inner) {
+        cores.stop().await;
+    }
+}
+
+/// Requests in flight finish (HTTP/1 connections through `graceful`, HTTP/2 ones on their
+/// own once told), then whatever is left is cut.
+async fn drain<H>(shared: Arc<Shared<H>>) {
+    let (name, limit) = (shared.name, shared.limits.drain_timeout);
+    let (graceful, mut tasks) = match Arc::try_unwrap(shared) {
+        Ok(s) => (Some(s.graceful), s.tasks.into_inner().unwrap_or_else(|e| e.into_inner())),
+        // An accept loop that could not be joined still holds it (it panicked): cut.
+        Err(s) => (None, std::mem::take(&mut *s.tasks.lock().unwrap_or_else(|e| e.into_inner()))),
+    };
+    let drained = async {
+        if let Some(g) = graceful {
+            g.shutdown().await;
+        }
+        while tasks.join_next().await.is_some() {}
+    };
+    tokio::select! {
+        _ = drained => tracing::info!(listener = name, "drained"),
+        _ = tokio::time::sleep(limit) => tracing::warn!(listener = name, "drain timed out; closing connections"),
+    }
+    tasks.abort_all();
+}
+
+/// Accept on `listener` until `shutdown` turns true. `on`: the connection threads and the
+/// one this loop runs on (`usize::MAX`: none of them, so every connection is handed to
+/// one); `None`: connections run on the runtime this loop runs on.
+async fn accept_loop<H, F>(
+    shared: &Arc<Shared<H>>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    on: Option<(&crate::cores::Cores, usize)>,
+) where
+    H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = http::Response<Body>> + Send + 'static,
+{
+    let name = shared.name;
     loop {
-        while tasks.try_join_next().is_some() {}
-        let Some((permit, stream, peer)) = accept_next(name, &listener, &conns, &mut shutdown).await else { break };
+        let Some((permit, stream, peer)) = accept_next(name, &listener, &shared.conns, &mut shutdown).await else {
+            break;
+        };
         // 0: no limit per address.
-        let slot = match limits.max_connections_per_ip {
+        let slot = match shared.limits.max_connections_per_ip {
             0 => None,
-            max => match per_ip.take(peer.ip(), max) {
+            max => match shared.per_ip.take(peer.ip(), max) {
                 Some(s) => Some(s),
                 None => {
-                    if let Some(dropped) = log.allow("per-ip") {
+                    if let Some(dropped) = shared.log.allow("per-ip") {
                         tracing::warn!(listener = name, %peer, limit = max, dropped, "too many connections from one address; closing new ones");
                     }
                     continue;
@@ -139,54 +232,126 @@ pub async fn serve<H, F>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (handler, watcher, tls, stop) = (handler.clone(), graceful.watcher(), tls.clone(), shutdown.clone());
-        let (stream, rt, on_core) = match &cores {
+        let (stream, rt, on_core) = match on {
             None => (Moving::Here(stream), tokio::runtime::Handle::current(), None),
-            Some(c) => {
-                let (rt, on) = c.next();
-                (Moving::to_thread(stream), rt.clone(), Some(on))
+            Some((cores, here)) => {
+                let (i, rt, on) = cores.place(here);
+                let stream = if i == here { Moving::Here(stream) } else { Moving::to_thread(stream) };
+                (stream, rt.clone(), Some(on))
             }
         };
-        tasks.spawn_on(async move {
-            let _held = (permit, slot, on_core);
-            let stream = match stream.arrive() {
-                Ok(s) => s,
-                Err(e) => return tracing::debug!(listener = name, %peer, error = %e, "connection lost moving to its thread"),
-            };
-            let Some(tls) = tls else {
-                return serve_http1(name, peer, stream, limits, watcher, handler).await;
-            };
-            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-            match tokio::time::timeout(limits.header_read_timeout, accept).await {
-                Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                    serve_http2(name, peer, s, limits, stop, handler).await;
-                }
-                Ok(Ok(s)) => serve_http1(name, peer, s, limits, watcher, handler).await,
-                Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(listener = name, %peer, "no TLS handshake in time"),
-            }
-        }, &rt);
+        let conn = Conn {
+            name,
+            peer,
+            limits: shared.limits,
+            tls: shared.tls.clone(),
+            stop: shared.stop.clone(),
+            watcher: shared.graceful.watcher(),
+            handler: shared.handler.clone(),
+        };
+        let conn = serve_connection(conn, stream, (permit, slot, on_core));
+        let mut tasks = shared.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn_on(conn, &rt);
     }
-    drop(listener);
-    // Requests in flight finish (HTTP/1 connections through `graceful`, HTTP/2 ones on
-    // their own once told), then whatever is left is cut.
-    let drained = async {
-        graceful.shutdown().await;
-        while tasks.join_next().await.is_some() {}
+}
+
+/// What one connection takes from its server (not the server's shared state itself,
+/// which drains once the accept loops end).
+struct Conn<H> {
+    name: &'static str,
+    peer: SocketAddr,
+    limits: ServerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: watch::Receiver<bool>,
+    watcher: hyper_util::server::graceful::Watcher,
+    handler: H,
+}
+
+/// One accepted connection, on the runtime it was placed on, holding what counts it.
+async fn serve_connection<H, F>(
+    c: Conn<H>,
+    stream: Moving,
+    _held: (OwnedSemaphorePermit, Option<IpSlot>, Option<crate::cores::OnCore>),
+) where
+    H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = http::Response<Body>> + Send + 'static,
+{
+    let (name, peer) = (c.name, c.peer);
+    let stream = match stream.arrive() {
+        Ok(s) => s,
+        Err(e) => return tracing::debug!(listener = name, %peer, error = %e, "connection lost moving to its thread"),
     };
-    tokio::select! {
-        _ = drained => tracing::info!(listener = name, "drained"),
-        _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!(listener = name, "drain timed out; closing connections"),
+    let Some(tls) = c.tls else {
+        return serve_http1(name, peer, stream, c.limits, c.watcher, c.handler).await;
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    match tokio::time::timeout(c.limits.header_read_timeout, accept).await {
+        Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            serve_http2(name, peer, s, c.limits, c.stop, c.handler).await;
+        }
+        Ok(Ok(s)) => serve_http1(name, peer, s, c.limits, c.watcher, c.handler).await,
+        Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(listener = name, %peer, "no TLS handshake in time"),
     }
-    tasks.abort_all();
-    if let Some(cores) = cores {
-        cores.stop().await;
+}
+
+/// `n` listening sockets on `listener`'s address, `listener` the first, all with
+/// `SO_REUSEPORT`, so the kernel spreads new connections over them and each connection
+/// thread accepts its own: no accept loop elsewhere that wakes a thread per connection
+/// (docs/BENCHMARKS.md, "A new connection per request"). On an error `listener` comes
+/// back unchanged but for the option, which alone changes nothing.
+fn reuseport_group(
+    listener: TcpListener,
+    n: usize,
+) -> Result<Vec<std::net::TcpListener>, (TcpListener, std::io::Error)> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and an int option of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err((listener, std::io::Error::last_os_error()));
+    }
+    let more = || -> std::io::Result<Vec<std::net::TcpListener>> {
+        let addr = listener.local_addr()?;
+        (1..n)
+            .map(|_| {
+                let s =
+                    if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+                s.set_reuseaddr(true)?;
+                s.set_reuseport(true)?;
+                s.bind(addr)?;
+                s.listen(1024)?.into_std()
+            })
+            .collect()
+    };
+    let rest = match more() {
+        Ok(rest) => rest,
+        Err(e) => return Err((listener, e)),
+    };
+    let first = listener.into_std().map_err(|e| {
+        // Not seen in practice (taking it out of the runtime's epoll failed): make a
+        // fresh listener impossible to return, so say so and serve nothing more here.
+        tracing::error!(error = %e, "could not move the listener to its connection thread");
+        e
+    });
+    match first {
+        Ok(first) => Ok(std::iter::once(first).chain(rest).collect()),
+        Err(_) => Ok(rest),
     }
 }
 
 /// An accepted connection on its way to the runtime that serves it: a stream belongs to
-/// the runtime whose I/O driver it was registered with, so one bound for a connection
-/// thread ([`crate::cores`]) is let go here and registered again there.
+/// the runtime whose I/O driver it was registered with, so one bound for another
+/// connection thread ([`crate::cores`]) is let go here and registered again there.
 enum Moving {
     Here(TcpStream),
     ToThread(std::io::Result<std::net::TcpStream>),
@@ -329,5 +494,92 @@ async fn serve_http2<S, H, F>(
     };
     if let Err(e) = ended {
         tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// One request on a new connection (`Connection: close`): the answer's body.
+    async fn get_once(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out.rsplit("\r\n\r\n").next().unwrap_or_default().to_string()
+    }
+
+    /// Listening IPv4 sockets on `port` (Linux's `/proc/net/tcp`, state `0A`).
+    fn listening_on(port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let local = format!(":{port:04X}");
+        let listening = |l: &&str| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+        };
+        table.lines().skip(1).filter(listening).count()
+    }
+
+    /// With connection threads, each accepts on its own socket of the address (two
+    /// listening sockets), and new connections one after another (so no thread ever has
+    /// more open than the other, and each stays where it was accepted) reach both.
+    #[tokio::test]
+    async fn each_connection_thread_accepts_its_own_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cores = crate::cores::Cores::start("t-accept", 2).unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let handler = |_req: http::Request<Incoming>| async {
+            http::Response::new(crate::http::full(std::thread::current().name().unwrap_or("?").to_string()))
+        };
+        let server =
+            tokio::spawn(serve("test", listener, ServerLimits::default(), None, stopped, Some(cores), handler));
+        let mut threads = BTreeSet::new();
+        threads.insert(get_once(addr).await);
+        assert_eq!(listening_on(addr.port()), 2, "a listening socket per thread");
+        for _ in 0..31 {
+            threads.insert(get_once(addr).await);
+        }
+        let both: BTreeSet<String> = ["t-accept-0", "t-accept-1"].map(String::from).into();
+        assert_eq!(threads, both, "32 connections, each on one of the two threads");
+        // It stops when told, and the address is free again.
+        stop.send(true).unwrap();
+        server.await.unwrap();
+        assert_eq!(listening_on(addr.port()), 0, "every socket of the group closed");
+    }
+
+    /// Shutdown with a keep-alive connection open and idle on a connection thread: the
+    /// connection is told to close and the server ends long before its drain timeout.
+    #[tokio::test]
+    async fn shutdown_closes_idle_keep_alive_connections_on_connection_threads() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cores = crate::cores::Cores::start("t-drain", 2).unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let handler = |_req: http::Request<Incoming>| async { http::Response::new(crate::http::full("ok")) };
+        // Neither the drain nor an idle connection's own timeout would end it in time.
+        let long = Duration::from_secs(60);
+        let limits = ServerLimits { drain_timeout: long, header_read_timeout: long, ..ServerLimits::default() };
+        let server = tokio::spawn(serve("test", listener, limits, None, stopped, Some(cores), handler));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"ok") {
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the answer: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        stop.send(true).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(20), server).await;
+        assert!(ended.is_ok(), "the server waited for its idle connection");
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).await.unwrap(), 0, "the connection was closed");
     }
 }
