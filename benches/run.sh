@@ -257,9 +257,11 @@ $close_rows
 Mean throughput ratio to native hyper with a new connection per request: \`hello\`
 $(fig_show close_nanogrid), with reuse $(fig_show close_reuse), wasi:http with reuse
 $(fig_show close_nanohttp-reuse); \`wasmtime serve\` with pooling and reuse $(fig_show close_wasmtime-reuse).
-Each connection is accepted on the node's accept loop and handed to the connection
-thread with the fewest open (\`host/src/cores.rs\`); issue 20 named per-core accept loops
-(\`SO_REUSEPORT\`) as a candidate, and these rows are where that hand-off would show.
+Each of the node's connection threads accepts on its own \`SO_REUSEPORT\` socket and keeps
+what it accepts unless another thread has fewer open (\`host/src/cores.rs\`; before
+2026-12-07 one accept loop handed every connection to a thread, which these rows showed:
+"Kept, 2026-12-07 (thirteenth session): each connection thread accepts its own
+connections").
 
 A fresh instance of a request with no company (over HTTP/1, alone on its service and on
 the node) is torn down after its answer is written (\`Teardown::AfterAnswer\`), a

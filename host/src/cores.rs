@@ -1,6 +1,7 @@
 //! Connection threads (`--ingress-threads per-core`, the default): one thread per core,
-//! each running its own single-threaded tokio runtime, to which the ingress hands each
-//! connection it accepts (to the thread with the fewest open). A request on such a
+//! each running its own single-threaded tokio runtime and accepting on its own socket of
+//! the ingress address (`SO_REUSEPORT`, `server::serve`); a thread keeps the connections
+//! it accepts unless another has fewer open ([`Cores::place`]). A request on such a
 //! connection is read, run and answered on one thread: never woken on another or stolen
 //! by another worker, which a multi-threaded runtime does for every request at this rate
 //! (docs/BENCHMARKS.md, "Kept, 2026-12-06: ingress connections on a runtime per core").

@@ -215,7 +215,8 @@ async fn accept_loop<H, F>(
 {
     let name = shared.name;
     loop {
-        let Some((permit, stream, peer)) = accept_next(name, &listener, &shared.conns, &mut shutdown).await else {
+        let Some((permit, stream, peer)) = accept_then_permit(name, &listener, &shared.conns, &mut shutdown).await
+        else {
             break;
         };
         // 0: no limit per address.
@@ -266,6 +267,43 @@ struct Conn<H> {
     stop: watch::Receiver<bool>,
     watcher: hyper_util::server::graceful::Watcher,
     handler: H,
+}
+
+/// The next connection `listener` accepts, then one of `conns`' permits for it; `None`
+/// once `shutdown` is true (or its sender gone). While it waits for a permit this loop
+/// accepts nothing more, so at the cap each accept loop holds at most one connection
+/// beyond it. The permit comes second because each connection thread accepts on its own
+/// socket: a permit taken before the accept (as [`accept_next`] does for the one peer
+/// listener) could sit with a loop whose socket gets nothing while a connection waits on
+/// another's. A failed accept is logged and tried again 50 ms later.
+async fn accept_then_permit(
+    name: &'static str,
+    listener: &TcpListener,
+    conns: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopping(shutdown) => return None,
+        };
+        return tokio::select! {
+            p = conns.clone().acquire_owned() => Some((p.ok()?, stream, peer)),
+            () = stopping(shutdown) => None,
+        };
+    }
+}
+
+/// Once `shutdown` is true (at once if it is already), or its sender is gone.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// One accepted connection, on the runtime it was placed on, holding what counts it.
