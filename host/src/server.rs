@@ -275,29 +275,17 @@ struct Conn<H> {
 /// beyond it. The permit comes second because each connection thread accepts on its own
 /// socket: a permit taken before the accept (as [`accept_next`] does for the one peer
 /// listener) could sit with a loop whose socket gets nothing while a connection waits on
-/// another's. A failed accept is logged and tried again 50 ms later.
+/// another's.
 async fn accept_then_permit(
     name: &'static str,
     listener: &TcpListener,
     conns: &Arc<Semaphore>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopping(shutdown) => return None,
-        };
-        return tokio::select! {
-            p = conns.clone().acquire_owned() => Some((p.ok()?, stream, peer)),
-            () = stopping(shutdown) => None,
-        };
+    let (stream, peer) = accept_retrying(name, listener, shutdown).await?;
+    tokio::select! {
+        p = conns.clone().acquire_owned() => Some((p.ok()?, stream, peer)),
+        () = stopping(shutdown) => None,
     }
 }
 
@@ -420,18 +408,30 @@ pub(crate) async fn accept_next(
 ) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
     let permit = tokio::select! {
         p = conns.clone().acquire_owned() => p.ok()?,
-        _ = shutdown.changed() => return None,
+        () = stopping(shutdown) => return None,
     };
+    let (stream, peer) = accept_retrying(name, listener, shutdown).await?;
+    Some((permit, stream, peer))
+}
+
+/// The next connection `listener` accepts; `None` once `shutdown` is true. A failed
+/// accept (usually out of file descriptors) is logged and tried again 50 ms later
+/// instead of spinning.
+async fn accept_retrying(
+    name: &'static str,
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, peer)) => return Some((permit, stream, peer)),
+                Ok(c) => return Some(c),
                 Err(e) => {
                     tracing::warn!(listener = name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = shutdown.changed() => return None,
+            () = stopping(shutdown) => return None,
         }
     }
 }
@@ -553,6 +553,23 @@ mod tests {
         out.rsplit("\r\n\r\n").next().unwrap_or_default().to_string()
     }
 
+    /// A server on a free loopback port with two connection threads named `{threads}-{i}`,
+    /// each answer the name of the thread that served it: its address, its stop switch
+    /// and its task.
+    async fn start(
+        threads: &str,
+        limits: ServerLimits,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cores = crate::cores::Cores::start(threads, 2).unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let handler = |_req: http::Request<Incoming>| async {
+            http::Response::new(crate::http::full(std::thread::current().name().unwrap_or("?").to_string()))
+        };
+        (addr, stop, tokio::spawn(serve("test", listener, limits, None, stopped, Some(cores), handler)))
+    }
+
     /// Listening IPv4 sockets on `port` (Linux's `/proc/net/tcp`, state `0A`).
     fn listening_on(port: u16) -> usize {
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
@@ -569,15 +586,7 @@ mod tests {
     /// more open than the other, and each stays where it was accepted) reach both.
     #[tokio::test]
     async fn each_connection_thread_accepts_its_own_connections() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cores = crate::cores::Cores::start("t-accept", 2).unwrap();
-        let (stop, stopped) = watch::channel(false);
-        let handler = |_req: http::Request<Incoming>| async {
-            http::Response::new(crate::http::full(std::thread::current().name().unwrap_or("?").to_string()))
-        };
-        let server =
-            tokio::spawn(serve("test", listener, ServerLimits::default(), None, stopped, Some(cores), handler));
+        let (addr, stop, server) = start("t-accept", ServerLimits::default()).await;
         let mut threads = BTreeSet::new();
         threads.insert(get_once(addr).await);
         assert_eq!(listening_on(addr.port()), 2, "a listening socket per thread");
@@ -596,19 +605,14 @@ mod tests {
     /// connection is told to close and the server ends long before its drain timeout.
     #[tokio::test]
     async fn shutdown_closes_idle_keep_alive_connections_on_connection_threads() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cores = crate::cores::Cores::start("t-drain", 2).unwrap();
-        let (stop, stopped) = watch::channel(false);
-        let handler = |_req: http::Request<Incoming>| async { http::Response::new(crate::http::full("ok")) };
         // Neither the drain nor an idle connection's own timeout would end it in time.
         let long = Duration::from_secs(60);
         let limits = ServerLimits { drain_timeout: long, header_read_timeout: long, ..ServerLimits::default() };
-        let server = tokio::spawn(serve("test", listener, limits, None, stopped, Some(cores), handler));
+        let (addr, stop, server) = start("t-drain", limits).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
         let mut got = Vec::new();
-        while !got.ends_with(b"ok") {
+        while !got.windows(8).any(|w| w == b"t-drain-") {
             let mut buf = [0u8; 512];
             let n = s.read(&mut buf).await.unwrap();
             assert!(n > 0, "the answer: {}", String::from_utf8_lossy(&got));
