@@ -47,6 +47,7 @@ use serde::Deserialize;
 /// gossip_listen = "127.0.0.1:7002"
 /// seeds = ["127.0.0.1:7102", "127.0.0.1:7202"]
 /// voters = 3
+/// bootstrap_expect = 3          # a new cluster forms once this many nodes see each other
 /// gossip_interval_ms = 200
 /// advertise_host = "10.0.0.1"   # when listeners bind 0.0.0.0
 /// phi_threshold = 8.0           # failure detector: higher = later but surer
@@ -105,6 +106,7 @@ pub struct FileConfig {
     pub gossip_listen: Option<SocketAddr>,
     pub seeds: Option<Vec<String>>,
     pub voters: Option<usize>,
+    pub bootstrap_expect: Option<usize>,
     pub gossip_interval_ms: Option<u64>,
     pub advertise_host: Option<std::net::IpAddr>,
     pub phi_threshold: Option<f64>,
@@ -149,5 +151,6 @@ mod tests {
         assert_eq!(c.peer_listen, Some("10.0.0.1:7001".parse().unwrap()));
         assert_eq!(c.seeds.as_ref().map(Vec::len), Some(2));
         assert_eq!(c.voters, Some(3));
+        assert_eq!(c.bootstrap_expect, Some(3));
     }
 }

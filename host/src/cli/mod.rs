@@ -353,6 +353,10 @@ pub struct ClusterArgs {
     /// How many members vote in the control plane (3 or 5; the rest are learners) [default: 3]
     #[arg(long, value_name = "N")]
     pub voters: Option<usize>,
+    /// A new cluster forms only once this many nodes see each other: the number of nodes
+    /// started together (1: a lone node forms one alone) [default: 1]
+    #[arg(long, value_name = "N")]
+    pub bootstrap_expect: Option<usize>,
     /// Gossip interval in milliseconds [default: 200]
     #[arg(long, value_name = "MS")]
     pub gossip_interval_ms: Option<u64>,

@@ -211,6 +211,13 @@ pub fn cluster_config(args: &ClusterArgs, file: &FileConfig) -> anyhow::Result<O
     if !(1..=7).contains(&c.voters) {
         bail!("--voters {} is out of range: use 3 or 5 (1 to 7 allowed)", c.voters);
     }
+    c.bootstrap_expect = args.bootstrap_expect.or(file.bootstrap_expect).unwrap_or(c.bootstrap_expect);
+    if !(1..=64).contains(&c.bootstrap_expect) {
+        bail!(
+            "--bootstrap-expect {} is out of range: give the number of nodes started together (1 to 64)",
+            c.bootstrap_expect
+        );
+    }
     if let Some(ms) = args.gossip_interval_ms.or(file.gossip_interval_ms) {
         if !(10..=5000).contains(&ms) {
             bail!("--gossip-interval-ms {ms} is out of range (10 to 5000)");

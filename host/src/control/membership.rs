@@ -100,6 +100,8 @@ pub struct MembershipDeps {
     pub gossip_interval: Duration,
     /// How many members vote (a bootstrap takes up to this many).
     pub voters: usize,
+    /// How many joining nodes must see each other before a brand-new cluster forms.
+    pub bootstrap_expect: usize,
 }
 
 /// The mode loop's state, shared with [`Membership`].
@@ -111,10 +113,12 @@ struct Inner {
     gossip: Arc<Gossip>,
     gossip_interval: Duration,
     voters: usize,
+    bootstrap_expect: usize,
     live: Arc<LiveView>,
     mode: RwLock<Mode>,
     started: Instant,
-    /// Warnings about a cluster with another partition count (once in a while).
+    /// Warnings about a cluster with another partition count, and why a bootstrap waits
+    /// (once in a while).
     mismatch_log: crate::ratelog::RateLimited,
 }
 
@@ -126,7 +130,7 @@ pub struct Membership {
 
 impl Membership {
     pub fn spawn(deps: MembershipDeps, stop: watch::Receiver<bool>) -> Membership {
-        let MembershipDeps { name, raft, sm, registry, gossip, gossip_interval, voters } = deps;
+        let MembershipDeps { name, raft, sm, registry, gossip, gossip_interval, voters, bootstrap_expect } = deps;
         let inner = Arc::new(Inner {
             name,
             raft,
@@ -135,6 +139,7 @@ impl Membership {
             gossip,
             gossip_interval,
             voters,
+            bootstrap_expect,
             live: Default::default(),
             mode: RwLock::new(Mode::Dormant),
             started: Instant::now(),
@@ -284,26 +289,30 @@ impl Inner {
     }
 
     /// A brand-new cluster: once gossip has settled, the node with the smallest name among
-    /// nodes that are all still joining initialises Raft with up to `voters` of them.
+    /// nodes that are all still joining initialises Raft with up to `voters` of them, once
+    /// it sees `bootstrap_expect` of them (see [`bootstrap_plan`]).
     async fn maybe_bootstrap(&self, live: &BTreeMap<String, PeerInfo>) {
         let settle = (self.gossip_interval * 10).max(Duration::from_secs(2));
         if self.started.elapsed() < settle {
             return;
         }
-        if live.values().any(|p| p.id != self.name && p.mode != JOINING) {
-            return; // a cluster exists; its leader adds this node as a learner
-        }
-        if live.keys().next() != Some(&self.name) {
-            return;
-        }
-        // Only nodes whose grid has this node's partition count (the others are told).
         let count = self.registry.grid().replicas().count();
-        let members: BTreeMap<u64, Member> = live
-            .values()
-            .filter(|p| p.partitions == count)
-            .take(self.voters)
-            .map(|p| (raft_id(&p.id), Member { name: p.id.clone(), peer: p.peer.clone() }))
-            .collect();
+        let members = match bootstrap_plan(&self.name, live, count, self.voters, self.bootstrap_expect) {
+            Bootstrap::NotThisNode => return,
+            Bootstrap::Waiting(seen) => {
+                if self.mismatch_log.allow("bootstrap").is_some() {
+                    tracing::info!(
+                        seen = ?seen,
+                        expect = self.bootstrap_expect,
+                        "waiting for {} nodes to form a new cluster (--bootstrap-expect); seeing {}",
+                        self.bootstrap_expect,
+                        seen.len()
+                    );
+                }
+                return;
+            }
+            Bootstrap::Start(members) => members,
+        };
         let names: Vec<String> = members.values().map(|m| m.name.clone()).collect();
         match self.raft.initialize(members).await {
             Ok(()) => tracing::info!(voters = ?names, "bootstrapped a new cluster"),
@@ -312,8 +321,45 @@ impl Inner {
     }
 }
 
+/// What a joining node does about a brand-new cluster, from gossip's live view.
+#[derive(Debug, PartialEq)]
+enum Bootstrap {
+    /// A cluster exists (its leader adds this node), or another node has a smaller name.
+    NotThisNode,
+    /// Fewer than `bootstrap_expect` joining nodes of this node's partition count are
+    /// visible (those it sees): forming now could split the cluster, since nodes that
+    /// cannot see this one yet would bootstrap their own.
+    Waiting(Vec<String>),
+    /// Initialise Raft with these voters.
+    Start(BTreeMap<u64, Member>),
+}
+
+/// The bootstrap rule: only when every visible node is still joining, only once `expect`
+/// of those with this node's partition `count` are visible (the others are told), only by
+/// the smallest name, and with up to `voters` of them.
+fn bootstrap_plan(me: &str, live: &BTreeMap<String, PeerInfo>, count: u32, voters: usize, expect: usize) -> Bootstrap {
+    if live.values().any(|p| p.id != me && p.mode != JOINING) {
+        return Bootstrap::NotThisNode;
+    }
+    let candidates: Vec<&PeerInfo> = live.values().filter(|p| p.partitions == count).collect();
+    if candidates.len() < expect {
+        return Bootstrap::Waiting(candidates.iter().map(|p| p.id.clone()).collect());
+    }
+    if live.keys().next().map(String::as_str) != Some(me) {
+        return Bootstrap::NotThisNode;
+    }
+    let members = candidates
+        .into_iter()
+        .take(voters)
+        .map(|p| (raft_id(&p.id), Member { name: p.id.clone(), peer: p.peer.clone() }))
+        .collect();
+    Bootstrap::Start(members)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn members(names: &[&str]) -> Vec<Member> {
@@ -322,6 +368,45 @@ mod tests {
 
     fn live(names: &[&str]) -> BTreeMap<String, PeerInfo> {
         names.iter().map(|n| (n.to_string(), PeerInfo { id: n.to_string(), ..Default::default() })).collect()
+    }
+
+    /// Joining nodes of partition count 256, `other` with another count.
+    fn joining(names: &[&str], other: &[&str]) -> BTreeMap<String, PeerInfo> {
+        let mut view = live(names);
+        for p in view.values_mut() {
+            p.mode = JOINING.into();
+            p.partitions = if other.contains(&p.id.as_str()) { 64 } else { 256 };
+        }
+        view
+    }
+
+    fn started_with(plan: Bootstrap) -> Vec<String> {
+        match plan {
+            Bootstrap::Start(m) => m.into_values().map(|m| m.name).collect::<BTreeSet<_>>().into_iter().collect(),
+            other => panic!("no bootstrap: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_cluster_forms_once_the_expected_nodes_see_each_other() {
+        let view = joining(&["n1", "n2", "n3", "n4"], &[]);
+        // The smallest name bootstraps, with up to `voters` of them.
+        assert_eq!(started_with(bootstrap_plan("n1", &view, 256, 3, 3)), ["n1", "n2", "n3"]);
+        assert_eq!(bootstrap_plan("n2", &view, 256, 3, 3), Bootstrap::NotThisNode);
+        // Two of three expected: wait, saying whom it sees; with 1 expected a lone node starts.
+        let two = joining(&["n1", "n2"], &[]);
+        for me in ["n1", "n2"] {
+            assert_eq!(bootstrap_plan(me, &two, 256, 3, 3), Bootstrap::Waiting(vec!["n1".into(), "n2".into()]));
+        }
+        assert_eq!(started_with(bootstrap_plan("n1", &joining(&["n1"], &[]), 256, 3, 1)), ["n1"]);
+        // A node of another partition count does not count towards the expected nodes.
+        let mixed = joining(&["n1", "n2", "n3"], &["n3"]);
+        assert_eq!(bootstrap_plan("n1", &mixed, 256, 3, 3), Bootstrap::Waiting(vec!["n1".into(), "n2".into()]));
+        assert_eq!(started_with(bootstrap_plan("n1", &mixed, 256, 3, 2)), ["n1", "n2"]);
+        // A node that already serves: a cluster exists, its leader adds the rest.
+        let mut formed = joining(&["n1", "n2", "n3"], &[]);
+        formed.get_mut("n2").unwrap().mode = Mode::Leader.as_str().into();
+        assert_eq!(bootstrap_plan("n1", &formed, 256, 3, 1), Bootstrap::NotThisNode);
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub struct ClusterConfig {
     pub seeds: Vec<String>,
     /// How many members vote (the rest are learners).
     pub voters: usize,
+    /// How many joining nodes must see each other before a brand-new cluster forms (1: a
+    /// lone node forms one after gossip settles; the number of nodes started together
+    /// keeps nodes that cannot see each other yet from forming separate clusters).
+    pub bootstrap_expect: usize,
     pub gossip_interval: Duration,
     /// chitchat's phi accrual threshold: higher detects failures later but more surely.
     pub phi_threshold: f64,
@@ -148,6 +152,7 @@ impl ClusterConfig {
             gossip_listen,
             seeds: Vec::new(),
             voters: 3,
+            bootstrap_expect: 1,
             gossip_interval: Duration::from_millis(200),
             phi_threshold: 8.0,
             fault_injection: false,
@@ -300,6 +305,7 @@ impl Cluster {
                 gossip: gossip.clone(),
                 gossip_interval: config.gossip_interval,
                 voters: config.voters,
+                bootstrap_expect: config.bootstrap_expect,
             },
             stop.clone(),
         );

@@ -6,6 +6,7 @@
 mod autoscale;
 mod barrier_wait;
 mod barriers;
+mod bootstrap;
 mod colocate;
 mod console;
 mod driver;
