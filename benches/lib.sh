@@ -48,12 +48,14 @@ wait_line() { # file prefix -> the rest of the first line starting with prefix
 
 # wait_optimized ADMIN TOKEN NAME...: until each service runs optimized code here (a new
 # component serves Winch's baseline code until Cranelift's is swapped in): steady-state
-# figures are measured on the code a node keeps.
+# figures are measured on the code a node keeps. An https:// ADMIN is trusted through the
+# CA file NANOGRID_CA names, as the CLI does.
 wait_optimized() {
     local admin=$1 token=$2 svc body; shift 2
     for svc in "$@"; do
         for _ in $(seq 1 1200); do
-            body=$(curl -sf -H "Authorization: Bearer $token" "$admin/v1/services/$svc" || true)
+            body=$(curl -sf ${NANOGRID_CA:+--cacert "$NANOGRID_CA"} -H "Authorization: Bearer $token" \
+                "$admin/v1/services/$svc" || true)
             grep -Eq '"code": ?"optimized"' <<<"$body" && continue 2
             sleep 0.1
         done

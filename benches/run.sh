@@ -6,7 +6,10 @@
 #  2. the standard wasi:http `http-hello` component under nanogrid vs under `wasmtime serve`
 #     of the same wasmtime version (installed by this script into ~/.cache/nanogrid), with
 #     its defaults and with the pooling allocator and the node's resident-memory settings;
-#  3. per-request instantiation time inside the node.
+#  3. over TLS (rustls, the node's --tls-cert/--tls-key): native hyper with the same
+#     rustls configuration against the node's reused `hello`, with keep-alive connections
+#     and with a new connection (a new handshake) per request;
+#  4. per-request instantiation time inside the node.
 # Rewrites docs/BENCHMARKS.md. Run it with `./dev bench` (which installs wrk).
 #
 # Settings (environment): DURATION (s per run, default 10), CONNS (default 32),
@@ -68,6 +71,7 @@ start_set() {
         --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
     wait_optimized "$admin" bench hello hello-reuse web web-reuse
     for svc in hello hello-reuse web web-reuse; do curl -sf "$ingress/$svc/world" >/dev/null; done
+    start_tls_pair "$p"
     url[nanogrid.$p]="$ingress/hello/world" url[reuse.$p]="$ingress/hello-reuse/world"
     url[nanohttp.$p]="$ingress/web/world" url[nanohttp-reuse.$p]="$ingress/web-reuse/world"
     for svc in nanogrid reuse nanohttp nanohttp-reuse; do pid[$svc.$p]=${pid[node.$p]}; done
@@ -94,12 +98,32 @@ start_set() {
     pid[wasmtime-reuse.$p]=$! url[wasmtime-reuse.$p]="http://127.0.0.1:$port/world"
     serve_until_up "${url[wasmtime-reuse.$p]}" "$tmp/wtr$p.out" "wasmtime serve with reuse"
 }
+# The TLS pair's certificate: a cluster CA's (`nanogrid cluster init`) for the name
+# localhost, an ECDSA P-256 key; the CLI and curl trust the CA, wrk checks nothing.
+tls_dir="$tmp/tls"
+"$bin/nanogrid" cluster init "$tls_dir" --nodes localhost >/dev/null
+tls_cert="$tls_dir/nodes/localhost/node.pem" tls_key="$tls_dir/nodes/localhost/node.key"
+# start_tls_pair SET: native hyper over TLS (url[native-tls.SET]) and a node with the same
+# certificate serving `hello` with reuse (url[reuse-tls.SET]).
+start_tls_pair() {
+    local p=$1 admin
+    "$bin/examples/native_hello" 127.0.0.1:0 shared "$tls_cert" "$tls_key" >"$tmp/native-tls$p.out" &
+    pid[native-tls.$p]=$!
+    url[native-tls.$p]="$(wait_line "$tmp/native-tls$p.out" "listening on ")/hello/world"
+    start_node "tls$p" "$bin/nanogrid" --tls-cert "$tls_cert" --tls-key "$tls_key"
+    pid[reuse-tls.$p]=$node_pid admin=${node_admin/127.0.0.1/localhost}
+    NANOGRID_CA="$tls_dir/ca.pem" "$bin/nanogrid" deploy "$hello_wasm" --name hello-reuse \
+        --instances "$INSTANCES" --reuse "$REUSE" --admin "$admin" --token bench >/dev/null
+    NANOGRID_CA="$tls_dir/ca.pem" wait_optimized "$admin" bench hello-reuse
+    url[reuse-tls.$p]="$node_ingress/hello-reuse/world"
+    curl -sf --cacert "$tls_dir/ca.pem" "${url[reuse-tls.$p]/127.0.0.1/localhost}" >/dev/null
+}
 WT_POOL="(skipped: WASMTIME=skip)"
 [ "$WASMTIME" = skip ] || WT_POOL=$(wasmtime_pool_opts)
 names=(native nanogrid reuse nanohttp nanohttp-reuse wasmtime wasmtime-pool wasmtime-reuse)
 for p in $(seq 1 "$NODES"); do
     start_set "$p"
-    for name in "${names[@]}"; do wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${url[$name.$p]}" >/dev/null; done
+    for name in "${names[@]}" native-tls reuse-tls; do wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${url[$name.$p]}" >/dev/null; done
 done
 rows=""
 http_rows=""
@@ -124,6 +148,35 @@ close_run() {
     echo "$(parse "$f") $(printf '%.1f' "$cpu") $errs"
 }
 close_rows=""
+tls_rows=""
+declare -A close_rps
+# tls_round ROUND SET: the TLS pair with keep-alive connections and with a new connection
+# per request, after the round's plain runs (res[] and close_rps[] hold those): each row's
+# ratio to native hyper over TLS, and to the same server without TLS in this round.
+tls_round() {
+    local r=$1 p=$2 k name mode rps p50 p99 cpu err plain native_rps
+    for mode in keep close; do
+        for k in "native hyper|native-tls|native" "nanogrid \`hello\`, reuse $REUSE|reuse-tls|reuse"; do
+            IFS='|' read -r label name plain <<<"$k"
+            if [ "$mode" = keep ]; then
+                read -r rps p50 p99 cpu < <(wrk_run "$name" "${url[$name.$p]}" "$r" "${pid[$name.$p]}")
+                err="" plain=$(cut -d' ' -f1 <<<"${res[$plain]}")
+            else
+                read -r rps p50 p99 cpu err < <(close_run "$name" "${url[$name.$p]}" "$r" "${pid[$name.$p]}")
+                plain=${close_rps[$plain]}
+            fi
+            [ "$name" = native-tls ] && native_rps=$rps
+            local to_native="" to_plain
+            to_plain=$(ratio "$rps" "$plain")
+            fig_add "tls_${mode}_plain_$name" "$to_plain" "$p"
+            if [ "$name" != native-tls ]; then
+                to_native="**$(ratio "$rps" "$native_rps")**"
+                fig_add "tls_$mode" "$(ratio "$rps" "$native_rps")" "$p"
+            fi
+            tls_rows+="| $r | $p | $label | $mode | $rps | $p50 | $p99 | $cpu | ${err:-} | $to_native | $to_plain |"$'\n'
+        done
+    done
+}
 # ratio A B -> A / B to two places
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a/b }'; }
 declare -A res
@@ -149,6 +202,7 @@ for r in $(seq 1 "$ROUNDS"); do
         read -r c_rps c_p50 c_p99 c_cpu c_err < <(close_run "$name" "${url[$name.$p]}" "$r" "${pid[$name.$p]}")
         [ "$name" = native ] && c_native=$c_rps c_ratio="" || c_ratio="**$(ratio "$c_rps" "$c_native")**"
         [ "$name" = native ] || fig_add "close_$name" "$(ratio "$c_rps" "$c_native")" "$p"
+        close_rps[$name]=$c_rps
         close_rows+="| $r | $p | ${k%%|*} | $c_rps | $c_p50 | $c_p99 | $c_cpu | $c_err | $c_ratio |"$'\n'
     done
     # The throughput runs, in reverse order every other round of a set: with a fixed order
@@ -159,6 +213,7 @@ for r in $(seq 1 "$ROUNDS"); do
     for name in "${order[@]}"; do
         res[$name]=$(wrk_run "$name" "${url[$name.$p]}" "$r" "${pid[$name.$p]}")
     done
+    tls_round "$r" "$p"
     read -r w_rps w_p50 w_p99 w_cpu <<<"${res[wasmtime]}"
     read -r wp_rps wp_p50 wp_p99 wp_cpu <<<"${res[wasmtime-pool]}"
     read -r h_rps h_p50 h_p99 h_cpu <<<"${res[nanohttp]}"
@@ -271,6 +326,23 @@ halt polling off, as it boots, a server's p50 at one connection is bimodal betwe
 hyper's as well; that is the wake-up of a halted vCPU, which is why these rows run with
 halt polling on where the script can turn it on (what they ran with is said above; see
 "Tried for hello throughput" below).
+
+Over TLS (rustls with the ring provider, TLS 1.3, the same ECDSA P-256 certificate for
+both; the node with \`--tls-cert\`/\`--tls-key\`, native hyper with the same rustls
+configuration through the same accept loop): native hyper and the node's \`hello\` with
+reuse $REUSE, \`wrk -t1 -c$CONNS\` with keep-alive connections (${DURATION} s) and with a new
+connection, and so a full handshake, per request (${DURATION_CLOSE} s), after each round's plain runs;
+no target. "/ without TLS": the same server's plain run of the same round (the tables above).
+
+| round | set | server | connections | requests/s | p50 (µs) | p99 (µs) | CPU/req (µs) | errors | / native over TLS | / without TLS |
+| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+$tls_rows
+Mean throughput ratio to native hyper over TLS: keep-alive $(fig_show tls_keep), a new
+connection per request $(fig_show tls_close). What TLS leaves of each server's plain
+throughput: keep-alive, native hyper $(fig_show tls_keep_plain_native-tls), the node
+$(fig_show tls_keep_plain_reuse-tls); a new connection per request, native hyper
+$(fig_show tls_close_plain_native-tls), the node $(fig_show tls_close_plain_reuse-tls).
+Each connection's handshake runs on the connection thread that accepted it.
 
 ## A standard wasi:http component: nanogrid vs \`wasmtime serve\`
 

@@ -4,8 +4,11 @@
 //! hyper serves fewer requests a second on threads per core (74-77k against 83-101k at 32
 //! connections where measured, docs/BENCHMARKS.md), so the baseline runs at its best.
 //!
-//! `cargo run --release --example native_hello -- [ADDR] [shared|per-core]` prints
-//! `listening on http://ADDR`.
+//! With a certificate and its key (PEM files) it speaks HTTPS through the same rustls
+//! configuration as the node's `--tls-cert`/`--tls-key` listeners.
+//!
+//! `cargo run --release --example native_hello -- [ADDR] [shared|per-core] [CERT KEY]`
+//! prints `listening on http://ADDR` (`https://` with a certificate).
 
 use bytes::Bytes;
 
@@ -17,8 +20,17 @@ async fn main() -> anyhow::Result<()> {
         .map_or(Ok(nanogrid::cores::IngressThreads::Shared), |t| t.parse())
         .map_err(anyhow::Error::msg)?;
     let cores = nanogrid::cores::Cores::for_mode(threads, "native-core")?;
+    let tls = match (std::env::args().nth(3), std::env::args().nth(4)) {
+        (Some(cert), Some(key)) => {
+            let files = nanogrid::listener_tls::TlsFiles { cert: cert.into(), key: key.into() };
+            Some(nanogrid::listener_tls::CertFiles::load(files)?.server_config()?)
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("give both a certificate and its key (PEM files), or neither"),
+    };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{}", listener.local_addr()?);
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let handler = |req: http::Request<hyper::body::Incoming>| async move {
         let body = format!("hello, world! you asked for {} {}\n", req.method(), req.uri().path());
@@ -27,6 +39,6 @@ async fn main() -> anyhow::Result<()> {
             .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
         resp
     };
-    nanogrid::server::serve("native", listener, Default::default(), None, rx, cores, handler).await;
+    nanogrid::server::serve("native", listener, Default::default(), tls, rx, cores, handler).await;
     Ok(())
 }
