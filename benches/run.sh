@@ -342,7 +342,10 @@ connection per request $(fig_show tls_close). What TLS leaves of each server's p
 throughput: keep-alive, native hyper $(fig_show tls_keep_plain_native-tls), the node
 $(fig_show tls_keep_plain_reuse-tls); a new connection per request, native hyper
 $(fig_show tls_close_plain_native-tls), the node $(fig_show tls_close_plain_reuse-tls).
-Each connection's handshake runs on the connection thread that accepted it.
+A handshake of a connection on a connection thread runs on the node's multi-threaded
+runtime, the session then served on the connection thread (\`listener_tls::handshake\`;
+before 2026-12-07 it ran on the accepting thread: "Kept, 2026-12-07 (fourteenth session):
+TLS handshakes on the shared runtime").
 
 ## A standard wasi:http component: nanogrid vs \`wasmtime serve\`
 

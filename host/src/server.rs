@@ -114,6 +114,9 @@ struct Shared<H> {
     log: RateLimited,
     /// Every connection's task, so none outlives the listener.
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// The runtime `serve` runs on (the node's shared one): TLS handshakes of connections
+    /// on connection threads run there.
+    offload: tokio::runtime::Handle,
     handler: H,
 }
 
@@ -143,6 +146,7 @@ pub async fn serve<H, F>(
         per_ip: Arc::new(PerIp::default()),
         log: RateLimited::new(Duration::from_secs(10)),
         tasks: Mutex::new(tokio::task::JoinSet::new()),
+        offload: tokio::runtime::Handle::current(),
         handler,
     });
     let cores = cores.map(Arc::new);
@@ -246,6 +250,7 @@ async fn accept_loop<H, F>(
             peer,
             limits: shared.limits,
             tls: shared.tls.clone(),
+            offload: on.map(|_| shared.offload.clone()),
             stop: shared.stop.clone(),
             watcher: shared.graceful.watcher(),
             handler: shared.handler.clone(),
@@ -264,6 +269,8 @@ struct Conn<H> {
     peer: SocketAddr,
     limits: ServerLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where its TLS handshake runs, if not where it is served (see `Shared::offload`).
+    offload: Option<tokio::runtime::Handle>,
     stop: watch::Receiver<bool>,
     watcher: hyper_util::server::graceful::Watcher,
     handler: H,
@@ -311,14 +318,13 @@ async fn serve_connection<H, F>(
     let Some(tls) = c.tls else {
         return serve_http1(name, peer, stream, c.limits, c.watcher, c.handler).await;
     };
-    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-    match tokio::time::timeout(c.limits.header_read_timeout, accept).await {
-        Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+    let limit = c.limits.header_read_timeout;
+    match crate::listener_tls::handshake(stream, tls, limit, c.offload.as_ref()).await {
+        Ok(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
             serve_http2(name, peer, s, c.limits, c.stop, c.handler).await;
         }
-        Ok(Ok(s)) => serve_http1(name, peer, s, c.limits, c.watcher, c.handler).await,
-        Ok(Err(e)) => tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(listener = name, %peer, "no TLS handshake in time"),
+        Ok(s) => serve_http1(name, peer, s, c.limits, c.watcher, c.handler).await,
+        Err(e) => tracing::debug!(listener = name, %peer, error = %e, "no TLS session"),
     }
 }
 
