@@ -133,26 +133,27 @@ impl ResolvesServerCert for CertFiles {
 pub struct Relocatable(Option<TcpStream>);
 
 impl Relocatable {
-    fn live(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
-        self.0.as_mut().map(Pin::new).ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    /// `poll` on the stream, or `NotConnected` while it is out.
+    fn with<T>(
+        self: Pin<&mut Self>,
+        poll: impl FnOnce(Pin<&mut TcpStream>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match self.get_mut().0.as_mut() {
+            Some(s) => poll(Pin::new(s)),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
     }
 }
 
 impl AsyncRead for Relocatable {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut().live() {
-            Ok(s) => s.poll_read(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.with(|s| s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Relocatable {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut().live() {
-            Ok(s) => s.poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.with(|s| s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -160,10 +161,7 @@ impl AsyncWrite for Relocatable {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut().live() {
-            Ok(s) => s.poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.with(|s| s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -171,17 +169,11 @@ impl AsyncWrite for Relocatable {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut().live() {
-            Ok(s) => s.poll_flush(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.with(|s| s.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut().live() {
-            Ok(s) => s.poll_shutdown(cx),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.with(|s| s.poll_shutdown(cx))
     }
 }
 
@@ -220,33 +212,31 @@ pub async fn handshake(
         return accept(stream).await;
     };
     let std = stream.into_std().map_err(HandshakeError::Moving)?;
-    let task = rt.spawn(async move {
-        let tcp = TcpStream::from_std(std).map_err(HandshakeError::Moving)?;
-        let mut session = accept(tcp).await?;
-        let tcp = session
-            .get_mut()
-            .0
-            .0
-            .take()
-            .ok_or_else(|| HandshakeError::Moving(std::io::ErrorKind::NotConnected.into()))?;
-        Ok::<_, HandshakeError>((session, tcp.into_std().map_err(HandshakeError::Moving)?))
-    });
-    let mut task = AbortOnDrop(task);
-    let (mut session, std) = match (&mut task.0).await {
-        Ok(done) => done?,
-        Err(e) => return Err(HandshakeError::Moving(std::io::Error::other(e))),
+    // A set of one: dropping it (this future dropped) aborts the handshake.
+    let mut task = tokio::task::JoinSet::new();
+    task.spawn_on(
+        async move {
+            let tcp = TcpStream::from_std(std).map_err(HandshakeError::Moving)?;
+            let mut session = accept(tcp).await?;
+            let tcp = session
+                .get_mut()
+                .0
+                .0
+                .take()
+                .ok_or_else(|| HandshakeError::Moving(std::io::ErrorKind::NotConnected.into()))?;
+            Ok::<_, HandshakeError>((session, tcp.into_std().map_err(HandshakeError::Moving)?))
+        },
+        rt,
+    );
+    let (mut session, std) = match task.join_next().await {
+        Some(Ok(done)) => done?,
+        // The task panicked or was cut short by the runtime's shutdown.
+        Some(Err(e)) => return Err(HandshakeError::Moving(std::io::Error::other(e))),
+        // Not reached (one task is in the set), but no panic for it.
+        None => return Err(HandshakeError::Moving(std::io::ErrorKind::NotFound.into())),
     };
     session.get_mut().0.0 = Some(TcpStream::from_std(std).map_err(HandshakeError::Moving)?);
     Ok(session)
-}
-
-/// A task aborted when its handle is dropped (a no-op once it has ended).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -168,7 +168,9 @@ pub async fn serve<H, F>(
                     })
                     .collect();
                 for l in loops {
-                    let _ = l.await;
+                    if let Err(e) = l.await {
+                        tracing::error!(listener = name, error = %e, "an accept loop ended abnormally");
+                    }
                 }
             }
             Err((listener, e)) => {
