@@ -367,6 +367,16 @@ pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
             n.services.join(", ")
         );
     }
+    let foreign: Vec<&str> =
+        cluster.nodes.iter().filter(|n| n.role == crate::api::Role::Foreign).map(|n| n.id.as_str()).collect();
+    if !foreign.is_empty() {
+        println!(
+            "warning: nodes of another cluster: {} (the nodes formed a cluster more than once and the parts do \
+             not merge; keep one part, and stop, empty the --data-dir of and restart each node of the other: the \
+             node's log says more)",
+            foreign.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

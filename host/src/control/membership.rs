@@ -1,8 +1,8 @@
 //! Membership (every node): the gossip view, and this node's mode derived from it and
 //! from Raft. Once per tick its loop reads gossip's live nodes into [`LiveView`], decides
 //! the mode (dormant unless a majority of the voters is visible), publishes mode and load,
-//! lets a rebuilt store vote again once the leader has made it a learner, and bootstraps a
-//! brand-new cluster.
+//! lets a rebuilt store vote again once the leader has made it a learner, watches for live
+//! nodes of another cluster (`foreign.rs`), and bootstraps a brand-new cluster.
 //!
 //! An owner of its own: [`Membership::spawn`] starts the loop, which ends with the node's
 //! stop signal, [`Membership::shutdown`] (which also stops gossip), or on drop.
@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Mode;
+use super::foreign::ForeignNodes;
 use super::gossip::{Gossip, GossipStats, KEY_LOAD, KEY_MODE, PeerInfo};
+pub use super::gossip::{JOINING, REBUILDING};
 use super::store::StateMachine;
 use super::types::{Control, Member, raft_id};
 use crate::services::Registry;
@@ -82,12 +84,12 @@ pub fn decide_mode(
     }
 }
 
-/// What an uninitialised node publishes as its mode, so others know it wants to join.
-pub const JOINING: &str = "joining";
-/// What a node whose store was rebuilt publishes until the leader has made it a learner
-/// (it lost its Raft vote, so it must not count as a voter) and dropped it from every
-/// partition's in-sync set (it holds none of what that place promised).
-pub const REBUILDING: &str = "rebuilding";
+/// How long a live node must look like a member of another cluster before it counts as
+/// one: long enough for this node to apply a membership change the leader has made (the
+/// added node is a member on its side first).
+fn foreign_after(gossip_interval: Duration) -> Duration {
+    (gossip_interval * 15).max(Duration::from_secs(5))
+}
 
 /// What membership works with.
 pub struct MembershipDeps {
@@ -120,6 +122,8 @@ struct Inner {
     /// Warnings about a cluster with another partition count, and why a bootstrap waits
     /// (once in a while).
     mismatch_log: crate::ratelog::RateLimited,
+    /// Live nodes that are members of another cluster.
+    foreign: ForeignNodes,
 }
 
 /// This node's membership view and the task keeping it current.
@@ -144,6 +148,7 @@ impl Membership {
             mode: RwLock::new(Mode::Dormant),
             started: Instant::now(),
             mismatch_log: crate::ratelog::RateLimited::new(Duration::from_secs(30)),
+            foreign: ForeignNodes::new(foreign_after(gossip_interval)),
         });
         let tasks = Tasks::new();
         tasks.spawn(inner.clone().run(stop));
@@ -174,6 +179,12 @@ impl Membership {
         &self.inner.gossip.stats
     }
 
+    /// Live nodes that have been members of another cluster for a while (`foreign.rs`),
+    /// by name.
+    pub fn foreign(&self) -> Vec<String> {
+        self.inner.foreign.current()
+    }
+
     /// Since this node started.
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
@@ -198,7 +209,8 @@ impl Inner {
             let live = view.unwrap_or_default();
             self.live.set(live.clone());
             let (voters, learners) = members(&self.raft);
-            let removed = self.sm.current().state.removed.contains(&self.name);
+            let state = self.sm.current();
+            let removed = state.state.removed.contains(&self.name);
             let leading = self.raft.metrics().borrow().current_leader == Some(raft_id(&self.name));
             let mode = match gossiping {
                 true => decide_mode(&self.name, &voters, &learners, &live, leading, removed),
@@ -213,6 +225,9 @@ impl Inner {
             if !gossiping {
                 continue;
             }
+            let members = voters.iter().chain(&learners).map(|m| m.name.as_str()).collect();
+            self.foreign.observe(&self.name, &members, &state.state.removed, &live, Instant::now());
+            drop(state);
             let rebuilt = self.registry.grid().replicas().is_rebuilt();
             // A rebuilt node neither campaigns nor votes (see `peer.rs`): its own vote
             // would count too.

@@ -10,6 +10,7 @@
 pub mod assignment;
 pub mod events;
 pub mod experiment;
+mod foreign;
 mod gossip;
 pub mod grid;
 mod k8s_scaler;

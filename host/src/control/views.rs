@@ -17,6 +17,7 @@ impl Cluster {
             .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|m| m.name.clone()));
         let (voters, learners) = self.members();
         let live = self.live();
+        let foreign = self.membership.foreign();
         let state = self.sm.current();
         let mut names: Vec<String> = voters.iter().chain(&learners).map(|m| m.name.clone()).collect();
         names.extend(live.keys().cloned());
@@ -34,6 +35,8 @@ impl Cluster {
                     Role::Learner
                 } else if state.state.removed.contains(n) {
                     Role::Removed
+                } else if foreign.contains(n) {
+                    Role::Foreign
                 } else {
                     Role::Joining
                 };
@@ -276,6 +279,9 @@ pub enum Role {
     Joining,
     /// Decommissioned.
     Removed,
+    /// Seen through gossip as a member of another cluster (one formed apart from this one,
+    /// which it will not merge with): see `nanogrid status`.
+    Foreign,
     /// A node without a cluster.
     Single,
 }
@@ -287,6 +293,7 @@ impl Role {
             Role::Learner => "learner",
             Role::Joining => "joining",
             Role::Removed => "removed",
+            Role::Foreign => "foreign",
             Role::Single => "single",
         }
     }

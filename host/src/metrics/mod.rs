@@ -173,6 +173,12 @@ fn cluster(out: &mut Scrape, node: &Node, c: &crate::control::Cluster) {
         .sample(&[("live", "true")], live)
         .sample(&[("live", "false")], s.nodes.len() - live);
     out.gauge("nanogrid_cluster_is_leader", "1 on the leader.").sample(&[], s.mode == "leader");
+    let foreign = s.nodes.iter().filter(|n| n.role == crate::api::Role::Foreign).count();
+    out.gauge(
+        "nanogrid_cluster_foreign_nodes",
+        "Live nodes that gossip with this cluster's key but are members of another cluster (it formed more than once; nanogrid status names them and the log says the fix).",
+    )
+    .sample(&[], foreign);
     let forwarded = out.counter(
         "nanogrid_forwarded_total",
         "Requests and invoke calls sent to another node, by outcome (skipped: that node could not take it, the next was tried; retried: an idempotent service's request failed after it was sent, the next was tried).",

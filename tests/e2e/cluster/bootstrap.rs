@@ -1,6 +1,8 @@
 //! Forming a brand-new cluster with `--bootstrap-expect`: nodes started together wait
 //! until the expected number see each other, then form one cluster in which all of them
-//! vote; a value no cluster can use is refused at start with the fix named.
+//! vote; a value no cluster can use is refused at start with the fix named. Nodes that
+//! formed clusters apart (the network cut them off at the start) are told apart once
+//! they see each other.
 
 use std::time::Duration;
 
@@ -35,6 +37,55 @@ async fn a_new_cluster_waits_for_the_nodes_it_expects() {
         let voters: Vec<&str> = s.nodes.iter().filter(|n| n.role == Role::Voter).map(|n| n.id.as_str()).collect();
         assert_eq!(voters, ["n1", "n2", "n3"], "{s:?}");
         assert_eq!(s.leader.as_deref(), Some(leader.as_str()), "{s:?}");
+    }
+}
+
+/// Two nodes cut off from each other from their start (real dropped packets between
+/// their network namespaces) each form a cluster of their own, as `--bootstrap-expect 1`
+/// allows. Once the network heals, each shows the other as `foreign` in its status, its
+/// metrics and `nanogrid status`, and logs the fix; the two stay apart (neither joins
+/// the other or counts it as a member).
+#[tokio::test]
+async fn nodes_of_a_cluster_formed_apart_are_shown_as_foreign() {
+    let c = Cluster::start_in_namespaces_apart(2).await;
+    eventually("n1 and n2 each lead a cluster of their own", FORM, || async {
+        let (a, b) = (c.status(0).await?, c.status(1).await?);
+        (a.leader.as_deref() == Some("n1") && b.leader.as_deref() == Some("n2")).then_some(())
+    })
+    .await;
+    for (i, other) in [(0, "n2"), (1, "n1")] {
+        let s = c.status(i).await.expect("GET /v1/cluster");
+        assert!(s.node(other).is_none(), "cut off, {other} is not seen at all: {s:?}");
+        assert_eq!(c.nodes[i].node.metric("nanogrid_cluster_foreign_nodes", "").await, 0.0);
+    }
+    c.isolate(0, false);
+    eventually("each node shows the other as foreign", FORM, || async {
+        let (a, b) = (c.status(0).await?, c.status(1).await?);
+        (a.node("n2")?.role == Role::Foreign && b.node("n1")?.role == Role::Foreign).then_some(())
+    })
+    .await;
+    for (i, me, other) in [(0, "n1", "n2"), (1, "n2", "n1")] {
+        let s = c.status(i).await.expect("GET /v1/cluster");
+        assert_eq!(s.leader.as_deref(), Some(me), "still its own cluster's leader: {s:?}");
+        let voters: Vec<&str> = s.nodes.iter().filter(|n| n.role.is_member()).map(|n| n.id.as_str()).collect();
+        assert_eq!(voters, [me], "{s:?}");
+        assert!(s.node(other).is_some_and(|n| n.live && n.mode == "leader"), "{s:?}");
+        let node = &c.nodes[i].node;
+        assert_eq!(node.metric("nanogrid_cluster_foreign_nodes", "").await, 1.0);
+        let log = node.log();
+        assert!(
+            log.lines().any(|l| l.contains(&format!("members of another cluster, not of this one: {other} (leader)."))
+                && l.contains("--bootstrap-expect")),
+            "{me} logs the split and its fix:\n{log}"
+        );
+        let out = node.cli(&["status"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(other) && l.contains(" foreign "))
+                && text.contains(&format!("warning: nodes of another cluster: {other} (")),
+            "{text}"
+        );
     }
 }
 

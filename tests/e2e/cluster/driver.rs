@@ -144,6 +144,16 @@ impl Cluster {
     /// `n` nodes, each in its own network namespace on a bridge (root only), so that
     /// [`Cluster::isolate`] cuts a node off with real dropped packets.
     pub async fn start_in_namespaces(n: usize) -> Cluster {
+        Self::namespaces(n, false).await
+    }
+
+    /// [`Cluster::start_in_namespaces`], every node cut off from the others before it
+    /// starts (heal with `isolate(_, false)`).
+    pub async fn start_in_namespaces_apart(n: usize) -> Cluster {
+        Self::namespaces(n, true).await
+    }
+
+    async fn namespaces(n: usize, apart: bool) -> Cluster {
         use std::sync::atomic::{AtomicU8, Ordering};
         let turn = turn().await;
         static K: AtomicU8 = AtomicU8::new(0);
@@ -154,6 +164,11 @@ impl Cluster {
         let seeds = (0..n).map(|i| format!("{}:7002", net.ip(i))).collect::<Vec<_>>().join(",");
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         let secrets = cluster_secrets(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        for i in (0..n).filter(|_| apart) {
+            for j in (0..n).filter(|&j| j != i) {
+                net.block(i, j).unwrap();
+            }
+        }
         let mut c = Cluster {
             nodes: Vec::new(),
             seeds,

@@ -37,6 +37,12 @@ pub const KEY_MODE: &str = "mode";
 pub const KEY_SERVICES: &str = "services";
 pub const KEY_LOAD: &str = "load";
 pub const KEY_PARTITIONS: &str = "partitions";
+/// What an uninitialised node publishes as its mode, so others know it wants to join.
+pub const JOINING: &str = "joining";
+/// What a node whose store was rebuilt publishes until the leader has made it a learner
+/// (it lost its Raft vote, so it must not count as a voter) and dropped it from every
+/// partition's in-sync set (it holds none of what that place promised).
+pub const REBUILDING: &str = "rebuilding";
 /// The nanogrid release a node runs, and the peer protocol it speaks (`transport::PROTOCOL`).
 pub const KEY_RELEASE: &str = "release";
 pub const KEY_PROTOCOL: &str = "protocol";
