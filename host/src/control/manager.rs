@@ -179,11 +179,28 @@ impl Cluster {
 
     /// Nodes gossip shows joining, with this cluster's partition count and peer protocol
     /// and an address a TLS handshake proved theirs, join as learners.
+    /// None while nodes of another cluster are live: a node that sees both clusters would
+    /// be added by both leaders, and each one's Raft messages would overrule the other's.
     async fn admit_learners(&self, view: &StepView) -> anyhow::Result<()> {
         let removed = &view.stored.state.removed;
         let count = self.registry.grid().replicas().count();
-        for p in view.live.values().filter(|p| p.mode == JOINING && !view.is_member(&p.id) && !removed.contains(&p.id))
-        {
+        let joining =
+            view.live.values().filter(|p| p.mode == JOINING && !view.is_member(&p.id) && !removed.contains(&p.id));
+        let foreign = self.membership.foreign();
+        if !foreign.is_empty() {
+            let waiting: Vec<&str> = joining.map(|p| p.id.as_str()).collect();
+            if !waiting.is_empty() && self.mismatch_log.allow("join-foreign").is_some() {
+                tracing::warn!(
+                    nodes = ?waiting,
+                    "not adding {} to the cluster while nodes of another cluster are live ({}): it would become \
+                     a member of both. Mend the split first (the error about members of another cluster says how)",
+                    waiting.join(", "),
+                    foreign.join(", ")
+                );
+            }
+            return Ok(());
+        }
+        for p in joining {
             if p.partitions != count {
                 if self.mismatch_log.allow("join").is_some() {
                     tracing::warn!(

@@ -44,10 +44,11 @@ async fn a_new_cluster_waits_for_the_nodes_it_expects() {
 /// their network namespaces) each form a cluster of their own, as `--bootstrap-expect 1`
 /// allows. Once the network heals, each shows the other as `foreign` in its status, its
 /// metrics and `nanogrid status`, and logs the fix; the two stay apart (neither joins
-/// the other or counts it as a member).
+/// the other or counts it as a member). A third node that then starts, seeing both, is
+/// added by neither leader (it would be a member of both clusters), and both say why.
 #[tokio::test]
 async fn nodes_of_a_cluster_formed_apart_are_shown_as_foreign() {
-    let c = Cluster::start_in_namespaces_apart(2).await;
+    let mut c = Cluster::start_in_namespaces_apart(3, 2).await;
     eventually("n1 and n2 each lead a cluster of their own", FORM, || async {
         let (a, b) = (c.status(0).await?, c.status(1).await?);
         (a.leader.as_deref() == Some("n1") && b.leader.as_deref() == Some("n2")).then_some(())
@@ -87,6 +88,19 @@ async fn nodes_of_a_cluster_formed_apart_are_shown_as_foreign() {
             "{text}"
         );
     }
+    c.restart(2);
+    let refused = "not adding n3 to the cluster while nodes of another cluster are live";
+    eventually("both leaders refuse to add n3", FORM, || async {
+        (0..2).all(|i| c.nodes[i].node.log().contains(refused)).then_some(())
+    })
+    .await;
+    holds_for(Duration::from_secs(2), || async {
+        for i in 0..2 {
+            let s = c.status(i).await.expect("GET /v1/cluster");
+            assert!(s.node("n3").is_some_and(|n| n.live && n.role == Role::Joining), "{s:?}");
+        }
+    })
+    .await;
 }
 
 #[test]

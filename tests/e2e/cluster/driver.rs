@@ -144,16 +144,17 @@ impl Cluster {
     /// `n` nodes, each in its own network namespace on a bridge (root only), so that
     /// [`Cluster::isolate`] cuts a node off with real dropped packets.
     pub async fn start_in_namespaces(n: usize) -> Cluster {
-        Self::namespaces(n, false).await
+        Self::namespaces(n, false, n).await
     }
 
     /// [`Cluster::start_in_namespaces`], every node cut off from the others before it
-    /// starts (heal with `isolate(_, false)`).
-    pub async fn start_in_namespaces_apart(n: usize) -> Cluster {
-        Self::namespaces(n, true).await
+    /// starts (heal with `isolate(_, false)`); only the first `started` are started
+    /// (`restart(i)` starts another).
+    pub async fn start_in_namespaces_apart(n: usize, started: usize) -> Cluster {
+        Self::namespaces(n, true, started).await
     }
 
-    async fn namespaces(n: usize, apart: bool) -> Cluster {
+    async fn namespaces(n: usize, apart: bool, started: usize) -> Cluster {
         use std::sync::atomic::{AtomicU8, Ordering};
         let turn = turn().await;
         static K: AtomicU8 = AtomicU8::new(0);
@@ -186,7 +187,9 @@ impl Cluster {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut node = TestNode::unstarted(true, &args);
             node.netns = Some((net.ns(i), ip));
-            node.restart();
+            if i < started {
+                node.restart();
+            }
             c.nodes.push(Member { name, peer: 7001, gossip: 7002, node });
         }
         c.net = Some(net);
