@@ -344,7 +344,12 @@ pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
         .context("GET /v1/cluster answered something else than a cluster view")?;
     let grid: crate::api::GridView = serde_json::from_value(check(c.get("/v1/grid").await?)?)
         .context("GET /v1/grid answered something else than a grid view")?;
-    println!("leader: {}   term: {}", cluster.leader.as_deref().unwrap_or("none"), cluster.term);
+    println!(
+        "leader: {}   term: {}   formation: {}",
+        cluster.leader.as_deref().unwrap_or("none"),
+        cluster.term,
+        cluster.formation.as_deref().unwrap_or("none")
+    );
     println!(
         "grid: {} partitions, replication {}, {} under-replicated",
         grid.partitions, grid.replication, grid.under_replicated

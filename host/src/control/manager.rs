@@ -131,6 +131,9 @@ impl Cluster {
             tracing::info!("made voters with rebuilt stores learners");
             return Ok(true);
         }
+        if self.drop_other_formations(view).await? {
+            return Ok(true);
+        }
         // Promote learners while fewer than `voters` voters are kept (not decommissioned).
         // Promoting before removing keeps the live nodes a majority of every
         // configuration on the way, and the voter count never dips.
@@ -175,6 +178,30 @@ impl Cluster {
         }
         self.admit_learners(view).await?;
         Ok(false)
+    }
+
+    /// Learners that refused this leader's Raft messages as another formation's (one that
+    /// saw two clusters and joined the other first) leave the configuration: they would
+    /// never acknowledge an entry, and made voters they would stall every later change.
+    /// Back outside it, they show as foreign. A voter that refuses is only logged: it was
+    /// this formation's member, so something else is wrong.
+    async fn drop_other_formations(&self, view: &StepView) -> anyhow::Result<bool> {
+        let refused = self.formation.take_refused();
+        let gone: BTreeSet<u64> =
+            view.learners.iter().filter(|m| refused.contains(&m.name)).map(|m| raft_id(&m.name)).collect();
+        let voters: Vec<&str> =
+            view.voters.iter().filter(|m| refused.contains(&m.name)).map(|m| m.name.as_str()).collect();
+        if !voters.is_empty() && self.mismatch_log.allow("voter-formation").is_some() {
+            tracing::error!(nodes = ?voters, "voters refuse this leader's Raft messages as another formation's");
+        }
+        if gone.is_empty() {
+            return Ok(false);
+        }
+        let names: Vec<&str> =
+            view.learners.iter().filter(|m| refused.contains(&m.name)).map(|m| m.name.as_str()).collect();
+        self.raft.change_membership(ChangeMembers::RemoveNodes(gone), false).await?;
+        tracing::warn!(nodes = ?names, "removed learners that follow another formation of the cluster");
+        Ok(true)
     }
 
     /// Nodes gossip shows joining, with this cluster's partition count and peer protocol

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::Mode;
 use super::foreign::ForeignNodes;
+use super::formation::Formation;
 use super::gossip::{Gossip, GossipStats, KEY_LOAD, KEY_MODE, PeerInfo};
 pub use super::gossip::{JOINING, REBUILDING};
 use super::store::StateMachine;
@@ -104,6 +105,8 @@ pub struct MembershipDeps {
     pub voters: usize,
     /// How many joining nodes must see each other before a brand-new cluster forms.
     pub bootstrap_expect: usize,
+    /// This node's formation id (made when it bootstraps a cluster).
+    pub formation: Arc<Formation>,
 }
 
 /// The mode loop's state, shared with [`Membership`].
@@ -116,6 +119,7 @@ struct Inner {
     gossip_interval: Duration,
     voters: usize,
     bootstrap_expect: usize,
+    formation: Arc<Formation>,
     live: Arc<LiveView>,
     mode: RwLock<Mode>,
     started: Instant,
@@ -134,7 +138,8 @@ pub struct Membership {
 
 impl Membership {
     pub fn spawn(deps: MembershipDeps, stop: watch::Receiver<bool>) -> Membership {
-        let MembershipDeps { name, raft, sm, registry, gossip, gossip_interval, voters, bootstrap_expect } = deps;
+        let MembershipDeps { name, raft, sm, registry, gossip, gossip_interval, voters, bootstrap_expect, formation } =
+            deps;
         let inner = Arc::new(Inner {
             name,
             raft,
@@ -144,6 +149,7 @@ impl Membership {
             gossip_interval,
             voters,
             bootstrap_expect,
+            formation,
             live: Default::default(),
             mode: RwLock::new(Mode::Dormant),
             started: Instant::now(),
@@ -329,6 +335,11 @@ impl Inner {
             Bootstrap::Start(members) => members,
         };
         let names: Vec<String> = members.values().map(|m| m.name.clone()).collect();
+        // Its Raft messages carry the new formation's id from the first (the vote).
+        if let Err(e) = self.formation.ensure().await {
+            tracing::error!(error = %e, "not bootstrapping a cluster without a formation id");
+            return;
+        }
         match self.raft.initialize(members).await {
             Ok(()) => tracing::info!(voters = ?names, "bootstrapped a new cluster"),
             Err(e) => tracing::debug!(error = %e, "bootstrap skipped"),

@@ -11,6 +11,7 @@ pub mod assignment;
 pub mod events;
 pub mod experiment;
 mod foreign;
+pub mod formation;
 mod gossip;
 pub mod grid;
 mod k8s_scaler;
@@ -205,6 +206,8 @@ pub struct Cluster {
     pub security: SecurityState,
     /// What the Raft log took in (entries, bytes) since the node started.
     pub log_growth: Arc<store::LogGrowth>,
+    /// Which formation of the cluster this node's Raft state belongs to.
+    pub formation: Arc<formation::Formation>,
     sm: StateMachine,
     /// The gossip view and this node's mode (its own loop; owns gossip).
     membership: Membership,
@@ -246,6 +249,7 @@ async fn open_raft(
     config: &ClusterConfig,
     peers: &PeerClient,
     grid: Arc<Grid>,
+    formation: Arc<formation::Formation>,
 ) -> anyhow::Result<(openraft::Raft<Control>, StateMachine, Arc<LogGrowth>)> {
     let log = LogStore::open(grid.clone()).await?;
     let log_growth = log.growth.clone();
@@ -261,7 +265,7 @@ async fn open_raft(
         ..Default::default()
     }
     .validate()?;
-    let network = network::Network { client: peers.clone() };
+    let network = network::Network { client: peers.clone(), formation };
     let raft = openraft::Raft::new(raft_id(name), Arc::new(raft_config), network, log, sm.clone()).await?;
     Ok((raft, sm, log_growth))
 }
@@ -295,7 +299,8 @@ impl Cluster {
         let faults = Arc::new(Faults::default());
         let tls = if config.plaintext_peers { None } else { Some(secrets.peer_tls()?) };
         let peers = PeerClient::new(name, tls.as_ref().map(|t| t.client.clone()));
-        let (raft, sm, log_growth) = open_raft(name, &config, &peers, grid).await?;
+        let formation = formation::Formation::open(grid.clone()).await?;
+        let (raft, sm, log_growth) = open_raft(name, &config, &peers, grid, formation.clone()).await?;
         let gossip = Gossip::start(gossip_config(name, &config, secrets)?, &me, faults.clone()).await?;
         let membership = Membership::spawn(
             MembershipDeps {
@@ -307,6 +312,7 @@ impl Cluster {
                 gossip_interval: config.gossip_interval,
                 voters: config.voters,
                 bootstrap_expect: config.bootstrap_expect,
+                formation: formation.clone(),
             },
             stop.clone(),
         );
@@ -343,6 +349,7 @@ impl Cluster {
                 stats: Arc::new(PeerStats::default()),
             },
             log_growth,
+            formation,
             sm,
             membership,
             services,

@@ -2,9 +2,11 @@
 //!
 //! | request | route | reply |
 //! | --- | --- | --- |
-//! | `AppendEntriesRequest` | `/raft/append` | `Result<AppendEntriesResponse, RaftError>` |
-//! | `VoteRequest` | `/raft/vote` | `Result<VoteResponse, RaftError>` |
-//! | `InstallSnapshotRequest` | `/raft/snapshot` | `Result<InstallSnapshotResponse, RaftError>` |
+//! | `Fenced<AppendEntriesRequest>` | `/raft/append` | `Result<AppendEntriesResponse, RaftError>` |
+//! | `Fenced<VoteRequest>` | `/raft/vote` | `Result<VoteResponse, RaftError>` |
+//! | `Fenced<InstallSnapshotRequest>` | `/raft/snapshot` | `Result<InstallSnapshotResponse, RaftError>` |
+//!
+//! Each Raft message carries the sender's formation id ([`super::formation`]).
 //! | [`Command`] | `/control/write` | [`WriteReply`] (on the leader only) |
 //! | [`GraphReq`] | `/graph` | this node's call-graph edges |
 //! | [`UsageReq`] | `/usage` | this node's per-service usage totals (for the autoscaler) |
@@ -23,20 +25,21 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::formation::{Fenced, Formation};
 use super::types::{Command, Control, Member};
 use crate::transport::{PeerClient, PeerRpc, RpcError};
 
-impl PeerRpc for AppendEntriesRequest<Control> {
+impl PeerRpc for Fenced<AppendEntriesRequest<Control>> {
     const PATH: &'static str = "/raft/append";
     type Reply = Result<AppendEntriesResponse<u64>, RaftError<u64>>;
 }
 
-impl PeerRpc for VoteRequest<u64> {
+impl PeerRpc for Fenced<VoteRequest<u64>> {
     const PATH: &'static str = "/raft/vote";
     type Reply = Result<VoteResponse<u64>, RaftError<u64>>;
 }
 
-impl PeerRpc for InstallSnapshotRequest<Control> {
+impl PeerRpc for Fenced<InstallSnapshotRequest<Control>> {
     const PATH: &'static str = "/raft/snapshot";
     const MAX_REPLY: usize = 1 << 20;
     type Reply = Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>;
@@ -109,10 +112,12 @@ impl PeerRpc for TrialReq {
 /// Raft's view of the network: one [`Conn`] per target node.
 pub struct Network {
     pub client: PeerClient,
+    pub formation: std::sync::Arc<Formation>,
 }
 
 pub struct Conn {
     client: PeerClient,
+    formation: std::sync::Arc<Formation>,
     target: u64,
     member: Member,
 }
@@ -121,20 +126,27 @@ impl RaftNetworkFactory<Control> for Network {
     type Network = Conn;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Conn {
-        Conn { client: self.client.clone(), target, member: node.clone() }
+        Conn { client: self.client.clone(), formation: self.formation.clone(), target, member: node.clone() }
     }
 }
 
 impl Conn {
-    async fn rpc<Q, A, E>(&self, req: &Q, option: &RPCOption) -> Result<A, RPCError<u64, Member, RaftError<u64, E>>>
+    async fn rpc<Q, A, E>(&self, rpc: Q, option: &RPCOption) -> Result<A, RPCError<u64, Member, RaftError<u64, E>>>
     where
-        Q: PeerRpc<Reply = Result<A, RaftError<u64, E>>>,
+        Fenced<Q>: PeerRpc<Reply = Result<A, RaftError<u64, E>>>,
         E: std::error::Error,
     {
         let ttl = option.hard_ttl().min(Duration::from_secs(30));
-        match self.client.call(&self.member.name, &self.member.peer, req, ttl).await {
+        let req = Fenced { formation: self.formation.id(), rpc };
+        match self.client.call(&self.member.name, &self.member.peer, &req, ttl).await {
             Ok(Ok(a)) => Ok(a),
             Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            // A node of another formation: backed off from as an unreachable one (an error
+            // of another kind is retried at once), and told to the leader's step.
+            Err(e) if matches!(&e, RpcError::Refused { code, .. } if code == "other-formation") => {
+                self.formation.note_refused(&self.member.name);
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
             Err(e @ RpcError::NotSent { .. }) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
@@ -147,7 +159,7 @@ impl RaftNetwork<Control> for Conn {
         rpc: AppendEntriesRequest<Control>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        self.rpc(&rpc, &option).await
+        self.rpc(rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -155,7 +167,7 @@ impl RaftNetwork<Control> for Conn {
         rpc: InstallSnapshotRequest<Control>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>> {
-        self.rpc(&rpc, &option).await
+        self.rpc(rpc, &option).await
     }
 
     async fn vote(
@@ -163,6 +175,6 @@ impl RaftNetwork<Control> for Conn {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
-        self.rpc(&rpc, &option).await
+        self.rpc(rpc, &option).await
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! | route | |
 //! | --- | --- |
-//! | `POST /raft/append`, `/raft/vote`, `/raft/snapshot` | Raft RPCs; the vote they carry must be the sender's own |
+//! | `POST /raft/append`, `/raft/vote`, `/raft/snapshot` | Raft RPCs; the vote they carry must be the sender's own, and the sender of this node's formation |
 //! | `POST /control/write` | a command forwarded to the leader → `{"index"}` |
 //! | `GET /components/{digest}` | component bytes, for a node that lacks them |
 //! | `POST /graph` | this node's call graph edges (for a cluster-wide `GET /v1/graph`) |
@@ -26,6 +26,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::Cluster;
+use super::formation::{FenceError, Fenced};
 use super::network::{GraphReq, TraceListReq, TraceSpansReq, TrialReq, UsageReq, WriteReply};
 use super::ready::ReadyReq;
 use super::types::{Command, Control, raft_id};
@@ -64,28 +65,28 @@ pub async fn handle(
     let method = req.method().clone();
     let c = &cluster;
     match (&method, path.as_str()) {
-        (&Method::POST, p) if p == <AppendEntriesRequest<Control> as PeerRpc>::PATH => {
-            serve(req, max_body, &rid, |r: AppendEntriesRequest<Control>| async move {
-                sender_is(&peer, &r.vote)?;
+        (&Method::POST, p) if p == <Fenced<AppendEntriesRequest<Control>> as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: Fenced<AppendEntriesRequest<Control>>| async move {
+                let r = raft_message(c, &peer, r, |r| &r.vote).await?;
                 Ok(c.raft.append_entries(r).await)
             })
             .await
         }
-        (&Method::POST, p) if p == <VoteRequest<u64> as PeerRpc>::PATH => {
-            serve(req, max_body, &rid, |r: VoteRequest<u64>| async move {
-                sender_is(&peer, &r.vote)?;
+        (&Method::POST, p) if p == <Fenced<VoteRequest<u64>> as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: Fenced<VoteRequest<u64>>| async move {
                 if c.registry.grid().replicas().is_rebuilt() {
                     // It may have voted in this term before its store was lost.
                     let msg = "this node's store was rebuilt: it votes again once it is a learner".to_string();
                     return Err((StatusCode::SERVICE_UNAVAILABLE, "rebuilding", msg));
                 }
+                let r = raft_message(c, &peer, r, |r| &r.vote).await?;
                 Ok(c.raft.vote(r).await)
             })
             .await
         }
-        (&Method::POST, p) if p == <InstallSnapshotRequest<Control> as PeerRpc>::PATH => {
-            serve(req, max_body, &rid, |r: InstallSnapshotRequest<Control>| async move {
-                sender_is(&peer, &r.vote)?;
+        (&Method::POST, p) if p == <Fenced<InstallSnapshotRequest<Control>> as PeerRpc>::PATH => {
+            serve(req, max_body, &rid, |r: Fenced<InstallSnapshotRequest<Control>>| async move {
+                let r = raft_message(c, &peer, r, |r| &r.vote).await?;
                 Ok(c.raft.install_snapshot(r).await)
             })
             .await
@@ -164,6 +165,22 @@ where
             Err(e) => h::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e, rid),
         },
         Err((status, code, msg)) => h::error(status, code, &msg, rid),
+    }
+}
+
+/// A Raft message Raft may take: the vote it carries is the sender's own, and the sender
+/// is of this node's formation (a node without one takes the sender's).
+async fn raft_message<T>(
+    c: &Cluster,
+    peer: &Peer,
+    r: Fenced<T>,
+    vote: impl FnOnce(&T) -> &Vote<u64>,
+) -> Result<T, Refusal> {
+    sender_is(peer, vote(&r.rpc))?;
+    match c.formation.admit(&peer.node, r.formation.as_deref()).await {
+        Ok(()) => Ok(r.rpc),
+        Err(e @ FenceError::Other { .. }) => Err((StatusCode::FORBIDDEN, "other-formation", e.to_string())),
+        Err(e @ FenceError::Store(..)) => Err((StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string())),
     }
 }
 

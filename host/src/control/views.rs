@@ -82,6 +82,7 @@ impl Cluster {
                 certificate_expires: self.security.cert_expires,
                 gossip_running: self.gossip_running(),
             }),
+            formation: self.formation.id(),
         }
     }
 
@@ -232,6 +233,11 @@ pub struct ClusterView {
     pub nodes: Vec<ClusterNode>,
     /// How this node authenticates its peers (none on a single node).
     pub security: Option<PeerSecurity>,
+    /// Which formation of the cluster this node's Raft state belongs to (`None` until it
+    /// bootstraps or joins one; a single node has none): every member of one cluster
+    /// shows the same.
+    #[serde(default)]
+    pub formation: Option<String>,
 }
 
 impl ClusterView {

@@ -34,7 +34,7 @@ pub const PROTOCOL_HEADER: &str = "x-nanogrid-peer-protocol";
 /// one (a build from before the header, whose messages may differ too), with
 /// `protocol-mismatch`; a caller treats such an answer the same way. Nodes of one cluster
 /// run one protocol: upgrade them together.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// Whether a peer message's `PROTOCOL_HEADER` (if any) names this build's protocol; if
 /// not, what to tell the operator about the sender.

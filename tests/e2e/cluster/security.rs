@@ -261,6 +261,7 @@ async fn every_peer_route_refuses_strangers() {
         vote: openraft::Vote::new(99, nanogrid::control::types::raft_id("n1")),
         last_log_id: None,
     };
+    let vote = nanogrid::control::formation::Fenced { formation: None, rpc: vote };
     let e = n3.call(n2, &at, &vote, Duration::from_secs(5)).await.unwrap_err();
     assert!(matches!(&e, RpcError::Refused { status: 403, code, .. } if code == "wrong-node"), "{e}");
     assert!(c.status(1).await.unwrap().term < 99, "the forged vote did not move n2's term");
@@ -312,7 +313,7 @@ async fn a_peer_request_of_another_protocol_is_refused() {
     let before = c.nodes[1].node.metric("nanogrid_peer_refused_total", "reason=\"protocol\"").await;
     let routes = [(Method::POST, "/raft/vote"), (Method::POST, "/grid"), (Method::POST, "/forward/hello/")];
     for (m, path) in &routes {
-        for theirs in ["2", "not-a-number"] {
+        for theirs in ["99", "not-a-number"] {
             let resp = n1.send(n2, &at, request(m.clone(), path, Some(theirs)), Duration::from_secs(5)).await;
             // The caller reads the refusal as the answer of a node of its own protocol.
             let resp = resp.unwrap_or_else(|e| panic!("{path}: {e}"));
