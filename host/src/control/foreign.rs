@@ -1,12 +1,16 @@
 //! Nodes of another cluster: live in gossip (they hold this cluster's gossip key) and
-//! members of a Raft cluster, but not of this node's. That happens when one set of nodes
-//! formed a cluster more than once (a node that bootstrapped alone before it could see the
-//! others; see `--bootstrap-expect`), and the parts never merge: each serves, and a write
-//! to one is never seen by the other. Nothing in the data path mixes them up (routing and
-//! the leader's joins take members and joining nodes only), so what is missing without
-//! this is that anyone is told. A node judged foreign for [`ForeignNodes::after`] in a row
-//! shows as `foreign` in `GET /v1/cluster` and `nanogrid status`, counts in
-//! `nanogrid_cluster_foreign_nodes`, and is logged as an error naming the fix.
+//! members of a Raft cluster of another formation (`formation.rs`: they gossip its id).
+//! That happens when one set of nodes formed a cluster more than once (a node that
+//! bootstrapped alone before it could see the others; see `--bootstrap-expect`), and the
+//! parts never merge: each serves, and a write to one is never seen by the other. Routing,
+//! the leader's joins and the questions a node asks the others (`ask_live`) take members
+//! only, and Raft messages are fenced by formation, so what this adds is that someone is
+//! told: a node judged foreign for the node's `after` in a row (15 gossip intervals, at
+//! least 5 s) shows as `foreign` in `GET /v1/cluster` and `nanogrid status`, counts in
+//! `nanogrid_cluster_foreign_nodes`, and is logged as an error naming the fix. A node
+//! without an id, or of this node's formation but outside its configuration (a learner
+//! whose admission was lost with a leader), is not foreign; nor is anything while this node
+//! has no id itself (a cluster formed by an earlier release).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -31,21 +35,21 @@ struct Seen {
     counted: Vec<String>,
 }
 
-/// Live nodes that publish a member's mode (leader, follower or dormant) without being in
-/// `members` or `removed`. Empty unless `me` is a member itself: a node outside any
-/// configuration cannot tell another cluster from the one it is waiting to join.
+/// Live nodes that publish a member's mode (leader, follower or dormant) and another
+/// formation's id than `mine`, without being in `members` or `removed`. Empty unless `me`
+/// is a member itself with an id.
 fn candidates(
     me: &str,
+    mine: Option<&str>,
     members: &BTreeSet<&str>,
     removed: &[String],
     live: &BTreeMap<String, PeerInfo>,
 ) -> Vec<String> {
-    if !members.contains(me) {
-        return Vec::new();
-    }
+    let Some(mine) = mine.filter(|_| members.contains(me)) else { return Vec::new() };
     live.values()
         .filter(|p| p.id != me && !members.contains(p.id.as_str()) && !removed.contains(&p.id))
         .filter(|p| p.mode != JOINING && p.mode != REBUILDING)
+        .filter(|p| p.formation.as_deref().is_some_and(|theirs| theirs != mine))
         .map(|p| p.id.clone())
         .collect()
 }
@@ -56,19 +60,20 @@ impl ForeignNodes {
         ForeignNodes { seen: Mutex::default(), after, log: crate::ratelog::RateLimited::new(Duration::from_secs(60)) }
     }
 
-    /// The tick's view: `members` of this node's Raft configuration (voters and learners),
-    /// the nodes decommissioned from it, gossip's live nodes. Logs nodes that have just
+    /// The tick's view: this node's formation id, `members` of its Raft configuration
+    /// (voters and learners), the nodes decommissioned from it, gossip's live nodes. Logs nodes that have just
     /// become foreign (and, once a minute, that some still are) and nodes that no longer
     /// are.
     pub fn observe(
         &self,
         me: &str,
+        mine: Option<&str>,
         members: &BTreeSet<&str>,
         removed: &[String],
         live: &BTreeMap<String, PeerInfo>,
         now: Instant,
     ) {
-        let now_foreign = candidates(me, members, removed, live);
+        let now_foreign = candidates(me, mine, members, removed, live);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.since.retain(|n, _| now_foreign.contains(n));
         for n in now_foreign {
@@ -111,64 +116,79 @@ impl ForeignNodes {
 mod tests {
     use super::*;
 
-    fn live(nodes: &[(&str, &str)]) -> BTreeMap<String, PeerInfo> {
+    const MINE: Option<&str> = Some("f-00000000000000aa");
+
+    /// Live nodes: name, mode, formation id.
+    fn live(nodes: &[(&str, &str, Option<&str>)]) -> BTreeMap<String, PeerInfo> {
         nodes
             .iter()
-            .map(|(id, mode)| {
-                (id.to_string(), PeerInfo { id: id.to_string(), mode: mode.to_string(), ..Default::default() })
+            .map(|(id, mode, formation)| {
+                let info = PeerInfo {
+                    id: id.to_string(),
+                    mode: mode.to_string(),
+                    formation: formation.map(str::to_string),
+                    ..Default::default()
+                };
+                (id.to_string(), info)
             })
             .collect()
     }
 
     #[test]
-    fn a_live_member_of_another_cluster_counts_once_it_stays_one() {
+    fn a_live_member_of_another_formation_counts_once_it_stays_one() {
         let members: BTreeSet<&str> = ["n1", "n2"].into();
         let removed = ["n5".to_string()];
+        let other = Some("f-00000000000000bb");
         let view = live(&[
-            ("n1", "leader"),
-            ("n2", "follower"),
-            ("n3", "leader"),   // leads a cluster of its own
-            ("n4", "joining"),  // waits to be added: not foreign
-            ("n5", "follower"), // decommissioned here: not foreign
-            ("n6", "rebuilding"),
-            ("n7", "dormant"), // a member of a cluster without a majority
+            ("n1", "leader", MINE),
+            ("n2", "follower", MINE),
+            ("n3", "leader", other),    // leads a cluster of its own
+            ("n4", "joining", None),    // waits to be added: not foreign
+            ("n5", "follower", other),  // decommissioned here: not foreign
+            ("n6", "rebuilding", None), // lost its store
+            ("n7", "dormant", other),   // a member of a cluster without a majority
+            ("n8", "follower", MINE),   // this formation, outside the configuration
+            ("n9", "follower", None),   // a cluster from before formation ids
         ]);
         let f = ForeignNodes::new(Duration::from_secs(5));
         let t0 = Instant::now();
-        f.observe("n1", &members, &removed, &view, t0);
+        f.observe("n1", MINE, &members, &removed, &view, t0);
         assert_eq!(f.current(), Vec::<String>::new(), "not before `after`");
-        f.observe("n1", &members, &removed, &view, t0 + Duration::from_secs(4));
+        f.observe("n1", MINE, &members, &removed, &view, t0 + Duration::from_secs(4));
         assert_eq!(f.current(), Vec::<String>::new(), "not before `after`");
-        f.observe("n1", &members, &removed, &view, t0 + Duration::from_secs(5));
+        f.observe("n1", MINE, &members, &removed, &view, t0 + Duration::from_secs(5));
         assert_eq!(f.current(), ["n3", "n7"]);
         // n3 is added to this cluster: the run ends; n7 stays.
         let members: BTreeSet<&str> = ["n1", "n2", "n3"].into();
-        f.observe("n1", &members, &removed, &view, t0 + Duration::from_secs(6));
+        f.observe("n1", MINE, &members, &removed, &view, t0 + Duration::from_secs(6));
         assert_eq!(f.current(), ["n7"]);
     }
 
     #[test]
-    fn a_node_outside_any_configuration_judges_nothing() {
-        let view = live(&[("n1", "joining"), ("n2", "leader")]);
+    fn nothing_is_judged_without_an_id_or_outside_any_configuration() {
+        let view = live(&[("n1", "joining", None), ("n2", "leader", Some("f-00000000000000bb"))]);
         let f = ForeignNodes::new(Duration::ZERO);
-        f.observe("n1", &BTreeSet::new(), &[], &view, Instant::now());
+        f.observe("n1", None, &BTreeSet::new(), &[], &view, Instant::now());
         assert!(f.current().is_empty(), "n1 waits to join n2's cluster");
         let members: BTreeSet<&str> = ["n1"].into();
-        f.observe("n1", &members, &[], &view, Instant::now());
-        assert_eq!(f.current(), ["n2"], "once n1 is a member of a cluster without n2");
+        f.observe("n1", None, &members, &[], &view, Instant::now());
+        assert!(f.current().is_empty(), "a cluster from before formation ids judges nothing");
+        f.observe("n1", MINE, &members, &[], &view, Instant::now());
+        assert_eq!(f.current(), ["n2"], "once n1 is a member of a formation without n2");
     }
 
     #[test]
     fn a_run_broken_by_one_tick_starts_again() {
         let members: BTreeSet<&str> = ["n1"].into();
+        let other = Some("f-00000000000000bb");
         let f = ForeignNodes::new(Duration::from_secs(5));
         let t0 = Instant::now();
-        f.observe("n1", &members, &[], &live(&[("n2", "leader")]), t0);
-        f.observe("n1", &members, &[], &live(&[("n2", "joining")]), t0 + Duration::from_secs(3));
-        f.observe("n1", &members, &[], &live(&[("n2", "leader")]), t0 + Duration::from_secs(4));
-        f.observe("n1", &members, &[], &live(&[("n2", "leader")]), t0 + Duration::from_secs(8));
+        f.observe("n1", MINE, &members, &[], &live(&[("n2", "leader", other)]), t0);
+        f.observe("n1", MINE, &members, &[], &live(&[("n2", "joining", other)]), t0 + Duration::from_secs(3));
+        f.observe("n1", MINE, &members, &[], &live(&[("n2", "leader", other)]), t0 + Duration::from_secs(4));
+        f.observe("n1", MINE, &members, &[], &live(&[("n2", "leader", other)]), t0 + Duration::from_secs(8));
         assert!(f.current().is_empty(), "4 s since the run began again");
-        f.observe("n1", &members, &[], &live(&[("n2", "leader")]), t0 + Duration::from_secs(9));
+        f.observe("n1", MINE, &members, &[], &live(&[("n2", "leader", other)]), t0 + Duration::from_secs(9));
         assert_eq!(f.current(), ["n2"]);
     }
 }

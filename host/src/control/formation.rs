@@ -15,9 +15,9 @@
 //! and the leader takes such a learner out of its configuration (`manager.rs`), since it
 //! follows the other formation and would never acknowledge this one's entries.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,19 +42,38 @@ pub enum FenceError {
          the other formation's nodes as foreign; the log of either says the fix)"
     )]
     Other { sender: String, theirs: String, mine: String },
-    #[error("this node could not keep the formation id {0} in its store: {1}")]
-    Store(String, String),
+    #[error("{sender} sent a formation id that is not one ({0:?}): expected f- and 16 hex digits", .id)]
+    Malformed { sender: String, id: String },
+    #[error("this node could not keep its formation id: {0}")]
+    Store(String),
+}
+
+/// How long a node that refused this node's Raft messages counts as refusing.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(30);
+
+/// Where this node's id came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Made here, to bootstrap a cluster.
+    Made,
+    /// Taken from a Raft message.
+    Taken,
 }
 
 /// This node's formation id, and the store that keeps it.
 pub struct Formation {
     grid: Arc<Grid>,
-    id: RwLock<Option<String>>,
-    /// Taking an id is a store write: one at a time, so two senders cannot both be taken.
+    id: RwLock<Option<(String, Origin)>>,
+    /// Taking or making an id (a store write), and a bootstrap: one at a time, so two
+    /// senders cannot both be taken, and no message is taken while a bootstrap runs.
     adopting: tokio::sync::Mutex<()>,
-    /// Nodes that refused this node's Raft messages as another formation's.
-    refused_by: Mutex<BTreeSet<String>>,
+    /// Nodes that refused this node's Raft messages as another formation's, and when last.
+    refused_by: Mutex<BTreeMap<String, Instant>>,
     log: crate::ratelog::RateLimited,
+}
+
+fn well_formed(id: &str) -> bool {
+    id.len() == 18 && id.starts_with("f-") && id[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl Formation {
@@ -64,7 +83,11 @@ impl Formation {
             .blocking(|s| s.get(Table::Meta, FORMATION_KEY))
             .await
             .map_err(|e| anyhow::anyhow!("reading this node's formation id: {e}"))?;
-        let id = kept.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let id = kept.map(|b| String::from_utf8_lossy(&b).into_owned()).and_then(|v| match v.split_once(' ') {
+            Some(("made", id)) => Some((id.to_string(), Origin::Made)),
+            Some(("taken", id)) => Some((id.to_string(), Origin::Taken)),
+            _ => None,
+        });
         Ok(Arc::new(Formation {
             grid,
             id: RwLock::new(id),
@@ -75,28 +98,63 @@ impl Formation {
     }
 
     pub fn id(&self) -> Option<String> {
-        self.id.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.id.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(id, _)| id.clone())
     }
 
-    /// This node's id, made now (random) if it has none: for the node that bootstraps a
-    /// cluster.
-    pub async fn ensure(&self) -> Result<String, FenceError> {
+    /// At start, with whether this node's Raft is a member of anything: an id made here for
+    /// a bootstrap that never happened (the node stopped between the two) is dropped, so
+    /// the node can join whichever cluster takes it.
+    pub async fn drop_unused(&self, initialized: bool) -> Result<(), FenceError> {
         let _one = self.adopting.lock().await;
-        if let Some(id) = self.id() {
-            return Ok(id);
+        let made = matches!(*self.id.read().unwrap_or_else(|e| e.into_inner()), Some((_, Origin::Made)));
+        if made && !initialized {
+            self.forget().await?;
+            tracing::info!("dropped a formation id made for a bootstrap that did not happen");
         }
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).map_err(|e| FenceError::Store(String::new(), e.to_string()))?;
-        let id = format!("f-{}", hex::encode(b));
-        self.keep(&id).await?;
+        Ok(())
+    }
+
+    /// Bootstrap a cluster with `init` (Raft's `initialize`) under an id made here: made
+    /// now if this node has none, and dropped again if `init` fails. Refused when this node
+    /// took another formation's id from a Raft message meanwhile: it joins that one.
+    /// No Raft message is taken while this runs.
+    pub async fn bootstrap<E: std::fmt::Display>(
+        &self,
+        init: impl std::future::Future<Output = Result<(), E>>,
+    ) -> Result<String, String> {
+        let _one = self.adopting.lock().await;
+        let current = self.id.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (id, new) = match current {
+            Some((id, Origin::Taken)) => {
+                return Err(format!("this node took formation {id} from a Raft message: it joins that cluster"));
+            }
+            Some((id, Origin::Made)) => (id, false),
+            None => {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).map_err(|e| format!("the system's random source failed: {e}"))?;
+                let id = format!("f-{}", hex::encode(b));
+                self.keep(&id, Origin::Made).await.map_err(|e| e.to_string())?;
+                (id, true)
+            }
+        };
+        if let Err(e) = init.await {
+            if new {
+                self.forget().await.map_err(|e| e.to_string())?;
+            }
+            return Err(e.to_string());
+        }
         tracing::info!(formation = %id, "this node's cluster formation has its id");
         Ok(id)
     }
 
-    /// Whether a Raft message of `theirs` from `sender` may be taken: yes when either side
-    /// has no id (a node without one takes the sender's first), or both have the same.
+    /// Whether a Raft message of `theirs` from `sender` may be taken: yes when it names no
+    /// formation, when this node has none yet (it takes the sender's, for good), or when
+    /// both are the same.
     pub async fn admit(&self, sender: &str, theirs: Option<&str>) -> Result<(), FenceError> {
         let Some(theirs) = theirs else { return Ok(()) };
+        if !well_formed(theirs) {
+            return Err(FenceError::Malformed { sender: sender.to_string(), id: theirs.chars().take(64).collect() });
+        }
         match self.id() {
             Some(mine) if mine == theirs => return Ok(()),
             Some(mine) => return Err(self.refuse(sender, theirs, mine)),
@@ -107,17 +165,19 @@ impl Formation {
             Some(mine) if mine == theirs => Ok(()),
             Some(mine) => Err(self.refuse(sender, theirs, mine)),
             None => {
-                self.keep(theirs).await?;
+                self.keep(theirs, Origin::Taken).await?;
                 tracing::info!(formation = theirs, from = sender, "this node joined a cluster formation");
                 Ok(())
             }
         }
     }
 
-    /// `node` refused a Raft message of this node's as another formation's.
+    /// `node` refused a Raft message of this node's as another formation's (logged when it
+    /// starts to).
     pub fn note_refused(&self, node: &str) {
-        let new = self.refused_by.lock().unwrap_or_else(|e| e.into_inner()).insert(node.to_string());
-        if new {
+        let now = Instant::now();
+        let last = self.refused_by.lock().unwrap_or_else(|e| e.into_inner()).insert(node.to_string(), now);
+        if last.is_none_or(|t| now.duration_since(t) > REFUSAL_MEMORY) {
             tracing::warn!(
                 node,
                 "{node} refuses this node's Raft messages: it follows another formation of the cluster"
@@ -125,10 +185,12 @@ impl Formation {
         }
     }
 
-    /// Nodes that refused this node's Raft messages as another formation's, taken (a node
-    /// that refuses again is noted again).
-    pub fn take_refused(&self) -> BTreeSet<String> {
-        std::mem::take(&mut *self.refused_by.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Nodes that refused this node's Raft messages as another formation's within the
+    /// last 30 s.
+    pub fn refusing(&self) -> BTreeSet<String> {
+        let mut refused = self.refused_by.lock().unwrap_or_else(|e| e.into_inner());
+        refused.retain(|_, t| t.elapsed() <= REFUSAL_MEMORY);
+        refused.keys().cloned().collect()
     }
 
     fn refuse(&self, sender: &str, theirs: &str, mine: String) -> FenceError {
@@ -139,14 +201,25 @@ impl Formation {
         e
     }
 
+    async fn forget(&self) -> Result<(), FenceError> {
+        let delete = vec![BatchOp::Delete(Table::Meta, FORMATION_KEY.to_vec())];
+        self.grid
+            .blocking(move |s| s.write(delete, Durability::Synced))
+            .await
+            .map_err(|e| FenceError::Store(e.to_string()))?;
+        *self.id.write().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
+    }
+
     /// Write `id` to the store (synced), then hold it.
-    async fn keep(&self, id: &str) -> Result<(), FenceError> {
-        let put = vec![BatchOp::Put(Table::Meta, FORMATION_KEY.to_vec(), id.as_bytes().to_vec())];
+    async fn keep(&self, id: &str, origin: Origin) -> Result<(), FenceError> {
+        let value = format!("{} {id}", if origin == Origin::Made { "made" } else { "taken" });
+        let put = vec![BatchOp::Put(Table::Meta, FORMATION_KEY.to_vec(), value.into_bytes())];
         self.grid
             .blocking(move |s| s.write(put, Durability::Synced))
             .await
-            .map_err(|e| FenceError::Store(id.to_string(), e.to_string()))?;
-        *self.id.write().unwrap_or_else(|e| e.into_inner()) = Some(id.to_string());
+            .map_err(|e| FenceError::Store(e.to_string()))?;
+        *self.id.write().unwrap_or_else(|e| e.into_inner()) = Some((id.to_string(), origin));
         Ok(())
     }
 }
@@ -159,6 +232,9 @@ mod tests {
         Arc::new(Grid::new(Arc::new(crate::grid::MemoryStorage::default())))
     }
 
+    const A: &str = "f-00000000000000aa";
+    const B: &str = "f-00000000000000bb";
+
     #[tokio::test]
     async fn a_node_takes_the_first_formation_and_refuses_any_other() {
         let g = grid();
@@ -166,38 +242,56 @@ mod tests {
         assert_eq!(f.id(), None);
         f.admit("n2", None).await.expect("no id on either side: taken as before");
         assert_eq!(f.id(), None, "a message without an id gives none");
-        f.admit("n2", Some("f-a")).await.unwrap();
-        assert_eq!(f.id().as_deref(), Some("f-a"));
-        f.admit("n2", Some("f-a")).await.unwrap();
+        f.admit("n2", Some(A)).await.unwrap();
+        assert_eq!(f.id().as_deref(), Some(A));
+        f.admit("n2", Some(A)).await.unwrap();
         f.admit("n4", None).await.expect("a sender without an id is taken");
-        let e = f.admit("n3", Some("f-b")).await.unwrap_err();
-        assert_eq!(e, FenceError::Other { sender: "n3".into(), theirs: "f-b".into(), mine: "f-a".into() });
-        assert!(e.to_string().contains("n3 belongs to another formation of this cluster (f-b; this node f-a)"));
-        // Kept across a restart (the store is opened again).
+        let e = f.admit("n3", Some(B)).await.unwrap_err();
+        assert_eq!(e, FenceError::Other { sender: "n3".into(), theirs: B.into(), mine: A.into() });
+        assert!(
+            e.to_string().contains(&format!("n3 belongs to another formation of this cluster ({B}; this node {A})"))
+        );
+        let e = f.admit("n3", Some("f-x")).await.unwrap_err();
+        assert!(matches!(e, FenceError::Malformed { .. }), "{e}");
+        // Kept across a restart (the store is opened again), and a taken id is not one to
+        // bootstrap with, nor dropped at start.
         let again = Formation::open(g).await.unwrap();
-        assert_eq!(again.id().as_deref(), Some("f-a"));
-        assert_eq!(again.ensure().await.unwrap(), "f-a", "ensure keeps an id it has");
+        assert_eq!(again.id().as_deref(), Some(A));
+        again.drop_unused(false).await.unwrap();
+        assert_eq!(again.id().as_deref(), Some(A));
+        let e = again.bootstrap(async { Ok::<(), String>(()) }).await.unwrap_err();
+        assert!(e.contains(&format!("took formation {A}")), "{e}");
     }
 
     #[tokio::test]
-    async fn refusals_are_noted_until_taken() {
+    async fn a_bootstrap_makes_an_id_and_a_failed_one_leaves_none() {
+        let g = grid();
+        let f = Formation::open(g.clone()).await.unwrap();
+        let e = f.bootstrap(async { Err::<(), _>("not allowed") }).await.unwrap_err();
+        assert_eq!(e, "not allowed");
+        assert_eq!(f.id(), None, "no id left by a bootstrap that failed");
+        let id = f.bootstrap(async { Ok::<(), String>(()) }).await.unwrap();
+        assert!(well_formed(&id), "{id}");
+        assert_eq!(f.bootstrap(async { Ok::<(), String>(()) }).await.unwrap(), id, "a second keeps it");
+        let again = Formation::open(g.clone()).await.unwrap();
+        assert_eq!(again.id(), Some(id.clone()));
+        again.drop_unused(true).await.unwrap();
+        assert_eq!(again.id(), Some(id.clone()), "kept by a node whose Raft is a member");
+        again.drop_unused(false).await.unwrap();
+        assert_eq!(again.id(), None, "made for a bootstrap that never happened: dropped");
+        assert_eq!(Formation::open(g).await.unwrap().id(), None);
+        let other = Formation::open(grid()).await.unwrap().bootstrap(async { Ok::<(), String>(()) }).await.unwrap();
+        assert_ne!(other, id, "two formations, two ids");
+    }
+
+    #[tokio::test]
+    async fn refusals_are_remembered_for_a_while() {
         let f = Formation::open(grid()).await.unwrap();
         f.note_refused("n3");
         f.note_refused("n3");
         f.note_refused("n4");
-        assert_eq!(f.take_refused(), BTreeSet::from(["n3".to_string(), "n4".to_string()]));
-        assert!(f.take_refused().is_empty());
-    }
-
-    #[tokio::test]
-    async fn ensure_makes_one_id_and_keeps_it() {
-        let g = grid();
-        let f = Formation::open(g.clone()).await.unwrap();
-        let id = f.ensure().await.unwrap();
-        assert!(id.starts_with("f-") && id.len() == 18, "{id}");
-        assert_eq!(f.ensure().await.unwrap(), id);
-        assert_eq!(Formation::open(g).await.unwrap().id(), Some(id.clone()));
-        let other = Formation::open(grid()).await.unwrap().ensure().await.unwrap();
-        assert_ne!(other, id, "two formations, two ids");
+        assert_eq!(f.refusing(), BTreeSet::from(["n3".to_string(), "n4".to_string()]));
+        f.refused_by.lock().unwrap().insert("n3".into(), Instant::now() - REFUSAL_MEMORY - Duration::from_secs(1));
+        assert_eq!(f.refusing(), BTreeSet::from(["n4".to_string()]));
     }
 }

@@ -49,15 +49,18 @@ pub trait LeaderOps: Send + Sync + 'static {
     }
 }
 
-/// Ask every other node in `live` `req`: the answers that came within `wait`, by node.
+/// Ask every other node in `live` that is one of `members` `req` (a node of another
+/// cluster may gossip too, and would answer about its own): the answers that came within
+/// `wait`, by node.
 pub async fn ask_live<Q: PeerRpc>(
     peers: &PeerClient,
     me: &str,
     live: BTreeMap<String, PeerInfo>,
+    members: &BTreeSet<String>,
     req: &Q,
     wait: Duration,
 ) -> BTreeMap<String, Q::Reply> {
-    let others: Vec<PeerInfo> = live.into_values().filter(|p| p.id != me).collect();
+    let others: Vec<PeerInfo> = live.into_values().filter(|p| p.id != me && members.contains(&p.id)).collect();
     let asks = others.iter().map(|p| async move { (p.id.clone(), peers.call(&p.id, &p.peer, req, wait).await.ok()) });
     futures::future::join_all(asks).await.into_iter().filter_map(|(id, r)| Some((id, r?))).collect()
 }

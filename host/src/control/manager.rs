@@ -139,10 +139,14 @@ impl Cluster {
         // configuration on the way, and the voter count never dips.
         let kept = voters.iter().filter(|m| !removed.contains(&m.name)).count();
         if kept < self.config.voters {
+            // Only learners that have taken this leader's entries: one that follows another
+            // formation (it refuses them) made a voter would stall every later change.
+            let replication = self.raft.metrics().borrow().replication.clone().unwrap_or_default();
+            let acked = |m: &Member| replication.get(&raft_id(&m.name)).is_some_and(|matched| matched.is_some());
             let ready: BTreeSet<u64> = learners
                 .iter()
                 .filter(|m| !removed.contains(&m.name) && !stored.state.draining.contains(&m.name))
-                .filter(|m| live.get(&m.name).is_some_and(|p| p.mode == Mode::Follower.as_str()))
+                .filter(|m| live.get(&m.name).is_some_and(|p| p.mode == Mode::Follower.as_str()) && acked(m))
                 .take(self.config.voters - kept)
                 .map(|m| raft_id(&m.name))
                 .collect();
@@ -186,7 +190,7 @@ impl Cluster {
     /// Back outside it, they show as foreign. A voter that refuses is only logged: it was
     /// this formation's member, so something else is wrong.
     async fn drop_other_formations(&self, view: &StepView) -> anyhow::Result<bool> {
-        let refused = self.formation.take_refused();
+        let refused = self.formation.refusing();
         let gone: BTreeSet<u64> =
             view.learners.iter().filter(|m| refused.contains(&m.name)).map(|m| raft_id(&m.name)).collect();
         let voters: Vec<&str> =
@@ -213,6 +217,9 @@ impl Cluster {
         let count = self.registry.grid().replicas().count();
         let joining =
             view.live.values().filter(|p| p.mode == JOINING && !view.is_member(&p.id) && !removed.contains(&p.id));
+        // A node that refused this leader's messages recently is not taken again at once.
+        let refusing = self.formation.refusing();
+        let joining = joining.filter(|p| !refusing.contains(&p.id));
         let foreign = self.membership.foreign();
         if !foreign.is_empty() {
             let waiting: Vec<&str> = joining.map(|p| p.id.as_str()).collect();

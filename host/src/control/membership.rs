@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::Mode;
 use super::foreign::ForeignNodes;
 use super::formation::Formation;
-use super::gossip::{Gossip, GossipStats, KEY_LOAD, KEY_MODE, PeerInfo};
+use super::gossip::{Gossip, GossipStats, KEY_FORMATION, KEY_LOAD, KEY_MODE, PeerInfo};
 pub use super::gossip::{JOINING, REBUILDING};
 use super::store::StateMachine;
 use super::types::{Control, Member, raft_id};
@@ -232,7 +232,8 @@ impl Inner {
                 continue;
             }
             let members = voters.iter().chain(&learners).map(|m| m.name.as_str()).collect();
-            self.foreign.observe(&self.name, &members, &state.state.removed, &live, Instant::now());
+            let mine = self.formation.id();
+            self.foreign.observe(&self.name, mine.as_deref(), &members, &state.state.removed, &live, Instant::now());
             drop(state);
             let rebuilt = self.registry.grid().replicas().is_rebuilt();
             // A rebuilt node neither campaigns nor votes (see `peer.rs`): its own vote
@@ -247,6 +248,9 @@ impl Inner {
                 (false, false) => mode.as_str(),
             };
             self.gossip.publish(KEY_MODE, shown).await;
+            if let Some(formation) = self.formation.id() {
+                self.gossip.publish(KEY_FORMATION, &formation).await;
+            }
             let load: u32 = self.registry.list().iter().map(|s| s.gate().running).sum();
             self.gossip.publish(KEY_LOAD, &load.to_string()).await;
             if voters.is_empty() {
@@ -336,12 +340,8 @@ impl Inner {
         };
         let names: Vec<String> = members.values().map(|m| m.name.clone()).collect();
         // Its Raft messages carry the new formation's id from the first (the vote).
-        if let Err(e) = self.formation.ensure().await {
-            tracing::error!(error = %e, "not bootstrapping a cluster without a formation id");
-            return;
-        }
-        match self.raft.initialize(members).await {
-            Ok(()) => tracing::info!(voters = ?names, "bootstrapped a new cluster"),
+        match self.formation.bootstrap(self.raft.initialize(members)).await {
+            Ok(formation) => tracing::info!(voters = ?names, formation, "bootstrapped a new cluster"),
             Err(e) => tracing::debug!(error = %e, "bootstrap skipped"),
         }
     }

@@ -301,6 +301,8 @@ impl Cluster {
         let peers = PeerClient::new(name, tls.as_ref().map(|t| t.client.clone()));
         let formation = formation::Formation::open(grid.clone()).await?;
         let (raft, sm, log_growth) = open_raft(name, &config, &peers, grid, formation.clone()).await?;
+        let initialized = raft.is_initialized().await.map_err(|e| anyhow::anyhow!("reading Raft's state: {e}"))?;
+        formation.drop_unused(initialized).await?;
         let gossip = Gossip::start(gossip_config(name, &config, secrets)?, &me, faults.clone()).await?;
         let membership = Membership::spawn(
             MembershipDeps {

@@ -5,8 +5,6 @@
 //! | `Fenced<AppendEntriesRequest>` | `/raft/append` | `Result<AppendEntriesResponse, RaftError>` |
 //! | `Fenced<VoteRequest>` | `/raft/vote` | `Result<VoteResponse, RaftError>` |
 //! | `Fenced<InstallSnapshotRequest>` | `/raft/snapshot` | `Result<InstallSnapshotResponse, RaftError>` |
-//!
-//! Each Raft message carries the sender's formation id ([`super::formation`]).
 //! | [`Command`] | `/control/write` | [`WriteReply`] (on the leader only) |
 //! | [`GraphReq`] | `/graph` | this node's call-graph edges |
 //! | [`UsageReq`] | `/usage` | this node's per-service usage totals (for the autoscaler) |
@@ -14,6 +12,8 @@
 //! | [`TraceListReq`] | `/traces` | this node's summaries of recent traces |
 //! | [`TrialReq`] | `/trial` | this node's per-arm call samples of one experiment |
 //! | [`super::ready::ReadyReq`] | `/ready` | whether this node serves a service at a generation (waits, bounded) |
+//!
+//! Each Raft message carries the sender's formation id ([`super::formation`]).
 
 use std::time::Duration;
 

@@ -180,6 +180,7 @@ async fn raft_message<T>(
     match c.formation.admit(&peer.node, r.formation.as_deref()).await {
         Ok(()) => Ok(r.rpc),
         Err(e @ FenceError::Other { .. }) => Err((StatusCode::FORBIDDEN, "other-formation", e.to_string())),
+        Err(e @ FenceError::Malformed { .. }) => Err((StatusCode::BAD_REQUEST, "bad-formation", e.to_string())),
         Err(e @ FenceError::Store(..)) => Err((StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string())),
     }
 }

@@ -21,12 +21,14 @@ impl Peers for Cluster {
     fn less_loaded_holder(&self, service: &str) -> bool {
         // Only worth a hop if some node running it is less loaded than this one (gossip
         // load: executions running there); under even saturation calls stay and queue here.
-        // Members only, as `holders` takes them: a node of another cluster may gossip that
-        // it runs a service of the same name.
+        // Members that were not removed, as `holders` takes them: a node of another
+        // cluster may gossip that it runs a service of the same name. (Asked only when
+        // every instance here is busy.)
         let here: u64 = self.registry.list().iter().map(|s| u64::from(s.gate().running)).sum();
-        let metrics = self.raft.metrics();
-        let config = metrics.borrow();
-        let member = |id: &str| config.membership_config.membership().nodes().any(|(_, m)| m.name == id);
+        let mut members = self.member_names();
+        let state = self.sm.current();
+        members.retain(|n| !state.state.removed.contains(n));
+        let member = |id: &str| members.contains(id);
         self.membership.live().read(|live| {
             live.values().any(|p| {
                 p.id != self.name

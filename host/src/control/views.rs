@@ -100,9 +100,10 @@ impl Cluster {
         reports.into_iter().collect()
     }
 
-    /// Ask every other live node `req`: the answers that came within a second, by node.
+    /// Ask every other live member `req`: the answers that came within a second, by node.
     pub(super) async fn ask_live<Q: crate::transport::PeerRpc>(&self, req: &Q) -> BTreeMap<String, Q::Reply> {
-        super::leader::ask_live(&self.peers, &self.name, self.live(), req, Duration::from_secs(1)).await
+        let members = self.member_names();
+        super::leader::ask_live(&self.peers, &self.name, self.live(), &members, req, Duration::from_secs(1)).await
     }
 
     /// Every live node's spans of one trace, in start order (a span seen twice once).

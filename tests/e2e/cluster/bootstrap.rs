@@ -151,7 +151,8 @@ async fn raft_messages_of_another_formation_are_refused() {
 /// here both did). It follows one of them and stays with it (it refuses the other
 /// formation's Raft messages); the other leader, if it added it, takes it out again, so
 /// it shows there as foreign; and no node's Raft breaks (without formation ids,
-/// openraft's core panicked on such a node).
+/// openraft's core panicked on such a node, and this test failed 3 runs of 3). The fence
+/// itself is checked every run by `raft_messages_of_another_formation_are_refused`.
 #[tokio::test]
 async fn a_node_between_two_formations_follows_one() {
     let mut c = Cluster::start_in_namespaces_apart(3, 2).await;

@@ -46,6 +46,8 @@ pub const REBUILDING: &str = "rebuilding";
 /// The nanogrid release a node runs, and the peer protocol it speaks (`transport::PROTOCOL`).
 pub const KEY_RELEASE: &str = "release";
 pub const KEY_PROTOCOL: &str = "protocol";
+/// The node's formation id (`control::formation`), once it has one.
+pub const KEY_FORMATION: &str = "formation";
 
 /// What a node tells the others about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -63,6 +65,9 @@ pub struct PeerInfo {
     pub release: String,
     /// The peer protocol it speaks (`None`: a node from before peer protocol versions).
     pub protocol: Option<u32>,
+    /// The formation of the cluster its Raft state belongs to (`None`: none yet, or a node
+    /// of a cluster formed before formation ids).
+    pub formation: Option<String>,
 }
 
 #[derive(Clone)]
@@ -185,6 +190,7 @@ impl Gossip {
                     .unwrap_or(crate::grid::part::DEFAULT_PARTITIONS),
                 release: state.get(KEY_RELEASE).unwrap_or_default().to_string(),
                 protocol: state.get(KEY_PROTOCOL).and_then(|p| p.parse().ok()),
+                formation: state.get(KEY_FORMATION).filter(|f| !f.is_empty()).map(str::to_string),
             };
             // Two live incarnations of one name (a quick restart): keep the newer.
             let newest = generation.entry(info.id.clone()).or_insert(id.generation_id);

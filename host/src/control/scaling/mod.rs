@@ -343,11 +343,13 @@ impl Scaler {
     }
 }
 
-/// Each live node's usage totals (those that answered within a second), this node's own
+/// Each live member's usage totals (those that answered within a second), this node's own
 /// included.
 async fn usage_by_node(ops: &dyn LeaderOps) -> BTreeMap<String, Report> {
     let wait = Duration::from_secs(1);
-    let mut out = super::leader::ask_live(ops.peers(), ops.node(), ops.live(), &network::UsageReq, wait).await;
+    let members = ops.member_names();
+    let mut out =
+        super::leader::ask_live(ops.peers(), ops.node(), ops.live(), &members, &network::UsageReq, wait).await;
     out.insert(ops.node().to_string(), ops.registry().usage());
     out
 }
