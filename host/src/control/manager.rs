@@ -191,18 +191,17 @@ impl Cluster {
     /// this formation's member, so something else is wrong.
     async fn drop_other_formations(&self, view: &StepView) -> anyhow::Result<bool> {
         let refused = self.formation.refusing();
-        let gone: BTreeSet<u64> =
-            view.learners.iter().filter(|m| refused.contains(&m.name)).map(|m| raft_id(&m.name)).collect();
+        let names: Vec<&str> =
+            view.learners.iter().filter(|m| refused.contains(&m.name)).map(|m| m.name.as_str()).collect();
         let voters: Vec<&str> =
             view.voters.iter().filter(|m| refused.contains(&m.name)).map(|m| m.name.as_str()).collect();
         if !voters.is_empty() && self.mismatch_log.allow("voter-formation").is_some() {
             tracing::error!(nodes = ?voters, "voters refuse this leader's Raft messages as another formation's");
         }
-        if gone.is_empty() {
+        if names.is_empty() {
             return Ok(false);
         }
-        let names: Vec<&str> =
-            view.learners.iter().filter(|m| refused.contains(&m.name)).map(|m| m.name.as_str()).collect();
+        let gone: BTreeSet<u64> = names.iter().map(|n| raft_id(n)).collect();
         self.raft.change_membership(ChangeMembers::RemoveNodes(gone), false).await?;
         tracing::warn!(nodes = ?names, "removed learners that follow another formation of the cluster");
         Ok(true)

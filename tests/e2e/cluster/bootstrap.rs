@@ -40,6 +40,18 @@ async fn a_new_cluster_waits_for_the_nodes_it_expects() {
     }
 }
 
+/// Three nodes in network namespaces, cut off from each other from their start, the
+/// first two started: once each leads a cluster of its own.
+async fn formed_apart() -> Cluster {
+    let c = Cluster::start_in_namespaces_apart(3, 2).await;
+    eventually("n1 and n2 each lead a cluster of their own", FORM, || async {
+        let (a, b) = (c.status(0).await?, c.status(1).await?);
+        (a.leader.as_deref() == Some("n1") && b.leader.as_deref() == Some("n2")).then_some(())
+    })
+    .await;
+    c
+}
+
 /// Two nodes cut off from each other from their start (real dropped packets between
 /// their network namespaces) each form a cluster of their own, as `--bootstrap-expect 1`
 /// allows. Once the network heals, each shows the other as `foreign` in its status, its
@@ -48,12 +60,7 @@ async fn a_new_cluster_waits_for_the_nodes_it_expects() {
 /// added by neither leader (it would be a member of both clusters), and both say why.
 #[tokio::test]
 async fn nodes_of_a_cluster_formed_apart_are_shown_as_foreign() {
-    let mut c = Cluster::start_in_namespaces_apart(3, 2).await;
-    eventually("n1 and n2 each lead a cluster of their own", FORM, || async {
-        let (a, b) = (c.status(0).await?, c.status(1).await?);
-        (a.leader.as_deref() == Some("n1") && b.leader.as_deref() == Some("n2")).then_some(())
-    })
-    .await;
+    let mut c = formed_apart().await;
     for (i, other) in [(0, "n2"), (1, "n1")] {
         let s = c.status(i).await.expect("GET /v1/cluster");
         assert!(s.node(other).is_none(), "cut off, {other} is not seen at all: {s:?}");
@@ -155,12 +162,7 @@ async fn raft_messages_of_another_formation_are_refused() {
 /// itself is checked every run by `raft_messages_of_another_formation_are_refused`.
 #[tokio::test]
 async fn a_node_between_two_formations_follows_one() {
-    let mut c = Cluster::start_in_namespaces_apart(3, 2).await;
-    eventually("n1 and n2 each lead a cluster of their own", FORM, || async {
-        let (a, b) = (c.status(0).await?, c.status(1).await?);
-        (a.leader.as_deref() == Some("n1") && b.leader.as_deref() == Some("n2")).then_some(())
-    })
-    .await;
+    let mut c = formed_apart().await;
     c.isolate(0, false);
     c.restart(2);
     let (leader, formation) = eventually("n3 follows a leader", FORM, || async {
