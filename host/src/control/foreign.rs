@@ -9,7 +9,8 @@
 //! least 5 s) shows as `foreign` in `GET /v1/cluster` and `nanogrid status`, counts in
 //! `nanogrid_cluster_foreign_nodes`, and is logged as an error naming the fix. A node
 //! without an id, or of this node's formation but outside its configuration (a learner
-//! whose admission was lost with a leader), is not foreign; nor is anything while this node
+//! whose admission was lost with a leader, which the leader adds again: `manager.rs`), is
+//! not foreign; nor is anything while this node
 //! has no id itself (a cluster formed by an earlier release).
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -208,14 +208,19 @@ impl Cluster {
     }
 
     /// Nodes gossip shows joining, with this cluster's partition count and peer protocol
-    /// and an address a TLS handshake proved theirs, join as learners.
+    /// and an address a TLS handshake proved theirs, join as learners; so do nodes that
+    /// lost their admission (see [`lost_admission`]).
     /// None while nodes of another cluster are live: a node that sees both clusters would
     /// be added by both leaders, and each one's Raft messages would overrule the other's.
     async fn admit_learners(&self, view: &StepView) -> anyhow::Result<()> {
         let removed = &view.stored.state.removed;
         let count = self.registry.grid().replicas().count();
-        let joining =
-            view.live.values().filter(|p| p.mode == JOINING && !view.is_member(&p.id) && !removed.contains(&p.id));
+        let mine = self.formation.id();
+        let lost = |p: &PeerInfo| lost_admission(p, mine.as_deref());
+        let joining = view
+            .live
+            .values()
+            .filter(|p| (p.mode == JOINING || lost(p)) && !view.is_member(&p.id) && !removed.contains(&p.id));
         // A node that refused this leader's messages recently is not taken again at once.
         let refusing = self.formation.refusing();
         let joining = joining.filter(|p| !refusing.contains(&p.id));
@@ -266,8 +271,18 @@ impl Cluster {
                 continue;
             }
             let member = Member { name: p.id.clone(), peer: p.peer.clone() };
+            let again = lost(p);
+            if again {
+                tracing::warn!(
+                    node = %p.id,
+                    mode = %p.mode,
+                    "{} follows this cluster but is outside its configuration (a leader that added it lost its \
+                     place before the change was committed); adding it again",
+                    p.id
+                );
+            }
             self.raft.add_learner(raft_id(&p.id), member, false).await?;
-            tracing::info!(node = %p.id, "added node as a learner");
+            tracing::info!(node = %p.id, again, "added node as a learner");
         }
         Ok(())
     }
@@ -383,6 +398,17 @@ impl Cluster {
     }
 }
 
+/// Whether `p` lost its admission: it holds this node's formation id `mine` and gossips a
+/// member's mode (leader, follower, dormant) or a rebuilt store's, though the caller found
+/// it outside the configuration. A leader appended the change that added it as a learner
+/// and replicated it there, then lost its place before the change was committed (cut off
+/// from the voters, or stopped); the next leader never had the change. The node's own log
+/// still names it a member, so it no longer gossips `joining`, and nothing else would
+/// ever add it: it would wait outside, dormant or following no one, for good.
+fn lost_admission(p: &PeerInfo, mine: Option<&str>) -> bool {
+    p.mode != JOINING && mine.is_some() && p.formation.as_deref() == mine
+}
+
 impl super::leader::LeaderOps for Cluster {
     fn node(&self) -> &str {
         &self.name
@@ -453,5 +479,28 @@ struct StepView {
 impl StepView {
     fn is_member(&self, node: &str) -> bool {
         self.voters.iter().chain(&self.learners).any(|m| m.name == node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{JOINING, PeerInfo, REBUILDING, lost_admission};
+
+    fn peer(mode: &str, formation: Option<&str>) -> PeerInfo {
+        PeerInfo { id: "n4".into(), mode: mode.into(), formation: formation.map(str::to_string), ..Default::default() }
+    }
+
+    #[test]
+    fn a_node_of_this_formation_that_gossips_a_members_mode_lost_its_admission() {
+        for mode in ["follower", "dormant", "leader", REBUILDING] {
+            assert!(lost_admission(&peer(mode, Some("f-1")), Some("f-1")), "{mode}");
+        }
+        // Joining is admitted as such; another formation's node is foreign, not lost; a
+        // node without an id, or a leader without one (an earlier release's cluster),
+        // cannot be told from a member of some other cluster.
+        assert!(!lost_admission(&peer(JOINING, Some("f-1")), Some("f-1")));
+        assert!(!lost_admission(&peer("follower", Some("f-2")), Some("f-1")));
+        assert!(!lost_admission(&peer("follower", None), Some("f-1")));
+        assert!(!lost_admission(&peer("follower", None), None));
     }
 }

@@ -2,7 +2,7 @@
 //! until the expected number see each other, then form one cluster in which all of them
 //! vote; a value no cluster can use is refused at start with the fix named. Nodes that
 //! formed clusters apart (the network cut them off at the start) are told apart once
-//! they see each other.
+//! they see each other. A node whose admission a leader change lost is added again.
 
 use std::time::Duration;
 
@@ -191,6 +191,69 @@ async fn a_node_between_two_formations_follows_one() {
         let refusals = log.lines().filter(|l| l.contains("(403 other-formation)")).count();
         assert!(refusals < 100, "{}: {refusals} refusals logged", m.name);
     }
+}
+
+/// A leader adds a joining node as a learner and loses its place before the change is
+/// committed: the node starts with no peer connection to anyone (gossip passes, so every
+/// node sees it joining); then, at once, the leader's peer connections to the other two
+/// voters are cut and its connection to the node opened. It goes on leading in its own
+/// eyes and adds the node, which takes the change, while the other two elect another
+/// leader, which cannot reach the node. Once the network heals the old leader steps down
+/// and its change is dropped, but the node's own log still names it a learner, so it no
+/// longer gossips `joining`. The new leader adds it again and it follows the cluster.
+/// (With the re-admission turned off, n4 was still outside 30 s after the heal.)
+#[tokio::test]
+async fn a_learner_whose_admission_was_lost_with_its_leader_is_added_again() {
+    let mut c = Cluster::start_in_namespaces_some(4, 3).await;
+    let old = eventually("the first three agree on a leader", FORM, || c.agreed_leader(&[0, 1, 2])).await;
+    let l = c.index_of(&old);
+    let rest: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    for i in 0..3 {
+        c.drop_tcp_from(i, &[3]);
+    }
+    c.drop_tcp_from(3, &[0, 1, 2]);
+    c.restart(3);
+    eventually("the leader sees n4 joining", FORM, || async {
+        c.status(l).await?.node("n4").is_some_and(|n| n.live && n.role == Role::Joining).then_some(())
+    })
+    .await;
+    // The cut first, then the way to n4: the leader never reaches n4 with a quorum.
+    for &i in &rest {
+        c.drop_tcp_from(i, &[3, l]);
+    }
+    c.drop_tcp_from(l, &rest);
+    c.drop_tcp_from(3, &rest);
+    eventually("n4 takes the change of the old leader that adds it", FORM, || async {
+        let s = c.status(3).await?;
+        (s.mode == "follower" && s.leader.as_deref() == Some(old.as_str())).then_some(())
+    })
+    .await;
+    let new = eventually("the other two elect another leader", FORM, || async {
+        c.agreed_leader(&rest).await.filter(|n| *n != old)
+    })
+    .await;
+    let j = c.index_of(&new);
+    let s = c.status(l).await.expect("GET /v1/cluster");
+    assert_eq!(s.node("n4").map(|n| n.role), Some(Role::Learner), "the old leader's view: {s:?}");
+    let s = c.status(j).await.expect("GET /v1/cluster");
+    assert_eq!(s.node("n4").map(|n| n.role), Some(Role::Joining), "the new leader's view: {s:?}");
+
+    c.isolate(0, false);
+    eventually("the new leader adds n4 again and n4 follows it", FORM, || async {
+        let (s, n4) = (c.status(j).await?, c.status(3).await?);
+        let added = s.node("n4")?.role == Role::Learner;
+        (added && n4.mode == "follower" && n4.leader.as_deref() == Some(new.as_str())).then_some(())
+    })
+    .await;
+    eventually("all four agree on the new leader", FORM, || async {
+        c.agreed_leader(&[0, 1, 2, 3]).await.filter(|n| *n == new)
+    })
+    .await;
+    let log = c.nodes[j].node.log();
+    assert!(
+        log.contains("n4 follows this cluster but is outside its configuration") && log.contains("adding it again"),
+        "the new leader says why it adds n4 again:\n{log}"
+    );
 }
 
 #[test]

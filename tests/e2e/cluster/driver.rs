@@ -154,6 +154,12 @@ impl Cluster {
         Self::namespaces(n, true, started).await
     }
 
+    /// [`Cluster::start_in_namespaces`], only the first `started` nodes started
+    /// (`restart(i)` starts another).
+    pub async fn start_in_namespaces_some(n: usize, started: usize) -> Cluster {
+        Self::namespaces(n, false, started).await
+    }
+
     async fn namespaces(n: usize, apart: bool, started: usize) -> Cluster {
         use std::sync::atomic::{AtomicU8, Ordering};
         let turn = turn().await;
@@ -307,6 +313,14 @@ impl Cluster {
             net.block(i, j).unwrap();
             net.block(j, i).unwrap();
         }
+    }
+
+    /// Node `i` drops every TCP segment from the nodes `from` (their peer connections to
+    /// it fail; gossip still passes), and nothing else: its earlier cuts are replaced at
+    /// once. `isolate(_, false)` heals every cut.
+    pub fn drop_tcp_from(&self, i: usize, from: &[usize]) {
+        let net = self.net.as_ref().expect("cutting nodes off needs Cluster::start_in_namespaces");
+        net.drop_tcp_from(i, from).unwrap();
     }
 
     /// `GET /v1/cluster` on node `i` (None if it does not answer).
