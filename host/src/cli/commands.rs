@@ -372,6 +372,9 @@ pub async fn status(client: &ClientArgs) -> anyhow::Result<ExitCode> {
             n.services.join(", ")
         );
     }
+    if let Some(why) = &cluster.out_of_touch {
+        println!("warning: {} is dormant: {why}", cluster.node);
+    }
     let foreign: Vec<&str> =
         cluster.nodes.iter().filter(|n| n.role == crate::api::Role::Foreign).map(|n| n.id.as_str()).collect();
     if !foreign.is_empty() {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Mode;
+use super::contact::{Held, Lost, RaftContact};
 use super::foreign::ForeignNodes;
 use super::formation::Formation;
 use super::gossip::{Gossip, GossipStats, KEY_FORMATION, KEY_LOAD, KEY_MODE, PeerInfo};
@@ -128,6 +129,10 @@ struct Inner {
     mismatch_log: crate::ratelog::RateLimited,
     /// Live nodes that are members of another cluster.
     foreign: ForeignNodes,
+    /// When this node's Raft last heard from the cluster (`contact.rs`).
+    contact: RaftContact,
+    /// Why the node is dormant though it sees a majority: its Raft is out of touch.
+    lost: RwLock<Option<Lost>>,
 }
 
 /// This node's membership view and the task keeping it current.
@@ -155,6 +160,8 @@ impl Membership {
             started: Instant::now(),
             mismatch_log: crate::ratelog::RateLimited::new(Duration::from_secs(30)),
             foreign: ForeignNodes::new(foreign_after(gossip_interval)),
+            contact: RaftContact::default(),
+            lost: RwLock::new(None),
         });
         let tasks = Tasks::new();
         tasks.spawn(inner.clone().run(stop));
@@ -191,6 +198,17 @@ impl Membership {
         self.inner.foreign.current()
     }
 
+    /// A leader's Raft message was accepted here (`peer.rs`).
+    pub fn heard_from_leader(&self) {
+        self.inner.contact.heard_from_leader(Instant::now());
+    }
+
+    /// Why this node is dormant though gossip shows it a majority: its Raft has been out
+    /// of touch with the cluster for a while (`contact.rs`).
+    pub fn out_of_touch(&self) -> Option<String> {
+        self.inner.lost.read().unwrap_or_else(|e| e.into_inner()).map(|l| l.to_string())
+    }
+
     /// Since this node started.
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
@@ -198,6 +216,27 @@ impl Membership {
 }
 
 impl Inner {
+    /// `mode` as gossip decided it, made dormant while this node's Raft is out of touch
+    /// with the cluster (`contact.rs`); says so when that starts and ends.
+    fn in_touch(&self, mode: Mode, voters: usize, quorum_ack: Option<Duration>) -> Mode {
+        let held = match mode {
+            Mode::Leader if voters >= 2 => Held::Leading,
+            Mode::Follower => Held::Following,
+            _ => Held::Other,
+        };
+        let lost = self.contact.check(Instant::now(), held, quorum_ack);
+        let mut was = self.lost.write().unwrap_or_else(|e| e.into_inner());
+        match (&*was, &lost) {
+            (None, Some(l)) => tracing::error!("this node turns dormant: {l}"),
+            (Some(_), None) if held != Held::Other => {
+                tracing::info!("this node's Raft is in touch with the cluster again")
+            }
+            _ => {}
+        }
+        *was = lost;
+        if lost.is_some() { Mode::Dormant } else { mode }
+    }
+
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut removed_shutdown = false;
         loop {
@@ -217,11 +256,16 @@ impl Inner {
             let (voters, learners) = members(&self.raft);
             let state = self.sm.current();
             let removed = state.state.removed.contains(&self.name);
-            let leading = self.raft.metrics().borrow().current_leader == Some(raft_id(&self.name));
+            let (leading, quorum_ack) = {
+                let metrics = self.raft.metrics();
+                let m = metrics.borrow();
+                (m.current_leader == Some(raft_id(&self.name)), m.millis_since_quorum_ack.map(Duration::from_millis))
+            };
             let mode = match gossiping {
                 true => decide_mode(&self.name, &voters, &learners, &live, leading, removed),
                 false => Mode::Dormant,
             };
+            let mode = self.in_touch(mode, voters.len(), quorum_ack);
             let old = std::mem::replace(&mut *self.mode.write().unwrap_or_else(|e| e.into_inner()), mode);
             if old != mode && gossiping {
                 tracing::info!(from = old.as_str(), to = mode.as_str(), "node mode changed");

@@ -8,6 +8,7 @@
 //! state machine has applied it, and reconciles its services before answering.
 
 pub mod assignment;
+mod contact;
 pub mod events;
 pub mod experiment;
 mod foreign;

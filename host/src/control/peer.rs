@@ -23,7 +23,7 @@ use http::{Method, StatusCode};
 use hyper::body::Incoming;
 use openraft::Vote;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 
 use super::Cluster;
 use super::formation::{FenceError, Fenced};
@@ -68,7 +68,13 @@ pub async fn handle(
         (&Method::POST, p) if p == <Fenced<AppendEntriesRequest<Control>> as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |r: Fenced<AppendEntriesRequest<Control>>| async move {
                 let r = raft_message(c, &peer, r, |r| &r.vote).await?;
-                Ok(c.raft.append_entries(r).await)
+                let answer = c.raft.append_entries(r).await;
+                // A leader's entries or heartbeat, taken (a conflict is contact too: the
+                // leader goes on to find where the logs match).
+                if answer.as_ref().is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    c.membership.heard_from_leader();
+                }
+                Ok(answer)
             })
             .await
         }
@@ -87,7 +93,12 @@ pub async fn handle(
         (&Method::POST, p) if p == <Fenced<InstallSnapshotRequest<Control>> as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |r: Fenced<InstallSnapshotRequest<Control>>| async move {
                 let r = raft_message(c, &peer, r, |r| &r.vote).await?;
-                Ok(c.raft.install_snapshot(r).await)
+                let vote = r.vote;
+                let answer = c.raft.install_snapshot(r).await;
+                if answer.as_ref().is_ok_and(|a| a.vote <= vote) {
+                    c.membership.heard_from_leader();
+                }
+                Ok(answer)
             })
             .await
         }

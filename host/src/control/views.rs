@@ -83,6 +83,7 @@ impl Cluster {
                 gossip_running: self.gossip_running(),
             }),
             formation: self.formation.id(),
+            out_of_touch: self.membership.out_of_touch(),
         }
     }
 
@@ -239,6 +240,11 @@ pub struct ClusterView {
     /// shows the same.
     #[serde(default)]
     pub formation: Option<String>,
+    /// Why this node is dormant though gossip shows it a majority of the voters: its Raft
+    /// has been out of touch with the cluster for a while (the peer port blocked while
+    /// the gossip port is not); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_touch: Option<String>,
 }
 
 impl ClusterView {

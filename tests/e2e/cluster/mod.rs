@@ -16,6 +16,7 @@ mod grid;
 #[path = "../../../chaos/src/linearizable.rs"]
 mod linearizable;
 mod partitions;
+mod peer_cut;
 mod powerloss;
 mod security;
 mod store;
