@@ -98,10 +98,21 @@ impl Net {
     /// gossip (UDP) still passes.
     #[allow(dead_code)] // the campaign's faults cut whole links; the end-to-end tests use this
     pub fn drop_tcp_from(&self, to: usize, from: &[usize]) -> anyhow::Result<()> {
+        self.tcp_from(to, from, "drop")
+    }
+
+    /// [`Net::drop_tcp_from`], but a connection attempt is answered with a reset, so the
+    /// sender knows at once instead of waiting out its connect timeout.
+    #[allow(dead_code)] // as above
+    pub fn refuse_tcp_from(&self, to: usize, from: &[usize]) -> anyhow::Result<()> {
+        self.tcp_from(to, from, "reject with tcp reset")
+    }
+
+    fn tcp_from(&self, to: usize, from: &[usize], verdict: &str) -> anyhow::Result<()> {
         use std::io::Write;
         let mut script = String::from("flush chain inet chaos input\n");
         for &f in from {
-            script += &format!("add rule inet chaos input ip saddr {} meta l4proto tcp drop\n", self.ip(f));
+            script += &format!("add rule inet chaos input ip saddr {} meta l4proto tcp {verdict}\n", self.ip(f));
         }
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns(to), "nft", "-f", "-"])

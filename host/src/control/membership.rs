@@ -218,10 +218,10 @@ impl Membership {
 impl Inner {
     /// `mode` as gossip decided it, made dormant while this node's Raft is out of touch
     /// with the cluster (`contact.rs`); says so when that starts and ends.
-    fn in_touch(&self, mode: Mode, voters: usize, quorum_ack: Option<Duration>) -> Mode {
+    fn in_touch(&self, mode: Mode, voters: usize, elected: bool, quorum_ack: Option<Duration>) -> Mode {
         let held = match mode {
             Mode::Leader if voters >= 2 => Held::Leading,
-            Mode::Follower => Held::Following,
+            Mode::Follower => Held::Following { elected },
             _ => Held::Other,
         };
         let lost = self.contact.check(Instant::now(), held, quorum_ack);
@@ -256,16 +256,17 @@ impl Inner {
             let (voters, learners) = members(&self.raft);
             let state = self.sm.current();
             let removed = state.state.removed.contains(&self.name);
-            let (leading, quorum_ack) = {
+            let (leading, elected, quorum_ack) = {
                 let metrics = self.raft.metrics();
                 let m = metrics.borrow();
-                (m.current_leader == Some(raft_id(&self.name)), m.millis_since_quorum_ack.map(Duration::from_millis))
+                let ack = m.millis_since_quorum_ack.map(Duration::from_millis);
+                (m.current_leader == Some(raft_id(&self.name)), m.current_leader.is_some(), ack)
             };
             let mode = match gossiping {
                 true => decide_mode(&self.name, &voters, &learners, &live, leading, removed),
                 false => Mode::Dormant,
             };
-            let mode = self.in_touch(mode, voters.len(), quorum_ack);
+            let mode = self.in_touch(mode, voters.len(), elected, quorum_ack);
             let old = std::mem::replace(&mut *self.mode.write().unwrap_or_else(|e| e.into_inner()), mode);
             if old != mode && gossiping {
                 tracing::info!(from = old.as_str(), to = mode.as_str(), "node mode changed");

@@ -52,8 +52,8 @@ pub async fn admit(
     Err(h::close_connection(h::error(status, code, &msg, &rid)))
 }
 
-/// A control-plane route (the request was admitted by [`admit`]). A little over 80
-/// lines: the route table, one arm per typed request, each handing its decoded request on.
+/// A control-plane route (the request was admitted by [`admit`]): the route table, one
+/// arm per typed request, each handing its decoded request on.
 pub async fn handle(
     cluster: Arc<Cluster>,
     max_body: usize,
@@ -66,17 +66,7 @@ pub async fn handle(
     let c = &cluster;
     match (&method, path.as_str()) {
         (&Method::POST, p) if p == <Fenced<AppendEntriesRequest<Control>> as PeerRpc>::PATH => {
-            serve(req, max_body, &rid, |r: Fenced<AppendEntriesRequest<Control>>| async move {
-                let r = raft_message(c, &peer, r, |r| &r.vote).await?;
-                let answer = c.raft.append_entries(r).await;
-                // A leader's entries or heartbeat, taken (a conflict is contact too: the
-                // leader goes on to find where the logs match).
-                if answer.as_ref().is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_))) {
-                    c.membership.heard_from_leader();
-                }
-                Ok(answer)
-            })
-            .await
+            serve(req, max_body, &rid, |r| append_entries(c, &peer, r)).await
         }
         (&Method::POST, p) if p == <Fenced<VoteRequest<u64>> as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |r: Fenced<VoteRequest<u64>>| async move {
@@ -91,16 +81,7 @@ pub async fn handle(
             .await
         }
         (&Method::POST, p) if p == <Fenced<InstallSnapshotRequest<Control>> as PeerRpc>::PATH => {
-            serve(req, max_body, &rid, |r: Fenced<InstallSnapshotRequest<Control>>| async move {
-                let r = raft_message(c, &peer, r, |r| &r.vote).await?;
-                let vote = r.vote;
-                let answer = c.raft.install_snapshot(r).await;
-                if answer.as_ref().is_ok_and(|a| a.vote <= vote) {
-                    c.membership.heard_from_leader();
-                }
-                Ok(answer)
-            })
-            .await
+            serve(req, max_body, &rid, |r| install_snapshot(c, &peer, r)).await
         }
         (&Method::POST, p) if p == <Command as PeerRpc>::PATH => {
             serve(req, max_body, &rid, |cmd: Command| async move { forwarded_write(c, cmd).await }).await
@@ -176,6 +157,50 @@ where
             Err(e) => h::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e, rid),
         },
         Err((status, code, msg)) => h::error(status, code, &msg, rid),
+    }
+}
+
+type AppendAnswer = Result<AppendEntriesResponse<u64>, RaftError<u64>>;
+type SnapshotAnswer =
+    Result<openraft::raft::InstallSnapshotResponse<u64>, RaftError<u64, openraft::error::InstallSnapshotError>>;
+
+/// A leader's entries or heartbeat. Taken (a conflict too: the leader goes on to find where
+/// the logs match), they are contact with the cluster (`contact.rs`), unless the sender
+/// gossips `dormant`: a leader out of touch itself must not keep the one follower it still
+/// reaches serving its stale view.
+async fn append_entries(
+    c: &Cluster,
+    peer: &Peer,
+    r: Fenced<AppendEntriesRequest<Control>>,
+) -> Result<AppendAnswer, Refusal> {
+    let r = raft_message(c, peer, r, |r| &r.vote).await?;
+    let answer = c.raft.append_entries(r).await;
+    if answer.as_ref().is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+        heard_from(c, peer);
+    }
+    Ok(answer)
+}
+
+/// A leader's snapshot; taken (its vote not refused), it is contact as entries are.
+async fn install_snapshot(
+    c: &Cluster,
+    peer: &Peer,
+    r: Fenced<InstallSnapshotRequest<Control>>,
+) -> Result<SnapshotAnswer, Refusal> {
+    let r = raft_message(c, peer, r, |r| &r.vote).await?;
+    let vote = r.vote;
+    let answer = c.raft.install_snapshot(r).await;
+    if answer.as_ref().is_ok_and(|a| a.vote <= vote) {
+        heard_from(c, peer);
+    }
+    Ok(answer)
+}
+
+fn heard_from(c: &Cluster, peer: &Peer) {
+    let dormant =
+        c.membership.live().read(|live| live.get(&peer.node).is_some_and(|p| p.mode == super::Mode::Dormant.as_str()));
+    if !dormant {
+        c.membership.heard_from_leader();
     }
 }
 

@@ -179,6 +179,11 @@ fn cluster(out: &mut Scrape, node: &Node, c: &crate::control::Cluster) {
         "Live nodes that gossip with this cluster's key but are members of another cluster (it formed more than once; nanogrid status names them and the log says the fix).",
     )
     .sample(&[], foreign);
+    out.gauge(
+        "nanogrid_cluster_out_of_touch",
+        "1 while this node is dormant because its Raft is out of touch with the cluster though gossip shows a majority (its peer connections fail; GET /v1/cluster's out_of_touch says why).",
+    )
+    .sample(&[], s.out_of_touch.is_some());
     let forwarded = out.counter(
         "nanogrid_forwarded_total",
         "Requests and invoke calls sent to another node, by outcome (skipped: that node could not take it, the next was tried; retried: an idempotent service's request failed after it was sent, the next was tried).",

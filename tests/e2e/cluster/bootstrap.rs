@@ -194,27 +194,36 @@ async fn a_node_between_two_formations_follows_one() {
 }
 
 /// A leader adds a joining node as a learner and loses its place before the change is
-/// committed: the node starts with no peer connection to anyone (gossip passes, so every
-/// node sees it joining); then, at once, the leader's peer connections to the other two
-/// voters are cut and its connection to the node opened. It goes on leading in its own
+/// committed: the node starts refusing every peer connection (gossip passes, so every node
+/// sees it joining); then, at once, the leader's peer connections to the other two voters
+/// are cut and its connection to the node opened. It goes on leading in its own
 /// eyes and adds the node, which takes the change, while the other two elect another
 /// leader, which cannot reach the node. Once the network heals the old leader steps down
 /// and its change is dropped, but the node's own log still names it a learner, so it no
-/// longer gossips `joining`. The new leader adds it again and it follows the cluster.
-/// (With the re-admission turned off, n4 was still outside 30 s after the heal.)
+/// longer gossips `joining`. (Before the heal, n4 turns dormant: the only leader reaching
+/// it gossips `dormant`, out of touch itself, and its messages do not count as contact.) The new leader adds it again and it follows the cluster.
+/// (With the re-admission turned off, n4 was still outside 30 s after the heal.) The old
+/// leader must add n4 within 3 s of the cut, before it turns dormant for want of a quorum
+/// (`contact.rs`): its steps run every 300 ms, until the cut n4 refuses its connections
+/// at once (a reset), so no step waits out a connect timeout meanwhile, and the cut waits
+/// until the grid's first placement is committed (a step committing then would wait for
+/// good).
 #[tokio::test]
 async fn a_learner_whose_admission_was_lost_with_its_leader_is_added_again() {
     let mut c = Cluster::start_in_namespaces_some(4, 3).await;
     let old = eventually("the first three agree on a leader", FORM, || c.agreed_leader(&[0, 1, 2])).await;
     let l = c.index_of(&old);
     let rest: Vec<usize> = (0..3).filter(|&i| i != l).collect();
-    for i in 0..3 {
-        c.drop_tcp_from(i, &[3]);
-    }
-    c.drop_tcp_from(3, &[0, 1, 2]);
+    // n4 answers every connection with a reset (and takes none), so the leader's attempts
+    // to prove its address fail at once.
+    c.refuse_tcp_from(3, &[0, 1, 2]);
     c.restart(3);
-    eventually("the leader sees n4 joining", FORM, || async {
-        c.status(l).await?.node("n4").is_some_and(|n| n.live && n.role == Role::Joining).then_some(())
+    // The leader's steps reach n4 (and are refused: the log says so), and none is busy
+    // committing the grid's first placement, which the cut would leave waiting for good.
+    eventually("the leader tries to add n4, its grid settled", FORM, || async {
+        let log = c.nodes[l].node.log();
+        let tried = log.lines().any(|x| x.contains("did not prove it there") && x.contains("n4 was not reached"));
+        (tried && c.grid(l).await.ok()?.under_replicated == 0).then_some(())
     })
     .await;
     // The cut first, then the way to n4: the leader never reaches n4 with a quorum.
@@ -237,6 +246,15 @@ async fn a_learner_whose_admission_was_lost_with_its_leader_is_added_again() {
     assert_eq!(s.node("n4").map(|n| n.role), Some(Role::Learner), "the old leader's view: {s:?}");
     let s = c.status(j).await.expect("GET /v1/cluster");
     assert_eq!(s.node("n4").map(|n| n.role), Some(Role::Joining), "the new leader's view: {s:?}");
+    // The old leader, out of touch, turns dormant; n4, which only it reaches, does not count
+    // its messages any more and turns dormant too rather than serve the old leader's view.
+    let why = eventually("n4 turns dormant, out of touch", FORM, || async {
+        let s = c.status(3).await?;
+        (s.mode == "dormant").then_some(s.out_of_touch?)
+    })
+    .await;
+    assert!(why.starts_with("no leader in touch with the cluster has reached this node's Raft for "), "{why}");
+    assert_eq!(c.status(l).await.expect("GET /v1/cluster").mode, "dormant");
 
     c.isolate(0, false);
     eventually("the new leader adds n4 again and n4 follows it", FORM, || async {

@@ -323,6 +323,12 @@ impl Cluster {
         net.drop_tcp_from(i, from).unwrap();
     }
 
+    /// [`Cluster::drop_tcp_from`], but connection attempts are refused at once (a reset).
+    pub fn refuse_tcp_from(&self, i: usize, from: &[usize]) {
+        let net = self.net.as_ref().expect("cutting nodes off needs Cluster::start_in_namespaces");
+        net.refuse_tcp_from(i, from).unwrap();
+    }
+
     /// `GET /v1/cluster` on node `i` (None if it does not answer).
     pub async fn status(&self, i: usize) -> Option<ClusterView> {
         let r = self.nodes[i].node.admin().get("/v1/cluster").await.ok()?;
