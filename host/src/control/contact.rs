@@ -46,16 +46,6 @@ pub enum Held {
     Other,
 }
 
-impl Held {
-    fn part(self) -> u8 {
-        match self {
-            Held::Leading => 0,
-            Held::Following { .. } => 1,
-            Held::Other => 2,
-        }
-    }
-}
-
 /// Contact lost, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lost {
@@ -94,13 +84,14 @@ struct Track {
     /// When it last came into the cluster after a spell outside of at least [`FLICKER`].
     member_since: Instant,
     heard: Option<Instant>,
-    lost: bool,
+    /// What the last check found.
+    lost: Option<Lost>,
 }
 
 impl Default for RaftContact {
     fn default() -> Self {
         let now = Instant::now();
-        let t = Track { held: Held::Other, since: now, member_since: now, heard: None, lost: false };
+        let t = Track { held: Held::Other, since: now, member_since: now, heard: None, lost: None };
         RaftContact { inner: Mutex::new(t) }
     }
 }
@@ -115,12 +106,12 @@ impl RaftContact {
     /// since a quorum last acknowledged this node as leader (`None`: never, or not leader).
     pub fn check(&self, now: Instant, held: Held, quorum_ack: Option<Duration>) -> Option<Lost> {
         let mut t = self.lock();
-        if t.held.part() != held.part() {
+        if std::mem::discriminant(&t.held) != std::mem::discriminant(&held) {
             match (t.held, held) {
                 (Held::Other, _) if now.saturating_duration_since(t.since) >= FLICKER => t.member_since = now,
                 // A leader in touch that hands over was in touch until now; one out of
                 // touch gets no fresh wait as a follower (until a leader reaches it).
-                (Held::Leading, Held::Following { .. }) if !t.lost => t.heard = Some(now),
+                (Held::Leading, Held::Following { .. }) if t.lost.is_none() => t.heard = Some(now),
                 (Held::Leading, Held::Following { .. }) => {
                     let spent = now.checked_sub(FOLLOWER_QUIET + Duration::from_millis(1));
                     t.member_since = spent.map_or(t.member_since, |at| at.min(t.member_since));
@@ -143,8 +134,13 @@ impl RaftContact {
                 (quiet > FOLLOWER_QUIET).then_some(Lost::Follower { quiet, elected })
             }
         };
-        t.lost = lost.is_some();
+        t.lost = lost;
         lost
+    }
+
+    /// What the last [`RaftContact::check`] found.
+    pub fn lost(&self) -> Option<Lost> {
+        self.lock().lost
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Track> {

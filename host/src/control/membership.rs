@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Mode;
-use super::contact::{Held, Lost, RaftContact};
+use super::contact::{Held, RaftContact};
 use super::foreign::ForeignNodes;
 use super::formation::Formation;
 use super::gossip::{Gossip, GossipStats, KEY_FORMATION, KEY_LOAD, KEY_MODE, PeerInfo};
@@ -129,10 +129,9 @@ struct Inner {
     mismatch_log: crate::ratelog::RateLimited,
     /// Live nodes that are members of another cluster.
     foreign: ForeignNodes,
-    /// When this node's Raft last heard from the cluster (`contact.rs`).
+    /// When this node's Raft last heard from the cluster, and whether it is out of touch
+    /// (`contact.rs`).
     contact: RaftContact,
-    /// Why the node is dormant though it sees a majority: its Raft is out of touch.
-    lost: RwLock<Option<Lost>>,
 }
 
 /// This node's membership view and the task keeping it current.
@@ -161,7 +160,6 @@ impl Membership {
             mismatch_log: crate::ratelog::RateLimited::new(Duration::from_secs(30)),
             foreign: ForeignNodes::new(foreign_after(gossip_interval)),
             contact: RaftContact::default(),
-            lost: RwLock::new(None),
         });
         let tasks = Tasks::new();
         tasks.spawn(inner.clone().run(stop));
@@ -206,7 +204,7 @@ impl Membership {
     /// Why this node is dormant though gossip shows it a majority: its Raft has been out
     /// of touch with the cluster for a while (`contact.rs`).
     pub fn out_of_touch(&self) -> Option<String> {
-        self.inner.lost.read().unwrap_or_else(|e| e.into_inner()).map(|l| l.to_string())
+        self.inner.contact.lost().map(|l| l.to_string())
     }
 
     /// Since this node started.
@@ -224,16 +222,15 @@ impl Inner {
             Mode::Follower => Held::Following { elected },
             _ => Held::Other,
         };
+        let was = self.contact.lost();
         let lost = self.contact.check(Instant::now(), held, quorum_ack);
-        let mut was = self.lost.write().unwrap_or_else(|e| e.into_inner());
-        match (&*was, &lost) {
+        match (was, lost) {
             (None, Some(l)) => tracing::error!("this node turns dormant: {l}"),
             (Some(_), None) if held != Held::Other => {
                 tracing::info!("this node's Raft is in touch with the cluster again")
             }
             _ => {}
         }
-        *was = lost;
         if lost.is_some() { Mode::Dormant } else { mode }
     }
 

@@ -11,6 +11,34 @@ use super::driver::{Cluster, eventually};
 use super::{FORM, formed, serves};
 use crate::support::assert_error;
 
+/// Three nodes in network namespaces serving `hello` (3 instances), the one `pick` chooses
+/// (given the leader's name) serving it too: the cluster, its leader, the picked node.
+async fn serving(pick: impl Fn(&Cluster, &str) -> usize) -> (Cluster, String, usize) {
+    let c = Cluster::start_in_namespaces(3).await;
+    let leader = formed(&c).await;
+    c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
+    let i = pick(&c, &leader);
+    serves(&c, i, "/hello/", Duration::from_secs(10)).await;
+    (c, leader, i)
+}
+
+/// Cut node `x`'s peer connections (TCP) to `rest`, both ways; gossip still passes.
+fn cut_peer_port(c: &Cluster, x: usize, rest: &[usize]) {
+    for &i in rest {
+        c.drop_tcp_from(i, &[x]);
+    }
+    c.drop_tcp_from(x, rest);
+}
+
+/// Until node `i` is dormant and says why (its `out_of_touch`).
+async fn dormant_because(c: &Cluster, i: usize, what: &str) -> String {
+    eventually(what, FORM, || async {
+        let s = c.status(i).await?;
+        (s.mode == "dormant").then_some(s.out_of_touch?)
+    })
+    .await
+}
+
 /// The leader's peer connections to both followers are cut. The followers elect another
 /// leader; the old one, which still sees them through gossip, turns dormant once no quorum
 /// has acknowledged it for 3 s (before, it went on calling itself leader, beside the new
@@ -18,27 +46,16 @@ use crate::support::assert_error;
 /// port as the cause. Healed, it follows the new leader and serves again.
 #[tokio::test]
 async fn a_leader_that_reaches_no_voter_over_the_peer_port_turns_dormant_and_says_why() {
-    let c = Cluster::start_in_namespaces(3).await;
-    let old = formed(&c).await;
-    c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
-    let l = c.index_of(&old);
+    let (c, old, l) = serving(|c, leader| c.index_of(leader)).await;
     let rest: Vec<usize> = (0..3).filter(|&i| i != l).collect();
-    serves(&c, l, "/hello/", Duration::from_secs(10)).await;
 
     let t = Instant::now();
-    for &i in &rest {
-        c.drop_tcp_from(i, &[l]);
-    }
-    c.drop_tcp_from(l, &rest);
+    cut_peer_port(&c, l, &rest);
     let new = eventually("the other two elect another leader", FORM, || async {
         c.agreed_leader(&rest).await.filter(|n| *n != old)
     })
     .await;
-    let why = eventually("the old leader turns dormant and says why", FORM, || async {
-        let s = c.status(l).await?;
-        (s.mode == "dormant").then_some(s.out_of_touch?)
-    })
-    .await;
+    let why = dormant_because(&c, l, "the old leader turns dormant and says why").await;
     eprintln!("the cut-off leader turned dormant after {:?}", t.elapsed());
     assert!(
         why.starts_with("no quorum of voters has acknowledged this leader for ") && why.contains("--peer-listen"),
@@ -73,23 +90,12 @@ async fn a_leader_that_reaches_no_voter_over_the_peer_port_turns_dormant_and_say
 /// leader has reached it for 10 s, and names the peer port. Healed, it serves again.
 #[tokio::test]
 async fn a_follower_that_no_leader_reaches_turns_dormant_and_serves_again_once_healed() {
-    let c = Cluster::start_in_namespaces(3).await;
-    let leader = formed(&c).await;
-    c.nodes[0].node.deploy("hello", "hello", json!({ "instances": 3 })).await;
-    let f = (0..3).find(|&i| c.nodes[i].name != leader).unwrap();
+    let (c, leader, f) = serving(|c, leader| (0..3).find(|&i| c.nodes[i].name != leader).unwrap()).await;
     let rest: Vec<usize> = (0..3).filter(|&i| i != f).collect();
-    serves(&c, f, "/hello/", Duration::from_secs(10)).await;
 
     let t = Instant::now();
-    for &i in &rest {
-        c.drop_tcp_from(i, &[f]);
-    }
-    c.drop_tcp_from(f, &rest);
-    let why = eventually("the cut-off follower turns dormant and says why", FORM, || async {
-        let s = c.status(f).await?;
-        (s.mode == "dormant").then_some(s.out_of_touch?)
-    })
-    .await;
+    cut_peer_port(&c, f, &rest);
+    let why = dormant_because(&c, f, "the cut-off follower turns dormant and says why").await;
     eprintln!("the cut-off follower turned dormant after {:?}", t.elapsed());
     // Cut off, it campaigns (and reaches no one), so it knows no leader by then.
     assert!(why.starts_with("no leader has been elected that reaches this node for "), "{why}");
